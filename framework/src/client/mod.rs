@@ -1,0 +1,335 @@
+//! The Rust client (cargo feature `client`), on awc.
+//!
+//! [`Client::connect`] opens a session; [`Client::join`] joins a namespace and gives a
+//! [`NamespaceClient`] to emit on and to read events from. A background task (the
+//! driver, in `driver.rs`) owns the connection: it answers pings, counts reliable
+//! frames, routes events to their namespace and resolves acks.
+//!
+//! The client runs on the current thread's actix/tokio runtime (awc is not `Send`):
+//! use it inside `#[actix_rt::main]`, `#[actix_web::main]` or `#[actix_rt::test]`.
+
+mod driver;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::protocol::Open;
+use crate::AckError;
+
+/// Client settings; every default is on its field.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Time allowed for the WebSocket upgrade and the server's `Open` frame.
+    /// Default 10 s.
+    pub connect_timeout: Duration,
+    /// Frames the application may queue for sending before `emit` fails with
+    /// [`ClientError::SendBufferFull`]. Default 1024.
+    pub send_buffer: usize,
+    /// Events buffered per namespace for [`NamespaceClient::next_event`]. When full,
+    /// the client stops reading the connection until the application catches up
+    /// (the server then sees a slow consumer). Default 1024.
+    pub event_buffer: usize,
+    /// Largest frame accepted from the server, in bytes. Default 16 MiB.
+    pub max_frame_size: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(10),
+            send_buffer: 1024,
+            event_buffer: 1024,
+            max_frame_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What went wrong on the client side.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ClientError {
+    /// The connection could not be opened.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// No `Open` frame arrived in time.
+    #[error("the server did not open a session within the connect timeout")]
+    OpenTimeout,
+    /// The server refused to let the client join a namespace.
+    #[error("namespace refused: {0}")]
+    Refused(String),
+    /// The session is closed (with the server's reason, if it gave one).
+    #[error("session closed: {0}")]
+    Closed(String),
+    /// The send buffer is full; the application emits faster than the link carries.
+    #[error("send buffer full")]
+    SendBufferFull,
+    /// A payload could not be serialized.
+    #[error("payload did not serialize: {0}")]
+    Serialize(String),
+}
+
+/// An event received from the server.
+#[derive(Debug)]
+pub struct Event {
+    /// Event name.
+    pub name: String,
+    /// JSON payload.
+    pub payload: Bytes,
+    /// Whether it came as a volatile (latest-wins) frame.
+    pub volatile: bool,
+    /// Present when the server asked for an acknowledgement.
+    pub ack: Option<AckSender>,
+}
+
+impl Event {
+    /// Decodes the payload.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+/// Answers an event for which the server asked for an acknowledgement.
+#[derive(Debug)]
+pub struct AckSender {
+    ns: Arc<str>,
+    id: u64,
+    commands: mpsc::Sender<driver::Command>,
+}
+
+impl AckSender {
+    /// Sends the answer.
+    pub fn send<T: Serialize>(self, payload: &T) -> Result<(), ClientError> {
+        let payload = to_json(payload)?;
+        try_command(
+            &self.commands,
+            driver::Command::Ack {
+                ns: self.ns,
+                id: self.id,
+                payload,
+            },
+        )
+    }
+}
+
+fn to_json<T: Serialize>(payload: &T) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(payload).map_err(|e| ClientError::Serialize(e.to_string()))
+}
+
+fn try_command(commands: &mpsc::Sender<driver::Command>, cmd: driver::Command) -> Result<(), ClientError> {
+    commands.try_send(cmd).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => ClientError::SendBufferFull,
+        mpsc::error::TrySendError::Closed(_) => ClientError::Closed("client stopped".into()),
+    })
+}
+
+/// A connected client session.
+#[derive(Clone)]
+pub struct Client {
+    open: Open,
+    config: ClientConfig,
+    commands: mpsc::Sender<driver::Command>,
+    closed: watch::Receiver<Option<String>>,
+    errors: Arc<tokio::sync::Mutex<mpsc::Receiver<(String, String)>>>,
+    next_ack: Arc<AtomicU64>,
+}
+
+impl Client {
+    /// Connects to a Volley server (`ws://host:port/volley`) with default settings.
+    pub async fn connect(url: &str) -> Result<Client, ClientError> {
+        Self::connect_with(url, ClientConfig::default()).await
+    }
+
+    /// Connects with explicit settings.
+    pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        let (commands, command_rx) = mpsc::channel(config.send_buffer.max(1));
+        let (error_tx, error_rx) = mpsc::channel(64);
+        let (closed_tx, closed) = watch::channel(None);
+        let open = driver::start(url, &config, command_rx, commands.clone(), error_tx, closed_tx).await?;
+        Ok(Client {
+            open,
+            config,
+            commands,
+            closed,
+            errors: Arc::new(tokio::sync::Mutex::new(error_rx)),
+            next_ack: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// The session id the server gave.
+    pub fn session_id(&self) -> u64 {
+        self.open.sid
+    }
+
+    /// The server's session parameters (ping interval and timeout, frame limit).
+    pub fn open_frame(&self) -> &Open {
+        &self.open
+    }
+
+    /// Joins namespace `ns`, sending `auth` (any JSON-serializable value, or `()` for
+    /// none) to its middleware. Fails with [`ClientError::Refused`] and the server's
+    /// reason if the middleware says no.
+    pub async fn join<A: Serialize>(&self, ns: &str, auth: &A) -> Result<NamespaceClient, ClientError> {
+        let auth = to_json(auth)?;
+        let (tx, rx) = oneshot::channel();
+        let (events_tx, events) = mpsc::channel(self.config.event_buffer.max(1));
+        let ns: Arc<str> = ns.into();
+        self.command(driver::Command::Connect {
+            ns: ns.clone(),
+            auth,
+            events: events_tx,
+            done: tx,
+        })
+        .await?;
+        match rx.await {
+            Ok(Ok(())) => Ok(NamespaceClient {
+                ns,
+                commands: self.commands.clone(),
+                events,
+                next_ack: self.next_ack.clone(),
+                handlers: HashMap::new(),
+            }),
+            Ok(Err(reason)) => Err(ClientError::Refused(reason)),
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    async fn command(&self, cmd: driver::Command) -> Result<(), ClientError> {
+        self.commands.send(cmd).await.map_err(|_| self.closed_error())
+    }
+
+    fn closed_error(&self) -> ClientError {
+        let reason = self.closed.borrow().clone();
+        ClientError::Closed(reason.unwrap_or_else(|| "connection lost".into()))
+    }
+
+    /// The next `Error` frame from the server, as `(namespace, reason)`; `None` once the
+    /// session is closed. At most 64 are kept; while that many wait, newer ones are dropped.
+    pub async fn next_error(&self) -> Option<(String, String)> {
+        self.errors.lock().await.recv().await
+    }
+
+    /// Resolves when the session is closed, with the reason.
+    pub async fn closed(&self) -> String {
+        let mut closed = self.closed.clone();
+        loop {
+            if let Some(reason) = closed.borrow().clone() {
+                return reason;
+            }
+            if closed.changed().await.is_err() {
+                return closed.borrow().clone().unwrap_or_else(|| "connection lost".into());
+            }
+        }
+    }
+
+    /// Whether the session is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.borrow().is_some()
+    }
+
+    /// Ends the session (the server runs disconnect handlers with `client left`).
+    pub async fn close(&self) {
+        let _ = self.commands.send(driver::Command::Close).await;
+        self.closed().await;
+    }
+}
+
+type EventHandler = Box<dyn Fn(Event)>;
+
+/// The client's membership in one namespace.
+pub struct NamespaceClient {
+    ns: Arc<str>,
+    commands: mpsc::Sender<driver::Command>,
+    events: mpsc::Receiver<Event>,
+    next_ack: Arc<AtomicU64>,
+    handlers: HashMap<String, EventHandler>,
+}
+
+impl NamespaceClient {
+    /// The namespace name.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// Sends a reliable event. Fails at once (never blocks) if the send buffer is full.
+    pub fn emit<T: Serialize>(&self, event: &str, payload: &T) -> Result<(), ClientError> {
+        let payload = to_json(payload)?;
+        try_command(
+            &self.commands,
+            driver::Command::Emit {
+                ns: self.ns.clone(),
+                name: event.to_owned(),
+                payload,
+                ack: None,
+            },
+        )
+    }
+
+    /// Sends an event and waits for the server's answer, decoded as `R`. Always
+    /// resolves: the answer, [`AckError::Timeout`], or [`AckError::Disconnected`].
+    pub async fn emit_with_ack<T: Serialize, R: DeserializeOwned>(
+        &self,
+        event: &str,
+        payload: &T,
+        timeout: Duration,
+    ) -> Result<R, AckError> {
+        let payload = to_json(payload).map_err(|e| AckError::Decode(e.to_string()))?;
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        try_command(
+            &self.commands,
+            driver::Command::Emit {
+                ns: self.ns.clone(),
+                name: event.to_owned(),
+                payload,
+                ack: Some((id, tx)),
+            },
+        )
+        .map_err(|_| AckError::Disconnected)?;
+        let raw = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => return Err(AckError::Disconnected),
+            Err(_) => {
+                let _ = self.commands.try_send(driver::Command::ForgetAck(id));
+                return Err(AckError::Timeout);
+            }
+        };
+        serde_json::from_slice(&raw).map_err(|e| AckError::Decode(e.to_string()))
+    }
+
+    /// The next event for this namespace (`None` once the namespace or session is
+    /// closed). Events with a handler registered by [`NamespaceClient::on`] go to the
+    /// handler instead.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let event = self.events.recv().await?;
+            match self.handlers.get(&event.name) {
+                Some(handler) => handler(event),
+                None => return Some(event),
+            }
+        }
+    }
+
+    /// Calls `f` for every event named `event` (while [`NamespaceClient::next_event`]
+    /// is being polled). Undecodable payloads are skipped with a log line.
+    pub fn on<T: DeserializeOwned + 'static>(&mut self, event: &str, f: impl Fn(T) + 'static) {
+        let name = event.to_owned();
+        self.handlers.insert(
+            event.to_owned(),
+            Box::new(move |ev: Event| match ev.decode::<T>() {
+                Ok(value) => f(value),
+                Err(e) => tracing::warn!(event = %name, error = %e, "undecodable event payload"),
+            }),
+        );
+    }
+
+    /// Leaves the namespace; the session and its other namespaces stay.
+    pub fn leave(self) -> Result<(), ClientError> {
+        try_command(&self.commands, driver::Command::Disconnect { ns: self.ns })
+    }
+}

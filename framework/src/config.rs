@@ -1,0 +1,46 @@
+//! Server configuration: every limit and timer, with its default, in one place.
+
+use std::time::Duration;
+
+/// Server settings. Build one with [`Config::default`] and the `with_*` methods, or
+/// through [`crate::VolleyBuilder`]. Every default is listed on its field.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the WebSocket endpoint. Default `/volley`.
+    pub path: String,
+    /// How often the server pings each session. Default 25 s.
+    pub ping_interval: Duration,
+    /// How long a client has to answer a ping before its session ends with
+    /// `ping timeout`. Default 20 s. A dead peer is detected within
+    /// `ping_interval + ping_timeout`.
+    pub ping_timeout: Duration,
+    /// How long a new connection may take to send its first frame. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Largest frame accepted from a client, in bytes; a larger one closes the
+    /// connection with `frame too large`. Default 1 MiB.
+    pub max_frame_size: usize,
+    /// Most bytes queued for one connection that the peer has not taken yet. Past it
+    /// the session ends with `slow consumer`. Default 4 MiB.
+    pub max_send_backlog: usize,
+    /// Most namespaces one session may join. Default 32.
+    pub max_namespaces_per_session: usize,
+    /// Threads that run rooms (one arbiter each). Default: the number of cores.
+    pub room_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: "/volley".to_owned(),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            max_frame_size: 1024 * 1024,
+            max_send_backlog: 4 * 1024 * 1024,
+            max_namespaces_per_session: 32,
+            room_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}

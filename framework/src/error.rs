@@ -1,0 +1,56 @@
+//! Errors and end-of-session reasons of the public API.
+
+use std::fmt;
+
+/// Why a session or a socket ended. Its `Display` form is the reason string the client
+/// receives in its `Close` frame and that disconnect handlers see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client left the namespace (`Disconnect` frame) or closed the session.
+    ClientLeft,
+    /// The connection closed without a goodbye.
+    TransportClosed,
+    /// The client did not answer a ping within the timeout.
+    PingTimeout,
+    /// The client did not read fast enough; the send backlog passed its limit.
+    SlowConsumer,
+    /// The client sent something the protocol does not allow.
+    Protocol(String),
+    /// The server (application code) ended the socket or session.
+    Kicked(String),
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::ClientLeft => f.write_str("client left"),
+            DisconnectReason::TransportClosed => f.write_str("transport closed"),
+            DisconnectReason::PingTimeout => f.write_str("ping timeout"),
+            DisconnectReason::SlowConsumer => f.write_str("slow consumer"),
+            DisconnectReason::Protocol(why) => write!(f, "protocol error: {why}"),
+            DisconnectReason::Kicked(why) => write!(f, "kicked: {why}"),
+        }
+    }
+}
+
+/// Why an acknowledgement did not arrive.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AckError {
+    /// The peer did not answer within the timeout.
+    #[error("ack timed out")]
+    Timeout,
+    /// The session ended before the answer came.
+    #[error("session ended before the ack arrived")]
+    Disconnected,
+    /// The answer did not decode as the expected type.
+    #[error("ack payload did not decode: {0}")]
+    Decode(String),
+}
+
+/// Why an emit could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The payload could not be serialized to JSON.
+    #[error("payload did not serialize: {0}")]
+    Serialize(#[from] serde_json::Error),
+}

@@ -1,0 +1,265 @@
+//! The namespace actor: who is connected to a namespace and which rooms they are in.
+//!
+//! It owns the rooms index (room name → room actor and members) and resolves
+//! broadcast targets: a plain room broadcast is handed to the room actor, which fans
+//! out on its own core; a broadcast to several rooms, with exclusions, or to the whole
+//! namespace is resolved here so that every recipient gets the frame exactly once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::room::{self, Deliver, Room};
+use crate::SessionId;
+
+/// Picks the arbiter a new room is started on.
+pub(crate) type RoomPlacer = Arc<dyn Fn() -> ArbiterHandle + Send + Sync>;
+
+struct RoomEntry {
+    addr: Addr<Room>,
+    members: HashSet<SessionId>,
+}
+
+struct SocketEntry {
+    recipient: Recipient<Deliver>,
+    rooms: HashSet<Arc<str>>,
+}
+
+/// One namespace's membership state.
+pub struct NamespaceActor {
+    name: Arc<str>,
+    sockets: HashMap<SessionId, SocketEntry>,
+    rooms: HashMap<Arc<str>, RoomEntry>,
+    place_room: RoomPlacer,
+}
+
+impl NamespaceActor {
+    pub(crate) fn new(name: Arc<str>, place_room: RoomPlacer) -> Self {
+        NamespaceActor {
+            name,
+            sockets: HashMap::new(),
+            rooms: HashMap::new(),
+            place_room,
+        }
+    }
+
+    fn leave(&mut self, id: SessionId, room: &str) {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if entry.members.remove(&id) {
+            entry.addr.do_send(room::RemoveMember { id });
+        }
+        if entry.members.is_empty() {
+            self.rooms.remove(room);
+        }
+    }
+}
+
+impl Actor for NamespaceActor {
+    type Context = Context<Self>;
+}
+
+/// A socket joined the namespace.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddSocket {
+    pub id: SessionId,
+    pub recipient: Recipient<Deliver>,
+}
+
+impl Handler<AddSocket> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddSocket, _: &mut Context<Self>) {
+        self.sockets.insert(
+            msg.id,
+            SocketEntry {
+                recipient: msg.recipient,
+                rooms: HashSet::new(),
+            },
+        );
+    }
+}
+
+/// A socket left the namespace; it leaves all its rooms.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveSocket {
+    pub id: SessionId,
+}
+
+impl Handler<RemoveSocket> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveSocket, _: &mut Context<Self>) {
+        if let Some(entry) = self.sockets.remove(&msg.id) {
+            for room in entry.rooms {
+                self.leave(msg.id, &room);
+            }
+        }
+    }
+}
+
+/// Puts a socket in a room, creating the room on first join.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JoinRoom {
+    pub id: SessionId,
+    pub room: Arc<str>,
+}
+
+impl Handler<JoinRoom> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: JoinRoom, _: &mut Context<Self>) {
+        let Some(socket) = self.sockets.get_mut(&msg.id) else {
+            return; // the socket left before its join arrived
+        };
+        if !socket.rooms.insert(msg.room.clone()) {
+            return;
+        }
+        let recipient = socket.recipient.clone();
+        let entry = self.rooms.entry(msg.room.clone()).or_insert_with(|| {
+            let room = Room::new(msg.room.clone());
+            RoomEntry {
+                addr: Room::start_in_arbiter(&(self.place_room)(), |_| room),
+                members: HashSet::new(),
+            }
+        });
+        entry.members.insert(msg.id);
+        entry.addr.do_send(room::AddMember {
+            id: msg.id,
+            recipient,
+        });
+        tracing::trace!(ns = %self.name, room = %msg.room, sid = msg.id.0, "joined room");
+    }
+}
+
+/// Takes a socket out of a room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaveRoom {
+    pub id: SessionId,
+    pub room: Arc<str>,
+}
+
+impl Handler<LeaveRoom> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaveRoom, _: &mut Context<Self>) {
+        if let Some(socket) = self.sockets.get_mut(&msg.id) {
+            if socket.rooms.remove(&msg.room) {
+                self.leave(msg.id, &msg.room);
+            }
+        }
+    }
+}
+
+/// Who a broadcast goes to. Empty `rooms` means the whole namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub rooms: Vec<Arc<str>>,
+    pub except_rooms: Vec<Arc<str>>,
+    pub except_ids: Vec<SessionId>,
+}
+
+/// Sends an encoded frame to a target; every recipient gets it once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Emit {
+    pub target: Target,
+    pub deliver: Deliver,
+}
+
+impl Handler<Emit> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Emit, _: &mut Context<Self>) {
+        let Emit { target, deliver } = msg;
+        // The common case, one room with at most one socket excluded, is fanned out by
+        // the room actor itself, on its own core.
+        if target.rooms.len() == 1 && target.except_rooms.is_empty() && target.except_ids.len() <= 1
+        {
+            if let Some(room) = self.rooms.get(&target.rooms[0]) {
+                room.addr.do_send(room::Fanout {
+                    deliver,
+                    except: target.except_ids.first().copied(),
+                });
+            }
+            return;
+        }
+        let excluded = |id: &SessionId, rooms: &HashSet<Arc<str>>| {
+            target.except_ids.contains(id) || target.except_rooms.iter().any(|r| rooms.contains(r))
+        };
+        if target.rooms.is_empty() {
+            for (id, socket) in &self.sockets {
+                if !excluded(id, &socket.rooms) {
+                    socket.recipient.do_send(deliver.clone());
+                }
+            }
+            return;
+        }
+        let mut sent: HashSet<SessionId> = HashSet::new();
+        for room in &target.rooms {
+            let Some(entry) = self.rooms.get(room) else {
+                continue;
+            };
+            for id in &entry.members {
+                let Some(socket) = self.sockets.get(id) else {
+                    continue;
+                };
+                if !excluded(id, &socket.rooms) && sent.insert(*id) {
+                    socket.recipient.do_send(deliver.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The rooms a socket is in.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct RoomsOf {
+    pub id: SessionId,
+}
+
+impl Handler<RoomsOf> for NamespaceActor {
+    type Result = MessageResult<RoomsOf>;
+
+    fn handle(&mut self, msg: RoomsOf, _: &mut Context<Self>) -> Self::Result {
+        let mut rooms: Vec<String> = self
+            .sockets
+            .get(&msg.id)
+            .map(|s| s.rooms.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default();
+        rooms.sort();
+        MessageResult(rooms)
+    }
+}
+
+/// Counts of a namespace, for metrics and admin views.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NamespaceStats {
+    /// Sockets connected to the namespace.
+    pub sockets: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+}
+
+/// Asks for [`NamespaceStats`].
+#[derive(Message)]
+#[rtype(result = "NamespaceStats")]
+pub struct Stats;
+
+impl Handler<Stats> for NamespaceActor {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(NamespaceStats {
+            sockets: self.sockets.len(),
+            rooms: self.rooms.len(),
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! [`Broadcast`]: the operator that picks recipients (rooms, exclusions) and sends
+//! one encoded frame to all of them.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use serde::Serialize;
+
+use super::{encode_event, Emit, NamespaceActor, Target};
+use crate::protocol::EventKind;
+use crate::room::Deliver;
+use crate::{EmitError, SessionId};
+
+/// A broadcast being built. Start one from [`crate::Socket::to`],
+/// [`crate::Socket::broadcast`] or [`crate::NamespaceRef`]; chain `to`/`except`;
+/// finish with [`Broadcast::emit`]. Without any `to`, it goes to the whole namespace.
+///
+/// The payload is serialized and the frame encoded exactly once; every recipient gets
+/// the same bytes, and a recipient in several target rooms gets them once.
+#[derive(Debug, Clone)]
+#[must_use = "a broadcast does nothing until `emit` is called"]
+pub struct Broadcast {
+    ns: Arc<str>,
+    addr: Addr<NamespaceActor>,
+    target: Target,
+    volatile: bool,
+}
+
+impl Broadcast {
+    pub(crate) fn new(ns: Arc<str>, addr: Addr<NamespaceActor>, target: Target) -> Self {
+        Broadcast {
+            ns,
+            addr,
+            target,
+            volatile: false,
+        }
+    }
+
+    /// Adds a target room; several rooms reach the union of their members.
+    pub fn to(mut self, room: &str) -> Self {
+        self.target.rooms.push(room.into());
+        self
+    }
+
+    /// Excludes every member of `room`.
+    pub fn except(mut self, room: &str) -> Self {
+        self.target.except_rooms.push(room.into());
+        self
+    }
+
+    /// Excludes one socket.
+    pub fn except_socket(mut self, id: SessionId) -> Self {
+        self.target.except_ids.push(id);
+        self
+    }
+
+    /// Makes the event latest-wins: never buffered or replayed (game state).
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Serializes `payload` once and sends the event to every recipient.
+    pub fn emit<T: Serialize>(self, event: &str, payload: &T) -> Result<(), EmitError> {
+        let kind = if self.volatile {
+            EventKind::Volatile
+        } else {
+            EventKind::Reliable
+        };
+        let frame = encode_event(kind, &self.ns, event, payload)?;
+        self.addr.do_send(Emit {
+            target: self.target,
+            deliver: Deliver {
+                frame,
+                reliable: !self.volatile,
+            },
+        });
+        Ok(())
+    }
+}

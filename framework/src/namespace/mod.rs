@@ -1,0 +1,256 @@
+//! Namespaces: the application's entry points, multiplexed over one connection.
+//!
+//! A [`Namespace`] is declared by the application with an optional connect
+//! middleware ([`Namespace::authorize`]), connect/disconnect hooks and typed event
+//! handlers. At run time each namespace is a [`NamespaceActor`] that keeps its sockets
+//! and rooms; the handlers themselves run in the session of the socket that sent the
+//! event, on that connection's thread, so no single actor sits on the event path.
+
+mod actor;
+mod broadcast;
+mod socket;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::Recipient;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+pub use actor::NamespaceStats;
+pub(crate) use actor::{
+    AddSocket, Emit, JoinRoom as JoinRoomMsg, LeaveRoom as LeaveRoomMsg, NamespaceActor,
+    RemoveSocket, RoomPlacer, RoomsOf, Stats, Target,
+};
+pub use broadcast::Broadcast;
+pub(crate) use socket::{SessionLink, SocketCommand};
+pub use socket::Socket;
+
+use crate::protocol::{self, Frame};
+use crate::room::Deliver;
+use crate::{DisconnectReason, EmitError, SessionId};
+
+/// Data a middleware attached to a socket.
+pub(crate) type SocketData = Option<Arc<dyn Any + Send + Sync>>;
+type AuthorizeFn = dyn Fn(&Handshake<'_>) -> Result<SocketData, String> + Send + Sync;
+type EventFn = dyn Fn(&Socket, &[u8], Option<AckReply>) -> Result<(), String> + Send + Sync;
+type ConnectFn = dyn Fn(&Socket) + Send + Sync;
+type DisconnectFn = dyn Fn(&Socket, &DisconnectReason) + Send + Sync;
+
+/// What a connect middleware sees of a client asking to join a namespace.
+pub struct Handshake<'a> {
+    /// The client's session.
+    pub sid: SessionId,
+    /// The namespace asked for.
+    pub namespace: &'a str,
+    auth: &'a [u8],
+}
+
+impl Handshake<'_> {
+    /// The client's auth payload, decoded from JSON. An absent payload decodes as
+    /// JSON `null` (so `Option<T>` accepts it).
+    pub fn auth<A: DeserializeOwned>(&self) -> Result<A, String> {
+        let raw: &[u8] = if self.auth.is_empty() { b"null" } else { self.auth };
+        serde_json::from_slice(raw).map_err(|e| format!("invalid auth payload: {e}"))
+    }
+}
+
+/// The answer to an event that asked for an acknowledgement. Dropping it without
+/// calling [`AckReply::send`] leaves the client to its ack timeout.
+pub struct AckReply {
+    /// `None` when the client did not ask for an answer: sending is then a no-op.
+    session: Option<Recipient<Deliver>>,
+    ns: Arc<str>,
+    id: u64,
+}
+
+impl AckReply {
+    /// Sends the acknowledgement with a payload.
+    pub fn send<T: Serialize>(self, payload: &T) -> Result<(), EmitError> {
+        let Some(session) = self.session else {
+            return Ok(());
+        };
+        let payload = serde_json::to_vec(payload)?;
+        let frame = protocol::encode(&Frame::Ack {
+            ns: self.ns.to_string(),
+            id: self.id,
+            payload: ByteBuf::from(payload),
+        });
+        session.do_send(Deliver {
+            frame,
+            reliable: true,
+        });
+        Ok(())
+    }
+}
+
+/// A namespace declaration: middleware, hooks and event handlers.
+///
+/// ```
+/// use volley::Namespace;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Move { x: f32, y: f32 }
+///
+/// let game = Namespace::new()
+///     .on("move", |socket, mv: Move| {
+///         tracing::debug!(sid = socket.id().0, x = mv.x, y = mv.y, "move");
+///     })
+///     .on_ack("ping", |_socket, n: u32, ack| {
+///         let _ = ack.send(&(n + 1));
+///     });
+/// ```
+#[derive(Default, Clone)]
+pub struct Namespace {
+    pub(crate) authorize: Option<Arc<AuthorizeFn>>,
+    pub(crate) on_connect: Option<Arc<ConnectFn>>,
+    pub(crate) on_disconnect: Option<Arc<DisconnectFn>>,
+    pub(crate) handlers: HashMap<String, Arc<EventFn>>,
+}
+
+impl Namespace {
+    /// An open namespace with no handlers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connect middleware. It runs on the server for every client that asks to join;
+    /// `Ok(data)` accepts the client and attaches `data` to its socket (read it with
+    /// [`Socket::data`]); `Err(reason)` refuses it, and the client receives `reason`.
+    ///
+    /// ```
+    /// use volley::Namespace;
+    ///
+    /// struct Admin { name: String }
+    ///
+    /// let admin = Namespace::new().authorize(|hs| {
+    ///     let token: Option<String> = hs.auth()?;
+    ///     match token.as_deref() {
+    ///         Some("s3cret") => Ok(Admin { name: "root".into() }),
+    ///         _ => Err("admin token required".to_string()),
+    ///     }
+    /// });
+    /// ```
+    pub fn authorize<D, F>(mut self, f: F) -> Self
+    where
+        D: Any + Send + Sync,
+        F: Fn(&Handshake<'_>) -> Result<D, String> + Send + Sync + 'static,
+    {
+        self.authorize = Some(Arc::new(move |hs: &Handshake<'_>| {
+            f(hs).map(|d| Some(Arc::new(d) as Arc<dyn Any + Send + Sync>))
+        }));
+        self
+    }
+
+    /// Runs after a client has joined the namespace.
+    pub fn on_connect(mut self, f: impl Fn(&Socket) + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs when a socket leaves the namespace, with the reason.
+    pub fn on_disconnect(
+        mut self,
+        f: impl Fn(&Socket, &DisconnectReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_disconnect = Some(Arc::new(f));
+        self
+    }
+
+    /// Handles event `name` with a payload decoded from JSON as `T`. A payload that does
+    /// not decode is answered with an `Error` frame; the handler does not run.
+    pub fn on<T, F>(mut self, name: &str, f: F) -> Self
+    where
+        T: DeserializeOwned,
+        F: Fn(&Socket, T) + Send + Sync + 'static,
+    {
+        let handler = move |socket: &Socket, payload: &[u8], _: Option<AckReply>| {
+            f(socket, decode_payload(payload)?);
+            Ok(())
+        };
+        self.handlers.insert(name.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// Handles event `name` and answers it: the client asked for an acknowledgement.
+    /// If the client did not ask, the handler still runs and its answer is discarded.
+    pub fn on_ack<T, F>(mut self, name: &str, f: F) -> Self
+    where
+        T: DeserializeOwned,
+        F: Fn(&Socket, T, AckReply) + Send + Sync + 'static,
+    {
+        let handler = move |socket: &Socket, payload: &[u8], ack: Option<AckReply>| {
+            let value = decode_payload(payload)?;
+            let ack = ack.unwrap_or(AckReply {
+                session: None,
+                ns: socket.ns_arc(),
+                id: 0,
+            });
+            f(socket, value, ack);
+            Ok(())
+        };
+        self.handlers.insert(name.to_owned(), Arc::new(handler));
+        self
+    }
+}
+
+fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    let raw: &[u8] = if payload.is_empty() { b"null" } else { payload };
+    serde_json::from_slice(raw).map_err(|e| format!("payload does not match: {e}"))
+}
+
+/// A namespace as the server runs it: its declaration and its actor.
+#[derive(Clone)]
+pub(crate) struct NamespaceHandle {
+    pub name: Arc<str>,
+    pub spec: Arc<Namespace>,
+    pub addr: actix::Addr<NamespaceActor>,
+}
+
+impl NamespaceHandle {
+    /// Runs the middleware for a client.
+    pub fn authorize(&self, sid: SessionId, auth: &[u8]) -> Result<SocketData, String> {
+        let hs = Handshake {
+            sid,
+            namespace: &self.name,
+            auth,
+        };
+        match &self.spec.authorize {
+            Some(f) => f(&hs),
+            None => Ok(None),
+        }
+    }
+
+    /// Dispatches an event to its handler. `Err` is the reason sent back to the client.
+    pub fn dispatch(
+        &self,
+        socket: &Socket,
+        name: &str,
+        payload: &[u8],
+        ack: Option<u64>,
+    ) -> Result<(), String> {
+        let Some(handler) = self.spec.handlers.get(name) else {
+            return Err(format!("unknown event '{name}'"));
+        };
+        let ack = ack.map(|id| AckReply {
+            session: Some(socket.deliver_recipient()),
+            ns: self.name.clone(),
+            id,
+        });
+        handler(socket, payload, ack).map_err(|e| format!("event '{name}': {e}"))
+    }
+}
+
+/// Encodes a reliable event frame for `ns` (used by emits and broadcasts alike).
+pub(crate) fn encode_event<T: Serialize>(
+    kind: protocol::EventKind,
+    ns: &str,
+    name: &str,
+    payload: &T,
+) -> Result<Bytes, EmitError> {
+    let json = serde_json::to_vec(payload)?;
+    Ok(protocol::encode_event(kind, ns, name, &json))
+}

@@ -1,0 +1,223 @@
+//! [`Socket`]: a session's membership in one namespace, as handlers see it.
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+use tokio::sync::oneshot;
+
+use super::{encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceActor, RoomsOf, SocketData, Target};
+use crate::protocol::{self, EventKind, Frame};
+use crate::room::Deliver;
+use crate::{AckError, EmitError, SessionId};
+
+/// Requests from a socket handle to the session that owns it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum SocketCommand {
+    /// Send `frame` (an event carrying ack id `id`) and wait for the client's answer.
+    ExpectAck {
+        frame: Bytes,
+        id: u64,
+        tx: oneshot::Sender<Result<Vec<u8>, AckError>>,
+        timeout: Duration,
+    },
+    /// Remove the socket from namespace `ns` (server-side disconnect).
+    Leave { ns: Arc<str>, reason: String },
+}
+
+/// State a session shares with all of its sockets.
+pub(crate) struct SessionLink {
+    pub id: SessionId,
+    pub deliver: Recipient<Deliver>,
+    pub command: Recipient<SocketCommand>,
+    /// Last measured round-trip time in microseconds; 0 until the first pong.
+    pub rtt_us: AtomicU64,
+    /// Ack ids for server → client emits, unique per session.
+    pub next_ack: AtomicU64,
+}
+
+/// A client's presence in one namespace. Cheap to clone and `Send`: keep it, move it
+/// to another thread or a game loop, and emit through it later.
+#[derive(Clone)]
+pub struct Socket {
+    inner: Arc<SocketInner>,
+}
+
+struct SocketInner {
+    ns: Arc<str>,
+    link: Arc<SessionLink>,
+    namespace: Addr<NamespaceActor>,
+    data: SocketData,
+}
+
+impl Socket {
+    pub(crate) fn new(
+        ns: Arc<str>,
+        link: Arc<SessionLink>,
+        namespace: Addr<NamespaceActor>,
+        data: SocketData,
+    ) -> Self {
+        Socket {
+            inner: Arc::new(SocketInner {
+                ns,
+                link,
+                namespace,
+                data,
+            }),
+        }
+    }
+
+    /// The session id; the same in every namespace the client joined.
+    pub fn id(&self) -> SessionId {
+        self.inner.link.id
+    }
+
+    /// The namespace this socket belongs to.
+    pub fn namespace(&self) -> &str {
+        &self.inner.ns
+    }
+
+    pub(crate) fn ns_arc(&self) -> Arc<str> {
+        self.inner.ns.clone()
+    }
+
+    pub(crate) fn deliver_recipient(&self) -> Recipient<Deliver> {
+        self.inner.link.deliver.clone()
+    }
+
+    /// The data the namespace's middleware attached, if it is a `T`.
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.inner.data.as_ref()?.downcast_ref::<T>()
+    }
+
+    /// The last measured round-trip time to the client (from the heartbeat), if any.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.inner.link.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Sends a reliable event to this client.
+    pub fn emit<T: Serialize>(&self, event: &str, payload: &T) -> Result<(), EmitError> {
+        self.send(EventKind::Reliable, event, payload)
+    }
+
+    /// Sends a latest-wins event (never buffered or replayed) to this client.
+    pub fn emit_volatile<T: Serialize>(&self, event: &str, payload: &T) -> Result<(), EmitError> {
+        self.send(EventKind::Volatile, event, payload)
+    }
+
+    fn send<T: Serialize>(&self, kind: EventKind, event: &str, payload: &T) -> Result<(), EmitError> {
+        let frame = encode_event(kind, &self.inner.ns, event, payload)?;
+        self.inner.link.deliver.do_send(Deliver {
+            frame,
+            reliable: kind == EventKind::Reliable,
+        });
+        Ok(())
+    }
+
+    /// Sends an event and waits for the client's acknowledgement, decoded as `R`. The
+    /// future always resolves: with the answer, [`AckError::Timeout`] after `timeout`,
+    /// or [`AckError::Disconnected`] if the session ends first.
+    pub fn emit_with_ack<T: Serialize, R: DeserializeOwned>(
+        &self,
+        event: &str,
+        payload: &T,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<R, AckError>> + 'static {
+        let id = self.inner.link.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match serde_json::to_vec(payload) {
+            Ok(json) => {
+                let frame = protocol::encode(&Frame::Event {
+                    ns: self.inner.ns.to_string(),
+                    name: event.to_owned(),
+                    payload: ByteBuf::from(json),
+                    ack: Some(id),
+                });
+                self.inner.link.command.do_send(SocketCommand::ExpectAck {
+                    frame,
+                    id,
+                    tx,
+                    timeout,
+                });
+            }
+            Err(e) => {
+                let _ = tx.send(Err(AckError::Decode(format!("payload did not serialize: {e}"))));
+            }
+        }
+        async move {
+            let raw = rx.await.map_err(|_| AckError::Disconnected)??;
+            serde_json::from_slice(&raw).map_err(|e| AckError::Decode(e.to_string()))
+        }
+    }
+
+    /// Puts this socket in `room` (created on first join).
+    pub fn join(&self, room: &str) {
+        self.inner.namespace.do_send(JoinRoomMsg {
+            id: self.id(),
+            room: room.into(),
+        });
+    }
+
+    /// Takes this socket out of `room`.
+    pub fn leave(&self, room: &str) {
+        self.inner.namespace.do_send(LeaveRoomMsg {
+            id: self.id(),
+            room: room.into(),
+        });
+    }
+
+    /// The rooms this socket is in.
+    pub async fn rooms(&self) -> Vec<String> {
+        self.inner
+            .namespace
+            .send(RoomsOf { id: self.id() })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// A broadcast to `room`, excluding this socket (the sender).
+    pub fn to(&self, room: &str) -> Broadcast {
+        self.broadcast().to(room)
+    }
+
+    /// A broadcast to the whole namespace, excluding this socket.
+    pub fn broadcast(&self) -> Broadcast {
+        Broadcast::new(
+            self.inner.ns.clone(),
+            self.inner.namespace.clone(),
+            Target {
+                except_ids: vec![self.id()],
+                ..Target::default()
+            },
+        )
+    }
+
+    /// Removes the client from this namespace (it stays in the others) and tells it
+    /// with a `Disconnect` frame.
+    pub fn disconnect(&self, reason: &str) {
+        self.inner.link.command.do_send(SocketCommand::Leave {
+            ns: self.inner.ns.clone(),
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id())
+            .field("namespace", &self.namespace())
+            .finish()
+    }
+}

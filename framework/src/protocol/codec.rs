@@ -1,0 +1,144 @@
+//! The codec: the only place that calls `bincode`.
+//!
+//! Frames use bincode 2's `standard` configuration: little-endian, variable-length
+//! integers (a value below 251 is one byte; 251/252/253 introduce a u16/u32/u64),
+//! strings and byte strings as a varint length followed by the bytes, `Option` as a
+//! 0/1 byte followed by the value, and an enum as its varint variant index followed by
+//! its fields in order. `docs/protocol.md` restates this so that the wire format is
+//! defined by our spec and its test vectors, not by the crate.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_bytes::Bytes as ByteSlice;
+
+use super::Frame;
+
+/// Upper bound for any single decode, whatever the configured frame limit: a length
+/// prefix can never make the decoder reserve more than this.
+const DECODE_LIMIT: usize = 64 * 1024 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// Why bytes could not be read as a frame. The message is safe to send to the peer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The first byte is not a known frame tag.
+    #[error("unknown frame tag {0}")]
+    UnknownTag(u32),
+    /// The bytes end before the frame does, or a field is invalid.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A whole frame was read but bytes are left over.
+    #[error("malformed frame: {0} trailing bytes")]
+    Trailing(usize),
+    /// The frame is empty.
+    #[error("malformed frame: empty")]
+    Empty,
+}
+
+/// Number of variants of [`Frame`]; tags at or above it are unknown.
+const FRAME_TAGS: u32 = 17;
+
+/// Encodes one frame into its own buffer.
+pub fn encode(frame: &Frame) -> Bytes {
+    encode_value(frame)
+}
+
+fn encode_value<T: Serialize>(value: &T) -> Bytes {
+    // Encoding into a Vec cannot fail: our types have no fallible Serialize impls and
+    // the limit applies to decoding only.
+    match bincode::serde::encode_to_vec(value, bincode::config::standard()) {
+        Ok(vec) => Bytes::from(vec),
+        Err(e) => unreachable!("encoding a frame into memory failed: {e}"),
+    }
+}
+
+/// Which event frame [`encode_event`] produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// [`Frame::Event`] without ack: reliable, sequenced, replayed on resume.
+    Reliable,
+    /// [`Frame::Volatile`]: latest-wins, never buffered.
+    Volatile,
+}
+
+/// Encodes an event frame from borrowed parts, without building an owned [`Frame`]
+/// (and so without copying the payload first). This is the broadcast hot path: it runs
+/// once per broadcast, and the bytes are shared by every recipient.
+pub fn encode_event(kind: EventKind, ns: &str, name: &str, payload: &[u8]) -> Bytes {
+    // A tuple encodes as its fields in order, which is exactly the enum layout of
+    // `Frame::Event` / `Frame::Volatile` after the variant index.
+    match kind {
+        EventKind::Reliable => {
+            encode_value(&(9u32, ns, name, ByteSlice::new(payload), None::<u64>))
+        }
+        EventKind::Volatile => encode_value(&(11u32, ns, name, ByteSlice::new(payload))),
+    }
+}
+
+/// Decodes exactly one frame; the whole input must be consumed.
+pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
+    let Some(&first) = bytes.first() else {
+        return Err(DecodeError::Empty);
+    };
+    // Check the tag first so that an unknown tag gets its own clear error rather than
+    // bincode's generic one.
+    let tag: u32 = match bincode::decode_from_slice::<u32, _>(bytes, bincode::config::standard()) {
+        Ok((tag, _)) => tag,
+        Err(_) => u32::from(first),
+    };
+    if tag >= FRAME_TAGS {
+        return Err(DecodeError::UnknownTag(tag));
+    }
+    match bincode::serde::decode_from_slice::<Frame, _>(bytes, config()) {
+        Ok((frame, used)) if used == bytes.len() => Ok(frame),
+        Ok((_, used)) => Err(DecodeError::Trailing(bytes.len() - used)),
+        Err(e) => Err(DecodeError::Malformed(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    #[test]
+    fn borrowed_event_encoding_matches_owned_frame() {
+        let owned = Frame::Event {
+            ns: "/chat".into(),
+            name: "msg".into(),
+            payload: ByteBuf::from(b"\"hi\"".to_vec()),
+            ack: None,
+        };
+        assert_eq!(
+            encode_event(EventKind::Reliable, "/chat", "msg", b"\"hi\""),
+            encode(&owned)
+        );
+        let volatile = Frame::Volatile {
+            ns: "/".into(),
+            name: "state".into(),
+            payload: ByteBuf::from(vec![1, 2, 3]),
+        };
+        assert_eq!(
+            encode_event(EventKind::Volatile, "/", "state", &[1, 2, 3]),
+            encode(&volatile)
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_tag_trailing_and_truncated() {
+        assert_eq!(decode(&[17]), Err(DecodeError::UnknownTag(17)));
+        assert_eq!(decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode(&[2, 0]), Err(DecodeError::Trailing(1)));
+        assert!(matches!(decode(&[9, 5, b'/']), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn huge_length_prefix_does_not_allocate() {
+        // Event with a namespace length of u64::MAX - must fail cleanly.
+        let bytes = [9u8, 253, 255, 255, 255, 255, 255, 255, 255, 255];
+        assert!(matches!(decode(&bytes), Err(DecodeError::Malformed(_))));
+    }
+}

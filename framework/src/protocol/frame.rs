@@ -1,0 +1,137 @@
+//! Protocol v1 frames.
+//!
+//! The order of the variants is the wire tag and the order of the fields is the wire
+//! layout: never reorder, only append. `docs/protocol.md` specifies every variant byte
+//! by byte.
+//!
+//! Reliable frames (see [`Frame::is_reliable`]) are numbered *implicitly*: the n-th
+//! reliable frame a peer sends in a session has sequence number n (starting at 1).
+//! Keeping the number out of the bytes is what lets a broadcast be encoded once and
+//! sent byte-identical to every recipient; the sequence is re-synchronised on resume,
+//! where each side states the last number it processed.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// The protocol version this crate speaks; sent in [`Frame::Hello`] and [`Open`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A session's resume secret: 128 random bits, compared in constant time.
+pub type ResumeToken = [u8; 16];
+
+/// What the server tells a client when it opens a new session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open {
+    /// Protocol version the server speaks.
+    pub version: u16,
+    /// Session id, stable across reconnections of this session.
+    pub sid: u64,
+    /// Secret needed to resume the session; never log it.
+    pub token: ResumeToken,
+    /// The server sends [`Frame::Ping`] this often (milliseconds).
+    pub ping_interval_ms: u32,
+    /// The client must answer a ping within this time (milliseconds).
+    pub ping_timeout_ms: u32,
+    /// Largest frame, in bytes, the server accepts.
+    pub max_frame_size: u32,
+}
+
+/// One protocol message. The variant index is its wire tag (first byte).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// 0, client → server: first frame of a new session.
+    Hello { version: u16 },
+    /// 1, server → client: answer to `Hello`: the session is open.
+    Open(Open),
+    /// 2, server → client: heartbeat; the client answers with `Pong`.
+    Ping,
+    /// 3, client → server: heartbeat answer, with the last reliable sequence number the
+    /// client has processed (lets the server trim its outbox).
+    Pong { last_seq: u64 },
+    /// 4, either way: the last reliable sequence number processed, sent between
+    /// heartbeats under load so the peer can trim its buffer.
+    Received { last_seq: u64 },
+    /// 5, client → server (reliable): join a namespace, with an auth payload (JSON).
+    Connect { ns: String, auth: ByteBuf },
+    /// 6, server → client (reliable): the namespace accepted the client.
+    Connected { ns: String },
+    /// 7, server → client (reliable): the namespace refused the client.
+    ConnectError { ns: String, reason: String },
+    /// 8, either way (reliable): leave a namespace / be removed from it.
+    Disconnect { ns: String },
+    /// 9, either way (reliable): an application event. `payload` is JSON; `ack` asks the
+    /// receiver to answer with an `Ack` carrying the same id.
+    Event {
+        ns: String,
+        name: String,
+        payload: ByteBuf,
+        ack: Option<u64>,
+    },
+    /// 10, either way (reliable): the answer to an event that asked for one.
+    Ack { ns: String, id: u64, payload: ByteBuf },
+    /// 11, server → client: an event that is latest-wins (game state): never buffered,
+    /// never replayed, not sequenced.
+    Volatile {
+        ns: String,
+        name: String,
+        payload: ByteBuf,
+    },
+    /// 12, server → client (reliable): a request was refused (for example an event to a
+    /// namespace the client has not joined, or a payload of the wrong type).
+    Error { ns: String, reason: String },
+    /// 13, either way: the session ends; no resume. The connection closes after it.
+    Close { reason: String },
+    /// 14, client → server: first frame of a reconnection that resumes a session.
+    Resume {
+        sid: u64,
+        token: ResumeToken,
+        last_seq: u64,
+    },
+    /// 15, server → client: the session is resumed. `last_seq` is the last reliable
+    /// frame the server processed from the client: the client resends what follows.
+    /// The server then replays what the client has not acknowledged.
+    Resumed { last_seq: u64 },
+    /// 16, server → client: the session cannot be resumed (bad token, expired). The
+    /// client should start a fresh session with `Hello`.
+    ResumeFailed { reason: String },
+}
+
+impl Frame {
+    /// Whether the frame is part of the reliable, sequenced stream of its sender: it is
+    /// counted, buffered while the peer is away, and replayed on resume.
+    pub fn is_reliable(&self) -> bool {
+        matches!(
+            self,
+            Frame::Connect { .. }
+                | Frame::Connected { .. }
+                | Frame::ConnectError { .. }
+                | Frame::Disconnect { .. }
+                | Frame::Event { .. }
+                | Frame::Ack { .. }
+                | Frame::Error { .. }
+        )
+    }
+
+    /// A short name for logs and errors (never includes payloads or secrets).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::Open(_) => "open",
+            Frame::Ping => "ping",
+            Frame::Pong { .. } => "pong",
+            Frame::Received { .. } => "received",
+            Frame::Connect { .. } => "connect",
+            Frame::Connected { .. } => "connected",
+            Frame::ConnectError { .. } => "connect-error",
+            Frame::Disconnect { .. } => "disconnect",
+            Frame::Event { .. } => "event",
+            Frame::Ack { .. } => "ack",
+            Frame::Volatile { .. } => "volatile",
+            Frame::Error { .. } => "error",
+            Frame::Close { .. } => "close",
+            Frame::Resume { .. } => "resume",
+            Frame::Resumed { .. } => "resumed",
+            Frame::ResumeFailed { .. } => "resume-failed",
+        }
+    }
+}

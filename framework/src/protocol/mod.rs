@@ -1,0 +1,12 @@
+//! The wire protocol: what travels between a client and the server.
+//!
+//! [`Frame`] is the one message type of protocol v1; [`codec`] turns frames into bytes
+//! and back. Nothing here knows about actors or sockets, so a client in another
+//! language can be written from `docs/protocol.md` and checked against the same test
+//! vectors that `tests/protocol_vectors.rs` decodes.
+
+pub mod codec;
+mod frame;
+
+pub use codec::{decode, encode, encode_event, DecodeError, EventKind};
+pub use frame::{Frame, Open, ResumeToken, PROTOCOL_VERSION};

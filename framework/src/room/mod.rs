@@ -1,0 +1,102 @@
+//! Rooms: named groups of sockets inside a namespace, and the fan-out of broadcasts.
+//!
+//! Each room is an actor placed on one of the room arbiters (one per core), so the
+//! fan-out of busy rooms runs on every core. A broadcast arrives here already encoded:
+//! per recipient the room only clones a reference-counted [`Bytes`] and posts it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use crate::SessionId;
+
+/// An encoded frame for one session. `reliable` frames are sequenced and (with
+/// resumption) buffered; volatile ones are dropped when the session cannot take them.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The encoded frame, shared by every recipient of the same broadcast.
+    pub frame: Bytes,
+    /// Whether the frame belongs to the reliable stream.
+    pub reliable: bool,
+}
+
+/// A room: its members and their delivery addresses.
+pub struct Room {
+    name: Arc<str>,
+    members: HashMap<SessionId, Recipient<Deliver>>,
+}
+
+impl Room {
+    /// An empty room.
+    pub fn new(name: Arc<str>) -> Self {
+        Room {
+            name,
+            members: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for Room {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::trace!(room = %self.name, "room disposed");
+    }
+}
+
+/// Adds a member (idempotent).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddMember {
+    pub id: SessionId,
+    pub recipient: Recipient<Deliver>,
+}
+
+impl Handler<AddMember> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddMember, _: &mut Context<Self>) {
+        self.members.insert(msg.id, msg.recipient);
+    }
+}
+
+/// Removes a member; the room stops when its last member leaves.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveMember {
+    pub id: SessionId,
+}
+
+impl Handler<RemoveMember> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveMember, ctx: &mut Context<Self>) {
+        self.members.remove(&msg.id);
+        if self.members.is_empty() {
+            ctx.stop();
+        }
+    }
+}
+
+/// Sends one encoded frame to every member except one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fanout {
+    pub deliver: Deliver,
+    pub except: Option<SessionId>,
+}
+
+impl Handler<Fanout> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fanout, _: &mut Context<Self>) {
+        for (id, member) in &self.members {
+            if Some(*id) != msg.except {
+                member.do_send(msg.deliver.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! [`Volley`]: the server object an application builds, configures and mounts into
+//! actix-web.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::web;
+use serde::Serialize;
+
+use crate::namespace::{
+    Broadcast, Namespace, NamespaceActor, NamespaceHandle, NamespaceStats, RoomPlacer, Stats,
+    Target,
+};
+use crate::session::{KickSession, ListSessions, SessionInfo, Supervisor};
+use crate::transport::websocket;
+use crate::{Config, EmitError, SessionId};
+
+type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
+
+/// State shared by every session, transport and handle of one server.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub supervisor: Addr<Supervisor>,
+    namespaces: RwLock<HashMap<String, NamespaceHandle>>,
+    dynamic: Option<Arc<NamespaceFactory>>,
+    place_room: RoomPlacer,
+    control: ArbiterHandle,
+}
+
+impl Shared {
+    /// The running namespace `name`, created on first use if a dynamic factory
+    /// accepts it. Only connects come here, never events.
+    pub fn namespace(&self, name: &str) -> Option<NamespaceHandle> {
+        if let Some(found) = read(&self.namespaces).get(name) {
+            return Some(found.clone());
+        }
+        let spec = (self.dynamic.as_ref()?)(name)?;
+        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        // Another session may have created it meanwhile.
+        let handle = map
+            .entry(name.to_owned())
+            .or_insert_with(|| self.start_namespace(name, spec));
+        Some(handle.clone())
+    }
+
+    fn start_namespace(&self, name: &str, spec: Namespace) -> NamespaceHandle {
+        let name: Arc<str> = name.into();
+        let actor = NamespaceActor::new(name.clone(), self.place_room.clone());
+        NamespaceHandle {
+            name,
+            spec: Arc::new(spec),
+            addr: NamespaceActor::start_in_arbiter(&self.control, |_| actor),
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds a [`Volley`] server. Every setting has a default (see [`Config`]).
+#[derive(Default)]
+pub struct VolleyBuilder {
+    config: Config,
+    namespaces: Vec<(String, Namespace)>,
+    dynamic: Option<Arc<NamespaceFactory>>,
+}
+
+impl VolleyBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Path of the WebSocket endpoint (default `/volley`).
+    pub fn path(mut self, path: &str) -> Self {
+        self.config.path = path.to_owned();
+        self
+    }
+
+    /// Heartbeat interval and timeout (defaults 25 s and 20 s).
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.config.ping_interval = interval;
+        self.config.ping_timeout = timeout;
+        self
+    }
+
+    /// Largest accepted frame in bytes (default 1 MiB).
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Send backlog limit per connection in bytes (default 4 MiB).
+    pub fn max_send_backlog(mut self, bytes: usize) -> Self {
+        self.config.max_send_backlog = bytes;
+        self
+    }
+
+    /// Declares a namespace. Names start with `/`.
+    pub fn namespace(mut self, name: &str, namespace: Namespace) -> Self {
+        self.namespaces.push((name.to_owned(), namespace));
+        self
+    }
+
+    /// Creates namespaces on demand: when a client asks for a namespace that was not
+    /// declared, `factory` is called with its name; `None` refuses it.
+    pub fn dynamic_namespaces(
+        mut self,
+        factory: impl Fn(&str) -> Option<Namespace> + Send + Sync + 'static,
+    ) -> Self {
+        self.dynamic = Some(Arc::new(factory));
+        self
+    }
+
+    /// Starts the supervisor, the namespaces and the room threads.
+    ///
+    /// # Panics
+    /// When called outside a running actix `System` (use `#[actix_web::main]`).
+    pub fn build(self) -> Volley {
+        let control = Arbiter::new().handle();
+        let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::default());
+        let arbiters: Vec<ArbiterHandle> = (0..self.config.room_threads.max(1))
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        let next = AtomicUsize::new(0);
+        // Rooms go round-robin over the room threads, one per core by default.
+        let place_room: RoomPlacer = Arc::new(move || {
+            arbiters[next.fetch_add(1, Ordering::Relaxed) % arbiters.len()].clone()
+        });
+        let shared = Shared {
+            config: self.config,
+            supervisor,
+            namespaces: RwLock::new(HashMap::new()),
+            dynamic: self.dynamic,
+            place_room,
+            control,
+        };
+        let started: HashMap<String, NamespaceHandle> = self
+            .namespaces
+            .into_iter()
+            .map(|(name, spec)| {
+                let handle = shared.start_namespace(&name, spec);
+                (name, handle)
+            })
+            .collect();
+        *shared.namespaces.write().unwrap_or_else(|e| e.into_inner()) = started;
+        Volley {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+/// A running Volley server: mount it into actix-web with [`Volley::configure`] and
+/// use it to reach namespaces and sessions from outside handlers.
+///
+/// ```no_run
+/// use actix_web::{App, HttpServer};
+/// use volley::{Namespace, Volley};
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let volley = Volley::builder()
+///         .namespace("/", Namespace::new().on("echo", |socket, text: String| {
+///             let _ = socket.emit("echo", &text);
+///         }))
+///         .build();
+///     HttpServer::new(move || App::new().configure(volley.configure()))
+///         .bind(("127.0.0.1", 8080))?
+///         .run()
+///         .await
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Volley {
+    shared: Arc<Shared>,
+}
+
+impl Volley {
+    /// A builder with the default configuration.
+    pub fn builder() -> VolleyBuilder {
+        VolleyBuilder::default()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Routes to add to an actix-web `App` (`App::new().configure(volley.configure())`).
+    pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+        let shared = self.shared.clone();
+        move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(web::Data::new(shared.clone()))
+                .route(&shared.config.path, web::get().to(websocket::route));
+        }
+    }
+
+    /// A handle on namespace `name` for broadcasting from anywhere (a game loop, an
+    /// HTTP handler). `None` if no such namespace is running.
+    pub fn of(&self, name: &str) -> Option<NamespaceRef> {
+        let handle = read(&self.shared.namespaces).get(name)?.clone();
+        Some(NamespaceRef { handle })
+    }
+
+    /// The live sessions.
+    pub async fn sessions(&self) -> Vec<SessionInfo> {
+        self.shared
+            .supervisor
+            .send(ListSessions)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Ends a session with a reason the client receives. Returns whether it existed.
+    pub async fn kick(&self, id: SessionId, reason: &str) -> bool {
+        self.shared
+            .supervisor
+            .send(KickSession {
+                id,
+                reason: reason.to_owned(),
+            })
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// A namespace seen from outside its handlers.
+#[derive(Clone)]
+pub struct NamespaceRef {
+    handle: NamespaceHandle,
+}
+
+impl NamespaceRef {
+    /// A broadcast to the whole namespace; narrow it with `to`/`except`.
+    pub fn broadcast(&self) -> Broadcast {
+        Broadcast::new(
+            self.handle.name.clone(),
+            self.handle.addr.clone(),
+            Target::default(),
+        )
+    }
+
+    /// A broadcast to the members of `room`.
+    pub fn to(&self, room: &str) -> Broadcast {
+        self.broadcast().to(room)
+    }
+
+    /// Sends an event to every socket of the namespace.
+    pub fn emit<T: Serialize>(&self, event: &str, payload: &T) -> Result<(), EmitError> {
+        self.broadcast().emit(event, payload)
+    }
+
+    /// Sockets and rooms in the namespace right now.
+    pub async fn stats(&self) -> NamespaceStats {
+        self.handle.addr.send(Stats).await.unwrap_or_default()
+    }
+}

@@ -1,0 +1,158 @@
+//! The supervisor: the one registry of live sessions.
+//!
+//! It hands out session ids and resume tokens and answers "who is connected". It is
+//! not on the per-message path: sessions talk to namespaces and rooms directly and
+//! only register, unregister and resume through here.
+
+use std::time::SystemTime;
+
+use actix::prelude::*;
+use rand::RngCore;
+use slotmap::{Key, KeyData, SlotMap};
+
+use super::Session;
+use crate::protocol::ResumeToken;
+use crate::SessionId;
+
+slotmap::new_key_type! {
+    /// Slot of a session in the registry; its FFI form is the public [`SessionId`].
+    struct SessionKey;
+}
+
+fn key_of(id: SessionId) -> SessionKey {
+    SessionKey::from(KeyData::from_ffi(id.0))
+}
+
+/// A row of the registry, as shown to the application (admin views, metrics).
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: SessionId,
+    /// When the session opened.
+    pub opened_at: SystemTime,
+    /// Namespaces the session has joined.
+    pub namespaces: Vec<String>,
+}
+
+struct Entry {
+    addr: Addr<Session>,
+    token: ResumeToken,
+    opened_at: SystemTime,
+    namespaces: Vec<String>,
+}
+
+/// Owns the session registry.
+#[derive(Default)]
+pub struct Supervisor {
+    sessions: SlotMap<SessionKey, Entry>,
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+/// Registers a new session; answers its id and a fresh resume token.
+#[derive(Message)]
+#[rtype(result = "(SessionId, ResumeToken)")]
+pub struct Register {
+    pub addr: Addr<Session>,
+}
+
+impl Handler<Register> for Supervisor {
+    type Result = MessageResult<Register>;
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
+        let mut token = ResumeToken::default();
+        rand::rngs::OsRng.fill_bytes(&mut token);
+        let key = self.sessions.insert(Entry {
+            addr: msg.addr,
+            token,
+            opened_at: SystemTime::now(),
+            namespaces: Vec::new(),
+        });
+        MessageResult((SessionId(key.data().as_ffi()), token))
+    }
+}
+
+/// Removes an ended session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unregister {
+    pub id: SessionId,
+}
+
+impl Handler<Unregister> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
+        self.sessions.remove(key_of(msg.id));
+    }
+}
+
+/// Keeps the registry's view of a session's namespaces current.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetNamespaces {
+    pub id: SessionId,
+    pub namespaces: Vec<String>,
+}
+
+impl Handler<SetNamespaces> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetNamespaces, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(key_of(msg.id)) {
+            entry.namespaces = msg.namespaces;
+        }
+    }
+}
+
+/// Lists the live sessions.
+#[derive(Message)]
+#[rtype(result = "Vec<SessionInfo>")]
+pub struct ListSessions;
+
+impl Handler<ListSessions> for Supervisor {
+    type Result = MessageResult<ListSessions>;
+
+    fn handle(&mut self, _: ListSessions, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.sessions
+                .iter()
+                .map(|(key, e)| SessionInfo {
+                    id: SessionId(key.data().as_ffi()),
+                    opened_at: e.opened_at,
+                    namespaces: e.namespaces.clone(),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Ends a session from the application side (kick).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct KickSession {
+    pub id: SessionId,
+    pub reason: String,
+}
+
+impl Handler<KickSession> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: KickSession, _: &mut Context<Self>) -> bool {
+        match self.sessions.get(key_of(msg.id)) {
+            Some(entry) => {
+                entry.addr.do_send(super::Kick { reason: msg.reason });
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn tokens_equal(a: &ResumeToken, b: &ResumeToken) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+

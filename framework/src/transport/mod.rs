@@ -1,0 +1,7 @@
+//! Transports: how frames get between a client and its [`crate::session::Session`].
+//!
+//! A transport decodes the client's bytes into frames, rejects what the protocol does
+//! not allow (with a `Close` frame that says why), and writes the encoded bytes the
+//! session hands it. It knows nothing of namespaces or rooms.
+
+pub(crate) mod websocket;

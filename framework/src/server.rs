@@ -170,6 +170,7 @@ impl VolleyBuilder {
 ///         }))
 ///         .build();
 ///     HttpServer::new(move || App::new().configure(volley.configure()))
+///         .tcp_nodelay(true) // real-time: do not hold back small frames
 ///         .bind(("127.0.0.1", 8080))?
 ///         .run()
 ///         .await
@@ -198,6 +199,19 @@ impl Volley {
             cfg.app_data(web::Data::new(shared.clone()))
                 .route(&shared.config.path, web::get().to(websocket::route));
         }
+    }
+
+    /// Serves this server alone on `addr` until the process is stopped, with the
+    /// settings a real-time server wants (`TCP_NODELAY` on, so small frames are not
+    /// held back by Nagle's algorithm). To add your own routes, mount
+    /// [`Volley::configure`] into your own `HttpServer` and set `.tcp_nodelay(true)`.
+    pub async fn serve(self, addr: impl std::net::ToSocketAddrs) -> std::io::Result<()> {
+        let volley = self.clone();
+        actix_web::HttpServer::new(move || actix_web::App::new().configure(volley.configure()))
+            .tcp_nodelay(true)
+            .bind(addr)?
+            .run()
+            .await
     }
 
     /// A handle on namespace `name` for broadcasting from anywhere (a game loop, an

@@ -84,7 +84,11 @@ pub(crate) async fn start(
                 },
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(ClientError::Connect(e.to_string())),
-                None => return Err(ClientError::Connect("connection closed during handshake".into())),
+                None => {
+                    return Err(ClientError::Connect(
+                        "connection closed during handshake".into(),
+                    ))
+                }
             }
         }
     };

@@ -121,7 +121,10 @@ fn to_json<T: Serialize>(payload: &T) -> Result<Vec<u8>, ClientError> {
     serde_json::to_vec(payload).map_err(|e| ClientError::Serialize(e.to_string()))
 }
 
-fn try_command(commands: &mpsc::Sender<driver::Command>, cmd: driver::Command) -> Result<(), ClientError> {
+fn try_command(
+    commands: &mpsc::Sender<driver::Command>,
+    cmd: driver::Command,
+) -> Result<(), ClientError> {
     commands.try_send(cmd).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => ClientError::SendBufferFull,
         mpsc::error::TrySendError::Closed(_) => ClientError::Closed("client stopped".into()),
@@ -150,7 +153,15 @@ impl Client {
         let (commands, command_rx) = mpsc::channel(config.send_buffer.max(1));
         let (error_tx, error_rx) = mpsc::channel(64);
         let (closed_tx, closed) = watch::channel(None);
-        let open = driver::start(url, &config, command_rx, commands.clone(), error_tx, closed_tx).await?;
+        let open = driver::start(
+            url,
+            &config,
+            command_rx,
+            commands.clone(),
+            error_tx,
+            closed_tx,
+        )
+        .await?;
         Ok(Client {
             open,
             config,
@@ -174,7 +185,11 @@ impl Client {
     /// Joins namespace `ns`, sending `auth` (any JSON-serializable value, or `()` for
     /// none) to its middleware. Fails with [`ClientError::Refused`] and the server's
     /// reason if the middleware says no.
-    pub async fn join<A: Serialize>(&self, ns: &str, auth: &A) -> Result<NamespaceClient, ClientError> {
+    pub async fn join<A: Serialize>(
+        &self,
+        ns: &str,
+        auth: &A,
+    ) -> Result<NamespaceClient, ClientError> {
         let auth = to_json(auth)?;
         let (tx, rx) = oneshot::channel();
         let (events_tx, events) = mpsc::channel(self.config.event_buffer.max(1));
@@ -188,10 +203,12 @@ impl Client {
         .await?;
         match rx.await {
             Ok(Ok(())) => Ok(NamespaceClient {
-                ns,
-                commands: self.commands.clone(),
+                emitter: Emitter {
+                    ns,
+                    commands: self.commands.clone(),
+                    next_ack: self.next_ack.clone(),
+                },
                 events,
-                next_ack: self.next_ack.clone(),
                 handlers: HashMap::new(),
             }),
             Ok(Err(reason)) => Err(ClientError::Refused(reason)),
@@ -200,7 +217,10 @@ impl Client {
     }
 
     async fn command(&self, cmd: driver::Command) -> Result<(), ClientError> {
-        self.commands.send(cmd).await.map_err(|_| self.closed_error())
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| self.closed_error())
     }
 
     fn closed_error(&self) -> ClientError {
@@ -222,7 +242,10 @@ impl Client {
                 return reason;
             }
             if closed.changed().await.is_err() {
-                return closed.borrow().clone().unwrap_or_else(|| "connection lost".into());
+                return closed
+                    .borrow()
+                    .clone()
+                    .unwrap_or_else(|| "connection lost".into());
             }
         }
     }
@@ -241,21 +264,16 @@ impl Client {
 
 type EventHandler = Box<dyn Fn(Event)>;
 
-/// The client's membership in one namespace.
-pub struct NamespaceClient {
+/// The sending half of a [`NamespaceClient`]: cheap to clone, so one task can emit
+/// while another reads events.
+#[derive(Clone, Debug)]
+pub struct Emitter {
     ns: Arc<str>,
     commands: mpsc::Sender<driver::Command>,
-    events: mpsc::Receiver<Event>,
     next_ack: Arc<AtomicU64>,
-    handlers: HashMap<String, EventHandler>,
 }
 
-impl NamespaceClient {
-    /// The namespace name.
-    pub fn namespace(&self) -> &str {
-        &self.ns
-    }
-
+impl Emitter {
     /// Sends a reliable event. Fails at once (never blocks) if the send buffer is full.
     pub fn emit<T: Serialize>(&self, event: &str, payload: &T) -> Result<(), ClientError> {
         let payload = to_json(payload)?;
@@ -301,6 +319,49 @@ impl NamespaceClient {
         };
         serde_json::from_slice(&raw).map_err(|e| AckError::Decode(e.to_string()))
     }
+}
+
+/// The client's membership in one namespace.
+pub struct NamespaceClient {
+    emitter: Emitter,
+    events: mpsc::Receiver<Event>,
+    handlers: HashMap<String, EventHandler>,
+}
+
+impl std::fmt::Debug for NamespaceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamespaceClient")
+            .field("namespace", &self.emitter.ns)
+            .finish()
+    }
+}
+
+impl NamespaceClient {
+    /// The namespace name.
+    pub fn namespace(&self) -> &str {
+        &self.emitter.ns
+    }
+
+    /// A sending handle for this namespace that can live in another task.
+    pub fn emitter(&self) -> Emitter {
+        self.emitter.clone()
+    }
+
+    /// Sends a reliable event. Fails at once (never blocks) if the send buffer is full.
+    pub fn emit<T: Serialize>(&self, event: &str, payload: &T) -> Result<(), ClientError> {
+        self.emitter.emit(event, payload)
+    }
+
+    /// Sends an event and waits for the server's answer, decoded as `R`. Always
+    /// resolves: the answer, [`AckError::Timeout`], or [`AckError::Disconnected`].
+    pub async fn emit_with_ack<T: Serialize, R: DeserializeOwned>(
+        &self,
+        event: &str,
+        payload: &T,
+        timeout: Duration,
+    ) -> Result<R, AckError> {
+        self.emitter.emit_with_ack(event, payload, timeout).await
+    }
 
     /// The next event for this namespace (`None` once the namespace or session is
     /// closed). Events with a handler registered by [`NamespaceClient::on`] go to the
@@ -330,6 +391,11 @@ impl NamespaceClient {
 
     /// Leaves the namespace; the session and its other namespaces stay.
     pub fn leave(self) -> Result<(), ClientError> {
-        try_command(&self.commands, driver::Command::Disconnect { ns: self.ns })
+        try_command(
+            &self.emitter.commands,
+            driver::Command::Disconnect {
+                ns: self.emitter.ns,
+            },
+        )
     }
 }

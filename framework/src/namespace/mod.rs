@@ -26,8 +26,8 @@ pub(crate) use actor::{
     RemoveSocket, RoomPlacer, RoomsOf, Stats, Target,
 };
 pub use broadcast::Broadcast;
-pub(crate) use socket::{SessionLink, SocketCommand};
 pub use socket::Socket;
+pub(crate) use socket::{SessionLink, SocketCommand};
 
 use crate::protocol::{self, Frame};
 use crate::room::Deliver;
@@ -53,7 +53,11 @@ impl Handshake<'_> {
     /// The client's auth payload, decoded from JSON. An absent payload decodes as
     /// JSON `null` (so `Option<T>` accepts it).
     pub fn auth<A: DeserializeOwned>(&self) -> Result<A, String> {
-        let raw: &[u8] = if self.auth.is_empty() { b"null" } else { self.auth };
+        let raw: &[u8] = if self.auth.is_empty() {
+            b"null"
+        } else {
+            self.auth
+        };
         serde_json::from_slice(raw).map_err(|e| format!("invalid auth payload: {e}"))
     }
 }

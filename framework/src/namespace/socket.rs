@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
 
-use super::{encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceActor, RoomsOf, SocketData, Target};
+use super::{
+    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceActor, RoomsOf, SocketData, Target,
+};
 use crate::protocol::{self, EventKind, Frame};
 use crate::room::Deliver;
 use crate::{AckError, EmitError, SessionId};
@@ -116,7 +118,12 @@ impl Socket {
         self.send(EventKind::Volatile, event, payload)
     }
 
-    fn send<T: Serialize>(&self, kind: EventKind, event: &str, payload: &T) -> Result<(), EmitError> {
+    fn send<T: Serialize>(
+        &self,
+        kind: EventKind,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), EmitError> {
         let frame = encode_event(kind, &self.inner.ns, event, payload)?;
         self.inner.link.deliver.do_send(Deliver {
             frame,
@@ -152,7 +159,9 @@ impl Socket {
                 });
             }
             Err(e) => {
-                let _ = tx.send(Err(AckError::Decode(format!("payload did not serialize: {e}"))));
+                let _ = tx.send(Err(AckError::Decode(format!(
+                    "payload did not serialize: {e}"
+                ))));
             }
         }
         async move {

@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(decode(&[17]), Err(DecodeError::UnknownTag(17)));
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
         assert_eq!(decode(&[2, 0]), Err(DecodeError::Trailing(1)));
-        assert!(matches!(decode(&[9, 5, b'/']), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode(&[9, 5, b'/']),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -68,7 +68,11 @@ pub enum Frame {
         ack: Option<u64>,
     },
     /// 10, either way (reliable): the answer to an event that asked for one.
-    Ack { ns: String, id: u64, payload: ByteBuf },
+    Ack {
+        ns: String,
+        id: u64,
+        payload: ByteBuf,
+    },
     /// 11, server → client: an event that is latest-wins (game state): never buffered,
     /// never replayed, not sequenced.
     Volatile {

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use heartbeat::{Beat, Heartbeat};
-pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use supervisor::{KickSession, ListSessions};
+pub use supervisor::{SessionInfo, Supervisor};
 
 use crate::namespace::{self, NamespaceHandle, SessionLink, Socket, SocketCommand};
 use crate::protocol::{self, Frame, Open, ResumeToken, PROTOCOL_VERSION};
@@ -86,7 +86,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, transport: Recipient<ToTransport>, backlog: Backlog) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        transport: Recipient<ToTransport>,
+        backlog: Backlog,
+    ) -> Self {
         let timeout = shared.config.ping_timeout;
         Session {
             shared,
@@ -113,7 +117,11 @@ impl Session {
         }
         let queued = self.backlog.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
         if queued > self.shared.config.max_send_backlog {
-            tracing::warn!(sid = self.id().0, queued, "slow consumer: send backlog over its limit");
+            tracing::warn!(
+                sid = self.id().0,
+                queued,
+                "slow consumer: send backlog over its limit"
+            );
             self.end(DisconnectReason::SlowConsumer, true, ctx);
             return;
         }
@@ -155,7 +163,11 @@ impl Session {
                 ack,
             } => match self.joined.get(ns.as_str()) {
                 Some(joined) => {
-                    if let Err(reason) = joined.namespace.dispatch(&joined.socket, &name, &payload, ack) {
+                    if let Err(reason) =
+                        joined
+                            .namespace
+                            .dispatch(&joined.socket, &name, &payload, ack)
+                    {
                         tracing::debug!(sid = self.id().0, ns = %ns, %reason, "event refused");
                         self.send_frame(&Frame::Error { ns, reason }, ctx);
                     }
@@ -207,7 +219,12 @@ impl Session {
                 return self.send_frame(&refuse(reason), ctx);
             }
         };
-        let socket = Socket::new(namespace.name.clone(), link.clone(), namespace.addr.clone(), data);
+        let socket = Socket::new(
+            namespace.name.clone(),
+            link.clone(),
+            namespace.addr.clone(),
+            data,
+        );
         namespace.addr.do_send(namespace::AddSocket {
             id: link.id,
             recipient: link.deliver.clone(),
@@ -216,7 +233,8 @@ impl Session {
         if let Some(hook) = &namespace.spec.on_connect {
             hook(&socket);
         }
-        self.joined.insert(namespace.name.clone(), Joined { socket, namespace });
+        self.joined
+            .insert(namespace.name.clone(), Joined { socket, namespace });
         self.publish_namespaces();
     }
 
@@ -235,7 +253,9 @@ impl Session {
                 self.send_frame(&Frame::Ping, ctx);
                 // Check again when the answer is due, so that a dead peer is found
                 // within interval + timeout rather than two intervals.
-                ctx.run_later(self.shared.config.ping_timeout, |act, ctx| act.heartbeat(ctx));
+                ctx.run_later(self.shared.config.ping_timeout, |act, ctx| {
+                    act.heartbeat(ctx)
+                });
             }
             Beat::TimedOut => {
                 tracing::info!(sid = self.id().0, "ping timeout");
@@ -260,7 +280,9 @@ impl Session {
             let _ = pending.tx.send(Err(AckError::Disconnected));
         }
         if self.link.is_some() {
-            self.shared.supervisor.do_send(supervisor::Unregister { id: self.id() });
+            self.shared
+                .supervisor
+                .do_send(supervisor::Unregister { id: self.id() });
         }
         if close_transport {
             self.transport.do_send(ToTransport::Close {
@@ -285,13 +307,19 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let register = self.shared.supervisor.send(supervisor::Register { addr: ctx.address() });
+        let register = self.shared.supervisor.send(supervisor::Register {
+            addr: ctx.address(),
+        });
         // `wait` holds every other message until the session has its id.
         ctx.wait(register.into_actor(self).map(|res, act, ctx| match res {
             Ok((id, token)) => act.opened(id, token, ctx),
             Err(_) => {
                 tracing::error!("supervisor unavailable; refusing session");
-                act.end(DisconnectReason::Kicked("server shutting down".into()), true, ctx);
+                act.end(
+                    DisconnectReason::Kicked("server shutting down".into()),
+                    true,
+                    ctx,
+                );
             }
         }));
     }
@@ -393,4 +421,3 @@ impl Handler<Kick> for Session {
         self.end(DisconnectReason::Kicked(msg.reason), true, ctx);
     }
 }
-

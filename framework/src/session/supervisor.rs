@@ -153,6 +153,8 @@ impl Handler<KickSession> for Supervisor {
 
 /// Compares two secrets in time independent of where they differ.
 pub fn tokens_equal(a: &ResumeToken, b: &ResumeToken) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
-

@@ -103,7 +103,10 @@ impl WsTransport {
                 }));
             }
             (None, other) => self.refuse(
-                format!("expected 'hello' as the first frame, got '{}'", other.kind()),
+                format!(
+                    "expected 'hello' as the first frame, got '{}'",
+                    other.kind()
+                ),
                 ctx,
             ),
         }
@@ -137,9 +140,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
             Ok(ws::Message::Binary(bytes)) => self.on_binary(&bytes, ctx),
             Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Text(_)) => {
-                self.refuse("text frames are not part of the protocol; send binary frames".into(), ctx)
-            }
+            Ok(ws::Message::Text(_)) => self.refuse(
+                "text frames are not part of the protocol; send binary frames".into(),
+                ctx,
+            ),
             Ok(ws::Message::Continuation(_)) => {
                 self.refuse("fragmented messages are not supported".into(), ctx)
             }

@@ -1,0 +1,202 @@
+//! Broadcast operators: rooms, overlapping rooms, exclusions, namespace-wide.
+//!
+//! How "nobody else got it" is checked without sleeping: after the expected
+//! recipients have their copy, the room actor has already posted every copy it will
+//! ever post; a namespace-wide `fence` sent afterwards therefore arrives after any
+//! stray copy, so each client reads until the fence and counts.
+
+use std::collections::HashMap;
+
+use volley::client::NamespaceClient;
+use volley::Volley;
+
+use crate::common::*;
+
+struct Player {
+    name: &'static str,
+    ns: NamespaceClient,
+    _client: volley::client::Client,
+}
+
+async fn players(server: &TestServer, ns: &str, rooms: &[(&'static str, &[&str])]) -> Vec<Player> {
+    let mut out = Vec::new();
+    for (name, joined) in rooms {
+        let client = connect(server).await;
+        let ns = client.join(ns, &()).await.unwrap();
+        for room in *joined {
+            let _: String = ns.emit_with_ack("join", room, WAIT).await.unwrap();
+        }
+        out.push(Player {
+            name,
+            ns,
+            _client: client,
+        });
+    }
+    out
+}
+
+/// Waits for `expected` recipients' copies, fences, and returns how many copies of
+/// event `name` each player received.
+async fn deliveries(
+    server: &TestServer,
+    ns: &str,
+    players: &mut [Player],
+    name: &str,
+) -> HashMap<&'static str, usize> {
+    server.volley.of(ns).unwrap().emit("fence", &()).unwrap();
+    let mut counts = HashMap::new();
+    for p in players.iter_mut() {
+        let events = until_fence(&mut p.ns).await;
+        counts.insert(p.name, events.iter().filter(|e| e.name == name).count());
+    }
+    counts
+}
+
+fn server() -> TestServer {
+    let (disconnects, _) = Disconnects::new();
+    serve(
+        Volley::builder()
+            .namespace("/", test_namespace(disconnects.clone()))
+            .namespace("/other", test_namespace(disconnects)),
+    )
+}
+
+fn expect(counts: &HashMap<&'static str, usize>, want: &[(&str, usize)]) {
+    for (name, n) in want {
+        assert_eq!(
+            counts[name], *n,
+            "{name} received {} copies, expected {n}: {counts:?}",
+            counts[name]
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn room_broadcast_reaches_exactly_its_members_once() {
+    let server = server();
+    let mut ps = players(
+        &server,
+        "/",
+        &[
+            ("ann", &["red"]),
+            ("bob", &["red"]),
+            ("cat", &["blue"]),
+            ("dan", &[]),
+        ],
+    )
+    .await;
+    let root = server.volley.of("/").unwrap();
+    root.to("red").emit("news", &"red team").unwrap();
+    // Wait for the members' copies first (see the module comment).
+    for p in ps.iter_mut().filter(|p| p.name == "ann" || p.name == "bob") {
+        let e = next_event(&mut p.ns).await;
+        assert_eq!(
+            (e.name.as_str(), e.decode::<String>().unwrap().as_str()),
+            ("news", "red team")
+        );
+    }
+    let counts = deliveries(&server, "/", &mut ps, "news").await;
+    expect(&counts, &[("ann", 0), ("bob", 0), ("cat", 0), ("dan", 0)]);
+}
+
+#[actix_rt::test]
+async fn overlapping_rooms_deliver_once_and_except_excludes() {
+    let server = server();
+    let mut ps = players(
+        &server,
+        "/",
+        &[
+            ("ann", &["red", "blue"]),
+            ("bob", &["red"]),
+            ("cat", &["blue", "muted"]),
+            ("dan", &["green"]),
+        ],
+    )
+    .await;
+    let root = server.volley.of("/").unwrap();
+    // Several rooms or exclusions are resolved by the namespace actor, the same path
+    // the fence takes, so one fence closes all three.
+    root.to("red").to("blue").emit("both", &1).unwrap();
+    root.to("red")
+        .to("blue")
+        .except("muted")
+        .emit("unmuted", &2)
+        .unwrap();
+    root.broadcast().except("red").emit("not-red", &3).unwrap();
+    root.emit("fence", &()).unwrap();
+    let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
+    for p in ps.iter_mut() {
+        for e in until_fence(&mut p.ns).await {
+            let name: &'static str = match e.name.as_str() {
+                "both" => "both",
+                "unmuted" => "unmuted",
+                "not-red" => "not-red",
+                other => panic!("unexpected event {other}"),
+            };
+            *counts.entry((p.name, name)).or_default() += 1;
+        }
+    }
+    let got = |who, what| counts.get(&(who, what)).copied().unwrap_or(0);
+    for (who, both, unmuted, not_red) in [
+        ("ann", 1, 1, 0),
+        ("bob", 1, 1, 0),
+        ("cat", 1, 0, 1),
+        ("dan", 0, 0, 1),
+    ] {
+        assert_eq!(got(who, "both"), both, "{who} both: {counts:?}");
+        assert_eq!(got(who, "unmuted"), unmuted, "{who} unmuted: {counts:?}");
+        assert_eq!(got(who, "not-red"), not_red, "{who} not-red: {counts:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn socket_to_room_excludes_the_sender() {
+    let (disconnects, _) = Disconnects::new();
+    let relay = test_namespace(disconnects).on("relay", |socket, room: String| {
+        let _ = socket.to(&room).emit("relayed", &socket.id().0);
+    });
+    let server = serve(Volley::builder().namespace("/", relay));
+    let mut ps = players(&server, "/", &[("ann", &["red"]), ("bob", &["red"])]).await;
+    ps[0].ns.emit("relay", &"red").unwrap();
+    let e = next_event(&mut ps[1].ns).await;
+    assert_eq!(e.name, "relayed");
+    let counts = deliveries(&server, "/", &mut ps, "relayed").await;
+    expect(&counts, &[("ann", 0), ("bob", 0)]);
+}
+
+#[actix_rt::test]
+async fn namespace_wide_reaches_all_of_it_and_no_one_elsewhere() {
+    let server = server();
+    let mut here = players(&server, "/", &[("ann", &[]), ("bob", &["red"])]).await;
+    let mut there = players(&server, "/other", &[("cat", &[]), ("dan", &["red"])]).await;
+    server
+        .volley
+        .of("/")
+        .unwrap()
+        .emit("all", &"root only")
+        .unwrap();
+    let counts = deliveries(&server, "/", &mut here, "all").await;
+    expect(&counts, &[("ann", 1), ("bob", 1)]);
+    let counts = deliveries(&server, "/other", &mut there, "all").await;
+    expect(&counts, &[("cat", 0), ("dan", 0)]);
+}
+
+#[actix_rt::test]
+async fn leaving_a_room_stops_its_broadcasts() {
+    let server = server();
+    let mut ps = players(&server, "/", &[("ann", &["red"]), ("bob", &["red"])]).await;
+    let _: String = ps[1].ns.emit_with_ack("leave", &"red", WAIT).await.unwrap();
+    server
+        .volley
+        .of("/")
+        .unwrap()
+        .to("red")
+        .emit("news", &1)
+        .unwrap();
+    let e = next_event(&mut ps[0].ns).await;
+    assert_eq!(e.name, "news");
+    let counts = deliveries(&server, "/", &mut ps, "news").await;
+    expect(&counts, &[("ann", 0), ("bob", 0)]);
+    let stats = server.volley.of("/").unwrap().stats().await;
+    assert_eq!((stats.sockets, stats.rooms), (2, 1));
+}

@@ -1,0 +1,222 @@
+//! Test helpers: a real Volley server on a random loopback port, a raw protocol
+//! client for feeding it bad input, and an app with the handlers the tests use.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpServer};
+use awc::ws;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use volley::client::{Client, Event, NamespaceClient};
+use volley::protocol::{self, Frame, Open, PROTOCOL_VERSION};
+use volley::{DisconnectReason, Namespace, Volley, VolleyBuilder};
+
+/// Upper bound for any single wait in a test: a hung server fails the test, it never
+/// hangs it.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub url: String,
+    pub volley: Volley,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_rt::spawn(async move { handle.stop(false).await });
+    }
+}
+
+/// Starts `builder` behind actix-web on 127.0.0.1, on a free port.
+pub fn serve(builder: VolleyBuilder) -> TestServer {
+    let volley = builder.build();
+    let app = volley.clone();
+    let server = HttpServer::new(move || App::new().configure(app.configure()))
+        .workers(2)
+        .tcp_nodelay(true)
+        .bind(("127.0.0.1", 0))
+        .expect("bind loopback");
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    TestServer {
+        url: format!("ws://{addr}/volley"),
+        volley,
+        handle,
+    }
+}
+
+/// Disconnect reasons seen by the server, in order.
+#[derive(Clone)]
+pub struct Disconnects(pub Arc<Mutex<mpsc::UnboundedSender<(String, DisconnectReason)>>>);
+
+impl Disconnects {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<(String, DisconnectReason)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Disconnects(Arc::new(Mutex::new(tx))), rx)
+    }
+
+    pub fn record(&self, ns: &str, reason: &DisconnectReason) {
+        let _ = self.0.lock().unwrap().send((ns.to_owned(), reason.clone()));
+    }
+}
+
+/// The namespace most tests use: echo, acks both ways, rooms.
+pub fn test_namespace(disconnects: Disconnects) -> Namespace {
+    Namespace::new()
+        .on_ack("echo", |_, value: serde_json::Value, ack| {
+            let _ = ack.send(&value);
+        })
+        .on("shout", |socket, text: String| {
+            let _ = socket.emit("shout", &text);
+        })
+        // Never answers: the client's ack must time out.
+        .on_ack("ignore", |_, _: serde_json::Value, _ack| {})
+        // Asks the client a question (server → client ack) and reports the outcome.
+        .on_ack("ask", |socket, timeout_ms: u64, ack| {
+            let answer = socket.emit_with_ack::<_, String>(
+                "question",
+                &"what is your name?",
+                Duration::from_millis(timeout_ms),
+            );
+            actix_rt::spawn(async move {
+                let outcome = match answer.await {
+                    Ok(name) => format!("answer: {name}"),
+                    Err(e) => format!("error: {e}"),
+                };
+                let _ = ack.send(&outcome);
+            });
+        })
+        .on_ack("join", |socket, room: String, ack| {
+            socket.join(&room);
+            let _ = ack.send(&room);
+        })
+        .on_ack("leave", |socket, room: String, ack| {
+            socket.leave(&room);
+            let _ = ack.send(&room);
+        })
+        .on_ack("rtt", |socket, _: (), ack| {
+            let _ = ack.send(&socket.rtt().map(|d| d.as_micros() as u64));
+        })
+        .on_disconnect(move |socket, reason| disconnects.record(socket.namespace(), reason))
+}
+
+/// The admin namespace: only a client that sends the right token gets in.
+pub fn admin_namespace(token: &'static str) -> Namespace {
+    struct Admin {
+        name: String,
+    }
+    Namespace::new()
+        .authorize(move |hs| {
+            #[derive(serde::Deserialize)]
+            struct Auth {
+                token: String,
+                name: String,
+            }
+            let auth: Option<Auth> = hs.auth()?;
+            match auth {
+                Some(a) if a.token == token => Ok(Admin { name: a.name }),
+                Some(_) => Err("invalid admin token".to_owned()),
+                None => Err("admin token required".to_owned()),
+            }
+        })
+        .on_ack("whoami", |socket, _: (), ack| {
+            let name = socket.data::<Admin>().map(|a| a.name.clone());
+            let _ = ack.send(&name);
+        })
+}
+
+/// Receives the next event, failing the test after [`WAIT`].
+pub async fn next_event(ns: &mut NamespaceClient) -> Event {
+    tokio::time::timeout(WAIT, ns.next_event())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("namespace closed while waiting for an event")
+}
+
+/// Reads events until one named `fence`; returns the ones before it.
+pub async fn until_fence(ns: &mut NamespaceClient) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(ns).await;
+        if event.name == "fence" {
+            return seen;
+        }
+        seen.push(event);
+    }
+}
+
+pub async fn connect(server: &TestServer) -> Client {
+    Client::connect(&server.url).await.expect("client connects")
+}
+
+/// A client that speaks raw frames, for input a well-behaved client never sends.
+pub struct RawClient {
+    framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
+}
+
+impl RawClient {
+    pub async fn connect(url: &str) -> RawClient {
+        let (_, framed) = awc::Client::new()
+            .ws(url)
+            .max_frame_size(64 * 1024 * 1024)
+            .connect()
+            .await
+            .expect("raw websocket connects");
+        RawClient { framed }
+    }
+
+    /// Connects and opens a session.
+    pub async fn open(url: &str) -> (RawClient, Open) {
+        let mut raw = RawClient::connect(url).await;
+        raw.send(&Frame::Hello {
+            version: PROTOCOL_VERSION,
+        })
+        .await;
+        match raw.recv().await {
+            Some(Frame::Open(open)) => (raw, open),
+            other => panic!("expected open, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        self.send_bytes(protocol::encode(frame).to_vec()).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
+        self.framed
+            .send(ws::Message::Binary(bytes.into()))
+            .await
+            .expect("raw send");
+    }
+
+    /// The next frame (pings included); `None` when the connection closes.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.framed.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match next {
+                Some(Ok(ws::Frame::Binary(bytes))) => {
+                    return Some(protocol::decode(&bytes).expect("server frames decode"))
+                }
+                Some(Ok(ws::Frame::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Reads frames until the server closes; returns the reason of its `Close` frame.
+    pub async fn close_reason(&mut self) -> Option<String> {
+        let mut reason = None;
+        while let Some(frame) = self.recv().await {
+            if let Frame::Close { reason: r } = frame {
+                reason = Some(r);
+            }
+        }
+        reason
+    }
+}

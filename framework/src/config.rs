@@ -22,6 +22,16 @@ pub struct Config {
     /// Most bytes queued for one connection that the peer has not taken yet. Past it
     /// the session ends with `slow consumer`. Default 4 MiB.
     pub max_send_backlog: usize,
+    /// How long a session whose connection dropped stays resumable (namespaces, rooms,
+    /// socket data and undelivered reliable frames kept). Default 2 min. Zero turns
+    /// resumption off: a dropped connection ends the session at once.
+    pub resume_grace: Duration,
+    /// Most unacknowledged reliable frames kept per session for replay. Past it the
+    /// session ends with `outbox overflow`. Default 4096.
+    pub max_outbox_frames: usize,
+    /// Most bytes of unacknowledged reliable frames kept per session. Past it the
+    /// session ends with `outbox overflow`. Default 4 MiB.
+    pub max_outbox_bytes: usize,
     /// Most namespaces one session may join. Default 32.
     pub max_namespaces_per_session: usize,
     /// Threads that run rooms (one arbiter each). Default: the number of cores.
@@ -37,6 +47,9 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_frame_size: 1024 * 1024,
             max_send_backlog: 4 * 1024 * 1024,
+            resume_grace: Duration::from_secs(120),
+            max_outbox_frames: 4096,
+            max_outbox_bytes: 4 * 1024 * 1024,
             max_namespaces_per_session: 32,
             room_threads: std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -18,6 +18,11 @@ pub enum DisconnectReason {
     Protocol(String),
     /// The server (application code) ended the socket or session.
     Kicked(String),
+    /// More reliable frames waited for the client than the outbox holds.
+    OutboxOverflow,
+    /// The connection dropped (for the reason inside) and the client did not resume
+    /// within the grace window.
+    Expired(Box<DisconnectReason>),
 }
 
 impl fmt::Display for DisconnectReason {
@@ -29,6 +34,8 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::SlowConsumer => f.write_str("slow consumer"),
             DisconnectReason::Protocol(why) => write!(f, "protocol error: {why}"),
             DisconnectReason::Kicked(why) => write!(f, "kicked: {why}"),
+            DisconnectReason::OutboxOverflow => f.write_str("outbox overflow"),
+            DisconnectReason::Expired(cause) => write!(f, "session expired ({cause})"),
         }
     }
 }

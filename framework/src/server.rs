@@ -101,6 +101,20 @@ impl VolleyBuilder {
         self
     }
 
+    /// How long a dropped session stays resumable (default 2 min; zero disables).
+    pub fn resume_grace(mut self, grace: Duration) -> Self {
+        self.config.resume_grace = grace;
+        self
+    }
+
+    /// Outbox limits per session: unacknowledged reliable frames and their bytes
+    /// (defaults 4096 frames, 4 MiB).
+    pub fn max_outbox(mut self, frames: usize, bytes: usize) -> Self {
+        self.config.max_outbox_frames = frames;
+        self.config.max_outbox_bytes = bytes;
+        self
+    }
+
     /// Declares a namespace. Names start with `/`.
     pub fn namespace(mut self, name: &str, namespace: Namespace) -> Self {
         self.namespaces.push((name.to_owned(), namespace));

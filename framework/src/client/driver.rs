@@ -1,18 +1,30 @@
-//! The client's connection driver: one task that owns the WebSocket.
+//! The client's connection driver: one task that owns the connection, and replaces
+//! it when it drops.
+//!
+//! Reliable frames are numbered implicitly on both sides. The driver keeps what it
+//! sent in an [`Outbox`] until the server says it processed it (`Received`, or
+//! `Resumed` on reconnection), and counts what it processed from the server
+//! (`recv_seq`), reported back in `Pong` and `Received`. On reconnection it sends
+//! `Resume` with that count; the server replays the rest and says where the client's
+//! stream should continue, and the driver resends from there. Nothing is delivered
+//! twice and nothing is skipped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use awc::ws;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
-use super::{AckSender, ClientConfig, ClientError, Event};
+use super::{AckSender, ClientConfig, ClientError, ConnectionEvent, Event};
 use crate::protocol::{self, Frame, Open, PROTOCOL_VERSION};
+use crate::session::Outbox;
 use crate::AckError;
 
 type AckResult = oneshot::Sender<Result<Vec<u8>, AckError>>;
@@ -41,160 +53,416 @@ pub(crate) enum Command {
         payload: Vec<u8>,
     },
     ForgetAck(u64),
-    Close,
+}
+
+/// Channels from the driver back to the application.
+pub(crate) struct Outputs {
+    pub handle: mpsc::Sender<Command>,
+    pub errors: mpsc::Sender<(String, String)>,
+    pub status: mpsc::Sender<ConnectionEvent>,
+    pub closed: watch::Sender<Option<String>>,
+    pub open: Arc<Mutex<Open>>,
 }
 
 type Framed = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
+/// How one connection ended.
+enum End {
+    /// The session is over.
+    Final(String),
+    /// The connection dropped; the session may be resumed.
+    Lost(String),
+}
+
+/// Report what we processed at least every this many reliable frames...
+const RECEIVED_EVERY: u64 = 64;
+/// ...and at most this long after the first unreported one.
+const RECEIVED_AFTER: Duration = Duration::from_millis(100);
+
 /// Opens the connection, performs the Hello/Open handshake and spawns the driver.
 pub(crate) async fn start(
     url: &str,
-    config: &ClientConfig,
+    config: ClientConfig,
     commands: mpsc::Receiver<Command>,
-    handle: mpsc::Sender<Command>,
-    errors: mpsc::Sender<(String, String)>,
-    closed: watch::Sender<Option<String>>,
+    close: watch::Receiver<bool>,
+    outputs: Outputs,
 ) -> Result<Open, ClientError> {
-    let handshake = async {
-        let (_, mut framed) = awc::Client::new()
-            .ws(url)
-            .max_frame_size(config.max_frame_size)
-            .connect()
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let hello = protocol::encode(&Frame::Hello {
-            version: PROTOCOL_VERSION,
-        });
-        framed
-            .send(ws::Message::Binary(hello))
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        loop {
-            match framed.next().await {
-                Some(Ok(ws::Frame::Binary(bytes))) => match protocol::decode(&bytes) {
-                    Ok(Frame::Open(open)) => return Ok((open, framed)),
-                    Ok(Frame::Close { reason }) => return Err(ClientError::Closed(reason)),
-                    Ok(other) => {
-                        return Err(ClientError::Connect(format!(
-                            "expected 'open', got '{}'",
-                            other.kind()
-                        )))
-                    }
-                    Err(e) => return Err(ClientError::Connect(e.to_string())),
-                },
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(ClientError::Connect(e.to_string())),
-                None => {
-                    return Err(ClientError::Connect(
-                        "connection closed during handshake".into(),
-                    ))
-                }
-            }
-        }
+    let opening = async {
+        let mut framed = connect(url, &config).await?;
+        let open = hello(&mut framed).await?;
+        Ok::<_, ClientError>((framed, open))
     };
-    let (open, framed) = tokio::time::timeout(config.connect_timeout, handshake)
+    let (framed, open) = tokio::time::timeout(config.connect_timeout, opening)
         .await
         .map_err(|_| ClientError::OpenTimeout)??;
+    *outputs.open.lock().unwrap_or_else(|e| e.into_inner()) = open.clone();
+    let outbox = Outbox::new(config.send_buffer.max(1), usize::MAX);
     let driver = Driver {
+        url: url.to_owned(),
         open: open.clone(),
-        handle,
-        errors,
+        config,
+        outputs,
         namespaces: HashMap::new(),
         connecting: HashMap::new(),
         pending_acks: HashMap::new(),
+        outbox,
         recv_seq: 0,
-        sent_seq: 0,
+        reported_seq: 0,
+        rng: StdRng::from_entropy(),
     };
-    actix_rt::spawn(async move {
-        let reason = driver.run(framed, commands).await;
-        tracing::debug!(%reason, "client session closed");
-        let _ = closed.send(Some(reason));
-    });
+    actix_rt::spawn(driver.run(framed, commands, close));
     Ok(open)
 }
 
-struct Driver {
-    open: Open,
-    handle: mpsc::Sender<Command>,
-    errors: mpsc::Sender<(String, String)>,
-    namespaces: HashMap<Arc<str>, mpsc::Sender<Event>>,
-    connecting: HashMap<Arc<str>, (mpsc::Sender<Event>, oneshot::Sender<Result<(), String>>)>,
-    pending_acks: HashMap<u64, AckResult>,
-    /// Reliable frames processed from the server.
-    recv_seq: u64,
-    /// Reliable frames sent to the server.
-    sent_seq: u64,
+async fn connect(url: &str, config: &ClientConfig) -> Result<Framed, ClientError> {
+    let (_, framed) = awc::Client::new()
+        .ws(url)
+        .max_frame_size(config.max_frame_size)
+        .connect()
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    Ok(framed)
 }
 
-/// What ends the driver loop: the reason the session closed.
-type Closed = String;
+async fn send(framed: &mut Framed, frame: &Frame) -> Result<(), ClientError> {
+    framed
+        .send(ws::Message::Binary(protocol::encode(frame)))
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))
+}
+
+/// Reads the next protocol frame during a handshake.
+async fn next_frame(framed: &mut Framed) -> Result<Frame, ClientError> {
+    loop {
+        match framed.next().await {
+            Some(Ok(ws::Frame::Binary(bytes))) => {
+                return protocol::decode(&bytes).map_err(|e| ClientError::Connect(e.to_string()))
+            }
+            Some(Ok(ws::Frame::Close(reason))) => {
+                let why = reason.and_then(|r| r.description).unwrap_or_default();
+                return Err(ClientError::Connect(format!(
+                    "closed during handshake: {why}"
+                )));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(ClientError::Connect(e.to_string())),
+            None => {
+                return Err(ClientError::Connect(
+                    "connection closed during handshake".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Sends `Hello` and waits for `Open`.
+async fn hello(framed: &mut Framed) -> Result<Open, ClientError> {
+    send(
+        framed,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .await?;
+    match next_frame(framed).await? {
+        Frame::Open(open) => Ok(open),
+        Frame::Close { reason } => Err(ClientError::Closed(reason)),
+        other => Err(ClientError::Connect(format!(
+            "expected 'open', got '{}'",
+            other.kind()
+        ))),
+    }
+}
+
+/// A joined namespace: where its events go and the auth to rejoin with.
+struct Joined {
+    events: mpsc::Sender<Event>,
+    auth: Vec<u8>,
+}
+
+struct Driver {
+    url: String,
+    open: Open,
+    config: ClientConfig,
+    outputs: Outputs,
+    namespaces: HashMap<Arc<str>, Joined>,
+    /// Joins sent and not answered; `done` is `None` for automatic rejoins.
+    connecting: HashMap<Arc<str>, (Joined, Option<oneshot::Sender<Result<(), String>>>)>,
+    pending_acks: HashMap<u64, AckResult>,
+    /// Our reliable frames the server has not confirmed; numbers our stream.
+    outbox: Outbox,
+    /// Reliable frames processed from the server.
+    recv_seq: u64,
+    /// The `recv_seq` the server was last told about.
+    reported_seq: u64,
+    rng: StdRng,
+}
 
 impl Driver {
-    async fn run(mut self, framed: Framed, mut commands: mpsc::Receiver<Command>) -> Closed {
+    async fn run(
+        mut self,
+        mut framed: Framed,
+        mut commands: mpsc::Receiver<Command>,
+        mut close: watch::Receiver<bool>,
+    ) {
+        let reason = loop {
+            match self.connection(framed, &mut commands, &mut close).await {
+                End::Final(reason) => break reason,
+                End::Lost(reason) => {
+                    tracing::debug!(%reason, "connection lost; reconnecting");
+                    if !self.config.reconnect {
+                        break reason;
+                    }
+                    match self.reconnect(&mut close).await {
+                        Ok(next) => framed = next,
+                        Err(reason) => break reason,
+                    }
+                }
+            }
+        };
+        tracing::debug!(%reason, "client session closed");
+        // Pending acks and namespace channels close with the driver.
+        let _ = self.outputs.status.try_send(ConnectionEvent::Closed {
+            reason: reason.clone(),
+        });
+        let _ = self.outputs.closed.send(Some(reason));
+    }
+
+    /// Drives one connection until it ends.
+    async fn connection(
+        &mut self,
+        framed: Framed,
+        commands: &mut mpsc::Receiver<Command>,
+        close: &mut watch::Receiver<bool>,
+    ) -> End {
         let (mut sink, mut stream) = framed.split();
         let silence = Duration::from_millis(
             u64::from(self.open.ping_interval_ms) + u64::from(self.open.ping_timeout_ms),
         );
         let mut deadline = Instant::now() + silence;
+        let mut report_at: Option<Instant> = None;
+        let limit = self.config.send_buffer.max(1);
         loop {
+            let room = self.outbox.len() < limit;
             tokio::select! {
-                cmd = commands.recv() => {
+                _ = close.changed() => {
+                    let _ = sink.send(message(&Frame::Close { reason: "client left".into() })).await;
+                    let _ = sink.close().await;
+                    return End::Final("client closed".into());
+                }
+                // Read commands only while the outbox has room: when it is full the
+                // command channel fills up and `emit` reports a full send buffer.
+                cmd = commands.recv(), if room => {
                     let Some(cmd) = cmd else {
-                        let _ = sink.send(close_frame()).await;
-                        return "client dropped".into();
+                        let _ = sink.send(message(&Frame::Close { reason: "client left".into() })).await;
+                        return End::Final("client dropped".into());
                     };
-                    // Coalesce: encode everything already queued, then flush once.
                     let mut next = Some(cmd);
                     while let Some(cmd) = next {
-                        match self.command(cmd) {
-                            Ok(Some(bytes)) => {
-                                if let Err(e) = sink.feed(ws::Message::Binary(bytes)).await {
-                                    return format!("transport error: {e}");
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(reason) => {
-                                let _ = sink.send(close_frame()).await;
-                                let _ = sink.close().await;
-                                return reason;
+                        if let Some(bytes) = self.command(cmd) {
+                            if let Err(e) = sink.feed(ws::Message::Binary(bytes)).await {
+                                return End::Lost(format!("transport error: {e}"));
                             }
                         }
-                        next = commands.try_recv().ok();
+                        next = if self.outbox.len() < limit { commands.try_recv().ok() } else { None };
                     }
                     if let Err(e) = sink.flush().await {
-                        return format!("transport error: {e}");
+                        return End::Lost(format!("transport error: {e}"));
                     }
                 }
                 frame = stream.next() => {
                     let bytes = match frame {
                         Some(Ok(ws::Frame::Binary(bytes))) => bytes,
-                        Some(Ok(ws::Frame::Close(_))) | None => return "transport closed".into(),
+                        Some(Ok(ws::Frame::Close(_))) | None => return End::Lost("transport closed".into()),
                         Some(Ok(_)) => continue,
-                        Some(Err(e)) => return format!("transport error: {e}"),
+                        Some(Err(e)) => return End::Lost(format!("transport error: {e}")),
                     };
                     let frame = match protocol::decode(&bytes) {
                         Ok(frame) => frame,
-                        Err(e) => return format!("server sent a bad frame: {e}"),
+                        Err(e) => return End::Final(format!("server sent a bad frame: {e}")),
                     };
-                    if matches!(frame, Frame::Ping) {
-                        deadline = Instant::now() + silence;
-                        let pong = protocol::encode(&Frame::Pong { last_seq: self.recv_seq });
-                        if let Err(e) = sink.send(ws::Message::Binary(pong)).await {
-                            return format!("transport error: {e}");
+                    let reply = match frame {
+                        Frame::Ping => {
+                            deadline = Instant::now() + silence;
+                            self.reported_seq = self.recv_seq;
+                            report_at = None;
+                            Some(Frame::Pong { last_seq: self.recv_seq })
                         }
-                        continue;
-                    }
-                    if let Some(reason) = self.on_frame(frame).await {
-                        return reason;
+                        frame => {
+                            if let Some(end) = self.on_frame(frame).await {
+                                return end;
+                            }
+                            let unreported = self.recv_seq - self.reported_seq;
+                            if unreported >= RECEIVED_EVERY {
+                                self.reported_seq = self.recv_seq;
+                                report_at = None;
+                                Some(Frame::Received { last_seq: self.recv_seq })
+                            } else {
+                                if unreported > 0 && report_at.is_none() {
+                                    report_at = Some(Instant::now() + RECEIVED_AFTER);
+                                }
+                                None
+                            }
+                        }
+                    };
+                    if let Some(reply) = reply {
+                        if let Err(e) = sink.send(message(&reply)).await {
+                            return End::Lost(format!("transport error: {e}"));
+                        }
                     }
                 }
-                _ = sleep_until(deadline) => return "ping timeout".into(),
+                _ = sleep_until(report_at.unwrap_or(deadline)), if report_at.is_some() => {
+                    report_at = None;
+                    self.reported_seq = self.recv_seq;
+                    let received = Frame::Received { last_seq: self.recv_seq };
+                    if let Err(e) = sink.send(message(&received)).await {
+                        return End::Lost(format!("transport error: {e}"));
+                    }
+                }
+                _ = sleep_until(deadline) => return End::Lost("ping timeout".into()),
             }
         }
     }
 
-    /// Turns a command into bytes to send (if any). `Err` ends the session.
-    fn command(&mut self, cmd: Command) -> Result<Option<Bytes>, Closed> {
+    /// Replaces a lost connection, resuming the session if the server still has it.
+    async fn reconnect(&mut self, close: &mut watch::Receiver<bool>) -> Result<Framed, String> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if !self.config.backoff.allows(attempt) {
+                return Err(format!(
+                    "reconnection failed after {} attempts",
+                    attempt - 1
+                ));
+            }
+            let delay = self.config.backoff.delay(attempt, &mut self.rng);
+            let _ = self
+                .outputs
+                .status
+                .try_send(ConnectionEvent::Reconnecting { attempt, delay });
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = close.changed() => return Err("client closed".into()),
+            }
+            match tokio::time::timeout(self.config.connect_timeout, self.reopen()).await {
+                Ok(Ok(framed)) => return Ok(framed),
+                Ok(Err(e)) => tracing::debug!(attempt, error = %e, "reconnection attempt failed"),
+                Err(_) => tracing::debug!(attempt, "reconnection attempt timed out"),
+            }
+        }
+    }
+
+    /// One reconnection attempt: resume, or start a fresh session if the server says
+    /// the old one is gone.
+    async fn reopen(&mut self) -> Result<Framed, ClientError> {
+        let mut framed = connect(&self.url, &self.config).await?;
+        let resume = Frame::Resume {
+            sid: self.open.sid,
+            token: self.open.token,
+            last_seq: self.recv_seq,
+        };
+        send(&mut framed, &resume).await?;
+        match next_frame(&mut framed).await? {
+            Frame::Resumed { last_seq, replay } => {
+                let resend: Vec<Bytes> = match self.outbox.replay_after(last_seq) {
+                    Ok(frames) => frames.cloned().collect(),
+                    Err(_) => {
+                        return Err(ClientError::Connect(format!(
+                            "server resumed at frame {last_seq}, which this client cannot continue from"
+                        )))
+                    }
+                };
+                for bytes in &resend {
+                    framed
+                        .feed(ws::Message::Binary(bytes.clone()))
+                        .await
+                        .map_err(|e| ClientError::Connect(e.to_string()))?;
+                }
+                framed
+                    .flush()
+                    .await
+                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                self.reported_seq = self.recv_seq;
+                let _ = self.outputs.status.try_send(ConnectionEvent::Reconnected {
+                    resumed: true,
+                    replayed: replay,
+                    resent: resend.len() as u64,
+                });
+                Ok(framed)
+            }
+            Frame::ResumeFailed { reason } => {
+                let open = hello(&mut framed).await?;
+                self.session_lost(reason, open, &mut framed).await?;
+                Ok(framed)
+            }
+            other => Err(ClientError::Connect(format!(
+                "expected 'resumed', got '{}'",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// The server no longer has our session: start over on `open`, fail what was in
+    /// flight, and rejoin every namespace with its auth.
+    async fn session_lost(
+        &mut self,
+        reason: String,
+        open: Open,
+        framed: &mut Framed,
+    ) -> Result<(), ClientError> {
+        tracing::info!(%reason, "session lost; continuing on a fresh session");
+        let dropped = self.outbox.len();
+        self.outbox = Outbox::new(self.config.send_buffer.max(1), usize::MAX);
+        self.pending_acks.clear();
+        self.recv_seq = 0;
+        self.reported_seq = 0;
+        self.open = open.clone();
+        *self.outputs.open.lock().unwrap_or_else(|e| e.into_inner()) = open;
+        let mut rejoin: Vec<(
+            Arc<str>,
+            Joined,
+            Option<oneshot::Sender<Result<(), String>>>,
+        )> = self
+            .namespaces
+            .drain()
+            .map(|(ns, joined)| (ns, joined, None))
+            .collect();
+        rejoin.extend(
+            self.connecting
+                .drain()
+                .map(|(ns, (joined, done))| (ns, joined, done)),
+        );
+        for (ns, joined, done) in rejoin {
+            let frame = Frame::Connect {
+                ns: ns.to_string(),
+                auth: ByteBuf::from(joined.auth.clone()),
+            };
+            let bytes = protocol::encode(&frame);
+            let _ = self.outbox.push(bytes.clone());
+            framed
+                .feed(ws::Message::Binary(bytes))
+                .await
+                .map_err(|e| ClientError::Connect(e.to_string()))?;
+            self.connecting.insert(ns, (joined, done));
+        }
+        framed
+            .flush()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let _ = self
+            .outputs
+            .status
+            .try_send(ConnectionEvent::SessionLost { reason, dropped });
+        let _ = self.outputs.status.try_send(ConnectionEvent::Reconnected {
+            resumed: false,
+            replayed: 0,
+            resent: 0,
+        });
+        Ok(())
+    }
+
+    /// Turns a command into bytes to send, if any; reliable frames enter the outbox.
+    fn command(&mut self, cmd: Command) -> Option<Bytes> {
         let frame = match cmd {
             Command::Connect {
                 ns,
@@ -202,11 +470,13 @@ impl Driver {
                 events,
                 done,
             } => {
-                self.connecting.insert(ns.clone(), (events, done));
-                Frame::Connect {
+                let frame = Frame::Connect {
                     ns: ns.to_string(),
-                    auth: ByteBuf::from(auth),
-                }
+                    auth: ByteBuf::from(auth.clone()),
+                };
+                self.connecting
+                    .insert(ns, (Joined { events, auth }, Some(done)));
+                frame
             }
             Command::Disconnect { ns } => {
                 self.namespaces.remove(&ns);
@@ -236,31 +506,52 @@ impl Driver {
             },
             Command::ForgetAck(id) => {
                 self.pending_acks.remove(&id);
-                return Ok(None);
+                return None;
             }
-            Command::Close => return Err("client closed".into()),
         };
-        if frame.is_reliable() {
-            self.sent_seq += 1;
+        let bytes = protocol::encode(&frame);
+        // Every command frame is reliable; the caller only reads commands while the
+        // outbox has room, so this cannot overflow.
+        if self.outbox.push(bytes.clone()).is_err() {
+            tracing::error!("client outbox full; frame dropped");
+            return None;
         }
-        Ok(Some(protocol::encode(&frame)))
+        Some(bytes)
     }
 
-    /// Handles one frame from the server; `Some(reason)` ends the session.
-    async fn on_frame(&mut self, frame: Frame) -> Option<Closed> {
+    /// Handles one frame from the server; `Some` ends the connection.
+    async fn on_frame(&mut self, frame: Frame) -> Option<End> {
         if frame.is_reliable() {
             self.recv_seq += 1;
         }
         match frame {
+            Frame::Received { last_seq } => {
+                if self.outbox.ack(last_seq).is_err() {
+                    return Some(End::Final(format!(
+                        "server acknowledged frame {last_seq}, beyond what was sent"
+                    )));
+                }
+            }
             Frame::Connected { ns } => {
-                if let Some((events, done)) = self.connecting.remove(ns.as_str()) {
-                    self.namespaces.insert(ns.into(), events);
-                    let _ = done.send(Ok(()));
+                if let Some((joined, done)) = self.connecting.remove(ns.as_str()) {
+                    self.namespaces.insert(ns.into(), joined);
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(()));
+                    }
                 }
             }
             Frame::ConnectError { ns, reason } => {
                 if let Some((_, done)) = self.connecting.remove(ns.as_str()) {
-                    let _ = done.send(Err(reason));
+                    match done {
+                        Some(done) => {
+                            let _ = done.send(Err(reason));
+                        }
+                        None => {
+                            // An automatic rejoin was refused: the namespace's event
+                            // channel closes, and the application hears why.
+                            let _ = self.outputs.errors.try_send((ns, reason));
+                        }
+                    }
                 }
             }
             Frame::Disconnect { ns } => {
@@ -272,29 +563,28 @@ impl Driver {
                 payload,
                 ack,
             } => {
-                let Some(events) = self.namespaces.get(ns.as_str()) else {
+                let Some(joined) = self.namespaces.get(ns.as_str()) else {
                     tracing::debug!(ns = %ns, event = %name, "event for a namespace not joined");
                     return None;
                 };
-                let ns: Arc<str> = ns.into();
                 let event = Event {
                     name,
                     payload: Bytes::from(payload.into_vec()),
                     volatile: false,
                     ack: ack.map(|id| AckSender {
-                        ns,
+                        ns: ns.as_str().into(),
                         id,
-                        commands: self.handle.clone(),
+                        commands: self.outputs.handle.clone(),
                     }),
                 };
                 // Waits while the application is behind: reliable events are never
                 // dropped here.
-                let _ = events.send(event).await;
+                let _ = joined.events.send(event).await;
             }
             Frame::Volatile { ns, name, payload } => {
-                if let Some(events) = self.namespaces.get(ns.as_str()) {
+                if let Some(joined) = self.namespaces.get(ns.as_str()) {
                     // Latest-wins: if the application is behind, this one is dropped.
-                    let _ = events.try_send(Event {
+                    let _ = joined.events.try_send(Event {
                         name,
                         payload: Bytes::from(payload.into_vec()),
                         volatile: true,
@@ -309,9 +599,9 @@ impl Driver {
             }
             Frame::Error { ns, reason } => {
                 tracing::debug!(ns = %ns, %reason, "server refused a request");
-                let _ = self.errors.try_send((ns, reason));
+                let _ = self.outputs.errors.try_send((ns, reason));
             }
-            Frame::Close { reason } => return Some(reason),
+            Frame::Close { reason } => return Some(End::Final(reason)),
             other => {
                 tracing::debug!(kind = other.kind(), "ignoring unexpected frame");
             }
@@ -320,8 +610,6 @@ impl Driver {
     }
 }
 
-fn close_frame() -> ws::Message {
-    ws::Message::Binary(protocol::encode(&Frame::Close {
-        reason: "client left".into(),
-    }))
+fn message(frame: &Frame) -> ws::Message {
+    ws::Message::Binary(protocol::encode(frame))
 }

@@ -5,14 +5,22 @@
 //! driver, in `driver.rs`) owns the connection: it answers pings, counts reliable
 //! frames, routes events to their namespace and resolves acks.
 //!
+//! When the connection drops, the client reconnects by itself with exponential
+//! back-off ([`Backoff`]) and resumes its session: reliable events are delivered
+//! exactly once and in order in both directions, and [`NamespaceClient`]s keep
+//! working. [`Client::next_connection_event`] tells the application what happens.
+//!
 //! The client runs on the current thread's actix/tokio runtime (awc is not `Send`):
 //! use it inside `#[actix_rt::main]`, `#[actix_web::main]` or `#[actix_rt::test]`.
 
+mod backoff;
 mod driver;
+
+pub use backoff::Backoff;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,7 +38,10 @@ pub struct ClientConfig {
     /// Default 10 s.
     pub connect_timeout: Duration,
     /// Frames the application may queue for sending before `emit` fails with
-    /// [`ClientError::SendBufferFull`]. Default 1024.
+    /// [`ClientError::SendBufferFull`]. Default 1024. The same number bounds the
+    /// reliable frames kept until the server confirms them (for resending after a
+    /// reconnection); while that many are unconfirmed, or while disconnected, new
+    /// emits wait in the buffer, and once it is full `emit` fails at once.
     pub send_buffer: usize,
     /// Events buffered per namespace for [`NamespaceClient::next_event`]. When full,
     /// the client stops reading the connection until the application catches up
@@ -38,6 +49,10 @@ pub struct ClientConfig {
     pub event_buffer: usize,
     /// Largest frame accepted from the server, in bytes. Default 16 MiB.
     pub max_frame_size: usize,
+    /// Reconnect (and resume) when the connection drops. Default `true`.
+    pub reconnect: bool,
+    /// Delays between reconnection attempts. Default: 1 s doubling to 5 s, ±50%.
+    pub backoff: Backoff,
 }
 
 impl Default for ClientConfig {
@@ -47,6 +62,8 @@ impl Default for ClientConfig {
             send_buffer: 1024,
             event_buffer: 1024,
             max_frame_size: 16 * 1024 * 1024,
+            reconnect: true,
+            backoff: Backoff::default(),
         }
     }
 }
@@ -72,6 +89,27 @@ pub enum ClientError {
     /// A payload could not be serialized.
     #[error("payload did not serialize: {0}")]
     Serialize(String),
+}
+
+/// What happened to the connection, for the application to show or log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionEvent {
+    /// The connection dropped; attempt `attempt` starts after `delay`.
+    Reconnecting { attempt: u32, delay: Duration },
+    /// A connection is back. `resumed`: the same session continues, with `replayed`
+    /// frames replayed by the server and `resent` frames resent by the client;
+    /// otherwise a fresh session started (see [`ConnectionEvent::SessionLost`]).
+    Reconnected {
+        resumed: bool,
+        replayed: u64,
+        resent: u64,
+    },
+    /// The server no longer had the session (expired, bad token). A fresh session
+    /// was opened and the namespaces rejoined; `dropped` unconfirmed frames and all
+    /// pending acks were abandoned.
+    SessionLost { reason: String, dropped: usize },
+    /// The client stopped for good.
+    Closed { reason: String },
 }
 
 /// An event received from the server.
@@ -134,16 +172,19 @@ fn try_command(
 /// A connected client session.
 #[derive(Clone)]
 pub struct Client {
-    open: Open,
+    open: Arc<Mutex<Open>>,
     config: ClientConfig,
     commands: mpsc::Sender<driver::Command>,
+    close: Arc<watch::Sender<bool>>,
     closed: watch::Receiver<Option<String>>,
     errors: Arc<tokio::sync::Mutex<mpsc::Receiver<(String, String)>>>,
+    status: Arc<tokio::sync::Mutex<mpsc::Receiver<ConnectionEvent>>>,
     next_ack: Arc<AtomicU64>,
 }
 
 impl Client {
     /// Connects to a Volley server (`ws://host:port/volley`) with default settings.
+    /// The first connection is not retried: an error is returned at once.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
         Self::connect_with(url, ClientConfig::default()).await
     }
@@ -151,40 +192,52 @@ impl Client {
     /// Connects with explicit settings.
     pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, ClientError> {
         let (commands, command_rx) = mpsc::channel(config.send_buffer.max(1));
-        let (error_tx, error_rx) = mpsc::channel(64);
+        let (errors, error_rx) = mpsc::channel(64);
+        let (status, status_rx) = mpsc::channel(256);
         let (closed_tx, closed) = watch::channel(None);
-        let open = driver::start(
-            url,
-            &config,
-            command_rx,
-            commands.clone(),
-            error_tx,
-            closed_tx,
-        )
-        .await?;
+        let (close, close_rx) = watch::channel(false);
+        let open = Arc::new(Mutex::new(Open {
+            version: 0,
+            sid: 0,
+            token: [0; 16],
+            ping_interval_ms: 0,
+            ping_timeout_ms: 0,
+            max_frame_size: 0,
+        }));
+        let outputs = driver::Outputs {
+            handle: commands.clone(),
+            errors,
+            status,
+            closed: closed_tx,
+            open: open.clone(),
+        };
+        driver::start(url, config.clone(), command_rx, close_rx, outputs).await?;
         Ok(Client {
             open,
             config,
             commands,
+            close: Arc::new(close),
             closed,
             errors: Arc::new(tokio::sync::Mutex::new(error_rx)),
+            status: Arc::new(tokio::sync::Mutex::new(status_rx)),
             next_ack: Arc::new(AtomicU64::new(1)),
         })
     }
 
-    /// The session id the server gave.
+    /// The current session id (a new one after [`ConnectionEvent::SessionLost`]).
     pub fn session_id(&self) -> u64 {
-        self.open.sid
+        self.open_frame().sid
     }
 
     /// The server's session parameters (ping interval and timeout, frame limit).
-    pub fn open_frame(&self) -> &Open {
-        &self.open
+    pub fn open_frame(&self) -> Open {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Joins namespace `ns`, sending `auth` (any JSON-serializable value, or `()` for
     /// none) to its middleware. Fails with [`ClientError::Refused`] and the server's
-    /// reason if the middleware says no.
+    /// reason if the middleware says no. After a lost session the client rejoins with
+    /// the same `auth` by itself.
     pub async fn join<A: Serialize>(
         &self,
         ns: &str,
@@ -194,13 +247,15 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         let (events_tx, events) = mpsc::channel(self.config.event_buffer.max(1));
         let ns: Arc<str> = ns.into();
-        self.command(driver::Command::Connect {
-            ns: ns.clone(),
-            auth,
-            events: events_tx,
-            done: tx,
-        })
-        .await?;
+        self.commands
+            .send(driver::Command::Connect {
+                ns: ns.clone(),
+                auth,
+                events: events_tx,
+                done: tx,
+            })
+            .await
+            .map_err(|_| self.closed_error())?;
         match rx.await {
             Ok(Ok(())) => Ok(NamespaceClient {
                 emitter: Emitter {
@@ -216,25 +271,26 @@ impl Client {
         }
     }
 
-    async fn command(&self, cmd: driver::Command) -> Result<(), ClientError> {
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| self.closed_error())
-    }
-
     fn closed_error(&self) -> ClientError {
         let reason = self.closed.borrow().clone();
         ClientError::Closed(reason.unwrap_or_else(|| "connection lost".into()))
     }
 
     /// The next `Error` frame from the server, as `(namespace, reason)`; `None` once the
-    /// session is closed. At most 64 are kept; while that many wait, newer ones are dropped.
+    /// session is closed. At most 64 are kept; while that many wait, newer ones are
+    /// dropped.
     pub async fn next_error(&self) -> Option<(String, String)> {
         self.errors.lock().await.recv().await
     }
 
-    /// Resolves when the session is closed, with the reason.
+    /// The next change of connection state (reconnecting, reconnected, session lost,
+    /// closed); `None` after the client stopped and every event was read. At most 256
+    /// are kept; while that many wait, newer ones are dropped.
+    pub async fn next_connection_event(&self) -> Option<ConnectionEvent> {
+        self.status.lock().await.recv().await
+    }
+
+    /// Resolves when the client has stopped for good, with the reason.
     pub async fn closed(&self) -> String {
         let mut closed = self.closed.clone();
         loop {
@@ -250,14 +306,15 @@ impl Client {
         }
     }
 
-    /// Whether the session is closed.
+    /// Whether the client has stopped for good.
     pub fn is_closed(&self) -> bool {
         self.closed.borrow().is_some()
     }
 
-    /// Ends the session (the server runs disconnect handlers with `client left`).
+    /// Ends the session (the server runs disconnect handlers with `client left`),
+    /// also while reconnecting.
     pub async fn close(&self) {
-        let _ = self.commands.send(driver::Command::Close).await;
+        let _ = self.close.send(true);
         self.closed().await;
     }
 }

@@ -93,8 +93,9 @@ pub enum Frame {
     },
     /// 15, server → client: the session is resumed. `last_seq` is the last reliable
     /// frame the server processed from the client: the client resends what follows.
-    /// The server then replays what the client has not acknowledged.
-    Resumed { last_seq: u64 },
+    /// The server then replays the `replay` reliable frames the client has not
+    /// processed, in order, before anything new.
+    Resumed { last_seq: u64, replay: u64 },
     /// 16, server → client: the session cannot be resumed (bad token, expired). The
     /// client should start a fresh session with `Hello`.
     ResumeFailed { reason: String },

@@ -5,8 +5,16 @@
 //! sequence counters. Transports feed it decoded frames ([`FromTransport`]) and take
 //! encoded bytes from it ([`ToTransport`]); rooms and namespaces deliver to it
 //! ([`Deliver`]). Event handlers run here, on the connection's thread.
+//!
+//! A session outlives its transport: when the connection drops it *detaches* and
+//! stays resumable for the grace window, keeping its namespaces, rooms and an
+//! [`Outbox`] of reliable frames the client has not acknowledged. A new connection
+//! that presents the session id and token *attaches* (see [`Attach`]): the session
+//! tells the client what it last received, replays what the client missed, and
+//! carries on. Volatile frames are never kept.
 
 mod heartbeat;
+mod outbox;
 mod supervisor;
 
 use std::collections::HashMap;
@@ -19,7 +27,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use heartbeat::{Beat, Heartbeat};
-pub(crate) use supervisor::{KickSession, ListSessions};
+pub use outbox::{Outbox, Overflow};
+pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 
 use crate::namespace::{self, NamespaceHandle, SessionLink, Socket, SocketCommand};
@@ -28,14 +37,20 @@ use crate::room::Deliver;
 use crate::server::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
 
+/// Identifies one transport (connection) of a session, so that frames still in
+/// flight from a replaced connection are told apart from the current one's.
+pub type TransportId = u64;
+
 /// What a session sends to its transport.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum ToTransport {
     /// Write one encoded frame.
     Frame(Bytes),
-    /// Write a `Close` frame with the reason, then close the connection.
+    /// The session is over: write a `Close` frame with the reason, then close.
     Close { reason: String },
+    /// Close this connection only; the session stays resumable elsewhere.
+    Drop { reason: String },
 }
 
 /// What a transport tells its session.
@@ -43,9 +58,36 @@ pub enum ToTransport {
 #[rtype(result = "()")]
 pub enum FromTransport {
     /// A decoded frame from the client.
-    Frame(Frame),
+    Frame {
+        transport: TransportId,
+        frame: Frame,
+    },
     /// The connection is gone (and why). The transport has already closed it.
-    Closed(DisconnectReason),
+    Closed {
+        transport: TransportId,
+        reason: DisconnectReason,
+    },
+}
+
+/// A transport's end of the link: where the session writes and how much is queued.
+pub struct TransportLink {
+    /// Identifies the connection.
+    pub id: TransportId,
+    /// Where encoded frames go.
+    pub recipient: Recipient<ToTransport>,
+    /// Bytes queued on the connection, shared with the transport.
+    pub backlog: Backlog,
+}
+
+/// Moves a session onto a new connection (resume). Answers the number of frames
+/// replayed, or why the session cannot be resumed.
+#[derive(Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct Attach {
+    /// The new connection.
+    pub link: TransportLink,
+    /// The last reliable frame the client processed.
+    pub last_seq: u64,
 }
 
 /// Ends a session from the application (see [`crate::Volley::kick`]).
@@ -69,86 +111,155 @@ struct Joined {
     namespace: NamespaceHandle,
 }
 
+/// Whether a connection currently carries the session.
+enum Link {
+    Attached(TransportLink),
+    /// Dropped; the session ends when `expiry` fires unless resumed.
+    Detached {
+        expiry: SpawnHandle,
+    },
+}
+
+/// Tell the client what we received at least this often (in reliable frames), so it
+/// can trim its own buffer under load.
+const RECEIVED_EVERY: u64 = 64;
+
 /// One client's session.
 pub struct Session {
     shared: Arc<Shared>,
-    transport: Recipient<ToTransport>,
-    backlog: Backlog,
-    link: Option<Arc<SessionLink>>,
+    link: Link,
+    ids: Option<Arc<SessionLink>>,
     heartbeat: Heartbeat,
     joined: HashMap<Arc<str>, Joined>,
     pending_acks: HashMap<u64, PendingAck>,
-    /// Reliable frames processed from the client (the client's sequence, implicit).
+    /// Reliable frames sent and not yet acknowledged; numbers the server's stream.
+    outbox: Outbox,
+    /// Reliable frames processed from the client (the client's stream, implicit).
     recv_seq: u64,
-    /// Reliable frames sent to the client.
-    sent_seq: u64,
+    /// The `recv_seq` the client was last told about.
+    reported_seq: u64,
+    /// Volatile frames dropped because the connection was behind or absent.
+    dropped_volatile: u64,
     ended: bool,
 }
 
 impl Session {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        transport: Recipient<ToTransport>,
-        backlog: Backlog,
-    ) -> Self {
-        let timeout = shared.config.ping_timeout;
+    pub(crate) fn new(shared: Arc<Shared>, link: TransportLink) -> Self {
+        let config = &shared.config;
+        let heartbeat = Heartbeat::new(config.ping_timeout);
+        let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
         Session {
             shared,
-            transport,
-            backlog,
-            link: None,
-            heartbeat: Heartbeat::new(timeout),
+            link: Link::Attached(link),
+            ids: None,
+            heartbeat,
             joined: HashMap::new(),
             pending_acks: HashMap::new(),
+            outbox,
             recv_seq: 0,
-            sent_seq: 0,
+            reported_seq: 0,
+            dropped_volatile: 0,
             ended: false,
         }
     }
 
     fn id(&self) -> SessionId {
-        self.link.as_ref().map_or(SessionId(0), |l| l.id)
+        self.ids.as_ref().map_or(SessionId(0), |l| l.id)
     }
 
-    /// Hands bytes to the transport, enforcing the backlog limit.
-    fn write(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
+    /// Sends a frame to the client: reliable frames are numbered and kept in the
+    /// outbox until acknowledged (also while detached); volatile ones are written only
+    /// to a connection that keeps up, and otherwise dropped.
+    fn deliver(&mut self, frame: Bytes, reliable: bool, ctx: &mut Context<Self>) {
         if self.ended {
             return;
         }
-        let queued = self.backlog.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
+        if reliable {
+            if self.outbox.push(frame.clone()).is_err() {
+                tracing::warn!(
+                    sid = self.id().0,
+                    frames = self.outbox.len(),
+                    bytes = self.outbox.bytes(),
+                    "outbox overflow"
+                );
+                return self.end(DisconnectReason::OutboxOverflow, true, ctx);
+            }
+        } else if !self.keeps_up() {
+            self.dropped_volatile += 1;
+            return;
+        }
+        self.write(frame, ctx);
+    }
+
+    /// Whether the connection is attached and less than half its backlog is used.
+    fn keeps_up(&self) -> bool {
+        match &self.link {
+            Link::Attached(t) => {
+                t.backlog.load(Ordering::Relaxed) < self.shared.config.max_send_backlog / 2
+            }
+            Link::Detached { .. } => false,
+        }
+    }
+
+    /// Hands bytes to the connection, if any, enforcing the backlog limit.
+    fn write(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
+        let Link::Attached(transport) = &self.link else {
+            return;
+        };
+        let queued = transport.backlog.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
         if queued > self.shared.config.max_send_backlog {
             tracing::warn!(
                 sid = self.id().0,
                 queued,
                 "slow consumer: send backlog over its limit"
             );
-            self.end(DisconnectReason::SlowConsumer, true, ctx);
-            return;
+            return self.end(DisconnectReason::SlowConsumer, true, ctx);
         }
-        self.transport.do_send(ToTransport::Frame(frame));
+        transport.recipient.do_send(ToTransport::Frame(frame));
     }
 
     fn send_frame(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
-        if frame.is_reliable() {
-            self.sent_seq += 1;
+        self.deliver(protocol::encode(frame), frame.is_reliable(), ctx);
+    }
+
+    /// Tells the client how far we have processed its stream.
+    fn report_received(&mut self, ctx: &mut Context<Self>) {
+        if self.recv_seq != self.reported_seq {
+            self.reported_seq = self.recv_seq;
+            let last_seq = self.recv_seq;
+            self.send_frame(&Frame::Received { last_seq }, ctx);
         }
-        self.write(protocol::encode(frame), ctx);
+    }
+
+    /// The client acknowledged our stream up to `last_seq`.
+    fn acknowledged(&mut self, last_seq: u64, ctx: &mut Context<Self>) {
+        if self.outbox.ack(last_seq).is_err() {
+            let reason = format!(
+                "acknowledged frame {last_seq} but only {} were sent",
+                self.outbox.sent()
+            );
+            self.end(DisconnectReason::Protocol(reason), true, ctx);
+        }
     }
 
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         if frame.is_reliable() {
             self.recv_seq += 1;
+            if self.recv_seq - self.reported_seq >= RECEIVED_EVERY {
+                self.report_received(ctx);
+            }
         }
         match frame {
-            Frame::Pong { .. } => {
+            Frame::Pong { last_seq } => {
                 if let Some(rtt) = self.heartbeat.pong(Instant::now()) {
-                    if let Some(link) = &self.link {
+                    if let Some(ids) = &self.ids {
                         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
-                        link.rtt_us.store(us, Ordering::Relaxed);
+                        ids.rtt_us.store(us, Ordering::Relaxed);
                     }
                 }
+                self.acknowledged(last_seq, ctx);
             }
-            Frame::Received { .. } => {}
+            Frame::Received { last_seq } => self.acknowledged(last_seq, ctx),
             Frame::Connect { ns, auth } => self.connect(ns, &auth, ctx),
             Frame::Disconnect { ns } => {
                 if let Some(joined) = self.joined.remove(ns.as_str()) {
@@ -209,7 +320,7 @@ impl Session {
         let Some(namespace) = self.shared.namespace(&ns) else {
             return self.send_frame(&refuse(format!("unknown namespace '{ns}'")), ctx);
         };
-        let Some(link) = self.link.clone() else {
+        let Some(link) = self.ids.clone() else {
             return;
         };
         let data = match namespace.authorize(link.id, auth) {
@@ -248,8 +359,12 @@ impl Session {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if !matches!(self.link, Link::Attached(_)) || self.ended {
+            return;
+        }
         match self.heartbeat.tick(Instant::now()) {
             Beat::Ping => {
+                self.report_received(ctx);
                 self.send_frame(&Frame::Ping, ctx);
                 // Check again when the answer is due, so that a dead peer is found
                 // within interval + timeout rather than two intervals.
@@ -259,10 +374,30 @@ impl Session {
             }
             Beat::TimedOut => {
                 tracing::info!(sid = self.id().0, "ping timeout");
-                self.end(DisconnectReason::PingTimeout, true, ctx);
+                if let Link::Attached(t) = &self.link {
+                    t.recipient.do_send(ToTransport::Drop {
+                        reason: DisconnectReason::PingTimeout.to_string(),
+                    });
+                }
+                self.detach(DisconnectReason::PingTimeout, ctx);
             }
             Beat::Wait => {}
         }
+    }
+
+    /// The connection is gone: keep the session for the grace window.
+    fn detach(&mut self, cause: DisconnectReason, ctx: &mut Context<Self>) {
+        let grace = self.shared.config.resume_grace;
+        if grace.is_zero() {
+            return self.end(cause, false, ctx);
+        }
+        tracing::debug!(sid = self.id().0, %cause, ?grace, "session detached");
+        let expired = DisconnectReason::Expired(Box::new(cause));
+        let expiry = ctx.run_later(grace, move |act, ctx| {
+            tracing::debug!(sid = act.id().0, "session expired");
+            act.end(expired, false, ctx);
+        });
+        self.link = Link::Detached { expiry };
     }
 
     /// Ends the session: sockets leave their namespaces (handlers see `reason`),
@@ -279,15 +414,22 @@ impl Session {
         for (_, pending) in self.pending_acks.drain() {
             let _ = pending.tx.send(Err(AckError::Disconnected));
         }
-        if self.link.is_some() {
+        if self.ids.is_some() {
             self.shared
                 .supervisor
                 .do_send(supervisor::Unregister { id: self.id() });
         }
-        if close_transport {
-            self.transport.do_send(ToTransport::Close {
+        if let (true, Link::Attached(t)) = (close_transport, &self.link) {
+            t.recipient.do_send(ToTransport::Close {
                 reason: reason.to_string(),
             });
+        }
+        if self.dropped_volatile > 0 {
+            tracing::debug!(
+                sid = self.id().0,
+                dropped = self.dropped_volatile,
+                "volatile frames dropped"
+            );
         }
         ctx.stop();
     }
@@ -328,7 +470,7 @@ impl Actor for Session {
 impl Session {
     fn opened(&mut self, id: SessionId, token: ResumeToken, ctx: &mut Context<Self>) {
         let addr = ctx.address();
-        self.link = Some(Arc::new(SessionLink {
+        self.ids = Some(Arc::new(SessionLink {
             id,
             deliver: addr.clone().recipient(),
             command: addr.recipient(),
@@ -361,9 +503,23 @@ impl Handler<FromTransport> for Session {
         if self.ended {
             return;
         }
+        let current = match &self.link {
+            Link::Attached(t) => Some(t.id),
+            Link::Detached { .. } => None,
+        };
         match msg {
-            FromTransport::Frame(frame) => self.on_frame(frame, ctx),
-            FromTransport::Closed(reason) => self.end(reason, false, ctx),
+            // Frames still in flight from a replaced connection are dropped: the
+            // client resends whatever we did not count before the switch.
+            FromTransport::Frame { transport, frame } if Some(transport) == current => {
+                self.on_frame(frame, ctx)
+            }
+            FromTransport::Closed { transport, reason } if Some(transport) == current => {
+                match reason {
+                    DisconnectReason::TransportClosed => self.detach(reason, ctx),
+                    other => self.end(other, false, ctx),
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -372,10 +528,7 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        if msg.reliable {
-            self.sent_seq += 1;
-        }
-        self.write(msg.frame, ctx);
+        self.deliver(msg.frame, msg.reliable, ctx);
     }
 }
 
@@ -400,8 +553,7 @@ impl Handler<SocketCommand> for Session {
                     }
                 });
                 self.pending_acks.insert(id, PendingAck { tx, timer });
-                self.sent_seq += 1;
-                self.write(frame, ctx);
+                self.deliver(frame, true, ctx);
             }
             SocketCommand::Leave { ns, reason } => {
                 if let Some(joined) = self.joined.remove(&ns) {
@@ -419,5 +571,50 @@ impl Handler<Kick> for Session {
 
     fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) {
         self.end(DisconnectReason::Kicked(msg.reason), true, ctx);
+    }
+}
+
+impl Handler<Attach> for Session {
+    type Result = Result<u64, String>;
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
+        if self.ended {
+            return Err("session ended".to_owned());
+        }
+        let (first, last) = (
+            self.outbox.sent() - self.outbox.len() as u64,
+            self.outbox.sent(),
+        );
+        let replay: Vec<Bytes> = match self.outbox.replay_after(msg.last_seq) {
+            Ok(frames) => frames.cloned().collect(),
+            Err(_) => {
+                let reason = format!(
+                    "cannot resume from frame {}: the server has {}..={}",
+                    msg.last_seq, first, last
+                );
+                return Err(reason);
+            }
+        };
+        match std::mem::replace(&mut self.link, Link::Attached(msg.link)) {
+            Link::Attached(old) => old.recipient.do_send(ToTransport::Drop {
+                reason: "replaced by a resumed connection".to_owned(),
+            }),
+            Link::Detached { expiry, .. } => {
+                ctx.cancel_future(expiry);
+            }
+        }
+        self.heartbeat = Heartbeat::new(self.shared.config.ping_timeout);
+        let replayed = replay.len() as u64;
+        tracing::debug!(sid = self.id().0, replayed, "session resumed");
+        self.reported_seq = self.recv_seq;
+        let resumed = Frame::Resumed {
+            last_seq: self.recv_seq,
+            replay: replayed,
+        };
+        self.write(protocol::encode(&resumed), ctx);
+        for frame in replay {
+            self.write(frame, ctx);
+        }
+        Ok(replayed)
     }
 }

@@ -151,6 +151,29 @@ impl Handler<KickSession> for Supervisor {
     }
 }
 
+/// Finds a session for a reconnecting client, checking its resume token.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<Session>, String>")]
+pub struct ResumeSession {
+    pub sid: SessionId,
+    pub token: ResumeToken,
+}
+
+impl Handler<ResumeSession> for Supervisor {
+    type Result = Result<Addr<Session>, String>;
+
+    fn handle(&mut self, msg: ResumeSession, _: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self.sessions.get(key_of(msg.sid)) else {
+            return Err("unknown or expired session".to_owned());
+        };
+        if !tokens_equal(&entry.token, &msg.token) {
+            tracing::warn!(sid = msg.sid.0, "resume refused: wrong token");
+            return Err("invalid resume token".to_owned());
+        }
+        Ok(entry.addr.clone())
+    }
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn tokens_equal(a: &ResumeToken, b: &ResumeToken) -> bool {
     a.iter()

@@ -1,6 +1,6 @@
 //! The WebSocket transport: one actor per connection, one frame per binary message.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -9,8 +9,10 @@ use actix_web_actors::ws;
 
 use crate::protocol::{self, Frame};
 use crate::server::Shared;
-use crate::session::{Backlog, FromTransport, Session, ToTransport};
-use crate::DisconnectReason;
+use crate::session::{
+    Attach, Backlog, FromTransport, ResumeSession, Session, ToTransport, TransportId, TransportLink,
+};
+use crate::{DisconnectReason, SessionId};
 
 /// The actix-web handler for the WebSocket endpoint.
 pub(crate) async fn route(
@@ -25,12 +27,16 @@ pub(crate) async fn route(
         .start()
 }
 
+/// Source of transport ids, unique within the process.
+static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
+
 /// One WebSocket connection.
 ///
 /// Note on back-pressure: actix runs this actor only while the HTTP layer pulls its
 /// output, so a peer that stops reading also stops this actor. The send backlog is
 /// therefore counted by the session (which keeps running) and drained here.
 pub(crate) struct WsTransport {
+    id: TransportId,
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
@@ -40,6 +46,7 @@ pub(crate) struct WsTransport {
 impl WsTransport {
     fn new(shared: Arc<Shared>) -> Self {
         WsTransport {
+            id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             shared,
             session: None,
             backlog: Arc::new(AtomicUsize::new(0)),
@@ -47,27 +54,48 @@ impl WsTransport {
         }
     }
 
+    fn link(&self, ctx: &mut ws::WebsocketContext<Self>) -> TransportLink {
+        TransportLink {
+            id: self.id,
+            recipient: ctx.address().recipient(),
+            backlog: self.backlog.clone(),
+        }
+    }
+
     /// Closes the connection because of something the client did; says why first.
     fn refuse(&mut self, reason: String, ctx: &mut ws::WebsocketContext<Self>) {
         tracing::warn!(%reason, "closing connection: protocol error");
         let session_reason = DisconnectReason::Protocol(reason.clone());
-        self.close(reason, ws::CloseCode::Policy, ctx);
+        self.close(reason, true, ws::CloseCode::Policy, ctx);
         if let Some(session) = self.session.take() {
-            session.do_send(FromTransport::Closed(session_reason));
+            session.do_send(FromTransport::Closed {
+                transport: self.id,
+                reason: session_reason,
+            });
         }
     }
 
-    fn close(&mut self, reason: String, code: ws::CloseCode, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Closes the connection. With `session_over` a `Close` frame first tells the
+    /// client the session is over; the WebSocket close carries the reason either way.
+    fn close(
+        &mut self,
+        reason: String,
+        session_over: bool,
+        code: ws::CloseCode,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         if self.closed {
             return;
         }
         self.closed = true;
-        ctx.binary(protocol::encode(&Frame::Close {
-            reason: reason.clone(),
-        }));
-        // A close reason is at most 123 bytes in a WebSocket control frame.
+        if session_over {
+            ctx.binary(protocol::encode(&Frame::Close {
+                reason: reason.clone(),
+            }));
+        }
         let mut description = reason;
-        description.truncate(120);
+        // A close reason is at most 123 bytes in a WebSocket control frame.
+        truncate_utf8(&mut description, 120);
         ctx.close(Some(ws::CloseReason {
             code,
             description: Some(description),
@@ -81,13 +109,12 @@ impl WsTransport {
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
         match (&self.session, frame) {
-            (Some(session), frame) => session.do_send(FromTransport::Frame(frame)),
+            (Some(session), frame) => session.do_send(FromTransport::Frame {
+                transport: self.id,
+                frame,
+            }),
             (None, Frame::Hello { version }) if version == protocol::PROTOCOL_VERSION => {
-                let session = Session::new(
-                    self.shared.clone(),
-                    ctx.address().recipient(),
-                    self.backlog.clone(),
-                );
+                let session = Session::new(self.shared.clone(), self.link(ctx));
                 self.session = Some(session.start());
             }
             (None, Frame::Hello { version }) => self.refuse(
@@ -97,11 +124,14 @@ impl WsTransport {
                 ),
                 ctx,
             ),
-            (None, Frame::Resume { .. }) => {
-                ctx.binary(protocol::encode(&Frame::ResumeFailed {
-                    reason: "unknown session".to_owned(),
-                }));
-            }
+            (
+                None,
+                Frame::Resume {
+                    sid,
+                    token,
+                    last_seq,
+                },
+            ) => self.resume(SessionId(sid), token, last_seq, ctx),
             (None, other) => self.refuse(
                 format!(
                     "expected 'hello' as the first frame, got '{}'",
@@ -111,6 +141,52 @@ impl WsTransport {
             ),
         }
     }
+
+    /// Attaches this connection to an existing session. On failure the client is told
+    /// why and may send `Hello` on the same connection for a fresh session.
+    fn resume(
+        &mut self,
+        sid: SessionId,
+        token: protocol::ResumeToken,
+        last_seq: u64,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let supervisor = self.shared.supervisor.clone();
+        let link = self.link(ctx);
+        let attach = async move {
+            let session = supervisor
+                .send(ResumeSession { sid, token })
+                .await
+                .map_err(|_| "server shutting down".to_owned())??;
+            session
+                .send(Attach { link, last_seq })
+                .await
+                .map_err(|_| "unknown or expired session".to_owned())??;
+            Ok::<_, String>(session)
+        };
+        // `wait` holds the client's next frames until the session is attached.
+        ctx.wait(
+            attach
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(session) => act.session = Some(session),
+                    Err(reason) => {
+                        tracing::debug!(sid = sid.0, %reason, "resume failed");
+                        ctx.binary(protocol::encode(&Frame::ResumeFailed { reason }));
+                    }
+                }),
+        );
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
 }
 
 impl Actor for WsTransport {
@@ -119,14 +195,22 @@ impl Actor for WsTransport {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
             if act.session.is_none() && !act.closed {
-                act.close("handshake timeout".to_owned(), ws::CloseCode::Policy, ctx);
+                act.close(
+                    "handshake timeout".to_owned(),
+                    true,
+                    ws::CloseCode::Policy,
+                    ctx,
+                );
             }
         });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         if let Some(session) = self.session.take() {
-            session.do_send(FromTransport::Closed(DisconnectReason::TransportClosed));
+            session.do_send(FromTransport::Closed {
+                transport: self.id,
+                reason: DisconnectReason::TransportClosed,
+            });
         }
     }
 }
@@ -182,7 +266,11 @@ impl Handler<ToTransport> for WsTransport {
             ToTransport::Close { reason } => {
                 // The session is ending by itself: do not report back to it.
                 self.session = None;
-                self.close(reason, ws::CloseCode::Normal, ctx);
+                self.close(reason, true, ws::CloseCode::Normal, ctx);
+            }
+            ToTransport::Drop { reason } => {
+                self.session = None;
+                self.close(reason, false, ws::CloseCode::Away, ctx);
             }
         }
     }

@@ -156,6 +156,7 @@ pub async fn connect(server: &TestServer) -> Client {
 /// A client that speaks raw frames, for input a well-behaved client never sends.
 pub struct RawClient {
     framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
+    ws_close: Option<String>,
 }
 
 impl RawClient {
@@ -166,7 +167,10 @@ impl RawClient {
             .connect()
             .await
             .expect("raw websocket connects");
-        RawClient { framed }
+        RawClient {
+            framed,
+            ws_close: None,
+        }
     }
 
     /// Connects and opens a session.
@@ -203,13 +207,18 @@ impl RawClient {
                 Some(Ok(ws::Frame::Binary(bytes))) => {
                     return Some(protocol::decode(&bytes).expect("server frames decode"))
                 }
-                Some(Ok(ws::Frame::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(ws::Frame::Close(reason))) => {
+                    self.ws_close = reason.and_then(|r| r.description);
+                    return None;
+                }
+                None | Some(Err(_)) => return None,
                 Some(Ok(_)) => continue,
             }
         }
     }
 
-    /// Reads frames until the server closes; returns the reason of its `Close` frame.
+    /// Reads frames until the server closes; returns the reason of its `Close` frame
+    /// (the session is over).
     pub async fn close_reason(&mut self) -> Option<String> {
         let mut reason = None;
         while let Some(frame) = self.recv().await {
@@ -218,5 +227,17 @@ impl RawClient {
             }
         }
         reason
+    }
+
+    /// Reads frames until the server closes the connection without ending the
+    /// session (no `Close` frame); returns the WebSocket close description.
+    pub async fn dropped_reason(&mut self) -> Option<String> {
+        while let Some(frame) = self.recv().await {
+            assert!(
+                !matches!(frame, Frame::Close { .. }),
+                "session closed: {frame:?}"
+            );
+        }
+        self.ws_close.take()
     }
 }

@@ -10,12 +10,27 @@ use crate::common::*;
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(300);
 
+/// Without resumption, the session ends with the connection.
+/// Without resumption, the session ends with the connection.
 #[actix_rt::test]
 async fn a_client_that_stops_answering_pings_is_dropped_with_ping_timeout() {
+    dropped_after_ping_timeout(Duration::ZERO, DisconnectReason::PingTimeout).await;
+}
+
+/// With resumption, the connection is dropped at once and the session expires after
+/// the grace window, with the cause in the reason.
+#[actix_rt::test]
+async fn a_silent_client_is_dropped_then_expires_after_the_grace_window() {
+    let expired = DisconnectReason::Expired(Box::new(DisconnectReason::PingTimeout));
+    dropped_after_ping_timeout(Duration::from_millis(300), expired).await;
+}
+
+async fn dropped_after_ping_timeout(grace: Duration, expected: DisconnectReason) {
     let (disconnects, mut seen) = Disconnects::new();
     let server = serve(
         Volley::builder()
             .heartbeat(INTERVAL, TIMEOUT)
+            .resume_grace(grace)
             .namespace("/", test_namespace(disconnects)),
     );
     let (mut raw, open) = RawClient::open(&server.url).await;
@@ -33,8 +48,8 @@ async fn a_client_that_stops_answering_pings_is_dropped_with_ping_timeout() {
     let healthy = connect(&server).await;
     let healthy_ns = healthy.join("/", &()).await.unwrap();
 
-    // Never answer: read until the server gives up.
-    let reason = raw.close_reason().await;
+    // Never answer: read until the server gives up on the connection.
+    let reason = raw.dropped_reason().await;
     let elapsed = opened.elapsed();
     println!("dead peer dropped after {elapsed:?} (interval {INTERVAL:?} + timeout {TIMEOUT:?})");
     assert_eq!(reason.as_deref(), Some("ping timeout"));
@@ -42,7 +57,11 @@ async fn a_client_that_stops_answering_pings_is_dropped_with_ping_timeout() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((ns.as_str(), why), ("/", DisconnectReason::PingTimeout));
+    assert_eq!((ns.as_str(), why), ("/", expected));
+    println!(
+        "session ended {:?} after the drop",
+        opened.elapsed() - elapsed
+    );
     // Generous margin for a loaded CI machine; the bound that matters is that it is
     // not a multiple of the interval.
     assert!(

@@ -21,6 +21,9 @@ fn server(
         Volley::builder()
             .max_frame_size(MAX_FRAME)
             .max_send_backlog(backlog)
+            // Large enough that the send backlog, not the outbox, is what a reader
+            // that never reads runs into first.
+            .max_outbox(1_000_000, 1 << 30)
             .namespace("/", test_namespace(disconnects.clone()))
             .namespace("/other", test_namespace(disconnects)),
     );

@@ -28,6 +28,8 @@ use crate::session::Outbox;
 use crate::AckError;
 
 type AckResult = oneshot::Sender<Result<Vec<u8>, AckError>>;
+/// Answers a `join` call: joined, or refused with the reason.
+type JoinResult = oneshot::Sender<Result<(), String>>;
 
 /// Requests from the handles to the driver.
 #[derive(Debug)]
@@ -36,7 +38,7 @@ pub(crate) enum Command {
         ns: Arc<str>,
         auth: Vec<u8>,
         events: mpsc::Sender<Event>,
-        done: oneshot::Sender<Result<(), String>>,
+        done: JoinResult,
     },
     Disconnect {
         ns: Arc<str>,
@@ -187,7 +189,7 @@ struct Driver {
     outputs: Outputs,
     namespaces: HashMap<Arc<str>, Joined>,
     /// Joins sent and not answered; `done` is `None` for automatic rejoins.
-    connecting: HashMap<Arc<str>, (Joined, Option<oneshot::Sender<Result<(), String>>>)>,
+    connecting: HashMap<Arc<str>, (Joined, Option<JoinResult>)>,
     pending_acks: HashMap<u64, AckResult>,
     /// Our reliable frames the server has not confirmed; numbers our stream.
     outbox: Outbox,
@@ -372,16 +374,23 @@ impl Driver {
                         )))
                     }
                 };
+                // The session is resumed from here on, even if this connection breaks
+                // while we resend: what the server already sent must still be read
+                // (that is progress), and unsent frames stay in the outbox for the
+                // next connection.
+                let mut written = Ok(());
                 for bytes in &resend {
-                    framed
-                        .feed(ws::Message::Binary(bytes.clone()))
-                        .await
-                        .map_err(|e| ClientError::Connect(e.to_string()))?;
+                    written = framed.feed(ws::Message::Binary(bytes.clone())).await;
+                    if written.is_err() {
+                        break;
+                    }
                 }
-                framed
-                    .flush()
-                    .await
-                    .map_err(|e| ClientError::Connect(e.to_string()))?;
+                if written.is_ok() {
+                    written = framed.flush().await;
+                }
+                if let Err(e) = written {
+                    tracing::debug!(error = %e, "connection broke while resending");
+                }
                 self.reported_seq = self.recv_seq;
                 let _ = self.outputs.status.try_send(ConnectionEvent::Reconnected {
                     resumed: true,
@@ -418,11 +427,7 @@ impl Driver {
         self.reported_seq = 0;
         self.open = open.clone();
         *self.outputs.open.lock().unwrap_or_else(|e| e.into_inner()) = open;
-        let mut rejoin: Vec<(
-            Arc<str>,
-            Joined,
-            Option<oneshot::Sender<Result<(), String>>>,
-        )> = self
+        let mut rejoin: Vec<(Arc<str>, Joined, Option<JoinResult>)> = self
             .namespaces
             .drain()
             .map(|(ns, joined)| (ns, joined, None))

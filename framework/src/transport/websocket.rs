@@ -243,6 +243,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
                 ),
                 ctx,
             ),
+            // The connection broke (reset, EOF mid-frame): not the client's fault,
+            // so the session detaches and may be resumed.
+            Err(ws::ProtocolError::Io(e)) => {
+                tracing::debug!(error = %e, "connection lost");
+                self.closed = true;
+                ctx.stop();
+            }
             Err(e) => self.refuse(format!("websocket protocol error: {e}"), ctx),
         }
     }

@@ -1,7 +1,10 @@
 //! Behaviour tests against a real server on loopback.
+#![allow(clippy::unwrap_used)]
 
 mod broadcast;
 mod common;
 mod heartbeat;
 mod limits;
 mod namespaces;
+mod proxy;
+mod resume;

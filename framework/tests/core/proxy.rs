@@ -1,0 +1,154 @@
+//! A fault-injecting TCP proxy for the resilience tests: it forwards bytes between a
+//! client and the server and cuts connections at seeded random byte counts, on
+//! demand, or refuses new ones while told to.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// When a proxied connection is cut.
+#[derive(Clone, Copy, Debug)]
+pub enum Cuts {
+    /// Never by itself (only by [`FaultProxy::cut_all`]).
+    Never,
+    /// After a random number of bytes (both directions together) in this range, for
+    /// the first `max_cuts` connections; later ones pass everything.
+    Random {
+        min: usize,
+        max: usize,
+        max_cuts: usize,
+    },
+}
+
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    cuts: Arc<AtomicUsize>,
+    refusing: Arc<AtomicBool>,
+    /// Bumped to cut every open connection.
+    generation: watch::Sender<u64>,
+}
+
+impl FaultProxy {
+    /// Proxies 127.0.0.1:<random port> to `target`.
+    pub async fn start(target: SocketAddr, policy: Cuts, seed: u64) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (generation, _) = watch::channel(0u64);
+        let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+        let proxy = FaultProxy {
+            addr,
+            cuts: cuts.clone(),
+            refusing: refusing.clone(),
+            generation: generation.clone(),
+        };
+        actix_rt::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if refusing.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let budget = match policy {
+                    Cuts::Random { min, max, max_cuts }
+                        if cuts.load(Ordering::SeqCst) < max_cuts =>
+                    {
+                        Some(rng.lock().unwrap().gen_range(min..=max))
+                    }
+                    _ => None,
+                };
+                let cut_all = generation.subscribe();
+                let cuts = cuts.clone();
+                actix_rt::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    if pipe(client, server, budget, cut_all).await {
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/volley", self.addr)
+    }
+
+    /// Connections cut so far.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+
+    /// Cuts every open connection now.
+    pub fn cut_all(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// While `true`, new connections are accepted and closed at once.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+}
+
+/// Copies both ways until one side closes, the budget runs out, or `cut_all` fires.
+/// Returns whether the proxy cut the connection.
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    budget: Option<usize>,
+    mut cut_all: watch::Receiver<u64>,
+) -> bool {
+    let budget = Arc::new(Mutex::new(budget));
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = copy(&mut client_read, &mut server_write, budget.clone());
+    let down = copy(&mut server_read, &mut client_write, budget);
+    tokio::select! {
+        cut = up => cut,
+        cut = down => cut,
+        _ = cut_all.changed() => true,
+    }
+    // Dropping both halves of both sockets closes the connections.
+}
+
+/// Forwards bytes until EOF (false) or the shared budget is spent (true).
+async fn copy(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    budget: Arc<Mutex<Option<usize>>>,
+) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        let allowed = {
+            let mut left = budget.lock().unwrap();
+            match left.as_mut() {
+                None => n,
+                Some(left) => {
+                    let allowed = n.min(*left);
+                    *left -= allowed;
+                    allowed
+                }
+            }
+        };
+        if to.write_all(&buf[..allowed]).await.is_err() {
+            return false;
+        }
+        if allowed < n || budget.lock().unwrap().is_some_and(|left| left == 0) {
+            return true;
+        }
+    }
+}

@@ -274,7 +274,13 @@ fn valid() -> BTreeMap<&'static str, Frame> {
                 last_seq: 42,
             },
         ),
-        ("resumed", Frame::Resumed { last_seq: 300 }),
+        (
+            "resumed",
+            Frame::Resumed {
+                last_seq: 300,
+                replay: 2,
+            },
+        ),
         (
             "resume-failed",
             Frame::ResumeFailed {

@@ -150,6 +150,16 @@ pub async fn next_event(ns: &mut NamespaceClient) -> Result<Event, String> {
     }
 }
 
+// The Rust code blocks of the README and of the guide are compiled as doctests of
+// this crate, so that documentation that drifts from the API fails `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct GuideDoctests;
+
 #[cfg(test)]
 mod tests {
     use super::Args;

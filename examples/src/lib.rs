@@ -1,1 +1,194 @@
-fn main() {}
+//! What the example programs in `src/bin/` share: their command-line flags, their
+//! logs, serving a [`Volley`] on actix-web, and waiting for an event without hanging.
+//!
+//! This is not an example of its own. It keeps the setup out of the examples so that
+//! each of them is about its one idea: `echo.rs`, `chat.rs`, `admin.rs`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer};
+use tokio::task::JoinHandle;
+use tracing_subscriber::EnvFilter;
+use volley::client::{Event, NamespaceClient};
+use volley::Volley;
+
+/// The flags every example takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// `--addr ip:port`: where to listen. Port 0 asks the system for a free port.
+    pub addr: SocketAddr,
+    /// `--once`: run the scripted client session, then exit (used by the tests).
+    pub once: bool,
+}
+
+const USAGE: &str = "flags: [--addr <ip:port>] [--once]
+  --addr   where to listen (port 0 picks a free port)
+  --once   run the scripted client session against this server, then exit";
+
+impl Args {
+    /// Reads the process's flags. Prints the usage and exits on `--help` or a bad flag.
+    pub fn parse(default_addr: &str) -> Args {
+        match Args::from_iter(std::env::args().skip(1), default_addr) {
+            Ok(Some(args)) => args,
+            Ok(None) => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("{e}\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// Parses flags (without the program name). `Ok(None)` means help was asked for.
+    pub fn from_iter(
+        args: impl IntoIterator<Item = String>,
+        default_addr: &str,
+    ) -> Result<Option<Args>, String> {
+        let mut addr = default_addr.to_owned();
+        let mut once = false;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--once" => once = true,
+                "--addr" => {
+                    addr = args
+                        .next()
+                        .ok_or("--addr needs a value, like 127.0.0.1:0")?
+                }
+                "-h" | "--help" => return Ok(None),
+                other => match other.strip_prefix("--addr=") {
+                    Some(value) => addr = value.to_owned(),
+                    None => return Err(format!("unknown flag '{other}'")),
+                },
+            }
+        }
+        let addr = addr
+            .parse()
+            .map_err(|e| format!("--addr '{addr}' is not an ip:port ({e})"))?;
+        Ok(Some(Args { addr, once }))
+    }
+}
+
+/// Logs go to stderr, so that stdout tells only the example's story. `RUST_LOG`
+/// picks what is shown (`RUST_LOG=volley=debug`); the default is `info`.
+pub fn init_logs() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// A Volley server running in an actix-web `HttpServer`.
+pub struct Running {
+    /// The address really bound: with port 0, the port the system picked.
+    pub addr: SocketAddr,
+    /// What clients connect to: `ws://<addr>/volley`.
+    pub url: String,
+    handle: ServerHandle,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Mounts `volley` into an actix-web server on `addr` and starts it in the background.
+///
+/// This is the whole integration: `App::new().configure(volley.configure())` adds the
+/// WebSocket route; your own routes can sit beside it in the same `App`.
+pub fn serve(volley: &Volley, addr: SocketAddr) -> std::io::Result<Running> {
+    let app = volley.clone();
+    let server = HttpServer::new(move || App::new().configure(app.configure()))
+        // Game traffic is many small frames: send each one at once rather than let
+        // Nagle's algorithm hold it back to batch it with the next.
+        .tcp_nodelay(true)
+        // Open WebSockets never finish by themselves: on Ctrl-C, close them after 2 s
+        // instead of actix-web's default 30 s.
+        .shutdown_timeout(2)
+        .bind(addr)?;
+    let addr = server.addrs().first().copied().unwrap_or(addr);
+    let server = server.run();
+    let handle = server.handle();
+    Ok(Running {
+        addr,
+        url: format!("ws://{addr}{}", volley.config().path),
+        handle,
+        task: actix_rt::spawn(server),
+    })
+}
+
+impl Running {
+    /// What every example does after its demo: with `--once`, stop the server and
+    /// return; otherwise print how to connect and serve until Ctrl-C.
+    pub async fn stop_or_serve(self, once: bool, how_to_connect: &str) -> std::io::Result<()> {
+        if once {
+            self.handle.stop(true).await;
+            return Ok(());
+        }
+        println!("serving on {} until Ctrl-C; to connect:", self.url);
+        println!("{how_to_connect}");
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// How long a scripted session waits for anything: a broken server makes the
+/// example fail with a message instead of hanging.
+pub const SCRIPT_WAIT: Duration = Duration::from_secs(10);
+
+/// The next event of `ns`, or an error if none comes within [`SCRIPT_WAIT`].
+pub async fn next_event(ns: &mut NamespaceClient) -> Result<Event, String> {
+    match tokio::time::timeout(SCRIPT_WAIT, ns.next_event()).await {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => Err(format!("namespace {} closed", ns.namespace())),
+        Err(_) => Err(format!(
+            "no event on {} within {SCRIPT_WAIT:?}",
+            ns.namespace()
+        )),
+    }
+}
+
+// The Rust code blocks of the README and of the guide are compiled as doctests of
+// this crate, so that documentation that drifts from the API fails `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct GuideDoctests;
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+
+    fn parse(flags: &[&str]) -> Result<Option<Args>, String> {
+        Args::from_iter(flags.iter().map(|s| s.to_string()), "127.0.0.1:8080")
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let default = parse(&[])
+            .ok()
+            .flatten()
+            .map(|a| (a.addr.to_string(), a.once));
+        assert_eq!(default, Some(("127.0.0.1:8080".to_owned(), false)));
+        let set = parse(&["--addr", "127.0.0.1:0", "--once"]).ok().flatten();
+        assert_eq!(set.map(|a| (a.addr.port(), a.once)), Some((0, true)));
+        let eq = parse(&["--addr=0.0.0.0:9000"]).ok().flatten();
+        assert_eq!(
+            eq.map(|a| a.addr.to_string()),
+            Some("0.0.0.0:9000".to_owned())
+        );
+        assert_eq!(parse(&["--help"]), Ok(None));
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        assert_eq!(parse(&["--port"]), Err("unknown flag '--port'".to_owned()));
+        assert!(parse(&["--addr"]).is_err_and(|e| e.contains("needs a value")));
+        assert!(parse(&["--addr", "localhost"]).is_err_and(|e| e.contains("not an ip:port")));
+    }
+}

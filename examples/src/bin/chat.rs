@@ -1,0 +1,277 @@
+//! Chat with rooms: join and leave rooms, talk to one room, list the rooms.
+//!
+//! A room is a named group of sockets inside a namespace. `socket.join(room)` puts a
+//! socket in it (the room exists while it has members); `socket.to(room).emit(..)`
+//! sends to every member but the sender, and the payload is encoded once whatever
+//! the number of members.
+//!
+//! Run: `cargo run -p examples --bin chat` (add `-- --once` to run the demo and exit).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::error::Error;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use volley::client::{Client, NamespaceClient};
+use volley::{AckReply, Namespace, SessionId, Socket, Volley};
+
+/// Who a chat user is. The connect middleware builds it from the client's auth
+/// payload, once; every handler reads it back with `socket.data::<User>()`.
+struct User {
+    name: String,
+}
+
+/// What a client says to a room, and what the room's members receive.
+#[derive(Serialize, Deserialize)]
+struct Say {
+    room: String,
+    text: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Message {
+    room: String,
+    from: String,
+    text: String,
+}
+
+/// The room list: room name → members. Volley counts a namespace's rooms
+/// (`NamespaceRef::stats`) but does not list them by name, so the chat keeps this
+/// directory beside the rooms themselves, updated by the same handlers.
+#[derive(Default)]
+struct Directory(Mutex<BTreeMap<String, BTreeSet<SessionId>>>);
+
+impl Directory {
+    fn rooms(&self) -> MutexGuard<'_, BTreeMap<String, BTreeSet<SessionId>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_member(&self, room: &str, id: SessionId) -> bool {
+        self.rooms().get(room).is_some_and(|m| m.contains(&id))
+    }
+
+    /// Room names with their member counts.
+    fn list(&self) -> BTreeMap<String, usize> {
+        self.rooms()
+            .iter()
+            .map(|(r, m)| (r.clone(), m.len()))
+            .collect()
+    }
+
+    fn join(&self, room: &str, id: SessionId) {
+        self.rooms().entry(room.to_owned()).or_default().insert(id);
+    }
+
+    fn leave(&self, room: &str, id: SessionId) {
+        let mut rooms = self.rooms();
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(&id);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Takes `id` out of every room; returns the rooms it was in.
+    fn leave_all(&self, id: SessionId) -> Vec<String> {
+        let was_in: Vec<String> = self
+            .rooms()
+            .iter()
+            .filter(|(_, m)| m.contains(&id))
+            .map(|(r, _)| r.clone())
+            .collect();
+        for room in &was_in {
+            self.leave(room, id);
+        }
+        was_in
+    }
+}
+
+fn name(socket: &Socket) -> String {
+    socket.data::<User>().map_or("?".into(), |u| u.name.clone())
+}
+
+/// Tells the other members of `room` that something happened.
+fn notice(socket: &Socket, room: &str, text: String) {
+    let _ = socket.to(room).emit("notice", &text);
+}
+
+/// Answers `ack` with the rooms `socket` is in, as Volley sees them. Handlers are
+/// plain functions and `socket.rooms()` is async, so it is spawned. (It already
+/// includes a room joined just before: the join went ahead of it.)
+fn answer_with_rooms(socket: &Socket, ack: AckReply) {
+    let socket = socket.clone();
+    actix_rt::spawn(async move {
+        let _ = ack.send(&socket.rooms().await);
+    });
+}
+
+fn chat_namespace() -> Namespace {
+    let dir = Arc::new(Directory::default());
+    let (on_join, on_leave, on_say, on_list, on_gone) =
+        (dir.clone(), dir.clone(), dir.clone(), dir.clone(), dir);
+    Namespace::new()
+        // Refuse clients without a name; the client's `join` fails with this reason.
+        .authorize(|hs| {
+            #[derive(Deserialize)]
+            struct Auth {
+                name: String,
+            }
+            match hs.auth::<Option<Auth>>()? {
+                Some(auth) if !auth.name.trim().is_empty() => Ok(User { name: auth.name }),
+                _ => Err("pick a name: join /chat with {\"name\": \"...\"}".to_owned()),
+            }
+        })
+        .on_ack("join", move |socket, room: String, ack| {
+            socket.join(&room);
+            on_join.join(&room, socket.id());
+            notice(socket, &room, format!("{} joined {room}", name(socket)));
+            answer_with_rooms(socket, ack);
+        })
+        .on_ack("leave", move |socket, room: String, ack| {
+            socket.leave(&room);
+            on_leave.leave(&room, socket.id());
+            notice(socket, &room, format!("{} left {room}", name(socket)));
+            answer_with_rooms(socket, ack);
+        })
+        .on("say", move |socket, say: Say| {
+            if !on_say.is_member(&say.room, socket.id()) {
+                let _ = socket.emit("notice", &format!("join {} before talking there", say.room));
+                return;
+            }
+            let message = Message {
+                from: name(socket),
+                room: say.room,
+                text: say.text,
+            };
+            let _ = socket.to(&message.room).emit("message", &message);
+        })
+        .on_ack("rooms", move |_socket, (): (), ack| {
+            let _ = ack.send(&on_list.list());
+        })
+        // A client that goes away leaves its rooms; tell who stays.
+        .on_disconnect(move |socket, reason| {
+            for room in on_gone.leave_all(socket.id()) {
+                notice(
+                    socket,
+                    &room,
+                    format!("{} left {room} ({reason})", name(socket)),
+                );
+            }
+        })
+}
+
+const WAIT: Duration = examples::SCRIPT_WAIT;
+
+/// Connects a user called `name` to `/chat`.
+async fn user(url: &str, name: &str) -> Result<(Client, NamespaceClient), Box<dyn Error>> {
+    let client = Client::connect(url).await?;
+    let chat = client
+        .join("/chat", &serde_json::json!({ "name": name }))
+        .await?;
+    Ok((client, chat))
+}
+
+async fn join(chat: &NamespaceClient, who: &str, room: &str) -> Result<(), Box<dyn Error>> {
+    let mine: Vec<String> = chat.emit_with_ack("join", &room, WAIT).await?;
+    println!("{who} joined {room}; {who} is in {mine:?}");
+    Ok(())
+}
+
+async fn print_rooms(chat: &NamespaceClient) -> Result<(), Box<dyn Error>> {
+    let rooms: BTreeMap<String, usize> = chat.emit_with_ack("rooms", &(), WAIT).await?;
+    let list: Vec<String> = rooms.iter().map(|(r, n)| format!("{r} ({n})")).collect();
+    println!("room list: {}", list.join(", "));
+    Ok(())
+}
+
+/// Prints the next event `who` receives.
+async fn show_next(chat: &mut NamespaceClient, who: &str) -> Result<(), Box<dyn Error>> {
+    let event = examples::next_event(chat).await?;
+    match event.name.as_str() {
+        "message" => {
+            let m: Message = event.decode()?;
+            println!("{who} received in {}: {}: {}", m.room, m.from, m.text);
+        }
+        _ => println!(
+            "{who} received {}: {}",
+            event.name,
+            event.decode::<String>()?
+        ),
+    }
+    Ok(())
+}
+
+/// Three users, two rooms: what each of them sees.
+async fn demo(url: &str) -> Result<(), Box<dyn Error>> {
+    let nameless = Client::connect(url).await?;
+    if let Err(e) = nameless.join("/chat", &()).await {
+        println!("a client without a name is refused: {e}");
+    }
+    nameless.close().await;
+
+    let (ann, mut ann_chat) = user(url, "ann").await?;
+    let (bob, mut bob_chat) = user(url, "bob").await?;
+    let (cat, mut cat_chat) = user(url, "cat").await?;
+
+    join(&ann_chat, "ann", "lobby").await?;
+    join(&bob_chat, "bob", "lobby").await?;
+    show_next(&mut ann_chat, "ann").await?; // bob joined lobby
+    join(&cat_chat, "cat", "games").await?;
+    print_rooms(&cat_chat).await?;
+
+    // Only the other members of the room get it: bob, not ann (the sender) nor cat.
+    ann_chat.emit(
+        "say",
+        &Say {
+            room: "lobby".into(),
+            text: "hi all".into(),
+        },
+    )?;
+    show_next(&mut bob_chat, "bob").await?;
+
+    // cat is not in the lobby: the server says so instead of relaying.
+    cat_chat.emit(
+        "say",
+        &Say {
+            room: "lobby".into(),
+            text: "psst".into(),
+        },
+    )?;
+    show_next(&mut cat_chat, "cat").await?;
+
+    let left: Vec<String> = bob_chat.emit_with_ack("leave", &"lobby", WAIT).await?;
+    println!("bob left lobby; bob is in {left:?}");
+    show_next(&mut ann_chat, "ann").await?; // bob left lobby
+    print_rooms(&cat_chat).await?;
+
+    for client in [ann, bob, cat] {
+        client.close().await;
+    }
+    Ok(())
+}
+
+#[actix_web::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let args = examples::Args::parse("127.0.0.1:8080");
+    examples::init_logs();
+
+    let volley = Volley::builder()
+        .namespace("/chat", chat_namespace())
+        .build();
+    let server = examples::serve(&volley, args.addr)?;
+    println!("chat server listening on {}", server.url);
+
+    demo(&server.url).await?;
+    let how_to_connect = format!(
+        "  let client = volley::client::Client::connect(\"{}\").await?;\n  \
+         let chat = client.join(\"/chat\", &json!({{\"name\": \"zoe\"}})).await?;\n  \
+         events: join, leave (a room; ack: your rooms), say {{room, text}}, rooms (ack)",
+        server.url
+    );
+    server.stop_or_serve(args.once, &how_to_connect).await?;
+    Ok(())
+}

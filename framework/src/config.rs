@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-/// Server settings. Build one with [`Config::default`] and the `with_*` methods, or
-/// through [`crate::VolleyBuilder`]. Every default is listed on its field.
+/// Server settings. Start from [`Config::default`] and set fields, or use the
+/// [`crate::VolleyBuilder`] methods. Every default is listed on its field.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Path of the WebSocket endpoint. Default `/volley`.
+    /// Path of the WebSocket endpoint; long-polling is served at `<path>/poll`.
+    /// Default `/volley`.
     pub path: String,
     /// How often the server pings each session. Default 25 s.
     pub ping_interval: Duration,
@@ -32,6 +33,17 @@ pub struct Config {
     /// Most bytes of unacknowledged reliable frames kept per session. Past it the
     /// session ends with `outbox overflow`. Default 4 MiB.
     pub max_outbox_bytes: usize,
+    /// Long-polling: how long a GET waits for frames before answering an empty
+    /// batch. Keep it below `ping_interval`. Default 20 s.
+    pub poll_hold: Duration,
+    /// Long-polling: largest request body accepted (larger: 413), and the size a GET
+    /// answer is cut at. Default 2 MiB.
+    pub max_poll_body: usize,
+    /// Long-polling: most frames in one batch, either way. Default 256.
+    pub max_poll_frames: usize,
+    /// Origins allowed to use the long-polling endpoint from a browser page served
+    /// elsewhere (CORS). `"*"` allows any. Default: none (same origin only).
+    pub cors_origins: Vec<String>,
     /// Most namespaces one session may join. Default 32.
     pub max_namespaces_per_session: usize,
     /// Threads that run rooms (one arbiter each). Default: the number of cores.
@@ -50,6 +62,10 @@ impl Default for Config {
             resume_grace: Duration::from_secs(120),
             max_outbox_frames: 4096,
             max_outbox_bytes: 4 * 1024 * 1024,
+            poll_hold: Duration::from_secs(20),
+            max_poll_body: 2 * 1024 * 1024,
+            max_poll_frames: 256,
+            cors_origins: Vec::new(),
             max_namespaces_per_session: 32,
             room_threads: std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -15,7 +15,7 @@ use crate::namespace::{
     Target,
 };
 use crate::session::{KickSession, ListSessions, SessionInfo, Supervisor};
-use crate::transport::websocket;
+use crate::transport::{polling, websocket};
 use crate::{Config, EmitError, SessionId};
 
 type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     dynamic: Option<Arc<NamespaceFactory>>,
     place_room: RoomPlacer,
     control: ArbiterHandle,
+    /// Open long-polling connections.
+    pub polls: polling::PollRegistry,
 }
 
 impl Shared {
@@ -115,6 +117,19 @@ impl VolleyBuilder {
         self
     }
 
+    /// Origins allowed to use long-polling from pages served elsewhere (CORS); `"*"`
+    /// allows any. Default: none.
+    pub fn cors_origins(mut self, origins: &[&str]) -> Self {
+        self.config.cors_origins = origins.iter().map(|o| (*o).to_owned()).collect();
+        self
+    }
+
+    /// Long-polling hold time: how long a GET waits for frames (default 20 s).
+    pub fn poll_hold(mut self, hold: Duration) -> Self {
+        self.config.poll_hold = hold;
+        self
+    }
+
     /// Declares a namespace. Names start with `/`.
     pub fn namespace(mut self, name: &str, namespace: Namespace) -> Self {
         self.namespaces.push((name.to_owned(), namespace));
@@ -153,6 +168,7 @@ impl VolleyBuilder {
             dynamic: self.dynamic,
             place_room,
             control,
+            polls: Default::default(),
         };
         let started: HashMap<String, NamespaceHandle> = self
             .namespaces
@@ -212,6 +228,7 @@ impl Volley {
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(shared.clone()))
                 .route(&shared.config.path, web::get().to(websocket::route));
+            polling::configure(cfg, &shared.config.path);
         }
     }
 

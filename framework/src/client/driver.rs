@@ -13,15 +13,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use awc::ws;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
+use super::link::{self, Link, Transport};
 use super::{AckSender, ClientConfig, ClientError, ConnectionEvent, Event};
 use crate::protocol::{self, Frame, Open, PROTOCOL_VERSION};
 use crate::session::Outbox;
@@ -64,9 +63,8 @@ pub(crate) struct Outputs {
     pub status: mpsc::Sender<ConnectionEvent>,
     pub closed: watch::Sender<Option<String>>,
     pub open: Arc<Mutex<Open>>,
+    pub transport: Arc<Mutex<Transport>>,
 }
-
-type Framed = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
 /// How one connection ended.
 enum End {
@@ -81,7 +79,8 @@ const RECEIVED_EVERY: u64 = 64;
 /// ...and at most this long after the first unreported one.
 const RECEIVED_AFTER: Duration = Duration::from_millis(100);
 
-/// Opens the connection, performs the Hello/Open handshake and spawns the driver.
+/// Opens the connection (falling back to long-polling if configured so), performs
+/// the Hello/Open handshake and spawns the driver.
 pub(crate) async fn start(
     url: &str,
     config: ClientConfig,
@@ -89,15 +88,40 @@ pub(crate) async fn start(
     close: watch::Receiver<bool>,
     outputs: Outputs,
 ) -> Result<Open, ClientError> {
-    let opening = async {
-        let mut framed = connect(url, &config).await?;
-        let open = hello(&mut framed).await?;
-        Ok::<_, ClientError>((framed, open))
+    let hello_frame = protocol::encode(&Frame::Hello {
+        version: PROTOCOL_VERSION,
+    });
+    let attempt = |kind: Transport, limit: Duration| {
+        let hello_frame = hello_frame.clone();
+        let config = &config;
+        async move {
+            let opening = async {
+                let mut link = link::open(url, config, kind, hello_frame).await?;
+                let open = expect_open(&mut link).await?;
+                Ok::<_, ClientError>((link, open))
+            };
+            tokio::time::timeout(limit, opening)
+                .await
+                .map_err(|_| ClientError::OpenTimeout)?
+        }
     };
-    let (framed, open) = tokio::time::timeout(config.connect_timeout, opening)
-        .await
-        .map_err(|_| ClientError::OpenTimeout)??;
+    let (link, open) = match config.transport {
+        Transport::Auto => match attempt(Transport::WebSocket, config.upgrade_timeout).await {
+            Ok(opened) => opened,
+            Err(ClientError::Closed(reason)) => return Err(ClientError::Closed(reason)),
+            Err(e) => {
+                tracing::info!(error = %e, "WebSocket unavailable; falling back to long-polling");
+                let opened = attempt(Transport::Polling, config.connect_timeout).await?;
+                let _ = outputs.status.try_send(ConnectionEvent::FellBack {
+                    reason: e.to_string(),
+                });
+                opened
+            }
+        },
+        kind => attempt(kind, config.connect_timeout).await?,
+    };
     *outputs.open.lock().unwrap_or_else(|e| e.into_inner()) = open.clone();
+    *outputs.transport.lock().unwrap_or_else(|e| e.into_inner()) = link.kind;
     let outbox = Outbox::new(config.send_buffer.max(1), usize::MAX);
     let driver = Driver {
         url: url.to_owned(),
@@ -112,61 +136,19 @@ pub(crate) async fn start(
         reported_seq: 0,
         rng: StdRng::from_entropy(),
     };
-    actix_rt::spawn(driver.run(framed, commands, close));
+    actix_rt::spawn(driver.run(link, commands, close));
     Ok(open)
 }
 
-async fn connect(url: &str, config: &ClientConfig) -> Result<Framed, ClientError> {
-    let (_, framed) = awc::Client::new()
-        .ws(url)
-        .max_frame_size(config.max_frame_size)
-        .connect()
-        .await
-        .map_err(|e| ClientError::Connect(e.to_string()))?;
-    Ok(framed)
-}
-
-async fn send(framed: &mut Framed, frame: &Frame) -> Result<(), ClientError> {
-    framed
-        .send(ws::Message::Binary(protocol::encode(frame)))
-        .await
-        .map_err(|e| ClientError::Connect(e.to_string()))
-}
-
 /// Reads the next protocol frame during a handshake.
-async fn next_frame(framed: &mut Framed) -> Result<Frame, ClientError> {
-    loop {
-        match framed.next().await {
-            Some(Ok(ws::Frame::Binary(bytes))) => {
-                return protocol::decode(&bytes).map_err(|e| ClientError::Connect(e.to_string()))
-            }
-            Some(Ok(ws::Frame::Close(reason))) => {
-                let why = reason.and_then(|r| r.description).unwrap_or_default();
-                return Err(ClientError::Connect(format!(
-                    "closed during handshake: {why}"
-                )));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(ClientError::Connect(e.to_string())),
-            None => {
-                return Err(ClientError::Connect(
-                    "connection closed during handshake".into(),
-                ))
-            }
-        }
-    }
+async fn next_frame(link: &mut Link) -> Result<Frame, ClientError> {
+    let bytes = link.recv().await.map_err(ClientError::Connect)?;
+    protocol::decode(&bytes).map_err(|e| ClientError::Connect(e.to_string()))
 }
 
-/// Sends `Hello` and waits for `Open`.
-async fn hello(framed: &mut Framed) -> Result<Open, ClientError> {
-    send(
-        framed,
-        &Frame::Hello {
-            version: PROTOCOL_VERSION,
-        },
-    )
-    .await?;
-    match next_frame(framed).await? {
+/// Waits for `Open` after `Hello`.
+async fn expect_open(link: &mut Link) -> Result<Open, ClientError> {
+    match next_frame(link).await? {
         Frame::Open(open) => Ok(open),
         Frame::Close { reason } => Err(ClientError::Closed(reason)),
         other => Err(ClientError::Connect(format!(
@@ -203,12 +185,12 @@ struct Driver {
 impl Driver {
     async fn run(
         mut self,
-        mut framed: Framed,
+        mut link: Link,
         mut commands: mpsc::Receiver<Command>,
         mut close: watch::Receiver<bool>,
     ) {
         let reason = loop {
-            match self.connection(framed, &mut commands, &mut close).await {
+            match self.connection(link, &mut commands, &mut close).await {
                 End::Final(reason) => break reason,
                 End::Lost(reason) => {
                     tracing::debug!(%reason, "connection lost; reconnecting");
@@ -216,7 +198,7 @@ impl Driver {
                         break reason;
                     }
                     match self.reconnect(&mut close).await {
-                        Ok(next) => framed = next,
+                        Ok(next) => link = next,
                         Err(reason) => break reason,
                     }
                 }
@@ -233,57 +215,58 @@ impl Driver {
     /// Drives one connection until it ends.
     async fn connection(
         &mut self,
-        framed: Framed,
+        mut link: Link,
         commands: &mut mpsc::Receiver<Command>,
         close: &mut watch::Receiver<bool>,
     ) -> End {
-        let (mut sink, mut stream) = framed.split();
         let silence = Duration::from_millis(
             u64::from(self.open.ping_interval_ms) + u64::from(self.open.ping_timeout_ms),
         );
         let mut deadline = Instant::now() + silence;
         let mut report_at: Option<Instant> = None;
         let limit = self.config.send_buffer.max(1);
+        let goodbye = || {
+            protocol::encode(&Frame::Close {
+                reason: "client left".into(),
+            })
+        };
         loop {
             let room = self.outbox.len() < limit;
-            tokio::select! {
+            let reply = tokio::select! {
                 _ = close.changed() => {
-                    let _ = sink.send(message(&Frame::Close { reason: "client left".into() })).await;
-                    let _ = sink.close().await;
+                    let _ = link.send(goodbye()).await;
+                    link.close().await;
                     return End::Final("client closed".into());
                 }
                 // Read commands only while the outbox has room: when it is full the
                 // command channel fills up and `emit` reports a full send buffer.
                 cmd = commands.recv(), if room => {
                     let Some(cmd) = cmd else {
-                        let _ = sink.send(message(&Frame::Close { reason: "client left".into() })).await;
+                        let _ = link.send(goodbye()).await;
+                        link.close().await;
                         return End::Final("client dropped".into());
                     };
                     let mut next = Some(cmd);
                     while let Some(cmd) = next {
                         if let Some(bytes) = self.command(cmd) {
-                            if let Err(e) = sink.feed(ws::Message::Binary(bytes)).await {
-                                return End::Lost(format!("transport error: {e}"));
+                            if let Err(e) = link.send(bytes).await {
+                                return End::Lost(e);
                             }
                         }
                         next = if self.outbox.len() < limit { commands.try_recv().ok() } else { None };
                     }
-                    if let Err(e) = sink.flush().await {
-                        return End::Lost(format!("transport error: {e}"));
-                    }
+                    None
                 }
-                frame = stream.next() => {
-                    let bytes = match frame {
-                        Some(Ok(ws::Frame::Binary(bytes))) => bytes,
-                        Some(Ok(ws::Frame::Close(_))) | None => return End::Lost("transport closed".into()),
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => return End::Lost(format!("transport error: {e}")),
+                bytes = link.recv() => {
+                    let bytes = match bytes {
+                        Ok(bytes) => bytes,
+                        Err(e) => return End::Lost(e),
                     };
                     let frame = match protocol::decode(&bytes) {
                         Ok(frame) => frame,
                         Err(e) => return End::Final(format!("server sent a bad frame: {e}")),
                     };
-                    let reply = match frame {
+                    match frame {
                         Frame::Ping => {
                             deadline = Instant::now() + silence;
                             self.reported_seq = self.recv_seq;
@@ -306,28 +289,25 @@ impl Driver {
                                 None
                             }
                         }
-                    };
-                    if let Some(reply) = reply {
-                        if let Err(e) = sink.send(message(&reply)).await {
-                            return End::Lost(format!("transport error: {e}"));
-                        }
                     }
                 }
                 _ = sleep_until(report_at.unwrap_or(deadline)), if report_at.is_some() => {
                     report_at = None;
                     self.reported_seq = self.recv_seq;
-                    let received = Frame::Received { last_seq: self.recv_seq };
-                    if let Err(e) = sink.send(message(&received)).await {
-                        return End::Lost(format!("transport error: {e}"));
-                    }
+                    Some(Frame::Received { last_seq: self.recv_seq })
                 }
                 _ = sleep_until(deadline) => return End::Lost("ping timeout".into()),
+            };
+            if let Some(reply) = reply {
+                if let Err(e) = link.send(protocol::encode(&reply)).await {
+                    return End::Lost(e);
+                }
             }
         }
     }
 
     /// Replaces a lost connection, resuming the session if the server still has it.
-    async fn reconnect(&mut self, close: &mut watch::Receiver<bool>) -> Result<Framed, String> {
+    async fn reconnect(&mut self, close: &mut watch::Receiver<bool>) -> Result<Link, String> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -347,24 +327,28 @@ impl Driver {
                 _ = close.changed() => return Err("client closed".into()),
             }
             match tokio::time::timeout(self.config.connect_timeout, self.reopen()).await {
-                Ok(Ok(framed)) => return Ok(framed),
+                Ok(Ok(link)) => return Ok(link),
                 Ok(Err(e)) => tracing::debug!(attempt, error = %e, "reconnection attempt failed"),
                 Err(_) => tracing::debug!(attempt, "reconnection attempt timed out"),
             }
         }
     }
 
-    /// One reconnection attempt: resume, or start a fresh session if the server says
-    /// the old one is gone.
-    async fn reopen(&mut self) -> Result<Framed, ClientError> {
-        let mut framed = connect(&self.url, &self.config).await?;
-        let resume = Frame::Resume {
+    /// One reconnection attempt, on the transport that carried the session last:
+    /// resume, or start a fresh session if the server says the old one is gone.
+    async fn reopen(&mut self) -> Result<Link, ClientError> {
+        let kind = *self
+            .outputs
+            .transport
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let resume = protocol::encode(&Frame::Resume {
             sid: self.open.sid,
             token: self.open.token,
             last_seq: self.recv_seq,
-        };
-        send(&mut framed, &resume).await?;
-        match next_frame(&mut framed).await? {
+        });
+        let mut link = link::open(&self.url, &self.config, kind, resume).await?;
+        match next_frame(&mut link).await? {
             Frame::Resumed { last_seq, replay } => {
                 let resend: Vec<Bytes> = match self.outbox.replay_after(last_seq) {
                     Ok(frames) => frames.cloned().collect(),
@@ -378,18 +362,11 @@ impl Driver {
                 // while we resend: what the server already sent must still be read
                 // (that is progress), and unsent frames stay in the outbox for the
                 // next connection.
-                let mut written = Ok(());
                 for bytes in &resend {
-                    written = framed.feed(ws::Message::Binary(bytes.clone())).await;
-                    if written.is_err() {
+                    if link.send(bytes.clone()).await.is_err() {
+                        tracing::debug!("connection broke while resending");
                         break;
                     }
-                }
-                if written.is_ok() {
-                    written = framed.flush().await;
-                }
-                if let Err(e) = written {
-                    tracing::debug!(error = %e, "connection broke while resending");
                 }
                 self.reported_seq = self.recv_seq;
                 let _ = self.outputs.status.try_send(ConnectionEvent::Reconnected {
@@ -397,12 +374,16 @@ impl Driver {
                     replayed: replay,
                     resent: resend.len() as u64,
                 });
-                Ok(framed)
+                Ok(link)
             }
             Frame::ResumeFailed { reason } => {
-                let open = hello(&mut framed).await?;
-                self.session_lost(reason, open, &mut framed).await?;
-                Ok(framed)
+                let hello = protocol::encode(&Frame::Hello {
+                    version: PROTOCOL_VERSION,
+                });
+                link.send(hello).await.map_err(ClientError::Connect)?;
+                let open = expect_open(&mut link).await?;
+                self.session_lost(reason, open, &link).await?;
+                Ok(link)
             }
             other => Err(ClientError::Connect(format!(
                 "expected 'resumed', got '{}'",
@@ -417,7 +398,7 @@ impl Driver {
         &mut self,
         reason: String,
         open: Open,
-        framed: &mut Framed,
+        link: &Link,
     ) -> Result<(), ClientError> {
         tracing::info!(%reason, "session lost; continuing on a fresh session");
         let dropped = self.outbox.len();
@@ -444,16 +425,9 @@ impl Driver {
             };
             let bytes = protocol::encode(&frame);
             let _ = self.outbox.push(bytes.clone());
-            framed
-                .feed(ws::Message::Binary(bytes))
-                .await
-                .map_err(|e| ClientError::Connect(e.to_string()))?;
+            link.send(bytes).await.map_err(ClientError::Connect)?;
             self.connecting.insert(ns, (joined, done));
         }
-        framed
-            .flush()
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
         let _ = self
             .outputs
             .status
@@ -613,8 +587,4 @@ impl Driver {
         }
         None
     }
-}
-
-fn message(frame: &Frame) -> ws::Message {
-    ws::Message::Binary(protocol::encode(frame))
 }

@@ -15,8 +15,10 @@
 
 mod backoff;
 mod driver;
+mod link;
 
 pub use backoff::Backoff;
+pub use link::Transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +53,16 @@ pub struct ClientConfig {
     pub max_frame_size: usize,
     /// Reconnect (and resume) when the connection drops. Default `true`.
     pub reconnect: bool,
+    /// Which transport to use. Default [`Transport::Auto`]: WebSocket, falling back
+    /// to long-polling. A client that fell back stays on polling for the life of the
+    /// `Client` (it does not upgrade later).
+    pub transport: Transport,
+    /// With [`Transport::Auto`], how long the WebSocket attempt (upgrade and `Open`)
+    /// may take before falling back to long-polling. Default 5 s.
+    pub upgrade_timeout: Duration,
+    /// Long-polling: how long one HTTP request may take. Must exceed the server's
+    /// `poll_hold` (default 20 s). Default 45 s.
+    pub poll_timeout: Duration,
     /// Delays between reconnection attempts. Default: 1 s doubling to 5 s, ±50%.
     pub backoff: Backoff,
 }
@@ -64,6 +76,9 @@ impl Default for ClientConfig {
             max_frame_size: 16 * 1024 * 1024,
             reconnect: true,
             backoff: Backoff::default(),
+            transport: Transport::Auto,
+            upgrade_timeout: Duration::from_secs(5),
+            poll_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -94,6 +109,8 @@ pub enum ClientError {
 /// What happened to the connection, for the application to show or log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnectionEvent {
+    /// WebSocket did not work (the reason); the session runs over long-polling.
+    FellBack { reason: String },
     /// The connection dropped; attempt `attempt` starts after `delay`.
     Reconnecting { attempt: u32, delay: Duration },
     /// A connection is back. `resumed`: the same session continues, with `replayed`
@@ -173,6 +190,7 @@ fn try_command(
 #[derive(Clone)]
 pub struct Client {
     open: Arc<Mutex<Open>>,
+    transport: Arc<Mutex<Transport>>,
     config: ClientConfig,
     commands: mpsc::Sender<driver::Command>,
     close: Arc<watch::Sender<bool>>,
@@ -204,7 +222,9 @@ impl Client {
             ping_timeout_ms: 0,
             max_frame_size: 0,
         }));
+        let transport = Arc::new(Mutex::new(Transport::WebSocket));
         let outputs = driver::Outputs {
+            transport: transport.clone(),
             handle: commands.clone(),
             errors,
             status,
@@ -214,6 +234,7 @@ impl Client {
         driver::start(url, config.clone(), command_rx, close_rx, outputs).await?;
         Ok(Client {
             open,
+            transport,
             config,
             commands,
             close: Arc::new(close),
@@ -227,6 +248,12 @@ impl Client {
     /// The current session id (a new one after [`ConnectionEvent::SessionLost`]).
     pub fn session_id(&self) -> u64 {
         self.open_frame().sid
+    }
+
+    /// The transport carrying the session ([`Transport::WebSocket`] or
+    /// [`Transport::Polling`]).
+    pub fn transport(&self) -> Transport {
+        *self.transport.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The server's session parameters (ping interval and timeout, frame limit).

@@ -99,6 +99,54 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
     }
 }
 
+/// Why an HTTP long-polling body could not be read as a batch of frames.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    /// A length prefix is cut short or runs past the end of the body.
+    #[error("malformed batch: {0}")]
+    Malformed(&'static str),
+    /// More frames than the limit.
+    #[error("too many frames in one batch (limit {0})")]
+    TooMany(usize),
+}
+
+/// Encodes frames for a long-polling body: each frame prefixed by its length as a
+/// varint (the same varint as everywhere else in the protocol).
+pub fn encode_batch<'a>(frames: impl IntoIterator<Item = &'a Bytes>) -> Bytes {
+    let mut out = Vec::new();
+    for frame in frames {
+        let len = frame.len() as u64;
+        match bincode::encode_into_std_write(len, &mut out, bincode::config::standard()) {
+            Ok(_) => out.extend_from_slice(frame),
+            Err(e) => unreachable!("writing into a Vec failed: {e}"),
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Splits a long-polling body into its frames' bytes (not decoded), at most
+/// `max_frames` of them. An empty body is an empty batch.
+pub fn split_batch(body: &Bytes, max_frames: usize) -> Result<Vec<Bytes>, BatchError> {
+    let mut frames = Vec::new();
+    let mut at = 0usize;
+    while at < body.len() {
+        if frames.len() == max_frames {
+            return Err(BatchError::TooMany(max_frames));
+        }
+        let (len, used): (u64, usize) =
+            bincode::decode_from_slice(&body[at..], bincode::config::standard())
+                .map_err(|_| BatchError::Malformed("bad length prefix"))?;
+        at += used;
+        let len = usize::try_from(len).map_err(|_| BatchError::Malformed("length too large"))?;
+        if len > body.len() - at {
+            return Err(BatchError::Malformed("frame runs past the end of the body"));
+        }
+        frames.push(body.slice(at..at + len));
+        at += len;
+    }
+    Ok(frames)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +183,20 @@ mod tests {
         assert!(matches!(
             decode(&[9, 5, b'/']),
             Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn batches_round_trip_and_reject_bad_bodies() {
+        let frames = vec![encode(&Frame::Ping), encode(&Frame::Pong { last_seq: 300 })];
+        let body = encode_batch(&frames);
+        assert_eq!(&body[..], &[1, 2, 4, 3, 0xfb, 0x2c, 0x01]);
+        assert_eq!(split_batch(&body, 10), Ok(frames));
+        assert_eq!(split_batch(&Bytes::new(), 10), Ok(vec![]));
+        assert_eq!(split_batch(&body, 1), Err(BatchError::TooMany(1)));
+        assert!(matches!(
+            split_batch(&Bytes::from_static(&[5, 1, 2]), 10),
+            Err(BatchError::Malformed(_))
         ));
     }
 

@@ -8,5 +8,7 @@
 pub mod codec;
 mod frame;
 
-pub use codec::{decode, encode, encode_event, DecodeError, EventKind};
+pub use codec::{
+    decode, encode, encode_batch, encode_event, split_batch, BatchError, DecodeError, EventKind,
+};
 pub use frame::{Frame, Open, ResumeToken, PROTOCOL_VERSION};

@@ -7,11 +7,10 @@ use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
+use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
 use crate::server::Shared;
-use crate::session::{
-    Attach, Backlog, FromTransport, ResumeSession, Session, ToTransport, TransportId, TransportLink,
-};
+use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
 use crate::{DisconnectReason, SessionId};
 
 /// The actix-web handler for the WebSocket endpoint.
@@ -108,37 +107,20 @@ impl WsTransport {
             Ok(frame) => frame,
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
-        match (&self.session, frame) {
-            (Some(session), frame) => session.do_send(FromTransport::Frame {
+        if let Some(session) = &self.session {
+            return session.do_send(FromTransport::Frame {
                 transport: self.id,
                 frame,
-            }),
-            (None, Frame::Hello { version }) if version == protocol::PROTOCOL_VERSION => {
-                let session = Session::new(self.shared.clone(), self.link(ctx));
-                self.session = Some(session.start());
-            }
-            (None, Frame::Hello { version }) => self.refuse(
-                format!(
-                    "unsupported protocol version {version}; this server speaks {}",
-                    protocol::PROTOCOL_VERSION
-                ),
-                ctx,
-            ),
-            (
-                None,
-                Frame::Resume {
-                    sid,
-                    token,
-                    last_seq,
-                },
-            ) => self.resume(SessionId(sid), token, last_seq, ctx),
-            (None, other) => self.refuse(
-                format!(
-                    "expected 'hello' as the first frame, got '{}'",
-                    other.kind()
-                ),
-                ctx,
-            ),
+            });
+        }
+        match opening(frame) {
+            Opening::Hello => self.session = Some(start_session(&self.shared, self.link(ctx))),
+            Opening::Resume {
+                sid,
+                token,
+                last_seq,
+            } => self.resume(sid, token, last_seq, ctx),
+            Opening::Refuse(reason) => self.refuse(reason, ctx),
         }
     }
 
@@ -151,19 +133,7 @@ impl WsTransport {
         last_seq: u64,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        let supervisor = self.shared.supervisor.clone();
-        let link = self.link(ctx);
-        let attach = async move {
-            let session = supervisor
-                .send(ResumeSession { sid, token })
-                .await
-                .map_err(|_| "server shutting down".to_owned())??;
-            session
-                .send(Attach { link, last_seq })
-                .await
-                .map_err(|_| "unknown or expired session".to_owned())??;
-            Ok::<_, String>(session)
-        };
+        let attach = resume(self.shared.clone(), sid, token, last_seq, self.link(ctx));
         // `wait` holds the client's next frames until the session is attached.
         ctx.wait(
             attach

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use volley::client::NamespaceClient;
 use volley::Volley;
 
+use volley::client::Transport;
+
 use crate::common::*;
 
 struct Player {
@@ -18,10 +20,15 @@ struct Player {
     _client: volley::client::Client,
 }
 
-async fn players(server: &TestServer, ns: &str, rooms: &[(&'static str, &[&str])]) -> Vec<Player> {
+async fn players(
+    server: &TestServer,
+    transport: Transport,
+    ns: &str,
+    rooms: &[(&'static str, &[&str])],
+) -> Vec<Player> {
     let mut out = Vec::new();
     for (name, joined) in rooms {
-        let client = connect(server).await;
+        let client = connect(server, transport).await;
         let ns = client.join(ns, &()).await.unwrap();
         for room in *joined {
             let _: String = ns.emit_with_ack("join", room, WAIT).await.unwrap();
@@ -71,11 +78,11 @@ fn expect(counts: &HashMap<&'static str, usize>, want: &[(&str, usize)]) {
     }
 }
 
-#[actix_rt::test]
-async fn room_broadcast_reaches_exactly_its_members_once() {
+async fn room_broadcast_reaches_exactly_its_members_once(transport: Transport) {
     let server = server();
     let mut ps = players(
         &server,
+        transport,
         "/",
         &[
             ("ann", &["red"]),
@@ -99,11 +106,11 @@ async fn room_broadcast_reaches_exactly_its_members_once() {
     expect(&counts, &[("ann", 0), ("bob", 0), ("cat", 0), ("dan", 0)]);
 }
 
-#[actix_rt::test]
-async fn overlapping_rooms_deliver_once_and_except_excludes() {
+async fn overlapping_rooms_deliver_once_and_except_excludes(transport: Transport) {
     let server = server();
     let mut ps = players(
         &server,
+        transport,
         "/",
         &[
             ("ann", &["red", "blue"]),
@@ -149,14 +156,19 @@ async fn overlapping_rooms_deliver_once_and_except_excludes() {
     }
 }
 
-#[actix_rt::test]
-async fn socket_to_room_excludes_the_sender() {
+async fn socket_to_room_excludes_the_sender(transport: Transport) {
     let (disconnects, _) = Disconnects::new();
     let relay = test_namespace(disconnects).on("relay", |socket, room: String| {
         let _ = socket.to(&room).emit("relayed", &socket.id().0);
     });
     let server = serve(Volley::builder().namespace("/", relay));
-    let mut ps = players(&server, "/", &[("ann", &["red"]), ("bob", &["red"])]).await;
+    let mut ps = players(
+        &server,
+        transport,
+        "/",
+        &[("ann", &["red"]), ("bob", &["red"])],
+    )
+    .await;
     ps[0].ns.emit("relay", &"red").unwrap();
     let e = next_event(&mut ps[1].ns).await;
     assert_eq!(e.name, "relayed");
@@ -164,11 +176,16 @@ async fn socket_to_room_excludes_the_sender() {
     expect(&counts, &[("ann", 0), ("bob", 0)]);
 }
 
-#[actix_rt::test]
-async fn namespace_wide_reaches_all_of_it_and_no_one_elsewhere() {
+async fn namespace_wide_reaches_all_of_it_and_no_one_elsewhere(transport: Transport) {
     let server = server();
-    let mut here = players(&server, "/", &[("ann", &[]), ("bob", &["red"])]).await;
-    let mut there = players(&server, "/other", &[("cat", &[]), ("dan", &["red"])]).await;
+    let mut here = players(&server, transport, "/", &[("ann", &[]), ("bob", &["red"])]).await;
+    let mut there = players(
+        &server,
+        transport,
+        "/other",
+        &[("cat", &[]), ("dan", &["red"])],
+    )
+    .await;
     server
         .volley
         .of("/")
@@ -181,10 +198,15 @@ async fn namespace_wide_reaches_all_of_it_and_no_one_elsewhere() {
     expect(&counts, &[("cat", 0), ("dan", 0)]);
 }
 
-#[actix_rt::test]
-async fn leaving_a_room_stops_its_broadcasts() {
+async fn leaving_a_room_stops_its_broadcasts(transport: Transport) {
     let server = server();
-    let mut ps = players(&server, "/", &[("ann", &["red"]), ("bob", &["red"])]).await;
+    let mut ps = players(
+        &server,
+        transport,
+        "/",
+        &[("ann", &["red"]), ("bob", &["red"])],
+    )
+    .await;
     let _: String = ps[1].ns.emit_with_ack("leave", &"red", WAIT).await.unwrap();
     server
         .volley
@@ -200,3 +222,11 @@ async fn leaving_a_room_stops_its_broadcasts() {
     let stats = server.volley.of("/").unwrap().stats().await;
     assert_eq!((stats.sockets, stats.rooms), (2, 1));
 }
+
+over_transports!(
+    room_broadcast_reaches_exactly_its_members_once,
+    overlapping_rooms_deliver_once_and_except_excludes,
+    socket_to_room_excludes_the_sender,
+    namespace_wide_reaches_all_of_it_and_no_one_elsewhere,
+    leaving_a_room_stops_its_broadcasts,
+);

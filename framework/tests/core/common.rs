@@ -8,7 +8,7 @@ use actix_web::{App, HttpServer};
 use awc::ws;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use volley::client::{Client, Event, NamespaceClient};
+use volley::client::{Client, ClientConfig, Event, NamespaceClient, Transport};
 use volley::protocol::{self, Frame, Open, PROTOCOL_VERSION};
 use volley::{DisconnectReason, Namespace, Volley, VolleyBuilder};
 
@@ -149,8 +149,17 @@ pub async fn until_fence(ns: &mut NamespaceClient) -> Vec<Event> {
     }
 }
 
-pub async fn connect(server: &TestServer) -> Client {
-    Client::connect(&server.url).await.expect("client connects")
+/// A client on `transport`, with its events and errors ready to read.
+pub async fn connect(server: &TestServer, transport: Transport) -> Client {
+    let config = ClientConfig {
+        transport,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(&server.url, config)
+        .await
+        .expect("client connects");
+    assert_eq!(client.transport(), transport);
+    client
 }
 
 /// A client that speaks raw frames, for input a well-behaved client never sends.
@@ -239,5 +248,117 @@ impl RawClient {
             );
         }
         self.ws_close.take()
+    }
+}
+
+/// A raw long-polling client: frames go out in POSTs and come back from GETs.
+pub struct RawPoller {
+    http: awc::Client,
+    endpoint: String,
+    pending: std::collections::VecDeque<Frame>,
+}
+
+impl RawPoller {
+    /// Opens a polling connection with `first` (`Hello` or `Resume`).
+    pub async fn connect(url: &str, first: &Frame) -> RawPoller {
+        let base = format!("{}/poll", url.replacen("ws://", "http://", 1));
+        let http = awc::Client::builder().timeout(WAIT).finish();
+        let mut response = http
+            .post(&base)
+            .send_body(protocol::encode_batch(&[protocol::encode(first)]))
+            .await
+            .expect("opening POST");
+        assert!(response.status().is_success(), "opening POST refused");
+        let pid = response.body().await.expect("pid");
+        RawPoller {
+            endpoint: format!("{base}?pid={}", String::from_utf8_lossy(&pid)),
+            http,
+            pending: Default::default(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        let mut response = self
+            .http
+            .post(&self.endpoint)
+            .send_body(protocol::encode_batch(&[protocol::encode(frame)]))
+            .await
+            .expect("POST");
+        let body = response.body().await.unwrap_or_default();
+        assert!(response.status().is_success(), "POST refused: {body:?}");
+    }
+
+    /// The next frame; `Err(body)` when a GET is refused (the connection is gone).
+    pub async fn recv(&mut self) -> Result<Frame, String> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Ok(frame);
+            }
+            let mut response = self.http.get(&self.endpoint).send().await.expect("GET");
+            let body = response.body().await.unwrap_or_default();
+            if !response.status().is_success() {
+                return Err(String::from_utf8_lossy(&body).into_owned());
+            }
+            for bytes in protocol::split_batch(&body, usize::MAX).expect("batch") {
+                self.pending
+                    .push_back(protocol::decode(&bytes).expect("server frames decode"));
+            }
+        }
+    }
+}
+
+/// A raw client on either transport.
+pub enum Raw {
+    Ws(RawClient),
+    Poll(RawPoller),
+}
+
+impl Raw {
+    /// Opens a session (`Hello` → `Open`) on `transport`.
+    pub async fn open(url: &str, transport: Transport) -> (Raw, Open) {
+        let hello = Frame::Hello {
+            version: PROTOCOL_VERSION,
+        };
+        let mut raw = match transport {
+            Transport::Polling => Raw::Poll(RawPoller::connect(url, &hello).await),
+            _ => {
+                let mut ws = RawClient::connect(url).await;
+                ws.send(&hello).await;
+                Raw::Ws(ws)
+            }
+        };
+        match raw.recv().await {
+            Some(Frame::Open(open)) => (raw, open),
+            other => panic!("expected open, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        match self {
+            Raw::Ws(ws) => ws.send(frame).await,
+            Raw::Poll(poll) => poll.send(frame).await,
+        }
+    }
+
+    pub async fn recv(&mut self) -> Option<Frame> {
+        match self {
+            Raw::Ws(ws) => ws.recv().await,
+            Raw::Poll(poll) => poll.recv().await.ok(),
+        }
+    }
+
+    /// Reads until the server drops the connection without ending the session;
+    /// returns the reason it gave (WebSocket close description, or refused GET body).
+    pub async fn dropped_reason(&mut self) -> Option<String> {
+        match self {
+            Raw::Ws(ws) => ws.dropped_reason().await,
+            Raw::Poll(poll) => loop {
+                match poll.recv().await {
+                    Ok(Frame::Close { reason }) => panic!("session closed: {reason}"),
+                    Ok(_) => continue,
+                    Err(body) => return Some(body),
+                }
+            },
+        }
     }
 }

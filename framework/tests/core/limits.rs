@@ -6,6 +6,8 @@ use volley::client::Client;
 use volley::protocol::Frame;
 use volley::{DisconnectReason, Volley};
 
+use volley::client::Transport;
+
 use crate::common::*;
 
 const MAX_FRAME: usize = 4 * 1024;
@@ -45,7 +47,7 @@ async fn still_works(client: &Client) {
 #[actix_rt::test]
 async fn bad_input_is_refused_clearly_and_others_keep_working() {
     let (server, _) = server(4 * 1024 * 1024);
-    let healthy = connect(&server).await;
+    let healthy = connect(&server, Transport::WebSocket).await;
     still_works(&healthy).await;
 
     // Malformed bytes: an event frame cut short.
@@ -173,7 +175,7 @@ fn rss_kib() -> u64 {
 async fn a_reader_that_never_reads_is_closed_as_slow_consumer_with_bounded_memory() {
     const BACKLOG: usize = 256 * 1024;
     let (server, mut seen) = server(BACKLOG);
-    let healthy = connect(&server).await;
+    let healthy = connect(&server, Transport::WebSocket).await;
 
     // The slow client joins "/" and then never reads again.
     let (mut raw, _) = RawClient::open(&server.url).await;

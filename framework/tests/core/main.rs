@@ -1,6 +1,29 @@
 //! Behaviour tests against a real server on loopback.
 #![allow(clippy::unwrap_used)]
 
+/// Runs each named `async fn(Transport)` test once per transport, as
+/// `websocket::<name>` and `polling::<name>`: one suite, both transports.
+macro_rules! over_transports {
+    ($($name:ident),* $(,)?) => {
+        mod websocket {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name(volley::client::Transport::WebSocket).await
+                }
+            )*
+        }
+        mod polling {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name(volley::client::Transport::Polling).await
+                }
+            )*
+        }
+    };
+}
+
 mod broadcast;
 mod common;
 mod heartbeat;

@@ -5,6 +5,8 @@ use std::time::Duration;
 use volley::client::ClientError;
 use volley::{AckError, Volley};
 
+use volley::client::Transport;
+
 use crate::common::*;
 
 fn server() -> TestServer {
@@ -17,10 +19,9 @@ fn server() -> TestServer {
     )
 }
 
-#[actix_rt::test]
-async fn one_connection_two_namespaces_events_and_acks_both_ways() {
+async fn one_connection_two_namespaces_events_and_acks_both_ways(transport: Transport) {
     let server = server();
-    let client = connect(&server).await;
+    let client = connect(&server, transport).await;
     let mut main = client.join("/", &()).await.unwrap();
     let mut chat = client.join("/chat", &()).await.unwrap();
 
@@ -73,10 +74,9 @@ async fn one_connection_two_namespaces_events_and_acks_both_ways() {
     assert_eq!(still, "still here");
 }
 
-#[actix_rt::test]
-async fn unanswered_acks_time_out_in_both_directions() {
+async fn unanswered_acks_time_out_in_both_directions(transport: Transport) {
     let server = server();
-    let client = connect(&server).await;
+    let client = connect(&server, transport).await;
     let mut ns = client.join("/", &()).await.unwrap();
 
     // client → server: the handler never answers.
@@ -98,10 +98,9 @@ async fn unanswered_acks_time_out_in_both_directions() {
     assert_eq!(outcome.unwrap(), "error: ack timed out");
 }
 
-#[actix_rt::test]
-async fn admin_namespace_refuses_without_token_and_accepts_with_it() {
+async fn admin_namespace_refuses_without_token_and_accepts_with_it(transport: Transport) {
     let server = server();
-    let client = connect(&server).await;
+    let client = connect(&server, transport).await;
 
     let refused = client.join("/admin", &()).await.unwrap_err();
     assert_eq!(refused, ClientError::Refused("admin token required".into()));
@@ -122,14 +121,13 @@ async fn admin_namespace_refuses_without_token_and_accepts_with_it() {
     assert_eq!(ok, 7);
 }
 
-#[actix_rt::test]
-async fn unknown_namespace_is_refused_and_dynamic_ones_are_created() {
+async fn unknown_namespace_is_refused_and_dynamic_ones_are_created(transport: Transport) {
     let (disconnects, _) = Disconnects::new();
     let server = serve(Volley::builder().dynamic_namespaces(move |name| {
         name.starts_with("/table-")
             .then(|| test_namespace(disconnects.clone()))
     }));
-    let client = connect(&server).await;
+    let client = connect(&server, transport).await;
     let refused = client.join("/nowhere", &()).await.unwrap_err();
     assert_eq!(
         refused,
@@ -142,10 +140,9 @@ async fn unknown_namespace_is_refused_and_dynamic_ones_are_created() {
     assert!(server.volley.of("/table-7").is_some());
 }
 
-#[actix_rt::test]
-async fn sessions_are_listed_and_can_be_kicked() {
+async fn sessions_are_listed_and_can_be_kicked(transport: Transport) {
     let server = server();
-    let client = connect(&server).await;
+    let client = connect(&server, transport).await;
     let _ns = client.join("/chat", &()).await.unwrap();
     let sessions = server.volley.sessions().await;
     let me = sessions
@@ -158,3 +155,11 @@ async fn sessions_are_listed_and_can_be_kicked() {
     let reason = tokio::time::timeout(WAIT, client.closed()).await.unwrap();
     assert_eq!(reason, "kicked: bye");
 }
+
+over_transports!(
+    one_connection_two_namespaces_events_and_acks_both_ways,
+    unanswered_acks_time_out_in_both_directions,
+    admin_namespace_refuses_without_token_and_accepts_with_it,
+    unknown_namespace_is_refused_and_dynamic_ones_are_created,
+    sessions_are_listed_and_can_be_kicked,
+);

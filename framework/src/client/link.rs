@@ -1,0 +1,316 @@
+//! The client's transports behind one interface: frames out, frames in.
+//!
+//! Each transport runs as two small tasks (a reader and a writer) joined to the
+//! driver by channels. That keeps the driver's `select!` cancel-safe: a long-poll in
+//! flight is never dropped half-way with frames in it, and writes are coalesced by
+//! the writer (all queued frames per WebSocket flush, or per POST).
+
+use std::time::Duration;
+
+use awc::ws;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{ClientConfig, ClientError};
+use crate::protocol;
+
+/// Which transport carries the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Try WebSocket; fall back to long-polling if the upgrade fails or no `Open`
+    /// arrives within [`ClientConfig::upgrade_timeout`].
+    Auto,
+    /// WebSocket only.
+    WebSocket,
+    /// HTTP long-polling only.
+    Polling,
+}
+
+/// Frames in flight between the driver and one connection.
+const CHANNEL: usize = 256;
+
+/// One open connection.
+pub(crate) struct Link {
+    out: mpsc::Sender<Bytes>,
+    inbound: mpsc::Receiver<Result<Bytes, String>>,
+    /// Dropped with the link: the reader stops.
+    _stop: watch::Sender<()>,
+    /// Fires when the writer has flushed and closed.
+    written: oneshot::Receiver<()>,
+    pub kind: Transport,
+}
+
+impl Link {
+    /// Queues a frame for writing.
+    pub async fn send(&self, frame: Bytes) -> Result<(), String> {
+        self.out
+            .send(frame)
+            .await
+            .map_err(|_| "transport closed".to_owned())
+    }
+
+    /// The next frame from the server. Cancel-safe.
+    pub async fn recv(&mut self) -> Result<Bytes, String> {
+        match self.inbound.recv().await {
+            Some(result) => result,
+            None => Err("transport closed".to_owned()),
+        }
+    }
+
+    /// Writes what is queued, closes the connection politely, and waits (briefly)
+    /// for that to happen.
+    pub async fn close(self) {
+        let Link { out, written, .. } = self;
+        drop(out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+    }
+}
+
+/// Opens a connection of `kind` (not `Auto`) and sends `first` on it.
+pub(crate) async fn open(
+    url: &str,
+    config: &ClientConfig,
+    kind: Transport,
+    first: Bytes,
+) -> Result<Link, ClientError> {
+    match kind {
+        Transport::Polling => open_polling(url, config, first).await,
+        _ => open_websocket(url, config, first).await,
+    }
+}
+
+async fn open_websocket(
+    url: &str,
+    config: &ClientConfig,
+    first: Bytes,
+) -> Result<Link, ClientError> {
+    let (_, framed) = awc::Client::new()
+        .ws(url)
+        .max_frame_size(config.max_frame_size)
+        .connect()
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    let (mut sink, mut stream) = framed.split();
+    let (out, mut out_rx) = mpsc::channel::<Bytes>(CHANNEL);
+    let (inbound_tx, inbound) = mpsc::channel(CHANNEL);
+    let (stop, mut stopped) = watch::channel(());
+    let (written_tx, written) = oneshot::channel();
+    let errors = inbound_tx.clone();
+    actix_rt::spawn(async move {
+        let mut result = sink.send(ws::Message::Binary(first)).await;
+        while result.is_ok() {
+            let Some(frame) = out_rx.recv().await else {
+                break;
+            };
+            result = sink.feed(ws::Message::Binary(frame)).await;
+            while let (true, Ok(frame)) = (result.is_ok(), out_rx.try_recv()) {
+                result = sink.feed(ws::Message::Binary(frame)).await;
+            }
+            if result.is_ok() {
+                result = sink.flush().await;
+            }
+        }
+        match result {
+            Ok(()) => {
+                let close = ws::CloseReason::from(ws::CloseCode::Normal);
+                let _ = sink.send(ws::Message::Close(Some(close))).await;
+            }
+            Err(e) => {
+                let _ = errors.send(Err(format!("transport error: {e}"))).await;
+            }
+        }
+        let _ = written_tx.send(());
+    });
+    actix_rt::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = stopped.changed() => return,
+                next = stream.next() => next,
+            };
+            let item = match next {
+                Some(Ok(ws::Frame::Binary(bytes))) => Ok(bytes),
+                Some(Ok(ws::Frame::Close(reason))) => {
+                    let why = reason.and_then(|r| r.description).unwrap_or_default();
+                    Err(if why.is_empty() {
+                        "transport closed".to_owned()
+                    } else {
+                        format!("transport closed: {why}")
+                    })
+                }
+                None => Err("transport closed".to_owned()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => Err(format!("transport error: {e}")),
+            };
+            let end = item.is_err();
+            if inbound_tx.send(item).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok(Link {
+        out,
+        inbound,
+        _stop: stop,
+        written,
+        kind: Transport::WebSocket,
+    })
+}
+
+/// `ws://host/path` → `http://host/path/poll` (and `wss` → `https`).
+fn polling_url(url: &str) -> String {
+    let http = if let Some(rest) = url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        url.to_owned()
+    };
+    format!("{}/poll", http.trim_end_matches('/'))
+}
+
+/// Largest long-poll answer the client reads.
+const MAX_POLL_BODY: usize = 64 * 1024 * 1024;
+
+async fn read_body(
+    response: &mut awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+) -> Result<Bytes, String> {
+    response
+        .body()
+        .limit(MAX_POLL_BODY)
+        .await
+        .map_err(|e| format!("transport error: {e}"))
+}
+
+async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<Link, ClientError> {
+    let base = polling_url(url);
+    let http = awc::Client::builder()
+        .timeout(config.poll_timeout)
+        .disable_redirects()
+        .finish();
+    let mut response = http
+        .post(&base)
+        .send_body(protocol::encode_batch(&[first]))
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    let body = read_body(&mut response)
+        .await
+        .map_err(ClientError::Connect)?;
+    if !response.status().is_success() {
+        return Err(ClientError::Connect(format!(
+            "polling refused ({}): {}",
+            response.status(),
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    let pid = String::from_utf8_lossy(&body).into_owned();
+    let endpoint = format!("{base}?pid={pid}");
+    let (out, mut out_rx) = mpsc::channel::<Bytes>(CHANNEL);
+    let (inbound_tx, inbound) = mpsc::channel(CHANNEL);
+    let (stop, mut stopped) = watch::channel(());
+    let (written_tx, written) = oneshot::channel();
+    let max_frames = 256;
+
+    // Writer: one POST at a time, carrying everything queued.
+    let errors = inbound_tx.clone();
+    let (post_http, post_url) = (http.clone(), endpoint.clone());
+    actix_rt::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            let mut batch = vec![frame];
+            while batch.len() < max_frames {
+                match out_rx.try_recv() {
+                    Ok(frame) => batch.push(frame),
+                    Err(_) => break,
+                }
+            }
+            let sent = post_http
+                .post(&post_url)
+                .send_body(protocol::encode_batch(&batch))
+                .await;
+            let failure = match sent {
+                Ok(mut response) if response.status().is_success() => {
+                    let _ = read_body(&mut response).await;
+                    None
+                }
+                Ok(mut response) => {
+                    let body = read_body(&mut response).await.unwrap_or_default();
+                    Some(format!(
+                        "polling refused ({}): {}",
+                        response.status(),
+                        String::from_utf8_lossy(&body)
+                    ))
+                }
+                Err(e) => Some(format!("transport error: {e}")),
+            };
+            if let Some(reason) = failure {
+                let _ = errors.send(Err(reason)).await;
+                break;
+            }
+        }
+        let _ = written_tx.send(());
+    });
+
+    // Reader: long-polls back to back.
+    actix_rt::spawn(async move {
+        loop {
+            let polled = tokio::select! {
+                _ = stopped.changed() => return,
+                polled = http.get(&endpoint).send() => polled,
+            };
+            let frames = match polled {
+                Ok(mut response) => {
+                    let status = response.status();
+                    match read_body(&mut response).await {
+                        Ok(body) if status.is_success() => protocol::split_batch(&body, usize::MAX)
+                            .map_err(|e| format!("server sent a bad batch: {e}")),
+                        Ok(body) => Err(format!(
+                            "polling refused ({status}): {}",
+                            String::from_utf8_lossy(&body)
+                        )),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(format!("transport error: {e}")),
+            };
+            match frames {
+                Ok(frames) => {
+                    for frame in frames {
+                        if inbound_tx.send(Ok(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(reason) => {
+                    let _ = inbound_tx.send(Err(reason)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Link {
+        out,
+        inbound,
+        _stop: stop,
+        written,
+        kind: Transport::Polling,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::polling_url;
+
+    #[test]
+    fn polling_url_follows_the_websocket_url() {
+        assert_eq!(
+            polling_url("ws://127.0.0.1:8080/volley"),
+            "http://127.0.0.1:8080/volley/poll"
+        );
+        assert_eq!(
+            polling_url("wss://game.example/v/"),
+            "https://game.example/v/poll"
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! The HTTP long-polling transport, for networks where WebSocket is blocked.
+//!
+//! A polling connection is an actor ([`PollTransport`]) named by a random polling id
+//! (`pid`, 128 bits: knowing it is what lets a client use the connection). The
+//! opening `POST <path>/poll` carries `Hello` or `Resume` and is answered with the
+//! pid; then `GET <path>/poll?pid=…` returns the frames queued for the client as one
+//! batch (or an empty batch after `poll_hold`), and `POST <path>/poll?pid=…` carries
+//! the client's frames. Bodies are batches of length-prefixed frames
+//! ([`protocol::encode_batch`]). The session behind it is the same as over WebSocket:
+//! it can resume on either transport.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use rand::RngCore;
+use tokio::sync::oneshot;
+
+use super::opening::{opening, resume, start_session, Opening};
+use crate::protocol::{self, Frame};
+use crate::server::Shared;
+use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
+use crate::DisconnectReason;
+
+/// Polling connections by pid. Touched once per HTTP request, never per frame.
+pub(crate) type PollRegistry = std::sync::RwLock<HashMap<Arc<str>, Addr<PollTransport>>>;
+
+static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1 << 62);
+
+/// Mounts the polling routes at `<path>/poll`.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, path: &str) {
+    let path = format!("{}/poll", path.trim_end_matches('/'));
+    cfg.route(&path, web::get().to(get))
+        .route(&path, web::post().to(post))
+        .route(&path, web::method(Method::OPTIONS).to(preflight));
+}
+
+#[derive(serde::Deserialize)]
+struct PollQuery {
+    pid: Option<String>,
+}
+
+/// Why a polling request was refused; the text is the response body.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    #[error("unknown or expired polling id")]
+    UnknownPid,
+    #[error("another poll is already waiting on this connection")]
+    Concurrent,
+    #[error("polling connection closed: {0}")]
+    Gone(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("request body too large (limit {0} bytes)")]
+    TooLarge(usize),
+}
+
+impl PollError {
+    fn status(&self) -> StatusCode {
+        match self {
+            PollError::Concurrent => StatusCode::CONFLICT,
+            PollError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+fn respond(req: &HttpRequest, shared: &Shared, result: Result<Bytes, PollError>) -> HttpResponse {
+    let mut builder = match &result {
+        Ok(_) => HttpResponse::Ok(),
+        Err(e) => HttpResponse::build(e.status()),
+    };
+    cors(req, shared, &mut builder);
+    builder.insert_header((header::CACHE_CONTROL, "no-store"));
+    match result {
+        Ok(body) => builder.content_type("application/octet-stream").body(body),
+        Err(e) => {
+            tracing::debug!(error = %e, "polling request refused");
+            builder
+                .content_type("text/plain; charset=utf-8")
+                .body(e.to_string())
+        }
+    }
+}
+
+/// Adds CORS headers when the request's origin is allowed.
+fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return;
+    };
+    let allowed = &shared.config.cors_origins;
+    let ok = origin
+        .to_str()
+        .is_ok_and(|o| allowed.iter().any(|a| a == "*" || a == o));
+    if ok {
+        builder
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()))
+            .insert_header((header::VARY, "Origin"));
+    }
+}
+
+async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let mut builder = HttpResponse::NoContent();
+    cors(&req, &shared, &mut builder);
+    builder
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Content-Type"))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+        .finish()
+}
+
+fn lookup(shared: &Shared, pid: &str) -> Option<Addr<PollTransport>> {
+    shared
+        .polls
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(pid)
+        .cloned()
+}
+
+/// Long-poll: the frames queued for the client.
+async fn get(
+    req: HttpRequest,
+    query: web::Query<PollQuery>,
+    shared: web::Data<Arc<Shared>>,
+) -> HttpResponse {
+    let result = async {
+        let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
+        let transport = lookup(&shared, pid).ok_or(PollError::UnknownPid)?;
+        let (reply, answer) = oneshot::channel();
+        transport
+            .send(Poll { reply })
+            .await
+            .map_err(|_| PollError::UnknownPid)?;
+        answer
+            .await
+            .map_err(|_| PollError::Gone("closed".to_owned()))?
+    }
+    .await;
+    respond(&req, &shared, result)
+}
+
+/// Frames from the client; without a pid, opens a polling connection.
+async fn post(
+    req: HttpRequest,
+    query: web::Query<PollQuery>,
+    payload: web::Payload,
+    shared: web::Data<Arc<Shared>>,
+) -> HttpResponse {
+    let result = async {
+        let body = read_body(payload, shared.config.max_poll_body).await?;
+        let frames = protocol::split_batch(&body, shared.config.max_poll_frames)
+            .map_err(|e| PollError::Refused(e.to_string()))?;
+        match query.pid.as_deref() {
+            Some(pid) => {
+                let transport = lookup(&shared, pid).ok_or(PollError::UnknownPid)?;
+                push(&transport, frames).await?;
+                Ok(Bytes::from_static(b"ok"))
+            }
+            None => {
+                if frames.is_empty() {
+                    return Err(PollError::Refused(
+                        "an opening request must carry 'hello' or 'resume'".to_owned(),
+                    ));
+                }
+                let pid = new_pid();
+                let transport = PollTransport::new(shared.get_ref().clone(), pid.clone()).start();
+                shared
+                    .polls
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(pid.clone(), transport.clone());
+                push(&transport, frames).await?;
+                Ok(Bytes::copy_from_slice(pid.as_bytes()))
+            }
+        }
+    }
+    .await;
+    respond(&req, &shared, result)
+}
+
+async fn push(transport: &Addr<PollTransport>, frames: Vec<Bytes>) -> Result<(), PollError> {
+    transport
+        .send(Push { frames })
+        .await
+        .map_err(|_| PollError::UnknownPid)?
+        .map_err(PollError::Refused)
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, PollError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| PollError::Refused(format!("bad request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(PollError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn new_pid() -> Arc<str> {
+    let mut raw = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    raw.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
+}
+
+/// A waiting GET.
+struct Waiting {
+    reply: oneshot::Sender<Result<Bytes, PollError>>,
+    timer: SpawnHandle,
+}
+
+/// One long-polling connection.
+pub(crate) struct PollTransport {
+    id: TransportId,
+    pid: Arc<str>,
+    shared: Arc<Shared>,
+    session: Option<Addr<Session>>,
+    backlog: Backlog,
+    queue: VecDeque<Bytes>,
+    waiting: Option<Waiting>,
+    flush_scheduled: bool,
+    /// The session is over or moved: deliver what is queued, then stop.
+    closing: bool,
+}
+
+impl PollTransport {
+    fn new(shared: Arc<Shared>, pid: Arc<str>) -> Self {
+        PollTransport {
+            id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            pid,
+            shared,
+            session: None,
+            backlog: Arc::new(AtomicUsize::new(0)),
+            queue: VecDeque::new(),
+            waiting: None,
+            flush_scheduled: false,
+            closing: false,
+        }
+    }
+
+    fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
+        TransportLink {
+            id: self.id,
+            recipient: ctx.address().recipient(),
+            backlog: self.backlog.clone(),
+        }
+    }
+
+    /// Answers the waiting GET, if any, with what is queued.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        if self.queue.is_empty() && !self.closing {
+            return;
+        }
+        let Some(waiting) = self.waiting.take() else {
+            return;
+        };
+        ctx.cancel_future(waiting.timer);
+        let limit = self.shared.config.max_poll_body;
+        let max_frames = self.shared.config.max_poll_frames;
+        let mut batch = Vec::new();
+        let mut size = 0usize;
+        while let Some(front) = self.queue.front() {
+            let next = front.len() + 10;
+            if !batch.is_empty() && (size + next > limit || batch.len() == max_frames) {
+                break;
+            }
+            size += next;
+            if let Some(frame) = self.queue.pop_front() {
+                self.backlog.fetch_sub(frame.len(), Ordering::Relaxed);
+                batch.push(frame);
+            }
+        }
+        let _ = waiting.reply.send(Ok(protocol::encode_batch(&batch)));
+        if self.closing && self.queue.is_empty() {
+            ctx.stop();
+        }
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        // Flush on the next turn, so that frames posted together go out together.
+        if self.waiting.is_some() && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(std::time::Duration::ZERO, |act, ctx| act.flush(ctx));
+        }
+    }
+
+    /// Ends the connection: the client gets `Close` on its next poll.
+    fn close(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.queue
+            .push_back(protocol::encode(&Frame::Close { reason }));
+        self.schedule_flush(ctx);
+        // A client that never polls again does not keep the connection alive.
+        ctx.run_later(self.shared.config.ping_timeout, |_, ctx| ctx.stop());
+    }
+
+    fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
+        tracing::warn!(%reason, "closing polling connection: protocol error");
+        if let Some(session) = self.session.take() {
+            session.do_send(FromTransport::Closed {
+                transport: self.id,
+                reason: DisconnectReason::Protocol(reason.clone()),
+            });
+        }
+        self.close(reason, ctx);
+    }
+
+    /// Feeds client frames in order; `Resume` needs the supervisor, so what follows
+    /// it continues once the session is attached.
+    fn feed(&mut self, mut frames: VecDeque<Bytes>, ctx: &mut Context<Self>) -> Result<(), String> {
+        while let Some(bytes) = frames.pop_front() {
+            if self.closing {
+                return Err("polling connection closed".to_owned());
+            }
+            let frame = match protocol::decode(&bytes) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.refuse(e.to_string(), ctx);
+                    return Err(e.to_string());
+                }
+            };
+            if let Some(session) = &self.session {
+                session.do_send(FromTransport::Frame {
+                    transport: self.id,
+                    frame,
+                });
+                continue;
+            }
+            match opening(frame) {
+                Opening::Hello => self.session = Some(start_session(&self.shared, self.link(ctx))),
+                Opening::Refuse(reason) => {
+                    self.refuse(reason.clone(), ctx);
+                    return Err(reason);
+                }
+                Opening::Resume {
+                    sid,
+                    token,
+                    last_seq,
+                } => {
+                    let attach = resume(self.shared.clone(), sid, token, last_seq, self.link(ctx));
+                    // `wait`: nothing else from this client is handled meanwhile.
+                    ctx.wait(
+                        attach
+                            .into_actor(self)
+                            .map(move |result, act, ctx| match result {
+                                Ok(session) => {
+                                    act.session = Some(session);
+                                    let _ = act.feed(frames, ctx);
+                                }
+                                Err(reason) => {
+                                    tracing::debug!(sid = sid.0, %reason, "resume failed");
+                                    act.queue.push_back(protocol::encode(&Frame::ResumeFailed {
+                                        reason,
+                                    }));
+                                    act.schedule_flush(ctx);
+                                }
+                            }),
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Actor for PollTransport {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
+            if act.session.is_none() && !act.closing {
+                act.close("handshake timeout".to_owned(), ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.shared
+            .polls
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.pid);
+        if let Some(session) = self.session.take() {
+            session.do_send(FromTransport::Closed {
+                transport: self.id,
+                reason: DisconnectReason::TransportClosed,
+            });
+        }
+    }
+}
+
+/// A long-poll GET.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Poll {
+    reply: oneshot::Sender<Result<Bytes, PollError>>,
+}
+
+impl Handler<Poll> for PollTransport {
+    type Result = ();
+
+    fn handle(&mut self, msg: Poll, ctx: &mut Context<Self>) {
+        if self.waiting.is_some() {
+            let _ = msg.reply.send(Err(PollError::Concurrent));
+            return;
+        }
+        let timer = ctx.run_later(self.shared.config.poll_hold, |act, ctx| {
+            // Nothing came: answer an empty batch so the client polls again.
+            if let Some(waiting) = act.waiting.take() {
+                let _ = waiting.reply.send(Ok(Bytes::new()));
+            }
+            if act.closing {
+                ctx.stop();
+            }
+        });
+        self.waiting = Some(Waiting {
+            reply: msg.reply,
+            timer,
+        });
+        if !self.queue.is_empty() || self.closing {
+            self.flush(ctx);
+        }
+    }
+}
+
+/// A POST's frames.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+struct Push {
+    frames: Vec<Bytes>,
+}
+
+impl Handler<Push> for PollTransport {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) -> Self::Result {
+        self.feed(msg.frames.into(), ctx)
+    }
+}
+
+impl Handler<ToTransport> for PollTransport {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
+        match msg {
+            ToTransport::Frame(bytes) => {
+                if self.closing {
+                    self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+                    return;
+                }
+                self.queue.push_back(bytes);
+                self.schedule_flush(ctx);
+            }
+            ToTransport::Close { reason } => {
+                self.session = None;
+                self.close(reason, ctx);
+            }
+            ToTransport::Drop { reason } => {
+                self.session = None;
+                if let Some(waiting) = self.waiting.take() {
+                    let _ = waiting.reply.send(Err(PollError::Gone(reason)));
+                }
+                ctx.stop();
+            }
+        }
+    }
+}

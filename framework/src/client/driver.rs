@@ -347,7 +347,24 @@ impl Driver {
             token: self.open.token,
             last_seq: self.recv_seq,
         });
-        let mut link = link::open(&self.url, &self.config, kind, resume).await?;
+        let mut link = match link::open(&self.url, &self.config, kind, resume.clone()).await {
+            Ok(link) => link,
+            // WebSocket stopped working (a proxy started refusing upgrades, say):
+            // with `Auto`, the same attempt goes on over long-polling.
+            Err(e) if self.config.transport == Transport::Auto && kind == Transport::WebSocket => {
+                let link = link::open(&self.url, &self.config, Transport::Polling, resume).await?;
+                *self
+                    .outputs
+                    .transport
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Transport::Polling;
+                let _ = self.outputs.status.try_send(ConnectionEvent::FellBack {
+                    reason: e.to_string(),
+                });
+                link
+            }
+            Err(e) => return Err(e),
+        };
         match next_frame(&mut link).await? {
             Frame::Resumed { last_seq, replay } => {
                 let resend: Vec<Bytes> = match self.outbox.replay_after(last_seq) {

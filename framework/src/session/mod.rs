@@ -218,8 +218,16 @@ impl Session {
         transport.recipient.do_send(ToTransport::Frame(frame));
     }
 
+    /// Sends a frame the session itself produced: reliable ones are sequenced;
+    /// control frames (open, ping, received) are written as they are, never dropped
+    /// like volatile events.
     fn send_frame(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
-        self.deliver(protocol::encode(frame), frame.is_reliable(), ctx);
+        let bytes = protocol::encode(frame);
+        if frame.is_reliable() {
+            self.deliver(bytes, true, ctx);
+        } else if !self.ended {
+            self.write(bytes, ctx);
+        }
     }
 
     /// Tells the client how far we have processed its stream.

@@ -226,7 +226,9 @@ pub(crate) struct PollTransport {
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
-    queue: VecDeque<Bytes>,
+    /// Frames for the client; `true` marks the session's (counted in `backlog`),
+    /// `false` the transport's own (`Close`, `ResumeFailed`).
+    queue: VecDeque<(Bytes, bool)>,
     waiting: Option<Waiting>,
     flush_scheduled: bool,
     /// The session is over or moved: deliver what is queued, then stop.
@@ -270,14 +272,16 @@ impl PollTransport {
         let max_frames = self.shared.config.max_poll_frames;
         let mut batch = Vec::new();
         let mut size = 0usize;
-        while let Some(front) = self.queue.front() {
+        while let Some((front, _)) = self.queue.front() {
             let next = front.len() + 10;
             if !batch.is_empty() && (size + next > limit || batch.len() == max_frames) {
                 break;
             }
             size += next;
-            if let Some(frame) = self.queue.pop_front() {
-                self.backlog.fetch_sub(frame.len(), Ordering::Relaxed);
+            if let Some((frame, counted)) = self.queue.pop_front() {
+                if counted {
+                    self.backlog.fetch_sub(frame.len(), Ordering::Relaxed);
+                }
                 batch.push(frame);
             }
         }
@@ -301,8 +305,8 @@ impl PollTransport {
             return;
         }
         self.closing = true;
-        self.queue
-            .push_back(protocol::encode(&Frame::Close { reason }));
+        let close = protocol::encode(&Frame::Close { reason });
+        self.queue.push_back((close, false));
         self.schedule_flush(ctx);
         // A client that never polls again does not keep the connection alive.
         ctx.run_later(self.shared.config.ping_timeout, |_, ctx| ctx.stop());
@@ -363,9 +367,8 @@ impl PollTransport {
                                 }
                                 Err(reason) => {
                                     tracing::debug!(sid = sid.0, %reason, "resume failed");
-                                    act.queue.push_back(protocol::encode(&Frame::ResumeFailed {
-                                        reason,
-                                    }));
+                                    let failed = protocol::encode(&Frame::ResumeFailed { reason });
+                                    act.queue.push_back((failed, false));
                                     act.schedule_flush(ctx);
                                 }
                             }),
@@ -463,7 +466,7 @@ impl Handler<ToTransport> for PollTransport {
                     self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
                     return;
                 }
-                self.queue.push_back(bytes);
+                self.queue.push_back((bytes, true));
                 self.schedule_flush(ctx);
             }
             ToTransport::Close { reason } => {

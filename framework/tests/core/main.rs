@@ -31,3 +31,4 @@ mod limits;
 mod namespaces;
 mod proxy;
 mod resume;
+mod transports;

@@ -30,6 +30,8 @@ pub struct FaultProxy {
     pub addr: SocketAddr,
     cuts: Arc<AtomicUsize>,
     refusing: Arc<AtomicBool>,
+    /// While set, HTTP requests that ask for a WebSocket upgrade get 403.
+    blocking_websocket: Arc<AtomicBool>,
     /// Bumped to cut every open connection.
     generation: watch::Sender<u64>,
 }
@@ -41,12 +43,14 @@ impl FaultProxy {
         let addr = listener.local_addr().expect("proxy address");
         let cuts = Arc::new(AtomicUsize::new(0));
         let refusing = Arc::new(AtomicBool::new(false));
+        let blocking_websocket = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
         let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
         let proxy = FaultProxy {
             addr,
             cuts: cuts.clone(),
             refusing: refusing.clone(),
+            blocking_websocket: blocking_websocket.clone(),
             generation: generation.clone(),
         };
         actix_rt::spawn(async move {
@@ -65,10 +69,29 @@ impl FaultProxy {
                 };
                 let cut_all = generation.subscribe();
                 let cuts = cuts.clone();
+                let block = blocking_websocket.load(Ordering::SeqCst);
                 actix_rt::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else {
+                    let mut client = client;
+                    let mut head = Vec::new();
+                    if block {
+                        // Like a corporate proxy: no WebSocket upgrades.
+                        head = read_head(&mut client).await;
+                        if String::from_utf8_lossy(&head)
+                            .to_ascii_lowercase()
+                            .contains("upgrade: websocket")
+                        {
+                            let _ = client
+                                .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                    let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
                     };
+                    if server.write_all(&head).await.is_err() {
+                        return;
+                    }
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
                     if pipe(client, server, budget, cut_all).await {
@@ -94,10 +117,29 @@ impl FaultProxy {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// While `true`, new connections that ask for a WebSocket upgrade are refused
+    /// with 403 (plain HTTP passes).
+    pub fn block_websocket(&self, blocking: bool) {
+        self.blocking_websocket.store(blocking, Ordering::SeqCst);
+    }
+
     /// While `true`, new connections are accepted and closed at once.
     pub fn refuse(&self, refusing: bool) {
         self.refusing.store(refusing, Ordering::SeqCst);
     }
+}
+
+/// Reads an HTTP request head (up to the blank line, at most 16 KiB).
+async fn read_head(client: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while head.len() < 16 * 1024 && !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    head
 }
 
 /// Copies both ways until one side closes, the budget runs out, or `cut_all` fires.

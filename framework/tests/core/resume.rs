@@ -5,16 +5,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use volley::client::{Backoff, Client, ClientConfig, ConnectionEvent};
+use volley::client::{Backoff, Client, ClientConfig, ConnectionEvent, Transport};
 use volley::protocol::Frame;
 use volley::{DisconnectReason, Namespace, Socket, Volley};
 
 use crate::common::*;
 use crate::proxy::{Cuts, FaultProxy};
 
-const EVENTS: u64 = 1_000;
+pub(crate) const EVENTS: u64 = 1_000;
 
-fn quick_backoff() -> Backoff {
+pub(crate) fn quick_backoff() -> Backoff {
     Backoff {
         initial: Duration::from_millis(5),
         max: Duration::from_millis(50),
@@ -22,7 +22,7 @@ fn quick_backoff() -> Backoff {
     }
 }
 
-fn server_addr(server: &TestServer) -> std::net::SocketAddr {
+pub(crate) fn server_addr(server: &TestServer) -> std::net::SocketAddr {
     server
         .url
         .trim_start_matches("ws://")
@@ -33,7 +33,7 @@ fn server_addr(server: &TestServer) -> std::net::SocketAddr {
 
 /// A namespace that reports every `c2s` number it receives, and on `start` sends
 /// `EVENTS` numbered `s2c` events followed by `done`.
-fn counting_namespace(received: mpsc::UnboundedSender<u64>) -> Namespace {
+pub(crate) fn counting_namespace(received: mpsc::UnboundedSender<u64>) -> Namespace {
     let received = Arc::new(Mutex::new(received));
     Namespace::new()
         .on("c2s", move |_, (n, _pad): (u64, String)| {
@@ -50,8 +50,7 @@ fn counting_namespace(received: mpsc::UnboundedSender<u64>) -> Namespace {
         })
 }
 
-#[actix_rt::test]
-async fn every_event_arrives_exactly_once_and_in_order_across_random_cuts() {
+async fn every_event_arrives_exactly_once_and_in_order_across_random_cuts(transport: Transport) {
     let (tx, mut received) = mpsc::unbounded_channel();
     let server = serve(
         Volley::builder()
@@ -69,6 +68,7 @@ async fn every_event_arrives_exactly_once_and_in_order_across_random_cuts() {
     )
     .await;
     let config = ClientConfig {
+        transport,
         backoff: quick_backoff(),
         send_buffer: 4096,
         event_buffer: 4096,
@@ -245,16 +245,19 @@ async fn resume_with_a_bad_token_or_after_expiry_says_why_and_allows_a_fresh_ses
     );
 }
 
-#[actix_rt::test]
-async fn the_client_reports_a_lost_session_and_carries_on_in_a_fresh_one() {
+async fn the_client_reports_a_lost_session_and_carries_on_in_a_fresh_one(transport: Transport) {
     let (disconnects, mut seen) = Disconnects::new();
     let server = serve(
         Volley::builder()
             .resume_grace(Duration::from_millis(200))
+            // Polling has no connection to lose: the server notices a vanished
+            // client by its silence, so keep the heartbeat short here.
+            .heartbeat(Duration::from_millis(300), Duration::from_millis(1000))
             .namespace("/", test_namespace(disconnects)),
     );
     let proxy = FaultProxy::start(server_addr(&server), Cuts::Never, 1).await;
     let config = ClientConfig {
+        transport,
         backoff: quick_backoff(),
         ..ClientConfig::default()
     };
@@ -387,3 +390,8 @@ async fn a_detached_session_whose_outbox_overflows_is_expired_with_outbox_overfl
         })
     );
 }
+
+over_transports!(
+    every_event_arrives_exactly_once_and_in_order_across_random_cuts,
+    the_client_reports_a_lost_session_and_carries_on_in_a_fresh_one,
+);

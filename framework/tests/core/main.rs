@@ -3,6 +3,7 @@
 
 mod broadcast;
 mod common;
+mod game;
 mod heartbeat;
 mod limits;
 mod namespaces;

@@ -113,7 +113,8 @@ pub struct RoomSetup<'a> {
     pub settings: &'a RoomOptions,
 }
 
-/// A room's id: unique among the rooms alive in one [`GameRooms`].
+/// A room's id: unique among the rooms alive in one [`GameRooms`]. Shown in decimal,
+/// as clients see it in JSON (listings, join answers, refusal reasons).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
@@ -122,7 +123,7 @@ pub struct RoomId(pub u64);
 
 impl std::fmt::Display for RoomId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:x}", self.0)
+        write!(f, "{}", self.0)
     }
 }
 

@@ -19,7 +19,7 @@ use serde_json::Value;
 use slotmap::{Key, KeyData, SlotMap};
 
 use super::room::{Dispose, JoinPlayer, RoomHandle, Spawn};
-use super::rooms::Seats;
+use super::seats::Seats;
 use super::{JoinError, JoinRequest, Joined, RoomId, RoomListing, RoomOptions};
 use crate::namespace::Socket;
 

@@ -7,11 +7,11 @@
 //!
 //! - [`GameRooms`] is the handle handlers use: join-or-create, inputs, leave, the
 //!   room listing and metrics. It keeps who sits where, so that an input goes from
-//!   the player's session straight to its room.
+//!   the player's session straight to its room (the seat table, `seats.rs`).
 //! - the `Matchmaker` actor (`matchmaker.rs`) owns the registry of rooms: it picks or
 //!   creates a room for a join, places new rooms on the least loaded game thread,
 //!   lists rooms for lobbies, and disposes of rooms that stayed empty.
-//! - each room is a `GameRoom` actor (`room.rs`) on one of the game threads (one per
+//! - each room is a `GameRoom` actor (`room/`) on one of the game threads (one per
 //!   core by default): its players, their bounded input queues, the tick loop on an
 //!   absolute clock (`tick.rs`), the state fan-out encoded once per subset
 //!   (`subset.rs`), seat hold across reconnections, and its metrics (`metrics.rs`).
@@ -23,6 +23,7 @@ mod metrics;
 mod options;
 mod room;
 mod rooms;
+mod seats;
 mod subset;
 mod tick;
 

@@ -1,20 +1,15 @@
 //! [`GameRooms`]: the handle an application uses to seat players, pass their inputs,
-//! list rooms and read metrics; its builder; and the seat table it shares with the
-//! rooms.
-//!
-//! The seat table (session → room) is what keeps the matchmaker off the input path:
-//! an input is looked up here, on the player's session thread, counted against the
-//! player's per-tick bound, and posted straight to its room.
+//! list rooms and read metrics; its builder; and the standard game events.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use serde_json::Value;
 
 use super::matchmaker::{self, Matchmaker, RoomFactory, RoomType};
-use super::room::{GameRoom, GetMetrics, LeavePlayer, PlayerInput};
+use super::room::{GameRoom, GetMetrics, LeavePlayer};
+use super::seats::{Reservation, Seats};
 use super::{
     Game, InputError, JoinError, JoinRequest, Joined, RoomId, RoomListing, RoomMetrics,
     RoomOptions, RoomSetup,
@@ -33,159 +28,6 @@ pub mod events {
     pub const INPUT: &str = "input";
     /// With ack: an optional room type; answers the room listing.
     pub const LIST: &str = "list_games";
-}
-
-/// Bounds the inputs one player has waiting for the next tick. Shared by the seat
-/// table (which admits inputs) and the room (which releases them each tick).
-#[derive(Debug)]
-pub(crate) struct InputGate {
-    cap: usize,
-    /// Inputs admitted and not yet applied (in flight or queued in the room).
-    queued: AtomicUsize,
-    dropped: AtomicU64,
-}
-
-impl InputGate {
-    pub fn new(cap: usize) -> Self {
-        InputGate {
-            cap,
-            queued: AtomicUsize::new(0),
-            dropped: AtomicU64::new(0),
-        }
-    }
-
-    /// Takes a place for one input; `false` (and counted) when `cap` are waiting.
-    fn admit(&self) -> bool {
-        let cap = self.cap;
-        let admitted = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                (q < cap).then_some(q + 1)
-            })
-            .is_ok();
-        if !admitted {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        admitted
-    }
-
-    /// `n` admitted inputs were applied (or discarded).
-    pub fn release(&self, n: usize) {
-        let _ = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                Some(q.saturating_sub(n))
-            });
-    }
-
-    /// An admitted input was dropped after all.
-    pub fn drop_queued(&self) {
-        self.release(1);
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-/// Where a player sits.
-pub(crate) enum Seat {
-    /// A join is under way.
-    Joining,
-    /// Seated in `room`.
-    Seated {
-        room: RoomId,
-        input: Recipient<PlayerInput>,
-        leave: Recipient<LeavePlayer>,
-        gate: Arc<InputGate>,
-    },
-}
-
-/// The seat table: one seat per session.
-#[derive(Default)]
-pub(crate) struct Seats(RwLock<HashMap<SessionId, Seat>>);
-
-impl Seats {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<SessionId, Seat>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<SessionId, Seat>> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Marks a join under way, unless the player sits somewhere or is joining.
-    fn reserve(&self, id: SessionId) -> Result<(), JoinError> {
-        let mut seats = self.write();
-        match seats.get(&id) {
-            Some(Seat::Seated { room, .. }) => Err(JoinError::AlreadySeated(*room)),
-            Some(Seat::Joining) => Err(JoinError::JoinInProgress),
-            None => {
-                seats.insert(id, Seat::Joining);
-                Ok(())
-            }
-        }
-    }
-
-    /// Ends a join under way (a seated player keeps its seat).
-    fn unreserve(&self, id: SessionId) {
-        let mut seats = self.write();
-        if matches!(seats.get(&id), Some(Seat::Joining)) {
-            seats.remove(&id);
-        }
-    }
-
-    /// The room has seated the player.
-    pub fn seat(&self, id: SessionId, seat: Seat) {
-        self.write().insert(id, seat);
-    }
-
-    /// The room has freed the player's seat.
-    pub fn vacate(&self, id: SessionId, room: RoomId) {
-        let mut seats = self.write();
-        if matches!(seats.get(&id), Some(Seat::Seated { room: r, .. }) if *r == room) {
-            seats.remove(&id);
-        }
-    }
-
-    fn room_of(&self, id: SessionId) -> Option<RoomId> {
-        match self.read().get(&id) {
-            Some(Seat::Seated { room, .. }) => Some(*room),
-            _ => None,
-        }
-    }
-
-    fn leave_recipient(&self, id: SessionId) -> Option<Recipient<LeavePlayer>> {
-        match self.read().get(&id) {
-            Some(Seat::Seated { leave, .. }) => Some(leave.clone()),
-            _ => None,
-        }
-    }
-
-    fn input(&self, id: SessionId, input: Value) -> Result<(), InputError> {
-        let seats = self.read();
-        let Some(Seat::Seated {
-            input: room, gate, ..
-        }) = seats.get(&id)
-        else {
-            return Err(InputError::NotSeated);
-        };
-        if !gate.admit() {
-            return Err(InputError::Dropped);
-        }
-        room.do_send(PlayerInput { player: id, input });
-        Ok(())
-    }
-}
-
-/// Removes the `Joining` mark however the join ends (even if its future is dropped).
-struct Reservation<'a>(&'a Seats, SessionId);
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        self.0.unreserve(self.1);
-    }
 }
 
 /// Builds [`GameRooms`]: the game threads and the room types.

@@ -2,7 +2,8 @@
 //! logs, serving a [`Volley`] on actix-web, and waiting for an event without hanging.
 //!
 //! This is not an example of its own. It keeps the setup out of the examples so that
-//! each of them is about its one idea: `echo.rs`, `chat.rs`, `admin.rs`.
+//! each of them is about its one idea: `echo.rs`, `chat.rs`, `admin.rs`,
+//! `tick_game.rs`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

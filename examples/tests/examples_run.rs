@@ -142,6 +142,29 @@ fn admin_refuses_without_the_token_and_says_why() {
 }
 
 #[test]
+fn tick_game_sends_each_team_its_own_state() {
+    let out = run_once(env!("CARGO_BIN_EXE_tick_game"));
+    assert_real_port(&out);
+    assert_lines_in_order(
+        &out,
+        &[
+            "tick game server listening on ws://127.0.0.1:",
+            "ann joined race room ",
+            "bob joined race room ",
+            "cat without a team is refused: refused: pick a team: red or blue",
+            "ann sees team red: 1 runner(s) of its own, the rival team's best at ",
+            "bob sees team blue: 1 runner(s) of its own, the rival team's best at ",
+            "lobby: race room ",
+            " ticks at 30 Hz, ",
+            "ann left the room: true",
+        ],
+    );
+    for seated in ["(1/4 players)", "(2/4 players)", ", 2/4 players"] {
+        assert!(out.contains(seated), "missing {seated:?}\nstdout:\n{out}");
+    }
+}
+
+#[test]
 fn bad_flags_are_refused_with_usage() {
     let out = Command::new(env!("CARGO_BIN_EXE_echo"))
         .arg("--port")

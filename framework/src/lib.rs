@@ -4,13 +4,15 @@
 //! from a connection and hands them to the client's [`session`](crate::session); the
 //! session runs the event handlers of the [`namespace`](crate::namespace)s it joined;
 //! handlers emit to one socket or broadcast to [`room`](crate::room)s, which fan the
-//! already-encoded bytes out to their members' sessions. The
+//! already-encoded bytes out to their members' sessions. [`game`] rooms run a
+//! fixed-rate tick loop and push game state to subsets of their players. The
 //! [`protocol`](crate::protocol) module defines the bytes on the wire.
 //!
 //! Start with [`Volley::builder`] and [`Namespace`]; `docs/guide.md` walks through it.
 
 mod config;
 mod error;
+pub mod game;
 pub mod namespace;
 pub mod protocol;
 pub mod room;
@@ -23,7 +25,13 @@ pub mod client;
 
 pub use config::Config;
 pub use error::{AckError, DisconnectReason, EmitError};
-pub use namespace::{AckReply, Broadcast, Handshake, Namespace, NamespaceStats, Socket};
+pub use game::{
+    Game, GameRooms, GameRoomsBuilder, InputError, JoinError, JoinRequest, Joined, LeaveReason,
+    RoomContext, RoomId, RoomListing, RoomMetrics, RoomOptions, RoomSetup,
+};
+pub use namespace::{
+    AckReply, Broadcast, Handshake, Namespace, NamespaceStats, Socket, SocketEvent, SocketEventKind,
+};
 pub use server::{NamespaceRef, Volley, VolleyBuilder};
 pub use session::SessionInfo;
 

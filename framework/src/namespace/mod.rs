@@ -26,8 +26,8 @@ pub(crate) use actor::{
     RemoveSocket, RoomPlacer, RoomsOf, Stats, Target,
 };
 pub use broadcast::Broadcast;
-pub use socket::Socket;
 pub(crate) use socket::{SessionLink, SocketCommand};
+pub use socket::{Socket, SocketEvent, SocketEventKind};
 
 use crate::protocol::{self, Frame};
 use crate::room::Deliver;

@@ -18,7 +18,33 @@ use super::{
 };
 use crate::protocol::{self, EventKind, Frame};
 use crate::room::Deliver;
-use crate::{AckError, EmitError, SessionId};
+use crate::{AckError, DisconnectReason, EmitError, SessionId};
+
+/// What happened to the session behind a watched socket (see [`Socket::watch`]).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SocketEvent {
+    /// The socket's session.
+    pub id: SessionId,
+    /// The socket's namespace.
+    pub namespace: Arc<str>,
+    /// What happened.
+    pub kind: SocketEventKind,
+}
+
+/// The changes a watcher is told about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketEventKind {
+    /// The connection dropped; the session is held for its resume grace window.
+    Detached,
+    /// A new connection resumed the session (after a drop, or replacing a
+    /// connection the server had not yet seen drop). Volatile frames sent meanwhile
+    /// were lost: send the client a fresh state.
+    Resumed,
+    /// The socket is gone for good: it left the namespace or the session ended
+    /// (`Expired` when the grace window ran out). Sent last; the watch ends with it.
+    Left(DisconnectReason),
+}
 
 /// Requests from a socket handle to the session that owns it.
 #[derive(Message)]
@@ -33,6 +59,12 @@ pub(crate) enum SocketCommand {
     },
     /// Remove the socket from namespace `ns` (server-side disconnect).
     Leave { ns: Arc<str>, reason: String },
+    /// Tell `recipient` about the session of the socket in `ns` (or stop telling it).
+    Watch {
+        ns: Arc<str>,
+        recipient: Recipient<SocketEvent>,
+        on: bool,
+    },
 }
 
 /// State a session shares with all of its sockets.
@@ -210,6 +242,28 @@ impl Socket {
                 ..Target::default()
             },
         )
+    }
+
+    /// Tells `recipient` when this socket's connection drops, when the session
+    /// resumes, and when the socket is gone (it left the namespace or the session
+    /// ended): see [`SocketEventKind`]. A socket that is already gone answers at once
+    /// with `Left`. Watching twice with the same recipient watches once. Game rooms
+    /// use it to hold a player's seat while the client reconnects.
+    pub fn watch(&self, recipient: Recipient<SocketEvent>) {
+        self.watch_command(recipient, true);
+    }
+
+    /// Stops telling `recipient` (see [`Socket::watch`]).
+    pub fn unwatch(&self, recipient: Recipient<SocketEvent>) {
+        self.watch_command(recipient, false);
+    }
+
+    fn watch_command(&self, recipient: Recipient<SocketEvent>, on: bool) {
+        self.inner.link.command.do_send(SocketCommand::Watch {
+            ns: self.inner.ns.clone(),
+            recipient,
+            on,
+        });
     }
 
     /// Removes the client from this namespace (it stays in the others) and tells it

@@ -12,6 +12,10 @@
 //! that presents the session id and token *attaches* (see [`Attach`]): the session
 //! tells the client what it last received, replays what the client missed, and
 //! carries on. Volatile frames are never kept.
+//!
+//! Whoever needs to follow a socket through this (a game room holding a seat)
+//! watches it ([`Socket::watch`]): the session tells each watcher when it detaches,
+//! resumes, and when the socket is gone.
 
 mod heartbeat;
 mod outbox;
@@ -31,7 +35,9 @@ pub use outbox::{Outbox, Overflow};
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 
-use crate::namespace::{self, NamespaceHandle, SessionLink, Socket, SocketCommand};
+use crate::namespace::{
+    self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
+};
 use crate::protocol::{self, Frame, Open, ResumeToken, PROTOCOL_VERSION};
 use crate::room::Deliver;
 use crate::server::Shared;
@@ -109,6 +115,20 @@ struct PendingAck {
 struct Joined {
     socket: Socket,
     namespace: NamespaceHandle,
+    /// Who to tell about detach, resume and leave (see [`Socket::watch`]).
+    watchers: Vec<Recipient<SocketEvent>>,
+}
+
+impl Joined {
+    fn notify(&self, kind: &SocketEventKind) {
+        for watcher in &self.watchers {
+            watcher.do_send(SocketEvent {
+                id: self.socket.id(),
+                namespace: self.socket.ns_arc(),
+                kind: kind.clone(),
+            });
+        }
+    }
 }
 
 /// Whether a connection currently carries the session.
@@ -352,8 +372,12 @@ impl Session {
         if let Some(hook) = &namespace.spec.on_connect {
             hook(&socket);
         }
-        self.joined
-            .insert(namespace.name.clone(), Joined { socket, namespace });
+        let joined = Joined {
+            socket,
+            namespace,
+            watchers: Vec::new(),
+        };
+        self.joined.insert(joined.namespace.name.clone(), joined);
         self.publish_namespaces();
     }
 
@@ -400,12 +424,47 @@ impl Session {
             return self.end(cause, false, ctx);
         }
         tracing::debug!(sid = self.id().0, %cause, ?grace, "session detached");
+        self.notify_watchers(&SocketEventKind::Detached);
         let expired = DisconnectReason::Expired(Box::new(cause));
         let expiry = ctx.run_later(grace, move |act, ctx| {
             tracing::debug!(sid = act.id().0, "session expired");
             act.end(expired, false, ctx);
         });
         self.link = Link::Detached { expiry };
+    }
+
+    fn notify_watchers(&self, kind: &SocketEventKind) {
+        for joined in self.joined.values() {
+            joined.notify(kind);
+        }
+    }
+
+    /// Adds (`on`) or removes a watcher of the socket in `ns`. A watcher that comes
+    /// late is told at once what it missed: the connection is down, or the socket
+    /// is already gone (it left the namespace).
+    fn watch(&mut self, ns: Arc<str>, recipient: Recipient<SocketEvent>, on: bool) {
+        let detached = matches!(self.link, Link::Detached { .. });
+        let id = self.id();
+        let late = |kind| SocketEvent {
+            id,
+            namespace: ns.clone(),
+            kind,
+        };
+        match self.joined.get_mut(&ns) {
+            Some(joined) => {
+                joined.watchers.retain(|w| *w != recipient);
+                if on && detached {
+                    recipient.do_send(late(SocketEventKind::Detached));
+                }
+                if on {
+                    joined.watchers.push(recipient);
+                }
+            }
+            None if on => {
+                recipient.do_send(late(SocketEventKind::Left(DisconnectReason::ClientLeft)))
+            }
+            None => {}
+        }
     }
 
     /// Ends the session: sockets leave their namespaces (handlers see `reason`),
@@ -443,8 +502,10 @@ impl Session {
     }
 }
 
-/// Takes a socket out of its namespace and runs the disconnect hook.
+/// Takes a socket out of its namespace, runs the disconnect hook and tells the
+/// socket's watchers.
 fn leave(joined: Joined, reason: &DisconnectReason) {
+    joined.notify(&SocketEventKind::Left(reason.clone()));
     joined.namespace.addr.do_send(namespace::RemoveSocket {
         id: joined.socket.id(),
     });
@@ -570,6 +631,7 @@ impl Handler<SocketCommand> for Session {
                     self.publish_namespaces();
                 }
             }
+            SocketCommand::Watch { ns, recipient, on } => self.watch(ns, recipient, on),
         }
     }
 }
@@ -623,6 +685,7 @@ impl Handler<Attach> for Session {
         for frame in replay {
             self.write(frame, ctx);
         }
+        self.notify_watchers(&SocketEventKind::Resumed);
         Ok(replayed)
     }
 }

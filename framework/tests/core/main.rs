@@ -26,6 +26,7 @@ macro_rules! over_transports {
 
 mod broadcast;
 mod common;
+mod game;
 mod heartbeat;
 mod limits;
 mod namespaces;

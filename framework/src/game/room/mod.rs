@@ -1,0 +1,427 @@
+//! The game room actor: one per room, on one of the game threads.
+//!
+//! It owns the [`Game`], the players' seats and input queues, and the tick loop. The
+//! loop is scheduled on an absolute clock ([`TickSchedule`]): after each tick the
+//! actor sleeps until the next deadline `start + n * period`, or, when that deadline
+//! has already passed, only yields to the other rooms of its thread before catching
+//! up. No room ever runs two ticks without letting its neighbours run theirs.
+//!
+//! This file is the loop: inputs, tick, the state fan-out (encoded once per subset)
+//! and the metrics. `players.rs` seats players and holds their seats.
+
+mod players;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde_json::Value;
+
+pub(crate) use players::{JoinPlayer, LeavePlayer};
+
+use super::matchmaker::{RoomReport, RoomStatus};
+use super::metrics::{Histogram, RoomMetrics};
+use super::seats::{InputGate, Seats};
+use super::subset::group_by_subset;
+use super::tick::{broadcast_due, TickSchedule};
+use super::{Game, RoomContext, RoomId, RoomOptions};
+use crate::namespace::Socket;
+use crate::protocol::{self, EventKind};
+use crate::room::Deliver;
+use crate::SessionId;
+
+/// How often a room checks that its players' sessions still exist (a safety net for
+/// a session that ended before the room could watch it).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A room as the matchmaker reaches it, whatever its game type. (Inputs and leaves
+/// go through the seat table, which holds their recipients.)
+#[derive(Clone)]
+pub(crate) struct RoomHandle {
+    pub join: Recipient<JoinPlayer>,
+    pub dispose: Recipient<Dispose>,
+    pub metrics: Recipient<GetMetrics>,
+}
+
+/// Everything a new room needs besides its game.
+pub(crate) struct Spawn {
+    pub id: RoomId,
+    pub room_type: Arc<str>,
+    pub options: Arc<RoomOptions>,
+    pub metadata: Value,
+    pub arbiter: ArbiterHandle,
+    pub lobby: Recipient<RoomReport>,
+    pub seats: Arc<Seats>,
+}
+
+struct Player<I> {
+    socket: Socket,
+    deliver: Recipient<Deliver>,
+    /// False while the seat is held for a dropped connection.
+    connected: bool,
+    inputs: VecDeque<I>,
+    gate: Arc<InputGate>,
+}
+
+#[derive(Default)]
+struct Counters {
+    ticks: u64,
+    broadcasts: u64,
+    state_encodes: u64,
+    full_states: u64,
+    frames_sent: u64,
+    bytes_sent: u64,
+    inputs_applied: u64,
+    inputs_invalid: u64,
+    /// Dropped inputs of players who have left (the others' are in their gates).
+    inputs_dropped_gone: u64,
+}
+
+/// One running game room.
+pub(crate) struct GameRoom<G: Game> {
+    id: RoomId,
+    room_type: Arc<str>,
+    options: Arc<RoomOptions>,
+    game: Box<G>,
+    /// Ordered by session id, so that inputs are applied in a stable order.
+    players: BTreeMap<SessionId, Player<G::Input>>,
+    schedule: TickSchedule,
+    started: Instant,
+    counters: Counters,
+    tick_duration: Histogram,
+    lateness: Histogram,
+    /// A broadcast fell due during catch-up; it is sent after the last catch-up tick.
+    broadcast_pending: bool,
+    metadata: Value,
+    /// Bumped on every change the matchmaker sees (players, metadata).
+    version: u64,
+    lobby: Recipient<RoomReport>,
+    seats: Arc<Seats>,
+    empty_timer: Option<SpawnHandle>,
+}
+
+impl<G: Game> GameRoom<G> {
+    /// Starts the room on its thread; its clock starts now.
+    pub(crate) fn start(spawn: Spawn, game: G) -> RoomHandle {
+        let Spawn {
+            id,
+            room_type,
+            options,
+            metadata,
+            arbiter,
+            lobby,
+            seats,
+        } = spawn;
+        let addr = GameRoom::start_in_arbiter(&arbiter, move |_| {
+            let started = Instant::now();
+            GameRoom {
+                id,
+                room_type,
+                schedule: TickSchedule::new(started, options.tick_rate, options.max_catch_up),
+                options,
+                game: Box::new(game),
+                players: BTreeMap::new(),
+                started,
+                counters: Counters::default(),
+                tick_duration: Histogram::default(),
+                lateness: Histogram::default(),
+                broadcast_pending: false,
+                metadata,
+                version: 0,
+                lobby,
+                seats,
+                empty_timer: None,
+            }
+        });
+        RoomHandle {
+            join: addr.clone().recipient(),
+            dispose: addr.clone().recipient(),
+            metrics: addr.recipient(),
+        }
+    }
+
+    /// Sleeps until the next tick's deadline on the absolute schedule; if it has
+    /// passed already, only yields to the other actors of the thread first.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        let deadline = self.schedule.next_deadline();
+        let wait = async move {
+            if deadline <= Instant::now() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep_until(deadline.into()).await;
+            }
+        };
+        ctx.spawn(
+            wait.into_actor(self)
+                .map(|(), room, ctx| room.on_timer(ctx)),
+        );
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if let Some(due) = self.schedule.poll(now) {
+            self.lateness.record(due.lateness);
+            let mut rctx = RoomContext::new(self.id, due.tick);
+            self.apply_inputs(&mut rctx);
+            self.game.tick(&mut rctx, self.schedule.period());
+            self.counters.ticks += 1;
+            self.apply(rctx);
+            let (rate, brate) = (self.options.tick_rate, self.options.broadcast_rate);
+            self.broadcast_pending |= broadcast_due(due.tick, rate, brate);
+            // Catching up: only the state after the last overdue tick is worth sending.
+            if self.broadcast_pending && !self.schedule.is_behind(Instant::now()) {
+                self.broadcast();
+                self.broadcast_pending = false;
+            }
+            self.tick_duration.record(now.elapsed());
+        }
+        self.arm(ctx);
+    }
+
+    /// Gives each player's queued inputs to the game, in arrival order.
+    fn apply_inputs(&mut self, rctx: &mut RoomContext) {
+        for (id, player) in &mut self.players {
+            let n = player.inputs.len();
+            for input in player.inputs.drain(..) {
+                self.game.input(rctx, *id, input);
+            }
+            player.gate.release(n);
+            self.counters.inputs_applied += n as u64;
+        }
+    }
+
+    /// Sends the state to every connected player: computed and encoded once per
+    /// distinct subset, the same bytes for every player of the subset.
+    fn broadcast(&mut self) {
+        let game = &self.game;
+        let connected = self.players.iter().filter(|(_, p)| p.connected);
+        let groups = group_by_subset(connected.map(|(id, _)| (game.subset(*id), *id)));
+        for (subset, ids) in groups {
+            let Some(json) = self.encode_state(&subset) else {
+                continue;
+            };
+            self.counters.state_encodes += 1;
+            let mut frames: Vec<(Arc<str>, Bytes)> = Vec::with_capacity(1);
+            for id in ids {
+                if let Some(player) = self.players.get(&id) {
+                    let frame = frame_for(&mut frames, &player.socket, &self.options, &json);
+                    self.counters.frames_sent += 1;
+                    self.counters.bytes_sent += frame.len() as u64;
+                    player.deliver.do_send(Deliver {
+                        frame,
+                        reliable: false,
+                    });
+                }
+            }
+        }
+        self.counters.broadcasts += 1;
+    }
+
+    /// Sends one player the full state of its subset now (on join, on resume).
+    fn send_full_state(&mut self, id: SessionId) {
+        let Some(player) = self.players.get(&id) else {
+            return;
+        };
+        let subset = self.game.subset(id);
+        let Some(json) = self.encode_state(&subset) else {
+            return;
+        };
+        let frame = frame_for(&mut Vec::new(), &player.socket, &self.options, &json);
+        self.counters.full_states += 1;
+        self.counters.frames_sent += 1;
+        self.counters.bytes_sent += frame.len() as u64;
+        player.deliver.do_send(Deliver {
+            frame,
+            reliable: false,
+        });
+    }
+
+    fn encode_state(&self, subset: &G::Subset) -> Option<Vec<u8>> {
+        match serde_json::to_vec(&self.game.state(subset)) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                tracing::warn!(room = %self.id, error = %e, "game state did not serialize");
+                None
+            }
+        }
+    }
+
+    /// Applies what a game call asked for: reliable events, new metadata.
+    fn apply(&mut self, rctx: RoomContext) {
+        for out in rctx.outgoing {
+            let mut frames: Vec<(Arc<str>, Bytes)> = Vec::with_capacity(1);
+            let mut send = |player: &Player<G::Input>| {
+                let (kind, name) = (EventKind::Reliable, &out.event);
+                let frame = event_frame(&mut frames, &player.socket, kind, name, &out.json);
+                player.deliver.do_send(Deliver {
+                    frame,
+                    reliable: true,
+                });
+            };
+            match out.to {
+                Some(id) => self.players.get(&id).into_iter().for_each(&mut send),
+                None => self.players.values().for_each(&mut send),
+            }
+        }
+        if let Some(metadata) = rctx.metadata {
+            self.metadata = metadata;
+            self.report_status();
+        }
+    }
+
+    fn status(&self) -> RoomStatus {
+        RoomStatus {
+            version: self.version,
+            players: self.players.len(),
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    fn report_status(&mut self) {
+        self.version += 1;
+        self.lobby.do_send(RoomReport::Status {
+            room: self.id,
+            status: self.status(),
+        });
+    }
+
+    fn last_tick(&self) -> u64 {
+        self.schedule.last_run()
+    }
+
+    fn metrics(&self) -> RoomMetrics {
+        let c = &self.counters;
+        let dropped: u64 = self.players.values().map(|p| p.gate.dropped()).sum();
+        RoomMetrics {
+            room: self.id,
+            room_type: self.room_type.to_string(),
+            uptime: self.started.elapsed(),
+            tick_rate: self.options.tick_rate,
+            broadcast_rate: self.options.broadcast_rate,
+            ticks: c.ticks,
+            skipped_ticks: self.schedule.skipped(),
+            tick_duration: self.tick_duration.summary(),
+            lateness: self.lateness.summary(),
+            broadcasts: c.broadcasts,
+            state_encodes: c.state_encodes,
+            full_states: c.full_states,
+            frames_sent: c.frames_sent,
+            bytes_sent: c.bytes_sent,
+            players: self.players.len(),
+            held_seats: self.players.values().filter(|p| !p.connected).count(),
+            inputs_applied: c.inputs_applied,
+            inputs_dropped: c.inputs_dropped_gone + dropped,
+            inputs_invalid: c.inputs_invalid,
+        }
+    }
+}
+
+/// The state frame for `socket`'s namespace, encoded on first use.
+fn frame_for(
+    frames: &mut Vec<(Arc<str>, Bytes)>,
+    socket: &Socket,
+    options: &RoomOptions,
+    json: &[u8],
+) -> Bytes {
+    event_frame(
+        frames,
+        socket,
+        EventKind::Volatile,
+        &options.state_event,
+        json,
+    )
+}
+
+/// The frame of event `name` for `socket`'s namespace, encoded on first use: the
+/// players of one room normally share a namespace, so this encodes once.
+fn event_frame(
+    frames: &mut Vec<(Arc<str>, Bytes)>,
+    socket: &Socket,
+    kind: EventKind,
+    name: &str,
+    json: &[u8],
+) -> Bytes {
+    let ns = socket.namespace();
+    if let Some((_, frame)) = frames.iter().find(|(n, _)| &**n == ns) {
+        return frame.clone();
+    }
+    let frame = protocol::encode_event(kind, ns, name, json);
+    frames.push((ns.into(), frame.clone()));
+    frame
+}
+
+impl<G: Game> Actor for GameRoom<G> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(room = %self.id, room_type = %self.room_type, "game room started");
+        self.arm(ctx);
+        self.arm_empty_timer(ctx);
+        ctx.run_interval(SWEEP_EVERY, |room, ctx| room.sweep(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        tracing::debug!(room = %self.id, ticks = self.counters.ticks, "game room disposed of");
+    }
+}
+
+/// One input from a player, decoded here as the game's input type.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PlayerInput {
+    pub player: SessionId,
+    pub input: Value,
+}
+
+impl<G: Game> Handler<PlayerInput> for GameRoom<G> {
+    type Result = ();
+
+    fn handle(&mut self, msg: PlayerInput, _: &mut Context<Self>) {
+        let Some(player) = self.players.get_mut(&msg.player) else {
+            return;
+        };
+        match serde_json::from_value::<G::Input>(msg.input) {
+            // The gate already bounds queued inputs; this check is belt and braces.
+            Ok(input) if player.inputs.len() < self.options.max_inputs_per_tick => {
+                player.inputs.push_back(input);
+            }
+            Ok(_) => player.gate.drop_queued(),
+            Err(e) => {
+                player.gate.release(1);
+                self.counters.inputs_invalid += 1;
+                tracing::debug!(room = %self.id, sid = msg.player.0, error = %e, "invalid input");
+            }
+        }
+    }
+}
+
+/// The matchmaker has forgotten the room: stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Dispose;
+
+impl<G: Game> Handler<Dispose> for GameRoom<G> {
+    type Result = ();
+
+    fn handle(&mut self, _: Dispose, ctx: &mut Context<Self>) {
+        let mut rctx = RoomContext::new(self.id, self.last_tick());
+        self.game.dispose(&mut rctx);
+        self.apply(rctx);
+        ctx.stop();
+    }
+}
+
+/// Asks for the room's [`RoomMetrics`].
+#[derive(Message)]
+#[rtype(result = "RoomMetrics")]
+pub(crate) struct GetMetrics;
+
+impl<G: Game> Handler<GetMetrics> for GameRoom<G> {
+    type Result = MessageResult<GetMetrics>;
+
+    fn handle(&mut self, _: GetMetrics, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.metrics())
+    }
+}

@@ -1,0 +1,191 @@
+//! Who sits in a game room: seating a player, freeing a seat (on leave, or when the
+//! player's socket is gone), holding a seat while the connection is down, and
+//! asking to be disposed of while nobody sits.
+//!
+//! A player whose connection drops keeps its seat: the room watches its socket
+//! ([`Socket::watch`]) and the session says when it detaches, resumes or ends. No
+//! state is sent to a held seat; on resume the player gets a full state at once; when
+//! the session ends (the grace window ran out) the seat is freed and `Game::leave`
+//! runs.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use super::{GameRoom, Player};
+use crate::game::matchmaker::{RoomReport, RoomStatus};
+use crate::game::seats::{InputGate, Seat};
+use crate::game::{Game, JoinError, Joined, LeaveReason, RoomContext};
+use crate::namespace::{Socket, SocketEvent, SocketEventKind};
+use crate::SessionId;
+
+impl<G: Game> GameRoom<G> {
+    /// Frees a seat: the game's `leave` runs and the matchmaker is told.
+    pub(super) fn free_seat(
+        &mut self,
+        id: SessionId,
+        reason: LeaveReason,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(player) = self.players.remove(&id) else {
+            return;
+        };
+        self.counters.inputs_dropped_gone += player.gate.dropped();
+        self.seats.vacate(id, self.id);
+        tracing::debug!(room = %self.id, sid = id.0, %reason, "seat freed");
+        let mut rctx = RoomContext::new(self.id, self.last_tick());
+        self.game.leave(&mut rctx, id, &reason);
+        self.apply(rctx);
+        self.report_status();
+        if self.players.is_empty() {
+            self.arm_empty_timer(ctx);
+        }
+    }
+
+    /// While the room is empty, asks the matchmaker every `dispose_after_empty` to
+    /// dispose of it; the matchmaker refuses while a join is on its way here.
+    pub(super) fn arm_empty_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.empty_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let after = self.options.dispose_after_empty;
+        self.empty_timer = Some(ctx.run_interval(after, |room, _| {
+            if room.players.is_empty() {
+                room.lobby.do_send(RoomReport::Idle {
+                    room: room.id,
+                    version: room.version,
+                });
+            }
+        }));
+    }
+
+    /// Frees the seats of players whose session no longer exists (a session that
+    /// ended before the room's watch reached it never says so).
+    pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let gone: Vec<SessionId> = self
+            .players
+            .iter()
+            .filter(|(_, p)| !p.deliver.connected())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.free_seat(id, LeaveReason::SessionGone, ctx);
+        }
+    }
+}
+
+/// Seats a player (the matchmaker has checked that a seat is free).
+#[derive(Message)]
+#[rtype(result = "Result<Accepted, JoinError>")]
+pub(crate) struct JoinPlayer {
+    pub socket: Socket,
+    pub options: Value,
+}
+
+/// A join that succeeded, with the room's status for the matchmaker.
+pub(crate) struct Accepted {
+    pub joined: Joined,
+    pub status: RoomStatus,
+}
+
+impl<G: Game> Handler<JoinPlayer> for GameRoom<G> {
+    type Result = Result<Accepted, JoinError>;
+
+    fn handle(&mut self, msg: JoinPlayer, ctx: &mut Context<Self>) -> Self::Result {
+        let id = msg.socket.id();
+        if !self.players.contains_key(&id) {
+            if self.players.len() >= self.options.max_players {
+                let max = self.options.max_players;
+                return Err(JoinError::Full { room: self.id, max });
+            }
+            let mut rctx = RoomContext::new(self.id, self.last_tick());
+            if let Err(reason) = self.game.join(&mut rctx, id, &msg.options) {
+                self.apply(rctx);
+                return Err(JoinError::Refused(reason));
+            }
+            let gate = Arc::new(InputGate::new(self.options.max_inputs_per_tick));
+            msg.socket.watch(ctx.address().recipient());
+            self.seats.seat(
+                id,
+                Seat::Seated {
+                    room: self.id,
+                    input: ctx.address().recipient(),
+                    leave: ctx.address().recipient(),
+                    gate: gate.clone(),
+                },
+            );
+            self.players.insert(
+                id,
+                Player {
+                    deliver: msg.socket.deliver_recipient(),
+                    socket: msg.socket,
+                    connected: true,
+                    inputs: VecDeque::new(),
+                    gate,
+                },
+            );
+            if let Some(timer) = self.empty_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.version += 1;
+            tracing::debug!(room = %self.id, sid = id.0, "player seated");
+            self.send_full_state(id);
+            // After the seat exists, so that the game can greet the player.
+            self.apply(rctx);
+        }
+        Ok(Accepted {
+            joined: Joined {
+                room: self.id,
+                room_type: self.room_type.to_string(),
+                players: self.players.len(),
+                max_players: self.options.max_players,
+            },
+            status: self.status(),
+        })
+    }
+}
+
+/// A player leaves on its own. Answers whether it was seated here.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct LeavePlayer {
+    pub player: SessionId,
+}
+
+impl<G: Game> Handler<LeavePlayer> for GameRoom<G> {
+    type Result = bool;
+
+    fn handle(&mut self, msg: LeavePlayer, ctx: &mut Context<Self>) -> bool {
+        let Some(player) = self.players.get(&msg.player) else {
+            return false;
+        };
+        player.socket.unwatch(ctx.address().recipient());
+        self.free_seat(msg.player, LeaveReason::Left, ctx);
+        true
+    }
+}
+
+impl<G: Game> Handler<SocketEvent> for GameRoom<G> {
+    type Result = ();
+
+    fn handle(&mut self, msg: SocketEvent, ctx: &mut Context<Self>) {
+        let Some(player) = self.players.get_mut(&msg.id) else {
+            return;
+        };
+        match msg.kind {
+            SocketEventKind::Detached => {
+                tracing::debug!(room = %self.id, sid = msg.id.0, "seat held");
+                player.connected = false;
+            }
+            SocketEventKind::Resumed => {
+                player.connected = true;
+                self.send_full_state(msg.id);
+            }
+            SocketEventKind::Left(reason) => {
+                self.free_seat(msg.id, LeaveReason::Disconnected(reason), ctx);
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! [`GameRooms`]: the handle an application uses to seat players, pass their inputs,
+//! list rooms and read metrics; its builder; and the standard game events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use super::matchmaker::{self, Matchmaker, RoomFactory, RoomType};
+use super::room::{GameRoom, GetMetrics, LeavePlayer};
+use super::seats::{Reservation, Seats};
+use super::{
+    Game, InputError, JoinError, JoinRequest, Joined, RoomId, RoomListing, RoomMetrics,
+    RoomOptions, RoomSetup,
+};
+use crate::namespace::{Namespace, Socket};
+use crate::SessionId;
+
+/// Names of the events [`GameRooms::with_events`] handles.
+pub mod events {
+    /// With ack: a [`crate::JoinRequest`]; answers `Result<Joined, String>` (JSON
+    /// `{"Ok": {...}}` or `{"Err": "room 3 is full (4/4 players)"}`).
+    pub const JOIN: &str = "join_game";
+    /// With ack, no payload: leaves the room; answers whether the player was seated.
+    pub const LEAVE: &str = "leave_game";
+    /// The player's input, any JSON the game's `Input` type decodes.
+    pub const INPUT: &str = "input";
+    /// With ack: an optional room type; answers the room listing.
+    pub const LIST: &str = "list_games";
+}
+
+/// Builds [`GameRooms`]: the game threads and the room types.
+pub struct GameRoomsBuilder {
+    threads: usize,
+    types: HashMap<Arc<str>, RoomType>,
+}
+
+impl GameRoomsBuilder {
+    /// Threads that run game rooms, one actix arbiter each (default: the number of
+    /// cores). Rooms are spread over them, each new room on the one with the fewest.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Registers game `G` under `room_type`, with its settings.
+    pub fn game<G: Game>(mut self, room_type: &str, options: RoomOptions) -> Self {
+        let factory: RoomFactory = Arc::new(|spawn, options: &Value| {
+            let setup = RoomSetup {
+                id: spawn.id,
+                room_type: &spawn.room_type,
+                options,
+                settings: &spawn.options,
+            };
+            let game = G::create(&setup)?;
+            Ok(GameRoom::start(spawn, game))
+        });
+        let options = Arc::new(options.normalized());
+        self.types
+            .insert(room_type.into(), RoomType { factory, options });
+        self
+    }
+
+    /// Starts the game threads and the matchmaker.
+    ///
+    /// # Panics
+    /// When called outside a running actix `System` (use `#[actix_web::main]`).
+    pub fn build(self) -> GameRooms {
+        let threads: Vec<ArbiterHandle> =
+            (0..self.threads).map(|_| Arbiter::new().handle()).collect();
+        let control = Arbiter::new().handle();
+        let seats = Arc::new(Seats::default());
+        let matchmaker = Matchmaker::new(self.types, threads.clone(), seats.clone());
+        let matchmaker = Matchmaker::start_in_arbiter(&control, |_| matchmaker);
+        let mut arbiters = threads;
+        arbiters.push(control);
+        GameRooms {
+            inner: Arc::new(Inner {
+                matchmaker,
+                seats,
+                arbiters,
+            }),
+        }
+    }
+}
+
+/// The game rooms of a server: seat players, pass their inputs, list rooms, read
+/// metrics. Cheap to clone and `Send`: keep one in every handler that needs it. When
+/// the last clone is dropped, the game threads stop and their rooms with them.
+///
+/// A session sits in at most one room of one `GameRooms`.
+#[derive(Clone)]
+pub struct GameRooms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    matchmaker: Addr<Matchmaker>,
+    seats: Arc<Seats>,
+    arbiters: Vec<ArbiterHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+impl GameRooms {
+    /// A builder with one game thread per core and no room types.
+    pub fn builder() -> GameRoomsBuilder {
+        GameRoomsBuilder {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            types: HashMap::new(),
+        }
+    }
+
+    /// Seats the socket's player. With `request.room`, in that room or not at all;
+    /// otherwise join-or-create: the fullest room of `request.room_type` whose
+    /// metadata matches `request.filters` and has a free seat, or a new room. The
+    /// player then receives the room's state at once and at the broadcast rate.
+    pub async fn join(&self, socket: &Socket, request: &JoinRequest) -> Result<Joined, JoinError> {
+        let id = socket.id();
+        self.inner.seats.reserve(id)?;
+        let _reservation = Reservation(&self.inner.seats, id);
+        let join = matchmaker::Join {
+            socket: socket.clone(),
+            request: request.clone(),
+        };
+        let joined = self.inner.matchmaker.send(join).await;
+        joined.unwrap_or(Err(JoinError::Unavailable))
+    }
+
+    /// Creates a room of `request.room_type` (metadata: `request.filters`; game
+    /// options: `request.options`) without seating anyone.
+    pub async fn create(&self, request: &JoinRequest) -> Result<RoomId, JoinError> {
+        let create = matchmaker::Create {
+            request: request.clone(),
+        };
+        let created = self.inner.matchmaker.send(create).await;
+        created.unwrap_or(Err(JoinError::Unavailable))
+    }
+
+    /// Queues an input (any JSON the game's `Input` decodes) for the player's next
+    /// tick. Never waits. Past `max_inputs_per_tick` waiting inputs it is dropped and
+    /// counted in the room's metrics.
+    pub fn input(&self, socket: &Socket, input: Value) -> Result<(), InputError> {
+        self.inner.seats.input(socket.id(), input)
+    }
+
+    /// Frees the player's seat (`Game::leave` runs with `LeaveReason::Left`).
+    /// Returns whether it was seated.
+    pub async fn leave(&self, socket: &Socket) -> bool {
+        let id = socket.id();
+        let Some(room) = self.inner.seats.leave_recipient(id) else {
+            return false;
+        };
+        room.send(LeavePlayer { player: id }).await.unwrap_or(false)
+    }
+
+    /// The room the player sits in (a held seat counts).
+    pub fn room_of(&self, player: SessionId) -> Option<RoomId> {
+        self.inner.seats.room_of(player)
+    }
+
+    /// The rooms, of `room_type` or of every type, for a lobby.
+    pub async fn list(&self, room_type: Option<&str>) -> Vec<RoomListing> {
+        let list = matchmaker::List {
+            room_type: room_type.map(str::to_owned),
+        };
+        self.inner.matchmaker.send(list).await.unwrap_or_default()
+    }
+
+    /// The metrics of one room (`None` if there is no such room).
+    pub async fn metrics(&self, room: RoomId) -> Option<RoomMetrics> {
+        self.collect_metrics(Some(room)).await.pop()
+    }
+
+    /// The metrics of every room, for an admin view.
+    pub async fn all_metrics(&self) -> Vec<RoomMetrics> {
+        let mut all = self.collect_metrics(None).await;
+        all.sort_by_key(|m| m.room);
+        all
+    }
+
+    async fn collect_metrics(&self, room: Option<RoomId>) -> Vec<RoomMetrics> {
+        let handles = matchmaker::Handles { room };
+        let handles = self
+            .inner
+            .matchmaker
+            .send(handles)
+            .await
+            .unwrap_or_default();
+        let mut metrics = Vec::with_capacity(handles.len());
+        for handle in handles {
+            // A room disposed of meanwhile has nothing to say.
+            if let Ok(m) = handle.metrics.send(GetMetrics).await {
+                metrics.push(m);
+            }
+        }
+        metrics
+    }
+
+    /// Adds the standard game events (see [`events`]) to a namespace: `join_game`,
+    /// `leave_game`, `input` and `list_games`. Add your own handlers beside them.
+    pub fn with_events(&self, namespace: Namespace) -> Namespace {
+        let (join, leave, input, list) = (self.clone(), self.clone(), self.clone(), self.clone());
+        namespace
+            .on_ack(events::JOIN, move |socket, request: JoinRequest, ack| {
+                let (rooms, socket) = (join.clone(), socket.clone());
+                actix::spawn(async move {
+                    let joined = rooms.join(&socket, &request).await;
+                    if let Err(e) = &joined {
+                        tracing::debug!(sid = socket.id().0, reason = %e, "join refused");
+                    }
+                    let _ = ack.send(&joined.map_err(|e| e.to_string()));
+                });
+            })
+            .on_ack(events::LEAVE, move |socket, (): (), ack| {
+                let (rooms, socket) = (leave.clone(), socket.clone());
+                actix::spawn(async move {
+                    let _ = ack.send(&rooms.leave(&socket).await);
+                });
+            })
+            .on(events::INPUT, move |socket, value: Value| {
+                if let Err(e) = input.input(socket, value) {
+                    tracing::trace!(sid = socket.id().0, reason = %e, "input not queued");
+                }
+            })
+            .on_ack(
+                events::LIST,
+                move |_socket, room_type: Option<String>, ack| {
+                    let rooms = list.clone();
+                    actix::spawn(async move {
+                        let _ = ack.send(&rooms.list(room_type.as_deref()).await);
+                    });
+                },
+            )
+    }
+}

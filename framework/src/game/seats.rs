@@ -1,0 +1,171 @@
+//! The seat table: which room each player (session) sits in, shared by the
+//! [`super::GameRooms`] handle and the rooms.
+//!
+//! It is what keeps the matchmaker off the input path: an input is looked up here, on
+//! the player's session thread, counted against the player's per-tick bound
+//! ([`InputGate`]), and posted straight to its room. Rooms write a seat when they
+//! seat a player and remove it when they free the seat.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use actix::Recipient;
+use serde_json::Value;
+
+use super::room::{LeavePlayer, PlayerInput};
+use super::{InputError, JoinError, RoomId};
+use crate::SessionId;
+
+/// Bounds the inputs one player has waiting for the next tick. Shared by the seat
+/// table (which admits inputs) and the room (which releases them each tick).
+#[derive(Debug)]
+pub(crate) struct InputGate {
+    cap: usize,
+    /// Inputs admitted and not yet applied (in flight or queued in the room).
+    queued: AtomicUsize,
+    dropped: AtomicU64,
+}
+
+impl InputGate {
+    pub fn new(cap: usize) -> Self {
+        InputGate {
+            cap,
+            queued: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a place for one input; `false` (and counted) when `cap` are waiting.
+    fn admit(&self) -> bool {
+        let cap = self.cap;
+        let admitted = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < cap).then_some(q + 1)
+            })
+            .is_ok();
+        if !admitted {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    /// `n` admitted inputs were applied (or discarded).
+    pub fn release(&self, n: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(n))
+            });
+    }
+
+    /// An admitted input was dropped after all.
+    pub fn drop_queued(&self) {
+        self.release(1);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a player sits.
+pub(crate) enum Seat {
+    /// A join is under way.
+    Joining,
+    /// Seated in `room`.
+    Seated {
+        room: RoomId,
+        input: Recipient<PlayerInput>,
+        leave: Recipient<LeavePlayer>,
+        gate: Arc<InputGate>,
+    },
+}
+
+/// The seat table: one seat per session.
+#[derive(Default)]
+pub(crate) struct Seats(RwLock<HashMap<SessionId, Seat>>);
+
+impl Seats {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<SessionId, Seat>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<SessionId, Seat>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks a join under way, unless the player sits somewhere or is joining.
+    pub fn reserve(&self, id: SessionId) -> Result<(), JoinError> {
+        let mut seats = self.write();
+        match seats.get(&id) {
+            Some(Seat::Seated { room, .. }) => Err(JoinError::AlreadySeated(*room)),
+            Some(Seat::Joining) => Err(JoinError::JoinInProgress),
+            None => {
+                seats.insert(id, Seat::Joining);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a join under way (a seated player keeps its seat).
+    fn unreserve(&self, id: SessionId) {
+        let mut seats = self.write();
+        if matches!(seats.get(&id), Some(Seat::Joining)) {
+            seats.remove(&id);
+        }
+    }
+
+    /// The room has seated the player.
+    pub fn seat(&self, id: SessionId, seat: Seat) {
+        self.write().insert(id, seat);
+    }
+
+    /// The room has freed the player's seat.
+    pub fn vacate(&self, id: SessionId, room: RoomId) {
+        let mut seats = self.write();
+        if matches!(seats.get(&id), Some(Seat::Seated { room: r, .. }) if *r == room) {
+            seats.remove(&id);
+        }
+    }
+
+    pub fn room_of(&self, id: SessionId) -> Option<RoomId> {
+        match self.read().get(&id) {
+            Some(Seat::Seated { room, .. }) => Some(*room),
+            _ => None,
+        }
+    }
+
+    pub fn leave_recipient(&self, id: SessionId) -> Option<Recipient<LeavePlayer>> {
+        match self.read().get(&id) {
+            Some(Seat::Seated { leave, .. }) => Some(leave.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn input(&self, id: SessionId, input: Value) -> Result<(), InputError> {
+        let seats = self.read();
+        let Some(Seat::Seated {
+            input: room, gate, ..
+        }) = seats.get(&id)
+        else {
+            return Err(InputError::NotSeated);
+        };
+        if !gate.admit() {
+            return Err(InputError::Dropped);
+        }
+        room.do_send(PlayerInput { player: id, input });
+        Ok(())
+    }
+}
+
+/// Removes the `Joining` mark however the join ends (even if its future is dropped).
+pub(crate) struct Reservation<'a>(pub &'a Seats, pub SessionId);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.0.unreserve(self.1);
+    }
+}

@@ -145,8 +145,14 @@ async fn a_session_started_on_polling_resumes_over_websocket() {
             ack: Some(1),
         })
         .await;
-    // Read nothing more over polling: the ack (seq 2) is sent but never read there.
-    // A broadcast while the client moves (seq 3).
+    // The ack (seq 2) arrives over polling, but this client "loses" it: it will claim
+    // to have processed frame 1 only.
+    assert!(matches!(
+        poller.recv().await,
+        Some(Frame::Ack { id: 1, .. })
+    ));
+    // A broadcast while the client moves (seq 3); the stats round trip makes sure it
+    // reached the session before the resume does.
     server
         .volley
         .of("/")

@@ -14,7 +14,7 @@ use crate::namespace::{
     Broadcast, Namespace, NamespaceActor, NamespaceHandle, NamespaceStats, RoomPlacer, Stats,
     Target,
 };
-use crate::session::{KickSession, ListSessions, SessionInfo, Supervisor};
+use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
 use crate::transport::{polling, websocket};
 use crate::{Config, EmitError, SessionId};
 
@@ -259,6 +259,17 @@ impl Volley {
             .send(ListSessions)
             .await
             .unwrap_or_default()
+    }
+
+    /// Drops a session's current connection as a network failure would, without
+    /// ending the session: the client reconnects and resumes (within the grace
+    /// window). For operations and failure drills. Returns whether it existed.
+    pub async fn drop_connection(&self, id: SessionId) -> bool {
+        self.shared
+            .supervisor
+            .send(DropSessionConnection { id })
+            .await
+            .unwrap_or(false)
     }
 
     /// Ends a session with a reason the client receives. Returns whether it existed.

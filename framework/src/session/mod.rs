@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 
 pub use heartbeat::{Beat, Heartbeat};
 pub use outbox::{Outbox, Overflow};
+pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 
@@ -632,6 +633,25 @@ impl Handler<SocketCommand> for Session {
                 }
             }
             SocketCommand::Watch { ns, recipient, on } => self.watch(ns, recipient, on),
+        }
+    }
+}
+
+/// Drops the current connection as if the network had failed (operations, tests):
+/// the session detaches and the client may resume.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DropConnection;
+
+impl Handler<DropConnection> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: DropConnection, ctx: &mut Context<Self>) {
+        if let Link::Attached(t) = &self.link {
+            t.recipient.do_send(ToTransport::Drop {
+                reason: "connection dropped by the server".to_owned(),
+            });
+            self.detach(DisconnectReason::TransportClosed, ctx);
         }
     }
 }

@@ -151,6 +151,27 @@ impl Handler<KickSession> for Supervisor {
     }
 }
 
+/// Drops a session's connection without ending the session (it may resume).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct DropConnection {
+    pub id: SessionId,
+}
+
+impl Handler<DropConnection> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: DropConnection, _: &mut Context<Self>) -> bool {
+        match self.sessions.get(key_of(msg.id)) {
+            Some(entry) => {
+                entry.addr.do_send(super::DropConnection);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Finds a session for a reconnecting client, checking its resume token.
 #[derive(Message)]
 #[rtype(result = "Result<Addr<Session>, String>")]

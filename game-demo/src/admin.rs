@@ -1,0 +1,148 @@
+//! The `/admin` namespace: a live dashboard for whoever has the admin token.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use volley::{GameRooms, Namespace, SessionId, Volley};
+
+use crate::chat::ChatStats;
+
+#[derive(Deserialize)]
+struct Auth {
+    token: String,
+}
+
+struct Admin;
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+pub fn namespace(token: Arc<str>, rooms: GameRooms, volley: Arc<OnceLock<Volley>>) -> Namespace {
+    let (kick_volley, drop_volley, view_volley) = (volley.clone(), volley.clone(), volley);
+    Namespace::new()
+        .authorize(move |hs| {
+            let auth: Option<Auth> = hs.auth()?;
+            match auth {
+                Some(a) if same(&a.token, &token) => Ok(Admin),
+                Some(_) => Err("invalid admin token".to_owned()),
+                None => Err("admin token required".to_owned()),
+            }
+        })
+        // Ends a session (the player is told why).
+        .on_ack("kick", move |_, sid: u64, ack| {
+            let Some(volley) = kick_volley.get().cloned() else {
+                return;
+            };
+            actix_rt::spawn(async move {
+                let _ = ack.send(&volley.kick(SessionId(sid), "by an admin").await);
+            });
+        })
+        // Drops a session's connection as a network failure would: it resumes.
+        .on_ack("drop", move |_, sid: u64, ack| {
+            let Some(volley) = drop_volley.get().cloned() else {
+                return;
+            };
+            actix_rt::spawn(async move {
+                let _ = ack.send(&volley.drop_connection(SessionId(sid)).await);
+            });
+        })
+        .on_ack("overview", move |_, _: (), ack| {
+            let (Some(volley), rooms) = (view_volley.get().cloned(), rooms.clone()) else {
+                return;
+            };
+            actix_rt::spawn(async move {
+                let _ = ack.send(&overview(&volley, &rooms, None).await);
+            });
+        })
+}
+
+#[derive(Serialize)]
+struct Rates {
+    inputs_per_sec: f64,
+    frames_out_per_sec: f64,
+    chat_per_sec: f64,
+}
+
+async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> Value {
+    let now = SystemTime::now();
+    let sessions: Vec<Value> = volley
+        .sessions()
+        .await
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id.0,
+                "namespaces": s.namespaces,
+                "age_secs": now.duration_since(s.opened_at).unwrap_or_default().as_secs(),
+                "room": rooms.room_of(s.id).map(|r| r.0),
+            })
+        })
+        .collect();
+    let listing = rooms.list(None).await;
+    let mut out = Vec::new();
+    for m in rooms.all_metrics().await {
+        let meta = listing
+            .iter()
+            .find(|l| l.id == m.room)
+            .map(|l| l.metadata.clone());
+        out.push(json!({
+            "id": m.room.0,
+            "players": m.players,
+            "held": m.held_seats,
+            "meta": meta,
+            "ticks": m.ticks,
+            "skipped": m.skipped_ticks,
+            "tick_rate": m.tick_rate,
+            "lateness_p50_ms": m.lateness.p50.as_secs_f64() * 1e3,
+            "lateness_p99_ms": m.lateness.p99.as_secs_f64() * 1e3,
+            "tick_p99_us": m.tick_duration.p99.as_micros() as u64,
+            "inputs_dropped": m.inputs_dropped,
+            "inputs_invalid": m.inputs_invalid,
+        }));
+    }
+    json!({ "sessions": sessions, "rooms": out, "rates": rates })
+}
+
+/// Pushes the overview to the dashboard every second, with message rates.
+pub fn publish_overview(volley: Volley, rooms: GameRooms, chat: Arc<ChatStats>) {
+    actix_rt::spawn(async move {
+        let mut last: Option<(u64, u64, u64)> = None;
+        let mut every = tokio_interval();
+        loop {
+            every.tick().await;
+            let Some(admin) = volley.of("/admin") else {
+                return;
+            };
+            let metrics = rooms.all_metrics().await;
+            let inputs: u64 = metrics
+                .iter()
+                .map(|m| m.inputs_applied + m.inputs_dropped + m.inputs_invalid)
+                .sum();
+            let frames: u64 = metrics.iter().map(|m| m.frames_sent).sum();
+            let said = chat.messages.load(Ordering::Relaxed);
+            // Counters of disposed rooms vanish: never report a negative rate.
+            let rates = last.map(|(i, f, c)| Rates {
+                inputs_per_sec: inputs.saturating_sub(i) as f64,
+                frames_out_per_sec: frames.saturating_sub(f) as f64,
+                chat_per_sec: said.saturating_sub(c) as f64,
+            });
+            last = Some((inputs, frames, said));
+            if admin.stats().await.sockets > 0 {
+                let _ = admin.emit("overview", &overview(&volley, &rooms, rates).await);
+            }
+        }
+    });
+}
+
+fn tokio_interval() -> actix_rt::time::Interval {
+    actix_rt::time::interval(Duration::from_secs(1))
+}

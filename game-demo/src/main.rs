@@ -1,0 +1,132 @@
+//! Orb Arena: the Volley demo game. `cargo run --release -p game-demo`, then open
+//! the printed URL in a browser (or two).
+//!
+//! One binary serves everything: the game page, the admin dashboard, the browser
+//! client (`volley.js`) and the Volley endpoints. Namespaces: `/game` (game rooms
+//! with matchmaking and seat hold), `/chat` (chat per game room), `/admin`
+//! (token-protected dashboard).
+
+mod admin;
+mod arena;
+mod assets;
+mod chat;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::{App, HttpServer};
+use rand::RngCore;
+use volley::{GameRooms, Namespace, RoomOptions, Volley};
+
+const USAGE: &str = "usage: game-demo [--addr IP:PORT] [--admin-token TOKEN] [--bots N]
+  --addr         where to listen (default 127.0.0.1:8080; port 0 picks a free one)
+  --admin-token  the admin dashboard's token (default: a random one, printed)
+  --bots         server-side bots in each new room (default 3)";
+
+struct Args {
+    addr: String,
+    admin_token: Option<String>,
+    bots: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:8080".to_owned(),
+        admin_token: None,
+        bots: 3,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => args.addr = value()?,
+            "--admin-token" => args.admin_token = Some(value()?),
+            "--bots" => {
+                args.bots = value()?
+                    .parse()
+                    .map_err(|_| "--bots takes a number".to_owned())?
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn random_token() -> String {
+    let mut raw = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(why) => {
+            if !why.is_empty() {
+                eprintln!("game-demo: {why}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(if why.is_empty() { 0 } else { 2 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,volley=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let token: Arc<str> = args.admin_token.unwrap_or_else(random_token).into();
+    arena::DEFAULT_BOTS.store(args.bots, Ordering::Relaxed);
+
+    let rooms = GameRooms::builder()
+        .game::<arena::Arena>(
+            "arena",
+            RoomOptions {
+                max_players: 8,
+                tick_rate: 30,
+                broadcast_rate: 15,
+                dispose_after_empty: Duration::from_secs(30),
+                ..RoomOptions::default()
+            },
+        )
+        .build();
+    let chat_stats = Arc::new(chat::ChatStats::default());
+    let volley_cell: Arc<OnceLock<Volley>> = Arc::new(OnceLock::new());
+    let game = Namespace::new().on_ack("whoami", |socket, _: (), ack| {
+        let _ = ack.send(&socket.id().0);
+    });
+    let volley = Volley::builder()
+        .resume_grace(Duration::from_secs(60))
+        .heartbeat(Duration::from_secs(10), Duration::from_secs(10))
+        .namespace("/game", rooms.with_events(game))
+        .namespace("/chat", chat::namespace(chat_stats.clone()))
+        .namespace(
+            "/admin",
+            admin::namespace(token.clone(), rooms.clone(), volley_cell.clone()),
+        )
+        .build();
+    let _ = volley_cell.set(volley.clone());
+    admin::publish_overview(volley.clone(), rooms.clone(), chat_stats);
+
+    let app = volley.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(app.configure())
+            .configure(assets::routes)
+    })
+    .tcp_nodelay(true)
+    .bind(&args.addr)?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("no address bound"))?;
+    println!("Orb Arena is running: http://{addr}/");
+    println!("Admin dashboard:      http://{addr}/admin.html  (admin token: {token})");
+    println!("Force long-polling:   http://{addr}/?transport=polling");
+    server.run().await
+}

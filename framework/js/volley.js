@@ -47,6 +47,13 @@
       for (let i = 0; i < width; i++) { this.byte(v % 256); v = Math.floor(v / 256); }
     }
     varint(n) {
+      if (typeof n === "bigint") {
+        if (n < 0n || n >= 1n << 64n) throw new Error("varint out of range: " + n);
+        if (n <= BigInt(Number.MAX_SAFE_INTEGER)) return this.varint(Number(n));
+        this.byte(253);
+        for (let i = 0n; i < 8n; i++) this.byte(Number((n >> (8n * i)) & 0xffn));
+        return;
+      }
       if (!Number.isSafeInteger(n) || n < 0) throw new Error("varint out of range: " + n);
       if (n < 251) this.byte(n);
       else if (n < 0x10000) { this.byte(251); this.le(n, 2); }
@@ -69,13 +76,18 @@
       this.at += width;
       return v;
     }
-    varint() {
+    /** An unsigned varint of a field at most `bits` wide (16, 32 or 64). Values
+     *  above 2^53 come back as BigInt. */
+    varint(bits = 64) {
       const b = this.byte();
       if (b < 251) return b;
-      if (b === 251) return this.le(2);
-      if (b === 252) return this.le(4);
-      if (b === 253) return this.le(8); // beyond 2^53 precision is lost; never sent in practice
-      throw new Error("malformed frame: bad varint marker " + b);
+      if (b === 251 && bits >= 16) return this.le(2);
+      if (b === 252 && bits >= 32) return this.le(4);
+      if (b === 253 && bits >= 64) {
+        const lo = this.le(4), hi = this.le(4);
+        return hi < 0x200000 ? hi * 0x100000000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
+      }
+      throw new Error("malformed frame: varint marker " + b + " too wide for a u" + bits);
     }
     bytes() { const n = this.varint(); this.need(n); const out = this.b.slice(this.at, this.at + n); this.at += n; return out; }
     str() { return fromUtf8.decode(this.bytes()); }
@@ -91,6 +103,9 @@
     w.varint(tag);
     switch (f.type) {
       case "hello": w.varint(f.version); break;
+      case "open": w.varint(f.version); w.varint(f.sid); w.raw(f.token); w.varint(f.ping_interval_ms);
+        w.varint(f.ping_timeout_ms); w.varint(f.max_frame_size); break;
+      case "resumed": w.varint(f.last_seq); w.varint(f.replay); break;
       case "ping": break;
       case "pong": case "received": w.varint(f.last_seq); break;
       case "connect": w.str(f.ns); w.bytes(f.auth); break;
@@ -102,7 +117,7 @@
       case "volatile": w.str(f.ns); w.str(f.name); w.bytes(f.payload); break;
       case "close": case "resume-failed": w.str(f.reason); break;
       case "resume": w.varint(f.sid); w.raw(f.token); w.varint(f.last_seq); break;
-      default: throw new Error("a client does not send " + f.type);
+      default: throw new Error("cannot encode " + f.type);
     }
     return w.done();
   }
@@ -110,13 +125,13 @@
   /** Decodes one frame; throws on malformed input. */
   function decode(bytes) {
     const r = new Reader(bytes);
-    const type = TAGS[r.varint()];
+    const type = TAGS[r.varint(32)];
     if (!type) throw new Error("unknown frame tag");
     const f = { type };
     switch (type) {
-      case "hello": f.version = r.varint(); break;
-      case "open": f.version = r.varint(); f.sid = r.varint(); f.token = r.token();
-        f.ping_interval_ms = r.varint(); f.ping_timeout_ms = r.varint(); f.max_frame_size = r.varint(); break;
+      case "hello": f.version = r.varint(16); break;
+      case "open": f.version = r.varint(16); f.sid = r.varint(); f.token = r.token();
+        f.ping_interval_ms = r.varint(32); f.ping_timeout_ms = r.varint(32); f.max_frame_size = r.varint(32); break;
       case "ping": break;
       case "pong": case "received": f.last_seq = r.varint(); break;
       case "connect": f.ns = r.str(); f.auth = r.bytes(); break;

@@ -195,6 +195,18 @@ impl RawClient {
         }
     }
 
+    /// Connects, opens a session and joins namespace `ns`.
+    pub async fn open_in(url: &str, ns: &str) -> (RawClient, Open) {
+        let (mut raw, open) = RawClient::open(url).await;
+        raw.send(&Frame::Connect {
+            ns: ns.into(),
+            auth: Default::default(),
+        })
+        .await;
+        assert_eq!(raw.recv().await, Some(Frame::Connected { ns: ns.into() }));
+        (raw, open)
+    }
+
     pub async fn send(&mut self, frame: &Frame) {
         self.send_bytes(protocol::encode(frame).to_vec()).await;
     }

@@ -178,13 +178,7 @@ async fn a_reader_that_never_reads_is_closed_as_slow_consumer_with_bounded_memor
     let healthy = connect(&server, Transport::WebSocket).await;
 
     // The slow client joins "/" and then never reads again.
-    let (mut raw, _) = RawClient::open(&server.url).await;
-    raw.send(&Frame::Connect {
-        ns: "/".into(),
-        auth: Default::default(),
-    })
-    .await;
-    assert_eq!(raw.recv().await, Some(Frame::Connected { ns: "/".into() }));
+    let (raw, _) = RawClient::open_in(&server.url, "/").await;
 
     let root = server.volley.of("/").unwrap();
     let blob = "x".repeat(16 * 1024);

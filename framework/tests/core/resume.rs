@@ -153,13 +153,7 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
             .resume_grace(Duration::from_millis(300))
             .namespace("/", test_namespace(disconnects)),
     );
-    let (mut raw, _) = RawClient::open(&server.url).await;
-    raw.send(&Frame::Connect {
-        ns: "/".into(),
-        auth: Default::default(),
-    })
-    .await;
-    assert_eq!(raw.recv().await, Some(Frame::Connected { ns: "/".into() }));
+    let (mut raw, _) = RawClient::open_in(&server.url, "/").await;
     raw.send(&Frame::Event {
         ns: "/".into(),
         name: "join".into(),
@@ -195,13 +189,7 @@ async fn resume_with_a_bad_token_or_after_expiry_says_why_and_allows_a_fresh_ses
             .resume_grace(Duration::from_millis(300))
             .namespace("/", test_namespace(disconnects)),
     );
-    let (mut raw, open) = RawClient::open(&server.url).await;
-    raw.send(&Frame::Connect {
-        ns: "/".into(),
-        auth: Default::default(),
-    })
-    .await;
-    assert_eq!(raw.recv().await, Some(Frame::Connected { ns: "/".into() }));
+    let (raw, open) = RawClient::open_in(&server.url, "/").await;
     drop(raw);
 
     let mut wrong = open.token;
@@ -357,13 +345,7 @@ async fn a_detached_session_whose_outbox_overflows_is_expired_with_outbox_overfl
             .max_outbox(100, 1 << 20)
             .namespace("/", test_namespace(disconnects)),
     );
-    let (mut raw, open) = RawClient::open(&server.url).await;
-    raw.send(&Frame::Connect {
-        ns: "/".into(),
-        auth: Default::default(),
-    })
-    .await;
-    assert_eq!(raw.recv().await, Some(Frame::Connected { ns: "/".into() }));
+    let (raw, open) = RawClient::open_in(&server.url, "/").await;
     drop(raw);
     // Wait until the server has noticed the drop: a resume attempt with a wrong
     // token is answered only by a live registry, so poll the session list instead.

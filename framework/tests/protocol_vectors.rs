@@ -5,13 +5,18 @@
 //! (`vectors`, `lenient-vectors`, `invalid-vectors`) and the frame summary table, and
 //! checks each vector against the frame written out here, keyed by its name: valid
 //! vectors decode to that frame and re-encode byte for byte, lenient ones decode to it
-//! but encode canonically, invalid ones are refused with the stated error. A vector in
-//! the document without an expectation here, or the other way round, fails the test.
+//! but encode canonically, invalid ones are refused with the stated error. The
+//! long-polling batches (`batch-vectors`, `invalid-batch-vectors`) are checked the same
+//! way with `split_batch` and `encode_batch`. A vector in the document without an
+//! expectation here, or the other way round, fails the test.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use serde_bytes::ByteBuf;
-use volley::protocol::{decode, encode, DecodeError, Frame, Open};
+use volley::protocol::{
+    decode, encode, encode_batch, split_batch, BatchError, DecodeError, Frame, Open,
+};
 
 const DOC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
 
@@ -535,11 +540,118 @@ fn invalid_vectors_are_refused_with_the_stated_error() {
     }
 }
 
+/// What each vector of the ```batch-vectors block splits into, frame by frame.
+fn batches() -> BTreeMap<&'static str, Vec<Frame>> {
+    let long_payload = format!("\"{}\"", "a".repeat(249));
+    BTreeMap::from([
+        ("batch-empty", vec![]),
+        ("batch-hello", vec![Frame::Hello { version: 1 }]),
+        (
+            "batch-resume",
+            vec![Frame::Resume {
+                sid: SID,
+                token: TOKEN,
+                last_seq: 42,
+            }],
+        ),
+        (
+            "batch-several",
+            vec![
+                Frame::Pong { last_seq: 3 },
+                Frame::Connect {
+                    ns: "/chat".into(),
+                    auth: bytes(b""),
+                },
+                event("/chat", "msg", b"\"hi\"", None),
+            ],
+        ),
+        (
+            "batch-long-frame",
+            vec![
+                Frame::Volatile {
+                    ns: "/".into(),
+                    name: "s".into(),
+                    payload: bytes(long_payload.as_bytes()),
+                },
+                Frame::Ping,
+            ],
+        ),
+    ])
+}
+
+/// The refusal of each vector of the ```invalid-batch-vectors block.
+fn invalid_batches() -> BTreeMap<&'static str, BatchError> {
+    let past_end = || BatchError::Malformed("frame runs past the end of the body");
+    let bad_prefix = || BatchError::Malformed("bad length prefix");
+    BTreeMap::from([
+        ("batch-length-past-end", past_end()),
+        ("batch-second-frame-past-end", past_end()),
+        ("batch-cut-length-prefix", bad_prefix()),
+        ("batch-length-marker-ff", bad_prefix()),
+    ])
+}
+
+#[test]
+fn batch_vectors_split_into_frames_that_decode_and_reencode_byte_exact() {
+    let expected = batches();
+    let in_doc = checked_vectors("batch-vectors", expected.keys().copied());
+    for (name, body) in &in_doc {
+        let body = Bytes::from(body.clone());
+        let frames = split_batch(&body, usize::MAX)
+            .unwrap_or_else(|e| panic!("batch {name} ({}) does not split: {e}", hex(&body)));
+        let wanted = &expected[name.as_str()];
+        assert_eq!(frames.len(), wanted.len(), "batch {name}: number of frames");
+        for (i, (wire, frame)) in frames.iter().zip(wanted).enumerate() {
+            assert_decodes_to(&format!("{name}[{i}]"), wire, frame);
+        }
+        assert_eq!(
+            hex(&encode_batch(&frames)),
+            hex(&body),
+            "batch {name}: encoding its frames as a batch gives other bytes"
+        );
+        let encoded: Vec<Bytes> = wanted.iter().map(encode).collect();
+        assert_eq!(
+            hex(&encode_batch(&encoded)),
+            hex(&body),
+            "batch {name}: encoding the expected frames as a batch gives other bytes"
+        );
+    }
+}
+
+#[test]
+fn invalid_batch_vectors_are_refused_as_malformed() {
+    let expected = invalid_batches();
+    let in_doc = checked_vectors("invalid-batch-vectors", expected.keys().copied());
+    for (name, body) in &in_doc {
+        let body = Bytes::from(body.clone());
+        match split_batch(&body, usize::MAX) {
+            Ok(frames) => panic!(
+                "batch {name} ({}) splits into {} frames",
+                hex(&body),
+                frames.len()
+            ),
+            Err(err) => {
+                assert_eq!(&err, &expected[name.as_str()], "batch {name}");
+                assert!(
+                    err.to_string().starts_with("malformed batch: "),
+                    "batch {name}: reason {err}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn vector_names_are_unique_across_blocks() {
     let doc = doc();
     let mut seen = BTreeSet::new();
-    for tag in ["vectors", "lenient-vectors", "invalid-vectors"] {
+    for tag in [
+        "vectors",
+        "lenient-vectors",
+        "invalid-vectors",
+        "batch-vectors",
+        "invalid-batch-vectors",
+    ] {
         for name in vectors(&doc, tag).into_keys() {
             assert!(
                 seen.insert(name.clone()),

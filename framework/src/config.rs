@@ -11,9 +11,9 @@ pub struct Config {
     pub path: String,
     /// How often the server pings each session. Default 25 s.
     pub ping_interval: Duration,
-    /// How long a client has to answer a ping before its session ends with
-    /// `ping timeout`. Default 20 s. A dead peer is detected within
-    /// `ping_interval + ping_timeout`.
+    /// How long a client has to answer a ping before its connection is dropped with
+    /// `ping timeout` (the session detaches and may resume). Default 20 s. A dead
+    /// peer is detected within `ping_interval + ping_timeout`.
     pub ping_timeout: Duration,
     /// How long a new connection may take to send its first frame. Default 10 s.
     pub handshake_timeout: Duration,
@@ -31,7 +31,8 @@ pub struct Config {
     /// session ends with `outbox overflow`. Default 4096.
     pub max_outbox_frames: usize,
     /// Most bytes of unacknowledged reliable frames kept per session. Past it the
-    /// session ends with `outbox overflow`. Default 4 MiB.
+    /// session ends with `outbox overflow`. Default 2 MiB. Keep it below
+    /// `max_send_backlog`: a resume replays up to this much at once.
     pub max_outbox_bytes: usize,
     /// Long-polling: how long a GET waits for frames before answering an empty
     /// batch. Keep it below `ping_interval`. Default 20 s.
@@ -61,7 +62,7 @@ impl Default for Config {
             max_send_backlog: 4 * 1024 * 1024,
             resume_grace: Duration::from_secs(120),
             max_outbox_frames: 4096,
-            max_outbox_bytes: 4 * 1024 * 1024,
+            max_outbox_bytes: 2 * 1024 * 1024,
             poll_hold: Duration::from_secs(20),
             max_poll_body: 2 * 1024 * 1024,
             max_poll_frames: 256,

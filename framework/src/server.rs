@@ -110,7 +110,7 @@ impl VolleyBuilder {
     }
 
     /// Outbox limits per session: unacknowledged reliable frames and their bytes
-    /// (defaults 4096 frames, 4 MiB).
+    /// (defaults 4096 frames, 2 MiB).
     pub fn max_outbox(mut self, frames: usize, bytes: usize) -> Self {
         self.config.max_outbox_frames = frames;
         self.config.max_outbox_bytes = bytes;

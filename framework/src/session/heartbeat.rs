@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 pub enum Beat {
     /// Send a ping now.
     Ping,
-    /// The outstanding ping was not answered in time: end the session.
+    /// The outstanding ping was not answered in time: drop the connection (the
+    /// session detaches and may resume).
     TimedOut,
     /// A ping is outstanding and still within its timeout.
     Wait,

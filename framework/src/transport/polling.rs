@@ -330,6 +330,13 @@ impl PollTransport {
             if self.closing {
                 return Err("polling connection closed".to_owned());
             }
+            let limit = self.shared.config.max_frame_size;
+            if bytes.len() > limit {
+                // The same limit as a WebSocket message.
+                let reason = format!("frame too large (limit {limit} bytes)");
+                self.refuse(reason.clone(), ctx);
+                return Err(reason);
+            }
             let frame = match protocol::decode(&bytes) {
                 Ok(frame) => frame,
                 Err(e) => {

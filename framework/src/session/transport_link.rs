@@ -1,0 +1,165 @@
+//! How transports carry a session: the messages between a session and its current
+//! connection, and the session's side of attaching (resume), detaching and being
+//! dropped. A session is attached to at most one transport at a time; frames from a
+//! replaced transport are recognised by its [`TransportId`] and discarded.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::{Heartbeat, Link, Session};
+use crate::namespace::SocketEventKind;
+use crate::protocol::{self, Frame};
+use crate::DisconnectReason;
+
+/// Identifies one transport (connection) of a session, so that frames still in
+/// flight from a replaced connection are told apart from the current one's.
+pub type TransportId = u64;
+
+/// What a session sends to its transport.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum ToTransport {
+    /// Write one encoded frame.
+    Frame(Bytes),
+    /// The session is over: write a `Close` frame with the reason, then close.
+    Close { reason: String },
+    /// Close this connection only; the session stays resumable elsewhere.
+    Drop { reason: String },
+}
+
+/// What a transport tells its session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum FromTransport {
+    /// A decoded frame from the client.
+    Frame {
+        transport: TransportId,
+        frame: Frame,
+    },
+    /// The connection is gone (and why). The transport has already closed it.
+    Closed {
+        transport: TransportId,
+        reason: DisconnectReason,
+    },
+}
+
+/// A transport's end of the link: where the session writes and how much is queued.
+pub struct TransportLink {
+    /// Identifies the connection.
+    pub id: TransportId,
+    /// Where encoded frames go.
+    pub recipient: Recipient<ToTransport>,
+    /// Bytes queued on the connection, shared with the transport.
+    pub backlog: Backlog,
+}
+
+/// Moves a session onto a new connection (resume). Answers the number of frames
+/// replayed, or why the session cannot be resumed.
+#[derive(Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct Attach {
+    /// The new connection.
+    pub link: TransportLink,
+    /// The last reliable frame the client processed.
+    pub last_seq: u64,
+}
+
+/// Bytes handed to the transport that its peer has not taken yet. The session adds,
+/// the transport subtracts; past the limit the client is a slow consumer.
+pub type Backlog = Arc<AtomicUsize>;
+
+impl Handler<FromTransport> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromTransport, ctx: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        let current = match &self.link {
+            Link::Attached(t) => Some(t.id),
+            Link::Detached { .. } => None,
+        };
+        match msg {
+            // Frames still in flight from a replaced connection are dropped: the
+            // client resends whatever we did not count before the switch.
+            FromTransport::Frame { transport, frame } if Some(transport) == current => {
+                self.on_frame(frame, ctx)
+            }
+            FromTransport::Closed { transport, reason } if Some(transport) == current => {
+                match reason {
+                    DisconnectReason::TransportClosed => self.detach(reason, ctx),
+                    other => self.end(other, false, ctx),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Drops the current connection as if the network had failed (operations, tests):
+/// the session detaches and the client may resume.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DropConnection;
+
+impl Handler<DropConnection> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: DropConnection, ctx: &mut Context<Self>) {
+        if let Link::Attached(t) = &self.link {
+            t.recipient.do_send(ToTransport::Drop {
+                reason: "connection dropped by the server".to_owned(),
+            });
+            self.detach(DisconnectReason::TransportClosed, ctx);
+        }
+    }
+}
+
+impl Handler<Attach> for Session {
+    type Result = Result<u64, String>;
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
+        if self.ended {
+            return Err("session ended".to_owned());
+        }
+        let (first, last) = (
+            self.outbox.sent() - self.outbox.len() as u64,
+            self.outbox.sent(),
+        );
+        let replay: Vec<Bytes> = match self.outbox.replay_after(msg.last_seq) {
+            Ok(frames) => frames.cloned().collect(),
+            Err(_) => {
+                let reason = format!(
+                    "cannot resume from frame {}: the server has {}..={}",
+                    msg.last_seq, first, last
+                );
+                return Err(reason);
+            }
+        };
+        match std::mem::replace(&mut self.link, Link::Attached(msg.link)) {
+            Link::Attached(old) => old.recipient.do_send(ToTransport::Drop {
+                reason: "replaced by a resumed connection".to_owned(),
+            }),
+            Link::Detached { expiry, .. } => {
+                ctx.cancel_future(expiry);
+            }
+        }
+        self.heartbeat = Heartbeat::new(self.shared.config.ping_timeout);
+        let replayed = replay.len() as u64;
+        tracing::debug!(sid = self.id().0, replayed, "session resumed");
+        self.reported_seq = self.recv_seq;
+        let resumed = Frame::Resumed {
+            last_seq: self.recv_seq,
+            replay: replayed,
+        };
+        self.write(protocol::encode(&resumed), ctx);
+        for frame in replay {
+            self.write(frame, ctx);
+        }
+        self.notify_watchers(&SocketEventKind::Resumed);
+        Ok(replayed)
+    }
+}

@@ -49,6 +49,10 @@ pub enum AckError {
     /// The session ended before the answer came.
     #[error("session ended before the ack arrived")]
     Disconnected,
+    /// The client's send buffer is full (it emits faster than the link carries, or
+    /// has been disconnected for long): the event was not sent.
+    #[error("send buffer full")]
+    SendBufferFull,
     /// The answer did not decode as the expected type.
     #[error("ack payload did not decode: {0}")]
     Decode(String),

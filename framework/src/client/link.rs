@@ -211,17 +211,23 @@ async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<
     let (inbound_tx, inbound) = mpsc::channel(CHANNEL);
     let (stop, mut stopped) = watch::channel(());
     let (written_tx, written) = oneshot::channel();
-    let max_frames = 256;
+    // Below the server's default limits (256 frames, 2 MiB per body), so that a
+    // backlog never builds a POST the server refuses.
+    let (max_frames, max_bytes) = (64, 256 * 1024);
 
     // Writer: one POST at a time, carrying everything queued.
     let errors = inbound_tx.clone();
     let (post_http, post_url) = (http.clone(), endpoint.clone());
     actix_rt::spawn(async move {
         while let Some(frame) = out_rx.recv().await {
+            let mut size = frame.len();
             let mut batch = vec![frame];
-            while batch.len() < max_frames {
+            while batch.len() < max_frames && size < max_bytes {
                 match out_rx.try_recv() {
-                    Ok(frame) => batch.push(frame),
+                    Ok(frame) => {
+                        size += frame.len();
+                        batch.push(frame);
+                    }
                     Err(_) => break,
                 }
             }

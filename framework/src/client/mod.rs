@@ -392,7 +392,10 @@ impl Emitter {
                 ack: Some((id, tx)),
             },
         )
-        .map_err(|_| AckError::Disconnected)?;
+        .map_err(|e| match e {
+            ClientError::SendBufferFull => AckError::SendBufferFull,
+            _ => AckError::Disconnected,
+        })?;
         let raw = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => answer?,
             Ok(Err(_)) => return Err(AckError::Disconnected),

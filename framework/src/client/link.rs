@@ -85,7 +85,12 @@ async fn open_websocket(
     config: &ClientConfig,
     first: Bytes,
 ) -> Result<Link, ClientError> {
-    let (_, framed) = awc::Client::new()
+    let mut http = awc::Client::builder();
+    if let Some(ip) = config.local_address {
+        http = http.local_address(ip);
+    }
+    let (_, framed) = http
+        .finish()
         .ws(url)
         .max_frame_size(config.max_frame_size)
         .connect()
@@ -186,7 +191,11 @@ async fn read_body(
 
 async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<Link, ClientError> {
     let base = polling_url(url);
-    let http = awc::Client::builder()
+    let mut http = awc::Client::builder();
+    if let Some(ip) = config.local_address {
+        http = http.local_address(ip);
+    }
+    let http = http
         .timeout(config.poll_timeout)
         .disable_redirects()
         .finish();

@@ -118,6 +118,9 @@ pub struct Counters {
     pub sessions_lost: u64,
     /// Reconnection attempts made.
     pub attempts: u64,
+    /// Frames the server replayed and the clients resent when sessions resumed.
+    pub replayed: u64,
+    pub resent: u64,
 }
 
 impl Counters {
@@ -133,6 +136,8 @@ impl Counters {
         self.resumed += o.resumed;
         self.sessions_lost += o.sessions_lost;
         self.attempts += o.attempts;
+        self.replayed += o.replayed;
+        self.resent += o.resent;
     }
 
     /// Clients that connected or failed.

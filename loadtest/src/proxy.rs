@@ -10,7 +10,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 /// Connections the proxy's listener queues (a reconnection storm arrives at once).
@@ -27,21 +27,37 @@ pub struct CutProxy {
 
 impl CutProxy {
     /// Proxies a new port on 127.0.0.1 to the server of `ws_url`.
-    pub async fn start(ws_url: &str) -> std::io::Result<CutProxy> {
+    ///
+    /// The proxy runs on a thread of its own: cutting a thousand connections is a
+    /// burst of work, and on the clients' thread it would delay the very clients
+    /// whose reaction to the cut is being timed.
+    pub fn start(ws_url: &str) -> std::io::Result<CutProxy> {
         let (target, path) = split_url(ws_url)?;
-        let socket = TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-        let listener = socket.listen(BACKLOG)?;
-        let addr = listener.local_addr()?;
         let (generation, _) = watch::channel(0u64);
         let cuts = generation.clone();
-        actix_rt::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let cut = cuts.subscribe();
-                actix_rt::spawn(pipe(client, target, cut));
-            }
+        let (bound_tx, bound) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let runtime = match runtime {
+                Ok(runtime) => runtime,
+                Err(e) => return drop(bound_tx.send(Err(e))),
+            };
+            runtime.block_on(async move {
+                let listener = match listen() {
+                    Ok(listener) => listener,
+                    Err(e) => return drop(bound_tx.send(Err(e))),
+                };
+                let _ = bound_tx.send(listener.local_addr());
+                while let Ok((client, _)) = listener.accept().await {
+                    tokio::spawn(pipe(client, target, cuts.subscribe()));
+                }
+            });
         });
+        let addr = bound
+            .recv()
+            .map_err(|_| std::io::Error::other("proxy thread ended"))??;
         Ok(CutProxy {
             addr,
             path,
@@ -58,6 +74,14 @@ impl CutProxy {
     pub fn cut(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
+}
+
+/// A listener on a free port of 127.0.0.1 with a deep accept queue.
+fn listen() -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.listen(BACKLOG)
 }
 
 /// Copies bytes both ways until either side closes or a cut comes.

@@ -204,11 +204,9 @@ pub fn run() -> Result<(), String> {
 
 async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(), String> {
     let proxy = match plan.scenario {
-        ScenarioPlan::Reconnect { .. } => Some(
-            CutProxy::start(&plan.url)
-                .await
-                .map_err(|e| format!("proxy: {e}"))?,
-        ),
+        ScenarioPlan::Reconnect { .. } => {
+            Some(CutProxy::start(&plan.url).map_err(|e| format!("proxy: {e}"))?)
+        }
         _ => None,
     };
     let url = proxy.as_ref().map_or_else(|| plan.url.clone(), |p| p.url());

@@ -128,6 +128,7 @@ pub async fn client(ctx: &WorkerCtx, index: usize, msg_rate: f64, backoff_ms: u6
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut sent = 0u64;
     let mut check = SeqCheck::default();
+    let mut attempt_at = None;
     loop {
         let current = *phase.borrow_and_update();
         if matches!(current, Phase::Finishing { .. }) {
@@ -152,7 +153,7 @@ pub async fn client(ctx: &WorkerCtx, index: usize, msg_rate: f64, backoff_ms: u6
                 break;
             },
             event = client.next_connection_event() => match event {
-                Some(event) => on_connection_event(ctx, &who, event),
+                Some(event) => on_connection_event(ctx, &who, event, &mut attempt_at),
                 None => break,
             },
         }
@@ -191,21 +192,50 @@ fn on_event(ctx: &WorkerCtx, check: &mut SeqCheck, event: Option<Event>) -> bool
     true
 }
 
-/// Counts what happened to the connection; times resumptions from the cut.
-fn on_connection_event(ctx: &WorkerCtx, who: &str, event: ConnectionEvent) {
+/// Counts what happened to the connection, and times each resumption twice: from
+/// the cut (`resume`: the back-off delay included), and from the start of the
+/// attempt that succeeded (`resume_attempt`: reconnecting and resuming only).
+/// `attempt_at` is when the current attempt starts, in Unix µs: the first one
+/// `delay` after the cut (the driver sees the cut at once), later ones `delay` after
+/// the event is read. `cut_noticed` is how long after the cut this task heard of it.
+fn on_connection_event(
+    ctx: &WorkerCtx,
+    who: &str,
+    event: ConnectionEvent,
+    attempt_at: &mut Option<u64>,
+) {
     match event {
-        ConnectionEvent::Reconnecting { attempt, .. } => {
+        ConnectionEvent::Reconnecting { attempt, delay } => {
+            let from = match (attempt, ctx.cut_at_us.get()) {
+                (1, Some(cut)) => {
+                    ctx.record_us("cut_noticed", unix_us().saturating_sub(cut));
+                    cut
+                }
+                _ => unix_us(),
+            };
+            *attempt_at = Some(from + delay.as_micros() as u64);
             ctx.count(|c| c.attempts += 1);
             if attempt == 1 && ctx.cut_at_us.get().is_none() {
                 ctx.count(|c| c.drops += 1);
                 ctx.problem(format!("{who}: connection dropped before the cut"));
             }
         }
-        ConnectionEvent::Reconnected { resumed: true, .. } => {
+        ConnectionEvent::Reconnected {
+            resumed: true,
+            replayed,
+            resent,
+        } => {
             if let Some(cut) = ctx.cut_at_us.get() {
                 ctx.record_us("resume", unix_us().saturating_sub(cut));
             }
-            ctx.count(|c| c.resumed += 1);
+            if let Some(started) = attempt_at.take() {
+                ctx.record_us("resume_attempt", unix_us().saturating_sub(started));
+            }
+            ctx.count(|c| {
+                c.resumed += 1;
+                c.replayed += replayed;
+                c.resent += resent;
+            });
         }
         ConnectionEvent::SessionLost { reason, dropped } => {
             ctx.count(|c| c.sessions_lost += 1);

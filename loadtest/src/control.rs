@@ -61,8 +61,10 @@ pub enum ScenarioPlan {
         input_hz: f64,
     },
     Reconnect {
-        /// Numbered messages each session sends per second (each one is echoed).
+        /// Numbered messages per second each session sends, and the server sends it.
         msg_rate: f64,
+        /// Longest the server's stream to a session may run, in seconds.
+        stream_limit_s: f64,
         /// First reconnection delay of the clients' back-off, in ms.
         backoff_ms: u64,
     },

@@ -4,8 +4,9 @@
 //!
 //! It has what the scenarios need and nothing else:
 //! - namespace `/lt`: `echo` (ack), `join_room` (ack), `publish` (re-broadcast to the
-//!   fan-out room as `pub`), `c2s` (a numbered message, checked, answered by a
-//!   numbered `s2c`), and `flush` (ack: what this socket's stream looked like);
+//!   fan-out room as `pub`), `c2s` (a numbered message, checked), `stream` (start
+//!   sending this socket numbered `s2c` messages at a rate), and `flush` (ack: stop
+//!   them, and say what both numbered streams looked like);
 //! - namespace `/game`: the standard game events over a `pulse` room type whose state
 //!   tells each player the last input the room applied, plus `input` (checked before
 //!   it goes to the room) and `flush`;
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,7 @@ pub struct PulseState {
 }
 
 /// What `flush` answers: the client's numbered stream as this socket saw it, and how
-/// many numbered messages the server sent back.
+/// many numbered messages the server sent it.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct FlushAnswer {
     pub c2s: SeqCounts,
@@ -160,23 +161,64 @@ impl Game for Pulse {
     }
 }
 
-/// Per socket: the check of its client's numbered stream and the count of numbered
-/// messages sent back. Events of one socket run one at a time on its session's
-/// thread, so the lock is never contended.
+/// Per socket: the check of its client's numbered stream, and the server's own
+/// numbered stream to the client. Events of one socket, and its ticker, run on its
+/// session's thread one at a time, so the lock is never contended.
 #[derive(Default)]
-struct Stream(Mutex<(SeqCheck, u64)>);
+struct Stream(Mutex<Streams>);
+
+#[derive(Default)]
+struct Streams {
+    /// What arrived of the client's stream.
+    c2s: SeqCheck,
+    /// Numbered messages sent to the client so far.
+    s2c_sent: u64,
+    /// Whether the ticker sends (from `stream` until `flush`).
+    ticking: bool,
+}
 
 impl Stream {
-    fn of(socket: &Socket) -> Option<std::sync::MutexGuard<'_, (SeqCheck, u64)>> {
+    fn of(socket: &Socket) -> Option<std::sync::MutexGuard<'_, Streams>> {
         let stream = socket.data::<Stream>()?;
         Some(stream.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn answer(socket: &Socket) -> FlushAnswer {
-        Stream::of(socket).map_or_else(FlushAnswer::default, |s| FlushAnswer {
-            c2s: s.0.counts(),
-            s2c_sent: s.1,
+    /// Stops the ticker and says what the streams looked like.
+    fn flush(socket: &Socket) -> FlushAnswer {
+        Stream::of(socket).map_or_else(FlushAnswer::default, |mut s| {
+            s.ticking = false;
+            FlushAnswer {
+                c2s: s.c2s.counts(),
+                s2c_sent: s.s2c_sent,
+            }
         })
+    }
+
+    /// Sends the client numbered `s2c` messages `rate` times a second, for at most
+    /// `limit` seconds or until `flush`. They are sent whether or not the client is
+    /// connected: while it is not, its session keeps them for replay.
+    fn tick(socket: &Socket, rate: f64, limit: f64) {
+        match Stream::of(socket) {
+            Some(mut s) if !s.ticking => s.ticking = true,
+            _ => return,
+        }
+        let socket = socket.clone();
+        let period = Duration::from_secs_f64(1.0 / rate.clamp(0.1, 1_000.0));
+        let until = Instant::now() + Duration::from_secs_f64(limit.clamp(0.0, 3_600.0));
+        actix_rt::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            while Instant::now() < until {
+                ticks.tick().await;
+                let n = match Stream::of(&socket) {
+                    Some(mut s) if s.ticking => {
+                        s.s2c_sent += 1;
+                        s.s2c_sent - 1
+                    }
+                    _ => return,
+                };
+                let _ = socket.emit("s2c", &n);
+            }
+        });
     }
 }
 
@@ -194,17 +236,15 @@ fn lt_namespace() -> Namespace {
             let _ = socket.to(FANOUT_ROOM).emit("pub", &message);
         })
         .on("c2s", |socket, n: u64| {
-            let reply = Stream::of(socket).map(|mut s| {
-                s.0.observe(n);
-                s.1 += 1;
-                s.1 - 1
-            });
-            if let Some(m) = reply {
-                let _ = socket.emit("s2c", &m);
+            if let Some(mut s) = Stream::of(socket) {
+                s.c2s.observe(n);
             }
         })
+        .on("stream", |socket, (rate, limit): (f64, f64)| {
+            Stream::tick(socket, rate, limit);
+        })
         .on_ack("flush", |socket, (): (), ack| {
-            let _ = ack.send(&Stream::answer(socket));
+            let _ = ack.send(&Stream::flush(socket));
         })
 }
 
@@ -216,13 +256,13 @@ fn game_namespace(rooms: &GameRooms) -> Namespace {
         .on("input", move |socket, value: Value| {
             if let Some(seq) = value.get("seq").and_then(Value::as_u64) {
                 if let Some(mut s) = Stream::of(socket) {
-                    s.0.observe(seq);
+                    s.c2s.observe(seq);
                 }
             }
             let _ = inputs.input(socket, value);
         })
         .on_ack("flush", |socket, (): (), ack| {
-            let _ = ack.send(&Stream::answer(socket));
+            let _ = ack.send(&Stream::flush(socket));
         })
 }
 

@@ -152,6 +152,7 @@ fn reconnect_storm_resumes_every_session_exactly_once() {
     ]);
     assert_eq!(report["figures"]["sessions_resumed"], 100);
     assert_eq!(report["figures"]["sessions_lost"], 0);
+    assert!(report["figures"]["frames_replayed"].is_number());
     assert!(report["streams"]["c2s"]["sent"].as_u64() > Some(0));
     assert!(report["streams"]["s2c"]["sent"].as_u64() > Some(0));
 }

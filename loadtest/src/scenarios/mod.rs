@@ -44,8 +44,9 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
         } => rooms::client(&ctx, index, room_size, input_hz).await,
         ScenarioPlan::Reconnect {
             msg_rate,
+            stream_limit_s,
             backoff_ms,
-        } => reconnect::client(&ctx, index, msg_rate, backoff_ms).await,
+        } => reconnect::client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
     }
 }
 

@@ -1,11 +1,13 @@
 //! `reconnect`: a reconnection storm. Clients connect through a cutting proxy in
-//! their worker and stream numbered messages (`--msg-rate` a second each), which the
-//! server checks and answers with numbered messages of its own. After `--warmup`
-//! seconds every proxied connection is cut at once; the clients reconnect by
-//! themselves (with their back-off, first delay `--backoff-ms` ± 50%) and resume
-//! their sessions. Streaming goes on through the cut and for `--after` seconds past
-//! the last resumption. Measures: time from the cut until each session, and all of
-//! them, resumed; messages lost or duplicated either way across the cut.
+//! their worker; each session streams numbered messages both ways, `--msg-rate` a
+//! second each way (the server checks the client's, the client the server's). After
+//! `--warmup` seconds every proxied connection is cut at once; the clients reconnect
+//! by themselves (with their back-off, first delay `--backoff-ms` ± 50%) and resume
+//! their sessions. Both streams go on through the cut — while a client is away the
+//! server keeps its messages for replay, and the client buffers its own — and for
+//! `--after` seconds past the last resumption. Measures: time from the cut until
+//! each session, and all of them, resumed; frames replayed and resent; messages
+//! lost or duplicated either way.
 
 use std::time::Duration;
 
@@ -38,6 +40,9 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let mut run = Run::start("reconnect", &common).await?;
     let plan = ScenarioPlan::Reconnect {
         msg_rate,
+        // Every phase at its longest, and a margin: the server's streams never
+        // outlive the run by much, even if a client dies without flushing.
+        stream_limit_s: warmup + resume_timeout + after + 120.0,
         backoff_ms,
     };
     run.start_workers(&common, plan).await?;
@@ -89,6 +94,18 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         c.attempts as f64,
         "",
     );
+    report.figure(
+        "frames_replayed",
+        "frames the server replayed on resumption",
+        c.replayed as f64,
+        "",
+    );
+    report.figure(
+        "frames_resent",
+        "frames the clients resent on resumption",
+        c.resent as f64,
+        "",
+    );
     if let Some(resume) = tally.histograms.get("resume") {
         report.figure(
             "all_resumed_ms",
@@ -108,7 +125,13 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     Ok(report)
 }
 
-pub async fn client(ctx: &WorkerCtx, index: usize, msg_rate: f64, backoff_ms: u64) {
+pub async fn client(
+    ctx: &WorkerCtx,
+    index: usize,
+    msg_rate: f64,
+    stream_limit_s: f64,
+    backoff_ms: u64,
+) {
     let initial = Duration::from_millis(backoff_ms);
     let mut config = sim::config(ctx, index);
     config.backoff = Backoff {
@@ -129,12 +152,20 @@ pub async fn client(ctx: &WorkerCtx, index: usize, msg_rate: f64, backoff_ms: u6
     let mut sent = 0u64;
     let mut check = SeqCheck::default();
     let mut attempt_at = None;
+    let mut asked_stream = false;
     loop {
         let current = *phase.borrow_and_update();
         if matches!(current, Phase::Finishing { .. }) {
             break;
         }
         let streaming = current == Phase::Running;
+        if streaming && !asked_stream {
+            // The server's stream to this client, which goes on through the cut.
+            asked_stream = true;
+            if let Err(e) = ns.emit("stream", &(msg_rate, stream_limit_s)) {
+                ctx.problem(format!("{who}: could not start the server's stream: {e}"));
+            }
+        }
         tokio::select! {
             _ = phase.changed() => {}
             _ = ticks.tick(), if streaming => match ns.emit("c2s", &sent) {
@@ -159,7 +190,7 @@ pub async fn client(ctx: &WorkerCtx, index: usize, msg_rate: f64, backoff_ms: u6
         }
     }
     // Everything sent before the flush has been processed once it is answered; the
-    // answer says how many numbered messages the server sent back.
+    // flush stops the server's stream, and the answer says how long it was.
     let Some(answer) = sim::ask::<_, FlushAnswer>(ctx, index, &ns, "flush", &()).await else {
         ctx.stream("c2s", sent, Default::default());
         return;

@@ -34,6 +34,8 @@ pub struct Common {
     pub target: Target,
     /// Limit for the connecting phase.
     pub connect_timeout: Duration,
+    /// Server settings the scenario wanted but could not apply (`--url`).
+    unapplied: Vec<String>,
 }
 
 /// The server a run talks to.
@@ -76,14 +78,19 @@ impl Common {
             connect_rate,
             target,
             connect_timeout: Duration::from_secs_f64(expected * 2.0 + 30.0),
+            unapplied: Vec::new(),
         })
     }
 
-    /// Adds a flag for the spawned server (ignored with `--url`).
+    /// Adds a flag for the spawned server. With `--url` the server runs with its
+    /// own settings: the report says so.
     pub fn serve_flag(&mut self, name: &str, value: impl ToString) {
-        if let Target::Spawn { serve_flags } = &mut self.target {
-            serve_flags.push(format!("--{name}"));
-            serve_flags.push(value.to_string());
+        match &mut self.target {
+            Target::Spawn { serve_flags } => {
+                serve_flags.push(format!("--{name}"));
+                serve_flags.push(value.to_string());
+            }
+            Target::Url { .. } => self.unapplied.push(name.to_owned()),
         }
     }
 
@@ -99,6 +106,12 @@ impl Common {
             Target::Url { url, .. } => url.clone(),
         };
         report.setting("server", server);
+        if !self.unapplied.is_empty() {
+            report.notes.push(format!(
+                "the server ran with its own --{} (the scenario sets them only with --spawn)",
+                self.unapplied.join(", --")
+            ));
+        }
     }
 }
 

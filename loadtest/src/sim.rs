@@ -62,7 +62,7 @@ pub async fn open(
     let client = match Client::connect_with(&ctx.url, config).await {
         Ok(client) => client,
         Err(e) => {
-            ctx.fail(format!("{}: could not connect: {e}", who(ctx, index)));
+            ctx.fail(format!("{}: {e}", who(ctx, index)));
             return None;
         }
     };

@@ -7,6 +7,10 @@
 
 use std::time::Duration;
 
+use actix_rt::net::TcpStream;
+use actix_service::Service;
+use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
+use awc::http::Uri;
 use awc::ws;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -85,7 +89,12 @@ async fn open_websocket(
     config: &ClientConfig,
     first: Bytes,
 ) -> Result<Link, ClientError> {
-    let (_, framed) = awc::Client::new()
+    let mut http = awc::Client::builder().connector(nodelay_connector());
+    if let Some(ip) = config.local_address {
+        http = http.local_address(ip);
+    }
+    let (_, framed) = http
+        .finish()
         .ws(url)
         .max_frame_size(config.max_frame_size)
         .connect()
@@ -157,6 +166,31 @@ async fn open_websocket(
     })
 }
 
+/// awc's TCP connector, with `TCP_NODELAY` set on every connection it opens. Game
+/// traffic is small frames (inputs, acks): without it Nagle's algorithm holds a
+/// frame back until the previous one is acknowledged, and with the server's delayed
+/// ACKs that adds up to tens of milliseconds to an input. (The server side sets it
+/// in `Volley::serve`.)
+fn nodelay_connector() -> awc::Connector<
+    impl Service<ConnectInfo<Uri>, Response = Connection<Uri, TcpStream>, Error = ConnectError> + Clone,
+> {
+    type Info = ConnectInfo<Uri>;
+    let tcp = actix_service::apply_fn::<_, ConnectorService, _, _, Info, Info, _, _>(
+        ConnectorService::default(),
+        |req, tcp| {
+            let connecting = tcp.call(req);
+            async move {
+                let connection = connecting.await?;
+                if let Err(e) = connection.io_ref().set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+                Ok(connection)
+            }
+        },
+    );
+    awc::Connector::new().connector(tcp)
+}
+
 /// `ws://host/path` → `http://host/path/poll` (and `wss` → `https`).
 fn polling_url(url: &str) -> String {
     let http = if let Some(rest) = url.strip_prefix("wss://") {
@@ -186,7 +220,11 @@ async fn read_body(
 
 async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<Link, ClientError> {
     let base = polling_url(url);
-    let http = awc::Client::builder()
+    let mut http = awc::Client::builder().connector(nodelay_connector());
+    if let Some(ip) = config.local_address {
+        http = http.local_address(ip);
+    }
+    let http = http
         .timeout(config.poll_timeout)
         .disable_redirects()
         .finish();

@@ -65,6 +65,11 @@ pub struct ClientConfig {
     pub poll_timeout: Duration,
     /// Delays between reconnection attempts. Default: 1 s doubling to 5 s, ±50%.
     pub backoff: Backoff,
+    /// Local IP address the client's connections start from. Default `None`: the
+    /// system picks one. A load generator spreads thousands of clients over several
+    /// loopback addresses (`127.0.0.x`) with it, since each source address has its
+    /// own range of ephemeral ports.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ClientConfig {
@@ -79,6 +84,7 @@ impl Default for ClientConfig {
             transport: Transport::Auto,
             upgrade_timeout: Duration::from_secs(5),
             poll_timeout: Duration::from_secs(45),
+            local_address: None,
         }
     }
 }

@@ -1,0 +1,175 @@
+//! `loadtest`: the actor-level load generator for Volley.
+//!
+//! `loadtest <scenario> --spawn` starts a Volley server process (`loadtest serve`),
+//! worker processes that each run thousands of simulated clients on the framework's
+//! Rust client (`loadtest worker`), and drives them through the scenario while it
+//! shows live progress; it ends with a report table, `--json FILE` if asked, and a
+//! non-zero exit status if any reliable message was lost or duplicated or any client
+//! could not connect. `docs/benchmarks.md` has every scenario with measured figures.
+//!
+//! The modules, by concept: `coordinator` (the process the user starts), `worker`
+//! and `sim` (simulated clients), `scenarios/` (one file per scenario), `server`
+//! (the server under test), `proxy` (cutting connections), `control` (the
+//! coordinator ↔ worker channel), `seq` (exactly-once checks), `histogram`,
+//! `proc` (server CPU and memory), `progress` and `report`.
+
+mod args;
+mod control;
+mod coordinator;
+mod histogram;
+mod proc;
+mod progress;
+mod proxy;
+mod report;
+mod scenarios;
+mod seq;
+mod server;
+mod sim;
+mod worker;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::args::Flags;
+
+const USAGE: &str = "\
+usage: loadtest <scenario> (--spawn | --url ws://host:port/volley) [flags]
+       loadtest serve [--addr 127.0.0.1:8090] [server flags]
+
+scenarios
+  connect    connection storm: open --clients sessions at --connect-rate per second
+  idle       hold --clients connections for --hold s (default 10) while the server
+             pings every --ping-ms (default 2000); server RSS per connection
+  fanout     --clients in one room, a publisher at --rate msgs/s (default 20) for
+             --duration s (default 10), --size bytes of padding (default 100);
+             deliveries/s, server CPU per delivery, delivery latency
+  rooms      --rooms (default 10) x --players (default 8), inputs at --hz (default
+             30) for --duration s (default 10), rooms tick at --tick-rate (default
+             30); input->state latency, server tick lateness
+  reconnect  --clients sessions stream --msg-rate msgs/s each (default 5) through a
+             cutting proxy; after --warmup s (default 1) all are cut at once; they
+             resume with back-off from --backoff-ms (default 1000); streaming goes
+             on --after s (default 2); time until all resumed, lost, duplicated
+
+flags for every scenario
+  --spawn               start a server process (so its CPU and memory are measured)
+  --url URL             use a running server (`loadtest serve`)
+  --server-pid PID      with --url: measure that process's CPU and memory
+  --clients N           simulated clients (defaults: connect/idle 1000, fanout 500,
+                        reconnect 200; rooms: rooms x players)
+  --workers N           worker processes (default: one per 4000 clients, at least 2)
+  --connect-rate R      new connections per second, all workers together
+  --sources N           spread clients over source addresses 127.0.0.1..N
+                        (default 4; 0: let the system choose)
+  --transport T         websocket (default) or polling
+  --json FILE           write every figure as JSON (top-level `lost`, `duplicated`)
+
+server flags (loadtest serve; with --spawn the scenario sets them)
+  --ping-ms, --ping-timeout-ms, --grace-s, --tick-rate, --room-size
+
+exit status: 0 passed; 1 lost or duplicated messages, clients that could not
+connect, or other failures (listed in the report); 2 bad usage or setup error";
+
+fn main() -> ExitCode {
+    init_logs();
+    let mut args = std::env::args().skip(1);
+    let Some(command) = args.next() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest: Vec<String> = args.collect();
+    match command.as_str() {
+        "worker" => match worker::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest worker: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        "serve" => serve(rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        name if scenarios::NAMES.contains(&name) => scenario(name, rest),
+        other => {
+            eprintln!("unknown command '{other}'\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: Vec<String>) -> ExitCode {
+    let options = Flags::parse(args).and_then(|flags| {
+        let options = server::ServeOptions::from_flags(&flags)?;
+        flags.finish()?;
+        Ok(options)
+    });
+    let options = match options {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("loadtest serve: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match actix_rt::System::new().block_on(server::serve(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn scenario(name: &str, args: Vec<String>) -> ExitCode {
+    let flags = match Flags::parse(args) {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("loadtest {name}: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if flags.switch("help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let json: Option<String> = match flags.opt("json") {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("loadtest {name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match actix_rt::System::new().block_on(scenarios::coordinate(name, &flags)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("loadtest {name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("loadtest {name}: cannot write {path}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Logs go to stderr, warnings and errors only unless `RUST_LOG` says otherwise.
+fn init_logs() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,183 @@
+//! `fanout`: N clients in one room, and a publisher (a client in the coordinator)
+//! that sends `--rate` numbered messages a second for `--duration` seconds; the
+//! server broadcasts each one to the room, encoded once. Each receiver checks the
+//! numbers (none lost, none twice) and measures delivery latency from the
+//! publisher's send time. Measures: deliveries per second, server CPU per delivery,
+//! delivery latency.
+
+use std::time::Duration;
+
+use volley::client::{Client, ClientError, Emitter};
+
+use super::{per_second, server_figures};
+use crate::args::Flags;
+use crate::control::{unix_us, ScenarioPlan};
+use crate::coordinator::{Common, Run};
+use crate::report::Report;
+use crate::seq::SeqCheck;
+use crate::server::{Publish, FANOUT_ROOM, NAMESPACE};
+use crate::sim;
+use crate::worker::WorkerCtx;
+
+/// How long receivers wait for the last messages after the publisher stopped.
+const DRAIN: Duration = Duration::from_secs(20);
+
+pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
+    let common = Common::from_flags(flags, 500, 500.0)?;
+    let rate = flags.positive("rate", 20.0)?;
+    let duration = flags.positive("duration", 10.0)?;
+    let size: usize = flags.get("size", 100)?;
+    flags.finish()?;
+
+    let mut run = Run::start("fanout", &common).await?;
+    run.start_workers(&common, ScenarioPlan::Fanout).await?;
+    run.connect(common.connect_timeout).await;
+
+    let publisher = Client::connect(&run.url)
+        .await
+        .map_err(|e| format!("publisher: {e}"))?;
+    let channel = publisher
+        .join(NAMESPACE, &())
+        .await
+        .map_err(|e| format!("publisher: {e}"))?;
+    let cpu_from = run.server_sample();
+    let first_publish_us = unix_us();
+    let publishing = actix_rt::spawn(publish(
+        channel.emitter(),
+        rate,
+        Duration::from_secs_f64(duration),
+        "x".repeat(size),
+    ));
+    run.hold("publishing", Duration::from_secs_f64(duration), &|_| false)
+        .await;
+    let published = publishing.await.map_err(|e| format!("publisher: {e}"))?;
+    // Events of one session are handled in order: once the echo is answered, every
+    // message before it has been broadcast.
+    let flushed: Result<u64, _> = channel.emit_with_ack("echo", &0u64, sim::ACK_WAIT).await;
+    if let Err(e) = flushed {
+        run.failures
+            .push(format!("publisher: the server did not answer: {e}"));
+    }
+    let tally = run.finish(published, DRAIN + Duration::from_secs(30)).await;
+    let cpu_to = run.server_sample();
+    publisher.close().await;
+
+    let mut report = run.report(&common, &tally);
+    report.setting("rate", rate);
+    report.setting("duration_s", duration);
+    report.setting("size", size);
+    report.figure("published", "messages published", published as f64, "");
+    report.figure(
+        "publish_rate_per_s",
+        "publish rate reached",
+        per_second(published as f64, duration),
+        "/s",
+    );
+    let delivered = tally.counters.delivered as f64;
+    report.figure("deliveries", "deliveries", delivered, "");
+    let window = tally.last_delivery_us.saturating_sub(first_publish_us) as f64 / 1e6;
+    report.figure(
+        "deliveries_per_s",
+        "deliveries per second",
+        per_second(delivered, window),
+        "/s",
+    );
+    server_figures(&mut report, "publishing and delivery", cpu_from, cpu_to);
+    if let (Some(from), Some(to)) = (cpu_from, cpu_to) {
+        report.figure(
+            "server_cpu_us_per_delivery",
+            "server CPU per delivery",
+            per_second((to.cpu_seconds - from.cpu_seconds) * 1e6, delivered),
+            "µs",
+        );
+    }
+    run.stop().await;
+    Ok(report)
+}
+
+/// Publishes numbered messages on an absolute schedule (message `n` at `n / rate`),
+/// for `duration`; returns how many. A full send buffer delays a message, never
+/// skips its number.
+async fn publish(emitter: Emitter, rate: f64, duration: Duration, pad: String) -> u64 {
+    let start = tokio::time::Instant::now();
+    let mut seq = 0u64;
+    loop {
+        let at = Duration::from_secs_f64(seq as f64 / rate);
+        if at >= duration {
+            return seq;
+        }
+        tokio::time::sleep_until(start + at).await;
+        let message = Publish {
+            seq,
+            sent_us: unix_us(),
+            pad: pad.clone(),
+        };
+        loop {
+            match emitter.emit("publish", &message) {
+                Ok(()) => break,
+                Err(ClientError::SendBufferFull) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "publisher stopped");
+                    return seq;
+                }
+            }
+        }
+        seq += 1;
+    }
+}
+
+pub async fn client(ctx: &WorkerCtx, index: usize) {
+    let config = sim::config(ctx, index);
+    let Some((client, mut ns)) = sim::open(ctx, index, NAMESPACE, config).await else {
+        return;
+    };
+    if sim::ask::<_, String>(ctx, index, &ns, "join_room", &FANOUT_ROOM)
+        .await
+        .is_none()
+    {
+        ctx.fail(format!("{}: could not join the room", sim::who(ctx, index)));
+        return;
+    }
+    ctx.ready();
+    let mut check = SeqCheck::default();
+    let mut expected: Option<u64> = None;
+    let mut drain_until = tokio::time::Instant::now();
+    loop {
+        if expected.is_some_and(|n| check.has_all(n)) {
+            break;
+        }
+        tokio::select! {
+            event = ns.next_event() => {
+                let Some(event) = event else {
+                    ctx.problem(format!("{}: namespace closed", sim::who(ctx, index)));
+                    break;
+                };
+                if event.name != "pub" {
+                    continue;
+                }
+                let Ok(message) = event.decode::<Publish>() else {
+                    ctx.problem(format!("{}: undecodable message", sim::who(ctx, index)));
+                    continue;
+                };
+                let now = unix_us();
+                check.observe(message.seq);
+                ctx.record_us("delivery", now.saturating_sub(message.sent_us));
+                ctx.delivered(now);
+            }
+            n = ctx.until_finishing(), if expected.is_none() => {
+                expected = Some(n);
+                drain_until = tokio::time::Instant::now() + DRAIN;
+            }
+            _ = tokio::time::sleep_until(drain_until), if expected.is_some() => break,
+        }
+    }
+    // A client cut off early still learns how many it should have had.
+    let expected = match expected {
+        Some(n) => n,
+        None => ctx.until_finishing().await,
+    };
+    ctx.stream("fanout", expected, check.counts());
+    sim::close(client).await;
+}

@@ -1,0 +1,84 @@
+//! The scenarios, one file each. A file holds both halves of its scenario: what one
+//! simulated client does (in a worker) and how the coordinator drives the run and
+//! turns the tally into figures.
+
+mod connect;
+mod fanout;
+mod idle;
+mod reconnect;
+mod rooms;
+
+use std::rc::Rc;
+
+use crate::args::Flags;
+use crate::control::ScenarioPlan;
+use crate::proc::ProcSample;
+use crate::report::Report;
+use crate::worker::WorkerCtx;
+
+/// The scenario names, as given on the command line.
+pub const NAMES: [&str; 5] = ["connect", "idle", "fanout", "rooms", "reconnect"];
+
+/// Runs scenario `name` as the coordinator.
+pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
+    match name {
+        "connect" => connect::coordinate(flags).await,
+        "idle" => idle::coordinate(flags).await,
+        "fanout" => fanout::coordinate(flags).await,
+        "rooms" => rooms::coordinate(flags).await,
+        "reconnect" => reconnect::coordinate(flags).await,
+        other => Err(format!("unknown scenario '{other}'")),
+    }
+}
+
+/// Runs client `index` of a worker, as its plan says.
+pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
+    let _finished = ctx.finished_on_drop();
+    match ctx.plan.scenario.clone() {
+        ScenarioPlan::Connect => connect::client(&ctx, index).await,
+        ScenarioPlan::Idle => idle::client(&ctx, index).await,
+        ScenarioPlan::Fanout => fanout::client(&ctx, index).await,
+        ScenarioPlan::Rooms {
+            room_size,
+            input_hz,
+        } => rooms::client(&ctx, index, room_size, input_hz).await,
+        ScenarioPlan::Reconnect {
+            msg_rate,
+            stream_limit_s,
+            backoff_ms,
+        } => reconnect::client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
+    }
+}
+
+/// Adds the server's CPU time over a window (`from` → `to`) and its peak memory.
+fn server_figures(
+    report: &mut Report,
+    window: &str,
+    from: Option<ProcSample>,
+    to: Option<ProcSample>,
+) {
+    match (from, to) {
+        (Some(from), Some(to)) => {
+            let cpu = to.cpu_seconds - from.cpu_seconds;
+            report.figure("server_cpu_s", &format!("server CPU ({window})"), cpu, "s");
+            report.figure(
+                "server_peak_rss_kib",
+                "server peak RSS",
+                to.peak_rss_kib as f64,
+                "KiB",
+            );
+        }
+        _ => report.notes.push(
+            "server CPU and memory not measured: use --spawn, or --server-pid with --url".into(),
+        ),
+    }
+}
+
+/// `count / seconds`, or 0 for an empty window.
+fn per_second(count: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count / seconds
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,282 @@
+//! `reconnect`: a reconnection storm. Clients connect through a cutting proxy in
+//! their worker; each session streams numbered messages both ways, `--msg-rate` a
+//! second each way (the server checks the client's, the client the server's). After
+//! `--warmup` seconds every proxied connection is cut at once; the clients reconnect
+//! by themselves (with their back-off, first delay `--backoff-ms` ± 50%) and resume
+//! their sessions. Both streams go on through the cut — while a client is away the
+//! server keeps its messages for replay, and the client buffers its own — and for
+//! `--after` seconds past the last resumption. Measures: time from the cut until
+//! each session, and all of them, resumed; frames replayed and resent; messages
+//! lost or duplicated either way.
+
+use std::time::Duration;
+
+use volley::client::{Backoff, ClientError, ConnectionEvent, Event};
+
+use super::server_figures;
+use crate::args::Flags;
+use crate::control::{unix_us, Command, ScenarioPlan};
+use crate::coordinator::{Common, Run};
+use crate::report::Report;
+use crate::seq::SeqCheck;
+use crate::server::{FlushAnswer, NAMESPACE};
+use crate::sim;
+use crate::worker::{Phase, WorkerCtx};
+
+/// How long a client waits for the server's last numbered messages after the flush.
+const DRAIN: Duration = Duration::from_secs(10);
+/// Delay between the cut command and the cut, so that every worker cuts together.
+const CUT_LEAD: Duration = Duration::from_millis(200);
+
+pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
+    let common = Common::from_flags(flags, 200, 500.0)?;
+    let msg_rate = flags.positive("msg-rate", 5.0)?;
+    let backoff_ms: u64 = flags.get("backoff-ms", 1_000)?;
+    let warmup = flags.positive("warmup", 1.0)?;
+    let after = flags.positive("after", 2.0)?;
+    let resume_timeout = flags.positive("resume-timeout", 60.0)?;
+    flags.finish()?;
+
+    let mut run = Run::start("reconnect", &common).await?;
+    let plan = ScenarioPlan::Reconnect {
+        msg_rate,
+        // Every phase at its longest, and a margin: the server's streams never
+        // outlive the run by much, even if a client dies without flushing.
+        stream_limit_s: warmup + resume_timeout + after + 120.0,
+        backoff_ms,
+    };
+    run.start_workers(&common, plan).await?;
+    run.connect(common.connect_timeout).await;
+    run.send(&Command::Start).await;
+    run.hold("streaming", Duration::from_secs_f64(warmup), &|_| false)
+        .await;
+
+    let cpu_from = run.server_sample();
+    let at_unix_us = unix_us() + CUT_LEAD.as_micros() as u64;
+    run.send(&Command::Cut { at_unix_us }).await;
+    let sessions = run.totals().connected;
+    let all_back = run
+        .watch(
+            "resuming",
+            Duration::from_secs_f64(resume_timeout),
+            &|c| c.resumed as f64 / sessions.max(1) as f64,
+            &|c| c.resumed + c.sessions_lost >= sessions,
+        )
+        .await;
+    let cpu_to = run.server_sample();
+    if !all_back {
+        let back = run.totals().resumed;
+        run.failures.push(format!(
+            "only {back} of {sessions} sessions resumed within {resume_timeout} s"
+        ));
+    }
+    run.hold("streaming", Duration::from_secs_f64(after), &|_| false)
+        .await;
+    let tally = run.finish(0, DRAIN + Duration::from_secs(60)).await;
+
+    let mut report = run.report(&common, &tally);
+    report.setting("msg_rate", msg_rate);
+    report.setting("backoff_ms", backoff_ms);
+    report.setting("warmup_s", warmup);
+    report.setting("after_s", after);
+    let c = &tally.counters;
+    report.figure("sessions_cut", "sessions cut", sessions as f64, "");
+    report.figure("sessions_resumed", "sessions resumed", c.resumed as f64, "");
+    report.figure(
+        "sessions_lost",
+        "sessions lost (fresh session instead)",
+        c.sessions_lost as f64,
+        "",
+    );
+    report.figure(
+        "reconnect_attempts",
+        "reconnection attempts",
+        c.attempts as f64,
+        "",
+    );
+    report.figure(
+        "frames_replayed",
+        "frames the server replayed on resumption",
+        c.replayed as f64,
+        "",
+    );
+    report.figure(
+        "frames_resent",
+        "frames the clients resent on resumption",
+        c.resent as f64,
+        "",
+    );
+    if let Some(resume) = tally.histograms.get("resume") {
+        report.figure(
+            "all_resumed_ms",
+            "time from the cut until all resumed",
+            resume.max_us() as f64 / 1000.0,
+            "ms",
+        );
+    }
+    server_figures(&mut report, "cut to all resumed", cpu_from, cpu_to);
+    if c.sessions_lost > 0 {
+        report.failures.push(format!(
+            "{} session(s) could not be resumed",
+            c.sessions_lost
+        ));
+    }
+    run.stop().await;
+    Ok(report)
+}
+
+pub async fn client(
+    ctx: &WorkerCtx,
+    index: usize,
+    msg_rate: f64,
+    stream_limit_s: f64,
+    backoff_ms: u64,
+) {
+    let initial = Duration::from_millis(backoff_ms);
+    let mut config = sim::config(ctx, index);
+    config.backoff = Backoff {
+        initial,
+        max: initial.max(Duration::from_secs(5)),
+        ..Backoff::default()
+    };
+    let Some((client, mut ns)) = sim::open(ctx, index, NAMESPACE, config).await else {
+        return;
+    };
+    ctx.ready();
+    let who = sim::who(ctx, index);
+    let mut phase = ctx.phase();
+    let period = Duration::from_secs_f64(1.0 / msg_rate);
+    let first = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
+    let mut ticks = tokio::time::interval_at(first, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sent = 0u64;
+    let mut check = SeqCheck::default();
+    let mut attempt_at = None;
+    let mut asked_stream = false;
+    loop {
+        let current = *phase.borrow_and_update();
+        if matches!(current, Phase::Finishing { .. }) {
+            break;
+        }
+        let streaming = current == Phase::Running;
+        if streaming && !asked_stream {
+            // The server's stream to this client, which goes on through the cut.
+            asked_stream = true;
+            if let Err(e) = ns.emit("stream", &(msg_rate, stream_limit_s)) {
+                ctx.problem(format!("{who}: could not start the server's stream: {e}"));
+            }
+        }
+        tokio::select! {
+            _ = phase.changed() => {}
+            _ = ticks.tick(), if streaming => match ns.emit("c2s", &sent) {
+                Ok(()) => {
+                    sent += 1;
+                    ctx.count(|c| c.sent += 1);
+                }
+                Err(ClientError::SendBufferFull) => ctx.count(|c| c.refused += 1),
+                Err(e) => {
+                    ctx.problem(format!("{who}: message not sent: {e}"));
+                    break;
+                }
+            },
+            event = ns.next_event() => if !on_event(ctx, &mut check, event) {
+                ctx.problem(format!("{who}: namespace closed"));
+                break;
+            },
+            event = client.next_connection_event() => match event {
+                Some(event) => on_connection_event(ctx, &who, event, &mut attempt_at),
+                None => break,
+            },
+        }
+    }
+    // Everything sent before the flush has been processed once it is answered; the
+    // flush stops the server's stream, and the answer says how long it was.
+    let Some(answer) = sim::ask::<_, FlushAnswer>(ctx, index, &ns, "flush", &()).await else {
+        ctx.stream("c2s", sent, Default::default());
+        return;
+    };
+    ctx.stream("c2s", sent, answer.c2s);
+    let drained = tokio::time::Instant::now() + DRAIN;
+    while !check.has_all(answer.s2c_sent) {
+        tokio::select! {
+            event = ns.next_event() => if !on_event(ctx, &mut check, event) {
+                break;
+            },
+            _ = tokio::time::sleep_until(drained) => break,
+        }
+    }
+    ctx.stream("s2c", answer.s2c_sent, check.counts());
+    sim::close(client).await;
+}
+
+/// Checks a numbered message from the server; `false` when the namespace closed.
+fn on_event(ctx: &WorkerCtx, check: &mut SeqCheck, event: Option<Event>) -> bool {
+    let Some(event) = event else {
+        return false;
+    };
+    if event.name == "s2c" {
+        if let Ok(n) = event.decode::<u64>() {
+            check.observe(n);
+            ctx.delivered(unix_us());
+        }
+    }
+    true
+}
+
+/// Counts what happened to the connection, and times each resumption twice: from
+/// the cut (`resume`: the back-off delay included), and from the start of the
+/// attempt that succeeded (`resume_attempt`: reconnecting and resuming only).
+/// `attempt_at` is when the current attempt starts, in Unix µs: the first one
+/// `delay` after the cut (the driver sees the cut at once), later ones `delay` after
+/// the event is read. `cut_noticed` is how long after the cut this task heard of it.
+fn on_connection_event(
+    ctx: &WorkerCtx,
+    who: &str,
+    event: ConnectionEvent,
+    attempt_at: &mut Option<u64>,
+) {
+    match event {
+        ConnectionEvent::Reconnecting { attempt, delay } => {
+            let from = match (attempt, ctx.cut_at_us.get()) {
+                (1, Some(cut)) => {
+                    ctx.record_us("cut_noticed", unix_us().saturating_sub(cut));
+                    cut
+                }
+                _ => unix_us(),
+            };
+            *attempt_at = Some(from + delay.as_micros() as u64);
+            ctx.count(|c| c.attempts += 1);
+            if attempt == 1 && ctx.cut_at_us.get().is_none() {
+                ctx.count(|c| c.drops += 1);
+                ctx.problem(format!("{who}: connection dropped before the cut"));
+            }
+        }
+        ConnectionEvent::Reconnected {
+            resumed: true,
+            replayed,
+            resent,
+        } => {
+            if let Some(cut) = ctx.cut_at_us.get() {
+                ctx.record_us("resume", unix_us().saturating_sub(cut));
+            }
+            if let Some(started) = attempt_at.take() {
+                ctx.record_us("resume_attempt", unix_us().saturating_sub(started));
+            }
+            ctx.count(|c| {
+                c.resumed += 1;
+                c.replayed += replayed;
+                c.resent += resent;
+            });
+        }
+        ConnectionEvent::SessionLost { reason, dropped } => {
+            ctx.count(|c| c.sessions_lost += 1);
+            ctx.problem(format!(
+                "{who}: session lost ({reason}); {dropped} unconfirmed frames dropped"
+            ));
+        }
+        ConnectionEvent::Closed { reason } => {
+            ctx.problem(format!("{who}: client closed: {reason}"));
+        }
+        ConnectionEvent::Reconnected { resumed: false, .. } | ConnectionEvent::FellBack { .. } => {}
+    }
+}

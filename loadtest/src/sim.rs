@@ -1,0 +1,117 @@
+//! What every simulated client does the same way: where its connection starts from,
+//! its client settings, opening its session (timed, failures counted), waiting for
+//! an ack, and closing.
+//!
+//! A simulated client is a task on its worker's thread that owns one
+//! [`volley::client::Client`]; the scenario files say what it does once connected.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use volley::client::{Client, ClientConfig, NamespaceClient, Transport};
+
+use crate::worker::WorkerCtx;
+
+/// How long a client waits for an acknowledgement before calling it a problem.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long closing a session may take before the client just drops it.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The source address of client `index` of the worker: clients take 127.0.0.1,
+/// 127.0.0.2, ... in turn, so that each address's ephemeral ports (about 28,000 on
+/// this machine) serve only its share of the connections.
+pub fn source_address(ctx: &WorkerCtx, index: usize) -> Option<IpAddr> {
+    let sources = ctx.plan.sources.min(254);
+    if sources == 0 {
+        return None;
+    }
+    let n = (ctx.plan.first_client + index) % sources;
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n as u8)))
+}
+
+/// The client settings of client `index`.
+pub fn config(ctx: &WorkerCtx, index: usize) -> ClientConfig {
+    let transport = match ctx.plan.transport.as_str() {
+        "polling" => Transport::Polling,
+        _ => Transport::WebSocket,
+    };
+    ClientConfig {
+        transport,
+        local_address: source_address(ctx, index),
+        ..ClientConfig::default()
+    }
+}
+
+/// A name for client `index` in problem reports.
+pub fn who(ctx: &WorkerCtx, index: usize) -> String {
+    format!("client {}", ctx.plan.first_client + index)
+}
+
+/// Opens a session and joins namespace `ns`, timing both (`connect`: connection and
+/// handshake; `join`: the namespace round trip). On failure the client is counted
+/// as failed.
+pub async fn open(
+    ctx: &WorkerCtx,
+    index: usize,
+    ns: &str,
+    config: ClientConfig,
+) -> Option<(Client, NamespaceClient)> {
+    let started = Instant::now();
+    let client = match Client::connect_with(&ctx.url, config).await {
+        Ok(client) => client,
+        Err(e) => {
+            ctx.fail(format!("{}: {e}", who(ctx, index)));
+            return None;
+        }
+    };
+    ctx.record("connect", started.elapsed());
+    let joining = Instant::now();
+    match client.join(ns, &()).await {
+        Ok(joined) => {
+            ctx.record("join", joining.elapsed());
+            Some((client, joined))
+        }
+        Err(e) => {
+            ctx.fail(format!("{}: could not join {ns}: {e}", who(ctx, index)));
+            None
+        }
+    }
+}
+
+/// Sends `event` with an ack and waits for the answer; a missing answer is counted
+/// as a problem and gives `None`.
+pub async fn ask<T: Serialize, R: DeserializeOwned>(
+    ctx: &WorkerCtx,
+    index: usize,
+    ns: &NamespaceClient,
+    event: &str,
+    payload: &T,
+) -> Option<R> {
+    match ns.emit_with_ack(event, payload, ACK_WAIT).await {
+        Ok(answer) => Some(answer),
+        Err(e) => {
+            ctx.problem(format!(
+                "{}: '{event}' not acknowledged: {e}",
+                who(ctx, index)
+            ));
+            None
+        }
+    }
+}
+
+/// The last thing of a client that only had to stay connected: one echo round trip
+/// (timed as `echo`) to show its session still works, then closing it.
+pub async fn echo_and_close(ctx: &WorkerCtx, index: usize, ns: &NamespaceClient, client: Client) {
+    let asked = Instant::now();
+    if ask::<_, u64>(ctx, index, ns, "echo", &1u64).await.is_some() {
+        ctx.record("echo", asked.elapsed());
+    }
+    close(client).await;
+}
+
+/// Ends the session politely, but without waiting long for it.
+pub async fn close(client: Client) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, client.close()).await;
+}

@@ -1,0 +1,290 @@
+//! A worker process: `loadtest worker`, started by the coordinator, runs thousands of
+//! simulated clients on one thread and reports what they measured.
+//!
+//! The Rust client is not `Send` (its WebSocket is awc's), so each worker is one
+//! actix system on one thread, and a run scales out over worker processes: that also
+//! keeps each process under the file-descriptor limit. Clients are tasks on that
+//! thread; they share the worker's [`WorkerCtx`] (the plan, the phase, and the
+//! figures), which needs no locks since everything runs on one thread.
+//!
+//! The worker reads its [`Plan`] and then [`Command`]s from stdin, opens its clients
+//! at the planned rate, says `ready` once all have connected (or failed), follows the
+//! commands, and writes its [`Outcome`] when every client is done. It exits if stdin
+//! closes: a worker never outlives its coordinator.
+
+use std::cell::{Cell, RefCell};
+use std::io::{BufRead, Write};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::control::{
+    unix_us, Command, Counters, Message, Outcome, Plan, ScenarioPlan, PROBLEMS_KEPT,
+};
+use crate::proxy::CutProxy;
+use crate::scenarios;
+use crate::seq::SeqCounts;
+
+/// How often progress is reported.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Where a worker's clients are in the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Phase {
+    /// Connecting, then waiting for the start.
+    Setup,
+    /// The measured phase.
+    Running,
+    /// Stop sending, check, report. `expected`: messages published to each client.
+    Finishing { expected: u64 },
+}
+
+/// What a worker's clients share.
+pub struct WorkerCtx {
+    pub plan: Plan,
+    /// Where clients connect: the server, or this worker's proxy in front of it.
+    pub url: String,
+    phase: watch::Sender<Phase>,
+    /// When the proxy cut every connection (reconnect scenario).
+    pub cut_at_us: Cell<Option<u64>>,
+    outcome: RefCell<Outcome>,
+}
+
+impl WorkerCtx {
+    fn new(plan: Plan, url: String) -> WorkerCtx {
+        WorkerCtx {
+            plan,
+            url,
+            phase: watch::channel(Phase::Setup).0,
+            cut_at_us: Cell::new(None),
+            outcome: RefCell::default(),
+        }
+    }
+
+    /// Follows the phase: read it with `borrow_and_update`, wait with `changed`.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        let mut rx = self.phase.subscribe();
+        // A client that subscribes late must still see the current phase as news.
+        rx.mark_changed();
+        rx
+    }
+
+    /// Waits until the measured phase starts (or the run finishes first).
+    pub async fn until_running(&self) {
+        let mut rx = self.phase();
+        while *rx.borrow_and_update() == Phase::Setup {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the run finishes; returns the messages each client should have.
+    pub async fn until_finishing(&self) -> u64 {
+        let mut rx = self.phase();
+        loop {
+            if let Phase::Finishing { expected } = *rx.borrow_and_update() {
+                return expected;
+            }
+            if rx.changed().await.is_err() {
+                return 0;
+            }
+        }
+    }
+
+    /// Updates the counters.
+    pub fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.outcome.borrow_mut().counters);
+    }
+
+    /// Records a latency sample in histogram `name`.
+    pub fn record(&self, name: &str, d: Duration) {
+        self.record_us(name, u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Records a latency sample in microseconds.
+    pub fn record_us(&self, name: &str, us: u64) {
+        let mut o = self.outcome.borrow_mut();
+        match o.histograms.get_mut(name) {
+            Some(h) => h.record_us(us),
+            None => o
+                .histograms
+                .entry(name.to_owned())
+                .or_default()
+                .record_us(us),
+        }
+    }
+
+    /// Counts a message received at `at_us` (Unix µs).
+    pub fn delivered(&self, at_us: u64) {
+        let mut o = self.outcome.borrow_mut();
+        o.counters.delivered += 1;
+        if o.first_delivery_us == 0 {
+            o.first_delivery_us = at_us;
+        }
+        o.last_delivery_us = o.last_delivery_us.max(at_us);
+    }
+
+    /// Adds one session's checked stream `name`.
+    pub fn stream(&self, name: &str, sent: u64, counts: SeqCounts) {
+        let mut o = self.outcome.borrow_mut();
+        o.streams
+            .entry(name.to_owned())
+            .or_default()
+            .add_session(sent, counts);
+    }
+
+    /// Notes a problem (the first few are reported in full).
+    pub fn problem(&self, text: String) {
+        let mut o = self.outcome.borrow_mut();
+        o.problem_count += 1;
+        if o.problems.len() < PROBLEMS_KEPT {
+            o.problems.push(text);
+        }
+    }
+
+    /// A client is connected and ready for the scenario.
+    pub fn ready(&self) {
+        self.count(|c| c.connected += 1);
+    }
+
+    /// A client could not connect or get ready.
+    pub fn fail(&self, why: String) {
+        self.count(|c| c.failed += 1);
+        self.problem(why);
+    }
+
+    /// Counts the client as finished when dropped, however its task ends.
+    pub fn finished_on_drop(self: &Rc<Self>) -> Finished {
+        Finished(self.clone())
+    }
+
+    fn counters(&self) -> Counters {
+        self.outcome.borrow().counters
+    }
+}
+
+/// See [`WorkerCtx::finished_on_drop`].
+pub struct Finished(Rc<WorkerCtx>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.count(|c| c.finished += 1);
+    }
+}
+
+/// Writes one message line to the coordinator.
+fn tell(msg: &Message) {
+    let Ok(line) = serde_json::to_string(msg) else {
+        return;
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs a worker: reads its plan from stdin, runs its clients, reports.
+pub fn run() -> Result<(), String> {
+    // One thread reads stdin for the life of the process, so no line is lost between
+    // the plan and the commands; the end of stdin ends the worker.
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+        std::process::exit(1);
+    });
+    let first = lines.blocking_recv().ok_or("no plan on stdin")?;
+    let plan: Plan = serde_json::from_str(&first).map_err(|e| format!("bad plan: {e}"))?;
+    actix_rt::System::new().block_on(work(plan, lines))
+}
+
+async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(), String> {
+    let proxy = match plan.scenario {
+        ScenarioPlan::Reconnect { .. } => {
+            Some(CutProxy::start(&plan.url).map_err(|e| format!("proxy: {e}"))?)
+        }
+        _ => None,
+    };
+    let url = proxy.as_ref().map_or_else(|| plan.url.clone(), |p| p.url());
+    let ctx = Rc::new(WorkerCtx::new(plan, url));
+    actix_rt::spawn(follow(ctx.clone(), commands, proxy));
+    actix_rt::spawn(report_progress(ctx.clone()));
+    actix_rt::spawn(open_clients(ctx.clone()));
+
+    let clients = ctx.plan.clients as u64;
+    while ctx.counters().settled() < clients {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tell(&Message::Progress {
+        counters: ctx.counters(),
+    });
+    tell(&Message::Ready);
+    while ctx.counters().finished < clients {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut outcome = ctx.outcome.borrow().clone();
+    outcome.cpu_seconds = crate::proc::sample("self").map_or(0.0, |s| s.cpu_seconds);
+    tell(&Message::Done {
+        outcome: Box::new(outcome),
+    });
+    Ok(())
+}
+
+/// Starts the clients at the planned rate, each at its own time from the start (so
+/// a slow start does not shift the later ones).
+async fn open_clients(ctx: Rc<WorkerCtx>) {
+    let start = tokio::time::Instant::now();
+    let rate = ctx.plan.connect_rate.max(0.001);
+    for index in 0..ctx.plan.clients {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(index as f64 / rate)).await;
+        actix_rt::spawn(scenarios::client(ctx.clone(), index));
+    }
+}
+
+/// Applies the coordinator's commands.
+async fn follow(
+    ctx: Rc<WorkerCtx>,
+    mut commands: mpsc::UnboundedReceiver<String>,
+    proxy: Option<CutProxy>,
+) {
+    while let Some(line) = commands.recv().await {
+        let command = match serde_json::from_str::<Command>(&line) {
+            Ok(command) => command,
+            Err(e) => {
+                tracing::warn!(%line, error = %e, "unknown command");
+                continue;
+            }
+        };
+        match command {
+            Command::Start => {
+                ctx.phase.send_replace(Phase::Running);
+            }
+            Command::Cut { at_unix_us } => {
+                let wait = Duration::from_micros(at_unix_us.saturating_sub(unix_us()));
+                tokio::time::sleep(wait).await;
+                ctx.cut_at_us.set(Some(unix_us()));
+                match &proxy {
+                    Some(proxy) => proxy.cut(),
+                    None => ctx.problem("cut asked for, but this worker has no proxy".into()),
+                }
+            }
+            Command::Finish { expected } => {
+                ctx.phase.send_replace(Phase::Finishing { expected });
+            }
+        }
+    }
+}
+
+/// Reports the counters until the worker ends.
+async fn report_progress(ctx: Rc<WorkerCtx>) {
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        tell(&Message::Progress {
+            counters: ctx.counters(),
+        });
+    }
+}

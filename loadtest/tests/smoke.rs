@@ -1,0 +1,169 @@
+//! Every scenario at smoke size, as CI runs it: the real `loadtest` binary with
+//! `--spawn` (its own server process) and `--json`, which must exit 0 and report
+//! `lost` = 0 and `duplicated` = 0 with every client connected. The sizes are small
+//! so that each run takes a few seconds in a debug build; a run that is not over
+//! within [`DEADLINE`] is killed and fails the test.
+//!
+//! The runs take turns (one lock for the file): each starts a server and workers,
+//! and running five at once on a small machine would only make all of them slower.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Longest a smoke run may take.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `loadtest <args> --spawn --json <file>`; returns the JSON report once the
+/// run exited 0 within the deadline.
+fn run(args: &[&str]) -> Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let json = std::env::temp_dir().join(format!(
+        "loadtest-smoke-{}-{}.json",
+        args[0],
+        std::process::id()
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .args(["--spawn", "--json"])
+        .arg(&json)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadtest");
+    // Drain the pipes on their own threads so that the child never blocks on them.
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for loadtest") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("loadtest {args:?} still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = out.join().expect("stdout reader");
+    let err = err.join().expect("stderr reader");
+    println!("{out}");
+    assert!(
+        status.success(),
+        "loadtest {args:?} exited with {status}\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON report was written");
+    let _ = std::fs::remove_file(&json);
+    let report: Value = serde_json::from_str(&text).expect("the JSON report parses");
+    assert_eq!(report["lost"], 0, "{text}");
+    assert_eq!(report["duplicated"], 0, "{text}");
+    assert_eq!(report["failed"], 0, "{text}");
+    assert_eq!(report["connected"], report["clients"], "{text}");
+    assert_eq!(report["passed"], true, "{text}");
+    report
+}
+
+#[test]
+fn connect_storm() {
+    let report = run(&["connect", "--clients", "150", "--connect-rate", "300"]);
+    assert_eq!(report["latency_us"]["connect"]["count"], 150);
+    assert_eq!(report["latency_us"]["echo"]["count"], 150);
+}
+
+#[test]
+fn idle_connections_stay_up_through_heartbeats() {
+    let report = run(&[
+        "idle",
+        "--clients",
+        "150",
+        "--hold",
+        "3",
+        "--ping-ms",
+        "500",
+    ]);
+    assert_eq!(report["figures"]["server_sessions"], 150);
+    assert!(report["figures"]["server_rss_per_connection_kib"].as_f64() > Some(0.0));
+}
+
+#[test]
+fn fanout_delivers_every_message_once() {
+    let report = run(&[
+        "fanout",
+        "--clients",
+        "100",
+        "--rate",
+        "40",
+        "--duration",
+        "2",
+    ]);
+    let published = report["figures"]["published"].as_u64().unwrap();
+    assert_eq!(published, 80);
+    assert_eq!(report["reliable_checked"], published * 100);
+    assert_eq!(report["figures"]["deliveries"], published * 100);
+}
+
+#[test]
+fn rooms_tick_and_answer_inputs() {
+    let report = run(&[
+        "rooms",
+        "--rooms",
+        "10",
+        "--players",
+        "5",
+        "--hz",
+        "20",
+        "--duration",
+        "2",
+    ]);
+    assert_eq!(report["figures"]["server_rooms"], 10);
+    assert!(report["reliable_checked"].as_u64() > Some(0));
+    assert!(report["latency_us"]["input_to_state"]["count"].as_u64() > Some(0));
+    assert!(report["figures"]["tick_lateness_p99_us"].is_number());
+}
+
+#[test]
+fn reconnect_storm_resumes_every_session_exactly_once() {
+    let report = run(&[
+        "reconnect",
+        "--clients",
+        "100",
+        "--backoff-ms",
+        "100",
+        "--after",
+        "1",
+    ]);
+    assert_eq!(report["figures"]["sessions_resumed"], 100);
+    assert_eq!(report["figures"]["sessions_lost"], 0);
+    assert!(report["figures"]["frames_replayed"].is_number());
+    assert!(report["streams"]["c2s"]["sent"].as_u64() > Some(0));
+    assert!(report["streams"]["s2c"]["sent"].as_u64() > Some(0));
+}
+
+#[test]
+fn bad_usage_exits_2_and_says_why() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["fanout", "--spawn", "--rtae", "5"])
+        .output()
+        .expect("run loadtest");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown flag(s) --rtae"), "{err}");
+}

@@ -45,7 +45,37 @@ pub(crate) struct Link {
     pub kind: Transport,
 }
 
+/// The task side of a [`Link`]: what the reader and writer tasks hold.
+struct LinkEnds {
+    out_rx: mpsc::Receiver<Bytes>,
+    inbound_tx: mpsc::Sender<Result<Bytes, String>>,
+    stopped: watch::Receiver<()>,
+    written_tx: oneshot::Sender<()>,
+}
+
 impl Link {
+    /// A link of `kind` and the ends its tasks use.
+    fn new(kind: Transport) -> (Link, LinkEnds) {
+        let (out, out_rx) = mpsc::channel::<Bytes>(CHANNEL);
+        let (inbound_tx, inbound) = mpsc::channel(CHANNEL);
+        let (stop, stopped) = watch::channel(());
+        let (written_tx, written) = oneshot::channel();
+        let link = Link {
+            out,
+            inbound,
+            _stop: stop,
+            written,
+            kind,
+        };
+        let ends = LinkEnds {
+            out_rx,
+            inbound_tx,
+            stopped,
+            written_tx,
+        };
+        (link, ends)
+    }
+
     /// Queues a frame for writing.
     pub async fn send(&self, frame: Bytes) -> Result<(), String> {
         self.out
@@ -101,10 +131,13 @@ async fn open_websocket(
         .await
         .map_err(|e| ClientError::Connect(e.to_string()))?;
     let (mut sink, mut stream) = framed.split();
-    let (out, mut out_rx) = mpsc::channel::<Bytes>(CHANNEL);
-    let (inbound_tx, inbound) = mpsc::channel(CHANNEL);
-    let (stop, mut stopped) = watch::channel(());
-    let (written_tx, written) = oneshot::channel();
+    let (link, ends) = Link::new(Transport::WebSocket);
+    let LinkEnds {
+        mut out_rx,
+        inbound_tx,
+        mut stopped,
+        written_tx,
+    } = ends;
     let errors = inbound_tx.clone();
     actix_rt::spawn(async move {
         let mut result = sink.send(ws::Message::Binary(first)).await;
@@ -157,13 +190,7 @@ async fn open_websocket(
             }
         }
     });
-    Ok(Link {
-        out,
-        inbound,
-        _stop: stop,
-        written,
-        kind: Transport::WebSocket,
-    })
+    Ok(link)
 }
 
 /// awc's TCP connector, with `TCP_NODELAY` set on every connection it opens. Game
@@ -245,10 +272,13 @@ async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<
     }
     let pid = String::from_utf8_lossy(&body).into_owned();
     let endpoint = format!("{base}?pid={pid}");
-    let (out, mut out_rx) = mpsc::channel::<Bytes>(CHANNEL);
-    let (inbound_tx, inbound) = mpsc::channel(CHANNEL);
-    let (stop, mut stopped) = watch::channel(());
-    let (written_tx, written) = oneshot::channel();
+    let (link, ends) = Link::new(Transport::Polling);
+    let LinkEnds {
+        mut out_rx,
+        inbound_tx,
+        mut stopped,
+        written_tx,
+    } = ends;
     // Below the server's default limits (256 frames, 2 MiB per body), so that a
     // backlog never builds a POST the server refuses.
     let (max_frames, max_bytes) = (64, 256 * 1024);
@@ -333,13 +363,7 @@ async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<
             }
         }
     });
-    Ok(Link {
-        out,
-        inbound,
-        _stop: stop,
-        written,
-        kind: Transport::Polling,
-    })
+    Ok(link)
 }
 
 #[cfg(test)]

@@ -140,6 +140,10 @@ pub struct Run {
     pub failures: Vec<String>,
     progress: Progress,
     pub started: Instant,
+    /// The workers' counters added up, at every progress draw (four times a
+    /// second), with the time since `started`: kept only once
+    /// [`Run::keep_history`] was called (the soak's time series).
+    pub history: Option<Vec<(Duration, Counters)>>,
 }
 
 impl Run {
@@ -171,6 +175,7 @@ impl Run {
             failures: Vec::new(),
             progress: Progress::new(),
             started: Instant::now(),
+            history: None,
         })
     }
 
@@ -233,6 +238,16 @@ impl Run {
             self.exited.push(false);
         }
         Ok(())
+    }
+
+    /// Keeps the counters at every progress draw from now on, in [`Run::history`].
+    pub fn keep_history(&mut self) {
+        self.history.get_or_insert_with(Vec::new);
+    }
+
+    /// The server's process id, if known (spawned, or `--server-pid`).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server_pid
     }
 
     /// The workers' counters added up.
@@ -368,6 +383,10 @@ impl Run {
                     let totals = self.totals();
                     let text = self.line(label, phase_start, &last, &totals);
                     self.progress.draw(fraction(&totals), &text);
+                    let since_start = self.started.elapsed();
+                    if let Some(history) = &mut self.history {
+                        history.push((since_start, totals));
+                    }
                     last = (Instant::now(), totals);
                 }
                 _ = tokio::time::sleep_until(deadline) => break false,
@@ -453,18 +472,7 @@ impl Run {
 
     /// The server's own metrics (`loadtest serve` has them; another server may not).
     pub async fn server_metrics(&self) -> Option<ServerMetrics> {
-        let host = self
-            .url
-            .strip_prefix("ws://")?
-            .split('/')
-            .next()?
-            .to_owned();
-        let body = tokio::time::timeout(Duration::from_secs(10), http_get(&host, METRICS_PATH))
-            .await
-            .ok()?
-            .map_err(|e| tracing::warn!(error = %e, "server metrics unavailable"))
-            .ok()?;
-        serde_json::from_str(&body).ok()
+        server_metrics(&self.url).await
     }
 
     /// A report with what every scenario shows: clients, streams, latencies,
@@ -547,6 +555,18 @@ async fn spawn_server(flags: &[String]) -> Result<(Child, String), String> {
     // Keep reading so that the server never blocks on a full pipe.
     actix_rt::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, url))
+}
+
+/// The metrics of the server at WebSocket URL `url` (`loadtest serve` has them;
+/// another server may not).
+pub async fn server_metrics(url: &str) -> Option<ServerMetrics> {
+    let host = url.strip_prefix("ws://")?.split('/').next()?.to_owned();
+    let body = tokio::time::timeout(Duration::from_secs(10), http_get(&host, METRICS_PATH))
+        .await
+        .ok()?
+        .map_err(|e| tracing::warn!(error = %e, "server metrics unavailable"))
+        .ok()?;
+    serde_json::from_str(&body).ok()
 }
 
 /// A minimal HTTP/1.1 GET (the coordinator needs nothing more).

@@ -17,6 +17,7 @@ mod args;
 mod control;
 mod coordinator;
 mod histogram;
+mod plot;
 mod proc;
 mod progress;
 mod proxy;
@@ -25,6 +26,7 @@ mod scenarios;
 mod seq;
 mod server;
 mod sim;
+mod trend;
 mod worker;
 
 use std::io::IsTerminal;

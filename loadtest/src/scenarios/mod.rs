@@ -7,6 +7,7 @@ mod fanout;
 mod idle;
 mod reconnect;
 mod rooms;
+mod soak;
 
 use std::rc::Rc;
 
@@ -17,7 +18,7 @@ use crate::report::Report;
 use crate::worker::WorkerCtx;
 
 /// The scenario names, as given on the command line.
-pub const NAMES: [&str; 5] = ["connect", "idle", "fanout", "rooms", "reconnect"];
+pub const NAMES: [&str; 6] = ["connect", "idle", "fanout", "rooms", "reconnect", "soak"];
 
 /// Runs scenario `name` as the coordinator.
 pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
@@ -27,6 +28,7 @@ pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
         "fanout" => fanout::coordinate(flags).await,
         "rooms" => rooms::coordinate(flags).await,
         "reconnect" => reconnect::coordinate(flags).await,
+        "soak" => soak::coordinate(flags).await,
         other => Err(format!("unknown scenario '{other}'")),
     }
 }
@@ -47,6 +49,7 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
             stream_limit_s,
             backoff_ms,
         } => reconnect::client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
+        ScenarioPlan::Soak(plan) => soak::client(&ctx, index, &plan).await,
     }
 }
 

@@ -26,6 +26,7 @@ macro_rules! over_transports {
 
 mod broadcast;
 mod common;
+mod edge;
 mod game;
 mod heartbeat;
 mod limits;
@@ -33,3 +34,4 @@ mod namespaces;
 mod proxy;
 mod resume;
 mod transports;
+mod wire;

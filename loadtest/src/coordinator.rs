@@ -36,6 +36,9 @@ pub struct Common {
     pub connect_timeout: Duration,
     /// Server settings the scenario wanted but could not apply (`--url`).
     unapplied: Vec<String>,
+    /// The spawned server's log filter when `RUST_LOG` is not set (the fuzz
+    /// scenario's server would warn about every hostile connection).
+    pub server_log: Option<&'static str>,
 }
 
 /// The server a run talks to.
@@ -79,6 +82,7 @@ impl Common {
             target,
             connect_timeout: Duration::from_secs_f64(expected * 2.0 + 30.0),
             unapplied: Vec::new(),
+            server_log: None,
         })
     }
 
@@ -151,7 +155,7 @@ impl Run {
     pub async fn start(scenario: &'static str, common: &Common) -> Result<Run, String> {
         let (server, url, server_pid) = match &common.target {
             Target::Spawn { serve_flags } => {
-                let (child, url) = spawn_server(serve_flags).await?;
+                let (child, url) = spawn_server(serve_flags, common.server_log).await?;
                 let pid = child.id();
                 (Some(child), url, pid)
             }
@@ -529,10 +533,15 @@ impl Run {
     }
 }
 
-/// Starts `loadtest serve` on a free port and waits until it listens.
-async fn spawn_server(flags: &[String]) -> Result<(Child, String), String> {
+/// Starts `loadtest serve` on a free port and waits until it listens; `log` is its
+/// log filter unless `RUST_LOG` says otherwise.
+async fn spawn_server(flags: &[String], log: Option<&str>) -> Result<(Child, String), String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-    let mut child = Process::new(exe)
+    let mut command = Process::new(exe);
+    if let (Some(log), None) = (log, std::env::var_os("RUST_LOG")) {
+        command.env("RUST_LOG", log);
+    }
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-eof"])
         .args(flags)
         .stdin(Stdio::piped())

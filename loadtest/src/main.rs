@@ -21,6 +21,7 @@ mod plot;
 mod proc;
 mod progress;
 mod proxy;
+mod rawws;
 mod report;
 mod scenarios;
 mod seq;

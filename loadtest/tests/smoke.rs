@@ -185,6 +185,20 @@ fn soak_pings_once_per_interval_and_loses_nothing_through_cuts() {
 }
 
 #[test]
+fn fuzzed_connections_get_the_spec_close_and_the_good_clients_lose_nothing() {
+    let report = run(&["fuzz", "--duration", "3", "--seed", "42"]);
+    let figures = &report["figures"];
+    assert_eq!(figures["mismatches"], 0, "{figures}");
+    assert!(figures["cases_run"].as_u64() > Some(100), "{figures}");
+    assert!(
+        figures["as_expected_huge_length_in_the_header"].as_u64() > Some(0),
+        "{figures}"
+    );
+    assert_eq!(figures["server_sessions_after"], 4, "{figures}");
+    assert!(report["streams"]["c2s"]["sent"].as_u64() > Some(0));
+}
+
+#[test]
 fn bad_usage_exits_2_and_says_why() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["fanout", "--spawn", "--rtae", "5"])

@@ -4,6 +4,7 @@
 
 mod connect;
 mod fanout;
+mod fuzz;
 mod idle;
 mod reconnect;
 mod rooms;
@@ -18,7 +19,15 @@ use crate::report::Report;
 use crate::worker::WorkerCtx;
 
 /// The scenario names, as given on the command line.
-pub const NAMES: [&str; 6] = ["connect", "idle", "fanout", "rooms", "reconnect", "soak"];
+pub const NAMES: [&str; 7] = [
+    "connect",
+    "idle",
+    "fanout",
+    "rooms",
+    "reconnect",
+    "soak",
+    "fuzz",
+];
 
 /// Runs scenario `name` as the coordinator.
 pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
@@ -29,6 +38,7 @@ pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
         "rooms" => rooms::coordinate(flags).await,
         "reconnect" => reconnect::coordinate(flags).await,
         "soak" => soak::coordinate(flags).await,
+        "fuzz" => fuzz::coordinate(flags).await,
         other => Err(format!("unknown scenario '{other}'")),
     }
 }

@@ -68,13 +68,13 @@ impl Limits {
 
 /// One sample of the server.
 #[derive(Debug, Clone, Copy)]
-struct ServerPoint {
-    /// Seconds since the soak started.
-    t: f64,
-    cpu_s: f64,
-    rss_kib: u64,
-    fds: Option<usize>,
-    sessions: Option<usize>,
+pub(super) struct ServerPoint {
+    /// Seconds since sampling started.
+    pub t: f64,
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+    pub fds: Option<usize>,
+    pub sessions: Option<usize>,
 }
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
@@ -115,17 +115,11 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     run.connect(common.connect_timeout).await;
     run.keep_history();
     let began = run.started.elapsed().as_secs_f64();
-    let samples = Rc::new(RefCell::new(Vec::new()));
-    let sampler = actix_rt::spawn(sample_server(
-        run.server_pid(),
-        run.url.clone(),
-        Instant::now(),
-        samples.clone(),
-    ));
+    let sampler = ServerSampler::start(&run);
     run.send(&Command::Start).await;
     run.hold("soaking", Duration::from_secs_f64(duration), &|_| false)
         .await;
-    sampler.abort();
+    let samples = sampler.stop();
     let tally = run.finish(0, DRAIN + Duration::from_secs(60)).await;
 
     let mut report = run.report(&common, &tally);
@@ -153,7 +147,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let interval_s = ping_ms as f64 / 1000.0;
     check_ping_rate(&mut report, c, interval_s, tolerance);
     let history = run.history.take().unwrap_or_default();
-    let series = Series::new(&samples.borrow(), &history, began, interval_s);
+    let series = Series::new(&samples, &history, began, interval_s);
     series.check(&mut report, &limits);
     if let Some(path) = svg {
         let title = format!(
@@ -189,6 +183,32 @@ fn check_ping_rate(report: &mut Report, c: &Counters, interval_s: f64, tolerance
             "the server sent {per_interval:.3} pings per session per ping interval, \
              not 1 ± {tolerance}"
         ));
+    }
+}
+
+/// Samples the server process and its sessions every second, from its start until
+/// it is stopped.
+pub(super) struct ServerSampler {
+    task: actix_rt::task::JoinHandle<()>,
+    samples: Rc<RefCell<Vec<ServerPoint>>>,
+}
+
+impl ServerSampler {
+    pub fn start(run: &Run) -> ServerSampler {
+        let samples = Rc::new(RefCell::new(Vec::new()));
+        let task = actix_rt::spawn(sample_server(
+            run.server_pid(),
+            run.url.clone(),
+            Instant::now(),
+            samples.clone(),
+        ));
+        ServerSampler { task, samples }
+    }
+
+    /// The samples, times in seconds from the start.
+    pub fn stop(self) -> Vec<ServerPoint> {
+        self.task.abort();
+        self.samples.take()
     }
 }
 

@@ -18,7 +18,7 @@ const WIDTH: f64 = 720.0;
 const PANEL_HEIGHT: f64 = 150.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 56.0;
 const GAP: f64 = 40.0;
 
 /// The SVG document: `title` on top, then the panels.
@@ -69,10 +69,10 @@ fn draw_panel(out: &mut String, panel: &Panel<'_>, top: f64, t_max: f64) {
         LEFT - 4.0,
         bottom
     );
-    for t in [0.0, t_max / 2.0, t_max] {
+    for (t, anchor) in [(0.0, "start"), (t_max / 2.0, "middle"), (t_max, "end")] {
         let _ = writeln!(
             out,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{} s</text>"#,
+            r#"<text x="{:.1}" y="{}" text-anchor="{anchor}">{} s</text>"#,
             x(t),
             bottom + 14.0,
             number(t)
@@ -99,10 +99,12 @@ fn draw_panel(out: &mut String, panel: &Panel<'_>, top: f64, t_max: f64) {
     );
 }
 
-/// A value label: at most three decimals, none for large values.
+/// A value label: up to three decimals below 10, one below 100, none above.
 fn number(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
     } else {
         let s = format!("{v:.3}");
         s.trim_end_matches('0').trim_end_matches('.').to_owned()
@@ -150,7 +152,7 @@ mod tests {
 
     #[test]
     fn labels_are_short() {
-        assert_eq!(number(13.2), "13.2");
+        assert_eq!(number(13.24), "13.2");
         assert_eq!(number(0.5), "0.5");
         assert_eq!(number(1234.56), "1235");
         assert_eq!(number(2.0), "2");

@@ -101,13 +101,16 @@ fn draw_panel(out: &mut String, panel: &Panel<'_>, top: f64, t_max: f64) {
 
 /// A value label: up to three decimals below 10, one below 100, none above.
 fn number(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        let s = format!("{v:.3}");
+    let decimals = match v.abs() {
+        a if a >= 100.0 => 0,
+        a if a >= 10.0 => 1,
+        _ => 3,
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
     }
 }
 
@@ -156,5 +159,6 @@ mod tests {
         assert_eq!(number(0.5), "0.5");
         assert_eq!(number(1234.56), "1235");
         assert_eq!(number(2.0), "2");
+        assert_eq!(number(60.0), "60");
     }
 }

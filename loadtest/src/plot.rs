@@ -78,15 +78,6 @@ fn draw_panel(out: &mut String, panel: &Panel<'_>, top: f64, t_max: f64) {
             number(t)
         );
     }
-    if let Some(reference) = panel.reference {
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#c33" stroke-dasharray="4 3"/>"##,
-            LEFT + plot_w,
-            y(reference),
-            y(reference)
-        );
-    }
     let line: Vec<String> = panel
         .points
         .iter()
@@ -97,6 +88,16 @@ fn draw_panel(out: &mut String, panel: &Panel<'_>, top: f64, t_max: f64) {
         r##"<polyline fill="none" stroke="#2a6fb0" stroke-width="1.5" points="{}"/>"##,
         line.join(" ")
     );
+    // On top of the data, which often runs along it.
+    if let Some(reference) = panel.reference {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#c33" stroke-dasharray="4 3"/>"##,
+            LEFT + plot_w,
+            y(reference),
+            y(reference)
+        );
+    }
 }
 
 /// A value label: up to three decimals below 10, one below 100, none above.

@@ -525,7 +525,12 @@ impl ClientSoak {
             c2s: ticker(plan.msg_rate),
             chat: ticker(plan.chat_rate),
             inputs: ticker(plan.input_hz),
-            sample: tokio::time::interval(SAMPLE_EVERY),
+            sample: {
+                // Not polled before the run starts: no burst of missed ticks then.
+                let mut every = tokio::time::interval(SAMPLE_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every
+            },
             sent: 0,
             said: 0,
             input_seq: 0,

@@ -134,7 +134,12 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     report.setting("tick_rate", tick_rate);
     report.setting("cuts_per_min", cuts_per_min);
     let c = &tally.counters;
-    report.figure("cuts", "connections cut", c.drops as f64, "");
+    report.figure(
+        "drops",
+        "connections dropped (cut, or a ping timeout)",
+        c.drops as f64,
+        "",
+    );
     report.figure("sessions_resumed", "sessions resumed", c.resumed as f64, "");
     report.figure("pings", "pings received", c.pings as f64, "");
     if c.sessions_lost > 0 {

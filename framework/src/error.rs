@@ -20,6 +20,8 @@ pub enum DisconnectReason {
     Kicked(String),
     /// More reliable frames waited for the client than the outbox holds.
     OutboxOverflow,
+    /// The client sent faster than [`crate::RateLimit`] allows.
+    RateLimited,
     /// The connection dropped (for the reason inside) and the client did not resume
     /// within the grace window.
     Expired(Box<DisconnectReason>),
@@ -35,6 +37,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Protocol(why) => write!(f, "protocol error: {why}"),
             DisconnectReason::Kicked(why) => write!(f, "kicked: {why}"),
             DisconnectReason::OutboxOverflow => f.write_str("outbox overflow"),
+            DisconnectReason::RateLimited => f.write_str("rate limited"),
             DisconnectReason::Expired(cause) => write!(f, "session expired ({cause})"),
         }
     }

@@ -23,7 +23,7 @@ mod transport;
 #[cfg(feature = "client")]
 pub mod client;
 
-pub use config::Config;
+pub use config::{Config, RateLimit};
 pub use error::{AckError, DisconnectReason, EmitError};
 pub use game::{
     Game, GameRooms, GameRoomsBuilder, InputError, JoinError, JoinRequest, Joined, LeaveReason,

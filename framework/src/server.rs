@@ -15,8 +15,8 @@ use crate::namespace::{
     Target,
 };
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
-use crate::transport::{polling, websocket};
-use crate::{Config, EmitError, SessionId};
+use crate::transport::{admission, polling, websocket};
+use crate::{Config, EmitError, RateLimit, SessionId};
 
 type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
 
@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     control: ArbiterHandle,
     /// Open long-polling connections.
     pub polls: polling::PollRegistry,
+    /// Open connections of both transports, for the connection limits.
+    pub connections: Arc<admission::Connections>,
 }
 
 impl Shared {
@@ -124,6 +126,28 @@ impl VolleyBuilder {
         self
     }
 
+    /// Most open connections in total and from one client address (defaults 20,000
+    /// and 1,000; `usize::MAX` for no limit). Past either, new connections get 503.
+    pub fn max_connections(mut self, total: usize, per_ip: usize) -> Self {
+        self.config.max_connections = total;
+        self.config.max_connections_per_ip = per_ip;
+        self
+    }
+
+    /// Reverse proxies whose `X-Forwarded-For` header names the client for the
+    /// per-address connection limit (default: none).
+    pub fn trusted_proxies(mut self, proxies: &[std::net::IpAddr]) -> Self {
+        self.config.trusted_proxies = proxies.to_vec();
+        self
+    }
+
+    /// Inbound rate limit per session (default 200 frames/s, burst 400, and 1 MiB/s,
+    /// burst 2 MiB); [`RateLimit::OFF`] turns it off.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.config.rate_limit = limit;
+        self
+    }
+
     /// Long-polling hold time: how long a GET waits for frames (default 20 s).
     pub fn poll_hold(mut self, hold: Duration) -> Self {
         self.config.poll_hold = hold;
@@ -169,6 +193,7 @@ impl VolleyBuilder {
             place_room,
             control,
             polls: Default::default(),
+            connections: Default::default(),
         };
         let started: HashMap<String, NamespaceHandle> = self
             .namespaces
@@ -243,6 +268,12 @@ impl Volley {
             .bind(addr)?
             .run()
             .await
+    }
+
+    /// Open connections (WebSocket and long-polling) right now, as counted by
+    /// [`Config::max_connections`].
+    pub fn open_connections(&self) -> usize {
+        self.shared.connections.open()
     }
 
     /// A handle on namespace `name` for broadcasting from anywhere (a game loop, an

@@ -19,6 +19,7 @@
 
 mod heartbeat;
 mod outbox;
+mod rate;
 mod supervisor;
 mod transport_link;
 
@@ -107,6 +108,8 @@ pub struct Session {
     reported_seq: u64,
     /// Volatile frames dropped because the connection was behind or absent.
     dropped_volatile: u64,
+    /// What the client may still send (`Config::rate_limit`); kept across resumes.
+    inbound: rate::InboundRate,
     ended: bool,
 }
 
@@ -115,6 +118,7 @@ impl Session {
         let config = &shared.config;
         let heartbeat = Heartbeat::new(config.ping_timeout);
         let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
+        let inbound = rate::InboundRate::new(config.rate_limit, Instant::now());
         Session {
             shared,
             link: Link::Attached(link),
@@ -126,6 +130,7 @@ impl Session {
             recv_seq: 0,
             reported_seq: 0,
             dropped_volatile: 0,
+            inbound,
             ended: false,
         }
     }

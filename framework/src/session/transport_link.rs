@@ -5,10 +5,12 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
 
+use super::rate::Exceeded;
 use super::{Heartbeat, Link, Session};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{self, Frame};
@@ -34,10 +36,11 @@ pub enum ToTransport {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum FromTransport {
-    /// A decoded frame from the client.
+    /// A decoded frame from the client, `size` bytes as received.
     Frame {
         transport: TransportId,
         frame: Frame,
+        size: usize,
     },
     /// The connection is gone (and why). The transport has already closed it.
     Closed {
@@ -85,9 +88,14 @@ impl Handler<FromTransport> for Session {
         match msg {
             // Frames still in flight from a replaced connection are dropped: the
             // client resends whatever we did not count before the switch.
-            FromTransport::Frame { transport, frame } if Some(transport) == current => {
-                self.on_frame(frame, ctx)
-            }
+            FromTransport::Frame {
+                transport,
+                frame,
+                size,
+            } if Some(transport) == current => match self.inbound.admit(size, Instant::now()) {
+                Ok(()) => self.on_frame(frame, ctx),
+                Err(exceeded) => self.rate_limited(exceeded, ctx),
+            },
             FromTransport::Closed { transport, reason } if Some(transport) == current => {
                 match reason {
                     DisconnectReason::TransportClosed => self.detach(reason, ctx),
@@ -96,6 +104,24 @@ impl Handler<FromTransport> for Session {
             }
             _ => {}
         }
+    }
+}
+
+impl Session {
+    /// The client sent faster than its rate limit: tell it which limit, then end the
+    /// session. The frame that went over is not processed.
+    fn rate_limited(&mut self, exceeded: Exceeded, ctx: &mut Context<Self>) {
+        tracing::warn!(sid = self.id().0, %exceeded, "rate limited");
+        let reason = format!("rate limited: {exceeded}");
+        // Not about one namespace: the error names none.
+        self.send_frame(
+            &Frame::Error {
+                ns: String::new(),
+                reason,
+            },
+            ctx,
+        );
+        self.end(DisconnectReason::RateLimited, true, ctx);
     }
 }
 

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use rand::RngCore;
 use tokio::sync::oneshot;
 
+use super::admission::{self, ConnectionSlot, Refusal};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
 use crate::server::Shared;
@@ -58,6 +59,9 @@ enum PollError {
     Refused(String),
     #[error("request body too large (limit {0} bytes)")]
     TooLarge(usize),
+    /// Foreign origin (403) or no room for another connection (503).
+    #[error(transparent)]
+    Admission(#[from] Refusal),
 }
 
 impl PollError {
@@ -65,6 +69,7 @@ impl PollError {
         match self {
             PollError::Concurrent => StatusCode::CONFLICT,
             PollError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PollError::Admission(refusal) => refusal.status(),
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -105,6 +110,9 @@ fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
 }
 
 async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    if let Err(refusal) = admission::check_origin(&req, &shared.config) {
+        return refusal.response();
+    }
     let mut builder = HttpResponse::NoContent();
     cors(&req, &shared, &mut builder);
     builder
@@ -130,6 +138,7 @@ async fn get(
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
     let result = async {
+        admission::check_origin(&req, &shared.config)?;
         let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
         let transport = lookup(&shared, pid).ok_or(PollError::UnknownPid)?;
         let (reply, answer) = oneshot::channel();
@@ -153,6 +162,7 @@ async fn post(
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
     let result = async {
+        admission::check_origin(&req, &shared.config)?;
         let body = read_body(payload, shared.config.max_poll_body).await?;
         let frames = protocol::split_batch(&body, shared.config.max_poll_frames)
             .map_err(|e| PollError::Refused(e.to_string()))?;
@@ -168,8 +178,10 @@ async fn post(
                         "an opening request must carry 'hello' or 'resume'".to_owned(),
                     ));
                 }
+                let slot = admission::reserve(&req, &shared)?;
                 let pid = new_pid();
-                let transport = PollTransport::new(shared.get_ref().clone(), pid.clone()).start();
+                let transport =
+                    PollTransport::new(shared.get_ref().clone(), pid.clone(), slot).start();
                 shared
                     .polls
                     .write()
@@ -233,10 +245,12 @@ pub(crate) struct PollTransport {
     flush_scheduled: bool,
     /// The session is over or moved: deliver what is queued, then stop.
     closing: bool,
+    /// This connection's place under the connection limits, given back on drop.
+    _slot: ConnectionSlot,
 }
 
 impl PollTransport {
-    fn new(shared: Arc<Shared>, pid: Arc<str>) -> Self {
+    fn new(shared: Arc<Shared>, pid: Arc<str>, slot: ConnectionSlot) -> Self {
         PollTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             pid,
@@ -247,6 +261,7 @@ impl PollTransport {
             waiting: None,
             flush_scheduled: false,
             closing: false,
+            _slot: slot,
         }
     }
 
@@ -348,6 +363,7 @@ impl PollTransport {
                 session.do_send(FromTransport::Frame {
                     transport: self.id,
                     frame,
+                    size: bytes.len(),
                 });
                 continue;
             }

@@ -7,6 +7,7 @@ use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
+use super::admission::{self, ConnectionSlot};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
 use crate::server::Shared;
@@ -19,8 +20,14 @@ pub(crate) async fn route(
     payload: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let slot = match admission::check_origin(&req, &shared.config)
+        .and_then(|()| admission::reserve(&req, &shared))
+    {
+        Ok(slot) => slot,
+        Err(refusal) => return Ok(refusal.response()),
+    };
     let max = shared.config.max_frame_size;
-    let transport = WsTransport::new(shared.get_ref().clone());
+    let transport = WsTransport::new(shared.get_ref().clone(), slot);
     ws::WsResponseBuilder::new(transport, &req, payload)
         .frame_size(max)
         .start()
@@ -40,16 +47,19 @@ pub(crate) struct WsTransport {
     session: Option<Addr<Session>>,
     backlog: Backlog,
     closed: bool,
+    /// This connection's place under the connection limits, given back on drop.
+    _slot: ConnectionSlot,
 }
 
 impl WsTransport {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>, slot: ConnectionSlot) -> Self {
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             shared,
             session: None,
             backlog: Arc::new(AtomicUsize::new(0)),
             closed: false,
+            _slot: slot,
         }
     }
 
@@ -111,6 +121,7 @@ impl WsTransport {
             return session.do_send(FromTransport::Frame {
                 transport: self.id,
                 frame,
+                size: bytes.len(),
             });
         }
         match opening(frame) {

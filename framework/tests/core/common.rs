@@ -290,10 +290,16 @@ impl RawPoller {
     }
 
     pub async fn send(&mut self, frame: &Frame) {
+        self.send_all(std::slice::from_ref(frame)).await;
+    }
+
+    /// Sends `frames` in one batch (one POST).
+    pub async fn send_all(&mut self, frames: &[Frame]) {
+        let batch: Vec<_> = frames.iter().map(protocol::encode).collect();
         let mut response = self
             .http
             .post(&self.endpoint)
-            .send_body(protocol::encode_batch(&[protocol::encode(frame)]))
+            .send_body(protocol::encode_batch(&batch))
             .await
             .expect("POST");
         let body = response.body().await.unwrap_or_default();
@@ -349,6 +355,18 @@ impl Raw {
         match self {
             Raw::Ws(ws) => ws.send(frame).await,
             Raw::Poll(poll) => poll.send(frame).await,
+        }
+    }
+
+    /// Sends `frames` back to back: one WebSocket message each, or one polling batch.
+    pub async fn send_all(&mut self, frames: &[Frame]) {
+        match self {
+            Raw::Ws(ws) => {
+                for frame in frames {
+                    ws.send(frame).await;
+                }
+            }
+            Raw::Poll(poll) => poll.send_all(frames).await,
         }
     }
 

@@ -32,4 +32,5 @@ mod limits;
 mod namespaces;
 mod proxy;
 mod resume;
+mod security;
 mod transports;

@@ -22,6 +22,8 @@ mod transport;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::{Config, RateLimit};
 pub use error::{AckError, DisconnectReason, EmitError};

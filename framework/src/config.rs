@@ -68,7 +68,7 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// How fast one session may send. Past it the client gets an `error` frame saying
     /// which limit, then the session ends with `rate limited`. Default 200 frames/s
-    /// (burst 400) and 1 MiB/s (burst 2 MiB). See [`RateLimit`].
+    /// (burst 2,000) and 1 MiB/s (burst 2 MiB). See [`RateLimit`].
     pub rate_limit: RateLimit,
     /// Most namespaces one session may join. Default 32.
     pub max_namespaces_per_session: usize,
@@ -117,7 +117,9 @@ impl Default for Config {
 pub struct RateLimit {
     /// Frames per second, sustained. Default 200.
     pub frames_per_sec: u32,
-    /// Frames that may come at once after a quiet spell. Default 400.
+    /// Frames that may come at once after a quiet spell. Default 2,000: more than
+    /// the Rust client's whole send buffer (1,024 frames), flushed at once after a
+    /// reconnection.
     pub frame_burst: u32,
     /// Bytes per second, sustained (frame sizes as encoded). Default 1 MiB.
     pub bytes_per_sec: u64,
@@ -139,7 +141,7 @@ impl Default for RateLimit {
     fn default() -> Self {
         RateLimit {
             frames_per_sec: 200,
-            frame_burst: 400,
+            frame_burst: 2_000,
             bytes_per_sec: 1024 * 1024,
             byte_burst: 2 * 1024 * 1024,
         }

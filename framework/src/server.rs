@@ -141,7 +141,7 @@ impl VolleyBuilder {
         self
     }
 
-    /// Inbound rate limit per session (default 200 frames/s, burst 400, and 1 MiB/s,
+    /// Inbound rate limit per session (default 200 frames/s, burst 2,000, and 1 MiB/s,
     /// burst 2 MiB); [`RateLimit::OFF`] turns it off.
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.config.rate_limit = limit;

@@ -1,8 +1,11 @@
 //! Heartbeat bookkeeping, kept free of timers so it can be unit-tested.
 //!
-//! The server pings every `interval`; the client must answer within `timeout`. A peer
-//! that stops answering is detected at the latest `interval + timeout` after its last
-//! answer.
+//! The server pings on a fixed schedule, once every `interval` counted from the
+//! session's opening (not from the last pong), and never has more than one ping
+//! outstanding; the client must answer within `timeout` of the ping, or its connection
+//! is dropped. A peer that stops answering is therefore detected at the latest
+//! `interval + timeout` after its last answer. The timers that drive this live in
+//! `keepalive.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -57,15 +60,69 @@ impl Heartbeat {
         Some(rtt)
     }
 
+    /// Whether a ping is waiting for its pong.
+    pub fn outstanding(&self) -> bool {
+        self.outstanding.is_some()
+    }
+
+    /// Forgets the outstanding ping (the connection it was sent on is gone); the
+    /// measured round-trip time is kept.
+    pub fn reset(&mut self) {
+        self.outstanding = None;
+    }
+
     /// The last measured round-trip time.
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt
     }
 }
 
+/// When the ping after the one scheduled at `scheduled` is due, seen at `now`: the
+/// next slot of the fixed schedule that is still in the future. Slots missed while
+/// the thread was busy are skipped, not caught up on, so a late tick never produces
+/// a burst of pings.
+pub fn next_ping(scheduled: Instant, now: Instant, interval: Duration) -> Instant {
+    let interval = interval.max(Duration::from_millis(1));
+    let mut next = scheduled + interval;
+    if next <= now {
+        let behind = now.duration_since(next).as_nanos() / interval.as_nanos() + 1;
+        let skip = u32::try_from(behind).unwrap_or(u32::MAX);
+        next += interval.saturating_mul(skip);
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schedule_is_fixed_and_skips_missed_slots() {
+        let t0 = Instant::now();
+        let i = Duration::from_millis(100);
+        // On time, or a little late: the next slot does not drift.
+        assert_eq!(next_ping(t0, t0, i), t0 + i);
+        assert_eq!(next_ping(t0, t0 + Duration::from_millis(30), i), t0 + i);
+        // Two and a half intervals late: the missed slots are skipped.
+        let late = t0 + Duration::from_millis(250);
+        assert_eq!(next_ping(t0, late, i), t0 + 3 * i);
+        // Exactly on a slot boundary: that slot is now, so the next one is due.
+        assert_eq!(next_ping(t0, t0 + i, i), t0 + 2 * i);
+    }
+
+    #[test]
+    fn reset_forgets_the_outstanding_ping_but_keeps_rtt() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(Duration::from_secs(2));
+        assert_eq!(hb.tick(t0), Beat::Ping);
+        hb.pong(t0 + Duration::from_millis(5));
+        assert_eq!(hb.tick(t0 + Duration::from_secs(1)), Beat::Ping);
+        assert!(hb.outstanding());
+        hb.reset();
+        assert!(!hb.outstanding());
+        assert_eq!(hb.rtt(), Some(Duration::from_millis(5)));
+        assert_eq!(hb.tick(t0 + Duration::from_secs(5)), Beat::Ping);
+    }
 
     #[test]
     fn pings_then_times_out_without_pong() {

@@ -18,6 +18,7 @@
 //! resumes, and when the socket is gone.
 
 mod heartbeat;
+mod keepalive;
 mod outbox;
 mod rate;
 mod supervisor;
@@ -98,6 +99,10 @@ pub struct Session {
     link: Link,
     ids: Option<Arc<SessionLink>>,
     heartbeat: Heartbeat,
+    /// When the next ping is due: the heartbeat runs on one fixed schedule per session.
+    next_ping: Instant,
+    /// Fires `ping_timeout` after an unanswered ping; cancelled by its pong.
+    ping_deadline: Option<SpawnHandle>,
     joined: HashMap<Arc<str>, Joined>,
     pending_acks: HashMap<u64, PendingAck>,
     /// Reliable frames sent and not yet acknowledged; numbers the server's stream.
@@ -124,6 +129,8 @@ impl Session {
             link: Link::Attached(link),
             ids: None,
             heartbeat,
+            next_ping: Instant::now(),
+            ping_deadline: None,
             joined: HashMap::new(),
             pending_acks: HashMap::new(),
             outbox,
@@ -231,6 +238,9 @@ impl Session {
         }
         match frame {
             Frame::Pong { last_seq } => {
+                if let Some(deadline) = self.ping_deadline.take() {
+                    ctx.cancel_future(deadline);
+                }
                 if let Some(rtt) = self.heartbeat.pong(Instant::now()) {
                     if let Some(ids) = &self.ids {
                         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
@@ -342,33 +352,6 @@ impl Session {
         });
     }
 
-    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        if !matches!(self.link, Link::Attached(_)) || self.ended {
-            return;
-        }
-        match self.heartbeat.tick(Instant::now()) {
-            Beat::Ping => {
-                self.report_received(ctx);
-                self.send_frame(&Frame::Ping, ctx);
-                // Check again when the answer is due, so that a dead peer is found
-                // within interval + timeout rather than two intervals.
-                ctx.run_later(self.shared.config.ping_timeout, |act, ctx| {
-                    act.heartbeat(ctx)
-                });
-            }
-            Beat::TimedOut => {
-                tracing::info!(sid = self.id().0, "ping timeout");
-                if let Link::Attached(t) = &self.link {
-                    t.recipient.do_send(ToTransport::Drop {
-                        reason: DisconnectReason::PingTimeout.to_string(),
-                    });
-                }
-                self.detach(DisconnectReason::PingTimeout, ctx);
-            }
-            Beat::Wait => {}
-        }
-    }
-
     /// The connection is gone: keep the session for the grace window.
     fn detach(&mut self, cause: DisconnectReason, ctx: &mut Context<Self>) {
         let grace = self.shared.config.resume_grace;
@@ -376,6 +359,7 @@ impl Session {
             return self.end(cause, false, ctx);
         }
         tracing::debug!(sid = self.id().0, %cause, ?grace, "session detached");
+        self.reset_heartbeat(ctx);
         self.notify_watchers(&SocketEventKind::Detached);
         let expired = DisconnectReason::Expired(Box::new(cause));
         let expiry = ctx.run_later(grace, move |act, ctx| {
@@ -509,7 +493,7 @@ impl Session {
         });
         self.send_frame(&open, ctx);
         tracing::debug!(sid = id.0, "session opened");
-        ctx.run_interval(config.ping_interval, |act, ctx| act.heartbeat(ctx));
+        self.start_heartbeat(ctx);
     }
 }
 

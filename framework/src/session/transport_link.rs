@@ -11,7 +11,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::rate::Exceeded;
-use super::{Heartbeat, Link, Session};
+use super::{Link, Session};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{self, Frame};
 use crate::DisconnectReason;
@@ -173,7 +173,9 @@ impl Handler<Attach> for Session {
                 ctx.cancel_future(expiry);
             }
         }
-        self.heartbeat = Heartbeat::new(self.shared.config.ping_timeout);
+        // The new connection owes no pong; the schedule itself carries on unchanged
+        // (one per session, see `keepalive`).
+        self.reset_heartbeat(ctx);
         let replayed = replay.len() as u64;
         tracing::debug!(sid = self.id().0, replayed, "session resumed");
         self.reported_seq = self.recv_seq;

@@ -5,6 +5,7 @@
 //! session hands it. It knows nothing of namespaces or rooms.
 
 pub(crate) mod admission;
+mod edge;
 mod opening;
 pub(crate) mod polling;
 pub(crate) mod websocket;

@@ -38,7 +38,22 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, path: &str) {
     let path = format!("{}/poll", path.trim_end_matches('/'));
     cfg.route(&path, web::get().to(get))
         .route(&path, web::post().to(post))
-        .route(&path, web::method(Method::OPTIONS).to(preflight));
+        .route(&path, web::method(Method::OPTIONS).to(preflight))
+        .route(&path, web::route().to(not_allowed));
+}
+
+/// The methods of the polling endpoint, for `Allow` and CORS preflights.
+const METHODS: &str = "GET, POST, OPTIONS";
+
+/// Any other method on the polling endpoint: 405 with the methods it takes.
+async fn not_allowed(req: HttpRequest) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, METHODS))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!(
+            "method {} not allowed on the polling endpoint (allowed: {METHODS})",
+            req.method()
+        ))
 }
 
 #[derive(serde::Deserialize)]
@@ -116,7 +131,7 @@ async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResp
     let mut builder = HttpResponse::NoContent();
     cors(&req, &shared, &mut builder);
     builder
-        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, METHODS))
         .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "Content-Type"))
         .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
         .finish()
@@ -163,7 +178,7 @@ async fn post(
 ) -> HttpResponse {
     let result = async {
         admission::check_origin(&req, &shared.config)?;
-        let body = read_body(payload, shared.config.max_poll_body).await?;
+        let body = read_body(&req, payload, shared.config.max_poll_body).await?;
         let frames = protocol::split_batch(&body, shared.config.max_poll_frames)
             .map_err(|e| PollError::Refused(e.to_string()))?;
         match query.pid.as_deref() {
@@ -204,7 +219,22 @@ async fn push(transport: &Addr<PollTransport>, frames: Vec<Bytes>) -> Result<(),
         .map_err(PollError::Refused)
 }
 
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, PollError> {
+/// Reads a request body of at most `limit` bytes. A `Content-Length` above the limit
+/// is refused before any of the body is read, so the client hears 413 at once instead
+/// of after uploading it.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, PollError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(PollError::TooLarge(limit));
+    }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| PollError::Refused(format!("bad request body: {e}")))?;

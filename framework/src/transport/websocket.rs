@@ -8,6 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
 use super::admission::{self, ConnectionSlot};
+use super::edge::{FrameGuard, Violation};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
 use crate::server::Shared;
@@ -27,8 +28,10 @@ pub(crate) async fn route(
         Err(refusal) => return Ok(refusal.response()),
     };
     let max = shared.config.max_frame_size;
-    let transport = WsTransport::new(shared.get_ref().clone(), slot);
-    ws::WsResponseBuilder::new(transport, &req, payload)
+    let violation = Violation::default();
+    let transport = WsTransport::new(shared.get_ref().clone(), violation.clone(), slot);
+    let guarded = FrameGuard::new(payload, max, violation);
+    ws::WsResponseBuilder::new(transport, &req, guarded)
         .frame_size(max)
         .start()
 }
@@ -47,18 +50,21 @@ pub(crate) struct WsTransport {
     session: Option<Addr<Session>>,
     backlog: Backlog,
     closed: bool,
+    /// Why the edge guard stopped the client's bytes, if it did.
+    violation: Violation,
     /// This connection's place under the connection limits, given back on drop.
     _slot: ConnectionSlot,
 }
 
 impl WsTransport {
-    fn new(shared: Arc<Shared>, slot: ConnectionSlot) -> Self {
+    fn new(shared: Arc<Shared>, violation: Violation, slot: ConnectionSlot) -> Self {
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             shared,
             session: None,
             backlog: Arc::new(AtomicUsize::new(0)),
             closed: false,
+            violation,
             _slot: slot,
         }
     }
@@ -224,13 +230,17 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
                 ),
                 ctx,
             ),
-            // The connection broke (reset, EOF mid-frame): not the client's fault,
-            // so the session detaches and may be resumed.
-            Err(ws::ProtocolError::Io(e)) => {
-                tracing::debug!(error = %e, "connection lost");
-                self.closed = true;
-                ctx.stop();
-            }
+            Err(ws::ProtocolError::Io(e)) => match self.violation.take() {
+                // The edge guard refused a frame header (too large, reserved bits).
+                Some(reason) => self.refuse(reason, ctx),
+                // The connection broke (reset, EOF mid-frame): not the client's
+                // fault, so the session detaches and may be resumed.
+                None => {
+                    tracing::debug!(error = %e, "connection lost");
+                    self.closed = true;
+                    ctx.stop();
+                }
+            },
             Err(e) => self.refuse(format!("websocket protocol error: {e}"), ctx),
         }
     }

@@ -337,17 +337,23 @@ impl Raw {
         let hello = Frame::Hello {
             version: PROTOCOL_VERSION,
         };
-        let mut raw = match transport {
-            Transport::Polling => Raw::Poll(RawPoller::connect(url, &hello).await),
-            _ => {
-                let mut ws = RawClient::connect(url).await;
-                ws.send(&hello).await;
-                Raw::Ws(ws)
-            }
-        };
+        let mut raw = Raw::start(url, transport, &hello).await;
         match raw.recv().await {
             Some(Frame::Open(open)) => (raw, open),
             other => panic!("expected open, got {other:?}"),
+        }
+    }
+
+    /// A new connection on `transport` whose first frame is `first` (`Hello` or
+    /// `Resume`); the answer is left to read.
+    pub async fn start(url: &str, transport: Transport, first: &Frame) -> Raw {
+        match transport {
+            Transport::Polling => Raw::Poll(RawPoller::connect(url, first).await),
+            _ => {
+                let mut ws = RawClient::connect(url).await;
+                ws.send(first).await;
+                Raw::Ws(ws)
+            }
         }
     }
 

@@ -13,7 +13,6 @@ const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Without resumption, the session ends with the connection.
-/// Without resumption, the session ends with the connection.
 async fn a_client_that_stops_answering_pings_is_dropped_with_ping_timeout(transport: Transport) {
     dropped_after_ping_timeout(transport, Duration::ZERO, DisconnectReason::PingTimeout).await;
 }
@@ -106,7 +105,133 @@ async fn rtt_is_measured_and_readable_by_handlers(transport: Transport) {
     assert!(rtt < 5_000_000);
 }
 
+/// Pings counted end to end: the schedule is checked by what reaches the client.
+const COUNT_INTERVAL: Duration = Duration::from_millis(200);
+/// Shorter than the interval, the setting under which the pings used to multiply.
+const COUNT_TIMEOUT: Duration = Duration::from_millis(150);
+const INTERVALS: u32 = 20;
+
+/// A raw client that keeps count of the server's reliable frames, to answer pings as
+/// a real client does.
+struct Pinged {
+    raw: Raw,
+    received: u64,
+}
+
+impl Pinged {
+    /// The next ping, answering nothing; counts reliable frames on the way.
+    async fn next_ping(&mut self) -> Instant {
+        loop {
+            let frame = self.raw.recv().await;
+            match frame.expect("the connection stays up while pings are answered") {
+                Frame::Ping => return Instant::now(),
+                frame if frame.is_reliable() => self.received += 1,
+                _ => {}
+            }
+        }
+    }
+
+    async fn pong(&mut self) {
+        let last_seq = self.received;
+        self.raw.send(&Frame::Pong { last_seq }).await;
+    }
+
+    /// Answers every ping for `INTERVALS` intervals from the first one, then leaves
+    /// the next ping unanswered. Returns how many pings arrived in the window and how
+    /// long after the unanswered one the server dropped the connection. The client
+    /// reads all along (nothing is cancelled midway, which would lose a polling
+    /// response), so every ping is seen.
+    async fn count_then_go_silent(&mut self) -> (u32, Duration) {
+        let first = self.next_ping().await;
+        // Half an interval short of the next slot, so the count does not depend on
+        // which side of the window edge a ping lands.
+        let end = first + COUNT_INTERVAL * INTERVALS - COUNT_INTERVAL / 2;
+        let mut pings = 0;
+        let unanswered = loop {
+            pings += 1;
+            self.pong().await;
+            let at = self.next_ping().await;
+            if at >= end {
+                break at;
+            }
+        };
+        let reason = self.raw.dropped_reason().await.unwrap_or_default();
+        let after = unanswered.elapsed();
+        assert!(reason.ends_with("ping timeout"), "{reason}");
+        (pings, after)
+    }
+}
+
+/// Opens a session on `transport`, joined to "/", then moves it to a new connection
+/// `resumes` times (each new connection replaces the previous one).
+async fn pinged_session(server: &TestServer, transport: Transport, resumes: u32) -> Pinged {
+    let (mut raw, open) = Raw::open(&server.url, transport).await;
+    raw.send(&Frame::Connect {
+        ns: "/".into(),
+        auth: Default::default(),
+    })
+    .await;
+    assert_eq!(raw.recv().await, Some(Frame::Connected { ns: "/".into() }));
+    let mut pinged = Pinged { raw, received: 1 };
+    for _ in 0..resumes {
+        let resume = Frame::Resume {
+            sid: open.sid,
+            token: open.token,
+            last_seq: pinged.received,
+        };
+        let mut raw = Raw::start(&server.url, transport, &resume).await;
+        match raw.recv().await {
+            Some(Frame::Resumed { replay: 0, .. }) => {}
+            other => panic!("expected resumed, got {other:?}"),
+        }
+        pinged.raw = raw;
+    }
+    pinged
+}
+
+/// Exactly one ping per interval reaches an attached client that answers them, and
+/// one that then stops answering is dropped `ping_timeout` after the unanswered ping;
+/// the same after one resume and after several (a resume must not start a second
+/// schedule).
+async fn one_ping_per_interval_then_drop_after_timeout(transport: Transport, resumes: u32) {
+    let (disconnects, _) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .heartbeat(COUNT_INTERVAL, COUNT_TIMEOUT)
+            .namespace("/", test_namespace(disconnects)),
+    );
+    let mut client = pinged_session(&server, transport, resumes).await;
+    let (pings, dropped_after) = client.count_then_go_silent().await;
+    println!("{pings} pings in {INTERVALS} intervals after {resumes} resumes");
+    assert!(
+        (INTERVALS - 1..=INTERVALS + 1).contains(&pings),
+        "{pings} pings in {INTERVALS} intervals of {COUNT_INTERVAL:?}"
+    );
+    println!("dropped {dropped_after:?} after the unanswered ping (timeout {COUNT_TIMEOUT:?})");
+    // The margin absorbs a loaded CI machine; the point is that the drop follows the
+    // ping by the timeout, not by an interval (or several) on top of it.
+    assert!(
+        dropped_after >= COUNT_TIMEOUT / 2 && dropped_after < COUNT_TIMEOUT + COUNT_INTERVAL,
+        "{dropped_after:?}"
+    );
+}
+
+async fn one_ping_per_interval(transport: Transport) {
+    one_ping_per_interval_then_drop_after_timeout(transport, 0).await;
+}
+
+async fn one_ping_per_interval_after_a_resume(transport: Transport) {
+    one_ping_per_interval_then_drop_after_timeout(transport, 1).await;
+}
+
+async fn one_ping_per_interval_after_several_resumes(transport: Transport) {
+    one_ping_per_interval_then_drop_after_timeout(transport, 5).await;
+}
+
 over_transports!(
+    one_ping_per_interval,
+    one_ping_per_interval_after_a_resume,
+    one_ping_per_interval_after_several_resumes,
     a_client_that_stops_answering_pings_is_dropped_with_ping_timeout,
     a_silent_client_is_dropped_then_expires_after_the_grace_window,
     rtt_is_measured_and_readable_by_handlers,

@@ -26,6 +26,7 @@ macro_rules! over_transports {
 
 mod broadcast;
 mod common;
+mod edge;
 mod game;
 mod heartbeat;
 mod limits;
@@ -34,3 +35,4 @@ mod proxy;
 mod resume;
 mod security;
 mod transports;
+mod wire;

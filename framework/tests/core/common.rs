@@ -187,6 +187,7 @@ impl RawClient {
         let mut raw = RawClient::connect(url).await;
         raw.send(&Frame::Hello {
             version: PROTOCOL_VERSION,
+            max_frame_size: None,
         })
         .await;
         match raw.recv().await {
@@ -330,6 +331,7 @@ impl Raw {
     pub async fn open(url: &str, transport: Transport) -> (Raw, Open) {
         let hello = Frame::Hello {
             version: PROTOCOL_VERSION,
+            max_frame_size: None,
         };
         let mut raw = match transport {
             Transport::Polling => Raw::Poll(RawPoller::connect(url, &hello).await),

@@ -285,9 +285,13 @@ impl Driver {
                     let bytes = match bytes {
                         Ok(bytes) => bytes,
                         Err(LinkError::Lost(e)) => return End::Lost(e),
+                        // The server would replay the same frame on a resume:
+                        // end the session (and tell the server) instead.
                         Err(too_large) => {
+                            let reason = too_large.to_string();
+                            let _ = link.send(protocol::encode(&Frame::Close { reason: reason.clone() })).await;
                             link.close().await;
-                            return End::Final(too_large.to_string());
+                            return End::Final(reason);
                         }
                     };
                     let frame = match protocol::decode(&bytes) {

@@ -25,6 +25,7 @@ macro_rules! over_transports {
 }
 
 mod broadcast;
+mod client_limit;
 mod common;
 mod game;
 mod heartbeat;
@@ -32,4 +33,5 @@ mod limits;
 mod namespaces;
 mod proxy;
 mod resume;
+mod spec;
 mod transports;

@@ -21,7 +21,7 @@ fn big(size: usize) -> String {
 
 /// Handlers that send the client payloads of the size it asks for, and report how
 /// the server-side call went (`None`: sent).
-fn sizes_namespace() -> Namespace {
+pub(crate) fn sizes_namespace() -> Namespace {
     Namespace::new()
         .on_ack("send_big", |socket, size: usize, ack| {
             let refused = socket.emit("big", &big(size)).err();

@@ -25,6 +25,7 @@ macro_rules! over_transports {
 }
 
 mod broadcast;
+mod browser_client;
 mod client_limit;
 mod common;
 mod game;

@@ -289,7 +289,8 @@ impl Driver {
                         // end the session (and tell the server) instead.
                         Err(too_large) => {
                             let reason = too_large.to_string();
-                            let _ = link.send(protocol::encode(&Frame::Close { reason: reason.clone() })).await;
+                            let close = Frame::Close { reason: reason.clone() };
+                            let _ = link.send(protocol::encode(&close)).await;
                             link.close().await;
                             return End::Final(reason);
                         }

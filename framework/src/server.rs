@@ -2,7 +2,7 @@
 //! actix-web.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     control: ArbiterHandle,
     /// Open long-polling connections.
     pub polls: polling::PollRegistry,
+    /// Broadcast deliveries skipped because the frame was larger than the recipient
+    /// client accepts (see [`Volley::frames_over_client_limit`]).
+    pub over_client_limit: AtomicU64,
 }
 
 impl Shared {
@@ -169,6 +172,7 @@ impl VolleyBuilder {
             place_room,
             control,
             polls: Default::default(),
+            over_client_limit: AtomicU64::new(0),
         };
         let started: HashMap<String, NamespaceHandle> = self
             .namespaces
@@ -270,6 +274,14 @@ impl Volley {
             .send(DropSessionConnection { id })
             .await
             .unwrap_or(false)
+    }
+
+    /// How many deliveries were skipped because the frame was larger than its
+    /// recipient accepts (the `max_frame_size` a client announces when it connects):
+    /// a broadcast leaves such a client out, counts it here and logs a warning. An
+    /// emit to one socket fails at the sender instead ([`EmitError::TooLarge`]).
+    pub fn frames_over_client_limit(&self) -> u64 {
+        self.shared.over_client_limit.load(Ordering::Relaxed)
     }
 
     /// Ends a session with a reason the client receives. Returns whether it existed.

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +76,8 @@ pub(crate) struct SessionLink {
     pub rtt_us: AtomicU64,
     /// Ack ids for server → client emits, unique per session.
     pub next_ack: AtomicU64,
+    /// The largest frame the client accepts (it announced it; `usize::MAX` if not).
+    pub max_frame: AtomicUsize,
 }
 
 /// A client's presence in one namespace. Cheap to clone and `Send`: keep it, move it
@@ -157,6 +159,7 @@ impl Socket {
         payload: &T,
     ) -> Result<(), EmitError> {
         let frame = encode_event(kind, &self.inner.ns, event, payload)?;
+        self.check_size(&frame)?;
         self.inner.link.deliver.do_send(Deliver {
             frame,
             reliable: kind == EventKind::Reliable,
@@ -164,9 +167,29 @@ impl Socket {
         Ok(())
     }
 
+    /// The largest frame, in bytes, the client accepts (as it announced when it
+    /// connected; `usize::MAX` for a client that did not say). An emit whose frame is
+    /// larger fails with [`EmitError::TooLarge`].
+    pub fn max_frame_size(&self) -> usize {
+        self.inner.link.max_frame.load(Ordering::Relaxed)
+    }
+
+    /// Fails if `frame` is larger than the client accepts.
+    pub(crate) fn check_size(&self, frame: &Bytes) -> Result<(), EmitError> {
+        let limit = self.max_frame_size();
+        if frame.len() > limit {
+            return Err(EmitError::TooLarge {
+                size: frame.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Sends an event and waits for the client's acknowledgement, decoded as `R`. The
     /// future always resolves: with the answer, [`AckError::Timeout`] after `timeout`,
-    /// or [`AckError::Disconnected`] if the session ends first.
+    /// [`AckError::Disconnected`] if the session ends first, or at once with
+    /// [`AckError::TooLarge`] if the event is larger than the client accepts.
     pub fn emit_with_ack<T: Serialize, R: DeserializeOwned>(
         &self,
         event: &str,
@@ -183,12 +206,18 @@ impl Socket {
                     payload: ByteBuf::from(json),
                     ack: Some(id),
                 });
-                self.inner.link.command.do_send(SocketCommand::ExpectAck {
-                    frame,
-                    id,
-                    tx,
-                    timeout,
-                });
+                let limit = self.max_frame_size();
+                if frame.len() > limit {
+                    let size = frame.len();
+                    let _ = tx.send(Err(AckError::TooLarge { size, limit }));
+                } else {
+                    self.inner.link.command.do_send(SocketCommand::ExpectAck {
+                        frame,
+                        id,
+                        tx,
+                        timeout,
+                    });
+                }
             }
             Err(e) => {
                 let _ = tx.send(Err(AckError::Decode(format!(

@@ -17,6 +17,7 @@
 //! watches it ([`Socket::watch`]): the session tells each watcher when it detaches,
 //! resumes, and when the socket is gone.
 
+mod client_limit;
 mod heartbeat;
 mod keepalive;
 mod outbox;
@@ -24,7 +25,7 @@ mod supervisor;
 mod transport_link;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
 pub use outbox::{Outbox, Overflow};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
@@ -112,11 +114,13 @@ pub struct Session {
     reported_seq: u64,
     /// Volatile frames dropped because the connection was behind or absent.
     dropped_volatile: u64,
+    /// The largest frame the client accepts (from `Hello`, then each `Resume`).
+    limit: ClientLimit,
     ended: bool,
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, link: TransportLink) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
         let config = &shared.config;
         let heartbeat = Heartbeat::new(config.ping_timeout);
         let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
@@ -133,6 +137,7 @@ impl Session {
             recv_seq: 0,
             reported_seq: 0,
             dropped_volatile: 0,
+            limit,
             ended: false,
         }
     }
@@ -146,6 +151,20 @@ impl Session {
     /// to a connection that keeps up, and otherwise dropped.
     fn deliver(&mut self, frame: Bytes, reliable: bool, ctx: &mut Context<Self>) {
         if self.ended {
+            return;
+        }
+        if !self.limit.admits(frame.len()) {
+            // A broadcast (emits to one socket fail at the sender instead): this
+            // recipient is skipped. Skipped before numbering, so sequences stay whole.
+            self.shared
+                .over_client_limit
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                sid = self.id().0,
+                bytes = frame.len(),
+                limit = self.limit.bytes(),
+                "frame larger than the client accepts: not sent to it"
+            );
             return;
         }
         if reliable {
@@ -246,7 +265,7 @@ impl Session {
             }
             Frame::Received { last_seq } => self.acknowledged(last_seq, ctx),
             Frame::Connect { ns, auth } => self.connect(ns, &auth, ctx),
-            Frame::Disconnect { ns } => {
+            Frame::Disconnect { ns, .. } => {
                 if let Some(joined) = self.joined.remove(ns.as_str()) {
                     leave(joined, &DisconnectReason::ClientLeft);
                     self.publish_namespaces();
@@ -476,6 +495,7 @@ impl Session {
             command: addr.recipient(),
             rtt_us: AtomicU64::new(0),
             next_ack: AtomicU64::new(1),
+            max_frame: AtomicUsize::new(self.limit.bytes()),
         }));
         let config = self.shared.config.clone();
         let open = Frame::Open(Open {
@@ -489,6 +509,26 @@ impl Session {
         self.send_frame(&open, ctx);
         tracing::debug!(sid = id.0, "session opened");
         self.start_heartbeat(ctx);
+    }
+}
+
+impl Session {
+    /// The `Disconnect` telling the client the application removed it from `ns`: with
+    /// the reason for a client that reads it and when it fits the client's limit.
+    fn disconnect_frame(&self, ns: &str, reason: &str) -> Frame {
+        let with_reason = Frame::Disconnect {
+            ns: ns.to_owned(),
+            reason: Some(reason.to_owned()),
+        };
+        if self.limit.reads_trailing_fields()
+            && self.limit.admits(protocol::encode(&with_reason).len())
+        {
+            return with_reason;
+        }
+        Frame::Disconnect {
+            ns: ns.to_owned(),
+            reason: None,
+        }
     }
 }
 
@@ -519,6 +559,11 @@ impl Handler<SocketCommand> for Session {
                     let _ = tx.send(Err(AckError::Disconnected));
                     return;
                 }
+                if !self.limit.admits(frame.len()) {
+                    let (size, limit) = (frame.len(), self.limit.bytes());
+                    let _ = tx.send(Err(AckError::TooLarge { size, limit }));
+                    return;
+                }
                 let timer = ctx.run_later(timeout, move |act, _| {
                     if let Some(pending) = act.pending_acks.remove(&id) {
                         let _ = pending.tx.send(Err(AckError::Timeout));
@@ -529,7 +574,8 @@ impl Handler<SocketCommand> for Session {
             }
             SocketCommand::Leave { ns, reason } => {
                 if let Some(joined) = self.joined.remove(&ns) {
-                    self.send_frame(&Frame::Disconnect { ns: ns.to_string() }, ctx);
+                    let frame = self.disconnect_frame(&ns, &reason);
+                    self.send_frame(&frame, ctx);
                     leave(joined, &DisconnectReason::Kicked(reason));
                     self.publish_namespaces();
                 }

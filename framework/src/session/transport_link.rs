@@ -3,13 +3,13 @@
 //! dropped. A session is attached to at most one transport at a time; frames from a
 //! replaced transport are recognised by its [`TransportId`] and discarded.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
 
-use super::{Link, Session};
+use super::{ClientLimit, Link, Session};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{self, Frame};
 use crate::DisconnectReason;
@@ -65,6 +65,8 @@ pub struct Attach {
     pub link: TransportLink,
     /// The last reliable frame the client processed.
     pub last_seq: u64,
+    /// The largest frame the client accepts, from its `Resume`.
+    pub limit: ClientLimit,
 }
 
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
@@ -125,20 +127,28 @@ impl Handler<Attach> for Session {
         if self.ended {
             return Err("session ended".to_owned());
         }
-        let (first, last) = (
-            self.outbox.sent() - self.outbox.len() as u64,
-            self.outbox.sent(),
-        );
-        let replay: Vec<Bytes> = match self.outbox.replay_after(msg.last_seq) {
-            Ok(frames) => frames.cloned().collect(),
-            Err(_) => {
-                let reason = format!(
-                    "cannot resume from frame {}: the server has {}..={}",
-                    msg.last_seq, first, last
-                );
-                return Err(reason);
-            }
-        };
+        self.outbox.check_resume(msg.last_seq)?;
+        if let Some(too_large) = self
+            .outbox
+            .after(msg.last_seq)
+            .find(|frame| !msg.limit.admits(frame.len()))
+        {
+            return Err(format!(
+                "cannot resume: a frame to replay has {} bytes, over the client's limit of {}",
+                too_large.len(),
+                msg.limit.bytes()
+            ));
+        }
+        // Checked above: the replay cannot be out of range.
+        let replay: Vec<Bytes> = self
+            .outbox
+            .replay_after(msg.last_seq)
+            .map(|frames| frames.cloned().collect())
+            .unwrap_or_default();
+        self.limit = msg.limit;
+        if let Some(ids) = &self.ids {
+            ids.max_frame.store(msg.limit.bytes(), Ordering::Relaxed);
+        }
         match std::mem::replace(&mut self.link, Link::Attached(msg.link)) {
             Link::Attached(old) => old.recipient.do_send(ToTransport::Drop {
                 reason: "replaced by a resumed connection".to_owned(),

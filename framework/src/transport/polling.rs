@@ -382,7 +382,9 @@ impl PollTransport {
                 continue;
             }
             match opening(frame) {
-                Opening::Hello => self.session = Some(start_session(&self.shared, self.link(ctx))),
+                Opening::Hello(limit) => {
+                    self.session = Some(start_session(&self.shared, self.link(ctx), limit))
+                }
                 Opening::Refuse(reason) => {
                     self.refuse(reason.clone(), ctx);
                     return Err(reason);
@@ -391,8 +393,10 @@ impl PollTransport {
                     sid,
                     token,
                     last_seq,
+                    limit,
                 } => {
-                    let attach = resume(self.shared.clone(), sid, token, last_seq, self.link(ctx));
+                    let link = self.link(ctx);
+                    let attach = resume(self.shared.clone(), sid, token, last_seq, limit, link);
                     // `wait`: nothing else from this client is handled meanwhile.
                     ctx.wait(
                         attach

@@ -11,7 +11,9 @@ use super::edge::{FrameGuard, Violation};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
 use crate::server::Shared;
-use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
+use crate::session::{
+    Backlog, ClientLimit, FromTransport, Session, ToTransport, TransportId, TransportLink,
+};
 use crate::{DisconnectReason, SessionId};
 
 /// The actix-web handler for the WebSocket endpoint.
@@ -120,12 +122,15 @@ impl WsTransport {
             });
         }
         match opening(frame) {
-            Opening::Hello => self.session = Some(start_session(&self.shared, self.link(ctx))),
+            Opening::Hello(limit) => {
+                self.session = Some(start_session(&self.shared, self.link(ctx), limit))
+            }
             Opening::Resume {
                 sid,
                 token,
                 last_seq,
-            } => self.resume(sid, token, last_seq, ctx),
+                limit,
+            } => self.resume(sid, token, last_seq, limit, ctx),
             Opening::Refuse(reason) => self.refuse(reason, ctx),
         }
     }
@@ -137,9 +142,11 @@ impl WsTransport {
         sid: SessionId,
         token: protocol::ResumeToken,
         last_seq: u64,
+        limit: ClientLimit,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        let attach = resume(self.shared.clone(), sid, token, last_seq, self.link(ctx));
+        let link = self.link(ctx);
+        let attach = resume(self.shared.clone(), sid, token, last_seq, limit, link);
         // `wait` holds the client's next frames until the session is attached.
         ctx.wait(
             attach

@@ -162,6 +162,14 @@ pub async fn connect(server: &TestServer, transport: Transport) -> Client {
     client
 }
 
+/// `Connect` to namespace `ns` without auth.
+pub fn connect_to(ns: &str) -> Frame {
+    Frame::Connect {
+        ns: ns.into(),
+        auth: Default::default(),
+    }
+}
+
 /// A client that speaks raw frames, for input a well-behaved client never sends.
 pub struct RawClient {
     framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
@@ -187,6 +195,7 @@ impl RawClient {
         let mut raw = RawClient::connect(url).await;
         raw.send(&Frame::Hello {
             version: PROTOCOL_VERSION,
+            max_frame_size: None,
         })
         .await;
         match raw.recv().await {
@@ -198,13 +207,14 @@ impl RawClient {
     /// Connects, opens a session and joins namespace `ns`.
     pub async fn open_in(url: &str, ns: &str) -> (RawClient, Open) {
         let (mut raw, open) = RawClient::open(url).await;
-        raw.send(&Frame::Connect {
-            ns: ns.into(),
-            auth: Default::default(),
-        })
-        .await;
-        assert_eq!(raw.recv().await, Some(Frame::Connected { ns: ns.into() }));
+        raw.join(ns).await;
         (raw, open)
+    }
+
+    /// Joins namespace `ns` (without auth) and waits for `Connected`.
+    pub async fn join(&mut self, ns: &str) {
+        self.send(&connect_to(ns)).await;
+        assert_eq!(self.recv().await, Some(Frame::Connected { ns: ns.into() }));
     }
 
     pub async fn send(&mut self, frame: &Frame) {
@@ -248,6 +258,12 @@ impl RawClient {
             }
         }
         reason
+    }
+
+    /// The description of the WebSocket close frame, once [`RawClient::recv`] has
+    /// returned `None` because of it.
+    pub fn ws_close_description(&mut self) -> Option<String> {
+        self.ws_close.take()
     }
 
     /// Reads frames until the server closes the connection without ending the
@@ -330,6 +346,7 @@ impl Raw {
     pub async fn open(url: &str, transport: Transport) -> (Raw, Open) {
         let hello = Frame::Hello {
             version: PROTOCOL_VERSION,
+            max_frame_size: None,
         };
         let mut raw = Raw::start(url, transport, &hello).await;
         match raw.recv().await {
@@ -356,6 +373,12 @@ impl Raw {
             Raw::Ws(ws) => ws.send(frame).await,
             Raw::Poll(poll) => poll.send(frame).await,
         }
+    }
+
+    /// Joins namespace `ns` (without auth) and waits for `Connected`.
+    pub async fn join(&mut self, ns: &str) {
+        self.send(&connect_to(ns)).await;
+        assert_eq!(self.recv().await, Some(Frame::Connected { ns: ns.into() }));
     }
 
     pub async fn recv(&mut self) -> Option<Frame> {

@@ -25,6 +25,8 @@ macro_rules! over_transports {
 }
 
 mod broadcast;
+mod browser_client;
+mod client_limit;
 mod common;
 mod edge;
 mod game;
@@ -33,5 +35,6 @@ mod limits;
 mod namespaces;
 mod proxy;
 mod resume;
+mod spec;
 mod transports;
 mod wire;

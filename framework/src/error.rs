@@ -64,4 +64,9 @@ pub enum EmitError {
     /// The payload could not be serialized to JSON.
     #[error("payload did not serialize: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The namespace has `Config::max_mailbox` broadcasts waiting to be fanned out:
+    /// the server is behind, and this broadcast was not sent. Send less often, or
+    /// retry later.
+    #[error("namespace busy: {0} broadcasts waiting to be fanned out")]
+    Busy(usize),
 }

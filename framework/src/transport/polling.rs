@@ -129,6 +129,8 @@ async fn get(
     query: web::Query<PollQuery>,
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
+    // A GET answer that cannot be written is dropped like a stalled WebSocket.
+    super::connection::check_tuned(&req, shared.config.write_timeout);
     let result = async {
         let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
         let transport = lookup(&shared, pid).ok_or(PollError::UnknownPid)?;

@@ -19,6 +19,7 @@ pub(crate) async fn route(
     payload: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    super::connection::check_tuned(&req, shared.config.write_timeout);
     let max = shared.config.max_frame_size;
     let transport = WsTransport::new(shared.get_ref().clone());
     ws::WsResponseBuilder::new(transport, &req, payload)

@@ -36,6 +36,7 @@ pub fn serve(builder: VolleyBuilder) -> TestServer {
     let server = HttpServer::new(move || App::new().configure(app.configure()))
         .workers(2)
         .tcp_nodelay(true)
+        .on_connect(volley.on_connect())
         .bind(("127.0.0.1", 0))
         .expect("bind loopback");
     let addr = server.addrs()[0];

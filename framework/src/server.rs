@@ -17,6 +17,7 @@ use crate::namespace::{
     Broadcast, Namespace, NamespaceActor, NamespaceHandle, NamespaceStats, RoomPlacer, Stats,
     Target,
 };
+use crate::room::Gauge;
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
 use crate::transport::{connection, polling, websocket};
 use crate::{Config, EmitError, SessionId};
@@ -58,6 +59,7 @@ impl Shared {
             name,
             spec: Arc::new(spec),
             addr: NamespaceActor::start_in_arbiter(&self.control, |_| actor),
+            broadcasts: Arc::new(Gauge::new(self.config.max_mailbox)),
         }
     }
 }
@@ -328,6 +330,7 @@ impl NamespaceRef {
         Broadcast::new(
             self.handle.name.clone(),
             self.handle.addr.clone(),
+            self.handle.broadcasts.clone(),
             Target::default(),
         )
     }

@@ -14,7 +14,6 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::Recipient;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,7 +29,7 @@ pub(crate) use socket::{SessionLink, SocketCommand};
 pub use socket::{Socket, SocketEvent, SocketEventKind};
 
 use crate::protocol::{self, Frame};
-use crate::room::Deliver;
+use crate::room::{Deliver, Gauge, Mailbox};
 use crate::{DisconnectReason, EmitError, SessionId};
 
 /// Data a middleware attached to a socket.
@@ -66,7 +65,7 @@ impl Handshake<'_> {
 /// calling [`AckReply::send`] leaves the client to its ack timeout.
 pub struct AckReply {
     /// `None` when the client did not ask for an answer: sending is then a no-op.
-    session: Option<Recipient<Deliver>>,
+    session: Option<Mailbox>,
     ns: Arc<str>,
     id: u64,
 }
@@ -83,7 +82,7 @@ impl AckReply {
             id: self.id,
             payload: ByteBuf::from(payload),
         });
-        session.do_send(Deliver {
+        session.post(Deliver {
             frame,
             reliable: true,
         });
@@ -212,6 +211,8 @@ pub(crate) struct NamespaceHandle {
     pub name: Arc<str>,
     pub spec: Arc<Namespace>,
     pub addr: actix::Addr<NamespaceActor>,
+    /// Broadcasts posted to `addr` and not yet fanned out.
+    pub broadcasts: Arc<Gauge>,
 }
 
 impl NamespaceHandle {
@@ -240,7 +241,7 @@ impl NamespaceHandle {
             return Err(format!("unknown event '{name}'"));
         };
         let ack = ack.map(|id| AckReply {
-            session: Some(socket.deliver_recipient()),
+            session: Some(socket.mailbox()),
             ns: self.name.clone(),
             id,
         });

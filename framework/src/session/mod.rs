@@ -37,13 +37,15 @@ pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
-pub use transport_link::{Attach, Backlog, FromTransport, ToTransport, TransportId, TransportLink};
+pub use transport_link::{
+    too_many_frames, Attach, Backlog, FromTransport, ToTransport, TransportId, TransportLink,
+};
 
 use crate::namespace::{
     self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
 };
 use crate::protocol::{self, Frame, Open, ResumeToken, PROTOCOL_VERSION};
-use crate::room::Deliver;
+use crate::room::{Deliver, Mailbox};
 use crate::server::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
 
@@ -67,6 +69,7 @@ struct Joined {
 }
 
 impl Joined {
+    /// Once per detach, resume or leave: the connection's lifetime sets the rate.
     fn notify(&self, kind: &SocketEventKind) {
         for watcher in &self.watchers {
             watcher.do_send(SocketEvent {
@@ -182,6 +185,7 @@ impl Session {
             );
             return self.end(DisconnectReason::SlowConsumer, true, ctx);
         }
+        // Bounded by the backlog just counted (bytes, not messages).
         transport.recipient.do_send(ToTransport::Frame(frame));
     }
 
@@ -305,12 +309,8 @@ impl Session {
                 return self.send_frame(&refuse(reason), ctx);
             }
         };
-        let socket = Socket::new(
-            namespace.name.clone(),
-            link.clone(),
-            namespace.addr.clone(),
-            data,
-        );
+        let socket = Socket::new(&namespace, link.clone(), data);
+        // One per namespace joined: bounded by this session's mailbox of frames.
         namespace.addr.do_send(namespace::AddSocket {
             id: link.id,
             recipient: link.deliver.clone(),
@@ -331,6 +331,8 @@ impl Session {
     fn publish_namespaces(&self) {
         let mut namespaces: Vec<String> = self.joined.keys().map(|k| k.to_string()).collect();
         namespaces.sort();
+        // One per namespace connect or disconnect the session handles (its frames
+        // are bounded by its mailbox and handled one at a time).
         self.shared.supervisor.do_send(supervisor::SetNamespaces {
             id: self.id(),
             namespaces,
@@ -453,6 +455,7 @@ impl Session {
 /// socket's watchers.
 fn leave(joined: Joined, reason: &DisconnectReason) {
     joined.notify(&SocketEventKind::Left(reason.clone()));
+    // Once per namespace left, like `AddSocket`.
     joined.namespace.addr.do_send(namespace::RemoveSocket {
         id: joined.socket.id(),
     });
@@ -488,7 +491,7 @@ impl Session {
         let addr = ctx.address();
         self.ids = Some(Arc::new(SessionLink {
             id,
-            deliver: addr.clone().recipient(),
+            deliver: Mailbox::new(addr.clone().recipient(), self.shared.config.max_mailbox),
             command: addr.recipient(),
             rtt_us: AtomicU64::new(0),
             next_ack: AtomicU64::new(1),
@@ -512,11 +515,37 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
+impl Session {
+    /// Counts off one message that took a place in the mailbox (see [`Mailbox`]).
+    /// If an earlier one was refused, the session ends with `slow consumer` and this
+    /// answers `true`: the message must not be handled (it would skip the refused).
+    fn took_mail(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(link) = &self.ids else {
+            return false;
+        };
+        if !link.deliver.gauge().taken() {
+            return false;
+        }
+        if !self.ended {
+            let limit = link.deliver.gauge().limit();
+            tracing::warn!(
+                sid = self.id().0,
+                limit,
+                "slow consumer: mailbox over its limit"
+            );
+            self.end(DisconnectReason::SlowConsumer, true, ctx);
+        }
+        true
+    }
+}
+
 impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.deliver(msg.frame, msg.reliable, ctx);
+        if !self.took_mail(ctx) {
+            self.deliver(msg.frame, msg.reliable, ctx);
+        }
     }
 }
 
@@ -531,7 +560,7 @@ impl Handler<SocketCommand> for Session {
                 tx,
                 timeout,
             } => {
-                if self.ended {
+                if self.took_mail(ctx) || self.ended {
                     let _ = tx.send(Err(AckError::Disconnected));
                     return;
                 }

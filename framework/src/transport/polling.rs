@@ -23,8 +23,11 @@ use tokio::sync::oneshot;
 
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::server::Shared;
-use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
+use crate::session::{
+    too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink,
+};
 use crate::DisconnectReason;
 
 /// Polling connections by pid. Touched once per HTTP request, never per frame.
@@ -228,6 +231,8 @@ pub(crate) struct PollTransport {
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
+    /// Client frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
     /// Frames for the client; `true` marks the session's (counted in `backlog`),
     /// `false` the transport's own (`Close`, `ResumeFailed`).
     queue: VecDeque<(Bytes, bool)>,
@@ -241,6 +246,7 @@ impl PollTransport {
     fn new(shared: Arc<Shared>, pid: Arc<str>) -> Self {
         PollTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             pid,
             shared,
             session: None,
@@ -257,6 +263,7 @@ impl PollTransport {
             id: self.id,
             recipient: ctx.address().recipient(),
             backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
         }
     }
 
@@ -347,6 +354,11 @@ impl PollTransport {
                 }
             };
             if let Some(session) = &self.session {
+                if !self.inbound.admit() {
+                    let reason = too_many_frames(self.inbound.limit());
+                    self.refuse(reason.clone(), ctx);
+                    return Err(reason);
+                }
                 session.do_send(FromTransport::Frame {
                     transport: self.id,
                     frame,

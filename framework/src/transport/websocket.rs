@@ -9,8 +9,11 @@ use actix_web_actors::ws;
 
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::server::Shared;
-use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
+use crate::session::{
+    too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink,
+};
 use crate::{DisconnectReason, SessionId};
 
 /// The actix-web handler for the WebSocket endpoint.
@@ -40,6 +43,8 @@ pub(crate) struct WsTransport {
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
+    /// Frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
     closed: bool,
 }
 
@@ -47,6 +52,7 @@ impl WsTransport {
     fn new(shared: Arc<Shared>) -> Self {
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
             backlog: Arc::new(AtomicUsize::new(0)),
@@ -59,6 +65,7 @@ impl WsTransport {
             id: self.id,
             recipient: ctx.address().recipient(),
             backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
         }
     }
 
@@ -109,6 +116,9 @@ impl WsTransport {
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
         if let Some(session) = &self.session {
+            if !self.inbound.admit() {
+                return self.refuse(too_many_frames(self.inbound.limit()), ctx);
+            }
             return session.do_send(FromTransport::Frame {
                 transport: self.id,
                 frame,

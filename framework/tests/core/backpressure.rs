@@ -9,7 +9,7 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 use volley::client::Transport;
 use volley::protocol::{self, Frame, Open, PROTOCOL_VERSION};
-use volley::{Namespace, SocketEvent, SocketEventKind, Volley};
+use volley::{DisconnectReason, Namespace, SocketEvent, SocketEventKind, Volley};
 
 use crate::common::*;
 
@@ -197,4 +197,121 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout_and_may_re
     );
     assert_eq!(next_kind(&mut events).await, SocketEventKind::Resumed);
     drop(peer);
+}
+
+/// A namespace with the usual handlers plus `block`, which holds its session's thread
+/// until the test releases it: the simplest slow session.
+fn with_block(
+    disconnects: Disconnects,
+) -> (
+    Namespace,
+    mpsc::UnboundedReceiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (blocked_tx, blocked) = mpsc::unbounded_channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let ns = test_namespace(disconnects).on("block", move |_, ()| {
+        let _ = blocked_tx.send(());
+        // Bounded, so that a failing test cannot hang the server.
+        let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
+    });
+    (ns, blocked, release)
+}
+
+#[actix_rt::test]
+async fn a_session_whose_mailbox_fills_ends_as_slow_consumer_and_others_carry_on() {
+    const MAILBOX: usize = 32;
+    let (disconnects, mut seen) = Disconnects::new();
+    let (slow_ns, mut blocked, release) = with_block(disconnects.clone());
+    let server = serve(
+        Volley::builder()
+            .max_mailbox(MAILBOX)
+            .namespace("/", test_namespace(disconnects))
+            .namespace("/slow", slow_ns),
+    );
+    let healthy = connect(&server, Transport::WebSocket).await;
+    let healthy_ns = healthy.join("/", &()).await.unwrap();
+
+    let (mut raw, _) = RawClient::open_in(&server.url, "/slow").await;
+    raw.send(&Frame::Event {
+        ns: "/slow".into(),
+        name: "block".into(),
+        payload: b"null".to_vec().into(),
+        ack: None,
+    })
+    .await;
+    tokio::time::timeout(WAIT, blocked.recv()).await.unwrap();
+
+    // While its session is stuck, three times its mailbox is broadcast to it, in
+    // rounds the namespace fans out in full (so the namespace never refuses one).
+    let slow = server.volley.of("/slow").unwrap();
+    for round in 0..3 * MAILBOX / 16 {
+        for i in 0..16 {
+            slow.emit("blob", &(round * 16 + i)).unwrap();
+        }
+        slow.stats().await;
+    }
+    release.send(()).unwrap();
+
+    assert_eq!(raw.close_reason().await.as_deref(), Some("slow consumer"));
+    let (ns, why) = tokio::time::timeout(WAIT, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ns.as_str(), why),
+        ("/slow", DisconnectReason::SlowConsumer)
+    );
+
+    // The server and the other client carry on.
+    let v: String = healthy_ns
+        .emit_with_ack("echo", &"alive", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(v, "alive");
+    assert!(!healthy.is_closed());
+}
+
+#[actix_rt::test]
+async fn frames_that_come_faster_than_the_session_takes_them_close_it_with_a_reason() {
+    const MAILBOX: usize = 8;
+    let (disconnects, _) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .max_mailbox(MAILBOX)
+            .namespace("/", test_namespace(disconnects)),
+    );
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    let mut poller = RawPoller::connect(&server.url, &hello).await;
+    assert!(matches!(poller.recv().await, Ok(Frame::Open(_))));
+
+    // One batch is handed to the session at once: more frames than its mailbox holds.
+    let shout = Frame::Event {
+        ns: "/".into(),
+        name: "shout".into(),
+        payload: b"\"hey\"".to_vec().into(),
+        ack: None,
+    };
+    let mut batch = vec![Frame::Connect {
+        ns: "/".into(),
+        auth: Default::default(),
+    }];
+    batch.extend(std::iter::repeat_n(shout, 2 * MAILBOX));
+    let reason = "too many frames waiting for the server (limit 8): send less at once";
+    assert_eq!(poller.send_batch(&batch).await, Err(reason.to_owned()));
+    assert_eq!(
+        poller.recv().await,
+        Ok(Frame::Close {
+            reason: reason.to_owned()
+        })
+    );
+
+    // A batch the mailbox holds goes through on a new session.
+    let mut poller = RawPoller::connect(&server.url, &hello).await;
+    assert!(matches!(poller.recv().await, Ok(Frame::Open(_))));
+    poller.send_batch(&batch[..MAILBOX]).await.unwrap();
+    assert_eq!(poller.recv().await, Ok(Frame::Connected { ns: "/".into() }));
 }

@@ -3,7 +3,7 @@
 //! Each room is an actor placed on one of the room arbiters (one per core), so the
 //! fan-out of busy rooms runs on every core. A broadcast arrives here already encoded:
 //! per recipient the room only clones a reference-counted [`Bytes`] and posts it.
-//! Every post on this path is bounded ([`mailbox`]).
+//! Every post on this path is bounded (see [`Mailbox`] and [`Gauge`]).
 
 mod mailbox;
 

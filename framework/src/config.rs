@@ -20,8 +20,9 @@ pub struct Config {
     /// Largest frame accepted from a client, in bytes; a larger one closes the
     /// connection with `frame too large`. Default 1 MiB.
     pub max_frame_size: usize,
-    /// Most bytes queued for one connection that the peer has not taken yet. Past it
-    /// the session ends with `slow consumer`. Default 4 MiB.
+    /// Most bytes queued for one connection that the peer has not taken yet (each
+    /// frame counts 64 bytes more, for the message that carries it). Past it the
+    /// session ends with `slow consumer`. Default 4 MiB.
     pub max_send_backlog: usize,
     /// How long a connection's socket may accept no bytes while bytes are queued for
     /// it. Past it the connection is dropped as a network failure would drop it: the

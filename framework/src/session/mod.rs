@@ -38,7 +38,8 @@ pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
 pub use transport_link::{
-    too_many_frames, Attach, Backlog, FromTransport, ToTransport, TransportId, TransportLink,
+    queued_size, too_many_frames, Attach, Backlog, FromTransport, ToTransport, TransportId,
+    TransportLink,
 };
 
 use crate::namespace::{
@@ -176,7 +177,8 @@ impl Session {
         let Link::Attached(transport) = &self.link else {
             return;
         };
-        let queued = transport.backlog.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
+        let size = queued_size(&frame);
+        let queued = transport.backlog.fetch_add(size, Ordering::Relaxed) + size;
         if queued > self.shared.config.max_send_backlog {
             tracing::warn!(
                 sid = self.id().0,

@@ -79,8 +79,16 @@ pub struct Attach {
 }
 
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
-/// the transport subtracts; past the limit the client is a slow consumer.
+/// the transport subtracts, both [`queued_size`]; past the limit the client is a slow
+/// consumer.
 pub type Backlog = Arc<AtomicUsize>;
+
+/// What a frame weighs in the backlog: its bytes plus the message that carries it
+/// (actix envelope and queue node, or a polling queue entry), so that a flood of tiny
+/// frames is bounded in memory too, not only in payload bytes.
+pub fn queued_size(frame: &Bytes) -> usize {
+    frame.len() + 64
+}
 
 impl Handler<FromTransport> for Session {
     type Result = ();

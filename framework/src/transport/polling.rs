@@ -26,7 +26,8 @@ use crate::protocol::{self, Frame};
 use crate::room::Gauge;
 use crate::server::Shared;
 use crate::session::{
-    too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink,
+    queued_size, too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId,
+    TransportLink,
 };
 use crate::DisconnectReason;
 
@@ -289,7 +290,8 @@ impl PollTransport {
             size += next;
             if let Some((frame, counted)) = self.queue.pop_front() {
                 if counted {
-                    self.backlog.fetch_sub(frame.len(), Ordering::Relaxed);
+                    self.backlog
+                        .fetch_sub(queued_size(&frame), Ordering::Relaxed);
                 }
                 batch.push(frame);
             }
@@ -484,7 +486,8 @@ impl Handler<ToTransport> for PollTransport {
         match msg {
             ToTransport::Frame(bytes) => {
                 if self.closing {
-                    self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+                    self.backlog
+                        .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                     return;
                 }
                 self.queue.push_back((bytes, true));

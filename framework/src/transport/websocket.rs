@@ -12,7 +12,8 @@ use crate::protocol::{self, Frame};
 use crate::room::Gauge;
 use crate::server::Shared;
 use crate::session::{
-    too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink,
+    queued_size, too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId,
+    TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
 
@@ -246,7 +247,8 @@ impl Handler<ToTransport> for WsTransport {
     fn handle(&mut self, msg: ToTransport, ctx: &mut Self::Context) {
         match msg {
             ToTransport::Frame(bytes) => {
-                self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+                self.backlog
+                    .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                 if !self.closed {
                     ctx.binary(bytes);
                 }

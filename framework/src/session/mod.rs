@@ -37,10 +37,8 @@ pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
-pub use transport_link::{
-    queued_size, too_many_frames, Attach, Backlog, FromTransport, ToTransport, TransportId,
-    TransportLink,
-};
+pub(crate) use transport_link::{queued_size, too_many_frames};
+pub use transport_link::{Attach, Backlog, FromTransport, ToTransport, TransportId, TransportLink};
 
 use crate::namespace::{
     self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,

@@ -63,7 +63,7 @@ pub struct TransportLink {
 
 /// Why a transport closed a connection whose frames came faster than its session
 /// handled them (`Config::max_mailbox` waiting).
-pub fn too_many_frames(limit: usize) -> String {
+pub(crate) fn too_many_frames(limit: usize) -> String {
     format!("too many frames waiting for the server (limit {limit}): send less at once")
 }
 
@@ -86,7 +86,7 @@ pub type Backlog = Arc<AtomicUsize>;
 /// What a frame weighs in the backlog: its bytes plus the message that carries it
 /// (actix envelope and queue node, or a polling queue entry), so that a flood of tiny
 /// frames is bounded in memory too, not only in payload bytes.
-pub fn queued_size(frame: &Bytes) -> usize {
+pub(crate) fn queued_size(frame: &Bytes) -> usize {
     frame.len() + 64
 }
 

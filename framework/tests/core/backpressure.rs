@@ -315,3 +315,35 @@ async fn frames_that_come_faster_than_the_session_takes_them_close_it_with_a_rea
     poller.send_batch(&batch[..MAILBOX]).await.unwrap();
     assert_eq!(poller.recv().await, Ok(Frame::Connected { ns: "/".into() }));
 }
+
+#[actix_rt::test]
+async fn a_namespace_refuses_broadcasts_past_its_mailbox_and_takes_them_again_once_caught_up() {
+    const MAILBOX: usize = 1;
+    let server = serve(
+        Volley::builder()
+            .max_mailbox(MAILBOX)
+            .namespace("/", Namespace::new()),
+    );
+    let root = server.volley.of("/").unwrap();
+
+    // As fast as the test can: each broadcast is sent or refused as `Busy`, never
+    // queued beyond the one place.
+    let mut refused = 0;
+    for i in 0..1000 {
+        match root.emit("tick", &i) {
+            Ok(()) => {}
+            Err(volley::EmitError::Busy(limit)) => {
+                assert_eq!(limit, MAILBOX);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    println!("{refused} of 1000 broadcasts refused with a mailbox of {MAILBOX}");
+    assert!(refused < 1000, "the first broadcast had a place");
+
+    // Once the namespace has fanned out what it took, the place is free again: the
+    // count never drifts.
+    root.stats().await;
+    root.emit("tick", &"again").unwrap();
+}

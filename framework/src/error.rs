@@ -82,4 +82,9 @@ pub enum EmitError {
         /// The client's limit in bytes.
         limit: usize,
     },
+    /// The namespace has `Config::max_mailbox` broadcasts waiting to be fanned out:
+    /// the server is behind, and this broadcast was not sent. Send less often, or
+    /// retry later.
+    #[error("namespace busy: {0} broadcasts waiting to be fanned out")]
+    Busy(usize),
 }

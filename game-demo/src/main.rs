@@ -119,6 +119,7 @@ async fn main() -> std::io::Result<()> {
             .configure(assets::routes)
     })
     .tcp_nodelay(true)
+    .on_connect(volley.on_connect())
     .bind(&args.addr)?;
     let addr = server
         .addrs()

@@ -29,7 +29,7 @@ pub(crate) use socket::{SessionLink, SocketCommand};
 pub use socket::{Socket, SocketEvent, SocketEventKind};
 
 use crate::protocol::{self, Frame};
-use crate::room::Deliver;
+use crate::room::{Deliver, Gauge};
 use crate::{DisconnectReason, EmitError, SessionId};
 
 /// Data a middleware attached to a socket.
@@ -84,7 +84,7 @@ impl AckReply {
             payload: ByteBuf::from(payload),
         });
         socket.check_size(&frame)?;
-        socket.deliver_recipient().do_send(Deliver {
+        socket.mailbox().post(Deliver {
             frame,
             reliable: true,
         });
@@ -213,6 +213,8 @@ pub(crate) struct NamespaceHandle {
     pub name: Arc<str>,
     pub spec: Arc<Namespace>,
     pub addr: actix::Addr<NamespaceActor>,
+    /// Broadcasts posted to `addr` and not yet fanned out.
+    pub broadcasts: Arc<Gauge>,
 }
 
 impl NamespaceHandle {

@@ -14,10 +14,11 @@ use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
 
 use super::{
-    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceActor, RoomsOf, SocketData, Target,
+    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceActor, NamespaceHandle, RoomsOf,
+    SocketData, Target,
 };
 use crate::protocol::{self, EventKind, Frame};
-use crate::room::Deliver;
+use crate::room::{Deliver, Gauge, Mailbox};
 use crate::{AckError, DisconnectReason, EmitError, SessionId};
 
 /// What happened to the session behind a watched socket (see [`Socket::watch`]).
@@ -70,7 +71,10 @@ pub(crate) enum SocketCommand {
 /// State a session shares with all of its sockets.
 pub(crate) struct SessionLink {
     pub id: SessionId,
-    pub deliver: Recipient<Deliver>,
+    /// Deliveries to the session, bounded (see [`Mailbox`]).
+    pub deliver: Mailbox,
+    /// Commands to the session. `ExpectAck` takes a place in `deliver`'s count;
+    /// `Leave` and `Watch` come once per namespace or seat, not per message.
     pub command: Recipient<SocketCommand>,
     /// Last measured round-trip time in microseconds; 0 until the first pong.
     pub rtt_us: AtomicU64,
@@ -91,21 +95,23 @@ struct SocketInner {
     ns: Arc<str>,
     link: Arc<SessionLink>,
     namespace: Addr<NamespaceActor>,
+    /// The namespace's broadcasts not yet fanned out.
+    broadcasts: Arc<Gauge>,
     data: SocketData,
 }
 
 impl Socket {
     pub(crate) fn new(
-        ns: Arc<str>,
+        namespace: &NamespaceHandle,
         link: Arc<SessionLink>,
-        namespace: Addr<NamespaceActor>,
         data: SocketData,
     ) -> Self {
         Socket {
             inner: Arc::new(SocketInner {
-                ns,
+                ns: namespace.name.clone(),
                 link,
-                namespace,
+                namespace: namespace.addr.clone(),
+                broadcasts: namespace.broadcasts.clone(),
                 data,
             }),
         }
@@ -125,7 +131,7 @@ impl Socket {
         self.inner.ns.clone()
     }
 
-    pub(crate) fn deliver_recipient(&self) -> Recipient<Deliver> {
+    pub(crate) fn mailbox(&self) -> Mailbox {
         self.inner.link.deliver.clone()
     }
 
@@ -160,7 +166,7 @@ impl Socket {
     ) -> Result<(), EmitError> {
         let frame = encode_event(kind, &self.inner.ns, event, payload)?;
         self.check_size(&frame)?;
-        self.inner.link.deliver.do_send(Deliver {
+        self.inner.link.deliver.post(Deliver {
             frame,
             reliable: kind == EventKind::Reliable,
         });
@@ -199,6 +205,10 @@ impl Socket {
         let id = self.inner.link.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match serde_json::to_vec(payload) {
+            // The session is too far behind: it ends with `slow consumer`.
+            Ok(_) if !self.inner.link.deliver.gauge().admit() => {
+                let _ = tx.send(Err(AckError::Disconnected));
+            }
             Ok(json) => {
                 let frame = protocol::encode(&Frame::Event {
                     ns: self.inner.ns.to_string(),
@@ -233,6 +243,7 @@ impl Socket {
 
     /// Puts this socket in `room` (created on first join).
     pub fn join(&self, room: &str) {
+        // Not counted (see `NamespaceActor`): one per call, a map update to handle.
         self.inner.namespace.do_send(JoinRoomMsg {
             id: self.id(),
             room: room.into(),
@@ -266,6 +277,7 @@ impl Socket {
         Broadcast::new(
             self.inner.ns.clone(),
             self.inner.namespace.clone(),
+            self.inner.broadcasts.clone(),
             Target {
                 except_ids: vec![self.id()],
                 ..Target::default()
@@ -288,6 +300,7 @@ impl Socket {
     }
 
     fn watch_command(&self, recipient: Recipient<SocketEvent>, on: bool) {
+        // Not counted: once per seat or watcher, not per message.
         self.inner.link.command.do_send(SocketCommand::Watch {
             ns: self.inner.ns.clone(),
             recipient,

@@ -40,13 +40,14 @@ pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
+pub(crate) use transport_link::{queued_size, too_many_frames};
 pub use transport_link::{Attach, Backlog, FromTransport, ToTransport, TransportId, TransportLink};
 
 use crate::namespace::{
     self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
 };
 use crate::protocol::{self, Frame, Open, ResumeToken, PROTOCOL_VERSION};
-use crate::room::Deliver;
+use crate::room::{Deliver, Mailbox};
 use crate::server::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
 
@@ -70,6 +71,7 @@ struct Joined {
 }
 
 impl Joined {
+    /// Once per detach, resume or leave: the connection's lifetime sets the rate.
     fn notify(&self, kind: &SocketEventKind) {
         for watcher in &self.watchers {
             watcher.do_send(SocketEvent {
@@ -199,7 +201,8 @@ impl Session {
         let Link::Attached(transport) = &self.link else {
             return;
         };
-        let queued = transport.backlog.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
+        let size = queued_size(&frame);
+        let queued = transport.backlog.fetch_add(size, Ordering::Relaxed) + size;
         if queued > self.shared.config.max_send_backlog {
             tracing::warn!(
                 sid = self.id().0,
@@ -208,6 +211,7 @@ impl Session {
             );
             return self.end(DisconnectReason::SlowConsumer, true, ctx);
         }
+        // Bounded by the backlog just counted (bytes, not messages).
         transport.recipient.do_send(ToTransport::Frame(frame));
     }
 
@@ -334,12 +338,8 @@ impl Session {
                 return self.send_frame(&refuse(reason), ctx);
             }
         };
-        let socket = Socket::new(
-            namespace.name.clone(),
-            link.clone(),
-            namespace.addr.clone(),
-            data,
-        );
+        let socket = Socket::new(&namespace, link.clone(), data);
+        // One per namespace joined: bounded by this session's mailbox of frames.
         namespace.addr.do_send(namespace::AddSocket {
             id: link.id,
             recipient: link.deliver.clone(),
@@ -360,6 +360,8 @@ impl Session {
     fn publish_namespaces(&self) {
         let mut namespaces: Vec<String> = self.joined.keys().map(|k| k.to_string()).collect();
         namespaces.sort();
+        // One per namespace connect or disconnect the session handles (its frames
+        // are bounded by its mailbox and handled one at a time).
         self.shared.supervisor.do_send(supervisor::SetNamespaces {
             id: self.id(),
             namespaces,
@@ -456,6 +458,7 @@ impl Session {
 /// socket's watchers.
 fn leave(joined: Joined, reason: &DisconnectReason) {
     joined.notify(&SocketEventKind::Left(reason.clone()));
+    // Once per namespace left, like `AddSocket`.
     joined.namespace.addr.do_send(namespace::RemoveSocket {
         id: joined.socket.id(),
     });
@@ -491,7 +494,7 @@ impl Session {
         let addr = ctx.address();
         self.ids = Some(Arc::new(SessionLink {
             id,
-            deliver: addr.clone().recipient(),
+            deliver: Mailbox::new(addr.clone().recipient(), self.shared.config.max_mailbox),
             command: addr.recipient(),
             rtt_us: AtomicU64::new(0),
             next_ack: AtomicU64::new(1),
@@ -536,11 +539,37 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
+impl Session {
+    /// Counts off one message that took a place in the mailbox (see [`Mailbox`]).
+    /// If an earlier one was refused, the session ends with `slow consumer` and this
+    /// answers `true`: the message must not be handled (it would skip the refused).
+    fn took_mail(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(link) = &self.ids else {
+            return false;
+        };
+        if !link.deliver.gauge().taken() {
+            return false;
+        }
+        if !self.ended {
+            let limit = link.deliver.gauge().limit();
+            tracing::warn!(
+                sid = self.id().0,
+                limit,
+                "slow consumer: mailbox over its limit"
+            );
+            self.end(DisconnectReason::SlowConsumer, true, ctx);
+        }
+        true
+    }
+}
+
 impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.deliver(msg.frame, msg.reliable, ctx);
+        if !self.took_mail(ctx) {
+            self.deliver(msg.frame, msg.reliable, ctx);
+        }
     }
 }
 
@@ -555,7 +584,7 @@ impl Handler<SocketCommand> for Session {
                 tx,
                 timeout,
             } => {
-                if self.ended {
+                if self.took_mail(ctx) || self.ended {
                     let _ = tx.send(Err(AckError::Disconnected));
                     return;
                 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::{ClientLimit, Link, Session};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::DisconnectReason;
 
 /// Identifies one transport (connection) of a session, so that frames still in
@@ -54,6 +55,16 @@ pub struct TransportLink {
     pub recipient: Recipient<ToTransport>,
     /// Bytes queued on the connection, shared with the transport.
     pub backlog: Backlog,
+    /// Client frames handed to the session and not handled yet. The transport admits
+    /// each frame before posting it and closes the connection with
+    /// [`too_many_frames`] at the limit; the session counts frames off.
+    pub inbound: Arc<Gauge>,
+}
+
+/// Why a transport closed a connection whose frames came faster than its session
+/// handled them (`Config::max_mailbox` waiting).
+pub(crate) fn too_many_frames(limit: usize) -> String {
+    format!("too many frames waiting for the server (limit {limit}): send less at once")
 }
 
 /// Moves a session onto a new connection (resume). Answers the number of frames
@@ -70,8 +81,16 @@ pub struct Attach {
 }
 
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
-/// the transport subtracts; past the limit the client is a slow consumer.
+/// the transport subtracts, both [`queued_size`]; past the limit the client is a slow
+/// consumer.
 pub type Backlog = Arc<AtomicUsize>;
+
+/// What a frame weighs in the backlog: its bytes plus the message that carries it
+/// (actix envelope and queue node, or a polling queue entry), so that a flood of tiny
+/// frames is bounded in memory too, not only in payload bytes.
+pub(crate) fn queued_size(frame: &Bytes) -> usize {
+    frame.len() + 64
+}
 
 impl Handler<FromTransport> for Session {
     type Result = ();
@@ -88,6 +107,9 @@ impl Handler<FromTransport> for Session {
             // Frames still in flight from a replaced connection are dropped: the
             // client resends whatever we did not count before the switch.
             FromTransport::Frame { transport, frame } if Some(transport) == current => {
+                if let Link::Attached(t) = &self.link {
+                    t.inbound.taken();
+                }
                 self.on_frame(frame, ctx)
             }
             FromTransport::Closed { transport, reason } if Some(transport) == current => {

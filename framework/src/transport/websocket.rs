@@ -10,9 +10,11 @@ use actix_web_actors::ws;
 use super::edge::{FrameGuard, Violation};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::server::Shared;
 use crate::session::{
-    Backlog, ClientLimit, FromTransport, Session, ToTransport, TransportId, TransportLink,
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Session, ToTransport,
+    TransportId, TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
 
@@ -22,6 +24,7 @@ pub(crate) async fn route(
     payload: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    super::connection::check_tuned(&req, shared.config.write_timeout);
     let max = shared.config.max_frame_size;
     let violation = Violation::default();
     let transport = WsTransport::new(shared.get_ref().clone(), violation.clone());
@@ -44,6 +47,8 @@ pub(crate) struct WsTransport {
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
+    /// Frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
     closed: bool,
     /// Why the edge guard stopped the client's bytes, if it did.
     violation: Violation,
@@ -53,6 +58,7 @@ impl WsTransport {
     fn new(shared: Arc<Shared>, violation: Violation) -> Self {
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
             backlog: Arc::new(AtomicUsize::new(0)),
@@ -66,6 +72,7 @@ impl WsTransport {
             id: self.id,
             recipient: ctx.address().recipient(),
             backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
         }
     }
 
@@ -116,6 +123,9 @@ impl WsTransport {
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
         if let Some(session) = &self.session {
+            if !self.inbound.admit() {
+                return self.refuse(too_many_frames(self.inbound.limit()), ctx);
+            }
             return session.do_send(FromTransport::Frame {
                 transport: self.id,
                 frame,
@@ -252,7 +262,8 @@ impl Handler<ToTransport> for WsTransport {
     fn handle(&mut self, msg: ToTransport, ctx: &mut Self::Context) {
         match msg {
             ToTransport::Frame(bytes) => {
-                self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+                self.backlog
+                    .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                 if !self.closed {
                     ctx.binary(bytes);
                 }

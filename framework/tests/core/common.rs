@@ -36,6 +36,7 @@ pub fn serve(builder: VolleyBuilder) -> TestServer {
     let server = HttpServer::new(move || App::new().configure(app.configure()))
         .workers(2)
         .tcp_nodelay(true)
+        .on_connect(volley.on_connect())
         .bind(("127.0.0.1", 0))
         .expect("bind loopback");
     let addr = server.addrs()[0];
@@ -306,14 +307,25 @@ impl RawPoller {
     }
 
     pub async fn send(&mut self, frame: &Frame) {
+        let sent = self.send_batch(std::slice::from_ref(frame)).await;
+        assert!(sent.is_ok(), "POST refused: {sent:?}");
+    }
+
+    /// POSTs `frames` as one batch; `Err(body)` when the server refuses it.
+    pub async fn send_batch(&mut self, frames: &[Frame]) -> Result<(), String> {
+        let batch: Vec<_> = frames.iter().map(protocol::encode).collect();
         let mut response = self
             .http
             .post(&self.endpoint)
-            .send_body(protocol::encode_batch(&[protocol::encode(frame)]))
+            .send_body(protocol::encode_batch(&batch))
             .await
             .expect("POST");
         let body = response.body().await.unwrap_or_default();
-        assert!(response.status().is_success(), "POST refused: {body:?}");
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&body).into_owned())
+        }
     }
 
     /// The next frame; `Err(body)` when a GET is refused (the connection is gone).

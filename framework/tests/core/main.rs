@@ -24,6 +24,7 @@ macro_rules! over_transports {
     };
 }
 
+mod backpressure;
 mod broadcast;
 mod browser_client;
 mod client_limit;

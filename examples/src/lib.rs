@@ -133,6 +133,8 @@ pub fn serve(volley: &Volley, args: &Args) -> std::io::Result<Running> {
         // Game traffic is many small frames: send each one at once rather than let
         // Nagle's algorithm hold it back to batch it with the next.
         .tcp_nodelay(true)
+        // Drops a peer that stops reading after `Config::write_timeout`.
+        .on_connect(volley.on_connect())
         // Open WebSockets never finish by themselves: on Ctrl-C, close them after 2 s
         // instead of actix-web's default 30 s.
         .shutdown_timeout(2);

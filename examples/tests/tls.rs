@@ -118,7 +118,7 @@ fn read_ws_frame(stream: &mut impl Read) -> (u8, Vec<u8>) {
 fn an_example_serves_wss_and_a_tls_client_opens_a_session() {
     let cert = fixture("cert.pem");
     let key = fixture("key.pem");
-    let (_server, lines) = start_echo(&[
+    let (server, lines) = start_echo(&[
         "--tls-cert",
         cert.to_str().expect("utf-8 path"),
         "--tls-key",
@@ -152,6 +152,7 @@ fn an_example_serves_wss_and_a_tls_client_opens_a_session() {
     // A session over it: hello → open.
     let hello = protocol::encode(&Frame::Hello {
         version: PROTOCOL_VERSION,
+        max_frame_size: None,
     });
     tls.write_all(&ws_binary(&hello)).expect("send hello");
     let (opcode, payload) = read_ws_frame(&mut tls);
@@ -160,6 +161,15 @@ fn an_example_serves_wss_and_a_tls_client_opens_a_session() {
         Ok(Frame::Open(open)) => assert_eq!(open.version, PROTOCOL_VERSION),
         other => panic!("expected open, got {other:?}"),
     }
+
+    // The write timeout is set on TLS connections too (no warning that it is not).
+    drop(server);
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(
+        !rest.iter().any(|l| l.contains("not enforced")),
+        "{}",
+        rest.join("\n")
+    );
 }
 
 #[test]

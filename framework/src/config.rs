@@ -21,9 +21,27 @@ pub struct Config {
     /// Largest frame accepted from a client, in bytes; a larger one closes the
     /// connection with `frame too large`. Default 1 MiB.
     pub max_frame_size: usize,
-    /// Most bytes queued for one connection that the peer has not taken yet. Past it
-    /// the session ends with `slow consumer`. Default 4 MiB.
+    /// Most bytes queued for one connection that the peer has not taken yet (each
+    /// frame counts 64 bytes more, for the message that carries it). Past it the
+    /// session ends with `slow consumer`. Default 4 MiB.
     pub max_send_backlog: usize,
+    /// How long a connection's socket may accept no bytes while bytes are queued for
+    /// it. Past it the connection is dropped as a network failure would drop it: the
+    /// session detaches and the client may resume. Default 30 s, well above a mobile
+    /// network's hiccup. Enforced by the operating system (`TCP_USER_TIMEOUT`, Linux)
+    /// on connections accepted by a server that installs [`crate::Volley::on_connect`]
+    /// ([`crate::Volley::serve`] does); it also bounds how long unacknowledged bytes
+    /// wait for a peer that vanished. Elsewhere the heartbeat is what drops a silent
+    /// peer, after `ping_interval + ping_timeout`.
+    pub write_timeout: Duration,
+    /// Most messages waiting in one actor's mailbox on the per-message path: in a
+    /// session, deliveries from rooms, namespaces and handlers, and frames from its
+    /// client; in a namespace, broadcasts not yet fanned out by it or its rooms. At
+    /// the limit a session's deliveries end it with `slow consumer`, its client's
+    /// frames end it with `too many frames waiting`, and a broadcast is refused with
+    /// [`crate::EmitError::Busy`]. Default 4096. Keep it at least `max_poll_frames`:
+    /// a polling batch is handed over at once.
+    pub max_mailbox: usize,
     /// How long a session whose connection dropped stays resumable (namespaces, rooms,
     /// socket data and undelivered reliable frames kept). Default 2 min. Zero turns
     /// resumption off: a dropped connection ends the session at once.
@@ -85,6 +103,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_frame_size: 1024 * 1024,
             max_send_backlog: 4 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
+            max_mailbox: 4096,
             resume_grace: Duration::from_secs(120),
             max_outbox_frames: 4096,
             max_outbox_bytes: 2 * 1024 * 1024,

@@ -59,6 +59,15 @@ pub enum AckError {
     /// The answer did not decode as the expected type.
     #[error("ack payload did not decode: {0}")]
     Decode(String),
+    /// The event is larger than the client accepts (the limit it announced when it
+    /// connected): it was not sent. Send less, or in pieces.
+    #[error("event of {size} bytes is larger than the client accepts ({limit} bytes); not sent")]
+    TooLarge {
+        /// The encoded frame's size in bytes.
+        size: usize,
+        /// The client's limit in bytes.
+        limit: usize,
+    },
 }
 
 /// Why an emit could not be sent.
@@ -67,4 +76,18 @@ pub enum EmitError {
     /// The payload could not be serialized to JSON.
     #[error("payload did not serialize: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The frame is larger than the client accepts (the limit it announced when it
+    /// connected): it was not sent. Send less, or in pieces.
+    #[error("frame of {size} bytes is larger than the client accepts ({limit} bytes); not sent")]
+    TooLarge {
+        /// The encoded frame's size in bytes.
+        size: usize,
+        /// The client's limit in bytes.
+        limit: usize,
+    },
+    /// The namespace has `Config::max_mailbox` broadcasts waiting to be fanned out:
+    /// the server is behind, and this broadcast was not sent. Send less often, or
+    /// retry later.
+    #[error("namespace busy: {0} broadcasts waiting to be fanned out")]
+    Busy(usize),
 }

@@ -2,11 +2,14 @@
 //! actix-web.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use std::any::Any;
+
 use actix::prelude::*;
+use actix_web::dev::Extensions;
 use actix_web::web;
 use serde::Serialize;
 
@@ -14,8 +17,9 @@ use crate::namespace::{
     Broadcast, Namespace, NamespaceActor, NamespaceHandle, NamespaceStats, RoomPlacer, Stats,
     Target,
 };
+use crate::room::Gauge;
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
-use crate::transport::{admission, polling, websocket};
+use crate::transport::{admission, connection, polling, websocket};
 use crate::{Config, EmitError, RateLimit, SessionId};
 
 type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
@@ -30,6 +34,9 @@ pub(crate) struct Shared {
     control: ArbiterHandle,
     /// Open long-polling connections.
     pub polls: polling::PollRegistry,
+    /// Broadcast deliveries skipped because the frame was larger than the recipient
+    /// client accepts (see [`Volley::frames_over_client_limit`]).
+    pub over_client_limit: AtomicU64,
     /// Open connections of both transports, for the connection limits.
     pub connections: Arc<admission::Connections>,
 }
@@ -57,6 +64,7 @@ impl Shared {
             name,
             spec: Arc::new(spec),
             addr: NamespaceActor::start_in_arbiter(&self.control, |_| actor),
+            broadcasts: Arc::new(Gauge::new(self.config.max_mailbox)),
         }
     }
 }
@@ -102,6 +110,21 @@ impl VolleyBuilder {
     /// Send backlog limit per connection in bytes (default 4 MiB).
     pub fn max_send_backlog(mut self, bytes: usize) -> Self {
         self.config.max_send_backlog = bytes;
+        self
+    }
+
+    /// How long a socket may take no bytes while bytes wait for it before the
+    /// connection is dropped (default 30 s; zero disables). See
+    /// [`Config::write_timeout`].
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Most messages waiting in a session's or a namespace's mailbox (default 4096).
+    /// See [`Config::max_mailbox`].
+    pub fn max_mailbox(mut self, messages: usize) -> Self {
+        self.config.max_mailbox = messages;
         self
     }
 
@@ -193,6 +216,7 @@ impl VolleyBuilder {
             place_room,
             control,
             polls: Default::default(),
+            over_client_limit: AtomicU64::new(0),
             connections: Default::default(),
         };
         let started: HashMap<String, NamespaceHandle> = self
@@ -224,8 +248,10 @@ impl VolleyBuilder {
 ///             let _ = socket.emit("echo", &text);
 ///         }))
 ///         .build();
-///     HttpServer::new(move || App::new().configure(volley.configure()))
+///     let app = volley.clone();
+///     HttpServer::new(move || App::new().configure(app.configure()))
 ///         .tcp_nodelay(true) // real-time: do not hold back small frames
+///         .on_connect(volley.on_connect()) // the write timeout
 ///         .bind(("127.0.0.1", 8080))?
 ///         .run()
 ///         .await
@@ -257,14 +283,25 @@ impl Volley {
         }
     }
 
+    /// The hook that sets up each accepted connection: it enforces
+    /// [`Config::write_timeout`] (a peer that stops reading is dropped after it).
+    /// Install it with `HttpServer::on_connect` when you mount [`Volley::configure`]
+    /// into your own server; without it the server logs a warning once.
+    pub fn on_connect(&self) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+        let write_timeout = self.shared.config.write_timeout;
+        move |conn, ext| connection::tune(conn, ext, write_timeout)
+    }
+
     /// Serves this server alone on `addr` until the process is stopped, with the
     /// settings a real-time server wants (`TCP_NODELAY` on, so small frames are not
-    /// held back by Nagle's algorithm). To add your own routes, mount
-    /// [`Volley::configure`] into your own `HttpServer` and set `.tcp_nodelay(true)`.
+    /// held back by Nagle's algorithm; the write timeout). To add your own routes,
+    /// mount [`Volley::configure`] into your own `HttpServer` and set
+    /// `.tcp_nodelay(true)` and `.on_connect(volley.on_connect())`.
     pub async fn serve(self, addr: impl std::net::ToSocketAddrs) -> std::io::Result<()> {
         let volley = self.clone();
         actix_web::HttpServer::new(move || actix_web::App::new().configure(volley.configure()))
             .tcp_nodelay(true)
+            .on_connect(self.on_connect())
             .bind(addr)?
             .run()
             .await
@@ -303,6 +340,14 @@ impl Volley {
             .unwrap_or(false)
     }
 
+    /// How many deliveries were skipped because the frame was larger than its
+    /// recipient accepts (the `max_frame_size` a client announces when it connects):
+    /// a broadcast leaves such a client out, counts it here and logs a warning. An
+    /// emit to one socket fails at the sender instead ([`EmitError::TooLarge`]).
+    pub fn frames_over_client_limit(&self) -> u64 {
+        self.shared.over_client_limit.load(Ordering::Relaxed)
+    }
+
     /// Ends a session with a reason the client receives. Returns whether it existed.
     pub async fn kick(&self, id: SessionId, reason: &str) -> bool {
         self.shared
@@ -328,6 +373,7 @@ impl NamespaceRef {
         Broadcast::new(
             self.handle.name.clone(),
             self.handle.addr.clone(),
+            self.handle.broadcasts.clone(),
             Target::default(),
         )
     }

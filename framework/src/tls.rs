@@ -73,6 +73,14 @@ pub fn server_config(
         .with_single_cert(chain, private)?)
 }
 
+/// The TCP stream under a connection accepted by `bind_rustls_0_23`, for the
+/// socket options of [`Volley::on_connect`].
+pub(crate) fn tcp_under(conn: &dyn std::any::Any) -> Option<&tokio::net::TcpStream> {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    let tls = conn.downcast_ref::<TlsStream<tokio::net::TcpStream>>()?;
+    Some(tls.get_ref().0)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
@@ -82,7 +90,8 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 impl Volley {
     /// [`Volley::serve`] over TLS: `https`/`wss` on `addr` until the process is
-    /// stopped. Build `tls` with [`server_config`].
+    /// stopped, with the same settings (`TCP_NODELAY`, the write timeout). Build `tls`
+    /// with [`server_config`].
     pub async fn serve_tls(
         self,
         addr: impl std::net::ToSocketAddrs,
@@ -91,6 +100,7 @@ impl Volley {
         let volley = self.clone();
         actix_web::HttpServer::new(move || actix_web::App::new().configure(volley.configure()))
             .tcp_nodelay(true)
+            .on_connect(self.on_connect())
             .bind_rustls_0_23(addr, tls)?
             .run()
             .await

@@ -142,6 +142,23 @@ fn variant_of(frame: &Frame) -> String {
         .collect()
 }
 
+/// `Hello` from a client that does not announce a frame limit (the short form).
+fn hello() -> Frame {
+    Frame::Hello {
+        version: 1,
+        max_frame_size: None,
+    }
+}
+
+fn resume(max_frame_size: Option<u32>) -> Frame {
+    Frame::Resume {
+        sid: SID,
+        token: TOKEN,
+        last_seq: 42,
+        max_frame_size,
+    }
+}
+
 fn event(ns: &str, name: &str, payload: &[u8], ack: Option<u64>) -> Frame {
     Frame::Event {
         ns: ns.into(),
@@ -155,7 +172,14 @@ fn event(ns: &str, name: &str, payload: &[u8], ack: Option<u64>) -> Frame {
 fn valid() -> BTreeMap<&'static str, Frame> {
     let long_payload = format!("\"{}\"", "a".repeat(249));
     BTreeMap::from([
-        ("hello", Frame::Hello { version: 1 }),
+        ("hello", hello()),
+        (
+            "hello-max-frame-size",
+            Frame::Hello {
+                version: 1,
+                max_frame_size: Some(16 * 1024 * 1024),
+            },
+        ),
         (
             "open",
             Frame::Open(Open {
@@ -214,8 +238,29 @@ fn valid() -> BTreeMap<&'static str, Frame> {
                 reason: "admin token required".into(),
             },
         ),
-        ("disconnect", Frame::Disconnect { ns: "/game".into() }),
+        (
+            "disconnect",
+            Frame::Disconnect {
+                ns: "/game".into(),
+                reason: None,
+            },
+        ),
+        (
+            "disconnect-with-reason",
+            Frame::Disconnect {
+                ns: "/game".into(),
+                reason: Some("too many messages".into()),
+            },
+        ),
+        (
+            "disconnect-empty-reason",
+            Frame::Disconnect {
+                ns: "/".into(),
+                reason: Some("".into()),
+            },
+        ),
         ("event-no-ack", event("/chat", "msg", b"\"hi\"", None)),
+        ("event-ack-0", event("/", "ping", b"41", Some(0))),
         ("event-ack-1", event("/", "ping", b"41", Some(1))),
         ("event-ack-251", event("/", "ping", b"41", Some(251))),
         ("event-ack-65536", event("/", "ping", b"41", Some(65_536))),
@@ -271,14 +316,8 @@ fn valid() -> BTreeMap<&'static str, Frame> {
             },
         ),
         ("close-empty-reason", Frame::Close { reason: "".into() }),
-        (
-            "resume",
-            Frame::Resume {
-                sid: SID,
-                token: TOKEN,
-                last_seq: 42,
-            },
-        ),
+        ("resume", resume(None)),
+        ("resume-max-frame-size", resume(Some(1_048_576))),
         (
             "resumed",
             Frame::Resumed {
@@ -299,10 +338,7 @@ fn valid() -> BTreeMap<&'static str, Frame> {
 /// of that frame.
 fn lenient() -> BTreeMap<&'static str, (Frame, &'static [u8])> {
     BTreeMap::from([
-        (
-            "hello-version-3-byte-form",
-            (Frame::Hello { version: 1 }, &[0x00, 0x01][..]),
-        ),
+        ("hello-version-3-byte-form", (hello(), &[0x00, 0x01][..])),
         ("ping-tag-3-byte-form", (Frame::Ping, &[0x02][..])),
         (
             "pong-seq-5-byte-form",
@@ -367,6 +403,14 @@ fn invalid() -> BTreeMap<&'static str, Refusal> {
         ("u16-field-with-u32-marker", Malformed),
         ("length-marker-fe", Malformed),
         ("huge-length", Malformed),
+        ("hello-max-frame-size-cut", Malformed),
+        (
+            "disconnect-reason-then-more",
+            Exactly(
+                DecodeError::Trailing(1),
+                "malformed frame: 1 trailing bytes",
+            ),
+        ),
     ])
 }
 
@@ -545,15 +589,15 @@ fn batches() -> BTreeMap<&'static str, Vec<Frame>> {
     let long_payload = format!("\"{}\"", "a".repeat(249));
     BTreeMap::from([
         ("batch-empty", vec![]),
-        ("batch-hello", vec![Frame::Hello { version: 1 }]),
+        ("batch-hello", vec![hello()]),
         (
-            "batch-resume",
-            vec![Frame::Resume {
-                sid: SID,
-                token: TOKEN,
-                last_seq: 42,
+            "batch-hello-max-frame-size",
+            vec![Frame::Hello {
+                version: 1,
+                max_frame_size: Some(16 * 1024 * 1024),
             }],
         ),
+        ("batch-resume", vec![resume(None)]),
         (
             "batch-several",
             vec![
@@ -588,6 +632,7 @@ fn invalid_batches() -> BTreeMap<&'static str, BatchError> {
         ("batch-second-frame-past-end", past_end()),
         ("batch-cut-length-prefix", bad_prefix()),
         ("batch-length-marker-ff", bad_prefix()),
+        ("batch-length-u64-max", past_end()),
     ])
 }
 

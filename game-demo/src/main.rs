@@ -130,7 +130,8 @@ async fn main() -> std::io::Result<()> {
             .configure(app.configure())
             .configure(assets::routes)
     })
-    .tcp_nodelay(true);
+    .tcp_nodelay(true)
+    .on_connect(volley.on_connect());
     let (server, scheme) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = volley::tls::server_config(cert, key)

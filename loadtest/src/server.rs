@@ -336,6 +336,7 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
         volley: volley.clone(),
         rooms,
     });
+    let on_connect = volley.on_connect();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(handles.clone())
@@ -343,6 +344,7 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
             .route(METRICS_PATH, web::get().to(metrics))
     })
     .tcp_nodelay(true)
+    .on_connect(on_connect)
     // Connection storms: let the kernel queue as many as it allows.
     .backlog(4096)
     .shutdown_timeout(1)

@@ -3,7 +3,7 @@
 //! dropped. A session is attached to at most one transport at a time; frames from a
 //! replaced transport are recognised by its [`TransportId`] and discarded.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,9 +11,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::rate::Exceeded;
-use super::{Link, Session};
+use super::{ClientLimit, Link, Session};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::DisconnectReason;
 
 /// Identifies one transport (connection) of a session, so that frames still in
@@ -57,6 +58,16 @@ pub struct TransportLink {
     pub recipient: Recipient<ToTransport>,
     /// Bytes queued on the connection, shared with the transport.
     pub backlog: Backlog,
+    /// Client frames handed to the session and not handled yet. The transport admits
+    /// each frame before posting it and closes the connection with
+    /// [`too_many_frames`] at the limit; the session counts frames off.
+    pub inbound: Arc<Gauge>,
+}
+
+/// Why a transport closed a connection whose frames came faster than its session
+/// handled them (`Config::max_mailbox` waiting).
+pub(crate) fn too_many_frames(limit: usize) -> String {
+    format!("too many frames waiting for the server (limit {limit}): send less at once")
 }
 
 /// Moves a session onto a new connection (resume). Answers the number of frames
@@ -68,11 +79,21 @@ pub struct Attach {
     pub link: TransportLink,
     /// The last reliable frame the client processed.
     pub last_seq: u64,
+    /// The largest frame the client accepts, from its `Resume`.
+    pub limit: ClientLimit,
 }
 
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
-/// the transport subtracts; past the limit the client is a slow consumer.
+/// the transport subtracts, both [`queued_size`]; past the limit the client is a slow
+/// consumer.
 pub type Backlog = Arc<AtomicUsize>;
+
+/// What a frame weighs in the backlog: its bytes plus the message that carries it
+/// (actix envelope and queue node, or a polling queue entry), so that a flood of tiny
+/// frames is bounded in memory too, not only in payload bytes.
+pub(crate) fn queued_size(frame: &Bytes) -> usize {
+    frame.len() + 64
+}
 
 impl Handler<FromTransport> for Session {
     type Result = ();
@@ -92,10 +113,15 @@ impl Handler<FromTransport> for Session {
                 transport,
                 frame,
                 size,
-            } if Some(transport) == current => match self.inbound.admit(size, Instant::now()) {
-                Ok(()) => self.on_frame(frame, ctx),
-                Err(exceeded) => self.rate_limited(exceeded, ctx),
-            },
+            } if Some(transport) == current => {
+                if let Link::Attached(t) = &self.link {
+                    t.inbound.taken();
+                }
+                match self.rate.admit(size, Instant::now()) {
+                    Ok(()) => self.on_frame(frame, ctx),
+                    Err(exceeded) => self.rate_limited(exceeded, ctx),
+                }
+            }
             FromTransport::Closed { transport, reason } if Some(transport) == current => {
                 match reason {
                     DisconnectReason::TransportClosed => self.detach(reason, ctx),
@@ -151,20 +177,28 @@ impl Handler<Attach> for Session {
         if self.ended {
             return Err("session ended".to_owned());
         }
-        let (first, last) = (
-            self.outbox.sent() - self.outbox.len() as u64,
-            self.outbox.sent(),
-        );
-        let replay: Vec<Bytes> = match self.outbox.replay_after(msg.last_seq) {
-            Ok(frames) => frames.cloned().collect(),
-            Err(_) => {
-                let reason = format!(
-                    "cannot resume from frame {}: the server has {}..={}",
-                    msg.last_seq, first, last
-                );
-                return Err(reason);
-            }
-        };
+        self.outbox.check_resume(msg.last_seq)?;
+        if let Some(too_large) = self
+            .outbox
+            .after(msg.last_seq)
+            .find(|frame| !msg.limit.admits(frame.len()))
+        {
+            return Err(format!(
+                "cannot resume: a frame to replay has {} bytes, over the client's limit of {}",
+                too_large.len(),
+                msg.limit.bytes()
+            ));
+        }
+        // Checked above: the replay cannot be out of range.
+        let replay: Vec<Bytes> = self
+            .outbox
+            .replay_after(msg.last_seq)
+            .map(|frames| frames.cloned().collect())
+            .unwrap_or_default();
+        self.limit = msg.limit;
+        if let Some(ids) = &self.ids {
+            ids.max_frame.store(msg.limit.bytes(), Ordering::Relaxed);
+        }
         match std::mem::replace(&mut self.link, Link::Attached(msg.link)) {
             Link::Attached(old) => old.recipient.do_send(ToTransport::Drop {
                 reason: "replaced by a resumed connection".to_owned(),

@@ -5,6 +5,7 @@
 //! session hands it. It knows nothing of namespaces or rooms.
 
 pub(crate) mod admission;
+pub(crate) mod connection;
 mod edge;
 mod opening;
 pub(crate) mod polling;

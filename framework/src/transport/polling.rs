@@ -24,8 +24,12 @@ use tokio::sync::oneshot;
 use super::admission::{self, ConnectionSlot, Refusal};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::server::Shared;
-use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
+use crate::session::{
+    queued_size, too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId,
+    TransportLink,
+};
 use crate::DisconnectReason;
 
 /// Polling connections by pid. Touched once per HTTP request, never per frame.
@@ -152,6 +156,8 @@ async fn get(
     query: web::Query<PollQuery>,
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
+    // A GET answer that cannot be written is dropped like a stalled WebSocket.
+    super::connection::check_tuned(&req, shared.config.write_timeout);
     let result = async {
         admission::check_origin(&req, &shared.config)?;
         let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
@@ -268,6 +274,8 @@ pub(crate) struct PollTransport {
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
+    /// Client frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
     /// Frames for the client; `true` marks the session's (counted in `backlog`),
     /// `false` the transport's own (`Close`, `ResumeFailed`).
     queue: VecDeque<(Bytes, bool)>,
@@ -283,6 +291,7 @@ impl PollTransport {
     fn new(shared: Arc<Shared>, pid: Arc<str>, slot: ConnectionSlot) -> Self {
         PollTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             pid,
             shared,
             session: None,
@@ -300,6 +309,7 @@ impl PollTransport {
             id: self.id,
             recipient: ctx.address().recipient(),
             backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
         }
     }
 
@@ -325,7 +335,8 @@ impl PollTransport {
             size += next;
             if let Some((frame, counted)) = self.queue.pop_front() {
                 if counted {
-                    self.backlog.fetch_sub(frame.len(), Ordering::Relaxed);
+                    self.backlog
+                        .fetch_sub(queued_size(&frame), Ordering::Relaxed);
                 }
                 batch.push(frame);
             }
@@ -390,6 +401,11 @@ impl PollTransport {
                 }
             };
             if let Some(session) = &self.session {
+                if !self.inbound.admit() {
+                    let reason = too_many_frames(self.inbound.limit());
+                    self.refuse(reason.clone(), ctx);
+                    return Err(reason);
+                }
                 session.do_send(FromTransport::Frame {
                     transport: self.id,
                     frame,
@@ -398,7 +414,9 @@ impl PollTransport {
                 continue;
             }
             match opening(frame) {
-                Opening::Hello => self.session = Some(start_session(&self.shared, self.link(ctx))),
+                Opening::Hello(limit) => {
+                    self.session = Some(start_session(&self.shared, self.link(ctx), limit))
+                }
                 Opening::Refuse(reason) => {
                     self.refuse(reason.clone(), ctx);
                     return Err(reason);
@@ -407,8 +425,10 @@ impl PollTransport {
                     sid,
                     token,
                     last_seq,
+                    limit,
                 } => {
-                    let attach = resume(self.shared.clone(), sid, token, last_seq, self.link(ctx));
+                    let link = self.link(ctx);
+                    let attach = resume(self.shared.clone(), sid, token, last_seq, limit, link);
                     // `wait`: nothing else from this client is handled meanwhile.
                     ctx.wait(
                         attach
@@ -516,7 +536,8 @@ impl Handler<ToTransport> for PollTransport {
         match msg {
             ToTransport::Frame(bytes) => {
                 if self.closing {
-                    self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+                    self.backlog
+                        .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                     return;
                 }
                 self.queue.push_back((bytes, true));

@@ -11,8 +11,12 @@ use super::admission::{self, ConnectionSlot};
 use super::edge::{FrameGuard, Violation};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::server::Shared;
-use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
+use crate::session::{
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Session, ToTransport,
+    TransportId, TransportLink,
+};
 use crate::{DisconnectReason, SessionId};
 
 /// The actix-web handler for the WebSocket endpoint.
@@ -21,6 +25,7 @@ pub(crate) async fn route(
     payload: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    super::connection::check_tuned(&req, shared.config.write_timeout);
     let slot = match admission::check_origin(&req, &shared.config)
         .and_then(|()| admission::reserve(&req, &shared))
     {
@@ -49,6 +54,8 @@ pub(crate) struct WsTransport {
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
+    /// Frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
     closed: bool,
     /// Why the edge guard stopped the client's bytes, if it did.
     violation: Violation,
@@ -60,6 +67,7 @@ impl WsTransport {
     fn new(shared: Arc<Shared>, violation: Violation, slot: ConnectionSlot) -> Self {
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
             backlog: Arc::new(AtomicUsize::new(0)),
@@ -74,6 +82,7 @@ impl WsTransport {
             id: self.id,
             recipient: ctx.address().recipient(),
             backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
         }
     }
 
@@ -124,6 +133,9 @@ impl WsTransport {
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
         if let Some(session) = &self.session {
+            if !self.inbound.admit() {
+                return self.refuse(too_many_frames(self.inbound.limit()), ctx);
+            }
             return session.do_send(FromTransport::Frame {
                 transport: self.id,
                 frame,
@@ -131,12 +143,15 @@ impl WsTransport {
             });
         }
         match opening(frame) {
-            Opening::Hello => self.session = Some(start_session(&self.shared, self.link(ctx))),
+            Opening::Hello(limit) => {
+                self.session = Some(start_session(&self.shared, self.link(ctx), limit))
+            }
             Opening::Resume {
                 sid,
                 token,
                 last_seq,
-            } => self.resume(sid, token, last_seq, ctx),
+                limit,
+            } => self.resume(sid, token, last_seq, limit, ctx),
             Opening::Refuse(reason) => self.refuse(reason, ctx),
         }
     }
@@ -148,9 +163,11 @@ impl WsTransport {
         sid: SessionId,
         token: protocol::ResumeToken,
         last_seq: u64,
+        limit: ClientLimit,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        let attach = resume(self.shared.clone(), sid, token, last_seq, self.link(ctx));
+        let link = self.link(ctx);
+        let attach = resume(self.shared.clone(), sid, token, last_seq, limit, link);
         // `wait` holds the client's next frames until the session is attached.
         ctx.wait(
             attach
@@ -256,7 +273,8 @@ impl Handler<ToTransport> for WsTransport {
     fn handle(&mut self, msg: ToTransport, ctx: &mut Self::Context) {
         match msg {
             ToTransport::Frame(bytes) => {
-                self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+                self.backlog
+                    .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                 if !self.closed {
                     ctx.binary(bytes);
                 }

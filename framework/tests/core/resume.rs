@@ -200,6 +200,7 @@ async fn resume_with_a_bad_token_or_after_expiry_says_why_and_allows_a_fresh_ses
             sid: open.sid,
             token: wrong,
             last_seq: 0,
+            max_frame_size: None,
         })
         .await;
     assert_eq!(
@@ -209,7 +210,12 @@ async fn resume_with_a_bad_token_or_after_expiry_says_why_and_allows_a_fresh_ses
         })
     );
     // The same connection can start a fresh session.
-    again.send(&Frame::Hello { version: 1 }).await;
+    again
+        .send(&Frame::Hello {
+            version: 1,
+            max_frame_size: None,
+        })
+        .await;
     assert!(matches!(again.recv().await, Some(Frame::Open(o)) if o.sid != open.sid));
 
     // After expiry, even the right token is refused.
@@ -223,6 +229,7 @@ async fn resume_with_a_bad_token_or_after_expiry_says_why_and_allows_a_fresh_ses
         sid: open.sid,
         token: open.token,
         last_seq: 0,
+        max_frame_size: None,
     })
     .await;
     assert_eq!(
@@ -363,6 +370,7 @@ async fn a_detached_session_whose_outbox_overflows_is_expired_with_outbox_overfl
         sid: open.sid,
         token: open.token,
         last_seq: 1,
+        max_frame_size: None,
     })
     .await;
     assert_eq!(

@@ -105,6 +105,7 @@ async fn upgrade(addr: SocketAddr, extra: &[&str]) -> Answer {
 async fn open_poll(addr: SocketAddr, extra: &[&str]) -> Answer {
     let hello = volley::protocol::encode(&Frame::Hello {
         version: volley::protocol::PROTOCOL_VERSION,
+        max_frame_size: None,
     });
     let batch = volley::protocol::encode_batch(&[hello]);
     request(addr, "POST", "/volley/poll", extra, &batch).await
@@ -311,12 +312,7 @@ async fn rate_limited_session(
             .namespace("/", test_namespace(disconnects)),
     );
     let (mut raw, _) = Raw::open(&server.url, transport).await;
-    raw.send(&Frame::Connect {
-        ns: "/".into(),
-        auth: Default::default(),
-    })
-    .await;
-    assert_eq!(raw.recv().await, Some(Frame::Connected { ns: "/".into() }));
+    raw.join("/").await;
     raw.send_all(flood).await;
     let frames = errors_and_close(&mut raw).await;
     let (ns, why) = tokio::time::timeout(WAIT, seen.recv())

@@ -68,6 +68,30 @@ pub enum ScenarioPlan {
         /// First reconnection delay of the clients' back-off, in ms.
         backoff_ms: u64,
     },
+    /// The soak: numbered streams both ways, chat in rooms, a game room, random cuts
+    /// (see `scenarios/soak.rs`). The fuzz scenario's well-behaved clients are soak
+    /// clients without game or cuts.
+    Soak(SoakPlan),
+}
+
+/// What each soak client does, per second unless said otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SoakPlan {
+    /// Numbered messages each session sends, and the server sends it.
+    pub msg_rate: f64,
+    /// Chat messages each client says to its chat room.
+    pub chat_rate: f64,
+    /// Clients per chat room.
+    pub chat_room_size: usize,
+    /// Players per game room, and the inputs each sends; no game when 0.
+    pub room_size: usize,
+    pub input_hz: f64,
+    /// How often each connection is cut, per minute (0: never).
+    pub cuts_per_min: f64,
+    /// First reconnection delay of the clients' back-off, in ms.
+    pub backoff_ms: u64,
+    /// Longest the server's stream to a session may run, in seconds.
+    pub stream_limit_s: f64,
 }
 
 /// What the coordinator tells its workers after the plan.
@@ -123,6 +147,13 @@ pub struct Counters {
     /// Frames the server replayed and the clients resent when sessions resumed.
     pub replayed: u64,
     pub resent: u64,
+    /// Heartbeat pings the clients received.
+    pub pings: u64,
+    /// Pings received in whole one-second windows during which the client stayed
+    /// connected, and the length of those windows in µs: pings per connected
+    /// second, free of the gaps that cuts make.
+    pub window_pings: u64,
+    pub window_us: u64,
 }
 
 impl Counters {
@@ -140,6 +171,9 @@ impl Counters {
         self.attempts += o.attempts;
         self.replayed += o.replayed;
         self.resent += o.resent;
+        self.pings += o.pings;
+        self.window_pings += o.window_pings;
+        self.window_us += o.window_us;
     }
 
     /// Clients that connected or failed.

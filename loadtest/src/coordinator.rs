@@ -36,6 +36,9 @@ pub struct Common {
     pub connect_timeout: Duration,
     /// Server settings the scenario wanted but could not apply (`--url`).
     unapplied: Vec<String>,
+    /// The spawned server's log filter when `RUST_LOG` is not set (the fuzz
+    /// scenario's server would warn about every hostile connection).
+    pub server_log: Option<&'static str>,
 }
 
 /// The server a run talks to.
@@ -79,6 +82,7 @@ impl Common {
             target,
             connect_timeout: Duration::from_secs_f64(expected * 2.0 + 30.0),
             unapplied: Vec::new(),
+            server_log: None,
         })
     }
 
@@ -140,6 +144,10 @@ pub struct Run {
     pub failures: Vec<String>,
     progress: Progress,
     pub started: Instant,
+    /// The workers' counters added up, at every progress draw (four times a
+    /// second), with the time since `started`: kept only once
+    /// [`Run::keep_history`] was called (the soak's time series).
+    pub history: Option<Vec<(Duration, Counters)>>,
 }
 
 impl Run {
@@ -147,7 +155,7 @@ impl Run {
     pub async fn start(scenario: &'static str, common: &Common) -> Result<Run, String> {
         let (server, url, server_pid) = match &common.target {
             Target::Spawn { serve_flags } => {
-                let (child, url) = spawn_server(serve_flags).await?;
+                let (child, url) = spawn_server(serve_flags, common.server_log).await?;
                 let pid = child.id();
                 (Some(child), url, pid)
             }
@@ -171,6 +179,7 @@ impl Run {
             failures: Vec::new(),
             progress: Progress::new(),
             started: Instant::now(),
+            history: None,
         })
     }
 
@@ -233,6 +242,16 @@ impl Run {
             self.exited.push(false);
         }
         Ok(())
+    }
+
+    /// Keeps the counters at every progress draw from now on, in [`Run::history`].
+    pub fn keep_history(&mut self) {
+        self.history.get_or_insert_with(Vec::new);
+    }
+
+    /// The server's process id, if known (spawned, or `--server-pid`).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server_pid
     }
 
     /// The workers' counters added up.
@@ -368,6 +387,10 @@ impl Run {
                     let totals = self.totals();
                     let text = self.line(label, phase_start, &last, &totals);
                     self.progress.draw(fraction(&totals), &text);
+                    let since_start = self.started.elapsed();
+                    if let Some(history) = &mut self.history {
+                        history.push((since_start, totals));
+                    }
                     last = (Instant::now(), totals);
                 }
                 _ = tokio::time::sleep_until(deadline) => break false,
@@ -453,18 +476,7 @@ impl Run {
 
     /// The server's own metrics (`loadtest serve` has them; another server may not).
     pub async fn server_metrics(&self) -> Option<ServerMetrics> {
-        let host = self
-            .url
-            .strip_prefix("ws://")?
-            .split('/')
-            .next()?
-            .to_owned();
-        let body = tokio::time::timeout(Duration::from_secs(10), http_get(&host, METRICS_PATH))
-            .await
-            .ok()?
-            .map_err(|e| tracing::warn!(error = %e, "server metrics unavailable"))
-            .ok()?;
-        serde_json::from_str(&body).ok()
+        server_metrics(&self.url).await
     }
 
     /// A report with what every scenario shows: clients, streams, latencies,
@@ -521,10 +533,15 @@ impl Run {
     }
 }
 
-/// Starts `loadtest serve` on a free port and waits until it listens.
-async fn spawn_server(flags: &[String]) -> Result<(Child, String), String> {
+/// Starts `loadtest serve` on a free port and waits until it listens; `log` is its
+/// log filter unless `RUST_LOG` says otherwise.
+async fn spawn_server(flags: &[String], log: Option<&str>) -> Result<(Child, String), String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-    let mut child = Process::new(exe)
+    let mut command = Process::new(exe);
+    if let (Some(log), None) = (log, std::env::var_os("RUST_LOG")) {
+        command.env("RUST_LOG", log);
+    }
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-eof"])
         .args(flags)
         .stdin(Stdio::piped())
@@ -547,6 +564,18 @@ async fn spawn_server(flags: &[String]) -> Result<(Child, String), String> {
     // Keep reading so that the server never blocks on a full pipe.
     actix_rt::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, url))
+}
+
+/// The metrics of the server at WebSocket URL `url` (`loadtest serve` has them;
+/// another server may not).
+pub async fn server_metrics(url: &str) -> Option<ServerMetrics> {
+    let host = url.strip_prefix("ws://")?.split('/').next()?.to_owned();
+    let body = tokio::time::timeout(Duration::from_secs(10), http_get(&host, METRICS_PATH))
+        .await
+        .ok()?
+        .map_err(|e| tracing::warn!(error = %e, "server metrics unavailable"))
+        .ok()?;
+    serde_json::from_str(&body).ok()
 }
 
 /// A minimal HTTP/1.1 GET (the coordinator needs nothing more).

@@ -17,14 +17,17 @@ mod args;
 mod control;
 mod coordinator;
 mod histogram;
+mod plot;
 mod proc;
 mod progress;
 mod proxy;
+mod rawws;
 mod report;
 mod scenarios;
 mod seq;
 mod server;
 mod sim;
+mod trend;
 mod worker;
 
 use std::io::IsTerminal;
@@ -52,13 +55,29 @@ scenarios
              cutting proxy; after --warmup s (default 1) all are cut at once; they
              resume with back-off from --backoff-ms (default 1000); streaming goes
              on --after s (default 2); time until all resumed, lost, duplicated
+  soak       --clients (default 500) stream --msg-rate msgs/s each way (1), chat in
+             rooms of --chat-room-size (10) at --chat-rate (0.2), play in game rooms
+             of --players (8) at --hz (2) ticking at --tick-rate (10), and are cut
+             at random --cuts-per-min times a minute (0.5), for --duration s (600),
+             pings every --ping-ms (1000; --ping-timeout-ms: that, at least
+             1000); the server is sampled every second.
+             Fails if RSS, CPU, fds, sessions or pings per session grow (slope over
+             the 2nd half above --max-rss-mib-per-min 1, --max-cpu-pct-per-min 5,
+             --max-fds-per-min 0.5, --max-sessions-per-min 0.5, --max-pings-per-min
+             0.05), if pings per session per interval are off 1 by more than
+             --ping-tolerance (0.1), or on any loss; --svg FILE plots the run
+  fuzz       for --duration s (10) or --cases connections, --concurrency (8) raw
+             WebSocket connections at a time send mutated, random, wrong-direction
+             and malformed WebSocket frames (--seed repeats a run) while --clients
+             (4) chat; each must get the spec's close reason and status, nothing
+             lost, server RSS flat (--max-rss-mib-per-min 1), no session left
 
 flags for every scenario
   --spawn               start a server process (so its CPU and memory are measured)
   --url URL             use a running server (`loadtest serve`)
   --server-pid PID      with --url: measure that process's CPU and memory
   --clients N           simulated clients (defaults: connect/idle 1000, fanout 500,
-                        reconnect 200; rooms: rooms x players)
+                        soak 500, reconnect 200, fuzz 4; rooms: rooms x players)
   --workers N           worker processes (default: one per 4000 clients, at least 2)
   --connect-rate R      new connections per second, all workers together
   --sources N           spread clients over source addresses 127.0.0.1..N

@@ -1,5 +1,6 @@
 //! What a process costs, read from Linux's `/proc`: CPU time from `/proc/<pid>/stat`,
-//! resident memory now and at its peak from `/proc/<pid>/status`.
+//! resident memory now and at its peak from `/proc/<pid>/status`, open file
+//! descriptors from `/proc/<pid>/fd`.
 //!
 //! The load tester samples the server process before and after a phase, so the
 //! server's CPU and memory are measured apart from the load generator's own.
@@ -33,6 +34,11 @@ pub fn sample(pid: &str) -> io::Result<ProcSample> {
         rss_kib: status_kib(&status, "VmRSS").ok_or_else(|| bad("VmRSS"))?,
         peak_rss_kib: status_kib(&status, "VmHWM").ok_or_else(|| bad("VmHWM"))?,
     })
+}
+
+/// How many file descriptors process `pid` has open (sockets included).
+pub fn open_fds(pid: &str) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
 /// `utime + stime` of a `/proc/<pid>/stat` line, in seconds. The command name (field
@@ -79,5 +85,7 @@ mod tests {
     fn this_process_can_be_sampled() {
         let me = sample("self").unwrap();
         assert!(me.rss_kib > 0 && me.peak_rss_kib >= me.rss_kib, "{me:?}");
+        // stdin, stdout, stderr at least.
+        assert!(open_fds("self").unwrap() >= 3);
     }
 }

@@ -1,5 +1,5 @@
-//! A TCP proxy that cuts every connection through it at once: how the reconnect
-//! scenario breaks sessions.
+//! A TCP proxy that cuts every connection through it at once, or a random share of
+//! them: how the reconnect and soak scenarios break sessions.
 //!
 //! Each worker of that scenario runs one in front of the server, and its clients
 //! connect through it. A cut closes both sides of every proxied connection, so the
@@ -21,8 +21,9 @@ pub struct CutProxy {
     addr: SocketAddr,
     /// The URL path clients use on the server (`/volley`).
     path: String,
-    /// Bumped to cut every open connection.
-    generation: watch::Sender<u64>,
+    /// Each value sent is a cut: every connection open then is cut with that
+    /// probability (1: all of them).
+    cuts: watch::Sender<f64>,
 }
 
 impl CutProxy {
@@ -33,8 +34,8 @@ impl CutProxy {
     /// whose reaction to the cut is being timed.
     pub fn start(ws_url: &str) -> std::io::Result<CutProxy> {
         let (target, path) = split_url(ws_url)?;
-        let (generation, _) = watch::channel(0u64);
-        let cuts = generation.clone();
+        let (cuts, _) = watch::channel(0.0);
+        let cut_rx = cuts.clone();
         let (bound_tx, bound) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -51,18 +52,14 @@ impl CutProxy {
                 };
                 let _ = bound_tx.send(listener.local_addr());
                 while let Ok((client, _)) = listener.accept().await {
-                    tokio::spawn(pipe(client, target, cuts.subscribe()));
+                    tokio::spawn(pipe(client, target, cut_rx.subscribe()));
                 }
             });
         });
         let addr = bound
             .recv()
             .map_err(|_| std::io::Error::other("proxy thread ended"))??;
-        Ok(CutProxy {
-            addr,
-            path,
-            generation,
-        })
+        Ok(CutProxy { addr, path, cuts })
     }
 
     /// The URL clients connect to.
@@ -72,7 +69,13 @@ impl CutProxy {
 
     /// Cuts every connection open now; later ones pass.
     pub fn cut(&self) {
-        self.generation.send_modify(|g| *g += 1);
+        self.cut_share(1.0);
+    }
+
+    /// Cuts each connection open now with probability `share` (0 to 1).
+    pub fn cut_share(&self, share: f64) {
+        // Sent even if equal to the last one: every send is news to the pipes.
+        self.cuts.send_replace(share);
     }
 }
 
@@ -84,16 +87,25 @@ fn listen() -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Copies bytes both ways until either side closes or a cut comes.
-async fn pipe(mut client: TcpStream, target: SocketAddr, mut cut: watch::Receiver<u64>) {
+/// Copies bytes both ways until either side closes or a cut takes this connection.
+async fn pipe(mut client: TcpStream, target: SocketAddr, mut cut: watch::Receiver<f64>) {
     let Ok(mut server) = TcpStream::connect(target).await else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = cut.changed() => {}
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            _ = &mut copy => break,
+            changed = cut.changed() => {
+                let share = *cut.borrow_and_update();
+                if changed.is_err() || rand::random::<f64>() < share {
+                    break;
+                }
+            }
+        }
     }
     // Dropping both streams closes both connections.
 }

@@ -62,6 +62,13 @@ impl SeqCheck {
         self.counts
     }
 
+    /// How far the stream has come: the highest number seen plus one. Where the
+    /// receiver does not know how many were sent (a room's chat), this stands in for
+    /// it: a gap below it is a loss, only the tail goes unchecked.
+    pub fn reached(&self) -> u64 {
+        self.next
+    }
+
     /// Whether every number below `sent` has arrived.
     pub fn has_all(&self, sent: u64) -> bool {
         self.counts.received >= sent
@@ -105,5 +112,8 @@ mod tests {
         let c = run(&[0, 2, 1, 1]);
         assert_eq!((c.received, c.reordered, c.duplicated), (3, 1, 1));
         assert_eq!(c.lost(3), 0);
+        let mut gap = SeqCheck::default();
+        [0, 1, 3].iter().for_each(|&n| gap.observe(n));
+        assert_eq!(gap.counts().lost(gap.reached()), 1);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! It has what the scenarios need and nothing else:
 //! - namespace `/lt`: `echo` (ack), `join_room` (ack), `publish` (re-broadcast to the
-//!   fan-out room as `pub`), `c2s` (a numbered message, checked), `stream` (start
+//!   fan-out room as `pub`), `say` (a chat message to a room, re-broadcast to the
+//!   room as `said` with the sender's id), `c2s` (a numbered message, checked), `stream` (start
 //!   sending this socket numbered `s2c` messages at a rate), and `flush` (ack: stop
 //!   them, and say what both numbered streams looked like);
 //! - namespace `/game`: the standard game events over a `pulse` room type whose state
@@ -234,6 +235,9 @@ fn lt_namespace() -> Namespace {
         })
         .on("publish", |socket, message: Publish| {
             let _ = socket.to(FANOUT_ROOM).emit("pub", &message);
+        })
+        .on("say", |socket, (room, n): (String, u64)| {
+            let _ = socket.to(&room).emit("said", &(socket.id().0, n));
         })
         .on("c2s", |socket, n: u64| {
             if let Some(mut s) = Stream::of(socket) {

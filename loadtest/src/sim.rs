@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use volley::client::{Client, ClientConfig, NamespaceClient, Transport};
+use volley::client::{Backoff, Client, ClientConfig, NamespaceClient, Transport};
 
 use crate::worker::WorkerCtx;
 
@@ -41,6 +41,20 @@ pub fn config(ctx: &WorkerCtx, index: usize) -> ClientConfig {
         transport,
         local_address: source_address(ctx, index),
         ..ClientConfig::default()
+    }
+}
+
+/// The settings of client `index` in a scenario that cuts connections: it
+/// reconnects after `backoff_ms` (± 50%), doubling up to at least 5 s.
+pub fn config_with_backoff(ctx: &WorkerCtx, index: usize, backoff_ms: u64) -> ClientConfig {
+    let initial = Duration::from_millis(backoff_ms);
+    ClientConfig {
+        backoff: Backoff {
+            initial,
+            max: initial.max(Duration::from_secs(5)),
+            ..Backoff::default()
+        },
+        ..config(ctx, index)
     }
 }
 

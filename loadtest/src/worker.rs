@@ -203,14 +203,22 @@ pub fn run() -> Result<(), String> {
 }
 
 async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(), String> {
-    let proxy = match plan.scenario {
-        ScenarioPlan::Reconnect { .. } => {
-            Some(CutProxy::start(&plan.url).map_err(|e| format!("proxy: {e}"))?)
-        }
+    let cuts_per_min = match &plan.scenario {
+        ScenarioPlan::Reconnect { .. } => Some(0.0),
+        ScenarioPlan::Soak(soak) if soak.cuts_per_min > 0.0 => Some(soak.cuts_per_min),
         _ => None,
+    };
+    let proxy = match cuts_per_min {
+        Some(_) => Some(Rc::new(
+            CutProxy::start(&plan.url).map_err(|e| format!("proxy: {e}"))?,
+        )),
+        None => None,
     };
     let url = proxy.as_ref().map_or_else(|| plan.url.clone(), |p| p.url());
     let ctx = Rc::new(WorkerCtx::new(plan, url));
+    if let (Some(proxy), Some(per_min)) = (&proxy, cuts_per_min.filter(|&n| n > 0.0)) {
+        actix_rt::spawn(cut_at_random(ctx.clone(), proxy.clone(), per_min));
+    }
     actix_rt::spawn(follow(ctx.clone(), commands, proxy));
     actix_rt::spawn(report_progress(ctx.clone()));
     actix_rt::spawn(open_clients(ctx.clone()));
@@ -245,11 +253,31 @@ async fn open_clients(ctx: Rc<WorkerCtx>) {
     }
 }
 
+/// While the run is in its measured phase, cuts each connection `per_min` times a
+/// minute on average: every second, each one with probability `per_min / 60`.
+async fn cut_at_random(ctx: Rc<WorkerCtx>, proxy: Rc<CutProxy>, per_min: f64) {
+    ctx.until_running().await;
+    let share = (per_min / 60.0).min(1.0);
+    let mut phase = ctx.phase();
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => proxy.cut_share(share),
+            _ = phase.changed() => {
+                if *phase.borrow_and_update() != Phase::Running {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Applies the coordinator's commands.
 async fn follow(
     ctx: Rc<WorkerCtx>,
     mut commands: mpsc::UnboundedReceiver<String>,
-    proxy: Option<CutProxy>,
+    proxy: Option<Rc<CutProxy>>,
 ) {
     while let Some(line) = commands.recv().await {
         let command = match serde_json::from_str::<Command>(&line) {

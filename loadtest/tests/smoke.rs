@@ -158,6 +158,47 @@ fn reconnect_storm_resumes_every_session_exactly_once() {
 }
 
 #[test]
+fn soak_pings_once_per_interval_and_loses_nothing_through_cuts() {
+    // Short pings so that each session counts dozens; cuts about once per client.
+    let report = run(&[
+        "soak",
+        "--clients",
+        "40",
+        "--duration",
+        "6",
+        "--ping-ms",
+        "100",
+        "--cuts-per-min",
+        "10",
+    ]);
+    let figures = &report["figures"];
+    let per_interval = figures["pings_per_session_per_interval"].as_f64().unwrap();
+    assert!((0.9..=1.1).contains(&per_interval), "{per_interval}");
+    assert!(figures["cuts"].as_u64() > Some(0), "{figures}");
+    assert_eq!(figures["sessions_last"], 40, "{figures}");
+    for stream in ["c2s", "s2c", "inputs", "chat"] {
+        assert!(
+            report["streams"][stream]["sent"].as_u64() > Some(0),
+            "{stream}"
+        );
+    }
+}
+
+#[test]
+fn fuzzed_connections_get_the_spec_close_and_the_good_clients_lose_nothing() {
+    let report = run(&["fuzz", "--duration", "3", "--seed", "42"]);
+    let figures = &report["figures"];
+    assert_eq!(figures["mismatches"], 0, "{figures}");
+    assert!(figures["cases_run"].as_u64() > Some(100), "{figures}");
+    assert!(
+        figures["as_expected_huge_length_in_the_header"].as_u64() > Some(0),
+        "{figures}"
+    );
+    assert_eq!(figures["server_sessions_after"], 4, "{figures}");
+    assert!(report["streams"]["c2s"]["sent"].as_u64() > Some(0));
+}
+
+#[test]
 fn bad_usage_exits_2_and_says_why() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["fanout", "--spawn", "--rtae", "5"])

@@ -10,6 +10,7 @@
 //! twice and nothing is skipped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub(crate) struct Outputs {
     pub closed: watch::Sender<Option<String>>,
     pub open: Arc<Mutex<Open>>,
     pub transport: Arc<Mutex<Transport>>,
+    /// Heartbeat pings received (`Client::pings_received`).
+    pub pings: Arc<AtomicU64>,
 }
 
 /// How one connection ended.
@@ -301,6 +304,7 @@ impl Driver {
                     };
                     match frame {
                         Frame::Ping => {
+                            self.outputs.pings.fetch_add(1, Ordering::Relaxed);
                             deadline = Instant::now() + silence;
                             self.reported_seq = self.recv_seq;
                             report_at = None;

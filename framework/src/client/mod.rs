@@ -207,6 +207,7 @@ pub struct Client {
     errors: Arc<tokio::sync::Mutex<mpsc::Receiver<(String, String)>>>,
     status: Arc<tokio::sync::Mutex<mpsc::Receiver<ConnectionEvent>>>,
     next_ack: Arc<AtomicU64>,
+    pings: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -232,8 +233,10 @@ impl Client {
             max_frame_size: 0,
         }));
         let transport = Arc::new(Mutex::new(Transport::WebSocket));
+        let pings = Arc::new(AtomicU64::new(0));
         let outputs = driver::Outputs {
             transport: transport.clone(),
+            pings: pings.clone(),
             handle: commands.clone(),
             errors,
             status,
@@ -251,7 +254,15 @@ impl Client {
             errors: Arc::new(tokio::sync::Mutex::new(error_rx)),
             status: Arc::new(tokio::sync::Mutex::new(status_rx)),
             next_ack: Arc::new(AtomicU64::new(1)),
+            pings,
         })
+    }
+
+    /// How many heartbeat `Ping`s the server has sent this session so far, over
+    /// every connection (the client answers each by itself). Read-only, for
+    /// monitoring: the load tester's soak checks the server pings once per interval.
+    pub fn pings_received(&self) -> u64 {
+        self.pings.load(Ordering::Relaxed)
     }
 
     /// The current session id (a new one after [`ConnectionEvent::SessionLost`]).

@@ -4,9 +4,11 @@
 
 mod connect;
 mod fanout;
+mod fuzz;
 mod idle;
 mod reconnect;
 mod rooms;
+mod soak;
 
 use std::rc::Rc;
 
@@ -17,7 +19,15 @@ use crate::report::Report;
 use crate::worker::WorkerCtx;
 
 /// The scenario names, as given on the command line.
-pub const NAMES: [&str; 5] = ["connect", "idle", "fanout", "rooms", "reconnect"];
+pub const NAMES: [&str; 7] = [
+    "connect",
+    "idle",
+    "fanout",
+    "rooms",
+    "reconnect",
+    "soak",
+    "fuzz",
+];
 
 /// Runs scenario `name` as the coordinator.
 pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
@@ -27,6 +37,8 @@ pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
         "fanout" => fanout::coordinate(flags).await,
         "rooms" => rooms::coordinate(flags).await,
         "reconnect" => reconnect::coordinate(flags).await,
+        "soak" => soak::coordinate(flags).await,
+        "fuzz" => fuzz::coordinate(flags).await,
         other => Err(format!("unknown scenario '{other}'")),
     }
 }
@@ -47,6 +59,7 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
             stream_limit_s,
             backoff_ms,
         } => reconnect::client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
+        ScenarioPlan::Soak(plan) => soak::client(&ctx, index, &plan).await,
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use volley::client::{Backoff, ClientError, ConnectionEvent, Event};
+use volley::client::{ClientError, ConnectionEvent, Event};
 
 use super::server_figures;
 use crate::args::Flags;
@@ -132,13 +132,7 @@ pub async fn client(
     stream_limit_s: f64,
     backoff_ms: u64,
 ) {
-    let initial = Duration::from_millis(backoff_ms);
-    let mut config = sim::config(ctx, index);
-    config.backoff = Backoff {
-        initial,
-        max: initial.max(Duration::from_secs(5)),
-        ..Backoff::default()
-    };
+    let config = sim::config_with_backoff(ctx, index, backoff_ms);
     let Some((client, mut ns)) = sim::open(ctx, index, NAMESPACE, config).await else {
         return;
     };

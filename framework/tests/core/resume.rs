@@ -183,14 +183,8 @@ async fn a_poll_answer_cut_between_two_frames_is_resumed_not_taken_as_complete()
     }
 }
 
-#[actix_rt::test]
-async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
-    let (disconnects, mut seen) = Disconnects::new();
-    let server = serve(
-        Volley::builder()
-            .resume_grace(Duration::from_millis(300))
-            .namespace("/", test_namespace(disconnects)),
-    );
+/// A raw client in namespace `/` and its room `lobby`.
+async fn in_the_lobby(server: &TestServer) -> RawClient {
     let (mut raw, _) = RawClient::open_in(&server.url, "/").await;
     raw.send(&Frame::Event {
         ns: "/".into(),
@@ -200,6 +194,18 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
     })
     .await;
     assert!(matches!(raw.recv().await, Some(Frame::Ack { id: 1, .. })));
+    raw
+}
+
+#[actix_rt::test]
+async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
+    let (disconnects, mut seen) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .resume_grace(Duration::from_millis(300))
+            .namespace("/", test_namespace(disconnects)),
+    );
+    let raw = in_the_lobby(&server).await;
     let root = server.volley.of("/").unwrap();
     assert_eq!(root.stats().await.rooms, 1);
 
@@ -217,6 +223,41 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
     let stats = root.stats().await;
     assert_eq!((stats.sockets, stats.rooms), (0, 0));
     assert!(server.volley.sessions().await.is_empty());
+}
+
+/// The disconnect hook holds the session's thread until the test has looked, so the
+/// test sees exactly the state the hook runs in: the session already out of the
+/// registry, the socket out of its namespace and rooms.
+#[actix_rt::test]
+async fn the_disconnect_hook_runs_once_the_session_is_unregistered() {
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let (looked, hold) = std::sync::mpsc::channel::<()>();
+    let hold = Mutex::new(hold);
+    let (disconnects, _) = Disconnects::new();
+    // Replaces the test namespace's own hook.
+    let namespace = test_namespace(disconnects).on_disconnect(move |_, reason| {
+        let _ = seen_tx.send(reason.clone());
+        // Bounded: a test that never looks does not hang the server.
+        let _ = hold.lock().unwrap().recv_timeout(WAIT);
+    });
+    let server = serve(Volley::builder().namespace("/", namespace));
+    let mut raw = in_the_lobby(&server).await;
+    raw.send(&Frame::Close {
+        reason: "bye".into(),
+    })
+    .await;
+
+    let why = tokio::time::timeout(WAIT, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(why, DisconnectReason::ClientLeft);
+    // The hook is still running.
+    let sessions = server.volley.sessions().await;
+    let stats = server.volley.of("/").unwrap().stats().await;
+    looked.send(()).unwrap();
+    assert!(sessions.is_empty(), "still registered: {sessions:?}");
+    assert_eq!((stats.sockets, stats.rooms), (0, 0));
 }
 
 #[actix_rt::test]

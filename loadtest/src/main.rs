@@ -72,6 +72,13 @@ scenarios
              (4) chat; each must get the spec's close reason and status, nothing
              lost, server RSS flat (--max-rss-mib-per-min 1), no session left
 
+  floor      no server: --clients (default 2000) loopback TCP connections from a
+             drainer process get --size-byte messages (default 120, one Volley
+             broadcast frame of a ~100-byte chat message) at --rate per second
+             (default 20) for --duration s (default 10), one write() per message,
+             then --batch (default 10) per write(); CPU per message of the writer
+             and of the drainer: the yardstick for every server's CPU per delivery
+
 flags for every scenario
   --spawn               start a server process (so its CPU and memory are measured)
   --url URL             use a running server (`loadtest serve`)
@@ -108,6 +115,13 @@ fn main() -> ExitCode {
             }
         },
         "serve" => serve(rest),
+        "floor-drain" => match scenarios::floor::drain(&rest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest floor-drain: {e}");
+                ExitCode::FAILURE
+            }
+        },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

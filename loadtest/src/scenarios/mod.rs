@@ -4,6 +4,7 @@
 
 mod connect;
 mod fanout;
+pub mod floor;
 mod fuzz;
 mod idle;
 mod reconnect;
@@ -19,7 +20,7 @@ use crate::report::Report;
 use crate::worker::WorkerCtx;
 
 /// The scenario names, as given on the command line.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "connect",
     "idle",
     "fanout",
@@ -27,6 +28,7 @@ pub const NAMES: [&str; 7] = [
     "reconnect",
     "soak",
     "fuzz",
+    "floor",
 ];
 
 /// Runs scenario `name` as the coordinator.
@@ -39,6 +41,7 @@ pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
         "reconnect" => reconnect::coordinate(flags).await,
         "soak" => soak::coordinate(flags).await,
         "fuzz" => fuzz::coordinate(flags).await,
+        "floor" => floor::coordinate(flags).await,
         other => Err(format!("unknown scenario '{other}'")),
     }
 }

@@ -27,6 +27,7 @@ mod scenarios;
 mod seq;
 mod server;
 mod sim;
+mod sioclient;
 mod trend;
 mod worker;
 
@@ -78,6 +79,14 @@ scenarios
              (default 20) for --duration s (default 10), one write() per message,
              then --batch (default 10) per write(); CPU per message of the writer
              and of the drainer: the yardstick for every server's CPU per delivery
+  compare    no server: the same chat (--clients, default 2000, in one room, a
+             publisher at --rate msgs/s, default 20, for --duration s, default 20,
+             texts of --size bytes, default 80) on Volley, Socket.IO 4.8 on Node and
+             socketioxide 0.18.9 (--peers volley,socketio,socketioxide; built from
+             loadtest/peers, a peer without node/npm/cargo is skipped), and the floor
+             for Volley's frame size, one write() and --batch (10) per write(); one
+             table: server CPU per delivery and x floor, deliveries/s, latency,
+             server RSS per idle connection
 
 flags for every scenario
   --spawn               start a server process (so its CPU and memory are measured)

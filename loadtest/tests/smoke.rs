@@ -204,20 +204,12 @@ fn fuzzed_connections_get_the_spec_close_and_the_good_clients_lose_nothing() {
     assert!(report["streams"]["c2s"]["sent"].as_u64() > Some(0));
 }
 
+/// 50 connections, 20 messages a second each for 1 s (floor and compare).
+const SMALL_ROOM: &[&str] = &["--clients", "50", "--rate", "20", "--duration", "1"];
+
 #[test]
 fn floor_writes_and_drains_every_byte_one_by_one_and_batched() {
-    let report = run_with(
-        &[
-            "floor",
-            "--clients",
-            "50",
-            "--rate",
-            "20",
-            "--duration",
-            "1",
-        ],
-        &[],
-    );
+    let report = run_with(&[&["floor"], SMALL_ROOM].concat(), &[]);
     let figures = &report["figures"];
     assert_eq!(figures["messages"], 1000, "{figures}");
     assert_eq!(figures["batched_messages"], 1000, "{figures}");
@@ -225,6 +217,35 @@ fn floor_writes_and_drains_every_byte_one_by_one_and_batched() {
         assert!(figures[key].is_number(), "{key}: {figures}");
         assert!(figures[format!("batched_{key}")].is_number(), "{figures}");
     }
+}
+
+#[test]
+fn compare_runs_the_volley_chat_next_to_the_floor() {
+    // The Volley path only: CI has neither the Node peer nor the time to build
+    // socketioxide.
+    let report = run_with(
+        &[&["compare", "--peers", "volley"], SMALL_ROOM].concat(),
+        &[],
+    );
+    let figures = &report["figures"];
+    assert_eq!(report["streams"]["volley"]["sent"], 20 * 50, "{report}");
+    assert!(
+        figures["floor_writer_cpu_us_per_message"].is_number(),
+        "{figures}"
+    );
+    assert!(
+        figures["volley_server_cpu_us_per_delivery"].is_number(),
+        "{figures}"
+    );
+    assert!(
+        figures["volley_cpu_per_delivery_x_floor"].is_number(),
+        "{figures}"
+    );
+    assert!(
+        figures["volley_rss_per_idle_connection_kib"].is_number(),
+        "{figures}"
+    );
+    assert_eq!(report["latency_us"]["volley_delivery"]["count"], 20 * 50);
 }
 
 #[test]

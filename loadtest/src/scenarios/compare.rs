@@ -89,6 +89,12 @@ struct PeerFigures {
     latency: Percentiles,
     rss_per_idle_connection_kib: f64,
     chat: StreamTotals,
+    /// CPU time of the load generator's workers (connecting included).
+    workers_cpu_s: f64,
+    /// `/proc/loadavg`'s 1-minute figure before and after: other load on the
+    /// machine shows here.
+    load_before: f64,
+    load_after: f64,
     failures: Vec<String>,
 }
 
@@ -251,6 +257,16 @@ fn add_peer(report: &mut Report, peer: Peer, clients: u64, f: &PeerFigures, floo
         f.rss_per_idle_connection_kib,
         "KiB",
     );
+    report.figure(
+        &format!("{name}_workers_cpu_s"),
+        &format!("{label}: load generator CPU (workers)"),
+        f.workers_cpu_s,
+        "s",
+    );
+    report.notes.push(format!(
+        "{label}: load average {:.1} before, {:.1} after",
+        f.load_before, f.load_after
+    ));
     for failure in &f.failures {
         report.failures.push(format!("{label}: {failure}"));
     }
@@ -283,6 +299,7 @@ async fn drive(
     common: &Common,
     rss_before_kib: u64,
 ) -> Result<PeerFigures, String> {
+    let load_before = load_average();
     let mut run = Run::start("compare", common).await?;
     run.start_workers(
         common,
@@ -343,8 +360,19 @@ async fn drive(
             connected as f64,
         ),
         chat: tally.streams.get("chat").copied().unwrap_or_default(),
+        workers_cpu_s: tally.cpu_seconds,
+        load_before,
+        load_after: load_average(),
         failures,
     })
+}
+
+/// The machine's 1-minute load average (0 if unknown).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A peer server process and where it listens.

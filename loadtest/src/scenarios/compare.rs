@@ -276,18 +276,17 @@ fn add_peer(report: &mut Report, peer: Peer, clients: u64, f: &PeerFigures, floo
 /// server's RSS, publishes, and reads the server's CPU time around the publishing.
 async fn measure_peer(peer: Peer, s: &Settings) -> Result<PeerFigures, String> {
     let mut server = start(peer, &s.peers_dir).await?;
-    let pid = server.id().ok_or("the server exited at start")?;
+    let pid = server.child.id().ok_or("the server exited at start")?;
     let rss_before = proc::sample(&pid.to_string()).map_err(|e| e.to_string())?;
-    let mut common = Common::new(
+    let common = Common::new(
         s.clients,
         s.workers,
         s.connect_rate,
         Target::Url {
-            url: server_url(peer, &server)?,
+            url: server.url.clone(),
             pid: Some(pid),
         },
     );
-    common.sources = 4;
     let result = drive(peer, s, &common, rss_before.rss_kib).await;
     let _ = server.child.kill().await;
     result
@@ -378,20 +377,9 @@ fn load_average() -> f64 {
 /// A peer server process and where it listens.
 struct PeerServer {
     child: Child,
-    port_or_url: String,
-}
-
-impl PeerServer {
-    fn id(&self) -> Option<u32> {
-        self.child.id()
-    }
-}
-
-fn server_url(peer: Peer, server: &PeerServer) -> Result<String, String> {
-    Ok(match peer {
-        Peer::Volley => server.port_or_url.clone(),
-        _ => format!("ws://127.0.0.1:{}", server.port_or_url),
-    })
+    /// Where the chat's clients connect (Volley: `ws://…/volley`; Socket.IO: the
+    /// server's `ws://host:port`).
+    url: String,
 }
 
 /// Builds (if needed) and starts `peer`'s server.
@@ -399,10 +387,7 @@ async fn start(peer: Peer, dir: &Path) -> Result<PeerServer, String> {
     match peer {
         Peer::Volley => {
             let (child, url) = coordinator::spawn_server(&[], None).await?;
-            Ok(PeerServer {
-                child,
-                port_or_url: url,
-            })
+            Ok(PeerServer { child, url })
         }
         Peer::SocketIo => {
             let dir = dir.join("socketio");
@@ -438,7 +423,7 @@ async fn listen(command: &mut Process) -> Result<PeerServer, String> {
     let (child, port) = coordinator::start_listening(command).await?;
     Ok(PeerServer {
         child,
-        port_or_url: port,
+        url: format!("ws://127.0.0.1:{port}"),
     })
 }
 

@@ -7,6 +7,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -23,11 +24,23 @@ pub struct Args {
     pub addr: SocketAddr,
     /// `--once`: run the scripted client session, then exit (used by the tests).
     pub once: bool,
+    /// `--tls-cert PATH --tls-key PATH`: serve `https`/`wss` with this PEM
+    /// certificate chain and private key.
+    pub tls: Option<TlsFiles>,
 }
 
-const USAGE: &str = "flags: [--addr <ip:port>] [--once]
-  --addr   where to listen (port 0 picks a free port)
-  --once   run the scripted client session against this server, then exit";
+/// The PEM files of `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+const USAGE: &str = "flags: [--addr <ip:port>] [--once] [--tls-cert <pem> --tls-key <pem>]
+  --addr      where to listen (port 0 picks a free port)
+  --once      run the scripted client session against this server, then exit
+  --tls-cert  serve https/wss with this PEM certificate chain (needs --tls-key)
+  --tls-key   the certificate's PEM private key";
 
 impl Args {
     /// Reads the process's flags. Prints the usage and exits on `--help` or a bad flag.
@@ -52,6 +65,7 @@ impl Args {
     ) -> Result<Option<Args>, String> {
         let mut addr = default_addr.to_owned();
         let mut once = false;
+        let (mut cert, mut key) = (None, None);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -61,6 +75,8 @@ impl Args {
                         .next()
                         .ok_or("--addr needs a value, like 127.0.0.1:0")?
                 }
+                "--tls-cert" => cert = Some(args.next().ok_or("--tls-cert needs a file")?),
+                "--tls-key" => key = Some(args.next().ok_or("--tls-key needs a file")?),
                 "-h" | "--help" => return Ok(None),
                 other => match other.strip_prefix("--addr=") {
                     Some(value) => addr = value.to_owned(),
@@ -71,7 +87,15 @@ impl Args {
         let addr = addr
             .parse()
             .map_err(|e| format!("--addr '{addr}' is not an ip:port ({e})"))?;
-        Ok(Some(Args { addr, once }))
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".to_owned()),
+        };
+        Ok(Some(Args { addr, once, tls }))
     }
 }
 
@@ -90,38 +114,65 @@ pub fn init_logs() {
 pub struct Running {
     /// The address really bound: with port 0, the port the system picked.
     pub addr: SocketAddr,
-    /// What clients connect to: `ws://<addr>/volley`.
+    /// What clients connect to: `ws://<addr>/volley`, or `wss://` with TLS.
     pub url: String,
+    tls: bool,
     handle: ServerHandle,
     task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Mounts `volley` into an actix-web server on `addr` and starts it in the background.
+/// Mounts `volley` into an actix-web server on `args.addr` (with TLS when
+/// `args.tls` names the files) and starts it in the background.
 ///
 /// This is the whole integration: `App::new().configure(volley.configure())` adds the
 /// WebSocket route; your own routes can sit beside it in the same `App`.
-pub fn serve(volley: &Volley, addr: SocketAddr) -> std::io::Result<Running> {
+pub fn serve(volley: &Volley, args: &Args) -> std::io::Result<Running> {
+    let addr = args.addr;
     let app = volley.clone();
     let server = HttpServer::new(move || App::new().configure(app.configure()))
         // Game traffic is many small frames: send each one at once rather than let
         // Nagle's algorithm hold it back to batch it with the next.
         .tcp_nodelay(true)
+        // Drops a peer that stops reading after `Config::write_timeout`.
+        .on_connect(volley.on_connect())
         // Open WebSockets never finish by themselves: on Ctrl-C, close them after 2 s
         // instead of actix-web's default 30 s.
-        .shutdown_timeout(2)
-        .bind(addr)?;
+        .shutdown_timeout(2);
+    let server = match &args.tls {
+        // `volley::tls::server_config` reads the PEM files and says which one is wrong.
+        Some(files) => {
+            let tls = volley::tls::server_config(&files.cert, &files.key)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            server.bind_rustls_0_23(addr, tls)?
+        }
+        None => server.bind(addr)?,
+    };
     let addr = server.addrs().first().copied().unwrap_or(addr);
     let server = server.run();
     let handle = server.handle();
+    let scheme = if args.tls.is_some() { "wss" } else { "ws" };
     Ok(Running {
         addr,
-        url: format!("ws://{addr}{}", volley.config().path),
+        url: format!("{scheme}://{addr}{}", volley.config().path),
+        tls: args.tls.is_some(),
         handle,
         task: actix_rt::spawn(server),
     })
 }
 
 impl Running {
+    /// Where the scripted client session connects, or `None` over TLS: the Rust
+    /// client speaks plain `ws` only, so with TLS the example serves browsers and
+    /// TLS clients and skips its script.
+    pub fn demo_url(&self) -> Option<&str> {
+        if self.tls {
+            println!("TLS is on: the scripted client (plain ws only) is skipped");
+            None
+        } else {
+            Some(&self.url)
+        }
+    }
+
     /// What every example does after its demo: with `--once`, stop the server and
     /// return; otherwise print how to connect and serve until Ctrl-C.
     pub async fn stop_or_serve(self, once: bool, how_to_connect: &str) -> std::io::Result<()> {
@@ -178,6 +229,16 @@ mod tests {
         assert_eq!(default, Some(("127.0.0.1:8080".to_owned(), false)));
         let set = parse(&["--addr", "127.0.0.1:0", "--once"]).ok().flatten();
         assert_eq!(set.map(|a| (a.addr.port(), a.once)), Some((0, true)));
+        let tls = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .ok()
+            .flatten();
+        assert_eq!(
+            tls.and_then(|a| a.tls),
+            Some(super::TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
         let eq = parse(&["--addr=0.0.0.0:9000"]).ok().flatten();
         assert_eq!(
             eq.map(|a| a.addr.to_string()),
@@ -191,5 +252,6 @@ mod tests {
         assert_eq!(parse(&["--port"]), Err("unknown flag '--port'".to_owned()));
         assert!(parse(&["--addr"]).is_err_and(|e| e.contains("needs a value")));
         assert!(parse(&["--addr", "localhost"]).is_err_and(|e| e.contains("not an ip:port")));
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err_and(|e| e.contains("go together")));
     }
 }

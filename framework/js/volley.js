@@ -102,21 +102,25 @@
     if (tag === undefined) throw new Error("unknown frame type " + f.type);
     w.varint(tag);
     switch (f.type) {
-      case "hello": w.varint(f.version); break;
+      // max_frame_size (hello, resume) and reason (disconnect) are optional trailing
+      // fields (docs/protocol.md 2.7): written only when set.
+      case "hello": w.varint(f.version); if (f.max_frame_size != null) w.varint(f.max_frame_size); break;
       case "open": w.varint(f.version); w.varint(f.sid); w.raw(f.token); w.varint(f.ping_interval_ms);
         w.varint(f.ping_timeout_ms); w.varint(f.max_frame_size); break;
       case "resumed": w.varint(f.last_seq); w.varint(f.replay); break;
       case "ping": break;
       case "pong": case "received": w.varint(f.last_seq); break;
       case "connect": w.str(f.ns); w.bytes(f.auth); break;
-      case "connected": case "disconnect": w.str(f.ns); break;
+      case "connected": w.str(f.ns); break;
+      case "disconnect": w.str(f.ns); if (f.reason != null) w.str(f.reason); break;
       case "connect-error": case "error": w.str(f.ns); w.str(f.reason); break;
       case "event": w.str(f.ns); w.str(f.name); w.bytes(f.payload);
         if (f.ack == null) w.byte(0); else { w.byte(1); w.varint(f.ack); } break;
       case "ack": w.str(f.ns); w.varint(f.id); w.bytes(f.payload); break;
       case "volatile": w.str(f.ns); w.str(f.name); w.bytes(f.payload); break;
       case "close": case "resume-failed": w.str(f.reason); break;
-      case "resume": w.varint(f.sid); w.raw(f.token); w.varint(f.last_seq); break;
+      case "resume": w.varint(f.sid); w.raw(f.token); w.varint(f.last_seq);
+        if (f.max_frame_size != null) w.varint(f.max_frame_size); break;
       default: throw new Error("cannot encode " + f.type);
     }
     return w.done();
@@ -128,20 +132,24 @@
     const type = TAGS[r.varint(32)];
     if (!type) throw new Error("unknown frame tag");
     const f = { type };
+    // An optional trailing field is present when bytes follow the other fields.
+    const more = () => r.at < bytes.length;
     switch (type) {
-      case "hello": f.version = r.varint(16); break;
+      case "hello": f.version = r.varint(16); f.max_frame_size = more() ? r.varint(32) : null; break;
       case "open": f.version = r.varint(16); f.sid = r.varint(); f.token = r.token();
         f.ping_interval_ms = r.varint(32); f.ping_timeout_ms = r.varint(32); f.max_frame_size = r.varint(32); break;
       case "ping": break;
       case "pong": case "received": f.last_seq = r.varint(); break;
       case "connect": f.ns = r.str(); f.auth = r.bytes(); break;
-      case "connected": case "disconnect": f.ns = r.str(); break;
+      case "connected": f.ns = r.str(); break;
+      case "disconnect": f.ns = r.str(); f.reason = more() ? r.str() : null; break;
       case "connect-error": case "error": f.ns = r.str(); f.reason = r.str(); break;
       case "event": f.ns = r.str(); f.name = r.str(); f.payload = r.bytes(); f.ack = r.option(() => r.varint()); break;
       case "ack": f.ns = r.str(); f.id = r.varint(); f.payload = r.bytes(); break;
       case "volatile": f.ns = r.str(); f.name = r.str(); f.payload = r.bytes(); break;
       case "close": case "resume-failed": f.reason = r.str(); break;
-      case "resume": f.sid = r.varint(); f.token = r.token(); f.last_seq = r.varint(); break;
+      case "resume": f.sid = r.varint(); f.token = r.token(); f.last_seq = r.varint();
+        f.max_frame_size = more() ? r.varint(32) : null; break;
       case "resumed": f.last_seq = r.varint(); f.replay = r.varint(); break;
     }
     if (r.at !== bytes.length) throw new Error("malformed frame: trailing bytes");
@@ -248,11 +256,21 @@
       this.auth = auth;
       this.handlers = new Map();
       this.any = [];
+      this.leaveHandlers = [];
+      /** Why the server removed the client from this namespace; null while joined. */
+      this.disconnectReason = null;
     }
     /** Calls `fn(data, ack)` for event `name`; `ack` is set when the server asked for an answer. */
     on(name, fn) { this.handlers.set(name, fn); return this; }
     /** Calls `fn(name, data)` for every event without its own handler. */
     onAny(fn) { this.any.push(fn); return this; }
+    /** Calls `fn(reason)` when the server removes the client from this namespace
+     *  (`Socket::disconnect(reason)` on the server); the session goes on. */
+    onDisconnect(fn) { this.leaveHandlers.push(fn); return this; }
+    removed(reason) {
+      this.disconnectReason = reason;
+      this.leaveHandlers.forEach((fn) => { try { fn(reason); } catch (e) { console.error(e); } });
+    }
     /** Sends a reliable event. Throws when the send buffer is full. */
     emit(name, data) { this.client.sendReliable({ type: "event", ns: this.name, name, payload: json(data), ack: null }); }
     /** Sends an event and resolves with the server's answer, or rejects after `timeoutMs`. */
@@ -288,11 +306,12 @@
      * @param {string} url WebSocket URL or path of the Volley endpoint (default "/volley").
      * @param {object} options transport ("auto" | "websocket" | "polling"), upgradeTimeout (5000 ms),
      *   backoff { initial: 1000, max: 5000, factor: 2, jitter: 0.5, maxAttempts: Infinity },
-     *   sendBuffer (1024 unconfirmed reliable frames).
+     *   sendBuffer (1024 unconfirmed reliable frames), maxFrameSize (16 MiB: the largest
+     *   frame accepted from the server; announced to it, which never sends more).
      */
     constructor(url = "/volley", options = {}) {
       this.url = url;
-      this.options = Object.assign({ transport: "auto", upgradeTimeout: 5000, sendBuffer: 1024 }, options);
+      this.options = Object.assign({ transport: "auto", upgradeTimeout: 5000, sendBuffer: 1024, maxFrameSize: 16 * 1024 * 1024 }, options);
       this.backoff = Object.assign({ initial: 1000, max: 5000, factor: 2, jitter: 0.5, maxAttempts: Infinity }, options.backoff || {});
       this.kind = this.options.transport === "polling" ? "polling" : "websocket";
       this.namespaces = new Map();
@@ -326,7 +345,7 @@
       return new Promise((resolve, reject) => {
         this.opened = { resolve, reject };
         this.setState("connecting");
-        const hello = encode({ type: "hello", version: 1 });
+        const hello = this.hello();
         if (this.options.transport === "auto") {
           this.attempt("websocket", hello, this.options.upgradeTimeout, (reason) => {
             this.setState("fell-back", { reason });
@@ -338,6 +357,9 @@
       });
     }
 
+    /** `hello`, announcing the largest frame this client accepts. */
+    hello() { return encode({ type: "hello", version: 1, max_frame_size: this.options.maxFrameSize }); }
+
     /** Starts a transport with `first`; `failed(reason)` if it does not answer in time. */
     attempt(kind, first, timeoutMs, failed) {
       let settled = false;
@@ -345,6 +367,13 @@
       const Transport = kind === "polling" ? PollingTransport : WebSocketTransport;
       const t = new Transport(this.url, first, {
         onframe: (bytes) => {
+          if (bytes.length > this.options.maxFrameSize) {
+            // A resume would be sent the same frame again: end the session instead.
+            const reason = "the server sent a frame larger than this client accepts (maxFrameSize " + this.options.maxFrameSize + " bytes)";
+            if (!settled) return fail(reason);
+            if (this.transport === t) { this.write({ type: "close", reason }); this.finish(reason); }
+            return;
+          }
           let f;
           try { f = decode(bytes); } catch (e) { return fail("server sent a bad frame: " + e.message); }
           if (!settled) {
@@ -392,7 +421,7 @@
         case "resume-failed":
           // The old session is gone: open a fresh one on this connection.
           this.lostReason = f.reason;
-          return this.write({ type: "hello", version: 1 });
+          return this.transport.send(this.hello());
         case "ping":
           this.armSilence();
           this.reportedSeq = this.recvSeq;
@@ -408,7 +437,12 @@
           if (p) { this.pending.delete(f.ns); if (p.reject) p.reject(new Error(f.reason)); }
           return;
         }
-        case "disconnect": this.namespaces.delete(f.ns); return;
+        case "disconnect": {
+          const ns = this.namespaces.get(f.ns);
+          this.namespaces.delete(f.ns);
+          if (ns) ns.removed(f.reason == null ? "disconnected by the server" : f.reason);
+          return;
+        }
         case "event": case "volatile": {
           const ns = this.namespaces.get(f.ns);
           if (ns) ns.dispatch(f.name, f.payload, f.type === "event" ? f.ack : null, f.type === "volatile");
@@ -499,7 +533,7 @@
     reopen() {
       if (this.state === "closed") return;
       const s = this.session;
-      const first = encode({ type: "resume", sid: s.sid, token: s.token, last_seq: this.recvSeq });
+      const first = encode({ type: "resume", sid: s.sid, token: s.token, last_seq: this.recvSeq, max_frame_size: this.options.maxFrameSize });
       const kind = this.kind;
       this.attempt(kind, first, 10000, (reason) => {
         if (this.options.transport === "auto" && kind === "websocket") {

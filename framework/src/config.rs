@@ -1,5 +1,6 @@
 //! Server configuration: every limit and timer, with its default, in one place.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Server settings. Start from [`Config::default`] and set fields, or use the
@@ -20,9 +21,27 @@ pub struct Config {
     /// Largest frame accepted from a client, in bytes; a larger one closes the
     /// connection with `frame too large`. Default 1 MiB.
     pub max_frame_size: usize,
-    /// Most bytes queued for one connection that the peer has not taken yet. Past it
-    /// the session ends with `slow consumer`. Default 4 MiB.
+    /// Most bytes queued for one connection that the peer has not taken yet (each
+    /// frame counts 64 bytes more, for the message that carries it). Past it the
+    /// session ends with `slow consumer`. Default 4 MiB.
     pub max_send_backlog: usize,
+    /// How long a connection's socket may accept no bytes while bytes are queued for
+    /// it. Past it the connection is dropped as a network failure would drop it: the
+    /// session detaches and the client may resume. Default 30 s, well above a mobile
+    /// network's hiccup. Enforced by the operating system (`TCP_USER_TIMEOUT`, Linux)
+    /// on connections accepted by a server that installs [`crate::Volley::on_connect`]
+    /// ([`crate::Volley::serve`] does); it also bounds how long unacknowledged bytes
+    /// wait for a peer that vanished. Elsewhere the heartbeat is what drops a silent
+    /// peer, after `ping_interval + ping_timeout`.
+    pub write_timeout: Duration,
+    /// Most messages waiting in one actor's mailbox on the per-message path: in a
+    /// session, deliveries from rooms, namespaces and handlers, and frames from its
+    /// client; in a namespace, broadcasts not yet fanned out by it or its rooms. At
+    /// the limit a session's deliveries end it with `slow consumer`, its client's
+    /// frames end it with `too many frames waiting`, and a broadcast is refused with
+    /// [`crate::EmitError::Busy`]. Default 4096. Keep it at least `max_poll_frames`:
+    /// a polling batch is handed over at once.
+    pub max_mailbox: usize,
     /// How long a session whose connection dropped stays resumable (namespaces, rooms,
     /// socket data and undelivered reliable frames kept). Default 2 min. Zero turns
     /// resumption off: a dropped connection ends the session at once.
@@ -42,9 +61,33 @@ pub struct Config {
     pub max_poll_body: usize,
     /// Long-polling: most frames in one batch, either way. Default 256.
     pub max_poll_frames: usize,
-    /// Origins allowed to use the long-polling endpoint from a browser page served
-    /// elsewhere (CORS). `"*"` allows any. Default: none (same origin only).
+    /// Origins of browser pages served elsewhere that may connect, over WebSocket and
+    /// long-polling (the latter with CORS headers). A request that carries an `Origin`
+    /// header is refused with 403 unless the origin is the server's own (its host and
+    /// port equal the `Host` header's; the scheme is not compared) or listed here
+    /// exactly as the browser sends it (`https://play.example.com`). Requests without
+    /// `Origin` (native clients) are not checked. `"*"` allows any. Default: none.
     pub cors_origins: Vec<String>,
+    /// Most open connections (WebSocket and long-polling together). Past it a new
+    /// connection is refused with 503. Default 20,000 (at about 18 KiB each when
+    /// idle, some 370 MiB). `usize::MAX`: no limit.
+    pub max_connections: usize,
+    /// Most open connections from one client address (an IPv6 client counts per /64
+    /// network). Past it a new connection from that address is refused with 503.
+    /// Default 1,000: far more than one player needs, enough for a large office or
+    /// carrier-grade NAT behind one address, and still a twentieth of
+    /// `max_connections`, so one host cannot take the server. `usize::MAX`: no limit.
+    pub max_connections_per_ip: usize,
+    /// Reverse proxies whose `X-Forwarded-For` header is believed. When a connection
+    /// comes from one of these addresses, the client address counted by
+    /// `max_connections_per_ip` is the last one in `X-Forwarded-For` that is not
+    /// itself a trusted proxy; from any other peer the header is ignored (anyone can
+    /// write it). Default: none.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How fast one session may send. Past it the client gets an `error` frame saying
+    /// which limit, then the session ends with `rate limited`. Default 200 frames/s
+    /// (burst 2,000) and 1 MiB/s (burst 2 MiB). See [`RateLimit`].
+    pub rate_limit: RateLimit,
     /// Most namespaces one session may join. Default 32.
     pub max_namespaces_per_session: usize,
     /// Threads that run rooms (one arbiter each). Default: the number of cores.
@@ -60,6 +103,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_frame_size: 1024 * 1024,
             max_send_backlog: 4 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
+            max_mailbox: 4096,
             resume_grace: Duration::from_secs(120),
             max_outbox_frames: 4096,
             max_outbox_bytes: 2 * 1024 * 1024,
@@ -67,10 +112,58 @@ impl Default for Config {
             max_poll_body: 2 * 1024 * 1024,
             max_poll_frames: 256,
             cors_origins: Vec::new(),
+            max_connections: 20_000,
+            max_connections_per_ip: 1_000,
+            trusted_proxies: Vec::new(),
+            rate_limit: RateLimit::default(),
             max_namespaces_per_session: 32,
             room_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+        }
+    }
+}
+
+/// Inbound rate limit of one session: two token buckets, one counting frames and one
+/// counting bytes. A bucket holds up to its burst and refills at its rate; each frame
+/// from the client takes one frame token and as many byte tokens as its size. A
+/// frame that finds a bucket short ends the session (`rate limited`).
+///
+/// The defaults are far above what a game client sends (60 inputs a second plus chat
+/// and acknowledgements is under 100 frames/s) and far below what a flood costs the
+/// server. A rate of zero turns that bucket off; [`RateLimit::OFF`] turns both off.
+/// Keep `byte_burst` at least `max_frame_size`, or the largest frames can never pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Frames per second, sustained. Default 200.
+    pub frames_per_sec: u32,
+    /// Frames that may come at once after a quiet spell. Default 2,000: more than
+    /// the Rust client's whole send buffer (1,024 frames), flushed at once after a
+    /// reconnection.
+    pub frame_burst: u32,
+    /// Bytes per second, sustained (frame sizes as encoded). Default 1 MiB.
+    pub bytes_per_sec: u64,
+    /// Bytes that may come at once after a quiet spell. Default 2 MiB.
+    pub byte_burst: u64,
+}
+
+impl RateLimit {
+    /// No inbound rate limit.
+    pub const OFF: RateLimit = RateLimit {
+        frames_per_sec: 0,
+        frame_burst: 0,
+        bytes_per_sec: 0,
+        byte_burst: 0,
+    };
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            frames_per_sec: 200,
+            frame_burst: 2_000,
+            bytes_per_sec: 1024 * 1024,
+            byte_burst: 2 * 1024 * 1024,
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum DisconnectReason {
     Kicked(String),
     /// More reliable frames waited for the client than the outbox holds.
     OutboxOverflow,
+    /// The client sent faster than [`crate::RateLimit`] allows.
+    RateLimited,
     /// The connection dropped (for the reason inside) and the client did not resume
     /// within the grace window.
     Expired(Box<DisconnectReason>),
@@ -35,6 +37,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Protocol(why) => write!(f, "protocol error: {why}"),
             DisconnectReason::Kicked(why) => write!(f, "kicked: {why}"),
             DisconnectReason::OutboxOverflow => f.write_str("outbox overflow"),
+            DisconnectReason::RateLimited => f.write_str("rate limited"),
             DisconnectReason::Expired(cause) => write!(f, "session expired ({cause})"),
         }
     }
@@ -56,6 +59,15 @@ pub enum AckError {
     /// The answer did not decode as the expected type.
     #[error("ack payload did not decode: {0}")]
     Decode(String),
+    /// The event is larger than the client accepts (the limit it announced when it
+    /// connected): it was not sent. Send less, or in pieces.
+    #[error("event of {size} bytes is larger than the client accepts ({limit} bytes); not sent")]
+    TooLarge {
+        /// The encoded frame's size in bytes.
+        size: usize,
+        /// The client's limit in bytes.
+        limit: usize,
+    },
 }
 
 /// Why an emit could not be sent.
@@ -64,4 +76,18 @@ pub enum EmitError {
     /// The payload could not be serialized to JSON.
     #[error("payload did not serialize: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The frame is larger than the client accepts (the limit it announced when it
+    /// connected): it was not sent. Send less, or in pieces.
+    #[error("frame of {size} bytes is larger than the client accepts ({limit} bytes); not sent")]
+    TooLarge {
+        /// The encoded frame's size in bytes.
+        size: usize,
+        /// The client's limit in bytes.
+        limit: usize,
+    },
+    /// The namespace has `Config::max_mailbox` broadcasts waiting to be fanned out:
+    /// the server is behind, and this broadcast was not sent. Send less often, or
+    /// retry later.
+    #[error("namespace busy: {0} broadcasts waiting to be fanned out")]
+    Busy(usize),
 }

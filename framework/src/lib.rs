@@ -22,8 +22,10 @@ mod transport;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "tls")]
+pub mod tls;
 
-pub use config::Config;
+pub use config::{Config, RateLimit};
 pub use error::{AckError, DisconnectReason, EmitError};
 pub use game::{
     Game, GameRooms, GameRoomsBuilder, InputError, JoinError, JoinRequest, Joined, LeaveReason,

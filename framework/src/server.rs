@@ -2,11 +2,14 @@
 //! actix-web.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use std::any::Any;
+
 use actix::prelude::*;
+use actix_web::dev::Extensions;
 use actix_web::web;
 use serde::Serialize;
 
@@ -14,9 +17,10 @@ use crate::namespace::{
     Broadcast, Namespace, NamespaceActor, NamespaceHandle, NamespaceStats, RoomPlacer, Stats,
     Target,
 };
+use crate::room::Gauge;
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
-use crate::transport::{polling, websocket};
-use crate::{Config, EmitError, SessionId};
+use crate::transport::{admission, connection, polling, websocket};
+use crate::{Config, EmitError, RateLimit, SessionId};
 
 type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
 
@@ -30,6 +34,11 @@ pub(crate) struct Shared {
     control: ArbiterHandle,
     /// Open long-polling connections.
     pub polls: polling::PollRegistry,
+    /// Broadcast deliveries skipped because the frame was larger than the recipient
+    /// client accepts (see [`Volley::frames_over_client_limit`]).
+    pub over_client_limit: AtomicU64,
+    /// Open connections of both transports, for the connection limits.
+    pub connections: Arc<admission::Connections>,
 }
 
 impl Shared {
@@ -55,6 +64,7 @@ impl Shared {
             name,
             spec: Arc::new(spec),
             addr: NamespaceActor::start_in_arbiter(&self.control, |_| actor),
+            broadcasts: Arc::new(Gauge::new(self.config.max_mailbox)),
         }
     }
 }
@@ -103,6 +113,21 @@ impl VolleyBuilder {
         self
     }
 
+    /// How long a socket may take no bytes while bytes wait for it before the
+    /// connection is dropped (default 30 s; zero disables). See
+    /// [`Config::write_timeout`].
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Most messages waiting in a session's or a namespace's mailbox (default 4096).
+    /// See [`Config::max_mailbox`].
+    pub fn max_mailbox(mut self, messages: usize) -> Self {
+        self.config.max_mailbox = messages;
+        self
+    }
+
     /// How long a dropped session stays resumable (default 2 min; zero disables).
     pub fn resume_grace(mut self, grace: Duration) -> Self {
         self.config.resume_grace = grace;
@@ -121,6 +146,28 @@ impl VolleyBuilder {
     /// allows any. Default: none.
     pub fn cors_origins(mut self, origins: &[&str]) -> Self {
         self.config.cors_origins = origins.iter().map(|o| (*o).to_owned()).collect();
+        self
+    }
+
+    /// Most open connections in total and from one client address (defaults 20,000
+    /// and 1,000; `usize::MAX` for no limit). Past either, new connections get 503.
+    pub fn max_connections(mut self, total: usize, per_ip: usize) -> Self {
+        self.config.max_connections = total;
+        self.config.max_connections_per_ip = per_ip;
+        self
+    }
+
+    /// Reverse proxies whose `X-Forwarded-For` header names the client for the
+    /// per-address connection limit (default: none).
+    pub fn trusted_proxies(mut self, proxies: &[std::net::IpAddr]) -> Self {
+        self.config.trusted_proxies = proxies.to_vec();
+        self
+    }
+
+    /// Inbound rate limit per session (default 200 frames/s, burst 2,000, and 1 MiB/s,
+    /// burst 2 MiB); [`RateLimit::OFF`] turns it off.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.config.rate_limit = limit;
         self
     }
 
@@ -169,6 +216,8 @@ impl VolleyBuilder {
             place_room,
             control,
             polls: Default::default(),
+            over_client_limit: AtomicU64::new(0),
+            connections: Default::default(),
         };
         let started: HashMap<String, NamespaceHandle> = self
             .namespaces
@@ -199,8 +248,10 @@ impl VolleyBuilder {
 ///             let _ = socket.emit("echo", &text);
 ///         }))
 ///         .build();
-///     HttpServer::new(move || App::new().configure(volley.configure()))
+///     let app = volley.clone();
+///     HttpServer::new(move || App::new().configure(app.configure()))
 ///         .tcp_nodelay(true) // real-time: do not hold back small frames
+///         .on_connect(volley.on_connect()) // the write timeout
 ///         .bind(("127.0.0.1", 8080))?
 ///         .run()
 ///         .await
@@ -232,17 +283,34 @@ impl Volley {
         }
     }
 
+    /// The hook that sets up each accepted connection: it enforces
+    /// [`Config::write_timeout`] (a peer that stops reading is dropped after it).
+    /// Install it with `HttpServer::on_connect` when you mount [`Volley::configure`]
+    /// into your own server; without it the server logs a warning once.
+    pub fn on_connect(&self) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+        let write_timeout = self.shared.config.write_timeout;
+        move |conn, ext| connection::tune(conn, ext, write_timeout)
+    }
+
     /// Serves this server alone on `addr` until the process is stopped, with the
     /// settings a real-time server wants (`TCP_NODELAY` on, so small frames are not
-    /// held back by Nagle's algorithm). To add your own routes, mount
-    /// [`Volley::configure`] into your own `HttpServer` and set `.tcp_nodelay(true)`.
+    /// held back by Nagle's algorithm; the write timeout). To add your own routes,
+    /// mount [`Volley::configure`] into your own `HttpServer` and set
+    /// `.tcp_nodelay(true)` and `.on_connect(volley.on_connect())`.
     pub async fn serve(self, addr: impl std::net::ToSocketAddrs) -> std::io::Result<()> {
         let volley = self.clone();
         actix_web::HttpServer::new(move || actix_web::App::new().configure(volley.configure()))
             .tcp_nodelay(true)
+            .on_connect(self.on_connect())
             .bind(addr)?
             .run()
             .await
+    }
+
+    /// Open connections (WebSocket and long-polling) right now, as counted by
+    /// [`Config::max_connections`].
+    pub fn open_connections(&self) -> usize {
+        self.shared.connections.open()
     }
 
     /// A handle on namespace `name` for broadcasting from anywhere (a game loop, an
@@ -272,6 +340,14 @@ impl Volley {
             .unwrap_or(false)
     }
 
+    /// How many deliveries were skipped because the frame was larger than its
+    /// recipient accepts (the `max_frame_size` a client announces when it connects):
+    /// a broadcast leaves such a client out, counts it here and logs a warning. An
+    /// emit to one socket fails at the sender instead ([`EmitError::TooLarge`]).
+    pub fn frames_over_client_limit(&self) -> u64 {
+        self.shared.over_client_limit.load(Ordering::Relaxed)
+    }
+
     /// Ends a session with a reason the client receives. Returns whether it existed.
     pub async fn kick(&self, id: SessionId, reason: &str) -> bool {
         self.shared
@@ -297,6 +373,7 @@ impl NamespaceRef {
         Broadcast::new(
             self.handle.name.clone(),
             self.handle.addr.clone(),
+            self.handle.broadcasts.clone(),
             Target::default(),
         )
     }

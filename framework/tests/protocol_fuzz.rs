@@ -5,7 +5,7 @@
 //! decodes back to them.
 //!
 //! Mutations start from the test vectors of `docs/protocol.md` (the blocks that
-//! `tests/protocol_vectors.rs` checks): bit flips, truncations, huge varint lengths
+//! `tests/protocol_vectors/` checks): bit flips, truncations, huge varint lengths
 //! spliced in, wrong tags, bytes appended.
 //!
 //! `cargo test` runs a bounded number of cases per property (a few seconds in a debug
@@ -117,7 +117,12 @@ fn frame() -> impl Strategy<Value = Frame> {
             })
         });
     prop_oneof![
-        any::<u16>().prop_map(|version| Frame::Hello { version }),
+        (any::<u16>(), proptest::option::of(any::<u32>())).prop_map(|(version, max_frame_size)| {
+            Frame::Hello {
+                version,
+                max_frame_size,
+            }
+        }),
         open,
         Just(Frame::Ping),
         varint().prop_map(|last_seq| Frame::Pong { last_seq }),
@@ -125,7 +130,8 @@ fn frame() -> impl Strategy<Value = Frame> {
         (text(), blob()).prop_map(|(ns, auth)| Frame::Connect { ns, auth }),
         text().prop_map(|ns| Frame::Connected { ns }),
         (text(), text()).prop_map(|(ns, reason)| Frame::ConnectError { ns, reason }),
-        text().prop_map(|ns| Frame::Disconnect { ns }),
+        (text(), proptest::option::of(text()))
+            .prop_map(|(ns, reason)| Frame::Disconnect { ns, reason }),
         (text(), text(), blob(), proptest::option::of(varint())).prop_map(
             |(ns, name, payload, ack)| Frame::Event {
                 ns,
@@ -142,13 +148,18 @@ fn frame() -> impl Strategy<Value = Frame> {
         }),
         (text(), text()).prop_map(|(ns, reason)| Frame::Error { ns, reason }),
         text().prop_map(|reason| Frame::Close { reason }),
-        (varint(), any::<[u8; 16]>(), varint()).prop_map(|(sid, token, last_seq)| {
-            Frame::Resume {
+        (
+            varint(),
+            any::<[u8; 16]>(),
+            varint(),
+            proptest::option::of(any::<u32>())
+        )
+            .prop_map(|(sid, token, last_seq, max_frame_size)| Frame::Resume {
                 sid,
                 token,
                 last_seq,
-            }
-        }),
+                max_frame_size,
+            }),
         (varint(), varint()).prop_map(|(last_seq, replay)| Frame::Resumed { last_seq, replay }),
         text().prop_map(|reason| Frame::ResumeFailed { reason }),
     ]

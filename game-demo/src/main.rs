@@ -11,6 +11,7 @@ mod arena;
 mod assets;
 mod chat;
 
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,14 +21,19 @@ use rand::RngCore;
 use volley::{GameRooms, Namespace, RoomOptions, Volley};
 
 const USAGE: &str = "usage: game-demo [--addr IP:PORT] [--admin-token TOKEN] [--bots N]
+                 [--tls-cert PEM --tls-key PEM]
   --addr         where to listen (default 127.0.0.1:8080; port 0 picks a free one)
   --admin-token  the admin dashboard's token (default: a random one, printed)
-  --bots         server-side bots in each new room (default 3)";
+  --bots         server-side bots in each new room (default 3)
+  --tls-cert     serve https/wss with this PEM certificate chain (needs --tls-key)
+  --tls-key      the certificate's PEM private key";
 
 struct Args {
     addr: String,
     admin_token: Option<String>,
     bots: usize,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -35,6 +41,8 @@ fn parse_args() -> Result<Args, String> {
         addr: "127.0.0.1:8080".to_owned(),
         admin_token: None,
         bots: 3,
+        tls_cert: None,
+        tls_key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,9 +55,14 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--bots takes a number".to_owned())?
             }
+            "--tls-cert" => args.tls_cert = Some(value()?),
+            "--tls-key" => args.tls_key = Some(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".to_owned());
     }
     Ok(args)
 }
@@ -119,14 +132,30 @@ async fn main() -> std::io::Result<()> {
             .configure(assets::routes)
     })
     .tcp_nodelay(true)
-    .bind(&args.addr)?;
+    .on_connect(volley.on_connect());
+    let (server, scheme) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = volley::tls::server_config(cert, key)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            (server.bind_rustls_0_23(&args.addr, tls)?, "https")
+        }
+        _ => (server.bind(&args.addr)?, "http"),
+    };
     let addr = server
         .addrs()
         .first()
         .copied()
         .ok_or_else(|| std::io::Error::other("no address bound"))?;
-    println!("Orb Arena is running: http://{addr}/");
-    println!("Admin dashboard:      http://{addr}/admin.html  (admin token: {token})");
-    println!("Force long-polling:   http://{addr}/?transport=polling");
+    // The banner is for whoever reads it. A stdout nobody reads any more (`game-demo |
+    // head -1`, a test that took the first line) must not stop the server: println!
+    // would panic on the broken pipe, before the server even started.
+    let banner = format!(
+        "Orb Arena is running: {scheme}://{addr}/\n\
+         Admin dashboard:      {scheme}://{addr}/admin.html  (admin token: {token})\n\
+         Force long-polling:   {scheme}://{addr}/?transport=polling\n"
+    );
+    let _ = std::io::stdout()
+        .write_all(banner.as_bytes())
+        .and_then(|()| std::io::stdout().flush());
     server.run().await
 }

@@ -11,6 +11,9 @@
 //! - namespace `/game`: the standard game events over a `pulse` room type whose state
 //!   tells each player the last input the room applied, plus `input` (checked before
 //!   it goes to the room) and `flush`;
+//! - namespace `/chat`: the chat of `loadtest compare`, as its peers run it
+//!   (`scenarios/chat.rs`): join with `{"name"}`, `join` a room (ack `"ok"`),
+//!   `say` `(room, text)` → `message` `{"from", "text"}` to the room's other members;
 //! - `GET /loadtest/metrics`: [`ServerMetrics`], including the game rooms' tick
 //!   lateness from [`GameRooms::all_metrics`].
 
@@ -24,9 +27,10 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use volley::{Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, SessionId};
-use volley::{LeaveReason, Socket, Volley};
+use volley::{LeaveReason, RateLimit, Socket, Volley};
 
 use crate::args::Flags;
+use crate::scenarios::chat::{ChatMessage, CHAT_NAMESPACE};
 use crate::seq::{SeqCheck, SeqCounts};
 
 /// The namespace of the connect, idle, fan-out and reconnect scenarios.
@@ -252,6 +256,30 @@ fn lt_namespace() -> Namespace {
         })
 }
 
+/// A chat member's name, from its auth payload.
+struct ChatName(String);
+
+fn chat_namespace() -> Namespace {
+    Namespace::new()
+        .authorize(|hs| {
+            let auth: Value = hs.auth()?;
+            let name = auth["name"].as_str().unwrap_or("anonymous");
+            Ok(ChatName(name.to_owned()))
+        })
+        .on_ack("join", |socket, room: String, ack| {
+            socket.join(&room);
+            let _ = ack.send(&"ok");
+        })
+        .on("say", |socket, (room, text): (String, String)| {
+            let from = socket.data::<ChatName>().map(|n| n.0.clone());
+            let message = ChatMessage {
+                from: from.unwrap_or_default(),
+                text,
+            };
+            let _ = socket.to(&room).emit("message", &message);
+        })
+}
+
 fn game_namespace(rooms: &GameRooms) -> Namespace {
     let inputs = rooms.clone();
     rooms
@@ -329,13 +357,19 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
     let volley = Volley::builder()
         .heartbeat(opts.ping, opts.ping_timeout)
         .resume_grace(opts.grace)
+        // Every simulated client comes from this machine's address, and a scenario
+        // may push one client past a player's rate: measure the server, not its limits.
+        .max_connections(usize::MAX, usize::MAX)
+        .rate_limit(RateLimit::OFF)
         .namespace(NAMESPACE, lt_namespace())
         .namespace(GAME_NAMESPACE, game_namespace(&rooms))
+        .namespace(CHAT_NAMESPACE, chat_namespace())
         .build();
     let handles = web::Data::new(Handles {
         volley: volley.clone(),
         rooms,
     });
+    let on_connect = volley.on_connect();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(handles.clone())
@@ -343,6 +377,7 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
             .route(METRICS_PATH, web::get().to(metrics))
     })
     .tcp_nodelay(true)
+    .on_connect(on_connect)
     // Connection storms: let the kernel queue as many as it allows.
     .backlog(4096)
     .shutdown_timeout(1)

@@ -173,10 +173,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         )
         .build();
     let _ = server_slot.set(volley.clone());
-    let server = examples::serve(&volley, args.addr)?;
+    let server = examples::serve(&volley, &args)?;
     println!("admin server listening on {}", server.url);
 
-    demo(&server.url, &token).await?;
+    if let Some(url) = server.demo_url() {
+        demo(url, &token).await?;
+    }
     let how_to_connect = format!(
         "  let client = volley::client::Client::connect(\"{}\").await?;\n  \
          let public = client.join(\"/\", &()).await?; // event: hello (ack)\n  \

@@ -262,10 +262,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let volley = Volley::builder()
         .namespace("/chat", chat_namespace())
         .build();
-    let server = examples::serve(&volley, args.addr)?;
+    let server = examples::serve(&volley, &args)?;
     println!("chat server listening on {}", server.url);
 
-    demo(&server.url).await?;
+    if let Some(url) = server.demo_url() {
+        demo(url).await?;
+    }
     let how_to_connect = format!(
         "  let client = volley::client::Client::connect(\"{}\").await?;\n  \
          let chat = client.join(\"/chat\", &json!({{\"name\": \"zoe\"}})).await?;\n  \

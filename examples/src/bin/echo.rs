@@ -65,10 +65,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     examples::init_logs();
 
     let volley = Volley::builder().namespace("/", echo_namespace()).build();
-    let server = examples::serve(&volley, args.addr)?;
+    let server = examples::serve(&volley, &args)?;
     println!("echo server listening on {}", server.url);
 
-    demo(&server.url).await?;
+    if let Some(url) = server.demo_url() {
+        demo(url).await?;
+    }
     let how_to_connect = format!(
         "  let client = volley::client::Client::connect(\"{}\").await?;\n  \
          let root = client.join(\"/\", &()).await?;\n  \

@@ -188,10 +188,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let volley = Volley::builder()
         .namespace("/game", rooms.with_events(Namespace::new()))
         .build();
-    let server = examples::serve(&volley, args.addr)?;
+    let server = examples::serve(&volley, &args)?;
     println!("tick game server listening on {}", server.url);
 
-    demo(&server.url, &rooms).await?;
+    if let Some(url) = server.demo_url() {
+        demo(url, &rooms).await?;
+    }
     let how_to_connect = format!(
         "  join /game on {} and emit join_game {{\"type\": \"race\", \"options\": {{\"team\": \"red\"}}}},\n  \
          then input 1.0 (a stride); state events arrive 10 times a second",

@@ -21,7 +21,7 @@ use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
-use super::link::{self, Link, Transport};
+use super::link::{self, Link, LinkError, Transport};
 use super::{AckSender, ClientConfig, ClientError, ConnectionEvent, Event};
 use crate::protocol::{self, Frame, Open, PROTOCOL_VERSION};
 use crate::session::Outbox;
@@ -38,6 +38,7 @@ pub(crate) enum Command {
         ns: Arc<str>,
         auth: Vec<u8>,
         events: mpsc::Sender<Event>,
+        left: LeftReason,
         done: JoinResult,
     },
     Disconnect {
@@ -91,9 +92,7 @@ pub(crate) async fn start(
     close: watch::Receiver<bool>,
     outputs: Outputs,
 ) -> Result<Open, ClientError> {
-    let hello_frame = protocol::encode(&Frame::Hello {
-        version: PROTOCOL_VERSION,
-    });
+    let hello_frame = hello(&config);
     let attempt = |kind: Transport, limit: Duration| {
         let hello_frame = hello_frame.clone();
         let config = &config;
@@ -143,9 +142,25 @@ pub(crate) async fn start(
     Ok(open)
 }
 
+/// `Hello`, announcing the largest frame this client accepts.
+fn hello(config: &ClientConfig) -> Bytes {
+    protocol::encode(&Frame::Hello {
+        version: PROTOCOL_VERSION,
+        max_frame_size: Some(announced_limit(config)),
+    })
+}
+
+/// The client's frame limit as announced on the wire (a u32, saturated).
+fn announced_limit(config: &ClientConfig) -> u32 {
+    u32::try_from(config.max_frame_size).unwrap_or(u32::MAX)
+}
+
 /// Reads the next protocol frame during a handshake.
 async fn next_frame(link: &mut Link) -> Result<Frame, ClientError> {
-    let bytes = link.recv().await.map_err(ClientError::Connect)?;
+    let bytes = link
+        .recv()
+        .await
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
     protocol::decode(&bytes).map_err(|e| ClientError::Connect(e.to_string()))
 }
 
@@ -161,10 +176,19 @@ async fn expect_open(link: &mut Link) -> Result<Open, ClientError> {
     }
 }
 
+/// Why the server removed the client from a namespace (set before its event channel
+/// closes; read with [`super::NamespaceClient::disconnect_reason`]).
+pub(crate) type LeftReason = Arc<Mutex<Option<String>>>;
+
+/// What the client shows when the server removes it from a namespace without a
+/// reason (a server that predates the `Disconnect` reason field).
+const NO_REASON: &str = "disconnected by the server";
+
 /// A joined namespace: where its events go and the auth to rejoin with.
 struct Joined {
     events: mpsc::Sender<Event>,
     auth: Vec<u8>,
+    left: LeftReason,
 }
 
 struct Driver {
@@ -263,7 +287,16 @@ impl Driver {
                 bytes = link.recv() => {
                     let bytes = match bytes {
                         Ok(bytes) => bytes,
-                        Err(e) => return End::Lost(e),
+                        Err(LinkError::Lost(e)) => return End::Lost(e),
+                        // The server would replay the same frame on a resume:
+                        // end the session (and tell the server) instead.
+                        Err(too_large) => {
+                            let reason = too_large.to_string();
+                            let close = Frame::Close { reason: reason.clone() };
+                            let _ = link.send(protocol::encode(&close)).await;
+                            link.close().await;
+                            return End::Final(reason);
+                        }
                     };
                     let frame = match protocol::decode(&bytes) {
                         Ok(frame) => frame,
@@ -350,6 +383,7 @@ impl Driver {
             sid: self.open.sid,
             token: self.open.token,
             last_seq: self.recv_seq,
+            max_frame_size: Some(announced_limit(&self.config)),
         });
         let mut link = match link::open(&self.url, &self.config, kind, resume.clone()).await {
             Ok(link) => link,
@@ -398,10 +432,9 @@ impl Driver {
                 Ok(link)
             }
             Frame::ResumeFailed { reason } => {
-                let hello = protocol::encode(&Frame::Hello {
-                    version: PROTOCOL_VERSION,
-                });
-                link.send(hello).await.map_err(ClientError::Connect)?;
+                link.send(hello(&self.config))
+                    .await
+                    .map_err(ClientError::Connect)?;
                 let open = expect_open(&mut link).await?;
                 self.session_lost(reason, open, &link).await?;
                 Ok(link)
@@ -468,19 +501,23 @@ impl Driver {
                 ns,
                 auth,
                 events,
+                left,
                 done,
             } => {
                 let frame = Frame::Connect {
                     ns: ns.to_string(),
                     auth: ByteBuf::from(auth.clone()),
                 };
-                self.connecting
-                    .insert(ns, (Joined { events, auth }, Some(done)));
+                let joined = Joined { events, auth, left };
+                self.connecting.insert(ns, (joined, Some(done)));
                 frame
             }
             Command::Disconnect { ns } => {
                 self.namespaces.remove(&ns);
-                Frame::Disconnect { ns: ns.to_string() }
+                Frame::Disconnect {
+                    ns: ns.to_string(),
+                    reason: None,
+                }
             }
             Command::Emit {
                 ns,
@@ -554,8 +591,12 @@ impl Driver {
                     }
                 }
             }
-            Frame::Disconnect { ns } => {
-                self.namespaces.remove(ns.as_str());
+            Frame::Disconnect { ns, reason } => {
+                if let Some(joined) = self.namespaces.remove(ns.as_str()) {
+                    let reason = reason.unwrap_or_else(|| NO_REASON.to_owned());
+                    tracing::debug!(ns = %ns, %reason, "removed from the namespace by the server");
+                    *joined.left.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                }
             }
             Frame::Event {
                 ns,

@@ -34,10 +34,22 @@ pub enum Transport {
 /// Frames in flight between the driver and one connection.
 const CHANNEL: usize = 256;
 
+/// Why a link stopped delivering frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// The connection is gone; the session may be resumed on a new one.
+    #[error("{0}")]
+    Lost(String),
+    /// The server sent a frame larger than [`ClientConfig::max_frame_size`]. A resume
+    /// would be sent the same frame again, so the session ends instead.
+    #[error("the server sent a frame larger than this client accepts (max_frame_size {0} bytes)")]
+    TooLarge(usize),
+}
+
 /// One open connection.
 pub(crate) struct Link {
     out: mpsc::Sender<Bytes>,
-    inbound: mpsc::Receiver<Result<Bytes, String>>,
+    inbound: mpsc::Receiver<Result<Bytes, LinkError>>,
     /// Dropped with the link: the reader stops.
     _stop: watch::Sender<()>,
     /// Fires when the writer has flushed and closed.
@@ -48,7 +60,7 @@ pub(crate) struct Link {
 /// The task side of a [`Link`]: what the reader and writer tasks hold.
 struct LinkEnds {
     out_rx: mpsc::Receiver<Bytes>,
-    inbound_tx: mpsc::Sender<Result<Bytes, String>>,
+    inbound_tx: mpsc::Sender<Result<Bytes, LinkError>>,
     stopped: watch::Receiver<()>,
     written_tx: oneshot::Sender<()>,
 }
@@ -85,10 +97,10 @@ impl Link {
     }
 
     /// The next frame from the server. Cancel-safe.
-    pub async fn recv(&mut self) -> Result<Bytes, String> {
+    pub async fn recv(&mut self) -> Result<Bytes, LinkError> {
         match self.inbound.recv().await {
             Some(result) => result,
-            None => Err("transport closed".to_owned()),
+            None => Err(LinkError::Lost("transport closed".to_owned())),
         }
     }
 
@@ -159,11 +171,13 @@ async fn open_websocket(
                 let _ = sink.send(ws::Message::Close(Some(close))).await;
             }
             Err(e) => {
-                let _ = errors.send(Err(format!("transport error: {e}"))).await;
+                let lost = LinkError::Lost(format!("transport error: {e}"));
+                let _ = errors.send(Err(lost)).await;
             }
         }
         let _ = written_tx.send(());
     });
+    let max_frame_size = config.max_frame_size;
     actix_rt::spawn(async move {
         loop {
             let next = tokio::select! {
@@ -174,15 +188,18 @@ async fn open_websocket(
                 Some(Ok(ws::Frame::Binary(bytes))) => Ok(bytes),
                 Some(Ok(ws::Frame::Close(reason))) => {
                     let why = reason.and_then(|r| r.description).unwrap_or_default();
-                    Err(if why.is_empty() {
+                    Err(LinkError::Lost(if why.is_empty() {
                         "transport closed".to_owned()
                     } else {
                         format!("transport closed: {why}")
-                    })
+                    }))
                 }
-                None => Err("transport closed".to_owned()),
+                None => Err(LinkError::Lost("transport closed".to_owned())),
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => Err(format!("transport error: {e}")),
+                Some(Err(awc::error::WsProtocolError::Overflow)) => {
+                    Err(LinkError::TooLarge(max_frame_size))
+                }
+                Some(Err(e)) => Err(LinkError::Lost(format!("transport error: {e}"))),
             };
             let end = item.is_err();
             if inbound_tx.send(item).await.is_err() || end {
@@ -233,16 +250,37 @@ fn polling_url(url: &str) -> String {
 /// Largest long-poll answer the client reads.
 const MAX_POLL_BODY: usize = 64 * 1024 * 1024;
 
+/// Reads a response body, whole or not at all.
+///
+/// awc ends a body at the connection's end even when fewer bytes than its
+/// `Content-Length` arrived. A long-poll answer cut between two frames then splits
+/// into whole frames, and the client would take its first frames for the whole
+/// answer: the rest, already off the server's queue, would be skipped, and every
+/// later frame counted under the wrong sequence number. So the length is checked here,
+/// and a short body is a lost connection (the session resumes from the last frame
+/// processed).
 async fn read_body(
     response: &mut awc::ClientResponse<
         impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
     >,
 ) -> Result<Bytes, String> {
-    response
+    let declared = response
+        .headers()
+        .get(awc::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = response
         .body()
         .limit(MAX_POLL_BODY)
         .await
-        .map_err(|e| format!("transport error: {e}"))
+        .map_err(|e| format!("transport error: {e}"))?;
+    match declared {
+        Some(length) if body.len() != length => Err(format!(
+            "transport error: response cut short ({} of {length} bytes)",
+            body.len()
+        )),
+        _ => Ok(body),
+    }
 }
 
 async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<Link, ClientError> {
@@ -319,7 +357,7 @@ async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<
                 Err(e) => Some(format!("transport error: {e}")),
             };
             if let Some(reason) = failure {
-                let _ = errors.send(Err(reason)).await;
+                let _ = errors.send(Err(LinkError::Lost(reason))).await;
                 break;
             }
         }
@@ -327,6 +365,7 @@ async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<
     });
 
     // Reader: long-polls back to back.
+    let max_frame_size = config.max_frame_size;
     actix_rt::spawn(async move {
         loop {
             let polled = tokio::select! {
@@ -351,13 +390,19 @@ async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<
             match frames {
                 Ok(frames) => {
                     for frame in frames {
-                        if inbound_tx.send(Ok(frame)).await.is_err() {
+                        // The same limit as a WebSocket message.
+                        let item = match frame.len() > max_frame_size {
+                            true => Err(LinkError::TooLarge(max_frame_size)),
+                            false => Ok(frame),
+                        };
+                        let end = item.is_err();
+                        if inbound_tx.send(item).await.is_err() || end {
                             return;
                         }
                     }
                 }
                 Err(reason) => {
-                    let _ = inbound_tx.send(Err(reason)).await;
+                    let _ = inbound_tx.send(Err(LinkError::Lost(reason))).await;
                     return;
                 }
             }

@@ -49,7 +49,10 @@ pub struct ClientConfig {
     /// the client stops reading the connection until the application catches up
     /// (the server then sees a slow consumer). Default 1024.
     pub event_buffer: usize,
-    /// Largest frame accepted from the server, in bytes. Default 16 MiB.
+    /// Largest frame accepted from the server, in bytes. Default 16 MiB. The client
+    /// announces it when it connects and the server never sends a larger frame (a
+    /// larger emit fails on the server); if one arrives anyway, the session ends
+    /// with that reason rather than reconnecting into the same frame again.
     pub max_frame_size: usize,
     /// Reconnect (and resume) when the connection drops. Default `true`.
     pub reconnect: bool,
@@ -291,11 +294,13 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         let (events_tx, events) = mpsc::channel(self.config.event_buffer.max(1));
         let ns: Arc<str> = ns.into();
+        let left = driver::LeftReason::default();
         self.commands
             .send(driver::Command::Connect {
                 ns: ns.clone(),
                 auth,
                 events: events_tx,
+                left: left.clone(),
                 done: tx,
             })
             .await
@@ -309,6 +314,7 @@ impl Client {
                 },
                 events,
                 handlers: HashMap::new(),
+                left,
             }),
             Ok(Err(reason)) => Err(ClientError::Refused(reason)),
             Err(_) => Err(self.closed_error()),
@@ -430,6 +436,7 @@ pub struct NamespaceClient {
     emitter: Emitter,
     events: mpsc::Receiver<Event>,
     handlers: HashMap<String, EventHandler>,
+    left: driver::LeftReason,
 }
 
 impl std::fmt::Debug for NamespaceClient {
@@ -491,6 +498,17 @@ impl NamespaceClient {
                 Err(e) => tracing::warn!(event = %name, error = %e, "undecodable event payload"),
             }),
         );
+    }
+
+    /// Why the server removed this client from the namespace (the reason the
+    /// application gave to `Socket::disconnect`), once it has: [`next_event`] then
+    /// returns `None`. `None` while the client is a member, and when the namespace
+    /// closed because the whole session did (see [`Client::closed`] for that reason).
+    /// From a server that sends no reason: `disconnected by the server`.
+    ///
+    /// [`next_event`]: NamespaceClient::next_event
+    pub fn disconnect_reason(&self) -> Option<String> {
+        self.left.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Leaves the namespace; the session and its other namespaces stay.

@@ -156,6 +156,7 @@ impl Seats {
         if !gate.admit() {
             return Err(InputError::Dropped);
         }
+        // Bounded: the gate admits `max_inputs_per_tick` per player until a tick.
         room.do_send(PlayerInput { player: id, input });
         Ok(())
     }

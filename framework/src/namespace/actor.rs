@@ -4,13 +4,19 @@
 //! broadcast targets: a plain room broadcast is handed to the room actor, which fans
 //! out on its own core; a broadcast to several rooms, with exclusions, or to the whole
 //! namespace is resolved here so that every recipient gets the frame exactly once.
+//!
+//! A broadcast carries a [`Ticket`] of its namespace's gauge from `Broadcast::emit`
+//! until it is fanned out (here or by the room), so that a burst cannot queue here or
+//! in a room without limit. The membership messages (add/remove socket, join/leave)
+//! are not counted: each comes from one client frame (bounded by that session's
+//! mailbox) or one session's end, and costs a map update to handle.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::room::{self, Deliver, Room};
+use crate::room::{self, Deliver, Mailbox, Room, Ticket};
 use crate::SessionId;
 
 /// Picks the arbiter a new room is started on.
@@ -22,7 +28,7 @@ struct RoomEntry {
 }
 
 struct SocketEntry {
-    recipient: Recipient<Deliver>,
+    recipient: Mailbox,
     rooms: HashSet<Arc<str>>,
 }
 
@@ -66,7 +72,7 @@ impl Actor for NamespaceActor {
 #[rtype(result = "()")]
 pub struct AddSocket {
     pub id: SessionId,
-    pub recipient: Recipient<Deliver>,
+    pub recipient: Mailbox,
 }
 
 impl Handler<AddSocket> for NamespaceActor {
@@ -171,13 +177,19 @@ pub struct Target {
 pub struct Emit {
     pub target: Target,
     pub deliver: Deliver,
+    /// Its place in the namespace's broadcast gauge, given back once fanned out.
+    pub ticket: Ticket,
 }
 
 impl Handler<Emit> for NamespaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: Emit, _: &mut Context<Self>) {
-        let Emit { target, deliver } = msg;
+        let Emit {
+            target,
+            deliver,
+            ticket,
+        } = msg;
         // The common case, one room with at most one socket excluded, is fanned out by
         // the room actor itself, on its own core.
         if target.rooms.len() == 1 && target.except_rooms.is_empty() && target.except_ids.len() <= 1
@@ -186,6 +198,7 @@ impl Handler<Emit> for NamespaceActor {
                 room.addr.do_send(room::Fanout {
                     deliver,
                     except: target.except_ids.first().copied(),
+                    ticket,
                 });
             }
             return;
@@ -196,7 +209,7 @@ impl Handler<Emit> for NamespaceActor {
         if target.rooms.is_empty() {
             for (id, socket) in &self.sockets {
                 if !excluded(id, &socket.rooms) {
-                    socket.recipient.do_send(deliver.clone());
+                    socket.recipient.post(deliver.clone());
                 }
             }
             return;
@@ -211,7 +224,7 @@ impl Handler<Emit> for NamespaceActor {
                     continue;
                 };
                 if !excluded(id, &socket.rooms) && sent.insert(*id) {
-                    socket.recipient.do_send(deliver.clone());
+                    socket.recipient.post(deliver.clone());
                 }
             }
         }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{encode_event, Emit, NamespaceActor, Target};
 use crate::protocol::EventKind;
-use crate::room::Deliver;
+use crate::room::{Deliver, Gauge};
 use crate::{EmitError, SessionId};
 
 /// A broadcast being built. Start one from [`crate::Socket::to`],
@@ -22,15 +22,23 @@ use crate::{EmitError, SessionId};
 pub struct Broadcast {
     ns: Arc<str>,
     addr: Addr<NamespaceActor>,
+    /// The namespace's broadcasts not yet fanned out.
+    pending: Arc<Gauge>,
     target: Target,
     volatile: bool,
 }
 
 impl Broadcast {
-    pub(crate) fn new(ns: Arc<str>, addr: Addr<NamespaceActor>, target: Target) -> Self {
+    pub(crate) fn new(
+        ns: Arc<str>,
+        addr: Addr<NamespaceActor>,
+        pending: Arc<Gauge>,
+        target: Target,
+    ) -> Self {
         Broadcast {
             ns,
             addr,
+            pending,
             target,
             volatile: false,
         }
@@ -61,7 +69,14 @@ impl Broadcast {
     }
 
     /// Serializes `payload` once and sends the event to every recipient.
+    ///
+    /// [`EmitError::Busy`] when the namespace already has `Config::max_mailbox`
+    /// broadcasts waiting to be fanned out: nothing is sent.
     pub fn emit<T: Serialize>(self, event: &str, payload: &T) -> Result<(), EmitError> {
+        let ticket = self
+            .pending
+            .ticket()
+            .ok_or(EmitError::Busy(self.pending.limit()))?;
         let kind = if self.volatile {
             EventKind::Volatile
         } else {
@@ -74,6 +89,7 @@ impl Broadcast {
                 frame,
                 reliable: !self.volatile,
             },
+            ticket,
         });
         Ok(())
     }

@@ -14,7 +14,6 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::Recipient;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,7 +29,7 @@ pub(crate) use socket::{SessionLink, SocketCommand};
 pub use socket::{Socket, SocketEvent, SocketEventKind};
 
 use crate::protocol::{self, Frame};
-use crate::room::Deliver;
+use crate::room::{Deliver, Gauge};
 use crate::{DisconnectReason, EmitError, SessionId};
 
 /// Data a middleware attached to a socket.
@@ -66,15 +65,16 @@ impl Handshake<'_> {
 /// calling [`AckReply::send`] leaves the client to its ack timeout.
 pub struct AckReply {
     /// `None` when the client did not ask for an answer: sending is then a no-op.
-    session: Option<Recipient<Deliver>>,
+    socket: Option<Socket>,
     ns: Arc<str>,
     id: u64,
 }
 
 impl AckReply {
-    /// Sends the acknowledgement with a payload.
+    /// Sends the acknowledgement with a payload. Fails with [`EmitError::TooLarge`]
+    /// (and sends nothing) if the answer is larger than the client accepts.
     pub fn send<T: Serialize>(self, payload: &T) -> Result<(), EmitError> {
-        let Some(session) = self.session else {
+        let Some(socket) = self.socket else {
             return Ok(());
         };
         let payload = serde_json::to_vec(payload)?;
@@ -83,7 +83,8 @@ impl AckReply {
             id: self.id,
             payload: ByteBuf::from(payload),
         });
-        session.do_send(Deliver {
+        socket.check_size(&frame)?;
+        socket.mailbox().post(Deliver {
             frame,
             reliable: true,
         });
@@ -155,7 +156,9 @@ impl Namespace {
         self
     }
 
-    /// Runs when a socket leaves the namespace, with the reason.
+    /// Runs when a socket leaves the namespace, with the reason. By then the socket is
+    /// out of the namespace and its rooms, and a session that ended is out of
+    /// [`crate::Volley::sessions`].
     pub fn on_disconnect(
         mut self,
         f: impl Fn(&Socket, &DisconnectReason) + Send + Sync + 'static,
@@ -189,7 +192,7 @@ impl Namespace {
         let handler = move |socket: &Socket, payload: &[u8], ack: Option<AckReply>| {
             let value = decode_payload(payload)?;
             let ack = ack.unwrap_or(AckReply {
-                session: None,
+                socket: None,
                 ns: socket.ns_arc(),
                 id: 0,
             });
@@ -212,6 +215,8 @@ pub(crate) struct NamespaceHandle {
     pub name: Arc<str>,
     pub spec: Arc<Namespace>,
     pub addr: actix::Addr<NamespaceActor>,
+    /// Broadcasts posted to `addr` and not yet fanned out.
+    pub broadcasts: Arc<Gauge>,
 }
 
 impl NamespaceHandle {
@@ -240,7 +245,7 @@ impl NamespaceHandle {
             return Err(format!("unknown event '{name}'"));
         };
         let ack = ack.map(|id| AckReply {
-            session: Some(socket.deliver_recipient()),
+            socket: Some(socket.clone()),
             ns: self.name.clone(),
             id,
         });

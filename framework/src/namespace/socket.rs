@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +14,11 @@ use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
 
 use super::{
-    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceActor, RoomsOf, SocketData, Target,
+    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceActor, NamespaceHandle, RoomsOf,
+    SocketData, Target,
 };
 use crate::protocol::{self, EventKind, Frame};
-use crate::room::Deliver;
+use crate::room::{Deliver, Gauge, Mailbox};
 use crate::{AckError, DisconnectReason, EmitError, SessionId};
 
 /// What happened to the session behind a watched socket (see [`Socket::watch`]).
@@ -70,12 +71,17 @@ pub(crate) enum SocketCommand {
 /// State a session shares with all of its sockets.
 pub(crate) struct SessionLink {
     pub id: SessionId,
-    pub deliver: Recipient<Deliver>,
+    /// Deliveries to the session, bounded (see [`Mailbox`]).
+    pub deliver: Mailbox,
+    /// Commands to the session. `ExpectAck` takes a place in `deliver`'s count;
+    /// `Leave` and `Watch` come once per namespace or seat, not per message.
     pub command: Recipient<SocketCommand>,
     /// Last measured round-trip time in microseconds; 0 until the first pong.
     pub rtt_us: AtomicU64,
     /// Ack ids for server → client emits, unique per session.
     pub next_ack: AtomicU64,
+    /// The largest frame the client accepts (it announced it; `usize::MAX` if not).
+    pub max_frame: AtomicUsize,
 }
 
 /// A client's presence in one namespace. Cheap to clone and `Send`: keep it, move it
@@ -89,21 +95,23 @@ struct SocketInner {
     ns: Arc<str>,
     link: Arc<SessionLink>,
     namespace: Addr<NamespaceActor>,
+    /// The namespace's broadcasts not yet fanned out.
+    broadcasts: Arc<Gauge>,
     data: SocketData,
 }
 
 impl Socket {
     pub(crate) fn new(
-        ns: Arc<str>,
+        namespace: &NamespaceHandle,
         link: Arc<SessionLink>,
-        namespace: Addr<NamespaceActor>,
         data: SocketData,
     ) -> Self {
         Socket {
             inner: Arc::new(SocketInner {
-                ns,
+                ns: namespace.name.clone(),
                 link,
-                namespace,
+                namespace: namespace.addr.clone(),
+                broadcasts: namespace.broadcasts.clone(),
                 data,
             }),
         }
@@ -123,7 +131,7 @@ impl Socket {
         self.inner.ns.clone()
     }
 
-    pub(crate) fn deliver_recipient(&self) -> Recipient<Deliver> {
+    pub(crate) fn mailbox(&self) -> Mailbox {
         self.inner.link.deliver.clone()
     }
 
@@ -157,16 +165,37 @@ impl Socket {
         payload: &T,
     ) -> Result<(), EmitError> {
         let frame = encode_event(kind, &self.inner.ns, event, payload)?;
-        self.inner.link.deliver.do_send(Deliver {
+        self.check_size(&frame)?;
+        self.inner.link.deliver.post(Deliver {
             frame,
             reliable: kind == EventKind::Reliable,
         });
         Ok(())
     }
 
+    /// The largest frame, in bytes, the client accepts (as it announced when it
+    /// connected; `usize::MAX` for a client that did not say). An emit whose frame is
+    /// larger fails with [`EmitError::TooLarge`].
+    pub fn max_frame_size(&self) -> usize {
+        self.inner.link.max_frame.load(Ordering::Relaxed)
+    }
+
+    /// Fails if `frame` is larger than the client accepts.
+    pub(crate) fn check_size(&self, frame: &Bytes) -> Result<(), EmitError> {
+        let limit = self.max_frame_size();
+        if frame.len() > limit {
+            return Err(EmitError::TooLarge {
+                size: frame.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Sends an event and waits for the client's acknowledgement, decoded as `R`. The
     /// future always resolves: with the answer, [`AckError::Timeout`] after `timeout`,
-    /// or [`AckError::Disconnected`] if the session ends first.
+    /// [`AckError::Disconnected`] if the session ends first, or at once with
+    /// [`AckError::TooLarge`] if the event is larger than the client accepts.
     pub fn emit_with_ack<T: Serialize, R: DeserializeOwned>(
         &self,
         event: &str,
@@ -176,6 +205,10 @@ impl Socket {
         let id = self.inner.link.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match serde_json::to_vec(payload) {
+            // The session is too far behind: it ends with `slow consumer`.
+            Ok(_) if !self.inner.link.deliver.gauge().admit() => {
+                let _ = tx.send(Err(AckError::Disconnected));
+            }
             Ok(json) => {
                 let frame = protocol::encode(&Frame::Event {
                     ns: self.inner.ns.to_string(),
@@ -183,12 +216,18 @@ impl Socket {
                     payload: ByteBuf::from(json),
                     ack: Some(id),
                 });
-                self.inner.link.command.do_send(SocketCommand::ExpectAck {
-                    frame,
-                    id,
-                    tx,
-                    timeout,
-                });
+                let limit = self.max_frame_size();
+                if frame.len() > limit {
+                    let size = frame.len();
+                    let _ = tx.send(Err(AckError::TooLarge { size, limit }));
+                } else {
+                    self.inner.link.command.do_send(SocketCommand::ExpectAck {
+                        frame,
+                        id,
+                        tx,
+                        timeout,
+                    });
+                }
             }
             Err(e) => {
                 let _ = tx.send(Err(AckError::Decode(format!(
@@ -204,6 +243,7 @@ impl Socket {
 
     /// Puts this socket in `room` (created on first join).
     pub fn join(&self, room: &str) {
+        // Not counted (see `NamespaceActor`): one per call, a map update to handle.
         self.inner.namespace.do_send(JoinRoomMsg {
             id: self.id(),
             room: room.into(),
@@ -237,6 +277,7 @@ impl Socket {
         Broadcast::new(
             self.inner.ns.clone(),
             self.inner.namespace.clone(),
+            self.inner.broadcasts.clone(),
             Target {
                 except_ids: vec![self.id()],
                 ..Target::default()
@@ -259,6 +300,7 @@ impl Socket {
     }
 
     fn watch_command(&self, recipient: Recipient<SocketEvent>, on: bool) {
+        // Not counted: once per seat or watcher, not per message.
         self.inner.link.command.do_send(SocketCommand::Watch {
             ns: self.inner.ns.clone(),
             recipient,

@@ -6,6 +6,13 @@
 //! 0/1 byte followed by the value, and an enum as its varint variant index followed by
 //! its fields in order. `docs/protocol.md` restates this so that the wire format is
 //! defined by our spec and its test vectors, not by the crate.
+//!
+//! Optional trailing fields (the client's `max_frame_size` in `Hello` and `Resume`,
+//! the reason in `Disconnect`) are outside bincode's view of the enum (they are
+//! `#[serde(skip)]`): [`encode`] appends such a field after the others only when it
+//! is present, written as its bare value (no option byte), and [`decode`] reads it
+//! from whatever follows the frame's other fields; no bytes there means absent. So
+//! a frame without the field is byte for byte what a peer that predates it sends.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -43,16 +50,62 @@ const FRAME_TAGS: u32 = 17;
 
 /// Encodes one frame into its own buffer.
 pub fn encode(frame: &Frame) -> Bytes {
-    encode_value(frame)
+    let mut out = encode_vec(frame);
+    match trailing_of(frame) {
+        Some(Trailing::U32(value)) => out.extend_from_slice(&encode_vec(value)),
+        Some(Trailing::Str(value)) => out.extend_from_slice(&encode_vec(value)),
+        None => {}
+    }
+    Bytes::from(out)
 }
 
 fn encode_value<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(encode_vec(value))
+}
+
+fn encode_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Encoding into a Vec cannot fail: our types have no fallible Serialize impls and
     // the limit applies to decoding only.
     match bincode::serde::encode_to_vec(value, bincode::config::standard()) {
-        Ok(vec) => Bytes::from(vec),
+        Ok(vec) => vec,
         Err(e) => unreachable!("encoding a frame into memory failed: {e}"),
     }
+}
+
+/// The value of a frame's optional trailing field, when it has one and it is set.
+enum Trailing<'a> {
+    U32(&'a u32),
+    Str(&'a str),
+}
+
+fn trailing_of(frame: &Frame) -> Option<Trailing<'_>> {
+    match frame {
+        Frame::Hello { max_frame_size, .. } | Frame::Resume { max_frame_size, .. } => {
+            max_frame_size.as_ref().map(Trailing::U32)
+        }
+        Frame::Disconnect { reason, .. } => reason.as_deref().map(Trailing::Str),
+        _ => None,
+    }
+}
+
+/// Reads the optional trailing field of `frame` from `rest`, the bytes after its other
+/// fields. Frames without such a field leave `rest` as trailing bytes.
+fn read_trailing(frame: &mut Frame, rest: &[u8]) -> Result<(), DecodeError> {
+    fn value<T: serde::de::DeserializeOwned>(rest: &[u8]) -> Result<T, DecodeError> {
+        match bincode::serde::decode_from_slice::<T, _>(rest, config()) {
+            Ok((value, used)) if used == rest.len() => Ok(value),
+            Ok((_, used)) => Err(DecodeError::Trailing(rest.len() - used)),
+            Err(e) => Err(DecodeError::Malformed(e.to_string())),
+        }
+    }
+    match frame {
+        Frame::Hello { max_frame_size, .. } | Frame::Resume { max_frame_size, .. } => {
+            *max_frame_size = Some(value(rest)?);
+        }
+        Frame::Disconnect { reason, .. } => *reason = Some(value(rest)?),
+        _ => return Err(DecodeError::Trailing(rest.len())),
+    }
+    Ok(())
 }
 
 /// Which event frame [`encode_event`] produces.
@@ -94,7 +147,10 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
     }
     match bincode::serde::decode_from_slice::<Frame, _>(bytes, config()) {
         Ok((frame, used)) if used == bytes.len() => Ok(frame),
-        Ok((_, used)) => Err(DecodeError::Trailing(bytes.len() - used)),
+        Ok((mut frame, used)) => {
+            read_trailing(&mut frame, &bytes[used..])?;
+            Ok(frame)
+        }
         Err(e) => Err(DecodeError::Malformed(e.to_string())),
     }
 }
@@ -137,7 +193,9 @@ pub fn split_batch(body: &Bytes, max_frames: usize) -> Result<Vec<Bytes>, BatchE
             bincode::decode_from_slice(&body[at..], bincode::config::standard())
                 .map_err(|_| BatchError::Malformed("bad length prefix"))?;
         at += used;
-        let len = usize::try_from(len).map_err(|_| BatchError::Malformed("length too large"))?;
+        // A length that does not even fit in memory certainly runs past the body: one
+        // error for every length too long, whatever the platform's word size.
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
         if len > body.len() - at {
             return Err(BatchError::Malformed("frame runs past the end of the body"));
         }
@@ -198,6 +256,44 @@ mod tests {
             split_batch(&Bytes::from_static(&[5, 1, 2]), 10),
             Err(BatchError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn optional_trailing_fields_are_written_only_when_present() {
+        let short = Frame::Hello {
+            version: 1,
+            max_frame_size: None,
+        };
+        let long = Frame::Hello {
+            version: 1,
+            max_frame_size: Some(300),
+        };
+        assert_eq!(&encode(&short)[..], &[0, 1]);
+        assert_eq!(&encode(&long)[..], &[0, 1, 0xfb, 0x2c, 0x01]);
+        assert_eq!(decode(&[0, 1]), Ok(short));
+        assert_eq!(decode(&[0, 1, 0xfb, 0x2c, 0x01]), Ok(long));
+        // A field cut short is malformed; bytes after it are trailing.
+        assert!(matches!(
+            decode(&[0, 1, 0xfb, 0x2c]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert_eq!(decode(&[0, 1, 5, 0]), Err(DecodeError::Trailing(1)));
+        let reason = Frame::Disconnect {
+            ns: "/".into(),
+            reason: Some("bye".into()),
+        };
+        assert_eq!(decode(&encode(&reason)), Ok(reason));
+        // Frames without such a field still refuse any extra byte.
+        assert_eq!(decode(&[2, 0]), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn a_length_prefix_past_any_memory_runs_past_the_end_of_the_body() {
+        let body = Bytes::from_static(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            split_batch(&body, 10),
+            Err(BatchError::Malformed("frame runs past the end of the body"))
+        );
     }
 
     #[test]

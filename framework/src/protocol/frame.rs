@@ -9,6 +9,11 @@
 //! Keeping the number out of the bytes is what lets a broadcast be encoded once and
 //! sent byte-identical to every recipient; the sequence is re-synchronised on resume,
 //! where each side states the last number it processed.
+//!
+//! Fields marked `#[serde(skip)]` are *optional trailing fields*, added to v1 without
+//! a new version: they are the frame's last bytes when present and absent when the
+//! frame ends before them. The codec writes and reads them (bincode enums have no
+//! such notion); see `docs/protocol.md` section 2.7.
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -39,8 +44,14 @@ pub struct Open {
 /// One protocol message. The variant index is its wire tag (first byte).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
-    /// 0, client → server: first frame of a new session.
-    Hello { version: u16 },
+    /// 0, client → server: first frame of a new session. `max_frame_size` is the
+    /// largest frame the client accepts (an optional trailing field, see
+    /// [`codec`](super::codec)); the server never sends it a larger one.
+    Hello {
+        version: u16,
+        #[serde(skip)]
+        max_frame_size: Option<u32>,
+    },
     /// 1, server → client: answer to `Hello`: the session is open.
     Open(Open),
     /// 2, server → client: heartbeat; the client answers with `Pong`.
@@ -57,8 +68,13 @@ pub enum Frame {
     Connected { ns: String },
     /// 7, server → client (reliable): the namespace refused the client.
     ConnectError { ns: String, reason: String },
-    /// 8, either way (reliable): leave a namespace / be removed from it.
-    Disconnect { ns: String },
+    /// 8, either way (reliable): leave a namespace / be removed from it. From the
+    /// server, `reason` is the application's (an optional trailing field).
+    Disconnect {
+        ns: String,
+        #[serde(skip)]
+        reason: Option<String>,
+    },
     /// 9, either way (reliable): an application event. `payload` is JSON; `ack` asks the
     /// receiver to answer with an `Ack` carrying the same id.
     Event {
@@ -86,10 +102,13 @@ pub enum Frame {
     /// 13, either way: the session ends; no resume. The connection closes after it.
     Close { reason: String },
     /// 14, client → server: first frame of a reconnection that resumes a session.
+    /// `max_frame_size` as in `Hello` (an optional trailing field).
     Resume {
         sid: u64,
         token: ResumeToken,
         last_seq: u64,
+        #[serde(skip)]
+        max_frame_size: Option<u32>,
     },
     /// 15, server → client: the session is resumed. `last_seq` is the last reliable
     /// frame the server processed from the client: the client resends what follows.

@@ -3,7 +3,7 @@
 //! [`Frame`] is the one message type of protocol v1; [`codec`] turns frames into bytes
 //! and back. Nothing here knows about actors or sockets, so a client in another
 //! language can be written from `docs/protocol.md` and checked against the same test
-//! vectors that `tests/protocol_vectors.rs` decodes.
+//! vectors that `tests/protocol_vectors/` decodes.
 
 pub mod codec;
 mod frame;

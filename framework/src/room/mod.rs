@@ -3,6 +3,9 @@
 //! Each room is an actor placed on one of the room arbiters (one per core), so the
 //! fan-out of busy rooms runs on every core. A broadcast arrives here already encoded:
 //! per recipient the room only clones a reference-counted [`Bytes`] and posts it.
+//! Every post on this path is bounded (see [`Mailbox`] and [`Gauge`]).
+
+mod mailbox;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +14,8 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::SessionId;
+
+pub use mailbox::{Gauge, Mailbox, Ticket};
 
 /// An encoded frame for one session. `reliable` frames are sequenced and (with
 /// resumption) buffered; volatile ones are dropped when the session cannot take them.
@@ -26,7 +31,7 @@ pub struct Deliver {
 /// A room: its members and their delivery addresses.
 pub struct Room {
     name: Arc<str>,
-    members: HashMap<SessionId, Recipient<Deliver>>,
+    members: HashMap<SessionId, Mailbox>,
 }
 
 impl Room {
@@ -47,12 +52,13 @@ impl Actor for Room {
     }
 }
 
-/// Adds a member (idempotent).
+/// Adds a member (idempotent). Sent once per join: as often as a client's frames
+/// come (bounded by its session's mailbox), and far cheaper to handle than a frame.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AddMember {
     pub id: SessionId,
-    pub recipient: Recipient<Deliver>,
+    pub recipient: Mailbox,
 }
 
 impl Handler<AddMember> for Room {
@@ -63,7 +69,8 @@ impl Handler<AddMember> for Room {
     }
 }
 
-/// Removes a member; the room stops when its last member leaves.
+/// Removes a member; the room stops when its last member leaves. One per leave, like
+/// [`AddMember`].
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RemoveMember {
@@ -87,6 +94,8 @@ impl Handler<RemoveMember> for Room {
 pub struct Fanout {
     pub deliver: Deliver,
     pub except: Option<SessionId>,
+    /// Counts the broadcast in its namespace's gauge until the fan-out is done.
+    pub ticket: Ticket,
 }
 
 impl Handler<Fanout> for Room {
@@ -95,7 +104,7 @@ impl Handler<Fanout> for Room {
     fn handle(&mut self, msg: Fanout, _: &mut Context<Self>) {
         for (id, member) in &self.members {
             if Some(*id) != msg.except {
-                member.do_send(msg.deliver.clone());
+                member.post(msg.deliver.clone());
             }
         }
     }

@@ -17,14 +17,16 @@
 //! watches it ([`Socket::watch`]): the session tells each watcher when it detaches,
 //! resumes, and when the socket is gone.
 
+mod client_limit;
 mod heartbeat;
 mod keepalive;
 mod outbox;
+mod rate;
 mod supervisor;
 mod transport_link;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,19 +34,21 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
 pub use outbox::{Outbox, Overflow};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
+pub(crate) use transport_link::{queued_size, too_many_frames};
 pub use transport_link::{Attach, Backlog, FromTransport, ToTransport, TransportId, TransportLink};
 
 use crate::namespace::{
     self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
 };
 use crate::protocol::{self, Frame, Open, ResumeToken, PROTOCOL_VERSION};
-use crate::room::Deliver;
+use crate::room::{Deliver, Mailbox};
 use crate::server::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
 
@@ -68,6 +72,7 @@ struct Joined {
 }
 
 impl Joined {
+    /// Once per detach, resume or leave: the connection's lifetime sets the rate.
     fn notify(&self, kind: &SocketEventKind) {
         for watcher in &self.watchers {
             watcher.do_send(SocketEvent {
@@ -112,14 +117,19 @@ pub struct Session {
     reported_seq: u64,
     /// Volatile frames dropped because the connection was behind or absent.
     dropped_volatile: u64,
+    /// The largest frame the client accepts (from `Hello`, then each `Resume`).
+    limit: ClientLimit,
+    /// What the client may still send (`Config::rate_limit`); kept across resumes.
+    rate: rate::InboundRate,
     ended: bool,
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, link: TransportLink) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
         let config = &shared.config;
         let heartbeat = Heartbeat::new(config.ping_timeout);
         let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
+        let rate = rate::InboundRate::new(config.rate_limit, Instant::now());
         Session {
             shared,
             link: Link::Attached(link),
@@ -133,6 +143,8 @@ impl Session {
             recv_seq: 0,
             reported_seq: 0,
             dropped_volatile: 0,
+            limit,
+            rate,
             ended: false,
         }
     }
@@ -146,6 +158,20 @@ impl Session {
     /// to a connection that keeps up, and otherwise dropped.
     fn deliver(&mut self, frame: Bytes, reliable: bool, ctx: &mut Context<Self>) {
         if self.ended {
+            return;
+        }
+        if !self.limit.admits(frame.len()) {
+            // A broadcast (emits to one socket fail at the sender instead): this
+            // recipient is skipped. Skipped before numbering, so sequences stay whole.
+            self.shared
+                .over_client_limit
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                sid = self.id().0,
+                bytes = frame.len(),
+                limit = self.limit.bytes(),
+                "frame larger than the client accepts: not sent to it"
+            );
             return;
         }
         if reliable {
@@ -180,7 +206,8 @@ impl Session {
         let Link::Attached(transport) = &self.link else {
             return;
         };
-        let queued = transport.backlog.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
+        let size = queued_size(&frame);
+        let queued = transport.backlog.fetch_add(size, Ordering::Relaxed) + size;
         if queued > self.shared.config.max_send_backlog {
             tracing::warn!(
                 sid = self.id().0,
@@ -189,6 +216,7 @@ impl Session {
             );
             return self.end(DisconnectReason::SlowConsumer, true, ctx);
         }
+        // Bounded by the backlog just counted (bytes, not messages).
         transport.recipient.do_send(ToTransport::Frame(frame));
     }
 
@@ -246,7 +274,7 @@ impl Session {
             }
             Frame::Received { last_seq } => self.acknowledged(last_seq, ctx),
             Frame::Connect { ns, auth } => self.connect(ns, &auth, ctx),
-            Frame::Disconnect { ns } => {
+            Frame::Disconnect { ns, .. } => {
                 if let Some(joined) = self.joined.remove(ns.as_str()) {
                     leave(joined, &DisconnectReason::ClientLeft);
                     self.publish_namespaces();
@@ -315,12 +343,8 @@ impl Session {
                 return self.send_frame(&refuse(reason), ctx);
             }
         };
-        let socket = Socket::new(
-            namespace.name.clone(),
-            link.clone(),
-            namespace.addr.clone(),
-            data,
-        );
+        let socket = Socket::new(&namespace, link.clone(), data);
+        // One per namespace joined: bounded by this session's mailbox of frames.
         namespace.addr.do_send(namespace::AddSocket {
             id: link.id,
             recipient: link.deliver.clone(),
@@ -341,6 +365,8 @@ impl Session {
     fn publish_namespaces(&self) {
         let mut namespaces: Vec<String> = self.joined.keys().map(|k| k.to_string()).collect();
         namespaces.sort();
+        // One per namespace connect or disconnect the session handles (its frames
+        // are bounded by its mailbox and handled one at a time).
         self.shared.supervisor.do_send(supervisor::SetNamespaces {
             id: self.id(),
             namespaces,
@@ -398,24 +424,27 @@ impl Session {
         }
     }
 
-    /// Ends the session: sockets leave their namespaces (handlers see `reason`),
-    /// pending acks fail, the registry forgets it, and the transport is closed.
+    /// Ends the session: the registry forgets it, sockets leave their namespaces
+    /// (handlers see `reason`), pending acks fail, and the transport is closed.
     fn end(&mut self, reason: DisconnectReason, close_transport: bool, ctx: &mut Context<Self>) {
         if self.ended {
             return;
         }
         self.ended = true;
         tracing::debug!(sid = self.id().0, %reason, "session ended");
+        // Unregistered before the disconnect hooks run, as each socket leaves its
+        // namespace before its hook: whatever a hook (or whoever hears from it) asks
+        // next is answered after the registry and the namespaces have let go.
+        if self.ids.is_some() {
+            self.shared
+                .supervisor
+                .do_send(supervisor::Unregister { id: self.id() });
+        }
         for (_, joined) in self.joined.drain() {
             leave(joined, &reason);
         }
         for (_, pending) in self.pending_acks.drain() {
             let _ = pending.tx.send(Err(AckError::Disconnected));
-        }
-        if self.ids.is_some() {
-            self.shared
-                .supervisor
-                .do_send(supervisor::Unregister { id: self.id() });
         }
         if let (true, Link::Attached(t)) = (close_transport, &self.link) {
             t.recipient.do_send(ToTransport::Close {
@@ -437,6 +466,7 @@ impl Session {
 /// socket's watchers.
 fn leave(joined: Joined, reason: &DisconnectReason) {
     joined.notify(&SocketEventKind::Left(reason.clone()));
+    // Once per namespace left, like `AddSocket`.
     joined.namespace.addr.do_send(namespace::RemoveSocket {
         id: joined.socket.id(),
     });
@@ -472,10 +502,11 @@ impl Session {
         let addr = ctx.address();
         self.ids = Some(Arc::new(SessionLink {
             id,
-            deliver: addr.clone().recipient(),
+            deliver: Mailbox::new(addr.clone().recipient(), self.shared.config.max_mailbox),
             command: addr.recipient(),
             rtt_us: AtomicU64::new(0),
             next_ack: AtomicU64::new(1),
+            max_frame: AtomicUsize::new(self.limit.bytes()),
         }));
         let config = self.shared.config.clone();
         let open = Frame::Open(Open {
@@ -492,15 +523,61 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The `Disconnect` telling the client the application removed it from `ns`: with
+    /// the reason for a client that reads it and when it fits the client's limit.
+    fn disconnect_frame(&self, ns: &str, reason: &str) -> Frame {
+        let with_reason = Frame::Disconnect {
+            ns: ns.to_owned(),
+            reason: Some(reason.to_owned()),
+        };
+        if self.limit.reads_trailing_fields()
+            && self.limit.admits(protocol::encode(&with_reason).len())
+        {
+            return with_reason;
+        }
+        Frame::Disconnect {
+            ns: ns.to_owned(),
+            reason: None,
+        }
+    }
+}
+
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl Session {
+    /// Counts off one message that took a place in the mailbox (see [`Mailbox`]).
+    /// If an earlier one was refused, the session ends with `slow consumer` and this
+    /// answers `true`: the message must not be handled (it would skip the refused).
+    fn took_mail(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(link) = &self.ids else {
+            return false;
+        };
+        if !link.deliver.gauge().taken() {
+            return false;
+        }
+        if !self.ended {
+            let limit = link.deliver.gauge().limit();
+            tracing::warn!(
+                sid = self.id().0,
+                limit,
+                "slow consumer: mailbox over its limit"
+            );
+            self.end(DisconnectReason::SlowConsumer, true, ctx);
+        }
+        true
+    }
 }
 
 impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.deliver(msg.frame, msg.reliable, ctx);
+        if !self.took_mail(ctx) {
+            self.deliver(msg.frame, msg.reliable, ctx);
+        }
     }
 }
 
@@ -515,8 +592,13 @@ impl Handler<SocketCommand> for Session {
                 tx,
                 timeout,
             } => {
-                if self.ended {
+                if self.took_mail(ctx) || self.ended {
                     let _ = tx.send(Err(AckError::Disconnected));
+                    return;
+                }
+                if !self.limit.admits(frame.len()) {
+                    let (size, limit) = (frame.len(), self.limit.bytes());
+                    let _ = tx.send(Err(AckError::TooLarge { size, limit }));
                     return;
                 }
                 let timer = ctx.run_later(timeout, move |act, _| {
@@ -529,7 +611,8 @@ impl Handler<SocketCommand> for Session {
             }
             SocketCommand::Leave { ns, reason } => {
                 if let Some(joined) = self.joined.remove(&ns) {
-                    self.send_frame(&Frame::Disconnect { ns: ns.to_string() }, ctx);
+                    let frame = self.disconnect_frame(&ns, &reason);
+                    self.send_frame(&frame, ctx);
                     leave(joined, &DisconnectReason::Kicked(reason));
                     self.publish_namespaces();
                 }

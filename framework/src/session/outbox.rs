@@ -85,6 +85,36 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether a client that processed up to `last_seq` can resume from here, and if
+    /// not, the reason it is told. Frames are numbered from 1; `last_seq` 0 means
+    /// "none yet".
+    pub fn check_resume(&self, last_seq: u64) -> Result<(), String> {
+        let sent = self.sent();
+        if last_seq > sent {
+            return Err(match sent {
+                0 => format!(
+                    "cannot resume from frame {last_seq}: the server has sent no reliable frame yet"
+                ),
+                _ => format!(
+                    "cannot resume from frame {last_seq}: the server sent only frames 1..={sent}"
+                ),
+            });
+        }
+        if last_seq < self.acked {
+            return Err(format!(
+                "cannot resume from frame {last_seq}: the client already acknowledged frames 1..={}",
+                self.acked
+            ));
+        }
+        Ok(())
+    }
+
+    /// The frames held after `last_seq`, in order (nothing is trimmed).
+    pub fn after(&self, last_seq: u64) -> impl Iterator<Item = &Bytes> {
+        let skip = usize::try_from(last_seq.saturating_sub(self.acked)).unwrap_or(usize::MAX);
+        self.frames.iter().skip(skip)
+    }
+
     /// Acknowledges `last_seq` and returns the frames after it, in order, for replay.
     pub fn replay_after(
         &mut self,
@@ -134,6 +164,33 @@ mod tests {
         assert!(outbox.replay_after(1).is_err());
         let replay: Vec<u8> = outbox.replay_after(6).unwrap().map(|f| f[0]).collect();
         assert!(replay.is_empty());
+    }
+
+    #[test]
+    fn a_resume_out_of_range_names_the_frames_that_exist() {
+        let mut outbox = Outbox::new(10, 1000);
+        assert_eq!(
+            outbox.check_resume(99),
+            Err("cannot resume from frame 99: the server has sent no reliable frame yet".into())
+        );
+        assert_eq!(outbox.check_resume(0), Ok(()));
+        outbox.push(frame(1)).unwrap();
+        assert_eq!(
+            outbox.check_resume(99),
+            Err("cannot resume from frame 99: the server sent only frames 1..=1".into())
+        );
+        for n in 2..=5 {
+            outbox.push(frame(n)).unwrap();
+        }
+        outbox.ack(3).unwrap();
+        assert_eq!(
+            outbox.check_resume(2),
+            Err("cannot resume from frame 2: the client already acknowledged frames 1..=3".into())
+        );
+        assert_eq!(outbox.check_resume(3), Ok(()));
+        let after: Vec<u8> = outbox.after(4).map(|f| f[0]).collect();
+        assert_eq!(after, vec![5]);
+        assert_eq!(outbox.len(), 2, "after() trims nothing");
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //! dropped. A session is attached to at most one transport at a time; frames from a
 //! replaced transport are recognised by its [`TransportId`] and discarded.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
 
-use super::{Link, Session};
+use super::rate::Exceeded;
+use super::{ClientLimit, Link, Session};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::DisconnectReason;
 
 /// Identifies one transport (connection) of a session, so that frames still in
@@ -34,10 +37,11 @@ pub enum ToTransport {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum FromTransport {
-    /// A decoded frame from the client.
+    /// A decoded frame from the client, `size` bytes as received.
     Frame {
         transport: TransportId,
         frame: Frame,
+        size: usize,
     },
     /// The connection is gone (and why). The transport has already closed it.
     Closed {
@@ -54,6 +58,16 @@ pub struct TransportLink {
     pub recipient: Recipient<ToTransport>,
     /// Bytes queued on the connection, shared with the transport.
     pub backlog: Backlog,
+    /// Client frames handed to the session and not handled yet. The transport admits
+    /// each frame before posting it and closes the connection with
+    /// [`too_many_frames`] at the limit; the session counts frames off.
+    pub inbound: Arc<Gauge>,
+}
+
+/// Why a transport closed a connection whose frames came faster than its session
+/// handled them (`Config::max_mailbox` waiting).
+pub(crate) fn too_many_frames(limit: usize) -> String {
+    format!("too many frames waiting for the server (limit {limit}): send less at once")
 }
 
 /// Moves a session onto a new connection (resume). Answers the number of frames
@@ -65,11 +79,21 @@ pub struct Attach {
     pub link: TransportLink,
     /// The last reliable frame the client processed.
     pub last_seq: u64,
+    /// The largest frame the client accepts, from its `Resume`.
+    pub limit: ClientLimit,
 }
 
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
-/// the transport subtracts; past the limit the client is a slow consumer.
+/// the transport subtracts, both [`queued_size`]; past the limit the client is a slow
+/// consumer.
 pub type Backlog = Arc<AtomicUsize>;
+
+/// What a frame weighs in the backlog: its bytes plus the message that carries it
+/// (actix envelope and queue node, or a polling queue entry), so that a flood of tiny
+/// frames is bounded in memory too, not only in payload bytes.
+pub(crate) fn queued_size(frame: &Bytes) -> usize {
+    frame.len() + 64
+}
 
 impl Handler<FromTransport> for Session {
     type Result = ();
@@ -85,8 +109,18 @@ impl Handler<FromTransport> for Session {
         match msg {
             // Frames still in flight from a replaced connection are dropped: the
             // client resends whatever we did not count before the switch.
-            FromTransport::Frame { transport, frame } if Some(transport) == current => {
-                self.on_frame(frame, ctx)
+            FromTransport::Frame {
+                transport,
+                frame,
+                size,
+            } if Some(transport) == current => {
+                if let Link::Attached(t) = &self.link {
+                    t.inbound.taken();
+                }
+                match self.rate.admit(size, Instant::now()) {
+                    Ok(()) => self.on_frame(frame, ctx),
+                    Err(exceeded) => self.rate_limited(exceeded, ctx),
+                }
             }
             FromTransport::Closed { transport, reason } if Some(transport) == current => {
                 match reason {
@@ -96,6 +130,24 @@ impl Handler<FromTransport> for Session {
             }
             _ => {}
         }
+    }
+}
+
+impl Session {
+    /// The client sent faster than its rate limit: tell it which limit, then end the
+    /// session. The frame that went over is not processed.
+    fn rate_limited(&mut self, exceeded: Exceeded, ctx: &mut Context<Self>) {
+        tracing::warn!(sid = self.id().0, %exceeded, "rate limited");
+        let reason = format!("rate limited: {exceeded}");
+        // Not about one namespace: the error names none.
+        self.send_frame(
+            &Frame::Error {
+                ns: String::new(),
+                reason,
+            },
+            ctx,
+        );
+        self.end(DisconnectReason::RateLimited, true, ctx);
     }
 }
 
@@ -125,20 +177,28 @@ impl Handler<Attach> for Session {
         if self.ended {
             return Err("session ended".to_owned());
         }
-        let (first, last) = (
-            self.outbox.sent() - self.outbox.len() as u64,
-            self.outbox.sent(),
-        );
-        let replay: Vec<Bytes> = match self.outbox.replay_after(msg.last_seq) {
-            Ok(frames) => frames.cloned().collect(),
-            Err(_) => {
-                let reason = format!(
-                    "cannot resume from frame {}: the server has {}..={}",
-                    msg.last_seq, first, last
-                );
-                return Err(reason);
-            }
-        };
+        self.outbox.check_resume(msg.last_seq)?;
+        if let Some(too_large) = self
+            .outbox
+            .after(msg.last_seq)
+            .find(|frame| !msg.limit.admits(frame.len()))
+        {
+            return Err(format!(
+                "cannot resume: a frame to replay has {} bytes, over the client's limit of {}",
+                too_large.len(),
+                msg.limit.bytes()
+            ));
+        }
+        // Checked above: the replay cannot be out of range.
+        let replay: Vec<Bytes> = self
+            .outbox
+            .replay_after(msg.last_seq)
+            .map(|frames| frames.cloned().collect())
+            .unwrap_or_default();
+        self.limit = msg.limit;
+        if let Some(ids) = &self.ids {
+            ids.max_frame.store(msg.limit.bytes(), Ordering::Relaxed);
+        }
         match std::mem::replace(&mut self.link, Link::Attached(msg.link)) {
             Link::Attached(old) => old.recipient.do_send(ToTransport::Drop {
                 reason: "replaced by a resumed connection".to_owned(),

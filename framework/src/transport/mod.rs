@@ -4,6 +4,8 @@
 //! not allow (with a `Close` frame that says why), and writes the encoded bytes the
 //! session hands it. It knows nothing of namespaces or rooms.
 
+pub(crate) mod admission;
+pub(crate) mod connection;
 mod edge;
 mod opening;
 pub(crate) mod polling;

@@ -21,10 +21,15 @@ use futures_util::StreamExt;
 use rand::RngCore;
 use tokio::sync::oneshot;
 
+use super::admission::{self, ConnectionSlot, Refusal};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::server::Shared;
-use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
+use crate::session::{
+    queued_size, too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId,
+    TransportLink,
+};
 use crate::DisconnectReason;
 
 /// Polling connections by pid. Touched once per HTTP request, never per frame.
@@ -73,6 +78,9 @@ enum PollError {
     Refused(String),
     #[error("request body too large (limit {0} bytes)")]
     TooLarge(usize),
+    /// Foreign origin (403) or no room for another connection (503).
+    #[error(transparent)]
+    Admission(#[from] Refusal),
 }
 
 impl PollError {
@@ -80,6 +88,7 @@ impl PollError {
         match self {
             PollError::Concurrent => StatusCode::CONFLICT,
             PollError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PollError::Admission(refusal) => refusal.status(),
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -120,6 +129,9 @@ fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
 }
 
 async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    if let Err(refusal) = admission::check_origin(&req, &shared.config) {
+        return refusal.response();
+    }
     let mut builder = HttpResponse::NoContent();
     cors(&req, &shared, &mut builder);
     builder
@@ -144,7 +156,10 @@ async fn get(
     query: web::Query<PollQuery>,
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
+    // A GET answer that cannot be written is dropped like a stalled WebSocket.
+    super::connection::check_tuned(&req, shared.config.write_timeout);
     let result = async {
+        admission::check_origin(&req, &shared.config)?;
         let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
         let transport = lookup(&shared, pid).ok_or(PollError::UnknownPid)?;
         let (reply, answer) = oneshot::channel();
@@ -168,6 +183,7 @@ async fn post(
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
     let result = async {
+        admission::check_origin(&req, &shared.config)?;
         let body = read_body(&req, payload, shared.config.max_poll_body).await?;
         let frames = protocol::split_batch(&body, shared.config.max_poll_frames)
             .map_err(|e| PollError::Refused(e.to_string()))?;
@@ -183,8 +199,10 @@ async fn post(
                         "an opening request must carry 'hello' or 'resume'".to_owned(),
                     ));
                 }
+                let slot = admission::reserve(&req, &shared)?;
                 let pid = new_pid();
-                let transport = PollTransport::new(shared.get_ref().clone(), pid.clone()).start();
+                let transport =
+                    PollTransport::new(shared.get_ref().clone(), pid.clone(), slot).start();
                 shared
                     .polls
                     .write()
@@ -256,6 +274,8 @@ pub(crate) struct PollTransport {
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
+    /// Client frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
     /// Frames for the client; `true` marks the session's (counted in `backlog`),
     /// `false` the transport's own (`Close`, `ResumeFailed`).
     queue: VecDeque<(Bytes, bool)>,
@@ -263,12 +283,15 @@ pub(crate) struct PollTransport {
     flush_scheduled: bool,
     /// The session is over or moved: deliver what is queued, then stop.
     closing: bool,
+    /// This connection's place under the connection limits, given back on drop.
+    _slot: ConnectionSlot,
 }
 
 impl PollTransport {
-    fn new(shared: Arc<Shared>, pid: Arc<str>) -> Self {
+    fn new(shared: Arc<Shared>, pid: Arc<str>, slot: ConnectionSlot) -> Self {
         PollTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             pid,
             shared,
             session: None,
@@ -277,6 +300,7 @@ impl PollTransport {
             waiting: None,
             flush_scheduled: false,
             closing: false,
+            _slot: slot,
         }
     }
 
@@ -285,6 +309,7 @@ impl PollTransport {
             id: self.id,
             recipient: ctx.address().recipient(),
             backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
         }
     }
 
@@ -310,7 +335,8 @@ impl PollTransport {
             size += next;
             if let Some((frame, counted)) = self.queue.pop_front() {
                 if counted {
-                    self.backlog.fetch_sub(frame.len(), Ordering::Relaxed);
+                    self.backlog
+                        .fetch_sub(queued_size(&frame), Ordering::Relaxed);
                 }
                 batch.push(frame);
             }
@@ -375,14 +401,22 @@ impl PollTransport {
                 }
             };
             if let Some(session) = &self.session {
+                if !self.inbound.admit() {
+                    let reason = too_many_frames(self.inbound.limit());
+                    self.refuse(reason.clone(), ctx);
+                    return Err(reason);
+                }
                 session.do_send(FromTransport::Frame {
                     transport: self.id,
                     frame,
+                    size: bytes.len(),
                 });
                 continue;
             }
             match opening(frame) {
-                Opening::Hello => self.session = Some(start_session(&self.shared, self.link(ctx))),
+                Opening::Hello(limit) => {
+                    self.session = Some(start_session(&self.shared, self.link(ctx), limit))
+                }
                 Opening::Refuse(reason) => {
                     self.refuse(reason.clone(), ctx);
                     return Err(reason);
@@ -391,8 +425,10 @@ impl PollTransport {
                     sid,
                     token,
                     last_seq,
+                    limit,
                 } => {
-                    let attach = resume(self.shared.clone(), sid, token, last_seq, self.link(ctx));
+                    let link = self.link(ctx);
+                    let attach = resume(self.shared.clone(), sid, token, last_seq, limit, link);
                     // `wait`: nothing else from this client is handled meanwhile.
                     ctx.wait(
                         attach
@@ -500,7 +536,8 @@ impl Handler<ToTransport> for PollTransport {
         match msg {
             ToTransport::Frame(bytes) => {
                 if self.closing {
-                    self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+                    self.backlog
+                        .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                     return;
                 }
                 self.queue.push_back((bytes, true));

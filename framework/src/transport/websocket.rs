@@ -7,11 +7,16 @@ use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 
+use super::admission::{self, ConnectionSlot};
 use super::edge::{FrameGuard, Violation};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
+use crate::room::Gauge;
 use crate::server::Shared;
-use crate::session::{Backlog, FromTransport, Session, ToTransport, TransportId, TransportLink};
+use crate::session::{
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Session, ToTransport,
+    TransportId, TransportLink,
+};
 use crate::{DisconnectReason, SessionId};
 
 /// The actix-web handler for the WebSocket endpoint.
@@ -20,9 +25,16 @@ pub(crate) async fn route(
     payload: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    super::connection::check_tuned(&req, shared.config.write_timeout);
+    let slot = match admission::check_origin(&req, &shared.config)
+        .and_then(|()| admission::reserve(&req, &shared))
+    {
+        Ok(slot) => slot,
+        Err(refusal) => return Ok(refusal.response()),
+    };
     let max = shared.config.max_frame_size;
     let violation = Violation::default();
-    let transport = WsTransport::new(shared.get_ref().clone(), violation.clone());
+    let transport = WsTransport::new(shared.get_ref().clone(), violation.clone(), slot);
     let guarded = FrameGuard::new(payload, max, violation);
     ws::WsResponseBuilder::new(transport, &req, guarded)
         .frame_size(max)
@@ -42,20 +54,26 @@ pub(crate) struct WsTransport {
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
+    /// Frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
     closed: bool,
     /// Why the edge guard stopped the client's bytes, if it did.
     violation: Violation,
+    /// This connection's place under the connection limits, given back on drop.
+    _slot: ConnectionSlot,
 }
 
 impl WsTransport {
-    fn new(shared: Arc<Shared>, violation: Violation) -> Self {
+    fn new(shared: Arc<Shared>, violation: Violation, slot: ConnectionSlot) -> Self {
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
             backlog: Arc::new(AtomicUsize::new(0)),
             closed: false,
             violation,
+            _slot: slot,
         }
     }
 
@@ -64,6 +82,7 @@ impl WsTransport {
             id: self.id,
             recipient: ctx.address().recipient(),
             backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
         }
     }
 
@@ -114,18 +133,25 @@ impl WsTransport {
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
         if let Some(session) = &self.session {
+            if !self.inbound.admit() {
+                return self.refuse(too_many_frames(self.inbound.limit()), ctx);
+            }
             return session.do_send(FromTransport::Frame {
                 transport: self.id,
                 frame,
+                size: bytes.len(),
             });
         }
         match opening(frame) {
-            Opening::Hello => self.session = Some(start_session(&self.shared, self.link(ctx))),
+            Opening::Hello(limit) => {
+                self.session = Some(start_session(&self.shared, self.link(ctx), limit))
+            }
             Opening::Resume {
                 sid,
                 token,
                 last_seq,
-            } => self.resume(sid, token, last_seq, ctx),
+                limit,
+            } => self.resume(sid, token, last_seq, limit, ctx),
             Opening::Refuse(reason) => self.refuse(reason, ctx),
         }
     }
@@ -137,9 +163,11 @@ impl WsTransport {
         sid: SessionId,
         token: protocol::ResumeToken,
         last_seq: u64,
+        limit: ClientLimit,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        let attach = resume(self.shared.clone(), sid, token, last_seq, self.link(ctx));
+        let link = self.link(ctx);
+        let attach = resume(self.shared.clone(), sid, token, last_seq, limit, link);
         // `wait` holds the client's next frames until the session is attached.
         ctx.wait(
             attach
@@ -245,7 +273,8 @@ impl Handler<ToTransport> for WsTransport {
     fn handle(&mut self, msg: ToTransport, ctx: &mut Self::Context) {
         match msg {
             ToTransport::Frame(bytes) => {
-                self.backlog.fetch_sub(bytes.len(), Ordering::Relaxed);
+                self.backlog
+                    .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                 if !self.closed {
                     ctx.binary(bytes);
                 }

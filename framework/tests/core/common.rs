@@ -36,6 +36,7 @@ pub fn serve(builder: VolleyBuilder) -> TestServer {
     let server = HttpServer::new(move || App::new().configure(app.configure()))
         .workers(2)
         .tcp_nodelay(true)
+        .on_connect(volley.on_connect())
         .bind(("127.0.0.1", 0))
         .expect("bind loopback");
     let addr = server.addrs()[0];
@@ -162,6 +163,14 @@ pub async fn connect(server: &TestServer, transport: Transport) -> Client {
     client
 }
 
+/// `Connect` to namespace `ns` without auth.
+pub fn connect_to(ns: &str) -> Frame {
+    Frame::Connect {
+        ns: ns.into(),
+        auth: Default::default(),
+    }
+}
+
 /// A client that speaks raw frames, for input a well-behaved client never sends.
 pub struct RawClient {
     framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
@@ -187,6 +196,7 @@ impl RawClient {
         let mut raw = RawClient::connect(url).await;
         raw.send(&Frame::Hello {
             version: PROTOCOL_VERSION,
+            max_frame_size: None,
         })
         .await;
         match raw.recv().await {
@@ -198,13 +208,14 @@ impl RawClient {
     /// Connects, opens a session and joins namespace `ns`.
     pub async fn open_in(url: &str, ns: &str) -> (RawClient, Open) {
         let (mut raw, open) = RawClient::open(url).await;
-        raw.send(&Frame::Connect {
-            ns: ns.into(),
-            auth: Default::default(),
-        })
-        .await;
-        assert_eq!(raw.recv().await, Some(Frame::Connected { ns: ns.into() }));
+        raw.join(ns).await;
         (raw, open)
+    }
+
+    /// Joins namespace `ns` (without auth) and waits for `Connected`.
+    pub async fn join(&mut self, ns: &str) {
+        self.send(&connect_to(ns)).await;
+        assert_eq!(self.recv().await, Some(Frame::Connected { ns: ns.into() }));
     }
 
     pub async fn send(&mut self, frame: &Frame) {
@@ -250,6 +261,12 @@ impl RawClient {
         reason
     }
 
+    /// The description of the WebSocket close frame, once [`RawClient::recv`] has
+    /// returned `None` because of it.
+    pub fn ws_close_description(&mut self) -> Option<String> {
+        self.ws_close.take()
+    }
+
     /// Reads frames until the server closes the connection without ending the
     /// session (no `Close` frame); returns the WebSocket close description.
     pub async fn dropped_reason(&mut self) -> Option<String> {
@@ -290,14 +307,25 @@ impl RawPoller {
     }
 
     pub async fn send(&mut self, frame: &Frame) {
+        let sent = self.send_batch(std::slice::from_ref(frame)).await;
+        assert!(sent.is_ok(), "POST refused: {sent:?}");
+    }
+
+    /// POSTs `frames` as one batch; `Err(body)` when the server refuses it.
+    pub async fn send_batch(&mut self, frames: &[Frame]) -> Result<(), String> {
+        let batch: Vec<_> = frames.iter().map(protocol::encode).collect();
         let mut response = self
             .http
             .post(&self.endpoint)
-            .send_body(protocol::encode_batch(&[protocol::encode(frame)]))
+            .send_body(protocol::encode_batch(&batch))
             .await
             .expect("POST");
         let body = response.body().await.unwrap_or_default();
-        assert!(response.status().is_success(), "POST refused: {body:?}");
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&body).into_owned())
+        }
     }
 
     /// The next frame; `Err(body)` when a GET is refused (the connection is gone).
@@ -330,6 +358,7 @@ impl Raw {
     pub async fn open(url: &str, transport: Transport) -> (Raw, Open) {
         let hello = Frame::Hello {
             version: PROTOCOL_VERSION,
+            max_frame_size: None,
         };
         let mut raw = Raw::start(url, transport, &hello).await;
         match raw.recv().await {
@@ -356,6 +385,27 @@ impl Raw {
             Raw::Ws(ws) => ws.send(frame).await,
             Raw::Poll(poll) => poll.send(frame).await,
         }
+    }
+
+    /// Sends `frames` back to back: one WebSocket message each, or one polling batch.
+    pub async fn send_all(&mut self, frames: &[Frame]) {
+        match self {
+            Raw::Ws(ws) => {
+                for frame in frames {
+                    ws.send(frame).await;
+                }
+            }
+            Raw::Poll(poll) => {
+                let sent = poll.send_batch(frames).await;
+                assert!(sent.is_ok(), "POST refused: {sent:?}");
+            }
+        }
+    }
+
+    /// Joins namespace `ns` (without auth) and waits for `Connected`.
+    pub async fn join(&mut self, ns: &str) {
+        self.send(&connect_to(ns)).await;
+        assert_eq!(self.recv().await, Some(Frame::Connected { ns: ns.into() }));
     }
 
     pub async fn recv(&mut self) -> Option<Frame> {

@@ -448,7 +448,12 @@ async fn a_dropped_player_keeps_its_seat_until_the_grace_window_ends() {
 #[actix_rt::test]
 async fn an_input_flood_is_bounded_and_counted_and_others_inputs_all_apply() {
     let rooms = game_rooms(RoomOptions::default());
-    let server = game_server(&rooms, Duration::from_secs(5));
+    // The room's own input bound is under test: no session rate limit in front of it.
+    let server = serve(
+        Volley::builder()
+            .rate_limit(volley::RateLimit::OFF)
+            .namespace("/game", rooms.with_events(Namespace::new())),
+    );
     let big_buffer = ClientConfig {
         send_buffer: 4096,
         ..ClientConfig::default()

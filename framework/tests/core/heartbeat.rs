@@ -178,6 +178,7 @@ async fn pinged_session(server: &TestServer, transport: Transport, resumes: u32)
             sid: open.sid,
             token: open.token,
             last_seq: pinged.received,
+            max_frame_size: None,
         };
         let mut raw = Raw::start(&server.url, transport, &resume).await;
         match raw.recv().await {

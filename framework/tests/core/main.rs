@@ -24,7 +24,10 @@ macro_rules! over_transports {
     };
 }
 
+mod backpressure;
 mod broadcast;
+mod browser_client;
+mod client_limit;
 mod common;
 mod edge;
 mod game;
@@ -33,5 +36,7 @@ mod limits;
 mod namespaces;
 mod proxy;
 mod resume;
+mod security;
+mod spec;
 mod transports;
 mod wire;

@@ -168,6 +168,7 @@ async fn a_session_started_on_polling_resumes_over_websocket() {
         sid: open.sid,
         token: open.token,
         last_seq: 1,
+        max_frame_size: None,
     })
     .await;
     assert_eq!(
@@ -285,7 +286,10 @@ async fn the_polling_endpoint_refuses_bad_requests_and_keeps_serving() {
     );
 
     // Two GETs at once on one connection: one waits, the other gets 409.
-    let hello = protocol::encode(&Frame::Hello { version: 1 });
+    let hello = protocol::encode(&Frame::Hello {
+        version: 1,
+        max_frame_size: None,
+    });
     let mut opened = http
         .post(&base)
         .send_body(protocol::encode_batch(&[hello]))

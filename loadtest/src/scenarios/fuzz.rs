@@ -101,8 +101,8 @@ fn first_frame_fate(bytes: &[u8]) -> Fate {
         Err(e) => return Fate::Refused(decode_error(&e)),
     };
     match frame {
-        Frame::Hello { version: 1 } => Fate::GoesOn(client_left()),
-        Frame::Hello { version } => Fate::Refused(policy(Reason::Exact(format!(
+        Frame::Hello { version: 1, .. } => Fate::GoesOn(client_left()),
+        Frame::Hello { version, .. } => Fate::Refused(policy(Reason::Exact(format!(
             "unsupported protocol version {version}; this server speaks 1"
         )))),
         // An unknown session: `ResumeFailed`, and the connection waits for `Hello`.
@@ -183,7 +183,14 @@ fn seed_frames() -> Vec<Frame> {
     let text = |s: &str| s.to_owned();
     let blob = |b: &[u8]| ByteBuf::from(b.to_vec());
     vec![
-        Frame::Hello { version: 1 },
+        Frame::Hello {
+            version: 1,
+            max_frame_size: None,
+        },
+        Frame::Hello {
+            version: 1,
+            max_frame_size: Some(1 << 24),
+        },
         Frame::Open(Open {
             version: 1,
             sid: 1 << 32 | 1,
@@ -204,7 +211,14 @@ fn seed_frames() -> Vec<Frame> {
             ns: text("/admin"),
             reason: text("no"),
         },
-        Frame::Disconnect { ns: text("/lt") },
+        Frame::Disconnect {
+            ns: text("/lt"),
+            reason: None,
+        },
+        Frame::Disconnect {
+            ns: text("/lt"),
+            reason: Some(text("kicked")),
+        },
         Frame::Event {
             ns: text("/lt"),
             name: text("echo"),
@@ -232,6 +246,7 @@ fn seed_frames() -> Vec<Frame> {
             sid: 1 << 32 | 1,
             token,
             last_seq: 42,
+            max_frame_size: Some(1 << 24),
         },
         Frame::Resumed {
             last_seq: 300,
@@ -272,7 +287,10 @@ fn damage(rng: &mut StdRng, mut bytes: Vec<u8>) -> Vec<u8> {
 pub fn case(n: usize, rng: &mut StdRng) -> Case {
     let kind = KINDS[n % KINDS.len()];
     let seeds = seed_frames();
-    let hello = rawws::binary(&encode(&Frame::Hello { version: 1 }));
+    let hello = rawws::binary(&encode(&Frame::Hello {
+        version: 1,
+        max_frame_size: None,
+    }));
     let goodbye = rawws::binary(&encode(&Frame::Close {
         reason: "fuzz case over".into(),
     }));
@@ -313,7 +331,11 @@ pub fn case(n: usize, rng: &mut StdRng) -> Case {
         }
     };
     let seed = encode(&seeds[rng.gen_range(0..seeds.len())]).to_vec();
-    let hello_bytes = encode(&Frame::Hello { version: 1 }).to_vec();
+    let hello_bytes = encode(&Frame::Hello {
+        version: 1,
+        max_frame_size: None,
+    })
+    .to_vec();
     match n % KINDS.len() {
         0 => protocol_case(damage(rng, seed), false),
         1 => protocol_case(damage(rng, seed), true),
@@ -667,7 +689,9 @@ mod tests {
 
     #[test]
     fn frames_in_a_session_get_the_answers_of_the_spec() {
-        let open = encode(&seed_frames()[1]);
+        let seeds = seed_frames();
+        let open = seeds.iter().find(|f| matches!(f, Frame::Open(_)));
+        let open = encode(open.expect("an open seed"));
         assert_eq!(
             in_session_fate(&open),
             Fate::Refused(Expect {

@@ -29,7 +29,7 @@ use super::tick::{broadcast_due, TickSchedule};
 use super::{Game, RoomContext, RoomId, RoomOptions};
 use crate::namespace::Socket;
 use crate::protocol::{self, EventKind};
-use crate::room::Deliver;
+use crate::room::{Deliver, Mailbox};
 use crate::SessionId;
 
 /// How often a room checks that its players' sessions still exist (a safety net for
@@ -58,7 +58,8 @@ pub(crate) struct Spawn {
 
 struct Player<I> {
     socket: Socket,
-    deliver: Recipient<Deliver>,
+    /// Bounded: a player that cannot keep up with the states ends as a slow consumer.
+    deliver: Mailbox,
     /// False while the seat is held for a dropped connection.
     connected: bool,
     inputs: VecDeque<I>,
@@ -209,7 +210,7 @@ impl<G: Game> GameRoom<G> {
                     let frame = frame_for(&mut frames, &player.socket, &self.options, &json);
                     self.counters.frames_sent += 1;
                     self.counters.bytes_sent += frame.len() as u64;
-                    player.deliver.do_send(Deliver {
+                    player.deliver.post(Deliver {
                         frame,
                         reliable: false,
                     });
@@ -232,7 +233,7 @@ impl<G: Game> GameRoom<G> {
         self.counters.full_states += 1;
         self.counters.frames_sent += 1;
         self.counters.bytes_sent += frame.len() as u64;
-        player.deliver.do_send(Deliver {
+        player.deliver.post(Deliver {
             frame,
             reliable: false,
         });
@@ -255,7 +256,7 @@ impl<G: Game> GameRoom<G> {
             let mut send = |player: &Player<G::Input>| {
                 let (kind, name) = (EventKind::Reliable, &out.event);
                 let frame = event_frame(&mut frames, &player.socket, kind, name, &out.json);
-                player.deliver.do_send(Deliver {
+                player.deliver.post(Deliver {
                     frame,
                     reliable: true,
                 });
@@ -279,6 +280,7 @@ impl<G: Game> GameRoom<G> {
         }
     }
 
+    /// At most once per tick (from `apply`) and once per join or leave.
     fn report_status(&mut self) {
         self.version += 1;
         self.lobby.do_send(RoomReport::Status {

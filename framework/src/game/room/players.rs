@@ -53,6 +53,7 @@ impl<G: Game> GameRoom<G> {
         let after = self.options.dispose_after_empty;
         self.empty_timer = Some(ctx.run_interval(after, |room, _| {
             if room.players.is_empty() {
+                // Once per `dispose_after_empty`: a timer sets the rate.
                 room.lobby.do_send(RoomReport::Idle {
                     room: room.id,
                     version: room.version,
@@ -119,7 +120,7 @@ impl<G: Game> Handler<JoinPlayer> for GameRoom<G> {
             self.players.insert(
                 id,
                 Player {
-                    deliver: msg.socket.deliver_recipient(),
+                    deliver: msg.socket.mailbox(),
                     socket: msg.socket,
                     connected: true,
                     inputs: VecDeque::new(),

@@ -38,6 +38,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// How often the server is sampled, and the clients count pings.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 const MIB: f64 = 1024.0;
+/// The window, in seconds, of the plotted pings received per second.
+const PINGS_PER_S_OVER: f64 = 5.0;
 
 /// The growth limits, one per sampled quantity (flags `--max-<name>-per-min`).
 struct Limits {
@@ -303,7 +305,9 @@ impl Series {
                 .collect(),
             fds: pick(&|p| p.fds.map(|n| n as f64)),
             sessions: pick(&|p| p.sessions.map(|n| n as f64)),
-            pings_per_s: trend::rates(&total(|c| c.pings)),
+            // Every client adds its pings once a second, all at about the same
+            // moment: over single seconds the rate would alias between 0 and 2×.
+            pings_per_s: trend::rates(&trend::thin(&total(|c| c.pings), PINGS_PER_S_OVER)),
             pings,
         }
     }

@@ -23,6 +23,7 @@ mod progress;
 mod proxy;
 mod rawws;
 mod report;
+mod sampler;
 mod scenarios;
 mod seq;
 mod server;

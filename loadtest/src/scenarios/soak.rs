@@ -13,9 +13,7 @@
 //! by more than `--ping-tolerance` (10%), or if any numbered message (both streams,
 //! inputs, chat) was lost or duplicated. `--svg FILE` plots RSS, CPU and pings/s.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use volley::client::{ClientError, ConnectionEvent, Event, NamespaceClient};
@@ -23,10 +21,10 @@ use volley::{JoinRequest, Joined};
 
 use crate::args::Flags;
 use crate::control::{Command, Counters, ScenarioPlan, SoakPlan};
-use crate::coordinator::{server_metrics, Common, Run};
+use crate::coordinator::{Common, Run};
 use crate::plot::{self, Panel};
-use crate::proc;
 use crate::report::Report;
+use crate::sampler::{ServerPoint, ServerSampler};
 use crate::seq::SeqCheck;
 use crate::server::{FlushAnswer, Input, GAME_NAMESPACE, NAMESPACE, ROOM_TYPE};
 use crate::sim;
@@ -35,8 +33,8 @@ use crate::worker::{Phase, WorkerCtx};
 
 /// How long a client waits for the server's last numbered messages after the flush.
 const DRAIN: Duration = Duration::from_secs(10);
-/// How often the server is sampled, and the clients count pings.
-const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How often the clients count pings (the server is sampled as often).
+const SAMPLE_EVERY: Duration = crate::sampler::SAMPLE_EVERY;
 const MIB: f64 = 1024.0;
 /// The window, in seconds, of the plotted pings received per second.
 const PINGS_PER_S_OVER: f64 = 5.0;
@@ -66,17 +64,6 @@ impl Limits {
             pings: limit("pings", 0.05, 0.1)?,
         })
     }
-}
-
-/// One sample of the server.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ServerPoint {
-    /// Seconds since sampling started.
-    pub t: f64,
-    pub cpu_s: f64,
-    pub rss_kib: u64,
-    pub fds: Option<usize>,
-    pub sessions: Option<usize>,
 }
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
@@ -190,70 +177,6 @@ fn check_ping_rate(report: &mut Report, c: &Counters, interval_s: f64, tolerance
             "the server sent {per_interval:.3} pings per session per ping interval, \
              not 1 ± {tolerance}"
         ));
-    }
-}
-
-/// Samples the server process and its sessions every second, from its start until
-/// it is stopped.
-pub(super) struct ServerSampler {
-    task: actix_rt::task::JoinHandle<()>,
-    samples: Rc<RefCell<Vec<ServerPoint>>>,
-}
-
-impl ServerSampler {
-    pub fn start(run: &Run) -> ServerSampler {
-        let samples = Rc::new(RefCell::new(Vec::new()));
-        let task = actix_rt::spawn(sample_server(
-            run.server_pid(),
-            run.url.clone(),
-            Instant::now(),
-            samples.clone(),
-        ));
-        ServerSampler { task, samples }
-    }
-
-    /// The samples, times in seconds from the start.
-    pub fn stop(self) -> Vec<ServerPoint> {
-        self.task.abort();
-        self.samples.take()
-    }
-}
-
-/// Samples the server every second until aborted.
-async fn sample_server(
-    pid: Option<u32>,
-    url: String,
-    start: Instant,
-    out: Rc<RefCell<Vec<ServerPoint>>>,
-) {
-    let pid = pid.map(|p| p.to_string());
-    let mut every = tokio::time::interval(SAMPLE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let t = start.elapsed().as_secs_f64();
-        let sessions = server_metrics(&url).await.map(|m| m.sessions);
-        let Some(pid) = &pid else {
-            // Without a pid only the sessions are known.
-            out.borrow_mut().push(ServerPoint {
-                t,
-                cpu_s: 0.0,
-                rss_kib: 0,
-                fds: None,
-                sessions,
-            });
-            continue;
-        };
-        let Ok(sample) = proc::sample(pid) else {
-            return;
-        };
-        out.borrow_mut().push(ServerPoint {
-            t,
-            cpu_s: sample.cpu_seconds,
-            rss_kib: sample.rss_kib,
-            fds: proc::open_fds(pid).ok(),
-            sessions,
-        });
     }
 }
 

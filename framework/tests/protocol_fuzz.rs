@@ -5,7 +5,7 @@
 //! decodes back to them.
 //!
 //! Mutations start from the test vectors of `docs/protocol.md` (the blocks that
-//! `tests/protocol_vectors.rs` checks): bit flips, truncations, huge varint lengths
+//! `tests/protocol_vectors/` checks): bit flips, truncations, huge varint lengths
 //! spliced in, wrong tags, bytes appended.
 //!
 //! `cargo test` runs a bounded number of cases per property (a few seconds in a debug

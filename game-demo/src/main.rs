@@ -11,6 +11,7 @@ mod arena;
 mod assets;
 mod chat;
 
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -145,8 +146,16 @@ async fn main() -> std::io::Result<()> {
         .first()
         .copied()
         .ok_or_else(|| std::io::Error::other("no address bound"))?;
-    println!("Orb Arena is running: {scheme}://{addr}/");
-    println!("Admin dashboard:      {scheme}://{addr}/admin.html  (admin token: {token})");
-    println!("Force long-polling:   {scheme}://{addr}/?transport=polling");
+    // The banner is for whoever reads it. A stdout nobody reads any more (`game-demo |
+    // head -1`, a test that took the first line) must not stop the server: println!
+    // would panic on the broken pipe, before the server even started.
+    let banner = format!(
+        "Orb Arena is running: {scheme}://{addr}/\n\
+         Admin dashboard:      {scheme}://{addr}/admin.html  (admin token: {token})\n\
+         Force long-polling:   {scheme}://{addr}/?transport=polling\n"
+    );
+    let _ = std::io::stdout()
+        .write_all(banner.as_bytes())
+        .and_then(|()| std::io::stdout().flush());
     server.run().await
 }

@@ -9,10 +9,11 @@
 //! is set (CI sets it, after installing Debian's `chromium`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use awc::ws;
 use futures_util::{SinkExt, StreamExt};
@@ -44,10 +45,11 @@ fn start_demo() -> (Killed, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("game-demo starts");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    // Keep the pipe open and drained while the demo runs: it once died writing the
+    // rest of its banner after this reader had gone (see the test below).
+    std::thread::spawn(move || lines.for_each(drop));
     let url = first
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -55,6 +57,49 @@ fn start_demo() -> (Killed, String) {
         .trim_end_matches('/')
         .to_owned();
     (Killed(child), url)
+}
+
+/// The browser test read the banner's first line and dropped the pipe; under load the
+/// demo had not written the other two lines yet, panicked on the broken pipe (its
+/// stderr discarded), and every page then waited for a server that was gone: "the page
+/// never became ready". Here nobody reads the banner at all.
+#[test]
+fn the_demo_keeps_serving_when_nobody_reads_its_banner() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_game-demo"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--bots", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("game-demo starts");
+    drop(child.stdout.take());
+    let mut demo = Killed(child);
+    // No banner to wait for: try the port until the demo answers (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        if let Some(status) = demo.0.try_wait().unwrap() {
+            panic!("the demo exited ({status}) when nobody read its stdout");
+        }
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut answer = String::new();
+            let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let _ = stream.read_to_string(&mut answer);
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "the demo never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "the demo did not serve its page: {:?}",
+        answer.lines().next()
+    );
 }
 
 fn chromium() -> Option<PathBuf> {

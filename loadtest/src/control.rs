@@ -72,6 +72,11 @@ pub enum ScenarioPlan {
     /// (see `scenarios/soak.rs`). The fuzz scenario's well-behaved clients are soak
     /// clients without game or cuts.
     Soak(SoakPlan),
+    /// A member of `loadtest compare`'s chat, speaking `dialect` (see
+    /// `scenarios/chat.rs`).
+    Chat {
+        dialect: crate::scenarios::chat::Dialect,
+    },
 }
 
 /// What each soak client does, per second unless said otherwise.

@@ -54,8 +54,7 @@ impl Common {
     /// defaults.
     pub fn from_flags(flags: &Flags, clients: usize, connect_rate: f64) -> Result<Common, String> {
         let clients = flags.count("clients", clients)?;
-        let default_workers = clients.div_ceil(CLIENTS_PER_WORKER).max(2).min(clients);
-        let workers = flags.count("workers", default_workers)?.min(clients);
+        let workers = flags.count("workers", Common::default_workers(clients))?;
         let transport: String = flags.get("transport", "websocket".to_owned())?;
         if transport != "websocket" && transport != "polling" {
             return Err("--transport is websocket or polling".into());
@@ -72,18 +71,32 @@ impl Common {
             (false, None) => return Err("give --spawn (start a server) or --url ws://...".into()),
         };
         let connect_rate = flags.positive("connect-rate", connect_rate)?;
+        let mut common = Common::new(clients, workers, connect_rate, target);
+        common.sources = flags.get("sources", 4)?;
+        common.transport = transport;
+        Ok(common)
+    }
+
+    /// Settings for `clients` (at most one per worker) over WebSocket from 4 source
+    /// addresses, opened at `connect_rate` a second.
+    pub fn new(clients: usize, workers: usize, connect_rate: f64, target: Target) -> Common {
         let expected = clients as f64 / connect_rate;
-        Ok(Common {
+        Common {
             clients,
-            workers,
-            sources: flags.get("sources", 4)?,
-            transport,
+            workers: workers.min(clients),
+            sources: 4,
+            transport: "websocket".to_owned(),
             connect_rate,
             target,
             connect_timeout: Duration::from_secs_f64(expected * 2.0 + 30.0),
             unapplied: Vec::new(),
             server_log: None,
-        })
+        }
+    }
+
+    /// The default number of workers for `clients`: one per 4,000, at least 2.
+    pub fn default_workers(clients: usize) -> usize {
+        clients.div_ceil(CLIENTS_PER_WORKER).max(2).min(clients)
     }
 
     /// Adds a flag for the spawned server. With `--url` the server runs with its
@@ -535,15 +548,23 @@ impl Run {
 
 /// Starts `loadtest serve` on a free port and waits until it listens; `log` is its
 /// log filter unless `RUST_LOG` says otherwise.
-async fn spawn_server(flags: &[String], log: Option<&str>) -> Result<(Child, String), String> {
+pub async fn spawn_server(flags: &[String], log: Option<&str>) -> Result<(Child, String), String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     let mut command = Process::new(exe);
     if let (Some(log), None) = (log, std::env::var_os("RUST_LOG")) {
         command.env("RUST_LOG", log);
     }
-    let mut child = command
+    command
         .args(["serve", "--addr", "127.0.0.1:0", "--stop-on-eof"])
-        .args(flags)
+        .args(flags);
+    start_listening(&mut command).await
+}
+
+/// Starts a server process that prints `listening <where>` once it accepts and
+/// stops when its stdin closes (`loadtest serve --stop-on-eof`, the peers of
+/// `compare`); waits for that line and returns `<where>`.
+pub async fn start_listening(command: &mut Process) -> Result<(Child, String), String> {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -557,13 +578,14 @@ async fn spawn_server(flags: &[String], log: Option<&str>) -> Result<(Child, Str
         .map_err(|_| "the server did not start within 30 s")?
         .map_err(|e| format!("server output: {e}"))?
         .ok_or("the server exited at start")?;
-    let url = first
+    let at = first
         .strip_prefix("listening ")
         .ok_or_else(|| format!("unexpected server output: {first}"))?
+        .trim()
         .to_owned();
     // Keep reading so that the server never blocks on a full pipe.
     actix_rt::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, url))
+    Ok((child, at))
 }
 
 /// The metrics of the server at WebSocket URL `url` (`loadtest serve` has them;

@@ -27,6 +27,7 @@ mod scenarios;
 mod seq;
 mod server;
 mod sim;
+mod sioclient;
 mod trend;
 mod worker;
 
@@ -72,6 +73,21 @@ scenarios
              (4) chat; each must get the spec's close reason and status, nothing
              lost, server RSS flat (--max-rss-mib-per-min 1), no session left
 
+  floor      no server: --clients (default 2000) loopback TCP connections from a
+             drainer process get --size-byte messages (default 120, one Volley
+             broadcast frame of a ~100-byte chat message) at --rate per second
+             (default 20) for --duration s (default 10), one write() per message,
+             then --batch (default 10) per write(); CPU per message of the writer
+             and of the drainer: the yardstick for every server's CPU per delivery
+  compare    no server: the same chat (--clients, default 2000, in one room, a
+             publisher at --rate msgs/s, default 20, for --duration s, default 20,
+             texts of --size bytes, default 80) on Volley, Socket.IO 4.8 on Node and
+             socketioxide 0.18.9 (--peers volley,socketio,socketioxide; built from
+             loadtest/peers, a peer without node/npm/cargo is skipped), and the floor
+             for Volley's frame size, one write() and --batch (10) per write(); one
+             table: server CPU per delivery and x floor, deliveries/s, latency,
+             server RSS per idle connection
+
 flags for every scenario
   --spawn               start a server process (so its CPU and memory are measured)
   --url URL             use a running server (`loadtest serve`)
@@ -108,6 +124,13 @@ fn main() -> ExitCode {
             }
         },
         "serve" => serve(rest),
+        "floor-drain" => match scenarios::floor::drain(&rest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest floor-drain: {e}");
+                ExitCode::FAILURE
+            }
+        },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -45,6 +45,8 @@ pub struct Report {
     pub failures: Vec<String>,
     /// Things worth knowing that do not fail the run.
     pub notes: Vec<String>,
+    /// Tables of the scenario's own, printed as they are (`compare`'s).
+    pub tables: Vec<String>,
 }
 
 impl Report {
@@ -195,6 +197,9 @@ impl Report {
                     ms(p.max_us)
                 );
             }
+        }
+        for table in &self.tables {
+            let _ = writeln!(t, "\n{table}");
         }
         for failure in &self.failures {
             let _ = writeln!(t, "  FAILURE   {failure}");

@@ -11,6 +11,9 @@
 //! - namespace `/game`: the standard game events over a `pulse` room type whose state
 //!   tells each player the last input the room applied, plus `input` (checked before
 //!   it goes to the room) and `flush`;
+//! - namespace `/chat`: the chat of `loadtest compare`, as its peers run it
+//!   (`scenarios/chat.rs`): join with `{"name"}`, `join` a room (ack `"ok"`),
+//!   `say` `(room, text)` → `message` `{"from", "text"}` to the room's other members;
 //! - `GET /loadtest/metrics`: [`ServerMetrics`], including the game rooms' tick
 //!   lateness from [`GameRooms::all_metrics`].
 
@@ -27,6 +30,7 @@ use volley::{Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, Se
 use volley::{LeaveReason, RateLimit, Socket, Volley};
 
 use crate::args::Flags;
+use crate::scenarios::chat::{ChatMessage, CHAT_NAMESPACE};
 use crate::seq::{SeqCheck, SeqCounts};
 
 /// The namespace of the connect, idle, fan-out and reconnect scenarios.
@@ -252,6 +256,30 @@ fn lt_namespace() -> Namespace {
         })
 }
 
+/// A chat member's name, from its auth payload.
+struct ChatName(String);
+
+fn chat_namespace() -> Namespace {
+    Namespace::new()
+        .authorize(|hs| {
+            let auth: Value = hs.auth()?;
+            let name = auth["name"].as_str().unwrap_or("anonymous");
+            Ok(ChatName(name.to_owned()))
+        })
+        .on_ack("join", |socket, room: String, ack| {
+            socket.join(&room);
+            let _ = ack.send(&"ok");
+        })
+        .on("say", |socket, (room, text): (String, String)| {
+            let from = socket.data::<ChatName>().map(|n| n.0.clone());
+            let message = ChatMessage {
+                from: from.unwrap_or_default(),
+                text,
+            };
+            let _ = socket.to(&room).emit("message", &message);
+        })
+}
+
 fn game_namespace(rooms: &GameRooms) -> Namespace {
     let inputs = rooms.clone();
     rooms
@@ -335,6 +363,7 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
         .rate_limit(RateLimit::OFF)
         .namespace(NAMESPACE, lt_namespace())
         .namespace(GAME_NAMESPACE, game_namespace(&rooms))
+        .namespace(CHAT_NAMESPACE, chat_namespace())
         .build();
     let handles = web::Data::new(Handles {
         volley: volley.clone(),

@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use volley::client::{Backoff, Client, ClientConfig, NamespaceClient, Transport};
 
+use crate::control::unix_us;
+use crate::seq::SeqCheck;
 use crate::worker::WorkerCtx;
 
 /// How long a client waits for an acknowledgement before calling it a problem.
@@ -128,4 +130,52 @@ pub async fn echo_and_close(ctx: &WorkerCtx, index: usize, ns: &NamespaceClient,
 /// Ends the session politely, but without waiting long for it.
 pub async fn close(client: Client) {
     let _ = tokio::time::timeout(CLOSE_WAIT, client.close()).await;
+}
+
+/// Receives a published numbered stream (fan-out, chat) as stream `stream`: `next`
+/// gives the next message's number and send time (`Ok(None)` for anything else; an
+/// error ends the client as a problem). Each message's delivery latency is recorded.
+/// It ends once the run finishes and every published message arrived, or `drain`
+/// after the run finished.
+pub async fn receive_numbered(
+    ctx: &WorkerCtx,
+    index: usize,
+    stream: &str,
+    drain: Duration,
+    mut next: impl AsyncFnMut() -> Result<Option<(u64, u64)>, String>,
+) {
+    let mut check = SeqCheck::default();
+    let mut expected: Option<u64> = None;
+    let mut drain_until = tokio::time::Instant::now();
+    loop {
+        if expected.is_some_and(|n| check.has_all(n)) {
+            break;
+        }
+        tokio::select! {
+            message = next() => match message {
+                Ok(Some((seq, sent_us))) => {
+                    let now = unix_us();
+                    check.observe(seq);
+                    ctx.record_us("delivery", now.saturating_sub(sent_us));
+                    ctx.delivered(now);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    ctx.problem(format!("{}: {e}", who(ctx, index)));
+                    break;
+                }
+            },
+            n = ctx.until_finishing(), if expected.is_none() => {
+                expected = Some(n);
+                drain_until = tokio::time::Instant::now() + drain;
+            }
+            _ = tokio::time::sleep_until(drain_until), if expected.is_some() => break,
+        }
+    }
+    // A client cut off early still learns how many it should have had.
+    let expected = match expected {
+        Some(n) => n,
+        None => ctx.until_finishing().await,
+    };
+    ctx.stream(stream, expected, check.counts());
 }

@@ -22,6 +22,11 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Runs `loadtest <args> --spawn --json <file>`; returns the JSON report once the
 /// run exited 0 within the deadline.
 fn run(args: &[&str]) -> Value {
+    run_with(args, &["--spawn"])
+}
+
+/// Runs `loadtest <args> <extra> --json <file>`, as [`run`] does.
+fn run_with(args: &[&str], extra: &[&str]) -> Value {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let json = std::env::temp_dir().join(format!(
         "loadtest-smoke-{}-{}.json",
@@ -30,7 +35,8 @@ fn run(args: &[&str]) -> Value {
     ));
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(args)
-        .args(["--spawn", "--json"])
+        .args(extra)
+        .arg("--json")
         .arg(&json)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -196,6 +202,50 @@ fn fuzzed_connections_get_the_spec_close_and_the_good_clients_lose_nothing() {
     );
     assert_eq!(figures["server_sessions_after"], 4, "{figures}");
     assert!(report["streams"]["c2s"]["sent"].as_u64() > Some(0));
+}
+
+/// 50 connections, 20 messages a second each for 1 s (floor and compare).
+const SMALL_ROOM: &[&str] = &["--clients", "50", "--rate", "20", "--duration", "1"];
+
+#[test]
+fn floor_writes_and_drains_every_byte_one_by_one_and_batched() {
+    let report = run_with(&[&["floor"], SMALL_ROOM].concat(), &[]);
+    let figures = &report["figures"];
+    assert_eq!(figures["messages"], 1000, "{figures}");
+    assert_eq!(figures["batched_messages"], 1000, "{figures}");
+    for key in ["writer_cpu_us_per_message", "drainer_cpu_us_per_message"] {
+        assert!(figures[key].is_number(), "{key}: {figures}");
+        assert!(figures[format!("batched_{key}")].is_number(), "{figures}");
+    }
+}
+
+#[test]
+fn compare_runs_the_volley_chat_next_to_the_floor() {
+    // The Volley path only: CI has neither the Node peer nor the time to build
+    // socketioxide.
+    let report = run_with(
+        &[&["compare", "--peers", "volley"], SMALL_ROOM].concat(),
+        &[],
+    );
+    let figures = &report["figures"];
+    assert_eq!(report["streams"]["volley"]["sent"], 20 * 50, "{report}");
+    assert!(
+        figures["floor_writer_cpu_us_per_message"].is_number(),
+        "{figures}"
+    );
+    assert!(
+        figures["volley_server_cpu_us_per_delivery"].is_number(),
+        "{figures}"
+    );
+    assert!(
+        figures["volley_cpu_per_delivery_x_floor"].is_number(),
+        "{figures}"
+    );
+    assert!(
+        figures["volley_rss_per_idle_connection_kib"].is_number(),
+        "{figures}"
+    );
+    assert_eq!(report["latency_us"]["volley_delivery"]["count"], 20 * 50);
 }
 
 #[test]

@@ -250,16 +250,37 @@ fn polling_url(url: &str) -> String {
 /// Largest long-poll answer the client reads.
 const MAX_POLL_BODY: usize = 64 * 1024 * 1024;
 
+/// Reads a response body, whole or not at all.
+///
+/// awc ends a body at the connection's end even when fewer bytes than its
+/// `Content-Length` arrived. A long-poll answer cut between two frames then splits
+/// into whole frames, and the client would take its first frames for the whole
+/// answer: the rest, already off the server's queue, would be skipped, and every
+/// later frame counted under the wrong sequence number. So the length is checked here,
+/// and a short body is a lost connection (the session resumes from the last frame
+/// processed).
 async fn read_body(
     response: &mut awc::ClientResponse<
         impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
     >,
 ) -> Result<Bytes, String> {
-    response
+    let declared = response
+        .headers()
+        .get(awc::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = response
         .body()
         .limit(MAX_POLL_BODY)
         .await
-        .map_err(|e| format!("transport error: {e}"))
+        .map_err(|e| format!("transport error: {e}"))?;
+    match declared {
+        Some(length) if body.len() != length => Err(format!(
+            "transport error: response cut short ({} of {length} bytes)",
+            body.len()
+        )),
+        _ => Ok(body),
+    }
 }
 
 async fn open_polling(url: &str, config: &ClientConfig, first: Bytes) -> Result<Link, ClientError> {

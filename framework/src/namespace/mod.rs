@@ -155,7 +155,9 @@ impl Namespace {
         self
     }
 
-    /// Runs when a socket leaves the namespace, with the reason.
+    /// Runs when a socket leaves the namespace, with the reason. By then the socket is
+    /// out of the namespace and its rooms, and a session that ended is out of
+    /// [`crate::Volley::sessions`].
     pub fn on_disconnect(
         mut self,
         f: impl Fn(&Socket, &DisconnectReason) + Send + Sync + 'static,

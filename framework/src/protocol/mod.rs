@@ -4,7 +4,7 @@
 //! and back; [`WireFrame`] is a frame as the server sends it, encoded and framed once
 //! for all its recipients. Nothing here knows about actors or sockets, so a client in another
 //! language can be written from `docs/protocol.md` and checked against the same test
-//! vectors that `tests/protocol_vectors.rs` decodes.
+//! vectors that `tests/protocol_vectors/` decodes.
 
 pub mod codec;
 mod frame;

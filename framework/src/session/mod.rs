@@ -435,24 +435,27 @@ impl Session {
         }
     }
 
-    /// Ends the session: sockets leave their namespaces (handlers see `reason`),
-    /// pending acks fail, the registry forgets it, and the transport is closed.
+    /// Ends the session: the registry forgets it, sockets leave their namespaces
+    /// (handlers see `reason`), pending acks fail, and the transport is closed.
     fn end(&mut self, reason: DisconnectReason, close_transport: bool, ctx: &mut Context<Self>) {
         if self.ended {
             return;
         }
         self.ended = true;
         tracing::debug!(sid = self.id().0, %reason, "session ended");
+        // Unregistered before the disconnect hooks run, as each socket leaves its
+        // namespace before its hook: whatever a hook (or whoever hears from it) asks
+        // next is answered after the registry and the namespaces have let go.
+        if self.ids.is_some() {
+            self.shared
+                .supervisor
+                .do_send(supervisor::Unregister { id: self.id() });
+        }
         for (_, joined) in self.joined.drain() {
             leave(joined, &reason);
         }
         for (_, pending) in self.pending_acks.drain() {
             let _ = pending.tx.send(Err(AckError::Disconnected));
-        }
-        if self.ids.is_some() {
-            self.shared
-                .supervisor
-                .do_send(supervisor::Unregister { id: self.id() });
         }
         if let (true, Link::Attached(t)) = (close_transport, &self.link) {
             t.recipient.do_send(ToTransport::Close {

@@ -1,6 +1,6 @@
 //! A fault-injecting TCP proxy for the resilience tests: it forwards bytes between a
-//! client and the server and cuts connections at seeded random byte counts, on
-//! demand, or refuses new ones while told to.
+//! client and the server and cuts connections at seeded random byte counts, in the
+//! middle of a long-poll answer, on demand, or refuses new ones while told to.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use volley::protocol;
 
 /// When a proxied connection is cut.
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +26,11 @@ pub enum Cuts {
         max: usize,
         max_cuts: usize,
     },
+    /// Once: the first long-poll answer that carries two frames or more is cut right
+    /// after its first frame. The cut falls on a frame boundary, so the bytes that
+    /// did arrive split into whole frames: only the missing `Content-Length` bytes
+    /// tell the client that the answer is incomplete.
+    MidBatch,
 }
 
 pub struct FaultProxy {
@@ -46,6 +53,7 @@ impl FaultProxy {
         let blocking_websocket = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
         let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+        let mid_batch = Arc::new(AtomicBool::new(matches!(policy, Cuts::MidBatch)));
         let proxy = FaultProxy {
             addr,
             cuts: cuts.clone(),
@@ -69,6 +77,7 @@ impl FaultProxy {
                 };
                 let cut_all = generation.subscribe();
                 let cuts = cuts.clone();
+                let mid_batch = mid_batch.clone();
                 let block = blocking_websocket.load(Ordering::SeqCst);
                 actix_rt::spawn(async move {
                     let mut client = client;
@@ -94,7 +103,7 @@ impl FaultProxy {
                     }
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
-                    if pipe(client, server, budget, cut_all).await {
+                    if pipe(client, server, budget, mid_batch, cut_all).await {
                         cuts.fetch_add(1, Ordering::SeqCst);
                     }
                 });
@@ -142,25 +151,88 @@ async fn read_head(client: &mut TcpStream) -> Vec<u8> {
     head
 }
 
-/// Copies both ways until one side closes, the budget runs out, or `cut_all` fires.
-/// Returns whether the proxy cut the connection.
+/// Copies both ways until one side closes, the budget runs out, a long-poll answer
+/// is cut (while `mid_batch` is armed), or `cut_all` fires. Returns whether the proxy
+/// cut the connection.
 async fn pipe(
     client: TcpStream,
     server: TcpStream,
     budget: Option<usize>,
+    mid_batch: Arc<AtomicBool>,
     mut cut_all: watch::Receiver<u64>,
 ) -> bool {
     let budget = Arc::new(Mutex::new(budget));
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let up = copy(&mut client_read, &mut server_write, budget.clone());
-    let down = copy(&mut server_read, &mut client_write, budget);
+    let down = async {
+        match mid_batch.load(Ordering::SeqCst) {
+            true => copy_answers(&mut server_read, &mut client_write, &mid_batch).await,
+            false => copy(&mut server_read, &mut client_write, budget).await,
+        }
+    };
     tokio::select! {
         cut = up => cut,
         cut = down => cut,
         _ = cut_all.changed() => true,
     }
     // Dropping both halves of both sockets closes the connections.
+}
+
+/// Forwards HTTP responses whole, one at a time, and cuts the first long-poll answer
+/// of two frames or more right after its first frame (disarming `mid_batch`). Returns
+/// whether it cut. A response without `Content-Length` (a WebSocket upgrade) ends the
+/// parsing: the rest passes as it comes.
+async fn copy_answers(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    mid_batch: &AtomicBool,
+) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match from.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length = head.lines().find_map(|line| {
+            let value = line.strip_prefix("content-length:")?;
+            value.trim().parse::<usize>().ok()
+        });
+        let Some(length) = length else {
+            if to.write_all(&buf).await.is_err() {
+                return false;
+            }
+            return copy(from, to, Arc::new(Mutex::new(None))).await;
+        };
+        let end = head_end + length;
+        while buf.len() < end {
+            match from.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = bytes::Bytes::copy_from_slice(&buf[head_end..end]);
+        let frames = protocol::split_batch(&body, usize::MAX).unwrap_or_default();
+        if head.starts_with("http/1.1 200")
+            && frames.len() >= 2
+            && mid_batch.swap(false, Ordering::SeqCst)
+        {
+            let first = protocol::encode_batch(&frames[..1]).len();
+            let _ = to.write_all(&buf[..head_end + first]).await;
+            return true;
+        }
+        if to.write_all(&buf[..end]).await.is_err() {
+            return false;
+        }
+        buf.drain(..end);
+    }
 }
 
 /// Forwards bytes until EOF (false) or the shared budget is spent (true).

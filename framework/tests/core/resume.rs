@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use volley::client::{Backoff, Client, ClientConfig, ConnectionEvent, Transport};
+use volley::client::{Backoff, Client, ClientConfig, ConnectionEvent, NamespaceClient, Transport};
 use volley::protocol::Frame;
 use volley::{DisconnectReason, Namespace, Socket, Volley};
 
@@ -50,6 +50,28 @@ pub(crate) fn counting_namespace(received: mpsc::UnboundedSender<u64>) -> Namesp
         })
 }
 
+/// Reads what the counting namespace sends after `start`: every `s2c` number once, in
+/// order, then `done`. `patience` bounds the wait for each event.
+async fn every_event_in_order(ns: &mut NamespaceClient, patience: Duration) {
+    let mut next = 0u64;
+    loop {
+        let event = tokio::time::timeout(patience, ns.next_event())
+            .await
+            .expect("events keep coming")
+            .expect("namespace open");
+        match event.name.as_str() {
+            "s2c" => {
+                let (n, _): (u64, String) = event.decode().unwrap();
+                assert_eq!(n, next, "server → client out of order or duplicated");
+                next += 1;
+            }
+            "done" => break,
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    assert_eq!(next, EVENTS);
+}
+
 async fn every_event_arrives_exactly_once_and_in_order_across_random_cuts(transport: Transport) {
     let (tx, mut received) = mpsc::unbounded_channel();
     let server = serve(
@@ -87,24 +109,7 @@ async fn every_event_arrives_exactly_once_and_in_order_across_random_cuts(transp
         ns.emit("c2s", &(n, "padding-padding-padding")).unwrap();
     }
 
-    // Server → client: every number once, in order, then `done`.
-    let mut next = 0u64;
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(60), ns.next_event())
-            .await
-            .expect("events keep coming")
-            .expect("namespace open");
-        match event.name.as_str() {
-            "s2c" => {
-                let (n, _): (u64, String) = event.decode().unwrap();
-                assert_eq!(n, next, "server → client out of order or duplicated");
-                next += 1;
-            }
-            "done" => break,
-            other => panic!("unexpected event {other}"),
-        }
-    }
-    assert_eq!(next, EVENTS);
+    every_event_in_order(&mut ns, Duration::from_secs(60)).await;
 
     // Client → server: every number once, in order; the echo round trip proves
     // nothing else is queued behind them.
@@ -145,14 +150,41 @@ async fn every_event_arrives_exactly_once_and_in_order_across_random_cuts(transp
     );
 }
 
+/// A long-poll answer cut at a frame boundary splits into whole frames; only its
+/// `Content-Length` says frames are missing. Taken for the whole answer, it made the
+/// client skip the rest of the batch (already off the server's queue) and count every
+/// later frame with the wrong number: `left: 256, right: 42` under load.
 #[actix_rt::test]
-async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
-    let (disconnects, mut seen) = Disconnects::new();
-    let server = serve(
-        Volley::builder()
-            .resume_grace(Duration::from_millis(300))
-            .namespace("/", test_namespace(disconnects)),
-    );
+async fn a_poll_answer_cut_between_two_frames_is_resumed_not_taken_as_complete() {
+    let (tx, _received) = mpsc::unbounded_channel();
+    let server = serve(Volley::builder().namespace("/", counting_namespace(tx)));
+    let proxy = FaultProxy::start(server_addr(&server), Cuts::MidBatch, 1).await;
+    let config = ClientConfig {
+        transport: Transport::Polling,
+        backoff: quick_backoff(),
+        event_buffer: 4096,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(&proxy.url(), config).await.unwrap();
+    let mut ns = client.join("/", &()).await.unwrap();
+    ns.emit("start", &()).unwrap();
+
+    every_event_in_order(&mut ns, WAIT).await;
+    assert_eq!(proxy.cuts(), 1, "the proxy cut one answer in the middle");
+    loop {
+        match tokio::time::timeout(WAIT, client.next_connection_event()).await {
+            Ok(Some(ConnectionEvent::Reconnecting { .. })) => {}
+            Ok(Some(ConnectionEvent::Reconnected { resumed, .. })) => {
+                assert!(resumed, "the session carries on");
+                break;
+            }
+            other => panic!("expected a resumption, got {other:?}"),
+        }
+    }
+}
+
+/// A raw client in namespace `/` and its room `lobby`.
+async fn in_the_lobby(server: &TestServer) -> RawClient {
     let (mut raw, _) = RawClient::open_in(&server.url, "/").await;
     raw.send(&Frame::Event {
         ns: "/".into(),
@@ -162,6 +194,18 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
     })
     .await;
     assert!(matches!(raw.recv().await, Some(Frame::Ack { id: 1, .. })));
+    raw
+}
+
+#[actix_rt::test]
+async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
+    let (disconnects, mut seen) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .resume_grace(Duration::from_millis(300))
+            .namespace("/", test_namespace(disconnects)),
+    );
+    let raw = in_the_lobby(&server).await;
     let root = server.volley.of("/").unwrap();
     assert_eq!(root.stats().await.rooms, 1);
 
@@ -179,6 +223,41 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
     let stats = root.stats().await;
     assert_eq!((stats.sockets, stats.rooms), (0, 0));
     assert!(server.volley.sessions().await.is_empty());
+}
+
+/// The disconnect hook holds the session's thread until the test has looked, so the
+/// test sees exactly the state the hook runs in: the session already out of the
+/// registry, the socket out of its namespace and rooms.
+#[actix_rt::test]
+async fn the_disconnect_hook_runs_once_the_session_is_unregistered() {
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let (looked, hold) = std::sync::mpsc::channel::<()>();
+    let hold = Mutex::new(hold);
+    let (disconnects, _) = Disconnects::new();
+    // Replaces the test namespace's own hook.
+    let namespace = test_namespace(disconnects).on_disconnect(move |_, reason| {
+        let _ = seen_tx.send(reason.clone());
+        // Bounded: a test that never looks does not hang the server.
+        let _ = hold.lock().unwrap().recv_timeout(WAIT);
+    });
+    let server = serve(Volley::builder().namespace("/", namespace));
+    let mut raw = in_the_lobby(&server).await;
+    raw.send(&Frame::Close {
+        reason: "bye".into(),
+    })
+    .await;
+
+    let why = tokio::time::timeout(WAIT, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(why, DisconnectReason::ClientLeft);
+    // The hook is still running.
+    let sessions = server.volley.sessions().await;
+    let stats = server.volley.of("/").unwrap().stats().await;
+    looked.send(()).unwrap();
+    assert!(sessions.is_empty(), "still registered: {sessions:?}");
+    assert_eq!((stats.sockets, stats.rooms), (0, 0));
 }
 
 #[actix_rt::test]

@@ -14,7 +14,6 @@ use crate::args::Flags;
 use crate::control::{unix_us, ScenarioPlan};
 use crate::coordinator::{Common, Run};
 use crate::report::Report;
-use crate::seq::SeqCheck;
 use crate::server::{Publish, FANOUT_ROOM, NAMESPACE};
 use crate::sim;
 use crate::worker::WorkerCtx;
@@ -141,43 +140,19 @@ pub async fn client(ctx: &WorkerCtx, index: usize) {
         return;
     }
     ctx.ready();
-    let mut check = SeqCheck::default();
-    let mut expected: Option<u64> = None;
-    let mut drain_until = tokio::time::Instant::now();
-    loop {
-        if expected.is_some_and(|n| check.has_all(n)) {
-            break;
+    sim::receive_numbered(ctx, index, "fanout", DRAIN, async || {
+        let event = ns.next_event().await.ok_or("namespace closed")?;
+        if event.name != "pub" {
+            return Ok(None);
         }
-        tokio::select! {
-            event = ns.next_event() => {
-                let Some(event) = event else {
-                    ctx.problem(format!("{}: namespace closed", sim::who(ctx, index)));
-                    break;
-                };
-                if event.name != "pub" {
-                    continue;
-                }
-                let Ok(message) = event.decode::<Publish>() else {
-                    ctx.problem(format!("{}: undecodable message", sim::who(ctx, index)));
-                    continue;
-                };
-                let now = unix_us();
-                check.observe(message.seq);
-                ctx.record_us("delivery", now.saturating_sub(message.sent_us));
-                ctx.delivered(now);
+        match event.decode::<Publish>() {
+            Ok(message) => Ok(Some((message.seq, message.sent_us))),
+            Err(_) => {
+                ctx.problem(format!("{}: undecodable message", sim::who(ctx, index)));
+                Ok(None)
             }
-            n = ctx.until_finishing(), if expected.is_none() => {
-                expected = Some(n);
-                drain_until = tokio::time::Instant::now() + DRAIN;
-            }
-            _ = tokio::time::sleep_until(drain_until), if expected.is_some() => break,
         }
-    }
-    // A client cut off early still learns how many it should have had.
-    let expected = match expected {
-        Some(n) => n,
-        None => ctx.until_finishing().await,
-    };
-    ctx.stream("fanout", expected, check.counts());
+    })
+    .await;
     sim::close(client).await;
 }

@@ -2,8 +2,11 @@
 //! simulated client does (in a worker) and how the coordinator drives the run and
 //! turns the tally into figures.
 
+pub mod chat;
+mod compare;
 mod connect;
 mod fanout;
+pub mod floor;
 mod fuzz;
 mod idle;
 mod reconnect;
@@ -19,7 +22,7 @@ use crate::report::Report;
 use crate::worker::WorkerCtx;
 
 /// The scenario names, as given on the command line.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 9] = [
     "connect",
     "idle",
     "fanout",
@@ -27,6 +30,8 @@ pub const NAMES: [&str; 7] = [
     "reconnect",
     "soak",
     "fuzz",
+    "floor",
+    "compare",
 ];
 
 /// Runs scenario `name` as the coordinator.
@@ -39,6 +44,8 @@ pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
         "reconnect" => reconnect::coordinate(flags).await,
         "soak" => soak::coordinate(flags).await,
         "fuzz" => fuzz::coordinate(flags).await,
+        "floor" => floor::coordinate(flags).await,
+        "compare" => compare::coordinate(flags).await,
         other => Err(format!("unknown scenario '{other}'")),
     }
 }
@@ -60,6 +67,7 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
             backoff_ms,
         } => reconnect::client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
         ScenarioPlan::Soak(plan) => soak::client(&ctx, index, &plan).await,
+        ScenarioPlan::Chat { dialect } => chat::client(&ctx, index, dialect).await,
     }
 }
 

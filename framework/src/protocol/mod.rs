@@ -2,9 +2,9 @@
 //!
 //! [`Frame`] is the one message type of protocol v1; [`codec`] turns frames into bytes
 //! and back; [`WireFrame`] is a frame as the server sends it, encoded and framed once
-//! for all its recipients. Nothing here knows about actors or sockets, so a client in another
-//! language can be written from `docs/protocol.md` and checked against the same test
-//! vectors that `tests/protocol_vectors/` decodes.
+//! for all its recipients. Nothing here knows about actors or sockets, so a client in
+//! another language can be written from `docs/protocol.md` and checked against the
+//! same test vectors that `tests/protocol_vectors/` decodes.
 
 pub mod codec;
 mod frame;

@@ -14,7 +14,6 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
@@ -28,7 +27,7 @@ pub use broadcast::Broadcast;
 pub(crate) use socket::{SessionLink, SocketCommand};
 pub use socket::{Socket, SocketEvent, SocketEventKind};
 
-use crate::protocol::{self, Frame};
+use crate::protocol::{self, Frame, WireFrame};
 use crate::room::{Deliver, Gauge};
 use crate::{DisconnectReason, EmitError, SessionId};
 
@@ -83,9 +82,9 @@ impl AckReply {
             id: self.id,
             payload: ByteBuf::from(payload),
         });
-        socket.check_size(&frame)?;
+        socket.check_size(frame.len())?;
         socket.mailbox().post(Deliver {
-            frame,
+            frame: WireFrame::new(&frame),
             reliable: true,
         });
         Ok(())
@@ -259,7 +258,9 @@ pub(crate) fn encode_event<T: Serialize>(
     ns: &str,
     name: &str,
     payload: &T,
-) -> Result<Bytes, EmitError> {
+) -> Result<WireFrame, EmitError> {
     let json = serde_json::to_vec(payload)?;
-    Ok(protocol::encode_event(kind, ns, name, &json))
+    Ok(WireFrame::new(&protocol::encode_event(
+        kind, ns, name, &json,
+    )))
 }

@@ -165,7 +165,7 @@ impl Socket {
         payload: &T,
     ) -> Result<(), EmitError> {
         let frame = encode_event(kind, &self.inner.ns, event, payload)?;
-        self.check_size(&frame)?;
+        self.check_size(frame.len())?;
         self.inner.link.deliver.post(Deliver {
             frame,
             reliable: kind == EventKind::Reliable,
@@ -180,14 +180,11 @@ impl Socket {
         self.inner.link.max_frame.load(Ordering::Relaxed)
     }
 
-    /// Fails if `frame` is larger than the client accepts.
-    pub(crate) fn check_size(&self, frame: &Bytes) -> Result<(), EmitError> {
+    /// Fails if a frame of `size` bytes is larger than the client accepts.
+    pub(crate) fn check_size(&self, size: usize) -> Result<(), EmitError> {
         let limit = self.max_frame_size();
-        if frame.len() > limit {
-            return Err(EmitError::TooLarge {
-                size: frame.len(),
-                limit,
-            });
+        if size > limit {
+            return Err(EmitError::TooLarge { size, limit });
         }
         Ok(())
     }

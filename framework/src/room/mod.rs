@@ -1,8 +1,9 @@
 //! Rooms: named groups of sockets inside a namespace, and the fan-out of broadcasts.
 //!
 //! Each room is an actor placed on one of the room arbiters (one per core), so the
-//! fan-out of busy rooms runs on every core. A broadcast arrives here already encoded:
-//! per recipient the room only clones a reference-counted [`Bytes`] and posts it.
+//! fan-out of busy rooms runs on every core. A broadcast arrives here already encoded
+//! and framed ([`WireFrame`]): per recipient the room only clones a reference-counted
+//! buffer and posts it.
 //! Every post on this path is bounded (see [`Mailbox`] and [`Gauge`]).
 
 mod mailbox;
@@ -10,10 +11,9 @@ mod mailbox;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::prelude::*;
-use bytes::Bytes;
-
+use crate::protocol::WireFrame;
 use crate::SessionId;
+use actix::prelude::*;
 
 pub use mailbox::{Gauge, Mailbox, Ticket};
 
@@ -22,8 +22,8 @@ pub use mailbox::{Gauge, Mailbox, Ticket};
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Deliver {
-    /// The encoded frame, shared by every recipient of the same broadcast.
-    pub frame: Bytes,
+    /// The encoded and framed frame, shared by every recipient of the same broadcast.
+    pub frame: WireFrame,
     /// Whether the frame belongs to the reliable stream.
     pub reliable: bool,
 }

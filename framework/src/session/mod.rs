@@ -22,6 +22,7 @@ mod heartbeat;
 mod keepalive;
 mod outbox;
 mod rate;
+mod send_queue;
 mod supervisor;
 mod transport_link;
 
@@ -31,12 +32,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
 pub use outbox::{Outbox, Overflow};
+pub use send_queue::SendQueue;
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
@@ -47,7 +48,7 @@ pub use transport_link::{Attach, Backlog, FromTransport, ToTransport, TransportI
 use crate::namespace::{
     self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
 };
-use crate::protocol::{self, Frame, Open, ResumeToken, PROTOCOL_VERSION};
+use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
 use crate::room::{Deliver, Mailbox};
 use crate::server::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
@@ -156,7 +157,7 @@ impl Session {
     /// Sends a frame to the client: reliable frames are numbered and kept in the
     /// outbox until acknowledged (also while detached); volatile ones are written only
     /// to a connection that keeps up, and otherwise dropped.
-    fn deliver(&mut self, frame: Bytes, reliable: bool, ctx: &mut Context<Self>) {
+    fn deliver(&mut self, frame: WireFrame, reliable: bool, ctx: &mut Context<Self>) {
         if self.ended {
             return;
         }
@@ -175,7 +176,7 @@ impl Session {
             return;
         }
         if reliable {
-            if self.outbox.push(frame.clone()).is_err() {
+            if self.outbox.push(frame.payload()).is_err() {
                 tracing::warn!(
                     sid = self.id().0,
                     frames = self.outbox.len(),
@@ -201,14 +202,21 @@ impl Session {
         }
     }
 
-    /// Hands bytes to the connection, if any, enforcing the backlog limit.
-    fn write(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
+    /// Hands a frame to the connection, if any, enforcing the backlog limit: a
+    /// WebSocket connection gets the framed message on its queue, shared with every
+    /// other recipient of the same broadcast; long polling gets the payload.
+    fn write(&mut self, frame: WireFrame, ctx: &mut Context<Self>) {
         let Link::Attached(transport) = &self.link else {
             return;
         };
-        let size = queued_size(&frame);
+        let bytes = match &transport.queue {
+            Some(_) => frame.message().clone(),
+            None => frame.payload(),
+        };
+        let size = queued_size(&bytes);
         let queued = transport.backlog.fetch_add(size, Ordering::Relaxed) + size;
         if queued > self.shared.config.max_send_backlog {
+            transport.backlog.fetch_sub(size, Ordering::Relaxed);
             tracing::warn!(
                 sid = self.id().0,
                 queued,
@@ -217,14 +225,17 @@ impl Session {
             return self.end(DisconnectReason::SlowConsumer, true, ctx);
         }
         // Bounded by the backlog just counted (bytes, not messages).
-        transport.recipient.do_send(ToTransport::Frame(frame));
+        match &transport.queue {
+            Some(queue) => queue.push(bytes),
+            None => transport.recipient.do_send(ToTransport::Frame(bytes)),
+        }
     }
 
     /// Sends a frame the session itself produced: reliable ones are sequenced;
     /// control frames (open, ping, received) are written as they are, never dropped
     /// like volatile events.
     fn send_frame(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
-        let bytes = protocol::encode(frame);
+        let bytes = WireFrame::encode(frame);
         if frame.is_reliable() {
             self.deliver(bytes, true, ctx);
         } else if !self.ended {
@@ -607,7 +618,7 @@ impl Handler<SocketCommand> for Session {
                     }
                 });
                 self.pending_acks.insert(id, PendingAck { tx, timer });
-                self.deliver(frame, true, ctx);
+                self.deliver(WireFrame::new(&frame), true, ctx);
             }
             SocketCommand::Leave { ns, reason } => {
                 if let Some(joined) = self.joined.remove(&ns) {

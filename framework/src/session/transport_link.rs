@@ -11,9 +11,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::rate::Exceeded;
+use super::send_queue::SendQueue;
 use super::{ClientLimit, Link, Session};
 use crate::namespace::SocketEventKind;
-use crate::protocol::{self, Frame};
+use crate::protocol::{Frame, WireFrame};
 use crate::room::Gauge;
 use crate::DisconnectReason;
 
@@ -25,7 +26,7 @@ pub type TransportId = u64;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum ToTransport {
-    /// Write one encoded frame.
+    /// Write one encoded frame (transports without a [`SendQueue`]).
     Frame(Bytes),
     /// The session is over: write a `Close` frame with the reason, then close.
     Close { reason: String },
@@ -54,8 +55,12 @@ pub enum FromTransport {
 pub struct TransportLink {
     /// Identifies the connection.
     pub id: TransportId,
-    /// Where encoded frames go.
+    /// Where the connection's commands go (close, drop), and encoded frames too when
+    /// it has no `queue` (long polling).
     pub recipient: Recipient<ToTransport>,
+    /// A WebSocket connection's queue: the session appends complete WebSocket
+    /// messages here directly, without a message to the transport per frame.
+    pub queue: Option<Arc<SendQueue>>,
     /// Bytes queued on the connection, shared with the transport.
     pub backlog: Backlog,
     /// Client frames handed to the session and not handled yet. The transport admits
@@ -190,10 +195,11 @@ impl Handler<Attach> for Session {
             ));
         }
         // Checked above: the replay cannot be out of range.
-        let replay: Vec<Bytes> = self
+        // Framed again for the new connection: a resume is rare, a copy per frame fine.
+        let replay: Vec<WireFrame> = self
             .outbox
             .replay_after(msg.last_seq)
-            .map(|frames| frames.cloned().collect())
+            .map(|frames| frames.map(|frame| WireFrame::new(frame)).collect())
             .unwrap_or_default();
         self.limit = msg.limit;
         if let Some(ids) = &self.ids {
@@ -217,7 +223,7 @@ impl Handler<Attach> for Session {
             last_seq: self.recv_seq,
             replay: replayed,
         };
-        self.write(protocol::encode(&resumed), ctx);
+        self.write(WireFrame::encode(&resumed), ctx);
         for frame in replay {
             self.write(frame, ctx);
         }

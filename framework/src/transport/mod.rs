@@ -10,3 +10,4 @@ mod edge;
 mod opening;
 pub(crate) mod polling;
 pub(crate) mod websocket;
+mod ws_frames;

@@ -308,6 +308,7 @@ impl PollTransport {
         TransportLink {
             id: self.id,
             recipient: ctx.address().recipient(),
+            queue: None,
             backlog: self.backlog.clone(),
             inbound: self.inbound.clone(),
         }

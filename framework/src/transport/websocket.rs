@@ -1,21 +1,28 @@
 //! The WebSocket transport: one actor per connection, one frame per binary message.
+//!
+//! actix-web does the handshake; the upgraded connection's two byte streams are then
+//! ours (see [`super::ws_frames`]): the actor reads the client's frames, and the
+//! session writes framed messages straight onto the connection's [`SendQueue`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_codec::Encoder;
+use actix_http::ws::{self, Codec, Frame as WsFrame, Message as WsMessage};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
+use bytes::BytesMut;
 
 use super::admission::{self, ConnectionSlot};
 use super::edge::{FrameGuard, Violation};
 use super::opening::{opening, resume, start_session, Opening};
-use crate::protocol::{self, Frame};
+use super::ws_frames::{ConnectionGone, Incoming, Outgoing};
+use crate::protocol::{self, Frame, WireFrame};
 use crate::room::Gauge;
 use crate::server::Shared;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Session, ToTransport,
-    TransportId, TransportLink,
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SendQueue, Session,
+    ToTransport, TransportId, TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
 
@@ -32,13 +39,17 @@ pub(crate) async fn route(
         Ok(slot) => slot,
         Err(refusal) => return Ok(refusal.response()),
     };
+    let mut response = actix_web_actors::ws::handshake(&req)?;
     let max = shared.config.max_frame_size;
     let violation = Violation::default();
     let transport = WsTransport::new(shared.get_ref().clone(), violation.clone(), slot);
-    let guarded = FrameGuard::new(payload, max, violation);
-    ws::WsResponseBuilder::new(transport, &req, guarded)
-        .frame_size(max)
-        .start()
+    let queue = transport.queue.clone();
+    let incoming = Incoming::new(FrameGuard::new(payload, max, violation), max);
+    let addr = WsTransport::create(|ctx| {
+        ctx.add_stream(incoming);
+        transport
+    });
+    Ok(response.streaming(Outgoing::new(queue, addr.recipient())))
 }
 
 /// Source of transport ids, unique within the process.
@@ -46,14 +57,17 @@ static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
 
 /// One WebSocket connection.
 ///
-/// Note on back-pressure: actix runs this actor only while the HTTP layer pulls its
-/// output, so a peer that stops reading also stops this actor. The send backlog is
-/// therefore counted by the session (which keeps running) and drained here.
+/// Back-pressure: the session counts what it queues in the backlog, and the HTTP layer
+/// counts it off as it takes each message to write; a peer that stops reading makes
+/// the backlog grow until the session ends it as a slow consumer. What this actor
+/// writes itself (pongs, closes) is counted too.
 pub(crate) struct WsTransport {
     id: TransportId,
     shared: Arc<Shared>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
+    /// What the connection has to write, drained by the HTTP layer.
+    queue: Arc<SendQueue>,
     /// Frames posted to the session and not handled yet.
     inbound: Arc<Gauge>,
     closed: bool,
@@ -65,29 +79,32 @@ pub(crate) struct WsTransport {
 
 impl WsTransport {
     fn new(shared: Arc<Shared>, violation: Violation, slot: ConnectionSlot) -> Self {
+        let backlog: Backlog = Arc::new(AtomicUsize::new(0));
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
-            backlog: Arc::new(AtomicUsize::new(0)),
+            queue: Arc::new(SendQueue::new(backlog.clone())),
+            backlog,
             closed: false,
             violation,
             _slot: slot,
         }
     }
 
-    fn link(&self, ctx: &mut ws::WebsocketContext<Self>) -> TransportLink {
+    fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
         TransportLink {
             id: self.id,
             recipient: ctx.address().recipient(),
+            queue: Some(self.queue.clone()),
             backlog: self.backlog.clone(),
             inbound: self.inbound.clone(),
         }
     }
 
     /// Closes the connection because of something the client did; says why first.
-    fn refuse(&mut self, reason: String, ctx: &mut ws::WebsocketContext<Self>) {
+    fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(%reason, "closing connection: protocol error");
         let session_reason = DisconnectReason::Protocol(reason.clone());
         self.close(reason, true, ws::CloseCode::Policy, ctx);
@@ -106,28 +123,46 @@ impl WsTransport {
         reason: String,
         session_over: bool,
         code: ws::CloseCode,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
     ) {
         if self.closed {
             return;
         }
         self.closed = true;
         if session_over {
-            ctx.binary(protocol::encode(&Frame::Close {
+            let close = WireFrame::encode(&Frame::Close {
                 reason: reason.clone(),
-            }));
+            });
+            self.send(close.message().clone());
         }
         let mut description = reason;
         // A close reason is at most 123 bytes in a WebSocket control frame.
         truncate_utf8(&mut description, 120);
-        ctx.close(Some(ws::CloseReason {
+        self.send_control(WsMessage::Close(Some(ws::CloseReason {
             code,
             description: Some(description),
-        }));
+        })));
+        self.queue.finish();
         ctx.stop();
     }
 
-    fn on_binary(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+    /// Queues a message this actor writes itself, counted in the backlog.
+    fn send(&self, message: bytes::Bytes) {
+        self.backlog
+            .fetch_add(queued_size(&message), Ordering::Relaxed);
+        self.queue.push(message);
+    }
+
+    /// Queues a WebSocket control frame (pong, close).
+    fn send_control(&self, message: WsMessage) {
+        let mut buf = BytesMut::new();
+        // A server's control frame always encodes (it is small and unmasked).
+        if Codec::new().encode(message, &mut buf).is_ok() {
+            self.send(buf.freeze());
+        }
+    }
+
+    fn on_binary(&mut self, bytes: &[u8], ctx: &mut Context<Self>) {
         let frame = match protocol::decode(bytes) {
             Ok(frame) => frame,
             Err(e) => return self.refuse(e.to_string(), ctx),
@@ -164,7 +199,7 @@ impl WsTransport {
         token: protocol::ResumeToken,
         last_seq: u64,
         limit: ClientLimit,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
     ) {
         let link = self.link(ctx);
         let attach = resume(self.shared.clone(), sid, token, last_seq, limit, link);
@@ -172,11 +207,12 @@ impl WsTransport {
         ctx.wait(
             attach
                 .into_actor(self)
-                .map(move |result, act, ctx| match result {
+                .map(move |result, act, _| match result {
                     Ok(session) => act.session = Some(session),
                     Err(reason) => {
                         tracing::debug!(sid = sid.0, %reason, "resume failed");
-                        ctx.binary(protocol::encode(&Frame::ResumeFailed { reason }));
+                        let failed = WireFrame::encode(&Frame::ResumeFailed { reason });
+                        act.send(failed.message().clone());
                     }
                 }),
         );
@@ -194,7 +230,7 @@ fn truncate_utf8(s: &mut String, max: usize) {
 }
 
 impl Actor for WsTransport {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
@@ -210,6 +246,7 @@ impl Actor for WsTransport {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.queue.finish();
         if let Some(session) = self.session.take() {
             session.do_send(FromTransport::Closed {
                 transport: self.id,
@@ -219,25 +256,32 @@ impl Actor for WsTransport {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<WsFrame, ws::ProtocolError>> for WsTransport {
+    fn handle(&mut self, msg: Result<WsFrame, ws::ProtocolError>, ctx: &mut Self::Context) {
         if self.closed {
             return;
         }
         match msg {
-            Ok(ws::Message::Binary(bytes)) => self.on_binary(&bytes, ctx),
-            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Text(_)) => self.refuse(
+            Ok(WsFrame::Binary(bytes)) => self.on_binary(&bytes, ctx),
+            // A peer that pings and does not read gets no more pongs than the backlog
+            // holds.
+            Ok(WsFrame::Ping(bytes)) => {
+                if self.backlog.load(Ordering::Relaxed) < self.shared.config.max_send_backlog {
+                    self.send_control(WsMessage::Pong(bytes));
+                }
+            }
+            Ok(WsFrame::Pong(_)) => {}
+            Ok(WsFrame::Text(_)) => self.refuse(
                 "text frames are not part of the protocol; send binary frames".into(),
                 ctx,
             ),
-            Ok(ws::Message::Continuation(_)) => {
+            Ok(WsFrame::Continuation(_)) => {
                 self.refuse("fragmented messages are not supported".into(), ctx)
             }
-            Ok(ws::Message::Close(_)) => {
+            Ok(WsFrame::Close(_)) => {
                 self.closed = true;
-                ctx.close(None);
+                self.send_control(WsMessage::Close(None));
+                self.queue.finish();
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => self.refuse(
@@ -255,6 +299,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
                 None => {
                     tracing::debug!(error = %e, "connection lost");
                     self.closed = true;
+                    self.queue.gone();
                     ctx.stop();
                 }
             },
@@ -267,16 +312,27 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
     }
 }
 
+/// The HTTP layer dropped the connection (I/O error, write timeout, shutdown).
+impl Handler<ConnectionGone> for WsTransport {
+    type Result = ();
+
+    fn handle(&mut self, _: ConnectionGone, ctx: &mut Self::Context) {
+        self.closed = true;
+        ctx.stop();
+    }
+}
+
 impl Handler<ToTransport> for WsTransport {
     type Result = ();
 
     fn handle(&mut self, msg: ToTransport, ctx: &mut Self::Context) {
         match msg {
+            // Sessions write to the queue; a frame sent this way goes there too.
             ToTransport::Frame(bytes) => {
                 self.backlog
                     .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                 if !self.closed {
-                    ctx.binary(bytes);
+                    self.send(WireFrame::new(&bytes).message().clone());
                 }
             }
             ToTransport::Close { reason } => {

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use serde_json::Value;
 
 pub(crate) use players::{JoinPlayer, LeavePlayer};
@@ -28,7 +27,7 @@ use super::subset::group_by_subset;
 use super::tick::{broadcast_due, TickSchedule};
 use super::{Game, RoomContext, RoomId, RoomOptions};
 use crate::namespace::Socket;
-use crate::protocol::{self, EventKind};
+use crate::protocol::{self, EventKind, WireFrame};
 use crate::room::{Deliver, Mailbox};
 use crate::SessionId;
 
@@ -204,7 +203,7 @@ impl<G: Game> GameRoom<G> {
                 continue;
             };
             self.counters.state_encodes += 1;
-            let mut frames: Vec<(Arc<str>, Bytes)> = Vec::with_capacity(1);
+            let mut frames: Vec<(Arc<str>, WireFrame)> = Vec::with_capacity(1);
             for id in ids {
                 if let Some(player) = self.players.get(&id) {
                     let frame = frame_for(&mut frames, &player.socket, &self.options, &json);
@@ -252,7 +251,7 @@ impl<G: Game> GameRoom<G> {
     /// Applies what a game call asked for: reliable events, new metadata.
     fn apply(&mut self, rctx: RoomContext) {
         for out in rctx.outgoing {
-            let mut frames: Vec<(Arc<str>, Bytes)> = Vec::with_capacity(1);
+            let mut frames: Vec<(Arc<str>, WireFrame)> = Vec::with_capacity(1);
             let mut send = |player: &Player<G::Input>| {
                 let (kind, name) = (EventKind::Reliable, &out.event);
                 let frame = event_frame(&mut frames, &player.socket, kind, name, &out.json);
@@ -322,11 +321,11 @@ impl<G: Game> GameRoom<G> {
 
 /// The state frame for `socket`'s namespace, encoded on first use.
 fn frame_for(
-    frames: &mut Vec<(Arc<str>, Bytes)>,
+    frames: &mut Vec<(Arc<str>, WireFrame)>,
     socket: &Socket,
     options: &RoomOptions,
     json: &[u8],
-) -> Bytes {
+) -> WireFrame {
     event_frame(
         frames,
         socket,
@@ -339,17 +338,17 @@ fn frame_for(
 /// The frame of event `name` for `socket`'s namespace, encoded on first use: the
 /// players of one room normally share a namespace, so this encodes once.
 fn event_frame(
-    frames: &mut Vec<(Arc<str>, Bytes)>,
+    frames: &mut Vec<(Arc<str>, WireFrame)>,
     socket: &Socket,
     kind: EventKind,
     name: &str,
     json: &[u8],
-) -> Bytes {
+) -> WireFrame {
     let ns = socket.namespace();
     if let Some((_, frame)) = frames.iter().find(|(n, _)| &**n == ns) {
         return frame.clone();
     }
-    let frame = protocol::encode_event(kind, ns, name, json);
+    let frame = WireFrame::new(&protocol::encode_event(kind, ns, name, json));
     frames.push((ns.into(), frame.clone()));
     frame
 }

@@ -1,0 +1,98 @@
+//! Frames as they leave the server: encoded once, framed once.
+//!
+//! A server→client WebSocket frame is unmasked, so its header and payload are the same
+//! bytes for every recipient. A [`WireFrame`] holds the complete WebSocket binary
+//! message (header, then the encoded [`Frame`]) in one buffer, built once per
+//! broadcast; every recipient gets a clone (a reference count, no copy). The WebSocket
+//! transport writes [`WireFrame::message`] as it is; the long-polling transport and the
+//! outbox take [`WireFrame::payload`], a view into the same buffer.
+
+use bytes::Bytes;
+
+use super::{encode, Frame};
+
+/// FIN set, opcode 2 (binary): one whole binary message per frame.
+const FIN_BINARY: u8 = 0x82;
+
+/// One encoded frame, ready for either transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireFrame {
+    /// The WebSocket header followed by the payload.
+    message: Bytes,
+    /// Length of the header at the front of `message` (2, 4 or 10 bytes).
+    header: usize,
+}
+
+impl WireFrame {
+    /// Frames an encoded payload (one copy, made once for all its recipients).
+    pub fn new(payload: &[u8]) -> Self {
+        let len = payload.len();
+        let mut message = Vec::with_capacity(len + 10);
+        message.push(FIN_BINARY);
+        if len < 126 {
+            // Fits in 7 bits: the cast cannot truncate.
+            message.push(len as u8);
+        } else if let Ok(short) = u16::try_from(len) {
+            message.push(126);
+            message.extend_from_slice(&short.to_be_bytes());
+        } else {
+            message.push(127);
+            message.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let header = message.len();
+        message.extend_from_slice(payload);
+        WireFrame {
+            message: Bytes::from(message),
+            header,
+        }
+    }
+
+    /// Encodes and frames `frame`.
+    pub fn encode(frame: &Frame) -> Self {
+        WireFrame::new(&encode(frame))
+    }
+
+    /// The complete WebSocket binary message: what a WebSocket connection writes.
+    pub fn message(&self) -> &Bytes {
+        &self.message
+    }
+
+    /// The encoded frame alone (a view into the same buffer).
+    pub fn payload(&self) -> Bytes {
+        self.message.slice(self.header..)
+    }
+
+    /// The size of the encoded frame (without the WebSocket header): what the
+    /// client's frame-size limit is compared with.
+    pub fn len(&self) -> usize {
+        self.message.len() - self.header
+    }
+
+    /// Whether the encoded frame is empty (never, for a real frame).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_each_length_form() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+            let payload = vec![7u8; len];
+            let wire = WireFrame::new(&payload);
+            assert_eq!(wire.len(), len);
+            assert_eq!(wire.payload(), payload);
+            assert_eq!(wire.message().len(), header + len);
+            assert_eq!(wire.message()[0], 0x82);
+        }
+        assert_eq!(
+            &WireFrame::new(&[1; 126]).message()[..4],
+            &[0x82, 126, 0, 126]
+        );
+        let long = WireFrame::new(&[1; 65_536]);
+        assert_eq!(&long.message()[1..10], &[127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+}

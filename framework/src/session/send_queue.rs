@@ -1,0 +1,160 @@
+//! The bytes waiting to be written on one WebSocket connection.
+//!
+//! The session appends complete WebSocket messages here directly (no actor message
+//! per frame); the connection's HTTP layer drains them as the body of the upgraded
+//! response and writes everything it finds queued in one write. The queue itself is
+//! not bounded: its writers are, through the [`Backlog`] they count before they push
+//! (`Config::max_send_backlog`), and the drain counts each message off.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+use super::transport_link::{queued_size, Backlog};
+
+/// One connection's queue of outgoing messages, shared by its session (which pushes)
+/// and its transport (which drains).
+#[derive(Debug)]
+pub struct SendQueue {
+    state: Mutex<State>,
+    backlog: Backlog,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    messages: VecDeque<Bytes>,
+    /// Nothing more will be pushed: the drain ends once the queue is empty.
+    finished: bool,
+    /// The connection is gone: pushes are dropped.
+    gone: bool,
+    /// The drain, waiting for a message.
+    waker: Option<Waker>,
+}
+
+impl SendQueue {
+    /// An empty queue whose drain counts messages off `backlog`.
+    pub fn new(backlog: Backlog) -> Self {
+        SendQueue {
+            state: Mutex::new(State::default()),
+            backlog,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a consistent queue (every change is
+        // one push or pop): carry on with it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one complete WebSocket message; the caller has counted it in the
+    /// backlog ([`queued_size`]). Dropped (and counted off) once the queue is finished
+    /// or its connection gone.
+    pub fn push(&self, message: Bytes) {
+        let mut state = self.state();
+        if state.finished || state.gone {
+            drop(state);
+            self.backlog
+                .fetch_sub(queued_size(&message), Ordering::Relaxed);
+            return;
+        }
+        state.messages.push_back(message);
+        // Only the first push after the drain went idle wakes it: the rest are taken
+        // in the same pass, and written together.
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Ends the stream once what is queued is written (the connection then closes).
+    pub fn finish(&self) {
+        let mut state = self.state();
+        state.finished = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The connection is gone: drops what is queued and whatever comes later.
+    pub fn gone(&self) {
+        let dropped: usize = {
+            let mut state = self.state();
+            state.gone = true;
+            state.messages.drain(..).map(|m| queued_size(&m)).sum()
+        };
+        self.backlog.fetch_sub(dropped, Ordering::Relaxed);
+    }
+
+    /// The next message to write; `None` once finished and drained.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut state = self.state();
+        if let Some(message) = state.messages.pop_front() {
+            drop(state);
+            self.backlog
+                .fetch_sub(queued_size(&message), Ordering::Relaxed);
+            return Poll::Ready(Some(message));
+        }
+        if state.finished || state.gone {
+            return Poll::Ready(None);
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use futures_util::task::noop_waker_ref;
+
+    use super::*;
+
+    #[test]
+    fn drains_in_order_then_ends_when_finished() {
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let queue = SendQueue::new(backlog.clone());
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(queue.poll_next(&mut cx).is_pending());
+        for m in [&b"a"[..], b"bc"] {
+            let m = Bytes::copy_from_slice(m);
+            backlog.fetch_add(queued_size(&m), Ordering::Relaxed);
+            queue.push(m);
+        }
+        queue.finish();
+        assert_eq!(
+            queue.poll_next(&mut cx),
+            Poll::Ready(Some(Bytes::from("a")))
+        );
+        assert_eq!(
+            queue.poll_next(&mut cx),
+            Poll::Ready(Some(Bytes::from("bc")))
+        );
+        assert_eq!(queue.poll_next(&mut cx), Poll::Ready(None));
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+        // Finished: a late push is counted off, not queued.
+        backlog.fetch_add(queued_size(&Bytes::from("d")), Ordering::Relaxed);
+        queue.push(Bytes::from("d"));
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_gone_connection_gives_its_backlog_back() {
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let queue = SendQueue::new(backlog.clone());
+        let m = Bytes::from("abc");
+        backlog.fetch_add(queued_size(&m), Ordering::Relaxed);
+        queue.push(m);
+        queue.gone();
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert_eq!(queue.poll_next(&mut cx), Poll::Ready(None));
+    }
+}

@@ -182,14 +182,7 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout_and_may_re
 
     // A new connection resumes the session and gets every blob (the client had
     // processed `Connected`, reliable frame 1).
-    let mut raw = RawClient::connect(&server.url).await;
-    raw.send(&Frame::Resume {
-        sid: open.sid,
-        token: open.token,
-        last_seq: 1,
-        max_frame_size: None,
-    })
-    .await;
+    let mut raw = RawClient::resume(&server.url, &open, 1).await;
     assert_eq!(
         raw.recv().await,
         Some(Frame::Resumed {

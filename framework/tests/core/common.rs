@@ -205,6 +205,20 @@ impl RawClient {
         }
     }
 
+    /// Connects and asks to resume the session `open` opened, from `last_seq`; the
+    /// answer is left to read.
+    pub async fn resume(url: &str, open: &Open, last_seq: u64) -> RawClient {
+        let mut raw = RawClient::connect(url).await;
+        raw.send(&Frame::Resume {
+            sid: open.sid,
+            token: open.token,
+            last_seq,
+            max_frame_size: None,
+        })
+        .await;
+        raw
+    }
+
     /// Connects, opens a session and joins namespace `ns`.
     pub async fn open_in(url: &str, ns: &str) -> (RawClient, Open) {
         let (mut raw, open) = RawClient::open(url).await;

@@ -303,14 +303,7 @@ async fn resume_with_a_bad_token_or_after_expiry_says_why_and_allows_a_fresh_ses
         .unwrap()
         .unwrap();
     assert!(matches!(why, DisconnectReason::Expired(_)));
-    let mut late = RawClient::connect(&server.url).await;
-    late.send(&Frame::Resume {
-        sid: open.sid,
-        token: open.token,
-        last_seq: 0,
-        max_frame_size: None,
-    })
-    .await;
+    let mut late = RawClient::resume(&server.url, &open, 0).await;
     assert_eq!(
         late.recv().await,
         Some(Frame::ResumeFailed {
@@ -444,14 +437,7 @@ async fn a_detached_session_whose_outbox_overflows_is_expired_with_outbox_overfl
         .unwrap()
         .unwrap();
     assert_eq!(why, DisconnectReason::OutboxOverflow);
-    let mut late = RawClient::connect(&server.url).await;
-    late.send(&Frame::Resume {
-        sid: open.sid,
-        token: open.token,
-        last_seq: 1,
-        max_frame_size: None,
-    })
-    .await;
+    let mut late = RawClient::resume(&server.url, &open, 1).await;
     assert_eq!(
         late.recv().await,
         Some(Frame::ResumeFailed {

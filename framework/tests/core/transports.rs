@@ -163,14 +163,7 @@ async fn a_session_started_on_polling_resumes_over_websocket() {
 
     // The client claims frame 1 only; the server replays 2 and 3, and says it got
     // both of the client's frames (Connect, Event), so nothing is resent.
-    let mut ws = RawClient::connect(&server.url).await;
-    ws.send(&Frame::Resume {
-        sid: open.sid,
-        token: open.token,
-        last_seq: 1,
-        max_frame_size: None,
-    })
-    .await;
+    let mut ws = RawClient::resume(&server.url, &open, 1).await;
     assert_eq!(
         ws.recv().await,
         Some(Frame::Resumed {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpServer};
+use actix_web::App;
 use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 use volley::client::{Event, NamespaceClient};
@@ -110,7 +110,7 @@ pub fn init_logs() {
         .init();
 }
 
-/// A Volley server running in an actix-web `HttpServer`.
+/// A Volley server running on its own [`volley::HttpServer`].
 pub struct Running {
     /// The address really bound: with port 0, the port the system picked.
     pub addr: SocketAddr,
@@ -124,26 +124,25 @@ pub struct Running {
 /// Mounts `volley` into an actix-web server on `args.addr` (with TLS when
 /// `args.tls` names the files) and starts it in the background.
 ///
-/// This is the whole integration: `App::new().configure(volley.configure())` adds the
-/// WebSocket route; your own routes can sit beside it in the same `App`.
+/// This is the whole integration: `volley.http_server(App::new)` serves Volley's
+/// routes; your own routes go in the `App` the closure builds.
 pub fn serve(volley: &Volley, args: &Args) -> std::io::Result<Running> {
     let addr = args.addr;
-    let app = volley.clone();
-    let server = HttpServer::new(move || App::new().configure(app.configure()))
-        // Game traffic is many small frames: send each one at once rather than let
-        // Nagle's algorithm hold it back to batch it with the next.
-        .tcp_nodelay(true)
-        // Drops a peer that stops reading after `Config::write_timeout`.
-        .on_connect(volley.on_connect())
+    // Volley's own server: an actix-web `App` (here with no routes of its own; add
+    // yours) with Volley's routes added, `TCP_NODELAY` and the write timeout set on
+    // every connection, and WebSocket connections that leave the HTTP layer once
+    // upgraded (a few hundred bytes each while idle).
+    let server = volley
+        .http_server(App::new)
         // Open WebSockets never finish by themselves: on Ctrl-C, close them after 2 s
-        // instead of actix-web's default 30 s.
+        // instead of the default 30 s.
         .shutdown_timeout(2);
     let server = match &args.tls {
         // `volley::tls::server_config` reads the PEM files and says which one is wrong.
         Some(files) => {
             let tls = volley::tls::server_config(&files.cert, &files.key)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            server.bind_rustls_0_23(addr, tls)?
+            server.bind_rustls(addr, tls)?
         }
         None => server.bind(addr)?,
     };

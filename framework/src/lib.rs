@@ -13,6 +13,7 @@
 mod config;
 mod error;
 pub mod game;
+mod http;
 pub mod namespace;
 pub mod protocol;
 pub mod room;
@@ -31,6 +32,7 @@ pub use game::{
     Game, GameRooms, GameRoomsBuilder, InputError, JoinError, JoinRequest, Joined, LeaveReason,
     RoomContext, RoomId, RoomListing, RoomMetrics, RoomOptions, RoomSetup,
 };
+pub use http::HttpServer;
 pub use namespace::{
     AckReply, Broadcast, Handshake, Namespace, NamespaceStats, Socket, SocketEvent, SocketEventKind,
 };

@@ -20,7 +20,7 @@ use crate::namespace::{
 use crate::room::Gauge;
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
 use crate::transport::{admission, connection, polling, websocket};
-use crate::{Config, EmitError, RateLimit, SessionId};
+use crate::{Config, EmitError, HttpServer, RateLimit, SessionId};
 
 type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
 
@@ -292,16 +292,31 @@ impl Volley {
         move |conn, ext| connection::tune(conn, ext, write_timeout)
     }
 
+    /// An HTTP server for this Volley and your own routes: `factory` builds the
+    /// actix-web `App` of each worker thread, and Volley's routes are added to it. Its
+    /// WebSocket connections leave actix-http's HTTP/1 dispatcher at the upgrade (see
+    /// [`HttpServer`]): the lean way to serve, and what [`Volley::serve`] uses.
+    pub fn http_server<F, T, B>(&self, factory: F) -> HttpServer<F>
+    where
+        F: Fn() -> actix_web::App<T> + Send + Clone + 'static,
+        T: actix_service::ServiceFactory<
+                actix_web::dev::ServiceRequest,
+                Config = (),
+                Response = actix_web::dev::ServiceResponse<B>,
+                Error = actix_web::Error,
+                InitError = (),
+            > + 'static,
+        B: actix_http::body::MessageBody + 'static,
+    {
+        HttpServer::new(self.clone(), self.shared.clone(), factory)
+    }
+
     /// Serves this server alone on `addr` until the process is stopped, with the
     /// settings a real-time server wants (`TCP_NODELAY` on, so small frames are not
-    /// held back by Nagle's algorithm; the write timeout). To add your own routes,
-    /// mount [`Volley::configure`] into your own `HttpServer` and set
-    /// `.tcp_nodelay(true)` and `.on_connect(volley.on_connect())`.
+    /// held back by Nagle's algorithm; the write timeout). To add your own routes, use
+    /// [`Volley::http_server`].
     pub async fn serve(self, addr: impl std::net::ToSocketAddrs) -> std::io::Result<()> {
-        let volley = self.clone();
-        actix_web::HttpServer::new(move || actix_web::App::new().configure(volley.configure()))
-            .tcp_nodelay(true)
-            .on_connect(self.on_connect())
+        self.http_server(actix_web::App::new)
             .bind(addr)?
             .run()
             .await

@@ -1,9 +1,9 @@
 //! Serving `https` and `wss` with rustls (cargo feature `tls`): a server
 //! configuration read from PEM files, and [`Volley::serve_tls`].
 //!
-//! rustls runs on the `ring` provider. For your own `HttpServer`, pass the
-//! configuration to actix-web's `bind_rustls_0_23`; [`rustls`] is re-exported so that
-//! the versions agree. Behind a proxy that terminates TLS (nginx, a cloud load
+//! rustls runs on the `ring` provider. With your own routes, pass the configuration
+//! to [`crate::HttpServer::bind_rustls`] (or, under actix-web's own `HttpServer`, to
+//! its `bind_rustls_0_23`); [`rustls`] is re-exported so that the versions agree. Behind a proxy that terminates TLS (nginx, a cloud load
 //! balancer) none of this is needed.
 
 use std::path::{Path, PathBuf};
@@ -97,11 +97,8 @@ impl Volley {
         addr: impl std::net::ToSocketAddrs,
         tls: rustls::ServerConfig,
     ) -> std::io::Result<()> {
-        let volley = self.clone();
-        actix_web::HttpServer::new(move || actix_web::App::new().configure(volley.configure()))
-            .tcp_nodelay(true)
-            .on_connect(self.on_connect())
-            .bind_rustls_0_23(addr, tls)?
+        self.http_server(actix_web::App::new)
+            .bind_rustls(addr, tls)?
             .run()
             .await
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use actix_web::{App, HttpServer};
+use actix_web::App;
 use rand::RngCore;
 use volley::{GameRooms, Namespace, RoomOptions, Volley};
 
@@ -125,19 +125,12 @@ async fn main() -> std::io::Result<()> {
     let _ = volley_cell.set(volley.clone());
     admin::publish_overview(volley.clone(), rooms.clone(), chat_stats);
 
-    let app = volley.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .configure(app.configure())
-            .configure(assets::routes)
-    })
-    .tcp_nodelay(true)
-    .on_connect(volley.on_connect());
+    let server = volley.http_server(|| App::new().configure(assets::routes));
     let (server, scheme) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = volley::tls::server_config(cert, key)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            (server.bind_rustls_0_23(&args.addr, tls)?, "https")
+            (server.bind_rustls(&args.addr, tls)?, "https")
         }
         _ => (server.bind(&args.addr)?, "http"),
     };

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use volley::{Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, SessionId};
@@ -369,19 +369,16 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
         volley: volley.clone(),
         rooms,
     });
-    let on_connect = volley.on_connect();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(handles.clone())
-            .configure(volley.configure())
-            .route(METRICS_PATH, web::get().to(metrics))
-    })
-    .tcp_nodelay(true)
-    .on_connect(on_connect)
-    // Connection storms: let the kernel queue as many as it allows.
-    .backlog(4096)
-    .shutdown_timeout(1)
-    .bind(opts.addr)?;
+    let server = volley
+        .http_server(move || {
+            App::new()
+                .app_data(handles.clone())
+                .route(METRICS_PATH, web::get().to(metrics))
+        })
+        // Connection storms: let the kernel queue as many as it allows.
+        .backlog(4096)
+        .shutdown_timeout(1)
+        .bind(opts.addr)?;
     let addr = server.addrs().first().copied().unwrap_or(opts.addr);
     let server = server.run();
     if opts.stop_on_eof {

@@ -1,9 +1,12 @@
 //! The bytes waiting to be written on one WebSocket connection.
 //!
 //! The session appends complete WebSocket messages here directly (no actor message
-//! per frame); the connection's HTTP layer drains them as the body of the upgraded
-//! response and writes everything it finds queued in one write. The queue itself is
-//! not bounded: its writers are, through the [`Backlog`] they count before they push
+//! per frame). Two kinds of drain take them: Volley's own connection writer (when the
+//! server was built by [`crate::HttpServer`]) takes everything queued at once and
+//! writes it in one vectored write, counting each message off the backlog once the
+//! socket has taken all of it; under a plain actix-web server, the HTTP/1 dispatcher
+//! takes them one by one as the body of the upgraded response. The queue itself is not
+//! bounded: its writers are, through the [`Backlog`] they count before they push
 //! (`Config::max_send_backlog`), and the drain counts each message off.
 
 use std::collections::VecDeque;
@@ -91,6 +94,30 @@ impl SendQueue {
         self.backlog.fetch_sub(dropped, Ordering::Relaxed);
     }
 
+    /// Moves everything queued into `batch` (which the caller has emptied), without
+    /// counting it off the backlog: the writer does that as the socket takes each
+    /// message ([`SendQueue::written`]). `Ready(false)` once finished and drained.
+    pub fn poll_batch(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Bytes>) -> Poll<bool> {
+        let mut state = self.state();
+        if !state.messages.is_empty() {
+            // The batch is empty: swapping hands the writer the whole queue, and the
+            // queue the batch's spare capacity, without moving a message.
+            std::mem::swap(&mut state.messages, batch);
+            return Poll::Ready(true);
+        }
+        if state.finished || state.gone {
+            return Poll::Ready(false);
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The socket has taken all of `message` (from a batch): counts it off.
+    pub fn written(&self, message: &Bytes) {
+        self.backlog
+            .fetch_sub(queued_size(message), Ordering::Relaxed);
+    }
+
     /// The next message to write; `None` once finished and drained.
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut state = self.state();
@@ -143,6 +170,30 @@ mod tests {
         backlog.fetch_add(queued_size(&Bytes::from("d")), Ordering::Relaxed);
         queue.push(Bytes::from("d"));
         assert_eq!(backlog.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_batch_takes_everything_queued_and_counts_off_as_written() {
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let queue = SendQueue::new(backlog.clone());
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut batch = VecDeque::new();
+        assert!(queue.poll_batch(&mut cx, &mut batch).is_pending());
+        for m in ["a", "bc", "def"] {
+            let m = Bytes::from(m);
+            backlog.fetch_add(queued_size(&m), Ordering::Relaxed);
+            queue.push(m);
+        }
+        assert_eq!(queue.poll_batch(&mut cx, &mut batch), Poll::Ready(true));
+        assert_eq!(batch, ["a", "bc", "def"].map(Bytes::from));
+        // Taken is not written: the backlog still holds all three.
+        assert_eq!(backlog.load(Ordering::Relaxed), 6 + 3 * 64);
+        for m in batch.drain(..) {
+            queue.written(&m);
+        }
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+        queue.finish();
+        assert_eq!(queue.poll_batch(&mut cx, &mut batch), Poll::Ready(false));
     }
 
     #[test]

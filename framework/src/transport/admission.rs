@@ -12,8 +12,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use actix_web::dev::RequestHead;
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 
 use crate::server::Shared;
 use crate::Config;
@@ -49,16 +50,16 @@ impl Refusal {
 
 /// Lets a request through unless it comes from a browser page of another origin that
 /// `cors_origins` does not list. Requests without `Origin` (native clients) pass.
-pub(crate) fn check_origin(req: &HttpRequest, config: &Config) -> Result<(), Refusal> {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+pub(crate) fn check_origin(req: &RequestHead, config: &Config) -> Result<(), Refusal> {
+    let Some(origin) = req.headers.get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("<not ASCII>");
     let host = req
-        .headers()
+        .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        .or_else(|| req.uri.authority().map(|a| a.as_str()));
     let listed = config
         .cors_origins
         .iter()
@@ -138,7 +139,7 @@ impl Drop for ConnectionSlot {
 
 /// Takes a place for a new connection from the client that sent `req`, or says why
 /// there is none.
-pub(crate) fn reserve(req: &HttpRequest, shared: &Shared) -> Result<ConnectionSlot, Refusal> {
+pub(crate) fn reserve(req: &RequestHead, shared: &Shared) -> Result<ConnectionSlot, Refusal> {
     let config = &shared.config;
     let connections = &shared.connections;
     let taken = connections.total.fetch_add(1, Ordering::Relaxed);
@@ -165,12 +166,12 @@ pub(crate) fn reserve(req: &HttpRequest, shared: &Shared) -> Result<ConnectionSl
 /// The client's address as counted by the per-address limit: the TCP peer, or behind
 /// trusted proxies the last `X-Forwarded-For` hop that is not one of them. IPv6
 /// addresses are cut to their /64, the network one subscriber usually gets.
-fn client_address(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip().to_canonical();
+fn client_address(req: &RequestHead, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = req.peer_addr?.ip().to_canonical();
     Some(per_network(forwarded_client(req, peer, trusted)))
 }
 
-fn forwarded_client(req: &HttpRequest, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
+fn forwarded_client(req: &RequestHead, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
     if !trusted.contains(&peer) {
         return peer;
     }
@@ -178,7 +179,7 @@ fn forwarded_client(req: &HttpRequest, peer: IpAddr, trusted: &[IpAddr]) -> IpAd
     // the first address that is not one of our proxies is the client. What lies
     // further left was written by the client and proves nothing.
     let hops: Vec<&str> = req
-        .headers()
+        .headers
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -215,6 +216,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+    use actix_web::HttpRequest;
 
     #[test]
     fn same_origin_compares_host_and_port_not_scheme() {
@@ -245,20 +247,29 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // Not from a proxy: the header is whatever the client wrote.
         let direct = request("203.0.113.9:5000", &["198.51.100.1"]);
-        assert_eq!(client_address(&direct, &[proxy]), Some(ip("203.0.113.9")));
+        assert_eq!(
+            client_address(direct.head(), &[proxy]),
+            Some(ip("203.0.113.9"))
+        );
         // From our proxy: the last hop it appended.
         let proxied = request("10.0.0.1:5000", &["6.6.6.6, 198.51.100.1"]);
-        assert_eq!(client_address(&proxied, &[proxy]), Some(ip("198.51.100.1")));
+        assert_eq!(
+            client_address(proxied.head(), &[proxy]),
+            Some(ip("198.51.100.1"))
+        );
         // Two of our proxies in a row; headers repeated.
         let chained = request("10.0.0.1:5000", &["198.51.100.1", "10.0.0.1"]);
-        assert_eq!(client_address(&chained, &[proxy]), Some(ip("198.51.100.1")));
+        assert_eq!(
+            client_address(chained.head(), &[proxy]),
+            Some(ip("198.51.100.1"))
+        );
         // A trusted proxy that sent no header, or garbage: the proxy itself.
         assert_eq!(
-            client_address(&request("10.0.0.1:5000", &[]), &[proxy]),
+            client_address(request("10.0.0.1:5000", &[]).head(), &[proxy]),
             Some(proxy)
         );
         assert_eq!(
-            client_address(&request("10.0.0.1:5000", &["junk"]), &[proxy]),
+            client_address(request("10.0.0.1:5000", &["junk"]).head(), &[proxy]),
             Some(proxy)
         );
     }
@@ -267,10 +278,10 @@ mod tests {
     fn ipv6_clients_count_per_64() {
         let a = request("[2001:db8:1:2:aaaa::1]:5000", &[]);
         let b = request("[2001:db8:1:2:bbbb::2]:5000", &[]);
-        assert_eq!(client_address(&a, &[]), client_address(&b, &[]));
+        assert_eq!(client_address(a.head(), &[]), client_address(b.head(), &[]));
         let mapped = request("[::ffff:192.0.2.7]:5000", &[]);
         assert_eq!(
-            client_address(&mapped, &[]),
+            client_address(mapped.head(), &[]),
             Some("192.0.2.7".parse().unwrap())
         );
     }

@@ -9,5 +9,6 @@ pub(crate) mod connection;
 mod edge;
 mod opening;
 pub(crate) mod polling;
+pub(crate) mod upgrade;
 pub(crate) mod websocket;
 mod ws_frames;

@@ -129,7 +129,7 @@ fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
 }
 
 async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
-    if let Err(refusal) = admission::check_origin(&req, &shared.config) {
+    if let Err(refusal) = admission::check_origin(req.head(), &shared.config) {
         return refusal.response();
     }
     let mut builder = HttpResponse::NoContent();
@@ -159,7 +159,7 @@ async fn get(
     // A GET answer that cannot be written is dropped like a stalled WebSocket.
     super::connection::check_tuned(&req, shared.config.write_timeout);
     let result = async {
-        admission::check_origin(&req, &shared.config)?;
+        admission::check_origin(req.head(), &shared.config)?;
         let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
         let transport = lookup(&shared, pid).ok_or(PollError::UnknownPid)?;
         let (reply, answer) = oneshot::channel();
@@ -183,7 +183,7 @@ async fn post(
     shared: web::Data<Arc<Shared>>,
 ) -> HttpResponse {
     let result = async {
-        admission::check_origin(&req, &shared.config)?;
+        admission::check_origin(req.head(), &shared.config)?;
         let body = read_body(&req, payload, shared.config.max_poll_body).await?;
         let frames = protocol::split_batch(&body, shared.config.max_poll_frames)
             .map_err(|e| PollError::Refused(e.to_string()))?;
@@ -199,7 +199,7 @@ async fn post(
                         "an opening request must carry 'hello' or 'resume'".to_owned(),
                     ));
                 }
-                let slot = admission::reserve(&req, &shared)?;
+                let slot = admission::reserve(req.head(), &shared)?;
                 let pid = new_pid();
                 let transport =
                     PollTransport::new(shared.get_ref().clone(), pid.clone(), slot).start();

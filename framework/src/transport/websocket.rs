@@ -10,8 +10,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_codec::Encoder;
 use actix_http::ws::{self, Codec, Frame as WsFrame, Message as WsMessage};
+use actix_web::error::PayloadError;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 
 use super::admission::{self, ConnectionSlot};
 use super::edge::{FrameGuard, Violation};
@@ -26,30 +28,46 @@ use crate::session::{
 };
 use crate::{DisconnectReason, SessionId};
 
-/// The actix-web handler for the WebSocket endpoint.
+/// The actix-web handler for the WebSocket endpoint, under a plain actix-web
+/// `HttpServer` (Volley's own server takes upgrades before they reach it: see
+/// [`super::upgrade`]).
 pub(crate) async fn route(
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, actix_web::Error> {
     super::connection::check_tuned(&req, shared.config.write_timeout);
-    let slot = match admission::check_origin(&req, &shared.config)
-        .and_then(|()| admission::reserve(&req, &shared))
+    let slot = match admission::check_origin(req.head(), &shared.config)
+        .and_then(|()| admission::reserve(req.head(), &shared))
     {
         Ok(slot) => slot,
         Err(refusal) => return Ok(refusal.response()),
     };
     let mut response = actix_web_actors::ws::handshake(&req)?;
+    let (transport, queue) = start(shared.get_ref(), slot, payload);
+    Ok(response.streaming(Outgoing::new(queue, transport.recipient())))
+}
+
+/// Starts the transport actor of an upgraded connection whose client bytes come from
+/// `bytes`; what the caller must write is in the returned queue.
+pub(crate) fn start<S>(
+    shared: &Arc<Shared>,
+    slot: ConnectionSlot,
+    bytes: S,
+) -> (Addr<WsTransport>, Arc<SendQueue>)
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
+{
     let max = shared.config.max_frame_size;
     let violation = Violation::default();
-    let transport = WsTransport::new(shared.get_ref().clone(), violation.clone(), slot);
+    let transport = WsTransport::new(shared.clone(), violation.clone(), slot);
     let queue = transport.queue.clone();
-    let incoming = Incoming::new(FrameGuard::new(payload, max, violation), max);
+    let incoming = Incoming::new(FrameGuard::new(bytes, max, violation), max);
     let addr = WsTransport::create(|ctx| {
         ctx.add_stream(incoming);
         transport
     });
-    Ok(response.streaming(Outgoing::new(queue, addr.recipient())))
+    (addr, queue)
 }
 
 /// Source of transport ids, unique within the process.

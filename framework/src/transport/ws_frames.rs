@@ -1,19 +1,28 @@
-//! The two byte streams of an upgraded WebSocket connection, as actix-web hands them
-//! over: the request body (the client's bytes, decoded here into frames with
-//! actix-http's codec) and the response body (the server's bytes, drained here from
-//! the connection's [`SendQueue`] as complete, already framed messages).
+//! The two byte streams of an upgraded WebSocket connection: the client's bytes,
+//! decoded here into frames with actix-http's codec ([`Incoming`]), and the server's,
+//! drained from the connection's [`SendQueue`] as complete, already framed messages.
+//!
+//! Two ways to get them. Under Volley's own server ([`crate::HttpServer`]) the
+//! connection leaves actix-http's HTTP/1 dispatcher at the upgrade: [`ReadChunks`]
+//! reads the socket and the [`Writer`] task writes every message queued since its
+//! last write in one vectored write, straight from the shared bytes of each frame (no
+//! copy), with no buffer kept while the connection is idle. Under a plain actix-web
+//! `HttpServer` (the route of `Volley::configure`) the dispatcher keeps the
+//! connection: the request body is the client's bytes and [`Outgoing`] the response
+//! body, which the dispatcher copies into its 8 KiB write buffer (and holds an 8 KiB
+//! read buffer) for the connection's whole life.
 //!
 //! Why not actix-web-actors' `WebsocketContext`: it re-frames every message it is
 //! given into its own buffer, a copy per recipient of a broadcast, and its actor only
-//! runs when the HTTP layer polls the response. Here the session pushes the message
-//! that was framed once per broadcast, and the HTTP/1 dispatcher, which polls the
-//! response body until it has nothing more to give, writes everything queued since
-//! its last write in one `write()`.
+//! runs when the HTTP layer polls the response.
 
-use std::io;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use actix::prelude::*;
 use actix_codec::Decoder;
@@ -21,6 +30,7 @@ use actix_http::ws::{Codec, Frame, ProtocolError};
 use actix_web::error::PayloadError;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::session::SendQueue;
 
@@ -63,7 +73,12 @@ where
                 Poll::Pending => break,
             }
         }
-        match this.codec.decode(&mut this.buf) {
+        let decoded = this.codec.decode(&mut this.buf);
+        if this.buf.is_empty() && this.buf.capacity() > 0 {
+            // Idle connections keep no buffer: the next chunk allocates what it needs.
+            this.buf = BytesMut::new();
+        }
+        match decoded {
             Ok(Some(frame)) => Poll::Ready(Some(Ok(frame))),
             Ok(None) if this.eof => Poll::Ready(None),
             Ok(None) => Poll::Pending,
@@ -103,5 +118,145 @@ impl Drop for Outgoing {
     fn drop(&mut self) {
         self.queue.gone();
         self.transport.do_send(ConnectionGone);
+    }
+}
+
+/// How much one read takes from the socket at most.
+const READ_CHUNK: usize = 4096;
+
+/// The client's bytes, read from the socket of a connection that left the HTTP/1
+/// dispatcher, as chunks for the edge guard and [`Incoming`]. Nothing is kept between
+/// reads: each read lands in a stack buffer and becomes a chunk of its own size.
+pub(crate) struct ReadChunks<R> {
+    io: R,
+    /// What the HTTP layer had already read past the upgrade request.
+    first: Option<Bytes>,
+}
+
+impl<R> ReadChunks<R> {
+    pub(crate) fn new(io: R, first: Bytes) -> Self {
+        ReadChunks {
+            io,
+            first: (!first.is_empty()).then_some(first),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for ReadChunks<R> {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let mut space = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut space);
+        match ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
+            Ok(()) if buf.filled().is_empty() => Poll::Ready(None),
+            Ok(()) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
+            Err(e) => Poll::Ready(Some(Err(PayloadError::Io(e)))),
+        }
+    }
+}
+
+/// The most messages one vectored write hands the kernel (Linux takes up to 1024).
+const MAX_IOVECS: usize = 64;
+
+/// Writes a connection's [`SendQueue`] to its socket: everything queued since the
+/// last write goes out in one vectored write, each message from the bytes it was
+/// framed in (a broadcast's frame is shared by all its recipients, never copied). Runs
+/// as a task of its own, so that what is queued when the transport actor stops (a
+/// `Close` frame, the WebSocket close) is still written; the socket is shut down once
+/// the queue is finished and written. When the socket fails, [`Outgoing`]'s drop tells
+/// the transport.
+pub(crate) struct Writer<W> {
+    io: W,
+    out: Outgoing,
+    /// Taken from the queue, not yet all written; the first one from `offset` on.
+    batch: VecDeque<Bytes>,
+    offset: usize,
+}
+
+impl<W> Writer<W> {
+    pub(crate) fn new(io: W, out: Outgoing) -> Self {
+        Writer {
+            io,
+            out,
+            batch: VecDeque::new(),
+            offset: 0,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    /// Counts `n` written bytes off the batch.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.batch.front() else {
+                return;
+            };
+            let left = front.len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.offset = 0;
+            if let Some(done) = self.batch.pop_front() {
+                self.out.queue.written(&done);
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.batch.is_empty() {
+                if self.batch.capacity() > 4 * MAX_IOVECS {
+                    self.batch = VecDeque::new(); // a burst is over: give its room back
+                }
+                match self.out.queue.poll_batch(cx, &mut self.batch) {
+                    Poll::Ready(true) => {}
+                    Poll::Ready(false) => {
+                        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                        return Pin::new(&mut self.io).poll_shutdown(cx);
+                    }
+                    Poll::Pending => {
+                        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, message) in self.batch.iter().take(MAX_IOVECS).enumerate() {
+                let from = if i == 0 { self.offset } else { 0 };
+                slices[i] = IoSlice::new(&message[from..]);
+                count += 1;
+            }
+            let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Future for Writer<W> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Err(e) = ready!(self.poll_write(cx)) {
+            tracing::debug!(error = %e, "connection lost while writing");
+        }
+        Poll::Ready(())
+    }
+}
+
+impl<W> Drop for Writer<W> {
+    fn drop(&mut self) {
+        for message in self.batch.drain(..) {
+            self.out.queue.written(&message);
+        }
     }
 }

@@ -8,7 +8,7 @@ use actix_web::{App, HttpServer};
 use awc::ws;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use volley::client::{Client, ClientConfig, Event, NamespaceClient, Transport};
+use volley::client::{Client, ClientConfig, ConnectionEvent, Event, NamespaceClient, Transport};
 use volley::protocol::{self, Frame, Open, PROTOCOL_VERSION};
 use volley::{DisconnectReason, Namespace, Volley, VolleyBuilder};
 
@@ -29,8 +29,21 @@ impl Drop for TestServer {
     }
 }
 
-/// Starts `builder` behind actix-web on 127.0.0.1, on a free port.
+/// Starts `builder` on Volley's own server on 127.0.0.1, on a free port.
 pub fn serve(builder: VolleyBuilder) -> TestServer {
+    let volley = builder.build();
+    let server = volley
+        .http_server(App::new)
+        .workers(2)
+        .bind(("127.0.0.1", 0))
+        .expect("bind loopback");
+    let addr = server.addrs()[0];
+    started(volley, addr, server.run())
+}
+
+/// Starts `builder` mounted into actix-web's own `HttpServer` (the WebSocket then
+/// stays in actix-http's HTTP/1 dispatcher), on 127.0.0.1, on a free port.
+pub fn serve_in_actix_web(builder: VolleyBuilder) -> TestServer {
     let volley = builder.build();
     let app = volley.clone();
     let server = HttpServer::new(move || App::new().configure(app.configure()))
@@ -40,7 +53,14 @@ pub fn serve(builder: VolleyBuilder) -> TestServer {
         .bind(("127.0.0.1", 0))
         .expect("bind loopback");
     let addr = server.addrs()[0];
-    let server = server.run();
+    started(volley, addr, server.run())
+}
+
+pub fn started(
+    volley: Volley,
+    addr: std::net::SocketAddr,
+    server: actix_web::dev::Server,
+) -> TestServer {
     let handle = server.handle();
     actix_rt::spawn(server);
     TestServer {
@@ -441,6 +461,24 @@ impl Raw {
                     Err(body) => return Some(body),
                 }
             },
+        }
+    }
+}
+
+/// Waits for the client's next resume and returns how many frames the server replayed.
+pub async fn resumed(client: &Client) -> u64 {
+    loop {
+        match tokio::time::timeout(WAIT, client.next_connection_event())
+            .await
+            .expect("timed out waiting for a resume")
+        {
+            Some(ConnectionEvent::Reconnected {
+                resumed: true,
+                replayed,
+                ..
+            }) => return replayed,
+            Some(ConnectionEvent::Reconnecting { .. }) => {}
+            other => panic!("expected a resume, got {other:?}"),
         }
     }
 }

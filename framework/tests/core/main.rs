@@ -37,6 +37,7 @@ mod namespaces;
 mod proxy;
 mod resume;
 mod security;
+mod servers;
 mod spec;
 mod transports;
 mod wire;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use volley::client::{Client, ClientConfig, ConnectionEvent, Transport};
+use volley::client::{Client, ClientConfig, Transport};
 use volley::protocol::{Frame, Open};
 use volley::{Namespace, SessionId, Socket, Volley};
 
@@ -195,24 +195,6 @@ fn handing_out_sockets() -> (Namespace, mpsc::UnboundedReceiver<Socket>) {
         let _ = tx.lock().unwrap().send(socket.clone());
     });
     (namespace, rx)
-}
-
-/// Waits for the client's next resume and returns how many frames the server replayed.
-async fn resumed(client: &Client) -> u64 {
-    loop {
-        match tokio::time::timeout(WAIT, client.next_connection_event())
-            .await
-            .expect("timed out waiting for a resume")
-        {
-            Some(ConnectionEvent::Reconnected {
-                resumed: true,
-                replayed,
-                ..
-            }) => return replayed,
-            Some(ConnectionEvent::Reconnecting { .. }) => {}
-            other => panic!("expected a resume, got {other:?}"),
-        }
-    }
 }
 
 async fn a_server_to_client_ack_crosses_a_resume_in_either_direction(transport: Transport) {

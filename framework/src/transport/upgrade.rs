@@ -1,0 +1,117 @@
+//! The way into a WebSocket under Volley's own server ([`crate::HttpServer`]): actix-http's
+//! upgrade hook hands over the upgrade request with its socket, and the connection
+//! leaves the HTTP/1 dispatcher for good.
+//!
+//! Why: a connection kept by the dispatcher holds its 8 KiB read and 8 KiB write
+//! buffers for its whole life (16 of the ~18 KiB an idle WebSocket cost), and every
+//! message it writes is copied into that write buffer first. Here the request gets the
+//! same checks and answers as under actix-web (path, `Origin`, connection limits, the
+//! WebSocket handshake), the `101` is written, and then the socket is split: the
+//! transport actor reads it ([`ReadChunks`]) and a [`Writer`] task writes the
+//! connection's queue with vectored writes. Neither keeps a buffer while idle.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix_codec::{AsyncRead, AsyncWrite, Framed};
+use actix_http::body::BodySize;
+use actix_http::header::{self, HeaderValue};
+use actix_http::{h1, ws, ConnectionType, Request, Response, StatusCode};
+use bytes::Bytes;
+use futures_util::SinkExt;
+
+use super::admission;
+use super::websocket;
+use super::ws_frames::{Outgoing, ReadChunks, Writer};
+use crate::server::Shared;
+
+/// Takes one upgrade request off the HTTP/1 dispatcher. Never fails: whatever goes
+/// wrong is answered to the client or is a lost connection.
+pub(crate) async fn upgrade<T>(
+    shared: Arc<Shared>,
+    req: Request,
+    framed: Framed<T, h1::Codec>,
+) -> Result<(), Infallible>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    open(shared, req, framed).await;
+    Ok(())
+}
+
+async fn open<T>(shared: Arc<Shared>, req: Request, mut framed: Framed<T, h1::Codec>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    // Every upgrade request of the server comes here, whatever its path.
+    if req.path() != shared.config.path {
+        let text = format!("no WebSocket endpoint at {}", req.path());
+        return answer(framed, StatusCode::NOT_FOUND, text).await;
+    }
+    let head = req.head();
+    let slot = match admission::check_origin(head, &shared.config)
+        .and_then(|()| admission::reserve(head, &shared))
+    {
+        Ok(slot) => slot,
+        Err(refusal) => return answer(framed, refusal.status(), refusal.to_string()).await,
+    };
+    let switching = match ws::handshake(head) {
+        Ok(mut builder) => builder.message_body(()),
+        Err(e) => {
+            let status = match e {
+                ws::HandshakeError::GetMethodRequired => StatusCode::METHOD_NOT_ALLOWED,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return answer(framed, status, e.to_string()).await;
+        }
+    };
+    let Ok(switching) = switching else {
+        return; // the handshake's own headers are valid: cannot happen
+    };
+    if let Err(e) = framed
+        .send(h1::Message::Item((switching, BodySize::None)))
+        .await
+    {
+        tracing::debug!(error = %e, "connection lost during the WebSocket handshake");
+        return;
+    }
+    let parts = framed.into_parts();
+    let (read, write) = tokio::io::split(parts.io);
+    let first = parts.read_buf.freeze();
+    let (transport, queue) = websocket::start(&shared, slot, ReadChunks::new(read, first));
+    tokio::task::spawn_local(Writer::new(
+        write,
+        Outgoing::new(queue, transport.recipient()),
+    ));
+}
+
+/// Answers a request that does not become a WebSocket, then closes the connection.
+async fn answer<T>(mut framed: Framed<T, h1::Codec>, status: StatusCode, text: String)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::debug!(%status, %text, "upgrade refused");
+    let body = Bytes::from(text);
+    let mut response = Response::with_body(status, ());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
+    }
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    let size = BodySize::Sized(body.len() as u64);
+    let sent = async {
+        framed.send(h1::Message::Item((response, size))).await?;
+        framed.send(h1::Message::Chunk(Some(body))).await?;
+        framed.send(h1::Message::Chunk(None)).await
+    };
+    if let Err(e) = sent.await {
+        tracing::debug!(error = %e, "connection lost while refusing an upgrade");
+    }
+}

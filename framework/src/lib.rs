@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod room;
 mod server;
 pub mod session;
+mod shared;
 mod transport;
 
 #[cfg(feature = "client")]

@@ -50,7 +50,7 @@ use crate::namespace::{
 };
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
 use crate::room::{Deliver, Mailbox};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
 
 /// Ends a session from the application (see [`crate::Volley::kick`]).

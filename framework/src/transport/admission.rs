@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::Config;
 
 /// Why a request was not let in. The text is the response body.

@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod room;
 mod server;
 pub mod session;
+mod shared;
 mod transport;
 
 #[cfg(feature = "client")]

@@ -14,64 +14,12 @@ use actix_web::web;
 use serde::Serialize;
 
 use crate::namespace::{
-    Broadcast, Namespace, NamespaceActor, NamespaceHandle, NamespaceStats, RoomPlacer, Stats,
-    Target,
+    Broadcast, Namespace, NamespaceHandle, NamespaceStats, RoomPlacer, Stats, Target,
 };
-use crate::room::Gauge;
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
-use crate::transport::{admission, connection, polling, websocket};
+use crate::shared::{read, NamespaceFactory, Shared};
+use crate::transport::{connection, polling, websocket};
 use crate::{Config, EmitError, HttpServer, RateLimit, SessionId};
-
-type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
-
-/// State shared by every session, transport and handle of one server.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub supervisor: Addr<Supervisor>,
-    namespaces: RwLock<HashMap<String, NamespaceHandle>>,
-    dynamic: Option<Arc<NamespaceFactory>>,
-    place_room: RoomPlacer,
-    control: ArbiterHandle,
-    /// Open long-polling connections.
-    pub polls: polling::PollRegistry,
-    /// Broadcast deliveries skipped because the frame was larger than the recipient
-    /// client accepts (see [`Volley::frames_over_client_limit`]).
-    pub over_client_limit: AtomicU64,
-    /// Open connections of both transports, for the connection limits.
-    pub connections: Arc<admission::Connections>,
-}
-
-impl Shared {
-    /// The running namespace `name`, created on first use if a dynamic factory
-    /// accepts it. Only connects come here, never events.
-    pub fn namespace(&self, name: &str) -> Option<NamespaceHandle> {
-        if let Some(found) = read(&self.namespaces).get(name) {
-            return Some(found.clone());
-        }
-        let spec = (self.dynamic.as_ref()?)(name)?;
-        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        // Another session may have created it meanwhile.
-        let handle = map
-            .entry(name.to_owned())
-            .or_insert_with(|| self.start_namespace(name, spec));
-        Some(handle.clone())
-    }
-
-    fn start_namespace(&self, name: &str, spec: Namespace) -> NamespaceHandle {
-        let name: Arc<str> = name.into();
-        let actor = NamespaceActor::new(name.clone(), self.place_room.clone());
-        NamespaceHandle {
-            name,
-            spec: Arc::new(spec),
-            addr: NamespaceActor::start_in_arbiter(&self.control, |_| actor),
-            broadcasts: Arc::new(Gauge::new(self.config.max_mailbox)),
-        }
-    }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Builds a [`Volley`] server. Every setting has a default (see [`Config`]).
 #[derive(Default)]

@@ -18,7 +18,8 @@ use actix::prelude::*;
 use serde_json::Value;
 use slotmap::{Key, KeyData, SlotMap};
 
-use super::room::{Dispose, JoinPlayer, RoomHandle, Spawn};
+use super::messages::{Dispose, JoinPlayer, RoomHandle, RoomReport, RoomStatus};
+use super::room::Spawn;
 use super::seats::Seats;
 use super::{JoinError, JoinRequest, Joined, RoomId, RoomListing, RoomOptions};
 use crate::namespace::Socket;
@@ -44,15 +45,6 @@ pub(crate) type RoomFactory =
 pub(crate) struct RoomType {
     pub factory: RoomFactory,
     pub options: Arc<RoomOptions>,
-}
-
-/// What a room last told the matchmaker about itself.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RoomStatus {
-    /// The room's change counter: a report older than the one kept is ignored.
-    pub version: u64,
-    pub players: usize,
-    pub metadata: Value,
 }
 
 struct Entry {
@@ -291,16 +283,6 @@ impl Handler<Handles> for Matchmaker {
             None => self.rooms.values().map(|e| e.handle.clone()).collect(),
         })
     }
-}
-
-/// What rooms tell the matchmaker.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) enum RoomReport {
-    /// Players or metadata changed.
-    Status { room: RoomId, status: RoomStatus },
-    /// The room has been empty for `dispose_after_empty` (as of `version`).
-    Idle { room: RoomId, version: u64 },
 }
 
 impl Handler<RoomReport> for Matchmaker {

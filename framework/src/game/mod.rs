@@ -19,6 +19,7 @@
 //! `docs/guide.md`, "Game rooms and the tick loop", walks through it.
 
 mod matchmaker;
+mod messages;
 mod metrics;
 mod options;
 mod room;

@@ -8,7 +8,8 @@ use actix::prelude::*;
 use serde_json::Value;
 
 use super::matchmaker::{self, Matchmaker, RoomFactory, RoomType};
-use super::room::{GameRoom, GetMetrics, LeavePlayer};
+use super::messages::{GetMetrics, LeavePlayer};
+use super::room::GameRoom;
 use super::seats::{Reservation, Seats};
 use super::{
     Game, InputError, JoinError, JoinRequest, Joined, RoomId, RoomListing, RoomMetrics,

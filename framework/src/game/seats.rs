@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use actix::Recipient;
 use serde_json::Value;
 
-use super::room::{LeavePlayer, PlayerInput};
+use super::messages::{LeavePlayer, PlayerInput};
 use super::{InputError, JoinError, RoomId};
 use crate::SessionId;
 

@@ -37,20 +37,22 @@ use tokio::sync::oneshot;
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
 pub use outbox::{Outbox, Overflow};
+pub(crate) use send_queue::queued_size;
+pub use send_queue::Backlog;
 pub use send_queue::SendQueue;
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
+pub(crate) use transport_link::too_many_frames;
 pub(crate) use transport_link::DropConnection;
-pub(crate) use transport_link::{queued_size, too_many_frames};
-pub use transport_link::{Attach, Backlog, FromTransport, ToTransport, TransportId, TransportLink};
+pub use transport_link::{Attach, FromTransport, ToTransport, TransportId, TransportLink};
 
 use crate::namespace::{
     self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
 };
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
 use crate::room::{Deliver, Mailbox};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
 
 /// Ends a session from the application (see [`crate::Volley::kick`]).

@@ -10,13 +10,23 @@
 //! (`Config::max_send_backlog`), and the drain counts each message off.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use super::transport_link::{queued_size, Backlog};
+/// Bytes handed to the transport that its peer has not taken yet. The session adds,
+/// the transport subtracts, both [`queued_size`]; past the limit the client is a slow
+/// consumer.
+pub type Backlog = Arc<AtomicUsize>;
+
+/// What a frame weighs in the backlog: its bytes plus the message that carries it
+/// (actix envelope and queue node, or a polling queue entry), so that a flood of tiny
+/// frames is bounded in memory too, not only in payload bytes.
+pub(crate) fn queued_size(frame: &Bytes) -> usize {
+    frame.len() + 64
+}
 
 /// One connection's queue of outgoing messages, shared by its session (which pushes)
 /// and its transport (which drains).

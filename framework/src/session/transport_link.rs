@@ -3,7 +3,7 @@
 //! dropped. A session is attached to at most one transport at a time; frames from a
 //! replaced transport are recognised by its [`TransportId`] and discarded.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use super::rate::Exceeded;
-use super::send_queue::SendQueue;
+use super::send_queue::{Backlog, SendQueue};
 use super::{ClientLimit, Link, Session};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{Frame, WireFrame};
@@ -86,18 +86,6 @@ pub struct Attach {
     pub last_seq: u64,
     /// The largest frame the client accepts, from its `Resume`.
     pub limit: ClientLimit,
-}
-
-/// Bytes handed to the transport that its peer has not taken yet. The session adds,
-/// the transport subtracts, both [`queued_size`]; past the limit the client is a slow
-/// consumer.
-pub type Backlog = Arc<AtomicUsize>;
-
-/// What a frame weighs in the backlog: its bytes plus the message that carries it
-/// (actix envelope and queue node, or a polling queue entry), so that a flood of tiny
-/// frames is bounded in memory too, not only in payload bytes.
-pub(crate) fn queued_size(frame: &Bytes) -> usize {
-    frame.len() + 64
 }
 
 impl Handler<FromTransport> for Session {

@@ -16,7 +16,7 @@ use actix_web::dev::RequestHead;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::Config;
 
 /// Why a request was not let in. The text is the response body.

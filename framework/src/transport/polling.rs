@@ -25,11 +25,11 @@ use super::admission::{self, ConnectionSlot, Refusal};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
 use crate::room::Gauge;
-use crate::server::Shared;
 use crate::session::{
     queued_size, too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId,
     TransportLink,
 };
+use crate::shared::Shared;
 use crate::DisconnectReason;
 
 /// Polling connections by pid. Touched once per HTTP request, never per frame.

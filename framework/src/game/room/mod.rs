@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde_json::Value;
 
-pub(crate) use players::{JoinPlayer, LeavePlayer};
-
-use super::matchmaker::{RoomReport, RoomStatus};
+use super::messages::{Dispose, GetMetrics, PlayerInput, RoomHandle, RoomReport, RoomStatus};
 use super::metrics::{Histogram, RoomMetrics};
 use super::seats::{InputGate, Seats};
 use super::subset::group_by_subset;
@@ -34,15 +32,6 @@ use crate::SessionId;
 /// How often a room checks that its players' sessions still exist (a safety net for
 /// a session that ended before the room could watch it).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// A room as the matchmaker reaches it, whatever its game type. (Inputs and leaves
-/// go through the seat table, which holds their recipients.)
-#[derive(Clone)]
-pub(crate) struct RoomHandle {
-    pub join: Recipient<JoinPlayer>,
-    pub dispose: Recipient<Dispose>,
-    pub metrics: Recipient<GetMetrics>,
-}
 
 /// Everything a new room needs besides its game.
 pub(crate) struct Spawn {
@@ -368,14 +357,6 @@ impl<G: Game> Actor for GameRoom<G> {
     }
 }
 
-/// One input from a player, decoded here as the game's input type.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PlayerInput {
-    pub player: SessionId,
-    pub input: Value,
-}
-
 impl<G: Game> Handler<PlayerInput> for GameRoom<G> {
     type Result = ();
 
@@ -398,11 +379,6 @@ impl<G: Game> Handler<PlayerInput> for GameRoom<G> {
     }
 }
 
-/// The matchmaker has forgotten the room: stop.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Dispose;
-
 impl<G: Game> Handler<Dispose> for GameRoom<G> {
     type Result = ();
 
@@ -413,11 +389,6 @@ impl<G: Game> Handler<Dispose> for GameRoom<G> {
         ctx.stop();
     }
 }
-
-/// Asks for the room's [`RoomMetrics`].
-#[derive(Message)]
-#[rtype(result = "RoomMetrics")]
-pub(crate) struct GetMetrics;
 
 impl<G: Game> Handler<GetMetrics> for GameRoom<G> {
     type Result = MessageResult<GetMetrics>;

@@ -3,22 +3,21 @@
 //! asking to be disposed of while nobody sits.
 //!
 //! A player whose connection drops keeps its seat: the room watches its socket
-//! ([`Socket::watch`]) and the session says when it detaches, resumes or ends. No
-//! state is sent to a held seat; on resume the player gets a full state at once; when
-//! the session ends (the grace window ran out) the seat is freed and `Game::leave`
-//! runs.
+//! ([`Socket::watch`](crate::Socket::watch)) and the session says when it
+//! detaches, resumes or ends. No state is sent to a held seat; on resume the player
+//! gets a full state at once; when the session ends (the grace window ran out) the
+//! seat is freed and `Game::leave` runs.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use serde_json::Value;
 
 use super::{GameRoom, Player};
-use crate::game::matchmaker::{RoomReport, RoomStatus};
+use crate::game::messages::{Accepted, JoinPlayer, LeavePlayer, RoomReport};
 use crate::game::seats::{InputGate, Seat};
 use crate::game::{Game, JoinError, Joined, LeaveReason, RoomContext};
-use crate::namespace::{Socket, SocketEvent, SocketEventKind};
+use crate::namespace::{SocketEvent, SocketEventKind};
 use crate::SessionId;
 
 impl<G: Game> GameRoom<G> {
@@ -77,20 +76,6 @@ impl<G: Game> GameRoom<G> {
     }
 }
 
-/// Seats a player (the matchmaker has checked that a seat is free).
-#[derive(Message)]
-#[rtype(result = "Result<Accepted, JoinError>")]
-pub(crate) struct JoinPlayer {
-    pub socket: Socket,
-    pub options: Value,
-}
-
-/// A join that succeeded, with the room's status for the matchmaker.
-pub(crate) struct Accepted {
-    pub joined: Joined,
-    pub status: RoomStatus,
-}
-
 impl<G: Game> Handler<JoinPlayer> for GameRoom<G> {
     type Result = Result<Accepted, JoinError>;
 
@@ -146,13 +131,6 @@ impl<G: Game> Handler<JoinPlayer> for GameRoom<G> {
             status: self.status(),
         })
     }
-}
-
-/// A player leaves on its own. Answers whether it was seated here.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub(crate) struct LeavePlayer {
-    pub player: SessionId,
 }
 
 impl<G: Game> Handler<LeavePlayer> for GameRoom<G> {

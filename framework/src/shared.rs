@@ -1,0 +1,69 @@
+//! [`Shared`]: the state of one server that every session, transport and handle
+//! reaches: the configuration, the supervisor, the running namespaces, the open
+//! connections. `server.rs` builds it; `session/` and `transport/` read it.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use actix::prelude::*;
+
+use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle, RoomPlacer};
+use crate::room::Gauge;
+use crate::session::Supervisor;
+use crate::transport::{admission, polling};
+use crate::Config;
+
+/// Makes a namespace on demand from its name (`VolleyBuilder::dynamic_namespaces`).
+pub(crate) type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
+
+/// State shared by every session, transport and handle of one server.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub supervisor: Addr<Supervisor>,
+    pub namespaces: RwLock<HashMap<String, NamespaceHandle>>,
+    pub dynamic: Option<Arc<NamespaceFactory>>,
+    pub place_room: RoomPlacer,
+    pub control: ArbiterHandle,
+    /// Open long-polling connections.
+    pub polls: polling::PollRegistry,
+    /// Broadcast deliveries skipped because the frame was larger than the recipient
+    /// client accepts (see [`crate::Volley::frames_over_client_limit`]).
+    pub over_client_limit: AtomicU64,
+    /// Open connections of both transports, for the connection limits.
+    pub connections: Arc<admission::Connections>,
+}
+
+impl Shared {
+    /// The running namespace `name`, created on first use if a dynamic factory
+    /// accepts it. Only connects come here, never events.
+    pub fn namespace(&self, name: &str) -> Option<NamespaceHandle> {
+        if let Some(found) = read(&self.namespaces).get(name) {
+            return Some(found.clone());
+        }
+        let spec = (self.dynamic.as_ref()?)(name)?;
+        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        // Another session may have created it meanwhile.
+        let handle = map
+            .entry(name.to_owned())
+            .or_insert_with(|| self.start_namespace(name, spec));
+        Some(handle.clone())
+    }
+
+    /// Starts the actor of namespace `name` on the control thread.
+    pub fn start_namespace(&self, name: &str, spec: Namespace) -> NamespaceHandle {
+        let name: Arc<str> = name.into();
+        let actor = NamespaceActor::new(name.clone(), self.place_room.clone());
+        NamespaceHandle {
+            name,
+            spec: Arc::new(spec),
+            addr: NamespaceActor::start_in_arbiter(&self.control, |_| actor),
+            broadcasts: Arc::new(Gauge::new(self.config.max_mailbox)),
+        }
+    }
+}
+
+/// Reads `lock` even if a writer panicked (the poison is ignored).
+pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}

@@ -299,7 +299,7 @@
   // ---- The client ----------------------------------------------------------------
 
   const RECEIVED_EVERY = 64;
-  const RECEIVED_AFTER_MS = 100;
+  const RECEIVED_AFTER_MS = 1000;
 
   class Client {
     /**

@@ -81,7 +81,7 @@ enum End {
 /// Report what we processed at least every this many reliable frames...
 const RECEIVED_EVERY: u64 = 64;
 /// ...and at most this long after the first unreported one.
-const RECEIVED_AFTER: Duration = Duration::from_millis(100);
+const RECEIVED_AFTER: Duration = Duration::from_millis(1000);
 
 /// Opens the connection (falling back to long-polling if configured so), performs
 /// the Hello/Open handshake and spawns the driver.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::room::local::Scatter;
 use crate::room::{self, Deliver, Mailbox, Room, Ticket};
 use crate::SessionId;
 
@@ -206,13 +207,14 @@ impl Handler<Emit> for NamespaceActor {
         let excluded = |id: &SessionId, rooms: &HashSet<Arc<str>>| {
             target.except_ids.contains(id) || target.except_rooms.iter().any(|r| rooms.contains(r))
         };
+        let mut scatter = Scatter::default();
         if target.rooms.is_empty() {
             for (id, socket) in &self.sockets {
                 if !excluded(id, &socket.rooms) {
-                    socket.recipient.post(deliver.clone());
+                    scatter.add(*id, &socket.recipient);
                 }
             }
-            return;
+            return scatter.send(&deliver, ticket);
         }
         let mut sent: HashSet<SessionId> = HashSet::new();
         for room in &target.rooms {
@@ -224,10 +226,11 @@ impl Handler<Emit> for NamespaceActor {
                     continue;
                 };
                 if !excluded(id, &socket.rooms) && sent.insert(*id) {
-                    socket.recipient.post(deliver.clone());
+                    scatter.add(*id, &socket.recipient);
                 }
             }
         }
+        scatter.send(&deliver, ticket);
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use actix::Recipient;
 
+use super::local::LocalRoute;
 use super::Deliver;
 
 /// Messages posted to one actor and not handled yet, with a limit.
@@ -86,19 +87,29 @@ impl Drop for Ticket {
 /// Past the limit a delivery is not posted and the session, at its next delivery,
 /// ends with `slow consumer`: a session that skipped a reliable frame must not carry
 /// on, and one that cannot keep up with its deliveries would only fall further behind.
+///
+/// Broadcasts do not come this way: they reach the session through its thread (see
+/// [`super::local`]); its [`LocalRoute`] travels with the mailbox.
 #[derive(Clone)]
 pub struct Mailbox {
     recipient: Recipient<Deliver>,
     gauge: Arc<Gauge>,
+    route: LocalRoute,
 }
 
 impl Mailbox {
-    /// The mailbox of the session behind `recipient`.
-    pub fn new(recipient: Recipient<Deliver>, limit: usize) -> Self {
+    /// The mailbox of the session behind `recipient`, whose broadcasts go by `route`.
+    pub fn new(recipient: Recipient<Deliver>, limit: usize, route: LocalRoute) -> Self {
         Mailbox {
             recipient,
             gauge: Arc::new(Gauge::new(limit)),
+            route,
         }
+    }
+
+    /// Where the session's broadcasts go: its thread, and its place there.
+    pub fn route(&self) -> &LocalRoute {
+        &self.route
     }
 
     /// Posts a delivery, or drops it when the session is `limit` behind.

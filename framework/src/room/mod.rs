@@ -1,11 +1,12 @@
 //! Rooms: named groups of sockets inside a namespace, and the fan-out of broadcasts.
 //!
-//! Each room is an actor placed on one of the room arbiters (one per core), so the
-//! fan-out of busy rooms runs on every core. A broadcast arrives here already encoded
-//! and framed ([`WireFrame`]): per recipient the room only clones a reference-counted
-//! buffer and posts it.
-//! Every post on this path is bounded (see [`Mailbox`] and [`Gauge`]).
+//! Each room is an actor placed on one of the room arbiters (one per core). A
+//! broadcast arrives here already encoded and framed ([`WireFrame`]); the room keeps
+//! its members grouped by the thread their session runs on and posts one message per
+//! thread (see [`local`]), whatever the number of members.
+//! Every post on this path is bounded (see [`Mailbox`], [`Gauge`] and [`Ticket`]).
 
+pub mod local;
 mod mailbox;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use crate::protocol::WireFrame;
 use crate::SessionId;
 use actix::prelude::*;
 
+use local::{Groups, LocalRoute};
 pub use mailbox::{Gauge, Mailbox, Ticket};
 
 /// An encoded frame for one session. `reliable` frames are sequenced and (with
@@ -28,10 +30,11 @@ pub struct Deliver {
     pub reliable: bool,
 }
 
-/// A room: its members and their delivery addresses.
+/// A room: its members, grouped by the thread that delivers to them.
 pub struct Room {
     name: Arc<str>,
-    members: HashMap<SessionId, Mailbox>,
+    members: HashMap<SessionId, LocalRoute>,
+    groups: Groups,
 }
 
 impl Room {
@@ -40,6 +43,7 @@ impl Room {
         Room {
             name,
             members: HashMap::new(),
+            groups: Groups::default(),
         }
     }
 }
@@ -65,7 +69,11 @@ impl Handler<AddMember> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: AddMember, _: &mut Context<Self>) {
-        self.members.insert(msg.id, msg.recipient);
+        let route = msg.recipient.route().clone();
+        if !self.members.contains_key(&msg.id) {
+            self.groups.add(msg.id, &route);
+            self.members.insert(msg.id, route);
+        }
     }
 }
 
@@ -81,7 +89,9 @@ impl Handler<RemoveMember> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveMember, ctx: &mut Context<Self>) {
-        self.members.remove(&msg.id);
+        if let Some(route) = self.members.remove(&msg.id) {
+            self.groups.remove(msg.id, &route);
+        }
         if self.members.is_empty() {
             ctx.stop();
         }
@@ -102,10 +112,6 @@ impl Handler<Fanout> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: Fanout, _: &mut Context<Self>) {
-        for (id, member) in &self.members {
-            if Some(*id) != msg.except {
-                member.post(msg.deliver.clone());
-            }
-        }
+        self.groups.send(&msg.deliver, msg.except, msg.ticket);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::heartbeat::{next_ping, Beat};
-use super::{Link, Session, ToTransport};
+use super::{Session, ToTransport};
 use crate::protocol::Frame;
 use crate::DisconnectReason;
 
@@ -39,7 +39,7 @@ impl Session {
 
     /// One slot of the schedule: ping the attached client if it owes no pong.
     fn beat(&mut self, ctx: &mut Context<Self>) {
-        if !matches!(self.link, Link::Attached(_)) {
+        if self.transport().is_none() {
             return;
         }
         match self.heartbeat.tick(Instant::now()) {
@@ -77,11 +77,11 @@ impl Session {
         if self.ended {
             return;
         }
-        let Link::Attached(transport) = &self.link else {
+        let Some(transport) = self.transport() else {
             return;
         };
         tracing::info!(sid = self.id().0, "ping timeout");
-        transport.recipient.do_send(ToTransport::Drop {
+        transport.do_send(ToTransport::Drop {
             reason: DisconnectReason::PingTimeout.to_string(),
         });
         self.detach(DisconnectReason::PingTimeout, ctx);

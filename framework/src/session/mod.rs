@@ -21,12 +21,15 @@ mod client_limit;
 mod heartbeat;
 mod keepalive;
 mod outbox;
+mod outlet;
 mod rate;
 mod send_queue;
 mod supervisor;
 mod transport_link;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +40,7 @@ use tokio::sync::oneshot;
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
 pub use outbox::{Outbox, Overflow};
+use outlet::{DeliveryFailed, LateDelivery, Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;
 pub use send_queue::Backlog;
 pub use send_queue::SendQueue;
@@ -51,6 +55,7 @@ use crate::namespace::{
     self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
 };
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
+use crate::room::local::{self as local_delivery, LocalKey};
 use crate::room::{Deliver, Mailbox};
 use crate::shared::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
@@ -87,15 +92,6 @@ impl Joined {
     }
 }
 
-/// Whether a connection currently carries the session.
-enum Link {
-    Attached(TransportLink),
-    /// Dropped; the session ends when `expiry` fires unless resumed.
-    Detached {
-        expiry: SpawnHandle,
-    },
-}
-
 /// Tell the client what we received at least this often (in reliable frames), so it
 /// can trim its own buffer under load.
 const RECEIVED_EVERY: u64 = 64;
@@ -103,7 +99,6 @@ const RECEIVED_EVERY: u64 = 64;
 /// One client's session.
 pub struct Session {
     shared: Arc<Shared>,
-    link: Link,
     ids: Option<Arc<SessionLink>>,
     heartbeat: Heartbeat,
     /// When the next ping is due: the heartbeat runs on one fixed schedule per session.
@@ -112,16 +107,15 @@ pub struct Session {
     ping_deadline: Option<SpawnHandle>,
     joined: HashMap<Arc<str>, Joined>,
     pending_acks: HashMap<u64, PendingAck>,
-    /// Reliable frames sent and not yet acknowledged; numbers the server's stream.
-    outbox: Outbox,
+    /// The connection, the outbox and the client's limit, shared with the thread's
+    /// broadcasts (see [`outlet`]).
+    out: Rc<RefCell<Outlet>>,
+    /// Where the thread's broadcasts find `out`; given back when the session stops.
+    local: Option<LocalKey>,
     /// Reliable frames processed from the client (the client's stream, implicit).
     recv_seq: u64,
     /// The `recv_seq` the client was last told about.
     reported_seq: u64,
-    /// Volatile frames dropped because the connection was behind or absent.
-    dropped_volatile: u64,
-    /// The largest frame the client accepts (from `Hello`, then each `Resume`).
-    limit: ClientLimit,
     /// What the client may still send (`Config::rate_limit`); kept across resumes.
     rate: rate::InboundRate,
     ended: bool,
@@ -131,22 +125,20 @@ impl Session {
     pub(crate) fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
         let config = &shared.config;
         let heartbeat = Heartbeat::new(config.ping_timeout);
-        let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
         let rate = rate::InboundRate::new(config.rate_limit, Instant::now());
+        let out = Outlet::new(shared.clone(), link, limit);
         Session {
             shared,
-            link: Link::Attached(link),
             ids: None,
             heartbeat,
             next_ping: Instant::now(),
             ping_deadline: None,
             joined: HashMap::new(),
             pending_acks: HashMap::new(),
-            outbox,
+            out: Rc::new(RefCell::new(out)),
+            local: None,
             recv_seq: 0,
             reported_seq: 0,
-            dropped_volatile: 0,
-            limit,
             rate,
             ended: false,
         }
@@ -156,80 +148,31 @@ impl Session {
         self.ids.as_ref().map_or(SessionId(0), |l| l.id)
     }
 
-    /// Sends a frame to the client: reliable frames are numbered and kept in the
-    /// outbox until acknowledged (also while detached); volatile ones are written only
-    /// to a connection that keeps up, and otherwise dropped.
+    /// The current connection's command address, if one is attached.
+    fn transport(&self) -> Option<Recipient<ToTransport>> {
+        match &self.out.borrow().link {
+            Link::Attached(t) => Some(t.recipient.clone()),
+            Link::Detached { .. } => None,
+        }
+    }
+
+    /// Sends a frame to the client (see [`Outlet::deliver`]); ends the session when
+    /// its outbox or its connection's backlog overflows.
     fn deliver(&mut self, frame: WireFrame, reliable: bool, ctx: &mut Context<Self>) {
         if self.ended {
             return;
         }
-        if !self.limit.admits(frame.len()) {
-            // A broadcast (emits to one socket fail at the sender instead): this
-            // recipient is skipped. Skipped before numbering, so sequences stay whole.
-            self.shared
-                .over_client_limit
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                sid = self.id().0,
-                bytes = frame.len(),
-                limit = self.limit.bytes(),
-                "frame larger than the client accepts: not sent to it"
-            );
-            return;
-        }
-        if reliable {
-            if self.outbox.push(frame.payload()).is_err() {
-                tracing::warn!(
-                    sid = self.id().0,
-                    frames = self.outbox.len(),
-                    bytes = self.outbox.bytes(),
-                    "outbox overflow"
-                );
-                return self.end(DisconnectReason::OutboxOverflow, true, ctx);
-            }
-        } else if !self.keeps_up() {
-            self.dropped_volatile += 1;
-            return;
-        }
-        self.write(frame, ctx);
-    }
-
-    /// Whether the connection is attached and less than half its backlog is used.
-    fn keeps_up(&self) -> bool {
-        match &self.link {
-            Link::Attached(t) => {
-                t.backlog.load(Ordering::Relaxed) < self.shared.config.max_send_backlog / 2
-            }
-            Link::Detached { .. } => false,
+        let delivered = self.out.borrow_mut().deliver(frame, reliable);
+        if let Err(reason) = delivered {
+            self.end(reason, true, ctx);
         }
     }
 
-    /// Hands a frame to the connection, if any, enforcing the backlog limit: a
-    /// WebSocket connection gets the framed message on its queue, shared with every
-    /// other recipient of the same broadcast; long polling gets the payload.
+    /// Hands a frame to the connection, if any (see [`Outlet::write`]).
     fn write(&mut self, frame: WireFrame, ctx: &mut Context<Self>) {
-        let Link::Attached(transport) = &self.link else {
-            return;
-        };
-        let bytes = match &transport.queue {
-            Some(_) => frame.message().clone(),
-            None => frame.payload(),
-        };
-        let size = queued_size(&bytes);
-        let queued = transport.backlog.fetch_add(size, Ordering::Relaxed) + size;
-        if queued > self.shared.config.max_send_backlog {
-            transport.backlog.fetch_sub(size, Ordering::Relaxed);
-            tracing::warn!(
-                sid = self.id().0,
-                queued,
-                "slow consumer: send backlog over its limit"
-            );
-            return self.end(DisconnectReason::SlowConsumer, true, ctx);
-        }
-        // Bounded by the backlog just counted (bytes, not messages).
-        match &transport.queue {
-            Some(queue) => queue.push(bytes),
-            None => transport.recipient.do_send(ToTransport::Frame(bytes)),
+        let written = self.out.borrow_mut().write(frame);
+        if let Err(reason) = written {
+            self.end(reason, true, ctx);
         }
     }
 
@@ -256,11 +199,12 @@ impl Session {
 
     /// The client acknowledged our stream up to `last_seq`.
     fn acknowledged(&mut self, last_seq: u64, ctx: &mut Context<Self>) {
-        if self.outbox.ack(last_seq).is_err() {
-            let reason = format!(
-                "acknowledged frame {last_seq} but only {} were sent",
-                self.outbox.sent()
-            );
+        let acked = {
+            let mut out = self.out.borrow_mut();
+            out.outbox.ack(last_seq).map_err(|_| out.outbox.sent())
+        };
+        if let Err(sent) = acked {
+            let reason = format!("acknowledged frame {last_seq} but only {sent} were sent");
             self.end(DisconnectReason::Protocol(reason), true, ctx);
         }
     }
@@ -400,7 +344,7 @@ impl Session {
             tracing::debug!(sid = act.id().0, "session expired");
             act.end(expired, false, ctx);
         });
-        self.link = Link::Detached { expiry };
+        self.out.borrow_mut().link = Link::Detached { expiry };
     }
 
     fn notify_watchers(&self, kind: &SocketEventKind) {
@@ -413,7 +357,7 @@ impl Session {
     /// late is told at once what it missed: the connection is down, or the socket
     /// is already gone (it left the namespace).
     fn watch(&mut self, ns: Arc<str>, recipient: Recipient<SocketEvent>, on: bool) {
-        let detached = matches!(self.link, Link::Detached { .. });
+        let detached = self.transport().is_none();
         let id = self.id();
         let late = |kind| SocketEvent {
             id,
@@ -459,15 +403,20 @@ impl Session {
         for (_, pending) in self.pending_acks.drain() {
             let _ = pending.tx.send(Err(AckError::Disconnected));
         }
-        if let (true, Link::Attached(t)) = (close_transport, &self.link) {
-            t.recipient.do_send(ToTransport::Close {
+        let dropped_volatile = {
+            let mut out = self.out.borrow_mut();
+            out.closed = true;
+            out.dropped_volatile
+        };
+        if let (true, Some(t)) = (close_transport, self.transport()) {
+            t.do_send(ToTransport::Close {
                 reason: reason.to_string(),
             });
         }
-        if self.dropped_volatile > 0 {
+        if dropped_volatile > 0 {
             tracing::debug!(
                 sid = self.id().0,
-                dropped = self.dropped_volatile,
+                dropped = dropped_volatile,
                 "volatile frames dropped"
             );
         }
@@ -491,6 +440,12 @@ fn leave(joined: Joined, reason: &DisconnectReason) {
 impl Actor for Session {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(key) = self.local.take() {
+            local_delivery::unregister(key);
+        }
+    }
+
     fn started(&mut self, ctx: &mut Context<Self>) {
         let register = self.shared.supervisor.send(supervisor::Register {
             addr: ctx.address(),
@@ -513,13 +468,23 @@ impl Actor for Session {
 impl Session {
     fn opened(&mut self, id: SessionId, token: ResumeToken, ctx: &mut Context<Self>) {
         let addr = ctx.address();
+        self.out.borrow_mut().id = id;
+        let route = local_delivery::register(Rc::new(Sink {
+            outlet: self.out.clone(),
+            session: addr.clone(),
+        }));
+        self.local = Some(route.key);
         self.ids = Some(Arc::new(SessionLink {
             id,
-            deliver: Mailbox::new(addr.clone().recipient(), self.shared.config.max_mailbox),
+            deliver: Mailbox::new(
+                addr.clone().recipient(),
+                self.shared.config.max_mailbox,
+                route,
+            ),
             command: addr.recipient(),
             rtt_us: AtomicU64::new(0),
             next_ack: AtomicU64::new(1),
-            max_frame: AtomicUsize::new(self.limit.bytes()),
+            max_frame: AtomicUsize::new(self.out.borrow().limit.bytes()),
         }));
         let config = self.shared.config.clone();
         let open = Frame::Open(Open {
@@ -544,9 +509,8 @@ impl Session {
             ns: ns.to_owned(),
             reason: Some(reason.to_owned()),
         };
-        if self.limit.reads_trailing_fields()
-            && self.limit.admits(protocol::encode(&with_reason).len())
-        {
+        let limit = self.out.borrow().limit;
+        if limit.reads_trailing_fields() && limit.admits(protocol::encode(&with_reason).len()) {
             return with_reason;
         }
         Frame::Disconnect {
@@ -594,6 +558,22 @@ impl Handler<Deliver> for Session {
     }
 }
 
+impl Handler<DeliveryFailed> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliveryFailed, ctx: &mut Context<Self>) {
+        self.end(msg.0, true, ctx);
+    }
+}
+
+impl Handler<LateDelivery> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: LateDelivery, ctx: &mut Context<Self>) {
+        self.deliver(msg.0.frame, msg.0.reliable, ctx);
+    }
+}
+
 impl Handler<SocketCommand> for Session {
     type Result = ();
 
@@ -609,8 +589,9 @@ impl Handler<SocketCommand> for Session {
                     let _ = tx.send(Err(AckError::Disconnected));
                     return;
                 }
-                if !self.limit.admits(frame.len()) {
-                    let (size, limit) = (frame.len(), self.limit.bytes());
+                let limit = self.out.borrow().limit;
+                if !limit.admits(frame.len()) {
+                    let (size, limit) = (frame.len(), limit.bytes());
                     let _ = tx.send(Err(AckError::TooLarge { size, limit }));
                     return;
                 }

@@ -10,9 +10,10 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 
+use super::outlet::Link;
 use super::rate::Exceeded;
 use super::send_queue::{Backlog, SendQueue};
-use super::{ClientLimit, Link, Session};
+use super::{ClientLimit, Session};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{Frame, WireFrame};
 use crate::room::Gauge;
@@ -95,7 +96,7 @@ impl Handler<FromTransport> for Session {
         if self.ended {
             return;
         }
-        let current = match &self.link {
+        let current = match &self.out.borrow().link {
             Link::Attached(t) => Some(t.id),
             Link::Detached { .. } => None,
         };
@@ -107,7 +108,7 @@ impl Handler<FromTransport> for Session {
                 frame,
                 size,
             } if Some(transport) == current => {
-                if let Link::Attached(t) = &self.link {
+                if let Link::Attached(t) = &self.out.borrow().link {
                     t.inbound.taken();
                 }
                 match self.rate.admit(size, Instant::now()) {
@@ -154,8 +155,8 @@ impl Handler<DropConnection> for Session {
     type Result = ();
 
     fn handle(&mut self, _: DropConnection, ctx: &mut Context<Self>) {
-        if let Link::Attached(t) = &self.link {
-            t.recipient.do_send(ToTransport::Drop {
+        if let Some(t) = self.transport() {
+            t.do_send(ToTransport::Drop {
                 reason: "connection dropped by the server".to_owned(),
             });
             self.detach(DisconnectReason::TransportClosed, ctx);
@@ -170,36 +171,40 @@ impl Handler<Attach> for Session {
         if self.ended {
             return Err("session ended".to_owned());
         }
-        self.outbox.check_resume(msg.last_seq)?;
-        if let Some(too_large) = self
-            .outbox
-            .after(msg.last_seq)
-            .find(|frame| !msg.limit.admits(frame.len()))
-        {
-            return Err(format!(
-                "cannot resume: a frame to replay has {} bytes, over the client's limit of {}",
-                too_large.len(),
-                msg.limit.bytes()
-            ));
-        }
-        // Checked above: the replay cannot be out of range.
-        // Framed again for the new connection: a resume is rare, a copy per frame fine.
-        let replay: Vec<WireFrame> = self
-            .outbox
-            .replay_after(msg.last_seq)
-            .map(|frames| frames.map(|frame| WireFrame::new(frame)).collect())
-            .unwrap_or_default();
-        self.limit = msg.limit;
+        let replay = {
+            let mut out = self.out.borrow_mut();
+            out.outbox.check_resume(msg.last_seq)?;
+            if let Some(too_large) = out
+                .outbox
+                .after(msg.last_seq)
+                .find(|frame| !msg.limit.admits(frame.len()))
+            {
+                return Err(format!(
+                    "cannot resume: a frame to replay has {} bytes, over the client's limit of {}",
+                    too_large.len(),
+                    msg.limit.bytes()
+                ));
+            }
+            // Checked above: the replay cannot be out of range.
+            // Framed again for the new connection: a resume is rare, a copy per frame fine.
+            let replay: Vec<WireFrame> = out
+                .outbox
+                .replay_after(msg.last_seq)
+                .map(|frames| frames.map(|frame| WireFrame::new(frame)).collect())
+                .unwrap_or_default();
+            out.limit = msg.limit;
+            match std::mem::replace(&mut out.link, Link::Attached(msg.link)) {
+                Link::Attached(old) => old.recipient.do_send(ToTransport::Drop {
+                    reason: "replaced by a resumed connection".to_owned(),
+                }),
+                Link::Detached { expiry, .. } => {
+                    ctx.cancel_future(expiry);
+                }
+            }
+            replay
+        };
         if let Some(ids) = &self.ids {
             ids.max_frame.store(msg.limit.bytes(), Ordering::Relaxed);
-        }
-        match std::mem::replace(&mut self.link, Link::Attached(msg.link)) {
-            Link::Attached(old) => old.recipient.do_send(ToTransport::Drop {
-                reason: "replaced by a resumed connection".to_owned(),
-            }),
-            Link::Detached { expiry, .. } => {
-                ctx.cancel_future(expiry);
-            }
         }
         // The new connection owes no pong; the schedule itself carries on unchanged
         // (one per session, see `keepalive`).

@@ -9,7 +9,9 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 use volley::client::Transport;
 use volley::protocol::{self, Frame, Open, PROTOCOL_VERSION};
-use volley::{DisconnectReason, Namespace, SocketEvent, SocketEventKind, Volley};
+use volley::{
+    DisconnectReason, EmitError, Namespace, Socket, SocketEvent, SocketEventKind, Volley,
+};
 
 use crate::common::*;
 
@@ -194,20 +196,21 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout_and_may_re
     drop(peer);
 }
 
-/// A namespace with the usual handlers plus `block`, which holds its session's thread
-/// until the test releases it: the simplest slow session.
+/// A namespace with the usual handlers plus `block`, which hands out its socket and
+/// then holds its session's thread until the test releases it: the simplest slow
+/// session.
 fn with_block(
     disconnects: Disconnects,
 ) -> (
     Namespace,
-    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedReceiver<Socket>,
     std::sync::mpsc::Sender<()>,
 ) {
     let (blocked_tx, blocked) = mpsc::unbounded_channel();
     let (release, release_rx) = std::sync::mpsc::channel::<()>();
     let release_rx = std::sync::Mutex::new(release_rx);
-    let ns = test_namespace(disconnects).on("block", move |_, ()| {
-        let _ = blocked_tx.send(());
+    let ns = test_namespace(disconnects).on("block", move |socket, ()| {
+        let _ = blocked_tx.send(socket.clone());
         // Bounded, so that a failing test cannot hang the server.
         let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
     });
@@ -236,16 +239,26 @@ async fn a_session_whose_mailbox_fills_ends_as_slow_consumer_and_others_carry_on
         ack: None,
     })
     .await;
-    tokio::time::timeout(WAIT, blocked.recv()).await.unwrap();
+    let socket = tokio::time::timeout(WAIT, blocked.recv())
+        .await
+        .unwrap()
+        .unwrap();
 
-    // While its session is stuck, three times its mailbox is broadcast to it, in
-    // rounds the namespace fans out in full (so the namespace never refuses one).
+    // While its session is stuck, broadcasts wait for its thread: one message per
+    // thread each, holding its place in the namespace's gauge, so past `max_mailbox`
+    // the namespace refuses more (nothing is lost on the way)...
     let slow = server.volley.of("/slow").unwrap();
-    for round in 0..3 * MAILBOX / 16 {
-        for i in 0..16 {
-            slow.emit("blob", &(round * 16 + i)).unwrap();
-        }
-        slow.stats().await;
+    for i in 0..MAILBOX {
+        slow.emit("blob", &i).unwrap();
+    }
+    assert!(matches!(
+        slow.emit("blob", &MAILBOX),
+        Err(EmitError::Busy(MAILBOX))
+    ));
+    // ...and three times its mailbox is sent to the socket itself: past its mailbox,
+    // the session is a slow consumer.
+    for i in 0..3 * MAILBOX {
+        let _ = socket.emit("blob", &i);
     }
     release.send(()).unwrap();
 

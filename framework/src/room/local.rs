@@ -1,0 +1,183 @@
+//! Delivery by thread: one message per thread per broadcast, not one per recipient.
+//!
+//! Every thread that runs sessions has one [`LocalDelivery`] actor and a registry of
+//! its sessions' delivery ends ([`LocalSink`], keyed by [`LocalKey`]). A room keeps its
+//! members grouped by the thread their session runs on; a broadcast posts one
+//! [`LocalFanout`] to each of those threads, carrying the frame (framed once, shared)
+//! and the group. On the thread, the fan-out hands the frame to each member's sink in
+//! turn, in one pass: the session's outbox and its connection's queue are reached
+//! directly, with no actor message, mailbox or task wake-up per recipient.
+//!
+//! Bounds: a `LocalFanout` holds its broadcast's [`Ticket`] until every thread has
+//! handled it, so a thread's queue of fan-outs is bounded by the broadcasts its
+//! namespaces admit (`Config::max_mailbox` each). Per recipient, what is queued is
+//! bounded where it always was: the outbox and the connection's send backlog.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use slotmap::SlotMap;
+
+use super::{Deliver, Mailbox, Ticket};
+use crate::SessionId;
+
+slotmap::new_key_type! {
+    /// A session's place in its thread's registry.
+    pub struct LocalKey;
+}
+
+/// A session's delivery end, as its thread's fan-outs reach it.
+pub trait LocalSink {
+    /// Takes one delivery (a broadcast's frame); never blocks.
+    fn deliver(&self, deliver: &Deliver);
+}
+
+thread_local! {
+    static SINKS: RefCell<SlotMap<LocalKey, Rc<dyn LocalSink>>> = RefCell::new(SlotMap::with_key());
+    static DELIVERY: RefCell<Option<Addr<LocalDelivery>>> = const { RefCell::new(None) };
+}
+
+/// Where a session's deliveries go by thread: the thread's actor and the session's key.
+#[derive(Clone)]
+pub struct LocalRoute {
+    pub thread: Addr<LocalDelivery>,
+    pub key: LocalKey,
+}
+
+/// Registers a session's sink on the current thread (which must run an actix
+/// arbiter), starting the thread's [`LocalDelivery`] on first use.
+pub fn register(sink: Rc<dyn LocalSink>) -> LocalRoute {
+    let thread = DELIVERY.with(|d| {
+        d.borrow_mut()
+            .get_or_insert_with(|| LocalDelivery.start())
+            .clone()
+    });
+    let key = SINKS.with(|s| s.borrow_mut().insert(sink));
+    LocalRoute { thread, key }
+}
+
+/// Forgets a sink (its session stopped); fan-outs still on their way skip it.
+pub fn unregister(key: LocalKey) {
+    // The sink is dropped after the registry lets go of it.
+    let _sink = SINKS.with(|s| s.borrow_mut().remove(key));
+}
+
+/// The fan-out of one thread.
+pub struct LocalDelivery;
+
+impl Actor for LocalDelivery {
+    type Context = Context<Self>;
+}
+
+/// One member of a thread's group.
+pub type LocalMember = (SessionId, LocalKey);
+
+/// One broadcast for the members of a group that run on this thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LocalFanout {
+    pub deliver: Deliver,
+    pub members: Arc<Vec<LocalMember>>,
+    pub except: Option<SessionId>,
+    /// The broadcast's place in its namespace's gauge, shared by its threads.
+    pub ticket: Arc<Ticket>,
+}
+
+impl Handler<LocalFanout> for LocalDelivery {
+    type Result = ();
+
+    fn handle(&mut self, msg: LocalFanout, _: &mut Context<Self>) {
+        for (id, key) in msg.members.iter() {
+            if Some(*id) == msg.except {
+                continue;
+            }
+            // Taken out of the registry first: a sink may (un)register others.
+            if let Some(sink) = SINKS.with(|s| s.borrow().get(*key).cloned()) {
+                sink.deliver(&msg.deliver);
+            }
+        }
+    }
+}
+
+/// Recipients of one broadcast, gathered by thread (a namespace-wide or several-room
+/// broadcast, whose recipients are picked per broadcast).
+#[derive(Default)]
+pub struct Scatter {
+    groups: Vec<(Addr<LocalDelivery>, Vec<LocalMember>)>,
+}
+
+impl Scatter {
+    /// Adds one recipient.
+    pub fn add(&mut self, id: SessionId, mailbox: &Mailbox) {
+        let route = mailbox.route();
+        match self.groups.iter_mut().find(|(t, _)| *t == route.thread) {
+            Some((_, members)) => members.push((id, route.key)),
+            None => self
+                .groups
+                .push((route.thread.clone(), vec![(id, route.key)])),
+        }
+    }
+
+    /// Posts one fan-out per thread.
+    pub fn send(self, deliver: &Deliver, ticket: Ticket) {
+        let ticket = Arc::new(ticket);
+        for (thread, members) in self.groups {
+            post(&thread, deliver, Arc::new(members), None, &ticket);
+        }
+    }
+}
+
+/// A room's members, kept grouped by thread between broadcasts.
+#[derive(Default)]
+pub struct Groups {
+    groups: Vec<(Addr<LocalDelivery>, Arc<Vec<LocalMember>>)>,
+}
+
+impl Groups {
+    pub fn add(&mut self, id: SessionId, route: &LocalRoute) {
+        match self.groups.iter_mut().find(|(t, _)| *t == route.thread) {
+            // A fan-out still on its way keeps the old list: copied on write.
+            Some((_, members)) => Arc::make_mut(members).push((id, route.key)),
+            None => self
+                .groups
+                .push((route.thread.clone(), Arc::new(vec![(id, route.key)]))),
+        }
+    }
+
+    pub fn remove(&mut self, id: SessionId, route: &LocalRoute) {
+        if let Some(i) = self.groups.iter().position(|(t, _)| *t == route.thread) {
+            let members = Arc::make_mut(&mut self.groups[i].1);
+            if let Some(at) = members.iter().position(|(m, _)| *m == id) {
+                members.swap_remove(at);
+            }
+            if members.is_empty() {
+                self.groups.swap_remove(i);
+            }
+        }
+    }
+
+    /// Posts one fan-out per thread.
+    pub fn send(&self, deliver: &Deliver, except: Option<SessionId>, ticket: Ticket) {
+        let ticket = Arc::new(ticket);
+        for (thread, members) in &self.groups {
+            post(thread, deliver, members.clone(), except, &ticket);
+        }
+    }
+}
+
+fn post(
+    thread: &Addr<LocalDelivery>,
+    deliver: &Deliver,
+    members: Arc<Vec<LocalMember>>,
+    except: Option<SessionId>,
+    ticket: &Arc<Ticket>,
+) {
+    thread.do_send(LocalFanout {
+        deliver: deliver.clone(),
+        members,
+        except,
+        ticket: ticket.clone(),
+    });
+}

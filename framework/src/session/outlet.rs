@@ -1,0 +1,178 @@
+//! A session's delivery end: its connection (if any), its outbox of reliable frames,
+//! and the client's frame limit. The session actor owns it, and its thread's
+//! broadcasts reach it directly (see [`crate::room::local`]): both run on the
+//! session's thread, one at a time, so it lives in an `Rc<RefCell<_>>` shared by the
+//! two, and a broadcast costs no actor message per recipient.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::send_queue::queued_size;
+use super::{ClientLimit, Outbox, Session, ToTransport, TransportLink};
+use crate::protocol::WireFrame;
+use crate::room::local::LocalSink;
+use crate::room::Deliver;
+use crate::shared::Shared;
+use crate::{DisconnectReason, SessionId};
+
+/// Whether a connection currently carries the session.
+pub(super) enum Link {
+    Attached(TransportLink),
+    /// Dropped; the session ends when `expiry` fires unless resumed.
+    Detached {
+        expiry: SpawnHandle,
+    },
+}
+
+/// Where a session's frames go.
+pub(super) struct Outlet {
+    shared: Arc<Shared>,
+    pub id: SessionId,
+    pub link: Link,
+    /// Reliable frames sent and not yet acknowledged; numbers the server's stream.
+    pub outbox: Outbox,
+    /// The largest frame the client accepts (from `Hello`, then each `Resume`).
+    pub limit: ClientLimit,
+    /// Volatile frames dropped because the connection was behind or absent.
+    pub dropped_volatile: u64,
+    /// The session is ending: nothing more is delivered.
+    pub closed: bool,
+}
+
+impl Outlet {
+    pub fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
+        let config = &shared.config;
+        let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
+        Outlet {
+            shared,
+            id: SessionId(0),
+            link: Link::Attached(link),
+            outbox,
+            limit,
+            dropped_volatile: 0,
+            closed: false,
+        }
+    }
+
+    /// Sends a frame to the client: reliable frames are numbered and kept in the
+    /// outbox until acknowledged (also while detached); volatile ones are written only
+    /// to a connection that keeps up, and otherwise dropped. `Err` when the session
+    /// must end (its outbox or its connection's backlog overflowed).
+    pub fn deliver(&mut self, frame: WireFrame, reliable: bool) -> Result<(), DisconnectReason> {
+        if self.closed {
+            return Ok(());
+        }
+        if !self.limit.admits(frame.len()) {
+            // A broadcast (emits to one socket fail at the sender instead): this
+            // recipient is skipped. Skipped before numbering, so sequences stay whole.
+            let skipped = self
+                .shared
+                .over_client_limit
+                .fetch_add(1, Ordering::Relaxed);
+            // One warning per server and 1,024 skips: a broadcast to thousands of
+            // small clients must not flood the log.
+            if skipped.is_multiple_of(1024) {
+                tracing::warn!(
+                    sid = self.id.0,
+                    bytes = frame.len(),
+                    limit = self.limit.bytes(),
+                    skipped = skipped + 1,
+                    "frame larger than the client accepts: not sent to it"
+                );
+            }
+            return Ok(());
+        }
+        if reliable {
+            if self.outbox.push(frame.payload()).is_err() {
+                tracing::warn!(
+                    sid = self.id.0,
+                    frames = self.outbox.len(),
+                    bytes = self.outbox.bytes(),
+                    "outbox overflow"
+                );
+                self.closed = true;
+                return Err(DisconnectReason::OutboxOverflow);
+            }
+        } else if !self.keeps_up() {
+            self.dropped_volatile += 1;
+            return Ok(());
+        }
+        self.write(frame)
+    }
+
+    /// Whether the connection is attached and less than half its backlog is used.
+    fn keeps_up(&self) -> bool {
+        match &self.link {
+            Link::Attached(t) => {
+                t.backlog.load(Ordering::Relaxed) < self.shared.config.max_send_backlog / 2
+            }
+            Link::Detached { .. } => false,
+        }
+    }
+
+    /// Hands a frame to the connection, if any, enforcing the backlog limit: a
+    /// WebSocket connection gets the framed message on its queue, shared with every
+    /// other recipient of the same broadcast; long polling gets the payload.
+    pub fn write(&mut self, frame: WireFrame) -> Result<(), DisconnectReason> {
+        let Link::Attached(transport) = &self.link else {
+            return Ok(());
+        };
+        let bytes = match &transport.queue {
+            Some(_) => frame.message().clone(),
+            None => frame.payload(),
+        };
+        let size = queued_size(&bytes);
+        let queued = transport.backlog.fetch_add(size, Ordering::Relaxed) + size;
+        if queued > self.shared.config.max_send_backlog {
+            transport.backlog.fetch_sub(size, Ordering::Relaxed);
+            tracing::warn!(
+                sid = self.id.0,
+                queued,
+                "slow consumer: send backlog over its limit"
+            );
+            self.closed = true;
+            return Err(DisconnectReason::SlowConsumer);
+        }
+        // Bounded by the backlog just counted (bytes, not messages).
+        match &transport.queue {
+            Some(queue) => queue.push(bytes),
+            None => transport.recipient.do_send(ToTransport::Frame(bytes)),
+        }
+        Ok(())
+    }
+}
+
+/// The outlet as its thread's fan-outs see it.
+pub(super) struct Sink {
+    pub outlet: Rc<RefCell<Outlet>>,
+    pub session: Addr<Session>,
+}
+
+/// Ends a session whose delivery failed outside its actor (a broadcast).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct DeliveryFailed(pub DisconnectReason);
+
+/// A broadcast that found the outlet busy, for the session to deliver itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct LateDelivery(pub Deliver);
+
+impl LocalSink for Sink {
+    fn deliver(&self, deliver: &Deliver) {
+        let Ok(mut outlet) = self.outlet.try_borrow_mut() else {
+            // The session is in the middle of its own delivery (cannot happen: both
+            // run on this thread, one at a time); its mailbox keeps the order.
+            self.session.do_send(LateDelivery(deliver.clone()));
+            return;
+        };
+        if let Err(reason) = outlet.deliver(deliver.frame.clone(), deliver.reliable) {
+            drop(outlet);
+            self.session.do_send(DeliveryFailed(reason));
+        }
+    }
+}

@@ -92,9 +92,72 @@ pub fn next_ping(scheduled: Instant, now: Instant, interval: Duration) -> Instan
     next
 }
 
+/// The most apart two slots of the ping grid are.
+const MAX_GRID: Duration = Duration::from_millis(250);
+
+/// The spacing of the grid every session's pings fall on: the ping interval divided
+/// into at least 20 equal slots, none longer than 250 ms. Pings due in the same slot
+/// go out together, on one wake-up of their thread, instead of one wake-up each (a
+/// wake-up of an idle thread costs more than the ping it sends).
+pub fn ping_grid(interval: Duration) -> Duration {
+    let interval = interval.max(Duration::from_millis(1));
+    let slots = interval.as_nanos().div_ceil(MAX_GRID.as_nanos()).max(20);
+    let nanos = interval.as_nanos() / slots;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX).max(1))
+}
+
+/// The first point of the grid (spaced `grid`, from `epoch`) at or after `t`.
+pub fn on_grid(t: Instant, epoch: Instant, grid: Duration) -> Instant {
+    if t <= epoch {
+        return epoch;
+    }
+    let slots = t.duration_since(epoch).as_nanos().div_ceil(grid.as_nanos());
+    epoch + grid.saturating_mul(u32::try_from(slots).unwrap_or(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_grid_divides_the_interval() {
+        for ms in [100, 400, 1000, 2000, 25_000, 333] {
+            let interval = Duration::from_millis(ms);
+            let grid = ping_grid(interval);
+            assert!(grid <= MAX_GRID, "{ms} ms: {grid:?}");
+            assert!(interval / 20 >= grid, "{ms} ms: {grid:?}");
+            // A whole number of slots per interval, to within a nanosecond per slot.
+            let slots = interval.as_nanos() / grid.as_nanos();
+            assert!(
+                interval.as_nanos() - slots * grid.as_nanos() < slots,
+                "{ms} ms"
+            );
+        }
+        assert_eq!(
+            ping_grid(Duration::from_secs(25)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            ping_grid(Duration::from_secs(2)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn times_round_up_to_the_grid() {
+        let epoch = Instant::now();
+        let g = Duration::from_millis(100);
+        assert_eq!(on_grid(epoch, epoch, g), epoch);
+        assert_eq!(
+            on_grid(epoch + Duration::from_millis(1), epoch, g),
+            epoch + g
+        );
+        assert_eq!(on_grid(epoch + g, epoch, g), epoch + g);
+        assert_eq!(
+            on_grid(epoch + Duration::from_millis(250), epoch, g),
+            epoch + 3 * g
+        );
+    }
 
     #[test]
     fn the_schedule_is_fixed_and_skips_missed_slots() {

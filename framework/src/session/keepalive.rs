@@ -7,20 +7,28 @@
 //! connection (the session detaches and may resume). A resume or a detach forgets
 //! the outstanding ping and its deadline but never starts another schedule, so the
 //! number of pings per interval stays one however often a session resumes.
+//!
+//! Every session's schedule starts on a grid shared by the whole process (see
+//! [`ping_grid`]), so the pings of a thread's sessions come due together, a few times
+//! per interval, and go out on one wake-up of the thread rather than one each.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::heartbeat::{next_ping, Beat};
+use super::heartbeat::{next_ping, on_grid, ping_grid, Beat};
 use super::{Session, ToTransport};
-use crate::protocol::Frame;
+use crate::protocol::{Frame, WireFrame};
 use crate::DisconnectReason;
 
 impl Session {
     /// Starts the session's only heartbeat schedule (called once, when it opens).
     pub(super) fn start_heartbeat(&mut self, ctx: &mut Context<Self>) {
-        self.next_ping = Instant::now();
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let grid = ping_grid(self.shared.config.ping_interval);
+        self.next_ping = on_grid(Instant::now(), epoch, grid);
         self.schedule_ping(ctx);
     }
 
@@ -45,7 +53,10 @@ impl Session {
         match self.heartbeat.tick(Instant::now()) {
             Beat::Ping => {
                 self.report_received(ctx);
-                self.send_frame(&Frame::Ping, ctx);
+                // The same bytes for every ping of every session: framed once.
+                static PING: OnceLock<WireFrame> = OnceLock::new();
+                let ping = PING.get_or_init(|| WireFrame::encode(&Frame::Ping));
+                self.write(ping.clone(), ctx);
                 let timeout = self.shared.config.ping_timeout;
                 let deadline = ctx.run_later(timeout, |act, ctx| {
                     act.ping_deadline = None;

@@ -214,7 +214,7 @@ impl Handler<Emit> for NamespaceActor {
                     scatter.add(*id, &socket.recipient);
                 }
             }
-            return scatter.send(&deliver, ticket);
+            return scatter.send(&deliver, &Arc::new(ticket));
         }
         let mut sent: HashSet<SessionId> = HashSet::new();
         for room in &target.rooms {
@@ -230,7 +230,7 @@ impl Handler<Emit> for NamespaceActor {
                 }
             }
         }
-        scatter.send(&deliver, ticket);
+        scatter.send(&deliver, &Arc::new(ticket));
     }
 }
 

@@ -120,11 +120,10 @@ impl Scatter {
         }
     }
 
-    /// Posts one fan-out per thread.
-    pub fn send(self, deliver: &Deliver, ticket: Ticket) {
-        let ticket = Arc::new(ticket);
+    /// Posts one fan-out per thread, each holding `ticket` until it is handled.
+    pub fn send(self, deliver: &Deliver, ticket: &Arc<Ticket>) {
         for (thread, members) in self.groups {
-            post(&thread, deliver, Arc::new(members), None, &ticket);
+            post(&thread, deliver, Arc::new(members), None, ticket);
         }
     }
 }

@@ -26,7 +26,8 @@ use super::tick::{broadcast_due, TickSchedule};
 use super::{Game, RoomContext, RoomId, RoomOptions};
 use crate::namespace::Socket;
 use crate::protocol::{self, EventKind, WireFrame};
-use crate::room::{Deliver, Mailbox};
+use crate::room::local::Scatter;
+use crate::room::{Deliver, Gauge, Mailbox};
 use crate::SessionId;
 
 /// How often a room checks that its players' sessions still exist (a safety net for
@@ -89,7 +90,14 @@ pub(crate) struct GameRoom<G: Game> {
     lobby: Recipient<RoomReport>,
     seats: Arc<Seats>,
     empty_timer: Option<SpawnHandle>,
+    /// State broadcasts posted to the players' threads and not handled yet.
+    in_flight: Arc<Gauge>,
 }
+
+/// State broadcasts a room may have on their way to its players' threads: 2 s at 30
+/// Hz. Past it a thread has fallen far behind, and the states it has not taken yet
+/// are stale anyway (latest wins): the next one is skipped.
+const MAX_STATES_IN_FLIGHT: usize = 64;
 
 impl<G: Game> GameRoom<G> {
     /// Starts the room on its thread; its clock starts now.
@@ -122,6 +130,7 @@ impl<G: Game> GameRoom<G> {
                 lobby,
                 seats,
                 empty_timer: None,
+                in_flight: Arc::new(Gauge::new(MAX_STATES_IN_FLIGHT)),
             }
         });
         RoomHandle {
@@ -182,8 +191,14 @@ impl<G: Game> GameRoom<G> {
     }
 
     /// Sends the state to every connected player: computed and encoded once per
-    /// distinct subset, the same bytes for every player of the subset.
+    /// distinct subset, the same bytes for every player of the subset, posted once
+    /// per subset to each thread its players run on (see [`crate::room::local`]).
     fn broadcast(&mut self) {
+        let Some(ticket) = self.in_flight.ticket() else {
+            tracing::debug!(room = %self.id, "players' threads behind: state skipped");
+            return;
+        };
+        let ticket = Arc::new(ticket);
         let game = &self.game;
         let connected = self.players.iter().filter(|(_, p)| p.connected);
         let groups = group_by_subset(connected.map(|(id, _)| (game.subset(*id), *id)));
@@ -192,17 +207,27 @@ impl<G: Game> GameRoom<G> {
                 continue;
             };
             self.counters.state_encodes += 1;
+            // One frame per namespace the players are in (normally one), and its
+            // recipients by thread.
             let mut frames: Vec<(Arc<str>, WireFrame)> = Vec::with_capacity(1);
+            let mut scatters: Vec<Scatter> = Vec::with_capacity(1);
             for id in ids {
                 if let Some(player) = self.players.get(&id) {
                     let frame = frame_for(&mut frames, &player.socket, &self.options, &json);
                     self.counters.frames_sent += 1;
                     self.counters.bytes_sent += frame.len() as u64;
-                    player.deliver.post(Deliver {
-                        frame,
-                        reliable: false,
-                    });
+                    let ns = player.socket.namespace();
+                    let at = frames.iter().position(|(n, _)| &**n == ns).unwrap_or(0);
+                    scatters.resize_with(frames.len(), Scatter::default);
+                    scatters[at].add(id, &player.deliver);
                 }
+            }
+            for ((_, frame), scatter) in frames.into_iter().zip(scatters) {
+                let deliver = Deliver {
+                    frame,
+                    reliable: false,
+                };
+                scatter.send(&deliver, &ticket);
             }
         }
         self.counters.broadcasts += 1;

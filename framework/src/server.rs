@@ -182,11 +182,12 @@ impl VolleyBuilder {
     }
 }
 
-/// A running Volley server: mount it into actix-web with [`Volley::configure`] and
-/// use it to reach namespaces and sessions from outside handlers.
+/// A running Volley server: serve it with [`Volley::http_server`] (or mount it into
+/// actix-web's own server with [`Volley::configure`]) and use it to reach namespaces
+/// and sessions from outside handlers.
 ///
 /// ```no_run
-/// use actix_web::{App, HttpServer};
+/// use actix_web::App;
 /// use volley::{Namespace, Volley};
 ///
 /// #[actix_web::main]
@@ -196,10 +197,8 @@ impl VolleyBuilder {
 ///             let _ = socket.emit("echo", &text);
 ///         }))
 ///         .build();
-///     let app = volley.clone();
-///     HttpServer::new(move || App::new().configure(app.configure()))
-///         .tcp_nodelay(true) // real-time: do not hold back small frames
-///         .on_connect(volley.on_connect()) // the write timeout
+///     volley
+///         .http_server(App::new) // your routes go in the App
 ///         .bind(("127.0.0.1", 8080))?
 ///         .run()
 ///         .await
@@ -221,7 +220,11 @@ impl Volley {
         &self.shared.config
     }
 
-    /// Routes to add to an actix-web `App` (`App::new().configure(volley.configure())`).
+    /// Routes to add to an actix-web `App` (`App::new().configure(volley.configure())`)
+    /// under actix-web's own `HttpServer`; [`Volley::http_server`] adds them itself.
+    /// There, WebSocket connections stay in actix-http's HTTP/1 dispatcher (16 KiB of
+    /// buffers each and a copy per message): prefer `http_server` unless the
+    /// application needs WebSocket routes of its own or builds its server itself.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let shared = self.shared.clone();
         move |cfg: &mut web::ServiceConfig| {

@@ -19,6 +19,7 @@
 
 mod client_limit;
 mod heartbeat;
+mod joined;
 mod keepalive;
 mod outbox;
 mod outlet;
@@ -39,6 +40,7 @@ use tokio::sync::oneshot;
 
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
+use joined::{leave, Joined, Joins};
 pub use outbox::{Outbox, Overflow};
 use outlet::{DeliveryFailed, LateDelivery, Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;
@@ -51,9 +53,7 @@ pub(crate) use transport_link::too_many_frames;
 pub(crate) use transport_link::DropConnection;
 pub use transport_link::{Attach, FromTransport, ToTransport, TransportId, TransportLink};
 
-use crate::namespace::{
-    self, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
-};
+use crate::namespace::{self, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind};
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
 use crate::room::local::{self as local_delivery, LocalKey};
 use crate::room::{Deliver, Mailbox};
@@ -72,26 +72,6 @@ struct PendingAck {
     timer: SpawnHandle,
 }
 
-struct Joined {
-    socket: Socket,
-    namespace: NamespaceHandle,
-    /// Who to tell about detach, resume and leave (see [`Socket::watch`]).
-    watchers: Vec<Recipient<SocketEvent>>,
-}
-
-impl Joined {
-    /// Once per detach, resume or leave: the connection's lifetime sets the rate.
-    fn notify(&self, kind: &SocketEventKind) {
-        for watcher in &self.watchers {
-            watcher.do_send(SocketEvent {
-                id: self.socket.id(),
-                namespace: self.socket.ns_arc(),
-                kind: kind.clone(),
-            });
-        }
-    }
-}
-
 /// Tell the client what we received at least this often (in reliable frames), so it
 /// can trim its own buffer under load.
 const RECEIVED_EVERY: u64 = 64;
@@ -105,7 +85,8 @@ pub struct Session {
     next_ping: Instant,
     /// Fires `ping_timeout` after an unanswered ping; cancelled by its pong.
     ping_deadline: Option<SpawnHandle>,
-    joined: HashMap<Arc<str>, Joined>,
+    /// The namespaces joined (a few at most: a list, not a map).
+    joined: Joins,
     pending_acks: HashMap<u64, PendingAck>,
     /// The connection, the outbox and the client's limit, shared with the thread's
     /// broadcasts (see [`outlet`]).
@@ -133,7 +114,7 @@ impl Session {
             heartbeat,
             next_ping: Instant::now(),
             ping_deadline: None,
-            joined: HashMap::new(),
+            joined: Joins::default(),
             pending_acks: HashMap::new(),
             out: Rc::new(RefCell::new(out)),
             local: None,
@@ -315,7 +296,7 @@ impl Session {
             namespace,
             watchers: Vec::new(),
         };
-        self.joined.insert(joined.namespace.name.clone(), joined);
+        self.joined.insert(joined);
         self.publish_namespaces();
     }
 
@@ -397,7 +378,7 @@ impl Session {
                 .supervisor
                 .do_send(supervisor::Unregister { id: self.id() });
         }
-        for (_, joined) in self.joined.drain() {
+        for joined in self.joined.drain() {
             leave(joined, &reason);
         }
         for (_, pending) in self.pending_acks.drain() {
@@ -421,19 +402,6 @@ impl Session {
             );
         }
         ctx.stop();
-    }
-}
-
-/// Takes a socket out of its namespace, runs the disconnect hook and tells the
-/// socket's watchers.
-fn leave(joined: Joined, reason: &DisconnectReason) {
-    joined.notify(&SocketEventKind::Left(reason.clone()));
-    // Once per namespace left, like `AddSocket`.
-    joined.namespace.addr.do_send(namespace::RemoveSocket {
-        id: joined.socket.id(),
-    });
-    if let Some(hook) = &joined.namespace.spec.on_disconnect {
-        hook(&joined.socket, reason);
     }
 }
 

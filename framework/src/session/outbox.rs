@@ -82,6 +82,10 @@ impl Outbox {
             }
             self.acked += 1;
         }
+        if self.frames.is_empty() {
+            // All confirmed: an idle session keeps no buffer.
+            self.frames = VecDeque::new();
+        }
         Ok(())
     }
 

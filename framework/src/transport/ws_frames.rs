@@ -211,9 +211,6 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.batch.is_empty() {
-                if self.batch.capacity() > 4 * MAX_IOVECS {
-                    self.batch = VecDeque::new(); // a burst is over: give its room back
-                }
                 match self.out.queue.poll_batch(cx, &mut self.batch) {
                     Poll::Ready(true) => {}
                     Poll::Ready(false) => {
@@ -221,6 +218,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                         return Pin::new(&mut self.io).poll_shutdown(cx);
                     }
                     Poll::Pending => {
+                        // Idle: the connection keeps no buffer (the queue and the
+                        // batch swap theirs, so both are empty now).
+                        self.batch = VecDeque::new();
                         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
                         return Poll::Pending;
                     }

@@ -1,0 +1,85 @@
+//! The namespaces a session has joined, each as a [`Socket`] with its watchers.
+
+use actix::prelude::*;
+
+use crate::namespace::{self, NamespaceHandle, Socket, SocketEvent, SocketEventKind};
+use crate::DisconnectReason;
+
+pub(super) struct Joined {
+    pub socket: Socket,
+    pub namespace: NamespaceHandle,
+    /// Who to tell about detach, resume and leave (see [`Socket::watch`]).
+    pub watchers: Vec<Recipient<SocketEvent>>,
+}
+
+impl Joined {
+    /// Once per detach, resume or leave: the connection's lifetime sets the rate.
+    pub fn notify(&self, kind: &SocketEventKind) {
+        for watcher in &self.watchers {
+            watcher.do_send(SocketEvent {
+                id: self.socket.id(),
+                namespace: self.socket.ns_arc(),
+                kind: kind.clone(),
+            });
+        }
+    }
+}
+
+/// The joined namespaces, by name. A session joins a handful at most
+/// (`max_namespaces_per_session`), so a list searched in order is smaller than a map
+/// and as fast.
+#[derive(Default)]
+pub(super) struct Joins(Vec<Joined>);
+
+impl Joins {
+    pub fn get(&self, ns: &str) -> Option<&Joined> {
+        self.0.iter().find(|j| &*j.namespace.name == ns)
+    }
+
+    pub fn get_mut(&mut self, ns: &str) -> Option<&mut Joined> {
+        self.0.iter_mut().find(|j| &*j.namespace.name == ns)
+    }
+
+    pub fn contains_key(&self, ns: &str) -> bool {
+        self.get(ns).is_some()
+    }
+
+    pub fn remove(&mut self, ns: &str) -> Option<Joined> {
+        let at = self.0.iter().position(|j| &*j.namespace.name == ns)?;
+        Some(self.0.remove(at))
+    }
+
+    /// Adds a namespace the session is not in yet.
+    pub fn insert(&mut self, joined: Joined) {
+        self.0.push(joined);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|j| &*j.namespace.name)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Joined> {
+        self.0.iter()
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = Joined> + '_ {
+        self.0.drain(..)
+    }
+}
+
+/// Takes a socket out of its namespace, runs the disconnect hook and tells the
+/// socket's watchers.
+pub(super) fn leave(joined: Joined, reason: &DisconnectReason) {
+    joined.notify(&SocketEventKind::Left(reason.clone()));
+    // Once per namespace left, like `AddSocket`.
+    joined.namespace.addr.do_send(namespace::RemoveSocket {
+        id: joined.socket.id(),
+    });
+    if let Some(hook) = &joined.namespace.spec.on_disconnect {
+        hook(&joined.socket, reason);
+    }
+}

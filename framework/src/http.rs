@@ -16,7 +16,7 @@ use actix_service::{fn_service, map_config, ServiceFactory};
 use actix_web::dev::{AppConfig, Server, ServiceRequest, ServiceResponse};
 use actix_web::App;
 
-use crate::shared::Shared;
+use crate::session::Shared;
 use crate::transport::connection;
 use crate::transport::upgrade::upgrade;
 use crate::Volley;

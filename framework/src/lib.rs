@@ -19,7 +19,6 @@ pub mod protocol;
 pub mod room;
 mod server;
 pub mod session;
-mod shared;
 mod transport;
 
 #[cfg(feature = "client")]

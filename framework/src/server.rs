@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::namespace::{
     Broadcast, Namespace, NamespaceHandle, NamespaceStats, RoomPlacer, Stats, Target,
 };
+use crate::session::{read, NamespaceFactory, Shared};
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
-use crate::shared::{read, NamespaceFactory, Shared};
 use crate::transport::{connection, polling, websocket};
 use crate::{Config, EmitError, HttpServer, RateLimit, SessionId};
 
@@ -163,7 +163,6 @@ impl VolleyBuilder {
             dynamic: self.dynamic,
             place_room,
             control,
-            polls: Default::default(),
             over_client_limit: AtomicU64::new(0),
             connections: Default::default(),
         };
@@ -178,6 +177,7 @@ impl VolleyBuilder {
         *shared.namespaces.write().unwrap_or_else(|e| e.into_inner()) = started;
         Volley {
             shared: Arc::new(shared),
+            polls: Arc::default(),
         }
     }
 }
@@ -207,6 +207,8 @@ impl VolleyBuilder {
 #[derive(Clone)]
 pub struct Volley {
     shared: Arc<Shared>,
+    /// Open long-polling connections, shared by the routes of every worker.
+    polls: Arc<polling::PollRegistry>,
 }
 
 impl Volley {
@@ -227,10 +229,11 @@ impl Volley {
     /// application needs WebSocket routes of its own or builds its server itself.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let shared = self.shared.clone();
+        let polls = self.polls.clone();
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(shared.clone()))
                 .route(&shared.config.path, web::get().to(websocket::route));
-            polling::configure(cfg, &shared.config.path);
+            polling::configure(cfg, &shared.config.path, polls.clone());
         }
     }
 

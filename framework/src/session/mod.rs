@@ -25,6 +25,7 @@ mod outbox;
 mod outlet;
 mod rate;
 mod send_queue;
+mod shared;
 mod supervisor;
 mod transport_link;
 
@@ -46,6 +47,7 @@ use outlet::{DeliveryFailed, LateDelivery, Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;
 pub use send_queue::Backlog;
 pub use send_queue::SendQueue;
+pub(crate) use shared::{read, Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
@@ -57,7 +59,6 @@ use crate::namespace::{self, SessionLink, Socket, SocketCommand, SocketEvent, So
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
 use crate::room::local::{self as local_delivery, LocalKey};
 use crate::room::{Deliver, Mailbox};
-use crate::shared::Shared;
 use crate::{AckError, DisconnectReason, SessionId};
 
 /// Ends a session from the application (see [`crate::Volley::kick`]).

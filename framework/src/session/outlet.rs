@@ -12,11 +12,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::send_queue::queued_size;
+use super::Shared;
 use super::{ClientLimit, Outbox, Session, ToTransport, TransportLink};
 use crate::protocol::WireFrame;
 use crate::room::local::LocalSink;
 use crate::room::Deliver;
-use crate::shared::Shared;
 use crate::{DisconnectReason, SessionId};
 
 /// Whether a connection currently carries the session.

@@ -7,16 +7,15 @@
 //! A connection that is let in holds a [`ConnectionSlot`] for its whole life; dropping
 //! the slot (the transport actor going away) gives the place back.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use actix_web::dev::RequestHead;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
-use crate::shared::Shared;
+use crate::session::{Connections, Shared};
 use crate::Config;
 
 /// Why a request was not let in. The text is the response body.
@@ -99,20 +98,6 @@ fn has_port(authority: &str) -> bool {
     match authority.rfind(']') {
         Some(end) => authority[end..].contains(':'), // [v6]:port
         None => authority.contains(':'),
-    }
-}
-
-/// Open connections, in total and per client address.
-#[derive(Default)]
-pub(crate) struct Connections {
-    total: AtomicUsize,
-    per_address: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl Connections {
-    /// Open connections right now.
-    pub fn open(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::protocol::{self, Frame, ResumeToken};
+use crate::session::Shared;
 use crate::session::{Attach, ClientLimit, ResumeSession, Session, TransportLink};
-use crate::shared::Shared;
 use crate::SessionId;
 
 /// What a connection's first frame asks for.

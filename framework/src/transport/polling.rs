@@ -25,11 +25,11 @@ use super::admission::{self, ConnectionSlot, Refusal};
 use super::opening::{opening, resume, start_session, Opening};
 use crate::protocol::{self, Frame};
 use crate::room::Gauge;
+use crate::session::Shared;
 use crate::session::{
     queued_size, too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId,
     TransportLink,
 };
-use crate::shared::Shared;
 use crate::DisconnectReason;
 
 /// Polling connections by pid. Touched once per HTTP request, never per frame.
@@ -38,9 +38,12 @@ pub(crate) type PollRegistry = std::sync::RwLock<HashMap<Arc<str>, Addr<PollTran
 static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1 << 62);
 
 /// Mounts the polling routes at `<path>/poll`.
-pub(crate) fn configure(cfg: &mut web::ServiceConfig, path: &str) {
+/// Mounts the polling endpoint at `<path>/poll`; `polls` is the server's registry of
+/// open polling connections, shared by every worker's `App`.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, path: &str, polls: Arc<PollRegistry>) {
     let path = format!("{}/poll", path.trim_end_matches('/'));
-    cfg.route(&path, web::get().to(get))
+    cfg.app_data(web::Data::from(polls))
+        .route(&path, web::get().to(get))
         .route(&path, web::post().to(post))
         .route(&path, web::method(Method::OPTIONS).to(preflight))
         .route(&path, web::route().to(not_allowed));
@@ -141,9 +144,8 @@ async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResp
         .finish()
 }
 
-fn lookup(shared: &Shared, pid: &str) -> Option<Addr<PollTransport>> {
-    shared
-        .polls
+fn lookup(polls: &PollRegistry, pid: &str) -> Option<Addr<PollTransport>> {
+    polls
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .get(pid)
@@ -155,13 +157,14 @@ async fn get(
     req: HttpRequest,
     query: web::Query<PollQuery>,
     shared: web::Data<Arc<Shared>>,
+    polls: web::Data<PollRegistry>,
 ) -> HttpResponse {
     // A GET answer that cannot be written is dropped like a stalled WebSocket.
     super::connection::check_tuned(&req, shared.config.write_timeout);
     let result = async {
         admission::check_origin(req.head(), &shared.config)?;
         let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
-        let transport = lookup(&shared, pid).ok_or(PollError::UnknownPid)?;
+        let transport = lookup(&polls, pid).ok_or(PollError::UnknownPid)?;
         let (reply, answer) = oneshot::channel();
         transport
             .send(Poll { reply })
@@ -181,6 +184,7 @@ async fn post(
     query: web::Query<PollQuery>,
     payload: web::Payload,
     shared: web::Data<Arc<Shared>>,
+    polls: web::Data<PollRegistry>,
 ) -> HttpResponse {
     let result = async {
         admission::check_origin(req.head(), &shared.config)?;
@@ -189,7 +193,7 @@ async fn post(
             .map_err(|e| PollError::Refused(e.to_string()))?;
         match query.pid.as_deref() {
             Some(pid) => {
-                let transport = lookup(&shared, pid).ok_or(PollError::UnknownPid)?;
+                let transport = lookup(&polls, pid).ok_or(PollError::UnknownPid)?;
                 push(&transport, frames).await?;
                 Ok(Bytes::from_static(b"ok"))
             }
@@ -201,10 +205,11 @@ async fn post(
                 }
                 let slot = admission::reserve(req.head(), &shared)?;
                 let pid = new_pid();
+                let registry = polls.clone().into_inner();
                 let transport =
-                    PollTransport::new(shared.get_ref().clone(), pid.clone(), slot).start();
-                shared
-                    .polls
+                    PollTransport::new(shared.get_ref().clone(), registry, pid.clone(), slot)
+                        .start();
+                polls
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(pid.clone(), transport.clone());
@@ -272,6 +277,8 @@ pub(crate) struct PollTransport {
     id: TransportId,
     pid: Arc<str>,
     shared: Arc<Shared>,
+    /// The registry this connection is in, under `pid`; it leaves it when it stops.
+    polls: Arc<PollRegistry>,
     session: Option<Addr<Session>>,
     backlog: Backlog,
     /// Client frames posted to the session and not handled yet.
@@ -288,12 +295,18 @@ pub(crate) struct PollTransport {
 }
 
 impl PollTransport {
-    fn new(shared: Arc<Shared>, pid: Arc<str>, slot: ConnectionSlot) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        polls: Arc<PollRegistry>,
+        pid: Arc<str>,
+        slot: ConnectionSlot,
+    ) -> Self {
         PollTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             pid,
             shared,
+            polls,
             session: None,
             backlog: Arc::new(AtomicUsize::new(0)),
             queue: VecDeque::new(),
@@ -467,8 +480,7 @@ impl Actor for PollTransport {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.shared
-            .polls
+        self.polls
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.pid);

@@ -23,7 +23,7 @@ use futures_util::SinkExt;
 use super::admission;
 use super::websocket;
 use super::ws_frames::{Outgoing, ReadChunks, Writer};
-use crate::shared::Shared;
+use crate::session::Shared;
 
 /// Takes one upgrade request off the HTTP/1 dispatcher. Never fails: whatever goes
 /// wrong is answered to the client or is a lost connection.

@@ -21,11 +21,11 @@ use super::opening::{opening, resume, start_session, Opening};
 use super::ws_frames::{ConnectionGone, Incoming, Outgoing};
 use crate::protocol::{self, Frame, WireFrame};
 use crate::room::Gauge;
+use crate::session::Shared;
 use crate::session::{
     queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SendQueue, Session,
     ToTransport, TransportId, TransportLink,
 };
-use crate::shared::Shared;
 use crate::{DisconnectReason, SessionId};
 
 /// The actix-web handler for the WebSocket endpoint, under a plain actix-web

@@ -1,17 +1,17 @@
 //! [`Shared`]: the state of one server that every session, transport and handle
 //! reaches: the configuration, the supervisor, the running namespaces, the open
-//! connections. `server.rs` builds it; `session/` and `transport/` read it.
+//! connections. `server.rs` builds it; sessions and (above them) transports read it.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
 
+use super::Supervisor;
 use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle, RoomPlacer};
 use crate::room::Gauge;
-use crate::session::Supervisor;
-use crate::transport::{admission, polling};
 use crate::Config;
 
 /// Makes a namespace on demand from its name (`VolleyBuilder::dynamic_namespaces`).
@@ -25,13 +25,25 @@ pub(crate) struct Shared {
     pub dynamic: Option<Arc<NamespaceFactory>>,
     pub place_room: RoomPlacer,
     pub control: ArbiterHandle,
-    /// Open long-polling connections.
-    pub polls: polling::PollRegistry,
     /// Broadcast deliveries skipped because the frame was larger than the recipient
     /// client accepts (see [`crate::Volley::frames_over_client_limit`]).
     pub over_client_limit: AtomicU64,
     /// Open connections of both transports, for the connection limits.
-    pub connections: Arc<admission::Connections>,
+    pub connections: Arc<Connections>,
+}
+
+/// Open connections, in total and per client address.
+#[derive(Default)]
+pub(crate) struct Connections {
+    pub(crate) total: AtomicUsize,
+    pub(crate) per_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Connections {
+    /// Open connections right now.
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
 }
 
 impl Shared {

@@ -45,14 +45,6 @@ pub(crate) struct LeavePlayer {
     pub player: SessionId,
 }
 
-/// One input from a player, decoded by the room as the game's input type.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PlayerInput {
-    pub player: SessionId,
-    pub input: Value,
-}
-
 /// The matchmaker has forgotten the room: stop.
 #[derive(Message)]
 #[rtype(result = "()")]

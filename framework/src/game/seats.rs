@@ -1,30 +1,35 @@
 //! The seat table: which room each player (session) sits in, shared by the
 //! [`super::GameRooms`] handle and the rooms.
 //!
-//! It is what keeps the matchmaker off the input path: an input is looked up here, on
-//! the player's session thread, counted against the player's per-tick bound
-//! ([`InputGate`]), and posted straight to its room. Rooms write a seat when they
-//! seat a player and remove it when they free the seat.
+//! It is what keeps the matchmaker, and the room's mailbox, off the input path: an
+//! input is looked up here, on the player's session thread, counted against the
+//! player's per-tick bound and queued in the seat's [`InputGate`], which the room
+//! empties at its next tick. No message and no wake-up of the room's thread per input:
+//! the room needs its inputs only when it ticks. Rooms write a seat when they seat a
+//! player and remove it when they free the seat.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix::Recipient;
 use serde_json::Value;
 
-use super::messages::{LeavePlayer, PlayerInput};
+use super::messages::LeavePlayer;
 use super::{InputError, JoinError, RoomId};
 use crate::SessionId;
 
-/// Bounds the inputs one player has waiting for the next tick. Shared by the seat
-/// table (which admits inputs) and the room (which releases them each tick).
+/// The inputs one player has waiting for the next tick, at most `cap`. Shared by the
+/// seat table (which admits and queues inputs, on the player's session thread) and
+/// the room (which takes them each tick, on its own).
 #[derive(Debug)]
 pub(crate) struct InputGate {
     cap: usize,
-    /// Inputs admitted and not yet applied (in flight or queued in the room).
+    /// Inputs admitted and not yet applied.
     queued: AtomicUsize,
     dropped: AtomicU64,
+    /// The admitted inputs, in arrival order, until the room takes them.
+    inbox: Mutex<VecDeque<Value>>,
 }
 
 impl InputGate {
@@ -33,7 +38,26 @@ impl InputGate {
             cap,
             queued: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            inbox: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Queues an input for the next tick; `false` (and counted) when `cap` wait.
+    pub fn offer(&self, input: Value) -> bool {
+        if !self.admit() {
+            return false;
+        }
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(input);
+        true
+    }
+
+    /// The inputs queued since the last tick, in arrival order; the caller releases
+    /// them once applied.
+    pub fn take(&self) -> VecDeque<Value> {
+        std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Takes a place for one input; `false` (and counted) when `cap` are waiting.
@@ -60,12 +84,6 @@ impl InputGate {
             });
     }
 
-    /// An admitted input was dropped after all.
-    pub fn drop_queued(&self) {
-        self.release(1);
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -78,7 +96,6 @@ pub(crate) enum Seat {
     /// Seated in `room`.
     Seated {
         room: RoomId,
-        input: Recipient<PlayerInput>,
         leave: Recipient<LeavePlayer>,
         gate: Arc<InputGate>,
     },
@@ -147,17 +164,13 @@ impl Seats {
 
     pub fn input(&self, id: SessionId, input: Value) -> Result<(), InputError> {
         let seats = self.read();
-        let Some(Seat::Seated {
-            input: room, gate, ..
-        }) = seats.get(&id)
-        else {
+        let Some(Seat::Seated { gate, .. }) = seats.get(&id) else {
             return Err(InputError::NotSeated);
         };
-        if !gate.admit() {
+        // Bounded: the gate holds `max_inputs_per_tick` per player until a tick.
+        if !gate.offer(input) {
             return Err(InputError::Dropped);
         }
-        // Bounded: the gate admits `max_inputs_per_tick` per player until a tick.
-        room.do_send(PlayerInput { player: id, input });
         Ok(())
     }
 }

@@ -11,14 +11,14 @@
 
 mod players;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::messages::{Dispose, GetMetrics, PlayerInput, RoomHandle, RoomReport, RoomStatus};
+use super::messages::{Dispose, GetMetrics, RoomHandle, RoomReport, RoomStatus};
 use super::metrics::{Histogram, RoomMetrics};
 use super::seats::{InputGate, Seats};
 use super::subset::group_by_subset;
@@ -45,13 +45,13 @@ pub(crate) struct Spawn {
     pub seats: Arc<Seats>,
 }
 
-struct Player<I> {
+struct Player {
     socket: Socket,
     /// Bounded: a player that cannot keep up with the states ends as a slow consumer.
     deliver: Mailbox,
     /// False while the seat is held for a dropped connection.
     connected: bool,
-    inputs: VecDeque<I>,
+    /// The player's inputs waiting for the next tick (queued by the seat table).
     gate: Arc<InputGate>,
 }
 
@@ -76,7 +76,7 @@ pub(crate) struct GameRoom<G: Game> {
     options: Arc<RoomOptions>,
     game: Box<G>,
     /// Ordered by session id, so that inputs are applied in a stable order.
-    players: BTreeMap<SessionId, Player<G::Input>>,
+    players: BTreeMap<SessionId, Player>,
     schedule: TickSchedule,
     started: Instant,
     counters: Counters,
@@ -178,15 +178,25 @@ impl<G: Game> GameRoom<G> {
         self.arm(ctx);
     }
 
-    /// Gives each player's queued inputs to the game, in arrival order.
+    /// Gives each player's queued inputs to the game, in arrival order; an input that
+    /// is not the game's `Input` is counted and skipped.
     fn apply_inputs(&mut self, rctx: &mut RoomContext) {
-        for (id, player) in &mut self.players {
-            let n = player.inputs.len();
-            for input in player.inputs.drain(..) {
-                self.game.input(rctx, *id, input);
+        for (id, player) in &self.players {
+            let inputs = player.gate.take();
+            let n = inputs.len();
+            for value in inputs {
+                match serde_json::from_value::<G::Input>(value) {
+                    Ok(input) => {
+                        self.game.input(rctx, *id, input);
+                        self.counters.inputs_applied += 1;
+                    }
+                    Err(e) => {
+                        self.counters.inputs_invalid += 1;
+                        tracing::debug!(room = %self.id, sid = id.0, error = %e, "invalid input");
+                    }
+                }
             }
             player.gate.release(n);
-            self.counters.inputs_applied += n as u64;
         }
     }
 
@@ -266,7 +276,7 @@ impl<G: Game> GameRoom<G> {
     fn apply(&mut self, rctx: RoomContext) {
         for out in rctx.outgoing {
             let mut frames: Vec<(Arc<str>, WireFrame)> = Vec::with_capacity(1);
-            let mut send = |player: &Player<G::Input>| {
+            let mut send = |player: &Player| {
                 let (kind, name) = (EventKind::Reliable, &out.event);
                 let frame = event_frame(&mut frames, &player.socket, kind, name, &out.json);
                 player.deliver.post(Deliver {
@@ -379,28 +389,6 @@ impl<G: Game> Actor for GameRoom<G> {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         tracing::debug!(room = %self.id, ticks = self.counters.ticks, "game room disposed of");
-    }
-}
-
-impl<G: Game> Handler<PlayerInput> for GameRoom<G> {
-    type Result = ();
-
-    fn handle(&mut self, msg: PlayerInput, _: &mut Context<Self>) {
-        let Some(player) = self.players.get_mut(&msg.player) else {
-            return;
-        };
-        match serde_json::from_value::<G::Input>(msg.input) {
-            // The gate already bounds queued inputs; this check is belt and braces.
-            Ok(input) if player.inputs.len() < self.options.max_inputs_per_tick => {
-                player.inputs.push_back(input);
-            }
-            Ok(_) => player.gate.drop_queued(),
-            Err(e) => {
-                player.gate.release(1);
-                self.counters.inputs_invalid += 1;
-                tracing::debug!(room = %self.id, sid = msg.player.0, error = %e, "invalid input");
-            }
-        }
     }
 }
 

@@ -8,7 +8,6 @@
 //! gets a full state at once; when the session ends (the grace window ran out) the
 //! seat is freed and `Game::leave` runs.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -97,7 +96,6 @@ impl<G: Game> Handler<JoinPlayer> for GameRoom<G> {
                 id,
                 Seat::Seated {
                     room: self.id,
-                    input: ctx.address().recipient(),
                     leave: ctx.address().recipient(),
                     gate: gate.clone(),
                 },
@@ -108,7 +106,6 @@ impl<G: Game> Handler<JoinPlayer> for GameRoom<G> {
                     deliver: msg.socket.mailbox(),
                     socket: msg.socket,
                     connected: true,
-                    inputs: VecDeque::new(),
                     gate,
                 },
             );

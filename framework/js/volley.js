@@ -13,6 +13,12 @@
  *   game.on("state", (state) => draw(state));
  *   game.emit("input", { dx: 1, dy: 0 });
  *   const answer = await game.emitWithAck("join_game", { type: "arena" }, 5000);
+ *
+ * Loads three ways, no build step (framework/js/package.json): a <script> tag sets the
+ * global `Volley`; CommonJS (`require("volley-client")`, volley.cjs) gets the same object
+ * as module.exports; ES modules import it through volley.mjs. Types: volley.d.ts.
+ * Outside a browser, pass a full ws:// URL; WebSocket is the global one (Node 22+, or
+ * 20 with --experimental-websocket) or `options.WebSocket` (e.g. the `ws` package).
  */
 (function (global) {
   "use strict";
@@ -184,12 +190,18 @@
     return path;
   }
 
+  const NO_WEBSOCKET = "no WebSocket here: pass options.WebSocket (e.g. the ws package), " +
+    "run Node 22+ (or 20 with --experimental-websocket), or use transport \"polling\"";
+
   class WebSocketTransport {
-    constructor(url, first, handlers) {
+    constructor(url, first, handlers, options) {
       this.kind = "websocket";
       this.h = handlers;
       this.closed = false;
-      const ws = (this.ws = new WebSocket(websocketUrl(url)));
+      const WebSocketClass = options.WebSocket || global.WebSocket;
+      // Lost right after the caller has its handle: "auto" then falls back to polling.
+      if (!WebSocketClass) return void Promise.resolve().then(() => this.lost(NO_WEBSOCKET));
+      const ws = (this.ws = new WebSocketClass(websocketUrl(url)));
       ws.binaryType = "arraybuffer";
       ws.onopen = () => ws.send(first);
       ws.onmessage = (m) => { if (!this.closed && m.data instanceof ArrayBuffer) this.h.onframe(new Uint8Array(m.data)); };
@@ -197,8 +209,8 @@
       ws.onerror = () => this.lost("transport error");
     }
     lost(reason) { if (!this.closed) { this.closed = true; this.h.onlost(reason); } }
-    send(bytes) { if (!this.closed && this.ws.readyState === 1) this.ws.send(bytes); }
-    close() { this.closed = true; try { this.ws.close(1000); } catch (_) { /* already closed */ } }
+    send(bytes) { if (!this.closed && this.ws && this.ws.readyState === 1) this.ws.send(bytes); }
+    close() { this.closed = true; try { if (this.ws) this.ws.close(1000); } catch (_) { /* already closed */ } }
   }
 
   class PollingTransport {
@@ -209,11 +221,14 @@
       this.base = httpUrl(url).replace(/\/$/, "") + "/poll";
       this.queue = [];
       this.posting = false;
+      // Ends the requests in flight on close(): a held poll would otherwise stay open
+      // (and keep a Node process alive) until the server answers it.
+      this.abort = new AbortController();
       this.open(first);
     }
     async open(first) {
       try {
-        const res = await fetch(this.base, { method: "POST", body: encodeBatch([first]), cache: "no-store" });
+        const res = await fetch(this.base, { method: "POST", body: encodeBatch([first]), cache: "no-store", signal: this.abort.signal });
         const text = await res.text();
         if (!res.ok) return this.lost("polling refused (" + res.status + "): " + text);
         this.endpoint = this.base + "?pid=" + encodeURIComponent(text);
@@ -224,7 +239,7 @@
     async poll() {
       while (!this.closed) {
         try {
-          const res = await fetch(this.endpoint, { cache: "no-store" });
+          const res = await fetch(this.endpoint, { cache: "no-store", signal: this.abort.signal });
           if (!res.ok) return this.lost("polling refused (" + res.status + "): " + (await res.text()));
           const body = new Uint8Array(await res.arrayBuffer());
           for (const f of splitBatch(body)) { if (this.closed) return; this.h.onframe(f); }
@@ -237,14 +252,14 @@
       this.posting = true;
       const batch = this.queue.splice(0, 256);
       try {
-        const res = await fetch(this.endpoint, { method: "POST", body: encodeBatch(batch), cache: "no-store" });
+        const res = await fetch(this.endpoint, { method: "POST", body: encodeBatch(batch), cache: "no-store", signal: this.abort.signal });
         if (!res.ok) return this.lost("polling refused (" + res.status + "): " + (await res.text()));
       } catch (e) { return this.lost("transport error: " + e.message); }
       finally { this.posting = false; }
       this.flush();
     }
     lost(reason) { if (!this.closed) { this.closed = true; this.h.onlost(reason); } }
-    close() { this.closed = true; }
+    close() { this.closed = true; this.abort.abort(); }
   }
 
   // ---- Namespaces --------------------------------------------------------------
@@ -307,9 +322,13 @@
      * @param {object} options transport ("auto" | "websocket" | "polling"), upgradeTimeout (5000 ms),
      *   backoff { initial: 1000, max: 5000, factor: 2, jitter: 0.5, maxAttempts: Infinity },
      *   sendBuffer (1024 unconfirmed reliable frames), maxFrameSize (16 MiB: the largest
-     *   frame accepted from the server; announced to it, which never sends more).
+     *   frame accepted from the server; announced to it, which never sends more),
+     *   WebSocket (the WebSocket class to use; default: the global one).
      */
     constructor(url = "/volley", options = {}) {
+      if (!global.location && !/^wss?:\/\//.test(url)) {
+        throw new Error("volley: " + JSON.stringify(url) + " is relative and there is no page here: pass a full ws:// or wss:// URL");
+      }
       this.url = url;
       this.options = Object.assign({ transport: "auto", upgradeTimeout: 5000, sendBuffer: 1024, maxFrameSize: 16 * 1024 * 1024 }, options);
       this.backoff = Object.assign({ initial: 1000, max: 5000, factor: 2, jitter: 0.5, maxAttempts: Infinity }, options.backoff || {});
@@ -385,7 +404,7 @@
           if (this.transport === t) this.onFrame(f);
         },
         onlost: (reason) => { if (!settled) fail(reason); else if (this.transport === t) this.lost(reason); },
-      });
+      }, this.options);
       const timer = setTimeout(() => fail("no answer within " + timeoutMs + " ms"), timeoutMs);
     }
 
@@ -548,6 +567,7 @@
     finish(reason) {
       clearTimeout(this.silence);
       clearTimeout(this.retry);
+      clearTimeout(this.reportTimer);
       if (this.transport) this.transport.close();
       this.transport = null;
       this.acks.forEach((a) => { clearTimeout(a.timer); a.reject(new Error("session closed: " + reason)); });
@@ -562,5 +582,9 @@
     }
   }
 
-  global.Volley = { Client, encode, decode, encodeBatch, splitBatch, version: 1 };
+  const Volley = { Client, encode, decode, encodeBatch, splitBatch, version: 1 };
+  // CommonJS (Node's require, bundlers) gets the module; a <script> tag or an ES module
+  // import of this file (volley.mjs) gets the global.
+  if (typeof module === "object" && module && module.exports) module.exports = Volley;
+  else global.Volley = Volley;
 })(typeof window !== "undefined" ? window : globalThis);

@@ -4,24 +4,10 @@
 // (run by framework/tests/core/browser_client.rs, which starts the server and the
 // namespace these steps talk to). Prints one line per step; exits 1 on a failure.
 "use strict";
-require("../volley.js");
-const { Client } = globalThis.Volley;
+const { Client } = require("../volley.js");
 
-const [url, transport] = process.argv.slice(2);
-const backoff = { initial: 10, max: 50 };
-const WAIT_MS = 10000;
+const { url, transport, backoff, WAIT_MS, within, expect } = require("./steps.cjs");
 
-function within(promise, what) {
-  let timer;
-  const late = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error("timed out: " + what)), WAIT_MS);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-function expect(ok, what) {
-  if (!ok) throw new Error("failed: " + what);
-  console.log("ok " + what);
-}
 /** Resolves with the first state change `fn` accepts. */
 function state(client, fn, what) {
   return within(new Promise((resolve) => client.onState((s) => { if (fn(s)) resolve(s); })), what);

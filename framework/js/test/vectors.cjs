@@ -3,8 +3,7 @@
 // Usage: node vectors.cjs path/to/protocol.md   (run by framework/tests/js_client.rs)
 "use strict";
 const fs = require("fs");
-require("../volley.js");
-const { decode, encode, splitBatch, encodeBatch } = globalThis.Volley;
+const { decode, encode, splitBatch, encodeBatch } = require("../volley.js");
 
 const doc = fs.readFileSync(process.argv[2], "utf8");
 function block(tag) {

@@ -50,41 +50,51 @@ fn node_major() -> Option<u32> {
 }
 
 async fn volley_js_against_the_real_server(transport: Transport) {
+    let server = server();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/js/test/live.cjs");
+    run_node(script, &[&server.url, transport_name(transport)]).await;
+}
+
+/// The transport's name as the scripts take it.
+pub(crate) fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Polling => "polling",
+        _ => "websocket",
+    }
+}
+
+/// Runs `script` with Node.js (with its WebSocket) on a blocking thread while this one
+/// keeps serving, and fails with its output unless it succeeds. Skipped, saying so,
+/// without Node.js 20 or later, unless `VOLLEY_REQUIRE_NODE` is set (as in CI).
+pub(crate) async fn run_node(script: &'static str, args: &[&str]) {
     // Node has a WebSocket from 20 on (behind --experimental-websocket until 22).
     let major = match node_major() {
         Some(major) if major >= 20 => major,
         found => {
-            eprintln!("SKIPPED: volley.js needs Node.js 20 or later here, found {found:?}");
+            let why = format!("{script} needs Node.js 20 or later here, found {found:?}");
+            assert!(std::env::var_os("VOLLEY_REQUIRE_NODE").is_none(), "{why}");
+            eprintln!("SKIPPED: {why}");
             return;
         }
     };
-    let server = server();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/js/test/live.cjs");
-    let kind = match transport {
-        Transport::Polling => "polling",
-        _ => "websocket",
-    };
-    let (url, kind) = (server.url.clone(), kind.to_owned());
-    // Node runs on a blocking thread while this one keeps serving.
+    let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
     let run = tokio::task::spawn_blocking(move || {
         let mut node = Command::new("node");
         if major < 22 {
             node.arg("--experimental-websocket");
         }
-        node.arg(script).arg(url).arg(kind).output()
+        node.arg(script).args(args).output()
     });
-    let output = match tokio::time::timeout(WAIT * 3, run).await.unwrap().unwrap() {
-        Ok(output) => output,
-        Err(e) => {
-            eprintln!("SKIPPED: node is not available ({e}); the browser client was not run");
-            return;
-        }
-    };
+    let output = tokio::time::timeout(WAIT * 3, run)
+        .await
+        .expect("node did not finish in time")
+        .unwrap()
+        .expect("node runs (it printed its version)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}");
     assert!(
         output.status.success(),
-        "volley.js failed against the server:\n{stdout}{}",
+        "{script} failed against the server:\n{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -32,6 +32,7 @@ mod common;
 mod edge;
 mod game;
 mod heartbeat;
+mod js_package;
 mod limits;
 mod namespaces;
 mod proxy;

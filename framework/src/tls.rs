@@ -21,18 +21,31 @@ pub enum TlsError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The error reading it.
         source: std::io::Error,
     },
     /// The certificate file holds no PEM certificate.
     #[error("{path}: no certificate in it (expected PEM '-----BEGIN CERTIFICATE-----' blocks, the server's first, then its chain)")]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The certificate file.
+        path: PathBuf,
+    },
     /// The key file holds no PEM private key.
     #[error("{path}: no private key in it (expected a PEM PKCS #8, PKCS #1 or SEC1 private key)")]
-    NoKey { path: PathBuf },
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+    },
     /// A PEM file is damaged.
     #[error("{path}: not valid PEM: {detail}")]
-    BadPem { path: PathBuf, detail: String },
+    BadPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser found wrong.
+        detail: String,
+    },
     /// rustls refused the pair (for example the key does not match the certificate).
     #[error("certificate and key refused: {0}")]
     Refused(#[from] rustls::Error),

@@ -53,6 +53,18 @@ pub enum TlsError {
 
 /// A rustls server configuration from a PEM certificate chain (the server's
 /// certificate first) and its PEM private key, for HTTP/1.1 (WebSocket included).
+///
+/// ```no_run
+/// use volley::{Namespace, Volley};
+///
+/// #[actix_web::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let tls = volley::tls::server_config("fullchain.pem", "key.pem")?;
+///     let volley = Volley::builder().namespace("/chat", Namespace::new()).build();
+///     volley.serve_tls(("0.0.0.0", 443), tls).await?; // https and wss
+///     Ok(())
+/// }
+/// ```
 pub fn server_config(
     cert: impl AsRef<Path>,
     key: impl AsRef<Path>,

@@ -215,6 +215,31 @@ fn try_command(
 }
 
 /// A connected client session.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use volley::client::{Client, ClientConfig, Transport};
+///
+/// #[actix_web::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let config = ClientConfig {
+///         transport: Transport::Auto, // WebSocket, or long-polling where it is blocked
+///         send_buffer: 256,
+///         ..ClientConfig::default()
+///     };
+///     let client = Client::connect_with("ws://127.0.0.1:8080/volley", config).await?;
+///     let lobby = client.join("/lobby", &"my-token").await?;
+///     let rooms: Vec<String> = lobby
+///         .emit_with_ack("list", &(), Duration::from_secs(5))
+///         .await?;
+///     println!("{rooms:?}");
+///     // Reconnections happen by themselves; this tells what happened.
+///     while let Some(event) = client.next_connection_event().await {
+///         println!("{event:?}");
+///     }
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     open: Arc<Mutex<Open>>,

@@ -211,6 +211,11 @@ pub struct ReadmeDoctests;
 #[doc = include_str!("../../docs/guide.md")]
 pub struct GuideDoctests;
 
+// The README the `volley` crate is published with.
+#[cfg(doctest)]
+#[doc = include_str!("../../framework/README.md")]
+pub struct CrateReadmeDoctests;
+
 #[cfg(test)]
 mod tests {
     use super::Args;

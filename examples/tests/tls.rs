@@ -1,5 +1,5 @@
 //! `--tls-cert`/`--tls-key`: an example serves `wss`, and a TLS client that trusts the
-//! test CA (tests/fixtures/tls) opens a session over it. The client is rustls plus a
+//! test CA (framework/tests/fixtures/tls) opens a session over it. The client is rustls plus a
 //! WebSocket handshake and frames written by hand: the Rust client speaks plain `ws`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
+        .join("../framework/tests/fixtures/tls")
         .join(name)
 }
 

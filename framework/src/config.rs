@@ -5,6 +5,19 @@ use std::time::Duration;
 
 /// Server settings. Start from [`Config::default`] and set fields, or use the
 /// [`crate::VolleyBuilder`] methods. Every default is listed on its field.
+///
+/// ```
+/// use std::time::Duration;
+/// use volley::{Config, Volley};
+///
+/// let config = Config {
+///     handshake_timeout: Duration::from_secs(3),
+///     max_namespaces_per_session: 4,
+///     max_connections_per_ip: 50,
+///     ..Config::default()
+/// };
+/// let builder = Volley::builder().config(config); // then .namespace(..) and .build()
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Path of the WebSocket endpoint; long-polling is served at `<path>/poll`.
@@ -133,6 +146,17 @@ impl Default for Config {
 /// and acknowledgements is under 100 frames/s) and far below what a flood costs the
 /// server. A rate of zero turns that bucket off; [`RateLimit::OFF`] turns both off.
 /// Keep `byte_burst` at least `max_frame_size`, or the largest frames can never pass.
+///
+/// ```
+/// use volley::{RateLimit, Volley};
+///
+/// // A chat client sends little: allow 20 frames a second, 50 at once.
+/// let builder = Volley::builder().rate_limit(RateLimit {
+///     frames_per_sec: 20,
+///     frame_burst: 50,
+///     ..RateLimit::default()
+/// });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Frames per second, sustained. Default 200.

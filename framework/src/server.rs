@@ -22,6 +22,20 @@ use crate::transport::{connection, polling, websocket};
 use crate::{Config, EmitError, HttpServer, RateLimit, SessionId};
 
 /// Builds a [`Volley`] server. Every setting has a default (see [`Config`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use volley::{Namespace, Volley};
+///
+/// let builder = Volley::builder()
+///     .path("/ws") // long-polling then answers at /ws/poll
+///     .heartbeat(Duration::from_secs(10), Duration::from_secs(5)) // interval, timeout
+///     .max_frame_size(64 * 1024)
+///     .resume_grace(Duration::from_secs(30))
+///     .cors_origins(&["https://play.example.com"])
+///     .namespace("/chat", Namespace::new());
+/// // `builder.build()` then starts it, inside a running actix system.
+/// ```
 #[derive(Default)]
 pub struct VolleyBuilder {
     config: Config,
@@ -330,7 +344,27 @@ impl Volley {
     }
 }
 
-/// A namespace seen from outside its handlers.
+/// A namespace seen from outside its handlers: a timer, an HTTP route or another
+/// namespace emits through it.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use volley::{Namespace, Volley};
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let volley = Volley::builder().namespace("/news", Namespace::new()).build();
+///     let news = volley.of("/news").expect("declared above");
+///     actix_web::rt::spawn(async move {
+///         let mut every = actix_web::rt::time::interval(Duration::from_secs(60));
+///         loop {
+///             every.tick().await;
+///             let _ = news.to("subscribers").emit("tick", &"a minute passed");
+///         }
+///     });
+///     volley.serve(("127.0.0.1", 8080)).await
+/// }
+/// ```
 #[derive(Clone)]
 pub struct NamespaceRef {
     handle: NamespaceHandle,

@@ -21,18 +21,31 @@ pub enum TlsError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The error reading it.
         source: std::io::Error,
     },
     /// The certificate file holds no PEM certificate.
     #[error("{path}: no certificate in it (expected PEM '-----BEGIN CERTIFICATE-----' blocks, the server's first, then its chain)")]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The certificate file.
+        path: PathBuf,
+    },
     /// The key file holds no PEM private key.
     #[error("{path}: no private key in it (expected a PEM PKCS #8, PKCS #1 or SEC1 private key)")]
-    NoKey { path: PathBuf },
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+    },
     /// A PEM file is damaged.
     #[error("{path}: not valid PEM: {detail}")]
-    BadPem { path: PathBuf, detail: String },
+    BadPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser found wrong.
+        detail: String,
+    },
     /// rustls refused the pair (for example the key does not match the certificate).
     #[error("certificate and key refused: {0}")]
     Refused(#[from] rustls::Error),
@@ -40,6 +53,18 @@ pub enum TlsError {
 
 /// A rustls server configuration from a PEM certificate chain (the server's
 /// certificate first) and its PEM private key, for HTTP/1.1 (WebSocket included).
+///
+/// ```no_run
+/// use volley::{Namespace, Volley};
+///
+/// #[actix_web::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let tls = volley::tls::server_config("fullchain.pem", "key.pem")?;
+///     let volley = Volley::builder().namespace("/chat", Namespace::new()).build();
+///     volley.serve_tls(("0.0.0.0", 443), tls).await?; // https and wss
+///     Ok(())
+/// }
+/// ```
 pub fn server_config(
     cert: impl AsRef<Path>,
     key: impl AsRef<Path>,
@@ -110,7 +135,7 @@ mod tests {
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples/tests/fixtures/tls")
+            .join("tests/fixtures/tls")
             .join(name)
     }
 

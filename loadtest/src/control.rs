@@ -36,7 +36,7 @@ pub struct Plan {
     pub first_client: usize,
     /// Clients this worker runs.
     pub clients: usize,
-    /// Source addresses to spread clients over (127.0.0.1 up to 127.0.0.<sources>);
+    /// Source addresses to spread clients over (`127.0.0.1` up to `127.0.0.<sources>`);
     /// 0 lets the system choose.
     pub sources: usize,
     /// Connections this worker opens per second.

@@ -119,23 +119,42 @@ pub enum ClientError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnectionEvent {
     /// WebSocket did not work (the reason); the session runs over long-polling.
-    FellBack { reason: String },
+    FellBack {
+        /// Why the WebSocket attempt failed.
+        reason: String,
+    },
     /// The connection dropped; attempt `attempt` starts after `delay`.
-    Reconnecting { attempt: u32, delay: Duration },
+    Reconnecting {
+        /// Attempt number since the connection dropped, from 1.
+        attempt: u32,
+        /// Back-off delay before this attempt ([`ClientConfig::backoff`]).
+        delay: Duration,
+    },
     /// A connection is back. `resumed`: the same session continues, with `replayed`
     /// frames replayed by the server and `resent` frames resent by the client;
     /// otherwise a fresh session started (see [`ConnectionEvent::SessionLost`]).
     Reconnected {
+        /// Whether the same session continues (`false`: a fresh one).
         resumed: bool,
+        /// Reliable frames the server replayed.
         replayed: u64,
+        /// Reliable frames the client resent.
         resent: u64,
     },
     /// The server no longer had the session (expired, bad token). A fresh session
     /// was opened and the namespaces rejoined; `dropped` unconfirmed frames and all
     /// pending acks were abandoned.
-    SessionLost { reason: String, dropped: usize },
+    SessionLost {
+        /// The server's reason for refusing the resume.
+        reason: String,
+        /// Unconfirmed reliable frames abandoned.
+        dropped: usize,
+    },
     /// The client stopped for good.
-    Closed { reason: String },
+    Closed {
+        /// Why: the server's close reason, or the client's own.
+        reason: String,
+    },
 }
 
 /// An event received from the server.
@@ -196,6 +215,31 @@ fn try_command(
 }
 
 /// A connected client session.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use volley::client::{Client, ClientConfig, Transport};
+///
+/// #[actix_web::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let config = ClientConfig {
+///         transport: Transport::Auto, // WebSocket, or long-polling where it is blocked
+///         send_buffer: 256,
+///         ..ClientConfig::default()
+///     };
+///     let client = Client::connect_with("ws://127.0.0.1:8080/volley", config).await?;
+///     let lobby = client.join("/lobby", &"my-token").await?;
+///     let rooms: Vec<String> = lobby
+///         .emit_with_ack("list", &(), Duration::from_secs(5))
+///         .await?;
+///     println!("{rooms:?}");
+///     // Reconnections happen by themselves; this tells what happened.
+///     while let Some(event) = client.next_connection_event().await {
+///         println!("{event:?}");
+///     }
+///     Ok(())
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     open: Arc<Mutex<Open>>,

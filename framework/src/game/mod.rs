@@ -51,6 +51,74 @@ use crate::{DisconnectReason, EmitError, SessionId};
 /// [`Game::subset`], calls [`Game::state`] **once per distinct subset**, encodes it
 /// once, and sends the same bytes to every player of that subset as a volatile
 /// (latest-wins) event.
+///
+/// A room where each player moves a dot and everyone sees every dot:
+///
+/// ```no_run
+/// use std::collections::HashMap;
+/// use std::time::Duration;
+/// use actix_web::App;
+/// use serde::{Deserialize, Serialize};
+/// use volley::{
+///     Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, SessionId, Volley,
+/// };
+///
+/// #[derive(Default)]
+/// struct Dots {
+///     dots: HashMap<SessionId, (f32, f32)>,
+///     speeds: HashMap<SessionId, (f32, f32)>,
+/// }
+///
+/// #[derive(Deserialize)]
+/// struct Steer { dx: f32, dy: f32 }
+///
+/// #[derive(Serialize)]
+/// struct View { dots: Vec<(f32, f32)> }
+///
+/// impl Game for Dots {
+///     type Input = Steer;
+///     type Subset = (); // everyone sees the same
+///     type State = View;
+///
+///     fn create(_: &RoomSetup<'_>) -> Result<Self, String> {
+///         Ok(Dots::default())
+///     }
+///     fn join(
+///         &mut self,
+///         _: &mut RoomContext,
+///         player: SessionId,
+///         _: &serde_json::Value,
+///     ) -> Result<(), String> {
+///         self.dots.insert(player, (0.0, 0.0));
+///         Ok(())
+///     }
+///     fn input(&mut self, _: &mut RoomContext, player: SessionId, steer: Steer) {
+///         self.speeds.insert(player, (steer.dx, steer.dy));
+///     }
+///     fn tick(&mut self, _: &mut RoomContext, dt: Duration) {
+///         for (player, dot) in &mut self.dots {
+///             let (dx, dy) = self.speeds.get(player).copied().unwrap_or_default();
+///             dot.0 += dx * dt.as_secs_f32();
+///             dot.1 += dy * dt.as_secs_f32();
+///         }
+///     }
+///     fn subset(&self, _: SessionId) {}
+///     fn state(&self, _: &()) -> View {
+///         View { dots: self.dots.values().copied().collect() }
+///     }
+/// }
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let rooms = GameRooms::builder()
+///         .game::<Dots>("dots", RoomOptions { max_players: 8, ..RoomOptions::default() })
+///         .build();
+///     // join_game, leave_game, input and list_games, handled by the game rooms.
+///     let game = rooms.with_events(Namespace::new());
+///     let volley = Volley::builder().namespace("/game", game).build();
+///     volley.http_server(App::new).bind(("127.0.0.1", 8080))?.run().await
+/// }
+/// ```
 pub trait Game: Send + 'static {
     /// What a player sends (decoded from the JSON of its input events).
     type Input: DeserializeOwned;

@@ -4,6 +4,19 @@ use std::time::Duration;
 
 /// Settings of a room type, given to [`crate::GameRoomsBuilder::game`]. Every default
 /// is on its field; start from `RoomOptions::default()` and change what you need.
+///
+/// ```
+/// use std::time::Duration;
+/// use volley::RoomOptions;
+///
+/// let duel = RoomOptions {
+///     max_players: 2,
+///     tick_rate: 30,
+///     broadcast_rate: 15,
+///     dispose_after_empty: Duration::from_secs(60),
+///     ..RoomOptions::default()
+/// };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomOptions {
     /// Seats per room; held seats count. Default 16.

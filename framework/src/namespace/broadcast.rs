@@ -17,6 +17,22 @@ use crate::{EmitError, SessionId};
 ///
 /// The payload is serialized and the frame encoded exactly once; every recipient gets
 /// the same bytes, and a recipient in several target rooms gets them once.
+///
+/// ```
+/// use volley::Namespace;
+///
+/// let arena = Namespace::new().on("shout", |socket, text: String| {
+///     // Both teams but whoever is also a spectator; `socket.to`/`broadcast` leave
+///     // the sender out. A player in both teams gets it once.
+///     let _ = socket
+///         .to("red")
+///         .to("blue")
+///         .except("spectators")
+///         .emit("shout", &text);
+///     // Latest-wins: a client that is away gets the next one, not a backlog.
+///     let _ = socket.to("red").volatile().emit("radar", &[1.0_f32, 2.0]);
+/// });
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a broadcast does nothing until `emit` is called"]
 pub struct Broadcast {

@@ -2,7 +2,7 @@
 //!
 //! A [`Namespace`] is declared by the application with an optional connect
 //! middleware ([`Namespace::authorize`]), connect/disconnect hooks and typed event
-//! handlers. At run time each namespace is a [`NamespaceActor`] that keeps its sockets
+//! handlers. At run time each namespace is a `NamespaceActor` that keeps its sockets
 //! and rooms; the handlers themselves run in the session of the socket that sent the
 //! event, on that connection's thread, so no single actor sits on the event path.
 

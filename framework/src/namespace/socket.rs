@@ -86,6 +86,28 @@ pub(crate) struct SessionLink {
 
 /// A client's presence in one namespace. Cheap to clone and `Send`: keep it, move it
 /// to another thread or a game loop, and emit through it later.
+///
+/// ```
+/// use volley::Namespace;
+///
+/// struct Player {
+///     name: String,
+/// }
+///
+/// let lobby = Namespace::new()
+///     .authorize(|hs| Ok(Player { name: hs.auth()? }))
+///     .on_connect(|socket| {
+///         if let Some(player) = socket.data::<Player>() {
+///             socket.join("lobby");
+///             let _ = socket.emit("welcome", &player.name); // to this client
+///             let _ = socket.to("lobby").emit("joined", &player.name); // to the others
+///         }
+///     })
+///     .on("lag", |socket, (): ()| {
+///         let ms = socket.rtt().map(|rtt| rtt.as_millis() as u64);
+///         let _ = socket.emit_volatile("lag", &ms); // latest-wins, never replayed
+///     });
+/// ```
 #[derive(Clone)]
 pub struct Socket {
     inner: Arc<SocketInner>,

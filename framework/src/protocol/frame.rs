@@ -48,7 +48,9 @@ pub enum Frame {
     /// largest frame the client accepts (an optional trailing field, see
     /// [`codec`](super::codec)); the server never sends it a larger one.
     Hello {
+        /// Protocol version the client speaks ([`PROTOCOL_VERSION`]).
         version: u16,
+        /// Largest frame, in bytes, the client accepts; `None`: no limit stated.
         #[serde(skip)]
         max_frame_size: Option<u32>,
     },
@@ -58,55 +60,98 @@ pub enum Frame {
     Ping,
     /// 3, client → server: heartbeat answer, with the last reliable sequence number the
     /// client has processed (lets the server trim its outbox).
-    Pong { last_seq: u64 },
+    Pong {
+        /// Last reliable sequence number the client has processed (0: none yet).
+        last_seq: u64,
+    },
     /// 4, either way: the last reliable sequence number processed, sent between
     /// heartbeats under load so the peer can trim its buffer.
-    Received { last_seq: u64 },
+    Received {
+        /// Last reliable sequence number the sender has processed.
+        last_seq: u64,
+    },
     /// 5, client → server (reliable): join a namespace, with an auth payload (JSON).
-    Connect { ns: String, auth: ByteBuf },
+    Connect {
+        /// Namespace to join, for example `/chat`.
+        ns: String,
+        /// The auth payload, JSON; what the namespace's connect middleware reads.
+        auth: ByteBuf,
+    },
     /// 6, server → client (reliable): the namespace accepted the client.
-    Connected { ns: String },
+    Connected {
+        /// Namespace joined.
+        ns: String,
+    },
     /// 7, server → client (reliable): the namespace refused the client.
-    ConnectError { ns: String, reason: String },
+    ConnectError {
+        /// Namespace that refused.
+        ns: String,
+        /// Why, in words (the middleware's reason or one of protocol.md section 6.3).
+        reason: String,
+    },
     /// 8, either way (reliable): leave a namespace / be removed from it. From the
     /// server, `reason` is the application's (an optional trailing field).
     Disconnect {
+        /// Namespace left.
         ns: String,
+        /// From the server, the application's reason; `None` from a client.
         #[serde(skip)]
         reason: Option<String>,
     },
     /// 9, either way (reliable): an application event. `payload` is JSON; `ack` asks the
     /// receiver to answer with an `Ack` carrying the same id.
     Event {
+        /// Namespace the event belongs to.
         ns: String,
+        /// Event name, as given to `emit` and matched by `on`.
         name: String,
+        /// The event's payload, JSON.
         payload: ByteBuf,
+        /// Ack id the receiver answers with, if the sender asked for an answer.
         ack: Option<u64>,
     },
     /// 10, either way (reliable): the answer to an event that asked for one.
     Ack {
+        /// Namespace of the event answered.
         ns: String,
+        /// The `ack` id of the event answered.
         id: u64,
+        /// The answer, JSON.
         payload: ByteBuf,
     },
     /// 11, server → client: an event that is latest-wins (game state): never buffered,
     /// never replayed, not sequenced.
     Volatile {
+        /// Namespace the event belongs to.
         ns: String,
+        /// Event name.
         name: String,
+        /// The event's payload, JSON.
         payload: ByteBuf,
     },
     /// 12, server → client (reliable): a request was refused (for example an event to a
     /// namespace the client has not joined, or a payload of the wrong type).
-    Error { ns: String, reason: String },
+    Error {
+        /// Namespace of the refused request.
+        ns: String,
+        /// Why it was refused, in words.
+        reason: String,
+    },
     /// 13, either way: the session ends; no resume. The connection closes after it.
-    Close { reason: String },
+    Close {
+        /// Why the session ends (protocol.md section 6.1).
+        reason: String,
+    },
     /// 14, client → server: first frame of a reconnection that resumes a session.
     /// `max_frame_size` as in `Hello` (an optional trailing field).
     Resume {
+        /// Id of the session to resume ([`Open::sid`]).
         sid: u64,
+        /// Its resume secret ([`Open::token`]); never log it.
         token: ResumeToken,
+        /// Last reliable sequence number the client processed from the server.
         last_seq: u64,
+        /// Largest frame, in bytes, the client accepts, as in `Hello`.
         #[serde(skip)]
         max_frame_size: Option<u32>,
     },
@@ -114,10 +159,18 @@ pub enum Frame {
     /// frame the server processed from the client: the client resends what follows.
     /// The server then replays the `replay` reliable frames the client has not
     /// processed, in order, before anything new.
-    Resumed { last_seq: u64, replay: u64 },
+    Resumed {
+        /// Last reliable sequence number the server processed from the client.
+        last_seq: u64,
+        /// How many reliable frames the server replays next.
+        replay: u64,
+    },
     /// 16, server → client: the session cannot be resumed (bad token, expired). The
     /// client should start a fresh session with `Hello`.
-    ResumeFailed { reason: String },
+    ResumeFailed {
+        /// Why (for example an unknown session or a wrong token).
+        reason: String,
+    },
 }
 
 impl Frame {

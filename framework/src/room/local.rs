@@ -42,7 +42,9 @@ thread_local! {
 /// Where a session's deliveries go by thread: the thread's actor and the session's key.
 #[derive(Clone)]
 pub struct LocalRoute {
+    /// The delivery actor of the thread the session runs on.
     pub thread: Addr<LocalDelivery>,
+    /// The session's sink among that thread's sinks.
     pub key: LocalKey,
 }
 
@@ -78,8 +80,11 @@ pub type LocalMember = (SessionId, LocalKey);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct LocalFanout {
+    /// The frame, encoded once for every member.
     pub deliver: Deliver,
+    /// The group's members on this thread (shared with the room until it changes).
     pub members: Arc<Vec<LocalMember>>,
+    /// A member left out (the sender of a `socket.to(room)` broadcast).
     pub except: Option<SessionId>,
     /// The broadcast's place in its namespace's gauge, shared by its threads.
     pub ticket: Arc<Ticket>,
@@ -135,6 +140,7 @@ pub struct Groups {
 }
 
 impl Groups {
+    /// Adds a member to its thread's group (the caller keeps the room idempotent).
     pub fn add(&mut self, id: SessionId, route: &LocalRoute) {
         match self.groups.iter_mut().find(|(t, _)| *t == route.thread) {
             // A fan-out still on its way keeps the old list: copied on write.
@@ -145,6 +151,7 @@ impl Groups {
         }
     }
 
+    /// Removes a member from its thread's group, and the group once it is empty.
     pub fn remove(&mut self, id: SessionId, route: &LocalRoute) {
         if let Some(i) = self.groups.iter().position(|(t, _)| *t == route.thread) {
             let members = Arc::make_mut(&mut self.groups[i].1);

@@ -61,7 +61,9 @@ impl Actor for Room {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AddMember {
+    /// The member's session.
     pub id: SessionId,
+    /// Where its deliveries go (its thread and sink).
     pub recipient: Mailbox,
 }
 
@@ -82,6 +84,7 @@ impl Handler<AddMember> for Room {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RemoveMember {
+    /// The member's session.
     pub id: SessionId,
 }
 
@@ -102,7 +105,9 @@ impl Handler<RemoveMember> for Room {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Fanout {
+    /// The frame, encoded once for every member.
     pub deliver: Deliver,
+    /// A member left out (the sender of a `socket.to(room)` broadcast).
     pub except: Option<SessionId>,
     /// Counts the broadcast in its namespace's gauge until the fan-out is done.
     pub ticket: Ticket,

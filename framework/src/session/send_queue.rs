@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
-/// the transport subtracts, both [`queued_size`]; past the limit the client is a slow
+/// the transport subtracts, both `queued_size`; past the limit the client is a slow
 /// consumer.
 pub type Backlog = Arc<AtomicUsize>;
 
@@ -63,7 +63,7 @@ impl SendQueue {
     }
 
     /// Appends one complete WebSocket message; the caller has counted it in the
-    /// backlog ([`queued_size`]). Dropped (and counted off) once the queue is finished
+    /// backlog (`queued_size`). Dropped (and counted off) once the queue is finished
     /// or its connection gone.
     pub fn push(&self, message: Bytes) {
         let mut state = self.state();

@@ -30,9 +30,16 @@ pub enum ToTransport {
     /// Write one encoded frame (transports without a [`SendQueue`]).
     Frame(Bytes),
     /// The session is over: write a `Close` frame with the reason, then close.
-    Close { reason: String },
+    Close {
+        /// The close reason sent to the client.
+        reason: String,
+    },
     /// Close this connection only; the session stays resumable elsewhere.
-    Drop { reason: String },
+    Drop {
+        /// Why: the connection's own close reason (WebSocket close, polling error),
+        /// not a `Close` frame.
+        reason: String,
+    },
 }
 
 /// What a transport tells its session.
@@ -41,13 +48,18 @@ pub enum ToTransport {
 pub enum FromTransport {
     /// A decoded frame from the client, `size` bytes as received.
     Frame {
+        /// The connection it came on.
         transport: TransportId,
+        /// The frame.
         frame: Frame,
+        /// Its size on the wire, in bytes.
         size: usize,
     },
     /// The connection is gone (and why). The transport has already closed it.
     Closed {
+        /// The connection that closed.
         transport: TransportId,
+        /// Why it closed.
         reason: DisconnectReason,
     },
 }
@@ -66,7 +78,7 @@ pub struct TransportLink {
     pub backlog: Backlog,
     /// Client frames handed to the session and not handled yet. The transport admits
     /// each frame before posting it and closes the connection with
-    /// [`too_many_frames`] at the limit; the session counts frames off.
+    /// `too_many_frames` at the limit; the session counts frames off.
     pub inbound: Arc<Gauge>,
 }
 

@@ -89,7 +89,8 @@ pub use game::{
 };
 pub use http::HttpServer;
 pub use namespace::{
-    AckReply, Broadcast, Handshake, Namespace, NamespaceStats, Socket, SocketEvent, SocketEventKind,
+    AckReply, Broadcast, ConnectRequest, Handshake, Namespace, NamespaceStats, Socket, SocketEvent,
+    SocketEventKind,
 };
 pub use server::{NamespaceRef, Volley, VolleyBuilder};
 pub use session::SessionInfo;

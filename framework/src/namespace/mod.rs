@@ -12,7 +12,12 @@ mod socket;
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,6 +39,26 @@ use crate::{DisconnectReason, EmitError, SessionId};
 /// Data a middleware attached to a socket.
 pub(crate) type SocketData = Option<Arc<dyn Any + Send + Sync>>;
 type AuthorizeFn = dyn Fn(&Handshake<'_>) -> Result<SocketData, String> + Send + Sync;
+type AuthorizeAsyncFn =
+    dyn Fn(ConnectRequest) -> LocalBoxFuture<'static, Result<SocketData, String>> + Send + Sync;
+
+/// How long an asynchronous connect middleware may take by default (see
+/// [`Namespace::authorize_timeout`]).
+pub(crate) const DEFAULT_AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connect middleware of a namespace, if it has one.
+#[derive(Clone)]
+pub(crate) enum Authorizer {
+    Now(Arc<AuthorizeFn>),
+    Later(Arc<AuthorizeAsyncFn>),
+}
+
+/// A middleware's answer: at once, or a future the session awaits (with the
+/// namespace's timeout already applied).
+pub(crate) enum Authorization {
+    Now(Result<SocketData, String>),
+    Later(LocalBoxFuture<'static, Result<SocketData, String>>),
+}
 type EventFn = dyn Fn(&Socket, &[u8], Option<AckReply>) -> Result<(), String> + Send + Sync;
 type ConnectFn = dyn Fn(&Socket) + Send + Sync;
 type DisconnectFn = dyn Fn(&Socket, &DisconnectReason) + Send + Sync;
@@ -51,13 +76,31 @@ impl Handshake<'_> {
     /// The client's auth payload, decoded from JSON. An absent payload decodes as
     /// JSON `null` (so `Option<T>` accepts it).
     pub fn auth<A: DeserializeOwned>(&self) -> Result<A, String> {
-        let raw: &[u8] = if self.auth.is_empty() {
-            b"null"
-        } else {
-            self.auth
-        };
-        serde_json::from_slice(raw).map_err(|e| format!("invalid auth payload: {e}"))
+        decode_auth(self.auth)
     }
+}
+
+/// What an asynchronous connect middleware ([`Namespace::authorize_async`]) sees of
+/// a client asking to join: a [`Handshake`] it can keep across `.await`s.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// The client's session.
+    pub sid: SessionId,
+    /// The namespace asked for.
+    pub namespace: String,
+    auth: Vec<u8>,
+}
+
+impl ConnectRequest {
+    /// The client's auth payload, decoded from JSON, as [`Handshake::auth`].
+    pub fn auth<A: DeserializeOwned>(&self) -> Result<A, String> {
+        decode_auth(&self.auth)
+    }
+}
+
+fn decode_auth<A: DeserializeOwned>(auth: &[u8]) -> Result<A, String> {
+    let raw: &[u8] = if auth.is_empty() { b"null" } else { auth };
+    serde_json::from_slice(raw).map_err(|e| format!("invalid auth payload: {e}"))
 }
 
 /// The answer to an event that asked for an acknowledgement. Dropping it without
@@ -107,12 +150,25 @@ impl AckReply {
 ///         let _ = ack.send(&(n + 1));
 ///     });
 /// ```
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Namespace {
-    pub(crate) authorize: Option<Arc<AuthorizeFn>>,
+    pub(crate) authorize: Option<Authorizer>,
+    pub(crate) authorize_timeout: Duration,
     pub(crate) on_connect: Option<Arc<ConnectFn>>,
     pub(crate) on_disconnect: Option<Arc<DisconnectFn>>,
     pub(crate) handlers: HashMap<String, Arc<EventFn>>,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Namespace {
+            authorize: None,
+            authorize_timeout: DEFAULT_AUTHORIZE_TIMEOUT,
+            on_connect: None,
+            on_disconnect: None,
+            handlers: HashMap::new(),
+        }
+    }
 }
 
 impl Namespace {
@@ -143,9 +199,52 @@ impl Namespace {
         D: Any + Send + Sync,
         F: Fn(&Handshake<'_>) -> Result<D, String> + Send + Sync + 'static,
     {
-        self.authorize = Some(Arc::new(move |hs: &Handshake<'_>| {
-            f(hs).map(|d| Some(Arc::new(d) as Arc<dyn Any + Send + Sync>))
-        }));
+        self.authorize = Some(Authorizer::Now(Arc::new(move |hs: &Handshake<'_>| {
+            f(hs).map(socket_data)
+        })));
+        self
+    }
+
+    /// Connect middleware that answers later: check a token against a database or an
+    /// identity provider. The join waits for the answer, which means what it means for
+    /// [`Namespace::authorize`]; the session meanwhile goes on (other namespaces,
+    /// heartbeats), and the events the client sends to this namespace before the answer
+    /// are held and handled after it (64 at most; past that they are refused).
+    /// An answer that takes longer than [`Namespace::authorize_timeout`] (10 s by
+    /// default) refuses the client with `authorization timed out after …`.
+    ///
+    /// The future runs on the connection's thread, so it need not be `Send`. It
+    /// replaces any [`Namespace::authorize`] middleware (the last one set wins).
+    ///
+    /// ```
+    /// use volley::Namespace;
+    ///
+    /// async fn user_of(token: &str) -> Option<String> {
+    ///     // a database or HTTP look-up
+    ///     (token == "s3cret").then(|| "ada".to_string())
+    /// }
+    ///
+    /// let game = Namespace::new().authorize_async(|req| async move {
+    ///     let token: String = req.auth()?;
+    ///     user_of(&token).await.ok_or_else(|| "unknown token".to_string())
+    /// });
+    /// ```
+    pub fn authorize_async<D, F, Fut>(mut self, f: F) -> Self
+    where
+        D: Any + Send + Sync,
+        F: Fn(ConnectRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<D, String>> + 'static,
+    {
+        self.authorize = Some(Authorizer::Later(Arc::new(move |req: ConnectRequest| {
+            f(req).map(|answer| answer.map(socket_data)).boxed_local()
+        })));
+        self
+    }
+
+    /// How long [`Namespace::authorize_async`] may take to answer before the client
+    /// is refused (default 10 s).
+    pub fn authorize_timeout(mut self, timeout: Duration) -> Self {
+        self.authorize_timeout = timeout;
         self
     }
 
@@ -203,6 +302,10 @@ impl Namespace {
     }
 }
 
+fn socket_data<D: Any + Send + Sync>(data: D) -> SocketData {
+    Some(Arc::new(data) as Arc<dyn Any + Send + Sync>)
+}
+
 fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
     let raw: &[u8] = if payload.is_empty() { b"null" } else { payload };
     serde_json::from_slice(raw).map_err(|e| format!("payload does not match: {e}"))
@@ -220,15 +323,31 @@ pub(crate) struct NamespaceHandle {
 
 impl NamespaceHandle {
     /// Runs the middleware for a client.
-    pub fn authorize(&self, sid: SessionId, auth: &[u8]) -> Result<SocketData, String> {
-        let hs = Handshake {
-            sid,
-            namespace: &self.name,
-            auth,
-        };
+    pub fn authorize(&self, sid: SessionId, auth: &[u8]) -> Authorization {
         match &self.spec.authorize {
-            Some(f) => f(&hs),
-            None => Ok(None),
+            None => Authorization::Now(Ok(None)),
+            Some(Authorizer::Now(f)) => Authorization::Now(f(&Handshake {
+                sid,
+                namespace: &self.name,
+                auth,
+            })),
+            Some(Authorizer::Later(f)) => {
+                let answer = f(ConnectRequest {
+                    sid,
+                    namespace: self.name.to_string(),
+                    auth: auth.to_vec(),
+                });
+                let limit = self.spec.authorize_timeout;
+                Authorization::Later(
+                    tokio::time::timeout(limit, answer)
+                        .map(move |answer| {
+                            answer.unwrap_or_else(|_| {
+                                Err(format!("authorization timed out after {limit:?}"))
+                            })
+                        })
+                        .boxed_local(),
+                )
+            }
         }
     }
 

@@ -17,6 +17,7 @@
 //! watches it ([`Socket::watch`]): the session tells each watcher when it detaches,
 //! resumes, and when the socket is gone.
 
+mod authorizing;
 mod client_limit;
 mod heartbeat;
 mod joined;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use authorizing::{Authorizing, HeldEvent, Hold};
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
 use joined::{leave, Joined, Joins};
@@ -55,7 +57,10 @@ pub(crate) use transport_link::too_many_frames;
 pub(crate) use transport_link::DropConnection;
 pub use transport_link::{Attach, FromTransport, ToTransport, TransportId, TransportLink};
 
-use crate::namespace::{self, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind};
+use crate::namespace::{
+    self, Authorization, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent,
+    SocketEventKind,
+};
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
 use crate::room::local::{self as local_delivery, LocalKey};
 use crate::room::{Deliver, Mailbox};
@@ -88,6 +93,8 @@ pub struct Session {
     ping_deadline: Option<SpawnHandle>,
     /// The namespaces joined (a few at most: a list, not a map).
     joined: Joins,
+    /// Joins waiting for an asynchronous middleware's answer.
+    authorizing: Authorizing,
     pending_acks: HashMap<u64, PendingAck>,
     /// The connection, the outbox and the client's limit, shared with the thread's
     /// broadcasts (see [`outlet`]).
@@ -116,6 +123,7 @@ impl Session {
             next_ping: Instant::now(),
             ping_deadline: None,
             joined: Joins::default(),
+            authorizing: Authorizing::default(),
             pending_acks: HashMap::new(),
             out: Rc::new(RefCell::new(out)),
             local: None,
@@ -214,6 +222,10 @@ impl Session {
             Frame::Received { last_seq } => self.acknowledged(last_seq, ctx),
             Frame::Connect { ns, auth } => self.connect(ns, &auth, ctx),
             Frame::Disconnect { ns, .. } => {
+                if let Some((answer, held)) = self.authorizing.remove(&ns) {
+                    ctx.cancel_future(answer);
+                    self.handle_held(held, ctx);
+                }
                 if let Some(joined) = self.joined.remove(ns.as_str()) {
                     leave(joined, &DisconnectReason::ClientLeft);
                     self.publish_namespaces();
@@ -224,22 +236,25 @@ impl Session {
                 name,
                 payload,
                 ack,
-            } => match self.joined.get(ns.as_str()) {
-                Some(joined) => {
-                    if let Err(reason) =
-                        joined
-                            .namespace
-                            .dispatch(&joined.socket, &name, &payload, ack)
-                    {
-                        tracing::debug!(sid = self.id().0, ns = %ns, %reason, "event refused");
+            } => {
+                let event = HeldEvent {
+                    ns,
+                    name,
+                    payload,
+                    ack,
+                };
+                match self.authorizing.hold(event) {
+                    Hold::Held => {}
+                    Hold::NotWaiting(event) => self.event(event, ctx),
+                    Hold::Full(HeldEvent { ns, .. }) => {
+                        let reason = format!(
+                            "namespace '{ns}' is still authorizing this client: at most {} events wait for its answer",
+                            authorizing::MAX_HELD
+                        );
                         self.send_frame(&Frame::Error { ns, reason }, ctx);
                     }
                 }
-                None => {
-                    let reason = format!("namespace '{ns}' not joined: connect to it first");
-                    self.send_frame(&Frame::Error { ns, reason }, ctx);
-                }
-            },
+            }
             Frame::Ack { id, payload, .. } => match self.pending_acks.remove(&id) {
                 Some(pending) => {
                     ctx.cancel_future(pending.timer);
@@ -256,6 +271,38 @@ impl Session {
         }
     }
 
+    fn event(&mut self, event: HeldEvent, ctx: &mut Context<Self>) {
+        let HeldEvent {
+            ns,
+            name,
+            payload,
+            ack,
+        } = event;
+        match self.joined.get(ns.as_str()) {
+            Some(joined) => {
+                if let Err(reason) = joined
+                    .namespace
+                    .dispatch(&joined.socket, &name, &payload, ack)
+                {
+                    tracing::debug!(sid = self.id().0, ns = %ns, %reason, "event refused");
+                    self.send_frame(&Frame::Error { ns, reason }, ctx);
+                }
+            }
+            None => {
+                let reason = format!("namespace '{ns}' not joined: connect to it first");
+                self.send_frame(&Frame::Error { ns, reason }, ctx);
+            }
+        }
+    }
+
+    /// Handles the events held for a join that was answered (or abandoned), as if
+    /// they arrived now.
+    fn handle_held(&mut self, held: Vec<HeldEvent>, ctx: &mut Context<Self>) {
+        for event in held {
+            self.event(event, ctx);
+        }
+    }
+
     fn connect(&mut self, ns: String, auth: &[u8], ctx: &mut Context<Self>) {
         let refuse = |reason: String| Frame::ConnectError {
             ns: ns.clone(),
@@ -265,7 +312,12 @@ impl Session {
             let frame = refuse(format!("already connected to '{ns}'"));
             return self.send_frame(&frame, ctx);
         }
-        if self.joined.len() >= self.shared.config.max_namespaces_per_session {
+        if self.authorizing.contains(&ns) {
+            let frame = refuse(format!("already connecting to '{ns}'"));
+            return self.send_frame(&frame, ctx);
+        }
+        let asked = self.joined.len() + self.authorizing.len();
+        if asked >= self.shared.config.max_namespaces_per_session {
             let frame = refuse("too many namespaces for one session".to_owned());
             return self.send_frame(&frame, ctx);
         }
@@ -275,11 +327,39 @@ impl Session {
         let Some(link) = self.ids.clone() else {
             return;
         };
-        let data = match namespace.authorize(link.id, auth) {
+        let answer = match namespace.authorize(link.id, auth) {
+            Authorization::Now(answer) => answer,
+            Authorization::Later(answer) => {
+                let waiting = ns.clone();
+                // Spawned, not awaited: the session goes on meanwhile.
+                let answer = ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
+                    let held = act.authorizing.remove(&ns).map(|(_, held)| held);
+                    act.answered(namespace, link, answer, ctx);
+                    act.handle_held(held.unwrap_or_default(), ctx);
+                }));
+                return self.authorizing.insert(waiting, answer);
+            }
+        };
+        self.answered(namespace, link, answer, ctx);
+    }
+
+    /// The namespace's middleware answered: join, or tell the client why not.
+    fn answered(
+        &mut self,
+        namespace: NamespaceHandle,
+        link: Arc<SessionLink>,
+        answer: Result<namespace::SocketData, String>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.ended {
+            return;
+        }
+        let ns = namespace.name.to_string();
+        let data = match answer {
             Ok(data) => data,
             Err(reason) => {
                 tracing::info!(sid = link.id.0, ns = %ns, %reason, "namespace refused client");
-                return self.send_frame(&refuse(reason), ctx);
+                return self.send_frame(&Frame::ConnectError { ns, reason }, ctx);
             }
         };
         let socket = Socket::new(&namespace, link.clone(), data);

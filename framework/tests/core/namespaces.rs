@@ -1,9 +1,12 @@
 //! Namespaces multiplexed over one connection, events and acks both ways, auth.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use volley::client::ClientError;
-use volley::{AckError, Volley};
+use volley::protocol::Frame;
+use volley::{AckError, Namespace, Volley};
 
 use volley::client::Transport;
 
@@ -156,7 +159,146 @@ async fn sessions_are_listed_and_can_be_kicked(transport: Transport) {
     assert_eq!(reason, "kicked: bye");
 }
 
+/// A middleware that answers when the test says so: it reports each request on
+/// `asked`, then waits for a permit of `gate` (or forever for the token `never`).
+struct SlowAuth {
+    asked: tokio::sync::mpsc::UnboundedReceiver<String>,
+    gate: Arc<Semaphore>,
+}
+
+fn slow_auth_server(timeout: Duration) -> (TestServer, SlowAuth) {
+    let (asked_tx, asked) = tokio::sync::mpsc::unbounded_channel();
+    let gate = Arc::new(Semaphore::new(0));
+    let permits = gate.clone();
+    let slow = Namespace::new()
+        .authorize_async(move |req| {
+            let (asked, gate) = (asked_tx.clone(), permits.clone());
+            async move {
+                let token: String = req.auth()?;
+                let _ = asked.send(token.clone());
+                if token == "never" {
+                    std::future::pending::<()>().await;
+                }
+                gate.acquire().await.map_err(|e| e.to_string())?.forget();
+                match token.as_str() {
+                    "good" => Ok(format!("user of sid {}", req.sid.0)),
+                    _ => Err(format!("unknown token '{token}'")),
+                }
+            }
+        })
+        .authorize_timeout(timeout)
+        .on_ack("whoami", |socket, (): (), ack| {
+            let _ = ack.send(&socket.data::<String>().map(|s| s.as_str()));
+        });
+    let (disconnects, _) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .namespace("/", test_namespace(disconnects))
+            .namespace("/slow", slow),
+    );
+    (server, SlowAuth { asked, gate })
+}
+
+async fn async_middleware_accepts_after_an_await_while_the_session_goes_on(transport: Transport) {
+    let (server, mut auth) = slow_auth_server(WAIT);
+    let client = connect(&server, transport).await;
+    let main = client.join("/", &()).await.unwrap();
+    let joining = client.join("/slow", &"good");
+    let meanwhile = async {
+        assert_eq!(auth.asked.recv().await.as_deref(), Some("good"));
+        // The middleware is waiting: the session still answers on another namespace.
+        let echoed: String = main
+            .emit_with_ack("echo", &"still here", WAIT)
+            .await
+            .unwrap();
+        assert_eq!(echoed, "still here");
+        auth.gate.add_permits(1);
+    };
+    let (joined, ()) = tokio::join!(joining, meanwhile);
+    let slow = joined.unwrap();
+    let me: Option<String> = slow.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+    assert_eq!(me, Some(format!("user of sid {}", client.session_id())));
+}
+
+async fn async_middleware_refuses_and_times_out(transport: Transport) {
+    let (server, mut auth) = slow_auth_server(Duration::from_millis(200));
+    let client = connect(&server, transport).await;
+    auth.gate.add_permits(1);
+    let refused = client.join("/slow", &"bad").await.unwrap_err();
+    assert_eq!(refused, ClientError::Refused("unknown token 'bad'".into()));
+    assert_eq!(auth.asked.recv().await.as_deref(), Some("bad"));
+
+    let timed_out = client.join("/slow", &"never").await.unwrap_err();
+    assert_eq!(
+        timed_out,
+        ClientError::Refused("authorization timed out after 200ms".into())
+    );
+    // Neither refusal hurt the session.
+    let main = client.join("/", &()).await.unwrap();
+    let ok: u8 = main.emit_with_ack("echo", &7, WAIT).await.unwrap();
+    assert_eq!(ok, 7);
+}
+
+/// Events sent right after `Connect` wait for the middleware's answer, then are
+/// handled as they would be with a synchronous one: dispatched once joined, refused
+/// as "not joined" after a refusal.
+/// The next frame that is not a ping.
+async fn next(raw: &mut RawClient) -> Option<Frame> {
+    loop {
+        match raw.recv().await {
+            Some(Frame::Ping) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn events_sent_before_an_async_answer_are_held_until_it() {
+    let (server, mut auth) = slow_auth_server(WAIT);
+    let (mut raw, _) = RawClient::open(&server.url).await;
+    let whoami = |id| Frame::Event {
+        ns: "/slow".into(),
+        name: "whoami".into(),
+        payload: Default::default(),
+        ack: Some(id),
+    };
+    let connect = |token: &str| Frame::Connect {
+        ns: "/slow".into(),
+        auth: serde_bytes::ByteBuf::from(serde_json::to_vec(token).unwrap()),
+    };
+    raw.send(&connect("bad")).await;
+    raw.send(&whoami(1)).await;
+    assert_eq!(auth.asked.recv().await.as_deref(), Some("bad"));
+    auth.gate.add_permits(1);
+    assert!(matches!(
+        next(&mut raw).await,
+        Some(Frame::ConnectError { .. })
+    ));
+    assert_eq!(
+        next(&mut raw).await,
+        Some(Frame::Error {
+            ns: "/slow".into(),
+            reason: "namespace '/slow' not joined: connect to it first".into()
+        })
+    );
+
+    raw.send(&connect("good")).await;
+    raw.send(&whoami(2)).await;
+    assert_eq!(auth.asked.recv().await.as_deref(), Some("good"));
+    auth.gate.add_permits(1);
+    assert_eq!(
+        next(&mut raw).await,
+        Some(Frame::Connected { ns: "/slow".into() })
+    );
+    match next(&mut raw).await {
+        Some(Frame::Ack { id: 2, payload, .. }) => assert!(payload.starts_with(b"\"user of sid")),
+        other => panic!("expected the held event's ack, got {other:?}"),
+    }
+}
+
 over_transports!(
+    async_middleware_accepts_after_an_await_while_the_session_goes_on,
+    async_middleware_refuses_and_times_out,
     one_connection_two_namespaces_events_and_acks_both_ways,
     unanswered_acks_time_out_in_both_directions,
     admin_namespace_refuses_without_token_and_accepts_with_it,

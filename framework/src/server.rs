@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::namespace::{
     Broadcast, Namespace, NamespaceHandle, NamespaceStats, RoomPlacer, Stats, Target,
 };
-use crate::session::{read, NamespaceFactory, Shared};
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
+use crate::session::{NamespaceFactory, Shared};
 use crate::transport::{connection, polling, websocket};
 use crate::{Config, EmitError, HttpServer, RateLimit, SessionId};
 
@@ -297,9 +297,13 @@ impl Volley {
     }
 
     /// A handle on namespace `name` for broadcasting from anywhere (a game loop, an
-    /// HTTP handler). `None` if no such namespace is running.
+    /// HTTP handler). A name that is not running yet goes to the
+    /// [`VolleyBuilder::dynamic_namespaces`] factory, as a client's connect would:
+    /// the namespace it makes is started and kept, so a table's handle exists before
+    /// its first player. `None` if the name is neither declared nor made by the
+    /// factory.
     pub fn of(&self, name: &str) -> Option<NamespaceRef> {
-        let handle = read(&self.shared.namespaces).get(name)?.clone();
+        let handle = self.shared.namespace(name)?;
         Some(NamespaceRef { handle })
     }
 

@@ -48,7 +48,7 @@ impl Connections {
 
 impl Shared {
     /// The running namespace `name`, created on first use if a dynamic factory
-    /// accepts it. Only connects come here, never events.
+    /// accepts it. Only connects and `Volley::of` come here, never events.
     pub fn namespace(&self, name: &str) -> Option<NamespaceHandle> {
         if let Some(found) = read(&self.namespaces).get(name) {
             return Some(found.clone());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use volley::client::ClientError;
 use volley::protocol::Frame;
-use volley::{AckError, Namespace, Volley};
+use volley::{AckError, Namespace, NamespaceStats, Volley};
 
 use volley::client::Transport;
 
@@ -141,6 +141,20 @@ async fn unknown_namespace_is_refused_and_dynamic_ones_are_created(transport: Tr
     let echoed: String = table.emit_with_ack("echo", &"dyn", WAIT).await.unwrap();
     assert_eq!(echoed, "dyn");
     assert!(server.volley.of("/table-7").is_some());
+
+    // The application can hold a dynamic namespace before any client joins it: `of`
+    // makes it through the factory, and the players who come later land in it.
+    assert!(server.volley.of("/nowhere").is_none());
+    let early = server
+        .volley
+        .of("/table-9")
+        .expect("the factory makes it on first use");
+    assert_eq!(early.stats().await, NamespaceStats::default());
+    let mut nine = client.join("/table-9", &()).await.unwrap();
+    early.emit("shout", &"dealt").unwrap();
+    let dealt = next_event(&mut nine).await;
+    assert_eq!(dealt.decode::<String>().unwrap(), "dealt");
+    assert_eq!(early.stats().await.sockets, 1);
 }
 
 async fn sessions_are_listed_and_can_be_kicked(transport: Transport) {

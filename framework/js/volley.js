@@ -367,8 +367,9 @@
         const hello = this.hello();
         if (this.options.transport === "auto") {
           this.attempt("websocket", hello, this.options.upgradeTimeout, (reason) => {
-            this.setState("fell-back", { reason });
-            this.attempt("polling", hello, 10000, (why) => { this.opened = null; reject(new Error(why)); });
+            // "fell-back" once long-polling works: if nothing answers, it is an outage.
+            this.attempt("polling", hello, 10000, (why) => { this.opened = null; reject(new Error(why)); },
+              () => this.setState("fell-back", { reason }));
           });
         } else {
           this.attempt(this.kind, hello, 10000, (why) => { this.opened = null; reject(new Error(why)); });
@@ -379,8 +380,9 @@
     /** `hello`, announcing the largest frame this client accepts. */
     hello() { return encode({ type: "hello", version: 1, max_frame_size: this.options.maxFrameSize }); }
 
-    /** Starts a transport with `first`; `failed(reason)` if it does not answer in time. */
-    attempt(kind, first, timeoutMs, failed) {
+    /** Starts a transport with `first`; `failed(reason)` if it does not answer in time,
+     *  `answered()` (optional) when its first frame arrives. */
+    attempt(kind, first, timeoutMs, failed, answered) {
       let settled = false;
       const fail = (reason) => { if (!settled) { settled = true; clearTimeout(timer); t.close(); failed(reason); } };
       const Transport = kind === "polling" ? PollingTransport : WebSocketTransport;
@@ -400,6 +402,7 @@
             clearTimeout(timer);
             this.kind = kind;
             this.transport = t;
+            if (answered) answered();
           }
           if (this.transport === t) this.onFrame(f);
         },
@@ -555,13 +558,24 @@
       const first = encode({ type: "resume", sid: s.sid, token: s.token, last_seq: this.recvSeq, max_frame_size: this.options.maxFrameSize });
       const kind = this.kind;
       this.attempt(kind, first, 10000, (reason) => {
-        if (this.options.transport === "auto" && kind === "websocket") {
-          this.attempt("polling", first, 10000, (why) => this.lost(why));
-          this.setState("fell-back", { reason });
-        } else {
-          this.lost(reason);
-        }
+        if (this.options.transport === "auto" && kind === "websocket") this.fallBack(first, reason);
+        else this.lost(reason);
       });
+    }
+
+    /** A WebSocket reconnection failed. The browser does not say whether the upgrade was
+     *  refused or nothing answered, so: if HTTP does not answer either, it is an outage and
+     *  the next attempt is WebSocket again; if it does, WebSocket is tried once more (the
+     *  outage may have just ended), and only if that fails too does long-polling carry the
+     *  session ("fell-back" once it works). */
+    fallBack(first, reason) {
+      const probe = httpUrl(this.url).replace(/\/$/, "") + "/poll"; // answers 400 without a pid
+      fetch(probe, { cache: "no-store" }).then(() => {
+        if (this.state === "closed") return;
+        this.attempt("websocket", first, this.options.upgradeTimeout, (again) => {
+          this.attempt("polling", first, 10000, (why) => this.lost(why), () => this.setState("fell-back", { reason: again }));
+        });
+      }, () => this.lost(reason));
     }
 
     finish(reason) {

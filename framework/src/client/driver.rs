@@ -21,7 +21,7 @@ use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
-use super::link::{self, Link, LinkError, Transport};
+use super::link::{self, Link, LinkError, OpenError, Transport};
 use super::{AckSender, ClientConfig, ClientError, ConnectionEvent, Event};
 use crate::protocol::{self, Frame, Open, PROTOCOL_VERSION};
 use crate::session::Outbox;
@@ -100,18 +100,22 @@ pub(crate) async fn start(
             let opening = async {
                 let mut link = link::open(url, config, kind, hello_frame).await?;
                 let open = expect_open(&mut link).await?;
-                Ok::<_, ClientError>((link, open))
+                Ok::<_, OpenError>((link, open))
             };
             tokio::time::timeout(limit, opening)
                 .await
-                .map_err(|_| ClientError::OpenTimeout)?
+                .map_err(|_| OpenError::from(ClientError::OpenTimeout))?
         }
     };
     let (link, open) = match config.transport {
+        // Long-polling is tried when the upgrade was refused over HTTP or hung (a
+        // proxy that holds it); not when nothing answered, which is an outage.
         Transport::Auto => match attempt(Transport::WebSocket, config.upgrade_timeout).await {
             Ok(opened) => opened,
-            Err(ClientError::Closed(reason)) => return Err(ClientError::Closed(reason)),
-            Err(e) => {
+            Err(OpenError {
+                error: e,
+                upgrade_refused,
+            }) if upgrade_refused || e == ClientError::OpenTimeout => {
                 tracing::info!(error = %e, "WebSocket unavailable; falling back to long-polling");
                 let opened = attempt(Transport::Polling, config.connect_timeout).await?;
                 let _ = outputs.status.try_send(ConnectionEvent::FellBack {
@@ -119,6 +123,7 @@ pub(crate) async fn start(
                 });
                 opened
             }
+            Err(e) => return Err(e.error),
         },
         kind => attempt(kind, config.connect_timeout).await?,
     };
@@ -387,9 +392,13 @@ impl Driver {
         });
         let mut link = match link::open(&self.url, &self.config, kind, resume.clone()).await {
             Ok(link) => link,
-            // WebSocket stopped working (a proxy started refusing upgrades, say):
-            // with `Auto`, the same attempt goes on over long-polling.
-            Err(e) if self.config.transport == Transport::Auto && kind == Transport::WebSocket => {
+            // WebSocket stopped working (a proxy started refusing upgrades): with
+            // `Auto`, the same attempt goes on over long-polling. An upgrade that got
+            // no answer at all is an outage, and the next attempt is WebSocket again.
+            Err(OpenError {
+                error: e,
+                upgrade_refused: true,
+            }) if self.config.transport == Transport::Auto && kind == Transport::WebSocket => {
                 let link = link::open(&self.url, &self.config, Transport::Polling, resume).await?;
                 *self
                     .outputs
@@ -401,7 +410,7 @@ impl Driver {
                 });
                 link
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.error),
         };
         match next_frame(&mut link).await? {
             Frame::Resumed { last_seq, replay } => {

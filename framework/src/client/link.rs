@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix_rt::net::TcpStream;
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
+use awc::error::WsClientError;
 use awc::http::Uri;
 use awc::ws;
 use bytes::Bytes;
@@ -22,8 +23,10 @@ use crate::protocol;
 /// Which transport carries the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// Try WebSocket; fall back to long-polling if the upgrade fails or no `Open`
-    /// arrives within [`ClientConfig::upgrade_timeout`].
+    /// Try WebSocket; fall back to long-polling if the upgrade is refused over HTTP
+    /// or no `Open` arrives within [`ClientConfig::upgrade_timeout`]. A server that
+    /// answers nothing (an outage) is retried over WebSocket, never a reason to fall
+    /// back.
     Auto,
     /// WebSocket only.
     WebSocket,
@@ -44,6 +47,32 @@ pub(crate) enum LinkError {
     /// would be sent the same frame again, so the session ends instead.
     #[error("the server sent a frame larger than this client accepts (max_frame_size {0} bytes)")]
     TooLarge(usize),
+}
+
+/// A connection that did not open.
+#[derive(Debug)]
+pub(crate) struct OpenError {
+    pub error: ClientError,
+    /// An HTTP server answered the WebSocket upgrade with something else than an
+    /// upgrade (a proxy's `403`, say): HTTP gets through where WebSocket does not, and
+    /// long-polling may work. `false` when nothing answered (an outage): then trying
+    /// long-polling would only race the outage's end.
+    pub upgrade_refused: bool,
+}
+
+impl From<ClientError> for OpenError {
+    fn from(error: ClientError) -> Self {
+        OpenError {
+            error,
+            upgrade_refused: false,
+        }
+    }
+}
+
+impl From<OpenError> for ClientError {
+    fn from(e: OpenError) -> Self {
+        e.error
+    }
 }
 
 /// One open connection.
@@ -119,18 +148,23 @@ pub(crate) async fn open(
     config: &ClientConfig,
     kind: Transport,
     first: Bytes,
-) -> Result<Link, ClientError> {
+) -> Result<Link, OpenError> {
     match kind {
-        Transport::Polling => open_polling(url, config, first).await,
+        Transport::Polling => Ok(open_polling(url, config, first).await?),
         _ => open_websocket(url, config, first).await,
     }
 }
 
-async fn open_websocket(
-    url: &str,
-    config: &ClientConfig,
-    first: Bytes,
-) -> Result<Link, ClientError> {
+/// Whether the server (or a proxy) answered the upgrade request over HTTP, without
+/// upgrading. Errors before an answer (refused, reset, DNS) are not.
+fn refused_upgrade(e: &WsClientError) -> bool {
+    !matches!(
+        e,
+        WsClientError::SendRequest(_) | WsClientError::Protocol(_)
+    )
+}
+
+async fn open_websocket(url: &str, config: &ClientConfig, first: Bytes) -> Result<Link, OpenError> {
     let mut http = awc::Client::builder().connector(nodelay_connector());
     if let Some(ip) = config.local_address {
         http = http.local_address(ip);
@@ -141,7 +175,15 @@ async fn open_websocket(
         .max_frame_size(config.max_frame_size)
         .connect()
         .await
-        .map_err(|e| ClientError::Connect(e.to_string()))?;
+        .map_err(|e| OpenError {
+            upgrade_refused: refused_upgrade(&e),
+            error: ClientError::Connect(match &e {
+                WsClientError::InvalidResponseStatus(status) => {
+                    format!("WebSocket upgrade refused ({status})")
+                }
+                e => e.to_string(),
+            }),
+        })?;
     let (mut sink, mut stream) = framed.split();
     let (link, ends) = Link::new(Transport::WebSocket);
     let LinkEnds {

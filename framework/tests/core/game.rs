@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use volley::client::{Backoff, Client, ClientConfig, ConnectionEvent, NamespaceClient, Transport};
+use volley::client::{Backoff, Client, ClientConfig, ConnectionEvent, NamespaceClient};
 use volley::game::events;
 use volley::{
     Game, GameRooms, JoinRequest, Joined, LeaveReason, Namespace, RoomContext, RoomId, RoomMetrics,
@@ -365,11 +365,8 @@ async fn a_dropped_player_keeps_its_seat_until_the_grace_window_ends() {
         .parse()
         .unwrap();
     let proxy = FaultProxy::start(target, Cuts::Never, 1).await;
-    // WebSocket only: with `Auto`, an attempt that starts while the proxy still
-    // refuses and ends after it let go falls back to long-polling (correctly), and
-    // this test is about the seat, not the transport.
+    // `Auto`, the default: an outage never makes the client fall back to polling.
     let quick = ClientConfig {
-        transport: Transport::WebSocket,
         backoff: Backoff {
             initial: Duration::from_millis(5),
             max: Duration::from_millis(20),

@@ -37,6 +37,8 @@ pub struct FaultProxy {
     pub addr: SocketAddr,
     cuts: Arc<AtomicUsize>,
     refusing: Arc<AtomicBool>,
+    /// New connections still to refuse once `refusing` is off.
+    refuse_next: Arc<AtomicUsize>,
     /// While set, HTTP requests that ask for a WebSocket upgrade get 403.
     blocking_websocket: Arc<AtomicBool>,
     /// Bumped to cut every open connection.
@@ -50,6 +52,7 @@ impl FaultProxy {
         let addr = listener.local_addr().expect("proxy address");
         let cuts = Arc::new(AtomicUsize::new(0));
         let refusing = Arc::new(AtomicBool::new(false));
+        let refuse_next = Arc::new(AtomicUsize::new(0));
         let blocking_websocket = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
         let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
@@ -58,12 +61,18 @@ impl FaultProxy {
             addr,
             cuts: cuts.clone(),
             refusing: refusing.clone(),
+            refuse_next: refuse_next.clone(),
             blocking_websocket: blocking_websocket.clone(),
             generation: generation.clone(),
         };
         actix_rt::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if refusing.load(Ordering::SeqCst) {
+                let one_more = |n: usize| n.checked_sub(1);
+                if refusing.load(Ordering::SeqCst)
+                    || refuse_next
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, one_more)
+                        .is_ok()
+                {
                     drop(client);
                     continue;
                 }
@@ -135,6 +144,12 @@ impl FaultProxy {
     /// While `true`, new connections are accepted and closed at once.
     pub fn refuse(&self, refusing: bool) {
         self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    /// Refuses the next `n` new connections, then lets them through (an outage that
+    /// ends between two connection attempts).
+    pub fn refuse_next(&self, n: usize) {
+        self.refuse_next.store(n, Ordering::SeqCst);
     }
 }
 

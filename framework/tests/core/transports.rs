@@ -109,17 +109,79 @@ async fn a_session_started_on_websocket_resumes_over_polling() {
 
     assert_eq!(client.transport(), Transport::Polling);
     assert_eq!(client.session_id(), sid, "the same session continued");
-    let mut resumed = false;
+    let (mut resumed, mut fell_back) = (false, false);
     while let Ok(Some(event)) =
         tokio::time::timeout(Duration::from_millis(1), client.next_connection_event()).await
     {
         match event {
             ConnectionEvent::Reconnected { resumed: r, .. } => resumed |= r,
+            ConnectionEvent::FellBack { reason } => {
+                assert!(
+                    reason.contains("WebSocket upgrade refused (403"),
+                    "{reason}"
+                );
+                fell_back = true;
+            }
             ConnectionEvent::SessionLost { reason, .. } => panic!("session lost: {reason}"),
             _ => {}
         }
     }
     assert!(resumed);
+    assert!(fell_back, "the refused upgrade was reported");
+}
+
+/// A plain outage (nothing answers, neither WebSocket nor HTTP) is not a blocked
+/// WebSocket: the client keeps reconnecting over WebSocket and never reports a
+/// fallback. (Whatever the timing: a WebSocket attempt that gets no HTTP answer does
+/// not try long-polling.)
+#[actix_rt::test]
+async fn an_outage_does_not_make_the_client_fall_back() {
+    let (disconnects, _) = Disconnects::new();
+    let server = serve(Volley::builder().namespace("/", test_namespace(disconnects)));
+    let proxy = FaultProxy::start(server_addr(&server), Cuts::Never, 1).await;
+    let config = ClientConfig {
+        backoff: quick_backoff(),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(&proxy.url(), config).await.unwrap();
+    assert_eq!(client.transport(), Transport::WebSocket);
+    let ns = client.join("/", &()).await.unwrap();
+
+    proxy.refuse(true);
+    proxy.cut_all();
+    let next = || async {
+        tokio::time::timeout(WAIT, client.next_connection_event())
+            .await
+            .expect("a connection event")
+            .expect("the client runs")
+    };
+    // Three attempts fail during the outage (each waits for its back-off delay after
+    // its `Reconnecting` event, so none is in flight when the outage ends below)...
+    loop {
+        match next().await {
+            ConnectionEvent::Reconnecting { attempt, .. } if attempt >= 4 => break,
+            ConnectionEvent::Reconnecting { .. } => {}
+            other => panic!("expected reconnection attempts, got {other:?}"),
+        }
+    }
+    // ...and it ends between two connections: the next one is refused (a WebSocket
+    // attempt, nothing answers) and the one after it gets through. That must not be
+    // read as "WebSocket blocked, HTTP works": the session resumes on WebSocket.
+    proxy.refuse_next(1);
+    proxy.refuse(false);
+    loop {
+        match next().await {
+            ConnectionEvent::Reconnecting { .. } => {}
+            ConnectionEvent::Reconnected { resumed, .. } => {
+                assert!(resumed, "the same session continued");
+                break;
+            }
+            other => panic!("expected a resume on WebSocket, got {other:?}"),
+        }
+    }
+    assert_eq!(client.transport(), Transport::WebSocket);
+    let echoed: u8 = ns.emit_with_ack("echo", &5, WAIT).await.unwrap();
+    assert_eq!(echoed, 5);
 }
 
 #[actix_rt::test]

@@ -24,7 +24,7 @@ function render(o) {
   for (const s of o.sessions) {
     const tr = document.createElement("tr");
     tr.dataset.sid = s.id;
-    tr.append(cell(s.id), cell(s.namespaces.join(" ")), cell(s.room == null ? "–" : "#" + s.room), cell(s.age_secs + " s"));
+    tr.append(cell(s.id), cell(s.namespaces.join(" ")), cell(s.room == null ? "–" : "#" + s.room_code), cell(s.age_secs + " s"));
     const actions = document.createElement("td");
     for (const [label, event] of [["drop connection", "drop"], ["kick", "kick"]]) {
       const b = document.createElement("button");
@@ -40,7 +40,7 @@ function render(o) {
   rooms.innerHTML = "";
   for (const r of o.rooms) {
     const tr = document.createElement("tr");
-    tr.append(cell("#" + r.id), cell(r.players + (r.meta ? " (+" + r.meta.bots + " bots)" : "")), cell(r.held),
+    tr.append(cell("#" + r.code), cell(r.players + (r.meta ? " (+" + r.meta.bots + " bots)" : "")), cell(r.held),
       cell(r.meta ? r.meta.best : 0), cell(r.ticks), cell(r.skipped),
       cell(r.lateness_p50_ms.toFixed(2) + " / " + r.lateness_p99_ms.toFixed(2) + " ms"),
       cell(r.tick_p99_us + " µs"), cell(r.inputs_dropped));

@@ -6,7 +6,7 @@ const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 const client = new Volley.Client("/volley", { transport: params.get("transport") || "auto" });
 // Exposed for the end-to-end tests and the curious (open the console).
-const demo = (window.demo = { client, me: null, room: null, view: null, frames: 0, errors: [], history: [], ready: false });
+const demo = (window.demo = { client, me: null, room: null, code: null, view: null, frames: 0, errors: [], history: [], ready: false });
 
 // ---- Connection state ------------------------------------------------------------
 client.onState((s) => {
@@ -37,6 +37,7 @@ function showLobby(message) {
   $("lobby").classList.remove("hidden");
   $("lobbyerror").textContent = message || "";
   demo.room = null;
+  demo.code = null;
 }
 async function refreshRooms() {
   if (!game || $("lobby").classList.contains("hidden")) return;
@@ -47,7 +48,7 @@ async function refreshRooms() {
   for (const r of rooms) {
     const tr = document.createElement("tr");
     const meta = r.metadata || {};
-    tr.innerHTML = "<td>#" + r.id + "</td><td>" + r.players + "/" + r.max_players +
+    tr.innerHTML = "<td>#" + (meta.code || "") + "</td><td>" + r.players + "/" + r.max_players +
       (meta.bots ? " + " + meta.bots + " bots" : "") + "</td><td>" + (meta.best || 0) + "</td><td></td>";
     const button = document.createElement("button");
     button.className = "small";
@@ -63,9 +64,8 @@ async function play(request) {
   request.options = Object.assign({ name }, request.options || {});
   const answer = await game.emitWithAck("join_game", request, 8000).catch((e) => ({ Err: e.message }));
   if (answer.Err) return ($("lobbyerror").textContent = answer.Err);
-  demo.room = answer.Ok.room;
+  demo.room = answer.Ok.room; // the opaque id; people see its code (the `room` event)
   $("lobby").classList.add("hidden");
-  $("room").textContent = "room #" + demo.room;
   if (!chat) chat = await client.join("/chat", { name }).catch(() => null);
   if (chat) {
     chat.on("said", (m) => line(m.name + ": " + m.text));
@@ -76,6 +76,18 @@ async function play(request) {
 $("quick").onclick = () => play({ type: "arena" });
 // A filter nobody else uses makes join-or-create open a fresh room.
 $("create").onclick = () => play({ type: "arena", filters: { table: Math.random().toString(36).slice(2, 8) } });
+// A code as people type it: any case, with or without "#", O for 0 and I or L for 1.
+function normalCode(text) {
+  return text.trim().toUpperCase().replace(/^#/, "").replace(/O/g, "0").replace(/[IL]/g, "1");
+}
+$("bycode").onsubmit = async (e) => {
+  e.preventDefault();
+  const code = normalCode($("code").value);
+  const rooms = await game.emitWithAck("list_games", "arena").catch(() => []);
+  const room = rooms.find((r) => r.metadata && r.metadata.code === code);
+  if (!room) return ($("lobbyerror").textContent = "No room #" + code + " right now.");
+  play({ type: "arena", room: room.id });
+};
 $("name").value = localStorage.getItem("orb-name") || "";
 setInterval(refreshRooms, 2000);
 
@@ -198,6 +210,7 @@ requestAnimationFrame(draw);
     demo.me = await game.emitWithAck("whoami", null);
     game.on("state", (view) => { demo.view = view; demo.frames++; });
     game.on("news", (text) => line(text, "news"));
+    game.on("room", (r) => { demo.code = r.code; $("room").textContent = "room #" + r.code; });
     client.onState((s) => {
       // A fresh session is a new player: learn the new id.
       if (s.state === "connected" && !s.resumed && demo.me !== client.sessionId) {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use volley::{GameRooms, Namespace, SessionId, Volley};
 
 use crate::chat::ChatStats;
+use crate::code::room_code;
 
 #[derive(Deserialize)]
 struct Auth {
@@ -84,6 +85,7 @@ async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> V
                 "namespaces": s.namespaces,
                 "age_secs": now.duration_since(s.opened_at).unwrap_or_default().as_secs(),
                 "room": rooms.room_of(s.id).map(|r| r.0),
+                "room_code": rooms.room_of(s.id).map(room_code),
             })
         })
         .collect();
@@ -96,6 +98,7 @@ async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> V
             .map(|l| l.metadata.clone());
         out.push(json!({
             "id": m.room.0,
+            "code": room_code(m.room),
             "players": m.players,
             "held": m.held_seats,
             "meta": meta,

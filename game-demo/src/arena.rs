@@ -231,6 +231,9 @@ impl Game for Arena {
         let cell = Cell::new(player.0, name.clone(), false, &mut self.rng);
         self.cells.insert(player.0, cell);
         let _ = ctx.emit_all("news", &format!("{name} joined"));
+        // The code people read out; the id stays what the protocol carries.
+        let code = crate::code::room_code(ctx.room());
+        let _ = ctx.emit_to(player, "room", &serde_json::json!({ "code": code }));
         self.publish(ctx);
         Ok(())
     }
@@ -371,6 +374,9 @@ impl Arena {
     fn publish(&self, ctx: &mut RoomContext) {
         let humans = self.cells.values().filter(|c| !c.bot).count();
         let best = self.cells.values().map(|c| c.score).max().unwrap_or(0);
-        ctx.set_metadata(serde_json::json!({ "humans": humans, "bots": self.bots, "best": best }));
+        let code = crate::code::room_code(ctx.room());
+        ctx.set_metadata(
+            serde_json::json!({ "humans": humans, "bots": self.bots, "best": best, "code": code }),
+        );
     }
 }

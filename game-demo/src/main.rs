@@ -10,6 +10,7 @@ mod admin;
 mod arena;
 mod assets;
 mod chat;
+mod code;
 
 use std::io::Write;
 use std::sync::atomic::Ordering;

@@ -319,15 +319,35 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// A page that has joined the game with `name`; returns it and its player id.
+/// A page that has joined the game with `name` (quick play); returns it and its
+/// player id.
 async fn player(devtools: &str, url: &str, name: &str) -> (Page, u64) {
+    player_in(
+        devtools,
+        url,
+        name,
+        "document.getElementById('quick').click()",
+    )
+    .await
+}
+
+/// A page that has joined the game with `name` by typing a room's code as people
+/// do (`#k7q2`, say) in the lobby.
+async fn player_by_code(devtools: &str, url: &str, name: &str, typed: &str) -> (Page, u64) {
+    let join = format!(
+        "document.getElementById('code').value = '{typed}'; document.getElementById('bycode').requestSubmit()"
+    );
+    player_in(devtools, url, name, &join).await
+}
+
+async fn player_in(devtools: &str, url: &str, name: &str, join: &str) -> (Page, u64) {
     let mut page = Page::open(devtools, url).await;
     page.wait_for("window.demo && demo.ready").await;
     page.eval(&format!(
-        "document.getElementById('name').value = '{name}'; document.getElementById('quick').click()"
+        "document.getElementById('name').value = '{name}'; {join}"
     ))
     .await;
-    page.wait_for("demo.room && demo.view").await;
+    page.wait_for("demo.room && demo.view && demo.code").await;
     let me = page.eval("demo.me").await.as_u64().expect("player id");
     (page, me)
 }
@@ -370,10 +390,30 @@ async fn two_browsers_play_admin_sees_them_and_a_dropped_page_resumes() {
         alice.screenshot(&path).await;
     }
 
-    // The same with ?transport=polling.
+    // People see the room as a short code, never its id.
+    let code = alice.eval("demo.code").await;
+    let code = code.as_str().expect("a room code").to_owned();
+    assert_eq!(code.len(), 4, "{code}");
+    assert_eq!(bob.eval("demo.code").await, json!(code));
+    assert_eq!(
+        alice
+            .eval("document.getElementById('room').textContent")
+            .await,
+        json!(format!("room #{code}"))
+    );
+
+    // The same with ?transport=polling; dave types carol's code to join her.
     let (mut carol, carol_id) =
         player(&devtools, &format!("{url}/?transport=polling"), "carol").await;
-    let (mut dave, dave_id) = player(&devtools, &format!("{url}/?transport=polling"), "dave").await;
+    let carol_code = carol.eval("demo.code").await;
+    let typed = format!("#{}", carol_code.as_str().unwrap().to_lowercase());
+    let (mut dave, dave_id) = player_by_code(
+        &devtools,
+        &format!("{url}/?transport=polling"),
+        "dave",
+        &typed,
+    )
+    .await;
     assert_eq!(carol.eval("demo.connection.transport").await, "polling");
     assert_eq!(carol.eval("demo.room").await, dave.eval("demo.room").await);
     sees_move(&mut dave, &mut carol, carol_id, "a", "x").await;
@@ -388,6 +428,11 @@ async fn two_browsers_play_admin_sees_them_and_a_dropped_page_resumes() {
         "admin.last && [{alice_id}, {bob_id}].every(id => admin.last.sessions.some(s => s.id === id))"
     );
     admin.wait_for(&listed).await;
+    admin
+        .wait_for(&format!(
+            "document.getElementById('roomstable').textContent.includes('#{code}')"
+        ))
+        .await;
 
     // The server drops alice's connection: her page reconnects and resumes as the
     // same player, in the same room, with her score.

@@ -6,12 +6,7 @@
 "use strict";
 const { Client } = require("../volley.js");
 
-const { url, transport, backoff, WAIT_MS, within, expect } = require("./steps.cjs");
-
-/** Resolves with the first state change `fn` accepts. */
-function state(client, fn, what) {
-  return within(new Promise((resolve) => client.onState((s) => { if (fn(s)) resolve(s); })), what);
-}
+const { url, transport, backoff, WAIT_MS, within, expect, state } = require("./steps.cjs");
 
 async function main() {
   const client = new Client(url, { transport, backoff, maxFrameSize: 4096 });

@@ -1,4 +1,4 @@
-// What the live scripts (live.cjs, package.mjs) share: the server's URL and transport
+// What the live scripts (live.cjs, package.mjs, fallback.cjs) share: the server's URL and transport
 // from the command line, a fast back-off, bounded waits and one printed line per step.
 "use strict";
 
@@ -23,4 +23,9 @@ exports.within = function within(promise, what) {
 exports.expect = function expect(ok, what) {
   if (!ok) throw new Error("failed: " + what);
   console.log("ok " + what);
+};
+
+/** Resolves with the first state change of `client` that `fn` accepts. */
+exports.state = function state(client, fn, what) {
+  return exports.within(new Promise((resolve) => client.onState((s) => { if (fn(s)) resolve(s); })), what);
 };

@@ -1,6 +1,7 @@
 //! The browser client (`js/volley.js`) against the real server, run with Node.js
 //! (`js/test/live.cjs`): server → client acks across a resume, the disconnect
-//! reason, and the client's frame limit, over both transports. Skipped, saying so,
+//! reason, and the client's frame limit, over both transports; and its fallback to
+//! long-polling through the fault proxy (`js/test/fallback.cjs`). Skipped, saying so,
 //! when `node` is not installed.
 
 use std::process::Command;
@@ -11,6 +12,8 @@ use volley::{Volley, VolleyBuilder};
 
 use crate::client_limit::sizes_namespace;
 use crate::common::*;
+use crate::proxy::{Cuts, FaultProxy};
+use crate::resume::server_addr;
 
 /// `sizes_namespace` plus `ask_after_drop`: the server drops the client's connection,
 /// then asks it a question (server → client ack) and answers with the outcome.
@@ -100,3 +103,38 @@ pub(crate) async fn run_node(script: &'static str, args: &[&str]) {
 }
 
 over_transports!(volley_js_against_the_real_server);
+
+/// volley.js through the fault proxy: an outage keeps it on WebSocket with no
+/// `fell-back`; an upgrade refused while HTTP answers moves it to long-polling. A
+/// second client, connected directly, drives the proxy with `proxy` events.
+#[actix_rt::test]
+async fn volley_js_falls_back_only_when_websocket_is_refused() {
+    let proxy: Arc<OnceLock<FaultProxy>> = Arc::default();
+    let control = proxy.clone();
+    let (disconnects, _) = Disconnects::new();
+    let namespace = test_namespace(disconnects).on_ack("proxy", move |_, what: String, ack| {
+        let Some(proxy) = control.get() else { return };
+        match what.as_str() {
+            "outage" => {
+                proxy.refuse(true);
+                proxy.cut_all();
+            }
+            "recover" => {
+                // The outage ends between two attempts: the next one still fails.
+                proxy.refuse_next(1);
+                proxy.refuse(false);
+            }
+            _ => {
+                proxy.block_websocket(true);
+                proxy.cut_all();
+            }
+        }
+        let _ = ack.send(&what);
+    });
+    let server = serve(VolleyBuilder::default().namespace("/", namespace));
+    let started = FaultProxy::start(server_addr(&server), Cuts::Never, 1).await;
+    let url = started.url();
+    let _ = proxy.set(started);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/js/test/fallback.cjs");
+    run_node(script, &[&url, &server.url]).await;
+}

@@ -123,27 +123,27 @@ impl Histogram {
     }
 
     /// The samples as bars for a plot, in value order: `(from_us, to_us, count)`
-    /// over [`BARS_PER_DOUBLING`] bars per power of two, one bar below 32 µs; only
-    /// bars that hold samples.
+    /// over [`BARS_PER_DOUBLING`] bars per power of two, a bar per microsecond below
+    /// 32 µs (where buckets are exact); only bars that hold samples.
     pub fn bars(&self) -> Vec<(u64, u64, u64)> {
         let per_bar = (SUB / BARS_PER_DOUBLING) as usize;
         let mut bars: Vec<(usize, (u64, u64, u64))> = Vec::new();
         for (b, &n) in self.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-            let group = if b < SUB as usize { 0 } else { b / per_bar };
+            let (first, last) = if b < SUB as usize {
+                (b, b)
+            } else {
+                let first = b / per_bar * per_bar;
+                (first, first + per_bar - 1)
+            };
             match bars.last_mut() {
-                Some((g, bar)) if *g == group => bar.2 += n,
+                Some((group, bar)) if *group == first => bar.2 += n,
                 _ => {
-                    let (first, last) = if group == 0 {
-                        (0, SUB as usize - 1)
-                    } else {
-                        (group * per_bar, group * per_bar + per_bar - 1)
-                    };
                     let from = if first == 0 {
                         0
                     } else {
                         upper_bound(first - 1) + 1
                     };
-                    bars.push((group, (from, upper_bound(last), n)));
+                    bars.push((first, (from, upper_bound(last), n)));
                 }
             }
         }
@@ -273,14 +273,14 @@ mod tests {
             h.record_us(us);
         }
         let bars = h.bars();
-        assert_eq!(bars[0], (0, 31, 2));
+        assert_eq!(bars[..2], [(3, 3, 1), (5, 5, 1)]);
         assert_eq!(bars.iter().map(|b| b.2).sum::<u64>(), 6);
         for pair in bars.windows(2) {
             assert!(pair[0].1 < pair[1].0, "{bars:?}");
         }
         // 1000 and 1010 share a bar (8 per doubling: 960..=1023); 1100 is in the next.
-        assert_eq!(bars[1], (960, 1_023, 2));
-        assert!(bars[2].0 <= 1_100 && 1_100 <= bars[2].1, "{bars:?}");
+        assert_eq!(bars[2], (960, 1_023, 2));
+        assert!(bars[3].0 <= 1_100 && 1_100 <= bars[3].1, "{bars:?}");
         assert!(Histogram::default().bars().is_empty());
     }
 

@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_histogram_has_a_bar_per_bar_and_its_marks() {
-        let bars = [(0, 31, 5), (960, 1_023, 10), (1_024, 1_087, 3)];
+        let bars = [(30, 30, 5), (960, 1_023, 10), (1_024, 1_087, 3)];
         let doc = histogram(
             "delivery <ms>",
             &bars,

@@ -16,7 +16,9 @@ use crate::control::{Command, Counters, Message, Outcome, Plan, ScenarioPlan};
 use crate::proc::{self, ProcSample};
 use crate::progress::{short, Progress};
 use crate::report::Report;
+use crate::sampler::ServerSampler;
 use crate::server::{ServerMetrics, METRICS_PATH};
+use crate::timeline;
 
 /// Clients one worker runs at most by default: well under the 20,000 file
 /// descriptors a process may have, with room for a proxy's two per client.
@@ -158,9 +160,10 @@ pub struct Run {
     progress: Progress,
     pub started: Instant,
     /// The workers' counters added up, at every progress draw (four times a
-    /// second), with the time since `started`: kept only once
-    /// [`Run::keep_history`] was called (the soak's time series).
-    pub history: Option<Vec<(Duration, Counters)>>,
+    /// second), with the time since `started`: the rates over time.
+    pub history: Vec<(Duration, Counters)>,
+    /// The server, sampled every second from the start.
+    pub sampler: ServerSampler,
 }
 
 impl Run {
@@ -175,6 +178,7 @@ impl Run {
             Target::Url { url, pid } => (None, url.clone(), *pid),
         };
         let (events_tx, events) = mpsc::unbounded_channel();
+        let sampler = ServerSampler::start(server_pid, url.clone());
         Ok(Run {
             scenario,
             url,
@@ -192,7 +196,8 @@ impl Run {
             failures: Vec::new(),
             progress: Progress::new(),
             started: Instant::now(),
-            history: None,
+            history: Vec::new(),
+            sampler,
         })
     }
 
@@ -255,16 +260,6 @@ impl Run {
             self.exited.push(false);
         }
         Ok(())
-    }
-
-    /// Keeps the counters at every progress draw from now on, in [`Run::history`].
-    pub fn keep_history(&mut self) {
-        self.history.get_or_insert_with(Vec::new);
-    }
-
-    /// The server's process id, if known (spawned, or `--server-pid`).
-    pub fn server_pid(&self) -> Option<u32> {
-        self.server_pid
     }
 
     /// The workers' counters added up.
@@ -401,9 +396,7 @@ impl Run {
                     let text = self.line(label, phase_start, &last, &totals);
                     self.progress.draw(fraction(&totals), &text);
                     let since_start = self.started.elapsed();
-                    if let Some(history) = &mut self.history {
-                        history.push((since_start, totals));
-                    }
+                    self.history.push((since_start, totals));
                     last = (Instant::now(), totals);
                 }
                 _ = tokio::time::sleep_until(deadline) => break false,
@@ -503,14 +496,13 @@ impl Run {
             connected: tally.counters.connected,
             failed: tally.counters.failed,
             streams: tally.streams.clone(),
-            latency: tally
-                .histograms
-                .iter()
-                .map(|(name, h)| (name.clone(), h.percentiles()))
-                .collect(),
             failures: self.failures.clone(),
             ..Report::default()
         };
+        for (name, h) in &tally.histograms {
+            report.histogram(name, h);
+        }
+        report.series = timeline::series(&self.history, &self.sampler.points_since(self.started));
         common.describe(&mut report);
         if tally.problem_count > 0 {
             report.failures.push(format!(
@@ -536,6 +528,7 @@ impl Run {
 
     /// Stops the server and the workers.
     pub async fn stop(mut self) {
+        self.sampler.stop();
         self.stdins.clear();
         for child in &mut self.children {
             let _ = child.kill().await;

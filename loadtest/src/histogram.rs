@@ -16,6 +16,9 @@ const SUB: u64 = 1 << SUB_BITS;
 /// Enough buckets for any `u64`: 32 exact ones, then 32 per power of two up to 2^63.
 const BUCKETS: usize = ((64 - SUB_BITS as usize) + 1) * SUB as usize;
 
+/// Bars per power of two in [`Histogram::bars`] (a divisor of [`SUB`]).
+const BARS_PER_DOUBLING: u64 = 8;
+
 /// The bucket of value `v`.
 fn bucket_of(v: u64) -> usize {
     if v < SUB {
@@ -117,6 +120,34 @@ impl Histogram {
             }
         }
         self.max
+    }
+
+    /// The samples as bars for a plot, in value order: `(from_us, to_us, count)`
+    /// over [`BARS_PER_DOUBLING`] bars per power of two, a bar per microsecond below
+    /// 32 µs (where buckets are exact); only bars that hold samples.
+    pub fn bars(&self) -> Vec<(u64, u64, u64)> {
+        let per_bar = (SUB / BARS_PER_DOUBLING) as usize;
+        let mut bars: Vec<(usize, (u64, u64, u64))> = Vec::new();
+        for (b, &n) in self.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let (first, last) = if b < SUB as usize {
+                (b, b)
+            } else {
+                let first = b / per_bar * per_bar;
+                (first, first + per_bar - 1)
+            };
+            match bars.last_mut() {
+                Some((group, bar)) if *group == first => bar.2 += n,
+                _ => {
+                    let from = if first == 0 {
+                        0
+                    } else {
+                        upper_bound(first - 1) + 1
+                    };
+                    bars.push((first, (from, upper_bound(last), n)));
+                }
+            }
+        }
+        bars.into_iter().map(|(_, bar)| bar).collect()
     }
 
     /// p50, p90, p99, p99.9, max and mean.
@@ -233,6 +264,24 @@ mod tests {
         // p99.9 is the 999th sample, in the last bucket: capped at the max.
         assert_eq!(p.p999_us, 1_000);
         assert!(p.p90_us >= 900 && p.p90_us <= 928, "{}", p.p90_us);
+    }
+
+    #[test]
+    fn bars_cover_the_samples_in_order() {
+        let mut h = Histogram::default();
+        for us in [3, 5, 1_000, 1_010, 1_100, 50_000] {
+            h.record_us(us);
+        }
+        let bars = h.bars();
+        assert_eq!(bars[..2], [(3, 3, 1), (5, 5, 1)]);
+        assert_eq!(bars.iter().map(|b| b.2).sum::<u64>(), 6);
+        for pair in bars.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "{bars:?}");
+        }
+        // 1000 and 1010 share a bar (8 per doubling: 960..=1023); 1100 is in the next.
+        assert_eq!(bars[2], (960, 1_023, 2));
+        assert!(bars[3].0 <= 1_100 && 1_100 <= bars[3].1, "{bars:?}");
+        assert!(Histogram::default().bars().is_empty());
     }
 
     #[test]

@@ -3,20 +3,22 @@
 //! `loadtest <scenario> --spawn` starts a Volley server process (`loadtest serve`),
 //! worker processes that each run thousands of simulated clients on the framework's
 //! Rust client (`loadtest worker`), and drives them through the scenario while it
-//! shows live progress; it ends with a report table, `--json FILE` if asked, and a
-//! non-zero exit status if any reliable message was lost or duplicated or any client
-//! could not connect. `docs/benchmarks.md` has every scenario with measured figures.
+//! shows live progress; it ends with a report table, `--json FILE` and `--html FILE`
+//! (a self-contained page with plots) if asked, and a non-zero exit status if any
+//! reliable message was lost or duplicated or any client could not connect. `docs/benchmarks.md` has every scenario with measured figures.
 //!
 //! The modules, by concept: `coordinator` (the process the user starts), `worker`
 //! and `sim` (simulated clients), `scenarios/` (one file per scenario), `server`
 //! (the server under test), `proxy` (cutting connections), `control` (the
 //! coordinator ↔ worker channel), `seq` (exactly-once checks), `histogram`,
-//! `proc` (server CPU and memory), `progress` and `report`.
+//! `proc` (server CPU and memory), `sampler` and `timeline` (the run over time),
+//! `progress`, `report`, and `plot` and `html` (the report as a page).
 
 mod args;
 mod control;
 mod coordinator;
 mod histogram;
+mod html;
 mod plot;
 mod proc;
 mod progress;
@@ -29,6 +31,7 @@ mod seq;
 mod server;
 mod sim;
 mod sioclient;
+mod timeline;
 mod trend;
 mod worker;
 
@@ -101,6 +104,8 @@ flags for every scenario
                         (default 4; 0: let the system choose)
   --transport T         websocket (default) or polling
   --json FILE           write every figure as JSON (top-level `lost`, `duplicated`)
+  --html FILE           write the report as one self-contained HTML page: settings,
+                        checks, figures, latency histograms, plots over time
 
 server flags (loadtest serve; with --spawn the scenario sets them)
   --ping-ms, --ping-timeout-ms, --grace-s, --tick-rate, --room-size
@@ -185,6 +190,13 @@ fn scenario(name: &str, args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let html: Option<String> = match flags.opt("html") {
+        Ok(html) => html,
+        Err(e) => {
+            eprintln!("loadtest {name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let report = match actix_rt::System::new().block_on(scenarios::coordinate(name, &flags)) {
         Ok(report) => report,
         Err(e) => {
@@ -196,6 +208,12 @@ fn scenario(name: &str, args: Vec<String>) -> ExitCode {
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
         if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("loadtest {name}: cannot write {path}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = html {
+        if let Err(e) = std::fs::write(&path, html::page(&report)) {
             eprintln!("loadtest {name}: cannot write {path}: {e}");
             return ExitCode::from(2);
         }

@@ -1,6 +1,7 @@
-//! The end report of a run: a table for people (stdout) and, with `--json FILE`,
-//! every figure as JSON for scripts and CI. The JSON has the integer keys `lost` and
-//! `duplicated` at its top level: the exactly-once verdict over every checked stream.
+//! The end report of a run: a table for people (stdout), with `--json FILE` every
+//! figure as JSON for scripts and CI, and with `--html FILE` the same figures with
+//! plots (`html`). The JSON has the integer keys `lost` and `duplicated` at its top
+//! level: the exactly-once verdict over every checked stream.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use crate::control::StreamTotals;
-use crate::histogram::Percentiles;
+use crate::histogram::{Histogram, Percentiles};
 
 /// One measured figure.
 #[derive(Debug, Clone)]
@@ -39,8 +40,12 @@ pub struct Report {
     /// The settings the run used, as given or defaulted.
     pub settings: Vec<(String, Value)>,
     pub figures: Vec<Figure>,
-    /// Latency histograms by name.
+    /// Latency percentiles by name, computed from `histograms` when the run has them.
     pub latency: Vec<(String, Percentiles)>,
+    /// Latency histograms by name (plotted by `--html`).
+    pub histograms: Vec<(String, Histogram)>,
+    /// Quantities over the run (plotted by `--html`).
+    pub series: Vec<Series>,
     /// Why the run failed, besides lost, duplicated and failed clients.
     pub failures: Vec<String>,
     /// Things worth knowing that do not fail the run.
@@ -49,7 +54,22 @@ pub struct Report {
     pub tables: Vec<String>,
 }
 
+/// A quantity over the run.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    /// What it is, with its unit (`server RSS (MiB)`).
+    pub label: String,
+    /// `(seconds since the run started, value)`, in time order.
+    pub points: Vec<(f64, f64)>,
+}
+
 impl Report {
+    /// Records a latency histogram and its percentiles.
+    pub fn histogram(&mut self, name: &str, h: &Histogram) {
+        self.latency.push((name.to_owned(), h.percentiles()));
+        self.histograms.push((name.to_owned(), h.clone()));
+    }
+
     /// Records a setting.
     pub fn setting(&mut self, name: &str, value: impl Into<Value>) {
         self.settings.push((name.to_owned(), value.into()));
@@ -179,23 +199,10 @@ impl Report {
             }
         }
         if !self.latency.is_empty() {
-            let _ = writeln!(
-                t,
-                "  latency (ms)       {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                "count", "p50", "p90", "p99", "p99.9", "max"
-            );
+            let columns = LATENCY_COLUMNS.map(str::to_owned);
+            let _ = writeln!(t, "  latency (ms)      {}", latency_line(&columns));
             for (name, p) in &self.latency {
-                let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
-                let _ = writeln!(
-                    t,
-                    "    {name:<16} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                    p.count,
-                    ms(p.p50_us),
-                    ms(p.p90_us),
-                    ms(p.p99_us),
-                    ms(p.p999_us),
-                    ms(p.max_us)
-                );
+                let _ = writeln!(t, "    {name:<16}{}", latency_line(&latency_cells(p)));
             }
         }
         for table in &self.tables {
@@ -209,6 +216,31 @@ impl Report {
         }
         t
     }
+}
+
+/// The latency table's columns after the name: a count, then milliseconds.
+pub const LATENCY_COLUMNS: [&str; 6] = ["count", "p50", "p90", "p99", "p99.9", "max"];
+
+/// A latency row's cells, as [`LATENCY_COLUMNS`] names them.
+pub fn latency_cells(p: &Percentiles) -> [String; 6] {
+    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+    [
+        p.count.to_string(),
+        ms(p.p50_us),
+        ms(p.p90_us),
+        ms(p.p99_us),
+        ms(p.p999_us),
+        ms(p.max_us),
+    ]
+}
+
+/// Latency cells aligned for the text table.
+fn latency_line(cells: &[String; 6]) -> String {
+    let mut line = format!(" {:>9}", cells[0]);
+    for cell in &cells[1..] {
+        let _ = write!(line, " {cell:>8}");
+    }
+    line
 }
 
 fn round3(v: f64) -> f64 {

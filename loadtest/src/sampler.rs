@@ -1,12 +1,14 @@
 //! Samples a server process while a scenario runs: every second its RSS, CPU time and
-//! open file descriptors (from `/proc`, when its pid is known) and its sessions (from
-//! `/loadtest/metrics`). Used by `soak` and `fuzz` to judge what grows.
+//! open file descriptors (from `/proc`, when its pid is known), and its sessions and
+//! tick lateness (from `/loadtest/metrics`, when it has them). Every [`Run`] keeps
+//! one from its start: `soak` and `fuzz` judge what grows from it, and the report
+//! plots it (`--html`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::coordinator::{server_metrics, Run};
+use crate::coordinator::server_metrics;
 use crate::proc;
 
 /// How often the server is sampled.
@@ -15,37 +17,55 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// One sample of the server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerPoint {
-    /// Seconds since sampling started.
+    /// Seconds since sampling started (or since the instant asked for, see
+    /// [`ServerSampler::points_since`]).
     pub t: f64,
     pub cpu_s: f64,
     pub rss_kib: u64,
     pub fds: Option<usize>,
     pub sessions: Option<usize>,
+    /// The worst game room's p99 tick lateness since the rooms started, with rooms.
+    pub lateness_p99_us: Option<u64>,
 }
 
-/// Samples the server process and its sessions every second, from its start until
+/// Samples the server process and its metrics every second, from its start until
 /// it is stopped.
 pub struct ServerSampler {
     task: actix_rt::task::JoinHandle<()>,
+    start: Instant,
     samples: Rc<RefCell<Vec<ServerPoint>>>,
 }
 
 impl ServerSampler {
-    pub fn start(run: &Run) -> ServerSampler {
+    /// Samples process `pid` (if known) and the metrics of the server at `url`.
+    pub fn start(pid: Option<u32>, url: String) -> ServerSampler {
         let samples = Rc::new(RefCell::new(Vec::new()));
-        let task = actix_rt::spawn(sample_server(
-            run.server_pid(),
-            run.url.clone(),
-            Instant::now(),
-            samples.clone(),
-        ));
-        ServerSampler { task, samples }
+        let start = Instant::now();
+        let task = actix_rt::spawn(sample_server(pid, url, start, samples.clone()));
+        ServerSampler {
+            task,
+            start,
+            samples,
+        }
     }
 
-    /// The samples, times in seconds from the start.
-    pub fn stop(self) -> Vec<ServerPoint> {
+    /// The samples taken from `from` on, times in seconds from `from`.
+    pub fn points_since(&self, from: Instant) -> Vec<ServerPoint> {
+        let offset = from.saturating_duration_since(self.start).as_secs_f64();
+        self.samples
+            .borrow()
+            .iter()
+            .filter(|p| p.t >= offset)
+            .map(|p| ServerPoint {
+                t: p.t - offset,
+                ..*p
+            })
+            .collect()
+    }
+
+    /// Stops sampling.
+    pub fn stop(&self) {
         self.task.abort();
-        self.samples.take()
     }
 }
 
@@ -59,30 +79,43 @@ async fn sample_server(
     let pid = pid.map(|p| p.to_string());
     let mut every = tokio::time::interval(SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A server without `/loadtest/metrics` (a peer in `compare`) is asked once.
+    let mut has_metrics = true;
+    let mut first = true;
     loop {
         every.tick().await;
         let t = start.elapsed().as_secs_f64();
-        let sessions = server_metrics(&url).await.map(|m| m.sessions);
-        let Some(pid) = &pid else {
-            // Without a pid only the sessions are known.
-            out.borrow_mut().push(ServerPoint {
-                t,
-                cpu_s: 0.0,
-                rss_kib: 0,
-                fds: None,
-                sessions,
-            });
-            continue;
+        let metrics = if has_metrics {
+            server_metrics(&url).await
+        } else {
+            None
         };
-        let Ok(sample) = proc::sample(pid) else {
-            return;
-        };
-        out.borrow_mut().push(ServerPoint {
+        if first {
+            has_metrics = metrics.is_some();
+            first = false;
+        }
+        let sessions = metrics.as_ref().map(|m| m.sessions);
+        let lateness_p99_us = metrics
+            .as_ref()
+            .filter(|m| m.rooms > 0)
+            .map(|m| m.lateness_p99_us_worst);
+        let mut point = ServerPoint {
             t,
-            cpu_s: sample.cpu_seconds,
-            rss_kib: sample.rss_kib,
-            fds: proc::open_fds(pid).ok(),
+            cpu_s: 0.0,
+            rss_kib: 0,
+            fds: None,
             sessions,
-        });
+            lateness_p99_us,
+        };
+        // Without a pid only the metrics are known.
+        if let Some(pid) = &pid {
+            let Ok(sample) = proc::sample(pid) else {
+                return;
+            };
+            point.cpu_s = sample.cpu_seconds;
+            point.rss_kib = sample.rss_kib;
+            point.fds = proc::open_fds(pid).ok();
+        }
+        out.borrow_mut().push(point);
     }
 }

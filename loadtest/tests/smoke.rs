@@ -1,6 +1,7 @@
 //! Every scenario at smoke size, as CI runs it: the real `loadtest` binary with
-//! `--spawn` (its own server process) and `--json`, which must exit 0 and report
-//! `lost` = 0 and `duplicated` = 0 with every client connected. The sizes are small
+//! `--spawn` (its own server process), `--json` and `--html`, which must exit 0 and
+//! report `lost` = 0 and `duplicated` = 0 with every client connected, in a page
+//! that loads nothing from the network. The sizes are small
 //! so that each run takes a few seconds in a debug build; a run that is not over
 //! within [`DEADLINE`] is killed and fails the test.
 //!
@@ -19,25 +20,31 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Runs `loadtest <args> --spawn --json <file>`; returns the JSON report once the
-/// run exited 0 within the deadline.
+/// Runs `loadtest <args> --spawn --json <file> --html <file>`; returns the JSON
+/// report once the run exited 0 within the deadline.
 fn run(args: &[&str]) -> Value {
-    run_with(args, &["--spawn"])
+    run_with(args, &["--spawn"]).0
 }
 
-/// Runs `loadtest <args> <extra> --json <file>`, as [`run`] does.
-fn run_with(args: &[&str], extra: &[&str]) -> Value {
+/// Runs `loadtest <args> <extra> --json <file> --html <file>`, as [`run`] does;
+/// returns the JSON report and the HTML page.
+fn run_with(args: &[&str], extra: &[&str]) -> (Value, String) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let json = std::env::temp_dir().join(format!(
-        "loadtest-smoke-{}-{}.json",
-        args[0],
-        std::process::id()
-    ));
+    let file = |ext: &str| {
+        std::env::temp_dir().join(format!(
+            "loadtest-smoke-{}-{}.{ext}",
+            args[0],
+            std::process::id()
+        ))
+    };
+    let (json, html) = (file("json"), file("html"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(args)
         .args(extra)
         .arg("--json")
         .arg(&json)
+        .arg("--html")
+        .arg(&html)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -84,7 +91,34 @@ fn run_with(args: &[&str], extra: &[&str]) -> Value {
     assert_eq!(report["failed"], 0, "{text}");
     assert_eq!(report["connected"], report["clients"], "{text}");
     assert_eq!(report["passed"], true, "{text}");
-    report
+    let page = std::fs::read_to_string(&html).expect("the HTML report was written");
+    let _ = std::fs::remove_file(&html);
+    check_page(&page, args[0]);
+    (report, page)
+}
+
+/// A page a browser shows offline: the scenario, its checks passed, nothing loaded.
+fn check_page(page: &str, scenario: &str) {
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(page.trim_end().ends_with("</html>"), "{page}");
+    assert!(page.contains(&format!("loadtest {scenario}")), "{page}");
+    assert!(page.contains("<h2>Checks</h2>"), "{page}");
+    assert!(page.contains("PASSED") && !page.contains("FAIL<"), "{page}");
+    for load in [
+        "<script src",
+        "<link",
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+    ] {
+        assert!(!page.contains(load), "{load} in {page}");
+    }
+}
+
+/// The plots in `page`.
+fn plots(page: &str) -> usize {
+    page.matches("<svg ").count()
 }
 
 #[test]
@@ -111,15 +145,22 @@ fn idle_connections_stay_up_through_heartbeats() {
 
 #[test]
 fn fanout_delivers_every_message_once() {
-    let report = run(&[
-        "fanout",
-        "--clients",
-        "100",
-        "--rate",
-        "40",
-        "--duration",
-        "2",
-    ]);
+    let (report, page) = run_with(
+        &[
+            "fanout",
+            "--clients",
+            "100",
+            "--rate",
+            "40",
+            "--duration",
+            "2",
+        ],
+        &["--spawn"],
+    );
+    // connect, join and delivery histograms, and the run over time.
+    assert_eq!(plots(&page), 4, "{page}");
+    assert!(page.contains("delivery: 8000 samples"), "{page}");
+    assert!(page.contains("server CPU (% of one core)"), "{page}");
     let published = report["figures"]["published"].as_u64().unwrap();
     assert_eq!(published, 80);
     assert_eq!(report["reliable_checked"], published * 100);
@@ -128,17 +169,22 @@ fn fanout_delivers_every_message_once() {
 
 #[test]
 fn rooms_tick_and_answer_inputs() {
-    let report = run(&[
-        "rooms",
-        "--rooms",
-        "10",
-        "--players",
-        "5",
-        "--hz",
-        "20",
-        "--duration",
-        "2",
-    ]);
+    let (report, page) = run_with(
+        &[
+            "rooms",
+            "--rooms",
+            "10",
+            "--players",
+            "5",
+            "--hz",
+            "20",
+            "--duration",
+            "2",
+        ],
+        &["--spawn"],
+    );
+    assert!(page.contains("input_to_state: "), "{page}");
+    assert!(page.contains("tick lateness p99 since the start"), "{page}");
     assert_eq!(report["figures"]["server_rooms"], 10);
     assert!(report["reliable_checked"].as_u64() > Some(0));
     assert!(report["latency_us"]["input_to_state"]["count"].as_u64() > Some(0));
@@ -147,15 +193,19 @@ fn rooms_tick_and_answer_inputs() {
 
 #[test]
 fn reconnect_storm_resumes_every_session_exactly_once() {
-    let report = run(&[
-        "reconnect",
-        "--clients",
-        "100",
-        "--backoff-ms",
-        "100",
-        "--after",
-        "1",
-    ]);
+    let (report, page) = run_with(
+        &[
+            "reconnect",
+            "--clients",
+            "100",
+            "--backoff-ms",
+            "100",
+            "--after",
+            "1",
+        ],
+        &["--spawn"],
+    );
+    assert!(page.contains("resume: 100 samples"), "{page}");
     assert_eq!(report["figures"]["sessions_resumed"], 100);
     assert_eq!(report["figures"]["sessions_lost"], 0);
     assert!(report["figures"]["frames_replayed"].is_number());
@@ -209,7 +259,7 @@ const SMALL_ROOM: &[&str] = &["--clients", "50", "--rate", "20", "--duration", "
 
 #[test]
 fn floor_writes_and_drains_every_byte_one_by_one_and_batched() {
-    let report = run_with(&[&["floor"], SMALL_ROOM].concat(), &[]);
+    let (report, _) = run_with(&[&["floor"], SMALL_ROOM].concat(), &[]);
     let figures = &report["figures"];
     assert_eq!(figures["messages"], 1000, "{figures}");
     assert_eq!(figures["batched_messages"], 1000, "{figures}");
@@ -223,10 +273,12 @@ fn floor_writes_and_drains_every_byte_one_by_one_and_batched() {
 fn compare_runs_the_volley_chat_next_to_the_floor() {
     // The Volley path only: CI has neither the Node peer nor the time to build
     // socketioxide.
-    let report = run_with(
+    let (report, page) = run_with(
         &[&["compare", "--peers", "volley"], SMALL_ROOM].concat(),
         &[],
     );
+    assert!(page.contains("volley_delivery: 1000 samples"), "{page}");
+    assert!(plots(&page) >= 1, "{page}");
     let figures = &report["figures"];
     assert_eq!(report["streams"]["volley"]["sent"], 20 * 50, "{report}");
     assert!(

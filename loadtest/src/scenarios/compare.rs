@@ -23,9 +23,10 @@ use super::per_second;
 use crate::args::Flags;
 use crate::control::{unix_us, ScenarioPlan, StreamTotals};
 use crate::coordinator::{self, Common, Run, Target};
-use crate::histogram::Percentiles;
+use crate::histogram::Histogram;
 use crate::proc;
-use crate::report::Report;
+use crate::report::{Report, Series};
+use crate::timeline;
 
 /// The servers compared, by their `--peers` names.
 const PEERS: [Peer; 3] = [Peer::Volley, Peer::SocketIo, Peer::Socketioxide];
@@ -86,7 +87,10 @@ struct PeerFigures {
     deliveries: u64,
     server_cpu_s: f64,
     deliveries_per_s: f64,
-    latency: Percentiles,
+    /// Delivery latency.
+    delivery: Histogram,
+    /// The run over time (server CPU and RSS, deliveries per second).
+    series: Vec<Series>,
     rss_per_idle_connection_kib: f64,
     chat: StreamTotals,
     /// CPU time of the load generator's workers (connecting included).
@@ -232,7 +236,11 @@ fn add_peer(report: &mut Report, peer: Peer, clients: u64, f: &PeerFigures, floo
     report.connected += f.connected;
     report.failed += clients.saturating_sub(f.connected);
     report.streams.insert(name.to_owned(), f.chat);
-    report.latency.push((format!("{name}_delivery"), f.latency));
+    report.histogram(&format!("{name}_delivery"), &f.delivery);
+    report.series.extend(f.series.iter().map(|s| Series {
+        label: format!("{label}: {}", s.label),
+        points: s.points.clone(),
+    }));
     report.figure(
         &format!("{name}_server_cpu_us_per_delivery"),
         &format!("{label}: server CPU per delivery"),
@@ -337,6 +345,7 @@ async fn drive(
             tally.problems.join(" | ")
         ));
     }
+    let series = timeline::series(&run.history, &run.sampler.points_since(run.started));
     run.stop().await;
 
     let deliveries = tally.counters.delivered;
@@ -349,11 +358,12 @@ async fn drive(
         deliveries,
         server_cpu_s: to.cpu_seconds - from.cpu_seconds,
         deliveries_per_s: per_second(deliveries as f64, window),
-        latency: tally
+        delivery: tally
             .histograms
             .get("delivery")
-            .map(|h| h.percentiles())
+            .cloned()
             .unwrap_or_default(),
+        series,
         rss_per_idle_connection_kib: per_second(
             idle.rss_kib.saturating_sub(rss_before_kib) as f64,
             connected as f64,
@@ -481,8 +491,8 @@ fn table(
             peer.label(),
             times(us),
             f.deliveries_per_s,
-            f.latency.p50_us as f64 / 1000.0,
-            f.latency.p99_us as f64 / 1000.0,
+            f.delivery.quantile_us(0.5) as f64 / 1000.0,
+            f.delivery.quantile_us(0.99) as f64 / 1000.0,
             f.rss_per_idle_connection_kib,
             f.chat.lost,
             f.chat.duplicated

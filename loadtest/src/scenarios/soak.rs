@@ -24,7 +24,7 @@ use crate::control::{Command, Counters, ScenarioPlan, SoakPlan};
 use crate::coordinator::{Common, Run};
 use crate::plot::{self, Panel};
 use crate::report::Report;
-use crate::sampler::{ServerPoint, ServerSampler};
+use crate::sampler::ServerPoint;
 use crate::seq::SeqCheck;
 use crate::server::{FlushAnswer, Input, GAME_NAMESPACE, NAMESPACE, ROOM_TYPE};
 use crate::sim;
@@ -102,13 +102,12 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     run.start_workers(&common, ScenarioPlan::Soak(plan.clone()))
         .await?;
     run.connect(common.connect_timeout).await;
-    run.keep_history();
     let began = run.started.elapsed().as_secs_f64();
-    let sampler = ServerSampler::start(&run);
+    let sampled_from = Instant::now();
     run.send(&Command::Start).await;
     run.hold("soaking", Duration::from_secs_f64(duration), &|_| false)
         .await;
-    let samples = sampler.stop();
+    let samples = run.sampler.points_since(sampled_from);
     let tally = run.finish(0, DRAIN + Duration::from_secs(60)).await;
 
     let mut report = run.report(&common, &tally);
@@ -140,9 +139,15 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
 
     let interval_s = ping_ms as f64 / 1000.0;
     check_ping_rate(&mut report, c, interval_s, tolerance);
-    let history = run.history.take().unwrap_or_default();
+    let history = std::mem::take(&mut run.history);
     let series = Series::new(&samples, &history, began, interval_s);
     series.check(&mut report, &limits);
+    // The generic series (rates, server CPU and RSS) are there already; the pings
+    // are the soak's own. Times from the run's start, like the others.
+    report.series.push(crate::report::Series {
+        label: "pings per session per interval (configured: 1)".into(),
+        points: series.pings.iter().map(|&(t, v)| (t + began, v)).collect(),
+    });
     if let Some(path) = svg {
         let title = format!(
             "loadtest soak: {} clients, {duration} s, pings every {ping_ms} ms",

@@ -26,7 +26,7 @@ use crate::control::{Command, ScenarioPlan, SoakPlan};
 use crate::coordinator::{server_metrics, Common, Run};
 use crate::rawws::RawWs;
 use crate::report::Report;
-use crate::sampler::{ServerPoint, ServerSampler};
+use crate::sampler::ServerPoint;
 use crate::trend::{self, Limit};
 
 mod cases;
@@ -166,7 +166,6 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     run.start_workers(&common, ScenarioPlan::Soak(plan)).await?;
     run.connect(common.connect_timeout).await;
     run.send(&Command::Start).await;
-    let sampler = ServerSampler::start(&run);
     let began = Instant::now();
     let done = Rc::new(Cell::new(false));
     let fuzzing = {
@@ -190,7 +189,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         Tally::default()
     };
     let fuzzed_s = began.elapsed().as_secs_f64();
-    let samples = sampler.stop();
+    let samples = run.sampler.points_since(began);
     let sessions = server_metrics(&run.url).await.map(|m| m.sessions);
     let outcome = run.finish(0, Duration::from_secs(60)).await;
 

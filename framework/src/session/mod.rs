@@ -212,6 +212,7 @@ impl Session {
                     ctx.cancel_future(deadline);
                 }
                 if let Some(rtt) = self.heartbeat.pong(Instant::now()) {
+                    self.shared.metrics.ping_rtt.observe(rtt.as_secs_f64());
                     if let Some(ids) = &self.ids {
                         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
                         ids.rtt_us.store(us, Ordering::Relaxed);
@@ -399,6 +400,10 @@ impl Session {
             return self.end(cause, false, ctx);
         }
         tracing::debug!(sid = self.id().0, %cause, ?grace, "session detached");
+        let metrics = &self.shared.metrics;
+        metrics.detaches.inc();
+        metrics.sessions_attached.dec();
+        metrics.sessions_detached.inc();
         self.reset_heartbeat(ctx);
         self.notify_watchers(&SocketEventKind::Detached);
         let expired = DisconnectReason::Expired(Box::new(cause));
@@ -458,6 +463,12 @@ impl Session {
             self.shared
                 .supervisor
                 .do_send(supervisor::Unregister { id: self.id() });
+            let metrics = &self.shared.metrics;
+            metrics.disconnected(&reason);
+            match self.transport() {
+                Some(_) => metrics.sessions_attached.dec(),
+                None => metrics.sessions_detached.dec(),
+            };
         }
         for joined in self.joined.drain() {
             leave(joined, &reason);
@@ -546,6 +557,8 @@ impl Session {
         });
         self.send_frame(&open, ctx);
         tracing::debug!(sid = id.0, "session opened");
+        self.shared.metrics.sessions_opened.inc();
+        self.shared.metrics.sessions_attached.inc();
         self.start_heartbeat(ctx);
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub over_client_limit: AtomicU64,
     /// Open connections of both transports, for the connection limits.
     pub connections: Arc<Connections>,
+    /// The server's figures, exported at `GET /metrics` when configured.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Open connections, in total and per client address.

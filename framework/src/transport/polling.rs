@@ -203,7 +203,7 @@ async fn post(
                         "an opening request must carry 'hello' or 'resume'".to_owned(),
                     ));
                 }
-                let slot = admission::reserve(req.head(), &shared)?;
+                let slot = admission::reserve(req.head(), &shared, "polling")?;
                 let pid = new_pid();
                 let registry = polls.clone().into_inner();
                 let transport =

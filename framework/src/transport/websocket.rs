@@ -38,7 +38,7 @@ pub(crate) async fn route(
 ) -> Result<HttpResponse, actix_web::Error> {
     super::connection::check_tuned(&req, shared.config.write_timeout);
     let slot = match admission::check_origin(req.head(), &shared.config)
-        .and_then(|()| admission::reserve(req.head(), &shared))
+        .and_then(|()| admission::reserve(req.head(), &shared, "websocket"))
     {
         Ok(slot) => slot,
         Err(refusal) => return Ok(refusal.response()),

@@ -1,0 +1,141 @@
+//! `GET /metrics`: scraped over HTTP while a scripted session runs, the figures move
+//! as the session does; without the bearer token the route refuses.
+
+use std::collections::HashMap;
+
+use volley::client::Transport;
+use volley::{DisconnectReason, MetricsRoute, Volley};
+
+use crate::common::*;
+
+const TOKEN: &str = "scrape-secret";
+
+/// Scrapes the server's `/metrics` with `token`: the status and the figures by
+/// series (`name{labels}`).
+async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, HashMap<String, f64>) {
+    let url = server
+        .url
+        .replace("ws://", "http://")
+        .replace("/volley", "/metrics");
+    let mut req = awc::Client::new().get(url).timeout(WAIT);
+    if let Some(token) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let mut res = req.send().await.expect("scrape answers");
+    let body = res.body().await.expect("scrape body");
+    let text = String::from_utf8(body.to_vec()).expect("utf-8");
+    let series = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect();
+    (res.status().as_u16(), series)
+}
+
+fn get(series: &HashMap<String, f64>, key: &str) -> f64 {
+    series.get(key).copied().unwrap_or(0.0)
+}
+
+async fn figures(server: &TestServer) -> HashMap<String, f64> {
+    let (status, series) = scrape(server, Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    series
+}
+
+async fn scrape_follows_a_session(transport: Transport) {
+    let (disconnects, mut gone) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .metrics(MetricsRoute::token(TOKEN))
+            .namespace("/", test_namespace(disconnects)),
+    );
+    assert_eq!(scrape(&server, None).await.0, 401);
+    assert_eq!(scrape(&server, Some("wrong")).await.0, 401);
+
+    let before = figures(&server).await;
+    assert_eq!(get(&before, "volley_sessions_attached"), 0.0);
+
+    let client = connect(&server, transport).await;
+    let mut ns = client.join("/", &()).await.unwrap();
+    let label = match transport {
+        Transport::WebSocket => "websocket",
+        _ => "polling",
+    };
+    let connected = figures(&server).await;
+    assert_eq!(get(&connected, "volley_sessions_attached"), 1.0);
+    assert_eq!(get(&connected, "volley_sessions_opened_total"), 1.0);
+    let open = format!("volley_connections{{transport=\"{label}\"}}");
+    assert!(get(&connected, &open) >= 1.0, "{open} in {connected:?}");
+
+    // An emit answered by the server: it was counted before its handler ran.
+    let _: serde_json::Value = ns.emit_with_ack("echo", &1, WAIT).await.unwrap();
+    let emitted = figures(&server).await;
+    let frames_in = "volley_frames_received_total";
+    assert!(get(&emitted, frames_in) >= get(&connected, frames_in) + 1.0);
+    assert!(
+        get(&emitted, "volley_received_bytes_total")
+            > get(&connected, "volley_received_bytes_total")
+    );
+
+    // A broadcast to a room the client joined: one delivery more.
+    let _: String = ns.emit_with_ack("join", &"lobby", WAIT).await.unwrap();
+    let joined = figures(&server).await;
+    server
+        .volley
+        .of("/")
+        .unwrap()
+        .to("lobby")
+        .emit("news", &"hi")
+        .unwrap();
+    assert_eq!(next_event(&mut ns).await.name, "news");
+    let broadcast = figures(&server).await;
+    let deliveries = "volley_broadcast_deliveries_total";
+    assert_eq!(get(&broadcast, deliveries), get(&joined, deliveries) + 1.0);
+    assert!(get(&broadcast, "volley_frames_sent_total") > get(&joined, "volley_frames_sent_total"));
+
+    // The client leaves: the disconnect hook runs after the session was counted.
+    client.close().await;
+    let (_, reason) = tokio::time::timeout(WAIT, gone.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, DisconnectReason::ClientLeft);
+    let left = figures(&server).await;
+    assert_eq!(
+        get(&left, "volley_disconnects_total{reason=\"client_left\"}"),
+        1.0
+    );
+    assert_eq!(get(&left, "volley_sessions_attached"), 0.0);
+    assert_eq!(get(&left, "volley_sessions_detached"), 0.0);
+}
+
+over_transports!(scrape_follows_a_session);
+
+/// Two servers in one process keep their own figures.
+#[actix_rt::test]
+async fn servers_do_not_share_metrics() {
+    let (disconnects, _gone) = Disconnects::new();
+    let a = serve(
+        Volley::builder()
+            .metrics(MetricsRoute::token(TOKEN))
+            .namespace("/", test_namespace(disconnects.clone())),
+    );
+    let b = serve(
+        Volley::builder()
+            .metrics(MetricsRoute::token(TOKEN))
+            .namespace("/", test_namespace(disconnects)),
+    );
+    let client = connect(&a, Transport::WebSocket).await;
+    let _ns = client.join("/", &()).await.unwrap();
+    assert_eq!(get(&figures(&a).await, "volley_sessions_attached"), 1.0);
+    assert_eq!(get(&figures(&b).await, "volley_sessions_attached"), 0.0);
+}
+
+/// Only listed addresses may scrape when the route names addresses.
+#[actix_rt::test]
+async fn unlisted_addresses_are_refused() {
+    let other: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let server = serve(Volley::builder().metrics(MetricsRoute::from_addresses(&[other])));
+    assert_eq!(scrape(&server, None).await.0, 403);
+}

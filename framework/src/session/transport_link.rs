@@ -252,6 +252,9 @@ impl Session {
         let replayed = replay.len() as u64;
         tracing::debug!(sid = self.id().0, replayed, "session resumed");
         self.reported_seq = self.recv_seq;
+        // Counted before the client can hear of it.
+        self.shared.metrics.resumed("ok");
+        self.shared.metrics.frames_replayed.inc_by(replayed);
         let resumed = Frame::Resumed {
             last_seq: self.recv_seq,
             replay: replayed,
@@ -261,8 +264,6 @@ impl Session {
             self.write(frame, ctx);
         }
         self.notify_watchers(&SocketEventKind::Resumed);
-        self.shared.metrics.resumed("ok");
-        self.shared.metrics.frames_replayed.inc_by(replayed);
         Ok(replayed)
     }
 }

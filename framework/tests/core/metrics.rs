@@ -94,6 +94,27 @@ async fn scrape_follows_a_session(transport: Transport) {
     assert_eq!(get(&broadcast, deliveries), get(&joined, deliveries) + 1.0);
     assert!(get(&broadcast, "volley_frames_sent_total") > get(&joined, "volley_frames_sent_total"));
 
+    // The connection drops and the client resumes: one detach, one resume, and as
+    // many frames replayed as the client was told (the event emitted meanwhile, or
+    // none if it beat the drop).
+    let sid = volley::SessionId(client.session_id());
+    assert!(server.volley.drop_connection(sid).await);
+    server
+        .volley
+        .of("/")
+        .unwrap()
+        .to("lobby")
+        .emit("news", &"again")
+        .unwrap();
+    let replayed = resumed(&client).await;
+    assert_eq!(next_event(&mut ns).await.name, "news");
+    let back = figures(&server).await;
+    assert_eq!(get(&back, "volley_session_detaches_total"), 1.0);
+    assert_eq!(get(&back, "volley_resumes_total{result=\"ok\"}"), 1.0);
+    assert_eq!(get(&back, "volley_frames_replayed_total"), replayed as f64);
+    assert_eq!(get(&back, "volley_sessions_attached"), 1.0);
+    assert_eq!(get(&back, "volley_sessions_detached"), 0.0);
+
     // The client leaves: the disconnect hook runs after the session was counted.
     client.close().await;
     let (_, reason) = tokio::time::timeout(WAIT, gone.recv())

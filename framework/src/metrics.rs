@@ -121,6 +121,9 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len() && differ == 0
 }
 
+/// A counter of events, shared by the places that count them (a relaxed atomic add).
+pub(crate) type EventCounter = Counter;
+
 /// A label set of one bounded label.
 type One = [(&'static str, &'static str); 1];
 
@@ -134,6 +137,8 @@ pub(crate) struct Metrics {
     pub frames_out: Counter,
     pub bytes_out: Counter,
     pub deliveries: Counter,
+    pub broadcasts: Counter,
+    pub acks_timed_out: Counter,
     pub volatile_dropped: Counter,
     pub sessions_opened: Counter,
     pub sessions_attached: Gauge,
@@ -161,6 +166,8 @@ impl Default for Metrics {
             frames_out: Counter::default(),
             bytes_out: Counter::default(),
             deliveries: Counter::default(),
+            broadcasts: Counter::default(),
+            acks_timed_out: Counter::default(),
             volatile_dropped: Counter::default(),
             sessions_opened: Counter::default(),
             sessions_attached: Gauge::default(),
@@ -175,7 +182,17 @@ impl Default for Metrics {
             refused: Family::default(),
             registry: Registry::default(),
         };
-        let counters: [(&str, &str, &Counter); 7] = [
+        let counters: [(&str, &str, &Counter); 9] = [
+            (
+                "broadcasts",
+                "Broadcasts emitted (room, rooms or namespace)",
+                &m.broadcasts,
+            ),
+            (
+                "acks_timed_out",
+                "Server-to-client acknowledgements that timed out",
+                &m.acks_timed_out,
+            ),
             (
                 "frames_received",
                 "Frames received from clients",

@@ -659,6 +659,7 @@ impl Handler<SocketCommand> for Session {
                 }
                 let timer = ctx.run_later(timeout, move |act, _| {
                     if let Some(pending) = act.pending_acks.remove(&id) {
+                        act.shared.metrics.acks_timed_out.inc();
                         let _ = pending.tx.send(Err(AckError::Timeout));
                     }
                 });

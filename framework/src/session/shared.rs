@@ -67,7 +67,8 @@ impl Shared {
     /// Starts the actor of namespace `name` on the control thread.
     pub fn start_namespace(&self, name: &str, spec: Namespace) -> NamespaceHandle {
         let name: Arc<str> = name.into();
-        let actor = NamespaceActor::new(name.clone(), self.place_room.clone());
+        let emitted = self.metrics.broadcasts.clone();
+        let actor = NamespaceActor::new(name.clone(), self.place_room.clone(), emitted);
         NamespaceHandle {
             name,
             spec: Arc::new(spec),

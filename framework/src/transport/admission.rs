@@ -142,12 +142,14 @@ pub(crate) fn reserve(
         _open: None,
     };
     if taken >= config.max_connections {
+        shared.metrics.refused("connection_limit");
         return Err(Refusal::ServerFull(config.max_connections));
     }
     if let Some(address) = client_address(req, &config.trusted_proxies) {
         let mut map = lock(&connections.per_address);
         let count = map.entry(address).or_insert(0);
         if *count >= config.max_connections_per_ip {
+            shared.metrics.refused("connection_limit");
             return Err(Refusal::AddressFull(config.max_connections_per_ip));
         }
         *count += 1;

@@ -384,6 +384,7 @@ impl PollTransport {
 
     fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(%reason, "closing polling connection: protocol error");
+        self.shared.metrics.refused("bad_frame");
         if let Some(session) = self.session.take() {
             session.do_send(FromTransport::Closed {
                 transport: self.id,

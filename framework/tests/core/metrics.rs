@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use volley::client::Transport;
-use volley::{DisconnectReason, MetricsRoute, Volley};
+use volley::{DisconnectReason, MetricsRoute, Volley, VolleyBuilder};
 
 use crate::common::*;
 
@@ -33,6 +33,11 @@ async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, HashMap<Strin
     (res.status().as_u16(), series)
 }
 
+/// A server builder with the metrics route on, behind [`TOKEN`].
+fn metered() -> VolleyBuilder {
+    Volley::builder().metrics(MetricsRoute::token(TOKEN))
+}
+
 fn get(series: &HashMap<String, f64>, key: &str) -> f64 {
     series.get(key).copied().unwrap_or(0.0)
 }
@@ -45,11 +50,7 @@ async fn figures(server: &TestServer) -> HashMap<String, f64> {
 
 async fn scrape_follows_a_session(transport: Transport) {
     let (disconnects, mut gone) = Disconnects::new();
-    let server = serve(
-        Volley::builder()
-            .metrics(MetricsRoute::token(TOKEN))
-            .namespace("/", test_namespace(disconnects)),
-    );
+    let server = serve(metered().namespace("/", test_namespace(disconnects)));
     assert_eq!(scrape(&server, None).await.0, 401);
     assert_eq!(scrape(&server, Some("wrong")).await.0, 401);
 
@@ -92,6 +93,8 @@ async fn scrape_follows_a_session(transport: Transport) {
     let broadcast = figures(&server).await;
     let deliveries = "volley_broadcast_deliveries_total";
     assert_eq!(get(&broadcast, deliveries), get(&joined, deliveries) + 1.0);
+    let broadcasts = "volley_broadcasts_total";
+    assert_eq!(get(&broadcast, broadcasts), get(&joined, broadcasts) + 1.0);
     assert!(get(&broadcast, "volley_frames_sent_total") > get(&joined, "volley_frames_sent_total"));
 
     // The connection drops and the client resumes: one detach, one resume, and as
@@ -133,20 +136,53 @@ async fn scrape_follows_a_session(transport: Transport) {
 
 over_transports!(scrape_follows_a_session);
 
+/// Refused input and acknowledgements that time out are counted by reason.
+#[actix_rt::test]
+async fn refusals_and_ack_timeouts_are_counted() {
+    let (disconnects, _gone) = Disconnects::new();
+    let server = serve(
+        metered()
+            .max_frame_size(1024)
+            .namespace("/", test_namespace(disconnects)),
+    );
+    let (mut raw, _) = RawClient::open(&server.url).await;
+    raw.send_bytes(vec![200, 1, 2, 3]).await;
+    assert_eq!(raw.close_reason().await.unwrap(), "unknown frame tag 200");
+    let (mut raw, _) = RawClient::open(&server.url).await;
+    raw.send_bytes(vec![0; 1025]).await;
+    assert!(raw
+        .close_reason()
+        .await
+        .unwrap()
+        .starts_with("frame too large"));
+    let refused = figures(&server).await;
+    assert_eq!(
+        get(&refused, "volley_refused_total{reason=\"bad_frame\"}"),
+        1.0
+    );
+    assert_eq!(
+        get(&refused, "volley_refused_total{reason=\"frame_too_large\"}"),
+        1.0
+    );
+
+    // The server asks a question the client never answers.
+    let client = connect(&server, Transport::WebSocket).await;
+    let mut ns = client.join("/", &()).await.unwrap();
+    let emitter = ns.emitter();
+    let asked = emitter.emit_with_ack::<_, String>("ask", &50u64, WAIT);
+    let ignore = async { assert_eq!(next_event(&mut ns).await.name, "question") };
+    let (outcome, ()) = tokio::join!(asked, ignore);
+    assert_eq!(outcome.unwrap(), "error: ack timed out");
+    let timed_out = figures(&server).await;
+    assert_eq!(get(&timed_out, "volley_acks_timed_out_total"), 1.0);
+}
+
 /// Two servers in one process keep their own figures.
 #[actix_rt::test]
 async fn servers_do_not_share_metrics() {
     let (disconnects, _gone) = Disconnects::new();
-    let a = serve(
-        Volley::builder()
-            .metrics(MetricsRoute::token(TOKEN))
-            .namespace("/", test_namespace(disconnects.clone())),
-    );
-    let b = serve(
-        Volley::builder()
-            .metrics(MetricsRoute::token(TOKEN))
-            .namespace("/", test_namespace(disconnects)),
-    );
+    let a = serve(metered().namespace("/", test_namespace(disconnects.clone())));
+    let b = serve(metered().namespace("/", test_namespace(disconnects)));
     let client = connect(&a, Transport::WebSocket).await;
     let _ns = client.join("/", &()).await.unwrap();
     assert_eq!(get(&figures(&a).await, "volley_sessions_attached"), 1.0);

@@ -2,9 +2,12 @@
 //! as the session does; without the bearer token the route refuses.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use volley::client::Transport;
-use volley::{DisconnectReason, MetricsRoute, Volley, VolleyBuilder};
+use volley::{
+    DisconnectReason, GameRooms, JoinRequest, MetricsRoute, RoomOptions, Volley, VolleyBuilder,
+};
 
 use crate::common::*;
 
@@ -175,6 +178,35 @@ async fn refusals_and_ack_timeouts_are_counted() {
     assert_eq!(outcome.unwrap(), "error: ack timed out");
     let timed_out = figures(&server).await;
     assert_eq!(get(&timed_out, "volley_acks_timed_out_total"), 1.0);
+}
+
+/// Game rooms a server watches are reported by room type.
+#[actix_rt::test]
+async fn watched_game_rooms_are_reported_by_type() {
+    let server = serve(metered());
+    let kept = RoomOptions {
+        dispose_after_empty: Duration::from_secs(600),
+        ..RoomOptions::default()
+    };
+    let rooms = GameRooms::builder()
+        .game::<crate::game::Ticker>("ticker", kept)
+        .build();
+    server.volley.watch_game_rooms(&rooms);
+    assert_eq!(
+        get(
+            &figures(&server).await,
+            "volley_game_rooms{room_type=\"ticker\"}"
+        ),
+        0.0
+    );
+    for _ in 0..2 {
+        rooms.create(&JoinRequest::new("ticker")).await.unwrap();
+    }
+    let two = figures(&server).await;
+    assert_eq!(get(&two, "volley_game_rooms{room_type=\"ticker\"}"), 2.0);
+    assert_eq!(get(&two, "volley_game_players{room_type=\"ticker\"}"), 0.0);
+    assert!(two.contains_key("volley_game_ticks_total{room_type=\"ticker\"}"));
+    assert!(two.contains_key("volley_game_tick_lateness_p99_seconds{room_type=\"ticker\"}"));
 }
 
 /// Two servers in one process keep their own figures.

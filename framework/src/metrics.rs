@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
+use crate::game::metrics::{Summary, BOUNDS_US};
 use crate::game::{GameRooms, RoomMetrics};
 use crate::session::Shared;
 use crate::DisconnectReason;
@@ -381,8 +382,33 @@ struct RoomTotals {
     skipped_ticks: u64,
     inputs_dropped: u64,
     inputs_invalid: u64,
-    lateness_p99: f64,
-    duration_p99: f64,
+    lateness: Merged,
+    duration: Merged,
+}
+
+/// One room type's tick histogram: its rooms' buckets added up.
+#[derive(Debug, Default)]
+struct Merged {
+    counts: [u64; BOUNDS_US.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Merged {
+    fn add(&mut self, s: &Summary) {
+        for (mine, theirs) in self.counts.iter_mut().zip(s.counts) {
+            *mine += theirs;
+        }
+        self.sum += s.sum.as_secs_f64();
+        self.count += s.count;
+    }
+
+    /// `(upper bound in seconds, count)` per bucket, the last one `+Inf`.
+    fn buckets(&self) -> Vec<(f64, u64)> {
+        let bounds = BOUNDS_US.iter().map(|&us| us as f64 / 1e6);
+        let bounds = bounds.chain(std::iter::once(f64::INFINITY));
+        bounds.zip(self.counts).collect()
+    }
 }
 
 impl RoomTotals {
@@ -394,8 +420,8 @@ impl RoomTotals {
         self.skipped_ticks += m.skipped_ticks;
         self.inputs_dropped += m.inputs_dropped;
         self.inputs_invalid += m.inputs_invalid;
-        self.lateness_p99 = self.lateness_p99.max(m.lateness.p99.as_secs_f64());
-        self.duration_p99 = self.duration_p99.max(m.tick_duration.p99.as_secs_f64());
+        self.lateness.add(&m.lateness);
+        self.duration.add(&m.tick_duration);
     }
 }
 
@@ -411,7 +437,7 @@ impl Collector for ScrapeTime {
             over.metric_type(),
         )?)?;
         type Field = fn(&RoomTotals) -> f64;
-        let gauges: [(&str, &str, Option<Unit>, Field); 5] = [
+        let gauges: [(&str, &str, Option<Unit>, Field); 3] = [
             ("game_rooms", "Live game rooms, by type", None, |t| {
                 t.rooms as f64
             }),
@@ -424,18 +450,6 @@ impl Collector for ScrapeTime {
                 None,
                 |t| t.held_seats as f64,
             ),
-            (
-                "game_tick_lateness_p99",
-                "Worst room's p99 tick lateness, by room type",
-                Some(Unit::Seconds),
-                |t| t.lateness_p99,
-            ),
-            (
-                "game_tick_duration_p99",
-                "Worst room's p99 tick duration, by room type",
-                Some(Unit::Seconds),
-                |t| t.duration_p99,
-            ),
         ];
         for (name, help, unit, field) in gauges {
             let mut family = encoder.encode_descriptor(
@@ -447,6 +461,35 @@ impl Collector for ScrapeTime {
             for (room_type, totals) in &snapshot.rooms {
                 let labels = [("room_type", room_type.as_str())];
                 ConstGauge::new(field(totals)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        type Tick = fn(&RoomTotals) -> &Merged;
+        let histograms: [(&str, &str, Tick); 2] = [
+            (
+                "game_tick_lateness",
+                "How late ticks started, by room type",
+                |t| &t.lateness,
+            ),
+            (
+                "game_tick_duration",
+                "How long ticks took, by room type",
+                |t| &t.duration,
+            ),
+        ];
+        for (name, help, field) in histograms {
+            let kind = prometheus_client::metrics::MetricType::Histogram;
+            let mut family = encoder.encode_descriptor(name, help, Some(&Unit::Seconds), kind)?;
+            for (room_type, totals) in &snapshot.rooms {
+                let labels = [("room_type", room_type.as_str())];
+                let merged = field(totals);
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        merged.sum,
+                        merged.count,
+                        &merged.buckets(),
+                        None,
+                    )?;
             }
         }
         type Count = fn(&RoomTotals) -> u64;

@@ -149,6 +149,7 @@ pub(crate) struct Metrics {
     pub connections_opened: Family<One, Counter>,
     connections: Family<One, Gauge>,
     pub resumes: Family<One, Counter>,
+    namespace_connects: Family<One, Counter>,
     pub frames_replayed: Counter,
     pub ping_rtt: Histogram,
     pub refused: Family<One, Counter>,
@@ -178,6 +179,7 @@ impl Default for Metrics {
             connections_opened: Family::default(),
             connections: Family::default(),
             resumes: Family::default(),
+            namespace_connects: Family::default(),
             frames_replayed: Counter::default(),
             ping_rtt,
             refused: Family::default(),
@@ -237,7 +239,12 @@ impl Default for Metrics {
             ("sent", "Bytes handed to client connections", &m.bytes_out),
         ];
         register_all(&mut r, Some(Unit::Bytes), &bytes);
-        let families: [(&str, &str, &Family<One, Counter>); 4] = [
+        let families: [(&str, &str, &Family<One, Counter>); 5] = [
+            (
+                "namespace_connects",
+                "Namespace connects, by result (ok, unauthorized, refused)",
+                &m.namespace_connects,
+            ),
             ("disconnects", "Sessions ended, by reason", &m.disconnects),
             (
                 "connections_opened",
@@ -316,6 +323,14 @@ impl Metrics {
     /// Counts one resume, `"ok"` or `"failed"`.
     pub fn resumed(&self, result: &'static str) {
         self.resumes.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Counts one namespace connect: `"ok"`, `"unauthorized"` (the middleware said
+    /// no) or `"refused"` (unknown namespace, already joined, too many).
+    pub fn namespace_connect(&self, result: &'static str) {
+        self.namespace_connects
+            .get_or_create(&[("result", result)])
+            .inc();
     }
 
     /// Counts one refused client input.

@@ -305,9 +305,13 @@ impl Session {
     }
 
     fn connect(&mut self, ns: String, auth: &[u8], ctx: &mut Context<Self>) {
-        let refuse = |reason: String| Frame::ConnectError {
-            ns: ns.clone(),
-            reason,
+        let shared = self.shared.clone();
+        let refuse = |reason: String| {
+            shared.metrics.namespace_connect("refused");
+            Frame::ConnectError {
+                ns: ns.clone(),
+                reason,
+            }
         };
         if self.joined.contains_key(ns.as_str()) {
             let frame = refuse(format!("already connected to '{ns}'"));
@@ -360,9 +364,11 @@ impl Session {
             Ok(data) => data,
             Err(reason) => {
                 tracing::info!(sid = link.id.0, ns = %ns, %reason, "namespace refused client");
+                self.shared.metrics.namespace_connect("unauthorized");
                 return self.send_frame(&Frame::ConnectError { ns, reason }, ctx);
             }
         };
+        self.shared.metrics.namespace_connect("ok");
         let socket = Socket::new(&namespace, link.clone(), data);
         // One per namespace joined: bounded by this session's mailbox of frames.
         namespace.addr.do_send(namespace::AddSocket {

@@ -69,6 +69,8 @@ async fn scrape_follows_a_session(transport: Transport) {
     let connected = figures(&server).await;
     assert_eq!(get(&connected, "volley_sessions_attached"), 1.0);
     assert_eq!(get(&connected, "volley_sessions_opened_total"), 1.0);
+    let ok = "volley_namespace_connects_total{result=\"ok\"}";
+    assert_eq!(get(&connected, ok), 1.0);
     let open = format!("volley_connections{{transport=\"{label}\"}}");
     assert!(get(&connected, &open) >= 1.0, "{open} in {connected:?}");
 
@@ -146,7 +148,8 @@ async fn refusals_and_ack_timeouts_are_counted() {
     let server = serve(
         metered()
             .max_frame_size(1024)
-            .namespace("/", test_namespace(disconnects)),
+            .namespace("/", test_namespace(disconnects))
+            .namespace("/admin", admin_namespace("let-me-in")),
     );
     let (mut raw, _) = RawClient::open(&server.url).await;
     raw.send_bytes(vec![200, 1, 2, 3]).await;
@@ -178,6 +181,21 @@ async fn refusals_and_ack_timeouts_are_counted() {
     assert_eq!(outcome.unwrap(), "error: ack timed out");
     let timed_out = figures(&server).await;
     assert_eq!(get(&timed_out, "volley_acks_timed_out_total"), 1.0);
+
+    // Connects the middleware refuses, and connects to nowhere.
+    assert!(client.join("/admin", &()).await.is_err());
+    assert!(client.join("/nowhere", &()).await.is_err());
+    let connects = figures(&server).await;
+    let result = |r: &str| {
+        get(
+            &connects,
+            &format!("volley_namespace_connects_total{{result=\"{r}\"}}"),
+        )
+    };
+    assert_eq!(
+        (result("ok"), result("unauthorized"), result("refused")),
+        (1.0, 1.0, 1.0)
+    );
 }
 
 /// Game rooms a server watches are reported by room type.

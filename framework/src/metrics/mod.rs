@@ -22,6 +22,10 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
+mod sharded;
+
+use sharded::ShardedCounter;
+
 use crate::game::metrics::{Summary, BOUNDS_US};
 use crate::game::{GameRooms, RoomMetrics};
 use crate::session::Shared;
@@ -133,11 +137,11 @@ pub(crate) struct Metrics {
     registry: Registry,
     /// Figures read at scrape time (see [`ScrapeTime`]).
     scrape: Arc<ScrapeTime>,
-    pub frames_in: Counter,
-    pub bytes_in: Counter,
-    pub frames_out: Counter,
-    pub bytes_out: Counter,
-    pub deliveries: Counter,
+    pub frames_in: ShardedCounter,
+    pub bytes_in: ShardedCounter,
+    pub frames_out: ShardedCounter,
+    pub bytes_out: ShardedCounter,
+    pub deliveries: ShardedCounter,
     pub broadcasts: Counter,
     pub acks_timed_out: Counter,
     pub volatile_dropped: Counter,
@@ -163,11 +167,11 @@ impl Default for Metrics {
         let ping_rtt = Histogram::new(exponential_buckets(0.000_5, 2.0, 14));
         let m = Metrics {
             scrape,
-            frames_in: Counter::default(),
-            bytes_in: Counter::default(),
-            frames_out: Counter::default(),
-            bytes_out: Counter::default(),
-            deliveries: Counter::default(),
+            frames_in: ShardedCounter::default(),
+            bytes_in: ShardedCounter::default(),
+            frames_out: ShardedCounter::default(),
+            bytes_out: ShardedCounter::default(),
+            deliveries: ShardedCounter::default(),
             broadcasts: Counter::default(),
             acks_timed_out: Counter::default(),
             volatile_dropped: Counter::default(),
@@ -185,7 +189,7 @@ impl Default for Metrics {
             refused: Family::default(),
             registry: Registry::default(),
         };
-        let counters: [(&str, &str, &Counter); 9] = [
+        let counters: [(&str, &str, &Counter); 6] = [
             (
                 "broadcasts",
                 "Broadcasts emitted (room, rooms or namespace)",
@@ -195,21 +199,6 @@ impl Default for Metrics {
                 "acks_timed_out",
                 "Server-to-client acknowledgements that timed out",
                 &m.acks_timed_out,
-            ),
-            (
-                "frames_received",
-                "Frames received from clients",
-                &m.frames_in,
-            ),
-            (
-                "frames_sent",
-                "Frames handed to client connections",
-                &m.frames_out,
-            ),
-            (
-                "broadcast_deliveries",
-                "Broadcast frames delivered to a session",
-                &m.deliveries,
             ),
             (
                 "volatile_frames_dropped",
@@ -229,6 +218,25 @@ impl Default for Metrics {
             ),
         ];
         register_all(&mut r, None, &counters);
+        // The delivery path's counters, one shard per thread.
+        let hot = [
+            (
+                "frames_received",
+                "Frames received from clients",
+                &m.frames_in,
+            ),
+            (
+                "frames_sent",
+                "Frames handed to client connections",
+                &m.frames_out,
+            ),
+            (
+                "broadcast_deliveries",
+                "Broadcast frames delivered to a session",
+                &m.deliveries,
+            ),
+        ];
+        register_all(&mut r, None, &hot);
         // With their unit appended: volley_received_bytes_total, volley_sent_bytes_total.
         let bytes = [
             (

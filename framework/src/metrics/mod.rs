@@ -3,128 +3,31 @@
 //!
 //! Built on `prometheus-client` with one registry per server, so several servers in
 //! one process (tests, a load tester) never share figures. The counters on paths that
-//! already exist are plain atomics updated where the event happens (no lock, no
-//! allocation); figures that are already kept elsewhere (game rooms, frames over a
-//! client's limit) are read when a scrape comes, not counted twice. Labels are
-//! bounded: a transport, a reason, a room *type*; never a session or room id.
+//! already exist are atomics updated where the event happens (no lock, no
+//! allocation; per-thread shards on the delivery path, see [`sharded`]); figures that
+//! are already kept elsewhere (game rooms, frames over a client's limit) are read
+//! when a scrape comes, not counted twice ([`scrape_time`]). Labels are bounded: a
+//! transport, a reason, a result, a room *type*; never a session or room id.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
+mod route;
+mod scrape_time;
 mod sharded;
 
+pub(crate) use route::scrape;
+pub use route::MetricsRoute;
+use scrape_time::ScrapeTime;
 use sharded::ShardedCounter;
 
-use crate::game::metrics::{Summary, BOUNDS_US};
-use crate::game::{GameRooms, RoomMetrics};
-use crate::session::Shared;
+use crate::game::GameRooms;
 use crate::DisconnectReason;
-
-/// Who may read `GET /metrics`, and where it is served. Set it with
-/// [`crate::VolleyBuilder::metrics`]; without it there is no metrics route.
-///
-/// A request must pass every check that is set: its TCP peer address must be listed
-/// in `allowed` (else `403`), and it must carry `Authorization: Bearer <token>` (else
-/// `401`; compared in constant time). With neither set, only loopback peers are
-/// served. The peer is the TCP peer: behind a reverse proxy, use the token.
-///
-/// ```
-/// use volley::{MetricsRoute, Volley};
-///
-/// let builder = Volley::builder().metrics(MetricsRoute::token("s3cret-scrape-token"));
-/// ```
-#[derive(Clone, Default)]
-pub struct MetricsRoute {
-    /// Path of the route. Default `/metrics`.
-    pub path: String,
-    /// The bearer token a scrape must carry. Default: none.
-    pub token: Option<String>,
-    /// Peer addresses allowed to scrape. Default: none (any peer, when a token is
-    /// set; loopback only, when not).
-    pub allowed: Vec<IpAddr>,
-}
-
-impl MetricsRoute {
-    /// `/metrics`, for scrapes that carry `Authorization: Bearer <token>`.
-    pub fn token(token: &str) -> Self {
-        MetricsRoute {
-            path: "/metrics".to_owned(),
-            token: Some(token.to_owned()),
-            allowed: Vec::new(),
-        }
-    }
-
-    /// `/metrics`, for scrapes from these peer addresses only.
-    pub fn from_addresses(allowed: &[IpAddr]) -> Self {
-        MetricsRoute {
-            path: "/metrics".to_owned(),
-            token: None,
-            allowed: allowed.to_vec(),
-        }
-    }
-
-    /// Why `req` may not scrape, if it may not: the status and a text body.
-    fn refusal(&self, req: &HttpRequest) -> Option<HttpResponse> {
-        let peer = req.peer_addr().map(|a| a.ip().to_canonical());
-        let listed = match (&self.token, self.allowed.is_empty()) {
-            (_, false) => peer.is_some_and(|p| self.allowed.contains(&p)),
-            (Some(_), true) => true,
-            (None, true) => peer.is_some_and(|p| p.is_loopback()),
-        };
-        if !listed {
-            return Some(HttpResponse::Forbidden().body("metrics: address not allowed\n"));
-        }
-        let Some(token) = &self.token else {
-            return None;
-        };
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if same_secret(given.as_bytes(), token.as_bytes()) {
-            None
-        } else {
-            Some(
-                HttpResponse::Unauthorized()
-                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                    .body("metrics: missing or wrong bearer token\n"),
-            )
-        }
-    }
-}
-
-impl std::fmt::Debug for MetricsRoute {
-    // The token is a secret: never printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsRoute")
-            .field("path", &self.path)
-            .field("token", &self.token.as_ref().map(|_| "<set>"))
-            .field("allowed", &self.allowed)
-            .finish()
-    }
-}
-
-/// Compares two secrets in time that depends on their lengths only.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    let differ = given
-        .iter()
-        .zip(expected)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    given.len() == expected.len() && differ == 0
-}
 
 /// A counter of events, shared by the places that count them (a relaxed atomic add).
 pub(crate) type EventCounter = Counter;
@@ -348,7 +251,16 @@ impl Metrics {
 
     /// Also reports the rooms of `rooms` at each scrape.
     pub fn watch(&self, rooms: GameRooms) {
-        lock(&self.scrape.sources).push(rooms);
+        self.scrape.watch(rooms);
+    }
+
+    /// The scrape's body: the figures kept elsewhere read now, then everything
+    /// encoded in the text format.
+    pub async fn encode(&self, over_client_limit: u64) -> Result<String, std::fmt::Error> {
+        self.scrape.refresh(over_client_limit).await;
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
+        Ok(body)
     }
 }
 
@@ -376,228 +288,9 @@ fn reason_label(reason: &DisconnectReason) -> &'static str {
     }
 }
 
-/// Figures kept elsewhere, copied in just before each scrape is encoded.
-#[derive(Default)]
-struct ScrapeTime {
-    snapshot: Mutex<Snapshot>,
-    sources: Mutex<Vec<GameRooms>>,
-}
-
-impl std::fmt::Debug for ScrapeTime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScrapeTime").finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default)]
-struct Snapshot {
-    over_client_limit: u64,
-    /// Per room type, summed over its live rooms.
-    rooms: BTreeMap<String, RoomTotals>,
-}
-
-#[derive(Debug, Default)]
-struct RoomTotals {
-    rooms: i64,
-    players: i64,
-    held_seats: i64,
-    ticks: u64,
-    skipped_ticks: u64,
-    inputs_dropped: u64,
-    inputs_invalid: u64,
-    lateness: Merged,
-    duration: Merged,
-}
-
-/// One room type's tick histogram: its rooms' buckets added up.
-#[derive(Debug, Default)]
-struct Merged {
-    counts: [u64; BOUNDS_US.len() + 1],
-    sum: f64,
-    count: u64,
-}
-
-impl Merged {
-    fn add(&mut self, s: &Summary) {
-        for (mine, theirs) in self.counts.iter_mut().zip(s.counts) {
-            *mine += theirs;
-        }
-        self.sum += s.sum.as_secs_f64();
-        self.count += s.count;
-    }
-
-    /// `(upper bound in seconds, count)` per bucket, the last one `+Inf`.
-    fn buckets(&self) -> Vec<(f64, u64)> {
-        let bounds = BOUNDS_US.iter().map(|&us| us as f64 / 1e6);
-        let bounds = bounds.chain(std::iter::once(f64::INFINITY));
-        bounds.zip(self.counts).collect()
-    }
-}
-
-impl RoomTotals {
-    fn add(&mut self, m: &RoomMetrics) {
-        self.rooms += 1;
-        self.players += m.players as i64;
-        self.held_seats += m.held_seats as i64;
-        self.ticks += m.ticks;
-        self.skipped_ticks += m.skipped_ticks;
-        self.inputs_dropped += m.inputs_dropped;
-        self.inputs_invalid += m.inputs_invalid;
-        self.lateness.add(&m.lateness);
-        self.duration.add(&m.tick_duration);
-    }
-}
-
-impl Collector for ScrapeTime {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = lock(&self.snapshot);
-        let over = ConstCounter::new(snapshot.over_client_limit);
-        let help = "Broadcast deliveries skipped: frame over the client's limit";
-        over.encode(encoder.encode_descriptor(
-            "frames_over_client_limit",
-            help,
-            None,
-            over.metric_type(),
-        )?)?;
-        type Field = fn(&RoomTotals) -> f64;
-        let gauges: [(&str, &str, Option<Unit>, Field); 3] = [
-            ("game_rooms", "Live game rooms, by type", None, |t| {
-                t.rooms as f64
-            }),
-            ("game_players", "Seated players, by room type", None, |t| {
-                t.players as f64
-            }),
-            (
-                "game_seats_held",
-                "Seats held for dropped players, by room type",
-                None,
-                |t| t.held_seats as f64,
-            ),
-        ];
-        for (name, help, unit, field) in gauges {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                unit.as_ref(),
-                ConstGauge::new(0.0).metric_type(),
-            )?;
-            for (room_type, totals) in &snapshot.rooms {
-                let labels = [("room_type", room_type.as_str())];
-                ConstGauge::new(field(totals)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        type Tick = fn(&RoomTotals) -> &Merged;
-        let histograms: [(&str, &str, Tick); 2] = [
-            (
-                "game_tick_lateness",
-                "How late ticks started, by room type",
-                |t| &t.lateness,
-            ),
-            (
-                "game_tick_duration",
-                "How long ticks took, by room type",
-                |t| &t.duration,
-            ),
-        ];
-        for (name, help, field) in histograms {
-            let kind = prometheus_client::metrics::MetricType::Histogram;
-            let mut family = encoder.encode_descriptor(name, help, Some(&Unit::Seconds), kind)?;
-            for (room_type, totals) in &snapshot.rooms {
-                let labels = [("room_type", room_type.as_str())];
-                let merged = field(totals);
-                family
-                    .encode_family(&labels)?
-                    .encode_histogram::<NoLabelSet>(
-                        merged.sum,
-                        merged.count,
-                        &merged.buckets(),
-                        None,
-                    )?;
-            }
-        }
-        type Count = fn(&RoomTotals) -> u64;
-        let counters: [(&str, &str, Count); 4] = [
-            ("game_ticks", "Ticks run by live rooms, by room type", |t| {
-                t.ticks
-            }),
-            (
-                "game_ticks_skipped",
-                "Ticks skipped by live rooms (too far behind), by room type",
-                |t| t.skipped_ticks,
-            ),
-            (
-                "game_inputs_dropped",
-                "Inputs dropped (over max_inputs_per_tick), by room type",
-                |t| t.inputs_dropped,
-            ),
-            (
-                "game_inputs_invalid",
-                "Inputs that did not decode, by room type",
-                |t| t.inputs_invalid,
-            ),
-        ];
-        for (name, help, field) in counters {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                ConstCounter::new(0u64).metric_type(),
-            )?;
-            for (room_type, totals) in &snapshot.rooms {
-                let labels = [("room_type", room_type.as_str())];
-                ConstCounter::new(field(totals)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `GET /metrics`: checks the caller, reads the figures kept elsewhere, encodes.
-pub(crate) async fn scrape(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
-    let Some(route) = &shared.config.metrics else {
-        return HttpResponse::NotFound().finish();
-    };
-    if let Some(refused) = route.refusal(&req) {
-        return refused;
-    }
-    let metrics = &shared.metrics;
-    let sources = lock(&metrics.scrape.sources).clone();
-    let mut rooms: BTreeMap<String, RoomTotals> = BTreeMap::new();
-    for source in sources {
-        for room in source.all_metrics().await {
-            rooms.entry(room.room_type.clone()).or_default().add(&room);
-        }
-    }
-    *lock(&metrics.scrape.snapshot) = Snapshot {
-        over_client_limit: shared
-            .over_client_limit
-            .load(std::sync::atomic::Ordering::Relaxed),
-        rooms,
-    };
-    let mut body = String::new();
-    if prometheus_client::encoding::text::encode(&mut body, &metrics.registry).is_err() {
-        return HttpResponse::InternalServerError().body("metrics: encoding failed\n");
-    }
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abd", b"abc"));
-        assert!(!same_secret(b"ab", b"abc"));
-        assert!(!same_secret(b"", b"abc"));
-    }
 
     #[test]
     fn encodes_with_units_and_bounded_labels() {

@@ -21,7 +21,7 @@ use crate::session::Shared;
 ///
 /// let builder = Volley::builder().metrics(MetricsRoute::token("s3cret-scrape-token"));
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MetricsRoute {
     /// Path of the route. Default `/metrics`.
     pub path: String,
@@ -32,22 +32,31 @@ pub struct MetricsRoute {
     pub allowed: Vec<IpAddr>,
 }
 
+impl Default for MetricsRoute {
+    /// `/metrics`, for loopback peers only.
+    fn default() -> Self {
+        MetricsRoute {
+            path: "/metrics".to_owned(),
+            token: None,
+            allowed: Vec::new(),
+        }
+    }
+}
+
 impl MetricsRoute {
     /// `/metrics`, for scrapes that carry `Authorization: Bearer <token>`.
     pub fn token(token: &str) -> Self {
         MetricsRoute {
-            path: "/metrics".to_owned(),
             token: Some(token.to_owned()),
-            allowed: Vec::new(),
+            ..MetricsRoute::default()
         }
     }
 
     /// `/metrics`, for scrapes from these peer addresses only.
     pub fn from_addresses(allowed: &[IpAddr]) -> Self {
         MetricsRoute {
-            path: "/metrics".to_owned(),
-            token: None,
             allowed: allowed.to_vec(),
+            ..MetricsRoute::default()
         }
     }
 

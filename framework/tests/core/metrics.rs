@@ -240,10 +240,13 @@ async fn servers_do_not_share_metrics() {
     assert_eq!(get(&figures(&b).await, "volley_sessions_attached"), 0.0);
 }
 
-/// Only listed addresses may scrape when the route names addresses.
+/// Only listed addresses may scrape when the route names addresses; with neither a
+/// token nor addresses, loopback may.
 #[actix_rt::test]
 async fn unlisted_addresses_are_refused() {
     let other: std::net::IpAddr = "192.0.2.1".parse().unwrap();
     let server = serve(Volley::builder().metrics(MetricsRoute::from_addresses(&[other])));
     assert_eq!(scrape(&server, None).await.0, 403);
+    let loopback = serve(Volley::builder().metrics(MetricsRoute::default()));
+    assert_eq!(scrape(&loopback, None).await.0, 200);
 }

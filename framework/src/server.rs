@@ -13,6 +13,7 @@ use actix_web::dev::Extensions;
 use actix_web::web;
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::namespace::{
     Broadcast, Namespace, NamespaceHandle, NamespaceStats, RoomPlacer, Stats, Target,
 };
@@ -168,7 +169,9 @@ impl VolleyBuilder {
     /// When called outside a running actix `System` (use `#[actix_web::main]`).
     pub fn build(self) -> Volley {
         let control = Arbiter::new().handle();
-        let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::default());
+        let metrics = Metrics::default();
+        let resumes = metrics.resume_results();
+        let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes));
         let arbiters: Vec<ArbiterHandle> = (0..self.config.room_threads.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
@@ -186,7 +189,7 @@ impl VolleyBuilder {
             control,
             over_client_limit: AtomicU64::new(0),
             connections: Default::default(),
-            metrics: Default::default(),
+            metrics,
         };
         let started: HashMap<String, NamespaceHandle> = self
             .namespaces

@@ -55,7 +55,7 @@ pub(crate) struct Metrics {
     pub disconnects: Family<One, Counter>,
     pub connections_opened: Family<One, Counter>,
     connections: Family<One, Gauge>,
-    pub resumes: Family<One, Counter>,
+    resumes: ResumeResults,
     namespace_connects: Family<One, Counter>,
     pub frames_replayed: Counter,
     pub ping_rtt: Histogram,
@@ -85,7 +85,7 @@ impl Default for Metrics {
             disconnects: Family::default(),
             connections_opened: Family::default(),
             connections: Family::default(),
-            resumes: Family::default(),
+            resumes: ResumeResults::default(),
             namespace_connects: Family::default(),
             frames_replayed: Counter::default(),
             ping_rtt,
@@ -162,7 +162,7 @@ impl Default for Metrics {
                 "Connections accepted, by transport",
                 &m.connections_opened,
             ),
-            ("resumes", "Session resumes, by result", &m.resumes),
+            ("resumes", "Session resumes, by result", &m.resumes.0),
             ("refused", "Client input refused, by reason", &m.refused),
         ];
         register_all(&mut r, None, &families);
@@ -231,9 +231,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one resume, `"ok"` or `"failed"`.
+    /// Counts one resume by its result (see [`ResumeResults::count`]).
     pub fn resumed(&self, result: &'static str) {
-        self.resumes.get_or_create(&[("result", result)]).inc();
+        self.resumes.count(result);
+    }
+
+    /// Where the session registry counts the resumes it refuses.
+    pub fn resume_results(&self) -> ResumeResults {
+        self.resumes.clone()
     }
 
     /// Counts one namespace connect: `"ok"`, `"unauthorized"` (the middleware said
@@ -261,6 +266,19 @@ impl Metrics {
         let mut body = String::new();
         prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
         Ok(body)
+    }
+}
+
+/// Resumes by result; clones count into the same family.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResumeResults(Family<One, Counter>);
+
+impl ResumeResults {
+    /// Counts one resume: `"ok"`, or why it failed: `"unknown_session"` (never
+    /// existed, expired or ended), `"bad_token"`, `"cannot_replay"` (the client's
+    /// position is outside the outbox, or a frame to replay is over its limit).
+    pub fn count(&self, result: &'static str) {
+        self.0.get_or_create(&[("result", result)]).inc();
     }
 }
 

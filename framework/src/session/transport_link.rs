@@ -185,14 +185,14 @@ impl Handler<Attach> for Session {
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         if self.ended {
-            self.shared.metrics.resumed("failed");
+            self.shared.metrics.resumed("unknown_session");
             return Err("session ended".to_owned());
         }
         let replay = self.reattach(msg, ctx);
         let replay = match replay {
             Ok(replay) => replay,
             Err(refused) => {
-                self.shared.metrics.resumed("failed");
+                self.shared.metrics.resumed("cannot_replay");
                 return Err(refused);
             }
         };

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use volley::client::Transport;
+use volley::protocol::Frame;
 use volley::{
     DisconnectReason, GameRooms, JoinRequest, MetricsRoute, RoomOptions, Volley, VolleyBuilder,
 };
@@ -161,7 +162,25 @@ async fn refusals_and_ack_timeouts_are_counted() {
         .await
         .unwrap()
         .starts_with("frame too large"));
+    // A resume with a wrong token.
+    let (_raw, open) = RawClient::open(&server.url).await;
+    let mut wrong = open.token;
+    wrong[0] ^= 1;
+    let mut again = RawClient::connect(&server.url).await;
+    let resume = Frame::Resume {
+        sid: open.sid,
+        token: wrong,
+        last_seq: 0,
+        max_frame_size: None,
+    };
+    again.send(&resume).await;
+    assert!(matches!(
+        again.recv().await,
+        Some(Frame::ResumeFailed { .. })
+    ));
     let refused = figures(&server).await;
+    let bad_token = "volley_resumes_total{result=\"bad_token\"}";
+    assert_eq!(get(&refused, bad_token), 1.0);
     assert_eq!(
         get(&refused, "volley_refused_total{reason=\"bad_frame\"}"),
         1.0

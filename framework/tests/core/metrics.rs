@@ -217,6 +217,23 @@ async fn refusals_and_ack_timeouts_are_counted() {
     );
 }
 
+/// A pong lands in the RTT histogram before the frames that follow it are answered.
+#[actix_rt::test]
+async fn ping_round_trips_are_observed() {
+    let server = serve(metered().heartbeat(Duration::from_millis(100), WAIT));
+    let (mut raw, _) = RawClient::open(&server.url).await;
+    while raw.recv().await.expect("connection open") != Frame::Ping {}
+    raw.send(&Frame::Pong { last_seq: 0 }).await;
+    raw.send(&connect_to("/nowhere")).await;
+    while !matches!(
+        raw.recv().await.expect("connection open"),
+        Frame::ConnectError { .. }
+    ) {}
+    let rtt = figures(&server).await;
+    assert_eq!(get(&rtt, "volley_ping_rtt_seconds_count"), 1.0);
+    assert!(get(&rtt, "volley_ping_rtt_seconds_sum") > 0.0);
+}
+
 /// Game rooms a server watches are reported by room type.
 #[actix_rt::test]
 async fn watched_game_rooms_are_reported_by_type() {

@@ -105,6 +105,9 @@ pub struct Config {
     pub max_namespaces_per_session: usize,
     /// Threads that run rooms (one arbiter each). Default: the number of cores.
     pub room_threads: usize,
+    /// Serve Prometheus metrics, and to whom (see [`crate::MetricsRoute`]). Default:
+    /// none (no metrics route).
+    pub metrics: Option<crate::MetricsRoute>,
 }
 
 impl Default for Config {
@@ -133,6 +136,7 @@ impl Default for Config {
             room_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            metrics: None,
         }
     }
 }

@@ -69,6 +69,7 @@ mod config;
 mod error;
 pub mod game;
 mod http;
+mod metrics;
 pub mod namespace;
 pub mod protocol;
 pub mod room;
@@ -88,6 +89,7 @@ pub use game::{
     RoomContext, RoomId, RoomListing, RoomMetrics, RoomOptions, RoomSetup,
 };
 pub use http::HttpServer;
+pub use metrics::MetricsRoute;
 pub use namespace::{
     AckReply, Broadcast, ConnectRequest, Handshake, Namespace, NamespaceStats, Socket, SocketEvent,
     SocketEventKind,

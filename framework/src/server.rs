@@ -13,13 +13,14 @@ use actix_web::dev::Extensions;
 use actix_web::web;
 use serde::Serialize;
 
+use crate::metrics::Metrics;
 use crate::namespace::{
     Broadcast, Namespace, NamespaceHandle, NamespaceStats, RoomPlacer, Stats, Target,
 };
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
 use crate::session::{NamespaceFactory, Shared};
 use crate::transport::{connection, polling, websocket};
-use crate::{Config, EmitError, HttpServer, RateLimit, SessionId};
+use crate::{Config, EmitError, GameRooms, HttpServer, MetricsRoute, RateLimit, SessionId};
 
 /// Builds a [`Volley`] server. Every setting has a default (see [`Config`]).
 ///
@@ -139,6 +140,13 @@ impl VolleyBuilder {
         self
     }
 
+    /// Serves Prometheus metrics at `GET /metrics` to the callers `route` allows
+    /// (default: no metrics route). See [`MetricsRoute`] and the guide's "Monitoring".
+    pub fn metrics(mut self, route: MetricsRoute) -> Self {
+        self.config.metrics = Some(route);
+        self
+    }
+
     /// Declares a namespace. Names start with `/`.
     pub fn namespace(mut self, name: &str, namespace: Namespace) -> Self {
         self.namespaces.push((name.to_owned(), namespace));
@@ -161,7 +169,9 @@ impl VolleyBuilder {
     /// When called outside a running actix `System` (use `#[actix_web::main]`).
     pub fn build(self) -> Volley {
         let control = Arbiter::new().handle();
-        let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::default());
+        let metrics = Metrics::default();
+        let resumes = metrics.resume_results();
+        let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes));
         let arbiters: Vec<ArbiterHandle> = (0..self.config.room_threads.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
@@ -179,6 +189,7 @@ impl VolleyBuilder {
             control,
             over_client_limit: AtomicU64::new(0),
             connections: Default::default(),
+            metrics,
         };
         let started: HashMap<String, NamespaceHandle> = self
             .namespaces
@@ -247,6 +258,9 @@ impl Volley {
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(shared.clone()))
                 .route(&shared.config.path, web::get().to(websocket::route));
+            if let Some(metrics) = &shared.config.metrics {
+                cfg.route(&metrics.path, web::get().to(crate::metrics::scrape));
+            }
             polling::configure(cfg, &shared.config.path, polls.clone());
         }
     }
@@ -333,6 +347,13 @@ impl Volley {
     /// emit to one socket fails at the sender instead ([`EmitError::TooLarge`]).
     pub fn frames_over_client_limit(&self) -> u64 {
         self.shared.over_client_limit.load(Ordering::Relaxed)
+    }
+
+    /// Reports the game rooms of `rooms` in this server's metrics (rooms, players and
+    /// seats held by room type, ticks run and skipped, tick lateness), read from
+    /// [`GameRooms::all_metrics`] at each scrape.
+    pub fn watch_game_rooms(&self, rooms: &GameRooms) {
+        self.shared.metrics.watch(rooms.clone());
     }
 
     /// Ends a session with a reason the client receives. Returns whether it existed.

@@ -15,7 +15,7 @@ use super::RoomId;
 
 /// Upper bounds of the buckets, in microseconds; a last bucket takes everything
 /// above. Finer where ticks live (a 60 Hz tick has 16.7 ms).
-const BOUNDS_US: [u64; 22] = [
+pub(crate) const BOUNDS_US: [u64; 22] = [
     10, 25, 50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000,
     20_000, 30_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
@@ -72,6 +72,8 @@ impl Histogram {
             p99: self.percentile(0.99),
             max: Duration::from_micros(self.max_us),
             mean: Duration::from_micros(mean_us),
+            counts: self.counts,
+            sum: Duration::from_micros(u64::try_from(self.sum_us).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -89,6 +91,13 @@ pub struct Summary {
     pub max: Duration,
     /// Mean, exact to the microsecond.
     pub mean: Duration,
+    /// Durations per bucket of [`BOUNDS_US`], the last one past them (for the
+    /// server's Prometheus histograms).
+    #[serde(skip)]
+    pub(crate) counts: [u64; BOUNDS_US.len() + 1],
+    /// Sum of the durations.
+    #[serde(skip)]
+    pub(crate) sum: Duration,
 }
 
 impl std::fmt::Display for Summary {

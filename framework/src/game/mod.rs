@@ -20,7 +20,7 @@
 
 mod matchmaker;
 mod messages;
-mod metrics;
+pub(crate) mod metrics;
 mod options;
 mod room;
 mod rooms;

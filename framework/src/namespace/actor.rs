@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::metrics::EventCounter;
 use crate::room::local::Scatter;
 use crate::room::{self, Deliver, Mailbox, Room, Ticket};
 use crate::SessionId;
@@ -39,15 +40,18 @@ pub struct NamespaceActor {
     sockets: HashMap<SessionId, SocketEntry>,
     rooms: HashMap<Arc<str>, RoomEntry>,
     place_room: RoomPlacer,
+    /// Broadcasts handled, for the server's metrics.
+    emitted: EventCounter,
 }
 
 impl NamespaceActor {
-    pub(crate) fn new(name: Arc<str>, place_room: RoomPlacer) -> Self {
+    pub(crate) fn new(name: Arc<str>, place_room: RoomPlacer, emitted: EventCounter) -> Self {
         NamespaceActor {
             name,
             sockets: HashMap::new(),
             rooms: HashMap::new(),
             place_room,
+            emitted,
         }
     }
 
@@ -191,6 +195,7 @@ impl Handler<Emit> for NamespaceActor {
             deliver,
             ticket,
         } = msg;
+        self.emitted.inc();
         // The common case, one room with at most one socket excluded, is fanned out by
         // the room actor itself, on its own core.
         if target.rooms.len() == 1 && target.except_rooms.is_empty() && target.except_ids.len() <= 1

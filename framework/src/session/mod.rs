@@ -212,6 +212,7 @@ impl Session {
                     ctx.cancel_future(deadline);
                 }
                 if let Some(rtt) = self.heartbeat.pong(Instant::now()) {
+                    self.shared.metrics.ping_rtt.observe(rtt.as_secs_f64());
                     if let Some(ids) = &self.ids {
                         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
                         ids.rtt_us.store(us, Ordering::Relaxed);
@@ -304,9 +305,13 @@ impl Session {
     }
 
     fn connect(&mut self, ns: String, auth: &[u8], ctx: &mut Context<Self>) {
-        let refuse = |reason: String| Frame::ConnectError {
-            ns: ns.clone(),
-            reason,
+        let shared = self.shared.clone();
+        let refuse = |reason: String| {
+            shared.metrics.namespace_connect("refused");
+            Frame::ConnectError {
+                ns: ns.clone(),
+                reason,
+            }
         };
         if self.joined.contains_key(ns.as_str()) {
             let frame = refuse(format!("already connected to '{ns}'"));
@@ -359,9 +364,11 @@ impl Session {
             Ok(data) => data,
             Err(reason) => {
                 tracing::info!(sid = link.id.0, ns = %ns, %reason, "namespace refused client");
+                self.shared.metrics.namespace_connect("unauthorized");
                 return self.send_frame(&Frame::ConnectError { ns, reason }, ctx);
             }
         };
+        self.shared.metrics.namespace_connect("ok");
         let socket = Socket::new(&namespace, link.clone(), data);
         // One per namespace joined: bounded by this session's mailbox of frames.
         namespace.addr.do_send(namespace::AddSocket {
@@ -399,6 +406,10 @@ impl Session {
             return self.end(cause, false, ctx);
         }
         tracing::debug!(sid = self.id().0, %cause, ?grace, "session detached");
+        let metrics = &self.shared.metrics;
+        metrics.detaches.inc();
+        metrics.sessions_attached.dec();
+        metrics.sessions_detached.inc();
         self.reset_heartbeat(ctx);
         self.notify_watchers(&SocketEventKind::Detached);
         let expired = DisconnectReason::Expired(Box::new(cause));
@@ -458,6 +469,12 @@ impl Session {
             self.shared
                 .supervisor
                 .do_send(supervisor::Unregister { id: self.id() });
+            let metrics = &self.shared.metrics;
+            metrics.disconnected(&reason);
+            match self.transport() {
+                Some(_) => metrics.sessions_attached.dec(),
+                None => metrics.sessions_detached.dec(),
+            };
         }
         for joined in self.joined.drain() {
             leave(joined, &reason);
@@ -546,6 +563,8 @@ impl Session {
         });
         self.send_frame(&open, ctx);
         tracing::debug!(sid = id.0, "session opened");
+        self.shared.metrics.sessions_opened.inc();
+        self.shared.metrics.sessions_attached.inc();
         self.start_heartbeat(ctx);
     }
 }
@@ -646,6 +665,7 @@ impl Handler<SocketCommand> for Session {
                 }
                 let timer = ctx.run_later(timeout, move |act, _| {
                     if let Some(pending) = act.pending_acks.remove(&id) {
+                        act.shared.metrics.acks_timed_out.inc();
                         let _ = pending.tx.send(Err(AckError::Timeout));
                     }
                 });

@@ -99,6 +99,7 @@ impl Outlet {
             }
         } else if !self.keeps_up() {
             self.dropped_volatile += 1;
+            self.shared.metrics.volatile_dropped.inc();
             return Ok(());
         }
         self.write(frame)
@@ -137,6 +138,9 @@ impl Outlet {
             self.closed = true;
             return Err(DisconnectReason::SlowConsumer);
         }
+        // Two relaxed atomic adds: no lock, no allocation on the delivery path.
+        self.shared.metrics.frames_out.inc();
+        self.shared.metrics.bytes_out.inc_by(frame.len() as u64);
         // Bounded by the backlog just counted (bytes, not messages).
         match &transport.queue {
             Some(queue) => queue.push(bytes),
@@ -170,6 +174,7 @@ impl LocalSink for Sink {
             self.session.do_send(LateDelivery(deliver.clone()));
             return;
         };
+        outlet.shared.metrics.deliveries.inc();
         if let Err(reason) = outlet.deliver(deliver.frame.clone(), deliver.reliable) {
             drop(outlet);
             self.session.do_send(DeliveryFailed(reason));

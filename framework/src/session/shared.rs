@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub over_client_limit: AtomicU64,
     /// Open connections of both transports, for the connection limits.
     pub connections: Arc<Connections>,
+    /// The server's figures, exported at `GET /metrics` when configured.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Open connections, in total and per client address.
@@ -65,7 +67,8 @@ impl Shared {
     /// Starts the actor of namespace `name` on the control thread.
     pub fn start_namespace(&self, name: &str, spec: Namespace) -> NamespaceHandle {
         let name: Arc<str> = name.into();
-        let actor = NamespaceActor::new(name.clone(), self.place_room.clone());
+        let emitted = self.metrics.broadcasts.clone();
+        let actor = NamespaceActor::new(name.clone(), self.place_room.clone(), emitted);
         NamespaceHandle {
             name,
             spec: Arc::new(spec),

@@ -11,6 +11,7 @@ use rand::RngCore;
 use slotmap::{Key, KeyData, SlotMap};
 
 use super::Session;
+use crate::metrics::ResumeResults;
 use crate::protocol::ResumeToken;
 use crate::SessionId;
 
@@ -45,6 +46,18 @@ struct Entry {
 #[derive(Default)]
 pub struct Supervisor {
     sessions: SlotMap<SessionKey, Entry>,
+    /// Counts the resumes refused here (unknown session, wrong token).
+    resumes: ResumeResults,
+}
+
+impl Supervisor {
+    /// An empty registry that counts refused resumes into `resumes`.
+    pub(crate) fn new(resumes: ResumeResults) -> Self {
+        Supervisor {
+            sessions: SlotMap::with_key(),
+            resumes,
+        }
+    }
 }
 
 impl Actor for Supervisor {
@@ -185,10 +198,12 @@ impl Handler<ResumeSession> for Supervisor {
 
     fn handle(&mut self, msg: ResumeSession, _: &mut Context<Self>) -> Self::Result {
         let Some(entry) = self.sessions.get(key_of(msg.sid)) else {
+            self.resumes.count("unknown_session");
             return Err("unknown or expired session".to_owned());
         };
         if !tokens_equal(&entry.token, &msg.token) {
             tracing::warn!(sid = msg.sid.0, "resume refused: wrong token");
+            self.resumes.count("bad_token");
             return Err("invalid resume token".to_owned());
         }
         Ok(entry.addr.clone())

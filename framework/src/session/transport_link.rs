@@ -123,6 +123,9 @@ impl Handler<FromTransport> for Session {
                 if let Link::Attached(t) = &self.out.borrow().link {
                     t.inbound.taken();
                 }
+                let metrics = &self.shared.metrics;
+                metrics.frames_in.inc();
+                metrics.bytes_in.inc_by(size as u64);
                 match self.rate.admit(size, Instant::now()) {
                     Ok(()) => self.on_frame(frame, ctx),
                     Err(exceeded) => self.rate_limited(exceeded, ctx),
@@ -144,6 +147,7 @@ impl Session {
     /// session. The frame that went over is not processed.
     fn rate_limited(&mut self, exceeded: Exceeded, ctx: &mut Context<Self>) {
         tracing::warn!(sid = self.id().0, %exceeded, "rate limited");
+        self.shared.metrics.refused("rate_limit");
         let reason = format!("rate limited: {exceeded}");
         // Not about one namespace: the error names none.
         self.send_frame(
@@ -181,8 +185,25 @@ impl Handler<Attach> for Session {
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         if self.ended {
+            self.shared.metrics.resumed("unknown_session");
             return Err("session ended".to_owned());
         }
+        let replay = self.reattach(msg, ctx);
+        let replay = match replay {
+            Ok(replay) => replay,
+            Err(refused) => {
+                self.shared.metrics.resumed("cannot_replay");
+                return Err(refused);
+            }
+        };
+        self.resumed(replay, ctx)
+    }
+}
+
+impl Session {
+    /// Puts the new connection in place of the old one (or of none) and returns the
+    /// reliable frames to replay on it.
+    fn reattach(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Result<Vec<WireFrame>, String> {
         let replay = {
             let mut out = self.out.borrow_mut();
             out.outbox.check_resume(msg.last_seq)?;
@@ -211,6 +232,8 @@ impl Handler<Attach> for Session {
                 }),
                 Link::Detached { expiry, .. } => {
                     ctx.cancel_future(expiry);
+                    self.shared.metrics.sessions_detached.dec();
+                    self.shared.metrics.sessions_attached.inc();
                 }
             }
             replay
@@ -218,12 +241,20 @@ impl Handler<Attach> for Session {
         if let Some(ids) = &self.ids {
             ids.max_frame.store(msg.limit.bytes(), Ordering::Relaxed);
         }
+        Ok(replay)
+    }
+
+    /// Tells the resumed client where it stands, then replays `replay` to it.
+    fn resumed(&mut self, replay: Vec<WireFrame>, ctx: &mut Context<Self>) -> Result<u64, String> {
         // The new connection owes no pong; the schedule itself carries on unchanged
         // (one per session, see `keepalive`).
         self.reset_heartbeat(ctx);
         let replayed = replay.len() as u64;
         tracing::debug!(sid = self.id().0, replayed, "session resumed");
         self.reported_seq = self.recv_seq;
+        // Counted before the client can hear of it.
+        self.shared.metrics.resumed("ok");
+        self.shared.metrics.frames_replayed.inc_by(replayed);
         let resumed = Frame::Resumed {
             last_seq: self.recv_seq,
             replay: replayed,

@@ -15,6 +15,7 @@ use actix_web::dev::RequestHead;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
+use crate::metrics::OpenConnection;
 use crate::session::{Connections, Shared};
 use crate::Config;
 
@@ -105,6 +106,8 @@ fn has_port(authority: &str) -> bool {
 pub(crate) struct ConnectionSlot {
     connections: Arc<Connections>,
     address: Option<IpAddr>,
+    /// Counts the connection in the metrics once it is admitted.
+    _open: Option<OpenConnection>,
 }
 
 impl Drop for ConnectionSlot {
@@ -122,9 +125,13 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Takes a place for a new connection from the client that sent `req`, or says why
-/// there is none.
-pub(crate) fn reserve(req: &RequestHead, shared: &Shared) -> Result<ConnectionSlot, Refusal> {
+/// Takes a place for a new connection of `transport` (`"websocket"`, `"polling"`)
+/// from the client that sent `req`, or says why there is none.
+pub(crate) fn reserve(
+    req: &RequestHead,
+    shared: &Shared,
+    transport: &'static str,
+) -> Result<ConnectionSlot, Refusal> {
     let config = &shared.config;
     let connections = &shared.connections;
     let taken = connections.total.fetch_add(1, Ordering::Relaxed);
@@ -132,19 +139,23 @@ pub(crate) fn reserve(req: &RequestHead, shared: &Shared) -> Result<ConnectionSl
     let mut slot = ConnectionSlot {
         connections: connections.clone(),
         address: None,
+        _open: None,
     };
     if taken >= config.max_connections {
+        shared.metrics.refused("connection_limit");
         return Err(Refusal::ServerFull(config.max_connections));
     }
     if let Some(address) = client_address(req, &config.trusted_proxies) {
         let mut map = lock(&connections.per_address);
         let count = map.entry(address).or_insert(0);
         if *count >= config.max_connections_per_ip {
+            shared.metrics.refused("connection_limit");
             return Err(Refusal::AddressFull(config.max_connections_per_ip));
         }
         *count += 1;
         slot.address = Some(address);
     }
+    slot._open = Some(shared.metrics.connection_opened(transport));
     Ok(slot)
 }
 

@@ -203,7 +203,7 @@ async fn post(
                         "an opening request must carry 'hello' or 'resume'".to_owned(),
                     ));
                 }
-                let slot = admission::reserve(req.head(), &shared)?;
+                let slot = admission::reserve(req.head(), &shared, "polling")?;
                 let pid = new_pid();
                 let registry = polls.clone().into_inner();
                 let transport =
@@ -384,6 +384,7 @@ impl PollTransport {
 
     fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(%reason, "closing polling connection: protocol error");
+        self.shared.metrics.refused("bad_frame");
         if let Some(session) = self.session.take() {
             session.do_send(FromTransport::Closed {
                 transport: self.id,

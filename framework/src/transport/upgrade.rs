@@ -50,7 +50,7 @@ where
     }
     let head = req.head();
     let slot = match admission::check_origin(head, &shared.config)
-        .and_then(|()| admission::reserve(head, &shared))
+        .and_then(|()| admission::reserve(head, &shared, "websocket"))
     {
         Ok(slot) => slot,
         Err(refusal) => return answer(framed, refusal.status(), refusal.to_string()).await,

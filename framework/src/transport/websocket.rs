@@ -38,7 +38,7 @@ pub(crate) async fn route(
 ) -> Result<HttpResponse, actix_web::Error> {
     super::connection::check_tuned(&req, shared.config.write_timeout);
     let slot = match admission::check_origin(req.head(), &shared.config)
-        .and_then(|()| admission::reserve(req.head(), &shared))
+        .and_then(|()| admission::reserve(req.head(), &shared, "websocket"))
     {
         Ok(slot) => slot,
         Err(refusal) => return Ok(refusal.response()),
@@ -124,6 +124,13 @@ impl WsTransport {
     /// Closes the connection because of something the client did; says why first.
     fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
         tracing::warn!(%reason, "closing connection: protocol error");
+        let limit = reason.starts_with("frame too large");
+        let label = if limit {
+            "frame_too_large"
+        } else {
+            "bad_frame"
+        };
+        self.shared.metrics.refused(label);
         let session_reason = DisconnectReason::Protocol(reason.clone());
         self.close(reason, true, ws::CloseCode::Policy, ctx);
         if let Some(session) = self.session.take() {

@@ -22,7 +22,7 @@ use crate::proxy::{Cuts, FaultProxy};
 // ---------------------------------------------------------------- test games
 
 /// Counts its ticks; nothing else. The room whose rate is measured.
-struct Ticker;
+pub struct Ticker;
 
 impl Game for Ticker {
     type Input = ();

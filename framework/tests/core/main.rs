@@ -34,6 +34,7 @@ mod game;
 mod heartbeat;
 mod js_package;
 mod limits;
+mod metrics;
 mod namespaces;
 mod proxy;
 mod resume;

@@ -1,8 +1,8 @@
 //! Samples a server process while a scenario runs: every second its RSS, CPU time and
 //! open file descriptors (from `/proc`, when its pid is known), and its sessions and
-//! tick lateness (from `/loadtest/metrics`, when it has them). Every [`Run`] keeps
-//! one from its start: `soak` and `fuzz` judge what grows from it, and the report
-//! plots it (`--html`).
+//! tick lateness (from `/loadtest/metrics`, when it has them). Every
+//! [`Run`](crate::coordinator::Run) keeps one from its start: `soak` and `fuzz` judge
+//! what grows from it, and the report plots it (`--html`).
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -95,7 +95,7 @@ pub use namespace::{
     SocketEventKind,
 };
 pub use server::{NamespaceRef, Volley, VolleyBuilder};
-pub use session::SessionInfo;
+pub use session::{SessionInfo, TransportKind};
 
 /// A session's id: the same in every namespace the client joins, and stable across
 /// reconnections of the session.

@@ -349,6 +349,13 @@ impl Volley {
         self.shared.over_client_limit.load(Ordering::Relaxed)
     }
 
+    /// How many broadcast frames were delivered to sessions since the server started
+    /// (one per recipient; `volley_broadcast_deliveries_total` in `/metrics`). Sample
+    /// it twice for a rate, as the demo's admin page does.
+    pub fn deliveries(&self) -> u64 {
+        self.shared.metrics.deliveries.get()
+    }
+
     /// Reports the game rooms of `rooms` in this server's metrics (rooms, players and
     /// seats held by room type, ticks run and skipped, tick lateness), read from
     /// [`GameRooms::all_metrics`] at each scrape.

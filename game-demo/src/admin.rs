@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use volley::{GameRooms, Namespace, SessionId, Volley};
+use volley::{GameRooms, Namespace, SessionId, TransportKind, Volley};
 
 use crate::chat::ChatStats;
 use crate::code::room_code;
@@ -71,6 +71,7 @@ struct Rates {
     inputs_per_sec: f64,
     frames_out_per_sec: f64,
     chat_per_sec: f64,
+    deliveries_per_sec: f64,
 }
 
 async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> Value {
@@ -86,6 +87,11 @@ async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> V
                 "age_secs": now.duration_since(s.opened_at).unwrap_or_default().as_secs(),
                 "room": rooms.room_of(s.id).map(|r| r.0),
                 "room_code": rooms.room_of(s.id).map(room_code),
+                "transport": s.transport.map(|t| match t {
+                    TransportKind::WebSocket => "websocket",
+                    TransportKind::Polling => "polling",
+                }),
+                "rtt_ms": s.rtt.map(|rtt| rtt.as_secs_f64() * 1e3),
             })
         })
         .collect();
@@ -118,7 +124,7 @@ async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> V
 /// Pushes the overview to the dashboard every second, with message rates.
 pub fn publish_overview(volley: Volley, rooms: GameRooms, chat: Arc<ChatStats>) {
     actix_rt::spawn(async move {
-        let mut last: Option<(u64, u64, u64)> = None;
+        let mut last: Option<(u64, u64, u64, u64)> = None;
         let mut every = tokio_interval();
         loop {
             every.tick().await;
@@ -132,13 +138,15 @@ pub fn publish_overview(volley: Volley, rooms: GameRooms, chat: Arc<ChatStats>) 
                 .sum();
             let frames: u64 = metrics.iter().map(|m| m.frames_sent).sum();
             let said = chat.messages.load(Ordering::Relaxed);
+            let delivered = volley.deliveries();
             // Counters of disposed rooms vanish: never report a negative rate.
-            let rates = last.map(|(i, f, c)| Rates {
+            let rates = last.map(|(i, f, c, d)| Rates {
                 inputs_per_sec: inputs.saturating_sub(i) as f64,
                 frames_out_per_sec: frames.saturating_sub(f) as f64,
                 chat_per_sec: said.saturating_sub(c) as f64,
+                deliveries_per_sec: delivered.saturating_sub(d) as f64,
             });
-            last = Some((inputs, frames, said));
+            last = Some((inputs, frames, said, delivered));
             if admin.stats().await.sockets > 0 {
                 let _ = admin.emit("overview", &overview(&volley, &rooms, rates).await);
             }

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,10 +78,23 @@ pub(crate) struct SessionLink {
     pub command: Recipient<SocketCommand>,
     /// Last measured round-trip time in microseconds; 0 until the first pong.
     pub rtt_us: AtomicU64,
+    /// The current connection's [`TransportKind::code`](crate::session::TransportKind);
+    /// 0 while detached.
+    pub transport: AtomicU8,
     /// Ack ids for server → client emits, unique per session.
     pub next_ack: AtomicU64,
     /// The largest frame the client accepts (it announced it; `usize::MAX` if not).
     pub max_frame: AtomicUsize,
+}
+
+impl SessionLink {
+    /// The last measured round-trip time, if any (see `rtt_us`).
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        match self.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
 }
 
 /// A client's presence in one namespace. Cheap to clone and `Send`: keep it, move it
@@ -164,10 +177,7 @@ impl Socket {
 
     /// The last measured round-trip time to the client (from the heartbeat), if any.
     pub fn rtt(&self) -> Option<Duration> {
-        match self.inner.link.rtt_us.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(Duration::from_micros(us)),
-        }
+        self.inner.link.rtt()
     }
 
     /// Sends a reliable event to this client.

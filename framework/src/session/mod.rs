@@ -33,7 +33,7 @@ mod transport_link;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,9 @@ pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::too_many_frames;
 pub(crate) use transport_link::DropConnection;
-pub use transport_link::{Attach, FromTransport, ToTransport, TransportId, TransportLink};
+pub use transport_link::{
+    Attach, FromTransport, ToTransport, TransportId, TransportKind, TransportLink,
+};
 
 use crate::namespace::{
     self, Authorization, NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent,
@@ -418,6 +420,10 @@ impl Session {
             act.end(expired, false, ctx);
         });
         self.out.borrow_mut().link = Link::Detached { expiry };
+        if let Some(ids) = &self.ids {
+            ids.transport
+                .store(TransportKind::code(None), Ordering::Relaxed);
+        }
     }
 
     fn notify_watchers(&self, kind: &SocketEventKind) {
@@ -540,7 +546,11 @@ impl Session {
             session: addr.clone(),
         }));
         self.local = Some(route.key);
-        self.ids = Some(Arc::new(SessionLink {
+        let transport = match &self.out.borrow().link {
+            Link::Attached(t) => Some(t.kind),
+            Link::Detached { .. } => None,
+        };
+        let link = Arc::new(SessionLink {
             id,
             deliver: Mailbox::new(
                 addr.clone().recipient(),
@@ -549,9 +559,16 @@ impl Session {
             ),
             command: addr.recipient(),
             rtt_us: AtomicU64::new(0),
+            transport: AtomicU8::new(TransportKind::code(transport)),
             next_ack: AtomicU64::new(1),
             max_frame: AtomicUsize::new(self.out.borrow().limit.bytes()),
-        }));
+        });
+        // The registry reads the link's RTT and transport when it lists sessions.
+        self.shared.supervisor.do_send(supervisor::SetLink {
+            id,
+            link: link.clone(),
+        });
+        self.ids = Some(link);
         let config = self.shared.config.clone();
         let open = Frame::Open(Open {
             version: PROTOCOL_VERSION,

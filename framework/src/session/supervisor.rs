@@ -4,14 +4,17 @@
 //! not on the per-message path: sessions talk to namespaces and rooms directly and
 //! only register, unregister and resume through here.
 
-use std::time::SystemTime;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use rand::RngCore;
 use slotmap::{Key, KeyData, SlotMap};
 
-use super::Session;
+use super::{Session, TransportKind};
 use crate::metrics::ResumeResults;
+use crate::namespace::SessionLink;
 use crate::protocol::ResumeToken;
 use crate::SessionId;
 
@@ -33,6 +36,12 @@ pub struct SessionInfo {
     pub opened_at: SystemTime,
     /// Namespaces the session has joined.
     pub namespaces: Vec<String>,
+    /// The kind of connection the session is attached to; `None` while it is
+    /// detached (waiting for a resume within the grace window).
+    pub transport: Option<TransportKind>,
+    /// The last round-trip time measured by the heartbeat; `None` before the first
+    /// pong.
+    pub rtt: Option<Duration>,
 }
 
 struct Entry {
@@ -40,6 +49,9 @@ struct Entry {
     token: ResumeToken,
     opened_at: SystemTime,
     namespaces: Vec<String>,
+    /// The state the session shares with its sockets (RTT, transport); `None` for
+    /// the moment between registering and opening.
+    link: Option<Arc<SessionLink>>,
 }
 
 /// Owns the session registry.
@@ -82,6 +94,7 @@ impl Handler<Register> for Supervisor {
             token,
             opened_at: SystemTime::now(),
             namespaces: Vec::new(),
+            link: None,
         });
         MessageResult((SessionId(key.data().as_ffi()), token))
     }
@@ -120,6 +133,24 @@ impl Handler<SetNamespaces> for Supervisor {
     }
 }
 
+/// Gives the registry the session's shared state, once it is open.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetLink {
+    pub(crate) id: SessionId,
+    pub(crate) link: Arc<SessionLink>,
+}
+
+impl Handler<SetLink> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLink, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(key_of(msg.id)) {
+            entry.link = Some(msg.link);
+        }
+    }
+}
+
 /// Lists the live sessions.
 #[derive(Message)]
 #[rtype(result = "Vec<SessionInfo>")]
@@ -136,6 +167,10 @@ impl Handler<ListSessions> for Supervisor {
                     id: SessionId(key.data().as_ffi()),
                     opened_at: e.opened_at,
                     namespaces: e.namespaces.clone(),
+                    transport: e.link.as_ref().and_then(|l| {
+                        TransportKind::from_code(l.transport.load(Ordering::Relaxed))
+                    }),
+                    rtt: e.link.as_ref().and_then(|l| l.rtt()),
                 })
                 .collect(),
         )

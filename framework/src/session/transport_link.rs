@@ -64,10 +64,42 @@ pub enum FromTransport {
     },
 }
 
+/// Which kind of connection carries a session (shown in [`SessionInfo`](super::SessionInfo)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// A WebSocket connection.
+    WebSocket,
+    /// HTTP long-polling.
+    Polling,
+}
+
+impl TransportKind {
+    /// The kind as stored in [`SessionLink::transport`](crate::namespace::SessionLink):
+    /// 0 is reserved for "detached".
+    pub(crate) fn code(kind: Option<TransportKind>) -> u8 {
+        match kind {
+            None => 0,
+            Some(TransportKind::WebSocket) => 1,
+            Some(TransportKind::Polling) => 2,
+        }
+    }
+
+    /// The inverse of [`TransportKind::code`].
+    pub(crate) fn from_code(code: u8) -> Option<TransportKind> {
+        match code {
+            1 => Some(TransportKind::WebSocket),
+            2 => Some(TransportKind::Polling),
+            _ => None,
+        }
+    }
+}
+
 /// A transport's end of the link: where the session writes and how much is queued.
 pub struct TransportLink {
     /// Identifies the connection.
     pub id: TransportId,
+    /// What kind of connection it is.
+    pub kind: TransportKind,
     /// Where the connection's commands go (close, drop), and encoded frames too when
     /// it has no `queue` (long polling).
     pub recipient: Recipient<ToTransport>,
@@ -226,6 +258,10 @@ impl Session {
                 .map(|frames| frames.map(|frame| WireFrame::new(frame)).collect())
                 .unwrap_or_default();
             out.limit = msg.limit;
+            if let Some(ids) = &self.ids {
+                let kind = TransportKind::code(Some(msg.link.kind));
+                ids.transport.store(kind, Ordering::Relaxed);
+            }
             match std::mem::replace(&mut out.link, Link::Attached(msg.link)) {
                 Link::Attached(old) => old.recipient.do_send(ToTransport::Drop {
                     reason: "replaced by a resumed connection".to_owned(),

@@ -28,7 +28,7 @@ use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
     queued_size, too_many_frames, Backlog, FromTransport, Session, ToTransport, TransportId,
-    TransportLink,
+    TransportKind, TransportLink,
 };
 use crate::DisconnectReason;
 
@@ -320,6 +320,7 @@ impl PollTransport {
     fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
         TransportLink {
             id: self.id,
+            kind: TransportKind::Polling,
             recipient: ctx.address().recipient(),
             queue: None,
             backlog: self.backlog.clone(),

@@ -24,7 +24,7 @@ use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
     queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SendQueue, Session,
-    ToTransport, TransportId, TransportLink,
+    ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
 
@@ -114,6 +114,7 @@ impl WsTransport {
     fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
         TransportLink {
             id: self.id,
+            kind: TransportKind::WebSocket,
             recipient: ctx.address().recipient(),
             queue: Some(self.queue.clone()),
             backlog: self.backlog.clone(),

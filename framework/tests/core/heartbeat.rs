@@ -103,6 +103,13 @@ async fn rtt_is_measured_and_readable_by_handlers(transport: Transport) {
     let rtt = rtt.expect("an rtt after a few heartbeats");
     println!("measured rtt on loopback: {rtt} µs");
     assert!(rtt < 5_000_000);
+    // The registry shows the same measurement (it may have moved on since).
+    let sessions = server.volley.sessions().await;
+    let me = sessions
+        .iter()
+        .find(|s| s.id.0 == client.session_id())
+        .expect("session listed");
+    assert!(me.rtt.is_some_and(|rtt| rtt < Duration::from_secs(5)));
 }
 
 /// Pings counted end to end: the schedule is checked by what reaches the client.

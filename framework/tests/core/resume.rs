@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use volley::client::{Backoff, Client, ClientConfig, ConnectionEvent, NamespaceClient, Transport};
 use volley::protocol::Frame;
-use volley::{DisconnectReason, Namespace, Socket, Volley};
+use volley::{DisconnectReason, Namespace, SessionId, Socket, TransportKind, Volley};
 
 use crate::common::*;
 use crate::proxy::{Cuts, FaultProxy};
@@ -195,6 +195,50 @@ async fn in_the_lobby(server: &TestServer) -> RawClient {
     .await;
     assert!(matches!(raw.recv().await, Some(Frame::Ack { id: 1, .. })));
     raw
+}
+
+/// The registry shows the kind of connection a session is on, and none while it is
+/// detached: `SessionInfo::transport` follows drop and resume.
+async fn sessions_list_their_transport_and_none_while_detached(transport: Transport) {
+    let (disconnects, _) = Disconnects::new();
+    let server = serve(Volley::builder().namespace("/", test_namespace(disconnects)));
+    let kind = match transport {
+        Transport::Polling => TransportKind::Polling,
+        _ => TransportKind::WebSocket,
+    };
+    let transport_of = |sid: u64| {
+        let volley = server.volley.clone();
+        async move {
+            let sessions = volley.sessions().await;
+            sessions.iter().find(|s| s.id.0 == sid).map(|s| s.transport)
+        }
+    };
+    let (mut raw, open) = Raw::open(&server.url, transport).await;
+    assert_eq!(transport_of(open.sid).await, Some(Some(kind)));
+    let listed = server.volley.sessions().await;
+    assert!(
+        listed.iter().all(|s| s.rtt.is_none()),
+        "no pong yet: {listed:?}"
+    );
+
+    assert!(server.volley.drop_connection(SessionId(open.sid)).await);
+    raw.dropped_reason().await;
+    // The session detaches when its transport reports the close: bounded wait.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while transport_of(open.sid).await != Some(None) {
+        assert!(tokio::time::Instant::now() < deadline, "still attached");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let resume = Frame::Resume {
+        sid: open.sid,
+        token: open.token,
+        last_seq: 0,
+        max_frame_size: None,
+    };
+    let mut again = Raw::start(&server.url, transport, &resume).await;
+    assert!(matches!(again.recv().await, Some(Frame::Resumed { .. })));
+    assert_eq!(transport_of(open.sid).await, Some(Some(kind)));
 }
 
 #[actix_rt::test]
@@ -449,4 +493,5 @@ async fn a_detached_session_whose_outbox_overflows_is_expired_with_outbox_overfl
 over_transports!(
     every_event_arrives_exactly_once_and_in_order_across_random_cuts,
     the_client_reports_a_lost_session_and_carries_on_in_a_fresh_one,
+    sessions_list_their_transport_and_none_while_detached,
 );

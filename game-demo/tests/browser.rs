@@ -1,7 +1,8 @@
 //! End to end: the demo server and real headless Chromium, driven over the Chrome
 //! DevTools Protocol (a WebSocket; no extra tools). Two pages play in one room over
 //! WebSocket, two more over long-polling; the admin page refuses without the token and
-//! lists the sessions with it; the server drops a page's connection and the page
+//! lists the sessions with it, draws its charts and updates them, and shows a room's
+//! players; the server drops a page's connection and the page
 //! resumes as the same player; bad input from a page is refused or dropped and counted
 //! while the game goes on.
 //!
@@ -433,6 +434,49 @@ async fn two_browsers_play_admin_sees_them_and_a_dropped_page_resumes() {
             "document.getElementById('roomstable').textContent.includes('#{code}')"
         ))
         .await;
+
+    // The charts draw: no canvas is blank (its pixels read back in the page) …
+    admin
+        .eval(
+            "window.pixels = (id) => { const c = document.getElementById('chart-' + id);
+               const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+               let h = 2166136261, inked = 0;
+               for (let i = 0; i < d.length; i++) { h = Math.imul(h ^ d[i], 16777619) >>> 0; if (i % 4 === 3 && d[i]) inked++; }
+               return { h, inked }; }",
+        )
+        .await;
+    let charts = "['sessions', 'messages', 'deliveries', 'lateness', 'rtt']";
+    admin
+        .wait_for(&format!("{charts}.every(id => pixels(id).inked > 100)"))
+        .await;
+    // … show the sessions by transport (carol and dave poll) …
+    admin
+        .wait_for("admin.history.length && admin.history[admin.history.length - 1].polling >= 2")
+        .await;
+    // … and move with the overview pushed every second.
+    let before = admin.eval("pixels('sessions').h").await;
+    admin
+        .wait_for(&format!("pixels('sessions').h !== {before}"))
+        .await;
+
+    // A room's detail view: click its row, see its players with transport and RTT.
+    let room = alice.eval("demo.room").await;
+    admin
+        .eval(&format!(
+            "document.querySelector('#roomstable tr[data-room=\"{room}\"]').click()"
+        ))
+        .await;
+    admin
+        .wait_for(&format!(
+            "document.getElementById('roomtitle').textContent === 'Room #{code}' && [{alice_id}, {bob_id}].every(id =>
+               [...document.querySelectorAll('#roomplayers tr')].some(tr =>
+                 tr.cells[0].textContent === String(id) && tr.cells[1].textContent === 'websocket'))"
+        ))
+        .await;
+    if let Ok(path) = std::env::var("VOLLEY_ADMIN_SCREENSHOT") {
+        admin.wait_for("admin.history.length >= 5").await;
+        admin.screenshot(&path).await;
+    }
 
     // The server drops alice's connection: her page reconnects and resumes as the
     // same player, in the same room, with her score.

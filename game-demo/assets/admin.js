@@ -136,7 +136,7 @@ function drawCharts(o) {
   ]);
   plot($("chart-messages"), [line("in", COLORS[2], (p) => p.in), line("out", COLORS[0], (p) => p.out)]);
   plot($("chart-deliveries"), [line("deliveries", COLORS[4], (p) => p.deliveries)]);
-  // A line per room for the few latest rooms by p99 now; p50 dashed in the same colour.
+  // A line per room for the 4 rooms latest at p99 now; p50 dashed in the same colour.
   const worst = [...o.rooms].sort((x, y) => y.lateness_p99_ms - x.lateness_p99_ms).slice(0, 4);
   plot($("chart-lateness"), worst.flatMap((r, i) => {
     const at = (k) => (p) => (p.lateness[r.code] ? p.lateness[r.code][k] : null);

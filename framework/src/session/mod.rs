@@ -45,7 +45,7 @@ pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
 use joined::{leave, Joined, Joins};
 pub use outbox::{Outbox, Overflow};
-use outlet::{DeliveryFailed, LateDelivery, Link, Outlet, Sink};
+use outlet::{Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;
 pub use send_queue::Backlog;
 pub use send_queue::SendQueue;
@@ -640,22 +640,6 @@ impl Handler<Deliver> for Session {
         if !self.took_mail(ctx) {
             self.deliver(msg.frame, msg.reliable, ctx);
         }
-    }
-}
-
-impl Handler<DeliveryFailed> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: DeliveryFailed, ctx: &mut Context<Self>) {
-        self.end(msg.0, true, ctx);
-    }
-}
-
-impl Handler<LateDelivery> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: LateDelivery, ctx: &mut Context<Self>) {
-        self.deliver(msg.0.frame, msg.0.reliable, ctx);
     }
 }
 

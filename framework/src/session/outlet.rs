@@ -181,3 +181,19 @@ impl LocalSink for Sink {
         }
     }
 }
+
+impl Handler<DeliveryFailed> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliveryFailed, ctx: &mut Context<Self>) {
+        self.end(msg.0, true, ctx);
+    }
+}
+
+impl Handler<LateDelivery> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: LateDelivery, ctx: &mut Context<Self>) {
+        self.deliver(msg.0.frame, msg.0.reliable, ctx);
+    }
+}

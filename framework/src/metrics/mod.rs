@@ -163,7 +163,11 @@ impl Default for Metrics {
                 &m.connections_opened,
             ),
             ("resumes", "Session resumes, by result", &m.resumes.0),
-            ("refused", "Client input refused, by reason", &m.refused),
+            (
+                "refused",
+                "Client input and requests refused, by reason",
+                &m.refused,
+            ),
         ];
         register_all(&mut r, None, &families);
         let sessions = [

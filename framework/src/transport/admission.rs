@@ -17,7 +17,6 @@ use actix_web::HttpResponse;
 
 use crate::metrics::OpenConnection;
 use crate::session::{Connections, Shared};
-use crate::Config;
 
 /// Why a request was not let in. The text is the response body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,7 +49,9 @@ impl Refusal {
 
 /// Lets a request through unless it comes from a browser page of another origin that
 /// `cors_origins` does not list. Requests without `Origin` (native clients) pass.
-pub(crate) fn check_origin(req: &RequestHead, config: &Config) -> Result<(), Refusal> {
+/// A refusal is counted as `foreign_origin` in `volley_refused_total`.
+pub(crate) fn check_origin(req: &RequestHead, shared: &Shared) -> Result<(), Refusal> {
+    let config = &shared.config;
     let Some(origin) = req.headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -67,6 +68,7 @@ pub(crate) fn check_origin(req: &RequestHead, config: &Config) -> Result<(), Ref
     if listed || host.is_some_and(|host| same_origin(origin, host)) {
         Ok(())
     } else {
+        shared.metrics.refused("foreign_origin");
         Err(Refusal::ForeignOrigin(origin.to_owned()))
     }
 }

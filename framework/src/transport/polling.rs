@@ -53,7 +53,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, path: &str, polls: Arc<Pol
 const METHODS: &str = "GET, POST, OPTIONS";
 
 /// Any other method on the polling endpoint: 405 with the methods it takes.
-async fn not_allowed(req: HttpRequest) -> HttpResponse {
+async fn not_allowed(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    shared.metrics.refused("method_not_allowed");
     HttpResponse::MethodNotAllowed()
         .insert_header((header::ALLOW, METHODS))
         .content_type("text/plain; charset=utf-8")
@@ -77,8 +78,13 @@ enum PollError {
     Concurrent,
     #[error("polling connection closed: {0}")]
     Gone(String),
+    /// The session refused a frame (counted where the transport refuses it).
     #[error("{0}")]
     Refused(String),
+    /// The body is not a batch this server takes: malformed, too many frames, or an
+    /// opening request without frames.
+    #[error("{0}")]
+    BadBatch(String),
     #[error("request body too large (limit {0} bytes)")]
     TooLarge(usize),
     /// Foreign origin (403) or no room for another connection (503).
@@ -95,6 +101,16 @@ impl PollError {
             _ => StatusCode::BAD_REQUEST,
         }
     }
+
+    /// The reason this refusal is counted under in `volley_refused_total`, unless it
+    /// is counted where it happens (admission, the session) or refuses no input.
+    fn counted_as(&self) -> Option<&'static str> {
+        match self {
+            PollError::TooLarge(_) => Some("body_too_large"),
+            PollError::BadBatch(_) => Some("bad_batch"),
+            _ => None,
+        }
+    }
 }
 
 fn respond(req: &HttpRequest, shared: &Shared, result: Result<Bytes, PollError>) -> HttpResponse {
@@ -108,6 +124,9 @@ fn respond(req: &HttpRequest, shared: &Shared, result: Result<Bytes, PollError>)
         Ok(body) => builder.content_type("application/octet-stream").body(body),
         Err(e) => {
             tracing::debug!(error = %e, "polling request refused");
+            if let Some(reason) = e.counted_as() {
+                shared.metrics.refused(reason);
+            }
             builder
                 .content_type("text/plain; charset=utf-8")
                 .body(e.to_string())
@@ -132,7 +151,7 @@ fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
 }
 
 async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
-    if let Err(refusal) = admission::check_origin(req.head(), &shared.config) {
+    if let Err(refusal) = admission::check_origin(req.head(), &shared) {
         return refusal.response();
     }
     let mut builder = HttpResponse::NoContent();
@@ -162,7 +181,7 @@ async fn get(
     // A GET answer that cannot be written is dropped like a stalled WebSocket.
     super::connection::check_tuned(&req, shared.config.write_timeout);
     let result = async {
-        admission::check_origin(req.head(), &shared.config)?;
+        admission::check_origin(req.head(), &shared)?;
         let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
         let transport = lookup(&polls, pid).ok_or(PollError::UnknownPid)?;
         let (reply, answer) = oneshot::channel();
@@ -187,10 +206,10 @@ async fn post(
     polls: web::Data<PollRegistry>,
 ) -> HttpResponse {
     let result = async {
-        admission::check_origin(req.head(), &shared.config)?;
+        admission::check_origin(req.head(), &shared)?;
         let body = read_body(&req, payload, shared.config.max_poll_body).await?;
         let frames = protocol::split_batch(&body, shared.config.max_poll_frames)
-            .map_err(|e| PollError::Refused(e.to_string()))?;
+            .map_err(|e| PollError::BadBatch(e.to_string()))?;
         match query.pid.as_deref() {
             Some(pid) => {
                 let transport = lookup(&polls, pid).ok_or(PollError::UnknownPid)?;
@@ -199,7 +218,7 @@ async fn post(
             }
             None => {
                 if frames.is_empty() {
-                    return Err(PollError::Refused(
+                    return Err(PollError::BadBatch(
                         "an opening request must carry 'hello' or 'resume'".to_owned(),
                     ));
                 }
@@ -248,7 +267,7 @@ async fn read_body(
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| PollError::Refused(format!("bad request body: {e}")))?;
+        let chunk = chunk.map_err(|e| PollError::BadBatch(format!("bad request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(PollError::TooLarge(limit));
         }

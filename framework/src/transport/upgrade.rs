@@ -49,7 +49,7 @@ where
         return answer(framed, StatusCode::NOT_FOUND, text).await;
     }
     let head = req.head();
-    let slot = match admission::check_origin(head, &shared.config)
+    let slot = match admission::check_origin(head, &shared)
         .and_then(|()| admission::reserve(head, &shared, "websocket"))
     {
         Ok(slot) => slot,
@@ -58,10 +58,13 @@ where
     let switching = match ws::handshake(head) {
         Ok(mut builder) => builder.message_body(()),
         Err(e) => {
-            let status = match e {
-                ws::HandshakeError::GetMethodRequired => StatusCode::METHOD_NOT_ALLOWED,
-                _ => StatusCode::BAD_REQUEST,
+            let (status, reason) = match e {
+                ws::HandshakeError::GetMethodRequired => {
+                    (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+                }
+                _ => (StatusCode::BAD_REQUEST, "bad_handshake"),
             };
+            shared.metrics.refused(reason);
             return answer(framed, status, e.to_string()).await;
         }
     };

@@ -37,7 +37,7 @@ pub(crate) async fn route(
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, actix_web::Error> {
     super::connection::check_tuned(&req, shared.config.write_timeout);
-    let slot = match admission::check_origin(req.head(), &shared.config)
+    let slot = match admission::check_origin(req.head(), &shared)
         .and_then(|()| admission::reserve(req.head(), &shared, "websocket"))
     {
         Ok(slot) => slot,

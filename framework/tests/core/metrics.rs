@@ -286,3 +286,41 @@ async fn unlisted_addresses_are_refused() {
     let loopback = serve(Volley::builder().metrics(MetricsRoute::default()));
     assert_eq!(scrape(&loopback, None).await.0, 200);
 }
+
+/// Requests refused before any connection exists are counted by reason: a foreign
+/// origin, an oversized poll body, a batch that does not decode, a wrong method.
+#[actix_rt::test]
+async fn refused_requests_are_counted() {
+    let config = volley::Config {
+        max_poll_body: 4096,
+        ..volley::Config::default()
+    };
+    let server = serve(
+        Volley::builder()
+            .config(config)
+            .metrics(MetricsRoute::token(TOKEN)),
+    );
+    let poll = format!("{}/poll", server.url.replacen("ws://", "http://", 1));
+    let http = awc::Client::builder().timeout(WAIT).finish();
+    let status = |r: &awc::ClientResponse<_>| r.status().as_u16();
+    let foreign = http
+        .post(&poll)
+        .insert_header(("Origin", "http://evil.example"))
+        .send_body(vec![])
+        .await
+        .unwrap();
+    assert_eq!(status(&foreign), 403);
+    let large = http.post(&poll).send_body(vec![0u8; 5000]).await.unwrap();
+    assert_eq!(status(&large), 413);
+    let bad = http.post(&poll).send_body(vec![0xff; 8]).await.unwrap();
+    assert_eq!(status(&bad), 400);
+    let method = http.put(&poll).send_body(vec![]).await.unwrap();
+    assert_eq!(status(&method), 405);
+
+    let refused = figures(&server).await;
+    let reason = |r: &str| get(&refused, &format!("volley_refused_total{{reason=\"{r}\"}}"));
+    assert_eq!(reason("foreign_origin"), 1.0, "{refused:?}");
+    assert_eq!(reason("body_too_large"), 1.0);
+    assert_eq!(reason("bad_batch"), 1.0);
+    assert_eq!(reason("method_not_allowed"), 1.0);
+}

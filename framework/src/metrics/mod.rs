@@ -59,6 +59,8 @@ pub(crate) struct Metrics {
     namespace_connects: Family<One, Counter>,
     pub frames_replayed: Counter,
     pub ping_rtt: Histogram,
+    outbox_frames: Histogram,
+    outbox_bytes: Histogram,
     pub refused: Family<One, Counter>,
 }
 
@@ -89,6 +91,9 @@ impl Default for Metrics {
             namespace_connects: Family::default(),
             frames_replayed: Counter::default(),
             ping_rtt,
+            // Up to the default max_outbox_frames (4096) and max_outbox_bytes (2 MiB).
+            outbox_frames: Histogram::new(exponential_buckets(1.0, 4.0, 7)),
+            outbox_bytes: Histogram::new(exponential_buckets(256.0, 4.0, 8)),
             refused: Family::default(),
             registry: Registry::default(),
         };
@@ -188,11 +193,17 @@ impl Default for Metrics {
             "Open connections, by transport",
             m.connections.clone(),
         );
-        r.register_with_unit(
-            "ping_rtt",
-            "Heartbeat round-trip time",
-            Unit::Seconds,
-            m.ping_rtt.clone(),
+        let rtt = [("ping_rtt", "Heartbeat round-trip time", &m.ping_rtt)];
+        register_all(&mut r, Some(Unit::Seconds), &rtt);
+        // What sessions keep until their clients confirm it; the bytes registered
+        // with their unit: volley_outbox_bytes.
+        let help = "Reliable frames a session's client has not confirmed, at each confirmation";
+        register_all(&mut r, None, &[("outbox_frames", help, &m.outbox_frames)]);
+        let help = "Bytes of those frames, at each confirmation";
+        register_all(
+            &mut r,
+            Some(Unit::Bytes),
+            &[("outbox", help, &m.outbox_bytes)],
         );
         Metrics { registry: r, ..m }
     }
@@ -251,6 +262,13 @@ impl Metrics {
         self.namespace_connects
             .get_or_create(&[("result", result)])
             .inc();
+    }
+
+    /// A client confirmed frames: what its session's outbox still holds. Called once
+    /// per confirmation (`Received`, `Pong`: about once a second), never per frame.
+    pub fn outbox(&self, frames: usize, bytes: usize) {
+        self.outbox_frames.observe(frames as f64);
+        self.outbox_bytes.observe(bytes as f64);
     }
 
     /// Counts one refused client input.

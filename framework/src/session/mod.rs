@@ -193,7 +193,10 @@ impl Session {
     fn acknowledged(&mut self, last_seq: u64, ctx: &mut Context<Self>) {
         let acked = {
             let mut out = self.out.borrow_mut();
-            out.outbox.ack(last_seq).map_err(|_| out.outbox.sent())
+            let acked = out.outbox.ack(last_seq).map_err(|_| out.outbox.sent());
+            let (frames, bytes) = (out.outbox.len(), out.outbox.bytes());
+            self.shared.metrics.outbox(frames, bytes);
+            acked
         };
         if let Err(sent) = acked {
             let reason = format!("acknowledged frame {last_seq} but only {sent} were sent");

@@ -324,3 +324,23 @@ async fn refused_requests_are_counted() {
     assert_eq!(reason("bad_batch"), 1.0);
     assert_eq!(reason("method_not_allowed"), 1.0);
 }
+
+/// Each confirmation from the client observes the frames its session still keeps.
+#[actix_rt::test]
+async fn confirmations_observe_the_outbox() {
+    let server = serve(metered());
+    let (mut raw, _) = RawClient::open(&server.url).await;
+    let refused = |frame: Frame| matches!(frame, Frame::ConnectError { .. });
+    raw.send(&connect_to("/nowhere")).await;
+    while !refused(raw.recv().await.expect("connection open")) {}
+    // One reliable frame unconfirmed; the connect that follows is answered after the
+    // confirmation was handled.
+    raw.send(&Frame::Received { last_seq: 0 }).await;
+    raw.send(&connect_to("/nowhere")).await;
+    while !refused(raw.recv().await.expect("connection open")) {}
+    let seen = figures(&server).await;
+    assert_eq!(get(&seen, "volley_outbox_frames_count"), 1.0, "{seen:?}");
+    assert_eq!(get(&seen, "volley_outbox_frames_sum"), 1.0);
+    assert_eq!(get(&seen, "volley_outbox_bytes_count"), 1.0);
+    assert!(get(&seen, "volley_outbox_bytes_sum") > 0.0);
+}

@@ -175,6 +175,12 @@ impl GameRooms {
         self.inner.matchmaker.send(list).await.unwrap_or_default()
     }
 
+    /// Joins under way (asked of the matchmaker, not answered yet), for the
+    /// server's metrics.
+    pub(crate) fn joins_waiting(&self) -> usize {
+        self.inner.seats.joining()
+    }
+
     /// The metrics of one room (`None` if there is no such room).
     pub async fn metrics(&self, room: RoomId) -> Option<RoomMetrics> {
         self.collect_metrics(Some(room)).await.pop()

@@ -103,15 +103,25 @@ pub(crate) enum Seat {
 
 /// The seat table: one seat per session.
 #[derive(Default)]
-pub(crate) struct Seats(RwLock<HashMap<SessionId, Seat>>);
+pub(crate) struct Seats {
+    table: RwLock<HashMap<SessionId, Seat>>,
+    /// Joins under way: reserved and not ended yet (the matchmaker's queue, for the
+    /// metrics; read without walking the table).
+    joining: AtomicUsize,
+}
 
 impl Seats {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<SessionId, Seat>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<SessionId, Seat>> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins under way: asked of the matchmaker and not answered yet.
+    pub fn joining(&self) -> usize {
+        self.joining.load(Ordering::Relaxed)
     }
 
     /// Marks a join under way, unless the player sits somewhere or is joining.
@@ -122,6 +132,7 @@ impl Seats {
             Some(Seat::Joining) => Err(JoinError::JoinInProgress),
             None => {
                 seats.insert(id, Seat::Joining);
+                self.joining.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -129,6 +140,8 @@ impl Seats {
 
     /// Ends a join under way (a seated player keeps its seat).
     fn unreserve(&self, id: SessionId) {
+        // Each successful reserve has exactly one Reservation, dropped once.
+        self.joining.fetch_sub(1, Ordering::Relaxed);
         let mut seats = self.write();
         if matches!(seats.get(&id), Some(Seat::Joining)) {
             seats.remove(&id);
@@ -181,5 +194,25 @@ pub(crate) struct Reservation<'a>(pub &'a Seats, pub SessionId);
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.0.unreserve(self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_under_way_are_counted_until_they_end() {
+        let seats = Seats::default();
+        let (a, b) = (SessionId(1), SessionId(2));
+        seats.reserve(a).expect("free");
+        let first = Reservation(&seats, a);
+        seats.reserve(b).expect("free");
+        assert!(seats.reserve(a).is_err(), "one join per player");
+        assert_eq!(seats.joining(), 2);
+        drop(first);
+        assert_eq!(seats.joining(), 1);
+        drop(Reservation(&seats, b));
+        assert_eq!(seats.joining(), 0);
     }
 }

@@ -1,5 +1,6 @@
-//! Figures kept elsewhere and read when a scrape comes: frames over a client's limit
-//! and the watched game rooms, summed by room type (their tick histograms added
+//! Figures kept elsewhere and read when a scrape comes: frames over a client's limit,
+//! the joins under way in the watched matchmakers, and the watched game rooms, summed
+//! by room type (their tick histograms added
 //! bucket by bucket), encoded by a `prometheus-client` [`Collector`].
 
 use std::collections::BTreeMap;
@@ -31,13 +32,16 @@ impl ScrapeTime {
     pub(super) async fn refresh(&self, over_client_limit: u64) {
         let sources = lock(&self.sources).clone();
         let mut rooms: BTreeMap<String, RoomTotals> = BTreeMap::new();
+        let mut joins_waiting = 0;
         for source in sources {
+            joins_waiting += source.joins_waiting();
             for room in source.all_metrics().await {
                 rooms.entry(room.room_type.clone()).or_default().add(&room);
             }
         }
         *lock(&self.snapshot) = Snapshot {
             over_client_limit,
+            joins_waiting,
             rooms,
         };
     }
@@ -52,6 +56,8 @@ impl std::fmt::Debug for ScrapeTime {
 #[derive(Debug, Default)]
 struct Snapshot {
     over_client_limit: u64,
+    /// Joins under way in the watched matchmakers.
+    joins_waiting: usize,
     /// Per room type, summed over its live rooms.
     rooms: BTreeMap<String, RoomTotals>,
 }
@@ -118,6 +124,13 @@ impl Collector for ScrapeTime {
             help,
             None,
             over.metric_type(),
+        )?)?;
+        let waiting = ConstGauge::new(snapshot.joins_waiting as i64);
+        waiting.encode(encoder.encode_descriptor(
+            "matchmaker_joins_waiting",
+            "Joins under way: asked of the matchmaker, not answered yet",
+            None,
+            waiting.metric_type(),
         )?)?;
         type Field = fn(&RoomTotals) -> f64;
         let gauges: [(&str, &str, Option<Unit>, Field); 3] = [

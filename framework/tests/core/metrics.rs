@@ -262,6 +262,8 @@ async fn watched_game_rooms_are_reported_by_type() {
     assert!(two.contains_key("volley_game_ticks_total{room_type=\"ticker\"}"));
     let lateness = "volley_game_tick_lateness_seconds_bucket{le=\"+Inf\",room_type=\"ticker\"}";
     assert!(two.contains_key(lateness), "{two:?}");
+    // No join under way: the matchmaker's queue is empty (counted in game::seats).
+    assert_eq!(two.get("volley_matchmaker_joins_waiting"), Some(&0.0));
 }
 
 /// Two servers in one process keep their own figures.

@@ -58,13 +58,11 @@ where
     let switching = match ws::handshake(head) {
         Ok(mut builder) => builder.message_body(()),
         Err(e) => {
-            let (status, reason) = match e {
-                ws::HandshakeError::GetMethodRequired => {
-                    (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-                }
-                _ => (StatusCode::BAD_REQUEST, "bad_handshake"),
+            let status = match e {
+                ws::HandshakeError::GetMethodRequired => StatusCode::METHOD_NOT_ALLOWED,
+                _ => StatusCode::BAD_REQUEST,
             };
-            shared.metrics.refused(reason);
+            shared.metrics.refused(handshake_refusal(&e));
             return answer(framed, status, e.to_string()).await;
         }
     };
@@ -86,6 +84,15 @@ where
         write,
         Outgoing::new(queue, transport.recipient()),
     ));
+}
+
+/// The reason a refused WebSocket handshake is counted under in
+/// `volley_refused_total`: a method other than GET (405), or anything else (400).
+pub(crate) fn handshake_refusal(e: &ws::HandshakeError) -> &'static str {
+    match e {
+        ws::HandshakeError::GetMethodRequired => "method_not_allowed",
+        _ => "bad_handshake",
+    }
 }
 
 /// Answers a request that does not become a WebSocket, then closes the connection.

@@ -290,7 +290,8 @@ async fn unlisted_addresses_are_refused() {
 }
 
 /// Requests refused before any connection exists are counted by reason: a foreign
-/// origin, an oversized poll body, a batch that does not decode, a wrong method.
+/// origin, an oversized poll body, a batch that does not decode, a wrong method, a
+/// plain GET on the WebSocket endpoint.
 #[actix_rt::test]
 async fn refused_requests_are_counted() {
     let config = volley::Config {
@@ -318,6 +319,9 @@ async fn refused_requests_are_counted() {
     assert_eq!(status(&bad), 400);
     let method = http.put(&poll).send_body(vec![]).await.unwrap();
     assert_eq!(status(&method), 405);
+    let endpoint = server.url.replacen("ws://", "http://", 1);
+    let not_upgrade = http.get(&endpoint).send().await.unwrap();
+    assert_eq!(status(&not_upgrade), 400);
 
     let refused = figures(&server).await;
     let reason = |r: &str| get(&refused, &format!("volley_refused_total{{reason=\"{r}\"}}"));
@@ -325,6 +329,7 @@ async fn refused_requests_are_counted() {
     assert_eq!(reason("body_too_large"), 1.0);
     assert_eq!(reason("bad_batch"), 1.0);
     assert_eq!(reason("method_not_allowed"), 1.0);
+    assert_eq!(reason("bad_handshake"), 1.0);
 }
 
 /// Each confirmation from the client observes the frames its session still keeps.

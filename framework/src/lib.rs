@@ -56,6 +56,7 @@
 //! |----------|---------|--------------|
 //! | `client` | on      | `volley::client`: the Rust client (on awc), with automatic reconnection, session resume and long-polling fallback. The tests, the examples and the load tester use it. A server alone can turn it off (`default-features = false`). |
 //! | `tls`    | off     | `volley::tls`: serving `https` and `wss` with rustls (ring provider), `HttpServer::bind_rustls` and `Volley::serve_tls`. Not needed behind a proxy that terminates TLS. |
+//! | `cluster` | off    | `volley::cluster`: several nodes sharing broadcasts through Redis 7 (`VolleyBuilder::cluster`). A single node needs no Redis. |
 //!
 //! ```toml
 //! [dependencies]
@@ -79,6 +80,8 @@ mod transport;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 #[cfg(feature = "tls")]
 pub mod tls;
 

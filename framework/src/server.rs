@@ -42,6 +42,8 @@ pub struct VolleyBuilder {
     config: Config,
     namespaces: Vec<(String, Namespace)>,
     dynamic: Option<Arc<NamespaceFactory>>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::RedisCluster>,
 }
 
 impl VolleyBuilder {
@@ -163,13 +165,28 @@ impl VolleyBuilder {
         self
     }
 
+    /// Joins this node to a cluster of nodes sharing `cluster`'s Redis (feature
+    /// `cluster`): broadcasts reach the members of their target on every node. See
+    /// [`crate::cluster`] and the guide's "Running several nodes".
+    #[cfg(feature = "cluster")]
+    pub fn cluster(mut self, cluster: crate::cluster::RedisCluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Starts the supervisor, the namespaces and the room threads.
     ///
     /// # Panics
     /// When called outside a running actix `System` (use `#[actix_web::main]`).
     pub fn build(self) -> Volley {
         let control = Arbiter::new().handle();
-        let metrics = Metrics::default();
+        #[allow(unused_mut)]
+        let mut metrics = Metrics::default();
+        #[cfg(feature = "cluster")]
+        let cluster = self.cluster.map(|config| {
+            let queue = self.config.max_mailbox;
+            crate::cluster::ClusterNode::start(config, queue, metrics.registry_mut())
+        });
         let resumes = metrics.resume_results();
         let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes));
         let arbiters: Vec<ArbiterHandle> = (0..self.config.room_threads.max(1))
@@ -190,6 +207,8 @@ impl VolleyBuilder {
             over_client_limit: AtomicU64::new(0),
             connections: Default::default(),
             metrics,
+            #[cfg(feature = "cluster")]
+            cluster,
         };
         let started: HashMap<String, NamespaceHandle> = self
             .namespaces
@@ -361,6 +380,13 @@ impl Volley {
     /// [`GameRooms::all_metrics`] at each scrape.
     pub fn watch_game_rooms(&self, rooms: &GameRooms) {
         self.shared.metrics.watch(rooms.clone());
+    }
+
+    /// This node's place in its cluster, when built with
+    /// [`VolleyBuilder::cluster`]: its id, whether Redis is reachable, its figures.
+    #[cfg(feature = "cluster")]
+    pub fn cluster(&self) -> Option<&crate::cluster::ClusterNode> {
+        self.shared.cluster.as_ref()
     }
 
     /// Ends a session with a reason the client receives. Returns whether it existed.

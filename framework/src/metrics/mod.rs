@@ -272,6 +272,12 @@ impl Metrics {
     }
 
     /// Counts one refused client input.
+    /// The registry, for figures registered by an optional part (the cluster).
+    #[cfg(feature = "cluster")]
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&[("reason", reason)]).inc();
     }

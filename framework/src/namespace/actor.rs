@@ -42,6 +42,9 @@ pub struct NamespaceActor {
     place_room: RoomPlacer,
     /// Broadcasts handled, for the server's metrics.
     emitted: EventCounter,
+    /// Publishes to and subscribes for the other nodes of a cluster.
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::NamespaceLink>,
 }
 
 impl NamespaceActor {
@@ -52,7 +55,16 @@ impl NamespaceActor {
             rooms: HashMap::new(),
             place_room,
             emitted,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
+    }
+
+    /// Shares this namespace's broadcasts with the other nodes of a cluster.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn with_cluster(mut self, link: crate::cluster::NamespaceLink) -> Self {
+        self.cluster = Some(link);
+        self
     }
 
     fn leave(&mut self, id: SessionId, room: &str) {
@@ -64,12 +76,23 @@ impl NamespaceActor {
         }
         if entry.members.is_empty() {
             self.rooms.remove(room);
+            #[cfg(feature = "cluster")]
+            if let Some(cluster) = &self.cluster {
+                cluster.room(room, false);
+            }
         }
     }
 }
 
 impl Actor for NamespaceActor {
     type Context = Context<Self>;
+
+    #[cfg(feature = "cluster")]
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(cluster) = &self.cluster {
+            cluster.started(ctx.address());
+        }
+    }
 }
 
 /// A socket joined the namespace.
@@ -84,6 +107,10 @@ impl Handler<AddSocket> for NamespaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: AddSocket, _: &mut Context<Self>) {
+        #[cfg(feature = "cluster")]
+        if let (Some(cluster), true) = (&self.cluster, self.sockets.is_empty()) {
+            cluster.namespace(true);
+        }
         self.sockets.insert(
             msg.id,
             SocketEntry {
@@ -110,6 +137,10 @@ impl Handler<RemoveSocket> for NamespaceActor {
                 self.leave(msg.id, &room);
             }
         }
+        #[cfg(feature = "cluster")]
+        if let (Some(cluster), true) = (&self.cluster, self.sockets.is_empty()) {
+            cluster.namespace(false);
+        }
     }
 }
 
@@ -133,6 +164,10 @@ impl Handler<JoinRoom> for NamespaceActor {
         }
         let recipient = socket.recipient.clone();
         let entry = self.rooms.entry(msg.room.clone()).or_insert_with(|| {
+            #[cfg(feature = "cluster")]
+            if let Some(cluster) = &self.cluster {
+                cluster.room(&msg.room, true);
+            }
             let room = Room::new(msg.room.clone());
             RoomEntry {
                 addr: Room::start_in_arbiter(&(self.place_room)(), |_| room),
@@ -196,6 +231,17 @@ impl Handler<Emit> for NamespaceActor {
             ticket,
         } = msg;
         self.emitted.inc();
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(&target, &deliver);
+        }
+        self.fan_out(target, deliver, ticket);
+    }
+}
+
+impl NamespaceActor {
+    /// Delivers a broadcast to this node's members of its target, each once.
+    pub(crate) fn fan_out(&mut self, target: Target, deliver: Deliver, ticket: Ticket) {
         // The common case, one room with at most one socket excluded, is fanned out by
         // the room actor itself, on its own core.
         if target.rooms.len() == 1 && target.except_rooms.is_empty() && target.except_ids.len() <= 1

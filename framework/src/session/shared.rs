@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     pub connections: Arc<Connections>,
     /// The server's figures, exported at `GET /metrics` when configured.
     pub metrics: crate::metrics::Metrics,
+    /// This node's cluster link (`VolleyBuilder::cluster`).
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::ClusterNode>,
 }
 
 /// Open connections, in total and per client address.
@@ -69,11 +72,17 @@ impl Shared {
         let name: Arc<str> = name.into();
         let emitted = self.metrics.broadcasts.clone();
         let actor = NamespaceActor::new(name.clone(), self.place_room.clone(), emitted);
+        let broadcasts = Arc::new(Gauge::new(self.config.max_mailbox));
+        #[cfg(feature = "cluster")]
+        let actor = match &self.cluster {
+            Some(node) => actor.with_cluster(node.namespace(name.clone(), broadcasts.clone())),
+            None => actor,
+        };
         NamespaceHandle {
             name,
             spec: Arc::new(spec),
             addr: NamespaceActor::start_in_arbiter(&self.control, |_| actor),
-            broadcasts: Arc::new(Gauge::new(self.config.max_mailbox)),
+            broadcasts,
         }
     }
 }

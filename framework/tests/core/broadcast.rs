@@ -14,13 +14,14 @@ use volley::client::Transport;
 
 use crate::common::*;
 
-struct Player {
-    name: &'static str,
-    ns: NamespaceClient,
+/// A client of a test, joined to one namespace (the cluster tests use it too).
+pub struct Player {
+    pub name: &'static str,
+    pub ns: NamespaceClient,
     _client: volley::client::Client,
 }
 
-async fn players(
+pub async fn players(
     server: &TestServer,
     transport: Transport,
     ns: &str,

@@ -28,6 +28,8 @@ mod backpressure;
 mod broadcast;
 mod browser_client;
 mod client_limit;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod common;
 mod edge;
 mod game;

@@ -1,0 +1,287 @@
+//! What one node tells the others through Redis: a broadcast [`Envelope`], and the
+//! names of the channels it travels on.
+//!
+//! The format is ours, written and read here by hand (no serde): nodes of one release
+//! talk to each other, and a message that does not parse is dropped and counted,
+//! never trusted. All integers are big-endian.
+//!
+//! ```text
+//! u8  version (1)
+//! u64 origin node
+//! u64 seq (per origin, from 1, in publishing order)
+//! u8  flags (bit 0: reliable)
+//! u16 namespace length, UTF-8 namespace
+//! u16 number of target rooms, then each: u16 length, UTF-8 name
+//! u16 number of excluded rooms, then each the same
+//! ..  the encoded event frame (protocol::Frame), to the end
+//! ```
+//!
+//! Excluded *sessions* are not carried: a session id names a session of its own node
+//! only, and the origin leaves its own excluded sessions out itself.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+const VERSION: u8 = 1;
+const RELIABLE: u8 = 1;
+/// The fixed part of the header: version, origin, seq, flags.
+const FIXED: usize = 1 + 8 + 8 + 1;
+
+/// A broadcast as it crosses between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    /// The node that published it.
+    pub origin: u64,
+    /// Its place in the origin's stream of broadcasts.
+    pub seq: u64,
+    /// Part of the reliable (sequenced, replayed) stream, or volatile.
+    pub reliable: bool,
+    /// The namespace it was emitted in.
+    pub ns: Arc<str>,
+    /// Target rooms; empty means the whole namespace.
+    pub rooms: Vec<Arc<str>>,
+    /// Members of these rooms are left out.
+    pub except_rooms: Vec<Arc<str>>,
+    /// The encoded event frame, as every recipient receives it.
+    pub frame: Bytes,
+}
+
+/// What the origin knows before the link gives the broadcast its number: everything
+/// but origin and seq, encoded once.
+#[derive(Debug, Clone)]
+pub(crate) struct Body(pub Bytes);
+
+impl Body {
+    /// Encodes the parts of a broadcast that do not depend on the link.
+    pub fn new(
+        reliable: bool,
+        ns: &Arc<str>,
+        rooms: &[Arc<str>],
+        except: &[Arc<str>],
+        frame: &[u8],
+    ) -> Self {
+        let names: usize = rooms.iter().chain(except).map(|r| 2 + r.len()).sum();
+        let mut out = BytesMut::with_capacity(1 + 6 + ns.len() + names + frame.len());
+        out.put_u8(if reliable { RELIABLE } else { 0 });
+        put_name(&mut out, ns);
+        put_names(&mut out, rooms);
+        put_names(&mut out, except);
+        out.put_slice(frame);
+        Body(out.freeze())
+    }
+
+    /// The message published: header, then this body.
+    pub fn seal(&self, origin: u64, seq: u64) -> Bytes {
+        let mut out = BytesMut::with_capacity(FIXED - 1 + self.0.len());
+        out.put_u8(VERSION);
+        out.put_u64(origin);
+        out.put_u64(seq);
+        out.put_slice(&self.0);
+        out.freeze()
+    }
+}
+
+fn put_names(out: &mut BytesMut, names: &[Arc<str>]) {
+    // Room names are bounded by the frame size limit; a name longer than u16 cannot
+    // come from a client frame (and is cut to the limit rather than wrapped).
+    let count = u16::try_from(names.len()).unwrap_or(u16::MAX);
+    out.put_u16(count);
+    for name in names.iter().take(usize::from(count)) {
+        put_name(out, name);
+    }
+}
+
+fn put_name(out: &mut BytesMut, name: &str) {
+    let bytes = name.as_bytes();
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    out.put_u16(len);
+    out.put_slice(&bytes[..usize::from(len)]);
+}
+
+/// Why a message from Redis was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    Version,
+    Truncated,
+    Name,
+}
+
+impl Envelope {
+    /// Reads a published message; the frame is a view into `raw` (no copy).
+    pub fn decode(raw: Bytes) -> Result<Envelope, Malformed> {
+        let mut r = Reader { raw: &raw, at: 0 };
+        if r.u8()? != VERSION {
+            return Err(Malformed::Version);
+        }
+        let origin = r.u64()?;
+        let seq = r.u64()?;
+        let reliable = r.u8()? & RELIABLE != 0;
+        let ns = r.name()?;
+        let rooms = r.names()?;
+        let except_rooms = r.names()?;
+        let frame = raw.slice(r.at..);
+        Ok(Envelope {
+            origin,
+            seq,
+            reliable,
+            ns,
+            rooms,
+            except_rooms,
+            frame,
+        })
+    }
+}
+
+struct Reader<'a> {
+    raw: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Malformed> {
+        let end = self.at.checked_add(n).ok_or(Malformed::Truncated)?;
+        let bytes = self.raw.get(self.at..end).ok_or(Malformed::Truncated)?;
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, Malformed> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        let mut b = [0; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(b))
+    }
+
+    fn names(&mut self) -> Result<Vec<Arc<str>>, Malformed> {
+        let count = self.u16()?;
+        let mut names = Vec::with_capacity(usize::from(count).min(64));
+        for _ in 0..count {
+            names.push(self.name()?);
+        }
+        Ok(names)
+    }
+
+    fn name(&mut self) -> Result<Arc<str>, Malformed> {
+        let len = usize::from(self.u16()?);
+        let name = std::str::from_utf8(self.take(len)?).map_err(|_| Malformed::Name)?;
+        Ok(name.into())
+    }
+}
+
+/// The Redis names of one cluster: every key and channel starts with its prefix, so
+/// that several applications can share one Redis.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    prefix: Arc<str>,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Names {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The sharded channel of a room: nodes with members there subscribe to it. The
+    /// namespace's length comes first so that no namespace/room pair can spell
+    /// another's channel.
+    pub fn room(&self, ns: &str, room: &str) -> String {
+        format!("{}:room:{}:{ns}{room}", self.prefix, ns.len())
+    }
+
+    /// The sharded channel of a namespace-wide broadcast: nodes with sockets in the
+    /// namespace subscribe to it.
+    pub fn namespace(&self, ns: &str) -> String {
+        format!("{}:ns:{ns}", self.prefix)
+    }
+
+    /// The registry key of a live node (it expires unless the node refreshes it).
+    pub fn node(&self, id: u64) -> String {
+        format!("{}:node:{id:016x}", self.prefix)
+    }
+
+    /// The pattern that matches every node's registry key.
+    pub fn nodes(&self) -> String {
+        format!("{}:node:*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<Arc<str>> {
+        list.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    #[test]
+    fn round_trips() {
+        let ns: Arc<str> = "/chat".into();
+        let body = Body::new(
+            true,
+            &ns,
+            &names(&["red", "blue"]),
+            &names(&["spy"]),
+            b"frame",
+        );
+        let env = Envelope::decode(body.seal(7, 42)).unwrap();
+        assert_eq!(
+            env,
+            Envelope {
+                origin: 7,
+                seq: 42,
+                reliable: true,
+                ns: ns.clone(),
+                rooms: names(&["red", "blue"]),
+                except_rooms: names(&["spy"]),
+                frame: Bytes::from_static(b"frame"),
+            }
+        );
+        let volatile = Envelope::decode(Body::new(false, &ns, &[], &[], b"").seal(1, 1)).unwrap();
+        assert!(!volatile.reliable && volatile.rooms.is_empty() && volatile.frame.is_empty());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        let ns: Arc<str> = "/".into();
+        let sealed = Body::new(true, &ns, &names(&["room"]), &[], b"x").seal(1, 2);
+        // Anything shorter than the whole header is refused (the frame may be empty).
+        for cut in 0..sealed.len() - 1 {
+            assert!(
+                Envelope::decode(sealed.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut other = sealed.to_vec();
+        other[0] = 9;
+        assert_eq!(
+            Envelope::decode(Bytes::from(other)),
+            Err(Malformed::Version)
+        );
+        let body = Body::new(true, &ns, &names(&["ab"]), &[], b"");
+        let mut bad_name = body.seal(1, 1).to_vec();
+        // After the header: namespace (2 + 1), room count (2), name length (2).
+        bad_name[FIXED + 3 + 4] = 0xff;
+        assert_eq!(
+            Envelope::decode(Bytes::from(bad_name)),
+            Err(Malformed::Name)
+        );
+    }
+
+    #[test]
+    fn channel_names_cannot_collide() {
+        let n = Names::new("volley");
+        assert_ne!(n.room("/a", "b/c"), n.room("/a/b", "/c"));
+        assert_eq!(n.room("/chat", "lobby"), "volley:room:5:/chatlobby");
+        assert_eq!(n.namespace("/chat"), "volley:ns:/chat");
+    }
+}

@@ -1,0 +1,375 @@
+//! The link: this node's one connection to Redis, kept up with back-off.
+//!
+//! One task on the cluster's own thread owns the connection (a multiplexed RESP3
+//! connection: commands and sharded pub/sub messages on one socket). It
+//! - makes the subscriptions match the node's [`Interest`] (after every reconnection
+//!   too),
+//! - publishes the node's broadcasts in the order the namespaces handed them over,
+//!   numbering them (origin, seq), several per round trip,
+//! - hands each broadcast from another node to its namespace once, whichever of its
+//!   rooms' channels brought it first,
+//! - refreshes the node's registry key, which expires when the node stops doing so.
+//!
+//! While Redis is unreachable the node keeps serving its own clients: broadcasts for
+//! other nodes are dropped and counted (`redis_down`), the link retries with
+//! exponential back-off and logs each state change once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::envelope::{Body, Envelope, Names};
+use super::interest::Interest;
+use super::stats::{ClusterMetrics, Dropped};
+use super::{ClusterError, NodeId};
+
+/// Most publishes sent in one round trip.
+const BATCH: u64 = 256;
+/// Most pushes from Redis waiting for the link; past it they are dropped (`backlog`).
+const PUSH_BACKLOG: usize = 8192;
+
+/// What the node asks of its link.
+pub(crate) enum Outbound {
+    /// A broadcast, to every channel of its target.
+    Publish { channels: Vec<String>, body: Body },
+    /// The live nodes of the registry.
+    Nodes(oneshot::Sender<Result<Vec<NodeId>, ClusterError>>),
+}
+
+/// Why a connection ended.
+type Lost = redis::RedisError;
+
+pub(crate) struct Link {
+    pub client: redis::Client,
+    pub node: NodeId,
+    pub names: Names,
+    pub ttl: Duration,
+    pub backoff: (Duration, Duration),
+    pub interest: Arc<Interest>,
+    pub outbound: mpsc::Receiver<Outbound>,
+    pub metrics: ClusterMetrics,
+    pub up: watch::Sender<bool>,
+    /// Numbers this node's broadcasts; never reset, so a reconnection cannot make a
+    /// new broadcast look like an old one.
+    seq: u64,
+    /// The last broadcast taken from each origin: a copy at or below it is a
+    /// duplicate (one Redis delivers one publisher's messages in order).
+    seen: HashMap<u64, u64>,
+}
+
+impl Link {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: redis::Client,
+        node: NodeId,
+        names: Names,
+        ttl: Duration,
+        backoff: (Duration, Duration),
+        interest: Arc<Interest>,
+        outbound: mpsc::Receiver<Outbound>,
+        metrics: ClusterMetrics,
+        up: watch::Sender<bool>,
+    ) -> Self {
+        Link {
+            client,
+            node,
+            names,
+            ttl,
+            backoff,
+            interest,
+            outbound,
+            metrics,
+            up,
+            seq: 0,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Runs until the server is dropped (every sender of `outbound` gone).
+    pub async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            match self.connect().await {
+                Ok((conn, pushes)) => {
+                    failures = 0;
+                    self.metrics.connects.inc();
+                    self.metrics.up.set(1);
+                    let _ = self.up.send(true);
+                    tracing::info!(node = %self.node, "cluster: connected to Redis");
+                    let lost = self.serve(conn, pushes).await;
+                    self.metrics.up.set(0);
+                    let _ = self.up.send(false);
+                    match lost {
+                        Some(e) => tracing::warn!(
+                            node = %self.node, error = %e,
+                            "cluster: lost Redis; serving local clients, reconnecting"
+                        ),
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 {
+                        tracing::warn!(node = %self.node, error = %e, "cluster: Redis unreachable");
+                    } else {
+                        tracing::debug!(node = %self.node, attempt = failures, error = %e, "cluster: Redis still unreachable");
+                    }
+                }
+            }
+            let delay = reconnect_delay(failures, self.backoff.0, self.backoff.1);
+            if !self.wait_down(delay).await {
+                return;
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> redis::RedisResult<(MultiplexedConnection, mpsc::Receiver<PushInfo>)> {
+        let (tx, rx) = mpsc::channel(PUSH_BACKLOG);
+        let metrics = self.metrics.clone();
+        let push = move |info: PushInfo| -> Result<(), redis::aio::SendError> {
+            if tx.try_send(info).is_err() {
+                metrics.dropped(Dropped::Backlog);
+            }
+            Ok(())
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_push_sender(push);
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        self.register(&mut conn).await?;
+        Ok((conn, rx))
+    }
+
+    /// While Redis is away: drops what would be published (the clients of this node
+    /// are served meanwhile) until `delay` has passed. `false` when the server is gone.
+    async fn wait_down(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                out = self.outbound.recv() => match out {
+                    None => return false,
+                    Some(Outbound::Publish { .. }) => self.metrics.dropped(Dropped::RedisDown),
+                    Some(Outbound::Nodes(answer)) => { let _ = answer.send(Err(ClusterError::RedisDown)); }
+                },
+            }
+        }
+    }
+
+    /// Serves one connection until it fails (`Some`) or the server is gone (`None`).
+    async fn serve(
+        &mut self,
+        mut conn: MultiplexedConnection,
+        mut pushes: mpsc::Receiver<PushInfo>,
+    ) -> Option<Lost> {
+        let mut subscribed: HashSet<String> = HashSet::new();
+        let mut heartbeat = tokio::time::interval(self.ttl / 3);
+        heartbeat.reset();
+        let interest = self.interest.clone();
+        // Subscribe to everything wanted before anything else.
+        interest.changed.notify_one();
+        loop {
+            let step = tokio::select! {
+                biased;
+                push = pushes.recv() => match push {
+                    Some(push) => self.on_push(push),
+                    None => Err(lost("push channel closed")),
+                },
+                _ = interest.changed.notified() => {
+                    reconcile(&mut conn, &mut subscribed, interest.wanted()).await
+                }
+                out = self.outbound.recv() => match out {
+                    None => return None,
+                    Some(first) => self.send(&mut conn, first).await,
+                },
+                _ = heartbeat.tick() => self.register(&mut conn).await,
+            };
+            if let Err(e) = step {
+                return Some(e);
+            }
+        }
+    }
+
+    /// Publishes `first` and whatever else is waiting, in order, in one round trip.
+    async fn send(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        first: Outbound,
+    ) -> Result<(), Lost> {
+        let mut pipe = redis::pipe();
+        let mut broadcasts: u64 = 0;
+        let mut messages: u64 = 0;
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Outbound::Publish { channels, body } => {
+                    self.seq += 1;
+                    let sealed = body.seal(self.node.0, self.seq);
+                    for channel in channels {
+                        pipe.cmd("SPUBLISH")
+                            .arg(channel)
+                            .arg(sealed.as_ref())
+                            .ignore();
+                        messages += 1;
+                    }
+                    broadcasts += 1;
+                }
+                Outbound::Nodes(answer) => {
+                    let _ = answer.send(self.nodes(conn).await);
+                }
+            }
+            if broadcasts < BATCH {
+                next = self.outbound.try_recv().ok();
+            }
+        }
+        if messages > 0 {
+            if let Err(e) = pipe.exec_async(conn).await {
+                self.metrics.dropped(Dropped::RedisDown);
+                return Err(e);
+            }
+            self.metrics.broadcasts_published.inc_by(broadcasts);
+            self.metrics.messages_published.inc_by(messages);
+        }
+        Ok(())
+    }
+
+    /// A message pushed by Redis: a broadcast from another node, or the news that
+    /// the connection is gone.
+    fn on_push(&mut self, push: PushInfo) -> Result<(), Lost> {
+        match push.kind {
+            PushKind::Disconnection => Err(lost("disconnected")),
+            PushKind::SMessage | PushKind::Message => {
+                let Some(Value::BulkString(raw)) = push.data.into_iter().nth(1) else {
+                    self.metrics.dropped(Dropped::Malformed);
+                    return Ok(());
+                };
+                let env = match Envelope::decode(Bytes::from(raw)) {
+                    Ok(env) => env,
+                    Err(why) => {
+                        self.metrics.dropped(Dropped::Malformed);
+                        tracing::warn!(?why, "cluster: unreadable message dropped");
+                        return Ok(());
+                    }
+                };
+                if env.origin == self.node.0 {
+                    return Ok(()); // our own broadcast, delivered locally already
+                }
+                self.metrics.messages_received.inc();
+                let last = self.seen.entry(env.origin).or_insert(0);
+                if env.seq <= *last {
+                    self.metrics.duplicates.inc();
+                    return Ok(());
+                }
+                *last = env.seq;
+                self.interest.dispatch(env, &self.metrics);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes (or refreshes) this node's registry key, which lives `ttl`.
+    async fn register(&self, conn: &mut MultiplexedConnection) -> Result<(), Lost> {
+        redis::cmd("SET")
+            .arg(self.names.node(self.node.0))
+            .arg(self.node.to_string())
+            .arg("PX")
+            .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX))
+            .exec_async(conn)
+            .await
+    }
+
+    /// The nodes whose registry key has not expired.
+    async fn nodes(&self, conn: &mut MultiplexedConnection) -> Result<Vec<NodeId>, ClusterError> {
+        let mut cursor: u64 = 0;
+        let mut nodes = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(self.names.nodes())
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await
+                .map_err(|_| ClusterError::RedisDown)?;
+            nodes.extend(keys.iter().filter_map(|k| NodeId::from_key(k)));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        nodes.sort();
+        nodes.dedup();
+        Ok(nodes)
+    }
+}
+
+/// Makes the connection's subscriptions match `wanted`, one channel per command (the
+/// client pairs each confirmation with its command).
+async fn reconcile(
+    conn: &mut MultiplexedConnection,
+    subscribed: &mut HashSet<String>,
+    wanted: HashSet<String>,
+) -> Result<(), Lost> {
+    for channel in wanted.difference(subscribed) {
+        redis::cmd("SSUBSCRIBE")
+            .arg(channel)
+            .query_async::<Value>(conn)
+            .await?;
+        tracing::debug!(%channel, "cluster: subscribed");
+    }
+    for channel in subscribed.difference(&wanted) {
+        redis::cmd("SUNSUBSCRIBE")
+            .arg(channel)
+            .query_async::<Value>(conn)
+            .await?;
+        tracing::debug!(%channel, "cluster: unsubscribed");
+    }
+    *subscribed = wanted;
+    Ok(())
+}
+
+fn lost(what: &'static str) -> Lost {
+    redis::RedisError::from((redis::ErrorKind::Io, what))
+}
+
+/// The wait before reconnection attempt `failures` + 1: `initial` doubled per failure
+/// so far, at most `max`, moved by up to a fifth either way so that the nodes of a
+/// cluster cut at once do not come back at the same instant.
+pub(crate) fn reconnect_delay(failures: u32, initial: Duration, max: Duration) -> Duration {
+    let base = initial
+        .saturating_mul(1u32 << failures.min(16))
+        .min(max)
+        .as_secs_f64();
+    let spread = rand::random::<f64>() * 0.4 - 0.2;
+    Duration::from_secs_f64(base * (1.0 + spread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_up_to_its_cap() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let within =
+            |d: Duration, base: f64| d.as_secs_f64() >= base * 0.8 && d.as_secs_f64() <= base * 1.2;
+        assert!(within(reconnect_delay(0, initial, max), 0.1));
+        assert!(within(reconnect_delay(1, initial, max), 0.2));
+        assert!(within(reconnect_delay(3, initial, max), 0.8));
+        assert!(within(reconnect_delay(30, initial, max), 5.0));
+    }
+}

@@ -1,0 +1,235 @@
+//! Several Volley nodes behind one load balancer, sharing broadcasts through Redis
+//! (feature `cluster`).
+//!
+//! A single node needs none of this and keeps everything in memory. With
+//! [`VolleyBuilder::cluster`](crate::VolleyBuilder::cluster) each node joins a
+//! cluster named by its Redis URL (and key prefix):
+//!
+//! - **Broadcasts cross nodes by interest.** A node subscribes to a room's sharded
+//!   channel (Redis 7 `SSUBSCRIBE`) only while it has local members in the room, and
+//!   to a namespace's channel while it has local sockets there. A broadcast is
+//!   published once per target room (`SPUBLISH`); each node that has members takes
+//!   it once, whichever of the rooms' channels brought it first, frames it once and
+//!   fans it out to its own members as a local broadcast.
+//! - **Registry.** Each live node refreshes a key (`<prefix>:node:<id>`) that
+//!   expires after [`RedisCluster::node_ttl`] once the node stops.
+//! - **Faults stay local.** Without Redis a node serves its own clients as a single
+//!   node would; it reconnects with back-off, says so in its logs and in
+//!   `volley_cluster_redis_up`, and cross-node broadcasts resume.
+//!
+//! Who owns what, the messages and what is not there yet: `docs/architecture.md`
+//! ("The cluster") and the guide's "Running several nodes".
+
+mod envelope;
+mod interest;
+mod link;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use envelope::Names;
+use interest::Interest;
+pub(crate) use interest::NamespaceLink;
+use link::{Link, Outbound};
+use stats::ClusterMetrics;
+pub use stats::ClusterStats;
+
+use crate::room::Gauge;
+
+/// The identity of one running node: random at each start, so that a restarted node
+/// is a new node to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl NodeId {
+    fn from_key(key: &str) -> Option<NodeId> {
+        let hex = key.rsplit(':').next()?;
+        u64::from_str_radix(hex, 16).ok().map(NodeId)
+    }
+}
+
+/// What went wrong with the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The Redis URL does not parse: give `redis://host:port` (optionally with
+    /// `/db`, a username and a password).
+    #[error("invalid Redis URL: {0}")]
+    BadUrl(String),
+    /// Redis is unreachable right now; the node retries on its own.
+    #[error("Redis is unreachable; the node is reconnecting")]
+    RedisDown,
+    /// The server was stopped.
+    #[error("the server is stopped")]
+    Stopped,
+}
+
+/// How a node joins a cluster: the Redis it shares and the settings of its link.
+///
+/// ```
+/// use std::time::Duration;
+/// use volley::cluster::RedisCluster;
+///
+/// let cluster = RedisCluster::new("redis://10.0.0.5:6379")?
+///     .prefix("mygame") // keys and channels start with `mygame:` (default `volley`)
+///     .node_ttl(Duration::from_secs(10)); // a dead node leaves the registry after it
+/// // Volley::builder().cluster(cluster) ... .build()
+/// # Ok::<(), volley::cluster::ClusterError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisCluster {
+    client: redis::Client,
+    prefix: String,
+    node_ttl: Duration,
+    reconnect: (Duration, Duration),
+}
+
+impl RedisCluster {
+    /// A cluster on the Redis at `url` (`redis://host:port`, Redis 7 or later for
+    /// sharded pub/sub). Nothing connects before the server is built.
+    pub fn new(url: &str) -> Result<Self, ClusterError> {
+        use redis::IntoConnectionInfo;
+        let info = url
+            .into_connection_info()
+            .map_err(|e| ClusterError::BadUrl(e.to_string()))?;
+        // RESP3: pub/sub messages arrive on the same connection as commands.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| ClusterError::BadUrl(e.to_string()))?;
+        Ok(RedisCluster {
+            client,
+            prefix: "volley".to_owned(),
+            node_ttl: Duration::from_secs(10),
+            reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
+        })
+    }
+
+    /// The start of every key and channel name (default `volley`), so that several
+    /// applications can share one Redis.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// How long a node's registry entry outlives its last refresh (default 10 s; it
+    /// is refreshed every third of it). A node that dies leaves the registry within
+    /// this time.
+    pub fn node_ttl(mut self, ttl: Duration) -> Self {
+        self.node_ttl = ttl.max(Duration::from_millis(300));
+        self
+    }
+
+    /// Reconnection back-off: the first wait and the longest (defaults 100 ms and
+    /// 5 s), doubling in between, each moved by up to ±20%.
+    pub fn reconnect(mut self, initial: Duration, max: Duration) -> Self {
+        self.reconnect = (initial, max.max(initial));
+        self
+    }
+}
+
+/// This node's place in its cluster: its id, its Redis link's state and figures.
+/// From [`Volley::cluster`](crate::Volley::cluster).
+#[derive(Clone)]
+pub struct ClusterNode {
+    id: NodeId,
+    names: Names,
+    interest: Arc<Interest>,
+    outbound: mpsc::Sender<Outbound>,
+    up: watch::Receiver<bool>,
+    metrics: ClusterMetrics,
+}
+
+impl ClusterNode {
+    /// Starts the link to Redis on a thread of its own; it connects in the
+    /// background and keeps reconnecting.
+    pub(crate) fn start(
+        config: RedisCluster,
+        queue: usize,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> ClusterNode {
+        let id = NodeId(rand::random());
+        let names = Names::new(&config.prefix);
+        let interest = Arc::new(Interest::default());
+        let (outbound_tx, outbound_rx) = mpsc::channel(queue.max(1));
+        let (up_tx, up_rx) = watch::channel(false);
+        let metrics = ClusterMetrics::default();
+        metrics.register(registry);
+        let link = Link::new(
+            config.client,
+            id,
+            names.clone(),
+            config.node_ttl,
+            config.reconnect,
+            interest.clone(),
+            outbound_rx,
+            metrics.clone(),
+            up_tx,
+        );
+        let thread = Arbiter::new();
+        thread.spawn(link.run());
+        tracing::info!(node = %id, "cluster: node started");
+        ClusterNode {
+            id,
+            names,
+            interest,
+            outbound: outbound_tx,
+            up: up_rx,
+            metrics,
+        }
+    }
+
+    /// The link of namespace `ns` (`gauge` bounds its broadcasts waiting).
+    pub(crate) fn namespace(&self, ns: Arc<str>, gauge: Arc<Gauge>) -> NamespaceLink {
+        NamespaceLink {
+            ns,
+            names: self.names.clone(),
+            interest: self.interest.clone(),
+            outbound: self.outbound.clone(),
+            metrics: self.metrics.clone(),
+            gauge,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Whether the link to Redis is up right now.
+    pub fn is_connected(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    /// Waits until the link to Redis is up (`true`) or down (`false`).
+    pub async fn wait_connected(&self, up: bool) {
+        let mut rx = self.up.clone();
+        let _ = rx.wait_for(|now| *now == up).await;
+    }
+
+    /// This node's cluster figures.
+    pub fn stats(&self) -> ClusterStats {
+        self.metrics.snapshot()
+    }
+
+    /// The live nodes of the cluster (this one included), from the registry.
+    pub async fn nodes(&self) -> Result<Vec<NodeId>, ClusterError> {
+        let (tx, rx) = oneshot::channel();
+        self.outbound
+            .send(Outbound::Nodes(tx))
+            .await
+            .map_err(|_| ClusterError::Stopped)?;
+        rx.await.map_err(|_| ClusterError::Stopped)?
+    }
+}

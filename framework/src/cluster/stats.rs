@@ -1,0 +1,145 @@
+//! The cluster's figures: what crossed Redis, what was dropped and why, and whether
+//! Redis is reachable. Registered in the server's `/metrics` as `volley_cluster_*`;
+//! [`ClusterStats`] is the same figures read from code (tests, the admin page).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A label set of one bounded label (`reason`).
+type Reason = [(&'static str, &'static str); 1];
+
+/// Why a broadcast did not cross between nodes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dropped {
+    /// Redis was unreachable when the broadcast was to be published.
+    RedisDown,
+    /// More broadcasts waited for Redis than `Config::max_mailbox`.
+    QueueFull,
+    /// A broadcast from another node found its namespace at `Config::max_mailbox`.
+    Busy,
+    /// A message on a cluster channel that this release cannot read.
+    Malformed,
+    /// Pushed by Redis faster than the link could take them.
+    Backlog,
+}
+
+impl Dropped {
+    fn label(self) -> &'static str {
+        match self {
+            Dropped::RedisDown => "redis_down",
+            Dropped::QueueFull => "queue_full",
+            Dropped::Busy => "busy",
+            Dropped::Malformed => "malformed",
+            Dropped::Backlog => "backlog",
+        }
+    }
+}
+
+/// The live counters, shared by the link and the namespaces (atomics).
+#[derive(Clone, Default)]
+pub(crate) struct ClusterMetrics {
+    pub up: Gauge,
+    pub broadcasts_published: Counter,
+    pub messages_published: Counter,
+    pub messages_received: Counter,
+    pub duplicates: Counter,
+    pub connects: Counter,
+    dropped: Family<Reason, Counter>,
+}
+
+impl ClusterMetrics {
+    pub fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("cluster");
+        r.register("redis_up", "1 while Redis is reachable", self.up.clone());
+        let counters = [
+            (
+                "broadcasts_published",
+                "Broadcasts published for other nodes",
+                &self.broadcasts_published,
+            ),
+            (
+                "messages_published",
+                "Redis messages published (one per target room)",
+                &self.messages_published,
+            ),
+            (
+                "messages_received",
+                "Redis messages received from other nodes",
+                &self.messages_received,
+            ),
+            (
+                "duplicates",
+                "Copies of one broadcast received on several channels, dropped",
+                &self.duplicates,
+            ),
+            (
+                "redis_connects",
+                "Connections made to Redis",
+                &self.connects,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
+        r.register(
+            "dropped",
+            "Broadcasts that did not cross between nodes, by reason",
+            self.dropped.clone(),
+        );
+    }
+
+    pub fn dropped(&self, why: Dropped) {
+        self.dropped.get_or_create(&[("reason", why.label())]).inc();
+    }
+
+    fn dropped_count(&self, why: Dropped) -> u64 {
+        self.dropped.get_or_create(&[("reason", why.label())]).get()
+    }
+
+    pub fn snapshot(&self) -> ClusterStats {
+        ClusterStats {
+            redis_up: self.up.get() == 1,
+            broadcasts_published: self.broadcasts_published.get(),
+            messages_published: self.messages_published.get(),
+            messages_received: self.messages_received.get(),
+            duplicates: self.duplicates.get(),
+            redis_connects: self.connects.get(),
+            dropped_redis_down: self.dropped_count(Dropped::RedisDown),
+            dropped_other: [
+                Dropped::QueueFull,
+                Dropped::Busy,
+                Dropped::Malformed,
+                Dropped::Backlog,
+            ]
+            .into_iter()
+            .map(|why| self.dropped_count(why))
+            .sum(),
+        }
+    }
+}
+
+/// The cluster figures of one node since it started (`volley_cluster_*` in
+/// `/metrics`, with the drops by reason).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Whether the node's Redis connection is up right now.
+    pub redis_up: bool,
+    /// Broadcasts this node published for the other nodes.
+    pub broadcasts_published: u64,
+    /// Redis messages those broadcasts took: one per target room (one for a
+    /// namespace-wide broadcast).
+    pub messages_published: u64,
+    /// Redis messages received from other nodes (copies included).
+    pub messages_received: u64,
+    /// Copies of a broadcast already received through another of its rooms' channels.
+    pub duplicates: u64,
+    /// Connections made to Redis (the first, then one per reconnection).
+    pub redis_connects: u64,
+    /// Broadcasts not published because Redis was unreachable.
+    pub dropped_redis_down: u64,
+    /// Broadcasts dropped for the other reasons (queue full, namespace busy,
+    /// malformed, backlog): see `volley_cluster_dropped_total` by reason.
+    pub dropped_other: u64,
+}

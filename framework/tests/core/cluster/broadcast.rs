@@ -1,0 +1,194 @@
+//! Broadcasts across nodes: every member of the target on every node gets each one
+//! exactly once, in the order one sender sent them, and a node gets only what its
+//! members need.
+//!
+//! "Nobody else got it" without sleeping: every broadcast of one origin reaches each
+//! node in the order it was published, and a namespace-wide `fence` from the same
+//! origin is handled by each node's namespace after all of them; each client reads
+//! until the fence and counts.
+
+use std::collections::HashMap;
+
+use super::*;
+
+/// Reads each player's events up to the fence and until the copies of one-room
+/// broadcasts in `room_copies` (player, event, count) are in too (one is fanned
+/// out by its room actor and may come after a later namespace-wide fence; once the
+/// expected copies are in, the room has posted every copy it ever will).
+async fn until_fences(
+    groups: &mut [&mut Vec<Player>],
+    room_copies: &[(&str, &str, usize)],
+) -> HashMap<(&'static str, String), Vec<serde_json::Value>> {
+    let mut got: HashMap<(&'static str, String), Vec<serde_json::Value>> = HashMap::new();
+    for group in groups.iter_mut() {
+        for p in group.iter_mut() {
+            let mut wanted: Vec<(&str, usize)> = room_copies
+                .iter()
+                .filter(|(who, _, _)| *who == p.name)
+                .map(|(_, event, n)| (*event, *n))
+                .collect();
+            let mut fenced = false;
+            while !fenced || wanted.iter().any(|(_, n)| *n > 0) {
+                let e = next_event(&mut p.ns).await;
+                match e.name.as_str() {
+                    "fence" => fenced = true,
+                    name => {
+                        if let Some((_, n)) = wanted.iter_mut().find(|(w, _)| *w == name) {
+                            *n = n.saturating_sub(1);
+                        }
+                        let value = e.decode::<serde_json::Value>().unwrap();
+                        got.entry((p.name, e.name)).or_default().push(value);
+                    }
+                }
+            }
+        }
+    }
+    got
+}
+
+#[actix_rt::test]
+async fn broadcasts_reach_every_node_exactly_once_in_order() {
+    let Some(redis) = RedisServer::start("broadcasts_reach_every_node") else {
+        return;
+    };
+    let (a, b, c) = (node(&redis).await, node(&redis).await, node(&redis).await);
+    let mut on_a = players(&a, WS, "/", &[("ann", &["red", "blue"]), ("bob", &["red"])]).await;
+    let mut on_b = players(
+        &b,
+        WS,
+        "/",
+        &[
+            ("cat", &["blue", "muted"]),
+            ("dan", &["green"]),
+            ("eve", &["red", "blue"]),
+        ],
+    )
+    .await;
+    let mut on_c = players(&c, WS, "/", &[("fay", &[])]).await;
+    // Interest: a node subscribes to a room's channel while it has members there.
+    for (room, nodes) in [("red", 2), ("blue", 2), ("green", 1), ("muted", 1)] {
+        redis.await_subscribers(&room_channel(room), nodes).await;
+    }
+    redis.await_subscribers(ROOT_CHANNEL, 3).await;
+
+    let root = a.volley.of("/").unwrap();
+    root.to("red").to("blue").emit("both", &1).unwrap();
+    root.to("red")
+        .to("blue")
+        .except("muted")
+        .emit("unmuted", &2)
+        .unwrap();
+    root.broadcast().except("red").emit("not-red", &3).unwrap();
+    root.to("green").volatile().emit("radar", &4).unwrap();
+    for i in 0..20 {
+        root.to("red").emit("seq", &i).unwrap();
+    }
+    root.emit("fence", &()).unwrap();
+
+    let copies = [
+        ("ann", "seq", 20),
+        ("bob", "seq", 20),
+        ("eve", "seq", 20),
+        ("dan", "radar", 1),
+    ];
+    let got = until_fences(&mut [&mut on_a, &mut on_b, &mut on_c], &copies).await;
+    let count =
+        |who: &'static str, what: &str| got.get(&(who, what.to_owned())).map(Vec::len).unwrap_or(0);
+    for (who, both, unmuted, not_red, radar, seq) in [
+        ("ann", 1, 1, 0, 0, 20),
+        ("bob", 1, 1, 0, 0, 20),
+        ("cat", 1, 0, 1, 0, 0),
+        ("dan", 0, 0, 1, 1, 0),
+        ("eve", 1, 1, 0, 0, 20),
+        ("fay", 0, 0, 1, 0, 0),
+    ] {
+        let counts = [
+            count(who, "both"),
+            count(who, "unmuted"),
+            count(who, "not-red"),
+            count(who, "radar"),
+            count(who, "seq"),
+        ];
+        assert_eq!(
+            counts,
+            [both, unmuted, not_red, radar, seq],
+            "{who}: both, unmuted, not-red, radar, seq"
+        );
+    }
+    // One sender's order holds on its own node and on the others.
+    let in_order: Vec<serde_json::Value> = (0..20).map(serde_json::Value::from).collect();
+    assert_eq!(got[&("ann", "seq".to_owned())], in_order);
+    assert_eq!(got[&("eve", "seq".to_owned())], in_order);
+
+    // Redis traffic: one message per target room, one for a namespace-wide broadcast.
+    let sent = a.volley.cluster().unwrap().stats();
+    assert_eq!(sent.broadcasts_published, 25);
+    assert_eq!(sent.messages_published, 2 + 2 + 1 + 1 + 20 + 1);
+    // B got both copies of each two-room broadcast and took one.
+    let b_got = b.volley.cluster().unwrap().stats();
+    assert_eq!((b_got.messages_received, b_got.duplicates), (27, 2));
+    // C has no member in any room: only the namespace-wide broadcasts reached it.
+    let c_got = c.volley.cluster().unwrap().stats();
+    assert_eq!((c_got.messages_received, c_got.duplicates), (2, 0));
+}
+
+#[actix_rt::test]
+async fn a_handlers_broadcast_leaves_only_its_sender_out() {
+    let Some(redis) = RedisServer::start("a_handlers_broadcast_leaves_only_its_sender_out") else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut on_a = players(&a, WS, "/", &[("ann", &["red"])]).await;
+    // Session ids are per node: B's first session may have the id of A's sender, and
+    // must not be left out for it.
+    let mut on_b = players(&b, WS, "/", &[("bob", &["red"]), ("cat", &["red"])]).await;
+    redis.await_subscribers(&room_channel("red"), 2).await;
+
+    on_b[1].ns.emit("relay", &"red").unwrap();
+    for p in on_a.iter_mut().chain(on_b.iter_mut().take(1)) {
+        assert_eq!(next_event(&mut p.ns).await.name, "relayed", "{}", p.name);
+    }
+    b.volley.of("/").unwrap().emit("fence", &()).unwrap();
+    let got = until_fences(&mut [&mut on_a, &mut on_b], &[]).await;
+    assert!(got.is_empty(), "after the first copies: {got:?}");
+}
+
+#[actix_rt::test]
+async fn interest_follows_membership() {
+    let Some(redis) = RedisServer::start("interest_follows_membership") else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let on_a = players(&a, WS, "/", &[("ann", &["red"])]).await;
+    let on_b = players(&b, WS, "/", &[("bob", &["red"])]).await;
+    redis.await_subscribers(&room_channel("red"), 2).await;
+    redis.await_subscribers(ROOT_CHANNEL, 2).await;
+
+    // The last member on B leaves the room: B drops the room's channel.
+    let _: String = on_b[0]
+        .ns
+        .emit_with_ack("leave", &"red", WAIT)
+        .await
+        .unwrap();
+    redis.await_subscribers(&room_channel("red"), 1).await;
+    // And the namespace's, once its last socket is gone.
+    drop(on_b);
+    redis.await_subscribers(ROOT_CHANNEL, 1).await;
+
+    // A broadcast to red now costs one Redis message and reaches no other node.
+    let before = b.volley.cluster().unwrap().stats().messages_received;
+    let mut on_a = on_a;
+    a.volley
+        .of("/")
+        .unwrap()
+        .to("red")
+        .emit("news", &1)
+        .unwrap();
+    assert_eq!(next_event(&mut on_a[0].ns).await.name, "news");
+    a.volley.of("/").unwrap().emit("fence", &()).unwrap();
+    until_fence(&mut on_a[0].ns).await;
+    assert_eq!(
+        b.volley.cluster().unwrap().stats().messages_received,
+        before
+    );
+}

@@ -1,0 +1,49 @@
+//! Several nodes on one real Redis (feature `cluster`): each test starts its own
+//! `redis-server` on a free port and two or three Volley nodes in this process.
+
+mod broadcast;
+mod faults;
+mod redis;
+
+use volley::client::Transport;
+use volley::cluster::RedisCluster;
+use volley::{Namespace, Volley};
+
+pub use crate::broadcast::{players, Player};
+use crate::common::*;
+pub use redis::RedisServer;
+
+/// The transport of the cluster tests' clients (the nodes do not care).
+pub const WS: Transport = Transport::WebSocket;
+
+/// The sharded channel of `room` in namespace `/` (see docs/architecture.md).
+pub fn room_channel(room: &str) -> String {
+    format!("volley:room:1:/{room}")
+}
+
+/// The sharded channel of namespace `/`.
+pub const ROOT_CHANNEL: &str = "volley:ns:/";
+
+/// The namespace of the cluster tests: the common one, and `relay` (a handler's
+/// broadcast to a room, the sender left out).
+fn namespace() -> Namespace {
+    let (disconnects, _) = Disconnects::new();
+    test_namespace(disconnects).on("relay", |socket, room: String| {
+        let _ = socket.to(&room).emit("relayed", &socket.id().0);
+    })
+}
+
+/// A node of the cluster on `redis`, connected to it.
+pub async fn node(redis: &RedisServer) -> TestServer {
+    let cluster = RedisCluster::new(&redis.url()).unwrap();
+    let server = serve(
+        Volley::builder()
+            .namespace("/", namespace())
+            .cluster(cluster),
+    );
+    let link = server.volley.cluster().unwrap();
+    tokio::time::timeout(WAIT, link.wait_connected(true))
+        .await
+        .expect("node connects to redis");
+    server
+}

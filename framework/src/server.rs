@@ -219,8 +219,13 @@ impl VolleyBuilder {
             })
             .collect();
         *shared.namespaces.write().unwrap_or_else(|e| e.into_inner()) = started;
+        let shared = Arc::new(shared);
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &shared.cluster {
+            cluster.attach(&shared);
+        }
         Volley {
-            shared: Arc::new(shared),
+            shared,
             polls: Arc::default(),
         }
     }

@@ -209,6 +209,11 @@ impl Names {
         format!("{}:node:{id:016x}", self.prefix)
     }
 
+    /// The sharded channel a node takes questions and answers on.
+    pub fn control(&self, id: u64) -> String {
+        format!("{}:ctl:{id:016x}", self.prefix)
+    }
+
     /// The pattern that matches every node's registry key.
     pub fn nodes(&self) -> String {
         format!("{}:node:*", self.prefix)

@@ -46,7 +46,7 @@ impl Interest {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn want(&self, channel: String, on: bool) {
+    pub fn want(&self, channel: String, on: bool) {
         let changed = {
             let mut state = self.lock();
             if on {

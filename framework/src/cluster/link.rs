@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::envelope::{Body, Envelope, Names};
 use super::interest::Interest;
+use super::ops::{self, Control, ControlBody, Local, Reply, Request};
 use super::stats::{ClusterMetrics, Dropped};
 use super::{ClusterError, NodeId};
 
@@ -39,7 +40,17 @@ pub(crate) enum Outbound {
     Publish { channels: Vec<String>, body: Body },
     /// The live nodes of the registry.
     Nodes(oneshot::Sender<Result<Vec<NodeId>, ClusterError>>),
+    /// A question to another node; the answer comes back on this node's control
+    /// channel.
+    Ask {
+        to: NodeId,
+        request: Request,
+        answer: oneshot::Sender<Reply>,
+    },
 }
+
+/// Most questions to other nodes waiting for their answers at once.
+const MAX_ASKING: usize = 1024;
 
 /// Why a connection ended.
 type Lost = redis::RedisError;
@@ -60,6 +71,15 @@ pub(crate) struct Link {
     /// The last broadcast taken from each origin: a copy at or below it is a
     /// duplicate (one Redis delivers one publisher's messages in order).
     seen: HashMap<u64, u64>,
+    /// The server this node answers for.
+    local: Local,
+    /// Questions asked, by number, waiting for their answers.
+    asking: HashMap<u64, oneshot::Sender<Reply>>,
+    next_ask: u64,
+    /// Answers to other nodes' questions, from the tasks that made them.
+    answers: (mpsc::Sender<Control>, mpsc::Receiver<Control>),
+    /// This node's control channel, as Redis names it in a push.
+    control_channel: String,
 }
 
 impl Link {
@@ -74,11 +94,11 @@ impl Link {
         outbound: mpsc::Receiver<Outbound>,
         metrics: ClusterMetrics,
         up: watch::Sender<bool>,
+        local: Local,
     ) -> Self {
         Link {
             client,
             node,
-            names,
             ttl,
             backoff,
             interest,
@@ -87,6 +107,12 @@ impl Link {
             up,
             seq: 0,
             seen: HashMap::new(),
+            local,
+            asking: HashMap::new(),
+            next_ask: 0,
+            answers: mpsc::channel(MAX_ASKING),
+            control_channel: names.control(node.0),
+            names,
         }
     }
 
@@ -98,9 +124,6 @@ impl Link {
                 Ok((conn, pushes)) => {
                     failures = 0;
                     self.metrics.connects.inc();
-                    self.metrics.up.set(1);
-                    let _ = self.up.send(true);
-                    tracing::info!(node = %self.node, "cluster: connected to Redis");
                     let lost = self.serve(conn, pushes).await;
                     self.metrics.up.set(0);
                     let _ = self.up.send(false);
@@ -163,6 +186,8 @@ impl Link {
                     None => return false,
                     Some(Outbound::Publish { .. }) => self.metrics.dropped(Dropped::RedisDown),
                     Some(Outbound::Nodes(answer)) => { let _ = answer.send(Err(ClusterError::RedisDown)); }
+                    // Dropping the answer's sender tells the asker at once.
+                    Some(Outbound::Ask { .. }) => {}
                 },
             }
         }
@@ -178,8 +203,14 @@ impl Link {
         let mut heartbeat = tokio::time::interval(self.ttl / 3);
         heartbeat.reset();
         let interest = self.interest.clone();
-        // Subscribe to everything wanted before anything else.
-        interest.changed.notify_one();
+        // Subscribed to everything wanted (its control channel too) before the node
+        // counts as connected.
+        if let Err(e) = reconcile(&mut conn, &mut subscribed, interest.wanted()).await {
+            return Some(e);
+        }
+        self.metrics.up.set(1);
+        let _ = self.up.send(true);
+        tracing::info!(node = %self.node, "cluster: connected to Redis");
         loop {
             let step = tokio::select! {
                 biased;
@@ -194,6 +225,7 @@ impl Link {
                     None => return None,
                     Some(first) => self.send(&mut conn, first).await,
                 },
+                Some(answer) = self.answers.1.recv() => self.control(&mut conn, answer).await,
                 _ = heartbeat.tick() => self.register(&mut conn).await,
             };
             if let Err(e) = step {
@@ -229,6 +261,26 @@ impl Link {
                 Outbound::Nodes(answer) => {
                     let _ = answer.send(self.nodes(conn).await);
                 }
+                Outbound::Ask {
+                    to,
+                    request,
+                    answer,
+                } => {
+                    // Questions whose askers gave up are forgotten first.
+                    self.asking.retain(|_, waiting| !waiting.is_closed());
+                    if self.asking.len() < MAX_ASKING {
+                        self.next_ask += 1;
+                        self.asking.insert(self.next_ask, answer);
+                        let body = ControlBody::Request(request);
+                        let ask = Control {
+                            from: self.node.0,
+                            id: self.next_ask,
+                            body,
+                        };
+                        self.control_to(&mut pipe, to, &ask);
+                        messages += 1;
+                    }
+                }
             }
             if broadcasts < BATCH {
                 next = self.outbound.try_recv().ok();
@@ -245,16 +297,79 @@ impl Link {
         Ok(())
     }
 
-    /// A message pushed by Redis: a broadcast from another node, or the news that
-    /// the connection is gone.
+    /// Appends a control message for node `to` to `pipe`.
+    fn control_to(&self, pipe: &mut redis::Pipeline, to: NodeId, message: &Control) {
+        match serde_json::to_vec(message) {
+            Ok(json) => {
+                pipe.cmd("SPUBLISH")
+                    .arg(self.names.control(to.0))
+                    .arg(json)
+                    .ignore();
+            }
+            Err(e) => tracing::error!(error = %e, "cluster: control message not encoded"),
+        }
+    }
+
+    /// Sends an answer to another node's question.
+    async fn control(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        answer: Control,
+    ) -> Result<(), Lost> {
+        let mut pipe = redis::pipe();
+        let to = NodeId(answer.from);
+        let reply = Control {
+            from: self.node.0,
+            ..answer
+        };
+        self.control_to(&mut pipe, to, &reply);
+        pipe.exec_async(conn).await
+    }
+
+    /// A question or an answer from another node.
+    fn on_control(&mut self, raw: &[u8]) {
+        let Ok(message) = serde_json::from_slice::<Control>(raw) else {
+            self.metrics.dropped(Dropped::Malformed);
+            return;
+        };
+        match message.body {
+            ControlBody::Reply(reply) => {
+                if let Some(waiting) = self.asking.remove(&message.id) {
+                    let _ = waiting.send(reply);
+                }
+            }
+            ControlBody::Request(request) => {
+                let local = self.local.clone();
+                let answers = self.answers.0.clone();
+                let (from, id) = (message.from, message.id);
+                // Answered off the link's loop: the answer may wait on the supervisor.
+                actix::spawn(async move {
+                    let reply = ops::answer(&local, request).await;
+                    let body = ControlBody::Reply(reply);
+                    let _ = answers.try_send(Control { from, id, body });
+                });
+            }
+        }
+    }
+
+    /// A message pushed by Redis: a broadcast from another node, a control message,
+    /// or the news that the connection is gone.
     fn on_push(&mut self, push: PushInfo) -> Result<(), Lost> {
         match push.kind {
             PushKind::Disconnection => Err(lost("disconnected")),
             PushKind::SMessage | PushKind::Message => {
-                let Some(Value::BulkString(raw)) = push.data.into_iter().nth(1) else {
+                let mut data = push.data.into_iter();
+                let channel = data.next();
+                let Some(Value::BulkString(raw)) = data.next() else {
                     self.metrics.dropped(Dropped::Malformed);
                     return Ok(());
                 };
+                if let Some(Value::BulkString(channel)) = channel {
+                    if channel == self.control_channel.as_bytes() {
+                        self.on_control(&raw);
+                        return Ok(());
+                    }
+                }
                 let env = match Envelope::decode(Bytes::from(raw)) {
                     Ok(env) => env,
                     Err(why) => {

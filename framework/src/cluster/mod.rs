@@ -23,6 +23,7 @@
 mod envelope;
 mod interest;
 mod link;
+mod ops;
 mod stats;
 
 use std::sync::Arc;
@@ -35,10 +36,14 @@ use envelope::Names;
 use interest::Interest;
 pub(crate) use interest::NamespaceLink;
 use link::{Link, Outbound};
+pub use ops::ClusterSession;
+use ops::{Local, Reply, Request, REPLY_TIMEOUT};
 use stats::ClusterMetrics;
 pub use stats::ClusterStats;
 
 use crate::room::Gauge;
+use crate::session::Shared;
+use crate::SessionId;
 
 /// The identity of one running node: random at each start, so that a restarted node
 /// is a new node to the others.
@@ -71,6 +76,10 @@ pub enum ClusterError {
     /// The server was stopped.
     #[error("the server is stopped")]
     Stopped,
+    /// The node did not answer in time: it is gone or cut from Redis (a dead node
+    /// leaves the registry within the node TTL).
+    #[error("node {0} did not answer")]
+    NoAnswer(NodeId),
 }
 
 /// How a node joins a cluster: the Redis it shares and the settings of its link.
@@ -149,6 +158,8 @@ pub struct ClusterNode {
     outbound: mpsc::Sender<Outbound>,
     up: watch::Receiver<bool>,
     metrics: ClusterMetrics,
+    /// The server this node answers for (set once built).
+    local: Local,
 }
 
 impl ClusterNode {
@@ -166,6 +177,9 @@ impl ClusterNode {
         let (up_tx, up_rx) = watch::channel(false);
         let metrics = ClusterMetrics::default();
         metrics.register(registry);
+        let local = Local::default();
+        // Questions from other nodes come on this node's own channel, always.
+        interest.want(names.control(id.0), true);
         let link = Link::new(
             config.client,
             id,
@@ -176,6 +190,7 @@ impl ClusterNode {
             outbound_rx,
             metrics.clone(),
             up_tx,
+            local.clone(),
         );
         let thread = Arbiter::new();
         thread.spawn(link.run());
@@ -187,7 +202,13 @@ impl ClusterNode {
             outbound: outbound_tx,
             up: up_rx,
             metrics,
+            local,
         }
+    }
+
+    /// Names the server this node answers for, once it is built.
+    pub(crate) fn attach(&self, shared: &Arc<Shared>) {
+        let _ = self.local.set(Arc::downgrade(shared));
     }
 
     /// The link of namespace `ns` (`gauge` bounds its broadcasts waiting).
@@ -231,5 +252,87 @@ impl ClusterNode {
             .await
             .map_err(|_| ClusterError::Stopped)?;
         rx.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Asks node `to` (this one without Redis).
+    async fn ask(&self, to: NodeId, request: Request) -> Result<Reply, ClusterError> {
+        if to == self.id {
+            return Ok(ops::answer(&self.local, request).await);
+        }
+        let (answer, rx) = oneshot::channel();
+        let ask = Outbound::Ask {
+            to,
+            request,
+            answer,
+        };
+        self.outbound
+            .send(ask)
+            .await
+            .map_err(|_| ClusterError::Stopped)?;
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) if !self.is_connected() => Err(ClusterError::RedisDown),
+            _ => Err(ClusterError::NoAnswer(to)),
+        }
+    }
+
+    /// Asks every live node at once; the nodes that do not answer are left out.
+    async fn ask_all(&self, request: Request) -> Result<Vec<(NodeId, Reply)>, ClusterError> {
+        let nodes = self.nodes().await?;
+        let asks = nodes.into_iter().map(|node| {
+            let request = request.clone();
+            async move { (node, self.ask(node, request).await) }
+        });
+        let mut replies = Vec::new();
+        for (node, reply) in futures_util::future::join_all(asks).await {
+            match reply {
+                Ok(reply) => replies.push((node, reply)),
+                Err(e) => tracing::debug!(%node, error = %e, "cluster: node left out"),
+            }
+        }
+        Ok(replies)
+    }
+
+    /// The live sessions of every node of the cluster. A node that does not answer
+    /// within 2 s is left out.
+    pub async fn sessions(&self) -> Result<Vec<ClusterSession>, ClusterError> {
+        let replies = self.ask_all(Request::Sessions).await?;
+        Ok(replies
+            .into_iter()
+            .flat_map(|(node, reply)| reply.sessions(node))
+            .collect())
+    }
+
+    /// Members of `room` in namespace `ns` on every node.
+    pub async fn room_size(&self, ns: &str, room: &str) -> Result<usize, ClusterError> {
+        let request = Request::RoomSize {
+            ns: ns.to_owned(),
+            room: room.to_owned(),
+        };
+        let replies = self.ask_all(request).await?;
+        Ok(replies.into_iter().map(|(_, reply)| reply.size()).sum())
+    }
+
+    /// Ends session `id` of node `node` with a reason its client receives, as
+    /// [`Volley::kick`](crate::Volley::kick) does on its own node. Whether it existed.
+    pub async fn kick(
+        &self,
+        node: NodeId,
+        id: SessionId,
+        reason: &str,
+    ) -> Result<bool, ClusterError> {
+        let request = Request::Kick {
+            id: id.0,
+            reason: reason.to_owned(),
+        };
+        Ok(self.ask(node, request).await?.done())
+    }
+
+    /// Drops the connection of session `id` of node `node` as a network failure
+    /// would, as [`Volley::drop_connection`](crate::Volley::drop_connection) does on
+    /// its own node. Whether it existed.
+    pub async fn drop_connection(&self, node: NodeId, id: SessionId) -> Result<bool, ClusterError> {
+        let request = Request::DropConnection { id: id.0 };
+        Ok(self.ask(node, request).await?.done())
     }
 }

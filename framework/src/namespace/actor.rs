@@ -67,6 +67,12 @@ impl NamespaceActor {
         self
     }
 
+    /// How many local members `room` has.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn room_members(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.members.len())
+    }
+
     fn leave(&mut self, id: SessionId, room: &str) {
         let Some(entry) = self.rooms.get_mut(room) else {
             return;

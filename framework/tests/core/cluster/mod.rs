@@ -3,6 +3,7 @@
 
 mod broadcast;
 mod faults;
+mod ops;
 mod redis;
 
 use volley::client::Transport;
@@ -24,13 +25,17 @@ pub fn room_channel(room: &str) -> String {
 /// The sharded channel of namespace `/`.
 pub const ROOT_CHANNEL: &str = "volley:ns:/";
 
-/// The namespace of the cluster tests: the common one, and `relay` (a handler's
-/// broadcast to a room, the sender left out).
+/// The namespace of the cluster tests: the common one, `relay` (a handler's
+/// broadcast to a room, the sender left out) and `whoami` (the session id).
 fn namespace() -> Namespace {
     let (disconnects, _) = Disconnects::new();
-    test_namespace(disconnects).on("relay", |socket, room: String| {
-        let _ = socket.to(&room).emit("relayed", &socket.id().0);
-    })
+    test_namespace(disconnects)
+        .on("relay", |socket, room: String| {
+            let _ = socket.to(&room).emit("relayed", &socket.id().0);
+        })
+        .on_ack("whoami", |socket, _: (), ack| {
+            let _ = ack.send(&socket.id().0);
+        })
 }
 
 /// A node of the cluster on `redis`, connected to it.

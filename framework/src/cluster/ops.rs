@@ -1,0 +1,203 @@
+//! Cluster-wide operations: asking another node about its sessions and rooms, and
+//! kicking or cutting one of its sessions.
+//!
+//! Each node listens on a control channel of its own (`<prefix>:ctl:<node>`); a
+//! request names the node to answer to and a number, the answer comes back on the
+//! asker's control channel. The control plane is JSON (rare, small, readable in
+//! `redis-cli MONITOR`); broadcasts keep their binary envelope. A request to this
+//! node is answered here without Redis; a node that does not answer within
+//! [`REPLY_TIMEOUT`] is left out of lists and counts (it is dead, or cut from
+//! Redis, and leaves the registry within the node TTL).
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, UNIX_EPOCH};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::NodeId;
+use crate::namespace::NamespaceActor;
+use crate::session::{
+    DropSessionConnection, KickSession, ListSessions, SessionInfo, Shared, TransportKind,
+};
+use crate::SessionId;
+
+/// How long an asker waits for another node's answer.
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The server a node answers for, set once it is built.
+pub(crate) type Local = Arc<OnceLock<Weak<Shared>>>;
+
+/// A question to one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Sessions,
+    Kick { id: u64, reason: String },
+    DropConnection { id: u64 },
+    RoomSize { ns: String, room: String },
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Sessions(Vec<SessionRow>),
+    Done(bool),
+    Size(usize),
+}
+
+/// What crosses the control channels.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Control {
+    /// The node that sent it (the one to answer to).
+    pub from: u64,
+    /// Pairs an answer with its request.
+    pub id: u64,
+    pub body: ControlBody,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ControlBody {
+    Request(Request),
+    Reply(Reply),
+}
+
+/// A [`SessionInfo`] on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionRow {
+    id: u64,
+    opened_ms: u64,
+    namespaces: Vec<String>,
+    websocket: Option<bool>,
+    rtt_us: Option<u64>,
+}
+
+impl SessionRow {
+    fn from_info(info: &SessionInfo) -> Self {
+        SessionRow {
+            id: info.id.0,
+            opened_ms: info
+                .opened_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            namespaces: info.namespaces.clone(),
+            websocket: info.transport.map(|t| t == TransportKind::WebSocket),
+            rtt_us: info
+                .rtt
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    fn into_info(self) -> SessionInfo {
+        SessionInfo {
+            id: SessionId(self.id),
+            opened_at: UNIX_EPOCH + Duration::from_millis(self.opened_ms),
+            namespaces: self.namespaces,
+            transport: self.websocket.map(|ws| {
+                if ws {
+                    TransportKind::WebSocket
+                } else {
+                    TransportKind::Polling
+                }
+            }),
+            rtt: self.rtt_us.map(Duration::from_micros),
+        }
+    }
+}
+
+/// A session somewhere in the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSession {
+    /// The node it lives on (ids are per node: a [`SessionId`] names a session only
+    /// together with its node).
+    pub node: NodeId,
+    /// The session, as its node lists it.
+    pub info: SessionInfo,
+}
+
+impl Reply {
+    pub fn sessions(self, node: NodeId) -> Vec<ClusterSession> {
+        match self {
+            Reply::Sessions(rows) => rows
+                .into_iter()
+                .map(|row| ClusterSession {
+                    node,
+                    info: row.into_info(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn done(self) -> bool {
+        matches!(self, Reply::Done(true))
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            Reply::Size(n) => n,
+            _ => 0,
+        }
+    }
+}
+
+/// Answers `request` for the server in `local` (none yet: the empty answer).
+pub(crate) async fn answer(local: &Local, request: Request) -> Reply {
+    let Some(shared) = local.get().and_then(Weak::upgrade) else {
+        return empty(&request);
+    };
+    match request {
+        Request::Sessions => {
+            let list = shared.supervisor.send(ListSessions).await;
+            Reply::Sessions(
+                list.unwrap_or_default()
+                    .iter()
+                    .map(SessionRow::from_info)
+                    .collect(),
+            )
+        }
+        Request::Kick { id, reason } => {
+            let kick = KickSession {
+                id: SessionId(id),
+                reason,
+            };
+            Reply::Done(shared.supervisor.send(kick).await.unwrap_or(false))
+        }
+        Request::DropConnection { id } => {
+            let cut = DropSessionConnection { id: SessionId(id) };
+            Reply::Done(shared.supervisor.send(cut).await.unwrap_or(false))
+        }
+        Request::RoomSize { ns, room } => {
+            let addr = (shared.namespaces.read())
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&ns)
+                .map(|handle| handle.addr.clone());
+            let Some(addr) = addr else {
+                return Reply::Size(0);
+            };
+            Reply::Size(addr.send(RoomSize { room }).await.unwrap_or(0))
+        }
+    }
+}
+
+fn empty(request: &Request) -> Reply {
+    match request {
+        Request::Sessions => Reply::Sessions(Vec::new()),
+        Request::Kick { .. } | Request::DropConnection { .. } => Reply::Done(false),
+        Request::RoomSize { .. } => Reply::Size(0),
+    }
+}
+
+/// How many local members a room has.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct RoomSize {
+    room: String,
+}
+
+impl Handler<RoomSize> for NamespaceActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: RoomSize, _: &mut Context<Self>) -> usize {
+        self.room_members(&msg.room)
+    }
+}

@@ -19,6 +19,23 @@
 //!
 //! Who owns what, the messages and what is not there yet: `docs/architecture.md`
 //! ("The cluster") and the guide's "Running several nodes".
+//!
+//! ```no_run
+//! use volley::cluster::RedisCluster;
+//! use volley::{Namespace, Volley};
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let cluster = RedisCluster::new("redis://10.0.0.5:6379")
+//!         .expect("a redis:// URL")
+//!         .prefix("mygame"); // keys and channels start with `mygame:` (default `volley`)
+//!     let volley = Volley::builder()
+//!         .namespace("/chat", Namespace::new())
+//!         .cluster(cluster)
+//!         .build(); // connects in the background, and keeps reconnecting
+//!     volley.serve(("0.0.0.0", 8080)).await
+//! }
+//! ```
 
 mod envelope;
 mod interest;

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
+use actix::WeakAddr;
 use tokio::sync::{mpsc, Notify};
 
 use super::envelope::{Body, Envelope, Names};
@@ -20,10 +21,11 @@ use crate::namespace::{NamespaceActor, Target};
 use crate::protocol::WireFrame;
 use crate::room::{Deliver, Gauge, Ticket};
 
-/// Where a namespace takes broadcasts from other nodes.
+/// Where a namespace takes broadcasts from other nodes. Weak: the namespace lives as
+/// long as its server, and the link ends when every namespace has (see `Link::run`).
 #[derive(Clone)]
 pub(crate) struct Inbox {
-    addr: Addr<NamespaceActor>,
+    addr: WeakAddr<NamespaceActor>,
     gauge: Arc<Gauge>,
 }
 
@@ -72,12 +74,15 @@ impl Interest {
         let Some(inbox) = self.lock().inboxes.get(&env.ns).cloned() else {
             return;
         };
+        let Some(addr) = inbox.addr.upgrade() else {
+            return; // the server is stopping
+        };
         let Some(ticket) = inbox.gauge.ticket() else {
             metrics.dropped(Dropped::Busy);
             tracing::warn!(ns = %env.ns, "namespace busy: broadcast from another node dropped");
             return;
         };
-        inbox.addr.do_send(FromCluster {
+        addr.do_send(FromCluster {
             target: Target {
                 rooms: env.rooms,
                 except_rooms: env.except_rooms,
@@ -110,7 +115,7 @@ impl NamespaceLink {
     /// The namespace actor started: broadcasts from other nodes go to `addr`.
     pub fn started(&self, addr: Addr<NamespaceActor>) {
         let inbox = Inbox {
-            addr,
+            addr: addr.downgrade(),
             gauge: self.gauge.clone(),
         };
         self.interest.lock().inboxes.insert(self.ns.clone(), inbox);

@@ -116,8 +116,16 @@ impl Link {
         }
     }
 
-    /// Runs until the server is dropped (every sender of `outbound` gone).
-    pub async fn run(mut self) {
+    /// Runs until the server is dropped (every sender of `outbound` gone: the
+    /// `ClusterNode`s and the namespaces), then stops its thread.
+    pub async fn run(self) {
+        let node = self.node;
+        self.serve_until_stopped().await;
+        tracing::info!(%node, "cluster: node left");
+        actix::Arbiter::current().stop();
+    }
+
+    async fn serve_until_stopped(mut self) {
         let mut failures: u32 = 0;
         loop {
             match self.connect().await {
@@ -222,7 +230,12 @@ impl Link {
                     reconcile(&mut conn, &mut subscribed, interest.wanted()).await
                 }
                 out = self.outbound.recv() => match out {
-                    None => return None,
+                    None => {
+                        // Leaving: out of the registry now rather than at its TTL.
+                        let key = self.names.node(self.node.0);
+                        let _ = redis::cmd("DEL").arg(key).exec_async(&mut conn).await;
+                        return None;
+                    }
                     Some(first) => self.send(&mut conn, first).await,
                 },
                 Some(answer) = self.answers.1.recv() => self.control(&mut conn, answer).await,

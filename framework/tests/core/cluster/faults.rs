@@ -1,4 +1,7 @@
-//! Faults: Redis restarts while nodes serve their clients.
+//! Faults: Redis restarts while nodes serve their clients; a node dies; a node
+//! leaves.
+
+use std::time::Duration;
 
 use super::*;
 
@@ -40,4 +43,68 @@ async fn a_redis_restart_keeps_local_service_and_cross_node_traffic_resumes() {
     let stats = link_a.stats();
     assert!(stats.redis_connects >= 2, "{stats:?}");
     assert!(stats.dropped_redis_down >= 1, "{stats:?}");
+}
+
+#[actix_rt::test]
+async fn a_dead_node_leaves_the_registry_and_the_counts_and_nothing_else_stops() {
+    let Some(redis) = RedisServer::start("a_dead_node") else {
+        return;
+    };
+    // Node A connects as its own Redis user, so that the test can cut it from Redis
+    // for good: to the others it is then a dead node (no refresh, no answers).
+    let mut admin = redis.connection().await;
+    ::redis::cmd("ACL")
+        .arg(&["SETUSER", "node-a", "on", ">secret", "~*", "&*", "+@all"])
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(1);
+    let url_a = format!("redis://node-a:secret@127.0.0.1:{}", redis.port);
+    let a = node_with(RedisCluster::new(&url_a).unwrap().node_ttl(ttl)).await;
+    let b = node_with(RedisCluster::new(&redis.url()).unwrap().node_ttl(ttl)).await;
+    let _on_a = players(&a, WS, "/", &[("ann", &["red"])]).await;
+    let mut on_b = players(&b, WS, "/", &[("bob", &["red"])]).await;
+    redis.await_subscribers(&room_channel("red"), 2).await;
+    let from_b = b.volley.cluster().unwrap();
+    assert_eq!(from_b.room_size("/", "red").await.unwrap(), 2);
+
+    ::redis::cmd("ACL")
+        .arg(&["SETUSER", "node-a", "off"])
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    ::redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "node-a"])
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    // Within the TTL it leaves the registry, and with it the room's count.
+    await_nodes(&b, 1).await;
+    assert_eq!(from_b.room_size("/", "red").await.unwrap(), 1);
+    assert_eq!(from_b.sessions().await.unwrap().len(), 1);
+    // Nothing else stopped: B's broadcasts still reach B's members.
+    b.volley
+        .of("/")
+        .unwrap()
+        .to("red")
+        .emit("news", &1)
+        .unwrap();
+    assert_eq!(next_event(&mut on_b[0].ns).await.name, "news");
+}
+
+#[actix_rt::test]
+async fn a_node_that_stops_leaves_the_registry_at_once() {
+    let Some(redis) = RedisServer::start("a_node_that_stops") else {
+        return;
+    };
+    // A TTL far longer than the test: only the node's goodbye can remove it.
+    let cluster = || {
+        RedisCluster::new(&redis.url())
+            .unwrap()
+            .node_ttl(Duration::from_secs(600))
+    };
+    let (a, b) = (node_with(cluster()).await, node_with(cluster()).await);
+    await_nodes(&b, 2).await;
+    drop(a);
+    await_nodes(&b, 1).await;
 }

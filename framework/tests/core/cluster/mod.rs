@@ -40,7 +40,11 @@ fn namespace() -> Namespace {
 
 /// A node of the cluster on `redis`, connected to it.
 pub async fn node(redis: &RedisServer) -> TestServer {
-    let cluster = RedisCluster::new(&redis.url()).unwrap();
+    node_with(RedisCluster::new(&redis.url()).unwrap()).await
+}
+
+/// A node joined with `cluster`, connected to its Redis.
+pub async fn node_with(cluster: RedisCluster) -> TestServer {
     let server = serve(
         Volley::builder()
             .namespace("/", namespace())
@@ -51,4 +55,21 @@ pub async fn node(redis: &RedisServer) -> TestServer {
         .await
         .expect("node connects to redis");
     server
+}
+
+/// Waits (at most [`WAIT`]) until the registry, seen from `server`, lists `n` nodes.
+pub async fn await_nodes(server: &TestServer, n: usize) {
+    let link = server.volley.cluster().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let nodes = link.nodes().await.unwrap();
+        if nodes.len() == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes: {nodes:?}, expected {n}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

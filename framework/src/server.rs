@@ -184,8 +184,8 @@ impl VolleyBuilder {
         let mut metrics = Metrics::default();
         #[cfg(feature = "cluster")]
         let cluster = self.cluster.map(|config| {
-            let queue = self.config.max_mailbox;
-            crate::cluster::ClusterNode::start(config, queue, metrics.registry_mut())
+            let limits = (self.config.max_mailbox, self.config.max_send_backlog);
+            crate::cluster::ClusterNode::start(config, limits, metrics.registry_mut())
         });
         let resumes = metrics.resume_results();
         let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes));

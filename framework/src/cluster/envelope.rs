@@ -214,6 +214,11 @@ impl Names {
         format!("{}:ctl:{id:016x}", self.prefix)
     }
 
+    /// The sharded channel of the relays whose other end is on node `id`.
+    pub fn relay(&self, id: u64) -> String {
+        format!("{}:relay:{id:016x}", self.prefix)
+    }
+
     /// The pattern that matches every node's registry key.
     pub fn nodes(&self) -> String {
         format!("{}:node:*", self.prefix)

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::envelope::{Body, Envelope, Names};
 use super::interest::Interest;
 use super::ops::{self, Control, ControlBody, Local, Reply, Request};
+use super::relay::Relays;
 use super::stats::{ClusterMetrics, Dropped};
 use super::{ClusterError, NodeId};
 
@@ -40,6 +41,8 @@ pub(crate) enum Outbound {
     Publish { channels: Vec<String>, body: Body },
     /// The live nodes of the registry.
     Nodes(oneshot::Sender<Result<Vec<NodeId>, ClusterError>>),
+    /// A relay message (see `relay.rs`) for node `to`.
+    Relay { to: NodeId, message: Bytes },
     /// A question to another node; the answer comes back on this node's control
     /// channel.
     Ask {
@@ -80,6 +83,9 @@ pub(crate) struct Link {
     answers: (mpsc::Sender<Control>, mpsc::Receiver<Control>),
     /// This node's control channel, as Redis names it in a push.
     control_channel: String,
+    /// This node's relay channel, likewise.
+    relay_channel: String,
+    relays: Arc<Relays>,
 }
 
 impl Link {
@@ -95,6 +101,7 @@ impl Link {
         metrics: ClusterMetrics,
         up: watch::Sender<bool>,
         local: Local,
+        relays: Arc<Relays>,
     ) -> Self {
         Link {
             client,
@@ -112,6 +119,8 @@ impl Link {
             next_ask: 0,
             answers: mpsc::channel(MAX_ASKING),
             control_channel: names.control(node.0),
+            relay_channel: names.relay(node.0),
+            relays,
             names,
         }
     }
@@ -196,6 +205,8 @@ impl Link {
                     Some(Outbound::Nodes(answer)) => { let _ = answer.send(Err(ClusterError::RedisDown)); }
                     // Dropping the answer's sender tells the asker at once.
                     Some(Outbound::Ask { .. }) => {}
+                    // The relay's connection notices by its heartbeat, and resumes.
+                    Some(Outbound::Relay { .. }) => {}
                 },
             }
         }
@@ -256,6 +267,8 @@ impl Link {
         let mut pipe = redis::pipe();
         let mut broadcasts: u64 = 0;
         let mut messages: u64 = 0;
+        // Relay and control messages: not broadcasts.
+        let mut others: u64 = 0;
         let mut next = Some(first);
         while let Some(out) = next.take() {
             match out {
@@ -274,6 +287,14 @@ impl Link {
                 Outbound::Nodes(answer) => {
                     let _ = answer.send(self.nodes(conn).await);
                 }
+                Outbound::Relay { to, message } => {
+                    pipe.cmd("SPUBLISH")
+                        .arg(self.names.relay(to.0))
+                        .arg(message.as_ref())
+                        .ignore();
+                    self.metrics.relayed.inc();
+                    others += 1;
+                }
                 Outbound::Ask {
                     to,
                     request,
@@ -291,7 +312,7 @@ impl Link {
                             body,
                         };
                         self.control_to(&mut pipe, to, &ask);
-                        messages += 1;
+                        others += 1;
                     }
                 }
             }
@@ -299,7 +320,7 @@ impl Link {
                 next = self.outbound.try_recv().ok();
             }
         }
-        if messages > 0 {
+        if messages + others > 0 {
             if let Err(e) = pipe.exec_async(conn).await {
                 self.metrics.dropped(Dropped::RedisDown);
                 return Err(e);
@@ -353,11 +374,12 @@ impl Link {
             }
             ControlBody::Request(request) => {
                 let local = self.local.clone();
+                let relays = self.relays.clone();
                 let answers = self.answers.0.clone();
                 let (from, id) = (message.from, message.id);
                 // Answered off the link's loop: the answer may wait on the supervisor.
                 actix::spawn(async move {
-                    let reply = ops::answer(&local, request).await;
+                    let reply = ops::answer(&local, &relays, NodeId(from), request).await;
                     let body = ControlBody::Reply(reply);
                     let _ = answers.try_send(Control { from, id, body });
                 });
@@ -380,6 +402,11 @@ impl Link {
                 if let Some(Value::BulkString(channel)) = channel {
                     if channel == self.control_channel.as_bytes() {
                         self.on_control(&raw);
+                        return Ok(());
+                    }
+                    if channel == self.relay_channel.as_bytes() {
+                        self.metrics.relayed.inc();
+                        self.relays.on_message(Bytes::from(raw));
                         return Ok(());
                     }
                 }

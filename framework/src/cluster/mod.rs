@@ -41,6 +41,7 @@ mod envelope;
 mod interest;
 mod link;
 mod ops;
+mod relay;
 mod stats;
 
 use std::sync::Arc;
@@ -55,11 +56,15 @@ pub(crate) use interest::NamespaceLink;
 use link::{Link, Outbound};
 pub use ops::ClusterSession;
 use ops::{Local, Reply, Request, REPLY_TIMEOUT};
+use relay::{EdgeRelay, Relays};
 use stats::ClusterMetrics;
 pub use stats::ClusterStats;
 
+use crate::protocol::ResumeToken;
 use crate::room::Gauge;
-use crate::session::Shared;
+use crate::session::{
+    ClientLimit, FromTransport, Shared, Supervisor, TransportKind, TransportLink,
+};
 use crate::SessionId;
 
 /// The identity of one running node: random at each start, so that a restarted node
@@ -177,6 +182,8 @@ pub struct ClusterNode {
     metrics: ClusterMetrics,
     /// The server this node answers for (set once built).
     local: Local,
+    /// Sessions resumed across nodes, both ends.
+    relays: Arc<Relays>,
 }
 
 impl ClusterNode {
@@ -184,19 +191,23 @@ impl ClusterNode {
     /// background and keeps reconnecting.
     pub(crate) fn start(
         config: RedisCluster,
-        queue: usize,
+        config_limits: (usize, usize),
         registry: &mut prometheus_client::registry::Registry,
     ) -> ClusterNode {
+        let (queue, max_backlog) = config_limits;
         let id = NodeId(rand::random());
         let names = Names::new(&config.prefix);
         let interest = Arc::new(Interest::default());
         let (outbound_tx, outbound_rx) = mpsc::channel(queue.max(1));
         let (up_tx, up_rx) = watch::channel(false);
+        let relays = Arc::new(Relays::new(outbound_tx.downgrade(), max_backlog));
         let metrics = ClusterMetrics::default();
         metrics.register(registry);
         let local = Local::default();
-        // Questions from other nodes come on this node's own channel, always.
+        // Questions from other nodes, and relayed sessions, come on this node's own
+        // channels, always.
         interest.want(names.control(id.0), true);
+        interest.want(names.relay(id.0), true);
         let link = Link::new(
             config.client,
             id,
@@ -208,6 +219,7 @@ impl ClusterNode {
             metrics.clone(),
             up_tx,
             local.clone(),
+            relays.clone(),
         );
         let thread = Arbiter::new();
         thread.spawn(link.run());
@@ -220,6 +232,7 @@ impl ClusterNode {
             up: up_rx,
             metrics,
             local,
+            relays,
         }
     }
 
@@ -274,7 +287,7 @@ impl ClusterNode {
     /// Asks node `to` (this one without Redis).
     async fn ask(&self, to: NodeId, request: Request) -> Result<Reply, ClusterError> {
         if to == self.id {
-            return Ok(ops::answer(&self.local, request).await);
+            return Ok(ops::answer(&self.local, &self.relays, self.id, request).await);
         }
         let (answer, rx) = oneshot::channel();
         let ask = Outbound::Ask {
@@ -343,6 +356,64 @@ impl ClusterNode {
             reason: reason.to_owned(),
         };
         Ok(self.ask(node, request).await?.done())
+    }
+
+    /// A resume that found no session here: asks the other nodes for it and, when
+    /// one holds it, relays `link`'s connection to it (see `relay.rs`). `local` is
+    /// why this node refused it, answered (and counted) when no node has it.
+    pub(crate) async fn resume_elsewhere(
+        &self,
+        shared: &Shared,
+        (sid, token, last_seq, limit): (SessionId, ResumeToken, u64, ClientLimit),
+        link: TransportLink,
+        local: String,
+    ) -> Result<actix::Recipient<FromTransport>, String> {
+        let relay: u64 = rand::random();
+        self.relays
+            .open_edge(relay, link.recipient.clone(), link.backlog.clone());
+        let request = Request::Resume {
+            sid: sid.0,
+            token,
+            last_seq,
+            max_frame_size: limit.announced_limit(),
+            websocket: link.kind == TransportKind::WebSocket,
+            relay,
+        };
+        let mut found = None;
+        if let Ok(nodes) = self.nodes().await {
+            let others = nodes.into_iter().filter(|node| *node != self.id);
+            let asks = others.map(|node| {
+                let request = request.clone();
+                async move { (node, self.ask(node, request).await) }
+            });
+            for (node, reply) in futures_util::future::join_all(asks).await {
+                if let Ok(Reply::Resumed { here: true, error }) = reply {
+                    found = Some((node, error));
+                }
+            }
+        }
+        match found {
+            Some((owner, None)) => {
+                let edge = EdgeRelay {
+                    relay,
+                    owner,
+                    relays: self.relays.clone(),
+                    inbound: link.inbound.clone(),
+                    transport: link.recipient.clone(),
+                };
+                tracing::debug!(sid = sid.0, %owner, "cluster: resumed through a relay");
+                Ok(actix::Actor::start(edge).recipient())
+            }
+            Some((_, Some(refused))) => {
+                self.relays.close_edge(relay);
+                Err(refused)
+            }
+            None => {
+                self.relays.close_edge(relay);
+                shared.metrics.resumed(Supervisor::refusal_label(&local));
+                Err(local)
+            }
+        }
     }
 
     /// Drops the connection of session `id` of node `node` as a network failure

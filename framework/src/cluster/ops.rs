@@ -15,10 +15,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::relay::{OwnerRelay, Relays};
 use super::NodeId;
 use crate::namespace::NamespaceActor;
+use crate::protocol::ResumeToken;
+use crate::room::Gauge;
 use crate::session::{
-    DropSessionConnection, KickSession, ListSessions, SessionInfo, Shared, TransportKind,
+    resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, SessionInfo,
+    Shared, TransportKind, TransportLink,
 };
 use crate::SessionId;
 
@@ -32,9 +36,27 @@ pub(crate) type Local = Arc<OnceLock<Weak<Shared>>>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Request {
     Sessions,
-    Kick { id: u64, reason: String },
-    DropConnection { id: u64 },
-    RoomSize { ns: String, room: String },
+    Kick {
+        id: u64,
+        reason: String,
+    },
+    DropConnection {
+        id: u64,
+    },
+    RoomSize {
+        ns: String,
+        room: String,
+    },
+    /// Attach relay `relay` of the asking node to session `sid`, if it is here and
+    /// `token` is its own.
+    Resume {
+        sid: u64,
+        token: ResumeToken,
+        last_seq: u64,
+        max_frame_size: Option<u32>,
+        websocket: bool,
+        relay: u64,
+    },
 }
 
 /// A node's answer.
@@ -43,6 +65,12 @@ pub(crate) enum Reply {
     Sessions(Vec<SessionRow>),
     Done(bool),
     Size(usize),
+    /// To `Resume`: not here (`here` false), resumed (`error` none), or here but
+    /// refused (the session cannot replay what the client missed).
+    Resumed {
+        here: bool,
+        error: Option<String>,
+    },
 }
 
 /// What crosses the control channels.
@@ -140,12 +168,70 @@ impl Reply {
     }
 }
 
-/// Answers `request` for the server in `local` (none yet: the empty answer).
-pub(crate) async fn answer(local: &Local, request: Request) -> Reply {
+/// Answers `request` of node `from` for the server in `local` (none yet: the empty
+/// answer).
+pub(crate) async fn answer(
+    local: &Local,
+    relays: &Arc<Relays>,
+    from: NodeId,
+    request: Request,
+) -> Reply {
     let Some(shared) = local.get().and_then(Weak::upgrade) else {
         return empty(&request);
     };
     match request {
+        Request::Resume {
+            sid,
+            token,
+            last_seq,
+            max_frame_size,
+            websocket,
+            relay,
+        } => {
+            let backlog = crate::session::Backlog::default();
+            let inbound = Arc::new(Gauge::new(shared.config.max_mailbox));
+            let owner = OwnerRelay {
+                relay,
+                edge: from,
+                relays: relays.clone(),
+                backlog: backlog.clone(),
+            }
+            .start();
+            let transport = OwnerRelay::transport_id();
+            let link = TransportLink {
+                id: transport,
+                kind: if websocket {
+                    TransportKind::WebSocket
+                } else {
+                    TransportKind::Polling
+                },
+                recipient: owner.recipient(),
+                queue: None,
+                backlog,
+                inbound: inbound.clone(),
+            };
+            let limit = ClientLimit::announced(max_frame_size);
+            let sid = SessionId(sid);
+            match resume_here(&shared, sid, token, last_seq, limit, link, true).await {
+                Ok(session) => {
+                    relays.open_owner(relay, from, session.recipient(), transport, inbound);
+                    tracing::debug!(sid = sid.0, edge = %from, "cluster: session relayed");
+                    Reply::Resumed {
+                        here: true,
+                        error: None,
+                    }
+                }
+                // Not here: the relay actor, unreferenced, stops.
+                Err((_, Some(_))) => Reply::Resumed {
+                    here: false,
+                    error: None,
+                },
+                Err((reason, None)) => Reply::Resumed {
+                    here: true,
+                    error: Some(reason),
+                },
+            }
+        }
         Request::Sessions => {
             let list = shared.supervisor.send(ListSessions).await;
             Reply::Sessions(
@@ -184,6 +270,10 @@ fn empty(request: &Request) -> Reply {
         Request::Sessions => Reply::Sessions(Vec::new()),
         Request::Kick { .. } | Request::DropConnection { .. } => Reply::Done(false),
         Request::RoomSize { .. } => Reply::Size(0),
+        Request::Resume { .. } => Reply::Resumed {
+            here: false,
+            error: None,
+        },
     }
 }
 

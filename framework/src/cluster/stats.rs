@@ -46,6 +46,7 @@ pub(crate) struct ClusterMetrics {
     pub messages_received: Counter,
     pub duplicates: Counter,
     pub connects: Counter,
+    pub relayed: Counter,
     dropped: Family<Reason, Counter>,
 }
 
@@ -53,7 +54,7 @@ impl ClusterMetrics {
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("cluster");
         r.register("redis_up", "1 while Redis is reachable", self.up.clone());
-        let counters = [
+        let counters: [(&str, &str, &Counter); 6] = [
             (
                 "broadcasts_published",
                 "Broadcasts published for other nodes",
@@ -78,6 +79,11 @@ impl ClusterMetrics {
                 "redis_connects",
                 "Connections made to Redis",
                 &self.connects,
+            ),
+            (
+                "relayed",
+                "Frames relayed to or from sessions of another node",
+                &self.relayed,
             ),
         ];
         for (name, help, counter) in counters {
@@ -106,6 +112,7 @@ impl ClusterMetrics {
             messages_received: self.messages_received.get(),
             duplicates: self.duplicates.get(),
             redis_connects: self.connects.get(),
+            relayed: self.relayed.get(),
             dropped_redis_down: self.dropped_count(Dropped::RedisDown),
             dropped_other: [
                 Dropped::QueueFull,
@@ -137,6 +144,9 @@ pub struct ClusterStats {
     pub duplicates: u64,
     /// Connections made to Redis (the first, then one per reconnection).
     pub redis_connects: u64,
+    /// Relay messages sent and received: frames (and closes) between a client
+    /// connected here and its session on another node, or the other way round.
+    pub relayed: u64,
     /// Broadcasts not published because Redis was unreachable.
     pub dropped_redis_down: u64,
     /// Broadcasts dropped for the other reasons (queue full, namespace busy,

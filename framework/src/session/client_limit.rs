@@ -24,6 +24,12 @@ impl ClientLimit {
         }
     }
 
+    /// What the client announced (to pass it on to another node).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn announced_limit(&self) -> Option<u32> {
+        self.announced
+    }
+
     /// The largest frame, in bytes, this client may be sent.
     pub fn bytes(&self) -> usize {
         match self.announced {

@@ -51,10 +51,10 @@ pub use send_queue::Backlog;
 pub use send_queue::SendQueue;
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
-pub(crate) use supervisor::{KickSession, ListSessions, ResumeSession};
+pub(crate) use supervisor::{KickSession, ListSessions};
 pub use supervisor::{SessionInfo, Supervisor};
-pub(crate) use transport_link::too_many_frames;
 pub(crate) use transport_link::DropConnection;
+pub(crate) use transport_link::{resume_here, too_many_frames};
 pub use transport_link::{
     Attach, FromTransport, ToTransport, TransportId, TransportKind, TransportLink,
 };

@@ -220,12 +220,33 @@ impl Handler<DropConnection> for Supervisor {
     }
 }
 
+/// Why a resume is refused: no such session here.
+const UNKNOWN_SESSION: &str = "unknown or expired session";
+/// Why a resume is refused: the session is here, the token is not its own.
+const BAD_TOKEN: &str = "invalid resume token";
+
+impl Supervisor {
+    /// The metrics label of a refusal of [`ResumeSession`] (for a caller that asked
+    /// `quiet` and counts the outcome itself).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn refusal_label(reason: &str) -> &'static str {
+        if reason == BAD_TOKEN {
+            "bad_token"
+        } else {
+            "unknown_session"
+        }
+    }
+}
+
 /// Finds a session for a reconnecting client, checking its resume token.
 #[derive(Message)]
 #[rtype(result = "Result<Addr<Session>, String>")]
 pub struct ResumeSession {
     pub sid: SessionId,
     pub token: ResumeToken,
+    /// Leave a refusal uncounted: the caller asks other nodes next and counts the
+    /// outcome itself (a cluster).
+    pub quiet: bool,
 }
 
 impl Handler<ResumeSession> for Supervisor {
@@ -233,13 +254,17 @@ impl Handler<ResumeSession> for Supervisor {
 
     fn handle(&mut self, msg: ResumeSession, _: &mut Context<Self>) -> Self::Result {
         let Some(entry) = self.sessions.get(key_of(msg.sid)) else {
-            self.resumes.count("unknown_session");
-            return Err("unknown or expired session".to_owned());
+            if !msg.quiet {
+                self.resumes.count("unknown_session");
+            }
+            return Err(UNKNOWN_SESSION.to_owned());
         };
         if !tokens_equal(&entry.token, &msg.token) {
-            tracing::warn!(sid = msg.sid.0, "resume refused: wrong token");
-            self.resumes.count("bad_token");
-            return Err("invalid resume token".to_owned());
+            if !msg.quiet {
+                tracing::warn!(sid = msg.sid.0, "resume refused: wrong token");
+                self.resumes.count("bad_token");
+            }
+            return Err(BAD_TOKEN.to_owned());
         }
         Ok(entry.addr.clone())
     }

@@ -13,11 +13,12 @@ use bytes::Bytes;
 use super::outlet::Link;
 use super::rate::Exceeded;
 use super::send_queue::{Backlog, SendQueue};
-use super::{ClientLimit, Session};
+use super::supervisor::ResumeSession;
+use super::{ClientLimit, Session, Shared};
 use crate::namespace::SocketEventKind;
-use crate::protocol::{Frame, WireFrame};
+use crate::protocol::{Frame, ResumeToken, WireFrame};
 use crate::room::Gauge;
-use crate::DisconnectReason;
+use crate::{DisconnectReason, SessionId};
 
 /// Identifies one transport (connection) of a session, so that frames still in
 /// flight from a replaced connection are told apart from the current one's.
@@ -302,4 +303,36 @@ impl Session {
         self.notify_watchers(&SocketEventKind::Resumed);
         Ok(replayed)
     }
+}
+
+/// Attaches `link` to a session of this node. When the session is not here (or the
+/// token is not its own), `link` comes back with the reason.
+pub(crate) async fn resume_here(
+    shared: &Arc<Shared>,
+    sid: SessionId,
+    token: ResumeToken,
+    last_seq: u64,
+    limit: ClientLimit,
+    link: TransportLink,
+    quiet: bool,
+) -> Result<Addr<Session>, (String, Option<TransportLink>)> {
+    let session = match shared
+        .supervisor
+        .send(ResumeSession { sid, token, quiet })
+        .await
+    {
+        Ok(Ok(session)) => session,
+        Ok(Err(reason)) => return Err((reason, Some(link))),
+        Err(_) => return Err(("server shutting down".to_owned(), None)),
+    };
+    session
+        .send(Attach {
+            link,
+            last_seq,
+            limit,
+        })
+        .await
+        .map_err(|_| ("unknown or expired session".to_owned(), None))?
+        .map_err(|reason| (reason, None))?;
+    Ok(session)
 }

@@ -8,7 +8,7 @@ use actix::prelude::*;
 
 use crate::protocol::{self, Frame, ResumeToken};
 use crate::session::Shared;
-use crate::session::{Attach, ClientLimit, ResumeSession, Session, TransportLink};
+use crate::session::{resume_here, ClientLimit, FromTransport, Session, TransportLink};
 use crate::SessionId;
 
 /// What a connection's first frame asks for.
@@ -62,12 +62,15 @@ pub(crate) fn start_session(
     shared: &Arc<Shared>,
     link: TransportLink,
     limit: ClientLimit,
-) -> Addr<Session> {
-    Session::new(shared.clone(), link, limit).start()
+) -> Recipient<FromTransport> {
+    Session::new(shared.clone(), link, limit)
+        .start()
+        .recipient()
 }
 
 /// Attaches `link` to an existing session after checking its token. On success the
-/// session has already queued `Resumed` and the replay on `link`.
+/// session has already queued `Resumed` and the replay on `link`. In a cluster, a
+/// session that is not here is looked for on the other nodes and relayed.
 pub(crate) async fn resume(
     shared: Arc<Shared>,
     sid: SessionId,
@@ -75,19 +78,22 @@ pub(crate) async fn resume(
     last_seq: u64,
     limit: ClientLimit,
     link: TransportLink,
-) -> Result<Addr<Session>, String> {
-    let session = shared
-        .supervisor
-        .send(ResumeSession { sid, token })
+) -> Result<Recipient<FromTransport>, String> {
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = shared.cluster.clone() {
+        return match resume_here(&shared, sid, token, last_seq, limit, link, true).await {
+            Ok(session) => Ok(session.recipient()),
+            Err((_, None)) => Err("server shutting down".to_owned()),
+            Err((reason, Some(link))) => {
+                let elsewhere = (sid, token, last_seq, limit);
+                cluster
+                    .resume_elsewhere(&shared, elsewhere, link, reason)
+                    .await
+            }
+        };
+    }
+    resume_here(&shared, sid, token, last_seq, limit, link, false)
         .await
-        .map_err(|_| "server shutting down".to_owned())??;
-    session
-        .send(Attach {
-            link,
-            last_seq,
-            limit,
-        })
-        .await
-        .map_err(|_| "unknown or expired session".to_owned())??;
-    Ok(session)
+        .map(|session| session.recipient())
+        .map_err(|(reason, _)| reason)
 }

@@ -23,8 +23,8 @@ use crate::protocol::{self, Frame, WireFrame};
 use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SendQueue, Session,
-    ToTransport, TransportId, TransportKind, TransportLink,
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SendQueue, ToTransport,
+    TransportId, TransportKind, TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
 
@@ -83,7 +83,7 @@ static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct WsTransport {
     id: TransportId,
     shared: Arc<Shared>,
-    session: Option<Addr<Session>>,
+    session: Option<Recipient<FromTransport>>,
     backlog: Backlog,
     /// What the connection has to write, drained by the HTTP layer.
     queue: Arc<SendQueue>,

@@ -48,6 +48,13 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Proxies 127.0.0.1:<random port> to `target`.
     pub async fn start(target: SocketAddr, policy: Cuts, seed: u64) -> FaultProxy {
+        FaultProxy::balance(vec![target], policy, seed).await
+    }
+
+    /// Proxies 127.0.0.1:<random port> to `targets`, each new connection to the next
+    /// one (round robin, no stickiness: a load balancer in front of several nodes).
+    pub async fn balance(targets: Vec<SocketAddr>, policy: Cuts, seed: u64) -> FaultProxy {
+        let next_target = AtomicUsize::new(0);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let cuts = Arc::new(AtomicUsize::new(0));
@@ -84,6 +91,7 @@ impl FaultProxy {
                     }
                     _ => None,
                 };
+                let target = targets[next_target.fetch_add(1, Ordering::SeqCst) % targets.len()];
                 let cut_all = generation.subscribe();
                 let cuts = cuts.clone();
                 let mid_batch = mid_batch.clone();

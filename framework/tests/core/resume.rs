@@ -89,6 +89,17 @@ async fn every_event_arrives_exactly_once_and_in_order_across_random_cuts(transp
         0x5eed,
     )
     .await;
+    exactly_once_through(&proxy, transport, &mut received).await;
+}
+
+/// Runs the counting namespace's exchange through `proxy`, whose cuts the client
+/// must resume across: `EVENTS` events each way, every one exactly once and in order.
+/// `received` gets what the server's namespace took.
+pub(crate) async fn exactly_once_through(
+    proxy: &FaultProxy,
+    transport: Transport,
+    received: &mut mpsc::UnboundedReceiver<u64>,
+) {
     let config = ClientConfig {
         transport,
         backoff: quick_backoff(),

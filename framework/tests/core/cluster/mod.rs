@@ -5,10 +5,11 @@ mod broadcast;
 mod faults;
 mod ops;
 mod redis;
+mod resume;
 
 use volley::client::Transport;
 use volley::cluster::RedisCluster;
-use volley::{Namespace, Volley};
+use volley::{Namespace, Volley, VolleyBuilder};
 
 pub use crate::broadcast::{players, Player};
 use crate::common::*;
@@ -45,11 +46,17 @@ pub async fn node(redis: &RedisServer) -> TestServer {
 
 /// A node joined with `cluster`, connected to its Redis.
 pub async fn node_with(cluster: RedisCluster) -> TestServer {
-    let server = serve(
+    node_of(
         Volley::builder()
             .namespace("/", namespace())
             .cluster(cluster),
-    );
+    )
+    .await
+}
+
+/// A node built from `builder` (which names its cluster), connected to its Redis.
+pub async fn node_of(builder: VolleyBuilder) -> TestServer {
+    let server = serve(builder);
     let link = server.volley.cluster().unwrap();
     tokio::time::timeout(WAIT, link.wait_connected(true))
         .await

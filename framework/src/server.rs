@@ -220,15 +220,32 @@ impl VolleyBuilder {
             .collect();
         *shared.namespaces.write().unwrap_or_else(|e| e.into_inner()) = started;
         let shared = Arc::new(shared);
+        let polls: Arc<polling::PollRegistry> = Arc::default();
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &shared.cluster {
-            cluster.attach(&shared);
+            cluster.attach(&shared, poll_answer(&shared, &polls));
         }
-        Volley {
-            shared,
-            polls: Arc::default(),
-        }
+        Volley { shared, polls }
     }
+}
+
+/// How this node answers the polling requests other nodes of its cluster received
+/// for its connections.
+#[cfg(feature = "cluster")]
+fn poll_answer(
+    shared: &Arc<Shared>,
+    polls: &Arc<polling::PollRegistry>,
+) -> crate::cluster::PollAnswer {
+    let (shared, polls) = (Arc::downgrade(shared), Arc::downgrade(polls));
+    Arc::new(move |pid, body| {
+        let (shared, polls) = (shared.upgrade(), polls.upgrade());
+        Box::pin(async move {
+            let (Some(shared), Some(polls)) = (shared, polls) else {
+                return Err((503, "server stopping".to_owned()));
+            };
+            polling::for_another_node(&polls, &shared, &pid, body).await
+        })
+    })
 }
 
 /// A running Volley server: serve it with [`Volley::http_server`] (or mount it into

@@ -55,7 +55,8 @@ use interest::Interest;
 pub(crate) use interest::NamespaceLink;
 use link::{Link, Outbound};
 pub use ops::ClusterSession;
-use ops::{Local, Reply, Request, REPLY_TIMEOUT};
+pub(crate) use ops::PollAnswer;
+use ops::{Attached, Local, Reply, Request, REPLY_TIMEOUT};
 use relay::{EdgeRelay, Relays};
 use stats::ClusterMetrics;
 pub use stats::ClusterStats;
@@ -236,9 +237,14 @@ impl ClusterNode {
         }
     }
 
-    /// Names the server this node answers for, once it is built.
-    pub(crate) fn attach(&self, shared: &Arc<Shared>) {
-        let _ = self.local.set(Arc::downgrade(shared));
+    /// Names the server this node answers for, once it is built, and how it answers
+    /// polling requests for its connections.
+    pub(crate) fn attach(&self, shared: &Arc<Shared>, poll: PollAnswer) {
+        let attached = Attached {
+            shared: Arc::downgrade(shared),
+            poll,
+        };
+        let _ = self.local.set(attached);
     }
 
     /// The link of namespace `ns` (`gauge` bounds its broadcasts waiting).
@@ -286,6 +292,16 @@ impl ClusterNode {
 
     /// Asks node `to` (this one without Redis).
     async fn ask(&self, to: NodeId, request: Request) -> Result<Reply, ClusterError> {
+        self.ask_within(to, request, REPLY_TIMEOUT).await
+    }
+
+    /// Asks node `to`, waiting at most `patience` for the answer.
+    async fn ask_within(
+        &self,
+        to: NodeId,
+        request: Request,
+        patience: Duration,
+    ) -> Result<Reply, ClusterError> {
         if to == self.id {
             return Ok(ops::answer(&self.local, &self.relays, self.id, request).await);
         }
@@ -299,7 +315,7 @@ impl ClusterNode {
             .send(ask)
             .await
             .map_err(|_| ClusterError::Stopped)?;
-        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+        match tokio::time::timeout(patience, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) if !self.is_connected() => Err(ClusterError::RedisDown),
             _ => Err(ClusterError::NoAnswer(to)),
@@ -356,6 +372,32 @@ impl ClusterNode {
             reason: reason.to_owned(),
         };
         Ok(self.ask(node, request).await?.done())
+    }
+
+    /// A polling request for a connection that is not here: when `pid` names
+    /// another node (its first 16 hex digits), that node answers it. `None` when it
+    /// names no other node, or that node does not answer (the client then hears of
+    /// an unknown connection and resumes).
+    pub(crate) async fn poll_elsewhere(
+        &self,
+        pid: &str,
+        body: Option<bytes::Bytes>,
+        hold: Duration,
+    ) -> Option<Result<bytes::Bytes, (u16, String)>> {
+        let node = NodeId(u64::from_str_radix(pid.get(..16)?, 16).ok()?);
+        if node == self.id || pid.len() != 48 {
+            return None;
+        }
+        let request = Request::Poll {
+            pid: pid.to_owned(),
+            body: body.map(|b| b.to_vec()),
+        };
+        // A long-poll is held up to `hold` by its node.
+        let patience = hold + REPLY_TIMEOUT;
+        match self.ask_within(node, request, patience).await {
+            Ok(Reply::Polled(answer)) => Some(answer.map(bytes::Bytes::from)),
+            _ => None,
+        }
     }
 
     /// A resume that found no session here: asks the other nodes for it and, when

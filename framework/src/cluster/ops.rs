@@ -13,6 +13,8 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use actix::prelude::*;
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::relay::{OwnerRelay, Relays};
@@ -30,7 +32,22 @@ use crate::SessionId;
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The server a node answers for, set once it is built.
-pub(crate) type Local = Arc<OnceLock<Weak<Shared>>>;
+pub(crate) type Local = Arc<OnceLock<Attached>>;
+
+/// Answers a polling request for a connection of this node (`body` none: a
+/// long-poll), with the bytes of the answer or its status and text. Made by the
+/// server (`server.rs`), which knows the polling transport.
+pub(crate) type PollAnswer = Arc<
+    dyn Fn(String, Option<Bytes>) -> LocalBoxFuture<'static, Result<Bytes, (u16, String)>>
+        + Send
+        + Sync,
+>;
+
+/// What the node answers other nodes' questions with.
+pub(crate) struct Attached {
+    pub shared: Weak<Shared>,
+    pub poll: PollAnswer,
+}
 
 /// A question to one node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +63,12 @@ pub(crate) enum Request {
     RoomSize {
         ns: String,
         room: String,
+    },
+    /// A polling request for connection `pid` of the asked node (`body` none: a
+    /// long-poll).
+    Poll {
+        pid: String,
+        body: Option<Vec<u8>>,
     },
     /// Attach relay `relay` of the asking node to session `sid`, if it is here and
     /// `token` is its own.
@@ -65,6 +88,8 @@ pub(crate) enum Reply {
     Sessions(Vec<SessionRow>),
     Done(bool),
     Size(usize),
+    /// To `Poll`: the body of the answer, or its status and text.
+    Polled(Result<Vec<u8>, (u16, String)>),
     /// To `Resume`: not here (`here` false), resumed (`error` none), or here but
     /// refused (the session cannot replay what the client missed).
     Resumed {
@@ -176,10 +201,17 @@ pub(crate) async fn answer(
     from: NodeId,
     request: Request,
 ) -> Reply {
-    let Some(shared) = local.get().and_then(Weak::upgrade) else {
+    let Some(attached) = local.get() else {
+        return empty(&request);
+    };
+    let Some(shared) = attached.shared.upgrade() else {
         return empty(&request);
     };
     match request {
+        Request::Poll { pid, body } => {
+            let answer = (attached.poll)(pid, body.map(Bytes::from)).await;
+            Reply::Polled(answer.map(|bytes| bytes.to_vec()))
+        }
         Request::Resume {
             sid,
             token,
@@ -270,6 +302,7 @@ fn empty(request: &Request) -> Reply {
         Request::Sessions => Reply::Sessions(Vec::new()),
         Request::Kick { .. } | Request::DropConnection { .. } => Reply::Done(false),
         Request::RoomSize { .. } => Reply::Size(0),
+        Request::Poll { .. } => Reply::Polled(Err((400, "unknown or expired polling id".into()))),
         Request::Resume { .. } => Reply::Resumed {
             here: false,
             error: None,

@@ -90,6 +90,10 @@ enum PollError {
     /// Foreign origin (403) or no room for another connection (503).
     #[error(transparent)]
     Admission(#[from] Refusal),
+    /// Refused by the node that holds the connection (a cluster), with its status.
+    #[cfg(feature = "cluster")]
+    #[error("{1}")]
+    Elsewhere(u16, String),
 }
 
 impl PollError {
@@ -98,6 +102,10 @@ impl PollError {
             PollError::Concurrent => StatusCode::CONFLICT,
             PollError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PollError::Admission(refusal) => refusal.status(),
+            #[cfg(feature = "cluster")]
+            PollError::Elsewhere(status, _) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -183,18 +191,66 @@ async fn get(
     let result = async {
         admission::check_origin(req.head(), &shared)?;
         let pid = query.pid.as_deref().ok_or(PollError::UnknownPid)?;
-        let transport = lookup(&polls, pid).ok_or(PollError::UnknownPid)?;
-        let (reply, answer) = oneshot::channel();
-        transport
-            .send(Poll { reply })
-            .await
-            .map_err(|_| PollError::UnknownPid)?;
-        answer
-            .await
-            .map_err(|_| PollError::Gone("closed".to_owned()))?
+        match lookup(&polls, pid) {
+            Some(transport) => poll(&transport).await,
+            None => elsewhere(&shared, pid, None).await,
+        }
     }
     .await;
     respond(&req, &shared, result)
+}
+
+/// Waits for the frames queued on `transport` (a long-poll).
+async fn poll(transport: &Addr<PollTransport>) -> Result<Bytes, PollError> {
+    let (reply, answer) = oneshot::channel();
+    transport
+        .send(Poll { reply })
+        .await
+        .map_err(|_| PollError::UnknownPid)?;
+    answer
+        .await
+        .map_err(|_| PollError::Gone("closed".to_owned()))?
+}
+
+/// A request for a polling connection that is not here: in a cluster, the node
+/// that holds it answers (its pid starts with its node id).
+async fn elsewhere(shared: &Shared, pid: &str, body: Option<Bytes>) -> Result<Bytes, PollError> {
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &shared.cluster {
+        let hold = shared.config.poll_hold;
+        if let Some(answer) = cluster.poll_elsewhere(pid, body, hold).await {
+            return answer.map_err(|(status, text)| PollError::Elsewhere(status, text));
+        }
+        return Err(PollError::UnknownPid);
+    }
+    let _ = (shared, pid, body);
+    Err(PollError::UnknownPid)
+}
+
+/// Answers a polling request that reached another node of the cluster: a long-poll
+/// (`body` none) or frames, for the connection `pid` of this node.
+#[cfg(feature = "cluster")]
+pub(crate) async fn for_another_node(
+    polls: &PollRegistry,
+    shared: &Shared,
+    pid: &str,
+    body: Option<Bytes>,
+) -> Result<Bytes, (u16, String)> {
+    let result = match (lookup(polls, pid), body) {
+        (None, _) => Err(PollError::UnknownPid),
+        (Some(transport), None) => poll(&transport).await,
+        (Some(transport), Some(body)) => {
+            match protocol::split_batch(&body, shared.config.max_poll_frames) {
+                Ok(frames) => push(&transport, frames).await.map(|()| ok()),
+                Err(e) => Err(PollError::BadBatch(e.to_string())),
+            }
+        }
+    };
+    result.map_err(|e| (e.status().as_u16(), e.to_string()))
+}
+
+fn ok() -> Bytes {
+    Bytes::from_static(b"ok")
 }
 
 /// Frames from the client; without a pid, opens a polling connection.
@@ -212,9 +268,11 @@ async fn post(
             .map_err(|e| PollError::BadBatch(e.to_string()))?;
         match query.pid.as_deref() {
             Some(pid) => {
-                let transport = lookup(&polls, pid).ok_or(PollError::UnknownPid)?;
+                let Some(transport) = lookup(&polls, pid) else {
+                    return elsewhere(&shared, pid, Some(body)).await;
+                };
                 push(&transport, frames).await?;
-                Ok(Bytes::from_static(b"ok"))
+                Ok(ok())
             }
             None => {
                 if frames.is_empty() {
@@ -223,7 +281,7 @@ async fn post(
                     ));
                 }
                 let slot = admission::reserve(req.head(), &shared, "polling")?;
-                let pid = new_pid();
+                let pid = new_pid(&shared);
                 let registry = polls.clone().into_inner();
                 let transport =
                     PollTransport::new(shared.get_ref().clone(), registry, pid.clone(), slot)
@@ -276,13 +334,21 @@ async fn read_body(
     Ok(body.freeze())
 }
 
-fn new_pid() -> Arc<str> {
+/// A fresh pid; in a cluster it starts with the node's id, so that any node can
+/// tell where the connection is.
+fn new_pid(shared: &Shared) -> Arc<str> {
     let mut raw = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut raw);
-    raw.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into()
+    let mut pid = String::with_capacity(48);
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &shared.cluster {
+        pid.push_str(&cluster.id().to_string());
+    }
+    let _ = shared;
+    for b in raw {
+        pid.push_str(&format!("{b:02x}"));
+    }
+    pid.into()
 }
 
 /// A waiting GET.

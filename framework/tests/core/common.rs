@@ -340,6 +340,15 @@ impl RawPoller {
         }
     }
 
+    /// Sends the next requests of this connection to the server at `url` (another
+    /// node of a cluster).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub fn via(&mut self, url: &str) {
+        let query = self.endpoint.split_once("/poll?").map_or("", |(_, q)| q);
+        let base = url.replacen("ws://", "http://", 1);
+        self.endpoint = format!("{base}/poll?{query}");
+    }
+
     pub async fn send(&mut self, frame: &Frame) {
         let sent = self.send_batch(std::slice::from_ref(frame)).await;
         assert!(sent.is_ok(), "POST refused: {sent:?}");

@@ -27,7 +27,7 @@ use actix_web::{web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use volley::{Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, SessionId};
-use volley::{LeaveReason, RateLimit, Socket, Volley};
+use volley::{LeaveReason, RateLimit, Socket, Volley, VolleyBuilder};
 
 use crate::args::Flags;
 use crate::scenarios::chat::{ChatMessage, CHAT_NAMESPACE};
@@ -110,6 +110,8 @@ pub struct ServeOptions {
     pub room_size: usize,
     /// Stop when stdin closes (set when the load tester spawned us).
     pub stop_on_eof: bool,
+    /// Join the cluster on this Redis (`--redis URL`, feature `cluster`).
+    pub redis: Option<String>,
 }
 
 impl ServeOptions {
@@ -123,6 +125,7 @@ impl ServeOptions {
             tick_rate: flags.get("tick-rate", 30)?,
             room_size: flags.count("room-size", 8)?,
             stop_on_eof: flags.switch("stop-on-eof"),
+            redis: flags.opt("redis")?,
         })
     }
 }
@@ -346,6 +349,27 @@ fn median(values: &mut [u64]) -> u64 {
 
 /// Runs the server until the process is stopped (or stdin closes, with
 /// `--stop-on-eof`). Prints `listening <ws url>` on stdout once it accepts.
+/// Joins `builder` to the cluster on `redis`, if given.
+fn in_cluster(builder: VolleyBuilder, redis: Option<&str>) -> std::io::Result<VolleyBuilder> {
+    let Some(url) = redis else {
+        return Ok(builder);
+    };
+    #[cfg(feature = "cluster")]
+    {
+        let cluster = volley::cluster::RedisCluster::new(url)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(builder.cluster(cluster))
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = builder;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("--redis {url}: build the load tester with --features cluster"),
+        ))
+    }
+}
+
 pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
     let pulse = RoomOptions {
         max_players: opts.room_size,
@@ -354,7 +378,7 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
         ..RoomOptions::default()
     };
     let rooms = GameRooms::builder().game::<Pulse>(ROOM_TYPE, pulse).build();
-    let volley = Volley::builder()
+    let builder = Volley::builder()
         .heartbeat(opts.ping, opts.ping_timeout)
         .resume_grace(opts.grace)
         // Every simulated client comes from this machine's address, and a scenario
@@ -363,8 +387,8 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
         .rate_limit(RateLimit::OFF)
         .namespace(NAMESPACE, lt_namespace())
         .namespace(GAME_NAMESPACE, game_namespace(&rooms))
-        .namespace(CHAT_NAMESPACE, chat_namespace())
-        .build();
+        .namespace(CHAT_NAMESPACE, chat_namespace());
+    let volley = in_cluster(builder, opts.redis.as_deref())?.build();
     let handles = web::Data::new(Handles {
         volley: volley.clone(),
         rooms,

@@ -21,15 +21,44 @@ use crate::worker::WorkerCtx;
 /// How long receivers wait for the last messages after the publisher stopped.
 const DRAIN: Duration = Duration::from_secs(20);
 
+/// The publisher's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Publishing {
+    /// Messages a second.
+    pub rate: f64,
+    /// Seconds of publishing.
+    pub duration: f64,
+    /// Bytes of padding per message.
+    pub size: usize,
+}
+
+impl Publishing {
+    pub fn from_flags(flags: &Flags) -> Result<Publishing, String> {
+        Ok(Publishing {
+            rate: flags.positive("rate", 20.0)?,
+            duration: flags.positive("duration", 10.0)?,
+            size: flags.get("size", 100)?,
+        })
+    }
+}
+
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let common = Common::from_flags(flags, 500, 500.0)?;
-    let rate = flags.positive("rate", 20.0)?;
-    let duration = flags.positive("duration", 10.0)?;
-    let size: usize = flags.get("size", 100)?;
+    let publishing = Publishing::from_flags(flags)?;
     flags.finish()?;
+    run(&common, publishing).await
+}
 
-    let mut run = Run::start("fanout", &common).await?;
-    run.start_workers(&common, ScenarioPlan::Fanout).await?;
+/// Runs the fan-out against `common`'s server (the cluster scenario runs it against
+/// a balancer in front of several).
+pub async fn run(common: &Common, publishing: Publishing) -> Result<Report, String> {
+    let Publishing {
+        rate,
+        duration,
+        size,
+    } = publishing;
+    let mut run = Run::start("fanout", common).await?;
+    run.start_workers(common, ScenarioPlan::Fanout).await?;
     run.connect(common.connect_timeout).await;
 
     let publisher = Client::connect(&run.url)
@@ -61,7 +90,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let cpu_to = run.server_sample();
     publisher.close().await;
 
-    let mut report = run.report(&common, &tally);
+    let mut report = run.report(common, &tally);
     report.setting("rate", rate);
     report.setting("duration_s", duration);
     report.setting("size", size);

@@ -3,6 +3,7 @@
 //! turns the tally into figures.
 
 pub mod chat;
+mod cluster;
 mod compare;
 mod connect;
 mod fanout;
@@ -22,7 +23,7 @@ use crate::report::Report;
 use crate::worker::WorkerCtx;
 
 /// The scenario names, as given on the command line.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "connect",
     "idle",
     "fanout",
@@ -32,6 +33,7 @@ pub const NAMES: [&str; 9] = [
     "fuzz",
     "floor",
     "compare",
+    "cluster",
 ];
 
 /// Runs scenario `name` as the coordinator.
@@ -46,6 +48,7 @@ pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
         "fuzz" => fuzz::coordinate(flags).await,
         "floor" => floor::coordinate(flags).await,
         "compare" => compare::coordinate(flags).await,
+        "cluster" => cluster::coordinate(flags).await,
         other => Err(format!("unknown scenario '{other}'")),
     }
 }

@@ -1,0 +1,247 @@
+//! `cluster`: the fan-out of `fanout` on one node, then on `--nodes` nodes sharing a
+//! Redis (Volley's `cluster` feature), in one run. With `--spawn` it starts
+//! `redis-server` on a free port, the nodes (`loadtest serve --redis`), and a plain
+//! round-robin TCP balancer in front of them (no stickiness): the receivers and the
+//! publisher spread over the nodes, so most deliveries cross Redis. Measures, next to
+//! the single node of the same run: delivery latency, CPU per delivery of the nodes
+//! together, Redis CPU per broadcast and Redis messages per broadcast; checks every
+//! message exactly once, as `fanout` does.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+use super::fanout::{self, Publishing};
+use super::per_second;
+use crate::args::Flags;
+use crate::coordinator::{spawn_server, Common, Target};
+use crate::proc;
+use crate::report::Report;
+
+pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
+    let mut common = Common::from_flags(flags, 500, 500.0)?;
+    let publishing = Publishing::from_flags(flags)?;
+    let nodes = flags.count("nodes", 3)?.max(2);
+    flags.finish()?;
+    if !matches!(common.target, Target::Spawn { .. }) {
+        return Err("cluster starts its own Redis and nodes: give --spawn".into());
+    }
+    if !cfg!(feature = "cluster") {
+        return Err("build the load tester with the cluster: \
+                    cargo run --release -p loadtest --features cluster -- cluster --spawn"
+            .into());
+    }
+
+    // The same fan-out on one node first, for the comparison.
+    let single = fanout::run(&common, publishing).await?;
+
+    let redis = Redis::start().await?;
+    let mut children = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..nodes {
+        let flags = ["--redis".to_owned(), redis.url()];
+        let (child, url) = spawn_server(&flags, None).await?;
+        addrs.push(address_of(&url)?);
+        children.push(child);
+    }
+    let balancer = balance(addrs).await?;
+    common.target = Target::Url {
+        url: format!("ws://{balancer}/volley"),
+        pid: None,
+    };
+    let pids: Vec<String> = children
+        .iter()
+        .filter_map(Child::id)
+        .map(|p| p.to_string())
+        .collect();
+    let cpu = || -> f64 {
+        pids.iter()
+            .filter_map(|p| proc::sample(p).ok())
+            .map(|s| s.cpu_seconds)
+            .sum()
+    };
+    let (nodes_from, redis_from) = (cpu(), redis.figures().await?);
+    let mut report = fanout::run(&common, publishing).await?;
+    let (nodes_to, redis_to) = (cpu(), redis.figures().await?);
+    drop(children);
+
+    report.scenario = "cluster".to_owned();
+    // The nodes were measured here, not by the run (it saw the balancer's address).
+    report.notes.retain(|n| !n.contains("not measured"));
+    for (name, value) in report.settings.iter_mut() {
+        if name == "server" {
+            *value = format!("spawned: one node, then {nodes} behind a balancer").into();
+        }
+    }
+    report.setting("nodes", nodes);
+    let published = figure(&report, "published");
+    let delivered = figure(&report, "deliveries");
+    report.figure(
+        "nodes_cpu_us_per_delivery",
+        "CPU per delivery, all nodes",
+        per_second((nodes_to - nodes_from) * 1e6, delivered),
+        "µs",
+    );
+    report.figure(
+        "single_cpu_us_per_delivery",
+        "CPU per delivery, one node",
+        figure(&single, "server_cpu_us_per_delivery"),
+        "µs",
+    );
+    report.figure(
+        "redis_messages_per_broadcast",
+        "Redis messages published per broadcast",
+        per_second(
+            (redis_to.published - redis_from.published) as f64,
+            published,
+        ),
+        "",
+    );
+    report.figure(
+        "redis_cpu_us_per_broadcast",
+        "Redis CPU per broadcast",
+        per_second(
+            (redis_to.cpu_seconds - redis_from.cpu_seconds) * 1e6,
+            published,
+        ),
+        "µs",
+    );
+    // The single node's streams and latency beside the cluster's: both are checked.
+    for (name, totals) in single.streams {
+        report.streams.insert(format!("{name} (one node)"), totals);
+    }
+    for (name, p) in single.latency {
+        report.latency.push((format!("{name} (one node)"), p));
+    }
+    report.failures.extend(single.failures);
+    report.notes.push(format!(
+        "the same fan-out on one node, then on {nodes} nodes behind a round-robin \
+         balancer (Redis on 127.0.0.1:{})",
+        redis.port
+    ));
+    Ok(report)
+}
+
+fn figure(report: &Report, key: &str) -> f64 {
+    report
+        .figures
+        .iter()
+        .find(|f| f.key == key)
+        .map_or(0.0, |f| f.value)
+}
+
+fn address_of(url: &str) -> Result<SocketAddr, String> {
+    url.trim_start_matches("ws://")
+        .trim_end_matches("/volley")
+        .parse()
+        .map_err(|e| format!("node address in {url}: {e}"))
+}
+
+/// A plain TCP balancer on a free port: each new connection goes to the next node.
+async fn balance(nodes: Vec<SocketAddr>) -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("balancer: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    actix_rt::spawn(async move {
+        let mut next = 0usize;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let node = nodes[next % nodes.len()];
+            next += 1;
+            actix_rt::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(node).await else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The run's own `redis-server`, stopped with the run.
+struct Redis {
+    port: u16,
+    _child: Child,
+}
+
+/// What Redis says about itself.
+struct RedisFigures {
+    cpu_seconds: f64,
+    /// `SPUBLISH` calls so far (broadcasts, questions and relays of every node).
+    published: u64,
+}
+
+impl Redis {
+    async fn start() -> Result<Redis, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("a free port for Redis: {e}"))?
+            .port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server (apt install redis-server): {e}"))?;
+        let stdout = child.stdout.take().ok_or("redis-server stdout missing")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("Ready to accept connections") {
+                    return true;
+                }
+            }
+            false
+        };
+        if !tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .unwrap_or(false)
+        {
+            return Err("redis-server did not start".into());
+        }
+        // Keep reading so that it never blocks on a full pipe.
+        actix_rt::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Redis {
+            port,
+            _child: child,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn figures(&self) -> Result<RedisFigures, String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "INFO", "all"])
+            .output()
+            .await
+            .map_err(|e| format!("redis-cli: {e}"))?;
+        let info = String::from_utf8_lossy(&out.stdout);
+        let value = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or("0")
+                .to_owned()
+        };
+        let cpu = |key| value(key).parse::<f64>().unwrap_or(0.0);
+        let published = value("cmdstat_spublish:calls=")
+            .split(',')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Ok(RedisFigures {
+            cpu_seconds: cpu("used_cpu_sys:") + cpu("used_cpu_user:"),
+            published,
+        })
+    }
+}

@@ -231,8 +231,9 @@ impl Link {
         let _ = self.up.send(true);
         tracing::info!(node = %self.node, "cluster: connected to Redis");
         loop {
+            // Unbiased: a stream of messages from other nodes must not starve this
+            // node's own publishing or its registry refresh.
             let step = tokio::select! {
-                biased;
                 push = pushes.recv() => match push {
                     Some(push) => self.on_push(push),
                     None => Err(lost("push channel closed")),

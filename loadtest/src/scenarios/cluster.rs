@@ -5,7 +5,9 @@
 //! publisher spread over the nodes, so most deliveries cross Redis. Measures, next to
 //! the single node of the same run: delivery latency, CPU per delivery of the nodes
 //! together, Redis CPU per broadcast and Redis messages per broadcast; checks every
-//! message exactly once, as `fanout` does.
+//! message exactly once, as `fanout` does. Then the `reconnect` storm through the
+//! balancer: every session cut at once resumes on whichever node its reconnection
+//! reaches (with 3 nodes, two in three on another node than its session's).
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -17,6 +19,7 @@ use tokio::process::{Child, Command};
 
 use super::fanout::{self, Publishing};
 use super::per_second;
+use super::reconnect::{self, Storm};
 use crate::args::Flags;
 use crate::coordinator::{spawn_server, Common, Target};
 use crate::proc;
@@ -25,6 +28,7 @@ use crate::report::Report;
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let mut common = Common::from_flags(flags, 500, 500.0)?;
     let publishing = Publishing::from_flags(flags)?;
+    let storm = Storm::from_flags(flags)?;
     let nodes = flags.count("nodes", 3)?.max(2);
     flags.finish()?;
     if !matches!(common.target, Target::Spawn { .. }) {
@@ -67,6 +71,9 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let (nodes_from, redis_from) = (cpu(), redis.figures().await?);
     let mut report = fanout::run(&common, publishing).await?;
     let (nodes_to, redis_to) = (cpu(), redis.figures().await?);
+    // Then every session cut at once: each reconnects through the balancer, most to
+    // another node than its session's, and resumes there.
+    let storm = reconnect::run(&common, storm).await?;
     drop(children);
 
     report.scenario = "cluster".to_owned();
@@ -118,6 +125,17 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         report.latency.push((format!("{name} (one node)"), p));
     }
     report.failures.extend(single.failures);
+    for (name, totals) in storm.streams {
+        report.streams.insert(format!("{name} (reconnect)"), totals);
+    }
+    for (name, p) in storm.latency {
+        report.latency.push((format!("{name} (reconnect)"), p));
+    }
+    for f in storm.figures {
+        let label = format!("reconnect: {}", f.label);
+        report.figure(&format!("reconnect_{}", f.key), &label, f.value, f.unit);
+    }
+    report.failures.extend(storm.failures);
     report.notes.push(format!(
         "the same fan-out on one node, then on {nodes} nodes behind a round-robin \
          balancer (Redis on 127.0.0.1:{})",

@@ -28,16 +28,51 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// Delay between the cut command and the cut, so that every worker cuts together.
 const CUT_LEAD: Duration = Duration::from_millis(200);
 
+/// The storm's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Storm {
+    /// Numbered messages a second, each way, per session.
+    pub msg_rate: f64,
+    /// The clients' first back-off delay.
+    pub backoff_ms: u64,
+    /// Seconds of streaming before the cut.
+    pub warmup: f64,
+    /// Seconds of streaming after the last resumption.
+    pub after: f64,
+    /// Seconds every session has to resume.
+    pub resume_timeout: f64,
+}
+
+impl Storm {
+    pub fn from_flags(flags: &Flags) -> Result<Storm, String> {
+        Ok(Storm {
+            msg_rate: flags.positive("msg-rate", 5.0)?,
+            backoff_ms: flags.get("backoff-ms", 1_000)?,
+            warmup: flags.positive("warmup", 1.0)?,
+            after: flags.positive("after", 2.0)?,
+            resume_timeout: flags.positive("resume-timeout", 60.0)?,
+        })
+    }
+}
+
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let common = Common::from_flags(flags, 200, 500.0)?;
-    let msg_rate = flags.positive("msg-rate", 5.0)?;
-    let backoff_ms: u64 = flags.get("backoff-ms", 1_000)?;
-    let warmup = flags.positive("warmup", 1.0)?;
-    let after = flags.positive("after", 2.0)?;
-    let resume_timeout = flags.positive("resume-timeout", 60.0)?;
+    let storm = Storm::from_flags(flags)?;
     flags.finish()?;
+    run(&common, storm).await
+}
 
-    let mut run = Run::start("reconnect", &common).await?;
+/// Runs the storm against `common`'s server (the cluster scenario runs it against a
+/// balancer in front of several).
+pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
+    let Storm {
+        msg_rate,
+        backoff_ms,
+        warmup,
+        after,
+        resume_timeout,
+    } = storm;
+    let mut run = Run::start("reconnect", common).await?;
     let plan = ScenarioPlan::Reconnect {
         msg_rate,
         // Every phase at its longest, and a margin: the server's streams never
@@ -45,7 +80,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         stream_limit_s: warmup + resume_timeout + after + 120.0,
         backoff_ms,
     };
-    run.start_workers(&common, plan).await?;
+    run.start_workers(common, plan).await?;
     run.connect(common.connect_timeout).await;
     run.send(&Command::Start).await;
     run.hold("streaming", Duration::from_secs_f64(warmup), &|_| false)
@@ -74,7 +109,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         .await;
     let tally = run.finish(0, DRAIN + Duration::from_secs(60)).await;
 
-    let mut report = run.report(&common, &tally);
+    let mut report = run.report(common, &tally);
     report.setting("msg_rate", msg_rate);
     report.setting("backoff_ms", backoff_ms);
     report.setting("warmup_s", warmup);

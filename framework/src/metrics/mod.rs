@@ -271,13 +271,13 @@ impl Metrics {
         self.outbox_bytes.observe(bytes as f64);
     }
 
-    /// Counts one refused client input.
     /// The registry, for figures registered by an optional part (the cluster).
     #[cfg(feature = "cluster")]
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
     }
 
+    /// Counts one refused client input.
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&[("reason", reason)]).inc();
     }

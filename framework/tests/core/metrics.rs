@@ -12,11 +12,14 @@ use volley::{
 
 use crate::common::*;
 
-const TOKEN: &str = "scrape-secret";
+pub(crate) const TOKEN: &str = "scrape-secret";
 
 /// Scrapes the server's `/metrics` with `token`: the status and the figures by
 /// series (`name{labels}`).
-async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, HashMap<String, f64>) {
+pub(crate) async fn scrape(
+    server: &TestServer,
+    token: Option<&str>,
+) -> (u16, HashMap<String, f64>) {
     let url = server
         .url
         .replace("ws://", "http://")
@@ -38,7 +41,7 @@ async fn scrape(server: &TestServer, token: Option<&str>) -> (u16, HashMap<Strin
 }
 
 /// A server builder with the metrics route on, behind [`TOKEN`].
-fn metered() -> VolleyBuilder {
+pub(crate) fn metered() -> VolleyBuilder {
     Volley::builder().metrics(MetricsRoute::token(TOKEN))
 }
 

@@ -4,17 +4,23 @@
 use std::time::Duration;
 
 use super::*;
+use crate::metrics::{metered, scrape, TOKEN};
 
 #[actix_rt::test]
 async fn a_redis_restart_keeps_local_service_and_cross_node_traffic_resumes() {
     let Some(mut redis) = RedisServer::start("a_redis_restart") else {
         return;
     };
-    let (a, b) = (node(&redis).await, node(&redis).await);
+    // A reports its link in /metrics.
+    let cluster = RedisCluster::new(&redis.url()).unwrap();
+    let a = node_of(metered().namespace("/", namespace()).cluster(cluster)).await;
+    let b = node(&redis).await;
     let mut on_a = players(&a, WS, "/", &[("ann", &["red"])]).await;
     let mut on_b = players(&b, WS, "/", &[("bob", &["red"])]).await;
     redis.await_subscribers(&room_channel("red"), 2).await;
     let (link_a, link_b) = (a.volley.cluster().unwrap(), b.volley.cluster().unwrap());
+    let redis_up = async || scrape(&a, Some(TOKEN)).await.1["volley_cluster_redis_up"];
+    assert_eq!(redis_up().await, 1.0);
 
     redis.stop();
     for link in [link_a, link_b] {
@@ -22,6 +28,7 @@ async fn a_redis_restart_keeps_local_service_and_cross_node_traffic_resumes() {
             .await
             .expect("the node notices that Redis is gone");
     }
+    assert_eq!(redis_up().await, 0.0);
     // Local service goes on: a broadcast on A reaches A's member, and counts as
     // dropped for the other nodes.
     let root = a.volley.of("/").unwrap();
@@ -43,6 +50,10 @@ async fn a_redis_restart_keeps_local_service_and_cross_node_traffic_resumes() {
     let stats = link_a.stats();
     assert!(stats.redis_connects >= 2, "{stats:?}");
     assert!(stats.dropped_redis_down >= 1, "{stats:?}");
+    let (_, figures) = scrape(&a, Some(TOKEN)).await;
+    assert_eq!(figures["volley_cluster_redis_up"], 1.0);
+    assert!(figures["volley_cluster_dropped_total{reason=\"redis_down\"}"] >= 1.0);
+    assert!(figures["volley_cluster_redis_connects_total"] >= 2.0);
 }
 
 #[actix_rt::test]

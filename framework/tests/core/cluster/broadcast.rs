@@ -178,13 +178,7 @@ async fn interest_follows_membership() {
     // A broadcast to red now costs one Redis message and reaches no other node.
     let before = b.volley.cluster().unwrap().stats().messages_received;
     let mut on_a = on_a;
-    a.volley
-        .of("/")
-        .unwrap()
-        .to("red")
-        .emit("news", &1)
-        .unwrap();
-    assert_eq!(next_event(&mut on_a[0].ns).await.name, "news");
+    news_reaches(&a, "red", &mut on_a[0].ns).await;
     a.volley.of("/").unwrap().emit("fence", &()).unwrap();
     until_fence(&mut on_a[0].ns).await;
     assert_eq!(

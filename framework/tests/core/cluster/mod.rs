@@ -7,7 +7,7 @@ mod ops;
 mod redis;
 mod resume;
 
-use volley::client::Transport;
+use volley::client::{NamespaceClient, Transport};
 use volley::cluster::RedisCluster;
 use volley::{Namespace, Volley, VolleyBuilder};
 
@@ -79,4 +79,15 @@ pub async fn await_nodes(server: &TestServer, n: usize) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// `from` broadcasts `news` to `room` (namespace `/`); `member` must get it.
+pub async fn news_reaches(from: &TestServer, room: &str, member: &mut NamespaceClient) {
+    from.volley
+        .of("/")
+        .unwrap()
+        .to(room)
+        .emit("news", &1)
+        .unwrap();
+    assert_eq!(next_event(member).await.name, "news");
 }

@@ -51,13 +51,7 @@ async fn sessions_room_sizes_kicks_and_cuts_span_the_cluster() {
     // A cuts another one's connection: its client resumes, still in its room.
     assert!(from_a.drop_connection(node_b, cat).await.unwrap());
     resumed(&cat_client).await;
-    a.volley
-        .of("/")
-        .unwrap()
-        .to("red")
-        .emit("news", &1)
-        .unwrap();
-    assert_eq!(next_event(&mut cat_ns).await.name, "news");
+    news_reaches(&a, "red", &mut cat_ns).await;
     assert_eq!(from_a.room_size("/", "red").await.unwrap(), 2);
     // Ids are per node: the same id on the wrong node is not that session.
     assert!(!from_a

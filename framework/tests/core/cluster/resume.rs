@@ -113,3 +113,73 @@ async fn each_polling_request_may_go_to_another_node() {
     other.via(&a.url);
     assert!(matches!(other.recv().await, Ok(Frame::Open(_))));
 }
+
+/// A namespace that hands its sockets to the test (to ask their clients questions)
+/// and echoes with an ack.
+fn handing_out_sockets() -> (Namespace, mpsc::UnboundedReceiver<volley::Socket>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tx = std::sync::Mutex::new(tx);
+    let namespace = Namespace::new()
+        .on_connect(move |socket| {
+            let _ = tx.lock().unwrap().send(socket.clone());
+        })
+        .on_ack("join", |socket, room: String, ack| {
+            socket.join(&room);
+            let _ = ack.send(&room);
+        })
+        .on_ack("echo", |_, v: serde_json::Value, ack| {
+            let _ = ack.send(&v);
+        });
+    (namespace, rx)
+}
+
+#[actix_rt::test]
+async fn acks_and_broadcasts_cross_a_relayed_resume_both_ways() {
+    let Some(redis) = RedisServer::start("acks_and_broadcasts_cross_a_relayed_resume") else {
+        return;
+    };
+    let (on_a, mut sockets) = handing_out_sockets();
+    let (on_b, _) = handing_out_sockets();
+    let cluster = || RedisCluster::new(&redis.url()).unwrap();
+    let a = node_of(Volley::builder().namespace("/", on_a).cluster(cluster())).await;
+    let b = node_of(Volley::builder().namespace("/", on_b).cluster(cluster())).await;
+    let targets = vec![server_addr(&a), server_addr(&b)];
+    let proxy = FaultProxy::balance(targets, Cuts::Never, 1).await;
+    let config = volley::client::ClientConfig {
+        backoff: crate::resume::quick_backoff(),
+        ..Default::default()
+    };
+    // The first connection goes to A, where the session lives; every later one to B.
+    let client = volley::client::Client::connect_with(&proxy.url(), config)
+        .await
+        .unwrap();
+    let mut ns = client.join("/", &()).await.unwrap();
+    let _: String = ns.emit_with_ack("join", &"red", WAIT).await.unwrap();
+    let socket = tokio::time::timeout(WAIT, sockets.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A question arrives, the connection is cut before the answer: the answer waits in
+    // the client, and crosses the relay from B to the session on A after the resume.
+    let asked = socket.emit_with_ack::<_, String>("question", &"who?", WAIT);
+    let question = next_event(&mut ns).await;
+    proxy.cut_all();
+    question.ack.expect("an ack id").send(&"me").unwrap();
+    assert_eq!(resumed(&client).await, 0);
+    assert_eq!(asked.await, Ok("me".to_owned()));
+    let relayed = b.volley.cluster().unwrap().stats().relayed;
+    assert!(relayed > 0, "the resume went through B");
+
+    // Through the relay: client → server acks, server → client acks, room broadcasts.
+    let echoed: u32 = ns.emit_with_ack("echo", &7, WAIT).await.unwrap();
+    assert_eq!(echoed, 7);
+    let asked = socket.emit_with_ack::<_, String>("question", &"again?", WAIT);
+    let question = next_event(&mut ns).await;
+    question.ack.expect("an ack id").send(&"still me").unwrap();
+    assert_eq!(asked.await, Ok("still me".to_owned()));
+    news_reaches(&a, "red", &mut ns).await;
+    let session = a.volley.sessions().await;
+    assert_eq!(session.len(), 1, "the session stayed on A");
+    assert_eq!(session[0].id.0, client.session_id());
+}

@@ -11,6 +11,13 @@
 //!   published once per target room (`SPUBLISH`); each node that has members takes
 //!   it once, whichever of the rooms' channels brought it first, frames it once and
 //!   fans it out to its own members as a local broadcast.
+//! - **Any node serves any client.** A session stays on the node that opened it; a
+//!   client that resumes on another node is relayed to it through Redis
+//!   (exactly-once as ever), and a polling request that lands on another node is
+//!   answered by the node that holds its connection.
+//! - **Cluster-wide operations.** [`ClusterNode::sessions`],
+//!   [`ClusterNode::room_size`], [`ClusterNode::kick`] and
+//!   [`ClusterNode::drop_connection`] ask the other nodes on their control channels.
 //! - **Registry.** Each live node refreshes a key (`<prefix>:node:<id>`) that
 //!   expires after [`RedisCluster::node_ttl`] once the node stops.
 //! - **Faults stay local.** Without Redis a node serves its own clients as a single

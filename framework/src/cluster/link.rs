@@ -15,6 +15,7 @@
 //! exponential back-off and logs each state change once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,12 @@ const MAX_ASKING: usize = 1024;
 
 /// Why a connection ended.
 type Lost = redis::RedisError;
+
+/// What Redis pushes on one connection, and whether some of it had to be dropped.
+struct Pushes {
+    rx: mpsc::Receiver<PushInfo>,
+    overflowed: Arc<AtomicBool>,
+}
 
 pub(crate) struct Link {
     pub client: redis::Client,
@@ -144,6 +151,9 @@ impl Link {
                     let lost = self.serve(conn, pushes).await;
                     self.metrics.up.set(0);
                     let _ = self.up.send(false);
+                    // A relay cannot tell which of its frames were lost with the
+                    // connection: its clients resume, and their sessions replay.
+                    self.relays.cut_all("cluster link to Redis lost");
                     match lost {
                         Some(e) => tracing::warn!(
                             node = %self.node, error = %e,
@@ -168,14 +178,15 @@ impl Link {
         }
     }
 
-    async fn connect(
-        &self,
-    ) -> redis::RedisResult<(MultiplexedConnection, mpsc::Receiver<PushInfo>)> {
+    async fn connect(&self) -> redis::RedisResult<(MultiplexedConnection, Pushes)> {
         let (tx, rx) = mpsc::channel(PUSH_BACKLOG);
         let metrics = self.metrics.clone();
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let dropping = overflowed.clone();
         let push = move |info: PushInfo| -> Result<(), redis::aio::SendError> {
             if tx.try_send(info).is_err() {
                 metrics.dropped(Dropped::Backlog);
+                dropping.store(true, Ordering::Relaxed);
             }
             Ok(())
         };
@@ -188,7 +199,7 @@ impl Link {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         self.register(&mut conn).await?;
-        Ok((conn, rx))
+        Ok((conn, Pushes { rx, overflowed }))
     }
 
     /// While Redis is away: drops what would be published (the clients of this node
@@ -213,11 +224,11 @@ impl Link {
     }
 
     /// Serves one connection until it fails (`Some`) or the server is gone (`None`).
-    async fn serve(
-        &mut self,
-        mut conn: MultiplexedConnection,
-        mut pushes: mpsc::Receiver<PushInfo>,
-    ) -> Option<Lost> {
+    async fn serve(&mut self, mut conn: MultiplexedConnection, pushes: Pushes) -> Option<Lost> {
+        let Pushes {
+            rx: mut pushes,
+            overflowed,
+        } = pushes;
         let mut subscribed: HashSet<String> = HashSet::new();
         let mut heartbeat = tokio::time::interval(self.ttl / 3);
         heartbeat.reset();
@@ -255,6 +266,10 @@ impl Link {
             };
             if let Err(e) = step {
                 return Some(e);
+            }
+            if overflowed.swap(false, Ordering::Relaxed) {
+                // Broadcasts were dropped (and counted); relayed frames must not be.
+                self.relays.cut_all("cluster link overloaded");
             }
         }
     }

@@ -125,6 +125,27 @@ impl Relays {
         lock(&self.owners).insert(relay, owner);
     }
 
+    /// Ends every relay of this node, as a cut connection would: its clients resume
+    /// (anywhere) and its sessions detach, so that a frame lost with the link is
+    /// replayed rather than skipped. The other ends hear of it if the link can still
+    /// tell them (their own heartbeat notices otherwise).
+    pub fn cut_all(&self, reason: &str) {
+        let edges: Vec<(u64, Edge)> = lock(&self.edges).drain().collect();
+        for (_, edge) in edges {
+            let reason = reason.to_owned();
+            // Its transport reports the close to its `EdgeRelay`, which tells the owner.
+            edge.transport.do_send(ToTransport::Drop { reason });
+        }
+        let owners: Vec<(u64, Owner)> = lock(&self.owners).drain().collect();
+        for (relay, owner) in owners {
+            owner.session.do_send(FromTransport::Closed {
+                transport: owner.transport,
+                reason: DisconnectReason::TransportClosed,
+            });
+            self.publish(owner.edge, SERVER_DROP, relay, reason.as_bytes());
+        }
+    }
+
     /// A relay message from Redis.
     pub fn on_message(&self, raw: Bytes) {
         if raw.len() < 9 {

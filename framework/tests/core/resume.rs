@@ -52,7 +52,7 @@ pub(crate) fn counting_namespace(received: mpsc::UnboundedSender<u64>) -> Namesp
 
 /// Reads what the counting namespace sends after `start`: every `s2c` number once, in
 /// order, then `done`. `patience` bounds the wait for each event.
-async fn every_event_in_order(ns: &mut NamespaceClient, patience: Duration) {
+pub(crate) async fn every_event_in_order(ns: &mut NamespaceClient, patience: Duration) {
     let mut next = 0u64;
     loop {
         let event = tokio::time::timeout(patience, ns.next_event())

@@ -119,3 +119,67 @@ async fn a_node_that_stops_leaves_the_registry_at_once() {
     drop(a);
     await_nodes(&b, 1).await;
 }
+
+#[actix_rt::test]
+async fn a_relayed_session_survives_a_redis_restart_exactly_once() {
+    use crate::proxy::{Cuts, FaultProxy};
+    use crate::resume::{counting_namespace, every_event_in_order, server_addr, EVENTS};
+
+    let Some(mut redis) = RedisServer::start("a_relayed_session_survives_a_redis_restart") else {
+        return;
+    };
+    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let counting = |tx| {
+        let cluster = RedisCluster::new(&redis.url()).unwrap();
+        Volley::builder()
+            .namespace("/", counting_namespace(tx))
+            .cluster(cluster)
+    };
+    let a = node_of(counting(tx.clone())).await;
+    let b = node_of(counting(tx)).await;
+    let targets = vec![server_addr(&a), server_addr(&b)];
+    let proxy = FaultProxy::balance(targets, Cuts::Never, 1).await;
+    let config = volley::client::ClientConfig {
+        backoff: crate::resume::quick_backoff(),
+        send_buffer: 4096,
+        event_buffer: 4096,
+        ..Default::default()
+    };
+    // Connection 1 reaches A (the session's node), 2 reaches B (relayed), 3 A again.
+    let client = volley::client::Client::connect_with(&proxy.url(), config)
+        .await
+        .unwrap();
+    let mut ns = client.join("/", &()).await.unwrap();
+    proxy.cut_all();
+    resumed(&client).await;
+    assert!(
+        b.volley.cluster().unwrap().stats().relayed > 0,
+        "relayed by B"
+    );
+
+    // Frames both ways while Redis goes away under the relay: each node ends its
+    // relays, the client resumes on A without Redis, and nothing is lost or doubled.
+    ns.emit("start", &()).unwrap();
+    for n in 0..EVENTS {
+        ns.emit("c2s", &(n, "padding-padding-padding")).unwrap();
+    }
+    redis.stop();
+    every_event_in_order(&mut ns, WAIT).await;
+    for expected in 0..EVENTS {
+        let n = tokio::time::timeout(WAIT, received.recv())
+            .await
+            .expect("client events keep arriving")
+            .unwrap();
+        assert_eq!(n, expected, "client → server out of order or duplicated");
+    }
+    let echoed: u32 = ns.emit_with_ack("echo", &1, WAIT).await.unwrap();
+    assert_eq!(echoed, 1);
+    assert!(received.try_recv().is_err(), "a duplicate arrived");
+    // The relay was cut (its connection dropped) and the session resumed on A.
+    resumed(&client).await;
+    assert_eq!(
+        a.volley.sessions().await.len(),
+        1,
+        "still one session, on A"
+    );
+}

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
@@ -53,6 +53,10 @@ pub(crate) enum Outbound {
     },
 }
 
+/// How long an origin may stay quiet before its last number is forgotten. The
+/// copies of one broadcast arrive back to back, so forgetting cannot let a copy in.
+const FORGET_ORIGIN: Duration = Duration::from_secs(600);
+
 /// Most questions to other nodes waiting for their answers at once.
 const MAX_ASKING: usize = 1024;
 
@@ -78,9 +82,11 @@ pub(crate) struct Link {
     /// Numbers this node's broadcasts; never reset, so a reconnection cannot make a
     /// new broadcast look like an old one.
     seq: u64,
-    /// The last broadcast taken from each origin: a copy at or below it is a
-    /// duplicate (one Redis delivers one publisher's messages in order).
-    seen: HashMap<u64, u64>,
+    /// The last broadcast taken from each origin, and when: a copy at or below it is
+    /// a duplicate (one Redis delivers one publisher's messages in order). Origins
+    /// quiet for [`FORGET_ORIGIN`] are forgotten, so that nodes come and go without
+    /// this growing.
+    seen: HashMap<u64, (u64, Instant)>,
     /// The server this node answers for.
     local: Local,
     /// Questions asked, by number, waiting for their answers.
@@ -262,7 +268,12 @@ impl Link {
                     Some(first) => self.send(&mut conn, first).await,
                 },
                 Some(answer) = self.answers.1.recv() => self.control(&mut conn, answer).await,
-                _ = heartbeat.tick() => self.register(&mut conn).await,
+                _ = heartbeat.tick() => {
+                    if let Some(quiet_since) = Instant::now().checked_sub(FORGET_ORIGIN) {
+                        self.seen.retain(|_, (_, at)| *at > quiet_since);
+                    }
+                    self.register(&mut conn).await
+                }
             };
             if let Err(e) = step {
                 return Some(e);
@@ -438,12 +449,13 @@ impl Link {
                     return Ok(()); // our own broadcast, delivered locally already
                 }
                 self.metrics.messages_received.inc();
-                let last = self.seen.entry(env.origin).or_insert(0);
-                if env.seq <= *last {
+                let now = Instant::now();
+                let last = self.seen.entry(env.origin).or_insert((0, now));
+                if env.seq <= last.0 {
                     self.metrics.duplicates.inc();
                     return Ok(());
                 }
-                *last = env.seq;
+                *last = (env.seq, now);
                 self.interest.dispatch(env, &self.metrics);
                 Ok(())
             }

@@ -3,6 +3,7 @@
 
 mod broadcast;
 mod faults;
+mod game;
 mod ops;
 mod redis;
 mod resume;

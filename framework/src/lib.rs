@@ -86,7 +86,7 @@ pub use config::{Config, RateLimit};
 pub use error::{AckError, DisconnectReason, EmitError};
 pub use game::{
     Game, GameRooms, GameRoomsBuilder, InputError, JoinError, JoinRequest, Joined, LeaveReason,
-    RoomContext, RoomId, RoomListing, RoomMetrics, RoomOptions, RoomSetup,
+    PlayerMetrics, RoomContext, RoomId, RoomListing, RoomMetrics, RoomOptions, RoomSetup,
 };
 pub use http::HttpServer;
 pub use metrics::MetricsRoute;
@@ -98,8 +98,11 @@ pub use server::{NamespaceRef, Volley, VolleyBuilder};
 pub use session::{SessionInfo, TransportKind};
 
 /// A session's id: the same in every namespace the client joins, and stable across
-/// reconnections of the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// reconnections of the session. Serializes as its number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct SessionId(pub u64);
 
 impl std::fmt::Display for SessionId {

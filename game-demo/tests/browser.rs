@@ -473,6 +473,25 @@ async fn two_browsers_play_admin_sees_them_and_a_dropped_page_resumes() {
                  tr.cells[0].textContent === String(id) && tr.cells[1].textContent === 'websocket'))"
         ))
         .await;
+    // … and each player's input rate: alice steers (in bursts of 5: a page in the
+    // background has its timers slowed to once a second), bob not at all.
+    alice
+        .eval("window.steering = setInterval(() => { for (let i = 0; i < 5; i++) sendSteer(false); }, 200)")
+        .await;
+    let inputs_of = |id: u64| {
+        format!(
+            "parseFloat([...document.querySelectorAll('#roomplayers tr')]
+               .find(tr => tr.cells[0].textContent === String({id})).cells[3].textContent)"
+        )
+    };
+    admin
+        .wait_for(&format!(
+            "{} >= 3 && {} === 0",
+            inputs_of(alice_id),
+            inputs_of(bob_id)
+        ))
+        .await;
+    alice.eval("clearInterval(window.steering)").await;
     if let Ok(path) = std::env::var("VOLLEY_ADMIN_SCREENSHOT") {
         admin.wait_for("admin.history.length >= 5").await;
         admin.screenshot(&path).await;

@@ -40,6 +40,7 @@ mod proxy;
 mod resume;
 mod security;
 mod servers;
+mod socketio;
 mod spec;
 mod transports;
 mod wire;

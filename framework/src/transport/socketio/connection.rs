@@ -1,0 +1,588 @@
+//! One Engine.IO connection ([`EioConnection`]): to its Volley session it is a
+//! transport like any other (it takes `ToTransport` and sends `FromTransport`), to
+//! its client it is an Engine.IO socket, carried by long-polling requests or a
+//! WebSocket, and moved from the first to the second by the upgrade probe.
+//!
+//! The session is opened on the client's first Socket.IO `CONNECT`, not at the
+//! Engine.IO handshake: that packet says whether the client recovers an earlier
+//! session (its `pid` and `offset`), which is a Volley resume of that session from
+//! the offset on, or starts a new one.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_bytes::ByteBuf;
+use tokio::sync::{mpsc, oneshot};
+
+use super::inbound::{inbound, Inbound, Recovery};
+use super::outbound::Outbound;
+use super::Registry;
+use crate::protocol::socketio::{encode_payload, Binary, EioPacket, SioPacket};
+use crate::protocol::{self, Frame};
+use crate::room::Gauge;
+use crate::session::{
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Session, Shared,
+    ToTransport, TransportId, TransportKind, TransportLink,
+};
+use crate::transport::admission::ConnectionSlot;
+use crate::transport::opening::{resume, start_session};
+use crate::DisconnectReason;
+
+static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(3 << 61);
+
+/// What the connection hands a WebSocket's writing task: a text record, counted off
+/// the backlog by `counted` bytes once written, or the end.
+#[derive(Debug)]
+pub(crate) enum WsOut {
+    Text(String, usize),
+    /// The socket now carries the connection: count written records off this.
+    Carrier(Backlog),
+    Close,
+}
+
+/// A WebSocket of this connection: the probe during an upgrade, then the carrier.
+pub(crate) struct WsHandle {
+    pub id: u64,
+    pub tx: mpsc::UnboundedSender<WsOut>,
+}
+
+/// A waiting long-polling GET.
+struct Waiting {
+    reply: oneshot::Sender<Result<String, String>>,
+    timer: SpawnHandle,
+}
+
+/// What carries the connection's packets to the client now.
+enum Carrier {
+    /// Records wait in `queue` (with their backlog bytes) for the next GET.
+    Polling {
+        queue: VecDeque<(String, usize)>,
+        waiting: Option<Waiting>,
+    },
+    WebSocket(WsHandle),
+}
+
+/// One Engine.IO connection and the Volley session behind it.
+pub(crate) struct EioConnection {
+    id: TransportId,
+    eio_sid: Arc<str>,
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    session: Option<Addr<Session>>,
+    backlog: Backlog,
+    /// Client frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
+    out: Outbound,
+    carrier: Carrier,
+    /// A WebSocket that sent `2probe`, until its `5` makes it the carrier.
+    probe: Option<WsHandle>,
+    /// A binary packet waiting for its attachments.
+    binary: Option<Binary>,
+    /// The client said goodbye (Engine.IO close): the session ends, not detaches.
+    client_left: bool,
+    closing: bool,
+    _slot: ConnectionSlot,
+}
+
+impl EioConnection {
+    pub fn new(
+        shared: Arc<Shared>,
+        registry: Arc<Registry>,
+        eio_sid: Arc<str>,
+        slot: ConnectionSlot,
+        ws: Option<WsHandle>,
+    ) -> Self {
+        let out = Outbound::new(shared.config.socketio.as_ref().is_some_and(|s| s.recovery));
+        let backlog: Backlog = Arc::new(AtomicUsize::new(0));
+        let carrier = match ws {
+            Some(ws) => {
+                let _ = ws.tx.send(WsOut::Carrier(backlog.clone()));
+                Carrier::WebSocket(ws)
+            }
+            None => Carrier::Polling {
+                queue: VecDeque::new(),
+                waiting: None,
+            },
+        };
+        EioConnection {
+            id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            eio_sid,
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
+            shared,
+            registry,
+            session: None,
+            backlog,
+            out,
+            carrier,
+            probe: None,
+            binary: None,
+            client_left: false,
+            closing: false,
+            _slot: slot,
+        }
+    }
+
+    fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
+        let kind = match self.carrier {
+            Carrier::WebSocket(_) => TransportKind::WebSocket,
+            Carrier::Polling { .. } => TransportKind::Polling,
+        };
+        TransportLink {
+            id: self.id,
+            kind,
+            recipient: ctx.address().recipient(),
+            queue: None,
+            backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
+        }
+    }
+
+    /// Hands one record to the client's carrier; `counted` bytes of the backlog are
+    /// given back when it is written.
+    pub fn send(&mut self, record: String, counted: usize, ctx: &mut Context<Self>) {
+        match &mut self.carrier {
+            Carrier::WebSocket(ws) => {
+                if ws.tx.send(WsOut::Text(record, counted)).is_err() {
+                    self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                }
+            }
+            Carrier::Polling { queue, .. } => {
+                queue.push_back((record, counted));
+                ctx.run_later(std::time::Duration::ZERO, |act, _| act.flush());
+            }
+        }
+    }
+
+    /// Answers the waiting GET with everything queued (up to the batch limits).
+    fn flush(&mut self) {
+        let Carrier::Polling { queue, waiting } = &mut self.carrier else {
+            return;
+        };
+        if queue.is_empty() {
+            return;
+        }
+        let Some(Waiting { reply, .. }) = waiting.take() else {
+            return;
+        };
+        let limit = self.shared.config.max_poll_body;
+        let mut records = Vec::new();
+        let mut size = 0;
+        while let Some((front, _)) = queue.front() {
+            if !records.is_empty()
+                && (size + front.len() > limit
+                    || records.len() == self.shared.config.max_poll_frames)
+            {
+                break;
+            }
+            if let Some((record, counted)) = queue.pop_front() {
+                size += record.len() + 1;
+                self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                records.push(record);
+            }
+        }
+        let _ = reply.send(Ok(encode_payload(&records)));
+    }
+
+    /// Ends the connection: the client gets an Engine.IO close after what is queued.
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        if let Carrier::WebSocket(ws) = &self.carrier {
+            let _ = ws.tx.send(WsOut::Text(EioPacket::Close.encode(), 0));
+            let _ = ws.tx.send(WsOut::Close);
+            ctx.stop();
+        } else {
+            // The close goes alone in the poll after what is queued: the official
+            // client handles a batch's close before the batch's other packets.
+            if let Carrier::Polling { queue, waiting } = &mut self.carrier {
+                if queue.is_empty() {
+                    if let Some(w) = waiting.take() {
+                        let _ = w.reply.send(Ok(EioPacket::Close.encode()));
+                    }
+                }
+            }
+            // A client that never polls again does not keep the connection alive.
+            ctx.run_later(self.shared.config.ping_timeout, |_, ctx| ctx.stop());
+        }
+    }
+
+    /// A protocol error from the client: the session ends with it.
+    fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
+        tracing::debug!(eio = %self.eio_sid, %reason, "closing Socket.IO connection: protocol error");
+        self.shared.metrics.refused("bad_frame");
+        if let Some(session) = self.session.take() {
+            session.do_send(FromTransport::Closed {
+                transport: self.id,
+                reason: DisconnectReason::Protocol(reason),
+            });
+        }
+        self.close(ctx);
+    }
+
+    /// Handles the client's packets in order; a recovery waits for the supervisor, and
+    /// what follows it continues once the session is attached.
+    pub fn feed(&mut self, mut packets: VecDeque<(EioPacket, usize)>, ctx: &mut Context<Self>) {
+        while let Some((packet, size)) = packets.pop_front() {
+            if self.closing {
+                return;
+            }
+            let sio = match packet {
+                EioPacket::Message(text) => match SioPacket::decode(&text) {
+                    Ok(packet) if packet.attachments > 0 => {
+                        self.binary = Some(Binary::new(packet));
+                        continue;
+                    }
+                    Ok(packet) => Ok(packet),
+                    Err(e) => Err(e),
+                },
+                EioPacket::Binary(bytes) => match self.binary.as_mut().map(|b| b.push(bytes)) {
+                    None => {
+                        return self.refuse("attachment without a binary packet".to_owned(), ctx)
+                    }
+                    Some(None) => continue,
+                    Some(Some(done)) => {
+                        self.binary = None;
+                        done
+                    }
+                },
+                EioPacket::Pong(false) => {
+                    let last_seq = self.out.confirmed();
+                    self.forward(Frame::Pong { last_seq }, size, ctx);
+                    continue;
+                }
+                EioPacket::Close => {
+                    self.client_left = true;
+                    ctx.stop();
+                    return;
+                }
+                // Pings come from the server in v4; probes and upgrades come on the
+                // WebSocket (handled there).
+                _ => continue,
+            };
+            let inbound = match sio.and_then(inbound) {
+                Ok(inbound) => inbound,
+                Err(e) => return self.refuse(e.to_string(), ctx),
+            };
+            match inbound {
+                Inbound::Frame(frame) => self.forward(frame, size, ctx),
+                Inbound::Connect { ns, auth, recover } => {
+                    if let Some(recovery) = recover.filter(|_| self.out.recovery) {
+                        if self.session.is_none() {
+                            return self.recover(recovery, ns, auth, packets, ctx);
+                        }
+                        if let Some(answer) =
+                            self.out.recovered_with(recovery.sid, &ns, &recovery.pid)
+                        {
+                            self.send(answer, 0, ctx);
+                            continue;
+                        }
+                    }
+                    self.connect(ns, auth, size, ctx);
+                }
+            }
+        }
+    }
+
+    /// A namespace connect on a new session (started here if there is none yet).
+    fn connect(&mut self, ns: String, auth: Vec<u8>, size: usize, ctx: &mut Context<Self>) {
+        if self.session.is_none() {
+            let limit = ClientLimit::announced(None);
+            self.session = Some(start_session(&self.shared, self.link(ctx), limit));
+        }
+        let auth = ByteBuf::from(auth);
+        self.forward(Frame::Connect { ns, auth }, size, ctx);
+    }
+
+    /// Resumes the recovering client's session from its offset; if that session is
+    /// gone (or cannot replay), a new one answers the connect, as Socket.IO does.
+    fn recover(
+        &mut self,
+        recovery: Recovery,
+        ns: String,
+        auth: Vec<u8>,
+        rest: VecDeque<(EioPacket, usize)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Recovery {
+            pid,
+            sid,
+            token,
+            last_seq,
+        } = recovery;
+        self.out.recovering(sid, token, last_seq, ns.clone(), pid);
+        let link = self.link(ctx);
+        let limit = ClientLimit::announced(None);
+        let attach = resume(
+            self.shared.clone(),
+            crate::SessionId(sid),
+            token,
+            last_seq,
+            limit,
+            link,
+        );
+        // `wait`: nothing else from this client is handled meanwhile.
+        ctx.wait(attach.into_actor(self).map(move |result, act, ctx| {
+            match result {
+                Ok(session) => act.session = Some(session),
+                Err(reason) => {
+                    tracing::debug!(sid, %reason, "Socket.IO recovery failed: new session");
+                    act.out = Outbound::new(true);
+                    act.connect(ns, auth, 0, ctx);
+                }
+            }
+            act.feed(rest, ctx);
+        }));
+    }
+
+    fn forward(&mut self, frame: Frame, size: usize, ctx: &mut Context<Self>) {
+        let Some(session) = &self.session else {
+            return self.refuse(
+                format!("'{}' before any namespace connect", frame.kind()),
+                ctx,
+            );
+        };
+        if !self.inbound.admit() {
+            return self.refuse(too_many_frames(self.inbound.limit()), ctx);
+        }
+        session.do_send(FromTransport::Frame {
+            transport: self.id,
+            frame,
+            size,
+        });
+    }
+}
+
+impl Actor for EioConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
+            if act.session.is_none() && !act.closing {
+                tracing::debug!(eio = %act.eio_sid, "Socket.IO connection without a connect: closed");
+                act.close(ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.eio_sid);
+        if let Carrier::WebSocket(ws) = &self.carrier {
+            let _ = ws.tx.send(WsOut::Close);
+        }
+        if let Some(session) = self.session.take() {
+            let reason = match self.client_left {
+                true => DisconnectReason::ClientLeft,
+                false => DisconnectReason::TransportClosed,
+            };
+            session.do_send(FromTransport::Closed {
+                transport: self.id,
+                reason,
+            });
+        }
+    }
+}
+
+/// A long-polling GET.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Poll {
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+impl Handler<Poll> for EioConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Poll, ctx: &mut Context<Self>) {
+        let hold = self.shared.config.poll_hold;
+        let Carrier::Polling { waiting, queue } = &mut self.carrier else {
+            let _ = msg
+                .reply
+                .send(Err("the connection was upgraded to WebSocket".to_owned()));
+            return;
+        };
+        if waiting.is_some() {
+            // Engine.IO: overlapping polls are an error that ends the connection.
+            let _ = msg
+                .reply
+                .send(Err("another poll is already waiting".to_owned()));
+            return self.close(ctx);
+        }
+        if self.closing && queue.is_empty() {
+            let _ = msg.reply.send(Ok(EioPacket::Close.encode()));
+            ctx.stop();
+            return;
+        }
+        let timer = ctx.run_later(hold, |act, _| {
+            // Nothing came: a noop lets the client poll again.
+            if let Carrier::Polling { waiting, .. } = &mut act.carrier {
+                if let Some(w) = waiting.take() {
+                    let _ = w.reply.send(Ok(EioPacket::Noop.encode()));
+                }
+            }
+        });
+        *waiting = Some(Waiting {
+            reply: msg.reply,
+            timer,
+        });
+        self.flush();
+        if let Carrier::Polling { waiting: None, .. } = &self.carrier {
+            // Answered at once: its timer is not needed.
+            ctx.cancel_future(timer);
+        }
+    }
+}
+
+/// A long-polling POST's packets, with their sizes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Post(pub Vec<(EioPacket, usize)>);
+
+impl Handler<Post> for EioConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Post, ctx: &mut Context<Self>) {
+        self.feed(msg.0.into(), ctx);
+    }
+}
+
+/// What a WebSocket of this connection received, or that it is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum FromWs {
+    /// A WebSocket asks to carry this connection (`?sid=` of an upgrade).
+    Probe(WsHandle),
+    Packet(u64, EioPacket, usize),
+    Gone(u64),
+}
+
+impl Handler<FromWs> for EioConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromWs, ctx: &mut Context<Self>) {
+        let carrier = match &self.carrier {
+            Carrier::WebSocket(ws) => Some(ws.id),
+            Carrier::Polling { .. } => None,
+        };
+        match msg {
+            FromWs::Probe(ws) => {
+                if carrier.is_some() || self.probe.is_some() {
+                    let _ = ws.tx.send(WsOut::Close);
+                } else {
+                    self.probe = Some(ws);
+                }
+            }
+            FromWs::Packet(id, packet, size) if Some(id) == carrier => {
+                self.feed(VecDeque::from([(packet, size)]), ctx)
+            }
+            FromWs::Packet(id, packet, _) if self.probe.as_ref().is_some_and(|p| p.id == id) => {
+                self.probing(packet, ctx)
+            }
+            FromWs::Gone(id) if Some(id) == carrier => ctx.stop(),
+            FromWs::Gone(id) if self.probe.as_ref().is_some_and(|p| p.id == id) => {
+                self.probe = None
+            }
+            _ => {}
+        }
+    }
+}
+
+impl EioConnection {
+    /// The upgrade: `2probe` is answered `3probe` (and a waiting poll ends with a
+    /// noop, so the client can pause polling); `5` moves the connection, with what is
+    /// queued, onto the WebSocket.
+    fn probing(&mut self, packet: EioPacket, ctx: &mut Context<Self>) {
+        let Some(probe) = &self.probe else {
+            return;
+        };
+        match packet {
+            EioPacket::Ping(true) => {
+                let _ = probe
+                    .tx
+                    .send(WsOut::Text(EioPacket::Pong(true).encode(), 0));
+                self.answer_poll(EioPacket::Noop.encode());
+            }
+            EioPacket::Upgrade => {
+                let Some(ws) = self.probe.take() else {
+                    return;
+                };
+                let _ = ws.tx.send(WsOut::Carrier(self.backlog.clone()));
+                let old = std::mem::replace(&mut self.carrier, Carrier::WebSocket(ws));
+                if let Carrier::Polling { queue, waiting } = old {
+                    if let Some(w) = waiting {
+                        ctx.cancel_future(w.timer);
+                        let _ = w.reply.send(Ok(EioPacket::Noop.encode()));
+                    }
+                    for (record, counted) in queue {
+                        self.send(record, counted, ctx);
+                    }
+                }
+            }
+            _ => self.refuse("unexpected packet during the upgrade".to_owned(), ctx),
+        }
+    }
+
+    fn answer_poll(&mut self, record: String) {
+        if let Carrier::Polling { waiting, .. } = &mut self.carrier {
+            if let Some(w) = waiting.take() {
+                let _ = w.reply.send(Ok(record));
+            }
+        }
+    }
+}
+
+impl Handler<ToTransport> for EioConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
+        match msg {
+            ToTransport::Frame(bytes) => {
+                let counted = queued_size(&bytes);
+                let frame = match protocol::decode(&bytes) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        // The session encoded it: cannot happen.
+                        tracing::error!(error = %e, "a session frame did not decode");
+                        self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                        return;
+                    }
+                };
+                if self.closing {
+                    self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                    return;
+                }
+                let out = self.out.frame(frame);
+                let mut counted = Some(counted);
+                for record in out.records {
+                    self.send(record, counted.take().unwrap_or(0), ctx);
+                }
+                if let Some(counted) = counted {
+                    self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                }
+                if out.close {
+                    self.session = None;
+                    self.close(ctx);
+                }
+            }
+            ToTransport::Close { reason } => {
+                self.session = None;
+                let out = self.out.frame(Frame::Close { reason });
+                for record in out.records {
+                    self.send(record, 0, ctx);
+                }
+                self.close(ctx);
+            }
+            ToTransport::Drop { reason } => {
+                tracing::debug!(eio = %self.eio_sid, %reason, "Socket.IO connection dropped");
+                self.session = None;
+                self.close(ctx);
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! What a session sends, as Socket.IO packets: [`Outbound`] reads each Volley frame
+//! of the session in order and writes the Engine.IO records a Socket.IO client
+//! expects. It keeps the session's count of reliable frames, which is what an event's
+//! connection-state recovery offset is: the client hands back the last one it
+//! processed, and the session replays from its outbox what follows.
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use super::inbound::pid;
+use crate::protocol::socketio::{encode_event, EioPacket, SioKind, SioPacket};
+use crate::protocol::{Frame, ResumeToken};
+
+/// The session's side of one Engine.IO connection.
+#[derive(Debug, Default)]
+pub(super) struct Outbound {
+    /// The session's id and resume token (from `Open`, or from the recovered pid).
+    session: Option<(u64, ResumeToken)>,
+    /// Sequence number of the last reliable frame read: the n-th reliable frame of a
+    /// session has number n, as in the session's outbox.
+    seq: u64,
+    /// `seq` when the last ping was written: every frame up to it was written before
+    /// the ping, so the client's pong proves it received them.
+    seq_at_ping: u64,
+    /// Namespaces the client is in, for the disconnects when the session ends.
+    connected: BTreeSet<String>,
+    /// Append offsets to events and give pids (connection-state recovery).
+    pub recovery: bool,
+    /// Namespaces that asked to recover, answered once the session says `Resumed`.
+    recovering: Vec<(String, String)>,
+}
+
+/// Records for the client, and whether the connection closes after them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Out {
+    pub records: Vec<String>,
+    pub close: bool,
+}
+
+impl Outbound {
+    /// A connection's translation, with or without connection-state recovery.
+    pub fn new(recovery: bool) -> Self {
+        Outbound {
+            recovery,
+            ..Outbound::default()
+        }
+    }
+
+    /// A connection that recovers session `sid` from after `last_seq`; `ns` asked
+    /// for it with `pid`, and is answered when the session has resumed.
+    pub fn recovering(
+        &mut self,
+        sid: u64,
+        token: ResumeToken,
+        last_seq: u64,
+        ns: String,
+        pid: String,
+    ) {
+        self.session = Some((sid, token));
+        self.seq = last_seq;
+        self.seq_at_ping = last_seq;
+        self.recovering.push((ns, pid));
+    }
+
+    /// Whether a recovered namespace `ns` of session `sid` can be answered at once
+    /// (another namespace recovered the session on this connection already).
+    pub fn recovered_with(&mut self, sid: u64, ns: &str, pid: &str) -> Option<String> {
+        let (current, _) = self.session?;
+        if current != sid || !self.recovery {
+            return None;
+        }
+        self.connected.insert(ns.to_owned());
+        Some(connected(ns, sid, pid))
+    }
+
+    /// The session whose frames this connection carries, once known.
+    pub fn session(&self) -> Option<u64> {
+        self.session.map(|(sid, _)| sid)
+    }
+
+    /// What the client's pong confirms: the last reliable frame written before the
+    /// ping it answers.
+    pub fn confirmed(&self) -> u64 {
+        self.seq_at_ping
+    }
+
+    /// Translates one frame of the session.
+    pub fn frame(&mut self, frame: Frame) -> Out {
+        if frame.is_reliable() {
+            self.seq += 1;
+        }
+        let seq = self.seq;
+        let mut out = Out::default();
+        match frame {
+            Frame::Open(open) => self.session = Some((open.sid, open.token)),
+            Frame::Ping => {
+                self.seq_at_ping = seq;
+                out.records.push(EioPacket::Ping(false).encode());
+            }
+            Frame::Connected { ns } => {
+                let Some((sid, token)) = self.session else {
+                    return out;
+                };
+                let pid = pid(sid, &token, seq);
+                self.connected.insert(ns.clone());
+                let data = match self.recovery {
+                    true => connected_data(sid, &ns, Some(&pid)),
+                    false => connected_data(sid, &ns, None),
+                };
+                out.records
+                    .push(message(SioPacket::new(SioKind::Connect, &ns, None, data)));
+            }
+            Frame::ConnectError { ns, reason } => {
+                let data = json!({ "message": reason }).to_string();
+                out.records.push(message(SioPacket::new(
+                    SioKind::ConnectError,
+                    &ns,
+                    None,
+                    data,
+                )));
+            }
+            Frame::Disconnect { ns, .. } => {
+                self.connected.remove(&ns);
+                out.records.push(message(SioPacket::new(
+                    SioKind::Disconnect,
+                    &ns,
+                    None,
+                    String::new(),
+                )));
+            }
+            Frame::Event {
+                ns,
+                name,
+                payload,
+                ack,
+            } => {
+                // An offset only where the client reads it: the last argument of an
+                // event without ack (with one, the last is the ack callback).
+                let offset = (self.recovery && ack.is_none()).then_some(seq);
+                let payload = String::from_utf8_lossy(&payload);
+                let text = encode_event(&ns, &name, &payload, ack, offset);
+                out.records.push(EioPacket::Message(text).encode());
+            }
+            Frame::Volatile { ns, name, payload } => {
+                let payload = String::from_utf8_lossy(&payload);
+                let text = encode_event(&ns, &name, &payload, None, None);
+                out.records.push(EioPacket::Message(text).encode());
+            }
+            Frame::Ack { ns, id, payload } => {
+                let payload = String::from_utf8_lossy(&payload);
+                let data = format!("[{}]", if payload.is_empty() { "null" } else { &payload });
+                out.records
+                    .push(message(SioPacket::new(SioKind::Ack, &ns, Some(id), data)));
+            }
+            Frame::Error { ns, reason } => {
+                // Socket.IO has no error packet for a connected socket: logged only.
+                tracing::debug!(%ns, %reason, "request refused (not told to the Socket.IO client)");
+            }
+            Frame::Close { .. } => {
+                for ns in std::mem::take(&mut self.connected) {
+                    out.records.push(message(SioPacket::new(
+                        SioKind::Disconnect,
+                        &ns,
+                        None,
+                        String::new(),
+                    )));
+                }
+                out.close = true;
+            }
+            Frame::Resumed { .. } => {
+                let sid = self.session().unwrap_or_default();
+                for (ns, pid) in std::mem::take(&mut self.recovering) {
+                    self.connected.insert(ns.clone());
+                    out.records.push(message(SioPacket::new(
+                        SioKind::Connect,
+                        &ns,
+                        None,
+                        connected_data(sid, &ns, Some(&pid)),
+                    )));
+                }
+            }
+            // Volley's own bookkeeping, nothing for a Socket.IO client.
+            Frame::Received { .. }
+            | Frame::ResumeFailed { .. }
+            | Frame::Hello { .. }
+            | Frame::Pong { .. }
+            | Frame::Connect { .. }
+            | Frame::Resume { .. } => {}
+        }
+        out
+    }
+}
+
+/// One Socket.IO packet as an Engine.IO message record.
+fn message(packet: SioPacket) -> String {
+    EioPacket::Message(packet.encode()).encode()
+}
+
+/// The connect answer of namespace `ns`, with the recovery id when there is one.
+fn connected(ns: &str, sid: u64, pid: &str) -> String {
+    let data = connected_data(sid, ns, Some(pid));
+    message(SioPacket::new(SioKind::Connect, ns, None, data))
+}
+
+/// `{"sid": …, "pid": …}`: the socket's id (the session's id and its namespace, so
+/// the same after a recovery) and the recovery id.
+fn connected_data(sid: u64, ns: &str, pid: Option<&str>) -> String {
+    let id = format!("{sid:x}{ns}");
+    match pid {
+        Some(pid) => json!({ "sid": id, "pid": pid }).to_string(),
+        None => json!({ "sid": id }).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::protocol::Open;
+
+    fn open() -> Frame {
+        Frame::Open(Open {
+            version: 1,
+            sid: 0x2a,
+            token: [1; 16],
+            ping_interval_ms: 1,
+            ping_timeout_ms: 1,
+            max_frame_size: 1,
+        })
+    }
+
+    fn event(name: &str, ack: Option<u64>) -> Frame {
+        Frame::Event {
+            ns: "/chat".into(),
+            name: name.into(),
+            payload: ByteBuf::from(b"1".to_vec()),
+            ack,
+        }
+    }
+
+    #[test]
+    fn events_carry_the_session_sequence_as_offset() {
+        let mut out = Outbound::new(true);
+        assert_eq!(out.frame(open()), Out::default());
+        let connected = out.frame(Frame::Connected { ns: "/chat".into() });
+        let pid = pid(0x2a, &[1; 16], 1);
+        assert_eq!(
+            connected.records,
+            vec![format!("40/chat,{{\"pid\":\"{pid}\",\"sid\":\"2a/chat\"}}")]
+        );
+        assert_eq!(
+            out.frame(event("a", None)).records,
+            vec!["42/chat,[\"a\",1,\"2\"]"]
+        );
+        assert_eq!(
+            out.frame(event("b", Some(5))).records,
+            vec!["42/chat,5[\"b\",1]"]
+        );
+        assert_eq!(out.frame(Frame::Ping).records, vec!["2"]);
+        assert_eq!(out.confirmed(), 3);
+        let volatile = Frame::Volatile {
+            ns: "/chat".into(),
+            name: "s".into(),
+            payload: ByteBuf::from(b"{}".to_vec()),
+        };
+        assert_eq!(out.frame(volatile).records, vec!["42/chat,[\"s\",{}]"]);
+        assert_eq!(
+            out.frame(event("c", None)).records,
+            vec!["42/chat,[\"c\",1,\"4\"]"]
+        );
+        let closed = out.frame(Frame::Close {
+            reason: "kicked".into(),
+        });
+        assert_eq!(
+            closed,
+            Out {
+                records: vec!["41/chat,".into()],
+                close: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_recovered_namespace_is_answered_after_resumed_with_its_pid() {
+        let mut out = Outbound::new(true);
+        out.recovering(0x2a, [1; 16], 7, "/chat".into(), "the-pid".into());
+        let resumed = out.frame(Frame::Resumed {
+            last_seq: 0,
+            replay: 1,
+        });
+        assert_eq!(
+            resumed.records,
+            vec!["40/chat,{\"pid\":\"the-pid\",\"sid\":\"2a/chat\"}"]
+        );
+        assert_eq!(
+            out.frame(event("a", None)).records,
+            vec!["42/chat,[\"a\",1,\"8\"]"]
+        );
+        assert_eq!(
+            out.recovered_with(0x2a, "/", "p2"),
+            Some("40{\"pid\":\"p2\",\"sid\":\"2a/\"}".into())
+        );
+        assert_eq!(out.recovered_with(0x2b, "/", "p2"), None);
+    }
+
+    #[test]
+    fn acks_and_refusals() {
+        let mut out = Outbound::default();
+        out.frame(open());
+        let ack = Frame::Ack {
+            ns: "/".into(),
+            id: 3,
+            payload: ByteBuf::from(b"{\"ok\":true}".to_vec()),
+        };
+        assert_eq!(out.frame(ack).records, vec!["433[{\"ok\":true}]"]);
+        let refused = Frame::ConnectError {
+            ns: "/admin".into(),
+            reason: "unauthorized".into(),
+        };
+        assert_eq!(
+            out.frame(refused).records,
+            vec!["44/admin,{\"message\":\"unauthorized\"}"]
+        );
+        assert_eq!(
+            out.frame(event("a", None)).records,
+            vec!["42/chat,[\"a\",1]"]
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! The Socket.IO endpoint with the official client: `socket.io-client` 4.8 from Node
+//! (`tests/socketio/client.mjs`, pinned by `tests/socketio/package-lock.json`; `npm ci
+//! --prefix framework/tests/socketio`) against the real server, next to native
+//! clients in the same namespaces and rooms. Skipped, saying so, without Node.js or
+//! the package, unless `VOLLEY_REQUIRE_NODE` is set (as in CI).
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use volley::client::Transport;
+use volley::{Namespace, Volley, VolleyBuilder};
+
+use crate::browser_client::run_node;
+use crate::common::*;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/socketio/client.mjs");
+
+/// Whether the client package is installed; if not, says so (or fails under
+/// `VOLLEY_REQUIRE_NODE`).
+fn installed() -> bool {
+    let package = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/socketio/node_modules/socket.io-client"
+    );
+    if Path::new(package).exists() {
+        return true;
+    }
+    let why = "socket.io-client is not installed (npm ci --prefix framework/tests/socketio)";
+    assert!(std::env::var_os("VOLLEY_REQUIRE_NODE").is_none(), "{why}");
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// `/chat` with the handlers of the other suites plus what Socket.IO clients test:
+/// bytes, saying something to a room, and a burst of events around a dropped
+/// connection (the server's `volley`, set once built).
+fn chat(volley: Arc<OnceLock<Volley>>) -> Namespace {
+    let (disconnects, _) = Disconnects::new();
+    test_namespace(disconnects)
+        .on_ack("bytes", |_, bytes: Vec<u8>, ack| {
+            let _ = ack.send(&bytes);
+        })
+        .on_ack("to_room", |socket, (room, text): (String, String), ack| {
+            let sent = socket.to(&room).emit("said", &text).is_ok();
+            let _ = ack.send(&sent);
+        })
+        .on_ack("burst", move |socket, (before, after): (u64, u64), ack| {
+            for n in 1..=before {
+                let _ = socket.emit("n", &n);
+            }
+            let _ = ack.send(&());
+            let volley = volley.get().cloned();
+            let socket = socket.clone();
+            actix_rt::spawn(async move {
+                if let Some(volley) = volley {
+                    volley.drop_connection(socket.id()).await;
+                }
+                // Sent while the client is away: kept in the outbox for its recovery.
+                for n in before + 1..=before + after {
+                    let _ = socket.emit("n", &n);
+                }
+            });
+        })
+}
+
+fn server_with(builder: VolleyBuilder) -> TestServer {
+    let volley = Arc::new(OnceLock::new());
+    let server = serve(
+        builder
+            .namespace("/chat", chat(volley.clone()))
+            .namespace("/admin", admin_namespace("s3cret")),
+    );
+    let _ = volley.set(server.volley.clone());
+    server
+}
+
+/// The server's http:// base URL (the tests' `url` is the native ws:// endpoint).
+fn base(server: &TestServer) -> String {
+    let url = server.url.replacen("ws://", "http://", 1);
+    url.trim_end_matches("/volley").to_owned()
+}
+
+async fn scenario(server: &TestServer, name: &str, args: &[&str]) {
+    if !installed() {
+        return;
+    }
+    let base = base(server);
+    let mut all = vec![name, base.as_str()];
+    all.extend_from_slice(args);
+    run_node(SCRIPT, &all).await;
+}
+
+#[actix_rt::test]
+async fn socketio_client_over_polling() {
+    let server = server_with(VolleyBuilder::default());
+    scenario(&server, "basics", &["polling"]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_client_over_websocket_only() {
+    let server = server_with(VolleyBuilder::default());
+    scenario(&server, "basics", &["websocket"]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_client_upgrades_from_polling_to_websocket() {
+    let server = server_with(VolleyBuilder::default());
+    scenario(&server, "basics", &["upgrade"]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_namespace_auth_accepted_and_refused() {
+    let server = server_with(VolleyBuilder::default());
+    scenario(&server, "auth", &[]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_and_native_clients_share_a_room() {
+    let server = server_with(VolleyBuilder::default());
+    if !installed() {
+        return;
+    }
+    let client = connect(&server, Transport::WebSocket).await;
+    let mut chat = client
+        .join("/chat", &())
+        .await
+        .expect("native client joins /chat");
+    let joined: String = chat.emit_with_ack("join", &"r", WAIT).await.expect("join");
+    assert_eq!(joined, "r");
+    let node = scenario(&server, "room", &["r"]);
+    let native = async {
+        // The Socket.IO client's words reach us; ours reach it.
+        loop {
+            let event = next_event(&mut chat).await;
+            if event.name == "said" && event.decode::<String>().ok().as_deref() == Some("from-sio")
+            {
+                break;
+            }
+        }
+        let sent: bool = chat
+            .emit_with_ack("to_room", &("r", "from-native"), WAIT)
+            .await
+            .expect("to_room");
+        assert!(sent);
+    };
+    tokio::join!(node, native);
+}
+
+#[actix_rt::test]
+async fn socketio_recovery_after_a_cut_delivers_each_event_once_over_polling() {
+    let server = server_with(VolleyBuilder::default());
+    scenario(&server, "recovery", &["5", "5", "polling"]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_recovery_after_a_cut_delivers_each_event_once_over_websocket() {
+    let server = server_with(VolleyBuilder::default());
+    scenario(&server, "recovery", &["5", "5", "websocket"]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_recovery_when_nothing_was_sent_before_the_cut() {
+    let server = server_with(VolleyBuilder::default());
+    scenario(&server, "recovery", &["0", "3", "websocket"]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_heartbeat_timeout_drops_and_recovers() {
+    let heartbeat = Duration::from_millis(300);
+    let server = server_with(VolleyBuilder::default().heartbeat(heartbeat, heartbeat));
+    scenario(&server, "heartbeat", &[]).await;
+}

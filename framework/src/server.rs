@@ -134,6 +134,13 @@ impl VolleyBuilder {
         self
     }
 
+    /// The Socket.IO endpoint for the official Socket.IO clients (default: on, at
+    /// `/socket.io/`, with connection-state recovery); `None` turns it off.
+    pub fn socketio(mut self, endpoint: Option<crate::SocketIo>) -> Self {
+        self.config.socketio = endpoint;
+        self
+    }
+
     /// Long-polling hold time: how long a GET waits for frames (default 20 s).
     pub fn poll_hold(mut self, hold: Duration) -> Self {
         self.config.poll_hold = hold;

@@ -250,8 +250,9 @@ impl EioConnection {
                     }
                 },
                 EioPacket::Pong(false) => {
-                    let last_seq = self.out.confirmed();
-                    self.forward(Frame::Pong { last_seq }, size, ctx);
+                    if let Some(frame) = self.out.pong() {
+                        self.forward(frame, size, ctx);
+                    }
                     continue;
                 }
                 EioPacket::Close => {

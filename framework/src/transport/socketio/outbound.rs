@@ -4,13 +4,20 @@
 //! connection-state recovery offset is: the client hands back the last one it
 //! processed, and the session replays from its outbox what follows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use serde_json::json;
 
 use super::inbound::pid;
 use crate::protocol::socketio::{encode_event, EioPacket, SioKind, SioPacket};
 use crate::protocol::{Frame, ResumeToken};
+
+/// Reliable frames between two pings: a ping of ours follows when the heartbeat's
+/// does not come first (a quarter of the default outbox).
+const CONFIRM_EVERY: u64 = 1024;
+
+/// Pings waiting for their pong; past it the oldest is forgotten.
+const MAX_PINGS: usize = 8;
 
 /// The session's side of one Engine.IO connection.
 #[derive(Debug, Default)]
@@ -20,9 +27,12 @@ pub(super) struct Outbound {
     /// Sequence number of the last reliable frame read: the n-th reliable frame of a
     /// session has number n, as in the session's outbox.
     seq: u64,
-    /// `seq` when the last ping was written: every frame up to it was written before
-    /// the ping, so the client's pong proves it received them.
-    seq_at_ping: u64,
+    /// Pings written and not answered yet, oldest first: `seq` when each was written
+    /// (every frame up to it went before the ping, so its pong proves the client
+    /// received them), and whether it is ours rather than the session's heartbeat.
+    pings: VecDeque<(u64, bool)>,
+    /// `seq` at the last ping written.
+    last_ping: u64,
     /// Namespaces the client is in, for the disconnects when the session ends.
     connected: BTreeSet<String>,
     /// Append offsets to events and give pids (connection-state recovery).
@@ -59,7 +69,8 @@ impl Outbound {
     ) {
         self.session = Some((sid, token));
         self.seq = last_seq;
-        self.seq_at_ping = last_seq;
+        self.last_ping = last_seq;
+        self.pings.clear();
         self.recovering.push((ns, pid));
     }
 
@@ -79,28 +90,41 @@ impl Outbound {
         self.session.map(|(sid, _)| sid)
     }
 
-    /// What the client's pong confirms: the last reliable frame written before the
-    /// ping it answers.
-    pub fn confirmed(&self) -> u64 {
-        self.seq_at_ping
+    /// The client's pong, for the session: the heartbeat's `Pong`, or `Received` for
+    /// a ping of ours, each with the last reliable frame written before that ping.
+    /// `None` for a pong nobody asked for.
+    pub fn pong(&mut self) -> Option<Frame> {
+        let (last_seq, ours) = self.pings.pop_front()?;
+        Some(match ours {
+            true => Frame::Received { last_seq },
+            false => Frame::Pong { last_seq },
+        })
     }
 
     /// Translates one frame of the session.
     pub fn frame(&mut self, frame: Frame) -> Out {
+        let mut out = Out::default();
         if frame.is_reliable() {
             self.seq += 1;
         }
         let seq = self.seq;
-        let mut out = Out::default();
+        self.translate(frame, seq, &mut out);
+        // A Socket.IO client never says what it received: between heartbeats a ping
+        // of ours (after the frame: its pong must prove the frame arrived) lets the
+        // session trim its outbox before a busy client's stream overflows it.
+        if self.seq - self.last_ping >= CONFIRM_EVERY && self.pings.len() < MAX_PINGS {
+            self.ping(true, &mut out);
+        }
+        out
+    }
+
+    fn translate(&mut self, frame: Frame, seq: u64, out: &mut Out) {
         match frame {
             Frame::Open(open) => self.session = Some((open.sid, open.token)),
-            Frame::Ping => {
-                self.seq_at_ping = seq;
-                out.records.push(EioPacket::Ping(false).encode());
-            }
+            Frame::Ping => self.ping(false, out),
             Frame::Connected { ns } => {
                 let Some((sid, token)) = self.session else {
-                    return out;
+                    return;
                 };
                 let pid = pid(sid, &token, seq);
                 self.connected.insert(ns.clone());
@@ -188,7 +212,18 @@ impl Outbound {
             | Frame::Connect { .. }
             | Frame::Resume { .. } => {}
         }
-        out
+    }
+}
+
+impl Outbound {
+    fn ping(&mut self, ours: bool, out: &mut Out) {
+        if self.pings.len() == MAX_PINGS {
+            // A client that answers none: forget the oldest (the heartbeat ends it).
+            self.pings.pop_front();
+        }
+        self.pings.push_back((self.seq, ours));
+        self.last_ping = self.seq;
+        out.records.push(EioPacket::Ping(false).encode());
     }
 }
 
@@ -259,7 +294,8 @@ mod tests {
             vec!["42/chat,5[\"b\",1]"]
         );
         assert_eq!(out.frame(Frame::Ping).records, vec!["2"]);
-        assert_eq!(out.confirmed(), 3);
+        assert_eq!(out.pong(), Some(Frame::Pong { last_seq: 3 }));
+        assert_eq!(out.pong(), None);
         let volatile = Frame::Volatile {
             ns: "/chat".into(),
             name: "s".into(),
@@ -303,6 +339,33 @@ mod tests {
             Some("40{\"pid\":\"p2\",\"sid\":\"2a/\"}".into())
         );
         assert_eq!(out.recovered_with(0x2b, "/", "p2"), None);
+    }
+
+    #[test]
+    fn a_busy_stream_gets_pings_of_its_own_answered_as_received() {
+        let mut out = Outbound::new(false);
+        out.frame(open());
+        for _ in 1..CONFIRM_EVERY {
+            assert_eq!(out.frame(event("a", None)).records.len(), 1);
+        }
+        let records = out.frame(event("a", None)).records;
+        assert_eq!(
+            records,
+            vec!["42/chat,[\"a\",1]".to_owned(), "2".to_owned()]
+        );
+        out.frame(Frame::Ping);
+        assert_eq!(
+            out.pong(),
+            Some(Frame::Received {
+                last_seq: CONFIRM_EVERY
+            })
+        );
+        assert_eq!(
+            out.pong(),
+            Some(Frame::Pong {
+                last_seq: CONFIRM_EVERY
+            })
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use volley::client::Transport;
+use volley::game::events;
+use volley::{JoinRequest, Joined, RoomOptions};
 use volley::{Namespace, Volley, VolleyBuilder};
 
 use crate::browser_client::run_node;
@@ -41,6 +43,7 @@ fn chat(volley: Arc<OnceLock<Volley>>) -> Namespace {
         .on_ack("bytes", |_, bytes: Vec<u8>, ack| {
             let _ = ack.send(&bytes);
         })
+        .on("kick_me", |socket, _: ()| socket.disconnect("bye"))
         .on_ack("to_room", |socket, (room, text): (String, String), ack| {
             let sent = socket.to(&room).emit("said", &text).is_ok();
             let _ = ack.send(&sent);
@@ -170,4 +173,36 @@ async fn socketio_heartbeat_timeout_drops_and_recovers() {
     let heartbeat = Duration::from_millis(300);
     let server = server_with(VolleyBuilder::default().heartbeat(heartbeat, heartbeat));
     scenario(&server, "heartbeat", &[]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_client_plays_a_game_room_beside_a_native_player() {
+    let rooms = crate::game::game_rooms(RoomOptions::default());
+    let server = serve(Volley::builder().namespace("/game", rooms.with_events(Namespace::new())));
+    if !installed() {
+        return;
+    }
+    let client = connect(&server, Transport::WebSocket).await;
+    let mut game = client.join("/game", &()).await.expect("joins /game");
+    let request = JoinRequest::new("teams").options(serde_json::json!({ "team": "red" }));
+    let joined: Result<Joined, String> = game
+        .emit_with_ack(events::JOIN, &request, WAIT)
+        .await
+        .expect("join_game answered");
+    joined.expect("seated");
+    let node = scenario(&server, "game", &[]);
+    let native = async {
+        // The Socket.IO player sits in our room: our team's state lists both of us.
+        loop {
+            let event = next_event(&mut game).await;
+            if event.name != "state" {
+                continue;
+            }
+            let state: serde_json::Value = event.decode().expect("state is JSON");
+            if state["members"].as_array().is_some_and(|m| m.len() == 2) {
+                break;
+            }
+        }
+    };
+    tokio::join!(node, native);
 }

@@ -61,7 +61,11 @@ const scenarios = {
     assert.deepEqual(await call(socket, "echo", 1, "two"), [1, "two"]);
     // Binary attachments: a Buffer reaches the handler as bytes.
     assert.deepEqual(await call(socket, "bytes", Buffer.from([1, 2, 250])), [1, 2, 250]);
-    socket.disconnect();
+    // Removed by the server: no automatic reconnection.
+    const gone = once(socket, "disconnect");
+    socket.emit("kick_me");
+    assert.equal((await gone)[0], "io server disconnect");
+    assert.equal(socket.active, false);
   },
 
   // A namespace with an authorize middleware: the right token gets in, a wrong one
@@ -84,6 +88,26 @@ const scenarios = {
     const heard = new Promise((resolve) => socket.on("said", (text) => text === "from-native" && resolve()));
     assert.equal(await call(socket, "to_room", room, "from-sio"), true);
     await Promise.race([heard, once(socket, "never")]);
+    socket.disconnect();
+  },
+
+  // A game room through the standard events, as native players use it: join a team,
+  // get the state as it ticks, and see our inputs applied.
+  async game() {
+    const socket = await connected(connect("/game"));
+    const joined = await call(socket, "join_game", { type: "teams", options: { team: "red" } });
+    assert.ok(joined.Ok, `joined: ${JSON.stringify(joined)}`);
+    const me = String(parseInt(socket.id, 16));
+    const state = async (ok) => {
+      for (;;) {
+        const [s] = await once(socket, "state");
+        if (ok(s)) return s;
+      }
+    };
+    const first = await state((s) => s.members.length === 2);
+    assert.equal(first.team, "red");
+    for (let i = 0; i < 3; i++) socket.emit("input", 1);
+    await state((s) => s.applied[me] === 3);
     socket.disconnect();
   },
 

@@ -206,3 +206,57 @@ async fn socketio_client_plays_a_game_room_beside_a_native_player() {
     };
     tokio::join!(node, native);
 }
+
+/// A Rust Socket.IO client (`rust_socketio` 0.6, its blocking client) on its own
+/// thread: an event and an ack answered, so the endpoint is covered without Node.
+#[actix_rt::test]
+async fn rust_socketio_client_gets_events_and_acks() {
+    use rust_socketio::{ClientBuilder, Payload};
+    use std::sync::mpsc;
+
+    let server = server_with(VolleyBuilder::default());
+    let base = base(&server);
+    let talk = tokio::task::spawn_blocking(move || {
+        let (events, heard) = mpsc::channel();
+        let client = ClientBuilder::new(base)
+            .namespace("/chat")
+            .on("shout", move |payload, _| {
+                let _ = events.send(payload);
+            })
+            .connect()
+            .expect("rust_socketio connects");
+        let (acks, answered) = mpsc::channel();
+        client
+            .emit_with_ack(
+                "echo",
+                serde_json::json!({ "a": 1 }),
+                WAIT,
+                move |payload, _| {
+                    let _ = acks.send(payload);
+                },
+            )
+            .expect("emit with ack");
+        let echoed = answered.recv_timeout(WAIT).expect("the ack comes back");
+        client
+            .emit("shout", serde_json::json!("hey"))
+            .expect("emit");
+        let shouted = heard.recv_timeout(WAIT).expect("the event comes back");
+        let _ = client.disconnect();
+        (echoed, shouted)
+    });
+    let (echoed, shouted) = tokio::time::timeout(WAIT * 2, talk)
+        .await
+        .expect("in time")
+        .expect("the client thread ends");
+    let Payload::Text(echoed) = echoed else {
+        panic!("ack payload: {echoed:?}");
+    };
+    // `43/chat,<id>[{"a":1}]`, as Socket.IO's server writes it: rust_socketio hands an
+    // ack's argument array over as one value.
+    assert_eq!(echoed, vec![serde_json::json!([{ "a": 1 }])]);
+    let Payload::Text(shouted) = shouted else {
+        panic!("event payload: {shouted:?}");
+    };
+    // The payload, then its recovery offset.
+    assert_eq!(shouted.first(), Some(&serde_json::json!("hey")));
+}

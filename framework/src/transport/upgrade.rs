@@ -57,9 +57,13 @@ async fn open<T>(
         return answer(framed, StatusCode::NOT_FOUND, text).await;
     }
     let head = req.head();
-    let slot = match admission::check_origin(head, &shared)
-        .and_then(|()| admission::reserve(head, &shared, "websocket"))
-    {
+    let slot = match admission::check_origin(head, &shared).and_then(|()| {
+        let label = match socketio {
+            Some(_) => "socketio_websocket",
+            None => "websocket",
+        };
+        admission::reserve(head, &shared, label)
+    }) {
         Ok(slot) => slot,
         Err(refusal) => return answer(framed, refusal.status(), refusal.to_string()).await,
     };

@@ -41,6 +41,7 @@ mod resume;
 mod security;
 mod servers;
 mod socketio;
+mod socketio_input;
 mod spec;
 mod transports;
 mod wire;

@@ -189,7 +189,7 @@ async fn get(
         }
         query.check("polling").map_err(refused)?;
         let Some(sid) = query.sid.as_deref() else {
-            let slot = admission::reserve(req.head(), &shared, "socketio")
+            let slot = admission::reserve(req.head(), &shared, "socketio_polling")
                 .map_err(|r| (r.status(), r.to_string()))?;
             let (sid, _) = open(&shared, &registry.clone().into_inner(), slot, None);
             return Ok(handshake(&shared, &sid, true));

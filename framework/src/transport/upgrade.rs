@@ -56,6 +56,9 @@ async fn open<T>(
         let text = format!("no WebSocket endpoint at {}", req.path());
         return answer(framed, StatusCode::NOT_FOUND, text).await;
     }
+    if let Some(Err(refusal)) = socketio.as_ref().map(|q| q.check("websocket")) {
+        return answer(framed, StatusCode::BAD_REQUEST, refusal.body()).await;
+    }
     let head = req.head();
     let slot = match admission::check_origin(head, &shared).and_then(|()| {
         let label = match socketio {

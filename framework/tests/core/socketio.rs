@@ -68,8 +68,13 @@ fn chat(volley: Arc<OnceLock<Volley>>) -> Namespace {
 }
 
 fn server_with(builder: VolleyBuilder) -> TestServer {
+    server_in(serve, builder)
+}
+
+/// The test server of `start` (Volley's own server, or mounted into actix-web's).
+fn server_in(start: fn(VolleyBuilder) -> TestServer, builder: VolleyBuilder) -> TestServer {
     let volley = Arc::new(OnceLock::new());
-    let server = serve(
+    let server = start(
         builder
             .namespace("/chat", chat(volley.clone()))
             .namespace("/admin", admin_namespace("s3cret")),
@@ -110,6 +115,13 @@ async fn socketio_client_over_websocket_only() {
 async fn socketio_client_upgrades_from_polling_to_websocket() {
     let server = server_with(VolleyBuilder::default());
     scenario(&server, "basics", &["upgrade"]).await;
+}
+
+#[actix_rt::test]
+async fn socketio_client_upgrades_under_actix_webs_own_server() {
+    let server = server_in(serve_in_actix_web, VolleyBuilder::default());
+    scenario(&server, "basics", &["upgrade"]).await;
+    scenario(&server, "basics", &["websocket"]).await;
 }
 
 #[actix_rt::test]

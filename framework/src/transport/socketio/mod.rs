@@ -170,23 +170,32 @@ fn refused(refusal: EioRefusal) -> (StatusCode, String) {
     (StatusCode::BAD_REQUEST, refusal.body())
 }
 
-/// A long-polling GET: the handshake without a sid, the next packets with one.
+/// A long-polling GET: the handshake without a sid, the next packets with one. Under
+/// actix-web's own server, the WebSocket's upgrade request comes here too.
 async fn get(
     req: HttpRequest,
     query: web::Query<EioQuery>,
+    payload: web::Payload,
     shared: web::Data<Arc<Shared>>,
     registry: web::Data<Registry>,
 ) -> HttpResponse {
     crate::transport::connection::check_tuned(&req, shared.config.write_timeout);
+    if let Err(refusal) = admission::check_origin(req.head(), &shared) {
+        return refusal.response();
+    }
+    if query.transport.as_deref() == Some("websocket") {
+        return match query.check("websocket") {
+            Ok(()) => websocket::route(
+                &req,
+                payload,
+                shared.get_ref().clone(),
+                registry.into_inner(),
+                query.into_inner(),
+            ),
+            Err(refusal) => answer(&req, &shared, Err(refused(refusal))),
+        };
+    }
     let result = async {
-        admission::check_origin(req.head(), &shared).map_err(|r| (r.status(), r.to_string()))?;
-        if query.transport.as_deref() == Some("websocket") {
-            // Only Volley's own server takes the WebSocket (its upgrade hook).
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "Socket.IO over WebSocket needs Volley's HttpServer; use polling".to_owned(),
-            ));
-        }
         query.check("polling").map_err(refused)?;
         let Some(sid) = query.sid.as_deref() else {
             let slot = admission::reserve(req.head(), &shared, "socketio_polling")

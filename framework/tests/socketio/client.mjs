@@ -111,6 +111,26 @@ const scenarios = {
     socket.disconnect();
   },
 
+  // Orb Arena, the demo game (game-demo/tests/browser.rs starts it): sit down as the
+  // page does, see our cell in the state, steer it and see it move.
+  async demo() {
+    const socket = await connected(connect("/game", { transports: ["websocket"] }));
+    const name = "sio-player";
+    const joined = await call(socket, "join_game", { type: "arena", options: { name } });
+    assert.ok(joined.Ok, `joined: ${JSON.stringify(joined)}`);
+    const mine = async (ok) => {
+      for (;;) {
+        const [view] = await once(socket, "state");
+        const cell = view.cells.find((c) => c.name === name);
+        if (cell && ok(cell)) return cell;
+      }
+    };
+    const start = await mine(() => true);
+    socket.emit("input", { dx: 1, dy: 0 });
+    await mine((cell) => cell.x > start.x + 1);
+    socket.disconnect();
+  },
+
   // Connection-state recovery: `before` events, the server drops the connection, `after`
   // more events while we are away; we recover and get each event exactly once, in order.
   async recovery(before, after, mode) {

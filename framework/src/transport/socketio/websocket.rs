@@ -4,19 +4,23 @@
 //! between the socket and its [`EioConnection`]: a new one (WebSocket-only clients,
 //! handshake first) or, with `&sid=`, the polling connection it probes and takes over.
 //!
-//! Records are few and short next to a game's native frames, so the task writes each
-//! with actix-http's codec rather than with the native transport's vectored writer.
+//! Under Volley's own server the socket is read as the native transport reads it
+//! (`ReadChunks`, `Incoming`: no buffer kept while idle), and the task frames
+//! everything queued since its last write into one buffer for one write. Under
+//! actix-web's own server (`route`) the request body is read the same way and the
+//! batches go into the response body.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_codec::Encoder;
-use actix_codec::{AsyncRead, AsyncWrite, Framed, FramedParts};
+use actix_codec::{AsyncRead, AsyncWrite};
 use actix_http::ws::{Codec, Frame, Message, ProtocolError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::connection::{EioConnection, FromWs, WsHandle, WsOut};
@@ -24,7 +28,7 @@ use super::{handshake, lookup, open, EioQuery, Registry};
 use crate::protocol::socketio::EioPacket;
 use crate::session::{Backlog, Shared};
 use crate::transport::admission::{self, ConnectionSlot};
-use crate::transport::ws_frames::Incoming;
+use crate::transport::ws_frames::{Incoming, ReadChunks};
 
 /// Whether an upgrade request is for the Socket.IO endpoint: its query, if so.
 pub(crate) fn wants(shared: &Shared, path: &str, query: &str) -> Option<EioQuery> {
@@ -50,10 +54,15 @@ pub(crate) fn start<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let codec = Codec::new().max_size(shared.config.max_frame_size);
-    let (sink, frames) =
-        Framed::from_parts(FramedParts::with_read_buf(io, codec, read_buf)).split();
-    attach(shared, registry, query, slot, frames, sink);
+    // As the native transport: no buffer kept while the connection is idle.
+    let (read, write) = tokio::io::split(io);
+    let max = shared.config.max_frame_size;
+    let frames = Incoming::new(ReadChunks::new(read, read_buf.freeze()), max);
+    let writer = futures_util::sink::unfold(write, |mut write, bytes: Bytes| async move {
+        write.write_all(&bytes).await?;
+        Ok::<_, std::io::Error>(write)
+    });
+    attach(shared, registry, query, slot, frames, Box::pin(writer));
 }
 
 /// The WebSocket under actix-web's own `HttpServer` (`Volley::configure`): the same
@@ -82,16 +91,11 @@ pub(crate) fn route(
     let max = shared.config.max_frame_size;
     let frames = Incoming::new(payload, max);
     let (body, written) = mpsc::unbounded_channel::<Bytes>();
-    let sink = futures_util::sink::unfold(
-        (body, Codec::new()),
-        |(body, mut codec), message| async move {
-            let mut buf = BytesMut::new();
-            codec.encode(message, &mut buf)?;
-            body.send(buf.freeze())
-                .map_err(|_| ProtocolError::Io(std::io::ErrorKind::BrokenPipe.into()))?;
-            Ok::<_, ProtocolError>((body, codec))
-        },
-    );
+    let sink = futures_util::sink::unfold(body, |body, bytes: Bytes| async move {
+        body.send(bytes)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok::<_, std::io::Error>(body)
+    });
     attach(shared, registry, query, slot, frames, Box::pin(sink));
     let stream = futures_util::stream::unfold(written, |mut written| async move {
         let bytes = written.recv().await?;
@@ -111,7 +115,7 @@ fn attach<S, K>(
     sink: K,
 ) where
     S: Stream<Item = Result<Frame, ProtocolError>> + Unpin + 'static,
-    K: Sink<Message, Error = ProtocolError> + Unpin + 'static,
+    K: Sink<Bytes, Error = std::io::Error> + Unpin + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
     static NEXT_WS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -145,30 +149,47 @@ fn attach<S, K>(
 /// connection's records, until either side ends.
 async fn run<S, K>(
     mut frames: S,
-    mut sink: K,
+    mut writer: K,
     mut rx: mpsc::UnboundedReceiver<WsOut>,
     connection: Option<Addr<EioConnection>>,
     id: u64,
     shared: Arc<Shared>,
 ) where
     S: Stream<Item = Result<Frame, ProtocolError>> + Unpin,
-    K: Sink<Message, Error = ProtocolError> + Unpin,
+    K: Sink<Bytes, Error = std::io::Error> + Unpin,
 {
     // The connection's send backlog, once this socket carries it.
     let mut backlog: Option<Backlog> = None;
+    let mut codec = Codec::new();
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
-                Some(WsOut::Text(record, counted)) => {
-                    let sent = sink.send(Message::Text(record.into())).await;
-                    release(&backlog, counted);
-                    if sent.is_err() {
-                        break;
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                // Everything queued since the last write goes in one write.
+                let mut batch = BytesMut::new();
+                let mut counted = 0;
+                let mut close = false;
+                let mut next = Some(out);
+                while let Some(out) = next.take() {
+                    match out {
+                        WsOut::Text(record, bytes) => {
+                            counted += bytes;
+                            let _ = codec.encode(Message::Text(record.into()), &mut batch);
+                        }
+                        WsOut::Carrier(carrying) => backlog = Some(carrying),
+                        WsOut::Close => {
+                            close = true;
+                            let _ = codec.encode(Message::Close(None), &mut batch);
+                            break;
+                        }
+                    }
+                    if batch.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
                     }
                 }
-                Some(WsOut::Carrier(carrying)) => backlog = Some(carrying),
-                Some(WsOut::Close) | None => {
-                    let _ = sink.send(Message::Close(None)).await;
+                let sent = writer.send(batch.freeze()).await;
+                release(&backlog, counted);
+                if sent.is_err() || close {
                     break;
                 }
             },
@@ -180,7 +201,11 @@ async fn run<S, K>(
                     },
                     Some(Ok(Frame::Binary(bytes))) => Ok((EioPacket::Binary(bytes.to_vec()), bytes.len())),
                     Some(Ok(Frame::Ping(bytes))) => {
-                        let _ = sink.send(Message::Pong(bytes)).await;
+                        let mut pong = BytesMut::new();
+                        let _ = codec.encode(Message::Pong(bytes), &mut pong);
+                        if writer.send(pong.freeze()).await.is_err() {
+                            break;
+                        }
                         continue;
                     }
                     Some(Ok(Frame::Pong(_))) => continue,
@@ -211,6 +236,9 @@ async fn run<S, K>(
         }
     }
 }
+
+/// Most bytes one write takes from the queue; the rest goes in the next.
+const MAX_BATCH: usize = 64 * 1024;
 
 /// Gives back `counted` bytes of the connection's send backlog once written.
 fn release(backlog: &Option<Backlog>, counted: usize) {

@@ -275,9 +275,12 @@ impl EioConnection {
                         if self.session.is_none() {
                             return self.recover(recovery, ns, auth, packets, ctx);
                         }
-                        if let Some(answer) =
-                            self.out.recovered_with(recovery.sid, &ns, &recovery.pid)
-                        {
+                        if let Some(answer) = self.out.recovered_with(
+                            recovery.sid,
+                            &ns,
+                            &recovery.pid,
+                            recovery.last_seq,
+                        ) {
                             self.send(answer, 0, ctx);
                             continue;
                         }

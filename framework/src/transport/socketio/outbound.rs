@@ -4,7 +4,7 @@
 //! connection-state recovery offset is: the client hands back the last one it
 //! processed, and the session replays from its outbox what follows.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde_json::json;
 
@@ -39,6 +39,15 @@ pub(super) struct Outbound {
     pub recovery: bool,
     /// Namespaces that asked to recover, answered once the session says `Resumed`.
     recovering: Vec<(String, String)>,
+    /// Where the recovered session's replay starts: the offset of the namespace that
+    /// recovered it.
+    resumed_from: Option<u64>,
+    /// Per namespace recovered on this connection, the last event its socket
+    /// processed: replayed events up to it are not sent again.
+    processed: HashMap<String, u64>,
+    /// Per namespace, the first event written since the recovery: a namespace that
+    /// recovers later with an offset at or past it would get that event twice.
+    first_written: HashMap<String, u64>,
 }
 
 /// Records for the client, and whether the connection closes after them.
@@ -71,17 +80,39 @@ impl Outbound {
         self.seq = last_seq;
         self.last_ping = last_seq;
         self.pings.clear();
+        self.resumed_from = Some(last_seq);
+        self.processed.insert(ns.clone(), last_seq);
         self.recovering.push((ns, pid));
     }
 
-    /// Whether a recovered namespace `ns` of session `sid` can be answered at once
-    /// (another namespace recovered the session on this connection already).
-    pub fn recovered_with(&mut self, sid: u64, ns: &str, pid: &str) -> Option<String> {
-        let (current, _) = self.session?;
+    /// The answer to namespace `ns` recovering session `sid` after another namespace
+    /// recovered it on this connection (`None`: another session; connect anew). Its
+    /// socket processed events up to `last_seq`. It keeps its `pid` (`recovered` is
+    /// true) only if it gets every event once from here: not when the replay started
+    /// after `last_seq` (it may have missed some) or already wrote it an event it
+    /// had processed; then a new pid says it was not recovered.
+    pub fn recovered_with(
+        &mut self,
+        sid: u64,
+        ns: &str,
+        pid: &str,
+        last_seq: u64,
+    ) -> Option<String> {
+        let (current, token) = self.session?;
         if current != sid || !self.recovery {
             return None;
         }
         self.connected.insert(ns.to_owned());
+        let missed = self.resumed_from.is_some_and(|from| last_seq < from);
+        let twice = self
+            .first_written
+            .get(ns)
+            .is_some_and(|first| *first <= last_seq);
+        if missed || twice {
+            let fresh = super::inbound::pid(sid, &token, self.seq);
+            return Some(connected(ns, sid, &fresh));
+        }
+        self.processed.insert(ns.to_owned(), last_seq);
         Some(connected(ns, sid, pid))
     }
 
@@ -159,6 +190,12 @@ impl Outbound {
                 payload,
                 ack,
             } => {
+                if self.processed.get(&ns).is_some_and(|last| seq <= *last) {
+                    return; // replayed, and its socket had processed it
+                }
+                if self.resumed_from.is_some() {
+                    self.first_written.entry(ns.clone()).or_insert(seq);
+                }
                 // An offset only where the client reads it: the last argument of an
                 // event without ack (with one, the last is the ack callback).
                 let offset = (self.recovery && ack.is_none()).then_some(seq);
@@ -335,10 +372,56 @@ mod tests {
             vec!["42/chat,[\"a\",1,\"8\"]"]
         );
         assert_eq!(
-            out.recovered_with(0x2a, "/", "p2"),
+            out.recovered_with(0x2a, "/", "p2", 7),
             Some("40{\"pid\":\"p2\",\"sid\":\"2a/\"}".into())
         );
-        assert_eq!(out.recovered_with(0x2b, "/", "p2"), None);
+        assert_eq!(out.recovered_with(0x2b, "/", "p2", 7), None);
+    }
+
+    #[test]
+    fn a_second_namespace_recovers_only_if_it_gets_every_event_once() {
+        let recovered = |ns: &str, last_seq: u64| {
+            let mut out = Outbound::new(true);
+            out.recovering(0x2a, [1; 16], 10, "/a".into(), "pa".into());
+            out.frame(Frame::Resumed {
+                last_seq: 0,
+                replay: 3,
+            });
+            // The replay: an event of /b, then one of /a.
+            let b = Frame::Event {
+                ns: "/b".into(),
+                name: "e".into(),
+                payload: ByteBuf::from(b"1".to_vec()),
+                ack: None,
+            };
+            assert_eq!(out.frame(b).records.len(), 1);
+            out.frame(event("a", None));
+            out.recovered_with(0x2a, ns, "pb", last_seq)
+        };
+        let kept = |answer: Option<String>| answer.is_some_and(|a| a.contains("\"pb\""));
+        // /b processed up to 10, the replay's start: every later event once.
+        assert!(kept(recovered("/b", 10)));
+        // /b processed past 10: the replayed event 11 was a second time.
+        assert!(!kept(recovered("/b", 11)));
+        // /b processed up to 8 only: 9 and 10 may be missing.
+        assert!(!kept(recovered("/b", 8)));
+        // Known before the replay: what /b had is not sent again.
+        let mut out = Outbound::new(true);
+        out.recovering(0x2a, [1; 16], 10, "/chat".into(), "pa".into());
+        assert!(kept(out.recovered_with(0x2a, "/b", "pb", 12)));
+        out.frame(Frame::Resumed {
+            last_seq: 0,
+            replay: 3,
+        });
+        let b = |n: &str| Frame::Event {
+            ns: "/b".into(),
+            name: n.into(),
+            payload: ByteBuf::from(b"1".to_vec()),
+            ack: None,
+        };
+        assert!(out.frame(b("11")).records.is_empty());
+        assert!(out.frame(b("12")).records.is_empty());
+        assert_eq!(out.frame(b("13")).records.len(), 1);
     }
 
     #[test]

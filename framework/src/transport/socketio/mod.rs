@@ -12,6 +12,7 @@
 //! The same admission (origin, connection limits) and limits (frame size, polling
 //! batch, backlog, rate limits in the session) as the native endpoint apply.
 
+mod carrier;
 mod connection;
 mod inbound;
 mod outbound;
@@ -28,7 +29,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use self::connection::{EioConnection, Poll, Post, WsHandle};
+use self::carrier::{Poll, WsHandle};
+use self::connection::{EioConnection, Post};
 use super::admission::{self, ConnectionSlot};
 use super::polling::{cors, new_pid};
 use crate::protocol::socketio::{decode_payload, EioPacket, EIO_VERSION};

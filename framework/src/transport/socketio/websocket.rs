@@ -23,7 +23,8 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use super::connection::{EioConnection, FromWs, WsHandle, WsOut};
+use super::carrier::{FromWs, WsHandle, WsOut};
+use super::connection::EioConnection;
 use super::{handshake, lookup, open, EioQuery, Registry};
 use crate::protocol::socketio::EioPacket;
 use crate::session::{Backlog, Shared};

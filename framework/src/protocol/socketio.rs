@@ -20,6 +20,8 @@
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::Frame;
+
 /// The Engine.IO protocol version this server speaks (`EIO=4` in the query).
 pub const EIO_VERSION: &str = "4";
 
@@ -287,19 +289,72 @@ pub fn encode_event(
     ack: Option<u64>,
     offset: Option<u64>,
 ) -> String {
+    finish_event(&event_head(ns, name, payload, ack), offset)
+}
+
+/// An event packet up to its last argument (`2/ns,["name",payload`): the part that is
+/// the same for every recipient of a broadcast.
+fn event_head(ns: &str, name: &str, payload: &str, ack: Option<u64>) -> String {
     let name = Value::String(name.to_owned()).to_string();
-    let mut data = String::with_capacity(name.len() + payload.len() + 24);
+    let payload = if payload.is_empty() { "null" } else { payload };
+    let mut data = String::with_capacity(name.len() + payload.len() + 2);
     data.push('[');
     data.push_str(&name);
     data.push(',');
-    data.push_str(if payload.is_empty() { "null" } else { payload });
-    if let Some(offset) = offset {
-        data.push_str(",\"");
-        data.push_str(&offset.to_string());
-        data.push('"');
-    }
-    data.push(']');
+    data.push_str(payload);
     SioPacket::new(SioKind::Event, ns, ack, data).encode()
+}
+
+/// Completes an event packet from its head: the offset, if any, then the end.
+pub fn finish_event(head: &str, offset: Option<u64>) -> String {
+    let mut packet = String::with_capacity(head.len() + 24);
+    packet.push_str(head);
+    if let Some(offset) = offset {
+        packet.push_str(",\"");
+        packet.push_str(&offset.to_string());
+        packet.push('"');
+    }
+    packet.push(']');
+    packet
+}
+
+/// A broadcast's event as Socket.IO packets write it, built once for all the
+/// Socket.IO recipients of the broadcast (see [`crate::protocol::WireFrame`]); each
+/// completes it with [`finish_event`] and its own offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEvent {
+    /// The event's namespace.
+    pub ns: String,
+    /// The Engine.IO message up to the event's last argument (`42/ns,["name",payload`),
+    /// as [`Frame::Event`] without ack or [`Frame::Volatile`] is written.
+    pub head: String,
+    /// A reliable event (it counts in the session's sequence and gets an offset); a
+    /// volatile one does not.
+    pub reliable: bool,
+}
+
+impl SharedEvent {
+    /// The shared form of `frame`: events without ack and volatile events (what
+    /// broadcasts are); `None` for every other frame, which a session writes to one
+    /// client only.
+    pub fn of(frame: &Frame) -> Option<SharedEvent> {
+        let (ns, name, payload, reliable) = match frame {
+            Frame::Event {
+                ns,
+                name,
+                payload,
+                ack: None,
+            } => (ns, name, payload, true),
+            Frame::Volatile { ns, name, payload } => (ns, name, payload, false),
+            _ => return None,
+        };
+        let payload = String::from_utf8_lossy(payload);
+        Some(SharedEvent {
+            ns: ns.clone(),
+            head: format!("4{}", event_head(ns, name, &payload, None)),
+            reliable,
+        })
+    }
 }
 
 /// A binary packet waiting for its attachments.
@@ -564,6 +619,37 @@ mod tests {
             encode_event("/", "tick", "", None, None),
             "2[\"tick\",null]"
         );
+    }
+
+    #[test]
+    fn broadcasts_share_the_head_of_their_event() {
+        let event = Frame::Event {
+            ns: "/chat".into(),
+            name: "msg".into(),
+            payload: serde_bytes::ByteBuf::from(b"{\"t\":1}".to_vec()),
+            ack: None,
+        };
+        let shared = SharedEvent::of(&event).expect("an event without ack is shared");
+        assert_eq!((shared.ns.as_str(), shared.reliable), ("/chat", true));
+        assert_eq!(
+            finish_event(&shared.head, Some(7)),
+            format!(
+                "4{}",
+                encode_event("/chat", "msg", "{\"t\":1}", None, Some(7))
+            )
+        );
+        assert_eq!(
+            finish_event(&shared.head, None),
+            "42/chat,[\"msg\",{\"t\":1}]"
+        );
+        let with_ack = Frame::Event {
+            ns: "/".into(),
+            name: "q".into(),
+            payload: Default::default(),
+            ack: Some(1),
+        };
+        assert_eq!(SharedEvent::of(&with_ack), None);
+        assert_eq!(SharedEvent::of(&Frame::Ping), None);
     }
 
     #[test]

@@ -568,7 +568,8 @@ impl Handler<ToTransport> for PollTransport {
 
     fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
         match msg {
-            ToTransport::Frame(bytes) => {
+            ToTransport::Frame(frame) => {
+                let bytes = frame.payload();
                 if self.closing {
                     self.backlog
                         .fetch_sub(queued_size(&bytes), Ordering::Relaxed);

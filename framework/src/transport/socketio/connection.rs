@@ -334,22 +334,26 @@ impl Handler<ToTransport> for EioConnection {
 
     fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
         match msg {
-            ToTransport::Frame(bytes) => {
-                let counted = queued_size(&bytes);
-                let frame = match protocol::decode(&bytes) {
-                    Ok(frame) => frame,
-                    Err(e) => {
-                        // The session encoded it: cannot happen.
-                        tracing::error!(error = %e, "a session frame did not decode");
-                        self.backlog.fetch_sub(counted, Ordering::Relaxed);
-                        return;
-                    }
-                };
+            ToTransport::Frame(frame) => {
+                let counted = queued_size(&frame.payload());
                 if self.closing {
                     self.backlog.fetch_sub(counted, Ordering::Relaxed);
                     return;
                 }
-                let out = self.out.frame(frame);
+                // A broadcast's event is written once for all its Socket.IO
+                // recipients; anything else is this session's own and read here.
+                let out = match frame.socketio() {
+                    Some(event) => self.out.shared(event),
+                    None => match protocol::decode(&frame.payload()) {
+                        Ok(frame) => self.out.frame(frame),
+                        Err(e) => {
+                            // The session encoded it: cannot happen.
+                            tracing::error!(error = %e, "a session frame did not decode");
+                            self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                            return;
+                        }
+                    },
+                };
                 let mut counted = Some(counted);
                 for record in out.records {
                     self.send(record, counted.take().unwrap_or(0), ctx);

@@ -9,7 +9,9 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use serde_json::json;
 
 use super::inbound::pid;
-use crate::protocol::socketio::{encode_event, EioPacket, SioKind, SioPacket};
+use crate::protocol::socketio::{
+    encode_event, finish_event, EioPacket, SharedEvent, SioKind, SioPacket,
+};
 use crate::protocol::{Frame, ResumeToken};
 
 /// Reliable frames between two pings: a ping of ours follows when the heartbeat's
@@ -140,13 +142,49 @@ impl Outbound {
         }
         let seq = self.seq;
         self.translate(frame, seq, &mut out);
-        // A Socket.IO client never says what it received: between heartbeats a ping
-        // of ours (after the frame: its pong must prove the frame arrived) lets the
-        // session trim its outbox before a busy client's stream overflows it.
-        if self.seq - self.last_ping >= CONFIRM_EVERY && self.pings.len() < MAX_PINGS {
-            self.ping(true, &mut out);
-        }
+        self.confirm(&mut out);
         out
+    }
+
+    /// Translates a broadcast's event from its Socket.IO form, shared by all its
+    /// Socket.IO recipients: nothing is decoded or encoded here, only this client's
+    /// offset is added.
+    pub fn shared(&mut self, event: &SharedEvent) -> Out {
+        let mut out = Out::default();
+        if event.reliable {
+            self.seq += 1;
+        }
+        if let Some(offset) = self.event(&event.ns, self.seq, event.reliable, false) {
+            out.records.push(finish_event(&event.head, offset));
+        }
+        self.confirm(&mut out);
+        out
+    }
+
+    /// Whether an event of `ns` with sequence number `seq` is written (`None`: its
+    /// socket processed it before a recovery), and with which offset: only where the
+    /// client reads it, the last argument of a reliable event without ack (with one,
+    /// the last is the ack callback).
+    fn event(&mut self, ns: &str, seq: u64, reliable: bool, ack: bool) -> Option<Option<u64>> {
+        if !reliable {
+            return Some(None);
+        }
+        if self.processed.get(ns).is_some_and(|last| seq <= *last) {
+            return None;
+        }
+        if self.resumed_from.is_some() && !self.first_written.contains_key(ns) {
+            self.first_written.insert(ns.to_owned(), seq);
+        }
+        Some((self.recovery && !ack).then_some(seq))
+    }
+
+    /// A Socket.IO client never says what it received: between heartbeats a ping of
+    /// ours (after the frame: its pong must prove the frame arrived) lets the session
+    /// trim its outbox before a busy client's stream overflows it.
+    fn confirm(&mut self, out: &mut Out) {
+        if self.seq - self.last_ping >= CONFIRM_EVERY && self.pings.len() < MAX_PINGS {
+            self.ping(true, out);
+        }
     }
 
     fn translate(&mut self, frame: Frame, seq: u64, out: &mut Out) {
@@ -190,15 +228,9 @@ impl Outbound {
                 payload,
                 ack,
             } => {
-                if self.processed.get(&ns).is_some_and(|last| seq <= *last) {
+                let Some(offset) = self.event(&ns, seq, true, ack.is_some()) else {
                     return; // replayed, and its socket had processed it
-                }
-                if self.resumed_from.is_some() {
-                    self.first_written.entry(ns.clone()).or_insert(seq);
-                }
-                // An offset only where the client reads it: the last argument of an
-                // event without ack (with one, the last is the ack callback).
-                let offset = (self.recovery && ack.is_none()).then_some(seq);
+                };
                 let payload = String::from_utf8_lossy(&payload);
                 let text = encode_event(&ns, &name, &payload, ack, offset);
                 out.records.push(EioPacket::Message(text).encode());

@@ -1,6 +1,7 @@
 //! Bad input on the Socket.IO endpoint, over raw HTTP: Engine.IO's refusals (version,
 //! transport, sid), the body and batch limits, a malformed packet or a packet before
-//! any namespace (the connection closes, the server goes on), and the origin check.
+//! any namespace (the connection closes, the server goes on), and the same origin
+//! check, connection limits and rate limit as the native endpoint.
 
 use volley::{Volley, VolleyBuilder};
 
@@ -30,7 +31,6 @@ async fn handshake(server: &TestServer) -> String {
     let open: serde_json::Value =
         serde_json::from_str(answer.body.strip_prefix('0').expect("an open packet")).unwrap();
     assert_eq!(open["upgrades"], serde_json::json!(["websocket"]));
-    assert_eq!(open["maxPayload"], 1024);
     open["sid"].as_str().unwrap().to_owned()
 }
 
@@ -158,4 +158,54 @@ async fn the_endpoint_can_be_moved_or_turned_off() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+#[actix_rt::test]
+async fn the_same_rate_limit_ends_a_flooding_socketio_session() {
+    let (disconnects, mut seen) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .rate_limit(volley::RateLimit {
+                frames_per_sec: 1,
+                frame_burst: 5,
+                ..volley::RateLimit::default()
+            })
+            .namespace("/chat", test_namespace(disconnects)),
+    );
+    let sid = handshake(&server).await;
+    assert_eq!(post(&server, &sid, "40/chat,").await.0, 200);
+    assert!(poll(&server, &sid).await.1.starts_with("40/chat,"));
+    let flood = vec!["42/chat,[\"shout\",\"x\"]"; 20].join("\u{1e}");
+    assert_eq!(post(&server, &sid, &flood).await.0, 200);
+    let (reason_ns, reason) = tokio::time::timeout(WAIT, seen.recv())
+        .await
+        .expect("in time")
+        .expect("a disconnect");
+    assert_eq!(
+        (reason_ns.as_str(), reason.to_string().as_str()),
+        ("/chat", "rate limited")
+    );
+    // The client hears of it: its namespace is left, then the connection closes.
+    let mut heard = String::new();
+    while !heard.ends_with('1') {
+        let (status, body) = poll(&server, &sid).await;
+        assert_eq!(status, 200, "{body}");
+        heard.push_str(&body);
+    }
+    assert!(heard.contains("41/chat,"), "{heard}");
+}
+
+#[actix_rt::test]
+async fn the_same_connection_limits_apply() {
+    let server = serve(Volley::builder().max_connections(1, 1));
+    let _first = handshake(&server).await;
+    let answer = request(
+        addr(&server),
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
 }

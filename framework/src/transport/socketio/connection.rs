@@ -47,8 +47,8 @@ pub(crate) struct EioConnection {
     pub(super) carrier: Carrier,
     /// A WebSocket that sent `2probe`, until its `5` makes it the carrier.
     pub(super) probe: Option<WsHandle>,
-    /// A binary packet waiting for its attachments.
-    pub(super) binary: Option<Binary>,
+    /// A binary packet waiting for its attachments, and its bytes so far.
+    pub(super) binary: Option<(Binary, usize)>,
     /// The client said goodbye (Engine.IO close): the session ends, not detaches.
     pub(super) client_left: bool,
     pub(super) closing: bool,
@@ -149,29 +149,32 @@ impl EioConnection {
     /// Handles the client's packets in order; a recovery waits for the supervisor, and
     /// what follows it continues once the session is attached.
     pub fn feed(&mut self, mut packets: VecDeque<(EioPacket, usize)>, ctx: &mut Context<Self>) {
-        while let Some((packet, size)) = packets.pop_front() {
+        while let Some((packet, mut size)) = packets.pop_front() {
             if self.closing {
                 return;
             }
             let sio = match packet {
                 EioPacket::Message(text) => match SioPacket::decode(&text) {
                     Ok(packet) if packet.attachments > 0 => {
-                        self.binary = Some(Binary::new(packet));
+                        self.binary = Some((Binary::new(packet), size));
                         continue;
                     }
                     Ok(packet) => Ok(packet),
                     Err(e) => Err(e),
                 },
-                EioPacket::Binary(bytes) => match self.binary.as_mut().map(|b| b.push(bytes)) {
-                    None => {
-                        return self.refuse("attachment without a binary packet".to_owned(), ctx)
-                    }
-                    Some(None) => continue,
-                    Some(Some(done)) => {
-                        self.binary = None;
-                        done
-                    }
-                },
+                EioPacket::Binary(bytes) => {
+                    let Some((binary, so_far)) = self.binary.as_mut() else {
+                        return self.refuse("attachment without a binary packet".to_owned(), ctx);
+                    };
+                    // The rate limit counts the packet with all its attachments.
+                    *so_far += size;
+                    let Some(done) = binary.push(bytes) else {
+                        continue;
+                    };
+                    size = *so_far;
+                    self.binary = None;
+                    done
+                }
                 EioPacket::Pong(false) => {
                     if let Some(frame) = self.out.pong() {
                         self.forward(frame, size, ctx);

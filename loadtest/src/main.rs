@@ -51,8 +51,9 @@ scenarios
   idle       hold --clients connections for --hold s (default 10) while the server
              pings every --ping-ms (default 2000); server RSS per connection
   fanout     --clients in one room, a publisher at --rate msgs/s (default 20) for
-             --duration s (default 10), --size bytes of padding (default 100);
-             deliveries/s, server CPU per delivery, delivery latency
+             --duration s (default 10), --size bytes of padding (default 100),
+             receivers speaking --protocol volley (default) or socketio (the same
+             server's /socket.io/); deliveries/s, server CPU per delivery, latency
   rooms      --rooms (default 10) x --players (default 8), inputs at --hz (default
              30) for --duration s (default 10), rooms tick at --tick-rate (default
              30); input->state latency, server tick lateness

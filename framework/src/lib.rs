@@ -82,7 +82,7 @@ pub mod client;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use config::{Config, RateLimit};
+pub use config::{Config, RateLimit, SocketIo};
 pub use error::{AckError, DisconnectReason, EmitError};
 pub use game::{
     Game, GameRooms, GameRoomsBuilder, InputError, JoinError, JoinRequest, Joined, LeaveReason,

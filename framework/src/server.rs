@@ -19,7 +19,7 @@ use crate::namespace::{
 };
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
 use crate::session::{NamespaceFactory, Shared};
-use crate::transport::{connection, polling, websocket};
+use crate::transport::{connection, polling, socketio, websocket};
 use crate::{Config, EmitError, GameRooms, HttpServer, MetricsRoute, RateLimit, SessionId};
 
 /// Builds a [`Volley`] server. Every setting has a default (see [`Config`]).
@@ -134,6 +134,13 @@ impl VolleyBuilder {
         self
     }
 
+    /// The Socket.IO endpoint for the official Socket.IO clients (default: on, at
+    /// `/socket.io/`, with connection-state recovery); `None` turns it off.
+    pub fn socketio(mut self, endpoint: Option<crate::SocketIo>) -> Self {
+        self.config.socketio = endpoint;
+        self
+    }
+
     /// Long-polling hold time: how long a GET waits for frames (default 20 s).
     pub fn poll_hold(mut self, hold: Duration) -> Self {
         self.config.poll_hold = hold;
@@ -203,6 +210,7 @@ impl VolleyBuilder {
         Volley {
             shared: Arc::new(shared),
             polls: Arc::default(),
+            socketio: Arc::default(),
         }
     }
 }
@@ -234,6 +242,8 @@ pub struct Volley {
     shared: Arc<Shared>,
     /// Open long-polling connections, shared by the routes of every worker.
     polls: Arc<polling::PollRegistry>,
+    /// Open Socket.IO (Engine.IO) connections, shared likewise.
+    socketio: Arc<socketio::Registry>,
 }
 
 impl Volley {
@@ -255,6 +265,7 @@ impl Volley {
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let shared = self.shared.clone();
         let polls = self.polls.clone();
+        let sio = self.socketio.clone();
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(shared.clone()))
                 .route(&shared.config.path, web::get().to(websocket::route));
@@ -262,7 +273,15 @@ impl Volley {
                 cfg.route(&metrics.path, web::get().to(crate::metrics::scrape));
             }
             polling::configure(cfg, &shared.config.path, polls.clone());
+            if let Some(endpoint) = &shared.config.socketio {
+                socketio::configure(cfg, &endpoint.path, sio.clone());
+            }
         }
+    }
+
+    /// The server's open Socket.IO connections, for the upgrade hook of [`HttpServer`].
+    pub(crate) fn socketio(&self) -> Arc<socketio::Registry> {
+        self.socketio.clone()
     }
 
     /// The hook that sets up each accepted connection: it enforces

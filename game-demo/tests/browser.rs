@@ -103,6 +103,33 @@ fn the_demo_keeps_serving_when_nobody_reads_its_banner() {
     );
 }
 
+/// A Socket.IO client plays the demo through the same events as the page: the
+/// official `socket.io-client` from Node (framework/tests/socketio, `npm ci` there),
+/// skipped without Node or the package unless `VOLLEY_REQUIRE_NODE` is set.
+#[test]
+fn a_socketio_client_plays_the_demo() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../framework/tests/socketio");
+    if !PathBuf::from(dir)
+        .join("node_modules/socket.io-client")
+        .exists()
+    {
+        let why = "socket.io-client is not installed (npm ci --prefix framework/tests/socketio)";
+        assert!(std::env::var_os("VOLLEY_REQUIRE_NODE").is_none(), "{why}");
+        return eprintln!("SKIPPED: {why}");
+    }
+    let (_demo, url) = start_demo();
+    let output = Command::new("node")
+        .args([&format!("{dir}/client.mjs"), "demo", &url])
+        .output()
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "socket.io-client in the demo:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn chromium() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("CHROMIUM") {
         return Some(path.into());

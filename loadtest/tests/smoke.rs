@@ -168,6 +168,28 @@ fn fanout_delivers_every_message_once() {
 }
 
 #[test]
+fn fanout_reaches_socketio_receivers_every_message_once() {
+    let (report, _) = run_with(
+        &[
+            "fanout",
+            "--clients",
+            "50",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+            "--protocol",
+            "socketio",
+        ],
+        &["--spawn"],
+    );
+    let published = report["figures"]["published"].as_u64().unwrap();
+    assert_eq!(published, 40);
+    assert_eq!(report["reliable_checked"], published * 50);
+    assert_eq!(report["figures"]["deliveries"], published * 50);
+}
+
+#[test]
 fn rooms_tick_and_answer_inputs() {
     let (report, page) = run_with(
         &[

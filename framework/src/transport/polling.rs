@@ -135,7 +135,7 @@ fn respond(req: &HttpRequest, shared: &Shared, result: Result<Bytes, PollError>)
 }
 
 /// Adds CORS headers when the request's origin is allowed.
-fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
+pub(crate) fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return;
     };
@@ -150,7 +150,7 @@ fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
     }
 }
 
-async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+pub(crate) async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
     if let Err(refusal) = admission::check_origin(req.head(), &shared) {
         return refusal.response();
     }
@@ -276,7 +276,7 @@ async fn read_body(
     Ok(body.freeze())
 }
 
-fn new_pid() -> Arc<str> {
+pub(crate) fn new_pid() -> Arc<str> {
     let mut raw = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     raw.iter()
@@ -568,7 +568,8 @@ impl Handler<ToTransport> for PollTransport {
 
     fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
         match msg {
-            ToTransport::Frame(bytes) => {
+            ToTransport::Frame(frame) => {
+                let bytes = frame.payload();
                 if self.closing {
                     self.backlog
                         .fetch_sub(queued_size(&bytes), Ordering::Relaxed);

@@ -158,7 +158,7 @@ impl Game for Duel {
 
 // ---------------------------------------------------------------- helpers
 
-fn game_rooms(options: RoomOptions) -> GameRooms {
+pub(crate) fn game_rooms(options: RoomOptions) -> GameRooms {
     GameRooms::builder()
         .game::<Teams>("teams", options.clone())
         .game::<Duel>(

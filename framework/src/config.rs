@@ -108,6 +108,32 @@ pub struct Config {
     /// Serve Prometheus metrics, and to whom (see [`crate::MetricsRoute`]). Default:
     /// none (no metrics route).
     pub metrics: Option<crate::MetricsRoute>,
+    /// The Socket.IO endpoint, for the official Socket.IO clients (see
+    /// [`SocketIo`]). Default: on, at `/socket.io/`, with connection-state
+    /// recovery. `None` turns it off.
+    pub socketio: Option<SocketIo>,
+}
+
+/// The Socket.IO v5 endpoint (Engine.IO v4, long-polling and WebSocket): Socket.IO
+/// clients join the same namespaces, rooms and game rooms as Volley's own clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketIo {
+    /// Where it is served, as Socket.IO clients' `path` option names it. Default
+    /// `/socket.io/` (theirs).
+    pub path: String,
+    /// Connection-state recovery: each event without ack carries its offset as a
+    /// last argument and a reconnecting client recovers its session (every missed
+    /// packet, once, in order) within `resume_grace`. Default on.
+    pub recovery: bool,
+}
+
+impl Default for SocketIo {
+    fn default() -> Self {
+        SocketIo {
+            path: "/socket.io/".to_owned(),
+            recovery: true,
+        }
+    }
 }
 
 impl Default for Config {
@@ -137,6 +163,7 @@ impl Default for Config {
                 .map(|n| n.get())
                 .unwrap_or(1),
             metrics: None,
+            socketio: Some(SocketIo::default()),
         }
     }
 }

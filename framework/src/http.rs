@@ -107,13 +107,14 @@ where
             let write_timeout = shared.config.write_timeout;
             self.builder = self.builder.listen("volley", listener, move || {
                 let shared = shared.clone();
+                let sio = volley.socketio();
                 HttpService::build()
                     .tcp_nodelay(true)
                     .on_connect_ext(move |io: &tokio::net::TcpStream, ext| {
                         connection::tune(io, ext, write_timeout)
                     })
                     .upgrade(fn_service(move |(req, framed)| {
-                        upgrade(shared.clone(), req, framed)
+                        upgrade(shared.clone(), sio.clone(), req, framed)
                     }))
                     .finish(map_config(factory().configure(volley.configure()), |()| {
                         AppConfig::default()
@@ -140,13 +141,14 @@ where
             let tls = tls.clone();
             self.builder = self.builder.listen("volley-tls", listener, move || {
                 let shared = shared.clone();
+                let sio = volley.socketio();
                 HttpService::build()
                     .tcp_nodelay(true)
                     .on_connect_ext(move |io: &TlsStream<tokio::net::TcpStream>, ext| {
                         connection::tune(io, ext, write_timeout)
                     })
                     .upgrade(fn_service(move |(req, framed)| {
-                        upgrade(shared.clone(), req, framed)
+                        upgrade(shared.clone(), sio.clone(), req, framed)
                     }))
                     .finish(map_config(factory().configure(volley.configure()), |()| {
                         AppConfig::default()

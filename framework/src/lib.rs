@@ -85,11 +85,11 @@ pub mod cluster;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use config::{Config, RateLimit};
+pub use config::{Config, RateLimit, SocketIo};
 pub use error::{AckError, DisconnectReason, EmitError};
 pub use game::{
     Game, GameRooms, GameRoomsBuilder, InputError, JoinError, JoinRequest, Joined, LeaveReason,
-    RoomContext, RoomId, RoomListing, RoomMetrics, RoomOptions, RoomSetup,
+    PlayerMetrics, RoomContext, RoomId, RoomListing, RoomMetrics, RoomOptions, RoomSetup,
 };
 pub use http::HttpServer;
 pub use metrics::MetricsRoute;
@@ -101,8 +101,11 @@ pub use server::{NamespaceRef, Volley, VolleyBuilder};
 pub use session::{SessionInfo, TransportKind};
 
 /// A session's id: the same in every namespace the client joins, and stable across
-/// reconnections of the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// reconnections of the session. Serializes as its number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct SessionId(pub u64);
 
 impl std::fmt::Display for SessionId {

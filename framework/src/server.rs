@@ -19,7 +19,7 @@ use crate::namespace::{
 };
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
 use crate::session::{NamespaceFactory, Shared};
-use crate::transport::{connection, polling, websocket};
+use crate::transport::{connection, polling, socketio, websocket};
 use crate::{Config, EmitError, GameRooms, HttpServer, MetricsRoute, RateLimit, SessionId};
 
 /// Builds a [`Volley`] server. Every setting has a default (see [`Config`]).
@@ -136,6 +136,13 @@ impl VolleyBuilder {
         self
     }
 
+    /// The Socket.IO endpoint for the official Socket.IO clients (default: on, at
+    /// `/socket.io/`, with connection-state recovery); `None` turns it off.
+    pub fn socketio(mut self, endpoint: Option<crate::SocketIo>) -> Self {
+        self.config.socketio = endpoint;
+        self
+    }
+
     /// Long-polling hold time: how long a GET waits for frames (default 20 s).
     pub fn poll_hold(mut self, hold: Duration) -> Self {
         self.config.poll_hold = hold;
@@ -225,7 +232,11 @@ impl VolleyBuilder {
         if let Some(cluster) = &shared.cluster {
             cluster.attach(&shared, poll_answer(&shared, &polls));
         }
-        Volley { shared, polls }
+        Volley {
+            shared,
+            polls,
+            socketio: Arc::default(),
+        }
     }
 }
 
@@ -275,6 +286,8 @@ pub struct Volley {
     shared: Arc<Shared>,
     /// Open long-polling connections, shared by the routes of every worker.
     polls: Arc<polling::PollRegistry>,
+    /// Open Socket.IO (Engine.IO) connections, shared likewise.
+    socketio: Arc<socketio::Registry>,
 }
 
 impl Volley {
@@ -296,6 +309,7 @@ impl Volley {
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
         let shared = self.shared.clone();
         let polls = self.polls.clone();
+        let sio = self.socketio.clone();
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(shared.clone()))
                 .route(&shared.config.path, web::get().to(websocket::route));
@@ -303,7 +317,15 @@ impl Volley {
                 cfg.route(&metrics.path, web::get().to(crate::metrics::scrape));
             }
             polling::configure(cfg, &shared.config.path, polls.clone());
+            if let Some(endpoint) = &shared.config.socketio {
+                socketio::configure(cfg, &endpoint.path, sio.clone());
+            }
         }
+    }
+
+    /// The server's open Socket.IO connections, for the upgrade hook of [`HttpServer`].
+    pub(crate) fn socketio(&self) -> Arc<socketio::Registry> {
+        self.socketio.clone()
     }
 
     /// The hook that sets up each accepted connection: it enforces

@@ -161,7 +161,9 @@ function showRoom(o) {
   rows.innerHTML = "";
   for (const s of players) {
     const tr = document.createElement("tr");
-    tr.append(cell(s.id), cell(s.transport || "detached"), cell(ms(s.rtt_ms)), cell(s.age_secs + " s"));
+    const inputs = s.inputs_per_sec == null ? "–" : s.inputs_per_sec + "/s";
+    tr.append(cell(s.id), cell(s.transport || "detached"), cell(ms(s.rtt_ms)), cell(inputs),
+      cell(s.inputs_dropped == null ? "–" : s.inputs_dropped), cell(s.age_secs + " s"));
     rows.append(tr);
   }
 }

@@ -1,5 +1,6 @@
 //! The `/admin` namespace: a live dashboard for whoever has the admin token.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -61,7 +62,7 @@ pub fn namespace(token: Arc<str>, rooms: GameRooms, volley: Arc<OnceLock<Volley>
                 return;
             };
             actix_rt::spawn(async move {
-                let _ = ack.send(&overview(&volley, &rooms, None).await);
+                let _ = ack.send(&overview(&volley, &rooms, None, &HashMap::new()).await);
             });
         })
 }
@@ -74,7 +75,19 @@ struct Rates {
     deliveries_per_sec: f64,
 }
 
-async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> Value {
+/// A seated player's input figures for a room's detail view.
+#[derive(Clone, Copy)]
+struct PlayerInputs {
+    per_sec: Option<f64>,
+    dropped: u64,
+}
+
+async fn overview(
+    volley: &Volley,
+    rooms: &GameRooms,
+    rates: Option<Rates>,
+    players: &HashMap<u64, PlayerInputs>,
+) -> Value {
     let now = SystemTime::now();
     let sessions: Vec<Value> = volley
         .sessions()
@@ -92,6 +105,8 @@ async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> V
                     TransportKind::Polling => "polling",
                 }),
                 "rtt_ms": s.rtt.map(|rtt| rtt.as_secs_f64() * 1e3),
+                "inputs_per_sec": players.get(&s.id.0).and_then(|p| p.per_sec),
+                "inputs_dropped": players.get(&s.id.0).map(|p| p.dropped),
             })
         })
         .collect();
@@ -125,6 +140,8 @@ async fn overview(volley: &Volley, rooms: &GameRooms, rates: Option<Rates>) -> V
 pub fn publish_overview(volley: Volley, rooms: GameRooms, chat: Arc<ChatStats>) {
     actix_rt::spawn(async move {
         let mut last: Option<(u64, u64, u64, u64)> = None;
+        // Each seated player's input count at the last push, for per-player rates.
+        let mut last_inputs: HashMap<u64, u64> = HashMap::new();
         let mut every = tokio_interval();
         loop {
             every.tick().await;
@@ -147,8 +164,26 @@ pub fn publish_overview(volley: Volley, rooms: GameRooms, chat: Arc<ChatStats>) 
                 deliveries_per_sec: delivered.saturating_sub(d) as f64,
             });
             last = Some((inputs, frames, said, delivered));
+            let seated = metrics.iter().flat_map(|m| &m.seated);
+            let players: HashMap<u64, PlayerInputs> = seated
+                .clone()
+                .map(|p| {
+                    let per_sec = last_inputs
+                        .get(&p.session.0)
+                        .map(|&before| p.inputs.saturating_sub(before) as f64);
+                    (
+                        p.session.0,
+                        PlayerInputs {
+                            per_sec,
+                            dropped: p.inputs_dropped,
+                        },
+                    )
+                })
+                .collect();
+            last_inputs = seated.map(|p| (p.session.0, p.inputs)).collect();
             if admin.stats().await.sockets > 0 {
-                let _ = admin.emit("overview", &overview(&volley, &rooms, rates).await);
+                let overview = overview(&volley, &rooms, rates, &players).await;
+                let _ = admin.emit("overview", &overview);
             }
         }
     });

@@ -103,6 +103,33 @@ fn the_demo_keeps_serving_when_nobody_reads_its_banner() {
     );
 }
 
+/// A Socket.IO client plays the demo through the same events as the page: the
+/// official `socket.io-client` from Node (framework/tests/socketio, `npm ci` there),
+/// skipped without Node or the package unless `VOLLEY_REQUIRE_NODE` is set.
+#[test]
+fn a_socketio_client_plays_the_demo() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../framework/tests/socketio");
+    if !PathBuf::from(dir)
+        .join("node_modules/socket.io-client")
+        .exists()
+    {
+        let why = "socket.io-client is not installed (npm ci --prefix framework/tests/socketio)";
+        assert!(std::env::var_os("VOLLEY_REQUIRE_NODE").is_none(), "{why}");
+        return eprintln!("SKIPPED: {why}");
+    }
+    let (_demo, url) = start_demo();
+    let output = Command::new("node")
+        .args([&format!("{dir}/client.mjs"), "demo", &url])
+        .output()
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "socket.io-client in the demo:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn chromium() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("CHROMIUM") {
         return Some(path.into());
@@ -473,6 +500,25 @@ async fn two_browsers_play_admin_sees_them_and_a_dropped_page_resumes() {
                  tr.cells[0].textContent === String(id) && tr.cells[1].textContent === 'websocket'))"
         ))
         .await;
+    // … and each player's input rate: alice steers (in bursts of 5: a page in the
+    // background has its timers slowed to once a second), bob not at all.
+    alice
+        .eval("window.steering = setInterval(() => { for (let i = 0; i < 5; i++) sendSteer(false); }, 200)")
+        .await;
+    let inputs_of = |id: u64| {
+        format!(
+            "parseFloat([...document.querySelectorAll('#roomplayers tr')]
+               .find(tr => tr.cells[0].textContent === String({id})).cells[3].textContent)"
+        )
+    };
+    admin
+        .wait_for(&format!(
+            "{} >= 3 && {} === 0",
+            inputs_of(alice_id),
+            inputs_of(bob_id)
+        ))
+        .await;
+    alice.eval("clearInterval(window.steering)").await;
     if let Ok(path) = std::env::var("VOLLEY_ADMIN_SCREENSHOT") {
         admin.wait_for("admin.history.length >= 5").await;
         admin.screenshot(&path).await;

@@ -53,7 +53,11 @@ pub struct Plan {
 pub enum ScenarioPlan {
     Connect,
     Idle,
-    Fanout,
+    Fanout {
+        /// The protocol the receivers speak (`--protocol`).
+        #[serde(default)]
+        dialect: crate::scenarios::chat::Dialect,
+    },
     Rooms {
         /// Players per room.
         room_size: usize,

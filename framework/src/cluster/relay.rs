@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::link::Outbound;
 use super::NodeId;
-use crate::protocol;
+use crate::protocol::{self, WireFrame};
 use crate::room::Gauge;
 use crate::session::{queued_size, Backlog, FromTransport, ToTransport, TransportId};
 use crate::DisconnectReason;
@@ -179,7 +179,9 @@ impl Relays {
                     let reason = "slow consumer: send backlog over its limit".to_owned();
                     edge.transport.do_send(ToTransport::Drop { reason });
                 } else {
-                    edge.transport.do_send(ToTransport::Frame(payload));
+                    // Framed once here, for whichever transport the client is on.
+                    let frame = WireFrame::new(&payload);
+                    edge.transport.do_send(ToTransport::Frame(frame));
                 }
             }
             SERVER_CLOSE | SERVER_DROP => {
@@ -305,7 +307,8 @@ impl Handler<ToTransport> for OwnerRelay {
 
     fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
         match msg {
-            ToTransport::Frame(bytes) => {
+            ToTransport::Frame(frame) => {
+                let bytes = frame.payload();
                 self.backlog
                     .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
                 if !self

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::RoomId;
+use crate::SessionId;
 
 /// Upper bounds of the buckets, in microseconds; a last bucket takes everything
 /// above. Finer where ticks live (a 60 Hz tick has 16.7 ms).
@@ -153,6 +154,23 @@ pub struct RoomMetrics {
     pub inputs_dropped: u64,
     /// Inputs that did not decode as the game's input type.
     pub inputs_invalid: u64,
+    /// One entry per seated player, in session id order: what an admin view shows
+    /// in a room's detail (input rates are the difference of two snapshots).
+    pub seated: Vec<PlayerMetrics>,
+}
+
+/// One seated player's figures in a [`RoomMetrics`] snapshot. Counters run from the
+/// moment the player took the seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PlayerMetrics {
+    /// The player.
+    pub session: SessionId,
+    /// False while the seat is held for a dropped connection.
+    pub connected: bool,
+    /// Inputs the room took from the player at its ticks (applied or invalid).
+    pub inputs: u64,
+    /// Inputs dropped because the player had `max_inputs_per_tick` queued.
+    pub inputs_dropped: u64,
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use metrics::{RoomMetrics, Summary};
+pub use metrics::{PlayerMetrics, RoomMetrics, Summary};
 pub use options::RoomOptions;
 pub use rooms::{events, GameRooms, GameRoomsBuilder};
 

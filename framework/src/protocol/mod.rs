@@ -8,6 +8,7 @@
 
 pub mod codec;
 mod frame;
+pub mod socketio;
 mod wire;
 
 pub use codec::{

@@ -7,21 +7,37 @@
 //! transport writes [`WireFrame::message`] as it is; the long-polling transport and the
 //! outbox take [`WireFrame::payload`], a view into the same buffer.
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 
-use super::{encode, Frame};
+use super::socketio::SharedEvent;
+use super::{decode, encode, Frame};
 
 /// FIN set, opcode 2 (binary): one whole binary message per frame.
 const FIN_BINARY: u8 = 0x82;
 
-/// One encoded frame, ready for either transport.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One encoded frame, ready for either transport, and for either protocol: its
+/// Socket.IO form is built on first use and shared by every clone, so a broadcast is
+/// encoded once per protocol, whatever the mix of its recipients.
+#[derive(Clone, Debug)]
 pub struct WireFrame {
     /// The WebSocket header followed by the payload.
     message: Bytes,
     /// Length of the header at the front of `message` (2, 4 or 10 bytes).
     header: usize,
+    /// The Socket.IO form, once a Socket.IO recipient asked for it (`None` inside:
+    /// the frame has no shared form).
+    socketio: Arc<OnceLock<Option<SharedEvent>>>,
 }
+
+impl PartialEq for WireFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message && self.header == other.header
+    }
+}
+
+impl Eq for WireFrame {}
 
 impl WireFrame {
     /// Frames an encoded payload (one copy, made once for all its recipients).
@@ -44,7 +60,20 @@ impl WireFrame {
         WireFrame {
             message: Bytes::from(message),
             header,
+            socketio: Arc::default(),
         }
+    }
+
+    /// The frame as a Socket.IO event (see [`SharedEvent::of`]), decoded and written on
+    /// the first call, by whichever recipient's thread comes first; every other
+    /// recipient of the same frame gets the same one.
+    pub fn socketio(&self) -> Option<&SharedEvent> {
+        self.socketio
+            .get_or_init(|| {
+                let frame = decode(&self.payload()).ok()?;
+                SharedEvent::of(&frame)
+            })
+            .as_ref()
     }
 
     /// Encodes and frames `frame`.
@@ -94,5 +123,20 @@ mod tests {
         );
         let long = WireFrame::new(&[1; 65_536]);
         assert_eq!(&long.message()[1..10], &[127, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn the_socketio_form_is_built_once_for_every_clone() {
+        let frame = WireFrame::encode(&Frame::Event {
+            ns: "/".into(),
+            name: "tick".into(),
+            payload: serde_bytes::ByteBuf::from(b"1".to_vec()),
+            ack: None,
+        });
+        let clone = frame.clone();
+        let first = frame.socketio().expect("an event has one");
+        assert_eq!(first.head, "42[\"tick\",1");
+        assert!(std::ptr::eq(first, clone.socketio().expect("the same")));
+        assert_eq!(WireFrame::encode(&Frame::Ping).socketio(), None);
     }
 }

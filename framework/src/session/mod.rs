@@ -154,7 +154,7 @@ impl Session {
         if self.ended {
             return;
         }
-        let delivered = self.out.borrow_mut().deliver(frame, reliable);
+        let delivered = self.out.borrow_mut().deliver(&frame, reliable);
         if let Err(reason) = delivered {
             self.end(reason, true, ctx);
         }
@@ -162,7 +162,7 @@ impl Session {
 
     /// Hands a frame to the connection, if any (see [`Outlet::write`]).
     fn write(&mut self, frame: WireFrame, ctx: &mut Context<Self>) {
-        let written = self.out.borrow_mut().write(frame);
+        let written = self.out.borrow_mut().write(&frame);
         if let Err(reason) = written {
             self.end(reason, true, ctx);
         }

@@ -62,7 +62,7 @@ impl Outlet {
     /// outbox until acknowledged (also while detached); volatile ones are written only
     /// to a connection that keeps up, and otherwise dropped. `Err` when the session
     /// must end (its outbox or its connection's backlog overflowed).
-    pub fn deliver(&mut self, frame: WireFrame, reliable: bool) -> Result<(), DisconnectReason> {
+    pub fn deliver(&mut self, frame: &WireFrame, reliable: bool) -> Result<(), DisconnectReason> {
         if self.closed {
             return Ok(());
         }
@@ -118,15 +118,14 @@ impl Outlet {
     /// Hands a frame to the connection, if any, enforcing the backlog limit: a
     /// WebSocket connection gets the framed message on its queue, shared with every
     /// other recipient of the same broadcast; long polling gets the payload.
-    pub fn write(&mut self, frame: WireFrame) -> Result<(), DisconnectReason> {
+    pub fn write(&mut self, frame: &WireFrame) -> Result<(), DisconnectReason> {
         let Link::Attached(transport) = &self.link else {
             return Ok(());
         };
-        let bytes = match &transport.queue {
-            Some(_) => frame.message().clone(),
-            None => frame.payload(),
+        let size = match &transport.queue {
+            Some(_) => queued_size(frame.message()),
+            None => queued_size(&frame.payload()),
         };
-        let size = queued_size(&bytes);
         let queued = transport.backlog.fetch_add(size, Ordering::Relaxed) + size;
         if queued > self.shared.config.max_send_backlog {
             transport.backlog.fetch_sub(size, Ordering::Relaxed);
@@ -143,8 +142,10 @@ impl Outlet {
         self.shared.metrics.bytes_out.inc_by(frame.len() as u64);
         // Bounded by the backlog just counted (bytes, not messages).
         match &transport.queue {
-            Some(queue) => queue.push(bytes),
-            None => transport.recipient.do_send(ToTransport::Frame(bytes)),
+            Some(queue) => queue.push(frame.message().clone()),
+            None => transport
+                .recipient
+                .do_send(ToTransport::Frame(frame.clone())),
         }
         Ok(())
     }
@@ -175,7 +176,7 @@ impl LocalSink for Sink {
             return;
         };
         outlet.shared.metrics.deliveries.inc();
-        if let Err(reason) = outlet.deliver(deliver.frame.clone(), deliver.reliable) {
+        if let Err(reason) = outlet.deliver(&deliver.frame, deliver.reliable) {
             drop(outlet);
             self.session.do_send(DeliveryFailed(reason));
         }

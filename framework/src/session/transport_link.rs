@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use bytes::Bytes;
 
 use super::outlet::Link;
 use super::rate::Exceeded;
@@ -28,8 +27,10 @@ pub type TransportId = u64;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum ToTransport {
-    /// Write one encoded frame (transports without a [`SendQueue`]).
-    Frame(Bytes),
+    /// Write one frame (transports without a [`SendQueue`]): long polling takes its
+    /// payload, the Socket.IO endpoint its Socket.IO form, shared by the broadcast's
+    /// recipients (see [`WireFrame::socketio`]).
+    Frame(WireFrame),
     /// The session is over: write a `Close` frame with the reason, then close.
     Close {
         /// The close reason sent to the client.

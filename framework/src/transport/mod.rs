@@ -9,6 +9,7 @@ pub(crate) mod connection;
 mod edge;
 mod opening;
 pub(crate) mod polling;
+pub(crate) mod socketio;
 pub(crate) mod upgrade;
 pub(crate) mod websocket;
 mod ws_frames;

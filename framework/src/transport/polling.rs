@@ -143,7 +143,7 @@ fn respond(req: &HttpRequest, shared: &Shared, result: Result<Bytes, PollError>)
 }
 
 /// Adds CORS headers when the request's origin is allowed.
-fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
+pub(crate) fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return;
     };
@@ -158,7 +158,7 @@ fn cors(req: &HttpRequest, shared: &Shared, builder: &mut HttpResponseBuilder) {
     }
 }
 
-async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
+pub(crate) async fn preflight(req: HttpRequest, shared: web::Data<Arc<Shared>>) -> HttpResponse {
     if let Err(refusal) = admission::check_origin(req.head(), &shared) {
         return refusal.response();
     }
@@ -281,7 +281,7 @@ async fn post(
                     ));
                 }
                 let slot = admission::reserve(req.head(), &shared, "polling")?;
-                let pid = new_pid(&shared);
+                let pid = polling_pid(&shared);
                 let registry = polls.clone().into_inner();
                 let transport =
                     PollTransport::new(shared.get_ref().clone(), registry, pid.clone(), slot)
@@ -334,21 +334,25 @@ async fn read_body(
     Ok(body.freeze())
 }
 
-/// A fresh pid; in a cluster it starts with the node's id, so that any node can
-/// tell where the connection is.
-fn new_pid(shared: &Shared) -> Arc<str> {
+/// A fresh random pid (the Socket.IO endpoint's sids too).
+pub(crate) fn new_pid() -> Arc<str> {
     let mut raw = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut raw);
-    let mut pid = String::with_capacity(48);
+    raw.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
+}
+
+/// A fresh pid for a polling connection of this server; in a cluster it starts with
+/// the node's id, so that any node can tell where the connection is.
+fn polling_pid(shared: &Shared) -> Arc<str> {
     #[cfg(feature = "cluster")]
     if let Some(cluster) = &shared.cluster {
-        pid.push_str(&cluster.id().to_string());
+        return format!("{}{}", cluster.id(), new_pid()).into();
     }
     let _ = shared;
-    for b in raw {
-        pid.push_str(&format!("{b:02x}"));
-    }
-    pid.into()
+    new_pid()
 }
 
 /// A waiting GET.
@@ -634,7 +638,8 @@ impl Handler<ToTransport> for PollTransport {
 
     fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
         match msg {
-            ToTransport::Frame(bytes) => {
+            ToTransport::Frame(frame) => {
+                let bytes = frame.payload();
                 if self.closing {
                     self.backlog
                         .fetch_sub(queued_size(&bytes), Ordering::Relaxed);

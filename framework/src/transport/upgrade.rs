@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 
 use super::admission;
+use super::socketio;
 use super::websocket;
 use super::ws_frames::{Outgoing, ReadChunks, Writer};
 use crate::session::Shared;
@@ -29,29 +30,43 @@ use crate::session::Shared;
 /// wrong is answered to the client or is a lost connection.
 pub(crate) async fn upgrade<T>(
     shared: Arc<Shared>,
+    sio: Arc<socketio::Registry>,
     req: Request,
     framed: Framed<T, h1::Codec>,
 ) -> Result<(), Infallible>
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    open(shared, req, framed).await;
+    open(shared, sio, req, framed).await;
     Ok(())
 }
 
-async fn open<T>(shared: Arc<Shared>, req: Request, mut framed: Framed<T, h1::Codec>)
-where
+async fn open<T>(
+    shared: Arc<Shared>,
+    sio: Arc<socketio::Registry>,
+    req: Request,
+    mut framed: Framed<T, h1::Codec>,
+) where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    // Every upgrade request of the server comes here, whatever its path.
-    if req.path() != shared.config.path {
+    // Every upgrade request of the server comes here, whatever its path; the
+    // Socket.IO endpoint's too (same checks, then its own transport).
+    let socketio = socketio::websocket::wants(&shared, req.path(), req.uri().query().unwrap_or(""));
+    if req.path() != shared.config.path && socketio.is_none() {
         let text = format!("no WebSocket endpoint at {}", req.path());
         return answer(framed, StatusCode::NOT_FOUND, text).await;
     }
+    if let Some(Err(refusal)) = socketio.as_ref().map(|q| q.check("websocket")) {
+        return answer(framed, StatusCode::BAD_REQUEST, refusal.body()).await;
+    }
     let head = req.head();
-    let slot = match admission::check_origin(head, &shared)
-        .and_then(|()| admission::reserve(head, &shared, "websocket"))
-    {
+    let slot = match admission::check_origin(head, &shared).and_then(|()| {
+        let label = match socketio {
+            Some(_) => "socketio_websocket",
+            None => "websocket",
+        };
+        admission::reserve(head, &shared, label)
+    }) {
         Ok(slot) => slot,
         Err(refusal) => return answer(framed, refusal.status(), refusal.to_string()).await,
     };
@@ -77,6 +92,9 @@ where
         return;
     }
     let parts = framed.into_parts();
+    if let Some(query) = socketio {
+        return socketio::websocket::start(shared, sio, query, slot, parts.io, parts.read_buf);
+    }
     let (read, write) = tokio::io::split(parts.io);
     let first = parts.read_buf.freeze();
     let (transport, queue) = websocket::start(&shared, slot, ReadChunks::new(read, first));

@@ -355,11 +355,11 @@ impl Handler<ToTransport> for WsTransport {
     fn handle(&mut self, msg: ToTransport, ctx: &mut Self::Context) {
         match msg {
             // Sessions write to the queue; a frame sent this way goes there too.
-            ToTransport::Frame(bytes) => {
+            ToTransport::Frame(frame) => {
                 self.backlog
-                    .fetch_sub(queued_size(&bytes), Ordering::Relaxed);
+                    .fetch_sub(queued_size(&frame.payload()), Ordering::Relaxed);
                 if !self.closed {
-                    self.send(WireFrame::new(&bytes).message().clone());
+                    self.send(frame.message().clone());
                 }
             }
             ToTransport::Close { reason } => {

@@ -158,7 +158,7 @@ impl Game for Duel {
 
 // ---------------------------------------------------------------- helpers
 
-fn game_rooms(options: RoomOptions) -> GameRooms {
+pub(crate) fn game_rooms(options: RoomOptions) -> GameRooms {
     GameRooms::builder()
         .game::<Teams>("teams", options.clone())
         .game::<Duel>(
@@ -521,6 +521,17 @@ async fn an_input_flood_is_bounded_and_counted_and_others_inputs_all_apply() {
         "every flood input applied or counted"
     );
     assert!(m.inputs_dropped > 0, "the flood was bounded");
+    // The same split, player by player, as an admin view reads it.
+    let seat = |id: SessionId| m.seated.iter().find(|p| p.session == id).copied().unwrap();
+    let (f, sb, sc) = (
+        seat(SessionId(flooder.session_id())),
+        seat(SessionId(b.session_id())),
+        seat(SessionId(c.session_id())),
+    );
+    assert_eq!((f.inputs, f.inputs_dropped), (flooded, m.inputs_dropped));
+    assert_eq!((sb.inputs, sb.inputs_dropped), (STEADY, 0));
+    assert_eq!((sc.inputs, sc.inputs_dropped), (STEADY, 0));
+    assert!(f.connected && sb.connected && sc.connected);
     assert!(
         flooded <= 8 * (ticks + 1),
         "at most 8 per tick: {flooded} in {ticks} ticks"

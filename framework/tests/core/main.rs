@@ -42,6 +42,8 @@ mod proxy;
 mod resume;
 mod security;
 mod servers;
+mod socketio;
+mod socketio_input;
 mod spec;
 mod transports;
 mod wire;

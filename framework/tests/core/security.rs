@@ -14,22 +14,22 @@ use volley::{DisconnectReason, RateLimit, Volley, VolleyBuilder};
 
 use crate::common::*;
 
-fn addr(server: &TestServer) -> SocketAddr {
+pub(crate) fn addr(server: &TestServer) -> SocketAddr {
     let authority = server.url.trim_start_matches("ws://");
     authority.split('/').next().unwrap().parse().unwrap()
 }
 
 /// An HTTP answer read off a raw socket; `stream` stays open (a WebSocket after 101).
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-    stream: TcpStream,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
+    pub(crate) stream: TcpStream,
 }
 
 /// Sends `method path` with `headers` (and `body`) on a new connection and reads the
 /// answer's head, and its body unless it is a 101.
-async fn request(
+pub(crate) async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,

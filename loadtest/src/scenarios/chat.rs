@@ -28,9 +28,10 @@ pub const CHAT_ROOM: &str = "lobby";
 pub const DRAIN: Duration = Duration::from_secs(20);
 
 /// Which protocol a chat connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
+    #[default]
     Volley,
     SocketIo,
 }

@@ -1,6 +1,7 @@
 //! `compare`: Volley next to the servers people would pick instead, in one run and
 //! one table. The same chat (`scenarios/chat.rs`) runs on a minimal Volley server
-//! (`loadtest serve`'s `/chat`), on Socket.IO 4.8 on Node (`loadtest/peers/socketio`)
+//! (`loadtest serve`'s `/chat`), on the same server's Socket.IO endpoint (its clients
+//! speaking Socket.IO v5, `volley-socketio`), on Socket.IO 4.8 on Node (`loadtest/peers/socketio`)
 //! and on socketioxide 0.18.9 (`loadtest/peers/socketioxide`, its own Cargo project
 //! outside the workspace), each driven by the same simulated clients: `--clients`
 //! members of one room and a publisher at `--rate` for `--duration` seconds. The
@@ -29,7 +30,12 @@ use crate::report::{Report, Series};
 use crate::timeline;
 
 /// The servers compared, by their `--peers` names.
-const PEERS: [Peer; 3] = [Peer::Volley, Peer::SocketIo, Peer::Socketioxide];
+const PEERS: [Peer; 4] = [
+    Peer::Volley,
+    Peer::VolleySocketIo,
+    Peer::SocketIo,
+    Peer::Socketioxide,
+];
 /// How long the server settles after the clients connected, before its idle RSS
 /// is read.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -37,6 +43,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Peer {
     Volley,
+    /// The same Volley server, its clients speaking Socket.IO to `/socket.io/`.
+    VolleySocketIo,
     SocketIo,
     Socketioxide,
 }
@@ -45,6 +53,7 @@ impl Peer {
     fn name(self) -> &'static str {
         match self {
             Peer::Volley => "volley",
+            Peer::VolleySocketIo => "volley-socketio",
             Peer::SocketIo => "socketio",
             Peer::Socketioxide => "socketioxide",
         }
@@ -53,6 +62,7 @@ impl Peer {
     fn label(self) -> &'static str {
         match self {
             Peer::Volley => "Volley (loadtest serve, /chat)",
+            Peer::VolleySocketIo => "Volley's Socket.IO endpoint (same server, /socket.io/)",
             Peer::SocketIo => "Socket.IO 4.8 on Node",
             Peer::Socketioxide => "socketioxide 0.18.9 (axum)",
         }
@@ -74,7 +84,9 @@ fn parse_peers(list: &str) -> Result<Vec<Peer>, String> {
                 .into_iter()
                 .find(|p| p.name() == name.trim())
                 .ok_or_else(|| {
-                    format!("--peers: unknown peer '{name}' (volley, socketio, socketioxide)")
+                    format!(
+                        "--peers: unknown peer '{name}' (volley, volley-socketio, socketio, socketioxide)"
+                    )
                 })
         })
         .collect()
@@ -135,7 +147,10 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
             PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers")),
         )?,
     };
-    let peers = parse_peers(&flags.get("peers", "volley,socketio,socketioxide".to_owned())?)?;
+    let peers = parse_peers(&flags.get(
+        "peers",
+        "volley,volley-socketio,socketio,socketioxide".to_owned(),
+    )?)?;
     flags.finish()?;
 
     let started = Instant::now();
@@ -397,6 +412,12 @@ async fn start(peer: Peer, dir: &Path) -> Result<PeerServer, String> {
     match peer {
         Peer::Volley => {
             let (child, url) = coordinator::spawn_server(&[], None).await?;
+            Ok(PeerServer { child, url })
+        }
+        Peer::VolleySocketIo => {
+            let (child, url) = coordinator::spawn_server(&[], None).await?;
+            // The Socket.IO client adds `/socket.io/` to the server's address.
+            let url = url.trim_end_matches("/volley").to_owned();
             Ok(PeerServer { child, url })
         }
         Peer::SocketIo => {

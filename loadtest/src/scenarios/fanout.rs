@@ -3,10 +3,12 @@
 //! server broadcasts each one to the room, encoded once. Each receiver checks the
 //! numbers (none lost, none twice) and measures delivery latency from the
 //! publisher's send time. Measures: deliveries per second, server CPU per delivery,
-//! delivery latency.
+//! delivery latency. `--protocol socketio`: the receivers speak Socket.IO to the same
+//! server's `/socket.io/` endpoint (the publisher stays a native client).
 
 use std::time::Duration;
 
+use serde_json::json;
 use volley::client::{Client, ClientError, Emitter};
 
 use super::{per_second, server_figures};
@@ -14,8 +16,10 @@ use crate::args::Flags;
 use crate::control::{unix_us, ScenarioPlan};
 use crate::coordinator::{Common, Run};
 use crate::report::Report;
+use crate::scenarios::chat::Dialect;
 use crate::server::{Publish, FANOUT_ROOM, NAMESPACE};
 use crate::sim;
+use crate::sioclient::SioClient;
 use crate::worker::WorkerCtx;
 
 /// How long receivers wait for the last messages after the publisher stopped.
@@ -30,14 +34,23 @@ pub struct Publishing {
     pub duration: f64,
     /// Bytes of padding per message.
     pub size: usize,
+    /// What the receivers speak (`--protocol volley|socketio`).
+    pub dialect: Dialect,
 }
 
 impl Publishing {
     pub fn from_flags(flags: &Flags) -> Result<Publishing, String> {
+        let protocol = flags.get("protocol", "volley".to_owned())?;
+        let dialect = match protocol.as_str() {
+            "volley" => Dialect::Volley,
+            "socketio" => Dialect::SocketIo,
+            other => return Err(format!("--protocol: '{other}' is not volley or socketio")),
+        };
         Ok(Publishing {
             rate: flags.positive("rate", 20.0)?,
             duration: flags.positive("duration", 10.0)?,
             size: flags.get("size", 100)?,
+            dialect,
         })
     }
 }
@@ -56,9 +69,11 @@ pub async fn run(common: &Common, publishing: Publishing) -> Result<Report, Stri
         rate,
         duration,
         size,
+        dialect,
     } = publishing;
     let mut run = Run::start("fanout", common).await?;
-    run.start_workers(common, ScenarioPlan::Fanout).await?;
+    run.start_workers(common, ScenarioPlan::Fanout { dialect })
+        .await?;
     run.connect(common.connect_timeout).await;
 
     let publisher = Client::connect(&run.url)
@@ -94,6 +109,13 @@ pub async fn run(common: &Common, publishing: Publishing) -> Result<Report, Stri
     report.setting("rate", rate);
     report.setting("duration_s", duration);
     report.setting("size", size);
+    report.setting(
+        "protocol",
+        match dialect {
+            Dialect::Volley => "volley",
+            Dialect::SocketIo => "socketio",
+        },
+    );
     report.figure("published", "messages published", published as f64, "");
     report.figure(
         "publish_rate_per_s",
@@ -156,7 +178,10 @@ async fn publish(emitter: Emitter, rate: f64, duration: Duration, pad: String) -
     }
 }
 
-pub async fn client(ctx: &WorkerCtx, index: usize) {
+pub async fn client(ctx: &WorkerCtx, index: usize, dialect: Dialect) {
+    if dialect == Dialect::SocketIo {
+        return socketio_client(ctx, index).await;
+    }
     let config = sim::config(ctx, index);
     let Some((client, mut ns)) = sim::open(ctx, index, NAMESPACE, config).await else {
         return;
@@ -184,4 +209,41 @@ pub async fn client(ctx: &WorkerCtx, index: usize) {
     })
     .await;
     sim::close(client).await;
+}
+
+/// A receiver speaking Socket.IO to the server's `/socket.io/` endpoint: the same
+/// room, the same numbered messages, as Socket.IO events (`pub`, then the offset).
+async fn socketio_client(ctx: &WorkerCtx, index: usize) {
+    let base = ctx.url.trim_end_matches("/volley");
+    let local = sim::source_address(ctx, index);
+    let started = std::time::Instant::now();
+    let mut sio = match SioClient::connect(base, NAMESPACE, &json!({}), local).await {
+        Ok(sio) => sio,
+        Err(e) => return ctx.fail(format!("{}: {e}", sim::who(ctx, index))),
+    };
+    ctx.record("connect", started.elapsed());
+    let joined = tokio::time::timeout(
+        sim::ACK_WAIT,
+        sio.emit_with_ack("join_room", &[json!(FANOUT_ROOM)]),
+    )
+    .await;
+    if !matches!(joined, Ok(Ok(_))) {
+        return ctx.fail(format!("{}: could not join the room", sim::who(ctx, index)));
+    }
+    ctx.ready();
+    sim::receive_numbered(ctx, index, "fanout", DRAIN, async || {
+        let (name, args) = sio.next_event().await?;
+        if name != "pub" {
+            return Ok(None);
+        }
+        match args.first().cloned().map(serde_json::from_value::<Publish>) {
+            Some(Ok(message)) => Ok(Some((message.seq, message.sent_us))),
+            _ => {
+                ctx.problem(format!("{}: undecodable message", sim::who(ctx, index)));
+                Ok(None)
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), sio.close()).await;
 }

@@ -59,7 +59,7 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
     match ctx.plan.scenario.clone() {
         ScenarioPlan::Connect => connect::client(&ctx, index).await,
         ScenarioPlan::Idle => idle::client(&ctx, index).await,
-        ScenarioPlan::Fanout => fanout::client(&ctx, index).await,
+        ScenarioPlan::Fanout { dialect } => fanout::client(&ctx, index, dialect).await,
         ScenarioPlan::Rooms {
             room_size,
             input_hz,

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use serde_json::Value;
 
 use super::messages::{Dispose, GetMetrics, RoomHandle, RoomReport, RoomStatus};
-use super::metrics::{Histogram, RoomMetrics};
+use super::metrics::{Histogram, PlayerMetrics, RoomMetrics};
 use super::seats::{InputGate, Seats};
 use super::subset::group_by_subset;
 use super::tick::{broadcast_due, TickSchedule};
@@ -53,6 +53,8 @@ struct Player {
     connected: bool,
     /// The player's inputs waiting for the next tick (queued by the seat table).
     gate: Arc<InputGate>,
+    /// Inputs taken from `gate` since the player sat down (applied or invalid).
+    inputs: u64,
 }
 
 #[derive(Default)]
@@ -181,9 +183,10 @@ impl<G: Game> GameRoom<G> {
     /// Gives each player's queued inputs to the game, in arrival order; an input that
     /// is not the game's `Input` is counted and skipped.
     fn apply_inputs(&mut self, rctx: &mut RoomContext) {
-        for (id, player) in &self.players {
+        for (id, player) in &mut self.players {
             let inputs = player.gate.take();
             let n = inputs.len();
+            player.inputs += n as u64;
             for value in inputs {
                 match serde_json::from_value::<G::Input>(value) {
                     Ok(input) => {
@@ -339,6 +342,16 @@ impl<G: Game> GameRoom<G> {
             inputs_applied: c.inputs_applied,
             inputs_dropped: c.inputs_dropped_gone + dropped,
             inputs_invalid: c.inputs_invalid,
+            seated: self
+                .players
+                .iter()
+                .map(|(&session, p)| PlayerMetrics {
+                    session,
+                    connected: p.connected,
+                    inputs: p.inputs,
+                    inputs_dropped: p.gate.dropped(),
+                })
+                .collect(),
         }
     }
 }

@@ -107,6 +107,7 @@ impl<G: Game> Handler<JoinPlayer> for GameRoom<G> {
                     socket: msg.socket,
                     connected: true,
                     gate,
+                    inputs: 0,
                 },
             );
             if let Some(timer) = self.empty_timer.take() {

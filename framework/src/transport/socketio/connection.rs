@@ -1,0 +1,387 @@
+//! One Engine.IO connection ([`EioConnection`]): to its Volley session it is a
+//! transport like any other (it takes `ToTransport` and sends `FromTransport`), to
+//! its client it is an Engine.IO socket, carried by long-polling requests or a
+//! WebSocket (`carrier.rs`), and moved from the first to the second by the upgrade
+//! probe.
+//!
+//! The session is opened on the client's first Socket.IO `CONNECT`, not at the
+//! Engine.IO handshake: that packet says whether the client recovers an earlier
+//! session (its `pid` and `offset`), which is a Volley resume of that session from
+//! the offset on, or starts a new one.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_bytes::ByteBuf;
+
+use super::carrier::{Carrier, WsHandle, WsOut};
+use super::inbound::{inbound, Inbound, Recovery};
+use super::outbound::Outbound;
+use super::Registry;
+use crate::protocol::socketio::{Binary, EioPacket, SioPacket};
+use crate::protocol::{self, Frame};
+use crate::room::Gauge;
+use crate::session::{
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Shared, ToTransport,
+    TransportId, TransportKind, TransportLink,
+};
+use crate::transport::admission::ConnectionSlot;
+use crate::transport::opening::{resume, start_session};
+use crate::DisconnectReason;
+
+static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(3 << 61);
+
+/// One Engine.IO connection and the Volley session behind it.
+pub(crate) struct EioConnection {
+    pub(super) id: TransportId,
+    pub(super) eio_sid: Arc<str>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) registry: Arc<Registry>,
+    pub(super) session: Option<Recipient<FromTransport>>,
+    pub(super) backlog: Backlog,
+    /// Client frames posted to the session and not handled yet.
+    pub(super) inbound: Arc<Gauge>,
+    pub(super) out: Outbound,
+    pub(super) carrier: Carrier,
+    /// A WebSocket that sent `2probe`, until its `5` makes it the carrier.
+    pub(super) probe: Option<WsHandle>,
+    /// A binary packet waiting for its attachments, and its bytes so far.
+    pub(super) binary: Option<(Binary, usize)>,
+    /// The client said goodbye (Engine.IO close): the session ends, not detaches.
+    pub(super) client_left: bool,
+    pub(super) closing: bool,
+    pub(super) _slot: ConnectionSlot,
+}
+
+impl EioConnection {
+    pub fn new(
+        shared: Arc<Shared>,
+        registry: Arc<Registry>,
+        eio_sid: Arc<str>,
+        slot: ConnectionSlot,
+        ws: Option<WsHandle>,
+    ) -> Self {
+        let out = Outbound::new(shared.config.socketio.as_ref().is_some_and(|s| s.recovery));
+        let backlog: Backlog = Arc::new(AtomicUsize::new(0));
+        let carrier = match ws {
+            Some(ws) => {
+                let _ = ws.tx.send(WsOut::Carrier(backlog.clone()));
+                Carrier::WebSocket(ws)
+            }
+            None => Carrier::Polling {
+                queue: VecDeque::new(),
+                waiting: None,
+            },
+        };
+        EioConnection {
+            id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            eio_sid,
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
+            shared,
+            registry,
+            session: None,
+            backlog,
+            out,
+            carrier,
+            probe: None,
+            binary: None,
+            client_left: false,
+            closing: false,
+            _slot: slot,
+        }
+    }
+
+    fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
+        let kind = match self.carrier {
+            Carrier::WebSocket(_) => TransportKind::WebSocket,
+            Carrier::Polling { .. } => TransportKind::Polling,
+        };
+        TransportLink {
+            id: self.id,
+            kind,
+            recipient: ctx.address().recipient(),
+            queue: None,
+            backlog: self.backlog.clone(),
+            inbound: self.inbound.clone(),
+        }
+    }
+
+    /// Ends the connection: the client gets an Engine.IO close after what is queued.
+    pub(super) fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        if let Carrier::WebSocket(ws) = &self.carrier {
+            let _ = ws.tx.send(WsOut::Text(EioPacket::Close.encode(), 0));
+            let _ = ws.tx.send(WsOut::Close);
+            ctx.stop();
+        } else {
+            // The close goes alone in the poll after what is queued: the official
+            // client handles a batch's close before the batch's other packets.
+            if let Carrier::Polling { queue, waiting } = &mut self.carrier {
+                if queue.is_empty() {
+                    if let Some(w) = waiting.take() {
+                        let _ = w.reply.send(Ok(EioPacket::Close.encode()));
+                    }
+                }
+            }
+            // A client that never polls again does not keep the connection alive.
+            ctx.run_later(self.shared.config.ping_timeout, |_, ctx| ctx.stop());
+        }
+    }
+
+    /// A protocol error from the client: the session ends with it.
+    pub(super) fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
+        tracing::debug!(eio = %self.eio_sid, %reason, "closing Socket.IO connection: protocol error");
+        self.shared.metrics.refused("bad_frame");
+        if let Some(session) = self.session.take() {
+            session.do_send(FromTransport::Closed {
+                transport: self.id,
+                reason: DisconnectReason::Protocol(reason),
+            });
+        }
+        self.close(ctx);
+    }
+
+    /// Handles the client's packets in order; a recovery waits for the supervisor, and
+    /// what follows it continues once the session is attached.
+    pub fn feed(&mut self, mut packets: VecDeque<(EioPacket, usize)>, ctx: &mut Context<Self>) {
+        while let Some((packet, mut size)) = packets.pop_front() {
+            if self.closing {
+                return;
+            }
+            let sio = match packet {
+                EioPacket::Message(text) => match SioPacket::decode(&text) {
+                    Ok(packet) if packet.attachments > 0 => {
+                        self.binary = Some((Binary::new(packet), size));
+                        continue;
+                    }
+                    Ok(packet) => Ok(packet),
+                    Err(e) => Err(e),
+                },
+                EioPacket::Binary(bytes) => {
+                    let Some((binary, so_far)) = self.binary.as_mut() else {
+                        return self.refuse("attachment without a binary packet".to_owned(), ctx);
+                    };
+                    // The rate limit counts the packet with all its attachments.
+                    *so_far += size;
+                    let Some(done) = binary.push(bytes) else {
+                        continue;
+                    };
+                    size = *so_far;
+                    self.binary = None;
+                    done
+                }
+                EioPacket::Pong(false) => {
+                    if let Some(frame) = self.out.pong() {
+                        self.forward(frame, size, ctx);
+                    }
+                    continue;
+                }
+                EioPacket::Close => {
+                    self.client_left = true;
+                    ctx.stop();
+                    return;
+                }
+                // Pings come from the server in v4; probes and upgrades come on the
+                // WebSocket (handled there).
+                _ => continue,
+            };
+            let inbound = match sio.and_then(inbound) {
+                Ok(inbound) => inbound,
+                Err(e) => return self.refuse(e.to_string(), ctx),
+            };
+            match inbound {
+                Inbound::Frame(frame) => self.forward(frame, size, ctx),
+                Inbound::Connect { ns, auth, recover } => {
+                    if let Some(recovery) = recover.filter(|_| self.out.recovery) {
+                        if self.session.is_none() {
+                            return self.recover(recovery, ns, auth, packets, ctx);
+                        }
+                        if let Some(answer) = self.out.recovered_with(
+                            recovery.sid,
+                            &ns,
+                            &recovery.pid,
+                            recovery.last_seq,
+                        ) {
+                            self.send(answer, 0, ctx);
+                            continue;
+                        }
+                    }
+                    self.connect(ns, auth, size, ctx);
+                }
+            }
+        }
+    }
+
+    /// A namespace connect on a new session (started here if there is none yet).
+    fn connect(&mut self, ns: String, auth: Vec<u8>, size: usize, ctx: &mut Context<Self>) {
+        if self.session.is_none() {
+            let limit = ClientLimit::announced(None);
+            self.session = Some(start_session(&self.shared, self.link(ctx), limit));
+        }
+        let auth = ByteBuf::from(auth);
+        self.forward(Frame::Connect { ns, auth }, size, ctx);
+    }
+
+    /// Resumes the recovering client's session from its offset; if that session is
+    /// gone (or cannot replay), a new one answers the connect, as Socket.IO does.
+    fn recover(
+        &mut self,
+        recovery: Recovery,
+        ns: String,
+        auth: Vec<u8>,
+        rest: VecDeque<(EioPacket, usize)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Recovery {
+            pid,
+            sid,
+            token,
+            last_seq,
+        } = recovery;
+        self.out.recovering(sid, token, last_seq, ns.clone(), pid);
+        let link = self.link(ctx);
+        let limit = ClientLimit::announced(None);
+        let attach = resume(
+            self.shared.clone(),
+            crate::SessionId(sid),
+            token,
+            last_seq,
+            limit,
+            link,
+        );
+        // `wait`: nothing else from this client is handled meanwhile.
+        ctx.wait(attach.into_actor(self).map(move |result, act, ctx| {
+            match result {
+                Ok(session) => act.session = Some(session),
+                Err(reason) => {
+                    tracing::debug!(sid, %reason, "Socket.IO recovery failed: new session");
+                    act.out = Outbound::new(true);
+                    act.connect(ns, auth, 0, ctx);
+                }
+            }
+            act.feed(rest, ctx);
+        }));
+    }
+
+    fn forward(&mut self, frame: Frame, size: usize, ctx: &mut Context<Self>) {
+        let Some(session) = &self.session else {
+            return self.refuse(
+                format!("'{}' before any namespace connect", frame.kind()),
+                ctx,
+            );
+        };
+        if !self.inbound.admit() {
+            return self.refuse(too_many_frames(self.inbound.limit()), ctx);
+        }
+        session.do_send(FromTransport::Frame {
+            transport: self.id,
+            frame,
+            size,
+        });
+    }
+}
+
+impl Actor for EioConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
+            if act.session.is_none() && !act.closing {
+                tracing::debug!(eio = %act.eio_sid, "Socket.IO connection without a connect: closed");
+                act.close(ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.eio_sid);
+        if let Carrier::WebSocket(ws) = &self.carrier {
+            let _ = ws.tx.send(WsOut::Close);
+        }
+        if let Some(session) = self.session.take() {
+            let reason = match self.client_left {
+                true => DisconnectReason::ClientLeft,
+                false => DisconnectReason::TransportClosed,
+            };
+            session.do_send(FromTransport::Closed {
+                transport: self.id,
+                reason,
+            });
+        }
+    }
+}
+
+/// A long-polling POST's packets, with their sizes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Post(pub Vec<(EioPacket, usize)>);
+
+impl Handler<Post> for EioConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Post, ctx: &mut Context<Self>) {
+        self.feed(msg.0.into(), ctx);
+    }
+}
+
+impl Handler<ToTransport> for EioConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
+        match msg {
+            ToTransport::Frame(frame) => {
+                let counted = queued_size(&frame.payload());
+                if self.closing {
+                    self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                    return;
+                }
+                // A broadcast's event is written once for all its Socket.IO
+                // recipients; anything else is this session's own and read here.
+                let out = match frame.socketio() {
+                    Some(event) => self.out.shared(event),
+                    None => match protocol::decode(&frame.payload()) {
+                        Ok(frame) => self.out.frame(frame),
+                        Err(e) => {
+                            // The session encoded it: cannot happen.
+                            tracing::error!(error = %e, "a session frame did not decode");
+                            self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                            return;
+                        }
+                    },
+                };
+                let mut counted = Some(counted);
+                for record in out.records {
+                    self.send(record, counted.take().unwrap_or(0), ctx);
+                }
+                if let Some(counted) = counted {
+                    self.backlog.fetch_sub(counted, Ordering::Relaxed);
+                }
+                if out.close {
+                    self.session = None;
+                    self.close(ctx);
+                }
+            }
+            ToTransport::Close { reason } => {
+                self.session = None;
+                let out = self.out.frame(Frame::Close { reason });
+                for record in out.records {
+                    self.send(record, 0, ctx);
+                }
+                self.close(ctx);
+            }
+            ToTransport::Drop { reason } => {
+                tracing::debug!(eio = %self.eio_sid, %reason, "Socket.IO connection dropped");
+                self.session = None;
+                self.close(ctx);
+            }
+        }
+    }
+}

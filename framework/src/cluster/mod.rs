@@ -45,6 +45,7 @@
 //! ```
 
 mod envelope;
+pub(crate) mod game;
 mod interest;
 mod link;
 mod ops;
@@ -229,8 +230,11 @@ impl ClusterNode {
             local.clone(),
             relays.clone(),
         );
+        let game = Arc::new(game::GameHub::new(id, outbound_tx.downgrade()));
+        let _ = relays.game.set(game.clone());
         let thread = Arbiter::new();
         thread.spawn(link.run());
+        thread.spawn(game.run(config.node_ttl / 3));
         tracing::info!(node = %id, "cluster: node started");
         ClusterNode {
             id,
@@ -252,6 +256,13 @@ impl ClusterNode {
             poll,
         };
         let _ = self.local.set(attached);
+    }
+
+    /// Shares `rooms` with the other nodes (see [`crate::GameRooms::share_in`]).
+    pub(crate) fn share_rooms(&self, rooms: &crate::GameRooms) {
+        if let Some(game) = self.relays.game.get() {
+            game.share(rooms);
+        }
     }
 
     /// The link of namespace `ns` (`gauge` bounds its broadcasts waiting).

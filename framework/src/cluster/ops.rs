@@ -80,6 +80,8 @@ pub(crate) enum Request {
         websocket: bool,
         relay: u64,
     },
+    /// Game rooms across nodes: see `game.rs`.
+    Game(super::game::GameRequest),
 }
 
 /// A node's answer.
@@ -96,6 +98,8 @@ pub(crate) enum Reply {
         here: bool,
         error: Option<String>,
     },
+    /// To `Game`.
+    Game(super::game::GameReply),
 }
 
 /// What crosses the control channels.
@@ -208,6 +212,10 @@ pub(crate) async fn answer(
         return empty(&request);
     };
     match request {
+        Request::Game(request) => match relays.game.get() {
+            Some(game) => Reply::Game(game.answer(from, &shared, request).await),
+            None => empty(&Request::Game(request)),
+        },
         Request::Poll { pid, body } => {
             let answer = (attached.poll)(pid, body.map(Bytes::from)).await;
             Reply::Polled(answer.map(|bytes| bytes.to_vec()))
@@ -307,6 +315,7 @@ fn empty(request: &Request) -> Reply {
             here: false,
             error: None,
         },
+        Request::Game(request) => Reply::Game(super::game::GameReply::none(request)),
     }
 }
 

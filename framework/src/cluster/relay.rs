@@ -34,6 +34,8 @@ const CLIENT_CLOSED: u8 = 2;
 const SERVER_FRAME: u8 = 3;
 const SERVER_CLOSE: u8 = 4;
 const SERVER_DROP: u8 = 5;
+/// Game seats across nodes (`game.rs`); the relay number is the sending node.
+pub(crate) const GAME: u8 = 6;
 
 /// Transport ids of relays, apart from the transports' own (which count from 0).
 static NEXT_RELAY_TRANSPORT: AtomicU64 = AtomicU64::new(1 << 63);
@@ -49,6 +51,8 @@ pub(crate) struct Relays {
     /// `Config::max_send_backlog`: a relayed client that reads slower is dropped
     /// here (and resumes), as a local one would be by its session.
     max_backlog: usize,
+    /// Game seats across nodes, which share the relay channel.
+    pub game: std::sync::OnceLock<Arc<super::game::GameHub>>,
 }
 
 struct Edge {
@@ -67,7 +71,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn message(kind: u8, relay: u64, payload: &[u8]) -> Bytes {
+pub(crate) fn message(kind: u8, relay: u64, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(9 + payload.len());
     out.put_u8(kind);
     out.put_u64(relay);
@@ -82,11 +86,12 @@ impl Relays {
             owners: Mutex::default(),
             outbound,
             max_backlog,
+            game: std::sync::OnceLock::new(),
         }
     }
 
     /// Sends a relay message to `to`; `false` when the link's queue is full or gone.
-    fn publish(&self, to: NodeId, kind: u8, relay: u64, payload: &[u8]) -> bool {
+    pub(crate) fn publish(&self, to: NodeId, kind: u8, relay: u64, payload: &[u8]) -> bool {
         let Some(outbound) = self.outbound.upgrade() else {
             return false;
         };
@@ -158,6 +163,11 @@ impl Relays {
         let payload = raw.slice(9..);
         let reason = || String::from_utf8_lossy(&payload).into_owned();
         match kind {
+            GAME => {
+                if let Some(game) = self.game.get() {
+                    game.on_message(NodeId(relay), &payload);
+                }
+            }
             CLIENT_FRAME => self.client_frame(relay, payload.clone()),
             CLIENT_CLOSED => {
                 if let Some(owner) = lock(&self.owners).remove(&relay) {

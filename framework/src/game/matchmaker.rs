@@ -12,11 +12,12 @@
 //! It is not on the path of inputs or state: those go between sessions and rooms.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde_json::Value;
-use slotmap::{Key, KeyData, SlotMap};
+use slotmap::SlotMap;
 
 use super::messages::{Dispose, JoinPlayer, RoomHandle, RoomReport, RoomStatus};
 use super::room::Spawn;
@@ -25,17 +26,12 @@ use super::{JoinError, JoinRequest, Joined, RoomId, RoomListing, RoomOptions};
 use crate::namespace::Socket;
 
 slotmap::new_key_type! {
-    /// Slot of a room in the registry; its FFI form is the public [`RoomId`].
+    /// Slot of a room in the registry.
     struct RoomKey;
 }
 
-fn key_of(id: RoomId) -> RoomKey {
-    RoomKey::from(KeyData::from_ffi(id.0))
-}
-
-fn id_of(key: RoomKey) -> RoomId {
-    RoomId(key.data().as_ffi())
-}
+/// The bits of a [`RoomId`] below the node's tag: the rooms this node has made.
+const ID_BITS: u32 = 32;
 
 /// Builds and starts a room of one game type: `Err` is the game's refusal.
 pub(crate) type RoomFactory =
@@ -48,6 +44,7 @@ pub(crate) struct RoomType {
 }
 
 struct Entry {
+    id: RoomId,
     room_type: Arc<str>,
     handle: RoomHandle,
     status: RoomStatus,
@@ -77,6 +74,12 @@ pub(crate) struct Matchmaker {
     /// The game threads, with the number of rooms on each.
     threads: Vec<(ArbiterHandle, usize)>,
     seats: Arc<Seats>,
+    /// Room ids are `tag << 32 | n`, `n` counting the rooms made here from 1 (never
+    /// reused, so that a stale id names no room). The tag is 0 on a single node; in a
+    /// cluster it names the node (`cluster/game.rs`), so that ids are cluster-wide.
+    tag: Arc<AtomicU64>,
+    made: u64,
+    by_id: HashMap<RoomId, RoomKey>,
 }
 
 impl Matchmaker {
@@ -84,20 +87,28 @@ impl Matchmaker {
         types: HashMap<Arc<str>, RoomType>,
         threads: Vec<ArbiterHandle>,
         seats: Arc<Seats>,
+        tag: Arc<AtomicU64>,
     ) -> Self {
         Matchmaker {
             types,
             rooms: SlotMap::with_key(),
             threads: threads.into_iter().map(|a| (a, 0)).collect(),
             seats,
+            tag,
+            made: 0,
+            by_id: HashMap::new(),
         }
+    }
+
+    fn key_of(&self, id: RoomId) -> Option<RoomKey> {
+        self.by_id.get(&id).copied()
     }
 
     /// The room a join request goes to, reserving a seat in it.
     fn pick(&mut self, request: &JoinRequest, ctx: &Context<Self>) -> Result<RoomKey, JoinError> {
         let key = match request.room {
             Some(room) => {
-                let key = key_of(room);
+                let key = self.key_of(room).ok_or(JoinError::NoSuchRoom(room))?;
                 let entry = self.rooms.get(key).ok_or(JoinError::NoSuchRoom(room))?;
                 if entry.free_seats() == 0 {
                     let max = entry.max_players;
@@ -129,7 +140,7 @@ impl Matchmaker {
             .filter(|(_, e)| &*e.room_type == request.room_type.as_str())
             .filter(|(_, e)| e.free_seats() > 0 && matches(e))
             // Fullest first; among equals the oldest slot, for a stable choice.
-            .max_by_key(|(key, e)| (e.status.players + e.pending, std::cmp::Reverse(id_of(*key))))
+            .max_by_key(|(_, e)| (e.status.players + e.pending, std::cmp::Reverse(e.id)))
             .map(|(key, _)| key)
     }
 
@@ -143,9 +154,10 @@ impl Matchmaker {
             .unwrap_or(0);
         let arbiter = self.threads[thread].0.clone();
         let metadata = Value::Object(request.filters.clone());
-        let key = self.rooms.try_insert_with_key(|key| {
+        let id = RoomId(self.tag.load(Ordering::Relaxed) << ID_BITS | (self.made + 1));
+        let key = self.rooms.try_insert_with_key(|_| {
             let spawn = Spawn {
-                id: id_of(key),
+                id,
                 room_type: room_type.clone(),
                 options: spec.options.clone(),
                 metadata: metadata.clone(),
@@ -155,6 +167,7 @@ impl Matchmaker {
             };
             let handle = (spec.factory)(spawn, &request.options).map_err(JoinError::Refused)?;
             Ok::<_, JoinError>(Entry {
+                id,
                 room_type: room_type.clone(),
                 handle,
                 status: RoomStatus {
@@ -166,14 +179,16 @@ impl Matchmaker {
                 thread,
             })
         })?;
+        self.made += 1;
+        self.by_id.insert(id, key);
         self.threads[thread].1 += 1;
-        tracing::info!(room = %id_of(key), room_type = %room_type, thread, "game room created");
+        tracing::info!(room = %id, room_type = %room_type, thread, "game room created");
         Ok(key)
     }
 
-    fn listing(key: RoomKey, e: &Entry) -> RoomListing {
+    fn listing(e: &Entry) -> RoomListing {
         RoomListing {
-            id: id_of(key),
+            id: e.id,
             room_type: e.room_type.to_string(),
             players: e.status.players,
             max_players: e.max_players,
@@ -235,7 +250,11 @@ impl Handler<Create> for Matchmaker {
     type Result = Result<RoomId, JoinError>;
 
     fn handle(&mut self, msg: Create, ctx: &mut Context<Self>) -> Self::Result {
-        self.create(&msg.request, ctx).map(id_of)
+        let key = self.create(&msg.request, ctx)?;
+        self.rooms
+            .get(key)
+            .map(|e| e.id)
+            .ok_or(JoinError::Unavailable)
     }
 }
 
@@ -255,7 +274,7 @@ impl Handler<List> for Matchmaker {
             .rooms
             .iter()
             .filter(|(_, e)| wanted(e))
-            .map(|(key, e)| Self::listing(key, e))
+            .map(|(_, e)| Self::listing(e))
             .collect();
         rooms.sort_by_key(|r| r.id);
         MessageResult(rooms)
@@ -275,8 +294,8 @@ impl Handler<Handles> for Matchmaker {
     fn handle(&mut self, msg: Handles, _: &mut Context<Self>) -> Self::Result {
         MessageResult(match msg.room {
             Some(room) => self
-                .rooms
-                .get(key_of(room))
+                .key_of(room)
+                .and_then(|key| self.rooms.get(key))
                 .map(|e| e.handle.clone())
                 .into_iter()
                 .collect(),
@@ -291,12 +310,14 @@ impl Handler<RoomReport> for Matchmaker {
     fn handle(&mut self, msg: RoomReport, _: &mut Context<Self>) {
         match msg {
             RoomReport::Status { room, status } => {
-                if let Some(entry) = self.rooms.get_mut(key_of(room)) {
+                if let Some(entry) = self.key_of(room).and_then(|k| self.rooms.get_mut(k)) {
                     entry.update(status);
                 }
             }
             RoomReport::Idle { room, version } => {
-                let key = key_of(room);
+                let Some(key) = self.key_of(room) else {
+                    return;
+                };
                 // A join on its way, or one answered since the room sent this, keeps
                 // the room; it will ask again while it stays empty.
                 let idle = self
@@ -304,6 +325,7 @@ impl Handler<RoomReport> for Matchmaker {
                     .get(key)
                     .is_some_and(|e| e.pending == 0 && e.status.version <= version);
                 if let (true, Some(entry)) = (idle, self.rooms.remove(key)) {
+                    self.by_id.remove(&room);
                     self.threads[entry.thread].1 -= 1;
                     entry.handle.dispose.do_send(Dispose);
                     tracing::info!(%room, room_type = %entry.room_type, "game room disposed of");

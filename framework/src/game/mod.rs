@@ -19,12 +19,12 @@
 //! `docs/guide.md`, "Game rooms and the tick loop", walks through it.
 
 mod matchmaker;
-mod messages;
+pub(crate) mod messages;
 pub(crate) mod metrics;
 mod options;
 mod room;
-mod rooms;
-mod seats;
+pub(crate) mod rooms;
+pub(crate) mod seats;
 mod subset;
 mod tick;
 
@@ -222,7 +222,7 @@ impl std::fmt::Display for LeaveReason {
 }
 
 /// Why a player could not join a room. The `Display` text is what a client is told.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum JoinError {
     /// No game was registered under this room type.
     #[error("unknown room type '{0}'")]

@@ -2,6 +2,7 @@
 //! list rooms and read metrics; its builder; and the standard game events.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -72,7 +73,8 @@ impl GameRoomsBuilder {
             (0..self.threads).map(|_| Arbiter::new().handle()).collect();
         let control = Arbiter::new().handle();
         let seats = Arc::new(Seats::default());
-        let matchmaker = Matchmaker::new(self.types, threads.clone(), seats.clone());
+        let tag = Arc::new(AtomicU64::new(0));
+        let matchmaker = Matchmaker::new(self.types, threads.clone(), seats.clone(), tag.clone());
         let matchmaker = Matchmaker::start_in_arbiter(&control, |_| matchmaker);
         let mut arbiters = threads;
         arbiters.push(control);
@@ -81,6 +83,10 @@ impl GameRoomsBuilder {
                 matchmaker,
                 seats,
                 arbiters,
+                #[cfg(feature = "cluster")]
+                tag,
+                #[cfg(feature = "cluster")]
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -96,10 +102,16 @@ pub struct GameRooms {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     matchmaker: Addr<Matchmaker>,
     seats: Arc<Seats>,
     arbiters: Vec<ArbiterHandle>,
+    /// The high bits of this node's room ids (see `matchmaker.rs`).
+    #[cfg(feature = "cluster")]
+    tag: Arc<AtomicU64>,
+    /// The cluster these rooms are shared in (see [`GameRooms::share_in`]).
+    #[cfg(feature = "cluster")]
+    cluster: std::sync::OnceLock<crate::cluster::ClusterNode>,
 }
 
 impl Drop for Inner {
@@ -123,10 +135,26 @@ impl GameRooms {
     /// otherwise join-or-create: the fullest room of `request.room_type` whose
     /// metadata matches `request.filters` and has a free seat, or a new room. The
     /// player then receives the room's state at once and at the broadcast rate.
+    ///
+    /// In a cluster ([`GameRooms::share_in`]) the room may be on any node: the
+    /// fullest matching room of the cluster, or a new room on the least loaded node.
     pub async fn join(&self, socket: &Socket, request: &JoinRequest) -> Result<Joined, JoinError> {
         let id = socket.id();
         self.inner.seats.reserve(id)?;
         let _reservation = Reservation(&self.inner.seats, id);
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.inner.cluster.get() {
+            return crate::cluster::game::join(cluster, self, socket, request).await;
+        }
+        self.join_here(socket, request).await
+    }
+
+    /// Seats the player in a room of this node (its seat is reserved).
+    pub(crate) async fn join_here(
+        &self,
+        socket: &Socket,
+        request: &JoinRequest,
+    ) -> Result<Joined, JoinError> {
         let join = matchmaker::Join {
             socket: socket.clone(),
             request: request.clone(),
@@ -155,11 +183,7 @@ impl GameRooms {
     /// Frees the player's seat (`Game::leave` runs with `LeaveReason::Left`).
     /// Returns whether it was seated.
     pub async fn leave(&self, socket: &Socket) -> bool {
-        let id = socket.id();
-        let Some(room) = self.inner.seats.leave_recipient(id) else {
-            return false;
-        };
-        room.send(LeavePlayer { player: id }).await.unwrap_or(false)
+        self.leave_id(socket.id()).await
     }
 
     /// The room the player sits in (a held seat counts).
@@ -167,12 +191,64 @@ impl GameRooms {
         self.inner.seats.room_of(player)
     }
 
-    /// The rooms, of `room_type` or of every type, for a lobby.
+    /// The rooms, of `room_type` or of every type, for a lobby. In a cluster, the
+    /// rooms of every node that answers (see [`GameRooms::share_in`]).
     pub async fn list(&self, room_type: Option<&str>) -> Vec<RoomListing> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.inner.cluster.get() {
+            return crate::cluster::game::list(cluster, self, room_type).await;
+        }
+        self.list_here(room_type).await
+    }
+
+    /// The rooms of this node.
+    pub(crate) async fn list_here(&self, room_type: Option<&str>) -> Vec<RoomListing> {
         let list = matchmaker::List {
             room_type: room_type.map(str::to_owned),
         };
         self.inner.matchmaker.send(list).await.unwrap_or_default()
+    }
+
+    /// Shares these rooms with the other nodes of `volley`'s cluster (feature
+    /// `cluster`): listings and join-or-create see every node's rooms, new rooms go
+    /// to the least loaded node, and a player connected here plays in a room of any
+    /// node (its inputs and states relayed through Redis). One `GameRooms` per node;
+    /// call it once, before players join. Without a cluster it does nothing.
+    /// See the guide's "Running several nodes".
+    #[cfg(feature = "cluster")]
+    pub fn share_in(&self, volley: &crate::Volley) {
+        if let Some(cluster) = volley.cluster() {
+            if self.inner.cluster.set(cluster.clone()).is_ok() {
+                let tag = crate::cluster::game::room_tag(cluster.id());
+                self.inner
+                    .tag
+                    .store(tag, std::sync::atomic::Ordering::Relaxed);
+                cluster.share_rooms(self);
+            }
+        }
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn upgrade(inner: &std::sync::Weak<Inner>) -> Option<GameRooms> {
+        inner.upgrade().map(|inner| GameRooms { inner })
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn seats(&self) -> &Arc<Seats> {
+        &self.inner.seats
+    }
+
+    /// Frees the seat of `player` on this node, as [`GameRooms::leave`] does.
+    pub(crate) async fn leave_id(&self, player: SessionId) -> bool {
+        let Some(room) = self.inner.seats.leave_recipient(player) else {
+            return false;
+        };
+        room.send(LeavePlayer { player }).await.unwrap_or(false)
     }
 
     /// Joins under way (asked of the matchmaker, not answered yet), for the

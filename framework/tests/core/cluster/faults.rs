@@ -63,14 +63,8 @@ async fn a_dead_node_leaves_the_registry_and_the_counts_and_nothing_else_stops()
     };
     // Node A connects as its own Redis user, so that the test can cut it from Redis
     // for good: to the others it is then a dead node (no refresh, no answers).
-    let mut admin = redis.connection().await;
-    ::redis::cmd("ACL")
-        .arg(&["SETUSER", "node-a", "on", ">secret", "~*", "&*", "+@all"])
-        .exec_async(&mut admin)
-        .await
-        .unwrap();
+    let url_a = redis.add_user("node-a").await;
     let ttl = Duration::from_secs(1);
-    let url_a = format!("redis://node-a:secret@127.0.0.1:{}", redis.port);
     let a = node_with(RedisCluster::new(&url_a).unwrap().node_ttl(ttl)).await;
     let b = node_with(RedisCluster::new(&redis.url()).unwrap().node_ttl(ttl)).await;
     let _on_a = players(&a, WS, "/", &[("ann", &["red"])]).await;
@@ -79,16 +73,7 @@ async fn a_dead_node_leaves_the_registry_and_the_counts_and_nothing_else_stops()
     let from_b = b.volley.cluster().unwrap();
     assert_eq!(from_b.room_size("/", "red").await.unwrap(), 2);
 
-    ::redis::cmd("ACL")
-        .arg(&["SETUSER", "node-a", "off"])
-        .exec_async(&mut admin)
-        .await
-        .unwrap();
-    ::redis::cmd("CLIENT")
-        .arg(&["KILL", "USER", "node-a"])
-        .exec_async(&mut admin)
-        .await
-        .unwrap();
+    redis.cut_user("node-a").await;
     // Within the TTL it leaves the registry, and with it the room's count.
     await_nodes(&b, 1).await;
     assert_eq!(from_b.room_size("/", "red").await.unwrap(), 1);

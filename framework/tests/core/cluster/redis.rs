@@ -91,6 +91,34 @@ impl RedisServer {
             .expect("connect to the test's redis")
     }
 
+    /// Adds Redis user `user` (password `secret`, every right) and its URL, so that
+    /// a test can later cut the node that uses it from Redis for good
+    /// ([`RedisServer::cut_user`]): to the other nodes it is then a dead node.
+    pub async fn add_user(&self, user: &str) -> String {
+        let mut admin = self.connection().await;
+        redis::cmd("ACL")
+            .arg(&["SETUSER", user, "on", ">secret", "~*", "&*", "+@all"])
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+        format!("redis://{user}:secret@127.0.0.1:{}", self.port)
+    }
+
+    /// Disables user `user` and closes its connections: its node cannot come back.
+    pub async fn cut_user(&self, user: &str) {
+        let mut admin = self.connection().await;
+        redis::cmd("ACL")
+            .arg(&["SETUSER", user, "off"])
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+        redis::cmd("CLIENT")
+            .arg(&["KILL", "USER", user])
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+    }
+
     /// Waits (at most [`WAIT`]) until `nodes` nodes are subscribed to `channel`.
     pub async fn await_subscribers(&self, channel: &str, nodes: usize) {
         let mut conn = self.connection().await;

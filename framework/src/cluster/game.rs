@@ -1,0 +1,902 @@
+//! Game rooms shared by the nodes of a cluster: one registry, rooms on one node
+//! each, players from any node.
+//!
+//! - **The registry is the nodes'.** Each node owns the rooms it runs; a listing or
+//!   a join-or-create asks every live node of the registry for its rooms and its
+//!   load (players seated, rooms) on the control channels, and a node that does not
+//!   answer is left out. A dead node's rooms thus leave listings at once (its
+//!   answer is missing) and its entry leaves the registry within the node TTL.
+//! - **Placement.** Join-or-create picks the fullest matching room with a free seat
+//!   on any node; with none, the least loaded node (fewest players, then fewest
+//!   rooms) makes one. Room ids carry a tag of their node, so they are cluster-wide.
+//! - **A player from another node** (the *edge*, which holds its session) sits in a
+//!   room of the *owner* node as a guest: the owner gives the room a [`Socket`] whose
+//!   deliveries and watch go to a [`GuestSeat`] actor instead of a session. The
+//!   edge keeps the seat in its own seat table with an input gate of its own:
+//!   inputs are gathered there and sent to each owner once per [`INPUT_FLUSH`], one
+//!   message for all of that node's players. The room's states reach the guests'
+//!   seats on the owner's cluster thread as they reach any thread, one fan-out per
+//!   subset; they are gathered per edge node and sent once per frame, with the list
+//!   of players it is for, so a state crosses Redis once per subset per node and
+//!   the edge frames it once for its players. The session's detach, resume and end
+//!   go from the edge to the room, and a seat the room frees goes back to the edge.
+//!
+//! Both directions ride the nodes' relay channels (`relay.rs`, kind `GAME`): a
+//! sub-kind byte, then the states (binary: the frames with their players) or JSON.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix::WeakAddr;
+use bytes::{Buf, BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::link::Outbound;
+use super::ops::{Reply, Request};
+use super::relay::GAME;
+use super::{ClusterError, ClusterNode, NodeId};
+use crate::game::messages::LeavePlayer;
+use crate::game::rooms::Inner;
+use crate::game::seats::{InputGate, Reservation, Seat};
+use crate::game::{GameRooms, JoinError, JoinRequest, Joined, RoomId, RoomListing};
+use crate::namespace::{SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind};
+use crate::protocol::WireFrame;
+use crate::room::local::{self, LocalKey, LocalSink};
+use crate::room::{Deliver, Mailbox};
+use crate::session::Shared;
+use crate::{AckError, DisconnectReason, SessionId};
+
+/// How often an edge sends its players' inputs to the rooms' nodes (one message per
+/// node each time, if there are any).
+pub(crate) const INPUT_FLUSH: Duration = Duration::from_millis(10);
+
+const STATES: u8 = 1;
+const INPUTS: u8 = 2;
+const NEWS: u8 = 3;
+
+/// The high bits of the ids of the rooms node `node` makes: 20 bits of its id, odd
+/// (never 0, the single node's tag), so that ids stay below 2^53 (exact in JSON).
+pub(crate) fn room_tag(node: NodeId) -> u64 {
+    (node.0 >> 44) | 1
+}
+
+/// What one node tells the others about its rooms.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct NodeRooms {
+    pub rooms: Vec<RoomListing>,
+    /// Seated players (held seats included) on the node: its load.
+    pub players: usize,
+}
+
+/// A question about game rooms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum GameRequest {
+    /// The node's rooms (of one type, or all) and its load.
+    List { room_type: Option<String> },
+    /// Seat player `sid` of the asking node, in namespace `ns`.
+    Join {
+        sid: u64,
+        ns: String,
+        request: JoinRequest,
+    },
+    /// Free the seat of player `sid` of the asking node.
+    Leave { sid: u64 },
+}
+
+/// The answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum GameReply {
+    Rooms(NodeRooms),
+    Joined(Result<Joined, JoinError>),
+    Left(bool),
+}
+
+impl GameReply {
+    /// The answer of a node without game rooms.
+    pub fn none(request: &GameRequest) -> Self {
+        match request {
+            GameRequest::List { .. } => GameReply::Rooms(NodeRooms::default()),
+            GameRequest::Join { .. } => GameReply::Joined(Err(JoinError::Unavailable)),
+            GameRequest::Leave { .. } => GameReply::Left(false),
+        }
+    }
+}
+
+/// What happened to a seat, told to the other end.
+#[derive(Debug, Serialize, Deserialize)]
+enum SeatNews {
+    /// Edge → owner: the player's connection dropped (the seat is held).
+    Detached(u64),
+    /// Edge → owner: the player's session resumed.
+    Resumed(u64),
+    /// Edge → owner: the player's socket is gone (`true`: its grace window ran out).
+    Left(u64, bool),
+    /// Owner → edge: the room freed the seat.
+    Freed(u64),
+}
+
+/// A player of this node seated in a room of another node.
+struct RemoteSeat {
+    owner: NodeId,
+    room: RoomId,
+    mailbox: Mailbox,
+    gate: Arc<InputGate>,
+    edge: Addr<EdgeSeat>,
+}
+
+/// A player of another node seated in a room of this node.
+struct Guest {
+    edge: NodeId,
+    seat: WeakAddr<GuestSeat>,
+}
+
+/// This node's side of the game rooms shared across the cluster.
+pub(crate) struct GameHub {
+    node: NodeId,
+    rooms: OnceLock<Weak<Inner>>,
+    outbound: mpsc::WeakSender<Outbound>,
+    remote: Mutex<HashMap<SessionId, RemoteSeat>>,
+    guests: Mutex<HashMap<SessionId, Guest>>,
+    /// Deliveries to guests, by edge node, until the next flush.
+    pending: Mutex<HashMap<NodeId, Vec<(SessionId, Deliver)>>>,
+    flush_due: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GameHub {
+    pub fn new(node: NodeId, outbound: mpsc::WeakSender<Outbound>) -> Self {
+        GameHub {
+            node,
+            rooms: OnceLock::new(),
+            outbound,
+            remote: Mutex::default(),
+            guests: Mutex::default(),
+            pending: Mutex::default(),
+            flush_due: AtomicBool::new(false),
+        }
+    }
+
+    /// The game rooms this node shares (one per node).
+    pub fn share(&self, rooms: &GameRooms) {
+        let _ = self.rooms.set(rooms.downgrade());
+    }
+
+    fn rooms(&self) -> Option<GameRooms> {
+        GameRooms::upgrade(self.rooms.get()?)
+    }
+
+    /// Sends `payload` of sub-kind `sub` to node `to`; `false` when the link's queue
+    /// is full (the message is dropped) or the server stopped.
+    fn send(&self, to: NodeId, sub: u8, payload: &[u8]) -> bool {
+        let Some(outbound) = self.outbound.upgrade() else {
+            return false;
+        };
+        let mut body = Vec::with_capacity(1 + payload.len());
+        body.push(sub);
+        body.extend_from_slice(payload);
+        let message = super::relay::message(GAME, self.node.0, &body);
+        let sent = outbound.try_send(Outbound::Relay { to, message }).is_ok();
+        if !sent {
+            tracing::debug!(%to, "cluster: game message dropped (link queue full)");
+        }
+        sent
+    }
+
+    fn send_json<T: Serialize>(&self, to: NodeId, sub: u8, value: &T) -> bool {
+        match serde_json::to_vec(value) {
+            Ok(json) => self.send(to, sub, &json),
+            Err(_) => false,
+        }
+    }
+
+    /// Runs on the cluster's thread until the server stops: sends the edge's inputs
+    /// every [`INPUT_FLUSH`], and lets go of seats whose other node died.
+    pub async fn run(self: Arc<Self>, check_every: Duration) {
+        let mut inputs = tokio::time::interval(INPUT_FLUSH);
+        inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(check_every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = inputs.tick() => self.flush_inputs(),
+                _ = check.tick() => self.forget_dead_nodes().await,
+            }
+            if self.outbound.upgrade().is_none() {
+                return;
+            }
+        }
+    }
+
+    /// One message per owner node with every input its guests from here sent.
+    fn flush_inputs(&self) {
+        let mut by_owner: HashMap<NodeId, Vec<(u64, VecDeque<Value>)>> = HashMap::new();
+        for (sid, seat) in lock(&self.remote).iter() {
+            let inputs = seat.gate.take();
+            if inputs.is_empty() {
+                continue;
+            }
+            seat.gate.release(inputs.len());
+            by_owner
+                .entry(seat.owner)
+                .or_default()
+                .push((sid.0, inputs));
+        }
+        for (owner, batch) in by_owner {
+            self.send_json(owner, INPUTS, &batch);
+        }
+    }
+
+    /// Seats whose other node left the registry: a guest's edge is gone (its
+    /// session with it), or a remote room's node is gone (the room with it).
+    async fn forget_dead_nodes(&self) {
+        let Some(live) = self.live_nodes().await else {
+            return;
+        };
+        let dead_guests: Vec<(SessionId, Guest)> = {
+            let mut guests = lock(&self.guests);
+            let dead: Vec<SessionId> = (guests.iter())
+                .filter(|(_, g)| !live.contains(&g.edge))
+                .map(|(sid, _)| *sid)
+                .collect();
+            dead.into_iter()
+                .filter_map(|sid| guests.remove(&sid).map(|g| (sid, g)))
+                .collect()
+        };
+        for (sid, guest) in dead_guests {
+            tracing::info!(sid = sid.0, edge = %guest.edge, "cluster: guest's node is gone; seat freed");
+            if let Some(seat) = guest.seat.upgrade() {
+                seat.do_send(News(SocketEventKind::Left(
+                    DisconnectReason::TransportClosed,
+                )));
+            }
+        }
+        let dead_remote: Vec<SessionId> = (lock(&self.remote).iter())
+            .filter(|(_, r)| !live.contains(&r.owner))
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in dead_remote {
+            tracing::info!(sid = sid.0, "cluster: the room's node is gone; seat freed");
+            self.freed(sid);
+        }
+    }
+
+    async fn live_nodes(&self) -> Option<Vec<NodeId>> {
+        let outbound = self.outbound.upgrade()?;
+        let (tx, rx) = oneshot::channel();
+        outbound.send(Outbound::Nodes(tx)).await.ok()?;
+        drop(outbound);
+        rx.await.ok()?.ok()
+    }
+
+    /// A game message from node `from`.
+    pub fn on_message(&self, from: NodeId, raw: &[u8]) {
+        let Some((&sub, body)) = raw.split_first() else {
+            return;
+        };
+        match sub {
+            STATES => self.on_states(body),
+            INPUTS => {
+                if let Ok(batch) = serde_json::from_slice::<Vec<(u64, Vec<Value>)>>(body) {
+                    self.on_inputs(from, batch);
+                }
+            }
+            NEWS => {
+                if let Ok(news) = serde_json::from_slice::<SeatNews>(body) {
+                    self.on_news(from, news);
+                }
+            }
+            _ => tracing::debug!(sub, "cluster: unknown game message"),
+        }
+    }
+
+    /// Edge: frames for this node's players, each framed once here.
+    fn on_states(&self, mut body: &[u8]) {
+        let remote = lock(&self.remote);
+        while body.remaining() >= 9 {
+            let reliable = body.get_u8() == 1;
+            let n = body.get_u32() as usize;
+            if body.remaining() < n * 8 + 4 {
+                return;
+            }
+            let sids: Vec<u64> = (0..n).map(|_| body.get_u64()).collect();
+            let len = body.get_u32() as usize;
+            if body.remaining() < len {
+                return;
+            }
+            let frame = WireFrame::new(&body[..len]);
+            body.advance(len);
+            for sid in sids {
+                if let Some(seat) = remote.get(&SessionId(sid)) {
+                    seat.mailbox.post(Deliver {
+                        frame: frame.clone(),
+                        reliable,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Owner: inputs of guests, queued as a local player's would be.
+    fn on_inputs(&self, from: NodeId, batch: Vec<(u64, Vec<Value>)>) {
+        let Some(rooms) = self.rooms() else {
+            return;
+        };
+        let guests = lock(&self.guests);
+        for (sid, inputs) in batch {
+            let sid = SessionId(sid);
+            // Only the node that seated a guest speaks for it.
+            if guests.get(&sid).is_none_or(|g| g.edge != from) {
+                continue;
+            }
+            for input in inputs {
+                let _ = rooms.seats().input(sid, input);
+            }
+        }
+    }
+
+    fn on_news(&self, from: NodeId, news: SeatNews) {
+        let (sid, kind) = match news {
+            SeatNews::Freed(sid) => {
+                let owner = lock(&self.remote).get(&SessionId(sid)).map(|r| r.owner);
+                if owner == Some(from) {
+                    self.freed(SessionId(sid));
+                }
+                return;
+            }
+            SeatNews::Detached(sid) => (sid, SocketEventKind::Detached),
+            SeatNews::Resumed(sid) => (sid, SocketEventKind::Resumed),
+            SeatNews::Left(sid, expired) => {
+                let reason = if expired {
+                    DisconnectReason::Expired(Box::new(DisconnectReason::TransportClosed))
+                } else {
+                    DisconnectReason::ClientLeft
+                };
+                (sid, SocketEventKind::Left(reason))
+            }
+        };
+        let guests = lock(&self.guests);
+        if let Some(guest) = guests.get(&SessionId(sid)).filter(|g| g.edge == from) {
+            if let Some(seat) = guest.seat.upgrade() {
+                seat.do_send(News(kind));
+            }
+        }
+    }
+
+    /// Edge: the room let go of `sid`'s seat.
+    fn freed(&self, sid: SessionId) {
+        let Some(seat) = lock(&self.remote).remove(&sid) else {
+            return;
+        };
+        if let Some(rooms) = self.rooms() {
+            rooms.seats().vacate(sid, seat.room);
+        }
+        seat.edge.do_send(Unwatch);
+    }
+
+    /// Owner: a delivery for a guest, sent with the others of its edge node once the
+    /// fan-out under way is done.
+    fn queue(self: &Arc<Self>, edge: NodeId, sid: SessionId, deliver: Deliver) {
+        lock(&self.pending)
+            .entry(edge)
+            .or_default()
+            .push((sid, deliver));
+        if !self.flush_due.swap(true, Ordering::AcqRel) {
+            let hub = self.clone();
+            // After the fan-outs already in this thread's queue: one batch for them.
+            actix::spawn(async move {
+                tokio::task::yield_now().await;
+                hub.flush_states();
+            });
+        }
+    }
+
+    /// Sends each edge node its guests' deliveries: each frame once, with its players.
+    fn flush_states(&self) {
+        self.flush_due.store(false, Ordering::Release);
+        let batches = std::mem::take(&mut *lock(&self.pending));
+        for (edge, items) in batches {
+            let mut groups: Vec<(WireFrame, bool, Vec<u64>)> = Vec::new();
+            for (sid, deliver) in items {
+                let same = |g: &&mut (WireFrame, bool, Vec<u64>)| {
+                    g.1 == deliver.reliable && same_bytes(&g.0, &deliver.frame)
+                };
+                match groups.iter_mut().find(same) {
+                    Some(group) => group.2.push(sid.0),
+                    None => groups.push((deliver.frame, deliver.reliable, vec![sid.0])),
+                }
+            }
+            let mut out = BytesMut::new();
+            for (frame, reliable, sids) in groups {
+                let payload = frame.payload();
+                out.put_u8(u8::from(reliable));
+                out.put_u32(u32::try_from(sids.len()).unwrap_or(u32::MAX));
+                sids.iter().for_each(|sid| out.put_u64(*sid));
+                out.put_u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+                out.put_slice(&payload);
+            }
+            self.send(edge, STATES, &out);
+        }
+    }
+
+    /// Owner: answers another node's question about this node's rooms.
+    pub async fn answer(
+        self: &Arc<Self>,
+        from: NodeId,
+        shared: &Shared,
+        request: GameRequest,
+    ) -> GameReply {
+        let Some(rooms) = self.rooms() else {
+            return GameReply::none(&request);
+        };
+        match request {
+            GameRequest::List { room_type } => GameReply::Rooms(here(&rooms, room_type).await),
+            GameRequest::Leave { sid } => GameReply::Left(rooms.leave_id(SessionId(sid)).await),
+            GameRequest::Join { sid, ns, request } => GameReply::Joined(
+                self.seat_guest(from, shared, &rooms, sid, &ns, &request)
+                    .await,
+            ),
+        }
+    }
+
+    /// Owner: seats player `sid` of node `edge` in a room here, as a guest.
+    async fn seat_guest(
+        self: &Arc<Self>,
+        edge: NodeId,
+        shared: &Shared,
+        rooms: &GameRooms,
+        sid: u64,
+        ns: &str,
+        request: &JoinRequest,
+    ) -> Result<Joined, JoinError> {
+        let sid = SessionId(sid);
+        let handle = (shared.namespaces.read())
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ns)
+            .cloned()
+            .ok_or_else(|| JoinError::Refused(format!("no namespace {ns} on the room's node")))?;
+        rooms.seats().reserve(sid)?;
+        let _reservation = Reservation(rooms.seats(), sid);
+        let sink = Rc::new(GuestSink {
+            hub: self.clone(),
+            edge,
+            sid,
+        });
+        let route = local::register(sink);
+        let key = route.key;
+        let seat = GuestSeat {
+            sid,
+            edge,
+            ns: handle.name.clone(),
+            hub: self.clone(),
+            watchers: Vec::new(),
+            key,
+        }
+        .start();
+        let link = SessionLink {
+            id: sid,
+            deliver: Mailbox::new(seat.clone().recipient(), shared.config.max_mailbox, route),
+            command: seat.clone().recipient(),
+            rtt_us: AtomicU64::new(0),
+            transport: AtomicU8::new(1),
+            next_ack: AtomicU64::new(0),
+            max_frame: AtomicUsize::new(usize::MAX),
+        };
+        let socket = Socket::new(&handle, Arc::new(link), None);
+        lock(&self.guests).insert(
+            sid,
+            Guest {
+                edge,
+                seat: seat.downgrade(),
+            },
+        );
+        let joined = rooms.join_here(&socket, request).await;
+        if joined.is_err() {
+            lock(&self.guests).remove(&sid);
+        }
+        tracing::debug!(sid = sid.0, %edge, ok = joined.is_ok(), "cluster: guest seated");
+        joined
+    }
+}
+
+fn same_bytes(a: &WireFrame, b: &WireFrame) -> bool {
+    let (a, b) = (a.message(), b.message());
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// This node's rooms and load.
+async fn here(rooms: &GameRooms, room_type: Option<String>) -> NodeRooms {
+    let all = rooms.list_here(None).await;
+    let players = all.iter().map(|r| r.players).sum();
+    let rooms = all
+        .into_iter()
+        .filter(|r| room_type.as_deref().is_none_or(|t| t == r.room_type))
+        .collect();
+    NodeRooms { rooms, players }
+}
+
+/// The rooms of every node that answers, with their node.
+async fn gather(
+    node: &ClusterNode,
+    rooms: &GameRooms,
+    room_type: Option<&str>,
+) -> Vec<(NodeId, NodeRooms)> {
+    let room_type = room_type.map(str::to_owned);
+    let request = Request::Game(GameRequest::List {
+        room_type: room_type.clone(),
+    });
+    match node.ask_all(request).await {
+        Ok(replies) => replies
+            .into_iter()
+            .filter_map(|(id, reply)| match reply {
+                Reply::Game(GameReply::Rooms(r)) => Some((id, r)),
+                _ => None,
+            })
+            .collect(),
+        // Without Redis: this node's rooms only.
+        Err(_) => vec![(node.id(), here(rooms, room_type).await)],
+    }
+}
+
+/// [`GameRooms::list`] in a cluster.
+pub(crate) async fn list(
+    node: &ClusterNode,
+    rooms: &GameRooms,
+    room_type: Option<&str>,
+) -> Vec<RoomListing> {
+    let mut all: Vec<RoomListing> = (gather(node, rooms, room_type).await)
+        .into_iter()
+        .flat_map(|(_, r)| r.rooms)
+        .collect();
+    all.sort_by_key(|r| r.id);
+    all
+}
+
+/// Where a join goes: a room's node (with the room), or the node to make one on.
+fn place(
+    me: NodeId,
+    request: &JoinRequest,
+    nodes: &[(NodeId, NodeRooms)],
+) -> Result<(NodeId, Option<RoomId>), JoinError> {
+    if let Some(room) = request.room {
+        let owner = nodes
+            .iter()
+            .find(|(_, r)| r.rooms.iter().any(|l| l.id == room))
+            .map(|(id, _)| *id);
+        return owner
+            .map(|o| (o, Some(room)))
+            .ok_or(JoinError::NoSuchRoom(room));
+    }
+    let matches = |l: &RoomListing| {
+        l.room_type == request.room_type
+            && l.players < l.max_players
+            && (request.filters.iter()).all(|(k, v)| l.metadata.get(k) == Some(v))
+    };
+    let fullest = nodes
+        .iter()
+        .flat_map(|(id, r)| r.rooms.iter().map(move |l| (*id, l)))
+        .filter(|(_, l)| matches(l))
+        .max_by_key(|(_, l)| (l.players, std::cmp::Reverse(l.id)));
+    if let Some((owner, room)) = fullest {
+        return Ok((owner, Some(room.id)));
+    }
+    let least = nodes
+        .iter()
+        .min_by_key(|(id, r)| (r.players, r.rooms.len(), *id != me, *id))
+        .map_or(me, |(id, _)| *id);
+    Ok((least, None))
+}
+
+/// [`GameRooms::join`] in a cluster (the seat is reserved by the caller).
+pub(crate) async fn join(
+    node: &ClusterNode,
+    rooms: &GameRooms,
+    socket: &Socket,
+    request: &JoinRequest,
+) -> Result<Joined, JoinError> {
+    // A room named by id may be of any type.
+    let room_type = request.room.is_none().then_some(request.room_type.as_str());
+    let nodes = gather(node, rooms, room_type).await;
+    let (owner, room) = place(node.id(), request, &nodes)?;
+    let mut request = request.clone();
+    request.room = room.or(request.room);
+    if owner == node.id() {
+        return rooms.join_here(socket, &request).await;
+    }
+    let Some(hub) = node.relays.game.get() else {
+        return Err(JoinError::Unavailable);
+    };
+    let id = socket.id();
+    let ask = Request::Game(GameRequest::Join {
+        sid: id.0,
+        ns: socket.namespace().to_owned(),
+        request,
+    });
+    let joined = match node.ask(owner, ask).await {
+        Ok(Reply::Game(GameReply::Joined(joined))) => joined?,
+        Ok(_) | Err(ClusterError::Stopped) => return Err(JoinError::Unavailable),
+        Err(e) => return Err(JoinError::Refused(e.to_string())),
+    };
+    // The seat here: inputs gathered for the owner, states posted to the session.
+    let gate = Arc::new(InputGate::new(4096));
+    let edge = EdgeSeat {
+        sid: id,
+        owner,
+        hub: hub.clone(),
+        socket: socket.clone(),
+    }
+    .start();
+    lock(&hub.remote).insert(
+        id,
+        RemoteSeat {
+            owner,
+            room: joined.room,
+            mailbox: socket.mailbox(),
+            gate: gate.clone(),
+            edge: edge.clone(),
+        },
+    );
+    rooms.seats().seat(
+        id,
+        Seat::Seated {
+            room: joined.room,
+            leave: edge.clone().recipient(),
+            gate,
+        },
+    );
+    socket.watch(edge.recipient());
+    tracing::debug!(sid = id.0, room = %joined.room, %owner, "cluster: seated in another node's room");
+    Ok(joined)
+}
+
+/// Owner: a guest's delivery end on this node's thread, for the room's fan-outs.
+struct GuestSink {
+    hub: Arc<GameHub>,
+    edge: NodeId,
+    sid: SessionId,
+}
+
+impl LocalSink for GuestSink {
+    fn deliver(&self, deliver: &Deliver) {
+        self.hub.queue(self.edge, self.sid, deliver.clone());
+    }
+}
+
+/// Owner: what a room takes for a guest's session. It forwards deliveries to the
+/// edge node and the edge's news to the room's watch; it stops when the room lets
+/// go of the guest's socket, and then tells the edge that the seat is free.
+struct GuestSeat {
+    sid: SessionId,
+    edge: NodeId,
+    ns: Arc<str>,
+    hub: Arc<GameHub>,
+    watchers: Vec<Recipient<SocketEvent>>,
+    key: LocalKey,
+}
+
+impl Actor for GuestSeat {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        local::unregister(self.key);
+        let mut guests = lock(&self.hub.guests);
+        // A newer seat of the same player (it joined again) stays.
+        if guests
+            .get(&self.sid)
+            .is_some_and(|g| g.seat.upgrade().is_none())
+        {
+            guests.remove(&self.sid);
+        }
+        drop(guests);
+        self.hub
+            .send_json(self.edge, NEWS, &SeatNews::Freed(self.sid.0));
+    }
+}
+
+impl Handler<Deliver> for GuestSeat {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+        self.hub.queue(self.edge, self.sid, msg);
+    }
+}
+
+impl Handler<SocketCommand> for GuestSeat {
+    type Result = ();
+
+    fn handle(&mut self, msg: SocketCommand, _: &mut Context<Self>) {
+        match msg {
+            SocketCommand::Watch { recipient, on, .. } => {
+                self.watchers.retain(|w| *w != recipient);
+                if on {
+                    self.watchers.push(recipient);
+                }
+            }
+            // A game answers its players with reliable events, not acks.
+            SocketCommand::ExpectAck { tx, .. } => {
+                let _ = tx.send(Err(AckError::Disconnected));
+            }
+            SocketCommand::Leave { reason, .. } => {
+                tracing::debug!(sid = self.sid.0, %reason, "cluster: a guest cannot be disconnected from its room's node");
+            }
+        }
+    }
+}
+
+/// Owner: news of a guest's session, for the room.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct News(SocketEventKind);
+
+impl Handler<News> for GuestSeat {
+    type Result = ();
+
+    fn handle(&mut self, msg: News, _: &mut Context<Self>) {
+        let event = SocketEvent {
+            id: self.sid,
+            namespace: self.ns.clone(),
+            kind: msg.0,
+        };
+        for watcher in &self.watchers {
+            watcher.do_send(event.clone());
+        }
+    }
+}
+
+/// Edge: a player of this node seated on another node. It tells the owner about
+/// the session (detach, resume, end) and carries the player's leave.
+struct EdgeSeat {
+    sid: SessionId,
+    owner: NodeId,
+    hub: Arc<GameHub>,
+    socket: Socket,
+}
+
+impl Actor for EdgeSeat {
+    type Context = Context<Self>;
+}
+
+impl Handler<SocketEvent> for EdgeSeat {
+    type Result = ();
+
+    fn handle(&mut self, msg: SocketEvent, ctx: &mut Context<Self>) {
+        let sid = self.sid.0;
+        let news = match msg.kind {
+            SocketEventKind::Detached => SeatNews::Detached(sid),
+            SocketEventKind::Resumed => SeatNews::Resumed(sid),
+            SocketEventKind::Left(reason) => {
+                SeatNews::Left(sid, matches!(reason, DisconnectReason::Expired(_)))
+            }
+        };
+        let gone = matches!(news, SeatNews::Left(..));
+        self.hub.send_json(self.owner, NEWS, &news);
+        if gone {
+            // The owner frees the seat and says so; until then inputs stop here.
+            self.hub.freed(self.sid);
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<LeavePlayer> for EdgeSeat {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: LeavePlayer, _: &mut Context<Self>) -> Self::Result {
+        let (hub, owner) = (self.hub.clone(), self.owner);
+        let ask = Request::Game(GameRequest::Leave { sid: msg.player.0 });
+        Box::pin(async move {
+            let Some(outbound) = hub.outbound.upgrade() else {
+                return false;
+            };
+            let (answer, rx) = oneshot::channel();
+            let sent = outbound
+                .send(Outbound::Ask {
+                    to: owner,
+                    request: ask,
+                    answer,
+                })
+                .await;
+            drop(outbound);
+            let left = match (
+                sent,
+                tokio::time::timeout(super::ops::REPLY_TIMEOUT, rx).await,
+            ) {
+                (Ok(()), Ok(Ok(Reply::Game(GameReply::Left(left))))) => left,
+                _ => false,
+            };
+            hub.freed(msg.player);
+            left
+        })
+    }
+}
+
+/// Edge: the seat is gone; stop following the session.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Unwatch;
+
+impl Handler<Unwatch> for EdgeSeat {
+    type Result = ();
+
+    fn handle(&mut self, _: Unwatch, ctx: &mut Context<Self>) {
+        self.socket.unwatch(ctx.address().recipient());
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(id: u64, players: usize) -> RoomListing {
+        RoomListing {
+            id: RoomId(id),
+            room_type: "arena".into(),
+            players,
+            max_players: 4,
+            metadata: Value::Null,
+        }
+    }
+
+    #[test]
+    fn joins_go_to_the_fullest_room_then_the_least_loaded_node() {
+        let (a, b) = (NodeId(1), NodeId(2));
+        let request = JoinRequest::new("arena");
+        let nodes = vec![
+            (
+                a,
+                NodeRooms {
+                    rooms: vec![listing(10, 1)],
+                    players: 1,
+                },
+            ),
+            (
+                b,
+                NodeRooms {
+                    rooms: vec![listing(20, 3), listing(21, 4)],
+                    players: 7,
+                },
+            ),
+        ];
+        assert_eq!(place(a, &request, &nodes), Ok((b, Some(RoomId(20)))));
+        let empty = vec![
+            (
+                a,
+                NodeRooms {
+                    rooms: vec![],
+                    players: 5,
+                },
+            ),
+            (
+                b,
+                NodeRooms {
+                    rooms: vec![],
+                    players: 2,
+                },
+            ),
+        ];
+        assert_eq!(place(a, &request, &empty), Ok((b, None)));
+        let to_room = JoinRequest::to_room(RoomId(10));
+        assert_eq!(place(b, &to_room, &nodes), Ok((a, Some(RoomId(10)))));
+        let gone = JoinRequest::to_room(RoomId(99));
+        assert_eq!(
+            place(b, &gone, &nodes),
+            Err(JoinError::NoSuchRoom(RoomId(99)))
+        );
+    }
+
+    #[test]
+    fn room_tags_are_odd_and_keep_ids_exact_in_json() {
+        let tag = room_tag(NodeId(u64::MAX));
+        assert_eq!(tag % 2, 1);
+        assert!((tag << 32 | u64::from(u32::MAX)) < 1 << 53);
+    }
+}

@@ -51,6 +51,7 @@ mod link;
 mod ops;
 mod relay;
 mod stats;
+pub mod testbed;
 
 use std::sync::Arc;
 use std::time::Duration;

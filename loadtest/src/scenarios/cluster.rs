@@ -10,12 +10,9 @@
 //! reaches (with 3 nodes, two in three on another node than its session's).
 
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
+use volley::cluster::testbed::{round_robin, LocalRedis};
 
 use super::fanout::{self, Publishing};
 use super::per_second;
@@ -34,16 +31,11 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     if !matches!(common.target, Target::Spawn { .. }) {
         return Err("cluster starts its own Redis and nodes: give --spawn".into());
     }
-    if !cfg!(feature = "cluster") {
-        return Err("build the load tester with the cluster: \
-                    cargo run --release -p loadtest --features cluster -- cluster --spawn"
-            .into());
-    }
 
     // The same fan-out on one node first, for the comparison.
     let single = fanout::run(&common, publishing).await?;
 
-    let redis = Redis::start().await?;
+    let redis = Redis(LocalRedis::start().await?);
     let mut children = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..nodes {
@@ -52,7 +44,10 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         addrs.push(address_of(&url)?);
         children.push(child);
     }
-    let balancer = balance(addrs).await?;
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let balancer = round_robin(any, addrs)
+        .await
+        .map_err(|e| format!("balancer: {e}"))?;
     common.target = Target::Url {
         url: format!("ws://{balancer}/volley"),
         pid: None,
@@ -139,7 +134,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     report.notes.push(format!(
         "the same fan-out on one node, then on {nodes} nodes behind a round-robin \
          balancer (Redis on 127.0.0.1:{})",
-        redis.port
+        redis.0.port()
     ));
     Ok(report)
 }
@@ -159,34 +154,8 @@ fn address_of(url: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("node address in {url}: {e}"))
 }
 
-/// A plain TCP balancer on a free port: each new connection goes to the next node.
-async fn balance(nodes: Vec<SocketAddr>) -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("balancer: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    actix_rt::spawn(async move {
-        let mut next = 0usize;
-        while let Ok((mut client, _)) = listener.accept().await {
-            let node = nodes[next % nodes.len()];
-            next += 1;
-            actix_rt::spawn(async move {
-                let Ok(mut server) = TcpStream::connect(node).await else {
-                    return;
-                };
-                let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
 /// The run's own `redis-server`, stopped with the run.
-struct Redis {
-    port: u16,
-    _child: Child,
-}
+struct Redis(LocalRedis);
 
 /// What Redis says about itself.
 struct RedisFigures {
@@ -196,50 +165,13 @@ struct RedisFigures {
 }
 
 impl Redis {
-    async fn start() -> Result<Redis, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("a free port for Redis: {e}"))?
-            .port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server (apt install redis-server): {e}"))?;
-        let stdout = child.stdout.take().ok_or("redis-server stdout missing")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("Ready to accept connections") {
-                    return true;
-                }
-            }
-            false
-        };
-        if !tokio::time::timeout(Duration::from_secs(10), ready)
-            .await
-            .unwrap_or(false)
-        {
-            return Err("redis-server did not start".into());
-        }
-        // Keep reading so that it never blocks on a full pipe.
-        actix_rt::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Redis {
-            port,
-            _child: child,
-        })
-    }
-
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.0.url()
     }
 
     async fn figures(&self) -> Result<RedisFigures, String> {
         let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "INFO", "all"])
+            .args(["-p", &self.0.port().to_string(), "INFO", "all"])
             .output()
             .await
             .map_err(|e| format!("redis-cli: {e}"))?;

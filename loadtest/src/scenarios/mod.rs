@@ -3,6 +3,7 @@
 //! turns the tally into figures.
 
 pub mod chat;
+#[cfg(feature = "cluster")]
 mod cluster;
 mod compare;
 mod connect;
@@ -48,7 +49,12 @@ pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
         "fuzz" => fuzz::coordinate(flags).await,
         "floor" => floor::coordinate(flags).await,
         "compare" => compare::coordinate(flags).await,
+        #[cfg(feature = "cluster")]
         "cluster" => cluster::coordinate(flags).await,
+        #[cfg(not(feature = "cluster"))]
+        "cluster" => Err("build the load tester with the cluster: \
+                          cargo run --release -p loadtest --features cluster -- cluster --spawn"
+            .into()),
         other => Err(format!("unknown scenario '{other}'")),
     }
 }

@@ -185,7 +185,9 @@ function tables(o) {
   for (const s of o.sessions) {
     const tr = document.createElement("tr");
     tr.dataset.sid = s.id;
-    tr.append(cell(s.id), cell(s.namespaces.join(" ")), cell(s.transport || "detached"), cell(ms(s.rtt_ms)), cell(s.room == null ? "–" : "#" + s.room_code), cell(s.age_secs + " s"));
+    // In a cluster, the node the session lives on (first digits of its id).
+    const id = s.node ? s.id + " @" + s.node.slice(0, 4) : s.id;
+    tr.append(cell(id), cell(s.namespaces.join(" ")), cell(s.transport || "detached"), cell(ms(s.rtt_ms)), cell(s.room == null ? "–" : "#" + s.room_code), cell(s.age_secs + " s"));
     const actions = document.createElement("td");
     for (const [label, event] of [["drop connection", "drop"], ["kick", "kick"]]) {
       const b = document.createElement("button");
@@ -205,9 +207,17 @@ function tables(o) {
     tr.className = r.id === admin.room ? "selected" : "";
     tr.onclick = () => { admin.room = r.id; tables(admin.last); };
     tr.append(cell("#" + r.code), cell(r.players + (r.meta ? " (+" + r.meta.bots + " bots)" : "")), cell(r.held),
-      cell(r.meta ? r.meta.best : 0), cell(r.ticks), cell(r.skipped),
-      cell(r.lateness_p50_ms.toFixed(2) + " / " + r.lateness_p99_ms.toFixed(2) + " ms"),
-      cell(r.tick_p99_us + " µs"), cell(r.inputs_dropped));
+      cell(r.meta ? r.meta.best : 0));
+    if (r.elsewhere) {
+      // A room of another node of the cluster: its figures stay there.
+      const td = cell("on another node");
+      td.colSpan = 5;
+      tr.append(td);
+    } else {
+      tr.append(cell(r.ticks), cell(r.skipped),
+        cell(r.lateness_p50_ms.toFixed(2) + " / " + r.lateness_p99_ms.toFixed(2) + " ms"),
+        cell(r.tick_p99_us + " µs"), cell(r.inputs_dropped));
+    }
     rooms.append(tr);
   }
   showRoom(o);

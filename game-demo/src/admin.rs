@@ -45,7 +45,7 @@ pub fn namespace(token: Arc<str>, rooms: GameRooms, volley: Arc<OnceLock<Volley>
                 return;
             };
             actix_rt::spawn(async move {
-                let _ = ack.send(&volley.kick(SessionId(sid), "by an admin").await);
+                let _ = ack.send(&end_session(&volley, SessionId(sid), true).await);
             });
         })
         // Drops a session's connection as a network failure would: it resumes.
@@ -54,7 +54,7 @@ pub fn namespace(token: Arc<str>, rooms: GameRooms, volley: Arc<OnceLock<Volley>
                 return;
             };
             actix_rt::spawn(async move {
-                let _ = ack.send(&volley.drop_connection(SessionId(sid)).await);
+                let _ = ack.send(&end_session(&volley, SessionId(sid), false).await);
             });
         })
         .on_ack("overview", move |_, _: (), ack| {
@@ -89,13 +89,13 @@ async fn overview(
     players: &HashMap<u64, PlayerInputs>,
 ) -> Value {
     let now = SystemTime::now();
-    let sessions: Vec<Value> = volley
-        .sessions()
+    let sessions: Vec<Value> = all_sessions(volley)
         .await
         .into_iter()
-        .map(|s| {
+        .map(|(node, s)| {
             json!({
                 "id": s.id.0,
+                "node": node,
                 "namespaces": s.namespaces,
                 "age_secs": now.duration_since(s.opened_at).unwrap_or_default().as_secs(),
                 "room": rooms.room_of(s.id).map(|r| r.0),
@@ -133,7 +133,64 @@ async fn overview(
             "inputs_invalid": m.inputs_invalid,
         }));
     }
+    // In a cluster, the other nodes' rooms too (their figures stay on their node).
+    let here: Vec<u64> = out.iter().filter_map(|o| o["id"].as_u64()).collect();
+    for l in listing.iter().filter(|l| !here.contains(&l.id.0)) {
+        out.push(json!({
+            "id": l.id.0,
+            "code": room_code(l.id),
+            "players": l.players,
+            "held": 0,
+            "meta": l.metadata,
+            "ticks": 0,
+            "skipped": 0,
+            "lateness_p50_ms": 0.0,
+            "lateness_p99_ms": 0.0,
+            "tick_p99_us": 0,
+            "inputs_dropped": 0,
+            "elsewhere": true,
+        }));
+    }
     json!({ "sessions": sessions, "rooms": out, "rates": rates })
+}
+
+/// Every session, with its node's id when the server is in a cluster (then the
+/// sessions of every node that answers).
+async fn all_sessions(volley: &Volley) -> Vec<(Option<String>, volley::SessionInfo)> {
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = volley.cluster() {
+        if let Ok(all) = cluster.sessions().await {
+            return all
+                .into_iter()
+                .map(|s| (Some(s.node.to_string()), s.info))
+                .collect();
+        }
+    }
+    let here = volley.sessions().await.into_iter();
+    here.map(|s| (None, s)).collect()
+}
+
+/// Kicks (`kick` true) or cuts session `sid`: on this node, or in a cluster on the
+/// node that has it.
+async fn end_session(volley: &Volley, sid: SessionId, kick: bool) -> bool {
+    let here = if kick {
+        volley.kick(sid, "by an admin").await
+    } else {
+        volley.drop_connection(sid).await
+    };
+    #[cfg(feature = "cluster")]
+    if let (false, Some(cluster)) = (here, volley.cluster()) {
+        let all = cluster.sessions().await.unwrap_or_default();
+        if let Some(s) = all.iter().find(|s| s.info.id == sid) {
+            let done = if kick {
+                cluster.kick(s.node, sid, "by an admin").await
+            } else {
+                cluster.drop_connection(s.node, sid).await
+            };
+            return done.unwrap_or(false);
+        }
+    }
+    here
 }
 
 /// Pushes the overview to the dashboard every second, with message rates.

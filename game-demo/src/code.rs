@@ -3,12 +3,13 @@
 //!
 //! A code is a presentation of the id, computed here and sent next to it (lobby
 //! metadata, the `room` event, the admin overview); the wire and the framework keep
-//! the opaque id. The id of a room is a slot key (its slot's index in the low 32 bits,
-//! the slot's version above): the code packs 12 bits of the index and 8 of the
-//! version into 20 bits, scrambles them with a bijection so that neighbouring rooms
-//! do not get neighbouring codes, and writes them as 4 symbols of Crockford's base 32
-//! (no I, L, O or U to misread). Two rooms alive at once differ in their index, so
-//! their codes differ while fewer than 4096 slots are in use.
+//! the opaque id. The low 32 bits of an id count the rooms its node has made, the
+//! bits above are the node's tag in a cluster (0 on one node): the code packs 12 bits
+//! of the count and 8 bits of the tag into 20 bits, scrambles them with a bijection
+//! so that neighbouring rooms do not get neighbouring codes, and writes them as 4
+//! symbols of Crockford's base 32 (no I, L, O or U to misread). Rooms made one after
+//! another get different codes for 4096 rooms; rooms of different nodes mostly
+//! differ by their tag.
 
 use volley::RoomId;
 
@@ -22,9 +23,9 @@ const SPREAD: u32 = 0x9E3B5;
 /// The code of room `id`, 4 symbols.
 pub fn room_code(id: RoomId) -> String {
     let index = (id.0 & 0xFFF) as u32;
-    // Slot versions are odd while a slot is occupied: drop the always-set bit.
-    let version = ((id.0 >> 33) & 0xFF) as u32;
-    let packed = index | (version << 12);
+    // Node tags are odd (0 on a single node): drop the always-set bit.
+    let tag = ((id.0 >> 33) & 0xFF) as u32;
+    let packed = index | (tag << 12);
     let mut x = packed.wrapping_mul(SPREAD) & MASK;
     x ^= x >> 10;
     (0..4)

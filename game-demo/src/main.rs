@@ -10,6 +10,8 @@ mod admin;
 mod arena;
 mod assets;
 mod chat;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod code;
 
 use std::io::Write;
@@ -22,12 +24,17 @@ use rand::RngCore;
 use volley::{GameRooms, Namespace, RoomOptions, Volley};
 
 const USAGE: &str = "usage: game-demo [--addr IP:PORT] [--admin-token TOKEN] [--bots N]
-                 [--tls-cert PEM --tls-key PEM]
+                 [--tls-cert PEM --tls-key PEM] [--cluster N] [--redis URL]
   --addr         where to listen (default 127.0.0.1:8080; port 0 picks a free one)
   --admin-token  the admin dashboard's token (default: a random one, printed)
   --bots         server-side bots in each new room (default 3)
   --tls-cert     serve https/wss with this PEM certificate chain (needs --tls-key)
-  --tls-key      the certificate's PEM private key";
+  --tls-key      the certificate's PEM private key
+  --cluster      N nodes sharing their game rooms through Redis, behind a round-robin
+                 balancer on --addr (starts redis-server unless --redis is given)
+  --redis        join the cluster on this Redis (redis://HOST:PORT, Redis 7+); with
+                 --cluster, the nodes' Redis
+  (--cluster and --redis need the build with --features cluster)";
 
 struct Args {
     addr: String,
@@ -35,6 +42,9 @@ struct Args {
     bots: usize,
     tls_cert: Option<String>,
     tls_key: Option<String>,
+    /// Nodes to start behind a balancer (0: this process is one node).
+    cluster: usize,
+    redis: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +54,8 @@ fn parse_args() -> Result<Args, String> {
         bots: 3,
         tls_cert: None,
         tls_key: None,
+        cluster: 0,
+        redis: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,12 +70,26 @@ fn parse_args() -> Result<Args, String> {
             }
             "--tls-cert" => args.tls_cert = Some(value()?),
             "--tls-key" => args.tls_key = Some(value()?),
+            "--cluster" => {
+                args.cluster = value()?
+                    .parse()
+                    .map_err(|_| "--cluster takes a number of nodes".to_owned())?
+            }
+            "--redis" => args.redis = Some(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         return Err("--tls-cert and --tls-key go together".to_owned());
+    }
+    if args.cluster > 0 && args.tls_cert.is_some() {
+        return Err("--cluster serves plain http (put a TLS proxy in front)".to_owned());
+    }
+    if (args.cluster > 0 || args.redis.is_some()) && !cfg!(feature = "cluster") {
+        return Err("--cluster and --redis need the cluster build: \
+                    cargo run --release -p game-demo --features cluster -- --cluster 2"
+            .to_owned());
     }
     Ok(args)
 }
@@ -93,7 +119,16 @@ async fn main() -> std::io::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let token: Arc<str> = args.admin_token.unwrap_or_else(random_token).into();
+    #[cfg(feature = "cluster")]
+    if args.cluster > 0 {
+        // Said plainly (no Debug form): redis-server missing is the common case.
+        if let Err(e) = cluster::run(&args, args.cluster).await {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    let token: Arc<str> = args.admin_token.clone().unwrap_or_else(random_token).into();
     arena::DEFAULT_BOTS.store(args.bots, Ordering::Relaxed);
 
     let rooms = GameRooms::builder()
@@ -113,7 +148,7 @@ async fn main() -> std::io::Result<()> {
     let game = Namespace::new().on_ack("whoami", |socket, _: (), ack| {
         let _ = ack.send(&socket.id().0);
     });
-    let volley = Volley::builder()
+    let builder = Volley::builder()
         .resume_grace(Duration::from_secs(60))
         .heartbeat(Duration::from_secs(10), Duration::from_secs(10))
         .namespace("/game", rooms.with_events(game))
@@ -121,8 +156,20 @@ async fn main() -> std::io::Result<()> {
         .namespace(
             "/admin",
             admin::namespace(token.clone(), rooms.clone(), volley_cell.clone()),
-        )
-        .build();
+        );
+    #[cfg(feature = "cluster")]
+    let builder = match &args.redis {
+        Some(url) => {
+            let cluster = volley::cluster::RedisCluster::new(url)
+                .map_err(|e| std::io::Error::other(format!("--redis {url}: {e}")))?;
+            builder.cluster(cluster)
+        }
+        None => builder,
+    };
+    let volley = builder.build();
+    // With --redis: listings, join-or-create and play span the cluster's nodes.
+    #[cfg(feature = "cluster")]
+    rooms.share_in(&volley);
     let _ = volley_cell.set(volley.clone());
     admin::publish_overview(volley.clone(), rooms.clone(), chat_stats);
 

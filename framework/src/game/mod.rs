@@ -183,8 +183,10 @@ pub struct RoomSetup<'a> {
     pub settings: &'a RoomOptions,
 }
 
-/// A room's id: unique among the rooms alive in one [`GameRooms`]. Shown in decimal,
-/// as clients see it in JSON (listings, join answers, refusal reasons).
+/// A room's id: never reused by one [`GameRooms`] (the low 32 bits count its rooms)
+/// and, in a cluster, unique across nodes (the bits above are the node's tag). Below
+/// 2^53, so exact in JSON; shown in decimal, as clients see it (listings, join
+/// answers, refusal reasons).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]

@@ -15,6 +15,7 @@
 //! *skipped* (never simulated) and counted, so that a room that cannot keep up
 //! slows its game down instead of spiralling into ever longer bursts of ticks.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
@@ -126,6 +127,28 @@ impl TickSchedule {
     }
 }
 
+/// The first instant at or after `now` on the grid of `rate`-per-second instants that
+/// starts at `epoch`. Rooms that start their schedule on one grid (the process's, see
+/// [`on_process_grid`]) and tick at the same rate fall due at the same instants: their
+/// thread wakes once per tick for all of them, and their states leave it together
+/// (`room/outbound.rs`), instead of a wake-up and a message per room.
+pub fn on_grid(epoch: Instant, now: Instant, rate: u32) -> Instant {
+    let grid = TickSchedule::new(epoch, rate, 0);
+    let n = grid.last_due(now);
+    if grid.deadline(n) >= now {
+        grid.deadline(n)
+    } else {
+        grid.deadline(n + 1)
+    }
+}
+
+/// [`on_grid`] from the process's epoch (the first call).
+pub fn on_process_grid(now: Instant, rate: u32) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| now);
+    on_grid(epoch, now, rate)
+}
+
 /// Whether the state is broadcast after tick `tick` when ticks run at `tick_rate`
 /// and broadcasts at `broadcast_rate` (at most `tick_rate`): exactly when
 /// `tick * broadcast_rate / tick_rate` reaches a new whole number. Tied to tick
@@ -200,6 +223,24 @@ mod tests {
         }
         assert_eq!(ran, 4, "the tick due plus at most 3 catch-up ticks");
         assert_eq!(s.skipped() + ran, 600);
+    }
+
+    #[test]
+    fn rooms_started_at_different_times_share_the_grid_of_their_rate() {
+        let epoch = Instant::now();
+        // Started 5 ms and 71 ms after the epoch, at 30 Hz: both on the grid, the
+        // first point at or after their start, so their ticks fall due together.
+        let a = on_grid(epoch, epoch + ms(5), 30);
+        let b = on_grid(epoch, epoch + ms(71), 30);
+        let period = TickSchedule::new(epoch, 30, 0);
+        assert_eq!(a, period.deadline(1));
+        assert_eq!(b, period.deadline(3));
+        let (ra, rb) = (TickSchedule::new(a, 30, 3), TickSchedule::new(b, 30, 3));
+        let gap = ra.deadline(3).max(rb.deadline(1)) - ra.deadline(3).min(rb.deadline(1));
+        assert!(gap <= Duration::from_nanos(2), "{gap:?} apart");
+        // On a grid point already: that point.
+        assert_eq!(on_grid(epoch, a, 30), a);
+        assert_eq!(on_grid(epoch, epoch, 30), epoch);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub(crate) async fn upgrade<T>(
     framed: Framed<T, h1::Codec>,
 ) -> Result<(), Infallible>
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     open(shared, req, framed).await;
     Ok(())
@@ -41,7 +41,7 @@ where
 
 async fn open<T>(shared: Arc<Shared>, req: Request, mut framed: Framed<T, h1::Codec>)
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Every upgrade request of the server comes here, whatever its path.
     if req.path() != shared.config.path {
@@ -81,7 +81,7 @@ where
     let first = parts.read_buf.freeze();
     let (transport, queue) = websocket::start(&shared, slot, ReadChunks::new(read, first));
     tokio::task::spawn_local(Writer::new(
-        write,
+        Box::new(write),
         Outgoing::new(queue, transport.recipient()),
     ));
 }

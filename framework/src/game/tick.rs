@@ -15,6 +15,7 @@
 //! *skipped* (never simulated) and counted, so that a room that cannot keep up
 //! slows its game down instead of spiralling into ever longer bursts of ticks.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -142,11 +143,28 @@ pub fn on_grid(epoch: Instant, now: Instant, rate: u32) -> Instant {
     }
 }
 
-/// [`on_grid`] from the process's epoch (the first call).
+/// The instants per period on which a thread's rooms of one rate tick: a thread
+/// wakes `PHASES` times a period whatever its number of rooms, and each wake-up runs
+/// a quarter of them, so the last room of a wake-up is not late by every other
+/// room's tick (100 rooms at once made the median room's lateness p99 7.5 ms instead
+/// of 3 ms).
+pub const PHASES: u32 = 4;
+
+/// [`on_grid`] from the process's epoch (the first call), on one of the [`PHASES`]
+/// instants of each period, taken in turn by the rooms of the calling thread.
 pub fn on_process_grid(now: Instant, rate: u32) -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
+    thread_local! {
+        static NEXT_PHASE: Cell<u32> = const { Cell::new(0) };
+    }
     let epoch = *EPOCH.get_or_init(|| now);
-    on_grid(epoch, now, rate)
+    let phase = NEXT_PHASE.with(|next| {
+        let phase = next.get();
+        next.set((phase + 1) % PHASES);
+        phase
+    });
+    let fine = TickSchedule::new(epoch, rate.max(1).saturating_mul(PHASES), 0);
+    on_grid(epoch + fine.offset(u64::from(phase)), now, rate)
 }
 
 /// Whether the state is broadcast after tick `tick` when ticks run at `tick_rate`

@@ -114,7 +114,8 @@ impl<G: Game> GameRoom<G> {
         } = spawn;
         let addr = GameRoom::start_in_arbiter(&arbiter, move |_| {
             let started = Instant::now();
-            // On the process's grid: the thread's rooms of one rate tick together.
+            // On the process's grid: the thread's rooms of one rate tick together
+            // (in a few phases per period).
             let origin = on_process_grid(started, options.tick_rate);
             GameRoom {
                 id,

@@ -15,6 +15,8 @@
 //! *skipped* (never simulated) and counted, so that a room that cannot keep up
 //! slows its game down instead of spiralling into ever longer bursts of ticks.
 
+use std::cell::Cell;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
@@ -126,6 +128,45 @@ impl TickSchedule {
     }
 }
 
+/// The first instant at or after `now` on the grid of `rate`-per-second instants that
+/// starts at `epoch`. Rooms that start their schedule on one grid (the process's, see
+/// [`on_process_grid`]) and tick at the same rate fall due at the same instants: their
+/// thread wakes once per tick for all of them, and their states leave it together
+/// (`room/outbound.rs`), instead of a wake-up and a message per room.
+pub fn on_grid(epoch: Instant, now: Instant, rate: u32) -> Instant {
+    let grid = TickSchedule::new(epoch, rate, 0);
+    let n = grid.last_due(now);
+    if grid.deadline(n) >= now {
+        grid.deadline(n)
+    } else {
+        grid.deadline(n + 1)
+    }
+}
+
+/// The instants per period on which a thread's rooms of one rate tick: a thread
+/// wakes `PHASES` times a period whatever its number of rooms, and each wake-up runs
+/// a quarter of them, so the last room of a wake-up is not late by every other
+/// room's tick (100 rooms at once made the median room's lateness p99 7.5 ms instead
+/// of 3 ms).
+pub const PHASES: u32 = 4;
+
+/// [`on_grid`] from the process's epoch (the first call), on one of the [`PHASES`]
+/// instants of each period, taken in turn by the rooms of the calling thread.
+pub fn on_process_grid(now: Instant, rate: u32) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    thread_local! {
+        static NEXT_PHASE: Cell<u32> = const { Cell::new(0) };
+    }
+    let epoch = *EPOCH.get_or_init(|| now);
+    let phase = NEXT_PHASE.with(|next| {
+        let phase = next.get();
+        next.set((phase + 1) % PHASES);
+        phase
+    });
+    let fine = TickSchedule::new(epoch, rate.max(1).saturating_mul(PHASES), 0);
+    on_grid(epoch + fine.offset(u64::from(phase)), now, rate)
+}
+
 /// Whether the state is broadcast after tick `tick` when ticks run at `tick_rate`
 /// and broadcasts at `broadcast_rate` (at most `tick_rate`): exactly when
 /// `tick * broadcast_rate / tick_rate` reaches a new whole number. Tied to tick
@@ -200,6 +241,24 @@ mod tests {
         }
         assert_eq!(ran, 4, "the tick due plus at most 3 catch-up ticks");
         assert_eq!(s.skipped() + ran, 600);
+    }
+
+    #[test]
+    fn rooms_started_at_different_times_share_the_grid_of_their_rate() {
+        let epoch = Instant::now();
+        // Started 5 ms and 71 ms after the epoch, at 30 Hz: both on the grid, the
+        // first point at or after their start, so their ticks fall due together.
+        let a = on_grid(epoch, epoch + ms(5), 30);
+        let b = on_grid(epoch, epoch + ms(71), 30);
+        let period = TickSchedule::new(epoch, 30, 0);
+        assert_eq!(a, period.deadline(1));
+        assert_eq!(b, period.deadline(3));
+        let (ra, rb) = (TickSchedule::new(a, 30, 3), TickSchedule::new(b, 30, 3));
+        let gap = ra.deadline(3).max(rb.deadline(1)) - ra.deadline(3).min(rb.deadline(1));
+        assert!(gap <= Duration::from_nanos(2), "{gap:?} apart");
+        // On a grid point already: that point.
+        assert_eq!(on_grid(epoch, a, 30), a);
+        assert_eq!(on_grid(epoch, epoch, 30), epoch);
     }
 
     #[test]

@@ -106,6 +106,23 @@ impl Handler<LocalFanout> for LocalDelivery {
     }
 }
 
+/// Several fan-outs for one thread, posted as one message: the states a game thread's
+/// rooms sent in one tick (see `game/room/outbound.rs`), so the thread is woken once
+/// per tick rather than once per room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LocalFanouts(pub Vec<LocalFanout>);
+
+impl Handler<LocalFanouts> for LocalDelivery {
+    type Result = ();
+
+    fn handle(&mut self, msg: LocalFanouts, ctx: &mut Context<Self>) {
+        for fanout in msg.0 {
+            self.handle(fanout, ctx);
+        }
+    }
+}
+
 /// Recipients of one broadcast, gathered by thread (a namespace-wide or several-room
 /// broadcast, whose recipients are picked per broadcast).
 #[derive(Default)]
@@ -127,8 +144,24 @@ impl Scatter {
 
     /// Posts one fan-out per thread, each holding `ticket` until it is handled.
     pub fn send(self, deliver: &Deliver, ticket: &Arc<Ticket>) {
+        self.send_via(deliver, ticket, |thread, fanout| thread.do_send(fanout));
+    }
+
+    /// Hands one fan-out per thread to `post` (which may gather them before posting).
+    pub fn send_via(
+        self,
+        deliver: &Deliver,
+        ticket: &Arc<Ticket>,
+        mut post: impl FnMut(&Addr<LocalDelivery>, LocalFanout),
+    ) {
         for (thread, members) in self.groups {
-            post(&thread, deliver, Arc::new(members), None, ticket);
+            let fanout = LocalFanout {
+                deliver: deliver.clone(),
+                members: Arc::new(members),
+                except: None,
+                ticket: ticket.clone(),
+            };
+            post(&thread, fanout);
         }
     }
 }

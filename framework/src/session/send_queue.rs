@@ -8,13 +8,26 @@
 //! takes them one by one as the body of the upgraded response. The queue itself is not
 //! bounded: its writers are, through the [`Backlog`] they count before they push
 //! (`Config::max_send_backlog`), and the drain counts each message off.
+//!
+//! **Written at once when the writer is idle.** Under Volley's own server the writer
+//! parks the socket's writing half here while it waits for messages. A message pushed
+//! onto an empty queue with the socket parked is then written by the pusher at once
+//! (one non-blocking write, in its thread's pass over a fan-out) instead of waking the
+//! writer task to write it: a game state or a chat message to a client that keeps up
+//! costs one `send` and no task wake-up. Whatever the socket does not take at once
+//! (it is full, or would block) is queued and the writer woken, which then waits for
+//! the socket itself: the order of the messages and the backlog's count are the same
+//! either way.
 
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 
 use bytes::Bytes;
+use tokio::io::AsyncWrite;
 
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
 /// the transport subtracts, both `queued_size`; past the limit the client is a slow
@@ -28,15 +41,23 @@ pub(crate) fn queued_size(frame: &Bytes) -> usize {
     frame.len() + 64
 }
 
+/// The writing half of a connection's socket, as the writer hands it over.
+pub(crate) type SocketWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// One connection's queue of outgoing messages, shared by its session (which pushes)
 /// and its transport (which drains).
-#[derive(Debug)]
 pub struct SendQueue {
     state: Mutex<State>,
     backlog: Backlog,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for SendQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendQueue").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct State {
     messages: VecDeque<Bytes>,
     /// Nothing more will be pushed: the drain ends once the queue is empty.
@@ -45,6 +66,9 @@ struct State {
     gone: bool,
     /// The drain, waiting for a message.
     waker: Option<Waker>,
+    /// The socket, parked by the idle writer (see the module's doc); `None` while the
+    /// writer holds it, or when the drain is not Volley's writer.
+    parked: Option<SocketWrite>,
 }
 
 impl SendQueue {
@@ -65,13 +89,34 @@ impl SendQueue {
     /// Appends one complete WebSocket message; the caller has counted it in the
     /// backlog (`queued_size`). Dropped (and counted off) once the queue is finished
     /// or its connection gone.
-    pub fn push(&self, message: Bytes) {
+    pub fn push(&self, mut message: Bytes) {
         let mut state = self.state();
         if state.finished || state.gone {
             drop(state);
             self.backlog
                 .fetch_sub(queued_size(&message), Ordering::Relaxed);
             return;
+        }
+        if state.messages.is_empty() {
+            if let Some(socket) = state.parked.as_mut() {
+                let (written, flushed) = write_now(socket, &message);
+                if written == message.len() {
+                    // Taken but not flushed (a TLS stream's buffer): the writer,
+                    // woken, flushes before it parks the socket again.
+                    let waker = if flushed { None } else { state.waker.take() };
+                    drop(state);
+                    self.backlog
+                        .fetch_sub(queued_size(&message), Ordering::Relaxed);
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                    return;
+                }
+                // The rest waits for the writer; what the socket took is counted
+                // off now, so the rest weighs what a message of its size does.
+                self.backlog.fetch_sub(written, Ordering::Relaxed);
+                message = message.slice(written..);
+            }
         }
         state.messages.push_back(message);
         // Only the first push after the drain went idle wakes it: the rest are taken
@@ -94,20 +139,41 @@ impl SendQueue {
         }
     }
 
-    /// The connection is gone: drops what is queued and whatever comes later.
+    /// The connection is gone: drops what is queued and whatever comes later, and
+    /// the socket if it is parked here.
     pub fn gone(&self) {
-        let dropped: usize = {
+        let (dropped, parked, waker) = {
             let mut state = self.state();
             state.gone = true;
-            state.messages.drain(..).map(|m| queued_size(&m)).sum()
+            let dropped: usize = state.messages.drain(..).map(|m| queued_size(&m)).sum();
+            (dropped, state.parked.take(), state.waker.take())
         };
         self.backlog.fetch_sub(dropped, Ordering::Relaxed);
+        drop(parked);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The writer takes back the socket it parked (`socket` stays `None` if the
+    /// connection is gone meanwhile).
+    pub(crate) fn unpark(&self, socket: &mut Option<SocketWrite>) {
+        if socket.is_none() {
+            *socket = self.state().parked.take();
+        }
     }
 
     /// Moves everything queued into `batch` (which the caller has emptied), without
     /// counting it off the backlog: the writer does that as the socket takes each
     /// message ([`SendQueue::written`]). `Ready(false)` once finished and drained.
-    pub fn poll_batch(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Bytes>) -> Poll<bool> {
+    /// When there is nothing to take, the writer's `socket` (if given) is parked here
+    /// until it is woken, for the pushers to write at once.
+    pub(crate) fn poll_batch(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut VecDeque<Bytes>,
+        socket: &mut Option<SocketWrite>,
+    ) -> Poll<bool> {
         let mut state = self.state();
         if !state.messages.is_empty() {
             // The batch is empty: swapping hands the writer the whole queue, and the
@@ -119,6 +185,9 @@ impl SendQueue {
             return Poll::Ready(false);
         }
         state.waker = Some(cx.waker().clone());
+        if let Some(socket) = socket.take() {
+            state.parked = Some(socket);
+        }
         Poll::Pending
     }
 
@@ -142,6 +211,29 @@ impl SendQueue {
         }
         state.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+/// One non-blocking write of `message` and a flush, outside the thread's cooperative
+/// budget (a fan-out writes to hundreds of connections in one pass) and with a waker
+/// that does nothing: the writer, woken for whatever is left, polls the socket with
+/// its own. Returns the bytes the socket took and whether they are flushed.
+fn write_now(socket: &mut SocketWrite, message: &[u8]) -> (usize, bool) {
+    let mut written = 0;
+    let write = poll_fn(|cx| {
+        let mut socket = Pin::new(&mut *socket);
+        written = ready!(socket.as_mut().poll_write(cx, message))?;
+        if written < message.len() {
+            return Poll::Ready(Ok(false));
+        }
+        socket.poll_flush(cx).map_ok(|()| true)
+    });
+    let mut write = std::pin::pin!(tokio::task::unconstrained(write));
+    let mut cx = Context::from_waker(Waker::noop());
+    match write.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(flushed)) => (written, flushed),
+        // Failed: the writer meets the same error and ends the connection.
+        Poll::Ready(Err(_)) | Poll::Pending => (written, false),
     }
 }
 
@@ -188,13 +280,18 @@ mod tests {
         let queue = SendQueue::new(backlog.clone());
         let mut cx = Context::from_waker(noop_waker_ref());
         let mut batch = VecDeque::new();
-        assert!(queue.poll_batch(&mut cx, &mut batch).is_pending());
+        assert!(queue
+            .poll_batch(&mut cx, &mut batch, &mut None)
+            .is_pending());
         for m in ["a", "bc", "def"] {
             let m = Bytes::from(m);
             backlog.fetch_add(queued_size(&m), Ordering::Relaxed);
             queue.push(m);
         }
-        assert_eq!(queue.poll_batch(&mut cx, &mut batch), Poll::Ready(true));
+        assert_eq!(
+            queue.poll_batch(&mut cx, &mut batch, &mut None),
+            Poll::Ready(true)
+        );
         assert_eq!(batch, ["a", "bc", "def"].map(Bytes::from));
         // Taken is not written: the backlog still holds all three.
         assert_eq!(backlog.load(Ordering::Relaxed), 6 + 3 * 64);
@@ -203,7 +300,58 @@ mod tests {
         }
         assert_eq!(backlog.load(Ordering::Relaxed), 0);
         queue.finish();
-        assert_eq!(queue.poll_batch(&mut cx, &mut batch), Poll::Ready(false));
+        assert_eq!(
+            queue.poll_batch(&mut cx, &mut batch, &mut None),
+            Poll::Ready(false)
+        );
+    }
+
+    #[test]
+    fn a_parked_socket_is_written_at_once_and_the_rest_waits_for_the_writer() {
+        use tokio::io::AsyncReadExt;
+
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let queue = SendQueue::new(backlog.clone());
+        // A pipe that takes 8 bytes before it would block.
+        let (socket, mut peer) = tokio::io::duplex(8);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let (mut batch, mut writer_socket) =
+            (VecDeque::new(), Some(Box::new(socket) as SocketWrite));
+        assert!(queue
+            .poll_batch(&mut cx, &mut batch, &mut writer_socket)
+            .is_pending());
+        assert!(writer_socket.is_none(), "parked in the queue");
+        let push = |m: &'static str| {
+            let m = Bytes::from(m);
+            backlog.fetch_add(queued_size(&m), Ordering::Relaxed);
+            queue.push(m);
+        };
+        push("abcde");
+        assert_eq!(
+            backlog.load(Ordering::Relaxed),
+            0,
+            "written, nothing queued"
+        );
+        // 3 bytes fit: the rest is queued for the writer, weighing its own size.
+        push("fghijk");
+        assert_eq!(backlog.load(Ordering::Relaxed), 3 + 64);
+        // Behind a queued message nothing is written at once: order is kept.
+        push("l");
+        assert_eq!(backlog.load(Ordering::Relaxed), 3 + 64 + 1 + 64);
+        let mut read = [0u8; 8];
+        let mut read_all = std::pin::pin!(peer.read_exact(&mut read));
+        assert!(matches!(
+            read_all.as_mut().poll(&mut cx),
+            Poll::Ready(Ok(8))
+        ));
+        assert_eq!(&read, b"abcdefgh");
+        queue.unpark(&mut writer_socket);
+        assert!(writer_socket.is_some(), "back with the writer");
+        assert_eq!(
+            queue.poll_batch(&mut cx, &mut batch, &mut writer_socket),
+            Poll::Ready(true)
+        );
+        assert_eq!(batch, ["ijk", "l"].map(Bytes::from));
     }
 
     #[test]

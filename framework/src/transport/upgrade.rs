@@ -35,7 +35,7 @@ pub(crate) async fn upgrade<T>(
     framed: Framed<T, h1::Codec>,
 ) -> Result<(), Infallible>
 where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     open(shared, sio, req, framed).await;
     Ok(())
@@ -47,7 +47,7 @@ async fn open<T>(
     req: Request,
     mut framed: Framed<T, h1::Codec>,
 ) where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Every upgrade request of the server comes here, whatever its path; the
     // Socket.IO endpoint's too (same checks, then its own transport).
@@ -99,7 +99,7 @@ async fn open<T>(
     let first = parts.read_buf.freeze();
     let (transport, queue) = websocket::start(&shared, slot, ReadChunks::new(read, first));
     tokio::task::spawn_local(Writer::new(
-        write,
+        Box::new(write),
         Outgoing::new(queue, transport.recipient()),
     ));
 }

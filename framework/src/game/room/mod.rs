@@ -9,6 +9,7 @@
 //! This file is the loop: inputs, tick, the state fan-out (encoded once per subset)
 //! and the metrics. `players.rs` seats players and holds their seats.
 
+mod outbound;
 mod players;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use super::messages::{Dispose, GetMetrics, RoomHandle, RoomReport, RoomStatus};
 use super::metrics::{Histogram, PlayerMetrics, RoomMetrics};
 use super::seats::{InputGate, Seats};
 use super::subset::group_by_subset;
-use super::tick::{broadcast_due, TickSchedule};
+use super::tick::{broadcast_due, on_process_grid, TickSchedule};
 use super::{Game, RoomContext, RoomId, RoomOptions};
 use crate::namespace::Socket;
 use crate::protocol::{self, EventKind, WireFrame};
@@ -115,10 +116,13 @@ impl<G: Game> GameRoom<G> {
         } = spawn;
         let addr = GameRoom::start_in_arbiter(&arbiter, move |_| {
             let started = Instant::now();
+            // On the process's grid: the thread's rooms of one rate tick together
+            // (in a few phases per period).
+            let origin = on_process_grid(started, options.tick_rate);
             GameRoom {
                 id,
                 room_type,
-                schedule: TickSchedule::new(started, options.tick_rate, options.max_catch_up),
+                schedule: TickSchedule::new(origin, options.tick_rate, options.max_catch_up),
                 options,
                 game: Box::new(game),
                 players: BTreeMap::new(),
@@ -240,7 +244,7 @@ impl<G: Game> GameRoom<G> {
                     frame,
                     reliable: false,
                 };
-                scatter.send(&deliver, &ticket);
+                scatter.send_via(&deliver, &ticket, outbound::post);
             }
         }
         self.counters.broadcasts += 1;

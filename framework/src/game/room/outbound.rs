@@ -1,0 +1,58 @@
+//! A game thread's states on their way out, gathered per tick.
+//!
+//! The rooms of a thread tick at a few shared instants (their schedules start on one
+//! grid, `tick::on_process_grid`, in four phases per period), so one timer wakes the
+//! thread for a quarter of them and they run one after the other. Each room's states go to the threads of its players'
+//! sessions; posted room by room, that was a message per room per player thread per
+//! tick, each of which could wake its thread. Here they are gathered per destination
+//! thread and posted as one [`LocalFanouts`] once the rooms that fell due together
+//! have run: the flush is a task spawned by the first state of the pass, and the
+//! thread's run queue already holds the rooms woken with it.
+//!
+//! Bounds: nothing waits here longer than one pass of the thread, and each state
+//! still holds its room's in-flight ticket (64 per room) until its thread handles it.
+
+use std::cell::RefCell;
+
+use actix::prelude::*;
+
+use crate::room::local::{LocalDelivery, LocalFanout, LocalFanouts};
+
+thread_local! {
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Fan-outs by destination thread, in the order the rooms sent them.
+    by_thread: Vec<(Addr<LocalDelivery>, Vec<LocalFanout>)>,
+    /// A flush is spawned and has not run yet.
+    flushing: bool,
+}
+
+/// Queues one state fan-out for `thread`; it is posted with the others of this pass.
+pub(super) fn post(thread: &Addr<LocalDelivery>, fanout: LocalFanout) {
+    let first = PENDING.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        match pending.by_thread.iter_mut().find(|(t, _)| t == thread) {
+            Some((_, fanouts)) => fanouts.push(fanout),
+            None => pending.by_thread.push((thread.clone(), vec![fanout])),
+        }
+        !std::mem::replace(&mut pending.flushing, true)
+    });
+    if first {
+        actix_rt::spawn(async { flush() });
+    }
+}
+
+/// Posts what the pass gathered: one message per destination thread.
+fn flush() {
+    let by_thread = PENDING.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        pending.flushing = false;
+        std::mem::take(&mut pending.by_thread)
+    });
+    for (thread, fanouts) in by_thread {
+        thread.do_send(LocalFanouts(fanouts));
+    }
+}

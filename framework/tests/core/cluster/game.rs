@@ -283,3 +283,51 @@ async fn a_player_seated_across_nodes_resumes_on_a_third_and_keeps_playing() {
         .plays_on_through(&c, &[&rooms_b, &rooms_a], room)
         .await;
 }
+
+/// Waits (at most [`WAIT`]) until `player` has no seat in `rooms`.
+async fn unseated(rooms: &GameRooms, player: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rooms.room_of(SessionId(player)).is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{player} still seated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn seats_across_a_dead_node_are_freed_on_both_sides() {
+    let Some(redis) = RedisServer::start("seats_across_a_dead_node_are_freed") else {
+        return;
+    };
+    let (a, _rooms_a) = game_node(&redis, Some("node-a")).await;
+    let (b, rooms_b) = game_node(&redis, None).await;
+    await_nodes(&b, 2).await;
+    // Room "a" on A with Bob of B as a guest; room "b" on B (A is the busier node
+    // then) with Dan of A as a guest. Two spare sessions on B keep its ids apart
+    // from A's.
+    let mode = |m: &str| JoinRequest::new("tally").filter("mode", m);
+    let (_ka, on_a, _) = gamer(&a, 0).await;
+    let room_a = join(&on_a, &mode("a")).await.unwrap().room;
+    let (_kb, on_b, bob) = gamer(&b, 2).await;
+    assert_eq!(join(&on_b, &mode("a")).await.unwrap().room, room_a);
+    let (_kc, on_b2, _) = gamer(&b, 0).await;
+    let room_b = join(&on_b2, &mode("b")).await.unwrap().room;
+    assert_eq!(here(&rooms_b).await, vec![room_b]);
+    let (_kd, on_a2, dan) = gamer(&a, 0).await;
+    assert_eq!(join(&on_a2, &mode("b")).await.unwrap().room, room_b);
+    assert_eq!(rooms_b.room_of(SessionId(dan)), Some(room_b));
+
+    // A dies: Bob's seat in A's room goes, and so does Dan's in B's room (the game
+    // sees him leave: B's listing counts one player again).
+    redis.cut_user("node-a").await;
+    await_nodes(&b, 1).await;
+    unseated(&rooms_b, bob).await;
+    unseated(&rooms_b, dan).await;
+    let listing = rooms_b.list(None).await;
+    assert_eq!(listing.len(), 1, "{listing:?}");
+    assert_eq!((listing[0].id, listing[0].players), (room_b, 1));
+    // Bob joins again, on a room of a live node.
+    assert_eq!(join(&on_b, &mode("b")).await.unwrap().room, room_b);
+}

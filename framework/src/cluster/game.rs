@@ -56,6 +56,11 @@ use crate::{AckError, DisconnectReason, SessionId};
 /// node each time, if there are any).
 pub(crate) const INPUT_FLUSH: Duration = Duration::from_millis(10);
 
+/// Most inputs of one player that leave its node per [`INPUT_FLUSH`] (more are
+/// dropped there, and counted as local ones are); on arrival the room's own
+/// `max_inputs_per_tick` applies as to any player.
+const MAX_INPUTS_PER_FLUSH: usize = 32;
+
 const STATES: u8 = 1;
 const INPUTS: u8 = 2;
 const NEWS: u8 = 3;
@@ -124,7 +129,8 @@ enum SeatNews {
 /// A player of this node seated in a room of another node.
 struct RemoteSeat {
     owner: NodeId,
-    room: RoomId,
+    /// `None` while the join is under way (the room's first frames may come first).
+    room: Option<RoomId>,
     mailbox: Mailbox,
     gate: Arc<InputGate>,
     edge: Addr<EdgeSeat>,
@@ -376,8 +382,8 @@ impl GameHub {
         let Some(seat) = lock(&self.remote).remove(&sid) else {
             return;
         };
-        if let Some(rooms) = self.rooms() {
-            rooms.seats().vacate(sid, seat.room);
+        if let (Some(rooms), Some(room)) = (self.rooms(), seat.room) {
+            rooms.seats().vacate(sid, room);
         }
         seat.edge.do_send(Unwatch);
     }
@@ -615,18 +621,9 @@ pub(crate) async fn join(
         return Err(JoinError::Unavailable);
     };
     let id = socket.id();
-    let ask = Request::Game(GameRequest::Join {
-        sid: id.0,
-        ns: socket.namespace().to_owned(),
-        request,
-    });
-    let joined = match node.ask(owner, ask).await {
-        Ok(Reply::Game(GameReply::Joined(joined))) => joined?,
-        Ok(_) | Err(ClusterError::Stopped) => return Err(JoinError::Unavailable),
-        Err(e) => return Err(JoinError::Refused(e.to_string())),
-    };
-    // The seat here: inputs gathered for the owner, states posted to the session.
-    let gate = Arc::new(InputGate::new(4096));
+    // The seat here first: the room's first frames (its full state, the game's
+    // greeting) may arrive before the answer to the join.
+    let gate = Arc::new(InputGate::new(MAX_INPUTS_PER_FLUSH));
     let edge = EdgeSeat {
         sid: id,
         owner,
@@ -634,16 +631,40 @@ pub(crate) async fn join(
         socket: socket.clone(),
     }
     .start();
-    lock(&hub.remote).insert(
-        id,
-        RemoteSeat {
-            owner,
-            room: joined.room,
-            mailbox: socket.mailbox(),
-            gate: gate.clone(),
-            edge: edge.clone(),
-        },
-    );
+    let seat = RemoteSeat {
+        owner,
+        room: None,
+        mailbox: socket.mailbox(),
+        gate: gate.clone(),
+        edge: edge.clone(),
+    };
+    lock(&hub.remote).insert(id, seat);
+    let ask = Request::Game(GameRequest::Join {
+        sid: id.0,
+        ns: socket.namespace().to_owned(),
+        request,
+    });
+    let joined = match node.ask(owner, ask).await {
+        Ok(Reply::Game(GameReply::Joined(joined))) => joined,
+        unanswered => {
+            // The owner may still seat the guest: tell it that the player is gone.
+            hub.send_json(owner, NEWS, &SeatNews::Left(id.0, false));
+            match unanswered {
+                Ok(_) | Err(ClusterError::Stopped) => Err(JoinError::Unavailable),
+                Err(e) => Err(JoinError::Refused(e.to_string())),
+            }
+        }
+    };
+    let joined = match joined {
+        Ok(joined) => joined,
+        Err(e) => {
+            hub.freed(id);
+            return Err(e);
+        }
+    };
+    if let Some(seat) = lock(&hub.remote).get_mut(&id) {
+        seat.room = Some(joined.room);
+    }
     rooms.seats().seat(
         id,
         Seat::Seated {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
 use volley::client::{Client, ClientConfig, NamespaceClient};
 use volley::game::events;
 use volley::RoomId;
@@ -27,6 +28,11 @@ impl Game for Tally {
     fn create(_: &RoomSetup<'_>) -> Result<Self, String> {
         Ok(Tally::default())
     }
+    fn join(&mut self, ctx: &mut RoomContext, player: SessionId, _: &Value) -> Result<(), String> {
+        // A reliable event at once: it reaches a player of another node too.
+        ctx.emit_to(player, "welcome", &ctx.room())
+            .map_err(|e| e.to_string())
+    }
     fn input(&mut self, _: &mut RoomContext, player: SessionId, _: u64) {
         *self.0.entry(player.0).or_default() += 1;
     }
@@ -44,6 +50,17 @@ fn tally_rooms() -> GameRooms {
         ..RoomOptions::default()
     };
     GameRooms::builder().game::<Tally>("tally", options).build()
+}
+
+/// Waits for the game's `welcome` to room `room`.
+async fn welcomed(ns: &mut NamespaceClient, room: RoomId) {
+    loop {
+        let event = next_event(ns).await;
+        if event.name == "welcome" {
+            assert_eq!(event.decode::<RoomId>().unwrap(), room);
+            return;
+        }
+    }
 }
 
 /// The next state that shows `inputs` inputs of `player`.
@@ -188,6 +205,7 @@ async fn join_or_create_from_two_nodes_lands_in_one_room_and_both_play() {
     assert_eq!(second.room, first.room);
     assert_eq!(second.players, 2);
     assert_eq!(rooms_b.room_of(SessionId(bob)), Some(first.room));
+    welcomed(&mut on_b, first.room).await;
     // Either node lists the one room with both players.
     for rooms in [&rooms_a, &rooms_b] {
         let listing = rooms.list(Some("tally")).await;

@@ -57,8 +57,8 @@ use crate::{AckError, DisconnectReason, SessionId};
 pub(crate) const INPUT_FLUSH: Duration = Duration::from_millis(10);
 
 /// Most inputs of one player that leave its node per [`INPUT_FLUSH`] (more are
-/// dropped there, and counted as local ones are); on arrival the room's own
-/// `max_inputs_per_tick` applies as to any player.
+/// dropped there, and `GameRooms::input` says so); on arrival the room's own
+/// `max_inputs_per_tick` applies as to any player, and counts what it drops.
 const MAX_INPUTS_PER_FLUSH: usize = 32;
 
 const STATES: u8 = 1;

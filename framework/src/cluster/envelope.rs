@@ -220,6 +220,11 @@ impl Names {
     }
 
     /// The pattern that matches every node's registry key.
+    /// The node's game rooms and load (`cluster/game.rs`).
+    pub fn game(&self, id: u64) -> String {
+        format!("{}:game:{id:016x}", self.prefix)
+    }
+
     pub fn nodes(&self) -> String {
         format!("{}:node:*", self.prefix)
     }

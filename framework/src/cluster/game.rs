@@ -1,11 +1,14 @@
 //! Game rooms shared by the nodes of a cluster: one registry, rooms on one node
 //! each, players from any node.
 //!
-//! - **The registry is the nodes'.** Each node owns the rooms it runs; a listing or
-//!   a join-or-create asks every live node of the registry for its rooms and its
-//!   load (players seated, rooms) on the control channels, and a node that does not
-//!   answer is left out. A dead node's rooms thus leave listings at once (its
-//!   answer is missing) and its entry leaves the registry within the node TTL.
+//! - **The registry is in Redis.** Each node writes its rooms (type, players with
+//!   held seats, seats, metadata) and its load (seated players) to its key
+//!   `<prefix>:game:<node>`, with the node TTL: at once after a join or a leave
+//!   through it, within [`REGISTRY_EVERY`] of any other change, and every third of
+//!   the TTL. A listing reads the keys of the live nodes (one `MGET`), so a node
+//!   that dies or stops leaves the listings with its registry entry. Seats are
+//!   still counted by the room's own node: its matchmaker holds each join's seat
+//!   until the room answers, and refuses a join to a full room.
 //! - **Placement.** Join-or-create picks the fullest matching room with a free seat
 //!   on any node; with none, the least loaded node (fewest players, then fewest
 //!   rooms) makes one. Room ids carry a tag of their node, so they are cluster-wide.
@@ -28,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix::WeakAddr;
@@ -37,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use super::envelope::Names;
 use super::link::Outbound;
 use super::ops::{Reply, Request};
 use super::relay::GAME;
@@ -61,6 +65,9 @@ pub(crate) const INPUT_FLUSH: Duration = Duration::from_millis(10);
 /// `max_inputs_per_tick` applies as to any player, and counts what it drops.
 const MAX_INPUTS_PER_FLUSH: usize = 32;
 
+/// How often a node looks for changes of its rooms to write to the registry.
+pub(crate) const REGISTRY_EVERY: Duration = Duration::from_millis(100);
+
 const STATES: u8 = 1;
 const INPUTS: u8 = 2;
 const NEWS: u8 = 3;
@@ -82,8 +89,6 @@ pub(crate) struct NodeRooms {
 /// A question about game rooms.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum GameRequest {
-    /// The node's rooms (of one type, or all) and its load.
-    List { room_type: Option<String> },
     /// Seat player `sid` of the asking node, in namespace `ns`.
     Join {
         sid: u64,
@@ -97,7 +102,6 @@ pub(crate) enum GameRequest {
 /// The answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum GameReply {
-    Rooms(NodeRooms),
     Joined(Result<Joined, JoinError>),
     Left(bool),
 }
@@ -106,7 +110,6 @@ impl GameReply {
     /// The answer of a node without game rooms.
     pub fn none(request: &GameRequest) -> Self {
         match request {
-            GameRequest::List { .. } => GameReply::Rooms(NodeRooms::default()),
             GameRequest::Join { .. } => GameReply::Joined(Err(JoinError::Unavailable)),
             GameRequest::Leave { .. } => GameReply::Left(false),
         }
@@ -145,6 +148,11 @@ struct Guest {
 /// This node's side of the game rooms shared across the cluster.
 pub(crate) struct GameHub {
     node: NodeId,
+    names: Names,
+    ttl: Duration,
+    /// What this node last wrote to the registry, and when. Held across a write, so
+    /// that a write never overtakes a newer one with older rooms.
+    written: tokio::sync::Mutex<(Vec<u8>, Option<Instant>)>,
     rooms: OnceLock<Weak<Inner>>,
     outbound: mpsc::WeakSender<Outbound>,
     remote: Mutex<HashMap<SessionId, RemoteSeat>>,
@@ -159,9 +167,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl GameHub {
-    pub fn new(node: NodeId, outbound: mpsc::WeakSender<Outbound>) -> Self {
+    pub fn new(
+        node: NodeId,
+        names: Names,
+        ttl: Duration,
+        outbound: mpsc::WeakSender<Outbound>,
+    ) -> Self {
         GameHub {
             node,
+            names,
+            ttl,
+            written: tokio::sync::Mutex::default(),
             rooms: OnceLock::new(),
             outbound,
             remote: Mutex::default(),
@@ -205,15 +221,20 @@ impl GameHub {
     }
 
     /// Runs on the cluster's thread until the server stops: sends the edge's inputs
-    /// every [`INPUT_FLUSH`], and lets go of seats whose other node died.
-    pub async fn run(self: Arc<Self>, check_every: Duration) {
-        let mut inputs = tokio::time::interval(INPUT_FLUSH);
-        inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut check = tokio::time::interval(check_every);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// every [`INPUT_FLUSH`], keeps the registry up to date, and lets go of seats
+    /// whose other node died.
+    pub async fn run(self: Arc<Self>) {
+        use tokio::time::{interval, MissedTickBehavior};
+        let mut inputs = interval(INPUT_FLUSH);
+        let mut registry = interval(REGISTRY_EVERY);
+        let mut check = interval(self.ttl / 3);
+        for timer in [&mut inputs, &mut registry, &mut check] {
+            timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
         loop {
             tokio::select! {
                 _ = inputs.tick() => self.flush_inputs(),
+                _ = registry.tick() => self.write_registry(false).await,
                 _ = check.tick() => self.forget_dead_nodes().await,
             }
             if self.outbound.upgrade().is_none() {
@@ -273,6 +294,71 @@ impl GameHub {
             tracing::info!(sid = sid.0, "cluster: the room's node is gone; seat freed");
             self.freed(sid);
         }
+    }
+
+    /// Writes this node's rooms and load to its registry key, if they changed (or
+    /// `now`, or a third of the TTL went by), and waits until Redis has them.
+    pub async fn write_registry(&self, now: bool) {
+        let Some(rooms) = self.rooms() else {
+            return;
+        };
+        let mut written = self.written.lock().await;
+        let Ok(json) = serde_json::to_vec(&here(&rooms, None).await) else {
+            return;
+        };
+        let fresh = written.1.is_some_and(|at| at.elapsed() < self.ttl / 3);
+        if !now && fresh && written.0 == json {
+            return;
+        }
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.names.game(self.node.0))
+            .arg(&json)
+            .arg("PX")
+            .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
+        if self.command(cmd).await.is_ok() {
+            *written = (json, Some(Instant::now()));
+        }
+    }
+
+    /// The registered rooms of `nodes` (a node without a key has none).
+    async fn read_registry(
+        &self,
+        nodes: &[NodeId],
+    ) -> Result<Vec<(NodeId, NodeRooms)>, ClusterError> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for node in nodes {
+            cmd.arg(self.names.game(node.0));
+        }
+        let values: Vec<Option<Vec<u8>>> = match self.command(cmd).await? {
+            redis::Value::Array(values) => values
+                .into_iter()
+                .map(|v| match v {
+                    redis::Value::BulkString(raw) => Some(raw),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(nodes
+            .iter()
+            .zip(values)
+            .map(|(node, raw)| {
+                let rooms = raw.and_then(|raw| serde_json::from_slice(&raw).ok());
+                (*node, rooms.unwrap_or_default())
+            })
+            .collect())
+    }
+
+    async fn command(&self, cmd: redis::Cmd) -> Result<redis::Value, ClusterError> {
+        let outbound = self.outbound.upgrade().ok_or(ClusterError::Stopped)?;
+        let (answer, rx) = oneshot::channel();
+        (outbound.send(Outbound::Command { cmd, answer }).await)
+            .map_err(|_| ClusterError::Stopped)?;
+        drop(outbound);
+        rx.await.map_err(|_| ClusterError::Stopped)?
     }
 
     async fn live_nodes(&self) -> Option<Vec<NodeId>> {
@@ -444,8 +530,11 @@ impl GameHub {
             return GameReply::none(&request);
         };
         match request {
-            GameRequest::List { room_type } => GameReply::Rooms(here(&rooms, room_type).await),
-            GameRequest::Leave { sid } => GameReply::Left(rooms.leave_id(SessionId(sid)).await),
+            GameRequest::Leave { sid } => {
+                let left = rooms.leave_id(SessionId(sid)).await;
+                self.write_registry(true).await;
+                GameReply::Left(left)
+            }
             GameRequest::Join { sid, ns, request } => GameReply::Joined(
                 self.seat_guest(from, shared, &rooms, sid, &ns, &request)
                     .await,
@@ -508,6 +597,8 @@ impl GameHub {
         if joined.is_err() {
             lock(&self.guests).remove(&sid);
         }
+        // Before the answer: the next join-or-create, on any node, sees this seat.
+        self.write_registry(true).await;
         tracing::debug!(sid = sid.0, %edge, ok = joined.is_ok(), "cluster: guest seated");
         joined
     }
@@ -519,37 +610,36 @@ fn same_bytes(a: &WireFrame, b: &WireFrame) -> bool {
 }
 
 /// This node's rooms and load.
-async fn here(rooms: &GameRooms, room_type: Option<String>) -> NodeRooms {
+async fn here(rooms: &GameRooms, room_type: Option<&str>) -> NodeRooms {
     let all = rooms.list_here(None).await;
     let players = all.iter().map(|r| r.players).sum();
     let rooms = all
         .into_iter()
-        .filter(|r| room_type.as_deref().is_none_or(|t| t == r.room_type))
+        .filter(|r| room_type.is_none_or(|t| t == r.room_type))
         .collect();
     NodeRooms { rooms, players }
 }
 
-/// The rooms of every node that answers, with their node.
+/// The rooms of every live node, with their node: this node's from its matchmaker,
+/// the others' from the registry (without Redis: this node's only).
 async fn gather(
     node: &ClusterNode,
     rooms: &GameRooms,
     room_type: Option<&str>,
 ) -> Vec<(NodeId, NodeRooms)> {
-    let room_type = room_type.map(str::to_owned);
-    let request = Request::Game(GameRequest::List {
-        room_type: room_type.clone(),
-    });
-    match node.ask_all(request).await {
-        Ok(replies) => replies
-            .into_iter()
-            .filter_map(|(id, reply)| match reply {
-                Reply::Game(GameReply::Rooms(r)) => Some((id, r)),
-                _ => None,
-            })
-            .collect(),
-        // Without Redis: this node's rooms only.
-        Err(_) => vec![(node.id(), here(rooms, room_type).await)],
+    let mut all = vec![(node.id(), here(rooms, None).await)];
+    if let (Ok(live), Some(hub)) = (node.nodes().await, node.relays.game.get()) {
+        let others: Vec<NodeId> = live.into_iter().filter(|n| *n != node.id()).collect();
+        match hub.read_registry(&others).await {
+            Ok(theirs) => all.extend(theirs),
+            Err(e) => tracing::debug!(error = %e, "cluster: game registry unreadable"),
+        }
     }
+    for (_, r) in &mut all {
+        r.rooms
+            .retain(|l| room_type.is_none_or(|t| t == l.room_type));
+    }
+    all
 }
 
 /// [`GameRooms::list`] in a cluster.
@@ -614,12 +704,15 @@ pub(crate) async fn join(
     let (owner, room) = place(node.id(), request, &nodes)?;
     let mut request = request.clone();
     request.room = room.or(request.room);
-    if owner == node.id() {
-        return rooms.join_here(socket, &request).await;
-    }
     let Some(hub) = node.relays.game.get() else {
         return Err(JoinError::Unavailable);
     };
+    if owner == node.id() {
+        let joined = rooms.join_here(socket, &request).await;
+        // The next join-or-create, on any node, sees this seat (and a new room).
+        hub.write_registry(true).await;
+        return joined;
+    }
     let id = socket.id();
     // The seat here first: the room's first frames (its full state, the game's
     // greeting) may arrive before the answer to the join.

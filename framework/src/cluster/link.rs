@@ -44,6 +44,12 @@ pub(crate) enum Outbound {
     Nodes(oneshot::Sender<Result<Vec<NodeId>, ClusterError>>),
     /// A relay message (see `relay.rs`) for node `to`.
     Relay { to: NodeId, message: Bytes },
+    /// A plain Redis command (the game room registry's `SET` and `MGET`), answered
+    /// with Redis's reply.
+    Command {
+        cmd: redis::Cmd,
+        answer: oneshot::Sender<Result<Value, ClusterError>>,
+    },
     /// A question to another node; the answer comes back on this node's control
     /// channel.
     Ask {
@@ -220,6 +226,7 @@ impl Link {
                     None => return false,
                     Some(Outbound::Publish { .. }) => self.metrics.dropped(Dropped::RedisDown),
                     Some(Outbound::Nodes(answer)) => { let _ = answer.send(Err(ClusterError::RedisDown)); }
+                    Some(Outbound::Command { answer, .. }) => { let _ = answer.send(Err(ClusterError::RedisDown)); }
                     // Dropping the answer's sender tells the asker at once.
                     Some(Outbound::Ask { .. }) => {}
                     // The relay's connection notices by its heartbeat, and resumes.
@@ -313,6 +320,10 @@ impl Link {
                 }
                 Outbound::Nodes(answer) => {
                     let _ = answer.send(self.nodes(conn).await);
+                }
+                Outbound::Command { cmd, answer } => {
+                    let reply = cmd.query_async(conn).await;
+                    let _ = answer.send(reply.map_err(|_| ClusterError::RedisDown));
                 }
                 Outbound::Relay { to, message } => {
                     pipe.cmd("SPUBLISH")

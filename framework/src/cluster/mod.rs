@@ -231,11 +231,12 @@ impl ClusterNode {
             local.clone(),
             relays.clone(),
         );
-        let game = Arc::new(game::GameHub::new(id, outbound_tx.downgrade()));
+        let game = game::GameHub::new(id, names.clone(), config.node_ttl, outbound_tx.downgrade());
+        let game = Arc::new(game);
         let _ = relays.game.set(game.clone());
         let thread = Arbiter::new();
         thread.spawn(link.run());
-        thread.spawn(game.run(config.node_ttl / 3));
+        thread.spawn(game.run());
         tracing::info!(node = %id, "cluster: node started");
         ClusterNode {
             id,

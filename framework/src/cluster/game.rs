@@ -24,8 +24,10 @@
 //!   the edge frames it once for its players. The session's detach, resume and end
 //!   go from the edge to the room, and a seat the room frees goes back to the edge.
 //!
-//! Both directions ride the nodes' relay channels (`relay.rs`, kind `GAME`): a
-//! sub-kind byte, then the states (binary: the frames with their players) or JSON.
+//! A join in another node's room and a leave are questions on the control channels
+//! (`ops.rs`, `Request::Game`). Inputs, states and seat news ride the nodes' relay
+//! channels (`relay.rs`, kind `GAME`): a sub-kind byte, then the states (binary:
+//! the frames with their players) or JSON.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;

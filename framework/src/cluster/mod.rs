@@ -20,6 +20,9 @@
 //!   [`ClusterNode::drop_connection`] ask the other nodes on their control channels.
 //! - **Registry.** Each live node refreshes a key (`<prefix>:node:<id>`) that
 //!   expires after [`RedisCluster::node_ttl`] once the node stops.
+//! - **Game rooms** shared with [`GameRooms::share_in`](crate::GameRooms::share_in):
+//!   each node lists its rooms in Redis; join-or-create and listings span the nodes,
+//!   and a player of any node plays in a room of any node (`game.rs`).
 //! - **Faults stay local.** Without Redis a node serves its own clients as a single
 //!   node would; it reconnects with back-off, says so in its logs and in
 //!   `volley_cluster_redis_up`, and cross-node broadcasts resume.

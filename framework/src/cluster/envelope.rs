@@ -220,7 +220,7 @@ impl Names {
     }
 
     /// The pattern that matches every node's registry key.
-    /// The node's game rooms and load (`cluster/game.rs`).
+    /// The node's game rooms and load (`cluster/game/`).
     pub fn game(&self, id: u64) -> String {
         format!("{}:game:{id:016x}", self.prefix)
     }

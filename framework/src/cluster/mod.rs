@@ -22,7 +22,7 @@
 //!   expires after [`RedisCluster::node_ttl`] once the node stops.
 //! - **Game rooms** shared with [`GameRooms::share_in`](crate::GameRooms::share_in):
 //!   each node lists its rooms in Redis; join-or-create and listings span the nodes,
-//!   and a player of any node plays in a room of any node (`game.rs`).
+//!   and a player of any node plays in a room of any node (`game/`).
 //! - **Faults stay local.** Without Redis a node serves its own clients as a single
 //!   node would; it reconnects with back-off, says so in its logs and in
 //!   `volley_cluster_redis_up`, and cross-node broadcasts resume.

@@ -80,7 +80,7 @@ pub(crate) enum Request {
         websocket: bool,
         relay: u64,
     },
-    /// Game rooms across nodes: see `game.rs`.
+    /// Game rooms across nodes: see `game/`.
     Game(super::game::GameRequest),
 }
 

@@ -34,7 +34,7 @@ const CLIENT_CLOSED: u8 = 2;
 const SERVER_FRAME: u8 = 3;
 const SERVER_CLOSE: u8 = 4;
 const SERVER_DROP: u8 = 5;
-/// Game seats across nodes (`game.rs`); the relay number is the sending node.
+/// Game seats across nodes (`game/`); the relay number is the sending node.
 pub(crate) const GAME: u8 = 6;
 
 /// Transport ids of relays, apart from the transports' own (which count from 0).

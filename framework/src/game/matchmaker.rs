@@ -76,7 +76,7 @@ pub(crate) struct Matchmaker {
     seats: Arc<Seats>,
     /// Room ids are `tag << 32 | n`, `n` counting the rooms made here from 1 (never
     /// reused, so that a stale id names no room). The tag is 0 on a single node; in a
-    /// cluster it names the node (`cluster/game.rs`), so that ids are cluster-wide.
+    /// cluster it names the node (`cluster/game/`), so that ids are cluster-wide.
     tag: Arc<AtomicU64>,
     made: u64,
     by_id: HashMap<RoomId, RoomKey>,

@@ -29,43 +29,36 @@
 //! channels (`relay.rs`, kind `GAME`): a sub-kind byte, then the states (binary:
 //! the frames with their players) or JSON.
 
-use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-use actix::WeakAddr;
-use bytes::{Buf, BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+mod edge;
+mod guest;
+
+pub(crate) use edge::join;
+use edge::RemoteSeat;
+use guest::{Guest, News};
+
 use super::envelope::Names;
 use super::link::Outbound;
-use super::ops::{Reply, Request};
 use super::relay::GAME;
 use super::{ClusterError, ClusterNode, NodeId};
-use crate::game::messages::LeavePlayer;
 use crate::game::rooms::Inner;
-use crate::game::seats::{InputGate, Reservation, Seat};
 use crate::game::{GameRooms, JoinError, JoinRequest, Joined, RoomId, RoomListing};
-use crate::namespace::{SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind};
-use crate::protocol::WireFrame;
-use crate::room::local::{self, LocalKey, LocalSink};
-use crate::room::{Deliver, Mailbox};
+use crate::namespace::SocketEventKind;
+use crate::room::Deliver;
 use crate::session::Shared;
-use crate::{AckError, DisconnectReason, SessionId};
+use crate::{DisconnectReason, SessionId};
 
 /// How often an edge sends its players' inputs to the rooms' nodes (one message per
 /// node each time, if there are any).
 pub(crate) const INPUT_FLUSH: Duration = Duration::from_millis(10);
-
-/// Most inputs of one player that leave its node per [`INPUT_FLUSH`] (more are
-/// dropped there, and `GameRooms::input` says so); on arrival the room's own
-/// `max_inputs_per_tick` applies as to any player, and counts what it drops.
-const MAX_INPUTS_PER_FLUSH: usize = 32;
 
 /// How often a node looks for changes of its rooms to write to the registry.
 pub(crate) const REGISTRY_EVERY: Duration = Duration::from_millis(100);
@@ -129,22 +122,6 @@ enum SeatNews {
     Left(u64, bool),
     /// Owner → edge: the room freed the seat.
     Freed(u64),
-}
-
-/// A player of this node seated in a room of another node.
-struct RemoteSeat {
-    owner: NodeId,
-    /// `None` while the join is under way (the room's first frames may come first).
-    room: Option<RoomId>,
-    mailbox: Mailbox,
-    gate: Arc<InputGate>,
-    edge: Addr<EdgeSeat>,
-}
-
-/// A player of another node seated in a room of this node.
-struct Guest {
-    edge: NodeId,
-    seat: WeakAddr<GuestSeat>,
 }
 
 /// This node's side of the game rooms shared across the cluster.
@@ -242,25 +219,6 @@ impl GameHub {
             if self.outbound.upgrade().is_none() {
                 return;
             }
-        }
-    }
-
-    /// One message per owner node with every input its guests from here sent.
-    fn flush_inputs(&self) {
-        let mut by_owner: HashMap<NodeId, Vec<(u64, VecDeque<Value>)>> = HashMap::new();
-        for (sid, seat) in lock(&self.remote).iter() {
-            let inputs = seat.gate.take();
-            if inputs.is_empty() {
-                continue;
-            }
-            seat.gate.release(inputs.len());
-            by_owner
-                .entry(seat.owner)
-                .or_default()
-                .push((sid.0, inputs));
-        }
-        for (owner, batch) in by_owner {
-            self.send_json(owner, INPUTS, &batch);
         }
     }
 
@@ -392,51 +350,6 @@ impl GameHub {
         }
     }
 
-    /// Edge: frames for this node's players, each framed once here.
-    fn on_states(&self, mut body: &[u8]) {
-        let remote = lock(&self.remote);
-        while body.remaining() >= 9 {
-            let reliable = body.get_u8() == 1;
-            let n = body.get_u32() as usize;
-            if body.remaining() < n * 8 + 4 {
-                return;
-            }
-            let sids: Vec<u64> = (0..n).map(|_| body.get_u64()).collect();
-            let len = body.get_u32() as usize;
-            if body.remaining() < len {
-                return;
-            }
-            let frame = WireFrame::new(&body[..len]);
-            body.advance(len);
-            for sid in sids {
-                if let Some(seat) = remote.get(&SessionId(sid)) {
-                    seat.mailbox.post(Deliver {
-                        frame: frame.clone(),
-                        reliable,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Owner: inputs of guests, queued as a local player's would be.
-    fn on_inputs(&self, from: NodeId, batch: Vec<(u64, Vec<Value>)>) {
-        let Some(rooms) = self.rooms() else {
-            return;
-        };
-        let guests = lock(&self.guests);
-        for (sid, inputs) in batch {
-            let sid = SessionId(sid);
-            // Only the node that seated a guest speaks for it.
-            if guests.get(&sid).is_none_or(|g| g.edge != from) {
-                continue;
-            }
-            for input in inputs {
-                let _ = rooms.seats().input(sid, input);
-            }
-        }
-    }
-
     fn on_news(&self, from: NodeId, news: SeatNews) {
         let (sid, kind) = match news {
             SeatNews::Freed(sid) => {
@@ -465,62 +378,6 @@ impl GameHub {
         }
     }
 
-    /// Edge: the room let go of `sid`'s seat.
-    fn freed(&self, sid: SessionId) {
-        let Some(seat) = lock(&self.remote).remove(&sid) else {
-            return;
-        };
-        if let (Some(rooms), Some(room)) = (self.rooms(), seat.room) {
-            rooms.seats().vacate(sid, room);
-        }
-        seat.edge.do_send(Unwatch);
-    }
-
-    /// Owner: a delivery for a guest, sent with the others of its edge node once the
-    /// fan-out under way is done.
-    fn queue(self: &Arc<Self>, edge: NodeId, sid: SessionId, deliver: Deliver) {
-        lock(&self.pending)
-            .entry(edge)
-            .or_default()
-            .push((sid, deliver));
-        if !self.flush_due.swap(true, Ordering::AcqRel) {
-            let hub = self.clone();
-            // After the fan-outs already in this thread's queue: one batch for them.
-            actix::spawn(async move {
-                tokio::task::yield_now().await;
-                hub.flush_states();
-            });
-        }
-    }
-
-    /// Sends each edge node its guests' deliveries: each frame once, with its players.
-    fn flush_states(&self) {
-        self.flush_due.store(false, Ordering::Release);
-        let batches = std::mem::take(&mut *lock(&self.pending));
-        for (edge, items) in batches {
-            let mut groups: Vec<(WireFrame, bool, Vec<u64>)> = Vec::new();
-            for (sid, deliver) in items {
-                let same = |g: &&mut (WireFrame, bool, Vec<u64>)| {
-                    g.1 == deliver.reliable && same_bytes(&g.0, &deliver.frame)
-                };
-                match groups.iter_mut().find(same) {
-                    Some(group) => group.2.push(sid.0),
-                    None => groups.push((deliver.frame, deliver.reliable, vec![sid.0])),
-                }
-            }
-            let mut out = BytesMut::new();
-            for (frame, reliable, sids) in groups {
-                let payload = frame.payload();
-                out.put_u8(u8::from(reliable));
-                out.put_u32(u32::try_from(sids.len()).unwrap_or(u32::MAX));
-                sids.iter().for_each(|sid| out.put_u64(*sid));
-                out.put_u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
-                out.put_slice(&payload);
-            }
-            self.send(edge, STATES, &out);
-        }
-    }
-
     /// Owner: answers another node's question about this node's rooms.
     pub async fn answer(
         self: &Arc<Self>,
@@ -543,72 +400,6 @@ impl GameHub {
             ),
         }
     }
-
-    /// Owner: seats player `sid` of node `edge` in a room here, as a guest.
-    async fn seat_guest(
-        self: &Arc<Self>,
-        edge: NodeId,
-        shared: &Shared,
-        rooms: &GameRooms,
-        sid: u64,
-        ns: &str,
-        request: &JoinRequest,
-    ) -> Result<Joined, JoinError> {
-        let sid = SessionId(sid);
-        let handle = (shared.namespaces.read())
-            .unwrap_or_else(|e| e.into_inner())
-            .get(ns)
-            .cloned()
-            .ok_or_else(|| JoinError::Refused(format!("no namespace {ns} on the room's node")))?;
-        rooms.seats().reserve(sid)?;
-        let _reservation = Reservation(rooms.seats(), sid);
-        let sink = Rc::new(GuestSink {
-            hub: self.clone(),
-            edge,
-            sid,
-        });
-        let route = local::register(sink);
-        let key = route.key;
-        let seat = GuestSeat {
-            sid,
-            edge,
-            ns: handle.name.clone(),
-            hub: self.clone(),
-            watchers: Vec::new(),
-            key,
-        }
-        .start();
-        let link = SessionLink {
-            id: sid,
-            deliver: Mailbox::new(seat.clone().recipient(), shared.config.max_mailbox, route),
-            command: seat.clone().recipient(),
-            rtt_us: AtomicU64::new(0),
-            transport: AtomicU8::new(1),
-            next_ack: AtomicU64::new(0),
-            max_frame: AtomicUsize::new(usize::MAX),
-        };
-        let socket = Socket::new(&handle, Arc::new(link), None);
-        lock(&self.guests).insert(
-            sid,
-            Guest {
-                edge,
-                seat: seat.downgrade(),
-            },
-        );
-        let joined = rooms.join_here(&socket, request).await;
-        if joined.is_err() {
-            lock(&self.guests).remove(&sid);
-        }
-        // Before the answer: the next join-or-create, on any node, sees this seat.
-        self.write_registry(true).await;
-        tracing::debug!(sid = sid.0, %edge, ok = joined.is_ok(), "cluster: guest seated");
-        joined
-    }
-}
-
-fn same_bytes(a: &WireFrame, b: &WireFrame) -> bool {
-    let (a, b) = (a.message(), b.message());
-    a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
 /// This node's rooms and load.
@@ -691,261 +482,6 @@ fn place(
         .min_by_key(|(id, r)| (r.players, r.rooms.len(), *id != me, *id))
         .map_or(me, |(id, _)| *id);
     Ok((least, None))
-}
-
-/// [`GameRooms::join`] in a cluster (the seat is reserved by the caller).
-pub(crate) async fn join(
-    node: &ClusterNode,
-    rooms: &GameRooms,
-    socket: &Socket,
-    request: &JoinRequest,
-) -> Result<Joined, JoinError> {
-    // A room named by id may be of any type.
-    let room_type = request.room.is_none().then_some(request.room_type.as_str());
-    let nodes = gather(node, rooms, room_type).await;
-    let (owner, room) = place(node.id(), request, &nodes)?;
-    let mut request = request.clone();
-    request.room = room.or(request.room);
-    let Some(hub) = node.relays.game.get() else {
-        return Err(JoinError::Unavailable);
-    };
-    if owner == node.id() {
-        let joined = rooms.join_here(socket, &request).await;
-        // The next join-or-create, on any node, sees this seat (and a new room).
-        hub.write_registry(true).await;
-        return joined;
-    }
-    let id = socket.id();
-    // The seat here first: the room's first frames (its full state, the game's
-    // greeting) may arrive before the answer to the join.
-    let gate = Arc::new(InputGate::new(MAX_INPUTS_PER_FLUSH));
-    let edge = EdgeSeat {
-        sid: id,
-        owner,
-        hub: hub.clone(),
-        socket: socket.clone(),
-    }
-    .start();
-    let seat = RemoteSeat {
-        owner,
-        room: None,
-        mailbox: socket.mailbox(),
-        gate: gate.clone(),
-        edge: edge.clone(),
-    };
-    lock(&hub.remote).insert(id, seat);
-    let ask = Request::Game(GameRequest::Join {
-        sid: id.0,
-        ns: socket.namespace().to_owned(),
-        request,
-    });
-    let joined = match node.ask(owner, ask).await {
-        Ok(Reply::Game(GameReply::Joined(joined))) => joined,
-        unanswered => {
-            // The owner may still seat the guest: tell it that the player is gone.
-            hub.send_json(owner, NEWS, &SeatNews::Left(id.0, false));
-            match unanswered {
-                Ok(_) | Err(ClusterError::Stopped) => Err(JoinError::Unavailable),
-                Err(e) => Err(JoinError::Refused(e.to_string())),
-            }
-        }
-    };
-    let joined = match joined {
-        Ok(joined) => joined,
-        Err(e) => {
-            hub.freed(id);
-            return Err(e);
-        }
-    };
-    if let Some(seat) = lock(&hub.remote).get_mut(&id) {
-        seat.room = Some(joined.room);
-    }
-    rooms.seats().seat(
-        id,
-        Seat::Seated {
-            room: joined.room,
-            leave: edge.clone().recipient(),
-            gate,
-        },
-    );
-    socket.watch(edge.recipient());
-    tracing::debug!(sid = id.0, room = %joined.room, %owner, "cluster: seated in another node's room");
-    Ok(joined)
-}
-
-/// Owner: a guest's delivery end on this node's thread, for the room's fan-outs.
-struct GuestSink {
-    hub: Arc<GameHub>,
-    edge: NodeId,
-    sid: SessionId,
-}
-
-impl LocalSink for GuestSink {
-    fn deliver(&self, deliver: &Deliver) {
-        self.hub.queue(self.edge, self.sid, deliver.clone());
-    }
-}
-
-/// Owner: what a room takes for a guest's session. It forwards deliveries to the
-/// edge node and the edge's news to the room's watch; it stops when the room lets
-/// go of the guest's socket, and then tells the edge that the seat is free.
-struct GuestSeat {
-    sid: SessionId,
-    edge: NodeId,
-    ns: Arc<str>,
-    hub: Arc<GameHub>,
-    watchers: Vec<Recipient<SocketEvent>>,
-    key: LocalKey,
-}
-
-impl Actor for GuestSeat {
-    type Context = Context<Self>;
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        local::unregister(self.key);
-        let mut guests = lock(&self.hub.guests);
-        // A newer seat of the same player (it joined again) stays.
-        if guests
-            .get(&self.sid)
-            .is_some_and(|g| g.seat.upgrade().is_none())
-        {
-            guests.remove(&self.sid);
-        }
-        drop(guests);
-        self.hub
-            .send_json(self.edge, NEWS, &SeatNews::Freed(self.sid.0));
-    }
-}
-
-impl Handler<Deliver> for GuestSeat {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        self.hub.queue(self.edge, self.sid, msg);
-    }
-}
-
-impl Handler<SocketCommand> for GuestSeat {
-    type Result = ();
-
-    fn handle(&mut self, msg: SocketCommand, _: &mut Context<Self>) {
-        match msg {
-            SocketCommand::Watch { recipient, on, .. } => {
-                self.watchers.retain(|w| *w != recipient);
-                if on {
-                    self.watchers.push(recipient);
-                }
-            }
-            // A game answers its players with reliable events, not acks.
-            SocketCommand::ExpectAck { tx, .. } => {
-                let _ = tx.send(Err(AckError::Disconnected));
-            }
-            SocketCommand::Leave { reason, .. } => {
-                tracing::debug!(sid = self.sid.0, %reason, "cluster: a guest cannot be disconnected from its room's node");
-            }
-        }
-    }
-}
-
-/// Owner: news of a guest's session, for the room.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct News(SocketEventKind);
-
-impl Handler<News> for GuestSeat {
-    type Result = ();
-
-    fn handle(&mut self, msg: News, _: &mut Context<Self>) {
-        let event = SocketEvent {
-            id: self.sid,
-            namespace: self.ns.clone(),
-            kind: msg.0,
-        };
-        for watcher in &self.watchers {
-            watcher.do_send(event.clone());
-        }
-    }
-}
-
-/// Edge: a player of this node seated on another node. It tells the owner about
-/// the session (detach, resume, end) and carries the player's leave.
-struct EdgeSeat {
-    sid: SessionId,
-    owner: NodeId,
-    hub: Arc<GameHub>,
-    socket: Socket,
-}
-
-impl Actor for EdgeSeat {
-    type Context = Context<Self>;
-}
-
-impl Handler<SocketEvent> for EdgeSeat {
-    type Result = ();
-
-    fn handle(&mut self, msg: SocketEvent, ctx: &mut Context<Self>) {
-        let sid = self.sid.0;
-        let news = match msg.kind {
-            SocketEventKind::Detached => SeatNews::Detached(sid),
-            SocketEventKind::Resumed => SeatNews::Resumed(sid),
-            SocketEventKind::Left(reason) => {
-                SeatNews::Left(sid, matches!(reason, DisconnectReason::Expired(_)))
-            }
-        };
-        let gone = matches!(news, SeatNews::Left(..));
-        self.hub.send_json(self.owner, NEWS, &news);
-        if gone {
-            // The owner frees the seat and says so; until then inputs stop here.
-            self.hub.freed(self.sid);
-            ctx.stop();
-        }
-    }
-}
-
-impl Handler<LeavePlayer> for EdgeSeat {
-    type Result = ResponseFuture<bool>;
-
-    fn handle(&mut self, msg: LeavePlayer, _: &mut Context<Self>) -> Self::Result {
-        let (hub, owner) = (self.hub.clone(), self.owner);
-        let ask = Request::Game(GameRequest::Leave { sid: msg.player.0 });
-        Box::pin(async move {
-            let Some(outbound) = hub.outbound.upgrade() else {
-                return false;
-            };
-            let (answer, rx) = oneshot::channel();
-            let sent = outbound
-                .send(Outbound::Ask {
-                    to: owner,
-                    request: ask,
-                    answer,
-                })
-                .await;
-            drop(outbound);
-            let left = match (
-                sent,
-                tokio::time::timeout(super::ops::REPLY_TIMEOUT, rx).await,
-            ) {
-                (Ok(()), Ok(Ok(Reply::Game(GameReply::Left(left))))) => left,
-                _ => false,
-            };
-            hub.freed(msg.player);
-            left
-        })
-    }
-}
-
-/// Edge: the seat is gone; stop following the session.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Unwatch;
-
-impl Handler<Unwatch> for EdgeSeat {
-    type Result = ();
-
-    fn handle(&mut self, _: Unwatch, ctx: &mut Context<Self>) {
-        self.socket.unwatch(ctx.address().recipient());
-        ctx.stop();
-    }
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ pub(crate) struct Inner {
     /// The high bits of this node's room ids (see `matchmaker.rs`).
     #[cfg(feature = "cluster")]
     tag: Arc<AtomicU64>,
-    /// The cluster these rooms are shared in (see [`GameRooms::share_in`]).
+    /// The cluster these rooms are shared in (see `GameRooms::share_in`).
     #[cfg(feature = "cluster")]
     cluster: std::sync::OnceLock<crate::cluster::ClusterNode>,
 }
@@ -136,8 +136,9 @@ impl GameRooms {
     /// metadata matches `request.filters` and has a free seat, or a new room. The
     /// player then receives the room's state at once and at the broadcast rate.
     ///
-    /// In a cluster ([`GameRooms::share_in`]) the room may be on any node: the
-    /// fullest matching room of the cluster, or a new room on the least loaded node.
+    /// In a cluster (`GameRooms::share_in`, feature `cluster`) the room may be on any
+    /// node: the fullest matching room of the cluster, or a new room on the least
+    /// loaded node.
     pub async fn join(&self, socket: &Socket, request: &JoinRequest) -> Result<Joined, JoinError> {
         let id = socket.id();
         self.inner.seats.reserve(id)?;
@@ -192,7 +193,7 @@ impl GameRooms {
     }
 
     /// The rooms, of `room_type` or of every type, for a lobby. In a cluster, the
-    /// rooms of every node that answers (see [`GameRooms::share_in`]).
+    /// rooms of every live node (see `GameRooms::share_in`, feature `cluster`).
     pub async fn list(&self, room_type: Option<&str>) -> Vec<RoomListing> {
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.inner.cluster.get() {

@@ -1,11 +1,12 @@
 //! `--cluster N`: the demo on N nodes sharing one Redis, behind a round-robin
 //! balancer of its own (no stickiness), so that two browser windows on different
-//! nodes play in one room, and a window whose node is stopped resumes on another.
+//! nodes play in one room, and a window whose node is stopped reconnects to another.
 //!
 //! This process starts `redis-server` (unless `--redis URL` names one), then N
 //! copies of itself as child processes (`--redis URL --addr 127.0.0.1:0`), then the
 //! balancer on `--addr`. Stopping it stops them all; stopping one node (its pid is
-//! printed) sends its windows to the others.
+//! printed) sends its windows to the others (with new sessions, until a stopping
+//! node hands its sessions over).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -59,7 +60,7 @@ pub async fn run(args: &Args, nodes: usize) -> std::io::Result<()> {
             "Node:                 http://{node}/  (pid {pid})\n"
         ));
     }
-    banner.push_str("Stop a node (kill PID): its windows resume on another node.\n");
+    banner.push_str("Stop a node (kill PID): its windows reconnect to another node.\n");
     let _ = std::io::stdout()
         .write_all(banner.as_bytes())
         .and_then(|()| std::io::stdout().flush());

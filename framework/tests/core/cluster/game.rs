@@ -152,9 +152,12 @@ async fn game_node(redis: &RedisServer, user: Option<&str>) -> (TestServer, Game
         Some(user) => redis.add_user(user).await,
         None => redis.url(),
     };
-    let cluster = RedisCluster::new(&url)
-        .unwrap()
-        .node_ttl(Duration::from_secs(1));
+    let ttl = Duration::from_secs(1);
+    game_node_in(RedisCluster::new(&url).unwrap().node_ttl(ttl)).await
+}
+
+/// A node of `cluster` whose tally rooms are shared, and those rooms.
+async fn game_node_in(cluster: RedisCluster) -> (TestServer, GameRooms) {
     let rooms = tally_rooms();
     let builder = Volley::builder()
         .namespace("/game", rooms.with_events(Namespace::new()))
@@ -348,4 +351,27 @@ async fn seats_across_a_dead_node_are_freed_on_both_sides() {
     assert_eq!((listing[0].id, listing[0].players), (room_b, 1));
     // Bob joins again, on a room of a live node.
     assert_eq!(join(&on_b, &mode("b")).await.unwrap().room, room_b);
+}
+
+#[actix_rt::test]
+async fn a_stopped_nodes_rooms_leave_the_listings_at_once() {
+    let Some(redis) = RedisServer::start("a_stopped_nodes_rooms_leave_the_listings") else {
+        return;
+    };
+    // A TTL far longer than the test: only the node's goodbye can remove it.
+    let cluster = || {
+        RedisCluster::new(&redis.url())
+            .unwrap()
+            .node_ttl(Duration::from_secs(600))
+    };
+    let (a, rooms_a) = game_node_in(cluster()).await;
+    let (b, rooms_b) = game_node_in(cluster()).await;
+    await_nodes(&b, 2).await;
+    let (ka, on_a, _) = gamer(&a, 0).await;
+    join(&on_a, &JoinRequest::new("tally")).await.unwrap();
+    assert_eq!(rooms_b.list(None).await.len(), 1);
+    // The server and its rooms go: the node says goodbye.
+    drop((ka, on_a, a, rooms_a));
+    await_nodes(&b, 1).await;
+    assert_eq!(rooms_b.list(None).await, vec![]);
 }

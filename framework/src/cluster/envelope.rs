@@ -225,6 +225,12 @@ impl Names {
         format!("{}:game:{id:016x}", self.prefix)
     }
 
+    /// The lock of one node making a room for join-or-creates of `what` (type and
+    /// filters), so that two at once on two nodes share it.
+    pub fn game_create(&self, what: &str) -> String {
+        format!("{}:game-create:{what}", self.prefix)
+    }
+
     pub fn nodes(&self) -> String {
         format!("{}:node:*", self.prefix)
     }

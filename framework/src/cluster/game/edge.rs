@@ -14,7 +14,9 @@ use bytes::Buf;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{gather, lock, place, GameHub, GameReply, GameRequest, SeatNews, INPUTS, NEWS};
+use super::{
+    gather, lock, place, GameHub, GameReply, GameRequest, NodeRooms, SeatNews, INPUTS, NEWS,
+};
 use crate::cluster::link::Outbound;
 use crate::cluster::ops::{Reply, Request, REPLY_TIMEOUT};
 use crate::cluster::{ClusterError, ClusterNode, NodeId};
@@ -107,15 +109,47 @@ pub(crate) async fn join(
     socket: &Socket,
     request: &JoinRequest,
 ) -> Result<Joined, JoinError> {
-    // A room named by id may be of any type.
-    let room_type = request.room.is_none().then_some(request.room_type.as_str());
-    let nodes = gather(node, rooms, room_type).await;
-    let (owner, room) = place(node.id(), request, &nodes)?;
-    let mut request = request.clone();
-    request.room = room.or(request.room);
     let Some(hub) = node.relays.game.get() else {
         return Err(JoinError::Unavailable);
     };
+    // A room named by id may be of any type.
+    let room_type = request.room.is_none().then_some(request.room_type.as_str());
+    let placed = |nodes: &[(NodeId, NodeRooms)]| {
+        let (owner, room) = place(node.id(), request, nodes)?;
+        let mut placed = request.clone();
+        placed.room = room.or(request.room);
+        Ok::<_, JoinError>((owner, placed))
+    };
+    let (owner, placed_request) = placed(&gather(node, rooms, room_type).await)?;
+    if placed_request.room.is_some() {
+        return seat_at(node, hub, rooms, socket, owner, placed_request).await;
+    }
+    // A new room: one node at a time makes one for these filters, so that two
+    // join-or-creates at once on two nodes share it. Whoever waited looks again.
+    let what = format!(
+        "{}:{}",
+        request.room_type,
+        Value::Object(request.filters.clone())
+    );
+    let key = hub.names.game_create(&what);
+    let locked = hub.lock(&key).await;
+    let (owner, placed_request) = placed(&gather(node, rooms, room_type).await)?;
+    let joined = seat_at(node, hub, rooms, socket, owner, placed_request).await;
+    if locked {
+        hub.unlock(&key).await;
+    }
+    joined
+}
+
+/// Seats the player at `owner` (this node or another), as `request` says.
+async fn seat_at(
+    node: &ClusterNode,
+    hub: &Arc<GameHub>,
+    rooms: &GameRooms,
+    socket: &Socket,
+    owner: NodeId,
+    request: JoinRequest,
+) -> Result<Joined, JoinError> {
     if owner == node.id() {
         let joined = rooms.join_here(socket, &request).await;
         // The next join-or-create, on any node, sees this seat (and a new room).

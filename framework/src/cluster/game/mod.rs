@@ -60,6 +60,10 @@ use crate::{DisconnectReason, SessionId};
 /// node each time, if there are any).
 pub(crate) const INPUT_FLUSH: Duration = Duration::from_millis(10);
 
+/// How long one node may hold the making of a room for some filters (see
+/// [`edge::join`]); others wait for it at most as long.
+const CREATE_LOCK: Duration = Duration::from_secs(2);
+
 /// How often a node looks for changes of its rooms to write to the registry.
 pub(crate) const REGISTRY_EVERY: Duration = Duration::from_millis(100);
 
@@ -310,6 +314,31 @@ impl GameHub {
                 (*node, rooms.unwrap_or_default())
             })
             .collect())
+    }
+
+    /// Takes the lock `key` (it expires after [`CREATE_LOCK`]), waiting for it at most
+    /// that long; whether it was taken (not: it was free by then, or Redis is away).
+    async fn lock(&self, key: &str) -> bool {
+        let deadline = Instant::now() + CREATE_LOCK;
+        loop {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key)
+                .arg(self.node.to_string())
+                .arg("NX")
+                .arg("PX")
+                .arg(u64::try_from(CREATE_LOCK.as_millis()).unwrap_or(u64::MAX));
+            match self.command(cmd).await {
+                Ok(redis::Value::Okay) => return true,
+                Ok(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    async fn unlock(&self, key: &str) {
+        let _ = self.command(redis::cmd("DEL").arg(key).clone()).await;
     }
 
     async fn command(&self, cmd: redis::Cmd) -> Result<redis::Value, ClusterError> {

@@ -236,6 +236,22 @@ async fn join_or_create_from_two_nodes_lands_in_one_room_and_both_play() {
 }
 
 #[actix_rt::test]
+async fn join_or_create_at_once_on_two_nodes_opens_one_room() {
+    let Some(redis) = RedisServer::start("join_or_create_at_once_on_two_nodes") else {
+        return;
+    };
+    let (a, _rooms_a) = game_node(&redis, None).await;
+    let (b, _rooms_b) = game_node(&redis, None).await;
+    await_nodes(&b, 2).await;
+    let (_ka, on_a, _) = gamer(&a, 0).await;
+    let (_kb, on_b, _) = gamer(&b, 1).await;
+    // No room yet, both nodes equally loaded: each would make its own.
+    let request = JoinRequest::new("tally").filter("mode", "rush");
+    let (ann, bob) = tokio::join!(join(&on_a, &request), join(&on_b, &request));
+    assert_eq!(ann.unwrap().room, bob.unwrap().room);
+}
+
+#[actix_rt::test]
 async fn new_rooms_go_to_the_least_loaded_node() {
     let Some(redis) = RedisServer::start("new_rooms_go_to_the_least_loaded_node") else {
         return;

@@ -195,7 +195,14 @@ impl VolleyBuilder {
             crate::cluster::ClusterNode::start(config, limits, metrics.registry_mut())
         });
         let resumes = metrics.resume_results();
-        let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes));
+        #[allow(unused_mut)]
+        let mut node_number = Arc::<crate::session::NodeNumber>::default();
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &cluster {
+            node_number = cluster.node_number();
+        }
+        let supervisor =
+            Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes, node_number));
         let arbiters: Vec<ArbiterHandle> = (0..self.config.room_threads.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();

@@ -18,6 +18,8 @@
 //! - **Cluster-wide operations.** [`ClusterNode::sessions`],
 //!   [`ClusterNode::room_size`], [`ClusterNode::kick`] and
 //!   [`ClusterNode::drop_connection`] ask the other nodes on their control channels.
+//!   A [`SessionId`] names one session cluster-wide (each node takes a number from
+//!   Redis for its ids' high bits), so a kick or an `except` needs no node.
 //! - **Registry.** Each live node refreshes a key (`<prefix>:node:<id>`) that
 //!   expires after [`RedisCluster::node_ttl`] once the node stops.
 //! - **Faults stay local.** Without Redis a node serves its own clients as a single
@@ -71,7 +73,7 @@ pub use stats::ClusterStats;
 use crate::protocol::ResumeToken;
 use crate::room::Gauge;
 use crate::session::{
-    ClientLimit, FromTransport, Shared, Supervisor, TransportKind, TransportLink,
+    ClientLimit, FromTransport, NodeNumber, Shared, Supervisor, TransportKind, TransportLink,
 };
 use crate::SessionId;
 
@@ -192,6 +194,8 @@ pub struct ClusterNode {
     local: Local,
     /// Sessions resumed across nodes, both ends.
     relays: Arc<Relays>,
+    /// This node's number in session ids, from Redis (see `session/ids.rs`).
+    number: Arc<NodeNumber>,
 }
 
 impl ClusterNode {
@@ -212,6 +216,7 @@ impl ClusterNode {
         let metrics = ClusterMetrics::default();
         metrics.register(registry);
         let local = Local::default();
+        let number = NodeNumber::provisional();
         // Questions from other nodes, and relayed sessions, come on this node's own
         // channels, always.
         interest.want(names.control(id.0), true);
@@ -228,6 +233,7 @@ impl ClusterNode {
             up_tx,
             local.clone(),
             relays.clone(),
+            number.clone(),
         );
         let thread = Arbiter::new();
         thread.spawn(link.run());
@@ -241,7 +247,13 @@ impl ClusterNode {
             metrics,
             local,
             relays,
+            number,
         }
+    }
+
+    /// This node's number in session ids, shared with its supervisor.
+    pub(crate) fn node_number(&self) -> Arc<NodeNumber> {
+        self.number.clone()
     }
 
     /// Names the server this node answers for, once it is built, and how it answers
@@ -366,19 +378,21 @@ impl ClusterNode {
         Ok(replies.into_iter().map(|(_, reply)| reply.size()).sum())
     }
 
-    /// Ends session `id` of node `node` with a reason its client receives, as
-    /// [`Volley::kick`](crate::Volley::kick) does on its own node. Whether it existed.
-    pub async fn kick(
-        &self,
-        node: NodeId,
-        id: SessionId,
-        reason: &str,
-    ) -> Result<bool, ClusterError> {
+    /// Ends session `id`, on whichever node holds it, with a reason its client
+    /// receives, as [`Volley::kick`](crate::Volley::kick) does on its own node.
+    /// Whether it existed (a [`SessionId`] names one session cluster-wide).
+    pub async fn kick(&self, id: SessionId, reason: &str) -> Result<bool, ClusterError> {
         let request = Request::Kick {
             id: id.0,
             reason: reason.to_owned(),
         };
-        Ok(self.ask(node, request).await?.done())
+        self.ask_holder(request).await
+    }
+
+    /// Asks every node to act on a session; whether one held it.
+    async fn ask_holder(&self, request: Request) -> Result<bool, ClusterError> {
+        let replies = self.ask_all(request).await?;
+        Ok(replies.into_iter().any(|(_, reply)| reply.done()))
     }
 
     /// A polling request for a connection that is not here: when `pid` names
@@ -465,11 +479,10 @@ impl ClusterNode {
         }
     }
 
-    /// Drops the connection of session `id` of node `node` as a network failure
-    /// would, as [`Volley::drop_connection`](crate::Volley::drop_connection) does on
-    /// its own node. Whether it existed.
-    pub async fn drop_connection(&self, node: NodeId, id: SessionId) -> Result<bool, ClusterError> {
-        let request = Request::DropConnection { id: id.0 };
-        Ok(self.ask(node, request).await?.done())
+    /// Drops the connection of session `id`, on whichever node holds it, as a
+    /// network failure would, as [`Volley::drop_connection`](crate::Volley::drop_connection)
+    /// does on its own node. Whether it existed.
+    pub async fn drop_connection(&self, id: SessionId) -> Result<bool, ClusterError> {
+        self.ask_holder(Request::DropConnection { id: id.0 }).await
     }
 }

@@ -160,8 +160,8 @@ impl SessionRow {
 /// A session somewhere in the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSession {
-    /// The node it lives on (ids are per node: a [`SessionId`] names a session only
-    /// together with its node).
+    /// The node that holds it now (its id is unique cluster-wide; the node is where
+    /// it lives, for operations and dashboards).
     pub node: NodeId,
     /// The session, as its node lists it.
     pub info: SessionInfo,

@@ -20,6 +20,7 @@
 mod authorizing;
 mod client_limit;
 mod heartbeat;
+mod ids;
 mod joined;
 mod keepalive;
 mod outbox;
@@ -43,6 +44,7 @@ use tokio::sync::oneshot;
 use authorizing::{Authorizing, HeldEvent, Hold};
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
+pub(crate) use ids::NodeNumber;
 use joined::{leave, Joined, Joins};
 pub use outbox::{Outbox, Overflow};
 use outlet::{Link, Outlet, Sink};

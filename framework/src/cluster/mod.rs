@@ -46,6 +46,7 @@
 //! }
 //! ```
 
+mod drain;
 mod envelope;
 mod interest;
 mod link;
@@ -53,12 +54,14 @@ mod ops;
 mod relay;
 mod stats;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Arbiter;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use drain::DrainReport;
 use envelope::Names;
 use interest::Interest;
 pub(crate) use interest::NamespaceLink;
@@ -112,6 +115,10 @@ pub enum ClusterError {
     /// leaves the registry within the node TTL).
     #[error("node {0} did not answer")]
     NoAnswer(NodeId),
+    /// A drain found no other live node to move the sessions to: start another
+    /// node first (or stop this one and let its clients start new sessions).
+    #[error("no other live node to move the sessions to")]
+    NoOtherNode,
 }
 
 /// How a node joins a cluster: the Redis it shares and the settings of its link.
@@ -196,6 +203,8 @@ pub struct ClusterNode {
     relays: Arc<Relays>,
     /// This node's number in session ids, from Redis (see `session/ids.rs`).
     number: Arc<NodeNumber>,
+    /// Set by [`ClusterNode::drain`]: sessions moved here are refused.
+    draining: Arc<AtomicBool>,
 }
 
 impl ClusterNode {
@@ -248,6 +257,7 @@ impl ClusterNode {
             local,
             relays,
             number,
+            draining: Arc::default(),
         }
     }
 
@@ -262,6 +272,7 @@ impl ClusterNode {
         let attached = Attached {
             shared: Arc::downgrade(shared),
             poll,
+            draining: self.draining.clone(),
         };
         let _ = self.local.set(attached);
     }

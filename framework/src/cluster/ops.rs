@@ -9,6 +9,7 @@
 //! [`REPLY_TIMEOUT`] is left out of lists and counts (it is dead, or cut from
 //! Redis, and leaves the registry within the node TTL).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -24,7 +25,7 @@ use crate::protocol::ResumeToken;
 use crate::room::Gauge;
 use crate::session::{
     resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, SessionInfo,
-    Shared, TransportKind, TransportLink,
+    SessionState, Shared, TransportKind, TransportLink,
 };
 use crate::SessionId;
 
@@ -47,6 +48,8 @@ pub(crate) type PollAnswer = Arc<
 pub(crate) struct Attached {
     pub shared: Weak<Shared>,
     pub poll: PollAnswer,
+    /// The node is draining: sessions moved to it are refused.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// A question to one node.
@@ -79,6 +82,10 @@ pub(crate) enum Request {
         max_frame_size: Option<u32>,
         websocket: bool,
         relay: u64,
+    },
+    /// Take this session, moved from the asking node (see `drain.rs`).
+    MoveIn {
+        state: Box<SessionState>,
     },
 }
 
@@ -264,6 +271,10 @@ pub(crate) async fn answer(
                 },
             }
         }
+        Request::MoveIn { state } => {
+            let draining = attached.draining.load(Ordering::Relaxed);
+            Reply::Done(super::drain::move_in(&shared, draining, *state).await)
+        }
         Request::Sessions => {
             let list = shared.supervisor.send(ListSessions).await;
             Reply::Sessions(
@@ -300,7 +311,9 @@ pub(crate) async fn answer(
 fn empty(request: &Request) -> Reply {
     match request {
         Request::Sessions => Reply::Sessions(Vec::new()),
-        Request::Kick { .. } | Request::DropConnection { .. } => Reply::Done(false),
+        Request::Kick { .. } | Request::DropConnection { .. } | Request::MoveIn { .. } => {
+            Reply::Done(false)
+        }
         Request::RoomSize { .. } => Reply::Size(0),
         Request::Poll { .. } => Reply::Polled(Err((400, "unknown or expired polling id".into()))),
         Request::Resume { .. } => Reply::Resumed {

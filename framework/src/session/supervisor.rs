@@ -97,6 +97,59 @@ impl Handler<Register> for Supervisor {
     }
 }
 
+/// Registers a session moved here from another node under its own id and token
+/// (see `moving.rs`); `false` when the id is in use here.
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Adopt {
+    pub id: SessionId,
+    pub token: ResumeToken,
+    pub opened_at: SystemTime,
+    pub addr: Addr<Session>,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<Adopt> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> bool {
+        if self.sessions.contains_key(&msg.id) {
+            return false;
+        }
+        let entry = Entry {
+            addr: msg.addr,
+            token: msg.token,
+            opened_at: msg.opened_at,
+            namespaces: Vec::new(),
+            link: None,
+        };
+        self.sessions.insert(msg.id, entry);
+        true
+    }
+}
+
+/// The sessions to move off a draining node: each one's address, token and
+/// opening time.
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "Vec<(SessionId, Addr<Session>, ResumeToken, SystemTime)>")]
+pub(crate) struct Movable;
+
+#[cfg(feature = "cluster")]
+impl Handler<Movable> for Supervisor {
+    type Result = MessageResult<Movable>;
+
+    fn handle(&mut self, _: Movable, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.sessions
+                .iter()
+                .map(|(id, e)| (*id, e.addr.clone(), e.token, e.opened_at))
+                .collect(),
+        )
+    }
+}
+
 /// Removes an ended session.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -2,6 +2,7 @@
 //! `redis-server` on a free port and two or three Volley nodes in this process.
 
 mod broadcast;
+mod drain;
 mod faults;
 mod game;
 mod ops;

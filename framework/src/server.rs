@@ -235,14 +235,15 @@ impl VolleyBuilder {
         *shared.namespaces.write().unwrap_or_else(|e| e.into_inner()) = started;
         let shared = Arc::new(shared);
         let polls: Arc<polling::PollRegistry> = Arc::default();
+        let socketio: Arc<socketio::Registry> = Arc::default();
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &shared.cluster {
-            cluster.attach(&shared, poll_answer(&shared, &polls));
+            cluster.attach(&shared, poll_answer(&shared, &polls, &socketio));
         }
         Volley {
             shared,
             polls,
-            socketio: Arc::default(),
+            socketio,
         }
     }
 }
@@ -253,14 +254,22 @@ impl VolleyBuilder {
 fn poll_answer(
     shared: &Arc<Shared>,
     polls: &Arc<polling::PollRegistry>,
+    sio: &Arc<socketio::Registry>,
 ) -> crate::cluster::PollAnswer {
-    let (shared, polls) = (Arc::downgrade(shared), Arc::downgrade(polls));
-    Arc::new(move |pid, body| {
-        let (shared, polls) = (shared.upgrade(), polls.upgrade());
+    let (shared, polls, sio) = (
+        Arc::downgrade(shared),
+        Arc::downgrade(polls),
+        Arc::downgrade(sio),
+    );
+    Arc::new(move |pid, body, socketio| {
+        let (shared, polls, sio) = (shared.upgrade(), polls.upgrade(), sio.upgrade());
         Box::pin(async move {
-            let (Some(shared), Some(polls)) = (shared, polls) else {
+            let (Some(shared), Some(polls), Some(sio)) = (shared, polls, sio) else {
                 return Err((503, "server stopping".to_owned()));
             };
+            if socketio {
+                return socketio::for_another_node(&sio, &shared, &pid, body).await;
+            }
             polling::for_another_node(&polls, &shared, &pid, body).await
         })
     })

@@ -15,7 +15,7 @@
 //! next pass.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Instant, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -146,4 +146,35 @@ pub(crate) async fn move_in(shared: &Arc<Shared>, draining: bool, state: Session
         Session::arriving(shared_for_session, state, settled)
     });
     answer.await.unwrap_or(false)
+}
+
+/// Waits for `SIGTERM` (or Ctrl-C), drains the node of `shared` (if it still
+/// runs: only a weak reference is held, so a server dropped meanwhile stops as
+/// ever), then stops the server gracefully.
+pub(crate) async fn drain_on_signal(shared: Weak<Shared>, server: actix_web::dev::ServerHandle) {
+    stop_signal().await;
+    let cluster = shared.upgrade().and_then(|shared| shared.cluster.clone());
+    if let Some(cluster) = cluster {
+        tracing::info!(node = %cluster.id, "cluster: stop signal; draining");
+        if let Err(e) = cluster.drain().await {
+            tracing::warn!(node = %cluster.id, error = %e, "cluster: drain failed; stopping anyway");
+        }
+    }
+    server.stop(true).await;
+}
+
+/// The first of `SIGTERM` and Ctrl-C (`SIGINT`).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

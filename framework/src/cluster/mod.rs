@@ -61,6 +61,7 @@ use std::time::Duration;
 use actix::Arbiter;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub(crate) use drain::drain_on_signal;
 pub use drain::DrainReport;
 use envelope::Names;
 use interest::Interest;
@@ -406,8 +407,9 @@ impl ClusterNode {
         Ok(replies.into_iter().any(|(_, reply)| reply.done()))
     }
 
-    /// A polling request for a connection that is not here: when `pid` names
-    /// another node (its first 16 hex digits), that node answers it. `None` when it
+    /// A polling request for a connection that is not here (an Engine.IO one when
+    /// `socketio`): when `pid` names another node (its first 16 hex digits), that
+    /// node answers it. `None` when it
     /// names no other node, or that node does not answer (the client then hears of
     /// an unknown connection and resumes).
     pub(crate) async fn poll_elsewhere(
@@ -415,6 +417,7 @@ impl ClusterNode {
         pid: &str,
         body: Option<bytes::Bytes>,
         hold: Duration,
+        socketio: bool,
     ) -> Option<Result<bytes::Bytes, (u16, String)>> {
         let node = NodeId(u64::from_str_radix(pid.get(..16)?, 16).ok()?);
         if node == self.id || pid.len() != 48 {
@@ -423,6 +426,7 @@ impl ClusterNode {
         let request = Request::Poll {
             pid: pid.to_owned(),
             body: body.map(|b| b.to_vec()),
+            socketio,
         };
         // A long-poll is held up to `hold` by its node.
         let patience = hold + REPLY_TIMEOUT;

@@ -36,10 +36,10 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) type Local = Arc<OnceLock<Attached>>;
 
 /// Answers a polling request for a connection of this node (`body` none: a
-/// long-poll), with the bytes of the answer or its status and text. Made by the
+/// long-poll; the flag: an Engine.IO connection), with the bytes of the answer or its status and text. Made by the
 /// server (`server.rs`), which knows the polling transport.
 pub(crate) type PollAnswer = Arc<
-    dyn Fn(String, Option<Bytes>) -> LocalBoxFuture<'static, Result<Bytes, (u16, String)>>
+    dyn Fn(String, Option<Bytes>, bool) -> LocalBoxFuture<'static, Result<Bytes, (u16, String)>>
         + Send
         + Sync,
 >;
@@ -72,6 +72,9 @@ pub(crate) enum Request {
     Poll {
         pid: String,
         body: Option<Vec<u8>>,
+        /// An Engine.IO connection of the Socket.IO endpoint, not a native one.
+        #[serde(default)]
+        socketio: bool,
     },
     /// Attach relay `relay` of the asking node to session `sid`, if it is here and
     /// `token` is its own.
@@ -215,8 +218,12 @@ pub(crate) async fn answer(
         return empty(&request);
     };
     match request {
-        Request::Poll { pid, body } => {
-            let answer = (attached.poll)(pid, body.map(Bytes::from)).await;
+        Request::Poll {
+            pid,
+            body,
+            socketio,
+        } => {
+            let answer = (attached.poll)(pid, body.map(Bytes::from), socketio).await;
             Reply::Polled(answer.map(|bytes| bytes.to_vec()))
         }
         Request::Resume {

@@ -67,7 +67,7 @@ fn chat(volley: Arc<OnceLock<Volley>>) -> Namespace {
         })
 }
 
-fn server_with(builder: VolleyBuilder) -> TestServer {
+pub(crate) fn server_with(builder: VolleyBuilder) -> TestServer {
     server_in(serve, builder)
 }
 
@@ -90,11 +90,16 @@ fn base(server: &TestServer) -> String {
 }
 
 async fn scenario(server: &TestServer, name: &str, args: &[&str]) {
+    scenario_at(&base(server), name, args).await;
+}
+
+/// Runs scenario `name` of `client.mjs` against the server(s) at `base`
+/// (`http://host:port`).
+pub(crate) async fn scenario_at(base: &str, name: &str, args: &[&str]) {
     if !installed() {
         return;
     }
-    let base = base(server);
-    let mut all = vec![name, base.as_str()];
+    let mut all = vec![name, base];
     all.extend_from_slice(args);
     run_node(SCRIPT, &all).await;
 }

@@ -8,6 +8,7 @@ mod game;
 mod ops;
 mod redis;
 mod resume;
+mod socketio;
 
 use volley::client::{NamespaceClient, Transport};
 use volley::cluster::RedisCluster;

@@ -13,8 +13,11 @@
 //!   fans it out to its own members as a local broadcast.
 //! - **Any node serves any client.** A session stays on the node that opened it; a
 //!   client that resumes on another node is relayed to it through Redis
-//!   (exactly-once as ever), and a polling request that lands on another node is
-//!   answered by the node that holds its connection.
+//!   (exactly-once as ever), and a polling request (native or Engine.IO) that
+//!   lands on another node is answered by the node that holds its connection.
+//! - **Rolling restarts.** A node that stops (`SIGTERM`, or
+//!   [`ClusterNode::drain`]) first moves each session to another node; its clients
+//!   resume there (see `drain.rs`).
 //! - **Cluster-wide operations.** [`ClusterNode::sessions`],
 //!   [`ClusterNode::room_size`], [`ClusterNode::kick`] and
 //!   [`ClusterNode::drop_connection`] ask the other nodes on their control channels.

@@ -39,7 +39,31 @@ fn installed() -> bool {
 /// connection (the server's `volley`, set once built).
 fn chat(volley: Arc<OnceLock<Volley>>) -> Namespace {
     let (disconnects, _) = Disconnects::new();
-    test_namespace(disconnects)
+    let namespace = test_namespace(disconnects);
+    // In a cluster: all the events at once, then this node drains (the session
+    // moves to another node, with what its client has not acknowledged).
+    #[cfg(feature = "cluster")]
+    let namespace = {
+        let volley = volley.clone();
+        namespace.on_ack(
+            "burst_drain",
+            move |socket, (before, after): (u64, u64), ack| {
+                for n in 1..=before + after {
+                    let _ = socket.emit("n", &n);
+                }
+                let _ = ack.send(&());
+                let volley = volley.get().cloned();
+                actix_rt::spawn(async move {
+                    // Only a move drops the client's connection: the scenario waits
+                    // for that (`transport close`), then for its recovery.
+                    if let Some(cluster) = volley.as_ref().and_then(Volley::cluster) {
+                        let _ = cluster.drain().await;
+                    }
+                });
+            },
+        )
+    };
+    namespace
         .on_ack("bytes", |_, bytes: Vec<u8>, ack| {
             let _ = ack.send(&bytes);
         })

@@ -58,3 +58,15 @@ async fn socketio_recovery_on_another_node_over_websocket() {
         "no recovery went through a relay"
     );
 }
+
+#[actix_rt::test]
+async fn socketio_recovery_after_a_drain_delivers_each_event_once() {
+    let Some(redis) = RedisServer::start("socketio_recovery_after_a_drain") else {
+        return;
+    };
+    let (_a, _b, proxy) = behind_a_balancer(&redis).await;
+    // The node that holds the session drains: it moves to the other, and the client
+    // recovers there (or through the drained node, relayed) with every event once.
+    let args = ["3", "7", "websocket", "burst_drain"];
+    scenario_at(&base(&proxy), "recovery", &args).await;
+}

@@ -168,7 +168,7 @@ where
     ///
     /// A cluster node (feature `cluster`) drains on `SIGTERM` or Ctrl-C before it
     /// stops: its sessions move to the other nodes and their clients resume there
-    /// (see [`crate::cluster::ClusterNode::drain`]).
+    /// (`ClusterNode::drain`; the guide's "Rolling restarts: draining a node").
     pub fn run(self) -> Server {
         #[cfg(feature = "cluster")]
         if self.shared.cluster.is_some() {

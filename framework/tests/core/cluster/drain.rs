@@ -109,8 +109,8 @@ async fn a_rolling_restart_loses_nothing_for_polling_clients() {
 }
 
 /// Three nodes behind a round-robin balancer, clients sending and receiving
-/// numbered events; A drains and stops, then B: every session ends up on C, every
-/// number arrived once each way.
+/// numbered events; A drains, stops and comes back, then B drains and stops: every
+/// session ends up on A2 or C, every number arrived once each way.
 async fn rolling_restart(transport: Transport) {
     let Some(redis) = RedisServer::start("a_rolling_restart_under_traffic") else {
         return;
@@ -118,7 +118,7 @@ async fn rolling_restart(transport: Transport) {
     let (tx, mut received) = mpsc::unbounded_channel();
     let a = node_of(numbered_node(&redis, tx.clone())).await;
     let b = node_of(numbered_node(&redis, tx.clone())).await;
-    let c = node_of(numbered_node(&redis, tx)).await;
+    let c = node_of(numbered_node(&redis, tx.clone())).await;
     await_nodes(&c, 3).await;
     // A round-robin balancer, no stickiness: a node that is gone refuses, and the
     // client's next attempt goes to the next one.
@@ -128,12 +128,15 @@ async fn rolling_restart(transport: Transport) {
     let clients = futures_util::future::join_all(clients);
 
     // The rolling restart, driven by what the servers received: A goes at a third of
-    // the traffic, B at two thirds; C takes everything.
+    // the traffic and comes back as A2 (a new node, on a new address the balancer
+    // does not know: its clients reach it through C, relayed); B goes at two
+    // thirds, its sessions move to A2 and C.
     let total = CLIENTS * PER_CLIENT;
     let mut next: HashMap<u64, u64> = HashMap::new();
     let restart = async {
         let mut nodes = [Some(a), Some(b)];
         let mut moved = 0;
+        let mut restarted = None;
         for count in 0..total {
             let (client, n) = tokio::time::timeout(WAIT, received.recv())
                 .await
@@ -156,10 +159,13 @@ async fn rolling_restart(transport: Transport) {
             moved += report.moved;
             assert!(node.volley.sessions().await.is_empty());
             drop(node);
+            if going == 0 {
+                restarted = Some(node_of(numbered_node(&redis, tx.clone())).await);
+            }
         }
-        moved
+        (moved, restarted)
     };
-    let (events, moved) = tokio::join!(clients, restart);
+    let (events, (moved, a2)) = tokio::join!(clients, restart);
     for (i, (_, events)) in events.iter().enumerate() {
         for event in events {
             assert!(
@@ -181,9 +187,10 @@ async fn rolling_restart(transport: Transport) {
         received.try_recv().is_err(),
         "a duplicate after the last event"
     );
-    // All on C now, with the ids they were opened with.
-    let on_c = c.volley.sessions().await;
-    assert_eq!(on_c.len(), CLIENTS as usize);
+    // All on A2 and C now, with the ids they were opened with.
+    let a2 = a2.expect("A came back");
+    let on_a2_and_c = a2.volley.sessions().await.len() + c.volley.sessions().await.len();
+    assert_eq!(on_a2_and_c, CLIENTS as usize);
     let in_room = c
         .volley
         .cluster()

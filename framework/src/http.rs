@@ -165,7 +165,19 @@ where
     }
 
     /// Starts the server: await it to run until it stops; its `handle()` stops it.
+    ///
+    /// A cluster node (feature `cluster`) drains on `SIGTERM` or Ctrl-C before it
+    /// stops: its sessions move to the other nodes and their clients resume there
+    /// (`ClusterNode::drain`; the guide's "Rolling restarts: draining a node").
     pub fn run(self) -> Server {
+        #[cfg(feature = "cluster")]
+        if self.shared.cluster.is_some() {
+            // The signals are the drain's, which stops the server once done.
+            let server = self.builder.disable_signals().run();
+            let shared = Arc::downgrade(&self.shared);
+            actix::spawn(crate::cluster::drain_on_signal(shared, server.handle()));
+            return server;
+        }
         self.builder.run()
     }
 

@@ -195,7 +195,14 @@ impl VolleyBuilder {
             crate::cluster::ClusterNode::start(config, limits, metrics.registry_mut())
         });
         let resumes = metrics.resume_results();
-        let supervisor = Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes));
+        #[allow(unused_mut)]
+        let mut node_number = Arc::<crate::session::NodeNumber>::default();
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &cluster {
+            node_number = cluster.node_number();
+        }
+        let supervisor =
+            Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes, node_number));
         let arbiters: Vec<ArbiterHandle> = (0..self.config.room_threads.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
@@ -228,14 +235,15 @@ impl VolleyBuilder {
         *shared.namespaces.write().unwrap_or_else(|e| e.into_inner()) = started;
         let shared = Arc::new(shared);
         let polls: Arc<polling::PollRegistry> = Arc::default();
+        let socketio: Arc<socketio::Registry> = Arc::default();
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &shared.cluster {
-            cluster.attach(&shared, poll_answer(&shared, &polls));
+            cluster.attach(&shared, poll_answer(&shared, &polls, &socketio));
         }
         Volley {
             shared,
             polls,
-            socketio: Arc::default(),
+            socketio,
         }
     }
 }
@@ -246,14 +254,22 @@ impl VolleyBuilder {
 fn poll_answer(
     shared: &Arc<Shared>,
     polls: &Arc<polling::PollRegistry>,
+    sio: &Arc<socketio::Registry>,
 ) -> crate::cluster::PollAnswer {
-    let (shared, polls) = (Arc::downgrade(shared), Arc::downgrade(polls));
-    Arc::new(move |pid, body| {
-        let (shared, polls) = (shared.upgrade(), polls.upgrade());
+    let (shared, polls, sio) = (
+        Arc::downgrade(shared),
+        Arc::downgrade(polls),
+        Arc::downgrade(sio),
+    );
+    Arc::new(move |pid, body, socketio| {
+        let (shared, polls, sio) = (shared.upgrade(), polls.upgrade(), sio.upgrade());
         Box::pin(async move {
-            let (Some(shared), Some(polls)) = (shared, polls) else {
+            let (Some(shared), Some(polls), Some(sio)) = (shared, polls, sio) else {
                 return Err((503, "server stopping".to_owned()));
             };
+            if socketio {
+                return socketio::for_another_node(&sio, &shared, &pid, body).await;
+            }
             polling::for_another_node(&polls, &shared, &pid, body).await
         })
     })

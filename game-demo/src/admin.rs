@@ -178,17 +178,15 @@ async fn end_session(volley: &Volley, sid: SessionId, kick: bool) -> bool {
     } else {
         volley.drop_connection(sid).await
     };
+    // Session ids are unique across the cluster: the node that has it acts.
     #[cfg(feature = "cluster")]
     if let (false, Some(cluster)) = (here, volley.cluster()) {
-        let all = cluster.sessions().await.unwrap_or_default();
-        if let Some(s) = all.iter().find(|s| s.info.id == sid) {
-            let done = if kick {
-                cluster.kick(s.node, sid, "by an admin").await
-            } else {
-                cluster.drop_connection(s.node, sid).await
-            };
-            return done.unwrap_or(false);
-        }
+        let done = if kick {
+            cluster.kick(sid, "by an admin").await
+        } else {
+            cluster.drop_connection(sid).await
+        };
+        return done.unwrap_or(false);
     }
     here
 }

@@ -6,24 +6,25 @@
 //! never trusted. All integers are big-endian.
 //!
 //! ```text
-//! u8  version (1)
+//! u8  version (2)
 //! u64 origin node
 //! u64 seq (per origin, from 1, in publishing order)
 //! u8  flags (bit 0: reliable)
 //! u16 namespace length, UTF-8 namespace
 //! u16 number of target rooms, then each: u16 length, UTF-8 name
 //! u16 number of excluded rooms, then each the same
+//! u16 number of excluded sessions, then each u64 session id
 //! ..  the encoded event frame (protocol::Frame), to the end
 //! ```
 //!
-//! Excluded *sessions* are not carried: a session id names a session of its own node
-//! only, and the origin leaves its own excluded sessions out itself.
+//! Excluded sessions travel as ids: a session id names one session cluster-wide
+//! (`session/ids.rs`), wherever it is connected now.
 
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const RELIABLE: u8 = 1;
 /// The fixed part of the header: version, origin, seq, flags.
 const FIXED: usize = 1 + 8 + 8 + 1;
@@ -43,6 +44,8 @@ pub(crate) struct Envelope {
     pub rooms: Vec<Arc<str>>,
     /// Members of these rooms are left out.
     pub except_rooms: Vec<Arc<str>>,
+    /// These sessions are left out.
+    pub except_ids: Vec<u64>,
     /// The encoded event frame, as every recipient receives it.
     pub frame: Bytes,
 }
@@ -59,14 +62,22 @@ impl Body {
         ns: &Arc<str>,
         rooms: &[Arc<str>],
         except: &[Arc<str>],
+        except_ids: &[u64],
         frame: &[u8],
     ) -> Self {
         let names: usize = rooms.iter().chain(except).map(|r| 2 + r.len()).sum();
-        let mut out = BytesMut::with_capacity(1 + 6 + ns.len() + names + frame.len());
+        let ids = 2 + 8 * except_ids.len();
+        let mut out = BytesMut::with_capacity(1 + 6 + ns.len() + names + ids + frame.len());
         out.put_u8(if reliable { RELIABLE } else { 0 });
         put_name(&mut out, ns);
         put_names(&mut out, rooms);
         put_names(&mut out, except);
+        // As many as a frame can name; an `except` list longer than u16 is cut.
+        let count = u16::try_from(except_ids.len()).unwrap_or(u16::MAX);
+        out.put_u16(count);
+        for id in except_ids.iter().take(usize::from(count)) {
+            out.put_u64(*id);
+        }
         out.put_slice(frame);
         Body(out.freeze())
     }
@@ -120,6 +131,7 @@ impl Envelope {
         let ns = r.name()?;
         let rooms = r.names()?;
         let except_rooms = r.names()?;
+        let except_ids = (0..r.u16()?).map(|_| r.u64()).collect::<Result<_, _>>()?;
         let frame = raw.slice(r.at..);
         Ok(Envelope {
             origin,
@@ -128,6 +140,7 @@ impl Envelope {
             ns,
             rooms,
             except_rooms,
+            except_ids,
             frame,
         })
     }
@@ -234,6 +247,11 @@ impl Names {
     pub fn nodes(&self) -> String {
         format!("{}:node:*", self.prefix)
     }
+
+    /// The counter nodes take their number in session ids from (`INCR`).
+    pub fn node_numbers(&self) -> String {
+        format!("{}:node-numbers", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +270,7 @@ mod tests {
             &ns,
             &names(&["red", "blue"]),
             &names(&["spy"]),
+            &[3, 1 << 40],
             b"frame",
         );
         let env = Envelope::decode(body.seal(7, 42)).unwrap();
@@ -264,17 +283,19 @@ mod tests {
                 ns: ns.clone(),
                 rooms: names(&["red", "blue"]),
                 except_rooms: names(&["spy"]),
+                except_ids: vec![3, 1 << 40],
                 frame: Bytes::from_static(b"frame"),
             }
         );
-        let volatile = Envelope::decode(Body::new(false, &ns, &[], &[], b"").seal(1, 1)).unwrap();
+        let volatile =
+            Envelope::decode(Body::new(false, &ns, &[], &[], &[], b"").seal(1, 1)).unwrap();
         assert!(!volatile.reliable && volatile.rooms.is_empty() && volatile.frame.is_empty());
     }
 
     #[test]
     fn refuses_what_it_cannot_read() {
         let ns: Arc<str> = "/".into();
-        let sealed = Body::new(true, &ns, &names(&["room"]), &[], b"x").seal(1, 2);
+        let sealed = Body::new(true, &ns, &names(&["room"]), &[], &[9], b"x").seal(1, 2);
         // Anything shorter than the whole header is refused (the frame may be empty).
         for cut in 0..sealed.len() - 1 {
             assert!(
@@ -288,7 +309,7 @@ mod tests {
             Envelope::decode(Bytes::from(other)),
             Err(Malformed::Version)
         );
-        let body = Body::new(true, &ns, &names(&["ab"]), &[], b"");
+        let body = Body::new(true, &ns, &names(&["ab"]), &[], &[], b"");
         let mut bad_name = body.seal(1, 1).to_vec();
         // After the header: namespace (2 + 1), room count (2), name length (2).
         bad_name[FIXED + 3 + 4] = 0xff;

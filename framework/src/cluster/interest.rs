@@ -20,6 +20,7 @@ use super::stats::{ClusterMetrics, Dropped};
 use crate::namespace::{NamespaceActor, Target};
 use crate::protocol::WireFrame;
 use crate::room::{Deliver, Gauge, Ticket};
+use crate::SessionId;
 
 /// Where a namespace takes broadcasts from other nodes. Weak: the namespace lives as
 /// long as its server, and the link ends when every namespace has (see `Link::run`).
@@ -86,9 +87,7 @@ impl Interest {
             target: Target {
                 rooms: env.rooms,
                 except_rooms: env.except_rooms,
-                // Session ids name sessions of the origin node, which left its own
-                // excluded sessions out itself.
-                except_ids: Vec::new(),
+                except_ids: env.except_ids.into_iter().map(SessionId).collect(),
             },
             // Framed here, once for all the members on this node.
             deliver: Deliver {
@@ -145,11 +144,13 @@ impl NamespaceLink {
                 .map(|room| self.names.room(&self.ns, room))
                 .collect()
         };
+        let except_ids: Vec<u64> = target.except_ids.iter().map(|id| id.0).collect();
         let body = Body::new(
             deliver.reliable,
             &self.ns,
             &target.rooms,
             &target.except_rooms,
+            &except_ids,
             &deliver.frame.payload(),
         );
         let publish = Outbound::Publish { channels, body };

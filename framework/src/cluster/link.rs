@@ -30,6 +30,7 @@ use super::ops::{self, Control, ControlBody, Local, Reply, Request};
 use super::relay::Relays;
 use super::stats::{ClusterMetrics, Dropped};
 use super::{ClusterError, NodeId};
+use crate::session::NodeNumber;
 
 /// Most publishes sent in one round trip.
 const BATCH: u64 = 256;
@@ -105,6 +106,8 @@ pub(crate) struct Link {
     /// This node's relay channel, likewise.
     relay_channel: String,
     relays: Arc<Relays>,
+    /// This node's number in session ids, taken from Redis on the first connection.
+    number: Arc<NodeNumber>,
 }
 
 impl Link {
@@ -121,6 +124,7 @@ impl Link {
         up: watch::Sender<bool>,
         local: Local,
         relays: Arc<Relays>,
+        number: Arc<NodeNumber>,
     ) -> Self {
         Link {
             client,
@@ -140,6 +144,7 @@ impl Link {
             control_channel: names.control(node.0),
             relay_channel: names.relay(node.0),
             relays,
+            number,
             names,
         }
     }
@@ -476,6 +481,15 @@ impl Link {
 
     /// Writes (or refreshes) this node's registry key, which lives `ttl`.
     async fn register(&self, conn: &mut MultiplexedConnection) -> Result<(), Lost> {
+        if !self.number.is_assigned() {
+            // Two live nodes never get one number (it wraps after 2^20 starts).
+            let counter: u64 = redis::cmd("INCR")
+                .arg(self.names.node_numbers())
+                .query_async(conn)
+                .await?;
+            self.number.assign(counter);
+            tracing::info!(node = %self.node, number = self.number.get(), "cluster: node number taken");
+        }
         redis::cmd("SET")
             .arg(self.names.node(self.node.0))
             .arg(self.node.to_string())

@@ -13,11 +13,16 @@
 //!   fans it out to its own members as a local broadcast.
 //! - **Any node serves any client.** A session stays on the node that opened it; a
 //!   client that resumes on another node is relayed to it through Redis
-//!   (exactly-once as ever), and a polling request that lands on another node is
-//!   answered by the node that holds its connection.
+//!   (exactly-once as ever), and a polling request (native or Engine.IO) that
+//!   lands on another node is answered by the node that holds its connection.
+//! - **Rolling restarts.** A node that stops (`SIGTERM`, or
+//!   [`ClusterNode::drain`]) first moves each session to another node; its clients
+//!   resume there (see `drain.rs`).
 //! - **Cluster-wide operations.** [`ClusterNode::sessions`],
 //!   [`ClusterNode::room_size`], [`ClusterNode::kick`] and
 //!   [`ClusterNode::drop_connection`] ask the other nodes on their control channels.
+//!   A [`SessionId`] names one session cluster-wide (each node takes a number from
+//!   Redis for its ids' high bits), so a kick or an `except` needs no node.
 //! - **Registry.** Each live node refreshes a key (`<prefix>:node:<id>`) that
 //!   expires after [`RedisCluster::node_ttl`] once the node stops.
 //! - **Game rooms** shared with [`GameRooms::share_in`](crate::GameRooms::share_in):
@@ -47,6 +52,7 @@
 //! }
 //! ```
 
+mod drain;
 mod envelope;
 pub(crate) mod game;
 mod interest;
@@ -56,12 +62,15 @@ mod relay;
 mod stats;
 pub mod testbed;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Arbiter;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub(crate) use drain::drain_on_signal;
+pub use drain::DrainReport;
 use envelope::Names;
 use interest::Interest;
 pub(crate) use interest::NamespaceLink;
@@ -76,7 +85,7 @@ pub use stats::ClusterStats;
 use crate::protocol::ResumeToken;
 use crate::room::Gauge;
 use crate::session::{
-    ClientLimit, FromTransport, Shared, Supervisor, TransportKind, TransportLink,
+    ClientLimit, FromTransport, NodeNumber, Shared, Supervisor, TransportKind, TransportLink,
 };
 use crate::SessionId;
 
@@ -115,6 +124,10 @@ pub enum ClusterError {
     /// leaves the registry within the node TTL).
     #[error("node {0} did not answer")]
     NoAnswer(NodeId),
+    /// A drain found no other live node to move the sessions to: start another
+    /// node first (or stop this one and let its clients start new sessions).
+    #[error("no other live node to move the sessions to")]
+    NoOtherNode,
 }
 
 /// How a node joins a cluster: the Redis it shares and the settings of its link.
@@ -197,6 +210,10 @@ pub struct ClusterNode {
     local: Local,
     /// Sessions resumed across nodes, both ends.
     relays: Arc<Relays>,
+    /// This node's number in session ids, from Redis (see `session/ids.rs`).
+    number: Arc<NodeNumber>,
+    /// Set by [`ClusterNode::drain`]: sessions moved here are refused.
+    draining: Arc<AtomicBool>,
 }
 
 impl ClusterNode {
@@ -217,6 +234,7 @@ impl ClusterNode {
         let metrics = ClusterMetrics::default();
         metrics.register(registry);
         let local = Local::default();
+        let number = NodeNumber::provisional();
         // Questions from other nodes, and relayed sessions, come on this node's own
         // channels, always.
         interest.want(names.control(id.0), true);
@@ -233,6 +251,7 @@ impl ClusterNode {
             up_tx,
             local.clone(),
             relays.clone(),
+            number.clone(),
         );
         let game = game::GameHub::new(id, names.clone(), config.node_ttl, outbound_tx.downgrade());
         let game = Arc::new(game);
@@ -250,7 +269,14 @@ impl ClusterNode {
             metrics,
             local,
             relays,
+            number,
+            draining: Arc::default(),
         }
+    }
+
+    /// This node's number in session ids, shared with its supervisor.
+    pub(crate) fn node_number(&self) -> Arc<NodeNumber> {
+        self.number.clone()
     }
 
     /// Names the server this node answers for, once it is built, and how it answers
@@ -259,6 +285,7 @@ impl ClusterNode {
         let attached = Attached {
             shared: Arc::downgrade(shared),
             poll,
+            draining: self.draining.clone(),
         };
         let _ = self.local.set(attached);
     }
@@ -382,23 +409,26 @@ impl ClusterNode {
         Ok(replies.into_iter().map(|(_, reply)| reply.size()).sum())
     }
 
-    /// Ends session `id` of node `node` with a reason its client receives, as
-    /// [`Volley::kick`](crate::Volley::kick) does on its own node. Whether it existed.
-    pub async fn kick(
-        &self,
-        node: NodeId,
-        id: SessionId,
-        reason: &str,
-    ) -> Result<bool, ClusterError> {
+    /// Ends session `id`, on whichever node holds it, with a reason its client
+    /// receives, as [`Volley::kick`](crate::Volley::kick) does on its own node.
+    /// Whether it existed (a [`SessionId`] names one session cluster-wide).
+    pub async fn kick(&self, id: SessionId, reason: &str) -> Result<bool, ClusterError> {
         let request = Request::Kick {
             id: id.0,
             reason: reason.to_owned(),
         };
-        Ok(self.ask(node, request).await?.done())
+        self.ask_holder(request).await
     }
 
-    /// A polling request for a connection that is not here: when `pid` names
-    /// another node (its first 16 hex digits), that node answers it. `None` when it
+    /// Asks every node to act on a session; whether one held it.
+    async fn ask_holder(&self, request: Request) -> Result<bool, ClusterError> {
+        let replies = self.ask_all(request).await?;
+        Ok(replies.into_iter().any(|(_, reply)| reply.done()))
+    }
+
+    /// A polling request for a connection that is not here (an Engine.IO one when
+    /// `socketio`): when `pid` names another node (its first 16 hex digits), that
+    /// node answers it. `None` when it
     /// names no other node, or that node does not answer (the client then hears of
     /// an unknown connection and resumes).
     pub(crate) async fn poll_elsewhere(
@@ -406,6 +436,7 @@ impl ClusterNode {
         pid: &str,
         body: Option<bytes::Bytes>,
         hold: Duration,
+        socketio: bool,
     ) -> Option<Result<bytes::Bytes, (u16, String)>> {
         let node = NodeId(u64::from_str_radix(pid.get(..16)?, 16).ok()?);
         if node == self.id || pid.len() != 48 {
@@ -414,6 +445,7 @@ impl ClusterNode {
         let request = Request::Poll {
             pid: pid.to_owned(),
             body: body.map(|b| b.to_vec()),
+            socketio,
         };
         // A long-poll is held up to `hold` by its node.
         let patience = hold + REPLY_TIMEOUT;
@@ -481,11 +513,10 @@ impl ClusterNode {
         }
     }
 
-    /// Drops the connection of session `id` of node `node` as a network failure
-    /// would, as [`Volley::drop_connection`](crate::Volley::drop_connection) does on
-    /// its own node. Whether it existed.
-    pub async fn drop_connection(&self, node: NodeId, id: SessionId) -> Result<bool, ClusterError> {
-        let request = Request::DropConnection { id: id.0 };
-        Ok(self.ask(node, request).await?.done())
+    /// Drops the connection of session `id`, on whichever node holds it, as a
+    /// network failure would, as [`Volley::drop_connection`](crate::Volley::drop_connection)
+    /// does on its own node. Whether it existed.
+    pub async fn drop_connection(&self, id: SessionId) -> Result<bool, ClusterError> {
+        self.ask_holder(Request::DropConnection { id: id.0 }).await
     }
 }

@@ -9,6 +9,7 @@
 //! [`REPLY_TIMEOUT`] is left out of lists and counts (it is dead, or cut from
 //! Redis, and leaves the registry within the node TTL).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -24,7 +25,7 @@ use crate::protocol::ResumeToken;
 use crate::room::Gauge;
 use crate::session::{
     resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, SessionInfo,
-    Shared, TransportKind, TransportLink,
+    SessionState, Shared, TransportKind, TransportLink,
 };
 use crate::SessionId;
 
@@ -35,10 +36,10 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) type Local = Arc<OnceLock<Attached>>;
 
 /// Answers a polling request for a connection of this node (`body` none: a
-/// long-poll), with the bytes of the answer or its status and text. Made by the
+/// long-poll; the flag: an Engine.IO connection), with the bytes of the answer or its status and text. Made by the
 /// server (`server.rs`), which knows the polling transport.
 pub(crate) type PollAnswer = Arc<
-    dyn Fn(String, Option<Bytes>) -> LocalBoxFuture<'static, Result<Bytes, (u16, String)>>
+    dyn Fn(String, Option<Bytes>, bool) -> LocalBoxFuture<'static, Result<Bytes, (u16, String)>>
         + Send
         + Sync,
 >;
@@ -47,6 +48,8 @@ pub(crate) type PollAnswer = Arc<
 pub(crate) struct Attached {
     pub shared: Weak<Shared>,
     pub poll: PollAnswer,
+    /// The node is draining: sessions moved to it are refused.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// A question to one node.
@@ -69,6 +72,9 @@ pub(crate) enum Request {
     Poll {
         pid: String,
         body: Option<Vec<u8>>,
+        /// An Engine.IO connection of the Socket.IO endpoint, not a native one.
+        #[serde(default)]
+        socketio: bool,
     },
     /// Attach relay `relay` of the asking node to session `sid`, if it is here and
     /// `token` is its own.
@@ -82,6 +88,10 @@ pub(crate) enum Request {
     },
     /// Game rooms across nodes: see `game/`.
     Game(super::game::GameRequest),
+    /// Take this session, moved from the asking node (see `drain.rs`).
+    MoveIn {
+        state: Box<SessionState>,
+    },
 }
 
 /// A node's answer.
@@ -164,8 +174,8 @@ impl SessionRow {
 /// A session somewhere in the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSession {
-    /// The node it lives on (ids are per node: a [`SessionId`] names a session only
-    /// together with its node).
+    /// The node that holds it now (its id is unique cluster-wide; the node is where
+    /// it lives, for operations and dashboards).
     pub node: NodeId,
     /// The session, as its node lists it.
     pub info: SessionInfo,
@@ -216,8 +226,12 @@ pub(crate) async fn answer(
             Some(game) => Reply::Game(game.answer(from, &shared, request).await),
             None => empty(&Request::Game(request)),
         },
-        Request::Poll { pid, body } => {
-            let answer = (attached.poll)(pid, body.map(Bytes::from)).await;
+        Request::Poll {
+            pid,
+            body,
+            socketio,
+        } => {
+            let answer = (attached.poll)(pid, body.map(Bytes::from), socketio).await;
             Reply::Polled(answer.map(|bytes| bytes.to_vec()))
         }
         Request::Resume {
@@ -272,6 +286,10 @@ pub(crate) async fn answer(
                 },
             }
         }
+        Request::MoveIn { state } => {
+            let draining = attached.draining.load(Ordering::Relaxed);
+            Reply::Done(super::drain::move_in(&shared, draining, *state).await)
+        }
         Request::Sessions => {
             let list = shared.supervisor.send(ListSessions).await;
             Reply::Sessions(
@@ -308,7 +326,9 @@ pub(crate) async fn answer(
 fn empty(request: &Request) -> Reply {
     match request {
         Request::Sessions => Reply::Sessions(Vec::new()),
-        Request::Kick { .. } | Request::DropConnection { .. } => Reply::Done(false),
+        Request::Kick { .. } | Request::DropConnection { .. } | Request::MoveIn { .. } => {
+            Reply::Done(false)
+        }
         Request::RoomSize { .. } => Reply::Size(0),
         Request::Poll { .. } => Reply::Polled(Err((400, "unknown or expired polling id".into()))),
         Request::Resume { .. } => Reply::Resumed {

@@ -10,6 +10,10 @@ pub(super) struct Joined {
     pub namespace: NamespaceHandle,
     /// Who to tell about detach, resume and leave (see [`Socket::watch`]).
     pub watchers: Vec<Recipient<SocketEvent>>,
+    /// The `auth` payload the client joined with: a session moved to another node
+    /// runs the namespace's middleware again with it (feature `cluster`).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub auth: Vec<u8>,
 }
 
 impl Joined {

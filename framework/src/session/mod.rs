@@ -20,8 +20,11 @@
 mod authorizing;
 mod client_limit;
 mod heartbeat;
+mod ids;
 mod joined;
 mod keepalive;
+#[cfg(feature = "cluster")]
+mod moving;
 mod outbox;
 mod outlet;
 mod rate;
@@ -43,7 +46,10 @@ use tokio::sync::oneshot;
 use authorizing::{Authorizing, HeldEvent, Hold};
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Heartbeat};
+pub(crate) use ids::NodeNumber;
 use joined::{leave, Joined, Joins};
+#[cfg(feature = "cluster")]
+pub(crate) use moving::{Freeze, MovedOut, SessionState, Thaw};
 pub use outbox::{Outbox, Overflow};
 use outlet::{Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;
@@ -53,6 +59,8 @@ pub(crate) use send_queue::SocketWrite;
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions};
+#[cfg(feature = "cluster")]
+pub(crate) use supervisor::{Movable, Unregister};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
 pub(crate) use transport_link::{resume_here, too_many_frames};
@@ -111,14 +119,20 @@ pub struct Session {
     /// What the client may still send (`Config::rate_limit`); kept across resumes.
     rate: rate::InboundRate,
     ended: bool,
+    /// A session moved here from another node, set up when the actor starts.
+    #[cfg(feature = "cluster")]
+    arriving: Option<Box<moving::Arrival>>,
 }
 
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
-        let config = &shared.config;
-        let heartbeat = Heartbeat::new(config.ping_timeout);
-        let rate = rate::InboundRate::new(config.rate_limit, Instant::now());
+        let heartbeat = Heartbeat::new(shared.config.ping_timeout);
         let out = Outlet::new(shared.clone(), link, limit);
+        Session::with_outlet(shared, heartbeat, out)
+    }
+
+    fn with_outlet(shared: Arc<Shared>, heartbeat: Heartbeat, out: Outlet) -> Self {
+        let rate = rate::InboundRate::new(shared.config.rate_limit, Instant::now());
         Session {
             shared,
             ids: None,
@@ -134,6 +148,8 @@ impl Session {
             reported_seq: 0,
             rate,
             ended: false,
+            #[cfg(feature = "cluster")]
+            arriving: None,
         }
     }
 
@@ -342,16 +358,17 @@ impl Session {
             Authorization::Now(answer) => answer,
             Authorization::Later(answer) => {
                 let waiting = ns.clone();
+                let auth = auth.to_vec();
                 // Spawned, not awaited: the session goes on meanwhile.
                 let answer = ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
                     let held = act.authorizing.remove(&ns).map(|(_, held)| held);
-                    act.answered(namespace, link, answer, ctx);
+                    act.answered(namespace, link, answer, auth, ctx);
                     act.handle_held(held.unwrap_or_default(), ctx);
                 }));
                 return self.authorizing.insert(waiting, answer);
             }
         };
-        self.answered(namespace, link, answer, ctx);
+        self.answered(namespace, link, answer, auth.to_vec(), ctx);
     }
 
     /// The namespace's middleware answered: join, or tell the client why not.
@@ -360,6 +377,7 @@ impl Session {
         namespace: NamespaceHandle,
         link: Arc<SessionLink>,
         answer: Result<namespace::SocketData, String>,
+        auth: Vec<u8>,
         ctx: &mut Context<Self>,
     ) {
         if self.ended {
@@ -389,6 +407,7 @@ impl Session {
             socket,
             namespace,
             watchers: Vec::new(),
+            auth,
         };
         self.joined.insert(joined);
         self.publish_namespaces();
@@ -523,6 +542,10 @@ impl Actor for Session {
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        #[cfg(feature = "cluster")]
+        if let Some(state) = self.arriving.take() {
+            return self.arrive(*state, ctx);
+        }
         let register = self.shared.supervisor.send(supervisor::Register {
             addr: ctx.address(),
         });
@@ -543,6 +566,26 @@ impl Actor for Session {
 
 impl Session {
     fn opened(&mut self, id: SessionId, token: ResumeToken, ctx: &mut Context<Self>) {
+        self.link_up(id, ctx);
+        let config = self.shared.config.clone();
+        let open = Frame::Open(Open {
+            version: PROTOCOL_VERSION,
+            sid: id.0,
+            token,
+            ping_interval_ms: millis(config.ping_interval),
+            ping_timeout_ms: millis(config.ping_timeout),
+            max_frame_size: u32::try_from(config.max_frame_size).unwrap_or(u32::MAX),
+        });
+        self.send_frame(&open, ctx);
+        tracing::debug!(sid = id.0, "session opened");
+        self.shared.metrics.sessions_opened.inc();
+        self.shared.metrics.sessions_attached.inc();
+        self.start_heartbeat(ctx);
+    }
+
+    /// The session has its id: its sockets' shared state, its place in the thread's
+    /// local delivery, and the registry's view of it.
+    fn link_up(&mut self, id: SessionId, ctx: &mut Context<Self>) {
         let addr = ctx.address();
         self.out.borrow_mut().id = id;
         let route = local_delivery::register(Rc::new(Sink {
@@ -573,20 +616,6 @@ impl Session {
             link: link.clone(),
         });
         self.ids = Some(link);
-        let config = self.shared.config.clone();
-        let open = Frame::Open(Open {
-            version: PROTOCOL_VERSION,
-            sid: id.0,
-            token,
-            ping_interval_ms: millis(config.ping_interval),
-            ping_timeout_ms: millis(config.ping_timeout),
-            max_frame_size: u32::try_from(config.max_frame_size).unwrap_or(u32::MAX),
-        });
-        self.send_frame(&open, ctx);
-        tracing::debug!(sid = id.0, "session opened");
-        self.shared.metrics.sessions_opened.inc();
-        self.shared.metrics.sessions_attached.inc();
-        self.start_heartbeat(ctx);
     }
 }
 

@@ -40,6 +40,30 @@ impl Outbox {
         }
     }
 
+    /// An outbox taken over from another node (a moved session): `frames` are
+    /// numbered `acked + 1 ..`, in order.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn restore(
+        max_frames: usize,
+        max_bytes: usize,
+        acked: u64,
+        frames: Vec<Bytes>,
+    ) -> Self {
+        Outbox {
+            bytes: frames.iter().map(Bytes::len).sum(),
+            frames: frames.into(),
+            acked,
+            max_frames,
+            max_bytes,
+        }
+    }
+
+    /// The client's last acknowledged frame and the frames after it, for a move.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn parts(&self) -> (u64, impl Iterator<Item = &Bytes>) {
+        (self.acked, self.frames.iter())
+    }
+
     /// Sequence number of the last frame pushed (0 before the first).
     pub fn sent(&self) -> u64 {
         self.acked + self.frames.len() as u64

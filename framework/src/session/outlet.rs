@@ -58,6 +58,23 @@ impl Outlet {
         }
     }
 
+    /// The outlet of a session moved here from another node: no connection yet (its
+    /// expiry is set when the session starts), the outbox it had there.
+    #[cfg(feature = "cluster")]
+    pub fn moved_in(shared: Arc<Shared>, limit: ClientLimit, outbox: Outbox) -> Self {
+        Outlet {
+            shared,
+            id: SessionId(0),
+            link: Link::Detached {
+                expiry: SpawnHandle::default(),
+            },
+            outbox,
+            limit,
+            dropped_volatile: 0,
+            closed: false,
+        }
+    }
+
     /// Sends a frame to the client: reliable frames are numbered and kept in the
     /// outbox until acknowledged (also while detached); volatile ones are written only
     /// to a connection that keeps up, and otherwise dropped. `Err` when the session

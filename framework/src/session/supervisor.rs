@@ -4,28 +4,20 @@
 //! not on the per-message path: sessions talk to namespaces and rooms directly and
 //! only register, unregister and resume through here.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use rand::RngCore;
-use slotmap::{Key, KeyData, SlotMap};
 
+use super::ids::{NodeNumber, SessionIds};
 use super::{Session, TransportKind};
 use crate::metrics::ResumeResults;
 use crate::namespace::SessionLink;
 use crate::protocol::ResumeToken;
 use crate::SessionId;
-
-slotmap::new_key_type! {
-    /// Slot of a session in the registry; its FFI form is the public [`SessionId`].
-    struct SessionKey;
-}
-
-fn key_of(id: SessionId) -> SessionKey {
-    SessionKey::from(KeyData::from_ffi(id.0))
-}
 
 /// A row of the registry, as shown to the application (admin views, metrics).
 #[derive(Debug, Clone)]
@@ -55,18 +47,21 @@ struct Entry {
 }
 
 /// Owns the session registry.
-#[derive(Default)]
 pub struct Supervisor {
-    sessions: SlotMap<SessionKey, Entry>,
+    sessions: HashMap<SessionId, Entry>,
+    /// Makes the ids of new sessions (see `ids.rs`).
+    ids: SessionIds,
     /// Counts the resumes refused here (unknown session, wrong token).
     resumes: ResumeResults,
 }
 
 impl Supervisor {
-    /// An empty registry that counts refused resumes into `resumes`.
-    pub(crate) fn new(resumes: ResumeResults) -> Self {
+    /// An empty registry that counts refused resumes into `resumes` and numbers
+    /// sessions after node number `node`.
+    pub(crate) fn new(resumes: ResumeResults, node: Arc<NodeNumber>) -> Self {
         Supervisor {
-            sessions: SlotMap::with_key(),
+            sessions: HashMap::new(),
+            ids: SessionIds::new(node),
             resumes,
         }
     }
@@ -89,14 +84,69 @@ impl Handler<Register> for Supervisor {
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         let mut token = ResumeToken::default();
         rand::rngs::OsRng.fill_bytes(&mut token);
-        let key = self.sessions.insert(Entry {
+        let id = self.ids.next(&self.sessions);
+        let entry = Entry {
             addr: msg.addr,
             token,
             opened_at: SystemTime::now(),
             namespaces: Vec::new(),
             link: None,
-        });
-        MessageResult((SessionId(key.data().as_ffi()), token))
+        };
+        self.sessions.insert(id, entry);
+        MessageResult((id, token))
+    }
+}
+
+/// Registers a session moved here from another node under its own id and token
+/// (see `moving.rs`); `false` when the id is in use here.
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Adopt {
+    pub id: SessionId,
+    pub token: ResumeToken,
+    pub opened_at: SystemTime,
+    pub addr: Addr<Session>,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<Adopt> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> bool {
+        if self.sessions.contains_key(&msg.id) {
+            return false;
+        }
+        let entry = Entry {
+            addr: msg.addr,
+            token: msg.token,
+            opened_at: msg.opened_at,
+            namespaces: Vec::new(),
+            link: None,
+        };
+        self.sessions.insert(msg.id, entry);
+        true
+    }
+}
+
+/// The sessions to move off a draining node: each one's address, token and
+/// opening time.
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "Vec<(SessionId, Addr<Session>, ResumeToken, SystemTime)>")]
+pub(crate) struct Movable;
+
+#[cfg(feature = "cluster")]
+impl Handler<Movable> for Supervisor {
+    type Result = MessageResult<Movable>;
+
+    fn handle(&mut self, _: Movable, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.sessions
+                .iter()
+                .map(|(id, e)| (*id, e.addr.clone(), e.token, e.opened_at))
+                .collect(),
+        )
     }
 }
 
@@ -111,7 +161,7 @@ impl Handler<Unregister> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
-        self.sessions.remove(key_of(msg.id));
+        self.sessions.remove(&msg.id);
     }
 }
 
@@ -127,7 +177,7 @@ impl Handler<SetNamespaces> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: SetNamespaces, _: &mut Context<Self>) {
-        if let Some(entry) = self.sessions.get_mut(key_of(msg.id)) {
+        if let Some(entry) = self.sessions.get_mut(&msg.id) {
             entry.namespaces = msg.namespaces;
         }
     }
@@ -145,7 +195,7 @@ impl Handler<SetLink> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: SetLink, _: &mut Context<Self>) {
-        if let Some(entry) = self.sessions.get_mut(key_of(msg.id)) {
+        if let Some(entry) = self.sessions.get_mut(&msg.id) {
             entry.link = Some(msg.link);
         }
     }
@@ -163,8 +213,8 @@ impl Handler<ListSessions> for Supervisor {
         MessageResult(
             self.sessions
                 .iter()
-                .map(|(key, e)| SessionInfo {
-                    id: SessionId(key.data().as_ffi()),
+                .map(|(id, e)| SessionInfo {
+                    id: *id,
                     opened_at: e.opened_at,
                     namespaces: e.namespaces.clone(),
                     transport: e.link.as_ref().and_then(|l| {
@@ -189,7 +239,7 @@ impl Handler<KickSession> for Supervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: KickSession, _: &mut Context<Self>) -> bool {
-        match self.sessions.get(key_of(msg.id)) {
+        match self.sessions.get(&msg.id) {
             Some(entry) => {
                 entry.addr.do_send(super::Kick { reason: msg.reason });
                 true
@@ -210,7 +260,7 @@ impl Handler<DropConnection> for Supervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: DropConnection, _: &mut Context<Self>) -> bool {
-        match self.sessions.get(key_of(msg.id)) {
+        match self.sessions.get(&msg.id) {
             Some(entry) => {
                 entry.addr.do_send(super::DropConnection);
                 true
@@ -253,7 +303,7 @@ impl Handler<ResumeSession> for Supervisor {
     type Result = Result<Addr<Session>, String>;
 
     fn handle(&mut self, msg: ResumeSession, _: &mut Context<Self>) -> Self::Result {
-        let Some(entry) = self.sessions.get(key_of(msg.sid)) else {
+        let Some(entry) = self.sessions.get(&msg.sid) else {
             if !msg.quiet {
                 self.resumes.count("unknown_session");
             }

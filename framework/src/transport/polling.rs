@@ -218,7 +218,7 @@ async fn elsewhere(shared: &Shared, pid: &str, body: Option<Bytes>) -> Result<By
     #[cfg(feature = "cluster")]
     if let Some(cluster) = &shared.cluster {
         let hold = shared.config.poll_hold;
-        if let Some(answer) = cluster.poll_elsewhere(pid, body, hold).await {
+        if let Some(answer) = cluster.poll_elsewhere(pid, body, hold, false).await {
             return answer.map_err(|(status, text)| PollError::Elsewhere(status, text));
         }
         return Err(PollError::UnknownPid);
@@ -346,7 +346,7 @@ pub(crate) fn new_pid() -> Arc<str> {
 
 /// A fresh pid for a polling connection of this server; in a cluster it starts with
 /// the node's id, so that any node can tell where the connection is.
-fn polling_pid(shared: &Shared) -> Arc<str> {
+pub(crate) fn polling_pid(shared: &Shared) -> Arc<str> {
     #[cfg(feature = "cluster")]
     if let Some(cluster) = &shared.cluster {
         return format!("{}{}", cluster.id(), new_pid()).into();

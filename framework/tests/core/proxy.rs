@@ -91,7 +91,12 @@ impl FaultProxy {
                     }
                     _ => None,
                 };
-                let target = targets[next_target.fetch_add(1, Ordering::SeqCst) % targets.len()];
+                let first = next_target.fetch_add(1, Ordering::SeqCst);
+                // A target that refuses is skipped, as a balancer does with a node
+                // that is gone (nginx's `proxy_next_upstream error`).
+                let order: Vec<SocketAddr> = (0..targets.len())
+                    .map(|k| targets[(first + k) % targets.len()])
+                    .collect();
                 let cut_all = generation.subscribe();
                 let cuts = cuts.clone();
                 let mid_batch = mid_batch.clone();
@@ -112,7 +117,14 @@ impl FaultProxy {
                             return;
                         }
                     }
-                    let Ok(mut server) = TcpStream::connect(target).await else {
+                    let mut server = None;
+                    for target in order {
+                        if let Ok(stream) = TcpStream::connect(target).await {
+                            server = Some(stream);
+                            break;
+                        }
+                    }
+                    let Some(mut server) = server else {
                         return;
                     };
                     if server.write_all(&head).await.is_err() {

@@ -39,7 +39,31 @@ fn installed() -> bool {
 /// connection (the server's `volley`, set once built).
 fn chat(volley: Arc<OnceLock<Volley>>) -> Namespace {
     let (disconnects, _) = Disconnects::new();
-    test_namespace(disconnects)
+    let namespace = test_namespace(disconnects);
+    // In a cluster: all the events at once, then this node drains (the session
+    // moves to another node, with what its client has not acknowledged).
+    #[cfg(feature = "cluster")]
+    let namespace = {
+        let volley = volley.clone();
+        namespace.on_ack(
+            "burst_drain",
+            move |socket, (before, after): (u64, u64), ack| {
+                for n in 1..=before + after {
+                    let _ = socket.emit("n", &n);
+                }
+                let _ = ack.send(&());
+                let volley = volley.get().cloned();
+                actix_rt::spawn(async move {
+                    // Only a move drops the client's connection: the scenario waits
+                    // for that (`transport close`), then for its recovery.
+                    if let Some(cluster) = volley.as_ref().and_then(Volley::cluster) {
+                        let _ = cluster.drain().await;
+                    }
+                });
+            },
+        )
+    };
+    namespace
         .on_ack("bytes", |_, bytes: Vec<u8>, ack| {
             let _ = ack.send(&bytes);
         })
@@ -67,7 +91,7 @@ fn chat(volley: Arc<OnceLock<Volley>>) -> Namespace {
         })
 }
 
-fn server_with(builder: VolleyBuilder) -> TestServer {
+pub(crate) fn server_with(builder: VolleyBuilder) -> TestServer {
     server_in(serve, builder)
 }
 
@@ -90,11 +114,16 @@ fn base(server: &TestServer) -> String {
 }
 
 async fn scenario(server: &TestServer, name: &str, args: &[&str]) {
+    scenario_at(&base(server), name, args).await;
+}
+
+/// Runs scenario `name` of `client.mjs` against the server(s) at `base`
+/// (`http://host:port`).
+pub(crate) async fn scenario_at(base: &str, name: &str, args: &[&str]) {
     if !installed() {
         return;
     }
-    let base = base(server);
-    let mut all = vec![name, base.as_str()];
+    let mut all = vec![name, base];
     all.extend_from_slice(args);
     run_node(SCRIPT, &all).await;
 }

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use self::carrier::{Poll, WsHandle};
 use self::connection::{EioConnection, Post};
 use super::admission::{self, ConnectionSlot};
-use super::polling::{cors, new_pid};
+use super::polling::{cors, polling_pid};
 use crate::protocol::socketio::{decode_payload, EioPacket, EIO_VERSION};
 use crate::session::Shared;
 
@@ -133,7 +133,9 @@ pub(crate) fn open(
     slot: ConnectionSlot,
     ws: Option<WsHandle>,
 ) -> (Arc<str>, Addr<EioConnection>) {
-    let sid = new_pid();
+    // In a cluster the sid starts with the node's id: a request for it that lands
+    // on another node is answered by this one (as native polling pids are).
+    let sid = polling_pid(shared);
     let connection =
         EioConnection::new(shared.clone(), registry.clone(), sid.clone(), slot, ws).start();
     registry
@@ -205,19 +207,97 @@ async fn get(
             let (sid, _) = open(&shared, &registry.clone().into_inner(), slot, None);
             return Ok(handshake(&shared, &sid, true));
         };
-        let connection = lookup(&registry, sid).ok_or(refused(EioRefusal::UnknownSid))?;
-        let (reply, answer) = oneshot::channel();
-        connection
-            .send(Poll { reply })
-            .await
-            .map_err(|_| refused(EioRefusal::UnknownSid))?;
-        match answer.await {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(_)) | Err(_) => Err(refused(EioRefusal::BadRequest)),
+        match lookup(&registry, sid) {
+            Some(connection) => poll_here(&connection).await,
+            None => elsewhere(&shared, sid, None).await,
         }
     }
     .await;
     answer(&req, &shared, result)
+}
+
+/// A long-poll of a connection of this node: the packets waiting, or held until some
+/// come.
+async fn poll_here(connection: &Addr<EioConnection>) -> Result<String, (StatusCode, String)> {
+    let (reply, answer) = oneshot::channel();
+    connection
+        .send(Poll { reply })
+        .await
+        .map_err(|_| refused(EioRefusal::UnknownSid))?;
+    match answer.await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) | Err(_) => Err(refused(EioRefusal::BadRequest)),
+    }
+}
+
+/// The client's packets for a connection of this node.
+async fn post_here(
+    shared: &Shared,
+    connection: &Addr<EioConnection>,
+    body: &[u8],
+) -> Result<String, (StatusCode, String)> {
+    let text = std::str::from_utf8(body).map_err(|_| refused(EioRefusal::BadRequest))?;
+    let packets = decode_payload(text, shared.config.max_poll_frames).map_err(|e| {
+        shared.metrics.refused("bad_batch");
+        (StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    let sized = packets.into_iter().map(|p| {
+        let size = match &p {
+            EioPacket::Message(text) => text.len(),
+            EioPacket::Binary(bytes) => bytes.len(),
+            _ => 1,
+        };
+        (p, size)
+    });
+    connection
+        .send(Post(sized.collect()))
+        .await
+        .map_err(|_| refused(EioRefusal::UnknownSid))?;
+    Ok("ok".to_owned())
+}
+
+/// A request for a connection that is not here: in a cluster, the node its sid
+/// names answers it (see `cluster::ClusterNode::poll_elsewhere`).
+async fn elsewhere(
+    shared: &Shared,
+    sid: &str,
+    body: Option<bytes::Bytes>,
+) -> Result<String, (StatusCode, String)> {
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &shared.cluster {
+        let hold = shared.config.ping_interval + shared.config.ping_timeout;
+        return match cluster.poll_elsewhere(sid, body, hold, true).await {
+            Some(Ok(bytes)) => {
+                String::from_utf8(bytes.to_vec()).map_err(|_| refused(EioRefusal::BadRequest))
+            }
+            Some(Err((status, text))) => Err((
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                text,
+            )),
+            None => Err(refused(EioRefusal::UnknownSid)),
+        };
+    }
+    let _ = (shared, sid, body);
+    Err(refused(EioRefusal::UnknownSid))
+}
+
+/// Answers a request that reached another node for connection `sid` of this one (a
+/// long-poll when `body` is none).
+#[cfg(feature = "cluster")]
+pub(crate) async fn for_another_node(
+    registry: &Registry,
+    shared: &Shared,
+    sid: &str,
+    body: Option<bytes::Bytes>,
+) -> Result<bytes::Bytes, (u16, String)> {
+    let result = match (lookup(registry, sid), body) {
+        (None, _) => Err(refused(EioRefusal::UnknownSid)),
+        (Some(connection), None) => poll_here(&connection).await,
+        (Some(connection), Some(body)) => post_here(shared, &connection, &body).await,
+    };
+    result
+        .map(bytes::Bytes::from)
+        .map_err(|(status, text)| (status.as_u16(), text))
 }
 
 /// A long-polling POST: the client's packets.
@@ -235,7 +315,6 @@ async fn post(
             .sid
             .as_deref()
             .ok_or(refused(EioRefusal::BadHandshakeMethod))?;
-        let connection = lookup(&registry, sid).ok_or(refused(EioRefusal::UnknownSid))?;
         // maxPayload, as the handshake announced it.
         let limit = shared.config.max_frame_size;
         let too_large = || {
@@ -253,24 +332,10 @@ async fn post(
             }
             body.extend_from_slice(&chunk);
         }
-        let text = std::str::from_utf8(&body).map_err(|_| refused(EioRefusal::BadRequest))?;
-        let packets = decode_payload(text, shared.config.max_poll_frames).map_err(|e| {
-            shared.metrics.refused("bad_batch");
-            (StatusCode::BAD_REQUEST, e.to_string())
-        })?;
-        let sized = packets.into_iter().map(|p| {
-            let size = match &p {
-                EioPacket::Message(text) => text.len(),
-                EioPacket::Binary(bytes) => bytes.len(),
-                _ => 1,
-            };
-            (p, size)
-        });
-        connection
-            .send(Post(sized.collect()))
-            .await
-            .map_err(|_| refused(EioRefusal::UnknownSid))?;
-        Ok("ok".to_owned())
+        match lookup(&registry, sid) {
+            Some(connection) => post_here(&shared, &connection, &body).await,
+            None => elsewhere(&shared, sid, Some(body.freeze())).await,
+        }
     }
     .await;
     answer(&req, &shared, result)

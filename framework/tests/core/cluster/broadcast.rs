@@ -133,14 +133,14 @@ async fn broadcasts_reach_every_node_exactly_once_in_order() {
 }
 
 #[actix_rt::test]
-async fn a_handlers_broadcast_leaves_only_its_sender_out() {
+async fn a_session_left_out_by_id_is_left_out_on_every_node() {
     let Some(redis) = RedisServer::start("a_handlers_broadcast_leaves_only_its_sender_out") else {
         return;
     };
     let (a, b) = (node(&redis).await, node(&redis).await);
     let mut on_a = players(&a, WS, "/", &[("ann", &["red"])]).await;
-    // Session ids are per node: B's first session may have the id of A's sender, and
-    // must not be left out for it.
+    // A handler's broadcast leaves its sender out by id, which no session of
+    // another node shares.
     let mut on_b = players(&b, WS, "/", &[("bob", &["red"]), ("cat", &["red"])]).await;
     redis.await_subscribers(&room_channel("red"), 2).await;
 
@@ -151,6 +151,27 @@ async fn a_handlers_broadcast_leaves_only_its_sender_out() {
     b.volley.of("/").unwrap().emit("fence", &()).unwrap();
     let got = until_fences(&mut [&mut on_a, &mut on_b], &[]).await;
     assert!(got.is_empty(), "after the first copies: {got:?}");
+
+    // Emitted on A, leaving out a session of B by its id.
+    let bob: u64 = on_b[0].ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+    let except = volley::SessionId(bob);
+    let root = a.volley.of("/").unwrap();
+    root.to("red")
+        .except_socket(except)
+        .emit("news", &1)
+        .unwrap();
+    root.broadcast()
+        .except_socket(except)
+        .emit("all", &2)
+        .unwrap();
+    root.emit("fence", &()).unwrap();
+    let copies = [("ann", "news", 1), ("cat", "news", 1)];
+    let got = until_fences(&mut [&mut on_a, &mut on_b], &copies).await;
+    let count =
+        |who: &'static str, what: &str| got.get(&(who, what.to_owned())).map_or(0, Vec::len);
+    for (who, n) in [("ann", 1), ("bob", 0), ("cat", 1)] {
+        assert_eq!((count(who, "news"), count(who, "all")), (n, n), "{who}");
+    }
 }
 
 #[actix_rt::test]

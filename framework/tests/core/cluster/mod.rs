@@ -2,11 +2,13 @@
 //! `redis-server` on a free port and two or three Volley nodes in this process.
 
 mod broadcast;
+mod drain;
 mod faults;
 mod game;
 mod ops;
 mod redis;
 mod resume;
+mod socketio;
 
 use volley::client::{NamespaceClient, Transport};
 use volley::cluster::RedisCluster;

@@ -1,0 +1,180 @@
+//! Draining a node: every session moves to another live node before this one stops,
+//! so a rolling restart loses no session.
+//!
+//! [`ClusterNode::drain`] takes each session of the node in turn (a few at once):
+//! freezes it (`session/moving.rs`), sends its state to the next live node in a
+//! `MoveIn` question on that node's control channel, and once that node answers that
+//! the session is there, drops the client's connection. The client resumes as after
+//! any cut, on whichever node its reconnection reaches: the new owner resumes it
+//! locally, any other node relays it there (the resume asks every node). A node
+//! that refuses (it is draining too, or the id is in use there) or does not answer
+//! leaves the session here, thawed, and the next node is tried.
+//!
+//! A draining node refuses sessions moved to it, and keeps answering resumes and
+//! relays until it stops; sessions opened on it while it drains are moved on the
+//! next pass.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Instant, UNIX_EPOCH};
+
+use actix::prelude::*;
+use futures_util::stream::{self, StreamExt};
+
+use super::ops::{Reply, Request};
+use super::{ClusterError, ClusterNode, NodeId};
+use crate::session::{Freeze, Movable, MovedOut, Session, SessionState, Shared, Thaw, Unregister};
+use crate::SessionId;
+
+/// Sessions moved at once.
+const AT_ONCE: usize = 16;
+/// Passes over the node's sessions (those opened during a pass move on the next).
+const PASSES: usize = 3;
+
+/// What a drain did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Sessions now on another node.
+    pub moved: usize,
+    /// Sessions still here: no other node took them (they end with this node).
+    pub stayed: usize,
+    /// How long it took, in milliseconds.
+    pub millis: u64,
+}
+
+impl ClusterNode {
+    /// Moves every session of this node to the other live nodes (round-robin) and
+    /// tells their clients to reconnect; they resume on any node, exactly once. Call
+    /// it before stopping the node (the server does on `SIGTERM`, see
+    /// [`HttpServer::run`](crate::HttpServer::run)). From then on this node refuses
+    /// sessions moved to it. [`ClusterError::NoOtherNode`] when there is nowhere to
+    /// move them.
+    pub async fn drain(&self) -> Result<DrainReport, ClusterError> {
+        let started = Instant::now();
+        self.draining.store(true, Ordering::Relaxed);
+        let shared = self
+            .local
+            .get()
+            .and_then(|attached| attached.shared.upgrade())
+            .ok_or(ClusterError::Stopped)?;
+        let others: Vec<NodeId> = (self.nodes().await?.into_iter())
+            .filter(|node| *node != self.id)
+            .collect();
+        if others.is_empty() {
+            return Err(ClusterError::NoOtherNode);
+        }
+        let mut report = DrainReport::default();
+        for _ in 0..PASSES {
+            let sessions = shared
+                .supervisor
+                .send(Movable)
+                .await
+                .map_err(|_| ClusterError::Stopped)?;
+            if sessions.is_empty() {
+                break;
+            }
+            let shared = &shared;
+            let moves = sessions.into_iter().enumerate().map(|(i, session)| {
+                // Each session starts with its own node of the list, so the load
+                // spreads; then tries the others.
+                let order: Vec<NodeId> = (0..others.len())
+                    .map(|k| others[(i + k) % others.len()])
+                    .collect();
+                self.move_one(shared, session, order)
+            });
+            let results: Vec<bool> = stream::iter(moves)
+                .buffer_unordered(AT_ONCE)
+                .collect()
+                .await;
+            report.moved += results.iter().filter(|moved| **moved).count();
+        }
+        report.stayed = (shared.supervisor.send(Movable).await)
+            .map_err(|_| ClusterError::Stopped)?
+            .len();
+        report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(
+            node = %self.id, moved = report.moved, stayed = report.stayed,
+            millis = report.millis, "cluster: node drained"
+        );
+        Ok(report)
+    }
+
+    /// Moves one session to the first of `order` that takes it.
+    async fn move_one(
+        &self,
+        shared: &Shared,
+        (id, addr, token, opened_at): (SessionId, Addr<Session>, [u8; 16], std::time::SystemTime),
+        order: Vec<NodeId>,
+    ) -> bool {
+        // `None`: it ended, or waits for a namespace's middleware (next pass).
+        let Ok(Some(mut state)) = addr.send(Freeze).await else {
+            return false;
+        };
+        state.token = token;
+        state.opened_ms = opened_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        for node in order {
+            let request = Request::MoveIn {
+                state: Box::new(state.clone()),
+            };
+            if let Ok(Reply::Done(true)) = self.ask(node, request).await {
+                tracing::debug!(sid = id.0, to = %node, "cluster: session moved");
+                // Out of the registry before the next pass lists it.
+                let _ = shared.supervisor.send(Unregister { id }).await;
+                addr.do_send(MovedOut);
+                return true;
+            }
+        }
+        tracing::warn!(sid = id.0, "cluster: no node took the session; it stays");
+        addr.do_send(Thaw);
+        false
+    }
+}
+
+/// Answers a `MoveIn`: starts the session here, unless this node drains too.
+pub(crate) async fn move_in(shared: &Arc<Shared>, draining: bool, state: SessionState) -> bool {
+    if draining {
+        return false;
+    }
+    let (settled, answer) = tokio::sync::oneshot::channel();
+    let shared_for_session = shared.clone();
+    // On a room thread: the moved session has no connection of its own yet (its
+    // client's next connection, on any thread, attaches to it).
+    let thread = (shared.place_room)();
+    Session::start_in_arbiter(&thread, move |_| {
+        Session::arriving(shared_for_session, state, settled)
+    });
+    answer.await.unwrap_or(false)
+}
+
+/// Waits for `SIGTERM` (or Ctrl-C), drains the node of `shared` (if it still
+/// runs: only a weak reference is held, so a server dropped meanwhile stops as
+/// ever), then stops the server gracefully.
+pub(crate) async fn drain_on_signal(shared: Weak<Shared>, server: actix_web::dev::ServerHandle) {
+    stop_signal().await;
+    let cluster = shared.upgrade().and_then(|shared| shared.cluster.clone());
+    if let Some(cluster) = cluster {
+        tracing::info!(node = %cluster.id, "cluster: stop signal; draining");
+        if let Err(e) = cluster.drain().await {
+            tracing::warn!(node = %cluster.id, error = %e, "cluster: drain failed; stopping anyway");
+        }
+    }
+    server.stop(true).await;
+}
+
+/// The first of `SIGTERM` and Ctrl-C (`SIGINT`).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,364 @@
+//! Moving a session to another node (feature `cluster`): what it takes with it, how
+//! it leaves this node and how it arrives on the other.
+//!
+//! A draining node moves each session in three steps (driven by `cluster/drain.rs`):
+//!
+//! 1. [`Freeze`]: the session notes its rooms, then, in one handler, stops: it
+//!    takes no more client frames (the client resends them after its resume: they
+//!    are after the `recv_seq` the state carries) and delivers nothing more, and
+//!    answers its [`SessionState`]: the sequence numbers both ways, the outbox, the
+//!    client's frame limit, the next ack id, and each namespace with the `auth`
+//!    payload it joined with and its rooms.
+//! 2. The other node starts a [`Session`] from that state ([`Session::arriving`]):
+//!    registered under the same id and token, detached (resumable for the grace
+//!    window), its namespaces joined again through their middleware (which runs
+//!    again on the new node, with the same `auth`), and its rooms joined. No
+//!    `Connected` frame and no connect hook: for the client and the application it
+//!    is the same socket.
+//! 3. [`MovedOut`]: this node drops the client's connection as a network failure
+//!    would (the client resumes, on any node: the one that took the session has it)
+//!    and lets the session go without disconnect hooks. If the other node refused,
+//!    [`Thaw`] lets the session carry on here instead.
+//!
+//! What a move does not carry: emits waiting for the client's ack on this node fail
+//! with `AckError::Disconnected`, and a broadcast handled by this node after the
+//! freeze, or by the new node before the session arrived, does not reach it (the
+//! window is the time of one move, a Redis round trip or two).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use tokio::sync::oneshot;
+
+use super::outlet::{Link, Outlet};
+use super::supervisor::{Adopt, Unregister};
+use super::{ClientLimit, Heartbeat, Outbox, Session, Shared, ToTransport};
+use crate::namespace::{self, Authorization, NamespaceHandle, RoomsOf, Socket};
+use crate::protocol::ResumeToken;
+use crate::{AckError, DisconnectReason, SessionId};
+
+use super::joined::Joined;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Everything a session takes to another node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionState {
+    pub id: u64,
+    pub token: ResumeToken,
+    pub opened_ms: u64,
+    /// Reliable frames processed from the client.
+    pub recv_seq: u64,
+    /// The client's last acknowledged frame; `frames` follow it, numbered from
+    /// `acked + 1`.
+    pub acked: u64,
+    pub frames: Vec<ByteBuf>,
+    pub max_frame_size: Option<u32>,
+    /// The next id for an emit that waits for the client's ack (ids stay unique
+    /// across the move, so a late answer to an old emit is never taken for a new).
+    pub next_ack: u64,
+    pub namespaces: Vec<MovedNamespace>,
+}
+
+/// A session on its way in, until its actor starts.
+pub(crate) struct Arrival {
+    state: SessionState,
+    settled: oneshot::Sender<bool>,
+}
+
+/// A namespace the session had joined.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MovedNamespace {
+    pub ns: String,
+    pub auth: ByteBuf,
+    pub rooms: Vec<String>,
+}
+
+/// Stops the session for a move and answers its state (`None`: it ended, or is not
+/// attached to a namespace registry yet). The registry's part (token, opening time)
+/// is filled in by the caller.
+#[derive(Message)]
+#[rtype(result = "Option<SessionState>")]
+pub(crate) struct Freeze;
+
+/// The other node took the session: drop the client's connection and go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct MovedOut;
+
+/// The other node did not take the session: carry on here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Thaw;
+
+impl Handler<Freeze> for Session {
+    type Result = ResponseActFuture<Self, Option<SessionState>>;
+
+    fn handle(&mut self, _: Freeze, _: &mut Context<Self>) -> Self::Result {
+        let id = self.id();
+        // The rooms first, while the session carries on: a join in between is not
+        // taken along (rare: the drain asks all sessions at once).
+        let asks: Vec<_> = self
+            .joined
+            .values()
+            .map(|j| {
+                let ns = j.namespace.name.to_string();
+                let rooms = j.namespace.addr.send(RoomsOf { id });
+                async move { (ns, rooms.await.unwrap_or_default()) }
+            })
+            .collect();
+        Box::pin(
+            futures_util::future::join_all(asks)
+                .into_actor(self)
+                .map(|rooms, act, _| act.freeze(rooms)),
+        )
+    }
+}
+
+impl Session {
+    /// Stops taking and delivering frames, and answers the state.
+    fn freeze(&mut self, rooms: Vec<(String, Vec<String>)>) -> Option<SessionState> {
+        if self.ended || self.ids.is_none() || self.authorizing.len() > 0 {
+            return None;
+        }
+        self.ended = true;
+        let mut out = self.out.borrow_mut();
+        out.closed = true;
+        let (acked, frames) = out.outbox.parts();
+        let frames = frames.map(|f| ByteBuf::from(f.to_vec())).collect();
+        let namespaces = self
+            .joined
+            .values()
+            .map(|j| MovedNamespace {
+                ns: j.namespace.name.to_string(),
+                auth: ByteBuf::from(j.auth.clone()),
+                rooms: rooms
+                    .iter()
+                    .find(|(ns, _)| *ns == *j.namespace.name)
+                    .map(|(_, rooms)| rooms.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let next_ack = self
+            .ids
+            .as_ref()
+            .map_or(1, |l| l.next_ack.load(Ordering::Relaxed));
+        Some(SessionState {
+            id: self.id().0,
+            token: ResumeToken::default(),
+            opened_ms: 0,
+            recv_seq: self.recv_seq,
+            acked,
+            frames,
+            max_frame_size: out.limit.announced_limit(),
+            next_ack,
+            namespaces,
+        })
+    }
+}
+
+impl Handler<Thaw> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Thaw, _: &mut Context<Self>) {
+        self.ended = false;
+        self.out.borrow_mut().closed = false;
+    }
+}
+
+impl Handler<MovedOut> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: MovedOut, ctx: &mut Context<Self>) {
+        let id = self.id();
+        tracing::debug!(sid = id.0, "session moved to another node");
+        self.shared.supervisor.do_send(Unregister { id });
+        let metrics = &self.shared.metrics;
+        match self.transport() {
+            Some(t) => {
+                // As a network failure: the client resumes, wherever it lands.
+                t.do_send(ToTransport::Drop {
+                    reason: "node draining: resume on another node".to_owned(),
+                });
+                metrics.sessions_attached.dec();
+            }
+            None => {
+                metrics.sessions_detached.dec();
+            }
+        }
+        for joined in self.joined.drain() {
+            joined
+                .namespace
+                .addr
+                .do_send(namespace::RemoveSocket { id });
+        }
+        for (_, pending) in self.pending_acks.drain() {
+            let _ = pending.tx.send(Err(AckError::Disconnected));
+        }
+        ctx.stop();
+    }
+}
+
+impl Session {
+    /// A session moved here from another node; it sets itself up when started and
+    /// tells `settled` whether it could (its id may be in use here).
+    pub(crate) fn arriving(
+        shared: Arc<Shared>,
+        state: SessionState,
+        settled: oneshot::Sender<bool>,
+    ) -> Self {
+        let config = &shared.config;
+        let frames = state.frames.iter().map(|f| Bytes::from(f.to_vec()));
+        let outbox = Outbox::restore(
+            config.max_outbox_frames,
+            config.max_outbox_bytes,
+            state.acked,
+            frames.collect(),
+        );
+        let limit = ClientLimit::announced(state.max_frame_size);
+        let out = Outlet::moved_in(shared.clone(), limit, outbox);
+        let heartbeat = Heartbeat::new(config.ping_timeout);
+        let mut session = Session::with_outlet(shared, heartbeat, out);
+        session.recv_seq = state.recv_seq;
+        session.reported_seq = state.recv_seq;
+        session.arriving = Some(Box::new(Arrival { state, settled }));
+        session
+    }
+
+    /// Registers under the session's own id and token, then joins its namespaces
+    /// and rooms again.
+    pub(super) fn arrive(&mut self, arrival: Arrival, ctx: &mut Context<Self>) {
+        let Arrival { state, settled } = arrival;
+        let opened_at = UNIX_EPOCH + Duration::from_millis(state.opened_ms);
+        let adopt = Adopt {
+            id: SessionId(state.id),
+            token: state.token,
+            opened_at: opened_at.min(SystemTime::now()),
+            addr: ctx.address(),
+        };
+        let register = self.shared.supervisor.send(adopt);
+        ctx.wait(register.into_actor(self).map(move |res, act, ctx| {
+            let adopted = res == Ok(true);
+            let _ = settled.send(adopted);
+            if !adopted {
+                tracing::warn!(sid = state.id, "moved session refused: id in use");
+                act.ended = true;
+                return ctx.stop();
+            }
+            act.settle(state, ctx);
+        }));
+    }
+
+    fn settle(&mut self, state: SessionState, ctx: &mut Context<Self>) {
+        let id = SessionId(state.id);
+        self.link_up(id, ctx);
+        if let Some(link) = &self.ids {
+            link.next_ack.store(state.next_ack, Ordering::Relaxed);
+            link.transport.store(0, Ordering::Relaxed);
+        }
+        let grace = self.shared.config.resume_grace;
+        let expiry = ctx.run_later(grace, |act, ctx| {
+            let expired = DisconnectReason::Expired(Box::new(DisconnectReason::TransportClosed));
+            act.end(expired, false, ctx);
+        });
+        self.out.borrow_mut().link = Link::Detached { expiry };
+        self.shared.metrics.sessions_detached.inc();
+        self.start_heartbeat(ctx);
+        for moved in state.namespaces {
+            self.rejoin(moved, ctx);
+        }
+        tracing::debug!(sid = id.0, "session moved here");
+    }
+
+    /// Joins a namespace again: its middleware runs with the same `auth`. A refusal
+    /// takes the client out of the namespace (it hears why).
+    fn rejoin(&mut self, moved: MovedNamespace, ctx: &mut Context<Self>) {
+        let (Some(namespace), Some(link)) = (self.shared.namespace(&moved.ns), self.ids.clone())
+        else {
+            let reason = format!("namespace '{}' is not on this node", moved.ns);
+            return self.refused(moved.ns, reason, ctx);
+        };
+        match namespace.authorize(link.id, &moved.auth) {
+            Authorization::Now(answer) => self.rejoined(namespace, link, answer, moved, ctx),
+            Authorization::Later(answer) => {
+                let ns = moved.ns.clone();
+                // The client's events for it wait meanwhile, as for a first join.
+                let answer = ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
+                    let held = act.authorizing.remove(&moved.ns).map(|(_, held)| held);
+                    act.rejoined(namespace, link, answer, moved, ctx);
+                    act.handle_held(held.unwrap_or_default(), ctx);
+                }));
+                self.authorizing.insert(ns, answer);
+            }
+        }
+    }
+
+    fn rejoined(
+        &mut self,
+        namespace: NamespaceHandle,
+        link: Arc<super::SessionLink>,
+        answer: Result<namespace::SocketData, String>,
+        moved: MovedNamespace,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.ended {
+            return;
+        }
+        let data = match answer {
+            Ok(data) => data,
+            Err(reason) => return self.refused(moved.ns, reason, ctx),
+        };
+        let socket = Socket::new(&namespace, link.clone(), data);
+        namespace.addr.do_send(namespace::AddSocket {
+            id: link.id,
+            recipient: link.deliver.clone(),
+        });
+        for room in &moved.rooms {
+            socket.join(room);
+        }
+        self.joined.insert(Joined {
+            socket,
+            namespace,
+            watchers: Vec::new(),
+            auth: moved.auth.into_vec(),
+        });
+        self.publish_namespaces();
+    }
+
+    fn refused(&mut self, ns: String, reason: String, ctx: &mut Context<Self>) {
+        tracing::info!(sid = self.id().0, ns = %ns, %reason, "moved session refused by namespace");
+        let frame = self.disconnect_frame(&ns, &reason);
+        self.send_frame(&frame, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_crosses_as_json() {
+        let state = SessionState {
+            id: 1 << 32 | 7,
+            token: [9; 16],
+            opened_ms: 5,
+            recv_seq: 3,
+            acked: 10,
+            frames: vec![ByteBuf::from(vec![1, 2]), ByteBuf::from(vec![3])],
+            max_frame_size: Some(4096),
+            next_ack: 4,
+            namespaces: vec![MovedNamespace {
+                ns: "/chat".into(),
+                auth: ByteBuf::from(b"{\"name\":\"ann\"}".to_vec()),
+                rooms: vec!["red".into()],
+            }],
+        };
+        let json = serde_json::to_vec(&state).unwrap();
+        let back: SessionState = serde_json::from_slice(&json).unwrap();
+        assert_eq!((back.id, back.acked, back.frames.len()), (state.id, 10, 2));
+        assert_eq!(back.namespaces[0].rooms, ["red"]);
+    }
+}

@@ -1,0 +1,215 @@
+//! Draining a node: its sessions move to the other nodes and their clients resume
+//! there, so a rolling restart under traffic loses and duplicates nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use volley::client::{Client, ClientConfig, ConnectionEvent, NamespaceClient, Transport};
+use volley::cluster::ClusterError;
+
+use super::*;
+use crate::proxy::{Cuts, FaultProxy};
+use crate::resume::{quick_backoff, server_addr};
+
+/// Clients, and numbered events each sends (and gets back).
+const CLIENTS: u64 = 6;
+const PER_CLIENT: u64 = 300;
+
+/// `c2s (client, n)`: the server records it and answers `s2c n` to that socket;
+/// `join` puts the socket in a room; `whoami` answers its session id.
+fn numbered(received: mpsc::UnboundedSender<(u64, u64)>) -> Namespace {
+    let received = Arc::new(Mutex::new(received));
+    Namespace::new()
+        .authorize(|hs| {
+            // The middleware runs again on the node a session moves to.
+            hs.auth::<String>()
+        })
+        .on("c2s", move |socket, (client, n): (u64, u64)| {
+            let _ = received.lock().unwrap().send((client, n));
+            socket.emit("s2c", &n).unwrap();
+        })
+        .on_ack("join", |socket, room: String, ack| {
+            socket.join(&room);
+            let _ = ack.send(&room);
+        })
+        .on_ack("whoami", |socket, _: (), ack| {
+            let name = socket.data::<String>().cloned().unwrap_or_default();
+            let _ = ack.send(&(socket.id().0, name));
+        })
+}
+
+fn numbered_node(redis: &RedisServer, tx: mpsc::UnboundedSender<(u64, u64)>) -> VolleyBuilder {
+    Volley::builder()
+        .heartbeat(Duration::from_secs(2), Duration::from_secs(2))
+        .namespace("/", numbered(tx))
+        .cluster(RedisCluster::new(&redis.url()).unwrap())
+}
+
+/// One client: joins through `url` as `client`, sends its numbers in small bursts,
+/// and checks each answer comes back once, in order. Answers the client (still
+/// connected) and its connection events.
+async fn numbered_client(
+    url: String,
+    transport: Transport,
+    client_no: u64,
+) -> (Client, Vec<ConnectionEvent>) {
+    let config = ClientConfig {
+        transport,
+        backoff: quick_backoff(),
+        send_buffer: 4096,
+        event_buffer: 4096,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(&url, config).await.expect("connect");
+    let mut ns: NamespaceClient = client
+        .join("/", &format!("client-{client_no}"))
+        .await
+        .expect("join");
+    let _: String = ns.emit_with_ack("join", &"all", WAIT).await.unwrap();
+    let mut next = 0;
+    for burst in (0..PER_CLIENT).collect::<Vec<_>>().chunks(10) {
+        for n in burst {
+            ns.emit("c2s", &(client_no, *n)).unwrap();
+        }
+        for _ in burst {
+            let event = tokio::time::timeout(WAIT, ns.next_event())
+                .await
+                .expect("answers keep coming")
+                .expect("namespace open");
+            assert_eq!(event.name, "s2c");
+            let n: u64 = event.decode().unwrap();
+            assert_eq!(n, next, "client {client_no}: answer out of order or twice");
+            next += 1;
+        }
+        // Traffic spread over the drains, not a pause for them.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Still the same socket, authorized on whichever node holds it now.
+    let (_, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+    assert_eq!(name, format!("client-{client_no}"));
+    let mut events = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(1), client.next_connection_event()).await
+    {
+        events.push(event);
+    }
+    (client, events)
+}
+
+#[actix_rt::test]
+async fn a_rolling_restart_under_traffic_loses_and_duplicates_nothing() {
+    rolling_restart(Transport::WebSocket).await;
+}
+
+#[actix_rt::test]
+async fn a_rolling_restart_loses_nothing_for_polling_clients() {
+    rolling_restart(Transport::Polling).await;
+}
+
+/// Three nodes behind a round-robin balancer, clients sending and receiving
+/// numbered events; A drains, stops and comes back, then B drains and stops: every
+/// session ends up on A2 or C, every number arrived once each way.
+async fn rolling_restart(transport: Transport) {
+    let Some(redis) = RedisServer::start("a_rolling_restart_under_traffic") else {
+        return;
+    };
+    let (tx, mut received) = mpsc::unbounded_channel();
+    let a = node_of(numbered_node(&redis, tx.clone())).await;
+    let b = node_of(numbered_node(&redis, tx.clone())).await;
+    let c = node_of(numbered_node(&redis, tx.clone())).await;
+    await_nodes(&c, 3).await;
+    // A round-robin balancer, no stickiness: a node that is gone refuses, and the
+    // client's next attempt goes to the next one.
+    let targets = vec![server_addr(&a), server_addr(&b), server_addr(&c)];
+    let proxy = FaultProxy::balance(targets, Cuts::Never, 0xd2a1).await;
+    let clients = (0..CLIENTS).map(|i| numbered_client(proxy.url(), transport, i));
+    let clients = futures_util::future::join_all(clients);
+
+    // The rolling restart, driven by what the servers received: A goes at a third of
+    // the traffic and comes back as A2 (a new node, on a new address the balancer
+    // does not know: its clients reach it through C, relayed); B goes at two
+    // thirds, its sessions move to A2 and C.
+    let total = CLIENTS * PER_CLIENT;
+    let mut next: HashMap<u64, u64> = HashMap::new();
+    let restart = async {
+        let mut nodes = [Some(a), Some(b)];
+        let mut moved = 0;
+        let mut restarted = None;
+        for count in 0..total {
+            let (client, n) = tokio::time::timeout(WAIT, received.recv())
+                .await
+                .expect("events keep arriving")
+                .unwrap();
+            let expected = next.entry(client).or_default();
+            assert_eq!(
+                n, *expected,
+                "client {client}: event lost or twice at the server"
+            );
+            *expected += 1;
+            let going = match count {
+                c if c == total / 3 => 0,
+                c if c == 2 * total / 3 => 1,
+                _ => continue,
+            };
+            let node = nodes[going].take().unwrap();
+            let report = node.volley.cluster().unwrap().drain().await.unwrap();
+            assert_eq!(report.stayed, 0, "{report:?}");
+            moved += report.moved;
+            assert!(node.volley.sessions().await.is_empty());
+            drop(node);
+            if going == 0 {
+                restarted = Some(node_of(numbered_node(&redis, tx.clone())).await);
+            }
+        }
+        (moved, restarted)
+    };
+    let (events, (moved, a2)) = tokio::join!(clients, restart);
+    for (i, (_, events)) in events.iter().enumerate() {
+        for event in events {
+            assert!(
+                matches!(
+                    event,
+                    ConnectionEvent::Reconnecting { .. }
+                        | ConnectionEvent::Reconnected { resumed: true, .. }
+                ),
+                "client {i}: the session must survive the restart, got {event:?}"
+            );
+        }
+    }
+    // Every session moved at least once (those on A twice, if they went to B).
+    assert!(
+        moved >= CLIENTS as usize - (CLIENTS as usize / 3),
+        "moved {moved}"
+    );
+    assert!(
+        received.try_recv().is_err(),
+        "a duplicate after the last event"
+    );
+    // All on A2 and C now, with the ids they were opened with.
+    let a2 = a2.expect("A came back");
+    let on_a2_and_c = a2.volley.sessions().await.len() + c.volley.sessions().await.len();
+    assert_eq!(on_a2_and_c, CLIENTS as usize);
+    let in_room = c
+        .volley
+        .cluster()
+        .unwrap()
+        .room_size("/", "all")
+        .await
+        .unwrap();
+    assert_eq!(in_room, CLIENTS as usize);
+}
+
+#[actix_rt::test]
+async fn a_drain_with_no_other_node_says_so_and_keeps_its_sessions() {
+    let Some(redis) = RedisServer::start("a_drain_with_no_other_node") else {
+        return;
+    };
+    let a = node(&redis).await;
+    let client = connect(&a, WS).await;
+    let _ns = client.join("/", &()).await.unwrap();
+    let drained = a.volley.cluster().unwrap().drain().await;
+    assert!(matches!(drained, Err(ClusterError::NoOtherNode)));
+    assert_eq!(a.volley.sessions().await.len(), 1);
+}

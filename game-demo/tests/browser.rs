@@ -91,7 +91,11 @@ fn the_demo_keeps_serving_when_nobody_reads_its_banner() {
             let mut answer = String::new();
             let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
             let _ = stream.read_to_string(&mut answer);
-            break answer;
+            // A connection closed without a word (seen once under load, the demo
+            // still starting) is not an answer yet: ask again, within the deadline.
+            if !answer.is_empty() {
+                break answer;
+            }
         }
         assert!(Instant::now() < deadline, "the demo never listened");
         std::thread::sleep(Duration::from_millis(50));

@@ -26,6 +26,8 @@ pub(crate) enum WsOut {
 pub(crate) struct WsHandle {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<WsOut>,
+    /// A probe that was answered `3probe`: the client is pausing its polling.
+    pub probed: bool,
 }
 
 /// A waiting long-polling GET.
@@ -104,6 +106,17 @@ impl Handler<Poll> for EioConnection {
 
     fn handle(&mut self, msg: Poll, ctx: &mut Context<Self>) {
         let hold = self.shared.config.poll_hold;
+        // During an upgrade the client pauses polling once its last poll returns: a
+        // poll that reaches us after `3probe` (it was in flight) is answered at once,
+        // as Engine.IO's server does, or the upgrade would wait for the poll's hold.
+        if self.probe.as_ref().is_some_and(|p| p.probed) {
+            if let Carrier::Polling { queue, .. } = &self.carrier {
+                if queue.is_empty() {
+                    let _ = msg.reply.send(Ok(EioPacket::Noop.encode()));
+                    return;
+                }
+            }
+        }
         let Carrier::Polling { waiting, queue } = &mut self.carrier else {
             let _ = msg
                 .reply
@@ -188,11 +201,12 @@ impl EioConnection {
     /// noop, so the client can pause polling); `5` moves the connection, with what is
     /// queued, onto the WebSocket.
     fn probing(&mut self, packet: EioPacket, ctx: &mut Context<Self>) {
-        let Some(probe) = &self.probe else {
+        let Some(probe) = &mut self.probe else {
             return;
         };
         match packet {
             EioPacket::Ping(true) => {
+                probe.probed = true;
                 let _ = probe
                     .tx
                     .send(WsOut::Text(EioPacket::Pong(true).encode(), 0));

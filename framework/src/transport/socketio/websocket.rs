@@ -121,7 +121,11 @@ fn attach<S, K>(
     let (tx, rx) = mpsc::unbounded_channel();
     static NEXT_WS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_WS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let handle = WsHandle { id, tx: tx.clone() };
+    let handle = WsHandle {
+        id,
+        tx: tx.clone(),
+        probed: false,
+    };
     let connection = match query.sid.as_deref() {
         None => {
             // WebSocket only: the handshake is the first record.

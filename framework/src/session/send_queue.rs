@@ -80,6 +80,11 @@ impl SendQueue {
         }
     }
 
+    /// What is queued and not written yet, as the connection's writers count it.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves a consistent queue (every change is
         // one push or pop): carry on with it.

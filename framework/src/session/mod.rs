@@ -49,7 +49,7 @@ use outlet::{Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;
 pub use send_queue::Backlog;
 pub use send_queue::SendQueue;
-pub(crate) use send_queue::SocketWrite;
+pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions};

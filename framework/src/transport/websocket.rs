@@ -105,7 +105,7 @@ impl WsTransport {
             inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
-            queue: Arc::new(SendQueue::new(backlog)),
+            queue: SendQueue::shared(backlog),
             closed: false,
             violation,
         }

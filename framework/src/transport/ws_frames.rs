@@ -33,7 +33,7 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::admission::ConnectionSlot;
-use crate::session::{SendQueue, SocketWrite};
+use crate::session::{Batch, SendQueue, SocketWrite, WriterTask};
 
 /// The client's frames, decoded from the bytes of the request body.
 pub(crate) struct Incoming<S> {
@@ -177,30 +177,39 @@ const MAX_IOVECS: usize = 64;
 
 /// Writes a connection's [`SendQueue`] to its socket: everything queued since the
 /// last write goes out in one vectored write, each message from the bytes it was
-/// framed in (a broadcast's frame is shared by all its recipients, never copied). Runs
-/// as a task of its own, so that what is queued when the transport actor stops (a
-/// `Close` frame, the WebSocket close) is still written; the socket is shut down once
-/// the queue is finished and written. While it waits for messages it parks the socket
-/// in the queue, where a message pushed onto the empty queue is written at once by
-/// its pusher (see [`SendQueue`]); it is woken only for what the socket did not take.
-/// When the socket fails, [`Outgoing`]'s drop tells the transport.
+/// framed in (a broadcast's frame is shared by all its recipients, never copied). A
+/// task of its own, so that what is queued when the transport actor stops (a `Close`
+/// frame, the WebSocket close) is still written; the socket is shut down once the
+/// queue is finished and written.
+///
+/// It runs only while there is something to write: with nothing left it parks the
+/// socket in the queue, where a message pushed onto the empty queue is written at
+/// once by its pusher, and ends; the queue starts a new writer when the socket does
+/// not take a message at once, or when the connection finishes (see [`SendQueue`]).
+/// When the socket fails the writer drops what is queued ([`SendQueue::gone`]); the
+/// transport learns it from the same socket, whose reads fail too.
 pub(crate) struct Writer {
-    /// `None` while parked in the queue.
+    /// `None` once parked in the queue.
     io: Option<SocketWrite>,
-    out: Outgoing,
+    queue: Arc<SendQueue>,
     /// Taken from the queue, not yet all written; the first one from `offset` on.
     batch: VecDeque<Bytes>,
     offset: usize,
 }
 
 impl Writer {
-    pub(crate) fn new(io: SocketWrite, out: Outgoing) -> Self {
+    pub(crate) fn new(io: SocketWrite, queue: Arc<SendQueue>) -> Self {
         Writer {
             io: Some(io),
-            out,
+            queue,
             batch: VecDeque::new(),
             offset: 0,
         }
+    }
+
+    /// A writer as a task the queue starts (see [`crate::session::Starter`]).
+    pub(crate) fn task(queue: Arc<SendQueue>, io: SocketWrite) -> WriterTask {
+        Box::pin(Writer::new(io, queue))
     }
 
     /// Counts `n` written bytes off the batch.
@@ -217,7 +226,7 @@ impl Writer {
             n -= left;
             self.offset = 0;
             if let Some(done) = self.batch.pop_front() {
-                self.out.queue.written(&done);
+                self.queue.written(&done);
             }
         }
     }
@@ -225,27 +234,24 @@ impl Writer {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.batch.is_empty() {
-                // Back from the queue, the socket first finishes what the pushers
-                // wrote into it (a TLS stream buffers), then waits for more.
-                self.out.queue.unpark(&mut self.io);
+                // Back from the queue (a writer that waits), the socket first
+                // finishes what the pushers wrote into it (a TLS stream buffers),
+                // then takes more.
+                self.queue.unpark(&mut self.io);
                 let Some(io) = self.io.as_mut() else {
                     return Poll::Ready(Ok(())); // the connection is gone
                 };
                 ready!(Pin::new(io).poll_flush(cx))?;
-                match self.out.queue.poll_batch(cx, &mut self.batch, &mut self.io) {
-                    Poll::Ready(true) => {}
-                    Poll::Ready(false) => {
+                match ready!(self.queue.poll_batch(cx, &mut self.batch, &mut self.io)) {
+                    Batch::Taken => {}
+                    Batch::Done => {
                         return match self.io.as_mut() {
                             Some(io) => Pin::new(io).poll_shutdown(cx),
                             None => Poll::Ready(Ok(())),
                         };
                     }
-                    Poll::Pending => {
-                        // Idle: the connection keeps no buffer (the queue and the
-                        // batch swap theirs, so both are empty now).
-                        self.batch = VecDeque::new();
-                        return Poll::Pending;
-                    }
+                    // Idle: the socket is in the queue, and this task ends.
+                    Batch::Parked => return Poll::Ready(Ok(())),
                 }
             }
             let Some(io) = self.io.as_mut() else {
@@ -280,6 +286,7 @@ impl Future for Writer {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if let Err(e) = ready!(self.poll_write(cx)) {
             tracing::debug!(error = %e, "connection lost while writing");
+            self.queue.gone();
         }
         Poll::Ready(())
     }
@@ -288,7 +295,7 @@ impl Future for Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         for message in self.batch.drain(..) {
-            self.out.queue.written(&message);
+            self.queue.written(&message);
         }
     }
 }

@@ -299,3 +299,83 @@ impl Drop for Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::session::{queued_size, Starter};
+
+    /// Writers started by the queue of the test below.
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+    fn counted(queue: Arc<SendQueue>, io: SocketWrite) -> WriterTask {
+        STARTED.fetch_add(1, Ordering::Relaxed);
+        Writer::task(queue, io)
+    }
+
+    async fn read(peer: &mut tokio::io::DuplexStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        let read = tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut buf));
+        read.await.expect("written in time").expect("read");
+        buf
+    }
+
+    #[actix_rt::test]
+    async fn a_writer_runs_only_while_the_connection_is_behind() {
+        let backlog = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let queue = SendQueue::shared(backlog.clone());
+        // A pipe that takes 8 bytes before it would block.
+        let (socket, mut peer) = tokio::io::duplex(8);
+        let starter = Starter {
+            writer: counted,
+            thread: std::thread::current().id(),
+            arbiter: actix_rt::Arbiter::current(),
+        };
+        queue.park(Box::new(socket), starter);
+        let push = |m: &'static str| {
+            let m = Bytes::from(m);
+            backlog.fetch_add(queued_size(&m), Ordering::Relaxed);
+            queue.push(m);
+        };
+        push("abcde");
+        assert_eq!(STARTED.load(Ordering::Relaxed), 0, "written at once");
+        push("fghijk");
+        assert_eq!(STARTED.load(Ordering::Relaxed), 1, "3 of 6 bytes taken");
+        assert_eq!(read(&mut peer, 8).await, b"abcdefgh");
+        assert_eq!(read(&mut peer, 3).await, b"ijk");
+        // Caught up: the writer parks the socket and ends; the next message is
+        // written at once again, with no writer.
+        let mut parked = None;
+        for _ in 0..100 {
+            queue.unpark(&mut parked);
+            if parked.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let Some(socket) = parked else {
+            panic!("the writer did not park the socket")
+        };
+        let starter = Starter {
+            writer: counted,
+            thread: std::thread::current().id(),
+            arbiter: actix_rt::Arbiter::current(),
+        };
+        queue.park(socket, starter);
+        push("l");
+        assert_eq!(read(&mut peer, 1).await, b"l");
+        assert_eq!(STARTED.load(Ordering::Relaxed), 1);
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+        // Finishing starts a writer to shut the socket down: the peer reads the end.
+        queue.finish();
+        assert_eq!(STARTED.load(Ordering::Relaxed), 2);
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(5), peer.read_to_end(&mut rest));
+        assert_eq!(end.await.expect("shut down in time").expect("read"), 0);
+    }
+}

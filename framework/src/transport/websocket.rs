@@ -95,6 +95,9 @@ pub(crate) struct WsTransport {
     closed: bool,
     /// Why the edge guard stopped the client's bytes, if it did.
     violation: Violation,
+    /// The handshake timeout, cancelled once a session is attached (its timer would
+    /// otherwise stay allocated for the connection's whole life).
+    handshake: SpawnHandle,
 }
 
 impl WsTransport {
@@ -108,7 +111,14 @@ impl WsTransport {
             queue: SendQueue::shared(backlog),
             closed: false,
             violation,
+            handshake: SpawnHandle::default(),
         }
+    }
+
+    /// The connection carries `session` from now on.
+    fn attached(&mut self, session: Recipient<FromTransport>, ctx: &mut Context<Self>) {
+        self.session = Some(session);
+        ctx.cancel_future(self.handshake);
     }
 
     fn backlog(&self) -> &Backlog {
@@ -209,7 +219,8 @@ impl WsTransport {
         }
         match opening(frame) {
             Opening::Hello(limit) => {
-                self.session = Some(start_session(&self.shared, self.link(ctx), limit))
+                let session = start_session(&self.shared, self.link(ctx), limit);
+                self.attached(session, ctx);
             }
             Opening::Resume {
                 sid,
@@ -237,8 +248,8 @@ impl WsTransport {
         ctx.wait(
             attach
                 .into_actor(self)
-                .map(move |result, act, _| match result {
-                    Ok(session) => act.session = Some(session),
+                .map(move |result, act, ctx| match result {
+                    Ok(session) => act.attached(session, ctx),
                     Err(reason) => {
                         tracing::debug!(sid = sid.0, %reason, "resume failed");
                         let failed = WireFrame::encode(&Frame::ResumeFailed { reason });
@@ -263,7 +274,7 @@ impl Actor for WsTransport {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
+        self.handshake = ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
             if act.session.is_none() && !act.closed {
                 act.close(
                     "handshake timeout".to_owned(),

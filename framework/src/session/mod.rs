@@ -381,17 +381,19 @@ impl Session {
             id: link.id,
             recipient: link.deliver.clone(),
         });
-        self.send_frame(&Frame::Connected { ns: ns.clone() }, ctx);
-        if let Some(hook) = &namespace.spec.on_connect {
-            hook(&socket);
-        }
-        let joined = Joined {
+        self.joined.insert(Joined {
             socket,
             namespace,
             watchers: Vec::new(),
-        };
-        self.joined.insert(joined);
+        });
+        // Listed before the client hears of its join (the session list has it then).
         self.publish_namespaces();
+        self.send_frame(&Frame::Connected { ns: ns.clone() }, ctx);
+        if let Some(joined) = self.joined.get(&ns) {
+            if let Some(hook) = &joined.namespace.spec.on_connect {
+                hook(&joined.socket);
+            }
+        }
     }
 
     fn publish_namespaces(&self) {

@@ -493,7 +493,7 @@ impl NamespaceRef {
     pub fn broadcast(&self) -> Broadcast {
         Broadcast::new(
             self.handle.name.clone(),
-            self.handle.addr.clone(),
+            actix::Addr::clone(&self.handle.addr),
             self.handle.broadcasts.clone(),
             Target::default(),
         )

@@ -316,7 +316,9 @@ fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
 pub(crate) struct NamespaceHandle {
     pub name: Arc<str>,
     pub spec: Arc<Namespace>,
-    pub addr: actix::Addr<NamespaceActor>,
+    /// Shared by every session and socket in the namespace: a clone of an actix
+    /// address allocates a sender cell (72 bytes per holder, two per socket).
+    pub addr: Arc<actix::Addr<NamespaceActor>>,
     /// Broadcasts posted to `addr` and not yet fanned out.
     pub broadcasts: Arc<Gauge>,
 }

@@ -129,7 +129,7 @@ pub struct Socket {
 struct SocketInner {
     ns: Arc<str>,
     link: Arc<SessionLink>,
-    namespace: Addr<NamespaceActor>,
+    namespace: Arc<Addr<NamespaceActor>>,
     /// The namespace's broadcasts not yet fanned out.
     broadcasts: Arc<Gauge>,
     data: SocketData,
@@ -305,7 +305,7 @@ impl Socket {
     pub fn broadcast(&self) -> Broadcast {
         Broadcast::new(
             self.inner.ns.clone(),
-            self.inner.namespace.clone(),
+            Addr::clone(&self.inner.namespace),
             self.inner.broadcasts.clone(),
             Target {
                 except_ids: vec![self.id()],

@@ -90,44 +90,51 @@ impl Drop for Ticket {
 ///
 /// Broadcasts do not come this way: they reach the session through its thread (see
 /// [`super::local`]); its [`LocalRoute`] travels with the mailbox.
+///
+/// Shared, not copied: the session's link, its namespaces' entries and its rooms all
+/// hold the same mailbox, and a clone is a reference count (a copy of its actix
+/// addresses would allocate a sender cell per address, per holder: ~170 bytes per
+/// holder of every idle connection).
 #[derive(Clone)]
-pub struct Mailbox {
+pub struct Mailbox(Arc<Addresses>);
+
+struct Addresses {
     recipient: Recipient<Deliver>,
-    gauge: Arc<Gauge>,
+    gauge: Gauge,
     route: LocalRoute,
 }
 
 impl Mailbox {
     /// The mailbox of the session behind `recipient`, whose broadcasts go by `route`.
     pub fn new(recipient: Recipient<Deliver>, limit: usize, route: LocalRoute) -> Self {
-        Mailbox {
+        Mailbox(Arc::new(Addresses {
             recipient,
-            gauge: Arc::new(Gauge::new(limit)),
+            gauge: Gauge::new(limit),
             route,
-        }
+        }))
     }
 
     /// Where the session's broadcasts go: its thread, and its place there.
     pub fn route(&self) -> &LocalRoute {
-        &self.route
+        &self.0.route
     }
 
     /// Posts a delivery, or drops it when the session is `limit` behind.
     pub fn post(&self, deliver: Deliver) {
-        if self.gauge.admit() {
-            self.recipient.do_send(deliver);
+        if self.0.gauge.admit() {
+            self.0.recipient.do_send(deliver);
         }
     }
 
     /// The count shared with the session: other messages that deliver (an emit that
     /// waits for an ack) take their place through it.
     pub fn gauge(&self) -> &Gauge {
-        &self.gauge
+        &self.0.gauge
     }
 
     /// Whether the session is still running.
     pub fn connected(&self) -> bool {
-        self.recipient.connected()
+        self.0.recipient.connected()
     }
 }
 

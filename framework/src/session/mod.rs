@@ -55,7 +55,7 @@ use outlet::{Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;
 pub use send_queue::Backlog;
 pub use send_queue::SendQueue;
-pub(crate) use send_queue::SocketWrite;
+pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 pub(crate) use supervisor::{KickSession, ListSessions};
@@ -399,18 +399,20 @@ impl Session {
             id: link.id,
             recipient: link.deliver.clone(),
         });
-        self.send_frame(&Frame::Connected { ns: ns.clone() }, ctx);
-        if let Some(hook) = &namespace.spec.on_connect {
-            hook(&socket);
-        }
-        let joined = Joined {
+        self.joined.insert(Joined {
             socket,
             namespace,
             watchers: Vec::new(),
             auth,
-        };
-        self.joined.insert(joined);
+        });
+        // Listed before the client hears of its join (the session list has it then).
         self.publish_namespaces();
+        self.send_frame(&Frame::Connected { ns: ns.clone() }, ctx);
+        if let Some(joined) = self.joined.get(&ns) {
+            if let Some(hook) = &joined.namespace.spec.on_connect {
+                hook(&joined.socket);
+            }
+        }
     }
 
     fn publish_namespaces(&self) {

@@ -10,21 +10,29 @@
 //! (`Config::max_send_backlog`), and the drain counts each message off.
 //!
 //! **Written at once when the writer is idle.** Under Volley's own server the writer
-//! parks the socket's writing half here while it waits for messages. A message pushed
+//! parks the socket's writing half here when it has nothing to write. A message pushed
 //! onto an empty queue with the socket parked is then written by the pusher at once
 //! (one non-blocking write, in its thread's pass over a fan-out) instead of waking the
 //! writer task to write it: a game state or a chat message to a client that keeps up
 //! costs one `send` and no task wake-up. Whatever the socket does not take at once
-//! (it is full, or would block) is queued and the writer woken, which then waits for
-//! the socket itself: the order of the messages and the backlog's count are the same
-//! either way.
+//! (it is full, or would block) is queued and a writer started for it, which then
+//! waits for the socket itself: the order of the messages and the backlog's count are
+//! the same either way.
+//!
+//! **No writer task while idle.** With a [`Starter`] (Volley's own server) the writer
+//! task ends once it has parked the socket, and the queue starts a new one, on the
+//! connection's thread, only when a connection falls behind or finishes: an idle
+//! connection costs no task for its writes (a task is a few hundred bytes).
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{ready, Context, Poll, Waker};
+use std::thread::ThreadId;
+
+use actix::ArbiterHandle;
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -44,11 +52,36 @@ pub(crate) fn queued_size(frame: &Bytes) -> usize {
 /// The writing half of a connection's socket, as the writer hands it over.
 pub(crate) type SocketWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// A writer task for a queue's socket, as its transport makes one.
+pub(crate) type WriterTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How a queue starts a writer for its parked socket, and where: the writer runs on
+/// the connection's thread, whichever thread pushed.
+pub(crate) struct Starter {
+    pub writer: fn(Arc<SendQueue>, SocketWrite) -> WriterTask,
+    pub thread: ThreadId,
+    pub arbiter: ArbiterHandle,
+}
+
+/// What the writer found in the queue ([`SendQueue::poll_batch`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Batch {
+    /// Messages to write, moved into the writer's batch.
+    Taken,
+    /// Finished (or gone) and drained: shut the socket down.
+    Done,
+    /// Nothing to write: the socket is parked here, and the writer's task may end (a
+    /// new one is started when needed).
+    Parked,
+}
+
 /// One connection's queue of outgoing messages, shared by its session (which pushes)
 /// and its transport (which drains).
 pub struct SendQueue {
     state: Mutex<State>,
     backlog: Backlog,
+    /// This queue, for the writers it starts.
+    this: Weak<SendQueue>,
 }
 
 impl std::fmt::Debug for SendQueue {
@@ -69,6 +102,8 @@ struct State {
     /// The socket, parked by the idle writer (see the module's doc); `None` while the
     /// writer holds it, or when the drain is not Volley's writer.
     parked: Option<SocketWrite>,
+    /// Starts a writer for the parked socket; without one the writer stays, waiting.
+    starter: Option<Starter>,
 }
 
 impl SendQueue {
@@ -77,7 +112,61 @@ impl SendQueue {
         SendQueue {
             state: Mutex::new(State::default()),
             backlog,
+            this: Weak::new(),
         }
+    }
+
+    /// [`SendQueue::new`], shared; such a queue can start writers ([`SendQueue::park`]).
+    pub(crate) fn shared(backlog: Backlog) -> Arc<Self> {
+        Arc::new_cyclic(|this| SendQueue {
+            this: this.clone(),
+            ..SendQueue::new(backlog)
+        })
+    }
+
+    /// Parks the socket of a connection that has nothing to write yet; `starter`
+    /// starts its writer whenever one is needed (see the module's doc).
+    pub(crate) fn park(&self, socket: SocketWrite, starter: Starter) {
+        let mut state = self.state();
+        state.starter = Some(starter);
+        if state.gone {
+            return;
+        }
+        state.parked = Some(socket);
+        if !state.messages.is_empty() || state.finished {
+            self.start_writer(state);
+        }
+    }
+
+    /// Starts a writer with the parked socket, if there is one and a starter: on
+    /// this thread when it is the connection's, else on the connection's thread.
+    /// Returns the lock's guard when nothing was started.
+    fn start_writer<'a>(&self, mut state: MutexGuard<'a, State>) -> Option<MutexGuard<'a, State>> {
+        if state.starter.is_none() || state.parked.is_none() {
+            return Some(state);
+        }
+        let Some(this) = self.this.upgrade() else {
+            return Some(state);
+        };
+        let fields = &mut *state;
+        let (Some(starter), Some(socket)) = (&fields.starter, fields.parked.take()) else {
+            return Some(state);
+        };
+        let task = (starter.writer)(this, socket);
+        let here = std::thread::current().id() == starter.thread;
+        let arbiter = (!here).then(|| starter.arbiter.clone());
+        drop(state);
+        match arbiter {
+            None => drop(tokio::task::spawn_local(task)),
+            // The connection's thread is gone (the server is stopping): so is it.
+            Some(arbiter) => drop(arbiter.spawn(task)),
+        }
+        None
+    }
+
+    /// What is queued and not written yet, as the connection's writers count it.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -101,14 +190,12 @@ impl SendQueue {
             if let Some(socket) = state.parked.as_mut() {
                 let (written, flushed) = write_now(socket, &message);
                 if written == message.len() {
-                    // Taken but not flushed (a TLS stream's buffer): the writer,
-                    // woken, flushes before it parks the socket again.
-                    let waker = if flushed { None } else { state.waker.take() };
-                    drop(state);
                     self.backlog
                         .fetch_sub(queued_size(&message), Ordering::Relaxed);
-                    if let Some(waker) = waker {
-                        waker.wake();
+                    if !flushed {
+                        // Taken but not flushed (a TLS stream's buffer): a writer
+                        // flushes before it parks the socket again.
+                        self.wake_writer(state);
                     }
                     return;
                 }
@@ -119,8 +206,17 @@ impl SendQueue {
             }
         }
         state.messages.push_back(message);
-        // Only the first push after the drain went idle wakes it: the rest are taken
-        // in the same pass, and written together.
+        // Only the first push after the drain went idle wakes it (or starts a
+        // writer): the rest are taken in the same pass, and written together.
+        self.wake_writer(state);
+    }
+
+    /// Gets the drain going: a writer started for the parked socket, or the waiting
+    /// drain woken.
+    fn wake_writer(&self, state: MutexGuard<'_, State>) {
+        let Some(mut state) = self.start_writer(state) else {
+            return;
+        };
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
@@ -132,11 +228,7 @@ impl SendQueue {
     pub fn finish(&self) {
         let mut state = self.state();
         state.finished = true;
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.wake_writer(state);
     }
 
     /// The connection is gone: drops what is queued and whatever comes later, and
@@ -155,7 +247,7 @@ impl SendQueue {
         }
     }
 
-    /// The writer takes back the socket it parked (`socket` stays `None` if the
+    /// A waiting writer takes back the socket it parked (`socket` stays `None` if the
     /// connection is gone meanwhile).
     pub(crate) fn unpark(&self, socket: &mut Option<SocketWrite>) {
         if socket.is_none() {
@@ -165,29 +257,32 @@ impl SendQueue {
 
     /// Moves everything queued into `batch` (which the caller has emptied), without
     /// counting it off the backlog: the writer does that as the socket takes each
-    /// message ([`SendQueue::written`]). `Ready(false)` once finished and drained.
-    /// When there is nothing to take, the writer's `socket` (if given) is parked here
-    /// until it is woken, for the pushers to write at once.
+    /// message ([`SendQueue::written`]). When there is nothing to take, the writer's
+    /// `socket` (if given) is parked here, for the pushers to write at once; with a
+    /// starter the writer may then end ([`Batch::Parked`]), else it waits to be woken.
     pub(crate) fn poll_batch(
         &self,
         cx: &mut Context<'_>,
         batch: &mut VecDeque<Bytes>,
         socket: &mut Option<SocketWrite>,
-    ) -> Poll<bool> {
+    ) -> Poll<Batch> {
         let mut state = self.state();
         if !state.messages.is_empty() {
             // The batch is empty: swapping hands the writer the whole queue, and the
             // queue the batch's spare capacity, without moving a message.
             std::mem::swap(&mut state.messages, batch);
-            return Poll::Ready(true);
+            return Poll::Ready(Batch::Taken);
         }
         if state.finished || state.gone {
-            return Poll::Ready(false);
+            return Poll::Ready(Batch::Done);
         }
-        state.waker = Some(cx.waker().clone());
         if let Some(socket) = socket.take() {
             state.parked = Some(socket);
         }
+        if state.starter.is_some() && state.parked.is_some() {
+            return Poll::Ready(Batch::Parked);
+        }
+        state.waker = Some(cx.waker().clone());
         Poll::Pending
     }
 
@@ -290,7 +385,7 @@ mod tests {
         }
         assert_eq!(
             queue.poll_batch(&mut cx, &mut batch, &mut None),
-            Poll::Ready(true)
+            Poll::Ready(Batch::Taken)
         );
         assert_eq!(batch, ["a", "bc", "def"].map(Bytes::from));
         // Taken is not written: the backlog still holds all three.
@@ -302,7 +397,7 @@ mod tests {
         queue.finish();
         assert_eq!(
             queue.poll_batch(&mut cx, &mut batch, &mut None),
-            Poll::Ready(false)
+            Poll::Ready(Batch::Done)
         );
     }
 
@@ -349,7 +444,7 @@ mod tests {
         assert!(writer_socket.is_some(), "back with the writer");
         assert_eq!(
             queue.poll_batch(&mut cx, &mut batch, &mut writer_socket),
-            Poll::Ready(true)
+            Poll::Ready(Batch::Taken)
         );
         assert_eq!(batch, ["ijk", "l"].map(Bytes::from));
     }

@@ -81,7 +81,7 @@ impl Shared {
         NamespaceHandle {
             name,
             spec: Arc::new(spec),
-            addr: NamespaceActor::start_in_arbiter(&self.control, |_| actor),
+            addr: Arc::new(NamespaceActor::start_in_arbiter(&self.control, |_| actor)),
             broadcasts,
         }
     }

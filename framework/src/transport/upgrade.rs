@@ -23,8 +23,8 @@ use futures_util::SinkExt;
 use super::admission;
 use super::socketio;
 use super::websocket;
-use super::ws_frames::{Outgoing, ReadChunks, Writer};
-use crate::session::Shared;
+use super::ws_frames::{ReadChunks, Writer};
+use crate::session::{Shared, Starter};
 
 /// Takes one upgrade request off the HTTP/1 dispatcher. Never fails: whatever goes
 /// wrong is answered to the client or is a lost connection.
@@ -97,11 +97,23 @@ async fn open<T>(
     }
     let (read, write) = tokio::io::split(parts.io);
     let first = parts.read_buf.freeze();
-    let (transport, queue) = websocket::start(&shared, slot, ReadChunks::new(read, first));
-    tokio::task::spawn_local(Writer::new(
-        Box::new(write),
-        Outgoing::new(queue, transport.recipient()),
-    ));
+    let (_, queue) = websocket::start(&shared, slot, ReadChunks::new(read, first));
+    // The writer runs only while the connection has something to write (see
+    // `SendQueue::park`); outside an arbiter (never, under actix-server) it stays.
+    match actix::Arbiter::try_current() {
+        Some(arbiter) => queue.park(
+            Box::new(write),
+            Starter {
+                writer: Writer::task,
+                thread: std::thread::current().id(),
+                arbiter,
+            },
+        ),
+        None => drop(tokio::task::spawn_local(Writer::new(
+            Box::new(write),
+            queue,
+        ))),
+    }
 }
 
 /// The reason a refused WebSocket handshake is counted under in

@@ -61,9 +61,9 @@ where
 {
     let max = shared.config.max_frame_size;
     let violation = Violation::default();
-    let transport = WsTransport::new(shared.clone(), violation.clone(), slot);
+    let transport = WsTransport::new(shared.clone(), violation.clone());
     let queue = transport.queue.clone();
-    let incoming = Incoming::new(FrameGuard::new(bytes, max, violation), max);
+    let incoming = Incoming::new(FrameGuard::new(bytes, max, violation), max).holding(slot);
     let addr = WsTransport::create(|ctx| {
         ctx.add_stream(incoming);
         transport
@@ -76,15 +76,18 @@ static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
 
 /// One WebSocket connection.
 ///
-/// Back-pressure: the session counts what it queues in the backlog, and the HTTP layer
-/// counts it off as it takes each message to write; a peer that stops reading makes
-/// the backlog grow until the session ends it as a slow consumer. What this actor
-/// writes itself (pongs, closes) is counted too.
+/// Back-pressure: the session counts what it queues in the queue's backlog, and the
+/// HTTP layer counts it off as it takes each message to write; a peer that stops
+/// reading makes the backlog grow until the session ends it as a slow consumer. What
+/// this actor writes itself (pongs, closes) is counted too.
+///
+/// Kept small: with its actix context it is one task per connection, allocated in
+/// 128-byte blocks (its place under the connection limits is held by the stream it
+/// reads, and the backlog is reached through the queue).
 pub(crate) struct WsTransport {
     id: TransportId,
     shared: Arc<Shared>,
     session: Option<Recipient<FromTransport>>,
-    backlog: Backlog,
     /// What the connection has to write, drained by the HTTP layer.
     queue: Arc<SendQueue>,
     /// Frames posted to the session and not handled yet.
@@ -92,24 +95,34 @@ pub(crate) struct WsTransport {
     closed: bool,
     /// Why the edge guard stopped the client's bytes, if it did.
     violation: Violation,
-    /// This connection's place under the connection limits, given back on drop.
-    _slot: ConnectionSlot,
+    /// The handshake timeout, cancelled once a session is attached (its timer would
+    /// otherwise stay allocated for the connection's whole life).
+    handshake: SpawnHandle,
 }
 
 impl WsTransport {
-    fn new(shared: Arc<Shared>, violation: Violation, slot: ConnectionSlot) -> Self {
+    fn new(shared: Arc<Shared>, violation: Violation) -> Self {
         let backlog: Backlog = Arc::new(AtomicUsize::new(0));
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
-            queue: Arc::new(SendQueue::new(backlog.clone())),
-            backlog,
+            queue: SendQueue::shared(backlog),
             closed: false,
             violation,
-            _slot: slot,
+            handshake: SpawnHandle::default(),
         }
+    }
+
+    /// The connection carries `session` from now on.
+    fn attached(&mut self, session: Recipient<FromTransport>, ctx: &mut Context<Self>) {
+        self.session = Some(session);
+        ctx.cancel_future(self.handshake);
+    }
+
+    fn backlog(&self) -> &Backlog {
+        self.queue.backlog()
     }
 
     fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
@@ -118,7 +131,7 @@ impl WsTransport {
             kind: TransportKind::WebSocket,
             recipient: ctx.address().recipient(),
             queue: Some(self.queue.clone()),
-            backlog: self.backlog.clone(),
+            backlog: self.backlog().clone(),
             inbound: self.inbound.clone(),
         }
     }
@@ -175,7 +188,7 @@ impl WsTransport {
 
     /// Queues a message this actor writes itself, counted in the backlog.
     fn send(&self, message: bytes::Bytes) {
-        self.backlog
+        self.backlog()
             .fetch_add(queued_size(&message), Ordering::Relaxed);
         self.queue.push(message);
     }
@@ -206,7 +219,8 @@ impl WsTransport {
         }
         match opening(frame) {
             Opening::Hello(limit) => {
-                self.session = Some(start_session(&self.shared, self.link(ctx), limit))
+                let session = start_session(&self.shared, self.link(ctx), limit);
+                self.attached(session, ctx);
             }
             Opening::Resume {
                 sid,
@@ -234,8 +248,8 @@ impl WsTransport {
         ctx.wait(
             attach
                 .into_actor(self)
-                .map(move |result, act, _| match result {
-                    Ok(session) => act.session = Some(session),
+                .map(move |result, act, ctx| match result {
+                    Ok(session) => act.attached(session, ctx),
                     Err(reason) => {
                         tracing::debug!(sid = sid.0, %reason, "resume failed");
                         let failed = WireFrame::encode(&Frame::ResumeFailed { reason });
@@ -260,7 +274,7 @@ impl Actor for WsTransport {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
+        self.handshake = ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
             if act.session.is_none() && !act.closed {
                 act.close(
                     "handshake timeout".to_owned(),
@@ -293,7 +307,7 @@ impl StreamHandler<Result<WsFrame, ws::ProtocolError>> for WsTransport {
             // A peer that pings and does not read gets no more pongs than the backlog
             // holds.
             Ok(WsFrame::Ping(bytes)) => {
-                if self.backlog.load(Ordering::Relaxed) < self.shared.config.max_send_backlog {
+                if self.backlog().load(Ordering::Relaxed) < self.shared.config.max_send_backlog {
                     self.send_control(WsMessage::Pong(bytes));
                 }
             }
@@ -356,7 +370,7 @@ impl Handler<ToTransport> for WsTransport {
         match msg {
             // Sessions write to the queue; a frame sent this way goes there too.
             ToTransport::Frame(frame) => {
-                self.backlog
+                self.backlog()
                     .fetch_sub(queued_size(&frame.payload()), Ordering::Relaxed);
                 if !self.closed {
                     self.send(frame.message().clone());

@@ -32,7 +32,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::session::{SendQueue, SocketWrite};
+use super::admission::ConnectionSlot;
+use crate::session::{Batch, SendQueue, SocketWrite, WriterTask};
 
 /// The client's frames, decoded from the bytes of the request body.
 pub(crate) struct Incoming<S> {
@@ -40,6 +41,9 @@ pub(crate) struct Incoming<S> {
     codec: Codec,
     buf: BytesMut,
     eof: bool,
+    /// The connection's place under the connection limits, if this stream holds it
+    /// (see [`Incoming::holding`]).
+    _slot: Option<ConnectionSlot>,
 }
 
 impl<S> Incoming<S> {
@@ -49,7 +53,16 @@ impl<S> Incoming<S> {
             codec: Codec::new().max_size(max_frame_size),
             buf: BytesMut::new(),
             eof: false,
+            _slot: None,
         }
+    }
+
+    /// Holds `slot` until the stream is dropped: with the transport actor that reads
+    /// it, so the slot is given back when the actor stops, as if the actor held it,
+    /// while the actor's own task stays a cache-line block smaller.
+    pub(crate) fn holding(mut self, slot: ConnectionSlot) -> Self {
+        self._slot = Some(slot);
+        self
     }
 }
 
@@ -164,30 +177,39 @@ const MAX_IOVECS: usize = 64;
 
 /// Writes a connection's [`SendQueue`] to its socket: everything queued since the
 /// last write goes out in one vectored write, each message from the bytes it was
-/// framed in (a broadcast's frame is shared by all its recipients, never copied). Runs
-/// as a task of its own, so that what is queued when the transport actor stops (a
-/// `Close` frame, the WebSocket close) is still written; the socket is shut down once
-/// the queue is finished and written. While it waits for messages it parks the socket
-/// in the queue, where a message pushed onto the empty queue is written at once by
-/// its pusher (see [`SendQueue`]); it is woken only for what the socket did not take.
-/// When the socket fails, [`Outgoing`]'s drop tells the transport.
+/// framed in (a broadcast's frame is shared by all its recipients, never copied). A
+/// task of its own, so that what is queued when the transport actor stops (a `Close`
+/// frame, the WebSocket close) is still written; the socket is shut down once the
+/// queue is finished and written.
+///
+/// It runs only while there is something to write: with nothing left it parks the
+/// socket in the queue, where a message pushed onto the empty queue is written at
+/// once by its pusher, and ends; the queue starts a new writer when the socket does
+/// not take a message at once, or when the connection finishes (see [`SendQueue`]).
+/// When the socket fails the writer drops what is queued ([`SendQueue::gone`]); the
+/// transport learns it from the same socket, whose reads fail too.
 pub(crate) struct Writer {
-    /// `None` while parked in the queue.
+    /// `None` once parked in the queue.
     io: Option<SocketWrite>,
-    out: Outgoing,
+    queue: Arc<SendQueue>,
     /// Taken from the queue, not yet all written; the first one from `offset` on.
     batch: VecDeque<Bytes>,
     offset: usize,
 }
 
 impl Writer {
-    pub(crate) fn new(io: SocketWrite, out: Outgoing) -> Self {
+    pub(crate) fn new(io: SocketWrite, queue: Arc<SendQueue>) -> Self {
         Writer {
             io: Some(io),
-            out,
+            queue,
             batch: VecDeque::new(),
             offset: 0,
         }
+    }
+
+    /// A writer as a task the queue starts (see [`crate::session::Starter`]).
+    pub(crate) fn task(queue: Arc<SendQueue>, io: SocketWrite) -> WriterTask {
+        Box::pin(Writer::new(io, queue))
     }
 
     /// Counts `n` written bytes off the batch.
@@ -204,7 +226,7 @@ impl Writer {
             n -= left;
             self.offset = 0;
             if let Some(done) = self.batch.pop_front() {
-                self.out.queue.written(&done);
+                self.queue.written(&done);
             }
         }
     }
@@ -212,27 +234,24 @@ impl Writer {
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if self.batch.is_empty() {
-                // Back from the queue, the socket first finishes what the pushers
-                // wrote into it (a TLS stream buffers), then waits for more.
-                self.out.queue.unpark(&mut self.io);
+                // Back from the queue (a writer that waits), the socket first
+                // finishes what the pushers wrote into it (a TLS stream buffers),
+                // then takes more.
+                self.queue.unpark(&mut self.io);
                 let Some(io) = self.io.as_mut() else {
                     return Poll::Ready(Ok(())); // the connection is gone
                 };
                 ready!(Pin::new(io).poll_flush(cx))?;
-                match self.out.queue.poll_batch(cx, &mut self.batch, &mut self.io) {
-                    Poll::Ready(true) => {}
-                    Poll::Ready(false) => {
+                match ready!(self.queue.poll_batch(cx, &mut self.batch, &mut self.io)) {
+                    Batch::Taken => {}
+                    Batch::Done => {
                         return match self.io.as_mut() {
                             Some(io) => Pin::new(io).poll_shutdown(cx),
                             None => Poll::Ready(Ok(())),
                         };
                     }
-                    Poll::Pending => {
-                        // Idle: the connection keeps no buffer (the queue and the
-                        // batch swap theirs, so both are empty now).
-                        self.batch = VecDeque::new();
-                        return Poll::Pending;
-                    }
+                    // Idle: the socket is in the queue, and this task ends.
+                    Batch::Parked => return Poll::Ready(Ok(())),
                 }
             }
             let Some(io) = self.io.as_mut() else {
@@ -267,6 +286,7 @@ impl Future for Writer {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if let Err(e) = ready!(self.poll_write(cx)) {
             tracing::debug!(error = %e, "connection lost while writing");
+            self.queue.gone();
         }
         Poll::Ready(())
     }
@@ -275,7 +295,87 @@ impl Future for Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         for message in self.batch.drain(..) {
-            self.out.queue.written(&message);
+            self.queue.written(&message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::session::{queued_size, Starter};
+
+    /// Writers started by the queue of the test below.
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+    fn counted(queue: Arc<SendQueue>, io: SocketWrite) -> WriterTask {
+        STARTED.fetch_add(1, Ordering::Relaxed);
+        Writer::task(queue, io)
+    }
+
+    async fn read(peer: &mut tokio::io::DuplexStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        let read = tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut buf));
+        read.await.expect("written in time").expect("read");
+        buf
+    }
+
+    #[actix_rt::test]
+    async fn a_writer_runs_only_while_the_connection_is_behind() {
+        let backlog = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let queue = SendQueue::shared(backlog.clone());
+        // A pipe that takes 8 bytes before it would block.
+        let (socket, mut peer) = tokio::io::duplex(8);
+        let starter = Starter {
+            writer: counted,
+            thread: std::thread::current().id(),
+            arbiter: actix_rt::Arbiter::current(),
+        };
+        queue.park(Box::new(socket), starter);
+        let push = |m: &'static str| {
+            let m = Bytes::from(m);
+            backlog.fetch_add(queued_size(&m), Ordering::Relaxed);
+            queue.push(m);
+        };
+        push("abcde");
+        assert_eq!(STARTED.load(Ordering::Relaxed), 0, "written at once");
+        push("fghijk");
+        assert_eq!(STARTED.load(Ordering::Relaxed), 1, "3 of 6 bytes taken");
+        assert_eq!(read(&mut peer, 8).await, b"abcdefgh");
+        assert_eq!(read(&mut peer, 3).await, b"ijk");
+        // Caught up: the writer parks the socket and ends; the next message is
+        // written at once again, with no writer.
+        let mut parked = None;
+        for _ in 0..100 {
+            queue.unpark(&mut parked);
+            if parked.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let Some(socket) = parked else {
+            panic!("the writer did not park the socket")
+        };
+        let starter = Starter {
+            writer: counted,
+            thread: std::thread::current().id(),
+            arbiter: actix_rt::Arbiter::current(),
+        };
+        queue.park(socket, starter);
+        push("l");
+        assert_eq!(read(&mut peer, 1).await, b"l");
+        assert_eq!(STARTED.load(Ordering::Relaxed), 1);
+        assert_eq!(backlog.load(Ordering::Relaxed), 0);
+        // Finishing starts a writer to shut the socket down: the peer reads the end.
+        queue.finish();
+        assert_eq!(STARTED.load(Ordering::Relaxed), 2);
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(5), peer.read_to_end(&mut rest));
+        assert_eq!(end.await.expect("shut down in time").expect("read"), 0);
     }
 }

@@ -154,3 +154,25 @@ async fn other_methods_on_the_polling_endpoint_get_405_with_allow() {
         assert_eq!(allow, "GET, POST, OPTIONS", "{method}: {head}");
     }
 }
+
+#[actix_rt::test]
+async fn a_connection_that_never_says_hello_is_closed_after_the_handshake_timeout() {
+    let timeout = std::time::Duration::from_millis(300);
+    let server = serve(Volley::builder().config(volley::Config {
+        handshake_timeout: timeout,
+        ..volley::Config::default()
+    }));
+    let mut silent = websocket(&server).await;
+    let close = read_close(&mut silent).await;
+    assert_eq!(close, Some((1008, "handshake timeout".to_owned())));
+
+    // Once its session is open the timer is gone: the connection outlives it.
+    let mut greeted = websocket(&server).await;
+    greeted.write_all(&binary_frame(&hello())).await.unwrap();
+    let (opcode, _) = read_frame(&mut greeted, WAIT)
+        .await
+        .expect("the open frame");
+    assert_eq!(opcode, 0x2);
+    let later = tokio::time::timeout(3 * timeout, read_close(&mut greeted)).await;
+    assert!(later.is_err(), "closed after its hello: {later:?}");
+}

@@ -1,0 +1,114 @@
+//! Joining a namespace: the client's `Connect`, the namespace's middleware (now or
+//! later, see `authorizing`), and the join itself — the socket, its place in the
+//! namespace, the session list — before the client hears `Connected`.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::{supervisor, Joined, Session};
+use crate::namespace::{self, Authorization, NamespaceHandle, SessionLink, Socket};
+use crate::protocol::Frame;
+
+impl Session {
+    /// The client asks to join namespace `ns` with its auth payload (JSON).
+    pub(super) fn connect(&mut self, ns: String, auth: &[u8], ctx: &mut Context<Self>) {
+        let shared = self.shared.clone();
+        let refuse = |reason: String| {
+            shared.metrics.namespace_connect("refused");
+            Frame::ConnectError {
+                ns: ns.clone(),
+                reason,
+            }
+        };
+        if self.joined.contains_key(ns.as_str()) {
+            let frame = refuse(format!("already connected to '{ns}'"));
+            return self.send_frame(&frame, ctx);
+        }
+        if self.authorizing.contains(&ns) {
+            let frame = refuse(format!("already connecting to '{ns}'"));
+            return self.send_frame(&frame, ctx);
+        }
+        let asked = self.joined.len() + self.authorizing.len();
+        if asked >= self.shared.config.max_namespaces_per_session {
+            let frame = refuse("too many namespaces for one session".to_owned());
+            return self.send_frame(&frame, ctx);
+        }
+        let Some(namespace) = self.shared.namespace(&ns) else {
+            return self.send_frame(&refuse(format!("unknown namespace '{ns}'")), ctx);
+        };
+        let Some(link) = self.ids.clone() else {
+            return;
+        };
+        let answer = match namespace.authorize(link.id, auth) {
+            Authorization::Now(answer) => answer,
+            Authorization::Later(answer) => {
+                let waiting = ns.clone();
+                let auth = auth.to_vec();
+                // Spawned, not awaited: the session goes on meanwhile.
+                let answer = ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
+                    let held = act.authorizing.remove(&ns).map(|(_, held)| held);
+                    act.answered(namespace, link, answer, auth, ctx);
+                    act.handle_held(held.unwrap_or_default(), ctx);
+                }));
+                return self.authorizing.insert(waiting, answer);
+            }
+        };
+        self.answered(namespace, link, answer, auth.to_vec(), ctx);
+    }
+
+    /// The namespace's middleware answered: join, or tell the client why not.
+    pub(super) fn answered(
+        &mut self,
+        namespace: NamespaceHandle,
+        link: Arc<SessionLink>,
+        answer: Result<namespace::SocketData, String>,
+        auth: Vec<u8>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.ended {
+            return;
+        }
+        let ns = namespace.name.to_string();
+        let data = match answer {
+            Ok(data) => data,
+            Err(reason) => {
+                tracing::info!(sid = link.id.0, ns = %ns, %reason, "namespace refused client");
+                self.shared.metrics.namespace_connect("unauthorized");
+                return self.send_frame(&Frame::ConnectError { ns, reason }, ctx);
+            }
+        };
+        self.shared.metrics.namespace_connect("ok");
+        let socket = Socket::new(&namespace, link.clone(), data);
+        // One per namespace joined: bounded by this session's mailbox of frames.
+        namespace.addr.do_send(namespace::AddSocket {
+            id: link.id,
+            recipient: link.deliver.clone(),
+        });
+        self.joined.insert(Joined {
+            socket,
+            namespace,
+            watchers: Vec::new(),
+            auth,
+        });
+        // Listed before the client hears of its join (the session list has it then).
+        self.publish_namespaces();
+        self.send_frame(&Frame::Connected { ns: ns.clone() }, ctx);
+        if let Some(joined) = self.joined.get(&ns) {
+            if let Some(hook) = &joined.namespace.spec.on_connect {
+                hook(&joined.socket);
+            }
+        }
+    }
+
+    pub(super) fn publish_namespaces(&self) {
+        let mut namespaces: Vec<String> = self.joined.keys().map(|k| k.to_string()).collect();
+        namespaces.sort();
+        // One per namespace connect or disconnect the session handles (its frames
+        // are bounded by its mailbox and handled one at a time).
+        self.shared.supervisor.do_send(supervisor::SetNamespaces {
+            id: self.id(),
+            namespaces,
+        });
+    }
+}

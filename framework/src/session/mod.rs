@@ -1,7 +1,7 @@
 //! Sessions: one per client, independent of the transport that carries it.
 //!
 //! A [`Session`] actor holds everything the server knows about a client: its id and
-//! resume token, heartbeat, joined namespaces (as [`Socket`]s), pending acks and
+//! resume token, heartbeat, joined namespaces (as [`Socket`](crate::Socket)s), pending acks and
 //! sequence counters. Transports feed it decoded frames ([`FromTransport`]) and take
 //! encoded bytes from it ([`ToTransport`]); rooms and namespaces deliver to it
 //! ([`Deliver`]). Event handlers run here, on the connection's thread.
@@ -14,7 +14,7 @@
 //! carries on. Volatile frames are never kept.
 //!
 //! Whoever needs to follow a socket through this (a game room holding a seat)
-//! watches it ([`Socket::watch`]): the session tells each watcher when it detaches,
+//! watches it ([`Socket::watch`](crate::Socket::watch)): the session tells each watcher when it detaches,
 //! resumes, and when the socket is gone.
 
 mod authorizing;

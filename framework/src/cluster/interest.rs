@@ -6,20 +6,27 @@
 //! namespace's channel while it has local sockets) and wake the link, which makes its
 //! Redis subscriptions match, now or after a reconnection. Nothing is lost when the
 //! link is slow or Redis is away, and nothing grows past the number of local rooms.
+//!
+//! A join waits on interest too: the link tells [`Interest`] which channels its
+//! connection is subscribed to, and a join whose room channel is not among them yet
+//! is effective once it is (see [`Interest::when_subscribed`]). While Redis is away
+//! nothing is subscribed and a join does not wait.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix::WeakAddr;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::envelope::{Body, Envelope, Names};
 use super::link::Outbound;
 use super::stats::{ClusterMetrics, Dropped};
+use crate::namespace::Socket;
 use crate::namespace::{NamespaceActor, Target};
 use crate::protocol::WireFrame;
-use crate::room::{Deliver, Gauge, Ticket};
+use crate::room::{Deliver, Gauge, Mailbox, Ticket};
 use crate::SessionId;
 
 /// Where a namespace takes broadcasts from other nodes. Weak: the namespace lives as
@@ -41,6 +48,14 @@ pub(crate) struct Interest {
 #[derive(Default)]
 struct InterestState {
     wanted: HashSet<String>,
+    /// What the link's connection is subscribed to (confirmed by Redis); empty while
+    /// the link is down.
+    subscribed: HashSet<String>,
+    /// Whether the link is connected: joins wait for a subscription only then.
+    linked: bool,
+    /// Joins waiting for their channel's subscription, told when it is in place (or
+    /// when the link is lost). At most one entry per wanted channel.
+    waiting: HashMap<String, Vec<oneshot::Sender<()>>>,
     inboxes: HashMap<Arc<str>, Inbox>,
 }
 
@@ -55,6 +70,10 @@ impl Interest {
             if on {
                 state.wanted.insert(channel)
             } else {
+                // Being unsubscribed from now: a join coming back waits for the next
+                // subscription.
+                state.subscribed.remove(&channel);
+                state.waiting.remove(&channel);
                 state.wanted.remove(&channel)
             }
         };
@@ -66,6 +85,58 @@ impl Interest {
     /// The channels wanted right now.
     pub fn wanted(&self) -> HashSet<String> {
         self.lock().wanted.clone()
+    }
+
+    /// Tells `done` once `channel` is subscribed on Redis, so that a broadcast any
+    /// node publishes after that reaches this node. At once if it already is, or if
+    /// the link is down (the join counts locally; nothing from other nodes arrives
+    /// until the link is back anyway).
+    ///
+    /// Returns `false` if the link is down: the join is effective here only.
+    pub fn when_subscribed(&self, channel: String, done: oneshot::Sender<()>) -> bool {
+        let mut state = self.lock();
+        if !state.linked || state.subscribed.contains(&channel) {
+            let _ = done.send(());
+        } else if state.wanted.contains(&channel) {
+            state.waiting.entry(channel).or_default().push(done);
+        }
+        // Not wanted (the room emptied meanwhile): dropping `done` releases the join.
+        state.linked
+    }
+
+    /// The link's connection is subscribed to exactly `subscribed`: the joins waiting
+    /// on those channels are effective.
+    pub fn subscribed(&self, subscribed: &HashSet<String>) {
+        let mut state = self.lock();
+        state.linked = true;
+        // Only what is still wanted: a channel given up meanwhile is being
+        // unsubscribed by the next reconciliation.
+        let still_wanted = subscribed.intersection(&state.wanted).cloned().collect();
+        state.subscribed = still_wanted;
+        let done: Vec<String> = state
+            .waiting
+            .keys()
+            .filter(|channel| state.subscribed.contains(*channel))
+            .cloned()
+            .collect();
+        for channel in done {
+            for waiter in state.waiting.remove(&channel).into_iter().flatten() {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// The link lost Redis: nothing is subscribed, and no join waits for it. Returns
+    /// how many joins were waiting.
+    pub fn unlinked(&self) -> usize {
+        let mut state = self.lock();
+        state.linked = false;
+        state.subscribed.clear();
+        state
+            .waiting
+            .drain()
+            .map(|(_, waiters)| waiters.len())
+            .sum()
     }
 
     /// Hands a broadcast from another node to its namespace, if it runs here. The
@@ -126,6 +197,15 @@ impl NamespaceLink {
             .want(self.names.room(&self.ns, room), has_members);
     }
 
+    /// Tells `done` once `room`'s channel is subscribed on Redis (see
+    /// [`Interest::when_subscribed`]).
+    pub fn when_subscribed(&self, room: &str, done: oneshot::Sender<()>) {
+        let channel = self.names.room(&self.ns, room);
+        if !self.interest.when_subscribed(channel, done) {
+            self.metrics.joins_unconfirmed.inc();
+        }
+    }
+
     /// The namespace got its first local socket (`true`) or lost its last (`false`).
     pub fn namespace(&self, has_sockets: bool) {
         self.interest
@@ -175,5 +255,122 @@ impl Handler<FromCluster> for NamespaceActor {
 
     fn handle(&mut self, msg: FromCluster, _: &mut Context<Self>) {
         self.fan_out(msg.target, msg.deliver, msg.ticket);
+    }
+}
+
+/// How long an ack waits for its joins to take effect on the other nodes at most:
+/// past it the ack goes (counted, logged) so that a slow Redis never stalls a client.
+pub(crate) const JOIN_WAIT: Duration = Duration::from_secs(2);
+
+/// An ack that waits for its socket's joins to be effective cluster-wide (see
+/// `Socket::join`), held by the namespace actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AckAfterJoins {
+    joining: Vec<oneshot::Receiver<()>>,
+    mailbox: Mailbox,
+    deliver: Deliver,
+}
+
+impl AckAfterJoins {
+    /// The wait for `deliver` (an ack on `socket`), or `deliver` back when no join of
+    /// the socket is pending.
+    pub fn new(socket: &Socket, deliver: Deliver) -> Result<Self, Deliver> {
+        let joining = socket.take_joining();
+        if joining.is_empty() {
+            return Err(deliver);
+        }
+        Ok(AckAfterJoins {
+            joining,
+            mailbox: socket.mailbox(),
+            deliver,
+        })
+    }
+}
+
+impl Handler<AckAfterJoins> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AckAfterJoins, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster() else {
+            msg.mailbox.post(msg.deliver);
+            return;
+        };
+        let (ns, metrics) = (cluster.ns.clone(), cluster.metrics.clone());
+        ctx.spawn(
+            async move {
+                let all = futures_util::future::join_all(msg.joining);
+                if tokio::time::timeout(JOIN_WAIT, all).await.is_err() {
+                    metrics.joins_unconfirmed.inc();
+                    tracing::warn!(%ns, "join not yet effective on other nodes after {JOIN_WAIT:?}: ack sent anyway");
+                }
+                msg.mailbox.post(msg.deliver);
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscribed(channels: &[&str]) -> HashSet<String> {
+        channels.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn a_join_waits_for_its_channel_while_linked() {
+        let interest = Interest::default();
+        interest.subscribed(&subscribed(&[]));
+        interest.want("r".into(), true);
+        let (tx, mut rx) = oneshot::channel();
+        assert!(interest.when_subscribed("r".into(), tx));
+        assert!(rx.try_recv().is_err());
+        interest.subscribed(&subscribed(&["r"]));
+        assert_eq!(rx.try_recv(), Ok(()));
+        // Subscribed already: at once.
+        let (tx, mut rx) = oneshot::channel();
+        interest.when_subscribed("r".into(), tx);
+        assert_eq!(rx.try_recv(), Ok(()));
+    }
+
+    #[test]
+    fn a_channel_given_up_is_not_subscribed_for_a_join_that_comes_back() {
+        let interest = Interest::default();
+        interest.want("r".into(), true);
+        interest.subscribed(&subscribed(&["r"]));
+        interest.want("r".into(), false);
+        interest.want("r".into(), true);
+        // A reconciliation that began before the room emptied ends now.
+        interest.subscribed(&subscribed(&["r"]));
+        interest.want("r".into(), false);
+        interest.subscribed(&subscribed(&["r"]));
+        interest.want("r".into(), true);
+        let (tx, mut rx) = oneshot::channel();
+        interest.when_subscribed("r".into(), tx);
+        assert!(
+            rx.try_recv().is_err(),
+            "the unsubscription may be on its way"
+        );
+    }
+
+    #[test]
+    fn no_join_waits_while_unlinked() {
+        let interest = Interest::default();
+        interest.want("r".into(), true);
+        let (tx, mut rx) = oneshot::channel();
+        assert!(
+            !interest.when_subscribed("r".into(), tx),
+            "never linked yet"
+        );
+        assert_eq!(rx.try_recv(), Ok(()));
+        interest.subscribed(&subscribed(&[]));
+        let (tx, mut rx) = oneshot::channel();
+        interest.when_subscribed("r".into(), tx);
+        assert_eq!(interest.unlinked(), 1);
+        assert!(rx
+            .try_recv()
+            .is_err_and(|e| e == oneshot::error::TryRecvError::Closed));
     }
 }

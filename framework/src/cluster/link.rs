@@ -166,6 +166,14 @@ impl Link {
                     failures = 0;
                     self.metrics.connects.inc();
                     let lost = self.serve(conn, pushes).await;
+                    let released = self.interest.unlinked();
+                    if released > 0 {
+                        self.metrics.joins_unconfirmed.inc_by(released as u64);
+                        tracing::warn!(
+                            node = %self.node, joins = released,
+                            "cluster: Redis lost before joins took effect on it; they count locally"
+                        );
+                    }
                     self.metrics.up.set(0);
                     let _ = self.up.send(false);
                     // A relay cannot tell which of its frames were lost with the
@@ -256,6 +264,7 @@ impl Link {
         if let Err(e) = reconcile(&mut conn, &mut subscribed, interest.wanted()).await {
             return Some(e);
         }
+        interest.subscribed(&subscribed);
         self.metrics.up.set(1);
         let _ = self.up.send(true);
         tracing::info!(node = %self.node, "cluster: connected to Redis");
@@ -268,7 +277,11 @@ impl Link {
                     None => Err(lost("push channel closed")),
                 },
                 _ = interest.changed.notified() => {
-                    reconcile(&mut conn, &mut subscribed, interest.wanted()).await
+                    let done = reconcile(&mut conn, &mut subscribed, interest.wanted()).await;
+                    if done.is_ok() {
+                        interest.subscribed(&subscribed);
+                    }
+                    done
                 }
                 out = self.outbound.recv() => match out {
                     None => {

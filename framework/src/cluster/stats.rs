@@ -47,6 +47,7 @@ pub(crate) struct ClusterMetrics {
     pub duplicates: Counter,
     pub connects: Counter,
     pub relayed: Counter,
+    pub joins_unconfirmed: Counter,
     dropped: Family<Reason, Counter>,
 }
 
@@ -54,7 +55,7 @@ impl ClusterMetrics {
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("cluster");
         r.register("redis_up", "1 while Redis is reachable", self.up.clone());
-        let counters: [(&str, &str, &Counter); 6] = [
+        let counters: [(&str, &str, &Counter); 7] = [
             (
                 "broadcasts_published",
                 "Broadcasts published for other nodes",
@@ -85,6 +86,11 @@ impl ClusterMetrics {
                 "Frames relayed to or from sessions of another node",
                 &self.relayed,
             ),
+            (
+                "joins_unconfirmed",
+                "Joins completed without their room's subscription on Redis (Redis away or slow)",
+                &self.joins_unconfirmed,
+            ),
         ];
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
@@ -113,6 +119,7 @@ impl ClusterMetrics {
             duplicates: self.duplicates.get(),
             redis_connects: self.connects.get(),
             relayed: self.relayed.get(),
+            joins_unconfirmed: self.joins_unconfirmed.get(),
             dropped_redis_down: self.dropped_count(Dropped::RedisDown),
             dropped_other: [
                 Dropped::QueueFull,
@@ -147,6 +154,10 @@ pub struct ClusterStats {
     /// Relay messages sent and received: frames (and closes) between a client
     /// connected here and its session on another node, or the other way round.
     pub relayed: u64,
+    /// Joins completed (their ack sent) before this node was subscribed to their
+    /// room's channel on Redis: Redis was away, or slower than the wait's bound.
+    /// Broadcasts from other nodes may miss such a member until the subscription is in.
+    pub joins_unconfirmed: u64,
     /// Broadcasts not published because Redis was unreachable.
     pub dropped_redis_down: u64,
     /// Broadcasts dropped for the other reasons (queue full, namespace busy,

@@ -12,7 +12,6 @@
 //! It is not on the path of inputs or state: those go between sessions and rooms.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -67,6 +66,11 @@ impl Entry {
     }
 }
 
+/// The node number whose rooms these are: unset on a single node (tag 0); in a cluster
+/// set by `GameRooms::share_in`, read at each room made (the number may come from Redis
+/// after the rooms were shared).
+pub(crate) type RoomTag = Arc<std::sync::OnceLock<Arc<crate::session::NodeNumber>>>;
+
 /// Owns the registry of rooms.
 pub(crate) struct Matchmaker {
     types: HashMap<Arc<str>, RoomType>,
@@ -76,8 +80,9 @@ pub(crate) struct Matchmaker {
     seats: Arc<Seats>,
     /// Room ids are `tag << 32 | n`, `n` counting the rooms made here from 1 (never
     /// reused, so that a stale id names no room). The tag is 0 on a single node; in a
-    /// cluster it names the node (`cluster/game/`), so that ids are cluster-wide.
-    tag: Arc<AtomicU64>,
+    /// cluster it is the node's number from Redis (as in session ids, set once the
+    /// rooms are shared), so that no two nodes make the same id.
+    tag: RoomTag,
     made: u64,
     by_id: HashMap<RoomId, RoomKey>,
 }
@@ -87,7 +92,7 @@ impl Matchmaker {
         types: HashMap<Arc<str>, RoomType>,
         threads: Vec<ArbiterHandle>,
         seats: Arc<Seats>,
-        tag: Arc<AtomicU64>,
+        tag: RoomTag,
     ) -> Self {
         Matchmaker {
             types,
@@ -154,7 +159,8 @@ impl Matchmaker {
             .unwrap_or(0);
         let arbiter = self.threads[thread].0.clone();
         let metadata = Value::Object(request.filters.clone());
-        let id = RoomId(self.tag.load(Ordering::Relaxed) << ID_BITS | (self.made + 1));
+        let tag = self.tag.get().map_or(0, |node| node.get());
+        let id = RoomId(tag << ID_BITS | (self.made + 1));
         let key = self.rooms.try_insert_with_key(|_| {
             let spawn = Spawn {
                 id,

@@ -184,9 +184,9 @@ pub struct RoomSetup<'a> {
 }
 
 /// A room's id: never reused by one [`GameRooms`] (the low 32 bits count its rooms)
-/// and, in a cluster, unique across nodes (the bits above are the node's tag). Below
-/// 2^53, so exact in JSON; shown in decimal, as clients see it (listings, join
-/// answers, refusal reasons).
+/// and, in a cluster, unique across nodes (the bits above are the node's number, as
+/// in a [`SessionId`]). Below 2^53, so exact in JSON; shown in
+/// decimal, as clients see it (listings, join answers, refusal reasons).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]

@@ -2,13 +2,12 @@
 //! list rooms and read metrics; its builder; and the standard game events.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde_json::Value;
 
-use super::matchmaker::{self, Matchmaker, RoomFactory, RoomType};
+use super::matchmaker::{self, Matchmaker, RoomFactory, RoomTag, RoomType};
 use super::messages::{GetMetrics, LeavePlayer};
 use super::room::GameRoom;
 use super::seats::{Reservation, Seats};
@@ -73,7 +72,7 @@ impl GameRoomsBuilder {
             (0..self.threads).map(|_| Arbiter::new().handle()).collect();
         let control = Arbiter::new().handle();
         let seats = Arc::new(Seats::default());
-        let tag = Arc::new(AtomicU64::new(0));
+        let tag = RoomTag::default();
         let matchmaker = Matchmaker::new(self.types, threads.clone(), seats.clone(), tag.clone());
         let matchmaker = Matchmaker::start_in_arbiter(&control, |_| matchmaker);
         let mut arbiters = threads;
@@ -108,7 +107,7 @@ pub(crate) struct Inner {
     arbiters: Vec<ArbiterHandle>,
     /// The high bits of this node's room ids (see `matchmaker.rs`).
     #[cfg(feature = "cluster")]
-    tag: Arc<AtomicU64>,
+    tag: RoomTag,
     /// The cluster these rooms are shared in (see `GameRooms::share_in`).
     #[cfg(feature = "cluster")]
     cluster: std::sync::OnceLock<crate::cluster::ClusterNode>,
@@ -220,10 +219,7 @@ impl GameRooms {
     pub fn share_in(&self, volley: &crate::Volley) {
         if let Some(cluster) = volley.cluster() {
             if self.inner.cluster.set(cluster.clone()).is_ok() {
-                let tag = crate::cluster::game::room_tag(cluster.id());
-                self.inner
-                    .tag
-                    .store(tag, std::sync::atomic::Ordering::Relaxed);
+                let _ = self.inner.tag.set(cluster.node_number());
                 cluster.share_rooms(self);
             }
         }

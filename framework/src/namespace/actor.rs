@@ -69,6 +69,11 @@ impl NamespaceActor {
 
     /// How many local members `room` has.
     #[cfg(feature = "cluster")]
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::NamespaceLink> {
+        self.cluster.as_ref()
+    }
+
+    #[cfg(feature = "cluster")]
     pub(crate) fn room_members(&self, room: &str) -> usize {
         self.rooms.get(room).map_or(0, |r| r.members.len())
     }
@@ -156,6 +161,10 @@ impl Handler<RemoveSocket> for NamespaceActor {
 pub struct JoinRoom {
     pub id: SessionId,
     pub room: Arc<str>,
+    /// Told once the join is effective on every node (dropped: it is, or never will
+    /// be).
+    #[cfg(feature = "cluster")]
+    pub effective: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Handler<JoinRoom> for NamespaceActor {
@@ -165,6 +174,12 @@ impl Handler<JoinRoom> for NamespaceActor {
         let Some(socket) = self.sockets.get_mut(&msg.id) else {
             return; // the socket left before its join arrived
         };
+        #[cfg(feature = "cluster")]
+        if let (Some(cluster), Some(effective)) = (&self.cluster, msg.effective) {
+            // Wanted below if the room is new here: the subscription is then ahead.
+            cluster.room(&msg.room, true);
+            cluster.when_subscribed(&msg.room, effective);
+        }
         if !socket.rooms.insert(msg.room.clone()) {
             return;
         }

@@ -126,10 +126,21 @@ impl AckReply {
             payload: ByteBuf::from(payload),
         });
         socket.check_size(frame.len())?;
-        socket.mailbox().post(Deliver {
+        let deliver = Deliver {
             frame: WireFrame::new(&frame),
             reliable: true,
-        });
+        };
+        // On a cluster, the ack of a handler that joined rooms waits until the joins
+        // are effective on every node.
+        #[cfg(feature = "cluster")]
+        let deliver = match crate::cluster::AckAfterJoins::new(&socket, deliver) {
+            Ok(wait) => {
+                socket.namespace_addr().do_send(wait);
+                return Ok(());
+            }
+            Err(deliver) => deliver,
+        };
+        socket.mailbox().post(deliver);
         Ok(())
     }
 }

@@ -68,6 +68,12 @@ pub(crate) enum SocketCommand {
     },
 }
 
+/// Whether a join's effect is still awaited (not told, not given up).
+#[cfg(feature = "cluster")]
+fn waiting(rx: &mut oneshot::Receiver<()>) -> bool {
+    matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+}
+
 /// State a session shares with all of its sockets.
 pub(crate) struct SessionLink {
     pub id: SessionId,
@@ -133,6 +139,10 @@ struct SocketInner {
     /// The namespace's broadcasts not yet fanned out.
     broadcasts: Arc<Gauge>,
     data: SocketData,
+    /// Joins not yet effective on every node of a cluster: the next ack waits for
+    /// them (see `AckReply::send`). Finished ones are pruned at each join.
+    #[cfg(feature = "cluster")]
+    joining: std::sync::Mutex<Vec<oneshot::Receiver<()>>>,
 }
 
 impl Socket {
@@ -148,6 +158,8 @@ impl Socket {
                 namespace: namespace.addr.clone(),
                 broadcasts: namespace.broadcasts.clone(),
                 data,
+                #[cfg(feature = "cluster")]
+                joining: Default::default(),
             }),
         }
     }
@@ -271,12 +283,46 @@ impl Socket {
     }
 
     /// Puts this socket in `room` (created on first join).
+    ///
+    /// On a cluster, the join takes effect on the other nodes once this node is
+    /// subscribed to the room's channel; an ack this socket sends after `join` waits
+    /// for that, so a client that has the ack gets every broadcast sent to the room
+    /// from any node after it (see docs/guide.md, "Running several nodes").
     pub fn join(&self, room: &str) {
+        #[cfg(feature = "cluster")]
+        let effective = {
+            let (tx, rx) = oneshot::channel();
+            let mut joining = self.joining();
+            joining.retain_mut(waiting);
+            joining.push(rx);
+            Some(tx)
+        };
         // Not counted (see `NamespaceActor`): one per call, a map update to handle.
         self.inner.namespace.do_send(JoinRoomMsg {
             id: self.id(),
             room: room.into(),
+            #[cfg(feature = "cluster")]
+            effective,
         });
+    }
+
+    #[cfg(feature = "cluster")]
+    fn joining(&self) -> std::sync::MutexGuard<'_, Vec<oneshot::Receiver<()>>> {
+        self.inner.joining.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the joins of this socket not yet effective cluster-wide.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn take_joining(&self) -> Vec<oneshot::Receiver<()>> {
+        let mut joining = std::mem::take(&mut *self.joining());
+        joining.retain_mut(waiting);
+        joining
+    }
+
+    /// Where a delivery that must wait for this socket's joins goes.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn namespace_addr(&self) -> &Addr<NamespaceActor> {
+        &self.inner.namespace
     }
 
     /// Takes this socket out of `room`.

@@ -71,12 +71,6 @@ const STATES: u8 = 1;
 const INPUTS: u8 = 2;
 const NEWS: u8 = 3;
 
-/// The high bits of the ids of the rooms node `node` makes: 20 bits of its id, odd
-/// (never 0, the single node's tag), so that ids stay below 2^53 (exact in JSON).
-pub(crate) fn room_tag(node: NodeId) -> u64 {
-    (node.0 >> 44) | 1
-}
-
 /// What one node tells the others about its rooms.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct NodeRooms {
@@ -572,12 +566,5 @@ mod tests {
             place(b, &gone, &nodes),
             Err(JoinError::NoSuchRoom(RoomId(99)))
         );
-    }
-
-    #[test]
-    fn room_tags_are_odd_and_keep_ids_exact_in_json() {
-        let tag = room_tag(NodeId(u64::MAX));
-        assert_eq!(tag % 2, 1);
-        assert!((tag << 32 | u64::from(u32::MAX)) < 1 << 53);
     }
 }

@@ -207,3 +207,49 @@ async fn interest_follows_membership() {
         before
     );
 }
+
+/// Rounds of join-then-broadcast: without the join's ack waiting for B's
+/// subscription, several of them lose the broadcast on a loopback Redis.
+const JOIN_ROUNDS: usize = 100;
+
+#[actix_rt::test]
+async fn a_broadcast_sent_after_a_join_is_acked_reaches_the_member_exactly_once() {
+    let Some(redis) = RedisServer::start("a_broadcast_after_a_join") else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut on_b = players(&b, WS, "/", &[("bob", &[])]).await;
+    redis.await_subscribers(ROOT_CHANNEL, 1).await;
+    let root = a.volley.of("/").unwrap();
+    let bob = &mut on_b[0].ns;
+    let link_b = b.volley.cluster().unwrap();
+    for round in 0..JOIN_ROUNDS {
+        // Joined and left again: B subscribes anew each round (or keeps a
+        // subscription it was about to drop), then A broadcasts at once.
+        let room = format!("window{}", round % 2);
+        let before = link_b.stats().messages_received;
+        let _: String = bob.emit_with_ack("join", &room, WAIT).await.unwrap();
+        root.to(&room).emit("hit", &round).unwrap();
+        // Published after the hit, so B's link takes it in after the hit (if B was
+        // subscribed in time).
+        root.emit("fence", &()).unwrap();
+        let mut hits: Vec<usize> = until_fence(bob)
+            .await
+            .iter()
+            .map(|e| e.decode::<usize>().unwrap())
+            .collect();
+        let received = link_b.stats().messages_received - before;
+        assert_eq!(received, 2, "round {round}: B got the hit from Redis");
+        // B's room actor fans the hit out and may post it after the fence.
+        if hits.is_empty() {
+            hits.push(next_event(bob).await.decode::<usize>().unwrap());
+        }
+        // A second copy would show up in the next round's events.
+        assert_eq!(hits, [round], "round {round}");
+        let _: String = bob.emit_with_ack("leave", &room, WAIT).await.unwrap();
+    }
+    // Nothing came after the last round's hit.
+    root.emit("fence", &()).unwrap();
+    assert!(until_fence(bob).await.is_empty());
+    assert_eq!(b.volley.cluster().unwrap().stats().joins_unconfirmed, 0);
+}

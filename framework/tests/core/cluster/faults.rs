@@ -35,6 +35,20 @@ async fn a_redis_restart_keeps_local_service_and_cross_node_traffic_resumes() {
     root.to("red").emit("alone", &1).unwrap();
     assert_eq!(next_event(&mut on_a[0].ns).await.name, "alone");
     let _: serde_json::Value = on_b[0].ns.emit_with_ack("echo", &1, WAIT).await.unwrap();
+    // A join does not wait for a subscription Redis cannot make: its ack comes at
+    // once (well within the 2 s bound), counted as unconfirmed.
+    let joined = std::time::Instant::now();
+    let _: String = on_b[0]
+        .ns
+        .emit_with_ack("join", &"blue", WAIT)
+        .await
+        .unwrap();
+    assert!(
+        joined.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        joined.elapsed()
+    );
+    assert_eq!(link_b.stats().joins_unconfirmed, 1);
 
     redis.restart();
     for link in [link_a, link_b] {

@@ -273,6 +273,11 @@ async fn new_rooms_go_to_the_least_loaded_node() {
     let listing = rooms_a.list(None).await;
     let ids: Vec<RoomId> = listing.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 2, "{listing:?}");
+    // A room id's high bits are its node's number from Redis (as a session id's):
+    // A took 1 and B 2 from a fresh Redis, so the two nodes' ids never meet.
+    let number = |id: u64| id >> 32;
+    assert_eq!(number(carl), 1);
+    assert_eq!((number(on_a_room.0), number(duel_room.0)), (1, 2));
 }
 
 #[actix_rt::test]

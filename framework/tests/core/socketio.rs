@@ -20,7 +20,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/socketio/client
 
 /// Whether the client package is installed; if not, says so (or fails under
 /// `VOLLEY_REQUIRE_NODE`).
-fn installed() -> bool {
+pub(crate) fn installed() -> bool {
     let package = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/socketio/node_modules/socket.io-client"

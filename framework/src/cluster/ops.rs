@@ -92,6 +92,16 @@ pub(crate) enum Request {
     MoveIn {
         state: Box<SessionState>,
     },
+    /// The asking node never heard the answer to its `MoveIn` of session `sid`:
+    /// drop it here unless its client attached to it already (`Done(true)`: it is
+    /// not here, and a `MoveIn` arriving late is refused; `Done(false)`: it stays
+    /// here, the asking node lets its copy go).
+    MoveCancel {
+        sid: u64,
+        token: ResumeToken,
+        /// The cancelled move's number (`SessionState::move_id`).
+        move_id: u64,
+    },
 }
 
 /// A node's answer.
@@ -290,6 +300,18 @@ pub(crate) async fn answer(
             let draining = attached.draining.load(Ordering::Relaxed);
             Reply::Done(super::drain::move_in(&shared, draining, *state).await)
         }
+        Request::MoveCancel {
+            sid,
+            token,
+            move_id,
+        } => {
+            let cancel = crate::session::CancelMove {
+                id: SessionId(sid),
+                token,
+                moved_in: move_id,
+            };
+            Reply::Done(super::drain::cancel_move(&shared, cancel).await)
+        }
         Request::Sessions => {
             let list = shared.supervisor.send(ListSessions).await;
             Reply::Sessions(
@@ -329,6 +351,8 @@ fn empty(request: &Request) -> Reply {
         Request::Kick { .. } | Request::DropConnection { .. } | Request::MoveIn { .. } => {
             Reply::Done(false)
         }
+        // No server here, so no session either.
+        Request::MoveCancel { .. } => Reply::Done(true),
         Request::RoomSize { .. } => Reply::Size(0),
         Request::Poll { .. } => Reply::Polled(Err((400, "unknown or expired polling id".into()))),
         Request::Resume { .. } => Reply::Resumed {

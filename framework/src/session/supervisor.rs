@@ -44,6 +44,9 @@ struct Entry {
     /// The state the session shares with its sockets (RTT, transport); `None` for
     /// the moment between registering and opening.
     link: Option<Arc<SessionLink>>,
+    /// The move that brought the session here (see [`CancelMove`]); 0: opened here.
+    #[cfg(feature = "cluster")]
+    moved_in: u64,
 }
 
 /// Owns the session registry.
@@ -53,7 +56,19 @@ pub struct Supervisor {
     ids: SessionIds,
     /// Counts the resumes refused here (unknown session, wrong token).
     resumes: ResumeResults,
+    /// Moves (session, move number) cancelled before they arrived (see
+    /// [`CancelMove`]): their `Adopt` is refused. Bounded: entries older than
+    /// [`CANCELLED_FOR`] go.
+    #[cfg(feature = "cluster")]
+    cancelled: HashMap<(SessionId, u64), std::time::Instant>,
 }
+
+/// How long a cancelled move is remembered (far longer than a move's round trip).
+#[cfg(feature = "cluster")]
+const CANCELLED_FOR: Duration = Duration::from_secs(60);
+/// At most this many cancelled moves are remembered at once.
+#[cfg(feature = "cluster")]
+const CANCELLED_MAX: usize = 4096;
 
 impl Supervisor {
     /// An empty registry that counts refused resumes into `resumes` and numbers
@@ -63,6 +78,8 @@ impl Supervisor {
             sessions: HashMap::new(),
             ids: SessionIds::new(node),
             resumes,
+            #[cfg(feature = "cluster")]
+            cancelled: HashMap::new(),
         }
     }
 }
@@ -91,6 +108,8 @@ impl Handler<Register> for Supervisor {
             opened_at: SystemTime::now(),
             namespaces: Vec::new(),
             link: None,
+            #[cfg(feature = "cluster")]
+            moved_in: 0,
         };
         self.sessions.insert(id, entry);
         MessageResult((id, token))
@@ -107,6 +126,8 @@ pub(crate) struct Adopt {
     pub token: ResumeToken,
     pub opened_at: SystemTime,
     pub addr: Addr<Session>,
+    /// The move's number (see [`CancelMove`]).
+    pub moved_in: u64,
 }
 
 #[cfg(feature = "cluster")]
@@ -114,7 +135,8 @@ impl Handler<Adopt> for Supervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> bool {
-        if self.sessions.contains_key(&msg.id) {
+        let cancelled = self.cancelled.remove(&(msg.id, msg.moved_in)).is_some();
+        if cancelled || self.sessions.contains_key(&msg.id) {
             return false;
         }
         let entry = Entry {
@@ -123,9 +145,43 @@ impl Handler<Adopt> for Supervisor {
             opened_at: msg.opened_at,
             namespaces: Vec::new(),
             link: None,
+            moved_in: msg.moved_in,
         };
         self.sessions.insert(msg.id, entry);
         true
+    }
+}
+
+/// The moving node did not hear whether its `MoveIn` was taken and cancels it
+/// (see `cluster/drain.rs`): answers the session if that move brought it here;
+/// otherwise remembers the move, so that its `MoveIn` arriving late is refused (a
+/// later move of the same session, with another number, is not).
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Session>>")]
+pub(crate) struct CancelMove {
+    pub id: SessionId,
+    pub token: ResumeToken,
+    pub moved_in: u64,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<CancelMove> for Supervisor {
+    type Result = Option<Addr<Session>>;
+
+    fn handle(&mut self, msg: CancelMove, _: &mut Context<Self>) -> Self::Result {
+        if let Some(entry) = self.sessions.get(&msg.id) {
+            if entry.token == msg.token && entry.moved_in == msg.moved_in {
+                return Some(entry.addr.clone());
+            }
+        }
+        let now = std::time::Instant::now();
+        self.cancelled
+            .retain(|_, at| now.duration_since(*at) < CANCELLED_FOR);
+        if self.cancelled.len() < CANCELLED_MAX {
+            self.cancelled.insert((msg.id, msg.moved_in), now);
+        }
+        None
     }
 }
 

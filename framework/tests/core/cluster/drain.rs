@@ -213,3 +213,47 @@ async fn a_drain_with_no_other_node_says_so_and_keeps_its_sessions() {
     assert!(matches!(drained, Err(ClusterError::NoOtherNode)));
     assert_eq!(a.volley.sessions().await.len(), 1);
 }
+
+/// A move whose answer is lost (Redis holds every publish for longer than a node
+/// waits for an answer, so the `MoveIn` reaches B and B's answer reaches A after A
+/// gave up): A cancels the move on B, so the session is never held by both, and
+/// the next pass moves it for good.
+#[actix_rt::test]
+async fn a_move_whose_answer_is_lost_is_cancelled_and_one_node_holds_the_session() {
+    let Some(redis) = RedisServer::start("a_move_whose_answer_is_lost") else {
+        return;
+    };
+    let (tx, _received) = mpsc::unbounded_channel();
+    let a = node_of(numbered_node(&redis, tx.clone())).await;
+    let b = node_of(numbered_node(&redis, tx)).await;
+    await_nodes(&a, 2).await;
+    let config = ClientConfig {
+        transport: WS,
+        backoff: quick_backoff(),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(&a.url, config).await.unwrap();
+    let ns = client.join("/", &"ann".to_owned()).await.unwrap();
+    let (sid, _): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+
+    let mut admin = redis.connection().await;
+    ::redis::cmd("CLIENT")
+        .arg(&["PAUSE", "2800", "WRITE"])
+        .exec_async(&mut admin)
+        .await
+        .unwrap();
+    let report = a.volley.cluster().unwrap().drain().await.unwrap();
+    // The first answer came too late (the node waits 2 s): the move went through
+    // the cancel, then again.
+    assert!(
+        report.millis >= 2000,
+        "the pause did not hold the move: {report:?}"
+    );
+    assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");
+    assert!(a.volley.sessions().await.is_empty());
+    let on_b: Vec<u64> = b.volley.sessions().await.iter().map(|s| s.id.0).collect();
+    assert_eq!(on_b, [sid]);
+    // The client resumes it (through A, relayed to B) and carries on.
+    let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+    assert_eq!((again, name.as_str()), (sid, "ann"));
+}

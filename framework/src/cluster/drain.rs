@@ -28,7 +28,8 @@ use super::ops::{Reply, Request};
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::protocol::ResumeToken;
 use crate::session::{
-    CancelMove, Freeze, Movable, MovedOut, Session, SessionState, Shared, Thaw, Unmove, Unregister,
+    CancelMove, Freeze, Movable, MovedOut, Session, SessionState, SetMoving, Shared, Thaw, Unmove,
+    Unregister,
 };
 use crate::SessionId;
 
@@ -116,6 +117,8 @@ impl ClusterNode {
         let Ok(Some(mut state)) = addr.send(Freeze).await else {
             return false;
         };
+        // A resume meanwhile (here, or relayed) waits for the move's outcome.
+        let _ = shared.supervisor.send(SetMoving { id, moving: true }).await;
         state.token = token;
         state.opened_ms = opened_at
             .duration_since(UNIX_EPOCH)
@@ -154,6 +157,7 @@ impl ClusterNode {
         }
         tracing::warn!(sid = id.0, "cluster: no node took the session; it stays");
         addr.do_send(Thaw);
+        shared.supervisor.do_send(SetMoving { id, moving: false });
         false
     }
 

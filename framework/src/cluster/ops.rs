@@ -113,7 +113,8 @@ pub(crate) enum Reply {
     /// To `Poll`: the body of the answer, or its status and text.
     Polled(Result<Vec<u8>, (u16, String)>),
     /// To `Resume`: not here (`here` false), resumed (`error` none), or here but
-    /// refused (the session cannot replay what the client missed).
+    /// refused (the session cannot replay what the client missed). `here` false
+    /// with an error: here, but moving to another node (ask again).
     Resumed {
         here: bool,
         error: Option<String>,
@@ -285,6 +286,12 @@ pub(crate) async fn answer(
                         error: None,
                     }
                 }
+                // Here but on its way to another node, or gone from here as it was
+                // found (a move cancelled or done meanwhile): ask again.
+                Err((reason, _)) if moving_away(&reason) => Reply::Resumed {
+                    here: false,
+                    error: Some(reason),
+                },
                 // Not here: the relay actor, unreferenced, stops.
                 Err((_, Some(_))) => Reply::Resumed {
                     here: false,
@@ -343,6 +350,12 @@ pub(crate) async fn answer(
             Reply::Size(addr.send(RoomSize { room }).await.unwrap_or(0))
         }
     }
+}
+
+/// Whether a refused resume met a session moving (or just moved) off this node.
+fn moving_away(reason: &str) -> bool {
+    use crate::session::{MOVING, SESSION_ENDED, SESSION_GONE};
+    [MOVING, SESSION_ENDED, SESSION_GONE].contains(&reason)
 }
 
 fn empty(request: &Request) -> Reply {

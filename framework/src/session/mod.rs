@@ -60,7 +60,7 @@ pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 #[cfg(feature = "cluster")]
-pub(crate) use supervisor::{CancelMove, Movable, Unregister};
+pub(crate) use supervisor::{CancelMove, Movable, SetMoving, Unregister, MOVING};
 pub(crate) use supervisor::{KickSession, ListSessions};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
@@ -68,6 +68,8 @@ pub(crate) use transport_link::{resume_here, too_many_frames};
 pub use transport_link::{
     Attach, FromTransport, ToTransport, TransportId, TransportKind, TransportLink,
 };
+#[cfg(feature = "cluster")]
+pub(crate) use transport_link::{SESSION_ENDED, SESSION_GONE};
 
 use crate::namespace::{SessionLink, SocketCommand, SocketEvent, SocketEventKind};
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};

@@ -47,6 +47,9 @@ struct Entry {
     /// The move that brought the session here (see [`CancelMove`]); 0: opened here.
     #[cfg(feature = "cluster")]
     moved_in: u64,
+    /// Frozen for a move (see [`SetMoving`]): a resume is told to ask again.
+    #[cfg(feature = "cluster")]
+    moving: bool,
 }
 
 /// Owns the session registry.
@@ -110,6 +113,8 @@ impl Handler<Register> for Supervisor {
             link: None,
             #[cfg(feature = "cluster")]
             moved_in: 0,
+            #[cfg(feature = "cluster")]
+            moving: false,
         };
         self.sessions.insert(id, entry);
         MessageResult((id, token))
@@ -146,9 +151,31 @@ impl Handler<Adopt> for Supervisor {
             namespaces: Vec::new(),
             link: None,
             moved_in: msg.moved_in,
+            moving: false,
         };
         self.sessions.insert(msg.id, entry);
         true
+    }
+}
+
+/// Marks a session frozen for a move (or no longer): meanwhile a resume of it is
+/// answered [`MOVING`], and asked again until the move lands or is undone.
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetMoving {
+    pub id: SessionId,
+    pub moving: bool,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<SetMoving> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetMoving, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(&msg.id) {
+            entry.moving = msg.moving;
+        }
     }
 }
 
@@ -330,6 +357,9 @@ impl Handler<DropConnection> for Supervisor {
 const UNKNOWN_SESSION: &str = "unknown or expired session";
 /// Why a resume is refused: the session is here, the token is not its own.
 const BAD_TOKEN: &str = "invalid resume token";
+/// Why a resume of a session on its way to another node waits (see [`SetMoving`]).
+#[cfg(feature = "cluster")]
+pub(crate) const MOVING: &str = "session moving to another node";
 
 impl Supervisor {
     /// The metrics label of a refusal of [`ResumeSession`] (for a caller that asked
@@ -371,6 +401,10 @@ impl Handler<ResumeSession> for Supervisor {
                 self.resumes.count("bad_token");
             }
             return Err(BAD_TOKEN.to_owned());
+        }
+        #[cfg(feature = "cluster")]
+        if entry.moving {
+            return Err(MOVING.to_owned());
         }
         Ok(entry.addr.clone())
     }

@@ -7,8 +7,11 @@
 //! the session is there, drops the client's connection. The client resumes as after
 //! any cut, on whichever node its reconnection reaches: the new owner resumes it
 //! locally, any other node relays it there (the resume asks every node). A node
-//! that refuses (it is draining too, or the id is in use there) or does not answer
-//! leaves the session here, thawed, and the next node is tried.
+//! that refuses (it is draining too, or the id is in use there) leaves the session
+//! here, thawed, and the next node is tried. A node that does not answer in time
+//! may have taken it all the same: it gets a `MoveCancel` for that move (its copy
+//! goes, or the `MoveIn` is refused if it arrives later), so that exactly one node
+//! holds the session; when the cancel goes unanswered too, the session stays here.
 //!
 //! A draining node refuses sessions moved to it, and keeps answering resumes and
 //! relays until it stops; sessions opened on it while it drains are moved on the
@@ -23,7 +26,11 @@ use futures_util::stream::{self, StreamExt};
 
 use super::ops::{Reply, Request};
 use super::{ClusterError, ClusterNode, NodeId};
-use crate::session::{Freeze, Movable, MovedOut, Session, SessionState, Shared, Thaw, Unregister};
+use crate::protocol::ResumeToken;
+use crate::session::{
+    CancelMove, Freeze, Movable, MovedOut, Session, SessionState, SetMoving, Shared, Thaw, Unmove,
+    Unregister,
+};
 use crate::SessionId;
 
 /// Sessions moved at once.
@@ -110,15 +117,37 @@ impl ClusterNode {
         let Ok(Some(mut state)) = addr.send(Freeze).await else {
             return false;
         };
+        // A resume meanwhile (here, or relayed) waits for the move's outcome.
+        let _ = shared.supervisor.send(SetMoving { id, moving: true }).await;
         state.token = token;
         state.opened_ms = opened_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         for node in order {
+            // A number per attempt: a cancel of this one never refuses the next.
+            state.move_id = rand::random::<u64>().max(1);
+            let move_id = state.move_id;
             let request = Request::MoveIn {
                 state: Box::new(state.clone()),
             };
-            if let Ok(Reply::Done(true)) = self.ask(node, request).await {
+            let taken = match self.ask(node, request).await {
+                Ok(Reply::Done(taken)) => taken,
+                Ok(_) => false,
+                // The answer was lost (or late): the session may be there. Cancel
+                // it there, so that exactly one node holds it.
+                Err(e) => match self.cancel_move(node, id, token, move_id).await {
+                    Some(there) => there,
+                    None => {
+                        tracing::warn!(
+                            sid = id.0, to = %node, error = %e,
+                            "cluster: a move and its cancel went unanswered; the session stays \
+                             here, a copy there expires unclaimed"
+                        );
+                        break;
+                    }
+                },
+            };
+            if taken {
                 tracing::debug!(sid = id.0, to = %node, "cluster: session moved");
                 // Out of the registry before the next pass lists it.
                 let _ = shared.supervisor.send(Unregister { id }).await;
@@ -128,7 +157,30 @@ impl ClusterNode {
         }
         tracing::warn!(sid = id.0, "cluster: no node took the session; it stays");
         addr.do_send(Thaw);
+        shared.supervisor.do_send(SetMoving { id, moving: false });
         false
+    }
+
+    /// Cancels a move to `node` whose answer was lost: `Some(false)` when the session
+    /// is not there (it never arrived, or went), `Some(true)` when it stays there (its
+    /// client attached to it there already), `None` when the cancel went unanswered
+    /// too.
+    async fn cancel_move(
+        &self,
+        node: NodeId,
+        id: SessionId,
+        token: ResumeToken,
+        move_id: u64,
+    ) -> Option<bool> {
+        let cancel = Request::MoveCancel {
+            sid: id.0,
+            token,
+            move_id,
+        };
+        match self.ask(node, cancel).await {
+            Ok(Reply::Done(gone)) => Some(!gone),
+            _ => None,
+        }
     }
 }
 
@@ -146,6 +198,16 @@ pub(crate) async fn move_in(shared: &Arc<Shared>, draining: bool, state: Session
         Session::arriving(shared_for_session, state, settled)
     });
     answer.await.unwrap_or(false)
+}
+
+/// Answers a `MoveCancel`: whether the session that move would have brought is not
+/// here now.
+pub(crate) async fn cancel_move(shared: &Shared, cancel: CancelMove) -> bool {
+    match shared.supervisor.send(cancel).await {
+        Ok(Some(session)) => session.send(Unmove).await.unwrap_or(true),
+        // Not here (remembered, so that a late `MoveIn` is refused), or no registry.
+        Ok(None) | Err(_) => true,
+    }
 }
 
 /// Waits for `SIGTERM` (or Ctrl-C), drains the node of `shared` (if it still

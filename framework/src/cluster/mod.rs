@@ -85,9 +85,16 @@ pub use stats::ClusterStats;
 use crate::protocol::ResumeToken;
 use crate::room::Gauge;
 use crate::session::{
-    ClientLimit, FromTransport, NodeNumber, Shared, Supervisor, TransportKind, TransportLink,
+    resume_here, ClientLimit, FromTransport, NodeNumber, Shared, Supervisor, TransportKind,
+    TransportLink,
 };
 use crate::SessionId;
+
+/// How long a resume waits for a move of its session to land (a `MoveIn`'s wait,
+/// a cancel's, and a margin).
+const MOVE_WAIT: Duration = Duration::from_secs(5);
+/// How often a waiting resume asks again.
+const MOVE_POLL: Duration = Duration::from_millis(50);
 
 /// The identity of one running node: random at each start, so that a restarted node
 /// is a new node to the others.
@@ -457,13 +464,15 @@ impl ClusterNode {
 
     /// A resume that found no session here: asks the other nodes for it and, when
     /// one holds it, relays `link`'s connection to it (see `relay.rs`). `local` is
-    /// why this node refused it, answered (and counted) when no node has it.
+    /// why this node refused it, answered (and counted) when no node has it. While
+    /// the session is moving between nodes (a drain), the question is asked again,
+    /// here too, until the move lands or is undone (at most [`MOVE_WAIT`]).
     pub(crate) async fn resume_elsewhere(
         &self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         (sid, token, last_seq, limit): (SessionId, ResumeToken, u64, ClientLimit),
-        link: TransportLink,
-        local: String,
+        mut link: TransportLink,
+        mut local: String,
     ) -> Result<actix::Recipient<FromTransport>, String> {
         let relay: u64 = rand::random();
         self.relays
@@ -476,19 +485,27 @@ impl ClusterNode {
             websocket: link.kind == TransportKind::WebSocket,
             relay,
         };
-        let mut found = None;
-        if let Ok(nodes) = self.nodes().await {
-            let others = nodes.into_iter().filter(|node| *node != self.id);
-            let asks = others.map(|node| {
-                let request = request.clone();
-                async move { (node, self.ask(node, request).await) }
-            });
-            for (node, reply) in futures_util::future::join_all(asks).await {
-                if let Ok(Reply::Resumed { here: true, error }) = reply {
-                    found = Some((node, error));
+        let deadline = tokio::time::Instant::now() + MOVE_WAIT;
+        let found = loop {
+            let (found, moving) = self.find_owner(&request).await;
+            let moving = moving || local == crate::session::MOVING;
+            if found.is_some() || !moving || tokio::time::Instant::now() >= deadline {
+                break found;
+            }
+            tokio::time::sleep(MOVE_POLL).await;
+            // The move may land here, or be undone on a node that is this one.
+            match resume_here(shared, sid, token, last_seq, limit, link, true).await {
+                Ok(session) => {
+                    self.relays.close_edge(relay);
+                    return Ok(session.recipient());
+                }
+                Err((reason, Some(back))) => (link, local) = (back, reason),
+                Err((reason, None)) => {
+                    self.relays.close_edge(relay);
+                    return Err(reason);
                 }
             }
-        }
+        };
         match found {
             Some((owner, None)) => {
                 let edge = EdgeRelay {
@@ -511,6 +528,31 @@ impl ClusterNode {
                 Err(local)
             }
         }
+    }
+
+    /// The node that holds a resumed session (with its refusal, if it refused),
+    /// and whether a node said the session is moving.
+    async fn find_owner(&self, request: &Request) -> (Option<(NodeId, Option<String>)>, bool) {
+        let (mut found, mut moving) = (None, false);
+        let Ok(nodes) = self.nodes().await else {
+            return (None, false);
+        };
+        let others = nodes.into_iter().filter(|node| *node != self.id);
+        let asks = others.map(|node| {
+            let request = request.clone();
+            async move { (node, self.ask(node, request).await) }
+        });
+        for (node, reply) in futures_util::future::join_all(asks).await {
+            match reply {
+                Ok(Reply::Resumed { here: true, error }) => found = Some((node, error)),
+                Ok(Reply::Resumed {
+                    here: false,
+                    error: Some(_),
+                }) => moving = true,
+                _ => {}
+            }
+        }
+        (found, moving)
     }
 
     /// Drops the connection of session `id`, on whichever node holds it, as a

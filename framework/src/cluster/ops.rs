@@ -92,6 +92,16 @@ pub(crate) enum Request {
     MoveIn {
         state: Box<SessionState>,
     },
+    /// The asking node never heard the answer to its `MoveIn` of session `sid`:
+    /// drop it here unless its client attached to it already (`Done(true)`: it is
+    /// not here, and a `MoveIn` arriving late is refused; `Done(false)`: it stays
+    /// here, the asking node lets its copy go).
+    MoveCancel {
+        sid: u64,
+        token: ResumeToken,
+        /// The cancelled move's number (`SessionState::move_id`).
+        move_id: u64,
+    },
 }
 
 /// A node's answer.
@@ -103,7 +113,8 @@ pub(crate) enum Reply {
     /// To `Poll`: the body of the answer, or its status and text.
     Polled(Result<Vec<u8>, (u16, String)>),
     /// To `Resume`: not here (`here` false), resumed (`error` none), or here but
-    /// refused (the session cannot replay what the client missed).
+    /// refused (the session cannot replay what the client missed). `here` false
+    /// with an error: here, but moving to another node (ask again).
     Resumed {
         here: bool,
         error: Option<String>,
@@ -275,6 +286,12 @@ pub(crate) async fn answer(
                         error: None,
                     }
                 }
+                // Here but on its way to another node, or gone from here as it was
+                // found (a move cancelled or done meanwhile): ask again.
+                Err((reason, _)) if moving_away(&reason) => Reply::Resumed {
+                    here: false,
+                    error: Some(reason),
+                },
                 // Not here: the relay actor, unreferenced, stops.
                 Err((_, Some(_))) => Reply::Resumed {
                     here: false,
@@ -289,6 +306,18 @@ pub(crate) async fn answer(
         Request::MoveIn { state } => {
             let draining = attached.draining.load(Ordering::Relaxed);
             Reply::Done(super::drain::move_in(&shared, draining, *state).await)
+        }
+        Request::MoveCancel {
+            sid,
+            token,
+            move_id,
+        } => {
+            let cancel = crate::session::CancelMove {
+                id: SessionId(sid),
+                token,
+                moved_in: move_id,
+            };
+            Reply::Done(super::drain::cancel_move(&shared, cancel).await)
         }
         Request::Sessions => {
             let list = shared.supervisor.send(ListSessions).await;
@@ -323,12 +352,20 @@ pub(crate) async fn answer(
     }
 }
 
+/// Whether a refused resume met a session moving (or just moved) off this node.
+fn moving_away(reason: &str) -> bool {
+    use crate::session::{MOVING, SESSION_ENDED, SESSION_GONE};
+    [MOVING, SESSION_ENDED, SESSION_GONE].contains(&reason)
+}
+
 fn empty(request: &Request) -> Reply {
     match request {
         Request::Sessions => Reply::Sessions(Vec::new()),
         Request::Kick { .. } | Request::DropConnection { .. } | Request::MoveIn { .. } => {
             Reply::Done(false)
         }
+        // No server here, so no session either.
+        Request::MoveCancel { .. } => Reply::Done(true),
         Request::RoomSize { .. } => Reply::Size(0),
         Request::Poll { .. } => Reply::Polled(Err((400, "unknown or expired polling id".into()))),
         Request::Resume { .. } => Reply::Resumed {

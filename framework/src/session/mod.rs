@@ -50,7 +50,7 @@ pub use heartbeat::{Beat, Heartbeat};
 pub(crate) use ids::NodeNumber;
 use joined::{leave, Joined, Joins};
 #[cfg(feature = "cluster")]
-pub(crate) use moving::{Freeze, MovedOut, SessionState, Thaw};
+pub(crate) use moving::{Freeze, MovedOut, SessionState, Thaw, Unmove};
 pub use outbox::{Outbox, Overflow};
 use outlet::{Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;
@@ -59,15 +59,17 @@ pub use send_queue::SendQueue;
 pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
-pub(crate) use supervisor::{KickSession, ListSessions};
 #[cfg(feature = "cluster")]
-pub(crate) use supervisor::{Movable, Unregister};
+pub(crate) use supervisor::{CancelMove, Movable, SetMoving, Unregister, MOVING};
+pub(crate) use supervisor::{KickSession, ListSessions};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
 pub(crate) use transport_link::{resume_here, too_many_frames};
 pub use transport_link::{
     Attach, FromTransport, ToTransport, TransportId, TransportKind, TransportLink,
 };
+#[cfg(feature = "cluster")]
+pub(crate) use transport_link::{SESSION_ENDED, SESSION_GONE};
 
 use crate::namespace::{SessionLink, SocketCommand, SocketEvent, SocketEventKind};
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};

@@ -61,6 +61,10 @@ pub(crate) struct SessionState {
     /// across the move, so a late answer to an old emit is never taken for a new).
     pub next_ack: u64,
     pub namespaces: Vec<MovedNamespace>,
+    /// This move's number, drawn by the moving node for each `MoveIn` it sends, so
+    /// that a `MoveCancel` names the move it cancels (0 in older nodes' states).
+    #[serde(default)]
+    pub move_id: u64,
 }
 
 /// A session on its way in, until its actor starts.
@@ -88,6 +92,13 @@ pub(crate) struct Freeze;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct MovedOut;
+
+/// The node that moved the session here cancels the move (it never heard that it
+/// arrived): the session goes, without hooks, unless its client attached to it here
+/// already. Answers whether it went.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Unmove;
 
 /// The other node did not take the session: carry on here.
 #[derive(Message)]
@@ -156,6 +167,7 @@ impl Session {
             max_frame_size: out.limit.announced_limit(),
             next_ack,
             namespaces,
+            move_id: 0,
         })
     }
 }
@@ -173,8 +185,31 @@ impl Handler<MovedOut> for Session {
     type Result = ();
 
     fn handle(&mut self, _: MovedOut, ctx: &mut Context<Self>) {
+        tracing::debug!(sid = self.id().0, "session moved to another node");
+        self.leave(ctx);
+    }
+}
+
+impl Handler<Unmove> for Session {
+    type Result = bool;
+
+    fn handle(&mut self, _: Unmove, ctx: &mut Context<Self>) -> bool {
+        if self.transport().is_some() {
+            // Its client is here already: this copy is the session now.
+            return false;
+        }
+        tracing::debug!(sid = self.id().0, "moved session cancelled by its old node");
+        self.leave(ctx);
+        true
+    }
+}
+
+impl Session {
+    /// Leaves this node without disconnect hooks: out of the registry and its
+    /// namespaces, the client's connection (if any) dropped as a network failure.
+    fn leave(&mut self, ctx: &mut Context<Self>) {
         let id = self.id();
-        tracing::debug!(sid = id.0, "session moved to another node");
+        self.ended = true;
         self.shared.supervisor.do_send(Unregister { id });
         let metrics = &self.shared.metrics;
         match self.transport() {
@@ -238,6 +273,7 @@ impl Session {
             token: state.token,
             opened_at: opened_at.min(SystemTime::now()),
             addr: ctx.address(),
+            moved_in: state.move_id,
         };
         let register = self.shared.supervisor.send(adopt);
         ctx.wait(register.into_actor(self).map(move |res, act, ctx| {
@@ -355,6 +391,7 @@ mod tests {
                 auth: ByteBuf::from(b"{\"name\":\"ann\"}".to_vec()),
                 rooms: vec!["red".into()],
             }],
+            move_id: 11,
         };
         let json = serde_json::to_vec(&state).unwrap();
         let back: SessionState = serde_json::from_slice(&json).unwrap();

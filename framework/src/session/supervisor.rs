@@ -44,6 +44,12 @@ struct Entry {
     /// The state the session shares with its sockets (RTT, transport); `None` for
     /// the moment between registering and opening.
     link: Option<Arc<SessionLink>>,
+    /// The move that brought the session here (see [`CancelMove`]); 0: opened here.
+    #[cfg(feature = "cluster")]
+    moved_in: u64,
+    /// Frozen for a move (see [`SetMoving`]): a resume is told to ask again.
+    #[cfg(feature = "cluster")]
+    moving: bool,
 }
 
 /// Owns the session registry.
@@ -53,7 +59,19 @@ pub struct Supervisor {
     ids: SessionIds,
     /// Counts the resumes refused here (unknown session, wrong token).
     resumes: ResumeResults,
+    /// Moves (session, move number) cancelled before they arrived (see
+    /// [`CancelMove`]): their `Adopt` is refused. Bounded: entries older than
+    /// [`CANCELLED_FOR`] go.
+    #[cfg(feature = "cluster")]
+    cancelled: HashMap<(SessionId, u64), std::time::Instant>,
 }
+
+/// How long a cancelled move is remembered (far longer than a move's round trip).
+#[cfg(feature = "cluster")]
+const CANCELLED_FOR: Duration = Duration::from_secs(60);
+/// At most this many cancelled moves are remembered at once.
+#[cfg(feature = "cluster")]
+const CANCELLED_MAX: usize = 4096;
 
 impl Supervisor {
     /// An empty registry that counts refused resumes into `resumes` and numbers
@@ -63,6 +81,8 @@ impl Supervisor {
             sessions: HashMap::new(),
             ids: SessionIds::new(node),
             resumes,
+            #[cfg(feature = "cluster")]
+            cancelled: HashMap::new(),
         }
     }
 }
@@ -91,6 +111,10 @@ impl Handler<Register> for Supervisor {
             opened_at: SystemTime::now(),
             namespaces: Vec::new(),
             link: None,
+            #[cfg(feature = "cluster")]
+            moved_in: 0,
+            #[cfg(feature = "cluster")]
+            moving: false,
         };
         self.sessions.insert(id, entry);
         MessageResult((id, token))
@@ -107,6 +131,8 @@ pub(crate) struct Adopt {
     pub token: ResumeToken,
     pub opened_at: SystemTime,
     pub addr: Addr<Session>,
+    /// The move's number (see [`CancelMove`]).
+    pub moved_in: u64,
 }
 
 #[cfg(feature = "cluster")]
@@ -114,7 +140,8 @@ impl Handler<Adopt> for Supervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> bool {
-        if self.sessions.contains_key(&msg.id) {
+        let cancelled = self.cancelled.remove(&(msg.id, msg.moved_in)).is_some();
+        if cancelled || self.sessions.contains_key(&msg.id) {
             return false;
         }
         let entry = Entry {
@@ -123,9 +150,65 @@ impl Handler<Adopt> for Supervisor {
             opened_at: msg.opened_at,
             namespaces: Vec::new(),
             link: None,
+            moved_in: msg.moved_in,
+            moving: false,
         };
         self.sessions.insert(msg.id, entry);
         true
+    }
+}
+
+/// Marks a session frozen for a move (or no longer): meanwhile a resume of it is
+/// answered [`MOVING`], and asked again until the move lands or is undone.
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetMoving {
+    pub id: SessionId,
+    pub moving: bool,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<SetMoving> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetMoving, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(&msg.id) {
+            entry.moving = msg.moving;
+        }
+    }
+}
+
+/// The moving node did not hear whether its `MoveIn` was taken and cancels it
+/// (see `cluster/drain.rs`): answers the session if that move brought it here;
+/// otherwise remembers the move, so that its `MoveIn` arriving late is refused (a
+/// later move of the same session, with another number, is not).
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Session>>")]
+pub(crate) struct CancelMove {
+    pub id: SessionId,
+    pub token: ResumeToken,
+    pub moved_in: u64,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<CancelMove> for Supervisor {
+    type Result = Option<Addr<Session>>;
+
+    fn handle(&mut self, msg: CancelMove, _: &mut Context<Self>) -> Self::Result {
+        if let Some(entry) = self.sessions.get(&msg.id) {
+            if entry.token == msg.token && entry.moved_in == msg.moved_in {
+                return Some(entry.addr.clone());
+            }
+        }
+        let now = std::time::Instant::now();
+        self.cancelled
+            .retain(|_, at| now.duration_since(*at) < CANCELLED_FOR);
+        if self.cancelled.len() < CANCELLED_MAX {
+            self.cancelled.insert((msg.id, msg.moved_in), now);
+        }
+        None
     }
 }
 
@@ -274,6 +357,9 @@ impl Handler<DropConnection> for Supervisor {
 const UNKNOWN_SESSION: &str = "unknown or expired session";
 /// Why a resume is refused: the session is here, the token is not its own.
 const BAD_TOKEN: &str = "invalid resume token";
+/// Why a resume of a session on its way to another node waits (see [`SetMoving`]).
+#[cfg(feature = "cluster")]
+pub(crate) const MOVING: &str = "session moving to another node";
 
 impl Supervisor {
     /// The metrics label of a refusal of [`ResumeSession`] (for a caller that asked
@@ -315,6 +401,10 @@ impl Handler<ResumeSession> for Supervisor {
                 self.resumes.count("bad_token");
             }
             return Err(BAD_TOKEN.to_owned());
+        }
+        #[cfg(feature = "cluster")]
+        if entry.moving {
+            return Err(MOVING.to_owned());
         }
         Ok(entry.addr.clone())
     }

@@ -220,7 +220,7 @@ impl Handler<Attach> for Session {
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         if self.ended {
             self.shared.metrics.resumed("unknown_session");
-            return Err("session ended".to_owned());
+            return Err(SESSION_ENDED.to_owned());
         }
         let replay = self.reattach(msg, ctx);
         let replay = match replay {
@@ -306,6 +306,11 @@ impl Session {
     }
 }
 
+/// Why a resume is refused: the session ended as it was found.
+pub(crate) const SESSION_ENDED: &str = "session ended";
+/// Why a resume is refused: the session stopped as it was found.
+pub(crate) const SESSION_GONE: &str = "unknown or expired session";
+
 /// Attaches `link` to a session of this node. When the session is not here (or the
 /// token is not its own), `link` comes back with the reason.
 pub(crate) async fn resume_here(
@@ -333,7 +338,7 @@ pub(crate) async fn resume_here(
             limit,
         })
         .await
-        .map_err(|_| ("unknown or expired session".to_owned(), None))?
+        .map_err(|_| (SESSION_GONE.to_owned(), None))?
         .map_err(|reason| (reason, None))?;
     Ok(session)
 }

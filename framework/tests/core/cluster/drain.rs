@@ -213,3 +213,115 @@ async fn a_drain_with_no_other_node_says_so_and_keeps_its_sessions() {
     assert!(matches!(drained, Err(ClusterError::NoOtherNode)));
     assert_eq!(a.volley.sessions().await.len(), 1);
 }
+
+/// A move whose answer is lost (Redis holds every publish for longer than a node
+/// waits for an answer, so the `MoveIn` reaches B and B's answer reaches A after A
+/// gave up): A cancels the move on B, so the session is never held by both, and
+/// the next pass moves it for good.
+#[actix_rt::test]
+async fn a_move_whose_answer_is_lost_is_cancelled_and_one_node_holds_the_session() {
+    let Some(held) = HeldMove::start("a_move_whose_answer_is_lost").await else {
+        return;
+    };
+    let HeldMove { a, b, ns, sid, .. } = &held;
+    let report = a.volley.cluster().unwrap().drain().await.unwrap();
+    // The first answer came too late (the node waits 2 s): the move went through
+    // the cancel, then again.
+    assert!(
+        report.millis >= 2000,
+        "the pause did not hold the move: {report:?}"
+    );
+    assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");
+    assert!(a.volley.sessions().await.is_empty());
+    let on_b: Vec<u64> = b.volley.sessions().await.iter().map(|s| s.id.0).collect();
+    assert_eq!(on_b, [*sid]);
+    // The client resumes it (through A, relayed to B) and carries on.
+    let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+    assert_eq!((again, name.as_str()), (*sid, "ann"));
+}
+
+/// A client whose resume arrives while its session is on its way to another node
+/// (Redis holds the move for 2.8 s) waits for the move's outcome and resumes the
+/// same session, instead of being refused and starting a new one.
+#[actix_rt::test]
+async fn a_resume_during_a_move_waits_for_it_and_keeps_the_session() {
+    let Some(held) = HeldMove::start("a_resume_during_a_move").await else {
+        return;
+    };
+    let HeldMove {
+        a,
+        b,
+        client,
+        ns,
+        sid,
+        ..
+    } = &held;
+    let cluster = a.volley.cluster().unwrap().clone();
+    let drain = actix_rt::spawn(async move { cluster.drain().await });
+    // The freeze takes milliseconds; the move then waits for Redis for seconds. The
+    // client's connection drops inside that window and it resumes on A at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.volley.drop_connection(volley::SessionId(*sid)).await);
+    let report = drain.await.unwrap().unwrap();
+    assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");
+    let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+    assert_eq!((again, name.as_str()), (*sid, "ann"));
+    let on_b: Vec<u64> = b.volley.sessions().await.iter().map(|s| s.id.0).collect();
+    assert_eq!(on_b, [*sid]);
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(1), client.next_connection_event()).await
+    {
+        assert!(
+            matches!(
+                event,
+                ConnectionEvent::Reconnecting { .. }
+                    | ConnectionEvent::Reconnected { resumed: true, .. }
+            ),
+            "the session must survive, got {event:?}"
+        );
+    }
+}
+
+/// Two nodes, a client `ann` on A, and Redis holding every publish for 2.8 s from
+/// now: longer than a node waits for an answer (2 s), so a move started now is
+/// answered late.
+struct HeldMove {
+    _redis: RedisServer,
+    a: TestServer,
+    b: TestServer,
+    client: Client,
+    ns: NamespaceClient,
+    sid: u64,
+}
+
+impl HeldMove {
+    async fn start(test: &str) -> Option<HeldMove> {
+        let redis = RedisServer::start(test)?;
+        let (tx, _) = mpsc::unbounded_channel();
+        let a = node_of(numbered_node(&redis, tx.clone())).await;
+        let b = node_of(numbered_node(&redis, tx)).await;
+        await_nodes(&a, 2).await;
+        let config = ClientConfig {
+            transport: WS,
+            backoff: quick_backoff(),
+            ..ClientConfig::default()
+        };
+        let client = Client::connect_with(&a.url, config).await.unwrap();
+        let ns = client.join("/", &"ann".to_owned()).await.unwrap();
+        let (sid, _): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+        let mut admin = redis.connection().await;
+        ::redis::cmd("CLIENT")
+            .arg(&["PAUSE", "2800", "WRITE"])
+            .exec_async(&mut admin)
+            .await
+            .unwrap();
+        Some(HeldMove {
+            _redis: redis,
+            a,
+            b,
+            client,
+            ns,
+            sid,
+        })
+    }
+}

@@ -23,6 +23,7 @@ use std::time::{Instant, UNIX_EPOCH};
 
 use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::ops::{Reply, Request};
 use super::{ClusterError, ClusterNode, NodeId};
@@ -117,6 +118,8 @@ impl ClusterNode {
         let Ok(Some(mut state)) = addr.send(Freeze).await else {
             return false;
         };
+        // Counted while frozen, whichever way the move ends.
+        let _moving = Moving::start(&self.metrics.moving);
         // A resume meanwhile (here, or relayed) waits for the move's outcome.
         let _ = shared.supervisor.send(SetMoving { id, moving: true }).await;
         state.token = token;
@@ -239,4 +242,20 @@ async fn stop_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One session frozen for a move, in the `sessions_moving` gauge until dropped.
+struct Moving<'a>(&'a Gauge);
+
+impl<'a> Moving<'a> {
+    fn start(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Moving(gauge)
+    }
+}
+
+impl Drop for Moving<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

@@ -48,6 +48,8 @@ pub(crate) struct ClusterMetrics {
     pub connects: Counter,
     pub relayed: Counter,
     pub joins_unconfirmed: Counter,
+    /// Sessions frozen for a move (a drain) and not yet landed or thawed.
+    pub moving: Gauge,
     dropped: Family<Reason, Counter>,
 }
 
@@ -55,6 +57,11 @@ impl ClusterMetrics {
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("cluster");
         r.register("redis_up", "1 while Redis is reachable", self.up.clone());
+        r.register(
+            "sessions_moving",
+            "Sessions frozen for a move to another node (a drain), not yet moved or thawed",
+            self.moving.clone(),
+        );
         let counters: [(&str, &str, &Counter); 7] = [
             (
                 "broadcasts_published",
@@ -120,6 +127,7 @@ impl ClusterMetrics {
             redis_connects: self.connects.get(),
             relayed: self.relayed.get(),
             joins_unconfirmed: self.joins_unconfirmed.get(),
+            sessions_moving: u64::try_from(self.moving.get()).unwrap_or(0),
             dropped_redis_down: self.dropped_count(Dropped::RedisDown),
             dropped_other: [
                 Dropped::QueueFull,
@@ -158,6 +166,9 @@ pub struct ClusterStats {
     /// room's channel on Redis: Redis was away, or slower than the wait's bound.
     /// Broadcasts from other nodes may miss such a member until the subscription is in.
     pub joins_unconfirmed: u64,
+    /// Sessions frozen for a move to another node (a drain) right now: their
+    /// resumes wait until the move lands or is undone.
+    pub sessions_moving: u64,
     /// Broadcasts not published because Redis was unreachable.
     pub dropped_redis_down: u64,
     /// Broadcasts dropped for the other reasons (queue full, namespace busy,

@@ -258,9 +258,17 @@ async fn a_resume_during_a_move_waits_for_it_and_keeps_the_session() {
     } = &held;
     let cluster = a.volley.cluster().unwrap().clone();
     let drain = actix_rt::spawn(async move { cluster.drain().await });
-    // The freeze takes milliseconds; the move then waits for Redis for seconds. The
-    // client's connection drops inside that window and it resumes on A at once.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The move then waits for Redis for seconds: once the session is frozen (in the
+    // `sessions_moving` gauge), the client's connection drops inside that window and it
+    // resumes on A at once.
+    let deadline = std::time::Instant::now() + WAIT;
+    while a.volley.cluster().unwrap().stats().sessions_moving == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never froze for its move"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(a.volley.drop_connection(volley::SessionId(*sid)).await);
     let report = drain.await.unwrap().unwrap();
     assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");

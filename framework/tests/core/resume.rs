@@ -22,6 +22,17 @@ pub(crate) fn quick_backoff() -> Backoff {
     }
 }
 
+/// A client that reconnects quickly and buffers enough for a counted run's cuts.
+pub(crate) fn counting_config(transport: Transport) -> ClientConfig {
+    ClientConfig {
+        transport,
+        backoff: quick_backoff(),
+        send_buffer: 4096,
+        event_buffer: 4096,
+        ..ClientConfig::default()
+    }
+}
+
 pub(crate) fn server_addr(server: &TestServer) -> std::net::SocketAddr {
     server
         .url
@@ -100,13 +111,7 @@ pub(crate) async fn exactly_once_through(
     transport: Transport,
     received: &mut mpsc::UnboundedReceiver<u64>,
 ) {
-    let config = ClientConfig {
-        transport,
-        backoff: quick_backoff(),
-        send_buffer: 4096,
-        event_buffer: 4096,
-        ..ClientConfig::default()
-    };
+    let config = counting_config(transport);
     // The first connection may itself be cut during the handshake: retry it.
     let client = loop {
         if let Ok(client) = Client::connect_with(&proxy.url(), config.clone()).await {

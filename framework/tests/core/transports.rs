@@ -10,7 +10,7 @@ use volley::Volley;
 
 use crate::common::*;
 use crate::proxy::{Cuts, FaultProxy};
-use crate::resume::{counting_namespace, quick_backoff, server_addr};
+use crate::resume::{counting_config, counting_namespace, quick_backoff, server_addr};
 
 #[actix_rt::test]
 async fn through_a_proxy_that_refuses_websocket_the_client_falls_back_to_polling() {
@@ -90,12 +90,7 @@ async fn a_session_started_on_websocket_resumes_over_polling() {
     let (tx, mut received) = mpsc::unbounded_channel();
     let server = serve(Volley::builder().namespace("/", counting_namespace(tx)));
     let proxy = FaultProxy::start(server_addr(&server), Cuts::Never, 1).await;
-    let config = ClientConfig {
-        backoff: quick_backoff(),
-        send_buffer: 4096,
-        event_buffer: 4096,
-        ..ClientConfig::default()
-    };
+    let config = counting_config(ClientConfig::default().transport);
     let client = Client::connect_with(&proxy.url(), config).await.unwrap();
     assert_eq!(client.transport(), Transport::WebSocket);
     let sid = client.session_id();

@@ -55,13 +55,7 @@ async fn numbered_client(
     transport: Transport,
     client_no: u64,
 ) -> (Client, Vec<ConnectionEvent>) {
-    let config = ClientConfig {
-        transport,
-        backoff: quick_backoff(),
-        send_buffer: 4096,
-        event_buffer: 4096,
-        ..ClientConfig::default()
-    };
+    let config = crate::resume::counting_config(transport);
     let client = Client::connect_with(&url, config).await.expect("connect");
     let mut ns: NamespaceClient = client
         .join("/", &format!("client-{client_no}"))

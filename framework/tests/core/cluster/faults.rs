@@ -138,12 +138,7 @@ async fn a_relayed_session_survives_a_redis_restart_exactly_once() {
     let b = node_of(counting(tx)).await;
     let targets = vec![server_addr(&a), server_addr(&b)];
     let proxy = FaultProxy::balance(targets, Cuts::Never, 1).await;
-    let config = volley::client::ClientConfig {
-        backoff: crate::resume::quick_backoff(),
-        send_buffer: 4096,
-        event_buffer: 4096,
-        ..Default::default()
-    };
+    let config = crate::resume::counting_config(volley::client::ClientConfig::default().transport);
     // Connection 1 reaches A (the session's node), 2 reaches B (relayed), 3 A again.
     let client = volley::client::Client::connect_with(&proxy.url(), config)
         .await

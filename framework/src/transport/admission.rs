@@ -210,6 +210,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The reason a refused WebSocket handshake is counted under in
+/// `volley_refused_total`: a method other than GET (405), or anything else (400).
+pub(crate) fn handshake_refusal(e: &actix_http::ws::HandshakeError) -> &'static str {
+    match e {
+        actix_http::ws::HandshakeError::GetMethodRequired => "method_not_allowed",
+        _ => "bad_handshake",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

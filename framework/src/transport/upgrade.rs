@@ -77,7 +77,7 @@ async fn open<T>(
                 ws::HandshakeError::GetMethodRequired => StatusCode::METHOD_NOT_ALLOWED,
                 _ => StatusCode::BAD_REQUEST,
             };
-            shared.metrics.refused(handshake_refusal(&e));
+            shared.metrics.refused(admission::handshake_refusal(&e));
             return answer(framed, status, e.to_string()).await;
         }
     };
@@ -113,15 +113,6 @@ async fn open<T>(
             Box::new(write),
             queue,
         ))),
-    }
-}
-
-/// The reason a refused WebSocket handshake is counted under in
-/// `volley_refused_total`: a method other than GET (405), or anything else (400).
-pub(crate) fn handshake_refusal(e: &ws::HandshakeError) -> &'static str {
-    match e {
-        ws::HandshakeError::GetMethodRequired => "method_not_allowed",
-        _ => "bad_handshake",
     }
 }
 

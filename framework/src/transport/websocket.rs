@@ -44,7 +44,7 @@ pub(crate) async fn route(
         Err(refusal) => return Ok(refusal.response()),
     };
     let mut response = actix_web_actors::ws::handshake(&req)
-        .inspect_err(|e| shared.metrics.refused(super::upgrade::handshake_refusal(e)))?;
+        .inspect_err(|e| shared.metrics.refused(admission::handshake_refusal(e)))?;
     let (transport, queue) = start(shared.get_ref(), slot, payload);
     Ok(response.streaming(Outgoing::new(queue, transport.recipient())))
 }

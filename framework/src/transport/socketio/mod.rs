@@ -13,6 +13,7 @@
 //! batch, backlog, rate limits in the session) as the native endpoint apply.
 
 mod carrier;
+mod carrying;
 mod connection;
 mod inbound;
 mod outbound;

@@ -83,9 +83,7 @@ pub(crate) fn route(
     let mut response = match actix_web_actors::ws::handshake(req) {
         Ok(response) => response,
         Err(e) => {
-            shared
-                .metrics
-                .refused(crate::transport::upgrade::handshake_refusal(&e));
+            shared.metrics.refused(admission::handshake_refusal(&e));
             return HttpResponse::from_error(e);
         }
     };

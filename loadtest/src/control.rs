@@ -56,7 +56,7 @@ pub enum ScenarioPlan {
     Fanout {
         /// The protocol the receivers speak (`--protocol`).
         #[serde(default)]
-        dialect: crate::scenarios::chat::Dialect,
+        dialect: crate::chat_wire::Dialect,
     },
     Rooms {
         /// Players per room.
@@ -79,7 +79,7 @@ pub enum ScenarioPlan {
     /// A member of `loadtest compare`'s chat, speaking `dialect` (see
     /// `scenarios/chat.rs`).
     Chat {
-        dialect: crate::scenarios::chat::Dialect,
+        dialect: crate::chat_wire::Dialect,
     },
 }
 

@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command as Process};
 use tokio::sync::mpsc;
 
@@ -16,8 +16,8 @@ use crate::control::{Command, Counters, Message, Outcome, Plan, ScenarioPlan};
 use crate::proc::{self, ProcSample};
 use crate::progress::{short, Progress};
 use crate::report::Report;
-use crate::sampler::ServerSampler;
-use crate::server::{ServerMetrics, METRICS_PATH};
+use crate::sampler::{server_metrics, ServerSampler};
+use crate::server::ServerMetrics;
 use crate::timeline;
 
 /// Clients one worker runs at most by default: well under the 20,000 file
@@ -579,39 +579,4 @@ pub async fn start_listening(command: &mut Process) -> Result<(Child, String), S
     // Keep reading so that the server never blocks on a full pipe.
     actix_rt::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, at))
-}
-
-/// The metrics of the server at WebSocket URL `url` (`loadtest serve` has them;
-/// another server may not).
-pub async fn server_metrics(url: &str) -> Option<ServerMetrics> {
-    let host = url.strip_prefix("ws://")?.split('/').next()?.to_owned();
-    let body = tokio::time::timeout(Duration::from_secs(10), http_get(&host, METRICS_PATH))
-        .await
-        .ok()?
-        .map_err(|e| tracing::warn!(error = %e, "server metrics unavailable"))
-        .ok()?;
-    serde_json::from_str(&body).ok()
-}
-
-/// A minimal HTTP/1.1 GET (the coordinator needs nothing more).
-async fn http_get(host: &str, path: &str) -> Result<String, String> {
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(head.lines().next().unwrap_or_default().to_owned());
-    }
-    Ok(body.to_owned())
 }

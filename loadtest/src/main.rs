@@ -15,6 +15,8 @@
 //! `progress`, `report`, and `plot` and `html` (the report as a page).
 
 mod args;
+mod chat_wire;
+mod client_ctx;
 mod control;
 mod coordinator;
 mod histogram;

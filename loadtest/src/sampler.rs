@@ -8,8 +8,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::coordinator::server_metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::proc;
+use crate::server::{ServerMetrics, METRICS_PATH};
 
 /// How often the server is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -118,4 +120,39 @@ async fn sample_server(
         }
         out.borrow_mut().push(point);
     }
+}
+
+/// The metrics of the server at WebSocket URL `url` (`loadtest serve` has them;
+/// another server may not).
+pub async fn server_metrics(url: &str) -> Option<ServerMetrics> {
+    let host = url.strip_prefix("ws://")?.split('/').next()?.to_owned();
+    let body = tokio::time::timeout(Duration::from_secs(10), http_get(&host, METRICS_PATH))
+        .await
+        .ok()?
+        .map_err(|e| tracing::warn!(error = %e, "server metrics unavailable"))
+        .ok()?;
+    serde_json::from_str(&body).ok()
+}
+
+/// A minimal HTTP/1.1 GET (the sampler needs nothing more).
+async fn http_get(host: &str, path: &str) -> Result<String, String> {
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_owned());
+    }
+    Ok(body.to_owned())
 }

@@ -30,7 +30,7 @@ use volley::{Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, Se
 use volley::{LeaveReason, RateLimit, Socket, Volley, VolleyBuilder};
 
 use crate::args::Flags;
-use crate::scenarios::chat::{ChatMessage, CHAT_NAMESPACE};
+use crate::chat_wire::{ChatMessage, CHAT_NAMESPACE};
 use crate::seq::{SeqCheck, SeqCounts};
 
 /// The namespace of the connect, idle, fan-out and reconnect scenarios.

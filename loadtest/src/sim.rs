@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use volley::client::{Backoff, Client, ClientConfig, NamespaceClient, Transport};
 
+use crate::client_ctx::WorkerCtx;
 use crate::control::unix_us;
 use crate::seq::SeqCheck;
-use crate::worker::WorkerCtx;
 
 /// How long a client waits for an acknowledgement before calling it a problem.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);

@@ -5,174 +5,26 @@
 //! actix system on one thread, and a run scales out over worker processes: that also
 //! keeps each process under the file-descriptor limit. Clients are tasks on that
 //! thread; they share the worker's [`WorkerCtx`] (the plan, the phase, and the
-//! figures), which needs no locks since everything runs on one thread.
+//! figures: `client_ctx.rs`).
 //!
 //! The worker reads its [`Plan`] and then [`Command`]s from stdin, opens its clients
 //! at the planned rate, says `ready` once all have connected (or failed), follows the
 //! commands, and writes its [`Outcome`] when every client is done. It exits if stdin
 //! closes: a worker never outlives its coordinator.
 
-use std::cell::{Cell, RefCell};
 use std::io::{BufRead, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::control::{
-    unix_us, Command, Counters, Message, Outcome, Plan, ScenarioPlan, PROBLEMS_KEPT,
-};
+use crate::client_ctx::{Phase, WorkerCtx};
+use crate::control::{unix_us, Command, Message, Plan, ScenarioPlan};
 use crate::proxy::CutProxy;
 use crate::scenarios;
-use crate::seq::SeqCounts;
 
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// Where a worker's clients are in the run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Phase {
-    /// Connecting, then waiting for the start.
-    Setup,
-    /// The measured phase.
-    Running,
-    /// Stop sending, check, report. `expected`: messages published to each client.
-    Finishing { expected: u64 },
-}
-
-/// What a worker's clients share.
-pub struct WorkerCtx {
-    pub plan: Plan,
-    /// Where clients connect: the server, or this worker's proxy in front of it.
-    pub url: String,
-    phase: watch::Sender<Phase>,
-    /// When the proxy cut every connection (reconnect scenario).
-    pub cut_at_us: Cell<Option<u64>>,
-    outcome: RefCell<Outcome>,
-}
-
-impl WorkerCtx {
-    fn new(plan: Plan, url: String) -> WorkerCtx {
-        WorkerCtx {
-            plan,
-            url,
-            phase: watch::channel(Phase::Setup).0,
-            cut_at_us: Cell::new(None),
-            outcome: RefCell::default(),
-        }
-    }
-
-    /// Follows the phase: read it with `borrow_and_update`, wait with `changed`.
-    pub fn phase(&self) -> watch::Receiver<Phase> {
-        let mut rx = self.phase.subscribe();
-        // A client that subscribes late must still see the current phase as news.
-        rx.mark_changed();
-        rx
-    }
-
-    /// Waits until the measured phase starts (or the run finishes first).
-    pub async fn until_running(&self) {
-        let mut rx = self.phase();
-        while *rx.borrow_and_update() == Phase::Setup {
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Waits until the run finishes; returns the messages each client should have.
-    pub async fn until_finishing(&self) -> u64 {
-        let mut rx = self.phase();
-        loop {
-            if let Phase::Finishing { expected } = *rx.borrow_and_update() {
-                return expected;
-            }
-            if rx.changed().await.is_err() {
-                return 0;
-            }
-        }
-    }
-
-    /// Updates the counters.
-    pub fn count(&self, f: impl FnOnce(&mut Counters)) {
-        f(&mut self.outcome.borrow_mut().counters);
-    }
-
-    /// Records a latency sample in histogram `name`.
-    pub fn record(&self, name: &str, d: Duration) {
-        self.record_us(name, u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    }
-
-    /// Records a latency sample in microseconds.
-    pub fn record_us(&self, name: &str, us: u64) {
-        let mut o = self.outcome.borrow_mut();
-        match o.histograms.get_mut(name) {
-            Some(h) => h.record_us(us),
-            None => o
-                .histograms
-                .entry(name.to_owned())
-                .or_default()
-                .record_us(us),
-        }
-    }
-
-    /// Counts a message received at `at_us` (Unix µs).
-    pub fn delivered(&self, at_us: u64) {
-        let mut o = self.outcome.borrow_mut();
-        o.counters.delivered += 1;
-        if o.first_delivery_us == 0 {
-            o.first_delivery_us = at_us;
-        }
-        o.last_delivery_us = o.last_delivery_us.max(at_us);
-    }
-
-    /// Adds one session's checked stream `name`.
-    pub fn stream(&self, name: &str, sent: u64, counts: SeqCounts) {
-        let mut o = self.outcome.borrow_mut();
-        o.streams
-            .entry(name.to_owned())
-            .or_default()
-            .add_session(sent, counts);
-    }
-
-    /// Notes a problem (the first few are reported in full).
-    pub fn problem(&self, text: String) {
-        let mut o = self.outcome.borrow_mut();
-        o.problem_count += 1;
-        if o.problems.len() < PROBLEMS_KEPT {
-            o.problems.push(text);
-        }
-    }
-
-    /// A client is connected and ready for the scenario.
-    pub fn ready(&self) {
-        self.count(|c| c.connected += 1);
-    }
-
-    /// A client could not connect or get ready.
-    pub fn fail(&self, why: String) {
-        self.count(|c| c.failed += 1);
-        self.problem(why);
-    }
-
-    /// Counts the client as finished when dropped, however its task ends.
-    pub fn finished_on_drop(self: &Rc<Self>) -> Finished {
-        Finished(self.clone())
-    }
-
-    fn counters(&self) -> Counters {
-        self.outcome.borrow().counters
-    }
-}
-
-/// See [`WorkerCtx::finished_on_drop`].
-pub struct Finished(Rc<WorkerCtx>);
-
-impl Drop for Finished {
-    fn drop(&mut self) {
-        self.0.count(|c| c.finished += 1);
-    }
-}
 
 /// Writes one message line to the coordinator.
 fn tell(msg: &Message) {
@@ -234,7 +86,7 @@ async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(
     while ctx.counters().finished < clients {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut outcome = ctx.outcome.borrow().clone();
+    let mut outcome = ctx.outcome();
     outcome.cpu_seconds = crate::proc::sample("self").map_or(0.0, |s| s.cpu_seconds);
     tell(&Message::Done {
         outcome: Box::new(outcome),
@@ -289,7 +141,7 @@ async fn follow(
         };
         match command {
             Command::Start => {
-                ctx.phase.send_replace(Phase::Running);
+                ctx.set_phase(Phase::Running);
             }
             Command::Cut { at_unix_us } => {
                 let wait = Duration::from_micros(at_unix_us.saturating_sub(unix_us()));
@@ -301,7 +153,7 @@ async fn follow(
                 }
             }
             Command::Finish { expected } => {
-                ctx.phase.send_replace(Phase::Finishing { expected });
+                ctx.set_phase(Phase::Finishing { expected });
             }
         }
     }

@@ -11,54 +11,17 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use volley::client::{Client, ClientConfig, ClientError, NamespaceClient};
 
+pub use crate::chat_wire::{read_text, text, ChatMessage, Dialect, CHAT_NAMESPACE, CHAT_ROOM};
+use crate::client_ctx::WorkerCtx;
 use crate::control::unix_us;
 use crate::sim;
 use crate::sioclient::SioClient;
-use crate::worker::WorkerCtx;
 
-/// The chat's namespace on every server.
-pub const CHAT_NAMESPACE: &str = "/chat";
-/// The one room of the run.
-pub const CHAT_ROOM: &str = "lobby";
 /// How long receivers wait for the last messages after the publisher stopped.
 pub const DRAIN: Duration = Duration::from_secs(20);
-
-/// Which protocol a chat connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dialect {
-    #[default]
-    Volley,
-    SocketIo,
-}
-
-/// What the server sends for each `say`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub from: String,
-    pub text: String,
-}
-
-/// The text of message `seq` sent at `sent_us`: `"<seq> <sent_us> xxx…"`, padded
-/// to `size` bytes (longer if the numbers alone are).
-pub fn text(seq: u64, sent_us: u64, size: usize) -> String {
-    let mut text = format!("{seq} {sent_us} ");
-    let pad = size.saturating_sub(text.len());
-    text.extend(std::iter::repeat_n('x', pad));
-    text
-}
-
-/// The number and send time in a message's text.
-pub fn read_text(text: &str) -> Option<(u64, u64)> {
-    let mut parts = text.split(' ');
-    let seq = parts.next()?.parse().ok()?;
-    let sent_us = parts.next()?.parse().ok()?;
-    Some((seq, sent_us))
-}
 
 /// A client's connection to the chat, in either dialect.
 pub enum ChatConn {

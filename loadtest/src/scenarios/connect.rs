@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::{per_second, server_figures};
 use crate::args::Flags;
+use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
 use crate::coordinator::{Common, Run};
 use crate::report::Report;
 use crate::server::NAMESPACE;
 use crate::sim;
-use crate::worker::WorkerCtx;
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let common = Common::from_flags(flags, 1_000, 500.0)?;

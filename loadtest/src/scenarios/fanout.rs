@@ -13,14 +13,14 @@ use volley::client::{Client, ClientError, Emitter};
 
 use super::{per_second, server_figures};
 use crate::args::Flags;
+use crate::chat_wire::Dialect;
+use crate::client_ctx::WorkerCtx;
 use crate::control::{unix_us, ScenarioPlan};
 use crate::coordinator::{Common, Run};
 use crate::report::Report;
-use crate::scenarios::chat::Dialect;
 use crate::server::{Publish, FANOUT_ROOM, NAMESPACE};
 use crate::sim;
 use crate::sioclient::SioClient;
-use crate::worker::WorkerCtx;
 
 /// How long receivers wait for the last messages after the publisher stopped.
 const DRAIN: Duration = Duration::from_secs(20);

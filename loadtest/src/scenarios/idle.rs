@@ -10,12 +10,12 @@ use volley::client::ConnectionEvent;
 
 use super::server_figures;
 use crate::args::Flags;
+use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
 use crate::coordinator::{Common, Run};
 use crate::report::Report;
 use crate::server::NAMESPACE;
 use crate::sim;
-use crate::worker::WorkerCtx;
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let mut common = Common::from_flags(flags, 1_000, 1_000.0)?;

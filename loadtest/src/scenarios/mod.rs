@@ -18,10 +18,10 @@ mod soak;
 use std::rc::Rc;
 
 use crate::args::Flags;
+use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
 use crate::proc::ProcSample;
 use crate::report::Report;
-use crate::worker::WorkerCtx;
 
 /// The scenario names, as given on the command line.
 pub const NAMES: [&str; 10] = [

@@ -15,13 +15,13 @@ use volley::client::{ClientError, ConnectionEvent, Event};
 
 use super::server_figures;
 use crate::args::Flags;
+use crate::client_ctx::{Phase, WorkerCtx};
 use crate::control::{unix_us, Command, ScenarioPlan};
 use crate::coordinator::{Common, Run};
 use crate::report::Report;
 use crate::seq::SeqCheck;
 use crate::server::{FlushAnswer, NAMESPACE};
 use crate::sim;
-use crate::worker::{Phase, WorkerCtx};
 
 /// How long a client waits for the server's last numbered messages after the flush.
 const DRAIN: Duration = Duration::from_secs(10);

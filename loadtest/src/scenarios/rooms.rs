@@ -14,12 +14,12 @@ use volley::{JoinRequest, Joined};
 
 use super::{per_second, server_figures};
 use crate::args::Flags;
+use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
 use crate::coordinator::{Common, Run};
 use crate::report::Report;
 use crate::server::{FlushAnswer, Input, PulseState, GAME_NAMESPACE, ROOM_TYPE};
 use crate::sim;
-use crate::worker::WorkerCtx;
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let rooms = flags.count("rooms", 10)?;

@@ -20,6 +20,7 @@ use volley::client::{ClientError, ConnectionEvent, Event, NamespaceClient};
 use volley::{JoinRequest, Joined};
 
 use crate::args::Flags;
+use crate::client_ctx::{Phase, WorkerCtx};
 use crate::control::{Command, Counters, ScenarioPlan, SoakPlan};
 use crate::coordinator::{Common, Run};
 use crate::plot::{self, Panel};
@@ -29,7 +30,6 @@ use crate::seq::SeqCheck;
 use crate::server::{FlushAnswer, Input, GAME_NAMESPACE, NAMESPACE, ROOM_TYPE};
 use crate::sim;
 use crate::trend::{self, Limit, Points};
-use crate::worker::{Phase, WorkerCtx};
 
 /// How long a client waits for the server's last numbered messages after the flush.
 const DRAIN: Duration = Duration::from_secs(10);

@@ -23,9 +23,10 @@ use rand::SeedableRng;
 
 use crate::args::Flags;
 use crate::control::{Command, ScenarioPlan, SoakPlan};
-use crate::coordinator::{server_metrics, Common, Run};
+use crate::coordinator::{Common, Run};
 use crate::rawws::RawWs;
 use crate::report::Report;
+use crate::sampler::server_metrics;
 use crate::sampler::ServerPoint;
 use crate::trend::{self, Limit};
 

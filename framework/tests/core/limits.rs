@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
+
 use volley::client::Client;
 use volley::protocol::Frame;
 use volley::{DisconnectReason, Volley};
@@ -18,8 +20,18 @@ fn server(
     TestServer,
     tokio::sync::mpsc::UnboundedReceiver<(String, DisconnectReason)>,
 ) {
+    server_on(serve, backlog)
+}
+
+fn server_on(
+    start: fn(volley::VolleyBuilder) -> TestServer,
+    backlog: usize,
+) -> (
+    TestServer,
+    tokio::sync::mpsc::UnboundedReceiver<(String, DisconnectReason)>,
+) {
     let (disconnects, seen) = Disconnects::new();
-    let server = serve(
+    let server = start(
         Volley::builder()
             .max_frame_size(MAX_FRAME)
             .max_send_backlog(backlog)
@@ -171,14 +183,67 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// A client of namespace "/" that stops reading once it has joined.
+enum SlowReader {
+    Native,
+    SocketIo,
+}
+
+impl SlowReader {
+    /// Connects and joins "/"; what is returned keeps the connection open, unread.
+    async fn open(&self, server: &TestServer) -> Box<dyn std::any::Any> {
+        match self {
+            SlowReader::Native => Box::new(RawClient::open_in(&server.url, "/").await.0),
+            SlowReader::SocketIo => {
+                let url = server
+                    .url
+                    .replace("/volley", "/socket.io/?EIO=4&transport=websocket");
+                let (_, mut ws) = awc::Client::new().ws(url).connect().await.unwrap();
+                assert!(eio_record(&mut ws).await.starts_with("0{"), "the open");
+                ws.send(awc::ws::Message::Text("40".into())).await.unwrap();
+                assert!(eio_record(&mut ws).await.starts_with("40{"), "joined \"/\"");
+                Box::new(ws)
+            }
+        }
+    }
+}
+
+/// The next Engine.IO record (a WebSocket text frame) the server sent.
+async fn eio_record(ws: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>) -> String {
+    match tokio::time::timeout(WAIT, ws.next()).await {
+        Ok(Some(Ok(awc::ws::Frame::Text(t)))) => String::from_utf8_lossy(&t).into_owned(),
+        other => panic!("expected an Engine.IO record, got {other:?}"),
+    }
+}
+
 #[actix_rt::test]
 async fn a_reader_that_never_reads_is_closed_as_slow_consumer_with_bounded_memory() {
+    never_reading(serve, SlowReader::Native).await;
+}
+
+#[actix_rt::test]
+async fn a_socketio_reader_that_never_reads_is_closed_as_slow_consumer() {
+    never_reading(serve, SlowReader::SocketIo).await;
+}
+
+#[actix_rt::test]
+async fn a_socketio_reader_that_never_reads_is_closed_under_actix_webs_own_server() {
+    never_reading(serve_in_actix_web, SlowReader::SocketIo).await;
+}
+
+/// A reader that never reads (native or Socket.IO, on `start`'s server) is closed as a
+/// slow consumer once its send backlog is full, and what is broadcast after does not
+/// pile up for it.
+async fn never_reading(start: fn(volley::VolleyBuilder) -> TestServer, slow: SlowReader) {
+    // The RSS measured is the test process's: one of these runs at a time.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     const BACKLOG: usize = 256 * 1024;
-    let (server, mut seen) = server(BACKLOG);
+    let (server, mut seen) = server_on(start, BACKLOG);
     let healthy = connect(&server, Transport::WebSocket).await;
 
     // The slow client joins "/" and then never reads again.
-    let (raw, _) = RawClient::open_in(&server.url, "/").await;
+    let raw = slow.open(&server).await;
 
     let root = server.volley.of("/").unwrap();
     let blob = "x".repeat(16 * 1024);

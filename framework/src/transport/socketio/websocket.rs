@@ -89,9 +89,13 @@ pub(crate) fn route(
     };
     let max = shared.config.max_frame_size;
     let frames = Incoming::new(payload, max);
-    let (body, written) = mpsc::unbounded_channel::<Bytes>();
+    // Bounded: a batch counts as written (off the session's backlog) only once the
+    // dispatcher has taken the one before it, so a slow reader's bytes wait in the
+    // session's bounded outbox and backlog, not here.
+    let (body, written) = mpsc::channel::<Bytes>(1);
     let sink = futures_util::sink::unfold(body, |body, bytes: Bytes| async move {
         body.send(bytes)
+            .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
         Ok::<_, std::io::Error>(body)
     });

@@ -14,7 +14,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use actix::prelude::*;
 use actix::WeakAddr;
@@ -23,10 +22,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::envelope::{Body, Envelope, Names};
 use super::link::Outbound;
 use super::stats::{ClusterMetrics, Dropped};
-use crate::namespace::Socket;
-use crate::namespace::{NamespaceActor, Target};
+use crate::namespace::{NamespaceActor, Remote, Target, JOIN_WAIT};
 use crate::protocol::WireFrame;
-use crate::room::{Deliver, Gauge, Mailbox, Ticket};
+use crate::room::{Deliver, Gauge, Ticket};
 use crate::SessionId;
 
 /// Where a namespace takes broadcasts from other nodes. Weak: the namespace lives as
@@ -93,7 +91,7 @@ impl Interest {
     /// until the link is back anyway).
     ///
     /// Returns `false` if the link is down: the join is effective here only.
-    pub fn when_subscribed(&self, channel: String, done: oneshot::Sender<()>) -> bool {
+    fn when_subscribed(&self, channel: String, done: oneshot::Sender<()>) -> bool {
         let mut state = self.lock();
         if !state.linked || state.subscribed.contains(&channel) {
             let _ = done.send(());
@@ -181,9 +179,9 @@ pub(crate) struct NamespaceLink {
     pub(super) gauge: Arc<Gauge>,
 }
 
-impl NamespaceLink {
+impl Remote for NamespaceLink {
     /// The namespace actor started: broadcasts from other nodes go to `addr`.
-    pub fn started(&self, addr: Addr<NamespaceActor>) {
+    fn started(&self, addr: Addr<NamespaceActor>) {
         let inbox = Inbox {
             addr: addr.downgrade(),
             gauge: self.gauge.clone(),
@@ -192,14 +190,14 @@ impl NamespaceLink {
     }
 
     /// A room got its first local member (`true`) or lost its last (`false`).
-    pub fn room(&self, room: &str, has_members: bool) {
+    fn room(&self, room: &str, has_members: bool) {
         self.interest
             .want(self.names.room(&self.ns, room), has_members);
     }
 
     /// Tells `done` once `room`'s channel is subscribed on Redis (see
     /// [`Interest::when_subscribed`]).
-    pub fn when_subscribed(&self, room: &str, done: oneshot::Sender<()>) {
+    fn when_subscribed(&self, room: &str, done: oneshot::Sender<()>) {
         let channel = self.names.room(&self.ns, room);
         if !self.interest.when_subscribed(channel, done) {
             self.metrics.joins_unconfirmed.inc();
@@ -207,14 +205,14 @@ impl NamespaceLink {
     }
 
     /// The namespace got its first local socket (`true`) or lost its last (`false`).
-    pub fn namespace(&self, has_sockets: bool) {
+    fn namespace(&self, has_sockets: bool) {
         self.interest
             .want(self.names.namespace(&self.ns), has_sockets);
     }
 
     /// Publishes a broadcast emitted on this node for the other nodes: one message per
     /// target room (the nodes with members there), or one on the namespace's channel.
-    pub fn publish(&self, target: &Target, deliver: &Deliver) {
+    fn publish(&self, target: &Target, deliver: &Deliver) {
         let channels: Vec<String> = if target.rooms.is_empty() {
             vec![self.names.namespace(&self.ns)]
         } else {
@@ -239,6 +237,11 @@ impl NamespaceLink {
             tracing::warn!(ns = %self.ns, "cluster queue full: broadcast not published");
         }
     }
+
+    fn join_unconfirmed(&self) {
+        self.metrics.joins_unconfirmed.inc();
+        tracing::warn!(ns = %self.ns, "join not yet effective on other nodes after {JOIN_WAIT:?}: ack sent anyway");
+    }
 }
 
 /// A broadcast from another node, for this node's members of its target.
@@ -255,59 +258,6 @@ impl Handler<FromCluster> for NamespaceActor {
 
     fn handle(&mut self, msg: FromCluster, _: &mut Context<Self>) {
         self.fan_out(msg.target, msg.deliver, msg.ticket);
-    }
-}
-
-/// How long an ack waits for its joins to take effect on the other nodes at most:
-/// past it the ack goes (counted, logged) so that a slow Redis never stalls a client.
-pub(crate) const JOIN_WAIT: Duration = Duration::from_secs(2);
-
-/// An ack that waits for its socket's joins to be effective cluster-wide (see
-/// `Socket::join`), held by the namespace actor.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct AckAfterJoins {
-    joining: Vec<oneshot::Receiver<()>>,
-    mailbox: Mailbox,
-    deliver: Deliver,
-}
-
-impl AckAfterJoins {
-    /// The wait for `deliver` (an ack on `socket`), or `deliver` back when no join of
-    /// the socket is pending.
-    pub fn new(socket: &Socket, deliver: Deliver) -> Result<Self, Deliver> {
-        let joining = socket.take_joining();
-        if joining.is_empty() {
-            return Err(deliver);
-        }
-        Ok(AckAfterJoins {
-            joining,
-            mailbox: socket.mailbox(),
-            deliver,
-        })
-    }
-}
-
-impl Handler<AckAfterJoins> for NamespaceActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: AckAfterJoins, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster() else {
-            msg.mailbox.post(msg.deliver);
-            return;
-        };
-        let (ns, metrics) = (cluster.ns.clone(), cluster.metrics.clone());
-        ctx.spawn(
-            async move {
-                let all = futures_util::future::join_all(msg.joining);
-                if tokio::time::timeout(JOIN_WAIT, all).await.is_err() {
-                    metrics.joins_unconfirmed.inc();
-                    tracing::warn!(%ns, "join not yet effective on other nodes after {JOIN_WAIT:?}: ack sent anyway");
-                }
-                msg.mailbox.post(msg.deliver);
-            }
-            .into_actor(self),
-        );
     }
 }
 

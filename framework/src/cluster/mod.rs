@@ -73,7 +73,7 @@ pub(crate) use drain::drain_on_signal;
 pub use drain::DrainReport;
 use envelope::Names;
 use interest::Interest;
-pub(crate) use interest::{AckAfterJoins, NamespaceLink};
+pub(crate) use interest::NamespaceLink;
 use link::{Link, Outbound};
 pub use ops::ClusterSession;
 pub(crate) use ops::PollAnswer;

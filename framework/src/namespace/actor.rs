@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+#[cfg(feature = "cluster")]
+use super::remote::Remote;
 use crate::metrics::EventCounter;
 use crate::room::local::Scatter;
 use crate::room::{self, Deliver, Mailbox, Room, Ticket};
@@ -44,7 +46,7 @@ pub struct NamespaceActor {
     emitted: EventCounter,
     /// Publishes to and subscribes for the other nodes of a cluster.
     #[cfg(feature = "cluster")]
-    cluster: Option<crate::cluster::NamespaceLink>,
+    remote: Option<Box<dyn Remote>>,
 }
 
 impl NamespaceActor {
@@ -56,23 +58,24 @@ impl NamespaceActor {
             place_room,
             emitted,
             #[cfg(feature = "cluster")]
-            cluster: None,
+            remote: None,
         }
     }
 
     /// Shares this namespace's broadcasts with the other nodes of a cluster.
     #[cfg(feature = "cluster")]
-    pub(crate) fn with_cluster(mut self, link: crate::cluster::NamespaceLink) -> Self {
-        self.cluster = Some(link);
+    pub(crate) fn with_remote(mut self, remote: Box<dyn Remote>) -> Self {
+        self.remote = Some(remote);
         self
     }
 
-    /// How many local members `room` has.
+    /// The other nodes of the cluster, if any.
     #[cfg(feature = "cluster")]
-    pub(crate) fn cluster(&self) -> Option<&crate::cluster::NamespaceLink> {
-        self.cluster.as_ref()
+    pub(crate) fn remote(&self) -> Option<&dyn Remote> {
+        self.remote.as_deref()
     }
 
+    /// How many local members `room` has.
     #[cfg(feature = "cluster")]
     pub(crate) fn room_members(&self, room: &str) -> usize {
         self.rooms.get(room).map_or(0, |r| r.members.len())
@@ -88,8 +91,8 @@ impl NamespaceActor {
         if entry.members.is_empty() {
             self.rooms.remove(room);
             #[cfg(feature = "cluster")]
-            if let Some(cluster) = &self.cluster {
-                cluster.room(room, false);
+            if let Some(remote) = &self.remote {
+                remote.room(room, false);
             }
         }
     }
@@ -100,8 +103,8 @@ impl Actor for NamespaceActor {
 
     #[cfg(feature = "cluster")]
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(cluster) = &self.cluster {
-            cluster.started(ctx.address());
+        if let Some(remote) = &self.remote {
+            remote.started(ctx.address());
         }
     }
 }
@@ -119,8 +122,8 @@ impl Handler<AddSocket> for NamespaceActor {
 
     fn handle(&mut self, msg: AddSocket, _: &mut Context<Self>) {
         #[cfg(feature = "cluster")]
-        if let (Some(cluster), true) = (&self.cluster, self.sockets.is_empty()) {
-            cluster.namespace(true);
+        if let (Some(remote), true) = (&self.remote, self.sockets.is_empty()) {
+            remote.namespace(true);
         }
         self.sockets.insert(
             msg.id,
@@ -149,8 +152,8 @@ impl Handler<RemoveSocket> for NamespaceActor {
             }
         }
         #[cfg(feature = "cluster")]
-        if let (Some(cluster), true) = (&self.cluster, self.sockets.is_empty()) {
-            cluster.namespace(false);
+        if let (Some(remote), true) = (&self.remote, self.sockets.is_empty()) {
+            remote.namespace(false);
         }
     }
 }
@@ -175,10 +178,10 @@ impl Handler<JoinRoom> for NamespaceActor {
             return; // the socket left before its join arrived
         };
         #[cfg(feature = "cluster")]
-        if let (Some(cluster), Some(effective)) = (&self.cluster, msg.effective) {
+        if let (Some(remote), Some(effective)) = (&self.remote, msg.effective) {
             // Wanted below if the room is new here: the subscription is then ahead.
-            cluster.room(&msg.room, true);
-            cluster.when_subscribed(&msg.room, effective);
+            remote.room(&msg.room, true);
+            remote.when_subscribed(&msg.room, effective);
         }
         if !socket.rooms.insert(msg.room.clone()) {
             return;
@@ -186,8 +189,8 @@ impl Handler<JoinRoom> for NamespaceActor {
         let recipient = socket.recipient.clone();
         let entry = self.rooms.entry(msg.room.clone()).or_insert_with(|| {
             #[cfg(feature = "cluster")]
-            if let Some(cluster) = &self.cluster {
-                cluster.room(&msg.room, true);
+            if let Some(remote) = &self.remote {
+                remote.room(&msg.room, true);
             }
             let room = Room::new(msg.room.clone());
             RoomEntry {
@@ -253,8 +256,8 @@ impl Handler<Emit> for NamespaceActor {
         } = msg;
         self.emitted.inc();
         #[cfg(feature = "cluster")]
-        if let Some(cluster) = &self.cluster {
-            cluster.publish(&target, &deliver);
+        if let Some(remote) = &self.remote {
+            remote.publish(&target, &deliver);
         }
         self.fan_out(target, deliver, ticket);
     }

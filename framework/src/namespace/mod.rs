@@ -8,6 +8,8 @@
 
 mod actor;
 mod broadcast;
+#[cfg(feature = "cluster")]
+mod remote;
 mod socket;
 
 use std::any::Any;
@@ -29,6 +31,8 @@ pub(crate) use actor::{
     RemoveSocket, RoomPlacer, RoomsOf, Stats, Target,
 };
 pub use broadcast::Broadcast;
+#[cfg(feature = "cluster")]
+pub(crate) use remote::{Remote, JOIN_WAIT};
 pub(crate) use socket::{SessionLink, SocketCommand};
 pub use socket::{Socket, SocketEvent, SocketEventKind};
 
@@ -133,7 +137,7 @@ impl AckReply {
         // On a cluster, the ack of a handler that joined rooms waits until the joins
         // are effective on every node.
         #[cfg(feature = "cluster")]
-        let deliver = match crate::cluster::AckAfterJoins::new(&socket, deliver) {
+        let deliver = match remote::AckAfterJoins::new(&socket, deliver) {
             Ok(wait) => {
                 socket.namespace_addr().do_send(wait);
                 return Ok(());

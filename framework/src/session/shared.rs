@@ -75,7 +75,9 @@ impl Shared {
         let broadcasts = Arc::new(Gauge::new(self.config.max_mailbox));
         #[cfg(feature = "cluster")]
         let actor = match &self.cluster {
-            Some(node) => actor.with_cluster(node.namespace(name.clone(), broadcasts.clone())),
+            Some(node) => {
+                actor.with_remote(Box::new(node.namespace(name.clone(), broadcasts.clone())))
+            }
             None => actor,
         };
         NamespaceHandle {

@@ -121,7 +121,14 @@ async fn broadcasts_reach_every_node_exactly_once_in_order() {
     assert_eq!(got[&("eve", "seq".to_owned())], in_order);
 
     // Redis traffic: one message per target room, one for a namespace-wide broadcast.
-    let sent = a.volley.cluster().unwrap().stats();
+    // The publisher counts once Redis has answered its pipeline, which may be after
+    // the receivers got the messages.
+    let link_a = a.volley.cluster().unwrap();
+    until("A never counted its 25 broadcasts published", || {
+        link_a.stats().broadcasts_published >= 25
+    })
+    .await;
+    let sent = link_a.stats();
     assert_eq!(sent.broadcasts_published, 25);
     assert_eq!(sent.messages_published, 2 + 2 + 1 + 1 + 20 + 1);
     // B got both copies of each two-room broadcast and took one.

@@ -255,14 +255,11 @@ async fn a_resume_during_a_move_waits_for_it_and_keeps_the_session() {
     // The move then waits for Redis for seconds: once the session is frozen (in the
     // `sessions_moving` gauge), the client's connection drops inside that window and it
     // resumes on A at once.
-    let deadline = std::time::Instant::now() + WAIT;
-    while a.volley.cluster().unwrap().stats().sessions_moving == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the session never froze for its move"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let link_a = a.volley.cluster().unwrap();
+    until("the session never froze for its move", || {
+        link_a.stats().sessions_moving > 0
+    })
+    .await;
     assert!(a.volley.drop_connection(volley::SessionId(*sid)).await);
     let report = drain.await.unwrap().unwrap();
     assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");

@@ -29,6 +29,16 @@ pub fn room_channel(room: &str) -> String {
 /// The sharded channel of namespace `/`.
 pub const ROOT_CHANNEL: &str = "volley:ns:/";
 
+/// Waits until `holds` (a figure a node's own task updates, read while it runs), at
+/// most [`WAIT`]; panics with `what` past it.
+pub async fn until(what: &str, holds: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !holds() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// The namespace of the cluster tests: the common one, `relay` (a handler's
 /// broadcast to a room, the sender left out) and `whoami` (the session id).
 fn namespace() -> Namespace {

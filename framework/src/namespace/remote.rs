@@ -1,0 +1,79 @@
+//! The other nodes of a cluster as a namespace actor sees them (feature `cluster`):
+//! what it tells them (its rooms' and its own interest, the broadcasts emitted here)
+//! and the wait of an ack for its socket's joins to be effective everywhere. The
+//! cluster's link implements [`Remote`]; this module knows nothing of Redis.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::{NamespaceActor, Socket, Target};
+use crate::room::{Deliver, Mailbox};
+
+/// What a namespace actor tells the other nodes of its cluster.
+pub(crate) trait Remote: Send + Unpin + 'static {
+    /// The actor started: broadcasts from other nodes go to `addr`.
+    fn started(&self, addr: Addr<NamespaceActor>);
+    /// A room got its first local member (`true`) or lost its last (`false`).
+    fn room(&self, room: &str, has_members: bool);
+    /// Tells `done` once the other nodes send this node `room`'s broadcasts.
+    fn when_subscribed(&self, room: &str, done: oneshot::Sender<()>);
+    /// The namespace got its first local socket (`true`) or lost its last (`false`).
+    fn namespace(&self, has_sockets: bool);
+    /// A broadcast emitted on this node, for the other nodes' members of `target`.
+    fn publish(&self, target: &Target, deliver: &Deliver);
+    /// An ack went after [`JOIN_WAIT`] without its joins confirmed (counted, logged).
+    fn join_unconfirmed(&self);
+}
+
+/// How long an ack waits for its joins to take effect on the other nodes at most:
+/// past it the ack goes (counted, logged) so that a slow Redis never stalls a client.
+pub(crate) const JOIN_WAIT: Duration = Duration::from_secs(2);
+
+/// An ack that waits for its socket's joins to be effective cluster-wide (see
+/// `Socket::join`), held by the namespace actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AckAfterJoins {
+    joining: Vec<oneshot::Receiver<()>>,
+    mailbox: Mailbox,
+    deliver: Deliver,
+}
+
+impl AckAfterJoins {
+    /// The wait for `deliver` (an ack on `socket`), or `deliver` back when no join of
+    /// the socket is pending.
+    pub fn new(socket: &Socket, deliver: Deliver) -> Result<Self, Deliver> {
+        let joining = socket.take_joining();
+        if joining.is_empty() {
+            return Err(deliver);
+        }
+        Ok(AckAfterJoins {
+            joining,
+            mailbox: socket.mailbox(),
+            deliver,
+        })
+    }
+}
+
+impl Handler<AckAfterJoins> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AckAfterJoins, ctx: &mut Context<Self>) {
+        if self.remote().is_none() {
+            msg.mailbox.post(msg.deliver);
+            return;
+        }
+        let all = futures_util::future::join_all(msg.joining);
+        let wait = tokio::time::timeout(JOIN_WAIT, all).into_actor(self);
+        ctx.spawn(wait.map(move |waited, act, _| {
+            if waited.is_err() {
+                if let Some(remote) = act.remote() {
+                    remote.join_unconfirmed();
+                }
+            }
+            msg.mailbox.post(msg.deliver);
+        }));
+    }
+}

@@ -34,7 +34,7 @@ const USAGE: &str = "usage: game-demo [--addr IP:PORT] [--admin-token TOKEN] [--
                  balancer on --addr (starts redis-server unless --redis is given)
   --redis        join the cluster on this Redis (redis://HOST:PORT, Redis 7+); with
                  --cluster, the nodes' Redis
-  (--cluster and --redis need the build with --features cluster)";
+  (--cluster and --redis need the `cluster` feature, on by default)";
 
 struct Args {
     addr: String,
@@ -88,7 +88,7 @@ fn parse_args() -> Result<Args, String> {
     }
     if (args.cluster > 0 || args.redis.is_some()) && !cfg!(feature = "cluster") {
         return Err("--cluster and --redis need the cluster build: \
-                    cargo run --release -p game-demo --features cluster -- --cluster 2"
+                    cargo run --release -p game-demo -- --cluster 2 (default features)"
             .to_owned());
     }
     Ok(args)

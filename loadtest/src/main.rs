@@ -95,7 +95,7 @@ scenarios
              for Volley's frame size, one write() and --batch (10) per write(); one
              table: server CPU per delivery and x floor, deliveries/s, latency,
              server RSS per idle connection
-  cluster    (build with --features cluster; needs redis-server) the fanout above on
+  cluster    (feature `cluster`, on by default; needs redis-server) the fanout above on
              one node, then on --nodes nodes (default 3) sharing a Redis it starts,
              behind a round-robin balancer; latency and CPU per delivery of both,
              Redis messages and Redis CPU per broadcast

@@ -365,7 +365,7 @@ fn in_cluster(builder: VolleyBuilder, redis: Option<&str>) -> std::io::Result<Vo
         let _ = builder;
         Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
-            format!("--redis {url}: build the load tester with --features cluster"),
+            format!("--redis {url}: build the load tester with its default features (cluster)"),
         ))
     }
 }

@@ -9,8 +9,8 @@
 //!
 //! The worker reads its [`Plan`] and then [`Command`]s from stdin, opens its clients
 //! at the planned rate, says `ready` once all have connected (or failed), follows the
-//! commands, and writes its [`Outcome`] when every client is done. It exits if stdin
-//! closes: a worker never outlives its coordinator.
+//! commands, and writes its [`Outcome`](crate::control::Outcome) when every client is
+//! done. It exits if stdin closes: a worker never outlives its coordinator.
 
 use std::io::{BufRead, Write};
 use std::rc::Rc;

@@ -53,7 +53,7 @@ pub async fn coordinate(name: &str, flags: &Flags) -> Result<Report, String> {
         "cluster" => cluster::coordinate(flags).await,
         #[cfg(not(feature = "cluster"))]
         "cluster" => Err("build the load tester with the cluster: \
-                          cargo run --release -p loadtest --features cluster -- cluster --spawn"
+                          cargo run --release -p loadtest -- cluster --spawn (default features)"
             .into()),
         other => Err(format!("unknown scenario '{other}'")),
     }

@@ -98,7 +98,10 @@ scenarios
   cluster    (feature `cluster`, on by default; needs redis-server) the fanout above on
              one node, then on --nodes nodes (default 3) sharing a Redis it starts,
              behind a round-robin balancer; latency and CPU per delivery of both,
-             Redis messages and Redis CPU per broadcast
+             Redis messages and Redis CPU per broadcast; then the reconnect storm
+             through the balancer; with --rooms N (default 0: none) also the rooms
+             scenario (--players, --hz, --tick-rate, --room-duration s, default 10)
+             on one node and on the nodes, players spread over them
 
 flags for every scenario
   --spawn               start a server process (so its CPU and memory are measured)

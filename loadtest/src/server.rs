@@ -389,6 +389,10 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
         .namespace(GAME_NAMESPACE, game_namespace(&rooms))
         .namespace(CHAT_NAMESPACE, chat_namespace());
     let volley = in_cluster(builder, opts.redis.as_deref())?.build();
+    // On a cluster the game rooms are the cluster's: a player of any node joins the
+    // fullest matching room of any node, new rooms go to the least loaded node.
+    #[cfg(feature = "cluster")]
+    rooms.share_in(&volley);
     let handles = web::Data::new(Handles {
         volley: volley.clone(),
         rooms,

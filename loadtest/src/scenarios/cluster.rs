@@ -7,7 +7,11 @@
 //! together, Redis CPU per broadcast and Redis messages per broadcast; checks every
 //! message exactly once, as `fanout` does. Then the `reconnect` storm through the
 //! balancer: every session cut at once resumes on whichever node its reconnection
-//! reaches (with 3 nodes, two in three on another node than its session's).
+//! reaches (with 3 nodes, two in three on another node than its session's). Then,
+//! with `--rooms N` (0: not played), the game rooms of `rooms` on one node and on the
+//! nodes: players connect through the balancer, so most play in a room of another
+//! node (inputs and states relayed through Redis); input → state latency and CPU per
+//! input and state, next to the single node's.
 
 use std::net::SocketAddr;
 
@@ -17,6 +21,7 @@ use volley::cluster::testbed::{round_robin, LocalRedis};
 use super::fanout::{self, Publishing};
 use super::per_second;
 use super::reconnect::{self, Storm};
+use super::rooms::{self, Play};
 use crate::args::Flags;
 use crate::coordinator::{spawn_server, Common, Target};
 use crate::proc;
@@ -27,6 +32,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let publishing = Publishing::from_flags(flags)?;
     let storm = Storm::from_flags(flags)?;
     let nodes = flags.count("nodes", 3)?.max(2);
+    let play = Play::from_flags(flags, 0, "room-duration")?;
     flags.finish()?;
     if !matches!(common.target, Target::Spawn { .. }) {
         return Err("cluster starts its own Redis and nodes: give --spawn".into());
@@ -34,14 +40,37 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
 
     // The same fan-out on one node first, for the comparison.
     let single = fanout::run(&common, publishing).await?;
+    let rooms_common = |target: Target| {
+        let clients = play.rooms * play.players;
+        let workers = Common::default_workers(clients);
+        let mut c = Common::new(clients, workers, common.connect_rate, target);
+        for (name, value) in play.serve_flags() {
+            c.serve_flag(name, value);
+        }
+        c
+    };
+    let single_rooms = match play.rooms {
+        0 => None,
+        _ => {
+            let spawn = Target::Spawn {
+                serve_flags: Vec::new(),
+            };
+            Some(rooms::run(&rooms_common(spawn), play, &[]).await?)
+        }
+    };
 
     let redis = Redis(LocalRedis::start().await?);
     let mut children = Vec::new();
     let mut addrs = Vec::new();
+    let mut node_urls = Vec::new();
     for _ in 0..nodes {
-        let flags = ["--redis".to_owned(), redis.url()];
+        let mut flags = vec!["--redis".to_owned(), redis.url()];
+        for (name, value) in play.serve_flags() {
+            flags.extend([format!("--{name}"), value]);
+        }
         let (child, url) = spawn_server(&flags, None).await?;
         addrs.push(address_of(&url)?);
+        node_urls.push((url, child.id().unwrap_or(0)));
         children.push(child);
     }
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -69,6 +98,20 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     // Then every session cut at once: each reconnects through the balancer, most to
     // another node than its session's, and resumes there.
     let storm = reconnect::run(&common, storm).await?;
+    // Then the game rooms, players through the balancer.
+    let cluster_rooms = match single_rooms {
+        None => None,
+        Some(_) => {
+            let redis_from = redis.figures().await?;
+            let target = Target::Url {
+                url: format!("ws://{balancer}/volley"),
+                pid: None,
+            };
+            let played = rooms::run(&rooms_common(target), play, &node_urls).await?;
+            let redis_to = redis.figures().await?;
+            Some((played, redis_to.cpu_seconds - redis_from.cpu_seconds))
+        }
+    };
     drop(children);
 
     report.scenario = "cluster".to_owned();
@@ -131,12 +174,78 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         report.figure(&format!("reconnect_{}", f.key), &label, f.value, f.unit);
     }
     report.failures.extend(storm.failures);
+    if let (Some(single), Some((played, redis_cpu))) = (single_rooms, cluster_rooms) {
+        rooms_beside(&mut report, &single, &played, redis_cpu);
+    }
     report.notes.push(format!(
         "the same fan-out on one node, then on {nodes} nodes behind a round-robin \
          balancer (Redis on 127.0.0.1:{})",
         redis.0.port()
     ));
     Ok(report)
+}
+
+/// The rooms played on one node and on the nodes, beside each other in `report`.
+fn rooms_beside(report: &mut Report, single: &Report, played: &Report, redis_cpu: f64) {
+    for (key, label, unit) in [
+        ("inputs_per_s", "inputs sent per second", "/s"),
+        ("states_per_s", "states received per second", "/s"),
+        (
+            "server_cpu_us_per_input_and_state",
+            "server CPU per input and state",
+            "µs",
+        ),
+        (
+            "tick_lateness_p99_us",
+            "tick lateness p99 (median room; worst node)",
+            "µs",
+        ),
+        ("server_skipped_ticks", "ticks skipped", ""),
+        ("server_inputs_dropped", "inputs dropped by rooms", ""),
+    ] {
+        let one = format!("rooms, one node: {label}");
+        report.figure(
+            &format!("rooms_one_node_{key}"),
+            &one,
+            figure(single, key),
+            unit,
+        );
+        let all = format!("rooms, the nodes: {label}");
+        report.figure(
+            &format!("rooms_nodes_{key}"),
+            &all,
+            figure(played, key),
+            unit,
+        );
+    }
+    report.figure(
+        "rooms_redis_cpu_s",
+        "rooms, the nodes: Redis CPU",
+        redis_cpu,
+        "s",
+    );
+    for (name, totals) in &single.streams {
+        report
+            .streams
+            .insert(format!("{name} (rooms, one node)"), *totals);
+    }
+    for (name, totals) in &played.streams {
+        report
+            .streams
+            .insert(format!("{name} (rooms, the nodes)"), *totals);
+    }
+    for (name, p) in &single.latency {
+        report
+            .latency
+            .push((format!("{name} (rooms, one node)"), *p));
+    }
+    for (name, p) in &played.latency {
+        report
+            .latency
+            .push((format!("{name} (rooms, the nodes)"), *p));
+    }
+    report.failures.extend(single.failures.iter().cloned());
+    report.failures.extend(played.failures.iter().cloned());
 }
 
 fn figure(report: &Report, key: &str) -> f64 {

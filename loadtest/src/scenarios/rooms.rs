@@ -17,42 +17,123 @@ use crate::args::Flags;
 use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
 use crate::coordinator::{Common, Run};
+use crate::proc;
 use crate::report::Report;
-use crate::server::{FlushAnswer, Input, PulseState, GAME_NAMESPACE, ROOM_TYPE};
+use crate::sampler::server_metrics;
+use crate::server::{FlushAnswer, Input, PulseState, ServerMetrics, GAME_NAMESPACE, ROOM_TYPE};
 use crate::sim;
 
+/// What `rooms` plays: how many rooms of how many players, at what rates, how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Play {
+    pub rooms: usize,
+    pub players: usize,
+    pub hz: f64,
+    pub tick_rate: u32,
+    pub duration: f64,
+}
+
+impl Play {
+    /// Reads `--rooms` (default `rooms`), `--players`, `--hz`, `--tick-rate` and the
+    /// duration from flag `duration`.
+    pub fn from_flags(flags: &Flags, rooms: usize, duration: &str) -> Result<Play, String> {
+        Ok(Play {
+            rooms: flags.count("rooms", rooms)?,
+            players: flags.count("players", 8)?,
+            hz: flags.positive("hz", 30.0)?,
+            tick_rate: flags.get("tick-rate", 30)?,
+            duration: flags.positive(duration, 10.0)?,
+        })
+    }
+
+    /// The server settings the rooms need (`loadtest serve` flags).
+    pub fn serve_flags(&self) -> [(&'static str, String); 2] {
+        [
+            ("tick-rate", self.tick_rate.to_string()),
+            ("room-size", self.players.to_string()),
+        ]
+    }
+}
+
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
-    let rooms = flags.count("rooms", 10)?;
-    let players = flags.count("players", 8)?;
-    let hz = flags.positive("hz", 30.0)?;
-    let tick_rate: u32 = flags.get("tick-rate", 30)?;
-    let duration = flags.positive("duration", 10.0)?;
-    let mut common = Common::from_flags(flags, rooms * players, 500.0)?;
+    let play = Play::from_flags(flags, 10, "duration")?;
+    let mut common = Common::from_flags(flags, play.rooms * play.players, 500.0)?;
     flags.finish()?;
-    if common.clients != rooms * players {
+    if common.clients != play.rooms * play.players {
         return Err("rooms: the clients are --rooms × --players; leave out --clients".into());
     }
-    common.serve_flag("tick-rate", tick_rate);
-    common.serve_flag("room-size", players);
+    for (name, value) in play.serve_flags() {
+        common.serve_flag(name, value);
+    }
+    run(&common, play, &[]).await
+}
 
-    let mut run = Run::start("rooms", &common).await?;
+/// The game metrics of several nodes as one server's: counts added up, tick lateness
+/// and tick duration the worst node's. `None` if a node has none.
+async fn added_up(nodes: &[(String, u32)]) -> Option<ServerMetrics> {
+    let mut all = ServerMetrics::default();
+    for (url, _) in nodes {
+        let m = server_metrics(url).await?;
+        all.sessions += m.sessions;
+        all.rooms += m.rooms;
+        all.players += m.players;
+        all.ticks += m.ticks;
+        all.skipped_ticks += m.skipped_ticks;
+        all.inputs_applied += m.inputs_applied;
+        all.inputs_dropped += m.inputs_dropped;
+        all.state_frames += m.state_frames;
+        all.lateness_p50_us_median = all.lateness_p50_us_median.max(m.lateness_p50_us_median);
+        all.lateness_p99_us_median = all.lateness_p99_us_median.max(m.lateness_p99_us_median);
+        all.lateness_p99_us_worst = all.lateness_p99_us_worst.max(m.lateness_p99_us_worst);
+        all.lateness_max_us = all.lateness_max_us.max(m.lateness_max_us);
+        all.lateness_mean_us = all.lateness_mean_us.max(m.lateness_mean_us);
+        all.tick_duration_p99_us_worst = all
+            .tick_duration_p99_us_worst
+            .max(m.tick_duration_p99_us_worst);
+    }
+    Some(all)
+}
+
+/// Plays `play` on `common`'s server. Its game metrics and CPU come from the server,
+/// or, for several nodes behind one address, from each of `nodes` (their `ws://` URL
+/// and process id) added up (tick lateness: the worst node's).
+pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result<Report, String> {
+    let Play {
+        rooms,
+        players,
+        hz,
+        tick_rate,
+        duration,
+    } = play;
+    let mut run = Run::start("rooms", common).await?;
     let plan = ScenarioPlan::Rooms {
         room_size: players,
         input_hz: hz,
     };
-    run.start_workers(&common, plan).await?;
+    run.start_workers(common, plan).await?;
     run.connect(common.connect_timeout).await;
-    let cpu_from = run.server_sample();
+    let nodes_cpu = || -> f64 {
+        let sample = |pid: &u32| proc::sample(&pid.to_string()).ok();
+        nodes
+            .iter()
+            .filter_map(|(_, pid)| sample(pid))
+            .map(|s| s.cpu_seconds)
+            .sum()
+    };
+    let (cpu_from, nodes_from) = (run.server_sample(), nodes_cpu());
     let began = Instant::now();
     run.send(&crate::control::Command::Start).await;
     run.hold("playing", Duration::from_secs_f64(duration), &|_| false)
         .await;
     let played = began.elapsed().as_secs_f64();
-    let cpu_to = run.server_sample();
-    let metrics = run.server_metrics().await;
+    let (cpu_to, nodes_to) = (run.server_sample(), nodes_cpu());
+    let metrics = match nodes {
+        [] => run.server_metrics().await,
+        nodes => added_up(nodes).await,
+    };
     let tally = run.finish(0, Duration::from_secs(60)).await;
 
-    let mut report = run.report(&common, &tally);
+    let mut report = run.report(common, &tally);
     report.setting("rooms", rooms);
     report.setting("players", players);
     report.setting("hz", hz);
@@ -138,7 +219,27 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
             .notes
             .push("server metrics unavailable: no tick lateness".into()),
     }
-    server_figures(&mut report, "playing", cpu_from, cpu_to);
+    let cpu = match nodes {
+        [] => {
+            server_figures(&mut report, "playing", cpu_from, cpu_to);
+            cpu_from
+                .zip(cpu_to)
+                .map(|(a, b)| b.cpu_seconds - a.cpu_seconds)
+        }
+        _ => {
+            let cpu = nodes_to - nodes_from;
+            report.figure("server_cpu_s", "server CPU (playing, all nodes)", cpu, "s");
+            Some(cpu)
+        }
+    };
+    if let Some(cpu) = cpu {
+        report.figure(
+            "server_cpu_us_per_input_and_state",
+            "server CPU per input sent and state received",
+            per_second(cpu * 1e6, (c.sent + c.delivered) as f64),
+            "µs",
+        );
+    }
     run.stop().await;
     Ok(report)
 }

@@ -400,8 +400,22 @@ impl Volley {
         Some(NamespaceRef { handle })
     }
 
-    /// The live sessions.
+    /// The live sessions: in a cluster (feature `cluster`) every node's, as
+    /// [`ClusterNode::sessions`](crate::cluster::ClusterNode::sessions) lists them (a
+    /// node that does not answer within 2 s is left out; while Redis is away, this
+    /// node's alone), otherwise this node's ([`Volley::local_sessions`]).
     pub async fn sessions(&self) -> Vec<SessionInfo> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.cluster() {
+            if let Ok(all) = cluster.sessions().await {
+                return all.into_iter().map(|s| s.info).collect();
+            }
+        }
+        self.local_sessions().await
+    }
+
+    /// The live sessions of this node (in a cluster, the sessions it holds).
+    pub async fn local_sessions(&self) -> Vec<SessionInfo> {
         self.shared
             .supervisor
             .send(ListSessions)
@@ -411,13 +425,20 @@ impl Volley {
 
     /// Drops a session's current connection as a network failure would, without
     /// ending the session: the client reconnects and resumes (within the grace
-    /// window). For operations and failure drills. Returns whether it existed.
+    /// window). For operations and failure drills. In a cluster, on whichever node
+    /// holds the session. Returns whether it existed.
     pub async fn drop_connection(&self, id: SessionId) -> bool {
-        self.shared
+        let here = self
+            .shared
             .supervisor
             .send(DropSessionConnection { id })
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        #[cfg(feature = "cluster")]
+        if let (false, Some(cluster)) = (here, self.cluster()) {
+            return cluster.drop_connection(id).await.unwrap_or(false);
+        }
+        here
     }
 
     /// How many deliveries were skipped because the frame was larger than its
@@ -449,16 +470,24 @@ impl Volley {
         self.shared.cluster.as_ref()
     }
 
-    /// Ends a session with a reason the client receives. Returns whether it existed.
+    /// Ends a session with a reason the client receives; in a cluster, on whichever
+    /// node holds it (a [`SessionId`] names one session cluster-wide). Returns
+    /// whether it existed.
     pub async fn kick(&self, id: SessionId, reason: &str) -> bool {
-        self.shared
+        let here = self
+            .shared
             .supervisor
             .send(KickSession {
                 id,
                 reason: reason.to_owned(),
             })
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        #[cfg(feature = "cluster")]
+        if let (false, Some(cluster)) = (here, self.cluster()) {
+            return cluster.kick(id, reason).await.unwrap_or(false);
+        }
+        here
     }
 }
 

@@ -166,29 +166,18 @@ async fn all_sessions(volley: &Volley) -> Vec<(Option<String>, volley::SessionIn
                 .collect();
         }
     }
-    let here = volley.sessions().await.into_iter();
+    let here = volley.local_sessions().await.into_iter();
     here.map(|s| (None, s)).collect()
 }
 
 /// Kicks (`kick` true) or cuts session `sid`: on this node, or in a cluster on the
-/// node that has it.
+/// node that has it (session ids are unique across the cluster).
 async fn end_session(volley: &Volley, sid: SessionId, kick: bool) -> bool {
-    let here = if kick {
+    if kick {
         volley.kick(sid, "by an admin").await
     } else {
         volley.drop_connection(sid).await
-    };
-    // Session ids are unique across the cluster: the node that has it acts.
-    #[cfg(feature = "cluster")]
-    if let (false, Some(cluster)) = (here, volley.cluster()) {
-        let done = if kick {
-            cluster.kick(sid, "by an admin").await
-        } else {
-            cluster.drop_connection(sid).await
-        };
-        return done.unwrap_or(false);
     }
-    here
 }
 
 /// Pushes the overview to the dashboard every second, with message rates.

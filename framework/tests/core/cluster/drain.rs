@@ -151,7 +151,7 @@ async fn rolling_restart(transport: Transport) {
             let report = node.volley.cluster().unwrap().drain().await.unwrap();
             assert_eq!(report.stayed, 0, "{report:?}");
             moved += report.moved;
-            assert!(node.volley.sessions().await.is_empty());
+            assert!(node.volley.local_sessions().await.is_empty());
             drop(node);
             if going == 0 {
                 restarted = Some(node_of(numbered_node(&redis, tx.clone())).await);
@@ -183,7 +183,8 @@ async fn rolling_restart(transport: Transport) {
     );
     // All on A2 and C now, with the ids they were opened with.
     let a2 = a2.expect("A came back");
-    let on_a2_and_c = a2.volley.sessions().await.len() + c.volley.sessions().await.len();
+    let on_a2_and_c =
+        a2.volley.local_sessions().await.len() + c.volley.local_sessions().await.len();
     assert_eq!(on_a2_and_c, CLIENTS as usize);
     let in_room = c
         .volley
@@ -205,7 +206,7 @@ async fn a_drain_with_no_other_node_says_so_and_keeps_its_sessions() {
     let _ns = client.join("/", &()).await.unwrap();
     let drained = a.volley.cluster().unwrap().drain().await;
     assert!(matches!(drained, Err(ClusterError::NoOtherNode)));
-    assert_eq!(a.volley.sessions().await.len(), 1);
+    assert_eq!(a.volley.local_sessions().await.len(), 1);
 }
 
 /// A move whose answer is lost (Redis holds every publish for longer than a node
@@ -226,8 +227,14 @@ async fn a_move_whose_answer_is_lost_is_cancelled_and_one_node_holds_the_session
         "the pause did not hold the move: {report:?}"
     );
     assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");
-    assert!(a.volley.sessions().await.is_empty());
-    let on_b: Vec<u64> = b.volley.sessions().await.iter().map(|s| s.id.0).collect();
+    assert!(a.volley.local_sessions().await.is_empty());
+    let on_b: Vec<u64> = b
+        .volley
+        .local_sessions()
+        .await
+        .iter()
+        .map(|s| s.id.0)
+        .collect();
     assert_eq!(on_b, [*sid]);
     // The client resumes it (through A, relayed to B) and carries on.
     let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
@@ -265,7 +272,13 @@ async fn a_resume_during_a_move_waits_for_it_and_keeps_the_session() {
     assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");
     let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
     assert_eq!((again, name.as_str()), (*sid, "ann"));
-    let on_b: Vec<u64> = b.volley.sessions().await.iter().map(|s| s.id.0).collect();
+    let on_b: Vec<u64> = b
+        .volley
+        .local_sessions()
+        .await
+        .iter()
+        .map(|s| s.id.0)
+        .collect();
     assert_eq!(on_b, [*sid]);
     while let Ok(Some(event)) =
         tokio::time::timeout(Duration::from_millis(1), client.next_connection_event()).await

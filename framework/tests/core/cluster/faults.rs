@@ -172,7 +172,7 @@ async fn a_relayed_session_survives_a_redis_restart_exactly_once() {
     // The relay was cut (its connection dropped) and the session resumed on A.
     resumed(&client).await;
     assert_eq!(
-        a.volley.sessions().await.len(),
+        a.volley.local_sessions().await.len(),
         1,
         "still one session, on A"
     );

@@ -59,3 +59,39 @@ async fn sessions_room_sizes_kicks_and_cuts_span_the_cluster() {
     assert_ne!(ann.0 >> 32, cat.0 >> 32, "each node numbers its sessions");
     assert!(!from_a.kick(SessionId(cat.0 ^ 1 << 40), "no").await.unwrap());
 }
+
+#[actix_rt::test]
+async fn volley_sessions_kick_and_cut_see_the_whole_cluster() {
+    let Some(redis) = RedisServer::start("volley_sessions_kick_and_cut") else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (_ann, _ann_ns, ann) = member(&a, "red").await;
+    let (bob_client, _bob_ns, bob) = member(&b, "red").await;
+    let (cat_client, _cat_ns, cat) = member(&b, "red").await;
+
+    // `sessions()` is the cluster's, `local_sessions()` the node's.
+    let ids = |list: Vec<volley::SessionInfo>| {
+        let mut ids: Vec<SessionId> = list.into_iter().map(|s| s.id).collect();
+        ids.sort();
+        ids
+    };
+    let mut all = vec![ann, bob, cat];
+    all.sort();
+    assert_eq!(ids(a.volley.sessions().await), all);
+    assert_eq!(ids(b.volley.sessions().await), all);
+    assert_eq!(ids(a.volley.local_sessions().await), vec![ann]);
+
+    // A's `kick` and `drop_connection` reach B's sessions.
+    assert!(a.volley.kick(bob, "bye").await);
+    let reason = tokio::time::timeout(WAIT, bob_client.closed())
+        .await
+        .unwrap();
+    assert_eq!(reason, "kicked: bye");
+    assert!(a.volley.drop_connection(cat).await);
+    resumed(&cat_client).await;
+    assert!(!a.volley.kick(bob, "again").await, "bob is gone");
+    let mut left = vec![ann, cat];
+    left.sort();
+    assert_eq!(ids(a.volley.sessions().await), left);
+}

@@ -179,7 +179,7 @@ async fn acks_and_broadcasts_cross_a_relayed_resume_both_ways() {
     question.ack.expect("an ack id").send(&"still me").unwrap();
     assert_eq!(asked.await, Ok("still me".to_owned()));
     news_reaches(&a, "red", &mut ns).await;
-    let session = a.volley.sessions().await;
+    let session = a.volley.local_sessions().await;
     assert_eq!(session.len(), 1, "the session stayed on A");
     assert_eq!(session[0].id.0, client.session_id());
 }

@@ -29,8 +29,8 @@ use super::ops::{Reply, Request};
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::protocol::ResumeToken;
 use crate::session::{
-    CancelMove, Freeze, Movable, MovedOut, Session, SessionState, SetMoving, Shared, Thaw, Unmove,
-    Unregister,
+    CancelMove, Freeze, Movable, MovedOut, MovedSeat, Session, SessionState, SetMoving, Shared,
+    Thaw, Unmove, Unregister,
 };
 use crate::SessionId;
 
@@ -70,6 +70,10 @@ impl ClusterNode {
             .collect();
         if others.is_empty() {
             return Err(ClusterError::NoOtherNode);
+        }
+        if let Some(hub) = self.relays.game.get() {
+            // No new rooms here from now on, on any node's join-or-create.
+            hub.set_draining().await;
         }
         let mut report = DrainReport::default();
         for _ in 0..PASSES {
@@ -114,10 +118,31 @@ impl ClusterNode {
         (id, addr, token, opened_at): (SessionId, Addr<Session>, [u8; 16], std::time::SystemTime),
         order: Vec<NodeId>,
     ) -> bool {
+        // A game seat moves with it: its room holds it from now on.
+        let hub = self.relays.game.get();
+        let seat = match hub {
+            Some(hub) => hub.hold_seat(id).await,
+            None => None,
+        };
+        let release = |seat: &Option<(String, MovedSeat)>| {
+            if let (Some(hub), Some((_, seat))) = (hub, seat) {
+                hub.release_seat(id, *seat);
+            }
+        };
         // `None`: it ended, or waits for a namespace's middleware (next pass).
         let Ok(Some(mut state)) = addr.send(Freeze).await else {
+            release(&seat);
             return false;
         };
+        if let (Some(hub), Some((ns, moved))) = (hub, &seat) {
+            // The inputs the session took before the freeze reach the room before
+            // the new node's (it sends them after the move).
+            hub.flush_inputs();
+            let socket = state.namespaces.iter_mut().find(|n| n.ns == *ns);
+            if let Some(socket) = socket {
+                socket.seat = Some(*moved);
+            }
+        }
         // Counted while frozen, whichever way the move ends.
         let _moving = Moving::start(&self.metrics.moving);
         // A resume meanwhile (here, or relayed) waits for the move's outcome.
@@ -155,11 +180,15 @@ impl ClusterNode {
                 // Out of the registry before the next pass lists it.
                 let _ = shared.supervisor.send(Unregister { id }).await;
                 addr.do_send(MovedOut);
+                if let (Some(hub), Some((_, seat))) = (hub, seat) {
+                    hub.moved_out(id, seat);
+                }
                 return true;
             }
         }
         tracing::warn!(sid = id.0, "cluster: no node took the session; it stays");
         addr.do_send(Thaw);
+        release(&seat);
         shared.supervisor.do_send(SetMoving { id, moving: false });
         false
     }

@@ -300,7 +300,7 @@ impl ClusterNode {
     /// Shares `rooms` with the other nodes (see [`crate::GameRooms::share_in`]).
     pub(crate) fn share_rooms(&self, rooms: &crate::GameRooms) {
         if let Some(game) = self.relays.game.get() {
-            game.share(rooms);
+            game.share(rooms, self.local.get().map(|l| l.shared.clone()));
         }
     }
 

@@ -111,6 +111,29 @@ impl ClusterNode {
         Ok(report)
     }
 
+    /// Waits until no player sits in this node's game rooms, at most `within`, and
+    /// answers how many still do. After [`ClusterNode::drain`] the rooms of this
+    /// node run on for their players, whose sessions are on other nodes now (they
+    /// play as guests): call it before stopping the node so that their games can
+    /// end (the server does on `SIGTERM`, for [`RedisCluster::drain_deadline`]).
+    /// Without shared game rooms it answers 0 at once.
+    ///
+    /// [`RedisCluster::drain_deadline`]: super::RedisCluster::drain_deadline
+    pub async fn wait_rooms_empty(&self, within: std::time::Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let players = match self.relays.game.get() {
+                Some(hub) => hub.players_here().await,
+                None => 0,
+            };
+            if players == 0 || Instant::now() >= deadline {
+                return players;
+            }
+            // A game lasts minutes: a look every 100 ms is plenty.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Moves one session to the first of `order` that takes it.
     async fn move_one(
         &self,
@@ -252,6 +275,13 @@ pub(crate) async fn drain_on_signal(shared: Weak<Shared>, server: actix_web::dev
         tracing::info!(node = %cluster.id, "cluster: stop signal; draining");
         if let Err(e) = cluster.drain().await {
             tracing::warn!(node = %cluster.id, error = %e, "cluster: drain failed; stopping anyway");
+        }
+        let players = cluster.wait_rooms_empty(cluster.drain_deadline).await;
+        if players > 0 {
+            tracing::warn!(
+                node = %cluster.id, players,
+                "cluster: drain deadline; stopping with players in this node's game rooms"
+            );
         }
     }
     server.stop(true).await;

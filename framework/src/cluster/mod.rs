@@ -155,6 +155,7 @@ pub struct RedisCluster {
     prefix: String,
     node_ttl: Duration,
     reconnect: (Duration, Duration),
+    drain_deadline: Duration,
 }
 
 impl RedisCluster {
@@ -177,6 +178,7 @@ impl RedisCluster {
             prefix: "volley".to_owned(),
             node_ttl: Duration::from_secs(10),
             reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
+            drain_deadline: Duration::from_secs(60),
         })
     }
 
@@ -201,6 +203,16 @@ impl RedisCluster {
         self.reconnect = (initial, max.max(initial));
         self
     }
+
+    /// How long a node stopping on `SIGTERM` keeps its game rooms running for their
+    /// players once its sessions have moved (default 60 s): it stops when no player
+    /// sits in them any more, or at this deadline, and the rooms stop with it (see
+    /// [`ClusterNode::wait_rooms_empty`]). Give your orchestrator's stop timeout a
+    /// margin over it.
+    pub fn drain_deadline(mut self, deadline: Duration) -> Self {
+        self.drain_deadline = deadline;
+        self
+    }
 }
 
 /// This node's place in its cluster: its id, its Redis link's state and figures.
@@ -221,6 +233,8 @@ pub struct ClusterNode {
     number: Arc<NodeNumber>,
     /// Set by [`ClusterNode::drain`]: sessions moved here are refused.
     draining: Arc<AtomicBool>,
+    /// How long a stopping node's game rooms run on ([`RedisCluster::drain_deadline`]).
+    pub(crate) drain_deadline: Duration,
 }
 
 impl ClusterNode {
@@ -232,6 +246,7 @@ impl ClusterNode {
         registry: &mut prometheus_client::registry::Registry,
     ) -> ClusterNode {
         let (queue, max_backlog) = config_limits;
+        let drain_deadline = config.drain_deadline;
         let id = NodeId(rand::random());
         let names = Names::new(&config.prefix);
         let interest = Arc::new(Interest::default());
@@ -278,6 +293,7 @@ impl ClusterNode {
             relays,
             number,
             draining: Arc::default(),
+            drain_deadline,
         }
     }
 

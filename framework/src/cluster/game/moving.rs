@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::guest::Flush;
-use super::{lock, GameHub, SeatNews, NEWS};
+use super::{here, lock, GameHub, SeatNews, NEWS};
 use crate::cluster::{ClusterNode, NodeId};
 use crate::game::RoomId;
 use crate::namespace::Socket;
@@ -50,6 +50,14 @@ impl GameHub {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.write_registry(true).await;
+    }
+
+    /// Players seated in this node's rooms (held seats and guests included).
+    pub(crate) async fn players_here(&self) -> usize {
+        match self.rooms() {
+            Some(rooms) => here(&rooms, None).await.players,
+            None => 0,
+        }
     }
 
     /// Draining node: holds the seat of `sid` (if it has one) for its move, and

@@ -169,7 +169,7 @@ async fn seated_players_keep_their_seats_and_play_on_across_a_drain() {
         }
         a.volley.cluster().unwrap().drain().await.unwrap()
     };
-    let (_, report) = tokio::join!(playing, drain);
+    let ((_cleo, abe), report) = tokio::join!(playing, drain);
     assert_eq!((report.moved, report.stayed), (2, 0), "{report:?}");
     assert!(a.volley.sessions().await.is_empty());
 
@@ -226,6 +226,13 @@ async fn seated_players_keep_their_seats_and_play_on_across_a_drain() {
         }
     }
     assert_eq!(here(&rooms_a).await, vec![on_a], "A runs its room on");
+    // Until its last player leaves (from the node its session is on now): then a
+    // stopping A need not wait for its deadline.
+    let cluster_a = a.volley.cluster().unwrap();
+    assert_eq!(cluster_a.wait_rooms_empty(Duration::ZERO).await, 1);
+    let left: bool = abe.emit_with_ack(events::LEAVE, &(), WAIT).await.unwrap();
+    assert!(left);
+    assert_eq!(cluster_a.wait_rooms_empty(WAIT).await, 0);
 }
 
 /// The rooms running on the node of `rooms`.

@@ -13,9 +13,13 @@
 //! goes, or the `MoveIn` is refused if it arrives later), so that exactly one node
 //! holds the session; when the cancel goes unanswered too, the session stays here.
 //!
+//! A session's game seat moves with it (`game/moving.rs`): its room holds the seat
+//! from just before the freeze until the session lands on its new node.
+//!
 //! A draining node refuses sessions moved to it, and keeps answering resumes and
 //! relays until it stops; sessions opened on it while it drains are moved on the
-//! next pass.
+//! next pass. Its game rooms take no new players and run on for theirs (see
+//! [`ClusterNode::wait_rooms_empty`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};

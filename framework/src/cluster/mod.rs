@@ -16,8 +16,9 @@
 //!   (exactly-once as ever), and a polling request (native or Engine.IO) that
 //!   lands on another node is answered by the node that holds its connection.
 //! - **Rolling restarts.** A node that stops (`SIGTERM`, or
-//!   [`ClusterNode::drain`]) first moves each session to another node; its clients
-//!   resume there (see `drain.rs`).
+//!   [`ClusterNode::drain`]) first moves each session to another node, with its
+//!   game seat; its clients resume there (see `drain.rs`). Its game rooms run on
+//!   for their players until empty or [`RedisCluster::drain_deadline`].
 //! - **Cluster-wide operations.** [`ClusterNode::sessions`],
 //!   [`ClusterNode::room_size`], [`ClusterNode::kick`] and
 //!   [`ClusterNode::drop_connection`] ask the other nodes on their control channels.

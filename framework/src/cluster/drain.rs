@@ -243,6 +243,23 @@ impl ClusterNode {
     }
 }
 
+/// Answers a `Pull`: moves session `id`, if it is here with `token`, to node `to`,
+/// where its client is resuming; whether it is there now.
+pub(crate) async fn pull(shared: &Shared, to: NodeId, id: SessionId, token: ResumeToken) -> bool {
+    let Some(cluster) = &shared.cluster else {
+        return false;
+    };
+    let Ok(sessions) = shared.supervisor.send(Movable).await else {
+        return false;
+    };
+    let found = sessions.into_iter().find(|(sid, ..)| *sid == id);
+    match found {
+        // A session already moving (a drain) is frozen: `move_one` leaves it.
+        Some(session) if session.2 == token => cluster.move_one(shared, session, vec![to]).await,
+        _ => false,
+    }
+}
+
 /// Answers a `MoveIn`: starts the session here, unless this node drains too.
 pub(crate) async fn move_in(shared: &Arc<Shared>, draining: bool, state: SessionState) -> bool {
     if draining {

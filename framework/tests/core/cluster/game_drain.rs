@@ -1,6 +1,8 @@
-//! Seats across a drain: a seated player whose node drains keeps its seat, in a
-//! room of another node or of the draining node itself, and plays on from the node
-//! its session moves to; a draining node takes no new rooms.
+//! Seats that move with their sessions: a seated player whose node drains keeps its
+//! seat, in a room of another node or of the draining node itself, and plays on
+//! from the node its session moves to; a draining node takes no new rooms; and with
+//! `move_on_resume` a seated player's session moves, seat and all, to the node its
+//! client resumes on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +51,11 @@ impl Game for Echo {
 
 /// A node whose echo rooms are shared with the cluster, and those rooms.
 async fn echo_node(redis: &RedisServer) -> (TestServer, GameRooms) {
+    echo_node_in(RedisCluster::new(&redis.url()).unwrap()).await
+}
+
+/// A node of `cluster` whose echo rooms are shared, and those rooms.
+async fn echo_node_in(cluster: RedisCluster) -> (TestServer, GameRooms) {
     let options = RoomOptions {
         tick_rate: 30,
         broadcast_rate: 10,
@@ -62,7 +69,7 @@ async fn echo_node(redis: &RedisServer) -> (TestServer, GameRooms) {
     let builder = Volley::builder()
         .heartbeat(Duration::from_secs(2), Duration::from_secs(2))
         .namespace("/game", rooms.with_events(Namespace::new()))
-        .cluster(RedisCluster::new(&redis.url()).unwrap());
+        .cluster(cluster);
     let server = node_of(builder).await;
     rooms.share_in(&server.volley);
     (server, rooms)
@@ -233,6 +240,50 @@ async fn seated_players_keep_their_seats_and_play_on_across_a_drain() {
     let left: bool = abe.emit_with_ack(events::LEAVE, &(), WAIT).await.unwrap();
     assert!(left);
     assert_eq!(cluster_a.wait_rooms_empty(WAIT).await, 0);
+}
+
+#[actix_rt::test]
+async fn a_seated_player_moves_with_its_seat_to_the_node_it_resumes_on() {
+    let Some(redis) = RedisServer::start("a_seated_player_moves_with_its_seat") else {
+        return;
+    };
+    let cluster = || {
+        RedisCluster::new(&redis.url())
+            .unwrap()
+            .move_on_resume(true)
+    };
+    let (a, rooms_a) = echo_node_in(cluster()).await;
+    let (b, rooms_b) = echo_node_in(cluster()).await;
+    await_nodes(&a, 2).await;
+    let room = rooms_a.create(&JoinRequest::new("echo")).await.unwrap();
+    listed(&rooms_b, &[room]).await;
+    // Seated on A in A's room; the next connection reaches B.
+    let (client, mut ns, proxy) = player(&a, &b, room).await;
+    let me = client.session_id();
+    ns.emit(events::INPUT, &1u64).unwrap();
+    assert_eq!(got(&mut ns).await, 1);
+    proxy.cut_all();
+    resumed(&client).await;
+    // The session is B's now, seated as A's guest; it plays on.
+    let sessions = a.volley.cluster().unwrap().sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].node, b.volley.cluster().unwrap().id());
+    assert_eq!(rooms_b.room_of(SessionId(me)), Some(room));
+    assert_eq!(rooms_a.room_of(SessionId(me)), Some(room));
+    ns.emit(events::INPUT, &2u64).unwrap();
+    assert_eq!(got(&mut ns).await, 2);
+    let metrics = rooms_a.metrics(room).await.unwrap();
+    assert_eq!((metrics.players, metrics.inputs_applied), (1, 2));
+}
+
+/// The next `got` event's number (states skipped).
+async fn got(ns: &mut NamespaceClient) -> u64 {
+    loop {
+        let event = next_event(ns).await;
+        if event.name == "got" {
+            return event.decode().unwrap();
+        }
+    }
 }
 
 /// The rooms running on the node of `rooms`.

@@ -207,8 +207,8 @@ impl ClusterNode {
                 // Out of the registry before the next pass lists it.
                 let _ = shared.supervisor.send(Unregister { id }).await;
                 addr.do_send(MovedOut);
-                if let (Some(hub), Some((_, seat))) = (hub, seat) {
-                    hub.moved_out(id, seat);
+                if let Some(hub) = hub {
+                    hub.moved_out(id, seat.map(|(_, seat)| seat));
                 }
                 return true;
             }

@@ -104,12 +104,20 @@ impl GameHub {
         }
     }
 
-    /// Draining node: the session of `sid` is on another node now. A seat in a room
-    /// here stays (the room's own); a seat of this node in another's room goes
-    /// without a word to the room: the new node speaks for the player now.
-    pub(crate) fn moved_out(&self, sid: SessionId, seat: MovedSeat) {
-        if seat.owner != self.node.0 {
-            self.freed(sid);
+    /// Draining node: the session of `sid` is on another node now, with `seat`. A
+    /// seat in a room here stays (the room's own); a seat of this node in another's
+    /// room goes without a word to the room: the new node speaks for the player
+    /// now. A seat in another node's room that did not move (its node did not
+    /// answer the hold) goes, and the room hears that the player left.
+    pub(crate) fn moved_out(&self, sid: SessionId, seat: Option<MovedSeat>) {
+        match (seat, self.remote_room(sid)) {
+            (Some(seat), _) if seat.owner == self.node.0 => {}
+            (Some(_), _) => self.freed(sid),
+            (None, Some((owner, _))) => {
+                self.send_json(owner, NEWS, &SeatNews::Left(sid.0, false));
+                self.freed(sid);
+            }
+            (None, None) => {}
         }
     }
 

@@ -41,6 +41,10 @@ pub(super) struct Held {
     events: Vec<Deliver>,
     overflowed: bool,
     since: std::time::Instant,
+    /// Holds not yet answered by a reseat: a session that moves on again at once
+    /// may be held again before the room hears where it landed the first time
+    /// (the two come by different nodes), and only the last landing releases it.
+    holds: u32,
 }
 
 impl Held {
@@ -49,6 +53,7 @@ impl Held {
             events: Vec::new(),
             overflowed: false,
             since: std::time::Instant::now(),
+            holds: 0,
         }
     }
 
@@ -221,7 +226,9 @@ impl<G: Game> Handler<HoldPlayer> for GameRoom<G> {
     fn handle(&mut self, msg: HoldPlayer, ctx: &mut Context<Self>) -> Option<String> {
         let player = self.players.get_mut(&msg.player)?;
         player.connected = false;
-        player.held.get_or_insert_with(Held::new);
+        let held = player.held.get_or_insert_with(Held::new);
+        held.holds += 1;
+        held.since = std::time::Instant::now();
         let ns = player.socket.namespace().to_owned();
         tracing::debug!(room = %self.id, sid = msg.player.0, "seat held for a moving session");
         let id = msg.player;
@@ -245,6 +252,19 @@ impl<G: Game> Handler<ReseatPlayer> for GameRoom<G> {
         let Some(player) = self.players.get_mut(&id) else {
             return false;
         };
+        let Some(held) = player.held.as_mut() else {
+            return false;
+        };
+        held.holds = held.holds.saturating_sub(1);
+        if held.holds > 0 && !held.overflowed {
+            // Held again meanwhile: the socket it landed on is moving on already.
+            if let Some(socket) = msg.socket {
+                player.socket.unwatch(ctx.address().recipient());
+                player.deliver = socket.mailbox();
+                player.socket = socket;
+            }
+            return true;
+        }
         let Some(held) = player.held.take() else {
             return false;
         };

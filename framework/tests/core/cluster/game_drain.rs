@@ -255,25 +255,38 @@ async fn a_seated_player_moves_with_its_seat_to_the_node_it_resumes_on() {
     let (a, rooms_a) = echo_node_in(cluster()).await;
     let (b, rooms_b) = echo_node_in(cluster()).await;
     await_nodes(&a, 2).await;
-    let room = rooms_a.create(&JoinRequest::new("echo")).await.unwrap();
-    listed(&rooms_b, &[room]).await;
-    // Seated on A in A's room; the next connection reaches B.
-    let (client, mut ns, proxy) = player(&a, &b, room).await;
-    let me = client.session_id();
-    ns.emit(events::INPUT, &1u64).unwrap();
-    assert_eq!(got(&mut ns).await, 1);
-    proxy.cut_all();
-    resumed(&client).await;
-    // The session is B's now, seated as A's guest; it plays on.
-    let sessions = a.volley.cluster().unwrap().sessions().await.unwrap();
-    assert_eq!(sessions.len(), 1);
-    assert_eq!(sessions[0].node, b.volley.cluster().unwrap().id());
-    assert_eq!(rooms_b.room_of(SessionId(me)), Some(room));
-    assert_eq!(rooms_a.room_of(SessionId(me)), Some(room));
-    ns.emit(events::INPUT, &2u64).unwrap();
-    assert_eq!(got(&mut ns).await, 2);
-    let metrics = rooms_a.metrics(room).await.unwrap();
-    assert_eq!((metrics.players, metrics.inputs_applied), (1, 2));
+    // One room on each node; a player of A in each (the one in B's room is B's
+    // guest). Their next connections reach B.
+    let on_a = rooms_a
+        .create(&JoinRequest::new("echo").filter("at", "a"))
+        .await
+        .unwrap();
+    let on_b = rooms_b
+        .create(&JoinRequest::new("echo").filter("at", "b"))
+        .await
+        .unwrap();
+    listed(&rooms_a, &[on_a, on_b]).await;
+    // (The room, its node's rooms, the seat A's table shows after the move.)
+    for (room, owner, on_a_after) in [(on_a, &rooms_a, Some(on_a)), (on_b, &rooms_b, None)] {
+        let (client, mut ns, proxy) = player(&a, &b, room).await;
+        let me = SessionId(client.session_id());
+        ns.emit(events::INPUT, &1u64).unwrap();
+        assert_eq!(got(&mut ns).await, 1);
+        proxy.cut_all();
+        resumed(&client).await;
+        // The session is B's now, seated there (as A's guest, or in B's own room);
+        // it plays on.
+        let sessions = a.volley.cluster().unwrap().sessions().await.unwrap();
+        let session = sessions.iter().find(|s| s.info.id == me).expect("listed");
+        assert_eq!(session.node, b.volley.cluster().unwrap().id());
+        assert_eq!(rooms_b.room_of(me), Some(room));
+        assert_eq!(owner.room_of(me), Some(room));
+        assert_eq!(rooms_a.room_of(me), on_a_after);
+        ns.emit(events::INPUT, &2u64).unwrap();
+        assert_eq!(got(&mut ns).await, 2);
+        let metrics = owner.metrics(room).await.unwrap();
+        assert_eq!((metrics.players, metrics.inputs_applied), (1, 2));
+    }
 }
 
 /// The next `got` event's number (states skipped).

@@ -254,9 +254,10 @@ async fn a_seated_player_moves_with_its_seat_to_the_node_it_resumes_on() {
     };
     let (a, rooms_a) = echo_node_in(cluster()).await;
     let (b, rooms_b) = echo_node_in(cluster()).await;
-    await_nodes(&a, 2).await;
-    // One room on each node; a player of A in each (the one in B's room is B's
-    // guest). Their next connections reach B.
+    let (_c, rooms_c) = echo_node_in(cluster()).await;
+    await_nodes(&a, 3).await;
+    // One room on each node; a player of A in each (a guest of B and of C in
+    // theirs). Their next connections reach B.
     let on_a = rooms_a
         .create(&JoinRequest::new("echo").filter("at", "a"))
         .await
@@ -265,17 +266,25 @@ async fn a_seated_player_moves_with_its_seat_to_the_node_it_resumes_on() {
         .create(&JoinRequest::new("echo").filter("at", "b"))
         .await
         .unwrap();
-    listed(&rooms_a, &[on_a, on_b]).await;
+    let on_c = rooms_c
+        .create(&JoinRequest::new("echo").filter("at", "c"))
+        .await
+        .unwrap();
+    listed(&rooms_a, &[on_a, on_b, on_c]).await;
     // (The room, its node's rooms, the seat A's table shows after the move.)
-    for (room, owner, on_a_after) in [(on_a, &rooms_a, Some(on_a)), (on_b, &rooms_b, None)] {
+    for (room, owner, on_a_after) in [
+        (on_a, &rooms_a, Some(on_a)),
+        (on_b, &rooms_b, None),
+        (on_c, &rooms_c, None),
+    ] {
         let (client, mut ns, proxy) = player(&a, &b, room).await;
         let me = SessionId(client.session_id());
         ns.emit(events::INPUT, &1u64).unwrap();
         assert_eq!(got(&mut ns).await, 1);
         proxy.cut_all();
         resumed(&client).await;
-        // The session is B's now, seated there (as A's guest, or in B's own room);
-        // it plays on.
+        // The session is B's now, seated there (as A's or C's guest, or in B's own
+        // room); it plays on.
         let sessions = a.volley.cluster().unwrap().sessions().await.unwrap();
         let session = sessions.iter().find(|s| s.info.id == me).expect("listed");
         assert_eq!(session.node, b.volley.cluster().unwrap().id());

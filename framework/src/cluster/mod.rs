@@ -587,6 +587,7 @@ impl ClusterNode {
         let replies = futures_util::future::join_all(asks).await;
         let pulled = replies.iter().any(|r| matches!(r, Ok(Reply::Done(true))));
         if pulled {
+            self.metrics.resumes_moved.inc();
             tracing::debug!(sid = sid.0, "cluster: resumed session moved here");
         }
         pulled

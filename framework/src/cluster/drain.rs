@@ -249,6 +249,10 @@ pub(crate) async fn pull(shared: &Shared, to: NodeId, id: SessionId, token: Resu
     let Some(cluster) = &shared.cluster else {
         return false;
     };
+    if cluster.draining.load(Ordering::Relaxed) {
+        // The drain moves it (one move at a time); the client is relayed meanwhile.
+        return false;
+    }
     let Ok(sessions) = shared.supervisor.send(Movable).await else {
         return false;
     };

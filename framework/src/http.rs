@@ -168,7 +168,8 @@ where
     ///
     /// A cluster node (feature `cluster`) drains on `SIGTERM` or Ctrl-C before it
     /// stops: its sessions move to the other nodes and their clients resume there
-    /// (`ClusterNode::drain`; the guide's "Rolling restarts: draining a node").
+    /// (`ClusterNode::drain`; the guide's "Rolling restarts: draining a node"), and
+    /// its game rooms run on until empty or `RedisCluster::drain_deadline`.
     pub fn run(self) -> Server {
         #[cfg(feature = "cluster")]
         if self.shared.cluster.is_some() {

@@ -13,9 +13,13 @@
 //! goes, or the `MoveIn` is refused if it arrives later), so that exactly one node
 //! holds the session; when the cancel goes unanswered too, the session stays here.
 //!
+//! A session's game seat moves with it (`game/moving.rs`): its room holds the seat
+//! from just before the freeze until the session lands on its new node.
+//!
 //! A draining node refuses sessions moved to it, and keeps answering resumes and
 //! relays until it stops; sessions opened on it while it drains are moved on the
-//! next pass.
+//! next pass. Its game rooms take no new players and run on for theirs (see
+//! [`ClusterNode::wait_rooms_empty`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -29,8 +33,8 @@ use super::ops::{Reply, Request};
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::protocol::ResumeToken;
 use crate::session::{
-    CancelMove, Freeze, Movable, MovedOut, Session, SessionState, SetMoving, Shared, Thaw, Unmove,
-    Unregister,
+    CancelMove, Freeze, Movable, MovedOut, MovedSeat, Session, SessionState, SetMoving, Shared,
+    Thaw, Unmove, Unregister,
 };
 use crate::SessionId;
 
@@ -71,6 +75,10 @@ impl ClusterNode {
         if others.is_empty() {
             return Err(ClusterError::NoOtherNode);
         }
+        if let Some(hub) = self.relays.game.get() {
+            // No new rooms here from now on, on any node's join-or-create.
+            hub.set_draining().await;
+        }
         let mut report = DrainReport::default();
         for _ in 0..PASSES {
             let sessions = shared
@@ -107,6 +115,29 @@ impl ClusterNode {
         Ok(report)
     }
 
+    /// Waits until no player sits in this node's game rooms, at most `within`, and
+    /// answers how many still do. After [`ClusterNode::drain`] the rooms of this
+    /// node run on for their players, whose sessions are on other nodes now (they
+    /// play as guests): call it before stopping the node so that their games can
+    /// end (the server does on `SIGTERM`, for [`RedisCluster::drain_deadline`]).
+    /// Without shared game rooms it answers 0 at once.
+    ///
+    /// [`RedisCluster::drain_deadline`]: super::RedisCluster::drain_deadline
+    pub async fn wait_rooms_empty(&self, within: std::time::Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let players = match self.relays.game.get() {
+                Some(hub) => hub.players_here().await,
+                None => 0,
+            };
+            if players == 0 || Instant::now() >= deadline {
+                return players;
+            }
+            // A game lasts minutes: a look every 100 ms is plenty.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Moves one session to the first of `order` that takes it.
     async fn move_one(
         &self,
@@ -114,10 +145,31 @@ impl ClusterNode {
         (id, addr, token, opened_at): (SessionId, Addr<Session>, [u8; 16], std::time::SystemTime),
         order: Vec<NodeId>,
     ) -> bool {
+        // A game seat moves with it: its room holds it from now on.
+        let hub = self.relays.game.get();
+        let seat = match hub {
+            Some(hub) => hub.hold_seat(id).await,
+            None => None,
+        };
+        let release = |seat: &Option<(String, MovedSeat)>| {
+            if let (Some(hub), Some((_, seat))) = (hub, seat) {
+                hub.release_seat(id, *seat);
+            }
+        };
         // `None`: it ended, or waits for a namespace's middleware (next pass).
         let Ok(Some(mut state)) = addr.send(Freeze).await else {
+            release(&seat);
             return false;
         };
+        if let (Some(hub), Some((ns, moved))) = (hub, &seat) {
+            // The inputs the session took before the freeze reach the room before
+            // the new node's (it sends them after the move).
+            hub.flush_inputs();
+            let socket = state.namespaces.iter_mut().find(|n| n.ns == *ns);
+            if let Some(socket) = socket {
+                socket.seat = Some(*moved);
+            }
+        }
         // Counted while frozen, whichever way the move ends.
         let _moving = Moving::start(&self.metrics.moving);
         // A resume meanwhile (here, or relayed) waits for the move's outcome.
@@ -155,11 +207,15 @@ impl ClusterNode {
                 // Out of the registry before the next pass lists it.
                 let _ = shared.supervisor.send(Unregister { id }).await;
                 addr.do_send(MovedOut);
+                if let Some(hub) = hub {
+                    hub.moved_out(id, seat.map(|(_, seat)| seat));
+                }
                 return true;
             }
         }
         tracing::warn!(sid = id.0, "cluster: no node took the session; it stays");
         addr.do_send(Thaw);
+        release(&seat);
         shared.supervisor.do_send(SetMoving { id, moving: false });
         false
     }
@@ -184,6 +240,27 @@ impl ClusterNode {
             Ok(Reply::Done(gone)) => Some(!gone),
             _ => None,
         }
+    }
+}
+
+/// Answers a `Pull`: moves session `id`, if it is here with `token`, to node `to`,
+/// where its client is resuming; whether it is there now.
+pub(crate) async fn pull(shared: &Shared, to: NodeId, id: SessionId, token: ResumeToken) -> bool {
+    let Some(cluster) = &shared.cluster else {
+        return false;
+    };
+    if cluster.draining.load(Ordering::Relaxed) {
+        // The drain moves it (one move at a time); the client is relayed meanwhile.
+        return false;
+    }
+    let Ok(sessions) = shared.supervisor.send(Movable).await else {
+        return false;
+    };
+    let found = sessions.into_iter().find(|(sid, ..)| *sid == id);
+    match found {
+        // A session already moving (a drain) is frozen: `move_one` leaves it.
+        Some(session) if session.2 == token => cluster.move_one(shared, session, vec![to]).await,
+        _ => false,
     }
 }
 
@@ -223,6 +300,13 @@ pub(crate) async fn drain_on_signal(shared: Weak<Shared>, server: actix_web::dev
         tracing::info!(node = %cluster.id, "cluster: stop signal; draining");
         if let Err(e) = cluster.drain().await {
             tracing::warn!(node = %cluster.id, error = %e, "cluster: drain failed; stopping anyway");
+        }
+        let players = cluster.wait_rooms_empty(cluster.drain_deadline).await;
+        if players > 0 {
+            tracing::warn!(
+                node = %cluster.id, players,
+                "cluster: drain deadline; stopping with players in this node's game rooms"
+            );
         }
     }
     server.stop(true).await;

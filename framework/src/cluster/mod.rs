@@ -16,8 +16,9 @@
 //!   (exactly-once as ever), and a polling request (native or Engine.IO) that
 //!   lands on another node is answered by the node that holds its connection.
 //! - **Rolling restarts.** A node that stops (`SIGTERM`, or
-//!   [`ClusterNode::drain`]) first moves each session to another node; its clients
-//!   resume there (see `drain.rs`).
+//!   [`ClusterNode::drain`]) first moves each session to another node, with its
+//!   game seat; its clients resume there (see `drain.rs`). Its game rooms run on
+//!   for their players until empty or [`RedisCluster::drain_deadline`].
 //! - **Cluster-wide operations.** [`ClusterNode::sessions`],
 //!   [`ClusterNode::room_size`], [`ClusterNode::kick`] and
 //!   [`ClusterNode::drop_connection`] ask the other nodes on their control channels.
@@ -155,6 +156,8 @@ pub struct RedisCluster {
     prefix: String,
     node_ttl: Duration,
     reconnect: (Duration, Duration),
+    drain_deadline: Duration,
+    move_on_resume: bool,
 }
 
 impl RedisCluster {
@@ -177,6 +180,8 @@ impl RedisCluster {
             prefix: "volley".to_owned(),
             node_ttl: Duration::from_secs(10),
             reconnect: (Duration::from_millis(100), Duration::from_secs(5)),
+            drain_deadline: Duration::from_secs(60),
+            move_on_resume: false,
         })
     }
 
@@ -201,6 +206,27 @@ impl RedisCluster {
         self.reconnect = (initial, max.max(initial));
         self
     }
+
+    /// How long a node stopping on `SIGTERM` keeps its game rooms running for their
+    /// players once its sessions have moved (default 60 s): it stops when no player
+    /// sits in them any more, or at this deadline, and the rooms stop with it (see
+    /// [`ClusterNode::wait_rooms_empty`]). Give your orchestrator's stop timeout a
+    /// margin over it.
+    pub fn drain_deadline(mut self, deadline: Duration) -> Self {
+        self.drain_deadline = deadline;
+        self
+    }
+
+    /// Whether a session whose client resumes on another node moves there (with
+    /// its game seat), as a drain moves it, instead of staying on its node behind
+    /// a relay (default `false`: relayed). A moved session's frames no longer cross
+    /// Redis; each such resume costs a move (a round trip to find the session, its
+    /// state through Redis, the namespaces' middleware again), and a room broadcast
+    /// sent during the move misses it. When the move fails, the client is relayed.
+    pub fn move_on_resume(mut self, on: bool) -> Self {
+        self.move_on_resume = on;
+        self
+    }
 }
 
 /// This node's place in its cluster: its id, its Redis link's state and figures.
@@ -221,6 +247,10 @@ pub struct ClusterNode {
     number: Arc<NodeNumber>,
     /// Set by [`ClusterNode::drain`]: sessions moved here are refused.
     draining: Arc<AtomicBool>,
+    /// How long a stopping node's game rooms run on ([`RedisCluster::drain_deadline`]).
+    pub(crate) drain_deadline: Duration,
+    /// [`RedisCluster::move_on_resume`].
+    move_on_resume: bool,
 }
 
 impl ClusterNode {
@@ -232,6 +262,7 @@ impl ClusterNode {
         registry: &mut prometheus_client::registry::Registry,
     ) -> ClusterNode {
         let (queue, max_backlog) = config_limits;
+        let (drain_deadline, move_on_resume) = (config.drain_deadline, config.move_on_resume);
         let id = NodeId(rand::random());
         let names = Names::new(&config.prefix);
         let interest = Arc::new(Interest::default());
@@ -278,6 +309,8 @@ impl ClusterNode {
             relays,
             number,
             draining: Arc::default(),
+            drain_deadline,
+            move_on_resume,
         }
     }
 
@@ -300,7 +333,7 @@ impl ClusterNode {
     /// Shares `rooms` with the other nodes (see [`crate::GameRooms::share_in`]).
     pub(crate) fn share_rooms(&self, rooms: &crate::GameRooms) {
         if let Some(game) = self.relays.game.get() {
-            game.share(rooms);
+            game.share(rooms, self.local.get().map(|l| l.shared.clone()));
         }
     }
 
@@ -474,6 +507,13 @@ impl ClusterNode {
         mut link: TransportLink,
         mut local: String,
     ) -> Result<actix::Recipient<FromTransport>, String> {
+        if self.pulled(sid, token).await {
+            // The session is here now: resume it as any local one.
+            return match resume_here(shared, sid, token, last_seq, limit, link, true).await {
+                Ok(session) => Ok(session.recipient()),
+                Err((reason, _)) => Err(reason),
+            };
+        }
         let relay: u64 = rand::random();
         self.relays
             .open_edge(relay, link.recipient.clone(), link.backlog.clone());
@@ -528,6 +568,29 @@ impl ClusterNode {
                 Err(local)
             }
         }
+    }
+
+    /// With [`RedisCluster::move_on_resume`]: asks every other node to move session
+    /// `sid` here (the one that holds it with `token` does); whether it is here now.
+    async fn pulled(&self, sid: SessionId, token: ResumeToken) -> bool {
+        if !self.move_on_resume || self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let Ok(nodes) = self.nodes().await else {
+            return false;
+        };
+        let others = nodes.into_iter().filter(|node| *node != self.id);
+        let asks = others.map(|node| {
+            let request = Request::Pull { sid: sid.0, token };
+            async move { self.ask(node, request).await }
+        });
+        let replies = futures_util::future::join_all(asks).await;
+        let pulled = replies.iter().any(|r| matches!(r, Ok(Reply::Done(true))));
+        if pulled {
+            self.metrics.resumes_moved.inc();
+            tracing::debug!(sid = sid.0, "cluster: resumed session moved here");
+        }
+        pulled
     }
 
     /// The node that holds a resumed session (with its refusal, if it refused),

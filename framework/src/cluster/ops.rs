@@ -88,6 +88,13 @@ pub(crate) enum Request {
     },
     /// Game rooms across nodes: see `game/`.
     Game(super::game::GameRequest),
+    /// Move session `sid` (if it is here and `token` is its own) to the asking node,
+    /// where its client is resuming (`RedisCluster::move_on_resume`): `Done(true)`
+    /// once it is there.
+    Pull {
+        sid: u64,
+        token: ResumeToken,
+    },
     /// Take this session, moved from the asking node (see `drain.rs`).
     MoveIn {
         state: Box<SessionState>,
@@ -303,6 +310,12 @@ pub(crate) async fn answer(
                 },
             }
         }
+        Request::Pull { sid, token } => {
+            // Boxed: a move asks nodes, and a question to this node is answered here.
+            let pull: futures_util::future::LocalBoxFuture<'_, bool> =
+                Box::pin(super::drain::pull(&shared, from, SessionId(sid), token));
+            Reply::Done(pull.await)
+        }
         Request::MoveIn { state } => {
             let draining = attached.draining.load(Ordering::Relaxed);
             Reply::Done(super::drain::move_in(&shared, draining, *state).await)
@@ -361,9 +374,10 @@ fn moving_away(reason: &str) -> bool {
 fn empty(request: &Request) -> Reply {
     match request {
         Request::Sessions => Reply::Sessions(Vec::new()),
-        Request::Kick { .. } | Request::DropConnection { .. } | Request::MoveIn { .. } => {
-            Reply::Done(false)
-        }
+        Request::Kick { .. }
+        | Request::DropConnection { .. }
+        | Request::MoveIn { .. }
+        | Request::Pull { .. } => Reply::Done(false),
         // No server here, so no session either.
         Request::MoveCancel { .. } => Reply::Done(true),
         Request::RoomSize { .. } => Reply::Size(0),

@@ -48,6 +48,8 @@ pub(crate) struct ClusterMetrics {
     pub connects: Counter,
     pub relayed: Counter,
     pub joins_unconfirmed: Counter,
+    /// Resumes whose session moved here from another node (`move_on_resume`).
+    pub resumes_moved: Counter,
     /// Sessions frozen for a move (a drain) and not yet landed or thawed.
     pub moving: Gauge,
     dropped: Family<Reason, Counter>,
@@ -62,7 +64,7 @@ impl ClusterMetrics {
             "Sessions frozen for a move to another node (a drain), not yet moved or thawed",
             self.moving.clone(),
         );
-        let counters: [(&str, &str, &Counter); 7] = [
+        let counters: [(&str, &str, &Counter); 8] = [
             (
                 "broadcasts_published",
                 "Broadcasts published for other nodes",
@@ -98,6 +100,11 @@ impl ClusterMetrics {
                 "Joins completed without their room's subscription on Redis (Redis away or slow)",
                 &self.joins_unconfirmed,
             ),
+            (
+                "resumes_moved",
+                "Resumes whose session moved here from another node (move_on_resume)",
+                &self.resumes_moved,
+            ),
         ];
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
@@ -127,6 +134,7 @@ impl ClusterMetrics {
             redis_connects: self.connects.get(),
             relayed: self.relayed.get(),
             joins_unconfirmed: self.joins_unconfirmed.get(),
+            resumes_moved: self.resumes_moved.get(),
             sessions_moving: u64::try_from(self.moving.get()).unwrap_or(0),
             dropped_redis_down: self.dropped_count(Dropped::RedisDown),
             dropped_other: [
@@ -166,6 +174,10 @@ pub struct ClusterStats {
     /// room's channel on Redis: Redis was away, or slower than the wait's bound.
     /// Broadcasts from other nodes may miss such a member until the subscription is in.
     pub joins_unconfirmed: u64,
+    /// Resumes whose session moved here from another node
+    /// ([`RedisCluster::move_on_resume`](super::RedisCluster::move_on_resume)); the
+    /// others were relayed.
+    pub resumes_moved: u64,
     /// Sessions frozen for a move to another node (a drain) right now: their
     /// resumes wait until the move lands or is undone.
     pub sessions_moving: u64,

@@ -22,6 +22,11 @@ pub(crate) struct RoomHandle {
     pub join: Recipient<JoinPlayer>,
     pub dispose: Recipient<Dispose>,
     pub metrics: Recipient<GetMetrics>,
+    /// A seat moving with its session (only a cluster's drain moves sessions).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub hold: Recipient<HoldPlayer>,
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub reseat: Recipient<ReseatPlayer>,
 }
 
 /// Seats a player (the matchmaker has checked that a seat is free).
@@ -43,6 +48,26 @@ pub(crate) struct Accepted {
 #[rtype(result = "bool")]
 pub(crate) struct LeavePlayer {
     pub player: SessionId,
+}
+
+/// The player's session is moving to another node (a drain): keep its seat, send it
+/// no state, and keep its reliable events until [`ReseatPlayer`]. Answers the
+/// namespace of the player's socket (`None`: not seated in the room).
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub(crate) struct HoldPlayer {
+    pub player: SessionId,
+}
+
+/// The held player's session has landed: `socket` is how the room reaches it now (a
+/// guest socket, or a local one), or `None` when the move was undone and the old
+/// socket stays. The events kept meanwhile go to it, in order, then a full state.
+/// Answers whether the player was held in the room.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct ReseatPlayer {
+    pub player: SessionId,
+    pub socket: Option<Socket>,
 }
 
 /// The matchmaker has forgotten the room: stop.

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use super::matchmaker::{self, Matchmaker, RoomFactory, RoomTag, RoomType};
 use super::messages::{GetMetrics, LeavePlayer};
+#[cfg(feature = "cluster")]
+use super::messages::{HoldPlayer, ReseatPlayer};
 use super::room::GameRoom;
 use super::seats::{Reservation, Seats};
 use super::{
@@ -238,6 +240,39 @@ impl GameRooms {
     #[cfg(feature = "cluster")]
     pub(crate) fn seats(&self) -> &Arc<Seats> {
         &self.inner.seats
+    }
+
+    /// Holds the seat of `player` in a room of this node while its session moves
+    /// (see `HoldPlayer`): the room and the socket's namespace, `None` when the
+    /// player sits in no room here.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn hold(&self, player: SessionId) -> Option<(RoomId, String)> {
+        let room = self.inner.seats.room_of(player)?;
+        let handle = self.handle(room).await?;
+        let held = handle.hold.send(HoldPlayer { player }).await;
+        held.ok().flatten().map(|ns| (room, ns))
+    }
+
+    /// Seats the held `player` again, reached through `socket` (`None`: as before).
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn reseat(
+        &self,
+        room: RoomId,
+        player: SessionId,
+        socket: Option<Socket>,
+    ) -> bool {
+        let Some(handle) = self.handle(room).await else {
+            return false;
+        };
+        let reseat = handle.reseat.send(ReseatPlayer { player, socket });
+        reseat.await.unwrap_or(false)
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn handle(&self, room: RoomId) -> Option<super::messages::RoomHandle> {
+        let handles = matchmaker::Handles { room: Some(room) };
+        let mut handles = self.inner.matchmaker.send(handles).await.ok()?;
+        handles.pop()
     }
 
     /// Frees the seat of `player` on this node, as [`GameRooms::leave`] does.

@@ -50,7 +50,7 @@ pub use heartbeat::{Beat, Heartbeat};
 pub(crate) use ids::NodeNumber;
 use joined::{leave, Joined, Joins};
 #[cfg(feature = "cluster")]
-pub(crate) use moving::{Freeze, MovedOut, SessionState, Thaw, Unmove};
+pub(crate) use moving::{Freeze, MovedOut, MovedSeat, SessionState, Thaw, Unmove};
 pub use outbox::{Outbox, Overflow};
 use outlet::{Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;

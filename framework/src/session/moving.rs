@@ -79,6 +79,17 @@ pub(crate) struct MovedNamespace {
     pub ns: String,
     pub auth: ByteBuf,
     pub rooms: Vec<String>,
+    /// The game seat of the socket, held by its room while the session moves.
+    #[serde(default)]
+    pub seat: Option<MovedSeat>,
+}
+
+/// A game seat that moves with its session (`cluster/game/moving.rs`): the room,
+/// and the node it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MovedSeat {
+    pub room: u64,
+    pub owner: u64,
 }
 
 /// Stops the session for a move and answers its state (`None`: it ended, or is not
@@ -151,6 +162,7 @@ impl Session {
                     .find(|(ns, _)| *ns == *j.namespace.name)
                     .map(|(_, rooms)| rooms.clone())
                     .unwrap_or_default(),
+                seat: None,
             })
             .collect();
         let next_ack = self
@@ -345,6 +357,7 @@ impl Session {
         }
         let data = match answer {
             Ok(data) => data,
+            // A seat that came with it is freed by its room's hold running out.
             Err(reason) => return self.refused(moved.ns, reason, ctx),
         };
         let socket = Socket::new(&namespace, link.clone(), data);
@@ -354,6 +367,10 @@ impl Session {
         });
         for room in &moved.rooms {
             socket.join(room);
+        }
+        // Before any client frame reaches the socket: its inputs find the seat.
+        if let (Some(seat), Some(cluster)) = (moved.seat, &self.shared.cluster) {
+            cluster.seat_moved_in(&socket, seat);
         }
         self.joined.insert(Joined {
             socket,
@@ -390,6 +407,7 @@ mod tests {
                 ns: "/chat".into(),
                 auth: ByteBuf::from(b"{\"name\":\"ann\"}".to_vec()),
                 rooms: vec!["red".into()],
+                seat: Some(MovedSeat { room: 5, owner: 6 }),
             }],
             move_id: 11,
         };
@@ -397,5 +415,9 @@ mod tests {
         let back: SessionState = serde_json::from_slice(&json).unwrap();
         assert_eq!((back.id, back.acked, back.frames.len()), (state.id, 10, 2));
         assert_eq!(back.namespaces[0].rooms, ["red"]);
+        assert_eq!(
+            back.namespaces[0].seat,
+            Some(MovedSeat { room: 5, owner: 6 })
+        );
     }
 }

@@ -45,7 +45,7 @@ pub(super) struct RemoteSeat {
 
 impl GameHub {
     /// One message per owner node with every input its guests from here sent.
-    pub(super) fn flush_inputs(&self) {
+    pub(crate) fn flush_inputs(&self) {
         let mut by_owner: HashMap<NodeId, Vec<(u64, VecDeque<Value>)>> = HashMap::new();
         for (sid, seat) in lock(&self.remote).iter() {
             let inputs = seat.gate.take();
@@ -99,6 +99,58 @@ impl GameHub {
             rooms.seats().vacate(sid, room);
         }
         seat.edge.do_send(Unwatch);
+    }
+}
+
+impl GameHub {
+    /// Edge: the seat of `socket`'s player in `room` (`None`: its join is under way)
+    /// of node `owner`, where the room's frames for it arrive; its input gate and
+    /// its [`EdgeSeat`].
+    pub(super) fn remote_seat(
+        self: &Arc<Self>,
+        socket: &Socket,
+        owner: NodeId,
+        room: Option<RoomId>,
+    ) -> (Arc<InputGate>, Addr<EdgeSeat>) {
+        let gate = Arc::new(InputGate::new(MAX_INPUTS_PER_FLUSH));
+        let edge = EdgeSeat {
+            sid: socket.id(),
+            owner,
+            hub: self.clone(),
+            socket: socket.clone(),
+        }
+        .start();
+        let seat = RemoteSeat {
+            owner,
+            room,
+            mailbox: socket.mailbox(),
+            gate: gate.clone(),
+            edge: edge.clone(),
+        };
+        lock(&self.remote).insert(socket.id(), seat);
+        (gate, edge)
+    }
+
+    /// Edge: the player sits in `room` of another node: its inputs go to `gate`, its
+    /// leave and its session's news to `edge`.
+    pub(super) fn seated_remote(
+        &self,
+        rooms: &GameRooms,
+        socket: &Socket,
+        room: RoomId,
+        gate: Arc<InputGate>,
+        edge: Addr<EdgeSeat>,
+    ) {
+        let leave = edge.clone().recipient();
+        rooms
+            .seats()
+            .seat(socket.id(), Seat::Seated { room, leave, gate });
+        socket.watch(edge.recipient());
+    }
+
+    /// Edge: the room and node of `sid`'s seat, if it sits in another node's room.
+    pub(super) fn remote_room(&self, sid: SessionId) -> Option<(NodeId, Option<RoomId>)> {
+        lock(&self.remote).get(&sid).map(|r| (r.owner, r.room))
     }
 }
 
@@ -159,22 +211,7 @@ async fn seat_at(
     let id = socket.id();
     // The seat here first: the room's first frames (its full state, the game's
     // greeting) may arrive before the answer to the join.
-    let gate = Arc::new(InputGate::new(MAX_INPUTS_PER_FLUSH));
-    let edge = EdgeSeat {
-        sid: id,
-        owner,
-        hub: hub.clone(),
-        socket: socket.clone(),
-    }
-    .start();
-    let seat = RemoteSeat {
-        owner,
-        room: None,
-        mailbox: socket.mailbox(),
-        gate: gate.clone(),
-        edge: edge.clone(),
-    };
-    lock(&hub.remote).insert(id, seat);
+    let (gate, edge) = hub.remote_seat(socket, owner, None);
     let ask = Request::Game(GameRequest::Join {
         sid: id.0,
         ns: socket.namespace().to_owned(),
@@ -201,15 +238,7 @@ async fn seat_at(
     if let Some(seat) = lock(&hub.remote).get_mut(&id) {
         seat.room = Some(joined.room);
     }
-    rooms.seats().seat(
-        id,
-        Seat::Seated {
-            room: joined.room,
-            leave: edge.clone().recipient(),
-            gate,
-        },
-    );
-    socket.watch(edge.recipient());
+    hub.seated_remote(rooms, socket, joined.room, gate, edge);
     tracing::debug!(sid = id.0, room = %joined.room, %owner, "cluster: seated in another node's room");
     Ok(joined)
 }

@@ -18,7 +18,9 @@ use super::{lock, GameHub, SeatNews, NEWS, STATES};
 use crate::cluster::NodeId;
 use crate::game::seats::Reservation;
 use crate::game::{GameRooms, JoinError, JoinRequest, Joined};
-use crate::namespace::{SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind};
+use crate::namespace::{
+    NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
+};
 use crate::protocol::WireFrame;
 use crate::room::local::{self, LocalKey, LocalSink};
 use crate::room::{Deliver, Mailbox};
@@ -113,6 +115,28 @@ impl GameHub {
             .ok_or_else(|| JoinError::Refused(format!("no namespace {ns} on the room's node")))?;
         rooms.seats().reserve(sid)?;
         let _reservation = Reservation(rooms.seats(), sid);
+        let socket = self.guest(edge, sid, &handle, shared.config.max_mailbox);
+        let joined = rooms.join_here(&socket, request).await;
+        if joined.is_err() {
+            lock(&self.guests).remove(&sid);
+        }
+        // Before the answer: the next join-or-create, on any node, sees this seat.
+        self.write_registry(true).await;
+        tracing::debug!(sid = sid.0, %edge, ok = joined.is_ok(), "cluster: guest seated");
+        joined
+    }
+}
+
+impl GameHub {
+    /// The socket a room here holds for player `sid` of node `edge`, recorded as
+    /// that node's guest (a seat it had from another node is replaced).
+    pub(super) fn guest(
+        self: &Arc<Self>,
+        edge: NodeId,
+        sid: SessionId,
+        handle: &NamespaceHandle,
+        max_mailbox: usize,
+    ) -> Socket {
         let sink = Rc::new(GuestSink {
             hub: self.clone(),
             edge,
@@ -131,14 +155,14 @@ impl GameHub {
         .start();
         let link = SessionLink {
             id: sid,
-            deliver: Mailbox::new(seat.clone().recipient(), shared.config.max_mailbox, route),
+            deliver: Mailbox::new(seat.clone().recipient(), max_mailbox, route),
             command: seat.clone().recipient(),
             rtt_us: AtomicU64::new(0),
             transport: AtomicU8::new(1),
             next_ack: AtomicU64::new(0),
             max_frame: AtomicUsize::new(usize::MAX),
         };
-        let socket = Socket::new(&handle, Arc::new(link), None);
+        let socket = Socket::new(handle, Arc::new(link), None);
         lock(&self.guests).insert(
             sid,
             Guest {
@@ -146,14 +170,7 @@ impl GameHub {
                 seat: seat.downgrade(),
             },
         );
-        let joined = rooms.join_here(&socket, request).await;
-        if joined.is_err() {
-            lock(&self.guests).remove(&sid);
-        }
-        // Before the answer: the next join-or-create, on any node, sees this seat.
-        self.write_registry(true).await;
-        tracing::debug!(sid = sid.0, %edge, ok = joined.is_ok(), "cluster: guest seated");
-        joined
+        socket
     }
 }
 
@@ -253,5 +270,19 @@ impl Handler<News> for GuestSeat {
         for watcher in &self.watchers {
             watcher.do_send(event.clone());
         }
+    }
+}
+
+/// Owner: sends what the guest's mailbox holds now to its edge (the room's events
+/// queued before a hold go out before the hold is answered).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Flush;
+
+impl Handler<Flush> for GuestSeat {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+        self.hub.flush_states();
     }
 }

@@ -30,7 +30,7 @@
 //! the frames with their players) or JSON.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod edge;
 mod guest;
+mod moving;
 
 pub(crate) use edge::join;
 use edge::RemoteSeat;
@@ -77,6 +78,9 @@ pub(crate) struct NodeRooms {
     pub rooms: Vec<RoomListing>,
     /// Seated players (held seats included) on the node: its load.
     pub players: usize,
+    /// The node drains: join-or-create places nothing there.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A question about game rooms.
@@ -120,6 +124,15 @@ enum SeatNews {
     Left(u64, bool),
     /// Owner → edge: the room freed the seat.
     Freed(u64),
+    /// Draining edge → owner: the player's session is about to move; hold its seat.
+    Hold(u64),
+    /// Owner → draining edge: held (with the socket's namespace), once what was
+    /// queued for the player is sent; `None`: not seated there.
+    Held(u64, Option<String>),
+    /// Draining edge → owner: the move was undone; carry on as before.
+    Unhold(u64),
+    /// New edge → owner: the moved session is here, in namespace `.1`.
+    Moved(u64, String),
 }
 
 /// This node's side of the game rooms shared across the cluster.
@@ -137,6 +150,12 @@ pub(crate) struct GameHub {
     /// Deliveries to guests, by edge node, until the next flush.
     pending: Mutex<HashMap<NodeId, Vec<(SessionId, Deliver)>>>,
     flush_due: AtomicBool,
+    /// Draining: seats of moving sessions waiting for their room's node to hold them.
+    holding: Mutex<HashMap<SessionId, oneshot::Sender<Option<String>>>>,
+    /// The server (for a moved guest's namespace).
+    shared: OnceLock<Weak<Shared>>,
+    /// This node drains: join-or-create places nothing here (see `place`).
+    draining: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -161,12 +180,18 @@ impl GameHub {
             guests: Mutex::default(),
             pending: Mutex::default(),
             flush_due: AtomicBool::new(false),
+            holding: Mutex::default(),
+            shared: OnceLock::new(),
+            draining: AtomicBool::new(false),
         }
     }
 
-    /// The game rooms this node shares (one per node).
-    pub fn share(&self, rooms: &GameRooms) {
+    /// The game rooms this node shares (one per node), on the server `shared`.
+    pub fn share(&self, rooms: &GameRooms, shared: Option<Weak<Shared>>) {
         let _ = self.rooms.set(rooms.downgrade());
+        if let Some(shared) = shared {
+            let _ = self.shared.set(shared);
+        }
     }
 
     fn rooms(&self) -> Option<GameRooms> {
@@ -261,7 +286,9 @@ impl GameHub {
             return;
         };
         let mut written = self.written.lock().await;
-        let Ok(json) = serde_json::to_vec(&here(&rooms, None).await) else {
+        let mut mine = here(&rooms, None).await;
+        mine.draining = self.draining.load(Ordering::Relaxed);
+        let Ok(json) = serde_json::to_vec(&mine) else {
             return;
         };
         let fresh = written.1.is_some_and(|at| at.elapsed() < self.ttl / 3);
@@ -353,7 +380,7 @@ impl GameHub {
     }
 
     /// A game message from node `from`.
-    pub fn on_message(&self, from: NodeId, raw: &[u8]) {
+    pub fn on_message(self: &Arc<Self>, from: NodeId, raw: &[u8]) {
         let Some((&sub, body)) = raw.split_first() else {
             return;
         };
@@ -373,7 +400,7 @@ impl GameHub {
         }
     }
 
-    fn on_news(&self, from: NodeId, news: SeatNews) {
+    fn on_news(self: &Arc<Self>, from: NodeId, news: SeatNews) {
         let (sid, kind) = match news {
             SeatNews::Freed(sid) => {
                 let owner = lock(&self.remote).get(&SessionId(sid)).map(|r| r.owner);
@@ -392,6 +419,7 @@ impl GameHub {
                 };
                 (sid, SocketEventKind::Left(reason))
             }
+            news => return self.on_move_news(from, news),
         };
         let guests = lock(&self.guests);
         if let Some(guest) = guests.get(&SessionId(sid)).filter(|g| g.edge == from) {
@@ -433,7 +461,11 @@ async fn here(rooms: &GameRooms, room_type: Option<&str>) -> NodeRooms {
         .into_iter()
         .filter(|r| room_type.is_none_or(|t| t == r.room_type))
         .collect();
-    NodeRooms { rooms, players }
+    NodeRooms {
+        rooms,
+        players,
+        draining: false,
+    }
 }
 
 /// The rooms of every live node, with their node: this node's from its matchmaker,
@@ -443,7 +475,11 @@ async fn gather(
     rooms: &GameRooms,
     room_type: Option<&str>,
 ) -> Vec<(NodeId, NodeRooms)> {
-    let mut all = vec![(node.id(), here(rooms, None).await)];
+    let mut mine = here(rooms, None).await;
+    if let Some(hub) = node.relays.game.get() {
+        mine.draining = hub.draining.load(Ordering::Relaxed);
+    }
+    let mut all = vec![(node.id(), mine)];
     if let (Ok(live), Some(hub)) = (node.nodes().await, node.relays.game.get()) {
         let others: Vec<NodeId> = live.into_iter().filter(|n| *n != node.id()).collect();
         match hub.read_registry(&others).await {
@@ -487,6 +523,12 @@ fn place(
             .map(|o| (o, Some(room)))
             .ok_or(JoinError::NoSuchRoom(room));
     }
+    // A draining node takes no one new (unless every node drains).
+    let open: Vec<&(NodeId, NodeRooms)> = nodes.iter().filter(|(_, r)| !r.draining).collect();
+    let nodes: Vec<&(NodeId, NodeRooms)> = match open.is_empty() {
+        true => nodes.iter().collect(),
+        false => open,
+    };
     let matches = |l: &RoomListing| {
         l.room_type == request.room_type
             && l.players < l.max_players
@@ -531,6 +573,7 @@ mod tests {
                 NodeRooms {
                     rooms: vec![listing(10, 1)],
                     players: 1,
+                    draining: false,
                 },
             ),
             (
@@ -538,6 +581,7 @@ mod tests {
                 NodeRooms {
                     rooms: vec![listing(20, 3), listing(21, 4)],
                     players: 7,
+                    draining: false,
                 },
             ),
         ];
@@ -548,6 +592,7 @@ mod tests {
                 NodeRooms {
                     rooms: vec![],
                     players: 5,
+                    draining: false,
                 },
             ),
             (
@@ -555,12 +600,25 @@ mod tests {
                 NodeRooms {
                     rooms: vec![],
                     players: 2,
+                    draining: false,
                 },
             ),
         ];
         assert_eq!(place(a, &request, &empty), Ok((b, None)));
         let to_room = JoinRequest::to_room(RoomId(10));
         assert_eq!(place(b, &to_room, &nodes), Ok((a, Some(RoomId(10)))));
+        // B drains: its fuller room and its lighter load no longer count, but a
+        // join to one of its rooms by id still goes there.
+        let mut draining = nodes.clone();
+        draining[1].1.draining = true;
+        assert_eq!(place(b, &request, &draining), Ok((a, Some(RoomId(10)))));
+        assert_eq!(
+            place(a, &JoinRequest::to_room(RoomId(20)), &draining),
+            Ok((b, Some(RoomId(20))))
+        );
+        let mut empty_draining = empty.clone();
+        empty_draining[1].1.draining = true;
+        assert_eq!(place(b, &request, &empty_draining), Ok((a, None)));
         let gone = JoinRequest::to_room(RoomId(99));
         assert_eq!(
             place(b, &gone, &nodes),

@@ -56,6 +56,8 @@ struct Player {
     gate: Arc<InputGate>,
     /// Inputs taken from `gate` since the player sat down (applied or invalid).
     inputs: u64,
+    /// While its session moves to another node: the reliable events kept for it.
+    held: Option<players::Held>,
 }
 
 #[derive(Default)]
@@ -142,7 +144,9 @@ impl<G: Game> GameRoom<G> {
         RoomHandle {
             join: addr.clone().recipient(),
             dispose: addr.clone().recipient(),
-            metrics: addr.recipient(),
+            metrics: addr.clone().recipient(),
+            hold: addr.clone().recipient(),
+            reseat: addr.recipient(),
         }
     }
 
@@ -283,17 +287,21 @@ impl<G: Game> GameRoom<G> {
     fn apply(&mut self, rctx: RoomContext) {
         for out in rctx.outgoing {
             let mut frames: Vec<(Arc<str>, WireFrame)> = Vec::with_capacity(1);
-            let mut send = |player: &Player| {
+            let mut send = |player: &mut Player| {
                 let (kind, name) = (EventKind::Reliable, &out.event);
                 let frame = event_frame(&mut frames, &player.socket, kind, name, &out.json);
-                player.deliver.post(Deliver {
+                let deliver = Deliver {
                     frame,
                     reliable: true,
-                });
+                };
+                match &mut player.held {
+                    Some(held) => held.keep(deliver),
+                    None => player.deliver.post(deliver),
+                }
             };
             match out.to {
-                Some(id) => self.players.get(&id).into_iter().for_each(&mut send),
-                None => self.players.values().for_each(&mut send),
+                Some(id) => self.players.get_mut(&id).into_iter().for_each(&mut send),
+                None => self.players.values_mut().for_each(&mut send),
             }
         }
         if let Some(metadata) = rctx.metadata {

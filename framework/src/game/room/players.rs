@@ -7,17 +7,64 @@
 //! detaches, resumes or ends. No state is sent to a held seat; on resume the player
 //! gets a full state at once; when the session ends (the grace window ran out) the
 //! seat is freed and `Game::leave` runs.
+//!
+//! A player whose session moves to another node (a drain, feature `cluster`) keeps
+//! its seat too: [`HoldPlayer`] stops its states and keeps its reliable events
+//! ([`Held`], at most [`MAX_HELD`]) until [`ReseatPlayer`] names the socket that
+//! reaches the session on its new node; the game sees nothing of it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::{GameRoom, Player};
-use crate::game::messages::{Accepted, JoinPlayer, LeavePlayer, RoomReport};
+use crate::game::messages::{
+    Accepted, HoldPlayer, JoinPlayer, LeavePlayer, ReseatPlayer, RoomReport,
+};
 use crate::game::seats::{InputGate, Seat};
 use crate::game::{Game, JoinError, Joined, LeaveReason, RoomContext};
 use crate::namespace::{SocketEvent, SocketEventKind};
+use crate::room::Deliver;
 use crate::SessionId;
+
+/// Most reliable events kept for one player while its session moves; past it the
+/// player has missed events, and its seat is freed when the session lands.
+pub(super) const MAX_HELD: usize = 1024;
+
+/// How long a seat is held for a moving session that does not land (its new node
+/// refused it, or died): then it is freed (`LeaveReason::SessionGone`).
+const HOLD_FOR: Duration = Duration::from_secs(30);
+
+/// The reliable events of a player whose session is moving, in order.
+pub(super) struct Held {
+    events: Vec<Deliver>,
+    overflowed: bool,
+    since: std::time::Instant,
+    /// Holds not yet answered by a reseat: a session that moves on again at once
+    /// may be held again before the room hears where it landed the first time
+    /// (the two come by different nodes), and only the last landing releases it.
+    holds: u32,
+}
+
+impl Held {
+    fn new() -> Self {
+        Held {
+            events: Vec::new(),
+            overflowed: false,
+            since: std::time::Instant::now(),
+            holds: 0,
+        }
+    }
+
+    pub(super) fn keep(&mut self, deliver: Deliver) {
+        if self.events.len() < MAX_HELD {
+            self.events.push(deliver);
+        } else {
+            self.overflowed = true;
+        }
+    }
+}
 
 impl<G: Game> GameRoom<G> {
     /// Frees a seat: the game's `leave` runs and the matchmaker is told.
@@ -66,7 +113,8 @@ impl<G: Game> GameRoom<G> {
         let gone: Vec<SessionId> = self
             .players
             .iter()
-            .filter(|(_, p)| !p.deliver.connected())
+            // A moving player's old session is gone: its hold decides.
+            .filter(|(_, p)| p.held.is_none() && !p.deliver.connected())
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
@@ -108,6 +156,7 @@ impl<G: Game> Handler<JoinPlayer> for GameRoom<G> {
                     connected: true,
                     gate,
                     inputs: 0,
+                    held: None,
                 },
             );
             if let Some(timer) = self.empty_timer.take() {
@@ -151,6 +200,10 @@ impl<G: Game> Handler<SocketEvent> for GameRoom<G> {
         let Some(player) = self.players.get_mut(&msg.id) else {
             return;
         };
+        if player.held.is_some() {
+            // News of the socket the session is leaving; its new one says the rest.
+            return;
+        }
         match msg.kind {
             SocketEventKind::Detached => {
                 tracing::debug!(room = %self.id, sid = msg.id.0, "seat held");
@@ -164,5 +217,76 @@ impl<G: Game> Handler<SocketEvent> for GameRoom<G> {
                 self.free_seat(msg.id, LeaveReason::Disconnected(reason), ctx);
             }
         }
+    }
+}
+
+impl<G: Game> Handler<HoldPlayer> for GameRoom<G> {
+    type Result = Option<String>;
+
+    fn handle(&mut self, msg: HoldPlayer, ctx: &mut Context<Self>) -> Option<String> {
+        let player = self.players.get_mut(&msg.player)?;
+        player.connected = false;
+        let held = player.held.get_or_insert_with(Held::new);
+        held.holds += 1;
+        held.since = std::time::Instant::now();
+        let ns = player.socket.namespace().to_owned();
+        tracing::debug!(room = %self.id, sid = msg.player.0, "seat held for a moving session");
+        let id = msg.player;
+        ctx.run_later(HOLD_FOR, move |room, ctx| {
+            // This hold, not a later one of the same player.
+            let held = room.players.get(&id).and_then(|p| p.held.as_ref());
+            if held.is_some_and(|h| h.since.elapsed() >= HOLD_FOR) {
+                tracing::info!(room = %room.id, sid = id.0, "moving session never landed: seat freed");
+                room.free_seat(id, LeaveReason::SessionGone, ctx);
+            }
+        });
+        Some(ns)
+    }
+}
+
+impl<G: Game> Handler<ReseatPlayer> for GameRoom<G> {
+    type Result = bool;
+
+    fn handle(&mut self, msg: ReseatPlayer, ctx: &mut Context<Self>) -> bool {
+        let id = msg.player;
+        let Some(player) = self.players.get_mut(&id) else {
+            return false;
+        };
+        let Some(held) = player.held.as_mut() else {
+            return false;
+        };
+        held.holds = held.holds.saturating_sub(1);
+        if held.holds > 0 && !held.overflowed {
+            // Held again meanwhile: the socket it landed on is moving on already.
+            if let Some(socket) = msg.socket {
+                player.socket.unwatch(ctx.address().recipient());
+                player.deliver = socket.mailbox();
+                player.socket = socket;
+            }
+            return true;
+        }
+        let Some(held) = player.held.take() else {
+            return false;
+        };
+        if held.overflowed {
+            tracing::info!(room = %self.id, sid = id.0, "more events than a move holds: seat freed");
+            self.free_seat(id, LeaveReason::SessionGone, ctx);
+            return false;
+        }
+        if let Some(socket) = msg.socket {
+            player.socket.unwatch(ctx.address().recipient());
+            socket.watch(ctx.address().recipient());
+            player.deliver = socket.mailbox();
+            player.socket = socket;
+        }
+        for deliver in held.events {
+            player.deliver.post(deliver);
+        }
+        // As on a resume: the player may be detached still (the next resume sends a
+        // full state again), which costs a few states at most.
+        player.connected = true;
+        self.send_full_state(id);
+        tracing::debug!(room = %self.id, sid = id.0, "moved player seated again");
+        true
     }
 }

@@ -5,6 +5,7 @@ mod broadcast;
 mod drain;
 mod faults;
 mod game;
+mod game_drain;
 mod ops;
 mod redis;
 mod resume;

@@ -228,14 +228,7 @@ async fn a_move_whose_answer_is_lost_is_cancelled_and_one_node_holds_the_session
     );
     assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");
     assert!(a.volley.local_sessions().await.is_empty());
-    let on_b: Vec<u64> = b
-        .volley
-        .local_sessions()
-        .await
-        .iter()
-        .map(|s| s.id.0)
-        .collect();
-    assert_eq!(on_b, [*sid]);
+    assert_eq!(held_by(b).await, [*sid]);
     // The client resumes it (through A, relayed to B) and carries on.
     let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
     assert_eq!((again, name.as_str()), (*sid, "ann"));
@@ -272,14 +265,7 @@ async fn a_resume_during_a_move_waits_for_it_and_keeps_the_session() {
     assert_eq!((report.moved, report.stayed), (1, 0), "{report:?}");
     let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
     assert_eq!((again, name.as_str()), (*sid, "ann"));
-    let on_b: Vec<u64> = b
-        .volley
-        .local_sessions()
-        .await
-        .iter()
-        .map(|s| s.id.0)
-        .collect();
-    assert_eq!(on_b, [*sid]);
+    assert_eq!(held_by(b).await, [*sid]);
     while let Ok(Some(event)) =
         tokio::time::timeout(Duration::from_millis(1), client.next_connection_event()).await
     {
@@ -336,4 +322,10 @@ impl HeldMove {
             sid,
         })
     }
+}
+
+/// The ids of the sessions `node` holds.
+async fn held_by(node: &TestServer) -> Vec<u64> {
+    let held = node.volley.local_sessions().await;
+    held.iter().map(|s| s.id.0).collect()
 }

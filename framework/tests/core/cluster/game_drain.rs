@@ -178,7 +178,7 @@ async fn seated_players_keep_their_seats_and_play_on_across_a_drain() {
     };
     let ((_cleo, abe), report) = tokio::join!(playing, drain);
     assert_eq!((report.moved, report.stayed), (2, 0), "{report:?}");
-    assert!(a.volley.sessions().await.is_empty());
+    assert!(a.volley.local_sessions().await.is_empty());
 
     // Every input reached its room once (each answered once, in order, above).
     for (rooms, room) in [(&rooms_c, on_c), (&rooms_a, on_a)] {

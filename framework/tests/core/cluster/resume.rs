@@ -275,7 +275,7 @@ async fn a_resumed_session_moves_to_its_clients_node() {
     assert_eq!(listed.len(), 1, "one session in the cluster: {listed:?}");
     assert_eq!(listed[0].info.id.0, on.client.session_id());
     assert_eq!(listed[0].node, b.id());
-    assert!(on.a.volley.sessions().await.is_empty());
+    assert!(on.a.volley.local_sessions().await.is_empty());
     let echoed: u32 = on.ns.emit_with_ack("echo", &7, WAIT).await.unwrap();
     assert_eq!(echoed, 7);
     news_reaches(&on.a, "red", &mut on.ns).await;

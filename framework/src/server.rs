@@ -543,3 +543,22 @@ impl NamespaceRef {
         self.handle.addr.send(Stats).await.unwrap_or_default()
     }
 }
+
+/// Game rooms in a cluster: defined here, above both, so that `game/` needs nothing
+/// of `cluster/` (it sees the cluster as a `Directory`).
+#[cfg(feature = "cluster")]
+impl GameRooms {
+    /// Shares these rooms with the other nodes of `volley`'s cluster (feature
+    /// `cluster`): listings and join-or-create see every node's rooms, new rooms go
+    /// to the least loaded node, and a player connected here plays in a room of any
+    /// node (its inputs and states relayed through Redis). One `GameRooms` per node;
+    /// call it once, before players join. Without a cluster it does nothing.
+    /// See the guide's "Running several nodes".
+    pub fn share_in(&self, volley: &Volley) {
+        if let Some(cluster) = volley.cluster() {
+            if self.share(Arc::new(cluster.clone()), cluster.node_number()) {
+                cluster.share_rooms(self);
+            }
+        }
+    }
+}

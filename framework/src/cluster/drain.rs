@@ -29,7 +29,7 @@ use actix::prelude::*;
 use futures_util::stream::{self, StreamExt};
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::ops::{Reply, Request};
+use super::control::{Reply, Request};
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::protocol::ResumeToken;
 use crate::session::{

@@ -254,6 +254,26 @@ impl Names {
     }
 }
 
+/// The kinds of relay message (`relay.rs`): a relayed connection's frames and ends
+/// each way, and the game seats' messages (`game/`), which share the relay channel.
+pub(crate) const CLIENT_FRAME: u8 = 1;
+pub(crate) const CLIENT_CLOSED: u8 = 2;
+pub(crate) const SERVER_FRAME: u8 = 3;
+pub(crate) const SERVER_CLOSE: u8 = 4;
+pub(crate) const SERVER_DROP: u8 = 5;
+/// Game seats across nodes (`game/`); the relay number is the sending node.
+pub(crate) const GAME: u8 = 6;
+
+/// A relay message: its kind, the relay number (for `GAME`, the sending node), then
+/// the payload.
+pub(crate) fn message(kind: u8, relay: u64, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(9 + payload.len());
+    out.put_u8(kind);
+    out.put_u64(relay);
+    out.put_slice(payload);
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,8 @@ use actix::prelude::*;
 use actix::WeakAddr;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::control::Outbound;
 use super::envelope::{Body, Envelope, Names};
-use super::link::Outbound;
 use super::stats::{ClusterMetrics, Dropped};
 use crate::namespace::{NamespaceActor, Remote, Target, JOIN_WAIT};
 use crate::protocol::WireFrame;

@@ -24,9 +24,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::envelope::{Body, Envelope, Names};
+use super::control::{Control, ControlBody, Local, Outbound, Reply};
+use super::envelope::{Envelope, Names};
 use super::interest::Interest;
-use super::ops::{self, Control, ControlBody, Local, Reply, Request};
+use super::ops;
 use super::relay::Relays;
 use super::stats::{ClusterMetrics, Dropped};
 use super::{ClusterError, NodeId};
@@ -36,29 +37,6 @@ use crate::session::NodeNumber;
 const BATCH: u64 = 256;
 /// Most pushes from Redis waiting for the link; past it they are dropped (`backlog`).
 const PUSH_BACKLOG: usize = 8192;
-
-/// What the node asks of its link.
-pub(crate) enum Outbound {
-    /// A broadcast, to every channel of its target.
-    Publish { channels: Vec<String>, body: Body },
-    /// The live nodes of the registry.
-    Nodes(oneshot::Sender<Result<Vec<NodeId>, ClusterError>>),
-    /// A relay message (see `relay.rs`) for node `to`.
-    Relay { to: NodeId, message: Bytes },
-    /// A plain Redis command (the game room registry's `SET` and `MGET`), answered
-    /// with Redis's reply.
-    Command {
-        cmd: redis::Cmd,
-        answer: oneshot::Sender<Result<Value, ClusterError>>,
-    },
-    /// A question to another node; the answer comes back on this node's control
-    /// channel.
-    Ask {
-        to: NodeId,
-        request: Request,
-        answer: oneshot::Sender<Reply>,
-    },
-}
 
 /// How long an origin may stay quiet before its last number is forgotten. The
 /// copies of one broadcast arrive back to back, so forgetting cannot let a copy in.

@@ -53,6 +53,7 @@
 //! }
 //! ```
 
+mod control;
 mod drain;
 mod envelope;
 pub(crate) mod game;
@@ -70,15 +71,15 @@ use std::time::Duration;
 use actix::Arbiter;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use control::ClusterSession;
+pub(crate) use control::PollAnswer;
+use control::{Attached, Local, Outbound, Reply, Request, REPLY_TIMEOUT};
 pub(crate) use drain::drain_on_signal;
 pub use drain::DrainReport;
 use envelope::Names;
 use interest::Interest;
 pub(crate) use interest::NamespaceLink;
-use link::{Link, Outbound};
-pub use ops::ClusterSession;
-pub(crate) use ops::PollAnswer;
-use ops::{Attached, Local, Reply, Request, REPLY_TIMEOUT};
+use link::Link;
 use relay::{EdgeRelay, Relays};
 use stats::ClusterMetrics;
 pub use stats::ClusterStats;

@@ -9,221 +9,22 @@
 //! [`REPLY_TIMEOUT`] is left out of lists and counts (it is dead, or cut from
 //! Redis, and leaves the registry within the node TTL).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use futures_util::future::LocalBoxFuture;
-use serde::{Deserialize, Serialize};
 
+use super::control::{GameReply, Local, Reply, Request, SessionRow};
 use super::relay::{OwnerRelay, Relays};
 use super::NodeId;
 use crate::namespace::NamespaceActor;
-use crate::protocol::ResumeToken;
 use crate::room::Gauge;
 use crate::session::{
-    resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, SessionInfo,
-    SessionState, Shared, TransportKind, TransportLink,
+    resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, TransportKind,
+    TransportLink,
 };
 use crate::SessionId;
-
-/// How long an asker waits for another node's answer.
-pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The server a node answers for, set once it is built.
-pub(crate) type Local = Arc<OnceLock<Attached>>;
-
-/// Answers a polling request for a connection of this node (`body` none: a
-/// long-poll; the flag: an Engine.IO connection), with the bytes of the answer or its status and text. Made by the
-/// server (`server.rs`), which knows the polling transport.
-pub(crate) type PollAnswer = Arc<
-    dyn Fn(String, Option<Bytes>, bool) -> LocalBoxFuture<'static, Result<Bytes, (u16, String)>>
-        + Send
-        + Sync,
->;
-
-/// What the node answers other nodes' questions with.
-pub(crate) struct Attached {
-    pub shared: Weak<Shared>,
-    pub poll: PollAnswer,
-    /// The node is draining: sessions moved to it are refused.
-    pub draining: Arc<AtomicBool>,
-}
-
-/// A question to one node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum Request {
-    Sessions,
-    Kick {
-        id: u64,
-        reason: String,
-    },
-    DropConnection {
-        id: u64,
-    },
-    RoomSize {
-        ns: String,
-        room: String,
-    },
-    /// A polling request for connection `pid` of the asked node (`body` none: a
-    /// long-poll).
-    Poll {
-        pid: String,
-        body: Option<Vec<u8>>,
-        /// An Engine.IO connection of the Socket.IO endpoint, not a native one.
-        #[serde(default)]
-        socketio: bool,
-    },
-    /// Attach relay `relay` of the asking node to session `sid`, if it is here and
-    /// `token` is its own.
-    Resume {
-        sid: u64,
-        token: ResumeToken,
-        last_seq: u64,
-        max_frame_size: Option<u32>,
-        websocket: bool,
-        relay: u64,
-    },
-    /// Game rooms across nodes: see `game/`.
-    Game(super::game::GameRequest),
-    /// Move session `sid` (if it is here and `token` is its own) to the asking node,
-    /// where its client is resuming (`RedisCluster::move_on_resume`): `Done(true)`
-    /// once it is there.
-    Pull {
-        sid: u64,
-        token: ResumeToken,
-    },
-    /// Take this session, moved from the asking node (see `drain.rs`).
-    MoveIn {
-        state: Box<SessionState>,
-    },
-    /// The asking node never heard the answer to its `MoveIn` of session `sid`:
-    /// drop it here unless its client attached to it already (`Done(true)`: it is
-    /// not here, and a `MoveIn` arriving late is refused; `Done(false)`: it stays
-    /// here, the asking node lets its copy go).
-    MoveCancel {
-        sid: u64,
-        token: ResumeToken,
-        /// The cancelled move's number (`SessionState::move_id`).
-        move_id: u64,
-    },
-}
-
-/// A node's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum Reply {
-    Sessions(Vec<SessionRow>),
-    Done(bool),
-    Size(usize),
-    /// To `Poll`: the body of the answer, or its status and text.
-    Polled(Result<Vec<u8>, (u16, String)>),
-    /// To `Resume`: not here (`here` false), resumed (`error` none), or here but
-    /// refused (the session cannot replay what the client missed). `here` false
-    /// with an error: here, but moving to another node (ask again).
-    Resumed {
-        here: bool,
-        error: Option<String>,
-    },
-    /// To `Game`.
-    Game(super::game::GameReply),
-}
-
-/// What crosses the control channels.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Control {
-    /// The node that sent it (the one to answer to).
-    pub from: u64,
-    /// Pairs an answer with its request.
-    pub id: u64,
-    pub body: ControlBody,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ControlBody {
-    Request(Request),
-    Reply(Reply),
-}
-
-/// A [`SessionInfo`] on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SessionRow {
-    id: u64,
-    opened_ms: u64,
-    namespaces: Vec<String>,
-    websocket: Option<bool>,
-    rtt_us: Option<u64>,
-}
-
-impl SessionRow {
-    fn from_info(info: &SessionInfo) -> Self {
-        SessionRow {
-            id: info.id.0,
-            opened_ms: info
-                .opened_at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            namespaces: info.namespaces.clone(),
-            websocket: info.transport.map(|t| t == TransportKind::WebSocket),
-            rtt_us: info
-                .rtt
-                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-        }
-    }
-
-    fn into_info(self) -> SessionInfo {
-        SessionInfo {
-            id: SessionId(self.id),
-            opened_at: UNIX_EPOCH + Duration::from_millis(self.opened_ms),
-            namespaces: self.namespaces,
-            transport: self.websocket.map(|ws| {
-                if ws {
-                    TransportKind::WebSocket
-                } else {
-                    TransportKind::Polling
-                }
-            }),
-            rtt: self.rtt_us.map(Duration::from_micros),
-        }
-    }
-}
-
-/// A session somewhere in the cluster.
-#[derive(Debug, Clone)]
-pub struct ClusterSession {
-    /// The node that holds it now (its id is unique cluster-wide; the node is where
-    /// it lives, for operations and dashboards).
-    pub node: NodeId,
-    /// The session, as its node lists it.
-    pub info: SessionInfo,
-}
-
-impl Reply {
-    pub fn sessions(self, node: NodeId) -> Vec<ClusterSession> {
-        match self {
-            Reply::Sessions(rows) => rows
-                .into_iter()
-                .map(|row| ClusterSession {
-                    node,
-                    info: row.into_info(),
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    pub fn done(self) -> bool {
-        matches!(self, Reply::Done(true))
-    }
-
-    pub fn size(self) -> usize {
-        match self {
-            Reply::Size(n) => n,
-            _ => 0,
-        }
-    }
-}
 
 /// Answers `request` of node `from` for the server in `local` (none yet: the empty
 /// answer).
@@ -386,7 +187,7 @@ fn empty(request: &Request) -> Reply {
             here: false,
             error: None,
         },
-        Request::Game(request) => Reply::Game(super::game::GameReply::none(request)),
+        Request::Game(request) => Reply::Game(GameReply::none(request)),
     }
 }
 

@@ -19,23 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::link::Outbound;
+use super::control::Outbound;
+use super::envelope::{
+    message, CLIENT_CLOSED, CLIENT_FRAME, GAME, SERVER_CLOSE, SERVER_DROP, SERVER_FRAME,
+};
 use super::NodeId;
 use crate::protocol::{self, WireFrame};
 use crate::room::Gauge;
 use crate::session::{queued_size, Backlog, FromTransport, ToTransport, TransportId};
 use crate::DisconnectReason;
-
-const CLIENT_FRAME: u8 = 1;
-const CLIENT_CLOSED: u8 = 2;
-const SERVER_FRAME: u8 = 3;
-const SERVER_CLOSE: u8 = 4;
-const SERVER_DROP: u8 = 5;
-/// Game seats across nodes (`game/`); the relay number is the sending node.
-pub(crate) const GAME: u8 = 6;
 
 /// Transport ids of relays, apart from the transports' own (which count from 0).
 static NEXT_RELAY_TRANSPORT: AtomicU64 = AtomicU64::new(1 << 63);
@@ -69,14 +64,6 @@ struct Owner {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn message(kind: u8, relay: u64, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(9 + payload.len());
-    out.put_u8(kind);
-    out.put_u64(relay);
-    out.put_slice(payload);
-    out.freeze()
 }
 
 impl Relays {

@@ -18,6 +18,8 @@
 //!
 //! `docs/guide.md`, "Game rooms and the tick loop", walks through it.
 
+#[cfg(feature = "cluster")]
+pub(crate) mod directory;
 mod matchmaker;
 pub(crate) mod messages;
 pub(crate) mod metrics;

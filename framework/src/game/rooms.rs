@@ -7,6 +7,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use serde_json::Value;
 
+#[cfg(feature = "cluster")]
+use super::directory::Directory;
 use super::matchmaker::{self, Matchmaker, RoomFactory, RoomTag, RoomType};
 use super::messages::{GetMetrics, LeavePlayer};
 #[cfg(feature = "cluster")]
@@ -87,7 +89,7 @@ impl GameRoomsBuilder {
                 #[cfg(feature = "cluster")]
                 tag,
                 #[cfg(feature = "cluster")]
-                cluster: std::sync::OnceLock::new(),
+                directory: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -112,7 +114,7 @@ pub(crate) struct Inner {
     tag: RoomTag,
     /// The cluster these rooms are shared in (see `GameRooms::share_in`).
     #[cfg(feature = "cluster")]
-    cluster: std::sync::OnceLock<crate::cluster::ClusterNode>,
+    directory: std::sync::OnceLock<Arc<dyn Directory>>,
 }
 
 impl Drop for Inner {
@@ -145,8 +147,8 @@ impl GameRooms {
         self.inner.seats.reserve(id)?;
         let _reservation = Reservation(&self.inner.seats, id);
         #[cfg(feature = "cluster")]
-        if let Some(cluster) = self.inner.cluster.get() {
-            return crate::cluster::game::join(cluster, self, socket, request).await;
+        if let Some(directory) = self.inner.directory.get() {
+            return directory.join(self, socket, request).await;
         }
         self.join_here(socket, request).await
     }
@@ -197,8 +199,8 @@ impl GameRooms {
     /// rooms of every live node (see `GameRooms::share_in`, feature `cluster`).
     pub async fn list(&self, room_type: Option<&str>) -> Vec<RoomListing> {
         #[cfg(feature = "cluster")]
-        if let Some(cluster) = self.inner.cluster.get() {
-            return crate::cluster::game::list(cluster, self, room_type).await;
+        if let Some(directory) = self.inner.directory.get() {
+            return directory.list(self, room_type).await;
         }
         self.list_here(room_type).await
     }
@@ -211,20 +213,19 @@ impl GameRooms {
         self.inner.matchmaker.send(list).await.unwrap_or_default()
     }
 
-    /// Shares these rooms with the other nodes of `volley`'s cluster (feature
-    /// `cluster`): listings and join-or-create see every node's rooms, new rooms go
-    /// to the least loaded node, and a player connected here plays in a room of any
-    /// node (its inputs and states relayed through Redis). One `GameRooms` per node;
-    /// call it once, before players join. Without a cluster it does nothing.
-    /// See the guide's "Running several nodes".
+    /// Shares these rooms through `directory` (once: whether this was the first),
+    /// their ids carrying the node's number `tag` (see `GameRooms::share_in`).
     #[cfg(feature = "cluster")]
-    pub fn share_in(&self, volley: &crate::Volley) {
-        if let Some(cluster) = volley.cluster() {
-            if self.inner.cluster.set(cluster.clone()).is_ok() {
-                let _ = self.inner.tag.set(cluster.node_number());
-                cluster.share_rooms(self);
-            }
+    pub(crate) fn share(
+        &self,
+        directory: Arc<dyn Directory>,
+        tag: Arc<crate::session::NodeNumber>,
+    ) -> bool {
+        if self.inner.directory.set(directory).is_err() {
+            return false;
         }
+        let _ = self.inner.tag.set(tag);
+        true
     }
 
     #[cfg(feature = "cluster")]

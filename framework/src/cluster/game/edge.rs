@@ -14,11 +14,8 @@ use bytes::Buf;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{
-    gather, lock, place, GameHub, GameReply, GameRequest, NodeRooms, SeatNews, INPUTS, NEWS,
-};
-use crate::cluster::link::Outbound;
-use crate::cluster::ops::{Reply, Request, REPLY_TIMEOUT};
+use super::{gather, lock, place, GameHub, NodeRooms, SeatNews, INPUTS, NEWS};
+use crate::cluster::control::{GameReply, GameRequest, Outbound, Reply, Request, REPLY_TIMEOUT};
 use crate::cluster::{ClusterError, ClusterNode, NodeId};
 use crate::game::messages::LeavePlayer;
 use crate::game::seats::{InputGate, Seat};

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -46,13 +47,14 @@ pub(crate) use edge::join;
 use edge::RemoteSeat;
 use guest::{Guest, News};
 
+use super::control::{GameReply, GameRequest, Outbound};
 use super::envelope::Names;
-use super::link::Outbound;
-use super::relay::GAME;
+use super::envelope::{message, GAME};
 use super::{ClusterError, ClusterNode, NodeId};
+use crate::game::directory::Directory;
 use crate::game::rooms::Inner;
 use crate::game::{GameRooms, JoinError, JoinRequest, Joined, RoomId, RoomListing};
-use crate::namespace::SocketEventKind;
+use crate::namespace::{Socket, SocketEventKind};
 use crate::room::Deliver;
 use crate::session::Shared;
 use crate::{DisconnectReason, SessionId};
@@ -81,36 +83,6 @@ pub(crate) struct NodeRooms {
     /// The node drains: join-or-create places nothing there.
     #[serde(default)]
     pub draining: bool,
-}
-
-/// A question about game rooms.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum GameRequest {
-    /// Seat player `sid` of the asking node, in namespace `ns`.
-    Join {
-        sid: u64,
-        ns: String,
-        request: JoinRequest,
-    },
-    /// Free the seat of player `sid` of the asking node.
-    Leave { sid: u64 },
-}
-
-/// The answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum GameReply {
-    Joined(Result<Joined, JoinError>),
-    Left(bool),
-}
-
-impl GameReply {
-    /// The answer of a node without game rooms.
-    pub fn none(request: &GameRequest) -> Self {
-        match request {
-            GameRequest::Join { .. } => GameReply::Joined(Err(JoinError::Unavailable)),
-            GameRequest::Leave { .. } => GameReply::Left(false),
-        }
-    }
 }
 
 /// What happened to a seat, told to the other end.
@@ -207,7 +179,7 @@ impl GameHub {
         let mut body = Vec::with_capacity(1 + payload.len());
         body.push(sub);
         body.extend_from_slice(payload);
-        let message = super::relay::message(GAME, self.node.0, &body);
+        let message = message(GAME, self.node.0, &body);
         let sent = outbound.try_send(Outbound::Relay { to, message }).is_ok();
         if !sent {
             tracing::debug!(%to, "cluster: game message dropped (link queue full)");
@@ -547,6 +519,26 @@ fn place(
         .min_by_key(|(id, r)| (r.players, r.rooms.len(), *id != me, *id))
         .map_or(me, |(id, _)| *id);
     Ok((least, None))
+}
+
+/// The rooms of a cluster, as `GameRooms` asks for them.
+impl Directory for ClusterNode {
+    fn join<'a>(
+        &'a self,
+        rooms: &'a GameRooms,
+        socket: &'a Socket,
+        request: &'a JoinRequest,
+    ) -> LocalBoxFuture<'a, Result<Joined, JoinError>> {
+        Box::pin(join(self, rooms, socket, request))
+    }
+
+    fn list<'a>(
+        &'a self,
+        rooms: &'a GameRooms,
+        room_type: Option<&'a str>,
+    ) -> LocalBoxFuture<'a, Vec<RoomListing>> {
+        Box::pin(list(self, rooms, room_type))
+    }
 }
 
 #[cfg(test)]

@@ -61,12 +61,21 @@ enum Visit {
     Deadline,
 }
 
-/// A thread's sessions by the instant the wheel visits them.
+/// Sessions to visit at one instant (8 bytes each).
+type Visits = Vec<Weak<Sink>>;
+
+/// Emptied lists kept for the next instants, at most this many.
+const SPARE: usize = 4;
+
+/// A thread's sessions by the instant the wheel visits them: a few instants per
+/// interval, since schedules share the grid and the pings of one pass share their
+/// deadline.
 #[derive(Default)]
 struct Wheel {
-    due: BTreeMap<Instant, Vec<(Weak<Sink>, Visit)>>,
+    pings: BTreeMap<Instant, Visits>,
+    deadlines: BTreeMap<Instant, Visits>,
     /// Emptied lists, kept for the next instants (no allocation per slot).
-    spare: Vec<Vec<(Weak<Sink>, Visit)>>,
+    spare: Vec<Visits>,
     /// Wakes the thread's wheel task for an instant earlier than it sleeps until;
     /// `None` while no task runs on this thread.
     task: Option<Rc<Notify>>,
@@ -82,15 +91,26 @@ impl Wheel {
     fn add(at: Instant, who: Weak<Sink>, visit: Visit) {
         let wake = WHEEL.with(|w| {
             let mut w = w.borrow_mut();
-            let earliest = w.due.keys().next().is_none_or(|first| at < *first);
-            let spare = w.spare.pop().unwrap_or_default();
-            w.due.entry(at).or_insert(spare).push((who, visit));
-            match &w.task {
+            let earliest = w.first().is_none_or(|(first, _)| at < first);
+            let Wheel {
+                pings,
+                deadlines,
+                spare,
+                task,
+            } = &mut *w;
+            let due = match visit {
+                Visit::Ping => pings,
+                Visit::Deadline => deadlines,
+            };
+            due.entry(at)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .push(who);
+            match task {
                 Some(task) => earliest.then(|| task.clone()),
                 None => {
-                    let task = Rc::new(Notify::new());
-                    w.task = Some(task.clone());
-                    drop(tokio::task::spawn_local(turn(task)));
+                    let started = Rc::new(Notify::new());
+                    *task = Some(started.clone());
+                    drop(tokio::task::spawn_local(turn(started)));
                     None
                 }
             }
@@ -100,22 +120,45 @@ impl Wheel {
         }
     }
 
-    /// The visits due at `now` or before, earliest first; `None` when there are none.
-    fn take_due(now: Instant) -> Option<Vec<(Weak<Sink>, Visit)>> {
+    /// The earliest instant with visits, and what they are (deadlines first).
+    fn first(&self) -> Option<(Instant, Visit)> {
+        let ping = self.pings.keys().next().map(|at| (*at, Visit::Ping));
+        let deadline = self
+            .deadlines
+            .keys()
+            .next()
+            .map(|at| (*at, Visit::Deadline));
+        match (ping, deadline) {
+            (Some(p), Some(d)) => Some(if d.0 <= p.0 { d } else { p }),
+            (p, d) => p.or(d),
+        }
+    }
+
+    /// The visits of the earliest instant, if it is `now` or before.
+    fn take_due(now: Instant) -> Option<(Visit, Visits)> {
         WHEEL.with(|w| {
             let mut w = w.borrow_mut();
-            let first = *w.due.keys().next()?;
-            (first <= now).then(|| w.due.remove(&first)).flatten()
+            let (at, visit) = w.first().filter(|(at, _)| *at <= now)?;
+            let due = match visit {
+                Visit::Ping => &mut w.pings,
+                Visit::Deadline => &mut w.deadlines,
+            };
+            due.remove(&at).map(|visits| (visit, visits))
         })
     }
 
     fn next_due() -> Option<Instant> {
-        WHEEL.with(|w| w.borrow().due.keys().next().copied())
+        WHEEL.with(|w| w.borrow().first().map(|(at, _)| at))
     }
 
-    fn give_back(mut visits: Vec<(Weak<Sink>, Visit)>) {
+    fn give_back(mut visits: Visits) {
         visits.clear();
-        WHEEL.with(|w| w.borrow_mut().spare.push(visits));
+        WHEEL.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.spare.len() < SPARE {
+                w.spare.push(visits);
+            }
+        });
     }
 }
 
@@ -142,8 +185,8 @@ async fn turn(wake: Rc<Notify>) {
             }
         }
         let now = Instant::now();
-        while let Some(mut visits) = Wheel::take_due(now) {
-            for (who, visit) in visits.drain(..) {
+        while let Some((visit, mut visits)) = Wheel::take_due(now) {
+            for who in visits.drain(..) {
                 if let Some(sink) = who.upgrade() {
                     visit_sink(&sink, visit, now);
                 }

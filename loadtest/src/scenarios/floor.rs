@@ -373,9 +373,16 @@ fn ping_all(
                     .step_by(PING_SLOTS)
             };
             for stream in slot() {
-                // A few bytes to an idle connection: the socket takes them at once.
-                if stream.try_write(&ping)? != ping.len() {
-                    return Err(std::io::Error::other("ping not taken whole"));
+                // A few bytes to an idle connection: the socket takes them at once
+                // (once the reactor has seen it writable, the first time).
+                loop {
+                    stream.writable().await?;
+                    match stream.try_write(&ping) {
+                        Ok(n) if n == ping.len() => break,
+                        Ok(_) => return Err(std::io::Error::other("ping not taken whole")),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             for stream in slot() {

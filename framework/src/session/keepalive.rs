@@ -200,7 +200,10 @@ async fn turn(wake: Rc<Notify>) {
 /// running (both run on this thread, one at a time).
 fn visit_sink(sink: &Rc<Sink>, visit: Visit, now: Instant) {
     let Ok(out) = sink.outlet.try_borrow() else {
-        return;
+        // The session is in the middle of a delivery (cannot happen: it does not run
+        // while the wheel does): come back in a moment rather than lose the schedule.
+        let soon = now + Duration::from_millis(1);
+        return Wheel::add(soon, Rc::downgrade(sink), visit);
     };
     let config = &out.shared().config;
     let (interval, timeout) = (config.ping_interval, config.ping_timeout);

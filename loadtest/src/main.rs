@@ -86,6 +86,10 @@ scenarios
              (default 20) for --duration s (default 10), one write() per message,
              then --batch (default 10) per write(); CPU per message of the writer
              and of the drainer: the yardstick for every server's CPU per delivery
+             --ping: instead, --clients (default 10000) get a Volley ping every
+             --interval-ms (default 2000) for --duration s (default 20), written
+             on 20 slots per interval, and the drainer answers each with a pong
+             that is read back; CPU per round trip: the yardstick for heartbeats
   compare    no server: the same chat (--clients, default 2000, in one room, a
              publisher at --rate msgs/s, default 20, for --duration s, default 20,
              texts of --size bytes, default 80) on Volley, on Volley's Socket.IO

@@ -80,6 +80,7 @@ pub(crate) async fn answer(
                 },
                 recipient: owner.recipient(),
                 queue: None,
+                pulse: Arc::default(),
                 backlog,
                 inbound: inbound.clone(),
             };

@@ -4,12 +4,19 @@
 //! session's opening (not from the last pong), and never has more than one ping
 //! outstanding; the client must answer within `timeout` of the ping, or its connection
 //! is dropped. A peer that stops answering is therefore detected at the latest
-//! `interval + timeout` after its last answer. The timers that drive this live in
-//! `keepalive.rs`.
+//! `interval + timeout` after its last answer. The thread's wheel that drives this
+//! lives in `keepalive.rs`.
+//!
+//! The state of one connection's heartbeat is a [`Pulse`]: a few atomics shared by
+//! the session's side (which pings, on the session's thread) and the connection's
+//! reader (which takes the pong, on the connection's thread), so that an ordinary pong
+//! costs the reader two atomic operations and no message to the session.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// What the session should do when its heartbeat timer fires.
+/// What the heartbeat should do when its slot comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Beat {
     /// Send a ping now.
@@ -21,68 +28,101 @@ pub enum Beat {
     Wait,
 }
 
-/// Heartbeat state of one session.
-#[derive(Debug, Clone)]
-pub struct Heartbeat {
-    timeout: Duration,
-    /// When the unanswered ping was sent; `None` when every ping has been answered.
-    outstanding: Option<Instant>,
-    /// The last round-trip time in nanoseconds, `NO_RTT` before the first pong: 8
-    /// bytes instead of an `Option<Duration>`'s 16 keep the session's task (its actix
-    /// context, this included) in a smaller allocation.
-    rtt_ns: u64,
+/// The heartbeat of one connection: whether a ping waits for its pong and since
+/// when, the last round-trip time, and the acknowledgement the session last applied.
+/// A resumed session gets a new connection and so a new pulse: the outstanding ping
+/// of the old one is forgotten with it.
+#[derive(Debug, Default)]
+pub struct Pulse {
+    /// When the unanswered ping was sent ([`stamp`]); 0 when every ping is answered.
+    sent: AtomicU64,
+    /// The last round-trip time in nanoseconds; 0 before the first pong.
+    rtt_ns: AtomicU64,
+    /// The last `last_seq` the session applied from this client: a pong that repeats
+    /// it acknowledges nothing new, so the reader may take it alone.
+    acked: AtomicU64,
 }
 
-/// `Heartbeat::rtt_ns` before anything was measured.
-const NO_RTT: u64 = u64::MAX;
-
-impl Heartbeat {
-    /// A heartbeat with no ping outstanding.
-    pub fn new(timeout: Duration) -> Self {
-        Heartbeat {
-            timeout,
-            outstanding: None,
-            rtt_ns: NO_RTT,
-        }
-    }
-
+impl Pulse {
     /// Decides what to do at `now`; records the ping when it says [`Beat::Ping`].
-    pub fn tick(&mut self, now: Instant) -> Beat {
-        match self.outstanding {
-            Some(sent) if now.duration_since(sent) >= self.timeout => Beat::TimedOut,
+    /// Only the session's side calls it (the reader only ever clears `sent`).
+    pub fn tick(&self, now: Instant, timeout: Duration) -> Beat {
+        match self.sent_at() {
+            Some(sent) if now.saturating_duration_since(sent) >= timeout => Beat::TimedOut,
             Some(_) => Beat::Wait,
             None => {
-                self.outstanding = Some(now);
+                self.sent.store(stamp(now), Ordering::Release);
                 Beat::Ping
             }
         }
     }
 
+    /// When the outstanding ping's time is up, if one is outstanding.
+    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.sent_at().map(|sent| sent + timeout)
+    }
+
     /// Records a pong; returns the measured round-trip time if a ping was outstanding.
-    pub fn pong(&mut self, now: Instant) -> Option<Duration> {
-        let sent = self.outstanding.take()?;
-        let rtt = now.duration_since(sent);
-        self.rtt_ns = u64::try_from(rtt.as_nanos())
-            .unwrap_or(NO_RTT)
-            .min(NO_RTT - 1);
+    pub fn pong(&self, now: Instant) -> Option<Duration> {
+        let sent = self.sent.swap(0, Ordering::AcqRel);
+        let rtt = now.saturating_duration_since(at(sent)?);
+        let ns = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.rtt_ns.store(ns, Ordering::Relaxed);
         Some(rtt)
+    }
+
+    /// The reader's pong: taken here, without the session, when it answers the
+    /// outstanding ping and acknowledges nothing the session has not applied already
+    /// (`last_seq` is the last it applied). `None` otherwise: the session takes it.
+    pub fn answer(&self, last_seq: u64, now: Instant) -> Option<Duration> {
+        if self.acked.load(Ordering::Acquire) != last_seq || self.sent.load(Ordering::Acquire) == 0
+        {
+            return None;
+        }
+        self.pong(now)
+    }
+
+    /// The session applied the client's acknowledgement up to `last_seq`.
+    pub fn acked(&self, last_seq: u64) {
+        self.acked.store(last_seq, Ordering::Release);
     }
 
     /// Whether a ping is waiting for its pong.
     pub fn outstanding(&self) -> bool {
-        self.outstanding.is_some()
-    }
-
-    /// Forgets the outstanding ping (the connection it was sent on is gone); the
-    /// measured round-trip time is kept.
-    pub fn reset(&mut self) {
-        self.outstanding = None;
+        self.sent.load(Ordering::Acquire) != 0
     }
 
     /// The last measured round-trip time.
     pub fn rtt(&self) -> Option<Duration> {
-        (self.rtt_ns != NO_RTT).then(|| Duration::from_nanos(self.rtt_ns))
+        match self.rtt_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
     }
+
+    fn sent_at(&self) -> Option<Instant> {
+        at(self.sent.load(Ordering::Acquire))
+    }
+}
+
+/// The process's heartbeat clock starts here: pulses keep instants as nanoseconds
+/// since it (an `AtomicU64`), and the ping grid is laid from it.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `t` as a pulse keeps it: nanoseconds since [`epoch`], plus one (0 means "none").
+fn stamp(t: Instant) -> u64 {
+    let ns = t.saturating_duration_since(epoch()).as_nanos();
+    u64::try_from(ns).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// The inverse of [`stamp`]; `None` for 0.
+fn at(stamp: u64) -> Option<Instant> {
+    stamp
+        .checked_sub(1)
+        .map(|ns| epoch() + Duration::from_nanos(ns))
 }
 
 /// When the ping after the one scheduled at `scheduled` is due, seen at `now`: the
@@ -182,39 +222,59 @@ mod tests {
     }
 
     #[test]
-    fn reset_forgets_the_outstanding_ping_but_keeps_rtt() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(Duration::from_secs(2));
-        assert_eq!(hb.tick(t0), Beat::Ping);
-        hb.pong(t0 + Duration::from_millis(5));
-        assert_eq!(hb.tick(t0 + Duration::from_secs(1)), Beat::Ping);
-        assert!(hb.outstanding());
-        hb.reset();
-        assert!(!hb.outstanding());
-        assert_eq!(hb.rtt(), Some(Duration::from_millis(5)));
-        assert_eq!(hb.tick(t0 + Duration::from_secs(5)), Beat::Ping);
+    fn a_pong_that_acknowledges_nothing_new_is_the_readers() {
+        let t0 = epoch() + Duration::from_secs(1);
+        let pulse = Pulse::default();
+        let timeout = Duration::from_secs(2);
+        // Nothing outstanding: the session takes it.
+        assert_eq!(pulse.answer(0, t0), None);
+        assert_eq!(pulse.tick(t0, timeout), Beat::Ping);
+        // A pong that acknowledges frames the session has not applied is the session's.
+        assert_eq!(pulse.answer(3, t0 + Duration::from_millis(5)), None);
+        assert!(pulse.outstanding());
+        assert_eq!(
+            pulse.answer(0, t0 + Duration::from_millis(5)),
+            Some(Duration::from_millis(5))
+        );
+        assert!(!pulse.outstanding());
+        assert_eq!(pulse.rtt(), Some(Duration::from_millis(5)));
+        pulse.acked(3);
+        assert_eq!(pulse.tick(t0 + Duration::from_secs(2), timeout), Beat::Ping);
+        assert_eq!(pulse.answer(0, t0 + Duration::from_secs(3)), None);
+        assert_eq!(
+            pulse.answer(3, t0 + Duration::from_millis(2_010)),
+            Some(Duration::from_millis(10))
+        );
     }
 
     #[test]
     fn pings_then_times_out_without_pong() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(Duration::from_secs(2));
-        assert_eq!(hb.tick(t0), Beat::Ping);
-        assert_eq!(hb.tick(t0 + Duration::from_secs(1)), Beat::Wait);
-        assert_eq!(hb.tick(t0 + Duration::from_secs(2)), Beat::TimedOut);
+        let t0 = epoch() + Duration::from_secs(1);
+        let pulse = Pulse::default();
+        let timeout = Duration::from_secs(2);
+        assert_eq!(pulse.deadline(timeout), None);
+        assert_eq!(pulse.tick(t0, timeout), Beat::Ping);
+        assert_eq!(pulse.deadline(timeout), Some(t0 + timeout));
+        assert_eq!(pulse.tick(t0 + Duration::from_secs(1), timeout), Beat::Wait);
+        assert_eq!(pulse.tick(t0 + timeout, timeout), Beat::TimedOut);
     }
 
     #[test]
     fn pong_measures_rtt_and_clears_outstanding() {
-        let t0 = Instant::now();
-        let mut hb = Heartbeat::new(Duration::from_secs(2));
-        assert_eq!(hb.tick(t0), Beat::Ping);
+        let t0 = epoch() + Duration::from_secs(1);
+        let pulse = Pulse::default();
+        let timeout = Duration::from_secs(2);
+        assert_eq!(pulse.rtt(), None);
+        assert_eq!(pulse.tick(t0, timeout), Beat::Ping);
         assert_eq!(
-            hb.pong(t0 + Duration::from_millis(30)),
+            pulse.pong(t0 + Duration::from_millis(30)),
             Some(Duration::from_millis(30))
         );
-        assert_eq!(hb.rtt(), Some(Duration::from_millis(30)));
-        assert_eq!(hb.pong(t0 + Duration::from_millis(40)), None);
-        assert_eq!(hb.tick(t0 + Duration::from_secs(10)), Beat::Ping);
+        assert_eq!(pulse.rtt(), Some(Duration::from_millis(30)));
+        assert_eq!(pulse.pong(t0 + Duration::from_millis(40)), None);
+        assert_eq!(
+            pulse.tick(t0 + Duration::from_secs(10), timeout),
+            Beat::Ping
+        );
     }
 }

@@ -1,85 +1,319 @@
-//! The session's heartbeat timers.
+//! The heartbeat's timers: one wheel per thread, not a timer per session.
 //!
-//! One schedule per session, started when it opens and never again: a ping every
-//! `ping_interval` on a fixed clock (see [`next_ping`]), sent only while a connection
-//! is attached and no earlier ping is outstanding. Each ping arms one deadline,
-//! `ping_timeout` later, which its pong cancels; a deadline that fires drops the
-//! connection (the session detaches and may resume). A resume or a detach forgets
-//! the outstanding ping and its deadline but never starts another schedule, so the
-//! number of pings per interval stays one however often a session resumes.
+//! Every session has one schedule, started when it opens and never again: a ping
+//! every `ping_interval` on a fixed clock (see [`next_ping`]), sent only while a
+//! connection is attached and no earlier ping is outstanding. Each ping is checked
+//! again `ping_timeout` later; if its pong has not come by then, the connection is
+//! dropped (the session detaches and may resume). A resume brings a new connection
+//! and with it a new [`Pulse`], so the outstanding ping of the old one is forgotten,
+//! but never a second schedule: the pings per interval stay one however often a
+//! session resumes.
 //!
-//! Every session's schedule starts on a grid shared by the whole process (see
-//! [`ping_grid`]), so the pings of a thread's sessions come due together, a few times
-//! per interval, and go out on one wake-up of the thread rather than one each.
+//! Every schedule starts on a grid shared by the whole process (see [`ping_grid`]), so
+//! the pings of a thread's sessions come due together, a few times per interval. The
+//! thread's [`Wheel`] keeps its sessions by the instant they are due and wakes once
+//! for all of them: it writes each ping straight onto the session's connection
+//! (through the session's [`Sink`], the outlet a broadcast writes to), with no
+//! wake-up, timer or message of the session's own. The session is told only when it has something to do: a ping timed out, or
+//! frames of the client to report before the ping (it then writes both itself).
+//! The pong is taken by the connection's reader ([`Pulse::answer`]).
 
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tokio::sync::Notify;
 
-use super::heartbeat::{next_ping, on_grid, ping_grid, Beat};
-use super::{Session, ToTransport};
+use super::heartbeat::{epoch, next_ping, on_grid, ping_grid, Beat, Pulse};
+use super::outlet::{DeliveryFailed, Link, Sink};
+use super::{Session, ToTransport, TransportId};
+use crate::namespace::SessionLink;
 use crate::protocol::{Frame, WireFrame};
 use crate::DisconnectReason;
 
-impl Session {
-    /// Starts the session's only heartbeat schedule (called once, when it opens).
-    pub(super) fn start_heartbeat(&mut self, ctx: &mut Context<Self>) {
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        let epoch = *EPOCH.get_or_init(Instant::now);
-        let grid = ping_grid(self.shared.config.ping_interval);
-        self.next_ping = on_grid(Instant::now(), epoch, grid);
-        self.schedule_ping(ctx);
+/// The same bytes for every ping of every session: framed once.
+fn ping_frame() -> &'static WireFrame {
+    static PING: OnceLock<WireFrame> = OnceLock::new();
+    PING.get_or_init(|| WireFrame::encode(&Frame::Ping))
+}
+
+/// A session's schedule, in its [`Sink`]: the wheel holds the sink weakly, so a
+/// session that stops (and leaves its thread's registry) leaves the wheel at its
+/// next visit.
+#[derive(Default)]
+pub(super) struct Heartbeat {
+    /// Where the session's round-trip time is published (its sockets read it).
+    ids: OnceCell<Arc<SessionLink>>,
+    /// When the schedule's next ping is due.
+    next: Cell<Option<Instant>>,
+}
+
+/// What the wheel does for a session when its instant comes.
+#[derive(Clone, Copy)]
+enum Visit {
+    /// The schedule's slot: ping, unless a ping is outstanding.
+    Ping,
+    /// `ping_timeout` after a ping: drop the connection if it is still unanswered.
+    Deadline,
+}
+
+/// Sessions to visit at one instant (8 bytes each).
+type Visits = Vec<Weak<Sink>>;
+
+/// Emptied lists kept for the next instants, at most this many.
+const SPARE: usize = 4;
+
+/// A thread's sessions by the instant the wheel visits them: a few instants per
+/// interval, since schedules share the grid and the pings of one pass share their
+/// deadline.
+#[derive(Default)]
+struct Wheel {
+    pings: BTreeMap<Instant, Visits>,
+    deadlines: BTreeMap<Instant, Visits>,
+    /// Emptied lists, kept for the next instants (no allocation per slot).
+    spare: Vec<Visits>,
+    /// Wakes the thread's wheel task for an instant earlier than it sleeps until;
+    /// `None` while no task runs on this thread.
+    task: Option<Rc<Notify>>,
+}
+
+thread_local! {
+    static WHEEL: RefCell<Wheel> = RefCell::new(Wheel::default());
+}
+
+impl Wheel {
+    /// Visits `who` at `at`; starts the thread's wheel task, or wakes it when `at`
+    /// comes before everything it waits for.
+    fn add(at: Instant, who: Weak<Sink>, visit: Visit) {
+        let wake = WHEEL.with(|w| {
+            let mut w = w.borrow_mut();
+            let earliest = w.first().is_none_or(|(first, _)| at < first);
+            let Wheel {
+                pings,
+                deadlines,
+                spare,
+                task,
+            } = &mut *w;
+            let due = match visit {
+                Visit::Ping => pings,
+                Visit::Deadline => deadlines,
+            };
+            due.entry(at)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .push(who);
+            match task {
+                Some(task) => earliest.then(|| task.clone()),
+                None => {
+                    let started = Rc::new(Notify::new());
+                    *task = Some(started.clone());
+                    drop(tokio::task::spawn_local(turn(started)));
+                    None
+                }
+            }
+        });
+        if let Some(task) = wake {
+            task.notify_one();
+        }
     }
 
-    /// Arms the timer for the next slot of the schedule.
-    fn schedule_ping(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        self.next_ping = next_ping(self.next_ping, now, self.shared.config.ping_interval);
-        ctx.run_later(self.next_ping.duration_since(now), |act, ctx| {
-            if act.ended {
-                return;
+    /// The earliest instant with visits, and what they are (deadlines first).
+    fn first(&self) -> Option<(Instant, Visit)> {
+        let ping = self.pings.keys().next().map(|at| (*at, Visit::Ping));
+        let deadline = self
+            .deadlines
+            .keys()
+            .next()
+            .map(|at| (*at, Visit::Deadline));
+        match (ping, deadline) {
+            (Some(p), Some(d)) => Some(if d.0 <= p.0 { d } else { p }),
+            (p, d) => p.or(d),
+        }
+    }
+
+    /// The visits of the earliest instant, if it is `now` or before.
+    fn take_due(now: Instant) -> Option<(Visit, Visits)> {
+        WHEEL.with(|w| {
+            let mut w = w.borrow_mut();
+            let (at, visit) = w.first().filter(|(at, _)| *at <= now)?;
+            let due = match visit {
+                Visit::Ping => &mut w.pings,
+                Visit::Deadline => &mut w.deadlines,
+            };
+            due.remove(&at).map(|visits| (visit, visits))
+        })
+    }
+
+    fn next_due() -> Option<Instant> {
+        WHEEL.with(|w| w.borrow().first().map(|(at, _)| at))
+    }
+
+    fn give_back(mut visits: Visits) {
+        visits.clear();
+        WHEEL.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.spare.len() < SPARE {
+                w.spare.push(visits);
             }
-            act.beat(ctx);
-            act.schedule_ping(ctx);
         });
     }
+}
 
-    /// One slot of the schedule: ping the attached client if it owes no pong.
-    fn beat(&mut self, ctx: &mut Context<Self>) {
-        if self.transport().is_none() {
-            return;
+/// The thread's wheel task: sleeps until the earliest instant, visits every session
+/// due, and again. Ends with its runtime (then the next session starts another).
+async fn turn(wake: Rc<Notify>) {
+    struct Stopped;
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            // The runtime is gone with the sessions it ran: so is the wheel.
+            let _ = WHEEL.try_with(|w| *w.borrow_mut() = Wheel::default());
         }
-        match self.heartbeat.tick(Instant::now()) {
+    }
+    let _stopped = Stopped;
+    loop {
+        match Wheel::next_due() {
+            Some(at) => tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => {}
+                () = wake.notified() => continue,
+            },
+            None => {
+                wake.notified().await;
+                continue;
+            }
+        }
+        let now = Instant::now();
+        while let Some((visit, mut visits)) = Wheel::take_due(now) {
+            for who in visits.drain(..) {
+                if let Some(sink) = who.upgrade() {
+                    visit_sink(&sink, visit, now);
+                }
+            }
+            Wheel::give_back(visits);
+        }
+    }
+}
+
+/// One visit of the wheel, on the session's thread, while the session itself is not
+/// running (both run on this thread, one at a time).
+fn visit_sink(sink: &Rc<Sink>, visit: Visit, now: Instant) {
+    let Ok(out) = sink.outlet.try_borrow() else {
+        // The session is in the middle of a delivery (cannot happen: it does not run
+        // while the wheel does): come back in a moment rather than lose the schedule.
+        let soon = now + Duration::from_millis(1);
+        return Wheel::add(soon, Rc::downgrade(sink), visit);
+    };
+    let config = &out.shared().config;
+    let (interval, timeout) = (config.ping_interval, config.ping_timeout);
+    let heartbeat = &sink.heartbeat;
+    if let (Visit::Ping, Some(scheduled)) = (visit, heartbeat.next.get()) {
+        let next = next_ping(scheduled, now, interval);
+        heartbeat.next.set(Some(next));
+        Wheel::add(next, Rc::downgrade(sink), Visit::Ping);
+    }
+    let Link::Attached(transport) = &out.link else {
+        return;
+    };
+    if out.closed {
+        return;
+    }
+    let pulse = &transport.pulse;
+    if let (Some(ids), Some(rtt)) = (heartbeat.ids.get(), pulse.rtt()) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+        ids.rtt_us.store(us, Ordering::Relaxed);
+    }
+    let transport = transport.id;
+    match visit {
+        Visit::Ping => match pulse.tick(now, timeout) {
             Beat::Ping => {
-                self.report_received(ctx);
-                // The same bytes for every ping of every session: framed once.
-                static PING: OnceLock<WireFrame> = OnceLock::new();
-                let ping = PING.get_or_init(|| WireFrame::encode(&Frame::Ping));
-                self.write(ping.clone(), ctx);
-                let timeout = self.shared.config.ping_timeout;
-                let deadline = ctx.run_later(timeout, |act, ctx| {
-                    act.ping_deadline = None;
-                    if act.heartbeat.outstanding() {
-                        act.ping_timed_out(ctx);
-                    }
-                });
-                self.ping_deadline = Some(deadline);
+                Wheel::add(now + timeout, Rc::downgrade(sink), Visit::Deadline);
+                let unreported = out.unreported;
+                drop(out);
+                ping(sink, transport, unreported);
             }
             // Only when `ping_timeout` is longer than `ping_interval`: the deadline
-            // normally fires first.
-            Beat::TimedOut => self.ping_timed_out(ctx),
+            // normally comes first.
+            Beat::TimedOut => sink.session.do_send(PingTimedOut(transport)),
             Beat::Wait => {}
+        },
+        Visit::Deadline => match pulse.deadline(timeout) {
+            Some(deadline) if deadline <= now => {
+                sink.session.do_send(PingTimedOut(transport));
+            }
+            // Pinged after the visit was set (the session wrote it): look again when
+            // its own time is up.
+            Some(deadline) => Wheel::add(deadline, Rc::downgrade(sink), Visit::Deadline),
+            None => {}
+        },
+    }
+}
+
+/// Writes the ping onto the connection, or has the session write it after its report
+/// of what it received (`unreported`).
+fn ping(sink: &Sink, transport: TransportId, unreported: bool) {
+    if unreported {
+        return sink.session.do_send(PingNow(transport));
+    }
+    let written = sink.outlet.borrow_mut().write(ping_frame());
+    if let Err(reason) = written {
+        sink.session.do_send(DeliveryFailed(reason));
+    }
+}
+
+/// The wheel's ping for a session with client frames to report first.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PingNow(TransportId);
+
+/// The ping sent on this connection was not answered within `ping_timeout`.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PingTimedOut(TransportId);
+
+/// Starts a session's only heartbeat schedule (once, when it opens): its first ping
+/// one interval after the first slot of the grid from now. `ids` is where its
+/// round-trip time is published.
+pub(super) fn start(sink: &Rc<Sink>, ids: Arc<SessionLink>, interval: Duration) {
+    let now = Instant::now();
+    let first = on_grid(now, epoch(), ping_grid(interval));
+    let next = next_ping(first, now, interval);
+    let _ = sink.heartbeat.ids.set(ids);
+    sink.heartbeat.next.set(Some(next));
+    Wheel::add(next, Rc::downgrade(sink), Visit::Ping);
+}
+
+impl Session {
+    /// Notes whether the session has client frames to report before its next ping:
+    /// then it writes the ping itself, after the report.
+    pub(super) fn set_unreported(&self) {
+        self.out.borrow_mut().unreported = self.recv_seq != self.reported_seq;
+    }
+
+    /// The heartbeat of the attached connection, if any.
+    pub(super) fn pulse(&self) -> Option<Arc<Pulse>> {
+        match &self.out.borrow().link {
+            Link::Attached(t) => Some(t.pulse.clone()),
+            Link::Detached { .. } => None,
         }
     }
 
-    /// Forgets the outstanding ping and its deadline: the connection it was sent on
-    /// is gone (detach) or replaced (resume).
-    pub(super) fn reset_heartbeat(&mut self, ctx: &mut Context<Self>) {
-        self.heartbeat.reset();
-        if let Some(deadline) = self.ping_deadline.take() {
-            ctx.cancel_future(deadline);
+    /// A pong the connection's reader left to the session: records the round trip.
+    pub(super) fn ponged(&mut self) {
+        let Some(rtt) = self.pulse().and_then(|p| p.pong(Instant::now())) else {
+            return;
+        };
+        self.shared.metrics.ping_rtt.observe(rtt.as_secs_f64());
+        if let Some(ids) = &self.ids {
+            let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+            ids.rtt_us.store(us, Ordering::Relaxed);
         }
+    }
+
+    /// Whether `transport` still carries the session.
+    fn carried_by(&self, transport: TransportId) -> bool {
+        matches!(&self.out.borrow().link, Link::Attached(t) if t.id == transport)
     }
 
     /// The client did not answer in time: drop its connection; the session detaches
@@ -96,5 +330,30 @@ impl Session {
             reason: DisconnectReason::PingTimeout.to_string(),
         });
         self.detach(DisconnectReason::PingTimeout, ctx);
+    }
+}
+
+impl Handler<PingNow> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: PingNow, ctx: &mut Context<Self>) {
+        if self.ended || !self.carried_by(msg.0) {
+            return;
+        }
+        self.report_received(ctx);
+        self.write(ping_frame().clone(), ctx);
+    }
+}
+
+impl Handler<PingTimedOut> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: PingTimedOut, ctx: &mut Context<Self>) {
+        let overdue = self
+            .pulse()
+            .and_then(|p| p.deadline(self.shared.config.ping_timeout));
+        if self.carried_by(msg.0) && overdue.is_some_and(|d| d <= Instant::now()) {
+            self.ping_timed_out(ctx);
+        }
     }
 }

@@ -46,7 +46,7 @@ use tokio::sync::oneshot;
 
 use authorizing::{Authorizing, HeldEvent, Hold};
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
-pub use heartbeat::{Beat, Heartbeat};
+pub use heartbeat::{Beat, Pulse};
 pub(crate) use ids::NodeNumber;
 use joined::{leave, Joined, Joins};
 #[cfg(feature = "cluster")]
@@ -97,11 +97,6 @@ const RECEIVED_EVERY: u64 = 64;
 pub struct Session {
     shared: Arc<Shared>,
     ids: Option<Arc<SessionLink>>,
-    heartbeat: Heartbeat,
-    /// When the next ping is due: the heartbeat runs on one fixed schedule per session.
-    next_ping: Instant,
-    /// Fires `ping_timeout` after an unanswered ping; cancelled by its pong.
-    ping_deadline: Option<SpawnHandle>,
     /// The namespaces joined (a few at most: a list, not a map).
     joined: Joins,
     /// Joins waiting for an asynchronous middleware's answer.
@@ -126,19 +121,15 @@ pub struct Session {
 
 impl Session {
     pub(crate) fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
-        let heartbeat = Heartbeat::new(shared.config.ping_timeout);
         let out = Outlet::new(shared.clone(), link, limit);
-        Session::with_outlet(shared, heartbeat, out)
+        Session::with_outlet(shared, out)
     }
 
-    fn with_outlet(shared: Arc<Shared>, heartbeat: Heartbeat, out: Outlet) -> Self {
+    fn with_outlet(shared: Arc<Shared>, out: Outlet) -> Self {
         let rate = rate::InboundRate::new(shared.config.rate_limit, Instant::now());
         Session {
             shared,
             ids: None,
-            heartbeat,
-            next_ping: Instant::now(),
-            ping_deadline: None,
             joined: Joins::default(),
             authorizing: Authorizing::default(),
             pending_acks: HashMap::new(),
@@ -201,6 +192,7 @@ impl Session {
     fn report_received(&mut self, ctx: &mut Context<Self>) {
         if self.recv_seq != self.reported_seq {
             self.reported_seq = self.recv_seq;
+            self.set_unreported();
             let last_seq = self.recv_seq;
             self.send_frame(&Frame::Received { last_seq }, ctx);
         }
@@ -211,6 +203,10 @@ impl Session {
         let acked = {
             let mut out = self.out.borrow_mut();
             let acked = out.outbox.ack(last_seq).map_err(|_| out.outbox.sent());
+            if let (Ok(()), Link::Attached(t)) = (acked, &out.link) {
+                // A pong that repeats it is the connection reader's to take.
+                t.pulse.acked(out.outbox.acked());
+            }
             let (frames, bytes) = (out.outbox.len(), out.outbox.bytes());
             self.shared.metrics.outbox(frames, bytes);
             acked
@@ -227,19 +223,11 @@ impl Session {
             if self.recv_seq - self.reported_seq >= RECEIVED_EVERY {
                 self.report_received(ctx);
             }
+            self.set_unreported();
         }
         match frame {
             Frame::Pong { last_seq } => {
-                if let Some(deadline) = self.ping_deadline.take() {
-                    ctx.cancel_future(deadline);
-                }
-                if let Some(rtt) = self.heartbeat.pong(Instant::now()) {
-                    self.shared.metrics.ping_rtt.observe(rtt.as_secs_f64());
-                    if let Some(ids) = &self.ids {
-                        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
-                        ids.rtt_us.store(us, Ordering::Relaxed);
-                    }
-                }
+                self.ponged();
                 self.acknowledged(last_seq, ctx);
             }
             Frame::Received { last_seq } => self.acknowledged(last_seq, ctx),
@@ -337,7 +325,6 @@ impl Session {
         metrics.detaches.inc();
         metrics.sessions_attached.dec();
         metrics.sessions_detached.inc();
-        self.reset_heartbeat(ctx);
         self.notify_watchers(&SocketEventKind::Detached);
         let expired = DisconnectReason::Expired(Box::new(cause));
         let expiry = ctx.run_later(grace, move |act, ctx| {
@@ -482,18 +469,19 @@ impl Session {
         tracing::debug!(sid = id.0, "session opened");
         self.shared.metrics.sessions_opened.inc();
         self.shared.metrics.sessions_attached.inc();
-        self.start_heartbeat(ctx);
     }
 
     /// The session has its id: its sockets' shared state, its place in the thread's
-    /// local delivery, and the registry's view of it.
+    /// local delivery and heartbeat wheel, and the registry's view of it.
     fn link_up(&mut self, id: SessionId, ctx: &mut Context<Self>) {
         let addr = ctx.address();
         self.out.borrow_mut().id = id;
-        let route = local_delivery::register(Rc::new(Sink {
+        let sink = Rc::new(Sink {
             outlet: self.out.clone(),
             session: addr.clone(),
-        }));
+            heartbeat: Default::default(),
+        });
+        let route = local_delivery::register(sink.clone());
         self.local = Some(route.key);
         let transport = match &self.out.borrow().link {
             Link::Attached(t) => Some(t.kind),
@@ -517,6 +505,7 @@ impl Session {
             id,
             link: link.clone(),
         });
+        keepalive::start(&sink, link.clone(), self.shared.config.ping_interval);
         self.ids = Some(link);
     }
 }

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use super::outlet::{Link, Outlet};
 use super::supervisor::{Adopt, Unregister};
-use super::{ClientLimit, Heartbeat, Outbox, Session, Shared, ToTransport};
+use super::{ClientLimit, Outbox, Session, Shared, ToTransport};
 use crate::namespace::{self, Authorization, NamespaceHandle, RoomsOf, Socket};
 use crate::protocol::ResumeToken;
 use crate::{AckError, DisconnectReason, SessionId};
@@ -267,8 +267,7 @@ impl Session {
         );
         let limit = ClientLimit::announced(state.max_frame_size);
         let out = Outlet::moved_in(shared.clone(), limit, outbox);
-        let heartbeat = Heartbeat::new(config.ping_timeout);
-        let mut session = Session::with_outlet(shared, heartbeat, out);
+        let mut session = Session::with_outlet(shared, out);
         session.recv_seq = state.recv_seq;
         session.reported_seq = state.recv_seq;
         session.arriving = Some(Box::new(Arrival { state, settled }));
@@ -314,7 +313,6 @@ impl Session {
         });
         self.out.borrow_mut().link = Link::Detached { expiry };
         self.shared.metrics.sessions_detached.inc();
-        self.start_heartbeat(ctx);
         for moved in state.namespaces {
             self.rejoin(moved, ctx);
         }

@@ -69,6 +69,11 @@ impl Outbox {
         self.acked + self.frames.len() as u64
     }
 
+    /// The last frame the client acknowledged (0 before the first).
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
     /// Frames held.
     pub fn len(&self) -> usize {
         self.frames.len()

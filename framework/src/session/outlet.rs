@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::keepalive::Heartbeat;
 use super::send_queue::queued_size;
 use super::Shared;
 use super::{ClientLimit, Outbox, Session, ToTransport, TransportLink};
@@ -41,6 +42,9 @@ pub(super) struct Outlet {
     pub dropped_volatile: u64,
     /// The session is ending: nothing more is delivered.
     pub closed: bool,
+    /// The session has client frames to report before its next ping (see
+    /// [`super::keepalive`]).
+    pub unreported: bool,
 }
 
 impl Outlet {
@@ -55,6 +59,7 @@ impl Outlet {
             limit,
             dropped_volatile: 0,
             closed: false,
+            unreported: false,
         }
     }
 
@@ -72,7 +77,13 @@ impl Outlet {
             limit,
             dropped_volatile: 0,
             closed: false,
+            unreported: false,
         }
+    }
+
+    /// The server's shared state (its configuration).
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Sends a frame to the client: reliable frames are numbered and kept in the
@@ -168,10 +179,12 @@ impl Outlet {
     }
 }
 
-/// The outlet as its thread's fan-outs see it.
+/// The outlet as its thread's fan-outs and heartbeat wheel see it.
 pub(super) struct Sink {
     pub outlet: Rc<RefCell<Outlet>>,
     pub session: Addr<Session>,
+    /// The session's heartbeat schedule, run by the thread's wheel.
+    pub heartbeat: Heartbeat,
 }
 
 /// Ends a session whose delivery failed outside its actor (a broadcast).

@@ -37,6 +37,8 @@ use actix::ArbiterHandle;
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
+use super::Pulse;
+
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
 /// the transport subtracts, both `queued_size`; past the limit the client is a slow
 /// consumer.
@@ -80,6 +82,9 @@ pub(crate) enum Batch {
 pub struct SendQueue {
     state: Mutex<State>,
     backlog: Backlog,
+    /// The connection's heartbeat (here because the queue is what the connection and
+    /// its session already share).
+    pulse: Arc<Pulse>,
     /// This queue, for the writers it starts.
     this: Weak<SendQueue>,
 }
@@ -112,6 +117,7 @@ impl SendQueue {
         SendQueue {
             state: Mutex::new(State::default()),
             backlog,
+            pulse: Arc::default(),
             this: Weak::new(),
         }
     }
@@ -162,6 +168,11 @@ impl SendQueue {
             Some(arbiter) => drop(arbiter.spawn(task)),
         }
         None
+    }
+
+    /// The connection's heartbeat.
+    pub fn pulse(&self) -> &Arc<Pulse> {
+        &self.pulse
     }
 
     /// What is queued and not written yet, as the connection's writers count it.

@@ -13,7 +13,7 @@ use super::outlet::Link;
 use super::rate::Exceeded;
 use super::send_queue::{Backlog, SendQueue};
 use super::supervisor::ResumeSession;
-use super::{ClientLimit, Session, Shared};
+use super::{ClientLimit, Pulse, Session, Shared};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{Frame, ResumeToken, WireFrame};
 use crate::room::Gauge;
@@ -110,6 +110,9 @@ pub struct TransportLink {
     pub queue: Option<Arc<SendQueue>>,
     /// Bytes queued on the connection, shared with the transport.
     pub backlog: Backlog,
+    /// The connection's heartbeat, shared by the session (which pings) and the
+    /// transport (which may take the pong itself: [`Pulse::answer`]).
+    pub pulse: Arc<Pulse>,
     /// Client frames handed to the session and not handled yet. The transport admits
     /// each frame before posting it and closes the connection with
     /// `too_many_frames` at the limit; the session counts frames off.
@@ -284,12 +287,12 @@ impl Session {
 
     /// Tells the resumed client where it stands, then replays `replay` to it.
     fn resumed(&mut self, replay: Vec<WireFrame>, ctx: &mut Context<Self>) -> Result<u64, String> {
-        // The new connection owes no pong; the schedule itself carries on unchanged
-        // (one per session, see `keepalive`).
-        self.reset_heartbeat(ctx);
+        // The new connection owes no pong (its pulse is new); the schedule itself
+        // carries on unchanged (one per session, see `keepalive`).
         let replayed = replay.len() as u64;
         tracing::debug!(sid = self.id().0, replayed, "session resumed");
         self.reported_seq = self.recv_seq;
+        self.set_unreported();
         // Counted before the client can hear of it.
         self.shared.metrics.resumed("ok");
         self.shared.metrics.frames_replayed.inc_by(replayed);

@@ -412,6 +412,7 @@ impl PollTransport {
             kind: TransportKind::Polling,
             recipient: ctx.address().recipient(),
             queue: None,
+            pulse: Arc::default(),
             backlog: self.backlog.clone(),
             inbound: self.inbound.clone(),
         }

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_codec::Encoder;
@@ -131,6 +132,7 @@ impl WsTransport {
             kind: TransportKind::WebSocket,
             recipient: ctx.address().recipient(),
             queue: Some(self.queue.clone()),
+            pulse: self.queue.pulse().clone(),
             backlog: self.backlog().clone(),
             inbound: self.inbound.clone(),
         }
@@ -208,6 +210,17 @@ impl WsTransport {
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
         if let Some(session) = &self.session {
+            if let Frame::Pong { last_seq } = frame {
+                // The answer to the session's ping, acknowledging nothing new: the
+                // heartbeat is all it changes, and the pulse holds that.
+                if let Some(rtt) = self.queue.pulse().answer(last_seq, Instant::now()) {
+                    let metrics = &self.shared.metrics;
+                    metrics.frames_in.inc();
+                    metrics.bytes_in.inc_by(bytes.len() as u64);
+                    metrics.ping_rtt.observe(rtt.as_secs_f64());
+                    return;
+                }
+            }
             if !self.inbound.admit() {
                 return self.refuse(too_many_frames(self.inbound.limit()), ctx);
             }

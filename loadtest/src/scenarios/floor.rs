@@ -7,6 +7,14 @@
 //! `write()`. It reports the CPU per message of the writer (this process) and of the
 //! drainer, measured apart.
 //!
+//! `floor --ping` is the floor of a heartbeat round trip instead: every
+//! `--interval-ms` each connection gets a Volley ping frame (2-byte WebSocket header
+//! and the encoded `Ping`), written on a grid of 20 slots per interval as Volley's
+//! server writes them (one slot's connections in one pass), and the drainer answers
+//! each with a client's masked `Pong`, which this process reads back (one `read()`
+//! each, readiness from the reactor). It reports this process's CPU per round trip:
+//! the machine's own cost of what a server does per heartbeat.
+//!
 //! The default size, 120 bytes, is one Volley broadcast frame on the wire for a
 //! ~100-byte chat message: a 2-byte WebSocket header and the encoded `Event` frame
 //! (namespace, event name, sequence number and the JSON payload).
@@ -16,7 +24,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command as Process;
 
 use super::per_second;
@@ -82,6 +90,9 @@ impl FloorFigures {
 }
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
+    if flags.switch("ping") {
+        return coordinate_pings(flags).await;
+    }
     let plan = FloorPlan {
         clients: flags.count("clients", 2000)?,
         size: flags.count("size", 120)?,
@@ -115,15 +126,19 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     );
     for (figures, what) in [(&single, "one write per message"), (&batched, "batched")] {
         let expected = (figures.messages as usize * plan.size) as u64;
-        if figures.drained_bytes != expected {
-            report.failures.push(format!(
-                "{what}: the drainer read {} bytes of {expected}",
-                figures.drained_bytes
-            ));
-        }
+        check_drained(&mut report, what, figures.drained_bytes, expected);
     }
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// A run fails when the drainer did not read every byte written.
+fn check_drained(report: &mut Report, what: &str, drained: u64, expected: u64) {
+    if drained != expected {
+        report.failures.push(format!(
+            "{what}: the drainer read {drained} bytes of {expected}"
+        ));
+    }
 }
 
 /// Adds one measurement's figures, keys prefixed with `prefix`.
@@ -158,6 +173,37 @@ pub fn add_figures(report: &mut Report, prefix: &str, what: &str, f: &FloorFigur
 /// as planned on a thread of this process, and reads both processes' CPU time
 /// around the writing.
 pub async fn measure(plan: FloorPlan) -> Result<FloorFigures, String> {
+    let driven = drive(plan.clients, false, move |c| write_all(c, plan).map(|()| 0)).await?;
+    Ok(FloorFigures {
+        messages: plan.messages(),
+        drained_bytes: driven.drained_bytes,
+        writer_cpu_s: driven.writer_cpu_s,
+        drainer_cpu_s: driven.drainer_cpu_s,
+        // Batches end early (the last is due one batch before the end).
+        rate_reached: per_second(
+            plan.messages() as f64,
+            driven.elapsed.max(plan.duration).as_secs_f64(),
+        ),
+    })
+}
+
+/// What [`drive`] measured around the work.
+struct Driven {
+    /// What the work counted.
+    count: u64,
+    drained_bytes: u64,
+    writer_cpu_s: f64,
+    drainer_cpu_s: f64,
+    elapsed: Duration,
+}
+
+/// Starts a drainer (`echo`: one that answers pings), accepts its `clients`
+/// connections, runs `work` on them on a thread of this process, and reads both
+/// processes' CPU time around it.
+async fn drive<W>(clients: usize, echo: bool, work: W) -> Result<Driven, String>
+where
+    W: FnOnce(Vec<TcpStream>) -> std::io::Result<u64> + Send + 'static,
+{
     let listener = tokio::net::TcpSocket::new_v4()
         .and_then(|s| {
             s.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
@@ -166,8 +212,16 @@ pub async fn measure(plan: FloorPlan) -> Result<FloorFigures, String> {
         .map_err(|e| format!("floor: cannot listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let mut args = vec![
+        "floor-drain".to_owned(),
+        addr.to_string(),
+        clients.to_string(),
+    ];
+    if echo {
+        args.push("echo".into());
+    }
     let mut drainer = Process::new(exe)
-        .args(["floor-drain", &addr.to_string(), &plan.clients.to_string()])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -181,9 +235,9 @@ pub async fn measure(plan: FloorPlan) -> Result<FloorFigures, String> {
     let stdout = drainer.stdout.take().ok_or("drainer stdout missing")?;
     let mut lines = BufReader::new(stdout).lines();
 
-    let mut connections = Vec::with_capacity(plan.clients);
+    let mut connections = Vec::with_capacity(clients);
     let accepting = async {
-        while connections.len() < plan.clients {
+        while connections.len() < clients {
             let (stream, _) = listener.accept().await?;
             let stream = stream.into_std()?;
             stream.set_nonblocking(false)?;
@@ -201,17 +255,17 @@ pub async fn measure(plan: FloorPlan) -> Result<FloorFigures, String> {
     let sample = |pid: &str| proc::sample(pid).map_err(|e| format!("floor: {e}"));
     let (me_from, drainer_from) = (sample("self")?, sample(&pid)?);
     let started = Instant::now();
-    let writing = std::thread::spawn(move || write_all(connections, plan));
-    // The writer thread blocks; this thread only waits for it.
-    let written = loop {
-        if writing.is_finished() {
-            break writing.join().map_err(|_| "floor: the writer panicked")?;
+    let working = std::thread::spawn(move || work(connections));
+    // The working thread blocks; this thread only waits for it.
+    let count = loop {
+        if working.is_finished() {
+            break working.join().map_err(|_| "floor: the writer panicked")?;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let elapsed = started.elapsed();
     let me_to = sample("self")?;
-    written.map_err(|e| format!("floor: write: {e}"))?;
+    let count = count.map_err(|e| format!("floor: write: {e}"))?;
     // The connections are closed: the drainer reads to the end and says how much.
     let last = tokio::time::timeout(DRAINER_WAIT, lines.next_line())
         .await
@@ -221,16 +275,131 @@ pub async fn measure(plan: FloorPlan) -> Result<FloorFigures, String> {
     let drainer_to = sample(&pid)?;
     let drained_bytes = parse_drained(&last)?;
     let _ = drainer.kill().await;
-    Ok(FloorFigures {
-        messages: plan.messages(),
+    Ok(Driven {
+        count,
         drained_bytes,
         writer_cpu_s: me_to.cpu_seconds - me_from.cpu_seconds,
         drainer_cpu_s: drainer_to.cpu_seconds - drainer_from.cpu_seconds,
-        // Batches end early (the last is due one batch before the end).
-        rate_reached: per_second(
-            plan.messages() as f64,
-            elapsed.max(plan.duration).as_secs_f64(),
-        ),
+        elapsed,
+    })
+}
+
+/// The floor of a heartbeat round trip (`floor --ping`).
+async fn coordinate_pings(flags: &Flags) -> Result<Report, String> {
+    let clients = flags.count("clients", 10_000)?;
+    let interval = Duration::from_millis(flags.get("interval-ms", 2_000)?);
+    let duration = Duration::from_secs_f64(flags.positive("duration", 20.0)?);
+    flags.finish()?;
+    let started = Instant::now();
+    let mut report = Report {
+        scenario: "floor".into(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        clients: clients as u64,
+        ..Report::default()
+    };
+    report.setting("ping", true);
+    report.setting("clients", clients);
+    report.setting("interval_ms", interval.as_millis() as u64);
+    report.setting("duration_s", duration.as_secs_f64());
+    let driven = drive(clients, true, move |c| ping_all(c, interval, duration)).await?;
+    report.connected = clients as u64;
+    let round_trips = driven.count;
+    report.figure("round_trips", "ping round trips", round_trips as f64, "");
+    report.figure(
+        "cpu_us_per_round_trip",
+        "pinger CPU per round trip (write the ping, read the pong)",
+        per_second(driven.writer_cpu_s * 1e6, round_trips as f64),
+        "µs",
+    );
+    report.figure(
+        "drainer_cpu_us_per_round_trip",
+        "answering client's CPU per round trip",
+        per_second(driven.drainer_cpu_s * 1e6, round_trips as f64),
+        "µs",
+    );
+    let expected = round_trips * ping_frames().0.len() as u64;
+    check_drained(&mut report, "pings", driven.drained_bytes, expected);
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// A server's ping and a client's pong, as Volley puts them on the wire: the ping
+/// unmasked, the pong masked (with a zero mask: the same bytes, the same length).
+fn ping_frames() -> (Vec<u8>, Vec<u8>) {
+    use volley::protocol::{encode, Frame};
+    let ping = encode(&Frame::Ping);
+    let pong = encode(&Frame::Pong { last_seq: 0 });
+    let mut ping_frame = vec![0x82, ping.len() as u8];
+    ping_frame.extend_from_slice(&ping);
+    let mut pong_frame = vec![0x82, 0x80 | pong.len() as u8, 0, 0, 0, 0];
+    pong_frame.extend_from_slice(&pong);
+    (ping_frame, pong_frame)
+}
+
+/// Grid slots per interval, as the server's `ping_grid` lays them at 2 s.
+const PING_SLOTS: usize = 20;
+
+/// The pinger: on one thread with its own reactor, as a server's worker thread; each
+/// grid slot, one `write()` of the ping to each of the slot's connections, then one
+/// `read()` of each pong as it is ready. Returns the round trips done.
+fn ping_all(
+    connections: Vec<TcpStream>,
+    interval: Duration,
+    duration: Duration,
+) -> std::io::Result<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let streams = connections
+            .into_iter()
+            .map(|c| {
+                c.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(c)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let (ping, pong) = ping_frames();
+        let grid = interval / PING_SLOTS as u32;
+        let rounds = (duration.as_secs_f64() / grid.as_secs_f64()).floor() as u32;
+        let start = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let mut round_trips = 0;
+        for k in 0..rounds {
+            tokio::time::sleep_until(start + grid * k).await;
+            let slot = || {
+                streams
+                    .iter()
+                    .skip(k as usize % PING_SLOTS)
+                    .step_by(PING_SLOTS)
+            };
+            for stream in slot() {
+                // A few bytes to an idle connection: the socket takes them at once
+                // (once the reactor has seen it writable, the first time).
+                loop {
+                    stream.writable().await?;
+                    match stream.try_write(&ping) {
+                        Ok(n) if n == ping.len() => break,
+                        Ok(_) => return Err(std::io::Error::other("ping not taken whole")),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            for stream in slot() {
+                let mut got = 0;
+                while got < pong.len() {
+                    stream.readable().await?;
+                    match stream.try_read(&mut buf) {
+                        Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                round_trips += 1;
+            }
+        }
+        Ok(round_trips)
     })
 }
 
@@ -263,9 +432,12 @@ fn parse_drained(line: &str) -> Result<u64, String> {
 /// its stdin to close (so the writer can still read its CPU time): it never
 /// outlives the writer.
 pub fn drain(args: &[String]) -> Result<(), String> {
-    let [addr, clients] = args else {
-        return Err("usage: loadtest floor-drain <addr> <clients>".into());
+    let (addr, clients, echo) = match args {
+        [addr, clients] => (addr, clients, false),
+        [addr, clients, echo] if echo == "echo" => (addr, clients, true),
+        _ => return Err("usage: loadtest floor-drain <addr> <clients> [echo]".into()),
     };
+    let pong = ping_frames().1;
     let addr: SocketAddr = addr.parse().map_err(|e| format!("'{addr}': {e}"))?;
     let clients: usize = clients.parse().map_err(|e| format!("'{clients}': {e}"))?;
     std::thread::spawn(|| {
@@ -278,11 +450,17 @@ pub fn drain(args: &[String]) -> Result<(), String> {
             let mut stream = tokio::net::TcpStream::connect(addr)
                 .await
                 .map_err(|e| format!("connect {addr}: {e}"))?;
+            let pong = pong.clone();
             readers.push(actix_rt::spawn(async move {
                 let mut buf = vec![0u8; READ_CHUNK];
                 let mut total = 0u64;
                 while let Ok(n @ 1..) = stream.read(&mut buf).await {
                     total += n as u64;
+                    // A pinger waits for each answer before the next ping: one
+                    // read is one ping.
+                    if echo && stream.write_all(&pong).await.is_err() {
+                        break;
+                    }
                 }
                 total
             }));

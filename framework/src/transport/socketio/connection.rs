@@ -103,6 +103,7 @@ impl EioConnection {
             kind,
             recipient: ctx.address().recipient(),
             queue: None,
+            pulse: Arc::default(),
             backlog: self.backlog.clone(),
             inbound: self.inbound.clone(),
         }

@@ -488,7 +488,9 @@ impl Session {
     /// The session has its id: its sockets' shared state, its place in the thread's
     /// local delivery, and the registry's view of it.
     fn link_up(&mut self, id: SessionId, ctx: &mut Context<Self>) {
-        let addr = ctx.address();
+        // One address for every holder (the thread's sink, the sockets' deliveries and
+        // commands): each copy of an actix address would allocate its own sender cells.
+        let addr = Arc::new(ctx.address());
         self.out.borrow_mut().id = id;
         let route = local_delivery::register(Rc::new(Sink {
             outlet: self.out.clone(),
@@ -501,12 +503,8 @@ impl Session {
         };
         let link = Arc::new(SessionLink {
             id,
-            deliver: Mailbox::new(
-                addr.clone().recipient(),
-                self.shared.config.max_mailbox,
-                route,
-            ),
-            command: addr.recipient(),
+            deliver: Mailbox::new(addr.clone(), self.shared.config.max_mailbox, route),
+            session: addr,
             rtt_us: AtomicU64::new(0),
             transport: AtomicU8::new(TransportKind::code(transport)),
             next_ack: AtomicU64::new(1),

@@ -171,7 +171,7 @@ impl Outlet {
 /// The outlet as its thread's fan-outs see it.
 pub(super) struct Sink {
     pub outlet: Rc<RefCell<Outlet>>,
-    pub session: Addr<Session>,
+    pub session: Arc<Addr<Session>>,
 }
 
 /// Ends a session whose delivery failed outside its actor (a broadcast).

@@ -160,7 +160,8 @@ impl Handler<FromTransport> for Session {
                 let metrics = &self.shared.metrics;
                 metrics.frames_in.inc();
                 metrics.bytes_in.inc_by(size as u64);
-                match self.rate.admit(size, Instant::now()) {
+                let limit = &self.shared.config.rate_limit;
+                match self.rate.admit(limit, size, Instant::now()) {
                     Ok(()) => self.on_frame(frame, ctx),
                     Err(exceeded) => self.rate_limited(exceeded, ctx),
                 }

@@ -65,10 +65,6 @@ impl Joins {
         self.0.len()
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|j| &*j.namespace.name)
-    }
-
     pub fn values(&self) -> impl Iterator<Item = &Joined> {
         self.0.iter()
     }

@@ -102,13 +102,17 @@ impl Session {
     }
 
     pub(super) fn publish_namespaces(&self) {
-        let mut namespaces: Vec<String> = self.joined.keys().map(|k| k.to_string()).collect();
+        let mut namespaces: Vec<Arc<str>> = self
+            .joined
+            .values()
+            .map(|j| j.namespace.name.clone())
+            .collect();
         namespaces.sort();
         // One per namespace connect or disconnect the session handles (its frames
         // are bounded by its mailbox and handled one at a time).
         self.shared.supervisor.do_send(supervisor::SetNamespaces {
             id: self.id(),
-            namespaces,
+            namespaces: namespaces.into_boxed_slice(),
         });
     }
 }

@@ -471,27 +471,40 @@ impl Actor for Session {
         if let Some(state) = self.arriving.take() {
             return self.arrive(*state, ctx);
         }
-        let register = self.shared.supervisor.send(supervisor::Register {
-            addr: ctx.address(),
-        });
+        // The registry and the session's sockets share one address.
+        let addr = Arc::new(ctx.address());
+        let register = self
+            .shared
+            .supervisor
+            .send(supervisor::Register { addr: addr.clone() });
         // `wait` holds every other message until the session has its id.
-        ctx.wait(register.into_actor(self).map(|res, act, ctx| match res {
-            Ok((id, token)) => act.opened(id, token, ctx),
-            Err(_) => {
-                tracing::error!("supervisor unavailable; refusing session");
-                act.end(
-                    DisconnectReason::Kicked("server shutting down".into()),
-                    true,
-                    ctx,
-                );
-            }
-        }));
+        ctx.wait(
+            register
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok((id, token)) => act.opened(id, token, addr, ctx),
+                    Err(_) => {
+                        tracing::error!("supervisor unavailable; refusing session");
+                        act.end(
+                            DisconnectReason::Kicked("server shutting down".into()),
+                            true,
+                            ctx,
+                        );
+                    }
+                }),
+        );
     }
 }
 
 impl Session {
-    fn opened(&mut self, id: SessionId, token: ResumeToken, ctx: &mut Context<Self>) {
-        self.link_up(id, ctx);
+    fn opened(
+        &mut self,
+        id: SessionId,
+        token: ResumeToken,
+        addr: Arc<Addr<Session>>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.link_up_as(id, addr);
         let config = self.shared.config.clone();
         let open = Frame::Open(Open {
             version: PROTOCOL_VERSION,
@@ -510,10 +523,15 @@ impl Session {
 
     /// The session has its id: its sockets' shared state, its place in the thread's
     /// local delivery, and the registry's view of it.
+    #[cfg(feature = "cluster")]
     fn link_up(&mut self, id: SessionId, ctx: &mut Context<Self>) {
-        // One address for every holder (the thread's sink, the sockets' deliveries and
-        // commands): each copy of an actix address would allocate its own sender cells.
-        let addr = Arc::new(ctx.address());
+        self.link_up_as(id, Arc::new(ctx.address()));
+    }
+
+    /// [`Session::link_up`] with the session's address `addr`, shared by every holder
+    /// (the registry, the thread's sink, the sockets' deliveries and commands): each
+    /// copy of an actix address would allocate its own sender cells.
+    fn link_up_as(&mut self, id: SessionId, addr: Arc<Addr<Session>>) {
         self.out.borrow_mut().id = id;
         let route = local_delivery::register(Rc::new(Sink {
             outlet: self.out.clone(),

@@ -63,7 +63,7 @@ impl Session {
         namespace: NamespaceHandle,
         link: Arc<SessionLink>,
         answer: Result<namespace::SocketData, String>,
-        auth: Vec<u8>,
+        #[cfg_attr(not(feature = "cluster"), allow(unused_variables))] auth: Vec<u8>,
         ctx: &mut Context<Self>,
     ) {
         if self.ended {
@@ -89,6 +89,7 @@ impl Session {
             socket,
             namespace,
             watchers: Vec::new(),
+            #[cfg(feature = "cluster")]
             auth,
         });
         // Listed before the client hears of its join (the session list has it then).

@@ -28,6 +28,7 @@ mod keepalive;
 mod moving;
 mod outbox;
 mod outlet;
+mod ping_slots;
 mod rate;
 mod send_queue;
 mod shared;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::keepalive::PingDue;
 use super::send_queue::queued_size;
 use super::Shared;
 use super::{ClientLimit, Outbox, Session, ToTransport, TransportLink};
@@ -197,6 +198,10 @@ impl LocalSink for Sink {
             drop(outlet);
             self.session.do_send(DeliveryFailed(reason));
         }
+    }
+
+    fn ping_due(&self) {
+        self.session.do_send(PingDue);
     }
 }
 

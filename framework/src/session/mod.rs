@@ -67,7 +67,8 @@ pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
 pub(crate) use transport_link::{resume_here, too_many_frames};
 pub use transport_link::{
-    Attach, FromTransport, ToTransport, TransportId, TransportKind, TransportLink,
+    Attach, FromTransport, SessionRecipient, ToSession, ToTransport, TransportId, TransportKind,
+    TransportLink,
 };
 #[cfg(feature = "cluster")]
 pub(crate) use transport_link::{SESSION_ENDED, SESSION_GONE};
@@ -149,6 +150,21 @@ pub struct Session {
 }
 
 impl Session {
+    /// Starts a session carried by `link` on the current thread; answers its address,
+    /// the one its registry, its thread's sink and its sockets share too.
+    pub(crate) fn open(
+        shared: Arc<Shared>,
+        link: TransportLink,
+        limit: ClientLimit,
+    ) -> Arc<Addr<Session>> {
+        let session = Session::new(shared, link, limit);
+        let out = session.out.clone();
+        // Started by the first poll of its task, which comes after this hand-over.
+        let addr = Arc::new(session.start());
+        out.borrow_mut().address = Some(addr.clone());
+        addr
+    }
+
     pub(crate) fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
         let heartbeat = Heartbeat::new(shared.config.ping_timeout);
         let out = Outlet::new(shared.clone(), link, limit);
@@ -472,8 +488,9 @@ impl Actor for Session {
         if let Some(state) = self.arriving.take() {
             return self.arrive(*state, ctx);
         }
-        // The registry and the session's sockets share one address.
-        let addr = Arc::new(ctx.address());
+        // The registry and the session's sockets share one address, the transport's.
+        let handed = self.out.borrow_mut().address.take();
+        let addr = handed.unwrap_or_else(|| Arc::new(ctx.address()));
         let register = self
             .shared
             .supervisor

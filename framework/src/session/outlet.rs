@@ -42,6 +42,9 @@ pub(super) struct Outlet {
     pub dropped_volatile: u64,
     /// The session is ending: nothing more is delivered.
     pub closed: bool,
+    /// The session's address, from its start until it registers (see
+    /// [`Session::open`]).
+    pub address: Option<Arc<Addr<Session>>>,
 }
 
 impl Outlet {
@@ -56,6 +59,7 @@ impl Outlet {
             limit,
             dropped_volatile: 0,
             closed: false,
+            address: None,
         }
     }
 
@@ -73,6 +77,7 @@ impl Outlet {
             limit,
             dropped_volatile: 0,
             closed: false,
+            address: None,
         }
     }
 

@@ -32,10 +32,6 @@ slotmap::new_key_type! {
 pub trait LocalSink {
     /// Takes one delivery (a broadcast's frame); never blocks.
     fn deliver(&self, deliver: &Deliver);
-
-    /// The session's ping slot came (its thread keeps one timer per slot for all its
-    /// sessions, see `session/ping_slots.rs`); a sink without a heartbeat ignores it.
-    fn ping_due(&self) {}
 }
 
 thread_local! {
@@ -67,13 +63,6 @@ pub fn register(sink: Rc<dyn LocalSink>) -> LocalRoute {
     });
     let key = SINKS.with(|s| s.borrow_mut().insert(sink));
     LocalRoute { thread, key }
-}
-
-/// Tells the sink at `key`, if it is still registered, that its ping slot came.
-pub fn ping_due(key: LocalKey) {
-    if let Some(sink) = SINKS.with(|s| s.borrow().get(key).cloned()) {
-        sink.ping_due();
-    }
 }
 
 /// Forgets a sink (its session stopped); fan-outs still on their way skip it.

@@ -10,9 +10,7 @@
 //!
 //! Every session's schedule starts on a grid shared by the whole process (see
 //! [`ping_grid`]), so the pings of a thread's sessions come due together, a few times
-//! per interval, and go out on one wake-up of the thread rather than one each. The
-//! thread keeps one timer per slot for all its sessions (see [`super::ping_slots`]):
-//! an idle session holds no timer of its own.
+//! per interval, and go out on one wake-up of the thread rather than one each.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -20,7 +18,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::heartbeat::{next_ping, on_grid, ping_grid, Beat};
-use super::{ping_slots, Session, ToTransport};
+use super::{Session, ToTransport};
 use crate::protocol::{Frame, WireFrame};
 use crate::DisconnectReason;
 
@@ -34,15 +32,17 @@ impl Session {
         self.schedule_ping(ctx);
     }
 
-    /// Waits for the next slot of the schedule, on the thread's timer of that slot
-    /// (see `ping_slots`): `PingDue` comes then.
-    fn schedule_ping(&mut self, _: &mut Context<Self>) {
+    /// Arms the timer for the next slot of the schedule.
+    fn schedule_ping(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         self.next_ping = next_ping(self.next_ping, now, self.shared.config.ping_interval);
-        // Registered with its thread's delivery before its heartbeat starts.
-        if let Some(key) = self.local {
-            ping_slots::wait_for(self.next_ping, key);
-        }
+        ctx.run_later(self.next_ping.duration_since(now), |act, ctx| {
+            if act.ended {
+                return;
+            }
+            act.beat(ctx);
+            act.schedule_ping(ctx);
+        });
     }
 
     /// One slot of the schedule: ping the attached client if it owes no pong.
@@ -96,22 +96,5 @@ impl Session {
             reason: DisconnectReason::PingTimeout.to_string(),
         });
         self.detach(DisconnectReason::PingTimeout, ctx);
-    }
-}
-
-/// The session's ping slot came (sent by its thread's timer of that slot).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct PingDue;
-
-impl Handler<PingDue> for Session {
-    type Result = ();
-
-    fn handle(&mut self, _: PingDue, ctx: &mut Context<Self>) {
-        if self.ended {
-            return;
-        }
-        self.beat(ctx);
-        self.schedule_ping(ctx);
     }
 }

@@ -28,7 +28,6 @@ mod keepalive;
 mod moving;
 mod outbox;
 mod outlet;
-mod ping_slots;
 mod rate;
 mod send_queue;
 mod shared;

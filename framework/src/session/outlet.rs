@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::keepalive::PingDue;
 use super::send_queue::queued_size;
 use super::Shared;
 use super::{ClientLimit, Outbox, Session, ToTransport, TransportLink};
@@ -203,10 +202,6 @@ impl LocalSink for Sink {
             drop(outlet);
             self.session.do_send(DeliveryFailed(reason));
         }
-    }
-
-    fn ping_due(&self) {
-        self.session.do_send(PingDue);
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -18,7 +19,7 @@ use super::{
     SocketData, Target,
 };
 use crate::protocol::{self, EventKind, Frame};
-use crate::room::{Deliver, Gauge, Mailbox};
+use crate::room::{Deliver, Deliveries, Gauge, Mailbox};
 use crate::{AckError, DisconnectReason, EmitError, SessionId};
 
 /// What happened to the session behind a watched socket (see [`Socket::watch`]).
@@ -74,14 +75,33 @@ fn waiting(rx: &mut oneshot::Receiver<()>) -> bool {
     matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
 }
 
+/// A session's address as its sockets hold it: one actix address for its deliveries
+/// (see [`Mailbox`]) and its commands, shared by every holder, where a `Recipient`
+/// per message type and holder would allocate a sender cell each.
+pub(crate) trait SessionAddress: Deliveries {
+    /// Posts a command to the session.
+    fn command(&self, command: SocketCommand);
+}
+
+impl<A> SessionAddress for Addr<A>
+where
+    A: Actor + Handler<Deliver> + Handler<SocketCommand>,
+    A::Context: ToEnvelope<A, Deliver> + ToEnvelope<A, SocketCommand>,
+{
+    fn command(&self, command: SocketCommand) {
+        self.do_send(command);
+    }
+}
+
 /// State a session shares with all of its sockets.
 pub(crate) struct SessionLink {
     pub id: SessionId,
     /// Deliveries to the session, bounded (see [`Mailbox`]).
     pub deliver: Mailbox,
-    /// Commands to the session. `ExpectAck` takes a place in `deliver`'s count;
-    /// `Leave` and `Watch` come once per namespace or seat, not per message.
-    pub command: Recipient<SocketCommand>,
+    /// Commands to the session (the same address as `deliver`'s, shared). `ExpectAck`
+    /// takes a place in `deliver`'s count; `Leave` and `Watch` come once per namespace
+    /// or seat, not per message.
+    pub session: Arc<dyn SessionAddress>,
     /// Last measured round-trip time in microseconds; 0 until the first pong.
     pub rtt_us: AtomicU64,
     /// The current connection's [`TransportKind::code`](crate::session::TransportKind);
@@ -262,7 +282,7 @@ impl Socket {
                     let size = frame.len();
                     let _ = tx.send(Err(AckError::TooLarge { size, limit }));
                 } else {
-                    self.inner.link.command.do_send(SocketCommand::ExpectAck {
+                    self.inner.link.session.command(SocketCommand::ExpectAck {
                         frame,
                         id,
                         tx,
@@ -376,7 +396,7 @@ impl Socket {
 
     fn watch_command(&self, recipient: Recipient<SocketEvent>, on: bool) {
         // Not counted: once per seat or watcher, not per message.
-        self.inner.link.command.do_send(SocketCommand::Watch {
+        self.inner.link.session.command(SocketCommand::Watch {
             ns: self.inner.ns.clone(),
             recipient,
             on,
@@ -386,7 +406,7 @@ impl Socket {
     /// Removes the client from this namespace (it stays in the others) and tells it
     /// with a `Disconnect` frame.
     pub fn disconnect(&self, reason: &str) {
-        self.inner.link.command.do_send(SocketCommand::Leave {
+        self.inner.link.session.command(SocketCommand::Leave {
             ns: self.inner.ns.clone(),
             reason: reason.to_owned(),
         });

@@ -36,14 +36,19 @@ pub trait LocalSink {
 
 thread_local! {
     static SINKS: RefCell<SlotMap<LocalKey, Rc<dyn LocalSink>>> = RefCell::new(SlotMap::with_key());
-    static DELIVERY: RefCell<Option<Addr<LocalDelivery>>> = const { RefCell::new(None) };
+    static DELIVERY: RefCell<Option<ThreadAddr>> = const { RefCell::new(None) };
 }
+
+/// A thread's delivery actor, as its sessions' routes and the rooms' groups hold it:
+/// one address per thread, shared, where a copy of an actix address per session would
+/// allocate its sender cells (~100 bytes) for every idle connection.
+pub type ThreadAddr = Arc<Addr<LocalDelivery>>;
 
 /// Where a session's deliveries go by thread: the thread's actor and the session's key.
 #[derive(Clone)]
 pub struct LocalRoute {
     /// The delivery actor of the thread the session runs on.
-    pub thread: Addr<LocalDelivery>,
+    pub thread: ThreadAddr,
     /// The session's sink among that thread's sinks.
     pub key: LocalKey,
 }
@@ -53,7 +58,7 @@ pub struct LocalRoute {
 pub fn register(sink: Rc<dyn LocalSink>) -> LocalRoute {
     let thread = DELIVERY.with(|d| {
         d.borrow_mut()
-            .get_or_insert_with(|| LocalDelivery.start())
+            .get_or_insert_with(|| Arc::new(LocalDelivery.start()))
             .clone()
     });
     let key = SINKS.with(|s| s.borrow_mut().insert(sink));
@@ -127,7 +132,7 @@ impl Handler<LocalFanouts> for LocalDelivery {
 /// broadcast, whose recipients are picked per broadcast).
 #[derive(Default)]
 pub struct Scatter {
-    groups: Vec<(Addr<LocalDelivery>, Vec<LocalMember>)>,
+    groups: Vec<(ThreadAddr, Vec<LocalMember>)>,
 }
 
 impl Scatter {
@@ -169,7 +174,7 @@ impl Scatter {
 /// A room's members, kept grouped by thread between broadcasts.
 #[derive(Default)]
 pub struct Groups {
-    groups: Vec<(Addr<LocalDelivery>, Arc<Vec<LocalMember>>)>,
+    groups: Vec<(ThreadAddr, Arc<Vec<LocalMember>>)>,
 }
 
 impl Groups {

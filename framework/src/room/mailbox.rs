@@ -13,7 +13,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use actix::Recipient;
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler};
 
 use super::local::LocalRoute;
 use super::Deliver;
@@ -99,16 +100,40 @@ impl Drop for Ticket {
 pub struct Mailbox(Arc<Addresses>);
 
 struct Addresses {
-    recipient: Recipient<Deliver>,
+    session: Arc<dyn Deliveries>,
     gauge: Gauge,
     route: LocalRoute,
 }
 
+/// What a [`Mailbox`] posts to: the address of a session (or of what stands in for
+/// one). Held in an `Arc` that the session's other holders share (its sockets'
+/// commands, its thread's sink), so that one actix address serves them all.
+pub trait Deliveries: Send + Sync {
+    /// Posts one delivery, whatever the actor's mailbox holds (the [`Gauge`] bounds it).
+    fn deliver(&self, deliver: Deliver);
+    /// Whether the actor is still running.
+    fn connected(&self) -> bool;
+}
+
+impl<A> Deliveries for Addr<A>
+where
+    A: Actor + Handler<Deliver>,
+    A::Context: ToEnvelope<A, Deliver>,
+{
+    fn deliver(&self, deliver: Deliver) {
+        self.do_send(deliver);
+    }
+
+    fn connected(&self) -> bool {
+        Addr::connected(self)
+    }
+}
+
 impl Mailbox {
-    /// The mailbox of the session behind `recipient`, whose broadcasts go by `route`.
-    pub fn new(recipient: Recipient<Deliver>, limit: usize, route: LocalRoute) -> Self {
+    /// The mailbox of `session`, whose broadcasts go by `route`.
+    pub fn new(session: Arc<dyn Deliveries>, limit: usize, route: LocalRoute) -> Self {
         Mailbox(Arc::new(Addresses {
-            recipient,
+            session,
             gauge: Gauge::new(limit),
             route,
         }))
@@ -122,7 +147,7 @@ impl Mailbox {
     /// Posts a delivery, or drops it when the session is `limit` behind.
     pub fn post(&self, deliver: Deliver) {
         if self.0.gauge.admit() {
-            self.0.recipient.do_send(deliver);
+            self.0.session.deliver(deliver);
         }
     }
 
@@ -134,7 +159,7 @@ impl Mailbox {
 
     /// Whether the session is still running.
     pub fn connected(&self) -> bool {
-        self.0.recipient.connected()
+        self.0.session.connected()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::SessionId;
 use actix::prelude::*;
 
 use local::{Groups, LocalRoute};
-pub use mailbox::{Gauge, Mailbox, Ticket};
+pub use mailbox::{Deliveries, Gauge, Mailbox, Ticket};
 
 /// An encoded frame for one session. `reliable` frames are sequenced and (with
 /// resumption) buffered; volatile ones are dropped when the session cannot take them.

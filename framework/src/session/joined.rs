@@ -11,8 +11,9 @@ pub(super) struct Joined {
     /// Who to tell about detach, resume and leave (see [`Socket::watch`]).
     pub watchers: Vec<Recipient<SocketEvent>>,
     /// The `auth` payload the client joined with: a session moved to another node
-    /// runs the namespace's middleware again with it (feature `cluster`).
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// runs the namespace's middleware again with it. Kept only where sessions can
+    /// move (feature `cluster`).
+    #[cfg(feature = "cluster")]
     pub auth: Vec<u8>,
 }
 
@@ -63,10 +64,6 @@ impl Joins {
 
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|j| &*j.namespace.name)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Joined> {

@@ -63,7 +63,7 @@ impl Session {
         namespace: NamespaceHandle,
         link: Arc<SessionLink>,
         answer: Result<namespace::SocketData, String>,
-        auth: Vec<u8>,
+        #[cfg_attr(not(feature = "cluster"), allow(unused_variables))] auth: Vec<u8>,
         ctx: &mut Context<Self>,
     ) {
         if self.ended {
@@ -89,6 +89,7 @@ impl Session {
             socket,
             namespace,
             watchers: Vec::new(),
+            #[cfg(feature = "cluster")]
             auth,
         });
         // Listed before the client hears of its join (the session list has it then).
@@ -102,13 +103,17 @@ impl Session {
     }
 
     pub(super) fn publish_namespaces(&self) {
-        let mut namespaces: Vec<String> = self.joined.keys().map(|k| k.to_string()).collect();
+        let mut namespaces: Vec<Arc<str>> = self
+            .joined
+            .values()
+            .map(|j| j.namespace.name.clone())
+            .collect();
         namespaces.sort();
         // One per namespace connect or disconnect the session handles (its frames
         // are bounded by its mailbox and handled one at a time).
         self.shared.supervisor.do_send(supervisor::SetNamespaces {
             id: self.id(),
-            namespaces,
+            namespaces: namespaces.into_boxed_slice(),
         });
     }
 }

@@ -66,7 +66,8 @@ pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
 pub(crate) use transport_link::{resume_here, too_many_frames};
 pub use transport_link::{
-    Attach, FromTransport, ToTransport, TransportId, TransportKind, TransportLink,
+    Attach, FromTransport, SessionRecipient, ToSession, ToTransport, TransportId, TransportKind,
+    TransportLink,
 };
 #[cfg(feature = "cluster")]
 pub(crate) use transport_link::{SESSION_ENDED, SESSION_GONE};
@@ -89,6 +90,29 @@ struct PendingAck {
     timer: SpawnHandle,
 }
 
+/// Emits waiting for the client's ack, by ack id. The map is made on the first: most
+/// sessions never wait for one, and every idle session carries this in its task
+/// (a `HashMap` is 48 bytes there; the task is allocated in 128-byte steps).
+// Boxed on purpose: 8 bytes in the session's task instead of the collection's own.
+#[allow(clippy::box_collection)]
+#[derive(Default)]
+struct PendingAcks(Option<Box<HashMap<u64, PendingAck>>>);
+
+impl PendingAcks {
+    fn insert(&mut self, id: u64, pending: PendingAck) {
+        self.0.get_or_insert_default().insert(id, pending);
+    }
+
+    fn remove(&mut self, id: &u64) -> Option<PendingAck> {
+        self.0.as_mut()?.remove(id)
+    }
+
+    /// Takes every pending emit (the session is ending or moving).
+    fn drain(&mut self) -> impl Iterator<Item = (u64, PendingAck)> {
+        self.0.take().into_iter().flat_map(|acks| *acks)
+    }
+}
+
 /// Tell the client what we received at least this often (in reliable frames), so it
 /// can trim its own buffer under load.
 const RECEIVED_EVERY: u64 = 64;
@@ -101,7 +125,7 @@ pub struct Session {
     joined: Joins,
     /// Joins waiting for an asynchronous middleware's answer.
     authorizing: Authorizing,
-    pending_acks: HashMap<u64, PendingAck>,
+    pending_acks: PendingAcks,
     /// The connection, the outbox and the client's limit, shared with the thread's
     /// broadcasts (see [`outlet`]).
     out: Rc<RefCell<Outlet>>,
@@ -111,7 +135,7 @@ pub struct Session {
     recv_seq: u64,
     /// The `recv_seq` the client was last told about.
     reported_seq: u64,
-    /// What the client may still send (`Config::rate_limit`); kept across resumes.
+    /// What the client may still send under `Config::rate_limit`; kept across resumes.
     rate: rate::InboundRate,
     ended: bool,
     /// A session moved here from another node, set up when the actor starts.
@@ -120,19 +144,34 @@ pub struct Session {
 }
 
 impl Session {
+    /// Starts a session carried by `link` on the current thread; answers its address,
+    /// the one its registry, its thread's sink and its sockets share too.
+    pub(crate) fn open(
+        shared: Arc<Shared>,
+        link: TransportLink,
+        limit: ClientLimit,
+    ) -> Arc<Addr<Session>> {
+        let session = Session::new(shared, link, limit);
+        let out = session.out.clone();
+        // Started by the first poll of its task, which comes after this hand-over.
+        let addr = Arc::new(session.start());
+        out.borrow_mut().address = Some(addr.clone());
+        addr
+    }
+
     pub(crate) fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
         let out = Outlet::new(shared.clone(), link, limit);
         Session::with_outlet(shared, out)
     }
 
     fn with_outlet(shared: Arc<Shared>, out: Outlet) -> Self {
-        let rate = rate::InboundRate::new(shared.config.rate_limit, Instant::now());
+        let rate = rate::InboundRate::new(&shared.config.rate_limit, Instant::now());
         Session {
             shared,
             ids: None,
             joined: Joins::default(),
             authorizing: Authorizing::default(),
-            pending_acks: HashMap::new(),
+            pending_acks: PendingAcks::default(),
             out: Rc::new(RefCell::new(out)),
             local: None,
             recv_seq: 0,
@@ -435,27 +474,41 @@ impl Actor for Session {
         if let Some(state) = self.arriving.take() {
             return self.arrive(*state, ctx);
         }
-        let register = self.shared.supervisor.send(supervisor::Register {
-            addr: ctx.address(),
-        });
+        // The registry and the session's sockets share one address, the transport's.
+        let handed = self.out.borrow_mut().address.take();
+        let addr = handed.unwrap_or_else(|| Arc::new(ctx.address()));
+        let register = self
+            .shared
+            .supervisor
+            .send(supervisor::Register { addr: addr.clone() });
         // `wait` holds every other message until the session has its id.
-        ctx.wait(register.into_actor(self).map(|res, act, ctx| match res {
-            Ok((id, token)) => act.opened(id, token, ctx),
-            Err(_) => {
-                tracing::error!("supervisor unavailable; refusing session");
-                act.end(
-                    DisconnectReason::Kicked("server shutting down".into()),
-                    true,
-                    ctx,
-                );
-            }
-        }));
+        ctx.wait(
+            register
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok((id, token)) => act.opened(id, token, addr, ctx),
+                    Err(_) => {
+                        tracing::error!("supervisor unavailable; refusing session");
+                        act.end(
+                            DisconnectReason::Kicked("server shutting down".into()),
+                            true,
+                            ctx,
+                        );
+                    }
+                }),
+        );
     }
 }
 
 impl Session {
-    fn opened(&mut self, id: SessionId, token: ResumeToken, ctx: &mut Context<Self>) {
-        self.link_up(id, ctx);
+    fn opened(
+        &mut self,
+        id: SessionId,
+        token: ResumeToken,
+        addr: Arc<Addr<Session>>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.link_up_as(id, addr);
         let config = self.shared.config.clone();
         let open = Frame::Open(Open {
             version: PROTOCOL_VERSION,
@@ -473,8 +526,15 @@ impl Session {
 
     /// The session has its id: its sockets' shared state, its place in the thread's
     /// local delivery and heartbeat wheel, and the registry's view of it.
+    #[cfg(feature = "cluster")]
     fn link_up(&mut self, id: SessionId, ctx: &mut Context<Self>) {
-        let addr = ctx.address();
+        self.link_up_as(id, Arc::new(ctx.address()));
+    }
+
+    /// [`Session::link_up`] with the session's address `addr`, shared by every holder
+    /// (the registry, the thread's sink, the sockets' deliveries and commands): each
+    /// copy of an actix address would allocate its own sender cells.
+    fn link_up_as(&mut self, id: SessionId, addr: Arc<Addr<Session>>) {
         self.out.borrow_mut().id = id;
         let sink = Rc::new(Sink {
             outlet: self.out.clone(),
@@ -489,12 +549,8 @@ impl Session {
         };
         let link = Arc::new(SessionLink {
             id,
-            deliver: Mailbox::new(
-                addr.clone().recipient(),
-                self.shared.config.max_mailbox,
-                route,
-            ),
-            command: addr.recipient(),
+            deliver: Mailbox::new(addr.clone(), self.shared.config.max_mailbox, route),
+            session: addr,
             rtt_us: AtomicU64::new(0),
             transport: AtomicU8::new(TransportKind::code(transport)),
             next_ack: AtomicU64::new(1),

@@ -45,6 +45,9 @@ pub(super) struct Outlet {
     /// The session has client frames to report before its next ping (see
     /// [`super::keepalive`]).
     pub unreported: bool,
+    /// The session's address, from its start until it registers (see
+    /// [`Session::open`]).
+    pub address: Option<Arc<Addr<Session>>>,
 }
 
 impl Outlet {
@@ -60,6 +63,7 @@ impl Outlet {
             dropped_volatile: 0,
             closed: false,
             unreported: false,
+            address: None,
         }
     }
 
@@ -78,6 +82,7 @@ impl Outlet {
             dropped_volatile: 0,
             closed: false,
             unreported: false,
+            address: None,
         }
     }
 
@@ -182,7 +187,7 @@ impl Outlet {
 /// The outlet as its thread's fan-outs and heartbeat wheel see it.
 pub(super) struct Sink {
     pub outlet: Rc<RefCell<Outlet>>,
-    pub session: Addr<Session>,
+    pub session: Arc<Addr<Session>>,
     /// The session's heartbeat schedule, run by the thread's wheel.
     pub heartbeat: Heartbeat,
 }

@@ -36,11 +36,16 @@ pub struct SessionInfo {
     pub rtt: Option<Duration>,
 }
 
+/// One session in the registry. Kept small: the table holds one per session, and
+/// more than one bucket per session at its load.
 struct Entry {
-    addr: Addr<Session>,
+    /// The address the session's sockets share (an actix address per holder would
+    /// allocate its own sender cells).
+    addr: Arc<Addr<Session>>,
     token: ResumeToken,
     opened_at: SystemTime,
-    namespaces: Vec<String>,
+    /// The names of the joined namespaces, sorted (the namespaces' own names, shared).
+    namespaces: Box<[Arc<str>]>,
     /// The state the session shares with its sockets (RTT, transport); `None` for
     /// the moment between registering and opening.
     link: Option<Arc<SessionLink>>,
@@ -95,7 +100,7 @@ impl Actor for Supervisor {
 #[derive(Message)]
 #[rtype(result = "(SessionId, ResumeToken)")]
 pub struct Register {
-    pub addr: Addr<Session>,
+    pub addr: Arc<Addr<Session>>,
 }
 
 impl Handler<Register> for Supervisor {
@@ -109,7 +114,7 @@ impl Handler<Register> for Supervisor {
             addr: msg.addr,
             token,
             opened_at: SystemTime::now(),
-            namespaces: Vec::new(),
+            namespaces: Box::default(),
             link: None,
             #[cfg(feature = "cluster")]
             moved_in: 0,
@@ -145,10 +150,10 @@ impl Handler<Adopt> for Supervisor {
             return false;
         }
         let entry = Entry {
-            addr: msg.addr,
+            addr: Arc::new(msg.addr),
             token: msg.token,
             opened_at: msg.opened_at,
-            namespaces: Vec::new(),
+            namespaces: Box::default(),
             link: None,
             moved_in: msg.moved_in,
             moving: false,
@@ -199,7 +204,7 @@ impl Handler<CancelMove> for Supervisor {
     fn handle(&mut self, msg: CancelMove, _: &mut Context<Self>) -> Self::Result {
         if let Some(entry) = self.sessions.get(&msg.id) {
             if entry.token == msg.token && entry.moved_in == msg.moved_in {
-                return Some(entry.addr.clone());
+                return Some(Addr::clone(&entry.addr));
             }
         }
         let now = std::time::Instant::now();
@@ -227,7 +232,7 @@ impl Handler<Movable> for Supervisor {
         MessageResult(
             self.sessions
                 .iter()
-                .map(|(id, e)| (*id, e.addr.clone(), e.token, e.opened_at))
+                .map(|(id, e)| (*id, Addr::clone(&e.addr), e.token, e.opened_at))
                 .collect(),
         )
     }
@@ -253,7 +258,7 @@ impl Handler<Unregister> for Supervisor {
 #[rtype(result = "()")]
 pub struct SetNamespaces {
     pub id: SessionId,
-    pub namespaces: Vec<String>,
+    pub namespaces: Box<[Arc<str>]>,
 }
 
 impl Handler<SetNamespaces> for Supervisor {
@@ -299,7 +304,7 @@ impl Handler<ListSessions> for Supervisor {
                 .map(|(id, e)| SessionInfo {
                     id: *id,
                     opened_at: e.opened_at,
-                    namespaces: e.namespaces.clone(),
+                    namespaces: e.namespaces.iter().map(|ns| ns.to_string()).collect(),
                     transport: e.link.as_ref().and_then(|l| {
                         TransportKind::from_code(l.transport.load(Ordering::Relaxed))
                     }),
@@ -406,7 +411,7 @@ impl Handler<ResumeSession> for Supervisor {
         if entry.moving {
             return Err(MOVING.to_owned());
         }
-        Ok(entry.addr.clone())
+        Ok(Addr::clone(&entry.addr))
     }
 }
 

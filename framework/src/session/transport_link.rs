@@ -44,6 +44,30 @@ pub enum ToTransport {
     },
 }
 
+/// Where a transport posts what it tells its session: the session's own shared
+/// address when the transport started it (one actix address per session, however
+/// many hold it; a copy would allocate its own sender cells), or any other
+/// `Recipient` (a resumed session's, a relay to another node's).
+pub type SessionRecipient = Arc<dyn ToSession>;
+
+/// Posts [`FromTransport`] messages, as actix's `do_send` does.
+pub trait ToSession {
+    /// Posts one message; dropped if the session has stopped.
+    fn do_send(&self, msg: FromTransport);
+}
+
+impl ToSession for Addr<Session> {
+    fn do_send(&self, msg: FromTransport) {
+        Addr::do_send(self, msg);
+    }
+}
+
+impl ToSession for Recipient<FromTransport> {
+    fn do_send(&self, msg: FromTransport) {
+        Recipient::do_send(self, msg);
+    }
+}
+
 /// What a transport tells its session.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -163,7 +187,8 @@ impl Handler<FromTransport> for Session {
                 let metrics = &self.shared.metrics;
                 metrics.frames_in.inc();
                 metrics.bytes_in.inc_by(size as u64);
-                match self.rate.admit(size, Instant::now()) {
+                let limit = &self.shared.config.rate_limit;
+                match self.rate.admit(limit, size, Instant::now()) {
                     Ok(()) => self.on_frame(frame, ctx),
                     Err(exceeded) => self.rate_limited(exceeded, ctx),
                 }

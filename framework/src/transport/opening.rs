@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use actix::prelude::*;
-
 use crate::protocol::{self, Frame, ResumeToken};
 use crate::session::Shared;
-use crate::session::{resume_here, ClientLimit, FromTransport, Session, TransportLink};
+use crate::session::{resume_here, ClientLimit, Session, SessionRecipient, TransportLink};
 use crate::SessionId;
 
 /// What a connection's first frame asks for.
@@ -62,10 +60,8 @@ pub(crate) fn start_session(
     shared: &Arc<Shared>,
     link: TransportLink,
     limit: ClientLimit,
-) -> Recipient<FromTransport> {
-    Session::new(shared.clone(), link, limit)
-        .start()
-        .recipient()
+) -> SessionRecipient {
+    Session::open(shared.clone(), link, limit)
 }
 
 /// Attaches `link` to an existing session after checking its token. On success the
@@ -78,22 +74,23 @@ pub(crate) async fn resume(
     last_seq: u64,
     limit: ClientLimit,
     link: TransportLink,
-) -> Result<Recipient<FromTransport>, String> {
+) -> Result<SessionRecipient, String> {
     #[cfg(feature = "cluster")]
     if let Some(cluster) = shared.cluster.clone() {
         return match resume_here(&shared, sid, token, last_seq, limit, link, true).await {
-            Ok(session) => Ok(session.recipient()),
+            Ok(session) => Ok(Arc::new(session)),
             Err((_, None)) => Err("server shutting down".to_owned()),
             Err((reason, Some(link))) => {
                 let elsewhere = (sid, token, last_seq, limit);
                 cluster
                     .resume_elsewhere(&shared, elsewhere, link, reason)
                     .await
+                    .map(|relay| Arc::new(relay) as SessionRecipient)
             }
         };
     }
     resume_here(&shared, sid, token, last_seq, limit, link, false)
         .await
-        .map(|session| session.recipient())
+        .map(|session| Arc::new(session) as SessionRecipient)
         .map_err(|(reason, _)| reason)
 }

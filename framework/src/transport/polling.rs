@@ -27,8 +27,8 @@ use crate::protocol::{self, Frame};
 use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, FromTransport, ToTransport, TransportId, TransportKind,
-    TransportLink,
+    queued_size, too_many_frames, Backlog, FromTransport, SessionRecipient, ToTransport,
+    TransportId, TransportKind, TransportLink,
 };
 use crate::DisconnectReason;
 
@@ -368,7 +368,7 @@ pub(crate) struct PollTransport {
     shared: Arc<Shared>,
     /// The registry this connection is in, under `pid`; it leaves it when it stops.
     polls: Arc<PollRegistry>,
-    session: Option<Recipient<FromTransport>>,
+    session: Option<SessionRecipient>,
     backlog: Backlog,
     /// Client frames posted to the session and not handled yet.
     inbound: Arc<Gauge>,

@@ -24,8 +24,8 @@ use crate::protocol::{self, Frame, WireFrame};
 use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SendQueue, ToTransport,
-    TransportId, TransportKind, TransportLink,
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SendQueue, SessionRecipient,
+    ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
 
@@ -88,7 +88,7 @@ static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct WsTransport {
     id: TransportId,
     shared: Arc<Shared>,
-    session: Option<Recipient<FromTransport>>,
+    session: Option<SessionRecipient>,
     /// What the connection has to write, drained by the HTTP layer.
     queue: Arc<SendQueue>,
     /// Frames posted to the session and not handled yet.
@@ -117,7 +117,7 @@ impl WsTransport {
     }
 
     /// The connection carries `session` from now on.
-    fn attached(&mut self, session: Recipient<FromTransport>, ctx: &mut Context<Self>) {
+    fn attached(&mut self, session: SessionRecipient, ctx: &mut Context<Self>) {
         self.session = Some(session);
         ctx.cancel_future(self.handshake);
     }

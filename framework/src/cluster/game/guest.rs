@@ -153,10 +153,11 @@ impl GameHub {
             key,
         }
         .start();
+        let seat = Arc::new(seat);
         let link = SessionLink {
             id: sid,
-            deliver: Mailbox::new(seat.clone().recipient(), max_mailbox, route),
-            command: seat.clone().recipient(),
+            deliver: Mailbox::new(seat.clone(), max_mailbox, route),
+            session: seat.clone(),
             rtt_us: AtomicU64::new(0),
             transport: AtomicU8::new(1),
             next_ack: AtomicU64::new(0),

@@ -24,8 +24,8 @@ use crate::protocol::socketio::{Binary, EioPacket, SioPacket};
 use crate::protocol::{self, Frame};
 use crate::room::Gauge;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Shared, ToTransport,
-    TransportId, TransportKind, TransportLink,
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SessionRecipient, Shared,
+    ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::transport::admission::ConnectionSlot;
 use crate::transport::opening::{resume, start_session};
@@ -39,7 +39,7 @@ pub(crate) struct EioConnection {
     pub(super) eio_sid: Arc<str>,
     pub(super) shared: Arc<Shared>,
     pub(super) registry: Arc<Registry>,
-    pub(super) session: Option<Recipient<FromTransport>>,
+    pub(super) session: Option<SessionRecipient>,
     pub(super) backlog: Backlog,
     /// Client frames posted to the session and not handled yet.
     pub(super) inbound: Arc<Gauge>,

@@ -44,7 +44,7 @@ impl Session {
             Authorization::Now(answer) => answer,
             Authorization::Later(answer) => {
                 let waiting = ns.clone();
-                let auth = auth.to_vec();
+                let auth = self.kept_auth(auth);
                 // Spawned, not awaited: the session goes on meanwhile.
                 let answer = ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
                     let held = act.authorizing.remove(&ns).map(|(_, held)| held);
@@ -54,7 +54,20 @@ impl Session {
                 return self.authorizing.insert(waiting, answer);
             }
         };
-        self.answered(namespace, link, answer, auth.to_vec(), ctx);
+        let auth = self.kept_auth(auth);
+        self.answered(namespace, link, answer, auth, ctx);
+    }
+
+    /// The auth payload to keep with a joined namespace: a session of a node in a
+    /// cluster may move, and its new node runs the middleware again with it; a single
+    /// node keeps nothing.
+    fn kept_auth(&self, auth: &[u8]) -> Vec<u8> {
+        #[cfg(feature = "cluster")]
+        if self.shared.cluster.is_some() {
+            return auth.to_vec();
+        }
+        let _ = auth;
+        Vec::new()
     }
 
     /// The namespace's middleware answered: join, or tell the client why not.

@@ -9,15 +9,19 @@
 //! bounded: its writers are, through the [`Backlog`] they count before they push
 //! (`Config::max_send_backlog`), and the drain counts each message off.
 //!
-//! **Written at once when the writer is idle.** Under Volley's own server the writer
-//! parks the socket's writing half here when it has nothing to write. A message pushed
-//! onto an empty queue with the socket parked is then written by the pusher at once
-//! (one non-blocking write, in its thread's pass over a fan-out) instead of waking the
-//! writer task to write it: a game state or a chat message to a client that keeps up
-//! costs one `send` and no task wake-up. Whatever the socket does not take at once
-//! (it is full, or would block) is queued and a writer started for it, which then
-//! waits for the socket itself: the order of the messages and the backlog's count are
-//! the same either way.
+//! **Written by the thread when the writer is idle.** Under Volley's own server the
+//! writer parks the socket's writing half here when it has nothing to write. A message
+//! pushed onto an empty queue with the socket parked, on the connection's thread, is
+//! then queued and the queue listed for the thread's *flush*, a task that runs once the
+//! current one yields (the thread's fan-out pass, a session's handler) and writes each
+//! listed queue onto its socket in one non-blocking write: a lone message with a plain
+//! `send`, several (more broadcasts handled in the same turn, as under load) with one
+//! `writev`. A game state or a chat message to a client that keeps up costs one `send`
+//! and no per-connection task wake-up; under load a connection's messages coalesce.
+//! A push from another thread writes at once instead. Whatever the socket does not
+//! take (it is full, or would block) stays queued and a writer is started for it,
+//! which then waits for the socket itself: the order of the messages and the
+//! backlog's count are the same either way.
 //!
 //! **No writer task while idle.** With a [`Starter`] (Volley's own server) the writer
 //! task ends once it has parked the socket, and the queue starts a new one, on the
@@ -109,6 +113,9 @@ struct State {
     parked: Option<SocketWrite>,
     /// Starts a writer for the parked socket; without one the writer stays, waiting.
     starter: Option<Starter>,
+    /// Messages wait for the thread's flush (see [`SendQueue::push`]) with the
+    /// socket parked: later pushes only queue theirs.
+    flush_due: bool,
 }
 
 impl SendQueue {
@@ -186,6 +193,46 @@ impl SendQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the caller runs on the thread of this queue's connection (its writer's).
+    fn on_connection_thread(&self, state: &State) -> bool {
+        state
+            .starter
+            .as_ref()
+            .is_some_and(|s| s.thread == std::thread::current().id())
+    }
+
+    /// The thread's flush: writes what the queue holds onto its parked socket in one
+    /// write (a vectored one for several messages); what the socket does not take
+    /// goes to a writer, which waits for the socket.
+    fn flush(&self) {
+        let mut state = self.state();
+        state.flush_due = false;
+        let fields = &mut *state;
+        let Some(socket) = fields.parked.as_mut() else {
+            return; // a writer holds the socket (and the messages), or it is gone
+        };
+        if fields.messages.is_empty() {
+            return;
+        }
+        let (mut written, flushed) = write_all_now(socket, &fields.messages);
+        while let Some(front) = fields.messages.front_mut() {
+            if written >= front.len() {
+                written -= front.len();
+                let size = queued_size(front);
+                fields.messages.pop_front();
+                self.backlog.fetch_sub(size, Ordering::Relaxed);
+            } else {
+                // The rest of it weighs what a message of its size does.
+                self.backlog.fetch_sub(written, Ordering::Relaxed);
+                *front = front.slice(written..);
+                break;
+            }
+        }
+        if !fields.messages.is_empty() || !flushed {
+            self.wake_writer(state);
+        }
+    }
+
     /// Appends one complete WebSocket message; the caller has counted it in the
     /// backlog (`queued_size`). Dropped (and counted off) once the queue is finished
     /// or its connection gone.
@@ -196,6 +243,24 @@ impl SendQueue {
             self.backlog
                 .fetch_sub(queued_size(&message), Ordering::Relaxed);
             return;
+        }
+        if state.flush_due && state.parked.is_some() {
+            // The thread's flush writes it with the others.
+            state.messages.push_back(message);
+            return;
+        }
+        if state.messages.is_empty() && state.parked.is_some() && self.on_connection_thread(&state)
+        {
+            if let Some(this) = self.this.upgrade() {
+                // Deferred to the end of this thread's turn: whatever else is pushed
+                // onto this connection meanwhile (more broadcasts under load) goes
+                // out in the same write.
+                state.messages.push_back(message);
+                state.flush_due = true;
+                drop(state);
+                flush_later(this);
+                return;
+            }
         }
         if state.messages.is_empty() {
             if let Some(socket) = state.parked.as_mut() {
@@ -317,6 +382,70 @@ impl SendQueue {
         }
         state.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+thread_local! {
+    /// The queues of this thread waiting for its flush, and whether one is scheduled.
+    static FLUSH_DUE: std::cell::RefCell<(Vec<Arc<SendQueue>>, bool)> =
+        const { std::cell::RefCell::new((Vec::new(), false)) };
+}
+
+/// Lists `queue` for this thread's flush, which runs once the current task (the
+/// thread's fan-out pass, a session's handler) yields: every message pushed onto a
+/// connection until then leaves in one write.
+fn flush_later(queue: Arc<SendQueue>) {
+    let schedule = FLUSH_DUE.with_borrow_mut(|(due, scheduled)| {
+        due.push(queue);
+        !std::mem::replace(scheduled, true)
+    });
+    if schedule {
+        drop(tokio::task::spawn_local(async {
+            let due = FLUSH_DUE.with_borrow_mut(|(due, scheduled)| {
+                *scheduled = false;
+                std::mem::take(due)
+            });
+            for queue in due {
+                queue.flush();
+            }
+        }));
+    }
+}
+
+/// The most messages one write takes.
+const MAX_SLICES: usize = 64;
+
+/// One non-blocking write of the first messages of `messages` (a plain write for a
+/// lone one, which the kernel takes more cheaply than a one-slice `writev`) and, if
+/// the socket took them all, a flush; as [`write_now`] does. Returns the bytes taken
+/// and whether everything is written and flushed.
+fn write_all_now(socket: &mut SocketWrite, messages: &VecDeque<Bytes>) -> (usize, bool) {
+    if messages.len() == 1 {
+        let (written, flushed) = write_now(socket, &messages[0]);
+        return (written, flushed && written == messages[0].len());
+    }
+    let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
+    let mut count = 0;
+    let mut total = 0;
+    for (slot, message) in slices.iter_mut().zip(messages.iter()) {
+        *slot = std::io::IoSlice::new(message);
+        count += 1;
+        total += message.len();
+    }
+    let mut written = 0;
+    let write = poll_fn(|cx| {
+        let mut socket = Pin::new(&mut *socket);
+        written = ready!(socket.as_mut().poll_write_vectored(cx, &slices[..count]))?;
+        if written < total || count < messages.len() {
+            return Poll::Ready(Ok(false));
+        }
+        socket.poll_flush(cx).map_ok(|()| true)
+    });
+    let mut write = std::pin::pin!(tokio::task::unconstrained(write));
+    let mut cx = Context::from_waker(Waker::noop());
+    match write.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(flushed)) => (written, flushed),
+        Poll::Ready(Err(_)) | Poll::Pending => (written, false),
     }
 }
 

@@ -441,12 +441,8 @@ fn write_all_now(socket: &mut SocketWrite, messages: &VecDeque<Bytes>) -> (usize
         }
         socket.poll_flush(cx).map_ok(|()| true)
     });
-    let mut write = std::pin::pin!(tokio::task::unconstrained(write));
-    let mut cx = Context::from_waker(Waker::noop());
-    match write.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(flushed)) => (written, flushed),
-        Poll::Ready(Err(_)) | Poll::Pending => (written, false),
-    }
+    let flushed = poll_once(write);
+    (written, flushed)
 }
 
 /// One non-blocking write of `message` and a flush, outside the thread's cooperative
@@ -463,13 +459,18 @@ fn write_now(socket: &mut SocketWrite, message: &[u8]) -> (usize, bool) {
         }
         socket.poll_flush(cx).map_ok(|()| true)
     });
+    let flushed = poll_once(write);
+    (written, flushed)
+}
+
+/// Polls a non-blocking write once, outside the thread's cooperative budget and with
+/// a waker that does nothing: whether it wrote and flushed everything. Failed or
+/// pending: the writer, woken for whatever is left, polls the socket with its own
+/// waker and meets the same error.
+fn poll_once(write: impl Future<Output = std::io::Result<bool>>) -> bool {
     let mut write = std::pin::pin!(tokio::task::unconstrained(write));
     let mut cx = Context::from_waker(Waker::noop());
-    match write.as_mut().poll(&mut cx) {
-        Poll::Ready(Ok(flushed)) => (written, flushed),
-        // Failed: the writer meets the same error and ends the connection.
-        Poll::Ready(Err(_)) | Poll::Pending => (written, false),
-    }
+    matches!(write.as_mut().poll(&mut cx), Poll::Ready(Ok(true)))
 }
 
 #[cfg(test)]

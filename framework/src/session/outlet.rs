@@ -54,29 +54,24 @@ impl Outlet {
     pub fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
         let config = &shared.config;
         let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
-        Outlet {
-            shared,
-            id: SessionId(0),
-            link: Link::Attached(link),
-            outbox,
-            limit,
-            dropped_volatile: 0,
-            closed: false,
-            unreported: false,
-            address: None,
-        }
+        Outlet::with(shared, Link::Attached(link), limit, outbox)
     }
 
     /// The outlet of a session moved here from another node: no connection yet (its
     /// expiry is set when the session starts), the outbox it had there.
     #[cfg(feature = "cluster")]
     pub fn moved_in(shared: Arc<Shared>, limit: ClientLimit, outbox: Outbox) -> Self {
+        let link = Link::Detached {
+            expiry: SpawnHandle::default(),
+        };
+        Outlet::with(shared, link, limit, outbox)
+    }
+
+    fn with(shared: Arc<Shared>, link: Link, limit: ClientLimit, outbox: Outbox) -> Self {
         Outlet {
             shared,
             id: SessionId(0),
-            link: Link::Detached {
-                expiry: SpawnHandle::default(),
-            },
+            link,
             outbox,
             limit,
             dropped_volatile: 0,

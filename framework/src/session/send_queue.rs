@@ -228,6 +228,10 @@ impl SendQueue {
                 break;
             }
         }
+        if fields.messages.is_empty() {
+            // An idle connection holds no buffer (the next message makes one).
+            fields.messages = VecDeque::new();
+        }
         if !fields.messages.is_empty() || !flushed {
             self.wake_writer(state);
         }

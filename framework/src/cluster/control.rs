@@ -18,7 +18,7 @@ use super::envelope::Body;
 use super::{ClusterError, NodeId};
 use crate::game::{JoinError, JoinRequest, Joined};
 use crate::protocol::ResumeToken;
-use crate::session::{SessionInfo, SessionState, Shared, TransportKind};
+use crate::session::{MovedWindow, SessionInfo, SessionState, Shared, TransportKind};
 use crate::SessionId;
 
 /// What the node asks of its link.
@@ -42,6 +42,11 @@ pub(crate) enum Outbound {
         request: Request,
         answer: oneshot::Sender<Reply>,
     },
+    /// This node's answer to another node's question (`from`: the asker). On this
+    /// queue, behind the broadcasts handed over before it, so that a node that hears
+    /// an answer has heard every broadcast this node published before answering
+    /// (a moved session's window relies on it, `session/window.rs`).
+    Answer(Control),
 }
 
 /// How long an asker waits for another node's answer.
@@ -114,6 +119,15 @@ pub(crate) enum Request {
     MoveIn {
         state: Box<SessionState>,
     },
+    /// The broadcasts session `sid`'s old node (the asking one) handled for it during
+    /// move `move_id`, for the session to merge (see `session/window.rs`):
+    /// `Done(true)` once it did.
+    MoveWindow {
+        sid: u64,
+        token: ResumeToken,
+        move_id: u64,
+        window: MovedWindow,
+    },
     /// The asking node never heard the answer to its `MoveIn` of session `sid`:
     /// drop it here unless its client attached to it already (`Done(true)`: it is
     /// not here, and a `MoveIn` arriving late is refused; `Done(false)`: it stays
@@ -159,6 +173,9 @@ pub(crate) struct Control {
 pub(crate) enum ControlBody {
     Request(Request),
     Reply(Reply),
+    /// The sending node is stopping: nothing it was asked will be answered, and its
+    /// relays are gone (see `Link::leave`).
+    Left,
 }
 
 /// A [`SessionInfo`] on the wire.

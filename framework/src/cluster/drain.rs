@@ -33,8 +33,8 @@ use super::control::{Reply, Request};
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::protocol::ResumeToken;
 use crate::session::{
-    CancelMove, Freeze, Movable, MovedOut, MovedSeat, Session, SessionState, SetMoving, Shared,
-    Thaw, Unmove, Unregister,
+    CancelMove, Freeze, Movable, MovedOut, MovedSeat, MovedWindow, Session, SessionState,
+    SetMoving, Shared, TakeWindow, Thaw, Unmove, Unregister,
 };
 use crate::SessionId;
 
@@ -204,11 +204,19 @@ impl ClusterNode {
             };
             if taken {
                 tracing::debug!(sid = id.0, to = %node, "cluster: session moved");
+                // Every broadcast published before the answer has reached this
+                // node: what the session kept of them goes to the new node. Taken
+                // while the registry still says "moving" (a resume meanwhile waits
+                // for the move rather than finding the session gone).
+                let window = addr.send(TakeWindow).await.ok().flatten();
                 // Out of the registry before the next pass lists it.
                 let _ = shared.supervisor.send(Unregister { id }).await;
                 addr.do_send(MovedOut);
                 if let Some(hub) = hub {
                     hub.moved_out(id, seat.map(|(_, seat)| seat));
+                }
+                if let Some(window) = window {
+                    self.send_window(node, (id, token, move_id), window).await;
                 }
                 return true;
             }
@@ -218,6 +226,30 @@ impl ClusterNode {
         release(&seat);
         shared.supervisor.do_send(SetMoving { id, moving: false });
         false
+    }
+
+    /// Sends the broadcasts a moved session kept during its move to the node that
+    /// took it (see `session/window.rs`); that node waits for them a while, then
+    /// carries on without (said in its log and metrics).
+    async fn send_window(
+        &self,
+        node: NodeId,
+        (id, token, move_id): (SessionId, ResumeToken, u64),
+        window: MovedWindow,
+    ) {
+        let request = Request::MoveWindow {
+            sid: id.0,
+            token,
+            move_id,
+            window,
+        };
+        match self.ask(node, request).await {
+            Ok(Reply::Done(true)) => {}
+            answer => tracing::warn!(
+                sid = id.0, to = %node, ?answer,
+                "cluster: a moved session's window of broadcasts was not taken"
+            ),
+        }
     }
 
     /// Cancels a move to `node` whose answer was lost: `Some(false)` when the session

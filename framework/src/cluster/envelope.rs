@@ -6,10 +6,11 @@
 //! never trusted. All integers are big-endian.
 //!
 //! ```text
-//! u8  version (2)
+//! u8  version (3)
 //! u64 origin node
 //! u64 seq (per origin, from 1, in publishing order)
 //! u8  flags (bit 0: reliable)
+//! u64 number (per origin, numbered by the namespace: the broadcast's `Mark`)
 //! u16 namespace length, UTF-8 namespace
 //! u16 number of target rooms, then each: u16 length, UTF-8 name
 //! u16 number of excluded rooms, then each the same
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 const RELIABLE: u8 = 1;
 /// The fixed part of the header: version, origin, seq, flags.
 const FIXED: usize = 1 + 8 + 8 + 1;
@@ -38,6 +39,9 @@ pub(crate) struct Envelope {
     pub seq: u64,
     /// Part of the reliable (sequenced, replayed) stream, or volatile.
     pub reliable: bool,
+    /// The broadcast's number at its origin, as its namespace there numbered it
+    /// (`seq` is the link's, which a namespace does not know when it fans out).
+    pub n: u64,
     /// The namespace it was emitted in.
     pub ns: Arc<str>,
     /// Target rooms; empty means the whole namespace.
@@ -59,6 +63,7 @@ impl Body {
     /// Encodes the parts of a broadcast that do not depend on the link.
     pub fn new(
         reliable: bool,
+        n: u64,
         ns: &Arc<str>,
         rooms: &[Arc<str>],
         except: &[Arc<str>],
@@ -67,8 +72,9 @@ impl Body {
     ) -> Self {
         let names: usize = rooms.iter().chain(except).map(|r| 2 + r.len()).sum();
         let ids = 2 + 8 * except_ids.len();
-        let mut out = BytesMut::with_capacity(1 + 6 + ns.len() + names + ids + frame.len());
+        let mut out = BytesMut::with_capacity(1 + 8 + 6 + ns.len() + names + ids + frame.len());
         out.put_u8(if reliable { RELIABLE } else { 0 });
+        out.put_u64(n);
         put_name(&mut out, ns);
         put_names(&mut out, rooms);
         put_names(&mut out, except);
@@ -128,6 +134,7 @@ impl Envelope {
         let origin = r.u64()?;
         let seq = r.u64()?;
         let reliable = r.u8()? & RELIABLE != 0;
+        let n = r.u64()?;
         let ns = r.name()?;
         let rooms = r.names()?;
         let except_rooms = r.names()?;
@@ -137,6 +144,7 @@ impl Envelope {
             origin,
             seq,
             reliable,
+            n,
             ns,
             rooms,
             except_rooms,
@@ -287,6 +295,7 @@ mod tests {
         let ns: Arc<str> = "/chat".into();
         let body = Body::new(
             true,
+            5,
             &ns,
             &names(&["red", "blue"]),
             &names(&["spy"]),
@@ -300,6 +309,7 @@ mod tests {
                 origin: 7,
                 seq: 42,
                 reliable: true,
+                n: 5,
                 ns: ns.clone(),
                 rooms: names(&["red", "blue"]),
                 except_rooms: names(&["spy"]),
@@ -308,14 +318,14 @@ mod tests {
             }
         );
         let volatile =
-            Envelope::decode(Body::new(false, &ns, &[], &[], &[], b"").seal(1, 1)).unwrap();
+            Envelope::decode(Body::new(false, 1, &ns, &[], &[], &[], b"").seal(1, 1)).unwrap();
         assert!(!volatile.reliable && volatile.rooms.is_empty() && volatile.frame.is_empty());
     }
 
     #[test]
     fn refuses_what_it_cannot_read() {
         let ns: Arc<str> = "/".into();
-        let sealed = Body::new(true, &ns, &names(&["room"]), &[], &[9], b"x").seal(1, 2);
+        let sealed = Body::new(true, 1, &ns, &names(&["room"]), &[], &[9], b"x").seal(1, 2);
         // Anything shorter than the whole header is refused (the frame may be empty).
         for cut in 0..sealed.len() - 1 {
             assert!(
@@ -329,10 +339,11 @@ mod tests {
             Envelope::decode(Bytes::from(other)),
             Err(Malformed::Version)
         );
-        let body = Body::new(true, &ns, &names(&["ab"]), &[], &[], b"");
+        let body = Body::new(true, 1, &ns, &names(&["ab"]), &[], &[], b"");
         let mut bad_name = body.seal(1, 1).to_vec();
-        // After the header: namespace (2 + 1), room count (2), name length (2).
-        bad_name[FIXED + 3 + 4] = 0xff;
+        // After the header and number: namespace (2 + 1), room count (2), name
+        // length (2).
+        bad_name[FIXED + 8 + 3 + 4] = 0xff;
         assert_eq!(
             Envelope::decode(Bytes::from(bad_name)),
             Err(Malformed::Name)

@@ -13,6 +13,7 @@
 //! nothing is subscribed and a join does not wait.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use actix::prelude::*;
@@ -24,7 +25,7 @@ use super::envelope::{Body, Envelope, Names};
 use super::stats::{ClusterMetrics, Dropped};
 use crate::namespace::{NamespaceActor, Remote, Target, JOIN_WAIT};
 use crate::protocol::WireFrame;
-use crate::room::{Deliver, Gauge, Ticket};
+use crate::room::{Deliver, Gauge, Mark, Ticket};
 use crate::SessionId;
 
 /// Where a namespace takes broadcasts from other nodes. Weak: the namespace lives as
@@ -162,6 +163,10 @@ impl Interest {
             deliver: Deliver {
                 frame: WireFrame::new(&env.frame),
                 reliable: env.reliable,
+                mark: Some(Mark {
+                    origin: env.origin,
+                    n: env.n,
+                }),
             },
             ticket,
         });
@@ -171,6 +176,10 @@ impl Interest {
 /// What a namespace actor keeps of the cluster.
 pub(crate) struct NamespaceLink {
     pub(super) ns: Arc<str>,
+    /// This node's id, the origin of its broadcasts' marks.
+    pub(super) node: u64,
+    /// Numbers the node's broadcasts (one counter for all its namespaces).
+    pub(super) broadcasts: Arc<AtomicU64>,
     pub(super) names: Names,
     pub(super) interest: Arc<Interest>,
     pub(super) outbound: mpsc::Sender<Outbound>,
@@ -210,9 +219,22 @@ impl Remote for NamespaceLink {
             .want(self.names.namespace(&self.ns), has_sockets);
     }
 
+    /// Tells `done` once the namespace's channel is subscribed on Redis.
+    fn when_namespace_subscribed(&self, done: oneshot::Sender<()>) {
+        let channel = self.names.namespace(&self.ns);
+        if !self.interest.when_subscribed(channel, done) {
+            self.metrics.joins_unconfirmed.inc();
+        }
+    }
+
     /// Publishes a broadcast emitted on this node for the other nodes: one message per
     /// target room (the nodes with members there), or one on the namespace's channel.
-    fn publish(&self, target: &Target, deliver: &Deliver) {
+    /// Numbered here, not by the link, so that it fans out here with its mark.
+    fn publish(&self, target: &Target, deliver: &Deliver) -> Mark {
+        let mark = Mark {
+            origin: self.node,
+            n: self.broadcasts.fetch_add(1, Ordering::Relaxed) + 1,
+        };
         let channels: Vec<String> = if target.rooms.is_empty() {
             vec![self.names.namespace(&self.ns)]
         } else {
@@ -225,6 +247,7 @@ impl Remote for NamespaceLink {
         let except_ids: Vec<u64> = target.except_ids.iter().map(|id| id.0).collect();
         let body = Body::new(
             deliver.reliable,
+            mark.n,
             &self.ns,
             &target.rooms,
             &target.except_rooms,
@@ -236,6 +259,7 @@ impl Remote for NamespaceLink {
             self.metrics.dropped(Dropped::QueueFull);
             tracing::warn!(ns = %self.ns, "cluster queue full: broadcast not published");
         }
+        mark
     }
 
     fn join_unconfirmed(&self) {

@@ -74,11 +74,12 @@ pub(crate) struct Link {
     seen: HashMap<u64, (u64, Instant)>,
     /// The server this node answers for.
     local: Local,
-    /// Questions asked, by number, waiting for their answers.
-    asking: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Questions asked, by number, waiting for their answers, with the node asked.
+    asking: HashMap<u64, (NodeId, oneshot::Sender<Reply>)>,
+    /// Nodes that said they left, and when: a question to one fails at once.
+    /// Forgotten after [`FORGET_ORIGIN`] (node ids are never reused).
+    departed: HashMap<NodeId, Instant>,
     next_ask: u64,
-    /// Answers to other nodes' questions, from the tasks that made them.
-    answers: (mpsc::Sender<Control>, mpsc::Receiver<Control>),
     /// This node's control channel, as Redis names it in a push.
     control_channel: String,
     /// This node's relay channel, likewise.
@@ -117,8 +118,8 @@ impl Link {
             seen: HashMap::new(),
             local,
             asking: HashMap::new(),
+            departed: HashMap::new(),
             next_ask: 0,
-            answers: mpsc::channel(MAX_ASKING),
             control_channel: names.control(node.0),
             relay_channel: names.relay(node.0),
             relays,
@@ -220,6 +221,8 @@ impl Link {
                     Some(Outbound::Command { answer, .. }) => { let _ = answer.send(Err(ClusterError::RedisDown)); }
                     // Dropping the answer's sender tells the asker at once.
                     Some(Outbound::Ask { .. }) => {}
+                    // The asker gives up after its wait.
+                    Some(Outbound::Answer(_)) => {}
                     // The relay's connection notices by its heartbeat, and resumes.
                     Some(Outbound::Relay { .. }) => {}
                 },
@@ -263,14 +266,11 @@ impl Link {
                 }
                 out = self.outbound.recv() => match out {
                     None => {
-                        // Leaving: out of the registry now rather than at its TTL.
-                        let key = self.names.node(self.node.0);
-                        let _ = redis::cmd("DEL").arg(key).exec_async(&mut conn).await;
+                        self.leave(&mut conn).await;
                         return None;
                     }
                     Some(first) => self.send(&mut conn, first).await,
                 },
-                Some(answer) = self.answers.1.recv() => self.control(&mut conn, answer).await,
                 _ = heartbeat.tick() => {
                     if let Some(quiet_since) = Instant::now().checked_sub(FORGET_ORIGIN) {
                         self.seen.retain(|_, (_, at)| *at > quiet_since);
@@ -335,10 +335,12 @@ impl Link {
                     answer,
                 } => {
                     // Questions whose askers gave up are forgotten first.
-                    self.asking.retain(|_, waiting| !waiting.is_closed());
-                    if self.asking.len() < MAX_ASKING {
+                    self.asking.retain(|_, (_, waiting)| !waiting.is_closed());
+                    // A node that left answers nothing: dropping `answer` tells
+                    // the asker now rather than at its patience's end.
+                    if self.asking.len() < MAX_ASKING && !self.departed.contains_key(&to) {
                         self.next_ask += 1;
-                        self.asking.insert(self.next_ask, answer);
+                        self.asking.insert(self.next_ask, (to, answer));
                         let body = ControlBody::Request(request);
                         let ask = Control {
                             from: self.node.0,
@@ -348,6 +350,15 @@ impl Link {
                         self.control_to(&mut pipe, to, &ask);
                         others += 1;
                     }
+                }
+                Outbound::Answer(answer) => {
+                    let to = NodeId(answer.from);
+                    let reply = Control {
+                        from: self.node.0,
+                        ..answer
+                    };
+                    self.control_to(&mut pipe, to, &reply);
+                    others += 1;
                 }
             }
             if broadcasts < BATCH {
@@ -365,6 +376,41 @@ impl Link {
         Ok(())
     }
 
+    /// The server is gone: out of the registry now rather than at its TTL, and the
+    /// other nodes told, so that what they asked this node or relay through it
+    /// fails at once (a long-poll relayed here would otherwise wait out its hold,
+    /// and a relayed client its heartbeat).
+    async fn leave(&mut self, conn: &mut MultiplexedConnection) {
+        let key = self.names.node(self.node.0);
+        let _ = redis::cmd("DEL").arg(key).exec_async(conn).await;
+        let Ok(nodes) = self.nodes(conn).await else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for node in nodes.into_iter().filter(|n| *n != self.node) {
+            let left = Control {
+                from: self.node.0,
+                id: 0,
+                body: ControlBody::Left,
+            };
+            self.control_to(&mut pipe, node, &left);
+        }
+        let _ = pipe.exec_async(conn).await;
+    }
+
+    /// Node `node` said it left: its questions fail, its relays end.
+    fn departed(&mut self, node: NodeId) {
+        let now = Instant::now();
+        if let Some(quiet_since) = now.checked_sub(FORGET_ORIGIN) {
+            self.departed.retain(|_, at| *at > quiet_since);
+        }
+        self.departed.insert(node, now);
+        // Dropping the answers' senders tells the askers.
+        self.asking.retain(|_, (to, _)| *to != node);
+        self.relays.node_left(node);
+        tracing::info!(%node, "cluster: a node left");
+    }
+
     /// Appends a control message for node `to` to `pipe`.
     fn control_to(&self, pipe: &mut redis::Pipeline, to: NodeId, message: &Control) {
         match serde_json::to_vec(message) {
@@ -378,22 +424,6 @@ impl Link {
         }
     }
 
-    /// Sends an answer to another node's question.
-    async fn control(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        answer: Control,
-    ) -> Result<(), Lost> {
-        let mut pipe = redis::pipe();
-        let to = NodeId(answer.from);
-        let reply = Control {
-            from: self.node.0,
-            ..answer
-        };
-        self.control_to(&mut pipe, to, &reply);
-        pipe.exec_async(conn).await
-    }
-
     /// A question or an answer from another node.
     fn on_control(&mut self, raw: &[u8]) {
         let Ok(message) = serde_json::from_slice::<Control>(raw) else {
@@ -401,21 +431,27 @@ impl Link {
             return;
         };
         match message.body {
+            ControlBody::Left => self.departed(NodeId(message.from)),
             ControlBody::Reply(reply) => {
-                if let Some(waiting) = self.asking.remove(&message.id) {
+                if let Some((_, waiting)) = self.asking.remove(&message.id) {
                     let _ = waiting.send(reply);
                 }
             }
             ControlBody::Request(request) => {
                 let local = self.local.clone();
                 let relays = self.relays.clone();
-                let answers = self.answers.0.clone();
+                let queue = relays.queue();
                 let (from, id) = (message.from, message.id);
                 // Answered off the link's loop: the answer may wait on the supervisor.
+                // It goes on the link's queue, behind what this node published before.
                 actix::spawn(async move {
                     let reply = ops::answer(&local, &relays, NodeId(from), request).await;
                     let body = ControlBody::Reply(reply);
-                    let _ = answers.try_send(Control { from, id, body });
+                    if let Some(queue) = queue.upgrade() {
+                        let _ = queue
+                            .send(Outbound::Answer(Control { from, id, body }))
+                            .await;
+                    }
                 });
             }
         }

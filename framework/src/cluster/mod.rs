@@ -64,7 +64,7 @@ mod relay;
 mod stats;
 pub mod testbed;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -252,6 +252,9 @@ pub struct ClusterNode {
     pub(crate) drain_deadline: Duration,
     /// [`RedisCluster::move_on_resume`].
     move_on_resume: bool,
+    /// Numbers this node's broadcasts (their [`Mark`](crate::room::Mark)s), shared
+    /// by its namespaces.
+    broadcasts: Arc<AtomicU64>,
 }
 
 impl ClusterNode {
@@ -312,7 +315,18 @@ impl ClusterNode {
             draining: Arc::default(),
             drain_deadline,
             move_on_resume,
+            broadcasts: Arc::default(),
         }
+    }
+
+    /// A session moved here took `broadcasts` from its old node's window.
+    pub(crate) fn window_merged(&self, broadcasts: u64) {
+        self.metrics.window_broadcasts.inc_by(broadcasts);
+    }
+
+    /// A session moved here never got its old node's window.
+    pub(crate) fn window_missed(&self) {
+        self.metrics.windows_missed.inc();
     }
 
     /// This node's number in session ids, shared with its supervisor.
@@ -342,6 +356,8 @@ impl ClusterNode {
     pub(crate) fn namespace(&self, ns: Arc<str>, gauge: Arc<Gauge>) -> NamespaceLink {
         NamespaceLink {
             ns,
+            node: self.id.0,
+            broadcasts: self.broadcasts.clone(),
             names: self.names.clone(),
             interest: self.interest.clone(),
             outbound: self.outbound.clone(),

@@ -122,6 +122,26 @@ pub(crate) async fn answer(
             let draining = attached.draining.load(Ordering::Relaxed);
             Reply::Done(super::drain::move_in(&shared, draining, *state).await)
         }
+        Request::MoveWindow {
+            sid,
+            token,
+            move_id,
+            window,
+        } => {
+            let here = crate::session::MovedHere {
+                id: SessionId(sid),
+                token,
+                moved_in: move_id,
+            };
+            let merged = match shared.supervisor.send(here).await {
+                Ok(Some(session)) => {
+                    let merge = crate::session::MergeWindow { move_id, window };
+                    session.send(merge).await.unwrap_or(false)
+                }
+                _ => false,
+            };
+            Reply::Done(merged)
+        }
         Request::MoveCancel {
             sid,
             token,
@@ -179,6 +199,7 @@ fn empty(request: &Request) -> Reply {
         Request::Kick { .. }
         | Request::DropConnection { .. }
         | Request::MoveIn { .. }
+        | Request::MoveWindow { .. }
         | Request::Pull { .. } => Reply::Done(false),
         // No server here, so no session either.
         Request::MoveCancel { .. } => Reply::Done(true),

@@ -77,6 +77,11 @@ impl Relays {
         }
     }
 
+    /// The link's queue (weak), for answers to go behind the broadcasts.
+    pub(crate) fn queue(&self) -> mpsc::WeakSender<Outbound> {
+        self.outbound.clone()
+    }
+
     /// Sends a relay message to `to`; `false` when the link's queue is full or gone.
     pub(crate) fn publish(&self, to: NodeId, kind: u8, relay: u64, payload: &[u8]) -> bool {
         let Some(outbound) = self.outbound.upgrade() else {
@@ -135,6 +140,25 @@ impl Relays {
                 reason: DisconnectReason::TransportClosed,
             });
             self.publish(owner.edge, SERVER_DROP, relay, reason.as_bytes());
+        }
+    }
+
+    /// Node `node` left: the relays with it end as a cut connection would (its
+    /// clients resume elsewhere, its sessions' clients resume here or elsewhere).
+    pub fn node_left(&self, node: NodeId) {
+        let owners: Vec<Owner> = {
+            let mut owners = lock(&self.owners);
+            let gone: Vec<u64> = (owners.iter())
+                .filter(|(_, o)| o.edge == node)
+                .map(|(relay, _)| *relay)
+                .collect();
+            gone.iter().filter_map(|r| owners.remove(r)).collect()
+        };
+        for owner in owners {
+            owner.session.do_send(FromTransport::Closed {
+                transport: owner.transport,
+                reason: DisconnectReason::TransportClosed,
+            });
         }
     }
 

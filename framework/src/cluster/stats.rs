@@ -52,6 +52,11 @@ pub(crate) struct ClusterMetrics {
     pub resumes_moved: Counter,
     /// Sessions frozen for a move (a drain) and not yet landed or thawed.
     pub moving: Gauge,
+    /// Broadcasts a moved session took from its old node's window (not received
+    /// here in time).
+    pub window_broadcasts: Counter,
+    /// Moved sessions whose old node's window never came.
+    pub windows_missed: Counter,
     dropped: Family<Reason, Counter>,
 }
 
@@ -64,7 +69,7 @@ impl ClusterMetrics {
             "Sessions frozen for a move to another node (a drain), not yet moved or thawed",
             self.moving.clone(),
         );
-        let counters: [(&str, &str, &Counter); 8] = [
+        let counters: [(&str, &str, &Counter); 10] = [
             (
                 "broadcasts_published",
                 "Broadcasts published for other nodes",
@@ -105,6 +110,16 @@ impl ClusterMetrics {
                 "Resumes whose session moved here from another node (move_on_resume)",
                 &self.resumes_moved,
             ),
+            (
+                "window_broadcasts",
+                "Broadcasts a session moved here took from its old node's window",
+                &self.window_broadcasts,
+            ),
+            (
+                "windows_missed",
+                "Sessions moved here whose old node's window of broadcasts never came",
+                &self.windows_missed,
+            ),
         ];
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
@@ -136,6 +151,8 @@ impl ClusterMetrics {
             joins_unconfirmed: self.joins_unconfirmed.get(),
             resumes_moved: self.resumes_moved.get(),
             sessions_moving: u64::try_from(self.moving.get()).unwrap_or(0),
+            window_broadcasts: self.window_broadcasts.get(),
+            windows_missed: self.windows_missed.get(),
             dropped_redis_down: self.dropped_count(Dropped::RedisDown),
             dropped_other: [
                 Dropped::QueueFull,
@@ -181,6 +198,14 @@ pub struct ClusterStats {
     /// Sessions frozen for a move to another node (a drain) right now: their
     /// resumes wait until the move lands or is undone.
     pub sessions_moving: u64,
+    /// Broadcasts that sessions moved here took from their old node's *window*:
+    /// handled there between the move's freeze and the moment this node received
+    /// the rooms' broadcasts itself (see the guide's "Running several nodes").
+    pub window_broadcasts: u64,
+    /// Sessions moved here whose old node's window never came (Redis cut in that
+    /// moment): they carried on with what reached this node, and may have missed
+    /// broadcasts of the move.
+    pub windows_missed: u64,
     /// Broadcasts not published because Redis was unreachable.
     pub dropped_redis_down: u64,
     /// Broadcasts dropped for the other reasons (queue full, namespace busy,

@@ -83,6 +83,19 @@ impl NamespaceActor {
         self.rooms.get(room).map_or(0, |r| r.members.len())
     }
 
+    /// The thread a local socket's broadcasts reach it on, and its rooms' actors.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn socket_paths(
+        &self,
+        id: SessionId,
+    ) -> Option<(crate::room::local::ThreadAddr, Vec<Addr<Room>>)> {
+        let socket = self.sockets.get(&id)?;
+        let rooms = (socket.rooms.iter())
+            .filter_map(|room| self.rooms.get(room).map(|r| r.addr.clone()))
+            .collect();
+        Some((socket.recipient.route().thread.clone(), rooms))
+    }
+
     fn leave(&mut self, id: SessionId, room: &str) {
         let Some(entry) = self.rooms.get_mut(room) else {
             return;
@@ -117,6 +130,10 @@ impl Actor for NamespaceActor {
 pub struct AddSocket {
     pub id: SessionId,
     pub recipient: Mailbox,
+    /// Told once the namespace's broadcasts from other nodes reach this node (a
+    /// session moved here waits for it; dropped: it does, or never will).
+    #[cfg(feature = "cluster")]
+    pub effective: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Handler<AddSocket> for NamespaceActor {
@@ -124,8 +141,13 @@ impl Handler<AddSocket> for NamespaceActor {
 
     fn handle(&mut self, msg: AddSocket, _: &mut Context<Self>) {
         #[cfg(feature = "cluster")]
-        if let (Some(remote), true) = (&self.remote, self.sockets.is_empty()) {
-            remote.namespace(true);
+        if let Some(remote) = &self.remote {
+            if self.sockets.is_empty() {
+                remote.namespace(true);
+            }
+            if let Some(effective) = msg.effective {
+                remote.when_namespace_subscribed(effective);
+            }
         }
         self.sockets.insert(
             msg.id,
@@ -260,9 +282,13 @@ impl Handler<Emit> for NamespaceActor {
         } = msg;
         self.emitted.inc();
         #[cfg(feature = "cluster")]
-        if let Some(remote) = &self.remote {
-            remote.publish(&target, &deliver);
-        }
+        let deliver = match &self.remote {
+            Some(remote) => Deliver {
+                mark: Some(remote.publish(&target, &deliver)),
+                ..deliver
+            },
+            None => deliver,
+        };
         self.fan_out(target, deliver, ticket);
     }
 }

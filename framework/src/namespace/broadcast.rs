@@ -104,6 +104,7 @@ impl Broadcast {
             deliver: Deliver {
                 frame,
                 reliable: !self.volatile,
+                mark: None,
             },
             ticket,
         });

@@ -32,7 +32,7 @@ pub(crate) use actor::{
 };
 pub use broadcast::Broadcast;
 #[cfg(feature = "cluster")]
-pub(crate) use remote::{Remote, JOIN_WAIT};
+pub(crate) use remote::{FlushFor, Remote, JOIN_WAIT};
 pub(crate) use socket::{SessionLink, SocketCommand};
 pub use socket::{Socket, SocketEvent, SocketEventKind};
 
@@ -133,6 +133,7 @@ impl AckReply {
         let deliver = Deliver {
             frame: WireFrame::new(&frame),
             reliable: true,
+            mark: None,
         };
         // On a cluster, the ack of a handler that joined rooms waits until the joins
         // are effective on every node.

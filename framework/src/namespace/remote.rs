@@ -3,13 +3,16 @@
 //! and the wait of an ack for its socket's joins to be effective everywhere. The
 //! cluster's link implements [`Remote`]; this module knows nothing of Redis.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{NamespaceActor, Socket, Target};
-use crate::room::{Deliver, Mailbox};
+use crate::room::local::{Flushed, PassedBy};
+use crate::room::{Deliver, FlushTo, Mailbox, Mark};
+use crate::SessionId;
 
 /// What a namespace actor tells the other nodes of its cluster.
 pub(crate) trait Remote: Send + Unpin + 'static {
@@ -21,10 +24,40 @@ pub(crate) trait Remote: Send + Unpin + 'static {
     fn when_subscribed(&self, room: &str, done: oneshot::Sender<()>);
     /// The namespace got its first local socket (`true`) or lost its last (`false`).
     fn namespace(&self, has_sockets: bool);
-    /// A broadcast emitted on this node, for the other nodes' members of `target`.
-    fn publish(&self, target: &Target, deliver: &Deliver);
+    /// Tells `done` once the other nodes send this node the namespace's broadcasts.
+    fn when_namespace_subscribed(&self, done: oneshot::Sender<()>);
+    /// A broadcast emitted on this node, for the other nodes' members of `target`;
+    /// answers its mark, under which it fans out here too.
+    fn publish(&self, target: &Target, deliver: &Deliver) -> Mark;
     /// An ack went after [`JOIN_WAIT`] without its joins confirmed (counted, logged).
     fn join_unconfirmed(&self);
+}
+
+/// Sends a flush down every path this node's broadcasts take to session `id`
+/// (this actor's own fan-outs to its thread, and each of its rooms'), see
+/// [`Flushed`]. For a session moving between nodes (`session/window.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct FlushFor {
+    pub id: SessionId,
+    pub flushed: Arc<Flushed>,
+}
+
+impl Handler<FlushFor> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FlushFor, _: &mut Context<Self>) {
+        let Some((thread, rooms)) = self.socket_paths(msg.id) else {
+            return; // not here: nothing comes this way
+        };
+        for room in rooms {
+            room.do_send(FlushTo {
+                thread: thread.clone(),
+                flushed: msg.flushed.clone(),
+            });
+        }
+        thread.do_send(PassedBy(msg.flushed));
+    }
 }
 
 /// How long an ack waits for its joins to take effect on the other nodes at most:

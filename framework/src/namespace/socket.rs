@@ -233,6 +233,7 @@ impl Socket {
         self.inner.link.deliver.post(Deliver {
             frame,
             reliable: kind == EventKind::Reliable,
+            mark: None,
         });
         Ok(())
     }

@@ -128,6 +128,46 @@ impl Handler<LocalFanouts> for LocalDelivery {
     }
 }
 
+/// Told once a message sent down every path of a session's broadcasts has come
+/// out at its thread: each holder drops its share where the path ends, and the
+/// last one to go sends. A fan-out posted on a path before the message is handled
+/// before it (one actor's mailbox is first in, first out), so by then every
+/// broadcast handled upstream has reached the session's sink. Dropped unhandled
+/// (an actor that stopped) counts as through: that path carries nothing more.
+///
+/// A session moving between nodes (feature `cluster`) waits for it before it
+/// closes its window of broadcasts (`session/window.rs`).
+pub struct Flushed(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Flushed {
+    /// A flush to send down the paths, and its end.
+    pub fn start() -> (Arc<Flushed>, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Arc::new(Flushed(Some(tx))), rx)
+    }
+}
+
+impl Drop for Flushed {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A flush reaching a thread after the fan-outs posted to it before.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PassedBy(pub Arc<Flushed>);
+
+impl Handler<PassedBy> for LocalDelivery {
+    type Result = ();
+
+    fn handle(&mut self, _: PassedBy, _: &mut Context<Self>) {
+        // Its share of the flush is dropped here: the path is clear.
+    }
+}
+
 /// Recipients of one broadcast, gathered by thread (a namespace-wide or several-room
 /// broadcast, whose recipients are picked per broadcast).
 #[derive(Default)]

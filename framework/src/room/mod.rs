@@ -28,6 +28,21 @@ pub struct Deliver {
     pub frame: WireFrame,
     /// Whether the frame belongs to the reliable stream.
     pub reliable: bool,
+    /// The broadcast's name across a cluster (feature `cluster`), by which a
+    /// session moving between nodes takes it exactly once; `None` for a frame to
+    /// one session, and on a single node.
+    pub mark: Option<Mark>,
+}
+
+/// A broadcast's name in a cluster: the node that emitted it and its number there.
+/// One namespace numbers its broadcasts in the order it handles them, and every
+/// node receives one node's broadcasts in that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mark {
+    /// The node that emitted the broadcast.
+    pub origin: u64,
+    /// Its number among that node's broadcasts.
+    pub n: u64,
 }
 
 /// A room: its members, grouped by the thread that delivers to them.
@@ -111,6 +126,25 @@ pub struct Fanout {
     pub except: Option<SessionId>,
     /// Counts the broadcast in its namespace's gauge until the fan-out is done.
     pub ticket: Ticket,
+}
+
+/// Passes a flush on to `thread` after the fan-outs this room posted there (see
+/// [`local::Flushed`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushTo {
+    /// The thread of the session being flushed.
+    pub thread: local::ThreadAddr,
+    /// The flush.
+    pub flushed: Arc<local::Flushed>,
+}
+
+impl Handler<FlushTo> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: FlushTo, _: &mut Context<Self>) {
+        msg.thread.do_send(local::PassedBy(msg.flushed));
+    }
 }
 
 impl Handler<Fanout> for Room {

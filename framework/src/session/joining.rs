@@ -97,6 +97,8 @@ impl Session {
         namespace.addr.do_send(namespace::AddSocket {
             id: link.id,
             recipient: link.deliver.clone(),
+            #[cfg(feature = "cluster")]
+            effective: None,
         });
         self.joined.insert(Joined {
             socket,

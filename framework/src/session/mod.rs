@@ -33,6 +33,8 @@ mod send_queue;
 mod shared;
 mod supervisor;
 mod transport_link;
+#[cfg(feature = "cluster")]
+mod window;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -60,7 +62,7 @@ pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 #[cfg(feature = "cluster")]
-pub(crate) use supervisor::{CancelMove, Movable, SetMoving, Unregister, MOVING};
+pub(crate) use supervisor::{CancelMove, Movable, MovedHere, SetMoving, Unregister, MOVING};
 pub(crate) use supervisor::{KickSession, ListSessions};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
@@ -71,6 +73,8 @@ pub use transport_link::{
 };
 #[cfg(feature = "cluster")]
 pub(crate) use transport_link::{SESSION_ENDED, SESSION_GONE};
+#[cfg(feature = "cluster")]
+pub(crate) use window::{MergeWindow, MovedWindow, TakeWindow};
 
 use crate::namespace::{SessionLink, SocketCommand, SocketEvent, SocketEventKind};
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
@@ -471,8 +475,8 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         #[cfg(feature = "cluster")]
-        if let Some(state) = self.arriving.take() {
-            return self.arrive(*state, ctx);
+        if let Some(state) = self.arriving.as_mut().and_then(|a| a.state.take()) {
+            return self.arrive(state, ctx);
         }
         // The registry and the session's sockets share one address, the transport's.
         let handed = self.out.borrow_mut().address.take();

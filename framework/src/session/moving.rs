@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 
 use super::outlet::{Link, Outlet};
 use super::supervisor::{Adopt, Unregister};
+use super::window::WINDOW_WAIT;
 use super::{ClientLimit, Outbox, Session, Shared, ToTransport};
 use crate::namespace::{self, Authorization, NamespaceHandle, RoomsOf, Socket};
 use crate::protocol::ResumeToken;
@@ -67,11 +68,21 @@ pub(crate) struct SessionState {
     pub move_id: u64,
 }
 
-/// A session on its way in, until its actor starts.
+/// A session on its way in, until it has landed: its state until its actor
+/// starts, then the namespaces it is joining again.
 pub(crate) struct Arrival {
-    state: SessionState,
-    settled: oneshot::Sender<bool>,
+    pub(super) state: Option<SessionState>,
+    /// Answers the move (see [`Session::arriving`]).
+    settled: Option<oneshot::Sender<bool>>,
+    /// Namespaces whose middleware has not answered yet.
+    joining: usize,
+    /// Channels this node subscribes to for the session's namespaces and rooms.
+    subscribing: Vec<oneshot::Receiver<()>>,
 }
+
+/// How long a landing session waits for its channels' subscriptions at most before
+/// the move is answered: below the moving node's wait for the answer (2 s).
+const SUBSCRIBE_WAIT: Duration = Duration::from_millis(1500);
 
 /// A namespace the session had joined.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +160,9 @@ impl Session {
         self.ended = true;
         let mut out = self.out.borrow_mut();
         out.closed = true;
+        // From now on its rooms' broadcasts wait for the new node (`window.rs`).
+        let window = out.new_window(0);
+        out.window = Some(window);
         let (acked, frames) = out.outbox.parts();
         let frames = frames.map(|f| ByteBuf::from(f.to_vec())).collect();
         let namespaces = self
@@ -187,9 +201,11 @@ impl Session {
 impl Handler<Thaw> for Session {
     type Result = ();
 
-    fn handle(&mut self, _: Thaw, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Thaw, ctx: &mut Context<Self>) {
         self.ended = false;
         self.out.borrow_mut().closed = false;
+        // The broadcasts kept since the freeze are this node's to deliver after all.
+        self.release_window(ctx);
     }
 }
 
@@ -266,18 +282,22 @@ impl Session {
             frames.collect(),
         );
         let limit = ClientLimit::announced(state.max_frame_size);
-        let out = Outlet::moved_in(shared.clone(), limit, outbox);
+        let out = Outlet::moved_in(shared.clone(), limit, outbox, state.move_id);
         let mut session = Session::with_outlet(shared, out);
         session.recv_seq = state.recv_seq;
         session.reported_seq = state.recv_seq;
-        session.arriving = Some(Box::new(Arrival { state, settled }));
+        session.arriving = Some(Box::new(Arrival {
+            state: Some(state),
+            settled: Some(settled),
+            joining: 0,
+            subscribing: Vec::new(),
+        }));
         session
     }
 
     /// Registers under the session's own id and token, then joins its namespaces
-    /// and rooms again.
-    pub(super) fn arrive(&mut self, arrival: Arrival, ctx: &mut Context<Self>) {
-        let Arrival { state, settled } = arrival;
+    /// and rooms again; the move is answered once it has landed (see [`Landing`]).
+    pub(super) fn arrive(&mut self, state: SessionState, ctx: &mut Context<Self>) {
         let opened_at = UNIX_EPOCH + Duration::from_millis(state.opened_ms);
         let adopt = Adopt {
             id: SessionId(state.id),
@@ -288,10 +308,9 @@ impl Session {
         };
         let register = self.shared.supervisor.send(adopt);
         ctx.wait(register.into_actor(self).map(move |res, act, ctx| {
-            let adopted = res == Ok(true);
-            let _ = settled.send(adopted);
-            if !adopted {
+            if res != Ok(true) {
                 tracing::warn!(sid = state.id, "moved session refused: id in use");
+                act.answer_move(false);
                 act.ended = true;
                 return ctx.stop();
             }
@@ -313,10 +332,47 @@ impl Session {
         });
         self.out.borrow_mut().link = Link::Detached { expiry };
         self.shared.metrics.sessions_detached.inc();
+        if let Some(arrival) = &mut self.arriving {
+            arrival.joining = state.namespaces.len();
+        }
         for moved in state.namespaces {
             self.rejoin(moved, ctx);
         }
+        self.landed_one(None, ctx);
         tracing::debug!(sid = id.0, "session moved here");
+    }
+
+    /// Answers the move, once.
+    fn answer_move(&mut self, taken: bool) {
+        if let Some(settled) = self.arriving.as_mut().and_then(|a| a.settled.take()) {
+            let _ = settled.send(taken);
+        }
+    }
+
+    /// A namespace joined again (with the subscriptions to wait for), or refused
+    /// (`None` after the rejoins began: none). Once every namespace has answered,
+    /// waits for the subscriptions (at most [`SUBSCRIBE_WAIT`]), then answers the
+    /// move: every broadcast published after the answer reaches the session here.
+    /// The old node's window is then awaited ([`WINDOW_WAIT`]).
+    fn landed_one(&mut self, joined: Option<Vec<oneshot::Receiver<()>>>, ctx: &mut Context<Self>) {
+        let Some(arrival) = &mut self.arriving else {
+            return;
+        };
+        if let Some(subscribing) = joined {
+            arrival.subscribing.extend(subscribing);
+            arrival.joining = arrival.joining.saturating_sub(1);
+        }
+        if arrival.joining > 0 || arrival.settled.is_none() {
+            return;
+        }
+        let subscribing = std::mem::take(&mut arrival.subscribing);
+        let all = futures_util::future::join_all(subscribing);
+        let wait = tokio::time::timeout(SUBSCRIBE_WAIT, all);
+        ctx.spawn(wait.into_actor(self).map(|_, act, ctx| {
+            act.answer_move(true);
+            act.arriving = None;
+            ctx.run_later(WINDOW_WAIT, |act, ctx| act.window_missed(ctx));
+        }));
     }
 
     /// Joins a namespace again: its middleware runs with the same `auth`. A refusal
@@ -359,13 +415,17 @@ impl Session {
             Err(reason) => return self.refused(moved.ns, reason, ctx),
         };
         let socket = Socket::new(&namespace, link.clone(), data);
+        let (subscribed, namespace_subscribed) = oneshot::channel();
         namespace.addr.do_send(namespace::AddSocket {
             id: link.id,
             recipient: link.deliver.clone(),
+            effective: Some(subscribed),
         });
         for room in &moved.rooms {
             socket.join(room);
         }
+        let mut subscribing = socket.take_joining();
+        subscribing.push(namespace_subscribed);
         // Before any client frame reaches the socket: its inputs find the seat.
         if let (Some(seat), Some(cluster)) = (moved.seat, &self.shared.cluster) {
             cluster.seat_moved_in(&socket, seat);
@@ -377,12 +437,14 @@ impl Session {
             auth: moved.auth.into_vec(),
         });
         self.publish_namespaces();
+        self.landed_one(Some(subscribing), ctx);
     }
 
     fn refused(&mut self, ns: String, reason: String, ctx: &mut Context<Self>) {
         tracing::info!(sid = self.id().0, ns = %ns, %reason, "moved session refused by namespace");
         let frame = self.disconnect_frame(&ns, &reason);
         self.send_frame(&frame, ctx);
+        self.landed_one(Some(Vec::new()), ctx);
     }
 }
 

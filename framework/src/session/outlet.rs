@@ -48,6 +48,10 @@ pub(super) struct Outlet {
     /// The session's address, from its start until it registers (see
     /// [`Session::open`]).
     pub address: Option<Arc<Addr<Session>>>,
+    /// While the session moves between nodes: the broadcasts kept for the move
+    /// (see [`super::window`]).
+    #[cfg(feature = "cluster")]
+    pub window: Option<Box<super::window::Window>>,
 }
 
 impl Outlet {
@@ -57,14 +61,24 @@ impl Outlet {
         Outlet::with(shared, Link::Attached(link), limit, outbox)
     }
 
-    /// The outlet of a session moved here from another node: no connection yet (its
-    /// expiry is set when the session starts), the outbox it had there.
+    /// The outlet of a session moved here from another node by move `move_id`: no
+    /// connection yet (its expiry is set when the session starts), the outbox it had
+    /// there, and its broadcasts held until the old node's window came.
     #[cfg(feature = "cluster")]
-    pub fn moved_in(shared: Arc<Shared>, limit: ClientLimit, outbox: Outbox) -> Self {
+    pub fn moved_in(shared: Arc<Shared>, limit: ClientLimit, outbox: Outbox, move_id: u64) -> Self {
         let link = Link::Detached {
             expiry: SpawnHandle::default(),
         };
-        Outlet::with(shared, link, limit, outbox)
+        let mut out = Outlet::with(shared, link, limit, outbox);
+        out.window = Some(out.new_window(move_id));
+        out
+    }
+
+    /// A window for a move, bounded as the outbox is.
+    #[cfg(feature = "cluster")]
+    pub fn new_window(&self, move_id: u64) -> Box<super::window::Window> {
+        let config = &self.shared.config;
+        super::window::Window::new(move_id, config.max_outbox_frames, config.max_outbox_bytes)
     }
 
     fn with(shared: Arc<Shared>, link: Link, limit: ClientLimit, outbox: Outbox) -> Self {
@@ -78,6 +92,8 @@ impl Outlet {
             closed: false,
             unreported: false,
             address: None,
+            #[cfg(feature = "cluster")]
+            window: None,
         }
     }
 
@@ -206,6 +222,12 @@ impl LocalSink for Sink {
             return;
         };
         outlet.shared.metrics.deliveries.inc();
+        #[cfg(feature = "cluster")]
+        if let Some(window) = outlet.window.as_mut() {
+            if window.take(deliver) {
+                return;
+            }
+        }
         if let Err(reason) = outlet.deliver(&deliver.frame, deliver.reliable) {
             drop(outlet);
             self.session.do_send(DeliveryFailed(reason));
@@ -225,6 +247,12 @@ impl Handler<LateDelivery> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: LateDelivery, ctx: &mut Context<Self>) {
+        #[cfg(feature = "cluster")]
+        if let Some(window) = self.out.borrow_mut().window.as_mut() {
+            if window.take(&msg.0) {
+                return;
+            }
+        }
         self.deliver(msg.0.frame, msg.0.reliable, ctx);
     }
 }

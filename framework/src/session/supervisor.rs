@@ -217,6 +217,28 @@ impl Handler<CancelMove> for Supervisor {
     }
 }
 
+/// The session that move `moved_in` brought here, if it is still here with
+/// `token`.
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Session>>")]
+pub(crate) struct MovedHere {
+    pub id: SessionId,
+    pub token: ResumeToken,
+    pub moved_in: u64,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<MovedHere> for Supervisor {
+    type Result = Option<Addr<Session>>;
+
+    fn handle(&mut self, msg: MovedHere, _: &mut Context<Self>) -> Self::Result {
+        let entry = self.sessions.get(&msg.id)?;
+        (entry.token == msg.token && entry.moved_in == msg.moved_in)
+            .then(|| Addr::clone(&entry.addr))
+    }
+}
+
 /// The sessions to move off a draining node: each one's address, token and
 /// opening time.
 #[cfg(feature = "cluster")]

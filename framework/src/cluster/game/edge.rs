@@ -81,6 +81,7 @@ impl GameHub {
                     seat.mailbox.post(Deliver {
                         frame: frame.clone(),
                         reliable,
+                        mark: None,
                     });
                 }
             }

@@ -247,6 +247,7 @@ impl<G: Game> GameRoom<G> {
                 let deliver = Deliver {
                     frame,
                     reliable: false,
+                    mark: None,
                 };
                 scatter.send_via(&deliver, &ticket, outbound::post);
             }
@@ -270,6 +271,7 @@ impl<G: Game> GameRoom<G> {
         player.deliver.post(Deliver {
             frame,
             reliable: false,
+            mark: None,
         });
     }
 
@@ -293,6 +295,7 @@ impl<G: Game> GameRoom<G> {
                 let deliver = Deliver {
                     frame,
                     reliable: true,
+                    mark: None,
                 };
                 match &mut player.held {
                     Some(held) => held.keep(deliver),

@@ -83,12 +83,7 @@ async fn numbered_client(
     // Still the same socket, authorized on whichever node holds it now.
     let (_, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
     assert_eq!(name, format!("client-{client_no}"));
-    let mut events = Vec::new();
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_millis(1), client.next_connection_event()).await
-    {
-        events.push(event);
-    }
+    let events = connection_events(&client).await;
     (client, events)
 }
 
@@ -161,16 +156,7 @@ async fn rolling_restart(transport: Transport) {
     };
     let (events, (moved, a2)) = tokio::join!(clients, restart);
     for (i, (_, events)) in events.iter().enumerate() {
-        for event in events {
-            assert!(
-                matches!(
-                    event,
-                    ConnectionEvent::Reconnecting { .. }
-                        | ConnectionEvent::Reconnected { resumed: true, .. }
-                ),
-                "client {i}: the session must survive the restart, got {event:?}"
-            );
-        }
+        assert_resumed(&format!("client {i}"), events);
     }
     // Every session moved at least once (those on A twice, if they went to B).
     assert!(
@@ -266,18 +252,7 @@ async fn a_resume_during_a_move_waits_for_it_and_keeps_the_session() {
     let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
     assert_eq!((again, name.as_str()), (*sid, "ann"));
     assert_eq!(held_by(b).await, [*sid]);
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_millis(1), client.next_connection_event()).await
-    {
-        assert!(
-            matches!(
-                event,
-                ConnectionEvent::Reconnecting { .. }
-                    | ConnectionEvent::Reconnected { resumed: true, .. }
-            ),
-            "the session must survive, got {event:?}"
-        );
-    }
+    assert_resumed("ann", &connection_events(client).await);
 }
 
 /// Two nodes, a client `ann` on A, and Redis holding every publish for 2.8 s from

@@ -3,6 +3,7 @@
 
 mod broadcast;
 mod drain;
+mod drain_broadcasts;
 mod faults;
 mod game;
 mod game_drain;
@@ -11,7 +12,7 @@ mod redis;
 mod resume;
 mod socketio;
 
-use volley::client::{NamespaceClient, Transport};
+use volley::client::{ConnectionEvent, NamespaceClient, Transport};
 use volley::cluster::RedisCluster;
 use volley::{Namespace, Volley, VolleyBuilder};
 
@@ -92,6 +93,30 @@ pub async fn await_nodes(server: &TestServer, n: usize) {
             "nodes: {nodes:?}, expected {n}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The connection events `client` reported so far (none awaited).
+pub async fn connection_events(client: &volley::client::Client) -> Vec<ConnectionEvent> {
+    let mut events = Vec::new();
+    let quick = std::time::Duration::from_millis(1);
+    while let Ok(Some(event)) = tokio::time::timeout(quick, client.next_connection_event()).await {
+        events.push(event);
+    }
+    events
+}
+
+/// Panics unless every event of `who` is a reconnection that resumed its session.
+pub fn assert_resumed(who: &str, events: &[ConnectionEvent]) {
+    for event in events {
+        assert!(
+            matches!(
+                event,
+                ConnectionEvent::Reconnecting { .. }
+                    | ConnectionEvent::Reconnected { resumed: true, .. }
+            ),
+            "{who}: the session must survive, got {event:?}"
+        );
     }
 }
 

@@ -103,7 +103,11 @@ pub struct Config {
     pub rate_limit: RateLimit,
     /// Most namespaces one session may join. Default 32.
     pub max_namespaces_per_session: usize,
-    /// Threads that run rooms (one arbiter each). Default: the number of cores.
+    /// Threads (one arbiter each) that run the sessions moved to this node from
+    /// another node of its cluster, until their clients' connections attach (feature
+    /// `cluster`; none are started otherwise). Default: the number of cores. Rooms
+    /// are fanned out by their namespace's actor; game rooms have threads of their
+    /// own (`GameRoomsBuilder::threads`).
     pub room_threads: usize,
     /// Serve Prometheus metrics, and to whom (see [`crate::MetricsRoute`]). Default:
     /// none (no metrics route).

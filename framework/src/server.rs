@@ -2,7 +2,7 @@
 //! actix-web.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,9 +14,7 @@ use actix_web::web;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
-use crate::namespace::{
-    Broadcast, Namespace, NamespaceHandle, NamespaceStats, RoomPlacer, Stats, Target,
-};
+use crate::namespace::{Broadcast, Namespace, NamespaceHandle, NamespaceStats, Stats, Target};
 use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
 use crate::session::{NamespaceFactory, Shared};
 use crate::transport::{connection, polling, socketio, websocket};
@@ -203,19 +201,32 @@ impl VolleyBuilder {
         }
         let supervisor =
             Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes, node_number));
-        let arbiters: Vec<ArbiterHandle> = (0..self.config.room_threads.max(1))
-            .map(|_| Arbiter::new().handle())
-            .collect();
-        let next = AtomicUsize::new(0);
-        // Rooms go round-robin over the room threads, one per core by default.
-        let place_room: RoomPlacer = Arc::new(move || {
-            arbiters[next.fetch_add(1, Ordering::Relaxed) % arbiters.len()].clone()
-        });
+        // Sessions moved here from other nodes (no connection of their own yet) go
+        // round-robin over the room threads, one per core by default; started only
+        // on a node of a cluster.
+        #[cfg(feature = "cluster")]
+        let place_room: crate::session::RoomPlacer = {
+            let threads = if cluster.is_some() {
+                self.config.room_threads.max(1)
+            } else {
+                0
+            };
+            let mut arbiters: Vec<ArbiterHandle> =
+                (0..threads).map(|_| Arbiter::new().handle()).collect();
+            if arbiters.is_empty() {
+                arbiters.push(control.clone());
+            }
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            Arc::new(move || {
+                arbiters[next.fetch_add(1, Ordering::Relaxed) % arbiters.len()].clone()
+            })
+        };
         let shared = Shared {
             config: self.config,
             supervisor,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: self.dynamic,
+            #[cfg(feature = "cluster")]
             place_room,
             control,
             over_client_limit: AtomicU64::new(0),

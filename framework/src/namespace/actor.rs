@@ -1,13 +1,18 @@
 //! The namespace actor: who is connected to a namespace and which rooms they are in.
 //!
-//! It owns the rooms index (room name → room actor and members) and resolves
-//! broadcast targets: a plain room broadcast is handed to the room actor, which fans
-//! out on its own core; a broadcast to several rooms, with exclusions, or to the whole
-//! namespace is resolved here so that every recipient gets the frame exactly once.
+//! It owns the rooms (room name → members, grouped by thread) and fans every
+//! broadcast out itself: one message per thread with recipients (see
+//! `room::local`), a room's groups kept between broadcasts, several rooms, exclusions
+//! and the whole namespace resolved per broadcast so that every recipient gets the
+//! frame exactly once. Every broadcast of the namespace thus reaches a thread along
+//! one path (this actor's mailbox, then the thread's): each member gets one
+//! sender's broadcasts in the order sent, whichever rooms they target. (Fanning out
+//! from per-room actors let a broadcast to one room overtake an earlier one to
+//! another room of the same member.)
 //!
 //! A broadcast carries a [`Ticket`] of its namespace's gauge from `Broadcast::emit`
-//! until it is fanned out (here or by the room), so that a burst cannot queue here or
-//! in a room without limit. The membership messages (add/remove socket, join/leave)
+//! until its threads have handled it, so that a burst cannot queue here or on a
+//! thread without limit. The membership messages (add/remove socket, join/leave)
 //! are not counted: each comes from one client frame (bounded by that session's
 //! mailbox) or one session's end, and costs a map update to handle.
 
@@ -20,16 +25,8 @@ use actix::prelude::*;
 use super::remote::Remote;
 use crate::metrics::EventCounter;
 use crate::room::local::Scatter;
-use crate::room::{self, Deliver, Mailbox, Room, Ticket};
+use crate::room::{Deliver, Mailbox, Room, Ticket};
 use crate::SessionId;
-
-/// Picks the arbiter a new room is started on.
-pub(crate) type RoomPlacer = Arc<dyn Fn() -> ArbiterHandle + Send + Sync>;
-
-struct RoomEntry {
-    addr: Addr<Room>,
-    members: HashSet<SessionId>,
-}
 
 struct SocketEntry {
     recipient: Mailbox,
@@ -42,8 +39,7 @@ struct SocketEntry {
 pub struct NamespaceActor {
     name: Arc<str>,
     sockets: HashMap<SessionId, SocketEntry>,
-    rooms: HashMap<Arc<str>, RoomEntry>,
-    place_room: RoomPlacer,
+    rooms: HashMap<Arc<str>, Room>,
     /// Broadcasts handled, for the server's metrics.
     emitted: EventCounter,
     /// Publishes to and subscribes for the other nodes of a cluster.
@@ -52,12 +48,11 @@ pub struct NamespaceActor {
 }
 
 impl NamespaceActor {
-    pub(crate) fn new(name: Arc<str>, place_room: RoomPlacer, emitted: EventCounter) -> Self {
+    pub(crate) fn new(name: Arc<str>, emitted: EventCounter) -> Self {
         NamespaceActor {
             name,
             sockets: HashMap::new(),
             rooms: HashMap::new(),
-            place_room,
             emitted,
             #[cfg(feature = "cluster")]
             remote: None,
@@ -80,30 +75,22 @@ impl NamespaceActor {
     /// How many local members `room` has.
     #[cfg(feature = "cluster")]
     pub(crate) fn room_members(&self, room: &str) -> usize {
-        self.rooms.get(room).map_or(0, |r| r.members.len())
+        self.rooms.get(room).map_or(0, |r| r.members().len())
     }
 
-    /// The thread a local socket's broadcasts reach it on, and its rooms' actors.
+    /// The thread a local socket's broadcasts reach it on.
     #[cfg(feature = "cluster")]
-    pub(crate) fn socket_paths(
-        &self,
-        id: SessionId,
-    ) -> Option<(crate::room::local::ThreadAddr, Vec<Addr<Room>>)> {
+    pub(crate) fn socket_thread(&self, id: SessionId) -> Option<crate::room::local::ThreadAddr> {
         let socket = self.sockets.get(&id)?;
-        let rooms = (socket.rooms.iter())
-            .filter_map(|room| self.rooms.get(room).map(|r| r.addr.clone()))
-            .collect();
-        Some((socket.recipient.route().thread.clone(), rooms))
+        Some(socket.recipient.route().thread.clone())
     }
 
-    fn leave(&mut self, id: SessionId, room: &str) {
+    fn leave(&mut self, id: SessionId, room: &str, recipient: &Mailbox) {
         let Some(entry) = self.rooms.get_mut(room) else {
             return;
         };
-        if entry.members.remove(&id) {
-            entry.addr.do_send(room::RemoveMember { id });
-        }
-        if entry.members.is_empty() {
+        entry.remove(id, recipient.route());
+        if entry.members().is_empty() {
             self.rooms.remove(room);
             #[cfg(feature = "cluster")]
             if let Some(remote) = &self.remote {
@@ -172,7 +159,7 @@ impl Handler<RemoveSocket> for NamespaceActor {
     fn handle(&mut self, msg: RemoveSocket, _: &mut Context<Self>) {
         if let Some(entry) = self.sockets.remove(&msg.id) {
             for room in entry.rooms {
-                self.leave(msg.id, &room);
+                self.leave(msg.id, &room, &entry.recipient);
             }
         }
         #[cfg(feature = "cluster")]
@@ -211,23 +198,14 @@ impl Handler<JoinRoom> for NamespaceActor {
             return;
         }
         socket.rooms.push(msg.room.clone());
-        let recipient = socket.recipient.clone();
-        let entry = self.rooms.entry(msg.room.clone()).or_insert_with(|| {
+        let room = self.rooms.entry(msg.room.clone()).or_insert_with(|| {
             #[cfg(feature = "cluster")]
             if let Some(remote) = &self.remote {
                 remote.room(&msg.room, true);
             }
-            let room = Room::new(msg.room.clone());
-            RoomEntry {
-                addr: Room::start_in_arbiter(&(self.place_room)(), |_| room),
-                members: HashSet::new(),
-            }
+            Room::default()
         });
-        entry.members.insert(msg.id);
-        entry.addr.do_send(room::AddMember {
-            id: msg.id,
-            recipient,
-        });
+        room.add(msg.id, socket.recipient.route());
         tracing::trace!(ns = %self.name, room = %msg.room, sid = msg.id.0, "joined room");
     }
 }
@@ -247,7 +225,8 @@ impl Handler<LeaveRoom> for NamespaceActor {
         if let Some(socket) = self.sockets.get_mut(&msg.id) {
             if let Some(at) = socket.rooms.iter().position(|r| *r == msg.room) {
                 socket.rooms.swap_remove(at);
-                self.leave(msg.id, &msg.room);
+                let recipient = socket.recipient.clone();
+                self.leave(msg.id, &msg.room, &recipient);
             }
         }
     }
@@ -296,16 +275,12 @@ impl Handler<Emit> for NamespaceActor {
 impl NamespaceActor {
     /// Delivers a broadcast to this node's members of its target, each once.
     pub(crate) fn fan_out(&mut self, target: Target, deliver: Deliver, ticket: Ticket) {
-        // The common case, one room with at most one socket excluded, is fanned out by
-        // the room actor itself, on its own core.
+        // The common case, one room with at most one socket excluded, goes to the
+        // room's groups as they are, one message per thread.
         if target.rooms.len() == 1 && target.except_rooms.is_empty() && target.except_ids.len() <= 1
         {
             if let Some(room) = self.rooms.get(&target.rooms[0]) {
-                room.addr.do_send(room::Fanout {
-                    deliver,
-                    except: target.except_ids.first().copied(),
-                    ticket,
-                });
+                room.fan_out(&deliver, target.except_ids.first().copied(), ticket);
             }
             return;
         }
@@ -326,7 +301,7 @@ impl NamespaceActor {
             let Some(entry) = self.rooms.get(room) else {
                 continue;
             };
-            for id in &entry.members {
+            for id in entry.members() {
                 let Some(socket) = self.sockets.get(id) else {
                     continue;
                 };

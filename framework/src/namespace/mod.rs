@@ -28,7 +28,7 @@ use serde_bytes::ByteBuf;
 pub use actor::NamespaceStats;
 pub(crate) use actor::{
     AddSocket, Emit, JoinRoom as JoinRoomMsg, LeaveRoom as LeaveRoomMsg, NamespaceActor,
-    RemoveSocket, RoomPlacer, RoomsOf, Stats, Target,
+    RemoveSocket, RoomsOf, Stats, Target,
 };
 pub use broadcast::Broadcast;
 #[cfg(feature = "cluster")]

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::{NamespaceActor, Socket, Target};
 use crate::room::local::{Flushed, PassedBy};
-use crate::room::{Deliver, FlushTo, Mailbox, Mark};
+use crate::room::{Deliver, Mailbox, Mark};
 use crate::SessionId;
 
 /// What a namespace actor tells the other nodes of its cluster.
@@ -33,9 +33,8 @@ pub(crate) trait Remote: Send + Unpin + 'static {
     fn join_unconfirmed(&self);
 }
 
-/// Sends a flush down every path this node's broadcasts take to session `id`
-/// (this actor's own fan-outs to its thread, and each of its rooms'), see
-/// [`Flushed`]. For a session moving between nodes (`session/window.rs`).
+/// Sends a flush down the path this node's broadcasts take to session `id` (this
+/// actor's fan-outs to its thread), see [`Flushed`]. For a session moving between nodes (`session/window.rs`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct FlushFor {
@@ -47,16 +46,10 @@ impl Handler<FlushFor> for NamespaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: FlushFor, _: &mut Context<Self>) {
-        let Some((thread, rooms)) = self.socket_paths(msg.id) else {
-            return; // not here: nothing comes this way
-        };
-        for room in rooms {
-            room.do_send(FlushTo {
-                thread: thread.clone(),
-                flushed: msg.flushed.clone(),
-            });
+        // Every broadcast of this namespace reaches the session's thread from here.
+        if let Some(thread) = self.socket_thread(msg.id) {
+            thread.do_send(PassedBy(msg.flushed));
         }
-        thread.do_send(PassedBy(msg.flushed));
     }
 }
 

@@ -1,16 +1,17 @@
 //! Rooms: named groups of sockets inside a namespace, and the fan-out of broadcasts.
 //!
-//! Each room is an actor placed on one of the room arbiters (one per core). A
-//! broadcast arrives here already encoded and framed ([`WireFrame`]); the room keeps
-//! its members grouped by the thread their session runs on and posts one message per
-//! thread (see [`local`]), whatever the number of members.
+//! A room is part of its namespace's actor (as a Socket.IO adapter's rooms are part
+//! of it); game rooms, which run a tick loop, are actors of their own
+//! (`crate::game`). A broadcast arrives already encoded and framed ([`WireFrame`]);
+//! the room keeps its members grouped by the thread their session runs on and the
+//! namespace posts one message per thread (see [`local`]), whatever the number of
+//! members.
 //! Every post on this path is bounded (see [`Mailbox`], [`Gauge`] and [`Ticket`]).
 
 pub mod local;
 mod mailbox;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::HashSet;
 
 use crate::protocol::WireFrame;
 use crate::SessionId;
@@ -45,112 +46,43 @@ pub struct Mark {
     pub n: u64,
 }
 
-/// A room: its members, grouped by the thread that delivers to them.
+/// A room: its members, grouped by the thread that delivers to them. Kept by its
+/// namespace actor, which fans each broadcast out itself, one message per thread
+/// (see [`local`]): every broadcast of a namespace reaches a thread along the same
+/// path, so each member gets one sender's broadcasts in the order sent, whichever
+/// of its rooms they target.
+#[derive(Default)]
 pub struct Room {
-    name: Arc<str>,
-    members: HashMap<SessionId, LocalRoute>,
+    members: HashSet<SessionId>,
     groups: Groups,
 }
 
 impl Room {
-    /// An empty room.
-    pub fn new(name: Arc<str>) -> Self {
-        Room {
-            name,
-            members: HashMap::new(),
-            groups: Groups::default(),
+    /// Adds a member whose deliveries go by `route`; `false` if it was one.
+    pub fn add(&mut self, id: SessionId, route: &LocalRoute) -> bool {
+        let added = self.members.insert(id);
+        if added {
+            self.groups.add(id, route);
         }
+        added
     }
-}
 
-impl Actor for Room {
-    type Context = Context<Self>;
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        tracing::trace!(room = %self.name, "room disposed");
-    }
-}
-
-/// Adds a member (idempotent). Sent once per join: as often as a client's frames
-/// come (bounded by its session's mailbox), and far cheaper to handle than a frame.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AddMember {
-    /// The member's session.
-    pub id: SessionId,
-    /// Where its deliveries go (its thread and sink).
-    pub recipient: Mailbox,
-}
-
-impl Handler<AddMember> for Room {
-    type Result = ();
-
-    fn handle(&mut self, msg: AddMember, _: &mut Context<Self>) {
-        let route = msg.recipient.route().clone();
-        if !self.members.contains_key(&msg.id) {
-            self.groups.add(msg.id, &route);
-            self.members.insert(msg.id, route);
+    /// Removes a member; `false` if it was none.
+    pub fn remove(&mut self, id: SessionId, route: &LocalRoute) -> bool {
+        let removed = self.members.remove(&id);
+        if removed {
+            self.groups.remove(id, route);
         }
+        removed
     }
-}
 
-/// Removes a member; the room stops when its last member leaves. One per leave, like
-/// [`AddMember`].
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RemoveMember {
-    /// The member's session.
-    pub id: SessionId,
-}
-
-impl Handler<RemoveMember> for Room {
-    type Result = ();
-
-    fn handle(&mut self, msg: RemoveMember, ctx: &mut Context<Self>) {
-        if let Some(route) = self.members.remove(&msg.id) {
-            self.groups.remove(msg.id, &route);
-        }
-        if self.members.is_empty() {
-            ctx.stop();
-        }
+    /// The members.
+    pub fn members(&self) -> &HashSet<SessionId> {
+        &self.members
     }
-}
 
-/// Sends one encoded frame to every member except one.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Fanout {
-    /// The frame, encoded once for every member.
-    pub deliver: Deliver,
-    /// A member left out (the sender of a `socket.to(room)` broadcast).
-    pub except: Option<SessionId>,
-    /// Counts the broadcast in its namespace's gauge until the fan-out is done.
-    pub ticket: Ticket,
-}
-
-/// Passes a flush on to `thread` after the fan-outs this room posted there (see
-/// [`local::Flushed`]).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FlushTo {
-    /// The thread of the session being flushed.
-    pub thread: local::ThreadAddr,
-    /// The flush.
-    pub flushed: Arc<local::Flushed>,
-}
-
-impl Handler<FlushTo> for Room {
-    type Result = ();
-
-    fn handle(&mut self, msg: FlushTo, _: &mut Context<Self>) {
-        msg.thread.do_send(local::PassedBy(msg.flushed));
-    }
-}
-
-impl Handler<Fanout> for Room {
-    type Result = ();
-
-    fn handle(&mut self, msg: Fanout, _: &mut Context<Self>) {
-        self.groups.send(&msg.deliver, msg.except, msg.ticket);
+    /// Posts one fan-out per thread with members, `except` left out.
+    pub fn fan_out(&self, deliver: &Deliver, except: Option<SessionId>, ticket: Ticket) {
+        self.groups.send(deliver, except, ticket);
     }
 }

@@ -59,6 +59,8 @@ pub(crate) use send_queue::queued_size;
 pub use send_queue::Backlog;
 pub use send_queue::SendQueue;
 pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
+#[cfg(feature = "cluster")]
+pub(crate) use shared::RoomPlacer;
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 #[cfg(feature = "cluster")]

@@ -10,12 +10,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use actix::prelude::*;
 
 use super::Supervisor;
-use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle, RoomPlacer};
+use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle};
 use crate::room::Gauge;
 use crate::Config;
 
 /// Makes a namespace on demand from its name (`VolleyBuilder::dynamic_namespaces`).
 pub(crate) type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
+
+/// Picks the arbiter a session without a connection of its own is started on (one
+/// moved here from another node).
+#[cfg(feature = "cluster")]
+pub(crate) type RoomPlacer = std::sync::Arc<dyn Fn() -> actix::ArbiterHandle + Send + Sync>;
 
 /// State shared by every session, transport and handle of one server.
 pub(crate) struct Shared {
@@ -23,6 +28,8 @@ pub(crate) struct Shared {
     pub supervisor: Addr<Supervisor>,
     pub namespaces: RwLock<HashMap<String, NamespaceHandle>>,
     pub dynamic: Option<Arc<NamespaceFactory>>,
+    /// Where a session moved here from another node starts (feature `cluster`).
+    #[cfg(feature = "cluster")]
     pub place_room: RoomPlacer,
     pub control: ArbiterHandle,
     /// Broadcast deliveries skipped because the frame was larger than the recipient
@@ -71,7 +78,7 @@ impl Shared {
     pub fn start_namespace(&self, name: &str, spec: Namespace) -> NamespaceHandle {
         let name: Arc<str> = name.into();
         let emitted = self.metrics.broadcasts.clone();
-        let actor = NamespaceActor::new(name.clone(), self.place_room.clone(), emitted);
+        let actor = NamespaceActor::new(name.clone(), emitted);
         let broadcasts = Arc::new(Gauge::new(self.config.max_mailbox));
         #[cfg(feature = "cluster")]
         let actor = match &self.cluster {

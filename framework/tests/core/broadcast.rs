@@ -231,3 +231,47 @@ over_transports!(
     namespace_wide_reaches_all_of_it_and_no_one_elsewhere,
     leaving_a_room_stops_its_broadcasts,
 );
+
+/// One sender's broadcasts reach each member in the order sent, whichever path each
+/// takes through the server (a room's own fan-out, several rooms, the whole
+/// namespace) and whichever of the member's rooms it targets.
+#[actix_rt::test]
+async fn one_senders_broadcasts_arrive_in_order_across_paths() {
+    const SENT: u64 = 3000;
+    let server = server();
+    let mut members = players(
+        &server,
+        Transport::WebSocket,
+        "/",
+        &[("ann", &["a", "b"]), ("bob", &["a"]), ("cat", &["b"])],
+    )
+    .await;
+    let ns = server.volley.of("/").unwrap();
+    let mut n = 0;
+    while n < SENT {
+        let sent = match n % 4 {
+            0 => ns.to("a").emit("n", &n),
+            1 => ns.to("b").emit("n", &n),
+            2 => ns.to("a").to("b").emit("n", &n),
+            _ => ns.emit("n", &n),
+        };
+        match sent {
+            Ok(()) => n += 1,
+            // The namespace is `max_mailbox` ahead of its rooms: let them catch up.
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+    ns.emit("fence", &()).unwrap();
+    for member in &mut members {
+        let mut last = None;
+        for event in until_fence(&mut member.ns).await {
+            let n: u64 = event.decode().unwrap();
+            assert!(
+                last.is_none_or(|last| n > last),
+                "{} got {n} after {last:?}",
+                member.name
+            );
+            last = Some(n);
+        }
+    }
+}

@@ -152,6 +152,7 @@ fn tick_game_sends_each_team_its_own_state() {
             "ann joined race room ",
             "bob joined race room ",
             "cat without a team is refused: refused: pick a team: red or blue",
+            "dan joined race room ",
             "ann sees team red: 1 runner(s) of its own, the rival team's best at ",
             "bob sees team blue: 1 runner(s) of its own, the rival team's best at ",
             "lobby: race room ",
@@ -159,7 +160,7 @@ fn tick_game_sends_each_team_its_own_state() {
             "ann left the room: true",
         ],
     );
-    for seated in ["(1/4 players)", "(2/4 players)", ", 2/4 players"] {
+    for seated in ["(1/4 players)", "(2/4 players)", ", 2/4 players, locked"] {
         assert!(out.contains(seated), "missing {seated:?}\nstdout:\n{out}");
     }
 }

@@ -4,6 +4,8 @@
 //!   handed to the game before each tick; `tick` moves every runner by a fixed step,
 //!   30 times a second; 10 times a second the state goes out, computed once per team
 //!   (`subset`): a team sees its own runners, and only the best distance of the other.
+//! - The race starts once both teams have a runner, and locks its room
+//!   (`ctx.lock()`): later runners are placed in another room by join-or-create.
 //! - `GameRooms` runs the rooms on their own threads; `with_events` gives a namespace
 //!   the standard events: `join_game` (join-or-create), `input`, `leave_game`,
 //!   `list_games`.
@@ -24,6 +26,7 @@ use volley::{RoomContext, RoomOptions, RoomSetup, SessionId};
 struct Race {
     runners: BTreeMap<SessionId, Runner>,
     tick: u64,
+    started: bool,
 }
 
 struct Runner {
@@ -50,7 +53,12 @@ impl Game for Race {
         Ok(Race::default())
     }
 
-    fn join(&mut self, _: &mut RoomContext, id: SessionId, options: &Value) -> Result<(), String> {
+    fn join(
+        &mut self,
+        ctx: &mut RoomContext,
+        id: SessionId,
+        options: &Value,
+    ) -> Result<(), String> {
         let Some(team @ ("red" | "blue")) = options["team"].as_str() else {
             return Err("pick a team: red or blue".into());
         };
@@ -60,6 +68,12 @@ impl Game for Race {
             distance: 0.0,
         };
         self.runners.insert(id, runner);
+        let teams = |t: &str| self.runners.values().any(|r| r.team == t);
+        if !self.started && teams("red") && teams("blue") {
+            // Both teams are in: the race starts, and takes no latecomers.
+            self.started = true;
+            ctx.lock();
+        }
         Ok(())
     }
 
@@ -141,6 +155,11 @@ async fn demo(url: &str, rooms: &GameRooms) -> Result<(), Box<dyn Error>> {
     if let Err(reason) = runner(url, "green").await {
         println!("cat without a team is refused: {reason}");
     }
+    let (_dan, _, later) = runner(url, "red").await?;
+    println!(
+        "dan joined race room {}: room {} started its race and locked itself",
+        later.room, room.room
+    );
     for _ in 0..5 {
         ann.emit("input", &1.0)?; // ann strides twice as hard as bob
         bob.emit("input", &0.5)?;
@@ -157,8 +176,9 @@ async fn demo(url: &str, rooms: &GameRooms) -> Result<(), Box<dyn Error>> {
         );
     }
     for listed in rooms.list(Some("race")).await {
+        let locked = if listed.locked { ", locked" } else { "" };
         println!(
-            "lobby: {} room {}, {}/{} players",
+            "lobby: {} room {}, {}/{} players{locked}",
             listed.room_type, listed.id, listed.players, listed.max_players
         );
     }

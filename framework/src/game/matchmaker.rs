@@ -115,6 +115,9 @@ impl Matchmaker {
             Some(room) => {
                 let key = self.key_of(room).ok_or(JoinError::NoSuchRoom(room))?;
                 let entry = self.rooms.get(key).ok_or(JoinError::NoSuchRoom(room))?;
+                if entry.status.locked {
+                    return Err(JoinError::Locked(room));
+                }
                 if entry.free_seats() == 0 {
                     let max = entry.max_players;
                     return Err(JoinError::Full { room, max });
@@ -143,7 +146,7 @@ impl Matchmaker {
         self.rooms
             .iter()
             .filter(|(_, e)| &*e.room_type == request.room_type.as_str())
-            .filter(|(_, e)| e.free_seats() > 0 && matches(e))
+            .filter(|(_, e)| e.free_seats() > 0 && !e.status.locked && matches(e))
             // Fullest first; among equals the oldest slot, for a stable choice.
             .max_by_key(|(_, e)| (e.status.players + e.pending, std::cmp::Reverse(e.id)))
             .map(|(key, _)| key)
@@ -199,6 +202,7 @@ impl Matchmaker {
             players: e.status.players,
             max_players: e.max_players,
             metadata: e.status.metadata.clone(),
+            locked: e.status.locked,
         }
     }
 }

@@ -87,6 +87,8 @@ pub(crate) struct RoomStatus {
     pub version: u64,
     pub players: usize,
     pub metadata: Value,
+    /// Locked by the game: no new players.
+    pub locked: bool,
 }
 
 /// What rooms tell the matchmaker.

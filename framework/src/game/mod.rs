@@ -245,6 +245,9 @@ pub enum JoinError {
     /// The game refused the player (or could not create a room for it).
     #[error("refused: {0}")]
     Refused(String),
+    /// The game locked the room ([`RoomContext::lock`]): it takes no new players.
+    #[error("room {0} is locked: it takes no new players")]
+    Locked(RoomId),
     /// The player already sits in a room of these game rooms: leave it first.
     #[error("already in room {0}: leave it first")]
     AlreadySeated(RoomId),
@@ -345,6 +348,10 @@ pub struct RoomListing {
     /// What the game published ([`RoomContext::set_metadata`]), or the filters the
     /// room was created with.
     pub metadata: Value,
+    /// The game locked the room ([`RoomContext::lock`]): join-or-create passes it
+    /// by and a join by its id is refused.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// What a [`Game`] can do besides changing its own state: send reliable events and
@@ -355,6 +362,7 @@ pub struct RoomContext {
     tick: u64,
     pub(crate) outgoing: Vec<Outgoing>,
     pub(crate) metadata: Option<Value>,
+    pub(crate) locked: Option<bool>,
 }
 
 /// A reliable event a game asked to send: to one player, or (`to: None`) to all.
@@ -372,6 +380,7 @@ impl RoomContext {
             tick,
             outgoing: Vec::new(),
             metadata: None,
+            locked: None,
         }
     }
 
@@ -417,5 +426,27 @@ impl RoomContext {
     /// Replaces the metadata shown in the room listing (and matched by filters).
     pub fn set_metadata(&mut self, metadata: Value) {
         self.metadata = Some(metadata);
+    }
+
+    /// Locks the room: from now on join-or-create passes it by, a join by its id
+    /// is refused with [`JoinError::Locked`], and listings show it locked; its
+    /// players play on, and a join already on its way still reaches
+    /// [`Game::join`]. For a match that has started, a room being torn down, or a
+    /// private game. Across a cluster too (the registry carries it).
+    ///
+    /// ```
+    /// # use volley::game::RoomContext;
+    /// fn on_match_start(ctx: &mut RoomContext) {
+    ///     ctx.lock(); // latecomers go to another room
+    ///     let _ = ctx.emit_all("start", &());
+    /// }
+    /// ```
+    pub fn lock(&mut self) {
+        self.locked = Some(true);
+    }
+
+    /// Unlocks a room locked with [`RoomContext::lock`]: it takes players again.
+    pub fn unlock(&mut self) {
+        self.locked = Some(false);
     }
 }

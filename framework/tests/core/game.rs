@@ -156,11 +156,35 @@ impl Game for Duel {
     }
 }
 
+/// Locks itself on input `true` and unlocks on `false`, telling its players which.
+struct Gate;
+
+impl Game for Gate {
+    type Input = bool;
+    type Subset = ();
+    type State = ();
+    fn create(_: &RoomSetup<'_>) -> Result<Self, String> {
+        Ok(Gate)
+    }
+    fn input(&mut self, ctx: &mut RoomContext, _: SessionId, lock: bool) {
+        if lock {
+            ctx.lock();
+        } else {
+            ctx.unlock();
+        }
+        ctx.emit_all("locked", &lock).unwrap();
+    }
+    fn tick(&mut self, _: &mut RoomContext, _: Duration) {}
+    fn subset(&self, _: SessionId) {}
+    fn state(&self, _: &()) {}
+}
+
 // ---------------------------------------------------------------- helpers
 
 pub(crate) fn game_rooms(options: RoomOptions) -> GameRooms {
     GameRooms::builder()
         .game::<Teams>("teams", options.clone())
+        .game::<Gate>("gate", options.clone())
         .game::<Duel>(
             "duel",
             RoomOptions {
@@ -608,5 +632,53 @@ async fn join_or_create_fills_rooms_then_opens_new_ones_and_full_rooms_say_so() 
             DUELS_DISPOSED.load(Ordering::SeqCst)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A room the game locks is passed by join-or-create, refuses a join by its id and
+/// is listed locked, while its players play on; unlocked, it takes players again.
+#[actix_rt::test]
+async fn a_locked_room_takes_no_new_players_until_unlocked() {
+    let rooms = game_rooms(RoomOptions::default());
+    let server = game_server(&rooms, Duration::from_secs(5));
+    let (_c1, mut host) = player(&server).await;
+    let (_c2, other) = player(&server).await;
+    let (_c3, late) = player(&server).await;
+    let gate = JoinRequest::new("gate");
+    let room = join(&host, &gate).await.unwrap().room;
+    // The game tells its players after the matchmaker knows (a room reports its
+    // lock before it sends the events of the same call).
+    host.emit(events::INPUT, &true).unwrap();
+    told_locked(&mut host, true).await;
+    let elsewhere = join(&other, &gate).await.unwrap().room;
+    assert_ne!(elsewhere, room, "join-or-create passes a locked room by");
+    let refused = join(&late, &JoinRequest::to_room(room)).await.unwrap_err();
+    assert_eq!(
+        refused,
+        format!("room {room} is locked: it takes no new players")
+    );
+    let listed = rooms.list(Some("gate")).await;
+    let lock_of = |id: RoomId| listed.iter().find(|l| l.id == id).map(|l| l.locked);
+    assert_eq!(
+        (lock_of(room), lock_of(elsewhere)),
+        (Some(true), Some(false))
+    );
+
+    host.emit(events::INPUT, &false).unwrap();
+    told_locked(&mut host, false).await;
+    assert_eq!(
+        join(&late, &JoinRequest::to_room(room)).await.unwrap().room,
+        room
+    );
+}
+
+/// Waits for the `Gate` game's `locked` event, which must say `want`.
+async fn told_locked(ns: &mut NamespaceClient, want: bool) {
+    loop {
+        let event = next_event(ns).await;
+        if event.name == "locked" {
+            assert_eq!(event.decode::<bool>().unwrap(), want);
+            return;
+        }
     }
 }

@@ -504,6 +504,7 @@ fn place(
     let matches = |l: &RoomListing| {
         l.room_type == request.room_type
             && l.players < l.max_players
+            && !l.locked
             && (request.filters.iter()).all(|(k, v)| l.metadata.get(k) == Some(v))
     };
     let fullest = nodes
@@ -552,6 +553,7 @@ mod tests {
             players,
             max_players: 4,
             metadata: Value::Null,
+            locked: false,
         }
     }
 
@@ -611,6 +613,15 @@ mod tests {
         let mut empty_draining = empty.clone();
         empty_draining[1].1.draining = true;
         assert_eq!(place(b, &request, &empty_draining), Ok((a, None)));
+        // B's room 20 locked: passed by (21 is full), A's room takes the player; a
+        // join to it by id still goes to B, whose matchmaker refuses it.
+        let mut locked = nodes.clone();
+        locked[1].1.rooms[0].locked = true;
+        assert_eq!(place(a, &request, &locked), Ok((a, Some(RoomId(10)))));
+        assert_eq!(
+            place(a, &JoinRequest::to_room(RoomId(20)), &locked),
+            Ok((b, Some(RoomId(20))))
+        );
         let gone = JoinRequest::to_room(RoomId(99));
         assert_eq!(
             place(b, &gone, &nodes),

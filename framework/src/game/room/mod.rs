@@ -90,7 +90,9 @@ pub(crate) struct GameRoom<G: Game> {
     /// A broadcast fell due during catch-up; it is sent after the last catch-up tick.
     broadcast_pending: bool,
     metadata: Value,
-    /// Bumped on every change the matchmaker sees (players, metadata).
+    /// Locked by the game ([`crate::game::RoomContext::lock`]).
+    locked: bool,
+    /// Bumped on every change the matchmaker sees (players, metadata, lock).
     version: u64,
     lobby: Recipient<RoomReport>,
     seats: Arc<Seats>,
@@ -134,6 +136,7 @@ impl<G: Game> GameRoom<G> {
                 lateness: Histogram::default(),
                 broadcast_pending: false,
                 metadata,
+                locked: false,
                 version: 0,
                 lobby,
                 seats,
@@ -285,8 +288,21 @@ impl<G: Game> GameRoom<G> {
         }
     }
 
-    /// Applies what a game call asked for: reliable events, new metadata.
+    /// Applies what a game call asked for: new metadata and lock, then reliable
+    /// events. The matchmaker hears of the first before any player hears of the
+    /// events, so that a join a player makes on the news finds the room as it is.
     fn apply(&mut self, rctx: RoomContext) {
+        let locked = rctx.locked.filter(|l| *l != self.locked);
+        let changed = locked.is_some() || rctx.metadata.is_some();
+        if let Some(locked) = locked {
+            self.locked = locked;
+        }
+        if let Some(metadata) = rctx.metadata {
+            self.metadata = metadata;
+        }
+        if changed {
+            self.report_status();
+        }
         for out in rctx.outgoing {
             let mut frames: Vec<(Arc<str>, WireFrame)> = Vec::with_capacity(1);
             let mut send = |player: &mut Player| {
@@ -307,10 +323,6 @@ impl<G: Game> GameRoom<G> {
                 None => self.players.values_mut().for_each(&mut send),
             }
         }
-        if let Some(metadata) = rctx.metadata {
-            self.metadata = metadata;
-            self.report_status();
-        }
     }
 
     fn status(&self) -> RoomStatus {
@@ -318,6 +330,7 @@ impl<G: Game> GameRoom<G> {
             version: self.version,
             players: self.players.len(),
             metadata: self.metadata.clone(),
+            locked: self.locked,
         }
     }
 

@@ -328,6 +328,47 @@ fn compare_runs_the_volley_chat_next_to_the_floor() {
     assert_eq!(report["latency_us"]["volley_delivery"]["count"], 20 * 50);
 }
 
+/// The command at smoke size: Redis, two nodes and the balancer, the
+/// fan-out on one node and on the nodes, and the reconnect storm across them. Skipped
+/// (saying so) without `redis-server`, unless `VOLLEY_REQUIRE_REDIS=1` (CI).
+#[cfg(feature = "cluster")]
+#[test]
+fn cluster_delivers_and_resumes_across_nodes_exactly_once() {
+    let have_redis = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_redis {
+        assert!(
+            std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
+            "redis-server is required (VOLLEY_REQUIRE_REDIS=1) but missing"
+        );
+        eprintln!("skipped: no redis-server on this machine");
+        return;
+    }
+    let args = [
+        &[
+            "cluster",
+            "--nodes",
+            "2",
+            "--backoff-ms",
+            "100",
+            "--after",
+            "1",
+        ],
+        SMALL_ROOM,
+    ]
+    .concat();
+    let (report, _) = run_with(&args, &["--spawn"]);
+    let figures = &report["figures"];
+    assert_eq!(figures["reconnect_sessions_resumed"], 50, "{figures}");
+    assert_eq!(figures["reconnect_sessions_lost"], 0, "{figures}");
+    for key in ["single_cpu_us_per_delivery", "redis_messages_per_broadcast"] {
+        assert!(figures[key].is_number(), "{key}: {figures}");
+    }
+}
+
 #[test]
 fn bad_usage_exits_2_and_says_why() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))

@@ -36,9 +36,11 @@ pub struct Play {
 impl Play {
     /// Reads `--rooms` (default `rooms`), `--players`, `--hz`, `--tick-rate` and the
     /// duration from flag `duration`.
+    /// `rooms` is the default of `--rooms`; 0 (none) is allowed here, the rooms
+    /// scenario itself asks for at least one.
     pub fn from_flags(flags: &Flags, rooms: usize, duration: &str) -> Result<Play, String> {
         Ok(Play {
-            rooms: flags.count("rooms", rooms)?,
+            rooms: flags.get("rooms", rooms)?,
             players: flags.count("players", 8)?,
             hz: flags.positive("hz", 30.0)?,
             tick_rate: flags.get("tick-rate", 30)?,
@@ -57,6 +59,9 @@ impl Play {
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let play = Play::from_flags(flags, 10, "duration")?;
+    if play.rooms == 0 {
+        return Err("--rooms must be at least 1".into());
+    }
     let mut common = Common::from_flags(flags, play.rooms * play.players, 500.0)?;
     flags.finish()?;
     if common.clients != play.rooms * play.players {

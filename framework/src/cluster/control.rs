@@ -128,6 +128,13 @@ pub(crate) enum Request {
         move_id: u64,
         window: MovedWindow,
     },
+    /// Whether session `sid` (with `token`) is registered here: asked by the node a
+    /// move of it was sent to and whose window never came (`Done(true)`: it is, the
+    /// move did not happen, the copy there goes).
+    Holds {
+        sid: u64,
+        token: ResumeToken,
+    },
     /// The asking node never heard the answer to its `MoveIn` of session `sid`:
     /// drop it here unless its client attached to it already (`Done(true)`: it is
     /// not here, and a `MoveIn` arriving late is refused; `Done(false)`: it stays

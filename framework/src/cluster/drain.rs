@@ -296,8 +296,14 @@ pub(crate) async fn pull(shared: &Shared, to: NodeId, id: SessionId, token: Resu
     }
 }
 
-/// Answers a `MoveIn`: starts the session here, unless this node drains too.
-pub(crate) async fn move_in(shared: &Arc<Shared>, draining: bool, state: SessionState) -> bool {
+/// Answers a `MoveIn` from node `from`: starts the session here, unless this node
+/// drains too.
+pub(crate) async fn move_in(
+    shared: &Arc<Shared>,
+    draining: bool,
+    state: SessionState,
+    from: NodeId,
+) -> bool {
     if draining {
         return false;
     }
@@ -307,9 +313,25 @@ pub(crate) async fn move_in(shared: &Arc<Shared>, draining: bool, state: Session
     // client's next connection, on any thread, attaches to it).
     let thread = (shared.place_room)();
     Session::start_in_arbiter(&thread, move |_| {
-        Session::arriving(shared_for_session, state, settled)
+        Session::arriving(shared_for_session, state, from.0, settled)
     });
     answer.await.unwrap_or(false)
+}
+
+impl ClusterNode {
+    /// Whether node `node` holds session `id` with `token` (`None`: no answer).
+    pub(crate) async fn holds(
+        &self,
+        node: NodeId,
+        id: SessionId,
+        token: ResumeToken,
+    ) -> Option<bool> {
+        let request = Request::Holds { sid: id.0, token };
+        match self.ask(node, request).await {
+            Ok(Reply::Done(holds)) => Some(holds),
+            _ => None,
+        }
+    }
 }
 
 /// Answers a `MoveCancel`: whether the session that move would have brought is not

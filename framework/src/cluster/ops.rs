@@ -120,7 +120,14 @@ pub(crate) async fn answer(
         }
         Request::MoveIn { state } => {
             let draining = attached.draining.load(Ordering::Relaxed);
-            Reply::Done(super::drain::move_in(&shared, draining, *state).await)
+            Reply::Done(super::drain::move_in(&shared, draining, *state, from).await)
+        }
+        Request::Holds { sid, token } => {
+            let holds = crate::session::Holds {
+                id: SessionId(sid),
+                token,
+            };
+            Reply::Done(shared.supervisor.send(holds).await.unwrap_or(false))
         }
         Request::MoveWindow {
             sid,
@@ -200,6 +207,7 @@ fn empty(request: &Request) -> Reply {
         | Request::DropConnection { .. }
         | Request::MoveIn { .. }
         | Request::MoveWindow { .. }
+        | Request::Holds { .. }
         | Request::Pull { .. } => Reply::Done(false),
         // No server here, so no session either.
         Request::MoveCancel { .. } => Reply::Done(true),

@@ -64,7 +64,7 @@ pub(crate) use shared::RoomPlacer;
 pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 #[cfg(feature = "cluster")]
-pub(crate) use supervisor::{CancelMove, Movable, MovedHere, SetMoving, Unregister, MOVING};
+pub(crate) use supervisor::{CancelMove, Holds, Movable, MovedHere, SetMoving, Unregister, MOVING};
 pub(crate) use supervisor::{KickSession, ListSessions};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;

@@ -235,7 +235,7 @@ impl Handler<Unmove> for Session {
 impl Session {
     /// Leaves this node without disconnect hooks: out of the registry and its
     /// namespaces, the client's connection (if any) dropped as a network failure.
-    fn leave(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn leave(&mut self, ctx: &mut Context<Self>) {
         let id = self.id();
         self.ended = true;
         self.shared.supervisor.do_send(Unregister { id });
@@ -271,6 +271,7 @@ impl Session {
     pub(crate) fn arriving(
         shared: Arc<Shared>,
         state: SessionState,
+        from: u64,
         settled: oneshot::Sender<bool>,
     ) -> Self {
         let config = &shared.config;
@@ -282,7 +283,8 @@ impl Session {
             frames.collect(),
         );
         let limit = ClientLimit::announced(state.max_frame_size);
-        let out = Outlet::moved_in(shared.clone(), limit, outbox, state.move_id);
+        let origin = (from, state.token);
+        let out = Outlet::moved_in(shared.clone(), limit, outbox, state.move_id, origin);
         let mut session = Session::with_outlet(shared, out);
         session.recv_seq = state.recv_seq;
         session.reported_seq = state.recv_seq;
@@ -371,7 +373,7 @@ impl Session {
         ctx.spawn(wait.into_actor(self).map(|_, act, ctx| {
             act.answer_move(true);
             act.arriving = None;
-            ctx.run_later(WINDOW_WAIT, |act, ctx| act.window_missed(ctx));
+            ctx.run_later(WINDOW_WAIT, |act, ctx| act.window_late(ctx));
         }));
     }
 

@@ -61,16 +61,25 @@ impl Outlet {
         Outlet::with(shared, Link::Attached(link), limit, outbox)
     }
 
-    /// The outlet of a session moved here from another node by move `move_id`: no
-    /// connection yet (its expiry is set when the session starts), the outbox it had
-    /// there, and its broadcasts held until the old node's window came.
+    /// The outlet of a session moved here by move `move_id` from another node
+    /// (`origin`: that node and the session's token): no connection yet (its expiry
+    /// is set when the session starts), the outbox it had there, and its broadcasts
+    /// held until the old node's window came.
     #[cfg(feature = "cluster")]
-    pub fn moved_in(shared: Arc<Shared>, limit: ClientLimit, outbox: Outbox, move_id: u64) -> Self {
+    pub fn moved_in(
+        shared: Arc<Shared>,
+        limit: ClientLimit,
+        outbox: Outbox,
+        move_id: u64,
+        origin: (u64, crate::protocol::ResumeToken),
+    ) -> Self {
         let link = Link::Detached {
             expiry: SpawnHandle::default(),
         };
         let mut out = Outlet::with(shared, link, limit, outbox);
-        out.window = Some(out.new_window(move_id));
+        let mut window = out.new_window(move_id);
+        window.origin = Some(origin);
+        out.window = Some(window);
         out
     }
 

@@ -239,6 +239,26 @@ impl Handler<MovedHere> for Supervisor {
     }
 }
 
+/// Whether session `id` is registered here with `token` (see `Request::Holds`).
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Holds {
+    pub id: SessionId,
+    pub token: ResumeToken,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<Holds> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Holds, _: &mut Context<Self>) -> bool {
+        self.sessions
+            .get(&msg.id)
+            .is_some_and(|entry| entry.token == msg.token)
+    }
+}
+
 /// The sessions to move off a draining node: each one's address, token and
 /// opening time.
 #[cfg(feature = "cluster")]

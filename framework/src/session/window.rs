@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use super::Session;
+use crate::cluster::NodeId;
 use crate::namespace::FlushFor;
+use crate::protocol::ResumeToken;
 use crate::protocol::WireFrame;
 use crate::room::local::Flushed;
 use crate::room::{Deliver, Mark};
@@ -46,6 +48,9 @@ pub(super) const WINDOW_WAIT: Duration = Duration::from_secs(5);
 pub(super) struct Window {
     /// The move this window belongs to (`SessionState::move_id`).
     move_id: u64,
+    /// On the new node: the node the session came from, and its token (to ask that
+    /// node whether it kept the session after all, see [`Session::window_late`]).
+    pub origin: Option<(u64, ResumeToken)>,
     entries: Vec<(Mark, WireFrame)>,
     bytes: usize,
     max_frames: usize,
@@ -58,6 +63,7 @@ impl Window {
     pub fn new(move_id: u64, max_frames: usize, max_bytes: usize) -> Box<Self> {
         Box::new(Window {
             move_id,
+            origin: None,
             entries: Vec::new(),
             bytes: 0,
             max_frames,
@@ -207,9 +213,38 @@ impl Session {
         self.end(DisconnectReason::OutboxOverflow, true, ctx);
     }
 
+    /// The old node's window did not come within [`WINDOW_WAIT`]. Either it was
+    /// lost (Redis cut in that moment), or the old node never heard that the move
+    /// was taken: the move's answer and its cancel both lost, the session thawed
+    /// there and carries on. So the old node is asked whether it holds the session:
+    /// if it does, this copy goes (unless its client attached here meanwhile: then
+    /// this one is the client's); if not, or without an answer, the session carries
+    /// on here without the window.
+    pub(super) fn window_late(&mut self, ctx: &mut Context<Self>) {
+        let origin = self.out.borrow().window.as_ref().and_then(|w| w.origin);
+        let (Some((node, token)), Some(cluster)) = (origin, self.shared.cluster.clone()) else {
+            return self.window_missed(ctx);
+        };
+        let id = self.id();
+        let asked = async move { cluster.holds(NodeId(node), id, token).await };
+        ctx.spawn(asked.into_actor(self).map(|kept, act, ctx| {
+            if kept == Some(true) && act.transport().is_none() && act.out.borrow().window.is_some()
+            {
+                tracing::warn!(
+                    sid = act.id().0,
+                    "moved session: its old node kept it (the move's answer and cancel \
+                     were lost); this copy goes"
+                );
+                act.out.borrow_mut().window = None;
+                return act.leave(ctx);
+            }
+            act.window_missed(ctx);
+        }));
+    }
+
     /// The old node's window never came (Redis cut in that moment): the session
     /// carries on with what reached this node, said in the log and the metrics.
-    pub(super) fn window_missed(&mut self, ctx: &mut Context<Self>) {
+    fn window_missed(&mut self, ctx: &mut Context<Self>) {
         if self.out.borrow().window.is_none() {
             return;
         }

@@ -255,6 +255,74 @@ async fn a_resume_during_a_move_waits_for_it_and_keeps_the_session() {
     assert_resumed("ann", &connection_events(client).await);
 }
 
+/// A move whose answer and cancel are both lost (Redis stops while B's middleware
+/// holds the moved session, and A gives the move up and keeps the session): B's copy,
+/// whose old node's window never comes, asks A whether it kept the session, and
+/// goes; the client carries on with A's.
+#[actix_rt::test]
+async fn a_move_whose_answer_and_cancel_are_lost_leaves_no_copy_behind() {
+    let Some(mut redis) = RedisServer::start("a_move_whose_answer_and_cancel_are_lost") else {
+        return;
+    };
+    let (tx, _) = mpsc::unbounded_channel();
+    let a = node_of(numbered_node(&redis, tx)).await;
+    // B's middleware says when a session is joining and answers when told.
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let gated = Namespace::new().authorize_async(move |_| {
+        let (entered, gate) = (entered_tx.clone(), held.clone());
+        async move {
+            let _ = entered.send(());
+            gate.acquire().await.map_err(|e| e.to_string())?.forget();
+            Ok(())
+        }
+    });
+    let b = node_of(
+        Volley::builder()
+            .namespace("/", gated)
+            .cluster(RedisCluster::new(&redis.url()).unwrap()),
+    )
+    .await;
+    await_nodes(&a, 2).await;
+    let client = Client::connect_with(&a.url, ClientConfig::default())
+        .await
+        .unwrap();
+    let ns = client.join("/", &"ann".to_owned()).await.unwrap();
+    let (sid, _): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+
+    let cluster = a.volley.cluster().unwrap().clone();
+    let drain = actix_rt::spawn(async move { cluster.drain().await });
+    // The session is on B (registered, its middleware waiting): Redis goes away, so
+    // neither B's answer nor A's cancel can cross, and A keeps the session.
+    tokio::time::timeout(WAIT, entered.recv()).await.unwrap();
+    assert_eq!(held_by(&b).await, [sid]);
+    redis.stop();
+    let report = drain.await.unwrap().unwrap();
+    assert_eq!((report.moved, report.stayed), (0, 1), "{report:?}");
+    redis.restart();
+    for node in [&a, &b] {
+        let link = node.volley.cluster().unwrap();
+        tokio::time::timeout(WAIT, link.wait_connected(true))
+            .await
+            .expect("back on Redis");
+    }
+    // B's copy lands now; its answer finds no one waiting.
+    gate.add_permits(1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !held_by(&b).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B keeps a copy of a session A kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held_by(&a).await, [sid]);
+    let (again, name): (u64, String) = ns.emit_with_ack("whoami", &(), WAIT).await.unwrap();
+    assert_eq!((again, name.as_str()), (sid, "ann"));
+    assert_resumed("ann", &connection_events(&client).await);
+}
+
 /// Two nodes, a client `ann` on A, and Redis holding every publish for 2.8 s from
 /// now: longer than a node waits for an answer (2 s), so a move started now is
 /// answered late.

@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 use crate::namespace::{Broadcast, Namespace, NamespaceHandle, NamespaceStats, Stats, Target};
-use crate::session::{DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor};
+use crate::session::{
+    CountSessions, DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor,
+};
 use crate::session::{NamespaceFactory, Shared};
 use crate::transport::{connection, polling, socketio, websocket};
 use crate::{Config, EmitError, GameRooms, HttpServer, MetricsRoute, RateLimit, SessionId};
@@ -430,6 +432,22 @@ impl Volley {
         self.shared
             .supervisor
             .send(ListSessions)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// How many live sessions this node holds: [`Volley::local_sessions`]`().len()`
+    /// without listing them (for a dashboard or a load test polling it often).
+    ///
+    /// ```no_run
+    /// # async fn example(volley: volley::Volley) {
+    /// println!("{} sessions here", volley.local_session_count().await);
+    /// # }
+    /// ```
+    pub async fn local_session_count(&self) -> usize {
+        self.shared
+            .supervisor
+            .send(CountSessions)
             .await
             .unwrap_or_default()
     }

@@ -308,7 +308,7 @@ struct Handles {
 }
 
 async fn metrics(handles: web::Data<Handles>) -> HttpResponse {
-    let sessions = handles.volley.local_sessions().await.len();
+    let sessions = handles.volley.local_session_count().await;
     let rooms = handles.rooms.all_metrics().await;
     let mut m = ServerMetrics {
         pid: std::process::id(),

@@ -65,7 +65,7 @@ pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 #[cfg(feature = "cluster")]
 pub(crate) use supervisor::{CancelMove, Holds, Movable, MovedHere, SetMoving, Unregister, MOVING};
-pub(crate) use supervisor::{KickSession, ListSessions};
+pub(crate) use supervisor::{CountSessions, KickSession, ListSessions};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
 pub(crate) use transport_link::{resume_here, too_many_frames};

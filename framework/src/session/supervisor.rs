@@ -357,6 +357,19 @@ impl Handler<ListSessions> for Supervisor {
     }
 }
 
+/// Counts the live sessions.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountSessions;
+
+impl Handler<CountSessions> for Supervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountSessions, _: &mut Context<Self>) -> usize {
+        self.sessions.len()
+    }
+}
+
 /// Ends a session from the application side (kick).
 #[derive(Message)]
 #[rtype(result = "bool")]

@@ -167,6 +167,7 @@ async fn sessions_are_listed_and_can_be_kicked(transport: Transport) {
         .find(|s| s.id.0 == client.session_id())
         .expect("session listed");
     assert_eq!(me.namespaces, vec!["/chat".to_owned()]);
+    assert_eq!(server.volley.local_session_count().await, sessions.len());
 
     assert!(server.volley.kick(me.id, "bye").await);
     let reason = tokio::time::timeout(WAIT, client.closed()).await.unwrap();

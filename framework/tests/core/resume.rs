@@ -283,6 +283,7 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
     let stats = root.stats().await;
     assert_eq!((stats.sockets, stats.rooms), (0, 0));
     assert!(server.volley.sessions().await.is_empty());
+    assert_eq!(server.volley.local_session_count().await, 0);
 }
 
 /// The disconnect hook holds the session's thread until the test has looked, so the

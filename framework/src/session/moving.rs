@@ -154,7 +154,10 @@ impl Handler<Freeze> for Session {
 impl Session {
     /// Stops taking and delivering frames, and answers the state.
     fn freeze(&mut self, rooms: Vec<(String, Vec<String>)>) -> Option<SessionState> {
-        if self.ended || self.ids.is_none() || self.authorizing.len() > 0 {
+        // Not while it is still landing from another move (its window open): the
+        // broadcasts held for it would be lost.
+        let landing = self.out.borrow().window.is_some();
+        if self.ended || self.ids.is_none() || self.authorizing.len() > 0 || landing {
             return None;
         }
         self.ended = true;

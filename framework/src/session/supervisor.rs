@@ -156,7 +156,9 @@ impl Handler<Adopt> for Supervisor {
             namespaces: Box::default(),
             link: None,
             moved_in: msg.moved_in,
-            moving: false,
+            // Until its old node's window of broadcasts is merged (or known lost),
+            // a resume waits: the move may yet turn out not to have happened.
+            moving: true,
         };
         self.sessions.insert(msg.id, entry);
         true

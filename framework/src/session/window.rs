@@ -195,6 +195,7 @@ impl Session {
         let Some(window) = self.out.borrow_mut().window.take() else {
             return;
         };
+        self.window_closed();
         match window.into_entries() {
             Ok(entries) => {
                 for (_, frame) in entries {
@@ -203,6 +204,14 @@ impl Session {
             }
             Err(()) => self.window_overflow(ctx),
         }
+    }
+
+    /// The move is settled: a resume of the session is taken here again (see
+    /// `Adopt`, which registers a moved session as moving).
+    fn window_closed(&self) {
+        let id = self.id();
+        let settled = super::SetMoving { id, moving: false };
+        self.shared.supervisor.do_send(settled);
     }
 
     fn window_overflow(&mut self, ctx: &mut Context<Self>) {
@@ -265,6 +274,7 @@ impl Session {
         let Some(held) = self.out.borrow_mut().window.take() else {
             return;
         };
+        self.window_closed();
         let (Ok(held), true) = (held.into_entries(), old.complete) else {
             return self.window_overflow(ctx);
         };

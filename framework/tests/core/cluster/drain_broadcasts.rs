@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use volley::client::{Client, ConnectionEvent};
+use volley::client::{Client, ConnectionEvent, Transport};
 use volley::cluster::ClusterStats;
 
 use super::*;
@@ -80,10 +80,11 @@ fn sender(volley: Volley, me: u64, path: Path, sent: Arc<AtomicU64>, stop: Arc<A
 /// client (still connected) and its connection events.
 async fn receiver(
     url: String,
+    transport: Transport,
     i: usize,
     ready: mpsc::Sender<()>,
 ) -> (Client, Vec<ConnectionEvent>) {
-    let client = Client::connect_with(&url, counting_config(WS))
+    let client = Client::connect_with(&url, counting_config(transport))
         .await
         .expect("connect");
     let mut ns = client.join("/", &format!("r{i}")).await.expect("join");
@@ -126,7 +127,17 @@ async fn receiver(
 /// broadcast once, in order.
 #[actix_rt::test]
 async fn broadcasts_during_a_drain_reach_moving_sessions_exactly_once() {
-    let Some(run) = Run::start("broadcasts_during_a_drain", Cuts::Never, false).await else {
+    drains_under_broadcasts(WS).await;
+}
+
+#[actix_rt::test]
+async fn broadcasts_during_a_drain_reach_moving_polling_sessions_exactly_once() {
+    drains_under_broadcasts(Transport::Polling).await;
+}
+
+async fn drains_under_broadcasts(transport: Transport) {
+    let Some(run) = Run::start("broadcasts_during_a_drain", Cuts::Never, false, transport).await
+    else {
         return;
     };
     let drains = async {
@@ -161,7 +172,8 @@ async fn broadcasts_reach_sessions_that_follow_their_clients_exactly_once() {
         max: 40_000,
         max_cuts: 40,
     };
-    let Some(run) = Run::start("broadcasts_reach_sessions_that_follow", cuts, true).await else {
+    let Some(run) = Run::start("broadcasts_reach_sessions_that_follow", cuts, true, WS).await
+    else {
         return;
     };
     let (stats, _clients) = run.check(async {}).await;
@@ -195,10 +207,11 @@ struct Run {
     proxy: FaultProxy,
     nodes: [TestServer; 3],
     counters: Vec<(Arc<AtomicU64>, Arc<AtomicBool>)>,
+    transport: Transport,
 }
 
 impl Run {
-    async fn start(test: &str, cuts: Cuts, moves: bool) -> Option<Run> {
+    async fn start(test: &str, cuts: Cuts, moves: bool, transport: Transport) -> Option<Run> {
         let redis = RedisServer::start(test)?;
         let a = node_of(room_node(&redis, moves)).await;
         let b = node_of(room_node(&redis, moves)).await;
@@ -212,6 +225,7 @@ impl Run {
             proxy,
             nodes: [a, b, c],
             counters,
+            transport,
         })
     }
 
@@ -223,7 +237,9 @@ impl Run {
         meanwhile: impl std::future::Future<Output = ()>,
     ) -> (ClusterStats, Vec<Client>) {
         let (ready_tx, mut ready) = mpsc::channel(RECEIVERS);
-        let receivers = (0..RECEIVERS).map(|i| receiver(self.proxy.url(), i, ready_tx.clone()));
+        let url = self.proxy.url();
+        let receivers =
+            (0..RECEIVERS).map(|i| receiver(url.clone(), self.transport, i, ready_tx.clone()));
         let receivers = futures_util::future::join_all(receivers);
         let run = async {
             for _ in 0..RECEIVERS {

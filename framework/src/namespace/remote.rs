@@ -33,8 +33,9 @@ pub(crate) trait Remote: Send + Unpin + 'static {
     fn join_unconfirmed(&self);
 }
 
-/// Sends a flush down the path this node's broadcasts take to session `id` (this
-/// actor's fan-outs to its thread), see [`Flushed`]. For a session moving between nodes (`session/window.rs`).
+/// Sends a flush down the path this namespace's broadcasts take to session `id`
+/// (this actor's fan-outs to its thread), see [`Flushed`]: for a session moving
+/// between nodes (`session/window.rs`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct FlushFor {

@@ -128,9 +128,9 @@ impl Handler<LocalFanouts> for LocalDelivery {
     }
 }
 
-/// Told once a message sent down every path of a session's broadcasts has come
-/// out at its thread: each holder drops its share where the path ends, and the
-/// last one to go sends. A fan-out posted on a path before the message is handled
+/// Told once a message sent down every path of a session's broadcasts (one per
+/// namespace it is in) has come out at its thread: each holder drops its share
+/// where its path ends, and the last one to go sends. A fan-out posted on a path before the message is handled
 /// before it (one actor's mailbox is first in, first out), so by then every
 /// broadcast handled upstream has reached the session's sink. Dropped unhandled
 /// (an actor that stopped) counts as through: that path carries nothing more.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 /// Flags that never take a value.
-const SWITCHES: &[&str] = &["spawn", "help", "stop-on-eof", "ping"];
+const SWITCHES: &[&str] = &["spawn", "help", "stop-on-eof", "ping", "drain"];
 
 /// Parsed flags, consumed by name.
 #[derive(Debug)]

@@ -105,7 +105,9 @@ scenarios
              Redis messages and Redis CPU per broadcast; then the reconnect storm
              through the balancer; with --rooms N (default 0: none) also the rooms
              scenario (--players, --hz, --tick-rate, --room-duration s, default 10)
-             on one node and on the nodes, players spread over them
+             on one node and on the nodes, players spread over them; with
+             --drain, last, the fan-out once more while the first node gets
+             SIGTERM a third of the way in (a rolling restart under traffic)
 
 flags for every scenario
   --spawn               start a server process (so its CPU and memory are measured)

@@ -14,6 +14,7 @@
 //! input and state, next to the single node's.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 use volley::cluster::testbed::{round_robin, LocalRedis};
@@ -33,6 +34,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let storm = Storm::from_flags(flags)?;
     let nodes = flags.count("nodes", 3)?.max(2);
     let play = Play::from_flags(flags, 0, "room-duration")?;
+    let drain = flags.switch("drain");
     flags.finish()?;
     if !matches!(common.target, Target::Spawn { .. }) {
         return Err("cluster starts its own Redis and nodes: give --spawn".into());
@@ -112,6 +114,30 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
             Some((played, redis_to.cpu_seconds - redis_from.cpu_seconds))
         }
     };
+    // Then a rolling restart under traffic (`--drain`): the fan-out once more, and a
+    // third of the way in the first node gets SIGTERM: it moves its sessions to the
+    // others (their clients resume through the balancer, which skips it once it is
+    // gone) and stops.
+    let drained = match drain {
+        false => None,
+        true => {
+            let delay = Duration::from_secs_f64(publishing.duration / 3.0);
+            let first = &mut children[0];
+            let stop = async move {
+                tokio::time::sleep(delay).await;
+                let pid = first.id().map(|p| p.to_string()).unwrap_or_default();
+                let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
+                let signalled = Instant::now();
+                // Held open: `wait` would close it first, and the node (`serve
+                // --stop-on-eof`) would exit at once instead of draining.
+                let _stdin = first.stdin.take();
+                let _ = first.wait().await;
+                signalled.elapsed()
+            };
+            let (run, stopped_after) = tokio::join!(fanout::run(&common, publishing), stop);
+            Some((run?, stopped_after))
+        }
+    };
     drop(children);
 
     report.scenario = "cluster".to_owned();
@@ -174,6 +200,21 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         report.figure(&format!("reconnect_{}", f.key), &label, f.value, f.unit);
     }
     report.failures.extend(storm.failures);
+    if let Some((run, stopped_after)) = drained {
+        for (name, totals) in run.streams {
+            report.streams.insert(format!("{name} (drain)"), totals);
+        }
+        for (name, p) in run.latency {
+            report.latency.push((format!("{name} (drain)"), p));
+        }
+        report.failures.extend(run.failures);
+        report.figure(
+            "drain_node_stopped_ms",
+            "drain: from SIGTERM to the node's exit",
+            stopped_after.as_secs_f64() * 1e3,
+            "ms",
+        );
+    }
     if let (Some(single), Some((played, redis_cpu))) = (single_rooms, cluster_rooms) {
         rooms_beside(&mut report, &single, &played, redis_cpu);
     }

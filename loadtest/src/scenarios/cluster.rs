@@ -88,15 +88,20 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         .filter_map(Child::id)
         .map(|p| p.to_string())
         .collect();
-    let cpu = || -> f64 {
+    // Each node's CPU seconds so far (0 for one that is gone).
+    let cpu = || -> Vec<f64> {
         pids.iter()
-            .filter_map(|p| proc::sample(p).ok())
-            .map(|s| s.cpu_seconds)
-            .sum()
+            .map(|p| proc::sample(p).map_or(0.0, |s| s.cpu_seconds))
+            .collect()
     };
     let (nodes_from, redis_from) = (cpu(), redis.figures().await?);
     let mut report = fanout::run(&common, publishing).await?;
     let (nodes_to, redis_to) = (cpu(), redis.figures().await?);
+    let node_cpu: Vec<f64> = nodes_to
+        .iter()
+        .zip(&nodes_from)
+        .map(|(to, from)| to - from)
+        .collect();
     // Then every session cut at once: each reconnects through the balancer, most to
     // another node than its session's, and resumes there.
     let storm = reconnect::run(&common, storm).await?;
@@ -154,9 +159,19 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     report.figure(
         "nodes_cpu_us_per_delivery",
         "CPU per delivery, all nodes",
-        per_second((nodes_to - nodes_from) * 1e6, delivered),
+        per_second(node_cpu.iter().sum::<f64>() * 1e6, delivered),
         "µs",
     );
+    // Each node's part: its CPU over all the run's deliveries (its members are about
+    // one in `nodes`, so the parts add up to the figure above).
+    for (i, seconds) in node_cpu.iter().enumerate() {
+        report.figure(
+            &format!("node{}_cpu_us_per_delivery", i + 1),
+            &format!("CPU per delivery, node {} (its part of all)", i + 1),
+            per_second(seconds * 1e6, delivered),
+            "µs",
+        );
+    }
     report.figure(
         "single_cpu_us_per_delivery",
         "CPU per delivery, one node",

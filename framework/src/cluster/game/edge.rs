@@ -164,32 +164,61 @@ pub(crate) async fn join(
     };
     // A room named by id may be of any type.
     let room_type = request.room.is_none().then_some(request.room_type.as_str());
-    let placed = |nodes: &[(NodeId, NodeRooms)]| {
-        let (owner, room) = place(node.id(), request, nodes)?;
+    // The rooms a join-or-create was refused by, passed by when it looks again.
+    let mut passed_by: Vec<RoomId> = Vec::new();
+    let placed = |mut nodes: Vec<(NodeId, NodeRooms)>, passed_by: &[RoomId]| {
+        for (_, r) in &mut nodes {
+            r.rooms.retain(|l| !passed_by.contains(&l.id));
+        }
+        let (owner, room) = place(node.id(), request, &nodes)?;
         let mut placed = request.clone();
         placed.room = room.or(request.room);
         Ok::<_, JoinError>((owner, placed))
     };
-    let (owner, placed_request) = placed(&gather(node, rooms, room_type).await)?;
-    if placed_request.room.is_some() {
-        return seat_at(node, hub, rooms, socket, owner, placed_request).await;
+    loop {
+        let (owner, placed_request) = placed(gather(node, rooms, room_type).await, &passed_by)?;
+        let joined = if placed_request.room.is_some() {
+            seat_at(node, hub, rooms, socket, owner, placed_request).await
+        } else {
+            // A new room: one node at a time makes one for these filters, so that
+            // two join-or-creates at once on two nodes share it. Whoever waited
+            // looks again.
+            let what = format!(
+                "{}:{}",
+                request.room_type,
+                Value::Object(request.filters.clone())
+            );
+            let key = hub.names.game_create(&what);
+            let locked = hub.lock(&key).await;
+            let placement = placed(gather(node, rooms, room_type).await, &passed_by);
+            let joined = match placement {
+                Ok((owner, placed_request)) => {
+                    seat_at(node, hub, rooms, socket, owner, placed_request).await
+                }
+                Err(e) => Err(e),
+            };
+            if locked {
+                hub.unlock(&key).await;
+            }
+            joined
+        };
+        // The registry lags a room's node (up to `REGISTRY_EVERY`): a room it
+        // listed as open may have filled up or locked itself meanwhile, and its
+        // node refuses. A join-or-create looks again without it.
+        match joined {
+            Err(JoinError::Full { room, .. } | JoinError::Locked(room))
+                if request.room.is_none() && passed_by.len() < MAX_PASSED_BY =>
+            {
+                passed_by.push(room);
+            }
+            joined => return joined,
+        }
     }
-    // A new room: one node at a time makes one for these filters, so that two
-    // join-or-creates at once on two nodes share it. Whoever waited looks again.
-    let what = format!(
-        "{}:{}",
-        request.room_type,
-        Value::Object(request.filters.clone())
-    );
-    let key = hub.names.game_create(&what);
-    let locked = hub.lock(&key).await;
-    let (owner, placed_request) = placed(&gather(node, rooms, room_type).await)?;
-    let joined = seat_at(node, hub, rooms, socket, owner, placed_request).await;
-    if locked {
-        hub.unlock(&key).await;
-    }
-    joined
 }
+
+/// Rooms a join-or-create passes by (full or locked when it got there) before it
+/// gives up with the last refusal.
+const MAX_PASSED_BY: usize = 4;
 
 /// Seats the player at `owner` (this node or another), as `request` says.
 async fn seat_at(

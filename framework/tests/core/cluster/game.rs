@@ -17,7 +17,7 @@ use super::*;
 use crate::proxy::{Cuts, FaultProxy};
 use crate::resume::{quick_backoff, server_addr};
 
-/// Counts each player's inputs; everyone sees every count.
+/// Counts each player's inputs; everyone sees every count. Input 0 locks the room.
 #[derive(Default)]
 struct Tally(std::collections::BTreeMap<u64, u64>);
 
@@ -33,8 +33,13 @@ impl Game for Tally {
         ctx.emit_to(player, "welcome", &ctx.room())
             .map_err(|e| e.to_string())
     }
-    fn input(&mut self, _: &mut RoomContext, player: SessionId, _: u64) {
+    fn input(&mut self, ctx: &mut RoomContext, player: SessionId, n: u64) {
         *self.0.entry(player.0).or_default() += 1;
+        if n == 0 {
+            // Input 0 locks the room, and says so.
+            ctx.lock();
+            ctx.emit_all("locked", &ctx.room()).unwrap();
+        }
     }
     fn tick(&mut self, _: &mut RoomContext, _: Duration) {}
     fn subset(&self, _: SessionId) {}
@@ -233,6 +238,33 @@ async fn join_or_create_from_two_nodes_lands_in_one_room_and_both_play() {
         .await
         .unwrap();
     assert_eq!(again.room, first.room);
+}
+
+/// A join-or-create that the registry sends to a room which locked itself since
+/// it was listed (the registry lags the room's node by up to 100 ms) is refused
+/// there, looks again without it, and opens a room of its own.
+#[actix_rt::test]
+async fn join_or_create_passes_by_a_room_locked_since_it_was_listed() {
+    let Some(redis) = RedisServer::start("join_or_create_passes_by_a_locked_room") else {
+        return;
+    };
+    let (a, _rooms_a) = game_node(&redis, None).await;
+    let (b, rooms_b) = game_node(&redis, None).await;
+    await_nodes(&b, 2).await;
+    let (_ka, mut on_a, _) = gamer(&a, 0).await;
+    let (_kb, on_b, bob) = gamer(&b, 1).await;
+    // Listed at once after the join through A (open, one seat taken).
+    let first = join(&on_a, &JoinRequest::new("tally")).await.unwrap();
+    on_a.emit(events::INPUT, &0u64).unwrap();
+    loop {
+        let event = next_event(&mut on_a).await;
+        if event.name == "locked" {
+            break;
+        }
+    }
+    let second = join(&on_b, &JoinRequest::new("tally")).await.unwrap();
+    assert_ne!(second.room, first.room, "a locked room takes no one new");
+    assert_eq!(rooms_b.room_of(SessionId(bob)), Some(second.room));
 }
 
 #[actix_rt::test]

@@ -204,10 +204,8 @@ impl Handler<CancelMove> for Supervisor {
     type Result = Option<Addr<Session>>;
 
     fn handle(&mut self, msg: CancelMove, _: &mut Context<Self>) -> Self::Result {
-        if let Some(entry) = self.sessions.get(&msg.id) {
-            if entry.token == msg.token && entry.moved_in == msg.moved_in {
-                return Some(Addr::clone(&entry.addr));
-            }
+        if let Some(session) = self.moved_here(msg.id, msg.token, msg.moved_in) {
+            return Some(session);
         }
         let now = std::time::Instant::now();
         self.cancelled
@@ -235,9 +233,21 @@ impl Handler<MovedHere> for Supervisor {
     type Result = Option<Addr<Session>>;
 
     fn handle(&mut self, msg: MovedHere, _: &mut Context<Self>) -> Self::Result {
-        let entry = self.sessions.get(&msg.id)?;
-        (entry.token == msg.token && entry.moved_in == msg.moved_in)
-            .then(|| Addr::clone(&entry.addr))
+        self.moved_here(msg.id, msg.token, msg.moved_in)
+    }
+}
+
+#[cfg(feature = "cluster")]
+impl Supervisor {
+    /// The session move `moved_in` brought here, if it is here with `token`.
+    fn moved_here(
+        &self,
+        id: SessionId,
+        token: ResumeToken,
+        moved_in: u64,
+    ) -> Option<Addr<Session>> {
+        let entry = self.sessions.get(&id)?;
+        (entry.token == token && entry.moved_in == moved_in).then(|| Addr::clone(&entry.addr))
     }
 }
 

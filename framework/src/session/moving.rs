@@ -74,7 +74,8 @@ pub(crate) struct Arrival {
     pub(super) state: Option<SessionState>,
     /// Answers the move (see [`Session::arriving`]).
     settled: Option<oneshot::Sender<bool>>,
-    /// Namespaces whose middleware has not answered yet.
+    /// Namespaces whose middleware has not answered yet, plus one for the rejoins
+    /// still being started (see [`Session::settle`]).
     joining: usize,
     /// Channels this node subscribes to for the session's namespaces and rooms.
     subscribing: Vec<oneshot::Receiver<()>>,
@@ -337,13 +338,18 @@ impl Session {
         });
         self.out.borrow_mut().link = Link::Detached { expiry };
         self.shared.metrics.sessions_detached.inc();
+        // One more than the namespaces: the loop below landing counts too, so that
+        // the move is answered once, after the last namespace's joins, however many
+        // of them answer within the loop (a namespace without middleware answers at
+        // once). Counting only the namespaces answered twice: once with the joins to
+        // wait for, and again, at once, with none, before the rooms were joined.
         if let Some(arrival) = &mut self.arriving {
-            arrival.joining = state.namespaces.len();
+            arrival.joining = state.namespaces.len() + 1;
         }
         for moved in state.namespaces {
             self.rejoin(moved, ctx);
         }
-        self.landed_one(None, ctx);
+        self.landed_one(Vec::new(), ctx);
         tracing::debug!(sid = id.0, "session moved here");
     }
 
@@ -354,19 +360,17 @@ impl Session {
         }
     }
 
-    /// A namespace joined again (with the subscriptions to wait for), or refused
-    /// (`None` after the rejoins began: none). Once every namespace has answered,
+    /// A namespace joined again (with the subscriptions to wait for), refused, or
+    /// the rejoins all begun (nothing to wait for). Once every namespace has answered,
     /// waits for the subscriptions (at most [`SUBSCRIBE_WAIT`]), then answers the
     /// move: every broadcast published after the answer reaches the session here.
     /// The old node's window is then awaited ([`WINDOW_WAIT`]).
-    fn landed_one(&mut self, joined: Option<Vec<oneshot::Receiver<()>>>, ctx: &mut Context<Self>) {
+    fn landed_one(&mut self, subscribing: Vec<oneshot::Receiver<()>>, ctx: &mut Context<Self>) {
         let Some(arrival) = &mut self.arriving else {
             return;
         };
-        if let Some(subscribing) = joined {
-            arrival.subscribing.extend(subscribing);
-            arrival.joining = arrival.joining.saturating_sub(1);
-        }
+        arrival.subscribing.extend(subscribing);
+        arrival.joining = arrival.joining.saturating_sub(1);
         if arrival.joining > 0 || arrival.settled.is_none() {
             return;
         }
@@ -442,14 +446,14 @@ impl Session {
             auth: moved.auth.into_vec(),
         });
         self.publish_namespaces();
-        self.landed_one(Some(subscribing), ctx);
+        self.landed_one(subscribing, ctx);
     }
 
     fn refused(&mut self, ns: String, reason: String, ctx: &mut Context<Self>) {
         tracing::info!(sid = self.id().0, ns = %ns, %reason, "moved session refused by namespace");
         let frame = self.disconnect_frame(&ns, &reason);
         self.send_frame(&frame, ctx);
-        self.landed_one(Some(Vec::new()), ctx);
+        self.landed_one(Vec::new(), ctx);
     }
 }
 

@@ -106,8 +106,10 @@ async fn receiver(
             "tick" => {
                 let expected = next.entry(sender).or_default();
                 assert_eq!(
-                    n, *expected,
-                    "receiver {i}: sender {sender}'s broadcast lost or twice"
+                    n,
+                    *expected,
+                    "receiver {i} (sid {}): sender {sender}'s broadcast lost or twice",
+                    client.session_id()
                 );
                 *expected += 1;
             }

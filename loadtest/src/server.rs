@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use volley::{Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, SessionId};
 use volley::{LeaveReason, RateLimit, Socket, Volley, VolleyBuilder};
@@ -51,6 +52,12 @@ pub struct Publish {
     pub seq: u64,
     pub sent_us: u64,
     pub pad: String,
+}
+
+/// What the server reads of an input before the room does: its number, if any.
+#[derive(Deserialize)]
+struct Numbered {
+    seq: Option<u64>,
 }
 
 /// A player's input: its number in the player's stream.
@@ -288,13 +295,14 @@ fn game_namespace(rooms: &GameRooms) -> Namespace {
     rooms
         .with_events(Namespace::new().authorize(|_| Ok(Stream::default())))
         // Replaces the standard `input` handler: check the number, then queue it.
-        .on("input", move |socket, value: Value| {
-            if let Some(seq) = value.get("seq").and_then(Value::as_u64) {
+        .on("input", move |socket, raw: Box<RawValue>| {
+            // Its number only: the room parses the rest once, at its tick.
+            if let Ok(Numbered { seq: Some(seq) }) = serde_json::from_str(raw.get()) {
                 if let Some(mut s) = Stream::of(socket) {
                     s.c2s.observe(seq);
                 }
             }
-            let _ = inputs.input(socket, value);
+            let _ = inputs.input_json(socket, raw);
         })
         .on_ack("flush", |socket, (): (), ack| {
             let _ = ack.send(&Stream::flush(socket));

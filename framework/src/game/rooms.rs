@@ -180,7 +180,36 @@ impl GameRooms {
     /// Queues an input (any JSON the game's `Input` decodes) for the player's next
     /// tick. Never waits. Past `max_inputs_per_tick` waiting inputs it is dropped and
     /// counted in the room's metrics.
+    ///
+    /// An input that arrives as an event is cheaper handed over as its text, with
+    /// [`GameRooms::input_json`]: the standard `input` handler does that.
     pub fn input(&self, socket: &Socket, input: Value) -> Result<(), InputError> {
+        // A `Value` is JSON already: writing it as text cannot fail.
+        let raw = serde_json::value::to_raw_value(&input).expect("a JSON value is JSON text");
+        self.input_json(socket, raw)
+    }
+
+    /// Queues an input given as JSON text, as an event handler receives it when it
+    /// asks for a [`RawValue`](serde_json::value::RawValue): checked to be JSON, kept
+    /// as text, and parsed once, at the tick, straight into the game's `Input`.
+    ///
+    /// ```
+    /// use serde_json::value::RawValue;
+    /// use volley::game::GameRooms;
+    /// use volley::Namespace;
+    ///
+    /// fn arena(rooms: &GameRooms) -> Namespace {
+    ///     let inputs = rooms.clone();
+    ///     rooms.with_events(Namespace::new()).on("steer", move |socket, input: Box<RawValue>| {
+    ///         let _ = inputs.input_json(socket, input);
+    ///     })
+    /// }
+    /// ```
+    pub fn input_json(
+        &self,
+        socket: &Socket,
+        input: Box<serde_json::value::RawValue>,
+    ) -> Result<(), InputError> {
         self.inner.seats.input(socket.id(), input)
     }
 
@@ -341,11 +370,14 @@ impl GameRooms {
                     let _ = ack.send(&rooms.leave(&socket).await);
                 });
             })
-            .on(events::INPUT, move |socket, value: Value| {
-                if let Err(e) = input.input(socket, value) {
-                    tracing::trace!(sid = socket.id().0, reason = %e, "input not queued");
-                }
-            })
+            .on(
+                events::INPUT,
+                move |socket, raw: Box<serde_json::value::RawValue>| {
+                    if let Err(e) = input.input_json(socket, raw) {
+                        tracing::trace!(sid = socket.id().0, reason = %e, "input not queued");
+                    }
+                },
+            )
             .on_ack(
                 events::LIST,
                 move |_socket, room_type: Option<String>, ack| {

@@ -13,11 +13,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use actix::Recipient;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::messages::LeavePlayer;
 use super::{InputError, JoinError, RoomId};
 use crate::SessionId;
+
+/// A player's input as it arrived: its JSON text, checked to be JSON but not parsed
+/// into anything until the room's tick parses it once, straight into the game's
+/// `Input` (no `serde_json::Value` tree built and walked per input).
+pub(crate) type RawInput = Box<RawValue>;
 
 /// The inputs one player has waiting for the next tick, at most `cap`. Shared by the
 /// seat table (which admits and queues inputs, on the player's session thread) and
@@ -29,7 +34,7 @@ pub(crate) struct InputGate {
     queued: AtomicUsize,
     dropped: AtomicU64,
     /// The admitted inputs, in arrival order, until the room takes them.
-    inbox: Mutex<VecDeque<Value>>,
+    inbox: Mutex<VecDeque<RawInput>>,
 }
 
 impl InputGate {
@@ -43,7 +48,7 @@ impl InputGate {
     }
 
     /// Queues an input for the next tick; `false` (and counted) when `cap` wait.
-    pub fn offer(&self, input: Value) -> bool {
+    pub fn offer(&self, input: RawInput) -> bool {
         if !self.admit() {
             return false;
         }
@@ -54,10 +59,22 @@ impl InputGate {
         true
     }
 
-    /// The inputs queued since the last tick, in arrival order; the caller releases
-    /// them once applied.
-    pub fn take(&self) -> VecDeque<Value> {
+    /// The inputs queued since the last flush to their room's node, in arrival
+    /// order; the caller releases them once sent.
+    #[cfg(feature = "cluster")]
+    pub fn take(&self) -> VecDeque<RawInput> {
         std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Swaps the queued inputs with `spare` (emptied by the caller), so that the
+    /// room's tick and the seat's arrivals pass the same two buffers back and forth
+    /// instead of allocating one per tick.
+    pub fn swap(&self, spare: &mut VecDeque<RawInput>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(
+            &mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()),
+            spare,
+        );
     }
 
     /// Takes a place for one input; `false` (and counted) when `cap` are waiting.
@@ -175,7 +192,7 @@ impl Seats {
         }
     }
 
-    pub fn input(&self, id: SessionId, input: Value) -> Result<(), InputError> {
+    pub fn input(&self, id: SessionId, input: RawInput) -> Result<(), InputError> {
         let seats = self.read();
         let Some(Seat::Seated { gate, .. }) = seats.get(&id) else {
             return Err(InputError::NotSeated);

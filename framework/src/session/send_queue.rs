@@ -99,9 +99,61 @@ impl std::fmt::Debug for SendQueue {
     }
 }
 
+/// The messages of a queue, in order. The first sits in place, so that a lone message
+/// (a game state, a chat line to a client that keeps up: the common case) is queued
+/// and written without an allocation; a buffer is made only for the messages behind
+/// it, and given back once they are written.
+#[derive(Default)]
+struct Messages {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Messages {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn push_back(&mut self, message: Bytes) {
+        match self.first {
+            None => self.first = Some(message),
+            Some(_) => self.rest.push_back(message),
+        }
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Bytes> {
+        self.first.as_mut()
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        let first = self.first.take();
+        self.first = self.rest.pop_front();
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            // An idle connection holds no buffer (the next messages make one).
+            self.rest = VecDeque::new();
+        }
+        first
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    /// Moves every message, in order, to the back of `into`.
+    fn move_into(&mut self, into: &mut VecDeque<Bytes>) {
+        into.extend(self.first.take());
+        into.append(&mut self.rest);
+        self.rest = VecDeque::new();
+    }
+}
+
 #[derive(Default)]
 struct State {
-    messages: VecDeque<Bytes>,
+    messages: Messages,
     /// Nothing more will be pushed: the drain ends once the queue is empty.
     finished: bool,
     /// The connection is gone: pushes are dropped.
@@ -228,10 +280,6 @@ impl SendQueue {
                 break;
             }
         }
-        if fields.messages.is_empty() {
-            // An idle connection holds no buffer (the next message makes one).
-            fields.messages = VecDeque::new();
-        }
         if !fields.messages.is_empty() || !flushed {
             self.wake_writer(state);
         }
@@ -317,7 +365,8 @@ impl SendQueue {
         let (dropped, parked, waker) = {
             let mut state = self.state();
             state.gone = true;
-            let dropped: usize = state.messages.drain(..).map(|m| queued_size(&m)).sum();
+            let dropped: usize = state.messages.iter().map(queued_size).sum();
+            state.messages = Messages::default();
             (dropped, state.parked.take(), state.waker.take())
         };
         self.backlog.fetch_sub(dropped, Ordering::Relaxed);
@@ -348,9 +397,8 @@ impl SendQueue {
     ) -> Poll<Batch> {
         let mut state = self.state();
         if !state.messages.is_empty() {
-            // The batch is empty: swapping hands the writer the whole queue, and the
-            // queue the batch's spare capacity, without moving a message.
-            std::mem::swap(&mut state.messages, batch);
+            // The batch is empty: it takes the whole queue.
+            state.messages.move_into(batch);
             return Poll::Ready(Batch::Taken);
         }
         if state.finished || state.gone {
@@ -405,13 +453,20 @@ fn flush_later(queue: Arc<SendQueue>) {
     });
     if schedule {
         drop(tokio::task::spawn_local(async {
-            let due = FLUSH_DUE.with_borrow_mut(|(due, scheduled)| {
+            let mut due = FLUSH_DUE.with_borrow_mut(|(due, scheduled)| {
                 *scheduled = false;
                 std::mem::take(due)
             });
-            for queue in due {
+            for queue in due.drain(..) {
                 queue.flush();
             }
+            // The list's buffer serves the next flush (one per turn under load),
+            // unless a flush began one meanwhile.
+            FLUSH_DUE.with_borrow_mut(|(next, _)| {
+                if next.is_empty() {
+                    *next = due;
+                }
+            });
         }));
     }
 }
@@ -423,10 +478,10 @@ const MAX_SLICES: usize = 64;
 /// lone one, which the kernel takes more cheaply than a one-slice `writev`) and, if
 /// the socket took them all, a flush; as [`write_now`] does. Returns the bytes taken
 /// and whether everything is written and flushed.
-fn write_all_now(socket: &mut SocketWrite, messages: &VecDeque<Bytes>) -> (usize, bool) {
-    if messages.len() == 1 {
-        let (written, flushed) = write_now(socket, &messages[0]);
-        return (written, flushed && written == messages[0].len());
+fn write_all_now(socket: &mut SocketWrite, messages: &Messages) -> (usize, bool) {
+    if let (Some(lone), true) = (&messages.first, messages.rest.is_empty()) {
+        let (written, flushed) = write_now(socket, lone);
+        return (written, flushed && written == lone.len());
     }
     let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
     let mut count = 0;

@@ -6,10 +6,10 @@
 
 pub(crate) mod admission;
 pub(crate) mod connection;
-mod edge;
 mod opening;
 pub(crate) mod polling;
 pub(crate) mod socketio;
 pub(crate) mod upgrade;
 pub(crate) mod websocket;
 mod ws_frames;
+mod ws_read;

@@ -7,7 +7,7 @@
 //! message it writes is copied into that write buffer first. Here the request gets the
 //! same checks and answers as under actix-web (path, `Origin`, connection limits, the
 //! WebSocket handshake), the `101` is written, and then the socket is split: the
-//! transport actor reads it ([`ReadChunks`]) and a [`Writer`] task writes the
+//! transport actor reads it ([`super::ws_read`]) and a [`Writer`] task writes the
 //! connection's queue with vectored writes. Neither keeps a buffer while idle.
 
 use std::convert::Infallible;
@@ -23,7 +23,7 @@ use futures_util::SinkExt;
 use super::admission;
 use super::socketio;
 use super::websocket;
-use super::ws_frames::{ReadChunks, Writer};
+use super::ws_frames::Writer;
 use crate::session::{Shared, Starter};
 
 /// Takes one upgrade request off the HTTP/1 dispatcher. Never fails: whatever goes
@@ -96,8 +96,7 @@ async fn open<T>(
         return socketio::websocket::start(shared, sio, query, slot, parts.io, parts.read_buf);
     }
     let (read, write) = tokio::io::split(parts.io);
-    let first = parts.read_buf.freeze();
-    let (_, queue) = websocket::start(&shared, slot, ReadChunks::new(read, first));
+    let (_, queue) = websocket::start(&shared, slot, read, parts.read_buf);
     // The writer runs only while the connection has something to write (see
     // `SendQueue::park`); outside an arbiter (never, under actix-server) it stays.
     match actix::Arbiter::try_current() {

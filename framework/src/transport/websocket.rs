@@ -1,8 +1,9 @@
 //! The WebSocket transport: one actor per connection, one frame per binary message.
 //!
 //! actix-web does the handshake; the upgraded connection's two byte streams are then
-//! ours (see [`super::ws_frames`]): the actor reads the client's frames, and the
-//! session writes framed messages straight onto the connection's [`SendQueue`].
+//! ours: the actor reads the client's frames ([`super::ws_read`]: checked, unmasked and
+//! decoded without an allocation per frame), and the session writes framed messages
+//! straight onto the connection's [`SendQueue`] ([`super::ws_frames`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,17 +11,16 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use actix_codec::Encoder;
-use actix_http::ws::{self, Codec, Frame as WsFrame, Message as WsMessage};
-use actix_web::error::PayloadError;
+use actix_http::ws::{self, Codec, Message as WsMessage};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
+use bytes::BytesMut;
+use tokio::io::AsyncRead;
 
 use super::admission::{self, ConnectionSlot};
-use super::edge::{FrameGuard, Violation};
 use super::opening::{opening, resume, start_session, Opening};
-use super::ws_frames::{ConnectionGone, Incoming, Outgoing};
-use crate::protocol::{self, Frame, WireFrame};
+use super::ws_frames::{ConnectionGone, Outgoing};
+use super::ws_read::{BodyBytes, ClientFrames, ClientMessage, ReadError};
+use crate::protocol::{self, DecodeError, Frame, WireFrame};
 use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
@@ -46,25 +46,27 @@ pub(crate) async fn route(
     };
     let mut response = actix_web_actors::ws::handshake(&req)
         .inspect_err(|e| shared.metrics.refused(admission::handshake_refusal(e)))?;
-    let (transport, queue) = start(shared.get_ref(), slot, payload);
+    let body = BodyBytes::new(payload);
+    let (transport, queue) = start(shared.get_ref(), slot, body, BytesMut::new());
     Ok(response.streaming(Outgoing::new(queue, transport.recipient())))
 }
 
-/// Starts the transport actor of an upgraded connection whose client bytes come from
-/// `bytes`; what the caller must write is in the returned queue.
-pub(crate) fn start<S>(
+/// Starts the transport actor of an upgraded connection whose client bytes are read
+/// from `io`, after `first` (read past the upgrade request); what the caller must
+/// write is in the returned queue.
+pub(crate) fn start<R>(
     shared: &Arc<Shared>,
     slot: ConnectionSlot,
-    bytes: S,
+    io: R,
+    first: BytesMut,
 ) -> (Addr<WsTransport>, Arc<SendQueue>)
 where
-    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
+    R: AsyncRead + Unpin + 'static,
 {
     let max = shared.config.max_frame_size;
-    let violation = Violation::default();
-    let transport = WsTransport::new(shared.clone(), violation.clone());
+    let transport = WsTransport::new(shared.clone());
     let queue = transport.queue.clone();
-    let incoming = Incoming::new(FrameGuard::new(bytes, max, violation), max).holding(slot);
+    let incoming = ClientFrames::new(io, first, max).holding(slot);
     let addr = WsTransport::create(|ctx| {
         ctx.add_stream(incoming);
         transport
@@ -94,15 +96,13 @@ pub(crate) struct WsTransport {
     /// Frames posted to the session and not handled yet.
     inbound: Arc<Gauge>,
     closed: bool,
-    /// Why the edge guard stopped the client's bytes, if it did.
-    violation: Violation,
     /// The handshake timeout, cancelled once a session is attached (its timer would
     /// otherwise stay allocated for the connection's whole life).
     handshake: SpawnHandle,
 }
 
 impl WsTransport {
-    fn new(shared: Arc<Shared>, violation: Violation) -> Self {
+    fn new(shared: Arc<Shared>) -> Self {
         let backlog: Backlog = Arc::new(AtomicUsize::new(0));
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
@@ -111,7 +111,6 @@ impl WsTransport {
             session: None,
             queue: SendQueue::shared(backlog),
             closed: false,
-            violation,
             handshake: SpawnHandle::default(),
         }
     }
@@ -204,8 +203,13 @@ impl WsTransport {
         }
     }
 
-    fn on_binary(&mut self, bytes: &[u8], ctx: &mut Context<Self>) {
-        let frame = match protocol::decode(bytes) {
+    fn on_binary(
+        &mut self,
+        frame: Result<Frame, DecodeError>,
+        size: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        let frame = match frame {
             Ok(frame) => frame,
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
@@ -216,7 +220,7 @@ impl WsTransport {
                 if let Some(rtt) = self.queue.pulse().answer(last_seq, Instant::now()) {
                     let metrics = &self.shared.metrics;
                     metrics.frames_in.inc();
-                    metrics.bytes_in.inc_by(bytes.len() as u64);
+                    metrics.bytes_in.inc_by(size as u64);
                     metrics.ping_rtt.observe(rtt.as_secs_f64());
                     return;
                 }
@@ -227,7 +231,7 @@ impl WsTransport {
             return session.do_send(FromTransport::Frame {
                 transport: self.id,
                 frame,
-                size: bytes.len(),
+                size,
             });
         }
         match opening(frame) {
@@ -310,54 +314,36 @@ impl Actor for WsTransport {
     }
 }
 
-impl StreamHandler<Result<WsFrame, ws::ProtocolError>> for WsTransport {
-    fn handle(&mut self, msg: Result<WsFrame, ws::ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<ClientMessage, ReadError>> for WsTransport {
+    fn handle(&mut self, msg: Result<ClientMessage, ReadError>, ctx: &mut Self::Context) {
         if self.closed {
             return;
         }
         match msg {
-            Ok(WsFrame::Binary(bytes)) => self.on_binary(&bytes, ctx),
+            Ok(ClientMessage::Binary(frame, size)) => self.on_binary(frame, size, ctx),
             // A peer that pings and does not read gets no more pongs than the backlog
             // holds.
-            Ok(WsFrame::Ping(bytes)) => {
+            Ok(ClientMessage::Ping(bytes)) => {
                 if self.backlog().load(Ordering::Relaxed) < self.shared.config.max_send_backlog {
                     self.send_control(WsMessage::Pong(bytes));
                 }
             }
-            Ok(WsFrame::Pong(_)) => {}
-            Ok(WsFrame::Text(_)) => self.refuse(
-                "text frames are not part of the protocol; send binary frames".into(),
-                ctx,
-            ),
-            Ok(WsFrame::Continuation(_)) => {
-                self.refuse("fragmented messages are not supported".into(), ctx)
-            }
-            Ok(WsFrame::Close(_)) => {
+            Ok(ClientMessage::Pong) => {}
+            Ok(ClientMessage::Close) => {
                 self.closed = true;
                 self.send_control(WsMessage::Close(None));
                 self.queue.finish();
                 ctx.stop();
             }
-            Err(ws::ProtocolError::Overflow) => self.refuse(
-                format!(
-                    "frame too large (limit {} bytes)",
-                    self.shared.config.max_frame_size
-                ),
-                ctx,
-            ),
-            Err(ws::ProtocolError::Io(e)) => match self.violation.take() {
-                // The edge guard refused a frame header (too large, reserved bits).
-                Some(reason) => self.refuse(reason, ctx),
-                // The connection broke (reset, EOF mid-frame): not the client's
-                // fault, so the session detaches and may be resumed.
-                None => {
-                    tracing::debug!(error = %e, "connection lost");
-                    self.closed = true;
-                    self.queue.gone();
-                    ctx.stop();
-                }
-            },
-            Err(e) => self.refuse(format!("websocket protocol error: {e}"), ctx),
+            Err(ReadError::Refused(reason)) => self.refuse(reason, ctx),
+            // The connection broke (reset, EOF mid-frame): not the client's fault, so
+            // the session detaches and may be resumed.
+            Err(ReadError::Lost(e)) => {
+                tracing::debug!(error = %e, "connection lost");
+                self.closed = true;
+                self.queue.gone();
+                ctx.stop();
+            }
         }
     }
 

@@ -1,16 +1,18 @@
-//! The two byte streams of an upgraded WebSocket connection: the client's bytes,
-//! decoded here into frames with actix-http's codec ([`Incoming`]), and the server's,
-//! drained from the connection's [`SendQueue`] as complete, already framed messages.
+//! The two byte streams of an upgraded WebSocket connection: the server's, drained
+//! from the connection's [`SendQueue`] as complete, already framed messages, and, for
+//! the Socket.IO endpoint, the client's, decoded with actix-http's codec
+//! ([`Incoming`]; the native protocol reads its own, see [`super::ws_read`]).
 //!
 //! Two ways to get them. Under Volley's own server ([`crate::HttpServer`]) the
-//! connection leaves actix-http's HTTP/1 dispatcher at the upgrade: [`ReadChunks`]
-//! reads the socket and the [`Writer`] task writes every message queued since its
-//! last write in one vectored write, straight from the shared bytes of each frame (no
-//! copy), with no buffer kept while the connection is idle. Under a plain actix-web
-//! `HttpServer` (the route of `Volley::configure`) the dispatcher keeps the
-//! connection: the request body is the client's bytes and [`Outgoing`] the response
-//! body, which the dispatcher copies into its 8 KiB write buffer (and holds an 8 KiB
-//! read buffer) for the connection's whole life.
+//! connection leaves actix-http's HTTP/1 dispatcher at the upgrade: the transport
+//! reads the socket ([`super::ws_read`], or [`ReadChunks`] for Socket.IO) and the
+//! [`Writer`] task writes every message queued since its last write in one vectored
+//! write, straight from the shared bytes of each frame (no copy), with no buffer kept
+//! while the connection is idle. Under a plain actix-web `HttpServer` (the route of
+//! `Volley::configure`) the dispatcher keeps the connection: the request body is the
+//! client's bytes and [`Outgoing`] the response body, which the dispatcher copies
+//! into its 8 KiB write buffer (and holds an 8 KiB read buffer) for the connection's
+//! whole life.
 //!
 //! Why not actix-web-actors' `WebsocketContext`: it re-frames every message it is
 //! given into its own buffer, a copy per recipient of a broadcast, and its actor only
@@ -32,7 +34,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::admission::ConnectionSlot;
 use crate::session::{Batch, SendQueue, SocketWrite, WriterTask};
 
 /// The client's frames, decoded from the bytes of the request body.
@@ -41,9 +42,6 @@ pub(crate) struct Incoming<S> {
     codec: Codec,
     buf: BytesMut,
     eof: bool,
-    /// The connection's place under the connection limits, if this stream holds it
-    /// (see [`Incoming::holding`]).
-    _slot: Option<ConnectionSlot>,
 }
 
 impl<S> Incoming<S> {
@@ -53,16 +51,7 @@ impl<S> Incoming<S> {
             codec: Codec::new().max_size(max_frame_size),
             buf: BytesMut::new(),
             eof: false,
-            _slot: None,
         }
-    }
-
-    /// Holds `slot` until the stream is dropped: with the transport actor that reads
-    /// it, so the slot is given back when the actor stops, as if the actor held it,
-    /// while the actor's own task stays a cache-line block smaller.
-    pub(crate) fn holding(mut self, slot: ConnectionSlot) -> Self {
-        self._slot = Some(slot);
-        self
     }
 }
 

@@ -18,7 +18,7 @@ use super::{gather, lock, place, GameHub, NodeRooms, SeatNews, INPUTS, NEWS};
 use crate::cluster::control::{GameReply, GameRequest, Outbound, Reply, Request, REPLY_TIMEOUT};
 use crate::cluster::{ClusterError, ClusterNode, NodeId};
 use crate::game::messages::LeavePlayer;
-use crate::game::seats::{InputGate, Seat};
+use crate::game::seats::{InputGate, RawInput, Seat};
 use crate::game::{GameRooms, JoinError, JoinRequest, Joined, RoomId};
 use crate::namespace::{Socket, SocketEvent, SocketEventKind};
 use crate::protocol::WireFrame;
@@ -43,7 +43,7 @@ pub(super) struct RemoteSeat {
 impl GameHub {
     /// One message per owner node with every input its guests from here sent.
     pub(crate) fn flush_inputs(&self) {
-        let mut by_owner: HashMap<NodeId, Vec<(u64, VecDeque<Value>)>> = HashMap::new();
+        let mut by_owner: HashMap<NodeId, Vec<(u64, VecDeque<RawInput>)>> = HashMap::new();
         for (sid, seat) in lock(&self.remote).iter() {
             let inputs = seat.gate.take();
             if inputs.is_empty() {

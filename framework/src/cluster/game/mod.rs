@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 mod edge;
@@ -53,6 +52,7 @@ use super::envelope::{message, GAME};
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::game::directory::Directory;
 use crate::game::rooms::Inner;
+use crate::game::seats::RawInput;
 use crate::game::{GameRooms, JoinError, JoinRequest, Joined, RoomId, RoomListing};
 use crate::namespace::{Socket, SocketEventKind};
 use crate::room::Deliver;
@@ -359,7 +359,7 @@ impl GameHub {
         match sub {
             STATES => self.on_states(body),
             INPUTS => {
-                if let Ok(batch) = serde_json::from_slice::<Vec<(u64, Vec<Value>)>>(body) {
+                if let Ok(batch) = serde_json::from_slice::<Vec<(u64, Vec<RawInput>)>>(body) {
                     self.on_inputs(from, batch);
                 }
             }
@@ -545,6 +545,7 @@ impl Directory for ClusterNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn listing(id: u64, players: usize) -> RoomListing {
         RoomListing {

@@ -12,7 +12,7 @@
 mod outbound;
 mod players;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::messages::{Dispose, GetMetrics, RoomHandle, RoomReport, RoomStatus};
 use super::metrics::{Histogram, PlayerMetrics, RoomMetrics};
-use super::seats::{InputGate, Seats};
+use super::seats::{InputGate, RawInput, Seats};
 use super::subset::group_by_subset;
 use super::tick::{broadcast_due, on_process_grid, TickSchedule};
 use super::{Game, RoomContext, RoomId, RoomOptions};
@@ -99,6 +99,8 @@ pub(crate) struct GameRoom<G: Game> {
     empty_timer: Option<SpawnHandle>,
     /// State broadcasts posted to the players' threads and not handled yet.
     in_flight: Arc<Gauge>,
+    /// The buffer swapped with each player's gate at a tick (see [`InputGate::swap`]).
+    spare_inputs: VecDeque<RawInput>,
 }
 
 /// State broadcasts a room may have on their way to its players' threads: 2 s at 30
@@ -142,6 +144,7 @@ impl<G: Game> GameRoom<G> {
                 seats,
                 empty_timer: None,
                 in_flight: Arc::new(Gauge::new(MAX_STATES_IN_FLIGHT)),
+                spare_inputs: VecDeque::new(),
             }
         });
         RoomHandle {
@@ -194,12 +197,14 @@ impl<G: Game> GameRoom<G> {
     /// Gives each player's queued inputs to the game, in arrival order; an input that
     /// is not the game's `Input` is counted and skipped.
     fn apply_inputs(&mut self, rctx: &mut RoomContext) {
+        let mut inputs = std::mem::take(&mut self.spare_inputs);
         for (id, player) in &mut self.players {
-            let inputs = player.gate.take();
+            player.gate.swap(&mut inputs);
             let n = inputs.len();
             player.inputs += n as u64;
-            for value in inputs {
-                match serde_json::from_value::<G::Input>(value) {
+            for raw in inputs.drain(..) {
+                // Parsed once, from its text, into the game's own type.
+                match serde_json::from_str::<G::Input>(raw.get()) {
                     Ok(input) => {
                         self.game.input(rctx, *id, input);
                         self.counters.inputs_applied += 1;
@@ -212,6 +217,7 @@ impl<G: Game> GameRoom<G> {
             }
             player.gate.release(n);
         }
+        self.spare_inputs = inputs;
     }
 
     /// Sends the state to every connected player: computed and encoded once per

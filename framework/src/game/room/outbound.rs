@@ -41,7 +41,7 @@ pub(super) fn post(thread: &Addr<LocalDelivery>, fanout: LocalFanout) {
         !std::mem::replace(&mut pending.flushing, true)
     });
     if first {
-        actix_rt::spawn(async { flush() });
+        actix::spawn(async { flush() });
     }
 }
 

@@ -88,7 +88,12 @@ impl<R> ClientFrames<R> {
         ClientFrames {
             io,
             max_frame_size: u64::try_from(max_frame_size).unwrap_or(u64::MAX),
-            pending: first,
+            // The HTTP layer's read buffer (8 KiB) is kept only while it holds bytes.
+            pending: if first.is_empty() {
+                BytesMut::new()
+            } else {
+                first
+            },
             eof: false,
             stopped: false,
             _slot: None,
@@ -162,7 +167,9 @@ impl<R: AsyncRead + Unpin> Stream for ClientFrames<R> {
             match take_frame(read, this.max_frame_size) {
                 Ok(Some((used, message))) => {
                     // Whatever came after it waits (and is checked) for the next poll.
-                    this.pending.extend_from_slice(&read[used..]);
+                    if used < read.len() {
+                        this.pending.extend_from_slice(&read[used..]);
+                    }
                     return Poll::Ready(Some(Ok(message)));
                 }
                 Ok(None) => this.pending.extend_from_slice(read),
@@ -441,6 +448,25 @@ mod tests {
         assert!(matches!(&got[..], [Err(ReadError::Lost(_))]));
         // Cut between frames: the stream just ends.
         assert!(read_all(&frame, 4, 1000).len() == 1);
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_no_read_buffer() {
+        // The HTTP layer's 8 KiB read buffer, empty after the upgrade request.
+        let body = BodyBytes::new(futures_util::stream::empty::<Result<Bytes, PayloadError>>());
+        let frames = ClientFrames::new(body, BytesMut::with_capacity(8192), 1000);
+        assert_eq!(frames.pending.capacity(), 0);
+        // A whole frame read alone leaves nothing kept.
+        let frame = binary(&hello());
+        let pieces = vec![Ok(Bytes::from(frame))];
+        let body = BodyBytes::new(futures_util::stream::iter(pieces));
+        let mut frames = ClientFrames::new(body, BytesMut::new(), 1000);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let first = runtime.block_on(futures_util::StreamExt::next(&mut frames));
+        assert!(matches!(first, Some(Ok(ClientMessage::Binary(Ok(_), _)))));
+        assert_eq!(frames.pending.capacity(), 0);
     }
 
     #[test]

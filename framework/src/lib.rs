@@ -70,6 +70,7 @@ mod config;
 mod error;
 pub mod game;
 mod http;
+mod log_gate;
 mod metrics;
 pub mod namespace;
 pub mod protocol;

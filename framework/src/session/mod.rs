@@ -78,6 +78,7 @@ pub(crate) use transport_link::{SESSION_ENDED, SESSION_GONE};
 #[cfg(feature = "cluster")]
 pub(crate) use window::{MergeWindow, MovedWindow, TakeWindow};
 
+use crate::log_gate::LogGate;
 use crate::namespace::{SessionLink, SocketCommand, SocketEvent, SocketEventKind};
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
 use crate::room::local::{self as local_delivery, LocalKey};
@@ -321,7 +322,10 @@ impl Session {
             Frame::Close { .. } => self.end(DisconnectReason::ClientLeft, true, ctx),
             other => {
                 let reason = format!("unexpected '{}' frame from a client", other.kind());
-                tracing::warn!(sid = self.id().0, %reason, "protocol error");
+                static WARNED: LogGate = LogGate::new();
+                if let Some(suppressed) = WARNED.admit() {
+                    tracing::warn!(sid = self.id().0, %reason, suppressed, "protocol error");
+                }
                 self.end(DisconnectReason::Protocol(reason), true, ctx);
             }
         }

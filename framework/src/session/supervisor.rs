@@ -14,6 +14,7 @@ use rand::RngCore;
 
 use super::ids::{NodeNumber, SessionIds};
 use super::{Session, TransportKind};
+use crate::log_gate::LogGate;
 use crate::metrics::ResumeResults;
 use crate::namespace::SessionLink;
 use crate::protocol::ResumeToken;
@@ -469,7 +470,10 @@ impl Handler<ResumeSession> for Supervisor {
         };
         if !tokens_equal(&entry.token, &msg.token) {
             if !msg.quiet {
-                tracing::warn!(sid = msg.sid.0, "resume refused: wrong token");
+                static WARNED: LogGate = LogGate::new();
+                if let Some(suppressed) = WARNED.admit() {
+                    tracing::warn!(sid = msg.sid.0, suppressed, "resume refused: wrong token");
+                }
                 self.resumes.count("bad_token");
             }
             return Err(BAD_TOKEN.to_owned());

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use super::admission::{self, ConnectionSlot, Refusal};
 use super::opening::{opening, resume, start_session, Opening};
+use crate::log_gate::LogGate;
 use crate::protocol::{self, Frame};
 use crate::room::Gauge;
 use crate::session::Shared;
@@ -474,7 +475,10 @@ impl PollTransport {
     }
 
     fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
-        tracing::warn!(%reason, "closing polling connection: protocol error");
+        static WARNED: LogGate = LogGate::new();
+        if let Some(suppressed) = WARNED.admit() {
+            tracing::warn!(%reason, suppressed, "closing polling connection: protocol error");
+        }
         self.shared.metrics.refused("bad_frame");
         if let Some(session) = self.session.take() {
             session.do_send(FromTransport::Closed {

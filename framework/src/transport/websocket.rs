@@ -20,6 +20,7 @@ use super::admission::{self, ConnectionSlot};
 use super::opening::{opening, resume, start_session, Opening};
 use super::ws_frames::{ConnectionGone, Outgoing};
 use super::ws_read::{BodyBytes, ClientFrames, ClientMessage, ReadError};
+use crate::log_gate::LogGate;
 use crate::protocol::{self, DecodeError, Frame, WireFrame};
 use crate::room::Gauge;
 use crate::session::Shared;
@@ -139,7 +140,10 @@ impl WsTransport {
 
     /// Closes the connection because of something the client did; says why first.
     fn refuse(&mut self, reason: String, ctx: &mut Context<Self>) {
-        tracing::warn!(%reason, "closing connection: protocol error");
+        static WARNED: LogGate = LogGate::new();
+        if let Some(suppressed) = WARNED.admit() {
+            tracing::warn!(%reason, suppressed, "closing connection: protocol error");
+        }
         let limit = reason.starts_with("frame too large");
         let label = if limit {
             "frame_too_large"

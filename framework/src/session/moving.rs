@@ -81,6 +81,24 @@ pub(crate) struct Arrival {
     subscribing: Vec<oneshot::Receiver<()>>,
 }
 
+impl Arrival {
+    /// One more thing landed (a namespace rejoined or refused, or the rejoins all
+    /// begun), with the subscriptions it waits for. When it is the last one: every
+    /// subscription to wait for before the move is answered; `None` before, and after
+    /// (the move is answered once).
+    fn landed(
+        &mut self,
+        subscribing: Vec<oneshot::Receiver<()>>,
+    ) -> Option<Vec<oneshot::Receiver<()>>> {
+        self.subscribing.extend(subscribing);
+        if self.joining == 0 {
+            return None;
+        }
+        self.joining -= 1;
+        (self.joining == 0).then(|| std::mem::take(&mut self.subscribing))
+    }
+}
+
 /// How long a landing session waits for its channels' subscriptions at most before
 /// the move is answered: below the moving node's wait for the answer (2 s).
 const SUBSCRIBE_WAIT: Duration = Duration::from_millis(1500);
@@ -369,12 +387,12 @@ impl Session {
         let Some(arrival) = &mut self.arriving else {
             return;
         };
-        arrival.subscribing.extend(subscribing);
-        arrival.joining = arrival.joining.saturating_sub(1);
-        if arrival.joining > 0 || arrival.settled.is_none() {
+        let Some(subscribing) = arrival.landed(subscribing) else {
             return;
+        };
+        if arrival.settled.is_none() {
+            return; // answered already (refused at `Adopt`)
         }
-        let subscribing = std::mem::take(&mut arrival.subscribing);
         let all = futures_util::future::join_all(subscribing);
         let wait = tokio::time::timeout(SUBSCRIBE_WAIT, all);
         ctx.spawn(wait.into_actor(self).map(|_, act, ctx| {
@@ -460,6 +478,32 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A namespace without middleware rejoins within the loop of `settle`: the
+    /// loop's end must not answer the move before that namespace's joins (it did,
+    /// once: the drain tests lost broadcasts under load).
+    #[test]
+    fn a_move_is_answered_once_after_every_namespace_and_the_loop() {
+        let (settled, _answer) = oneshot::channel();
+        let mut arrival = Arrival {
+            state: None,
+            settled: Some(settled),
+            // Two namespaces and the loop that rejoins them.
+            joining: 3,
+            subscribing: Vec::new(),
+        };
+        let (_a, room_a) = oneshot::channel::<()>();
+        let (_b, room_b) = oneshot::channel::<()>();
+        assert!(arrival.landed(vec![room_a]).is_none());
+        assert!(arrival.landed(vec![room_b]).is_none());
+        let waits = arrival.landed(Vec::new()).expect("everything landed");
+        assert_eq!(
+            waits.len(),
+            2,
+            "the answer waits for both namespaces' joins"
+        );
+        assert!(arrival.landed(Vec::new()).is_none(), "answered once");
+    }
 
     #[test]
     fn the_state_crosses_as_json() {

@@ -124,7 +124,7 @@ impl Drop for Outgoing {
 }
 
 /// How much one read takes from the socket at most.
-const READ_CHUNK: usize = 4096;
+pub(super) const READ_CHUNK: usize = 4096;
 
 /// The client's bytes, read from the socket of a connection that left the HTTP/1
 /// dispatcher, as chunks for the edge guard and [`Incoming`]. Nothing is kept between

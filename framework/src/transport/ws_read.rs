@@ -25,10 +25,8 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::admission::ConnectionSlot;
+use super::ws_frames::READ_CHUNK;
 use crate::protocol::{self, DecodeError, Frame};
-
-/// How much one read takes from the socket at most.
-const READ_CHUNK: usize = 4096;
 
 const FIN: u8 = 0x80;
 const RSV_BITS: u8 = 0b0111_0000;

@@ -672,6 +672,31 @@ async fn a_locked_room_takes_no_new_players_until_unlocked() {
     );
 }
 
+/// Inputs the application hands over as a `Value` (`GameRooms::input`, kept as text
+/// and parsed at the tick like the standard `input` event's) reach the game in
+/// order; one that is not the game's `Input` is counted invalid and skipped.
+#[actix_rt::test]
+async fn inputs_given_as_values_reach_the_game() {
+    let rooms = game_rooms(RoomOptions::default());
+    let inputs = rooms.clone();
+    let namespace =
+        rooms
+            .with_events(Namespace::new())
+            .on("as_value", move |socket, value: Value| {
+                let _ = inputs.input(socket, value);
+            });
+    let server = serve(Volley::builder().namespace("/game", namespace));
+    let (_c, mut host) = player(&server).await;
+    let room = join(&host, &JoinRequest::new("gate")).await.unwrap().room;
+    host.emit("as_value", &json!({"not": "a bool"})).unwrap();
+    host.emit("as_value", &true).unwrap();
+    told_locked(&mut host, true).await;
+    host.emit("as_value", &false).unwrap();
+    told_locked(&mut host, false).await;
+    let m = metrics_until(&rooms, room, |m| m.inputs_applied == 2).await;
+    assert_eq!(m.inputs_invalid, 1);
+}
+
 /// Waits for the `Gate` game's `locked` event, which must say `want`.
 async fn told_locked(ns: &mut NamespaceClient, want: bool) {
     loop {

@@ -8,7 +8,8 @@
 //! reconnect through the proxy by themselves and resume their sessions: what is
 //! measured is real resumption, with nothing in the framework told about the cut.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -24,18 +25,37 @@ pub struct CutProxy {
     /// Each value sent is a cut: every connection open then is cut with that
     /// probability (1: all of them).
     cuts: watch::Sender<f64>,
+    /// Connections to the server the proxy could not open.
+    failures: Arc<Mutex<Failures>>,
+}
+
+/// The proxy's own failures: a client whose connection it could not carry on to
+/// the server sees only its connection closed, so the run reports why.
+#[derive(Default)]
+pub struct Failures {
+    pub count: u64,
+    pub first: Option<String>,
 }
 
 impl CutProxy {
-    /// Proxies a new port on 127.0.0.1 to the server of `ws_url`.
+    /// Proxies a new port on 127.0.0.1 to the server of `ws_url`, connecting to it
+    /// from `source` (port chosen by the system).
     ///
     /// The proxy runs on a thread of its own: cutting a thousand connections is a
     /// burst of work, and on the clients' thread it would delay the very clients
     /// whose reaction to the cut is being timed.
-    pub fn start(ws_url: &str) -> std::io::Result<CutProxy> {
+    ///
+    /// Each worker's proxy takes its own source address: all of them connecting
+    /// from 127.0.0.1 to the one server port share that address's ~28,000
+    /// ephemeral ports, and a cut leaves every connection's port in `TIME_WAIT` on
+    /// the proxy's side (it closes first) while the clients reconnect: 19,000
+    /// clients ran out of ports (`EADDRNOTAVAIL`) before they had all connected.
+    pub fn start(ws_url: &str, source: IpAddr) -> std::io::Result<CutProxy> {
         let (target, path) = split_url(ws_url)?;
         let (cuts, _) = watch::channel(0.0);
         let cut_rx = cuts.clone();
+        let failures = Arc::new(Mutex::new(Failures::default()));
+        let failed = failures.clone();
         let (bound_tx, bound) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -52,14 +72,30 @@ impl CutProxy {
                 };
                 let _ = bound_tx.send(listener.local_addr());
                 while let Ok((client, _)) = listener.accept().await {
-                    tokio::spawn(pipe(client, target, cut_rx.subscribe()));
+                    let upstream = Upstream {
+                        source,
+                        target,
+                        failures: failed.clone(),
+                    };
+                    tokio::spawn(pipe(client, upstream, cut_rx.subscribe()));
                 }
             });
         });
         let addr = bound
             .recv()
             .map_err(|_| std::io::Error::other("proxy thread ended"))??;
-        Ok(CutProxy { addr, path, cuts })
+        Ok(CutProxy {
+            addr,
+            path,
+            cuts,
+            failures,
+        })
+    }
+
+    /// How many connections to the server failed so far, and the first error.
+    pub fn failures(&self) -> (u64, Option<String>) {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        (failures.count, failures.first.clone())
     }
 
     /// The URL clients connect to.
@@ -87,10 +123,36 @@ fn listen() -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// Where a proxied connection goes, and where its failure is noted.
+struct Upstream {
+    source: IpAddr,
+    target: SocketAddr,
+    failures: Arc<Mutex<Failures>>,
+}
+
+impl Upstream {
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(self.source, 0))?;
+        socket.connect(self.target).await
+    }
+
+    fn failed(&self, e: std::io::Error) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.count += 1;
+        failures.first.get_or_insert_with(|| {
+            format!("connecting from {} to {}: {e}", self.source, self.target)
+        });
+    }
+}
+
 /// Copies bytes both ways until either side closes or a cut takes this connection.
-async fn pipe(mut client: TcpStream, target: SocketAddr, mut cut: watch::Receiver<f64>) {
-    let Ok(mut server) = TcpStream::connect(target).await else {
-        return;
+async fn pipe(mut client: TcpStream, upstream: Upstream, mut cut: watch::Receiver<f64>) {
+    let mut server = match upstream.connect().await {
+        Ok(server) => server,
+        // Dropping the client's connection closes it: the client sees its
+        // connection fail, the run's report says why.
+        Err(e) => return upstream.failed(e),
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);

@@ -13,6 +13,7 @@
 //! done. It exits if stdin closes: a worker never outlives its coordinator.
 
 use std::io::{BufRead, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -62,7 +63,8 @@ async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(
     };
     let proxy = match cuts_per_min {
         Some(_) => Some(Rc::new(
-            CutProxy::start(&plan.url).map_err(|e| format!("proxy: {e}"))?,
+            CutProxy::start(&plan.url, proxy_source(plan.worker))
+                .map_err(|e| format!("proxy: {e}"))?,
         )),
         None => None,
     };
@@ -71,7 +73,7 @@ async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(
     if let (Some(proxy), Some(per_min)) = (&proxy, cuts_per_min.filter(|&n| n > 0.0)) {
         actix_rt::spawn(cut_at_random(ctx.clone(), proxy.clone(), per_min));
     }
-    actix_rt::spawn(follow(ctx.clone(), commands, proxy));
+    actix_rt::spawn(follow(ctx.clone(), commands, proxy.clone()));
     actix_rt::spawn(report_progress(ctx.clone()));
     actix_rt::spawn(open_clients(ctx.clone()));
 
@@ -86,12 +88,24 @@ async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(
     while ctx.counters().finished < clients {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    if let Some((count @ 1.., first)) = proxy.as_ref().map(|p| p.failures()) {
+        let first = first.unwrap_or_default();
+        ctx.problem(format!(
+            "the proxy could not connect {count} client(s) to the server; the first: {first}"
+        ));
+    }
     let mut outcome = ctx.outcome();
     outcome.cpu_seconds = crate::proc::sample("self").map_or(0.0, |s| s.cpu_seconds);
     tell(&Message::Done {
         outcome: Box::new(outcome),
     });
     Ok(())
+}
+
+/// The address worker `worker`'s cutting proxy connects to the server from:
+/// 127.0.1.1, 127.0.1.2, ... (the clients' own source addresses are 127.0.0.x).
+fn proxy_source(worker: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + (worker % 254) as u8))
 }
 
 /// Starts the clients at the planned rate, each at its own time from the start (so

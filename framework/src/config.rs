@@ -82,8 +82,14 @@ pub struct Config {
     /// `Origin` (native clients) are not checked. `"*"` allows any. Default: none.
     pub cors_origins: Vec<String>,
     /// Most open connections (WebSocket and long-polling together). Past it a new
-    /// connection is refused with 503. Default 20,000 (at about 18 KiB each when
-    /// idle, some 370 MiB). `usize::MAX`: no limit.
+    /// connection is refused with 503. Default 20,000 (at about 4 KiB each when
+    /// idle, some 80 MiB). `usize::MAX`: as many as the open-file limit allows.
+    ///
+    /// Each connection is a file descriptor: `build()` raises the process's soft
+    /// open-file limit to its hard limit, and lowers this limit to what the files
+    /// allow (less 256 kept for everything else) with a warning, so that the
+    /// server refuses a connection with 503 rather than failing to accept it (see
+    /// the guide's "Open files").
     pub max_connections: usize,
     /// Most open connections from one client address (an IPv6 client counts per /64
     /// network). Past it a new connection from that address is refused with 503.

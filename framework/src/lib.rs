@@ -68,6 +68,7 @@
 
 mod config;
 mod error;
+mod fd_limit;
 pub mod game;
 mod http;
 mod log_gate;

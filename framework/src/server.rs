@@ -223,8 +223,10 @@ impl VolleyBuilder {
                 arbiters[next.fetch_add(1, Ordering::Relaxed) % arbiters.len()].clone()
             })
         };
+        let mut config = self.config;
+        config.max_connections = crate::fd_limit::fit(config.max_connections);
         let shared = Shared {
-            config: self.config,
+            config,
             supervisor,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: self.dynamic,

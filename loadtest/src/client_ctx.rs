@@ -137,6 +137,23 @@ impl WorkerCtx {
         }
     }
 
+    /// Counts a failed reconnection attempt. Addresses and ports are left out of
+    /// the error, so that the same failure on different connections counts as one
+    /// kind.
+    pub fn attempt_failed(&self, error: &str) {
+        let kind: String = error
+            .split_whitespace()
+            .filter(|word| {
+                let digits = word.chars().any(|c| c.is_ascii_digit());
+                !(digits && word.contains(['.', ':']))
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut o = self.outcome.borrow_mut();
+        o.counters.failed_attempts += 1;
+        o.attempt_failed(&kind, 1);
+    }
+
     /// A client is connected and ready for the scenario.
     pub fn ready(&self) {
         self.count(|c| c.connected += 1);

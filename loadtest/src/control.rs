@@ -153,6 +153,8 @@ pub struct Counters {
     pub sessions_lost: u64,
     /// Reconnection attempts made.
     pub attempts: u64,
+    /// Reconnection attempts that failed (a later one may have succeeded).
+    pub failed_attempts: u64,
     /// Frames the server replayed and the clients resent when sessions resumed.
     pub replayed: u64,
     pub resent: u64,
@@ -178,6 +180,7 @@ impl Counters {
         self.resumed += o.resumed;
         self.sessions_lost += o.sessions_lost;
         self.attempts += o.attempts;
+        self.failed_attempts += o.failed_attempts;
         self.replayed += o.replayed;
         self.resent += o.resent;
         self.pings += o.pings;
@@ -242,7 +245,13 @@ pub struct Outcome {
     pub problem_count: u64,
     /// CPU seconds of the worker process (added up: of all workers).
     pub cpu_seconds: f64,
+    /// Failed reconnection attempts by what went wrong (at most
+    /// [`ATTEMPT_ERRORS_KEPT`] kinds; the rest under "other").
+    pub attempt_errors: BTreeMap<String, u64>,
 }
+
+/// Kinds of failed reconnection attempts counted apart.
+pub const ATTEMPT_ERRORS_KEPT: usize = 8;
 
 /// Problems each worker reports in full; the rest are only counted.
 pub const PROBLEMS_KEPT: usize = 10;
@@ -268,6 +277,28 @@ impl Outcome {
             .extend(o.problems.iter().take(PROBLEMS_KEPT).cloned());
         self.problem_count += o.problem_count;
         self.cpu_seconds += o.cpu_seconds;
+        for (error, n) in &o.attempt_errors {
+            self.attempt_failed(error, *n);
+        }
+    }
+
+    /// Counts `n` failed reconnection attempts that ended with `error`.
+    pub fn attempt_failed(&mut self, error: &str, n: u64) {
+        let kept = self.attempt_errors.len() < ATTEMPT_ERRORS_KEPT;
+        let key = if kept || self.attempt_errors.contains_key(error) {
+            error
+        } else {
+            "other"
+        };
+        *self.attempt_errors.entry(key.to_owned()).or_default() += n;
+    }
+
+    /// The failed attempts' errors, most frequent first, as one line.
+    pub fn attempt_errors_line(&self) -> Option<String> {
+        let mut kinds: Vec<_> = self.attempt_errors.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1));
+        let parts: Vec<String> = kinds.iter().map(|(e, n)| format!("{n} × {e}")).collect();
+        (!parts.is_empty()).then(|| format!("failed reconnection attempts: {}", parts.join("; ")))
     }
 }
 

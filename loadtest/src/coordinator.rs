@@ -21,10 +21,24 @@ use crate::server::ServerMetrics;
 use crate::timeline;
 
 /// Clients one worker runs at most by default: well under the 20,000 file
-/// descriptors a process may have, with room for a proxy's two per client.
+/// descriptors a process may have.
 const CLIENTS_PER_WORKER: usize = 4_000;
+/// The same behind a worker's cutting proxy (`reconnect`, `soak`): a proxied client
+/// holds three descriptors (its socket, and the proxy's two), and in a reconnection
+/// storm a client's new connection opens before its old ones are closed, and a
+/// timed-out attempt leaves the proxy's until the server lets go. At 3,800 clients
+/// a worker (11,400 descriptors steady) ran out during storms of 19,000 sessions in
+/// about half the runs; its proxy then stalled, attempts timed out, and the retries
+/// fed the storm (a minute without all resumed). 2,500 (7,500 steady) did not, in
+/// five runs.
+const PROXIED_CLIENTS_PER_WORKER: usize = 2_500;
 /// How often the progress line is redrawn.
 const DRAW_EVERY: Duration = Duration::from_millis(250);
+
+/// Workers for `clients` at `per_worker` each: at least 2 (never more than clients).
+fn workers_for(clients: usize, per_worker: usize) -> usize {
+    clients.div_ceil(per_worker).max(2).min(clients)
+}
 
 /// The flags every scenario takes.
 pub struct Common {
@@ -55,8 +69,27 @@ impl Common {
     /// Reads the common flags. `clients` and `connect_rate` are the scenario's
     /// defaults.
     pub fn from_flags(flags: &Flags, clients: usize, connect_rate: f64) -> Result<Common, String> {
+        Common::with_workers(flags, clients, connect_rate, CLIENTS_PER_WORKER)
+    }
+
+    /// [`Common::from_flags`] for a scenario whose clients connect through a cutting
+    /// proxy in their worker: fewer clients per worker by default.
+    pub fn from_flags_proxied(
+        flags: &Flags,
+        clients: usize,
+        connect_rate: f64,
+    ) -> Result<Common, String> {
+        Common::with_workers(flags, clients, connect_rate, PROXIED_CLIENTS_PER_WORKER)
+    }
+
+    fn with_workers(
+        flags: &Flags,
+        clients: usize,
+        connect_rate: f64,
+        per_worker: usize,
+    ) -> Result<Common, String> {
         let clients = flags.count("clients", clients)?;
-        let workers = flags.count("workers", Common::default_workers(clients))?;
+        let workers = flags.count("workers", workers_for(clients, per_worker))?;
         let transport: String = flags.get("transport", "websocket".to_owned())?;
         if transport != "websocket" && transport != "polling" {
             return Err("--transport is websocket or polling".into());
@@ -98,7 +131,7 @@ impl Common {
 
     /// The default number of workers for `clients`: one per 4,000, at least 2.
     pub fn default_workers(clients: usize) -> usize {
-        clients.div_ceil(CLIENTS_PER_WORKER).max(2).min(clients)
+        workers_for(clients, CLIENTS_PER_WORKER)
     }
 
     /// Adds a flag for the spawned server. With `--url` the server runs with its

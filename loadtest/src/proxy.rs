@@ -17,6 +17,9 @@ use tokio::sync::watch;
 /// Connections the proxy's listener queues (a reconnection storm arrives at once).
 const BACKLOG: u32 = 4096;
 
+/// How long the proxy waits after a failed `accept` before the next.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A cutting proxy in front of a server.
 pub struct CutProxy {
     addr: SocketAddr,
@@ -29,8 +32,9 @@ pub struct CutProxy {
     failures: Arc<Mutex<Failures>>,
 }
 
-/// The proxy's own failures: a client whose connection it could not carry on to
-/// the server sees only its connection closed, so the run reports why.
+/// The proxy's own failures: a client whose connection it could not take or carry
+/// on to the server sees only its connection closed or stalled, so the run
+/// reports why.
 #[derive(Default)]
 pub struct Failures {
     pub count: u64,
@@ -71,7 +75,17 @@ impl CutProxy {
                     Err(e) => return drop(bound_tx.send(Err(e))),
                 };
                 let _ = bound_tx.send(listener.local_addr());
-                while let Ok((client, _)) = listener.accept().await {
+                loop {
+                    let client = match listener.accept().await {
+                        Ok((client, _)) => client,
+                        // Out of file descriptors, most likely: the clients retry
+                        // once some are closed; the proxy must not stop for it.
+                        Err(e) => {
+                            note(&failed, || format!("accepting a client: {e}"));
+                            tokio::time::sleep(ACCEPT_PAUSE).await;
+                            continue;
+                        }
+                    };
                     let upstream = Upstream {
                         source,
                         target,
@@ -92,7 +106,8 @@ impl CutProxy {
         })
     }
 
-    /// How many connections to the server failed so far, and the first error.
+    /// How many connections the proxy failed to take or to carry on to the server
+    /// so far, and the first error.
     pub fn failures(&self) -> (u64, Option<String>) {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         (failures.count, failures.first.clone())
@@ -138,12 +153,17 @@ impl Upstream {
     }
 
     fn failed(&self, e: std::io::Error) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.count += 1;
-        failures.first.get_or_insert_with(|| {
+        note(&self.failures, || {
             format!("connecting from {} to {}: {e}", self.source, self.target)
         });
     }
+}
+
+/// Counts a failure of the proxy, keeping the first one's text.
+fn note(failures: &Mutex<Failures>, text: impl FnOnce() -> String) {
+    let mut failures = failures.lock().unwrap_or_else(|e| e.into_inner());
+    failures.count += 1;
+    failures.first.get_or_insert_with(text);
 }
 
 /// Copies bytes both ways until either side closes or a cut takes this connection.

@@ -91,7 +91,7 @@ async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(
     if let Some((count @ 1.., first)) = proxy.as_ref().map(|p| p.failures()) {
         let first = first.unwrap_or_default();
         ctx.problem(format!(
-            "the proxy could not connect {count} client(s) to the server; the first: {first}"
+            "the proxy failed {count} time(s) to take a client or connect it to the server; the first: {first}"
         ));
     }
     let mut outcome = ctx.outcome();

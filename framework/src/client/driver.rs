@@ -368,11 +368,20 @@ impl Driver {
                 _ = tokio::time::sleep(delay) => {}
                 _ = close.changed() => return Err("client closed".into()),
             }
-            match tokio::time::timeout(self.config.connect_timeout, self.reopen()).await {
+            let error = match tokio::time::timeout(self.config.connect_timeout, self.reopen()).await
+            {
                 Ok(Ok(link)) => return Ok(link),
-                Ok(Err(e)) => tracing::debug!(attempt, error = %e, "reconnection attempt failed"),
-                Err(_) => tracing::debug!(attempt, "reconnection attempt timed out"),
-            }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!(
+                    "no answer within the connect timeout ({} ms)",
+                    self.config.connect_timeout.as_millis()
+                ),
+            };
+            tracing::debug!(attempt, %error, "reconnection attempt failed");
+            let _ = self
+                .outputs
+                .status
+                .try_send(ConnectionEvent::ReconnectFailed { attempt, error });
         }
     }
 

@@ -156,12 +156,18 @@ pub(crate) async fn open(
 }
 
 /// Whether the server (or a proxy) answered the upgrade request over HTTP, without
-/// upgrading. Errors before an answer (refused, reset, DNS) are not.
+/// upgrading, so that long-polling may get through where WebSocket did not. Errors
+/// before an answer (refused, reset, DNS) are not, nor a `503` or `429` (the server
+/// is full or limits this client: it would answer long-polling the same).
 fn refused_upgrade(e: &WsClientError) -> bool {
-    !matches!(
-        e,
-        WsClientError::SendRequest(_) | WsClientError::Protocol(_)
-    )
+    match e {
+        WsClientError::SendRequest(_) | WsClientError::Protocol(_) => false,
+        // The server itself said "not now" (full, or too many connections from this
+        // address; rate-limited): long-polling would get the same answer, and the
+        // session would stay on the slower transport after the server has room.
+        WsClientError::InvalidResponseStatus(status) => !matches!(status.as_u16(), 429 | 503),
+        _ => true,
+    }
 }
 
 async fn open_websocket(url: &str, config: &ClientConfig, first: Bytes) -> Result<Link, OpenError> {

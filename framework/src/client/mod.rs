@@ -130,6 +130,16 @@ pub enum ConnectionEvent {
         /// Back-off delay before this attempt ([`ClientConfig::backoff`]).
         delay: Duration,
     },
+    /// Reconnection attempt `attempt` failed (`error`: the connection was refused,
+    /// the upgrade failed, no answer came within [`ClientConfig::connect_timeout`],
+    /// ...); a [`ConnectionEvent::Reconnecting`] follows unless
+    /// [`Backoff::max_attempts`] is reached.
+    ReconnectFailed {
+        /// The attempt that failed, from 1.
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+    },
     /// A connection is back. `resumed`: the same session continues, with `replayed`
     /// frames replayed by the server and `resent` frames resent by the client;
     /// otherwise a fresh session started (see [`ConnectionEvent::SessionLost`]).

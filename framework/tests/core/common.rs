@@ -486,7 +486,9 @@ pub async fn resumed(client: &Client) -> u64 {
                 replayed,
                 ..
             }) => return replayed,
-            Some(ConnectionEvent::Reconnecting { .. }) => {}
+            Some(
+                ConnectionEvent::Reconnecting { .. } | ConnectionEvent::ReconnectFailed { .. },
+            ) => {}
             other => panic!("expected a resume, got {other:?}"),
         }
     }

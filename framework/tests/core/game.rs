@@ -430,7 +430,9 @@ async fn a_dropped_player_keeps_its_seat_until_the_grace_window_ends() {
                 assert!(resumed, "the session resumed");
                 break;
             }
-            Some(ConnectionEvent::Reconnecting { .. }) => {}
+            Some(
+                ConnectionEvent::Reconnecting { .. } | ConnectionEvent::ReconnectFailed { .. },
+            ) => {}
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -154,6 +154,8 @@ pub(crate) async fn exactly_once_through(
         match event {
             ConnectionEvent::Reconnecting { .. } => attempts += 1,
             ConnectionEvent::Reconnected { resumed: true, .. } => resumed += 1,
+            // An attempt that met the next cut: the one after it resumes.
+            ConnectionEvent::ReconnectFailed { .. } => {}
             other => panic!("the session must survive every cut, got {other:?}"),
         }
     }
@@ -189,7 +191,9 @@ async fn a_poll_answer_cut_between_two_frames_is_resumed_not_taken_as_complete()
     assert_eq!(proxy.cuts(), 1, "the proxy cut one answer in the middle");
     loop {
         match tokio::time::timeout(WAIT, client.next_connection_event()).await {
-            Ok(Some(ConnectionEvent::Reconnecting { .. })) => {}
+            Ok(Some(
+                ConnectionEvent::Reconnecting { .. } | ConnectionEvent::ReconnectFailed { .. },
+            )) => {}
             Ok(Some(ConnectionEvent::Reconnected { resumed, .. })) => {
                 assert!(resumed, "the session carries on");
                 break;
@@ -414,7 +418,9 @@ async fn the_client_reports_a_lost_session_and_carries_on_in_a_fresh_one(transpo
                 assert!(!resumed);
                 break;
             }
-            Some(ConnectionEvent::Reconnecting { .. }) => {}
+            Some(
+                ConnectionEvent::Reconnecting { .. } | ConnectionEvent::ReconnectFailed { .. },
+            ) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -446,6 +452,7 @@ async fn the_reconnection_schedule_follows_the_configured_back_off() {
     proxy.cut_all();
 
     let mut attempts = Vec::new();
+    let mut failed = Vec::new();
     let closed = loop {
         match tokio::time::timeout(WAIT, client.next_connection_event())
             .await
@@ -454,6 +461,7 @@ async fn the_reconnection_schedule_follows_the_configured_back_off() {
             Some(ConnectionEvent::Reconnecting { attempt, delay }) => {
                 attempts.push((attempt, delay))
             }
+            Some(ConnectionEvent::ReconnectFailed { attempt, .. }) => failed.push(attempt),
             Some(ConnectionEvent::Closed { reason }) => break reason,
             other => panic!("unexpected {other:?}"),
         }
@@ -463,6 +471,7 @@ async fn the_reconnection_schedule_follows_the_configured_back_off() {
         attempts.iter().map(|a| a.0).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
     );
+    assert_eq!(failed, vec![1, 2, 3, 4, 5], "each failure was reported");
     for (attempt, delay) in attempts {
         let base = backoff.base(attempt).as_secs_f64();
         let low = base * 0.5;

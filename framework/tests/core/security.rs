@@ -242,6 +242,35 @@ async fn connections_past_the_total_limit_get_503_until_one_closes() {
     assert_eq!(upgrade(addr, &[]).await.status, 503);
 }
 
+/// A full server's `503` is an answer to come back later, not a blocked WebSocket:
+/// a client on `Transport::Auto` does not try long-polling, which the server would
+/// refuse the same (and, once there was room, leave the session on the slower
+/// transport). The server sees one refused connection, not two.
+#[actix_rt::test]
+async fn a_full_server_does_not_send_the_client_to_long_polling() {
+    let server = serve(
+        builder()
+            .metrics(volley::MetricsRoute::token(crate::metrics::TOKEN))
+            .max_connections(1, usize::MAX),
+    );
+    let addr = addr(&server);
+    let only = upgrade(addr, &[]).await;
+    assert_eq!(only.status, 101);
+
+    let config = volley::client::ClientConfig {
+        transport: Transport::Auto,
+        ..Default::default()
+    };
+    let refused = volley::client::Client::connect_with(&server.url, config)
+        .await
+        .err()
+        .expect("the server is full");
+    assert!(refused.to_string().contains("503"), "{refused}");
+    let (_, figures) = crate::metrics::scrape(&server, Some(crate::metrics::TOKEN)).await;
+    let limit = figures.get("volley_refused_total{reason=\"connection_limit\"}");
+    assert_eq!(limit, Some(&1.0), "refusals by the connection limit");
+}
+
 #[actix_rt::test]
 async fn the_per_address_limit_counts_the_forwarded_client_only_behind_a_trusted_proxy() {
     // Behind a trusted proxy (here: loopback), X-Forwarded-For names the client.

@@ -152,10 +152,16 @@ async fn an_outage_does_not_make_the_client_fall_back() {
     };
     // Three attempts fail during the outage (each waits for its back-off delay after
     // its `Reconnecting` event, so none is in flight when the outage ends below)...
+    // Each failed attempt is reported with what went wrong, before the next one.
+    let mut started = 0;
     loop {
         match next().await {
             ConnectionEvent::Reconnecting { attempt, .. } if attempt >= 4 => break,
-            ConnectionEvent::Reconnecting { .. } => {}
+            ConnectionEvent::Reconnecting { attempt, .. } => started = attempt,
+            ConnectionEvent::ReconnectFailed { attempt, error } => {
+                assert_eq!(attempt, started, "the failure of the attempt just started");
+                assert!(error.contains("connect"), "says what failed: {error}");
+            }
             other => panic!("expected reconnection attempts, got {other:?}"),
         }
     }
@@ -166,7 +172,7 @@ async fn an_outage_does_not_make_the_client_fall_back() {
     proxy.refuse(false);
     loop {
         match next().await {
-            ConnectionEvent::Reconnecting { .. } => {}
+            ConnectionEvent::Reconnecting { .. } | ConnectionEvent::ReconnectFailed { .. } => {}
             ConnectionEvent::Reconnected { resumed, .. } => {
                 assert!(resumed, "the same session continued");
                 break;

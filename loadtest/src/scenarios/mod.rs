@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use crate::args::Flags;
 use crate::client_ctx::WorkerCtx;
-use crate::control::ScenarioPlan;
+use crate::control::{Outcome, ScenarioPlan};
 use crate::proc::ProcSample;
 use crate::report::Report;
 
@@ -111,4 +111,16 @@ fn per_second(count: f64, seconds: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// The failed reconnection attempts of a run that cuts connections: how many, and
+/// what went wrong (most frequent first) as a note.
+pub fn failed_attempts(report: &mut Report, tally: &Outcome) {
+    report.figure(
+        "failed_attempts",
+        "reconnection attempts that failed",
+        tally.counters.failed_attempts as f64,
+        "",
+    );
+    report.notes.extend(tally.attempt_errors_line());
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use volley::client::{ClientError, ConnectionEvent, Event};
 
-use super::server_figures;
+use super::{failed_attempts, server_figures};
 use crate::args::Flags;
 use crate::client_ctx::{Phase, WorkerCtx};
 use crate::control::{unix_us, Command, ScenarioPlan};
@@ -56,7 +56,7 @@ impl Storm {
 }
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
-    let common = Common::from_flags(flags, 200, 500.0)?;
+    let common = Common::from_flags_proxied(flags, 200, 500.0)?;
     let storm = Storm::from_flags(flags)?;
     flags.finish()?;
     run(&common, storm).await
@@ -129,6 +129,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
         c.attempts as f64,
         "",
     );
+    failed_attempts(&mut report, &tally);
     report.figure(
         "frames_replayed",
         "frames the server replayed on resumption",
@@ -306,6 +307,7 @@ fn on_connection_event(
         ConnectionEvent::Closed { reason } => {
             ctx.problem(format!("{who}: client closed: {reason}"));
         }
+        ConnectionEvent::ReconnectFailed { error, .. } => ctx.attempt_failed(&error),
         ConnectionEvent::Reconnected { resumed: false, .. } | ConnectionEvent::FellBack { .. } => {}
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use volley::client::{ClientError, ConnectionEvent, Event, NamespaceClient};
 use volley::{JoinRequest, Joined};
 
+use super::failed_attempts;
 use crate::args::Flags;
 use crate::client_ctx::{Phase, WorkerCtx};
 use crate::control::{Command, Counters, ScenarioPlan, SoakPlan};
@@ -67,7 +68,7 @@ impl Limits {
 }
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
-    let mut common = Common::from_flags(flags, 500, 200.0)?;
+    let mut common = Common::from_flags_proxied(flags, 500, 200.0)?;
     let duration = flags.positive("duration", 600.0)?;
     let ping_ms: u64 = flags.get("ping-ms", 1_000)?;
     let ping_timeout_ms: u64 = flags.get("ping-timeout-ms", ping_ms.max(1_000))?;
@@ -129,6 +130,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         "",
     );
     report.figure("sessions_resumed", "sessions resumed", c.resumed as f64, "");
+    failed_attempts(&mut report, &tally);
     report.figure("pings", "pings received", c.pings as f64, "");
     if c.sessions_lost > 0 {
         report.failures.push(format!(
@@ -601,6 +603,7 @@ impl ClientSoak {
             ConnectionEvent::Closed { reason } => {
                 ctx.problem(format!("{}: client closed: {reason}", self.who));
             }
+            ConnectionEvent::ReconnectFailed { error, .. } => ctx.attempt_failed(&error),
             ConnectionEvent::FellBack { .. } => {}
         }
     }

@@ -113,6 +113,7 @@ pub fn assert_resumed(who: &str, events: &[ConnectionEvent]) {
             matches!(
                 event,
                 ConnectionEvent::Reconnecting { .. }
+                    | ConnectionEvent::ReconnectFailed { .. }
                     | ConnectionEvent::Reconnected { resumed: true, .. }
             ),
             "{who}: the session must survive, got {event:?}"

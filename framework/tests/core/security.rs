@@ -242,6 +242,28 @@ async fn connections_past_the_total_limit_get_503_until_one_closes() {
     assert_eq!(upgrade(addr, &[]).await.status, 503);
 }
 
+/// Each connection is a file: a server asked for more connections than the process
+/// may open files is built with the limit the files allow (the soft limit raised to
+/// the hard one, 256 kept for the rest), so it answers `503` past it instead of
+/// failing to accept.
+#[cfg(target_os = "linux")]
+#[actix_rt::test]
+async fn the_connection_limit_fits_the_open_file_limit() {
+    let server = serve(builder().max_connections(usize::MAX, usize::MAX));
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let files: Vec<u64> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the open-file limit")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (soft, hard) = (files[0], files[1]);
+    assert_eq!(soft, hard, "the soft limit was raised to the hard one");
+    let expected = usize::try_from(hard - 256).unwrap();
+    assert_eq!(server.volley.config().max_connections, expected);
+}
+
 /// A full server's `503` is an answer to come back later, not a blocked WebSocket:
 /// a client on `Transport::Auto` does not try long-polling, which the server would
 /// refuse the same (and, once there was room, leave the session on the slower

@@ -18,6 +18,7 @@
 //!
 //! `docs/guide.md`, "Game rooms and the tick loop", walks through it.
 
+mod clock;
 #[cfg(feature = "cluster")]
 pub(crate) mod directory;
 mod matchmaker;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde_json::Value;
 
+use super::clock;
 use super::messages::{Dispose, GetMetrics, RoomHandle, RoomReport, RoomStatus};
 use super::metrics::{Histogram, PlayerMetrics, RoomMetrics};
 use super::seats::{InputGate, RawInput, Seats};
@@ -164,7 +165,7 @@ impl<G: Game> GameRoom<G> {
             if deadline <= Instant::now() {
                 tokio::task::yield_now().await;
             } else {
-                tokio::time::sleep_until(deadline.into()).await;
+                clock::sleep_until(deadline).await;
             }
         };
         ctx.spawn(

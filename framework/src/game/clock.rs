@@ -264,15 +264,20 @@ mod precise {
                     return;
                 }
             };
-            let read = ready.try_io(|fd| {
-                rustix::io::read(fd.get_ref(), &mut expirations).map_err(std::io::Error::from)
-            });
-            if let Ok(Err(e)) = read {
-                tracing::warn!(error = %e, "reading the game thread's timerfd failed");
-                return;
+            match rustix::io::read(ready.get_inner(), &mut expirations) {
+                // The read took every expiry: not readable again until the next one
+                // (tokio keeps the readiness if one came in meanwhile).
+                Ok(_) => ready.clear_ready(),
+                Err(rustix::io::Errno::AGAIN) => {
+                    ready.clear_ready();
+                    continue;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the game thread's timerfd failed");
+                    return;
+                }
             }
-            // Also when the read would block (woken for nothing): the heap may still
-            // hold what is due, and the fd must be set again.
             let due = CLOCK.with(|state| match &mut *state.borrow_mut() {
                 State::Running(clock) => clock.take_due(Instant::now()),
                 _ => Vec::new(),

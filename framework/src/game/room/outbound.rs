@@ -1,8 +1,8 @@
 //! A game thread's states on their way out, gathered per tick.
 //!
 //! The rooms of a thread tick at a few shared instants (their schedules start on one
-//! grid, `tick::on_process_grid`, in 16 phases per period), so one timer wakes the
-//! thread for a sixteenth of them and they run one after the other. Each room's
+//! grid, `tick::on_process_grid`, in 8 phases per period), so one timer wakes the
+//! thread for an eighth of them and they run one after the other. Each room's
 //! states go to the threads of its players'
 //! sessions; posted room by room, that was a message per room per player thread per
 //! tick, each of which could wake its thread. Here they are gathered per destination

@@ -99,6 +99,14 @@ async fn added_up(nodes: &[(String, u32)]) -> Option<ServerMetrics> {
     Some(all)
 }
 
+/// The game metrics of the server, or of every node added up.
+async fn metrics_of(run: &Run, nodes: &[(String, u32)]) -> Option<ServerMetrics> {
+    match nodes {
+        [] => run.server_metrics().await,
+        nodes => added_up(nodes).await,
+    }
+}
+
 /// Plays `play` on `common`'s server. Its game metrics and CPU come from the server,
 /// or, for several nodes behind one address, from each of `nodes` (their `ws://` URL
 /// and process id) added up (tick lateness: the worst node's).
@@ -125,17 +133,21 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
             .map(|s| s.cpu_seconds)
             .sum()
     };
+    // The server's own counts at both ends of the window, its CPU taken as each
+    // answer comes back (a saturated server takes a while to answer): what it did
+    // while its CPU was measured. A generator that falls behind reads states from
+    // before the window during it, so its own counts are no denominator then.
+    let asked = Instant::now();
+    let metrics_from = metrics_of(&run, nodes).await;
     let (cpu_from, nodes_from) = (run.server_sample(), nodes_cpu());
+    let first_answer = asked.elapsed();
     let began = Instant::now();
     run.send(&crate::control::Command::Start).await;
     run.hold("playing", Duration::from_secs_f64(duration), &|_| false)
         .await;
-    let played = began.elapsed().as_secs_f64();
+    let metrics = metrics_of(&run, nodes).await;
     let (cpu_to, nodes_to) = (run.server_sample(), nodes_cpu());
-    let metrics = match nodes {
-        [] => run.server_metrics().await,
-        nodes => added_up(nodes).await,
-    };
+    let played = began.elapsed().as_secs_f64();
     let tally = run.finish(0, Duration::from_secs(60)).await;
 
     let mut report = run.report(common, &tally);
@@ -157,6 +169,33 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
         per_second(c.delivered as f64, played),
         "/s",
     );
+    // Inputs the rooms applied and states they sent during the window.
+    let served = metrics_from.as_ref().zip(metrics.as_ref()).map(|(a, b)| {
+        (
+            b.inputs_applied.saturating_sub(a.inputs_applied),
+            b.state_frames.saturating_sub(a.state_frames),
+        )
+    });
+    if served.is_none() {
+        report.notes.push(format!(
+            "the server's game metrics did not come at both ends of the window (the              first: {}, after {first_answer:.1?}): CPU per input and state from the              generator's counts",
+            if metrics_from.is_some() { "answered" } else { "unanswered" },
+        ));
+    }
+    if let Some((inputs, states)) = served {
+        report.figure(
+            "server_inputs_per_s",
+            "inputs applied by the server per second",
+            per_second(inputs as f64, played),
+            "/s",
+        );
+        report.figure(
+            "server_states_per_s",
+            "states sent by the server per second",
+            per_second(states as f64, played),
+            "/s",
+        );
+    }
     match metrics {
         Some(m) => {
             report.figure(
@@ -238,10 +277,21 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
         }
     };
     if let Some(cpu) = cpu {
+        // The server's counts when it gave them; the generator's otherwise.
+        let (events, label) = match served {
+            Some((inputs, states)) => (
+                inputs + states,
+                "server CPU per input applied and state sent",
+            ),
+            None => (
+                c.sent + c.delivered,
+                "server CPU per input sent and state received",
+            ),
+        };
         report.figure(
             "server_cpu_us_per_input_and_state",
-            "server CPU per input sent and state received",
-            per_second(cpu * 1e6, (c.sent + c.delivered) as f64),
+            label,
+            per_second(cpu * 1e6, events as f64),
             "µs",
         );
     }

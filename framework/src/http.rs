@@ -106,6 +106,7 @@ where
             let (shared, volley, factory) = self.parts();
             let write_timeout = shared.config.write_timeout;
             self.builder = self.builder.listen("volley", listener, move || {
+                crate::threads::name_io_thread();
                 let shared = shared.clone();
                 let sio = volley.socketio();
                 HttpService::build()
@@ -140,6 +141,7 @@ where
             let write_timeout = shared.config.write_timeout;
             let tls = tls.clone();
             self.builder = self.builder.listen("volley-tls", listener, move || {
+                crate::threads::name_io_thread();
                 let shared = shared.clone();
                 let sio = volley.socketio();
                 HttpService::build()

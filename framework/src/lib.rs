@@ -78,6 +78,7 @@ pub mod protocol;
 pub mod room;
 mod server;
 pub mod session;
+mod threads;
 mod transport;
 
 #[cfg(feature = "client")]

@@ -186,7 +186,7 @@ impl VolleyBuilder {
     /// # Panics
     /// When called outside a running actix `System` (use `#[actix_web::main]`).
     pub fn build(self) -> Volley {
-        let control = Arbiter::new().handle();
+        let control = crate::threads::arbiter("volley-control");
         #[allow(unused_mut)]
         let mut metrics = Metrics::default();
         #[cfg(feature = "cluster")]
@@ -213,8 +213,9 @@ impl VolleyBuilder {
             } else {
                 0
             };
-            let mut arbiters: Vec<ArbiterHandle> =
-                (0..threads).map(|_| Arbiter::new().handle()).collect();
+            let mut arbiters: Vec<ArbiterHandle> = (0..threads)
+                .map(|n| crate::threads::arbiter(format!("volley-room-{n}")))
+                .collect();
             if arbiters.is_empty() {
                 arbiters.push(control.clone());
             }

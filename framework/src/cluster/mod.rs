@@ -299,6 +299,7 @@ impl ClusterNode {
         let game = Arc::new(game);
         let _ = relays.game.set(game.clone());
         let thread = Arbiter::new();
+        crate::threads::name_thread(&thread.handle(), "volley-cluster".into());
         thread.spawn(link.run());
         thread.spawn(game.run());
         tracing::info!(node = %id, "cluster: node started");

@@ -72,9 +72,10 @@ impl GameRoomsBuilder {
     /// # Panics
     /// When called outside a running actix `System` (use `#[actix_web::main]`).
     pub fn build(self) -> GameRooms {
-        let threads: Vec<ArbiterHandle> =
-            (0..self.threads).map(|_| Arbiter::new().handle()).collect();
-        let control = Arbiter::new().handle();
+        let threads: Vec<ArbiterHandle> = (0..self.threads)
+            .map(|n| crate::threads::arbiter(format!("volley-game-{n}")))
+            .collect();
+        let control = crate::threads::arbiter("volley-match");
         let seats = Arc::new(Seats::default());
         let tag = RoomTag::default();
         let matchmaker = Matchmaker::new(self.types, threads.clone(), seats.clone(), tag.clone());

@@ -417,9 +417,9 @@ impl Volley {
     }
 
     /// The live sessions: in a cluster (feature `cluster`) every node's, as
-    /// [`ClusterNode::sessions`](crate::cluster::ClusterNode::sessions) lists them (a
-    /// node that does not answer within 2 s is left out; while Redis is away, this
-    /// node's alone), otherwise this node's ([`Volley::local_sessions`]).
+    /// `ClusterNode::sessions` lists them (a node that does not answer within 2 s is
+    /// left out; while Redis is away, this node's alone), otherwise this node's
+    /// ([`Volley::local_sessions`]).
     pub async fn sessions(&self) -> Vec<SessionInfo> {
         #[cfg(feature = "cluster")]
         if let Some(cluster) = self.cluster() {

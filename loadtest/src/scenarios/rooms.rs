@@ -178,8 +178,14 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     });
     if served.is_none() {
         report.notes.push(format!(
-            "the server's game metrics did not come at both ends of the window (the              first: {}, after {first_answer:.1?}): CPU per input and state from the              generator's counts",
-            if metrics_from.is_some() { "answered" } else { "unanswered" },
+            "the server's game metrics did not come at both ends of the window (the \
+             first: {}, after {first_answer:.1?}): CPU per input and state from the \
+             generator's counts",
+            if metrics_from.is_some() {
+                "answered"
+            } else {
+                "unanswered"
+            },
         ));
     }
     if let Some((inputs, states)) = served {

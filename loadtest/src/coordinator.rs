@@ -513,6 +513,11 @@ impl Run {
         proc::sample(&self.server_pid?.to_string()).ok()
     }
 
+    /// The server's CPU so far by kind of thread (see [`proc::thread_groups`]).
+    pub fn server_threads(&self) -> Option<std::collections::BTreeMap<String, f64>> {
+        proc::thread_groups(&self.server_pid?.to_string()).ok()
+    }
+
     /// The server's own metrics (`loadtest serve` has them; another server may not).
     pub async fn server_metrics(&self) -> Option<ServerMetrics> {
         server_metrics(&self.url).await

@@ -5,6 +5,7 @@
 //! The load tester samples the server process before and after a phase, so the
 //! server's CPU and memory are measured apart from the load generator's own.
 
+use std::collections::BTreeMap;
 use std::io;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,37 @@ pub fn sample(pid: &str) -> io::Result<ProcSample> {
         rss_kib: status_kib(&status, "VmRSS").ok_or_else(|| bad("VmRSS"))?,
         peak_rss_kib: status_kib(&status, "VmHWM").ok_or_else(|| bad("VmHWM"))?,
     })
+}
+
+/// CPU seconds of process `pid`'s threads, added up by name with a trailing `-N`
+/// dropped: Volley names its threads (`volley-io-0`, `volley-game-1`, ...), so this
+/// says which kind of thread the server's CPU went to.
+pub fn thread_groups(pid: &str) -> io::Result<BTreeMap<String, f64>> {
+    let mut groups = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path();
+        // A thread that ended meanwhile is simply not counted.
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        if let Some(cpu) = cpu_seconds(&stat) {
+            *groups
+                .entry(group_of(comm.trim_end()).to_owned())
+                .or_default() += cpu;
+        }
+    }
+    Ok(groups)
+}
+
+/// A thread's name without its number: `volley-io-12` → `volley-io`.
+fn group_of(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    }
 }
 
 /// How many file descriptors process `pid` has open (sockets included).
@@ -79,6 +111,16 @@ mod tests {
         assert_eq!(status_kib(status, "VmHWM"), Some(52_340));
         assert_eq!(status_kib(status, "VmRSS"), Some(41_000));
         assert_eq!(status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn threads_are_grouped_by_name_without_their_number() {
+        assert_eq!(group_of("volley-io-12"), "volley-io");
+        assert_eq!(group_of("volley-control"), "volley-control");
+        assert_eq!(group_of("actix-rt|system"), "actix-rt|system");
+        assert_eq!(group_of("x-"), "x-");
+        let me = thread_groups("self").unwrap();
+        assert!(!me.is_empty() && me.values().all(|s| *s >= 0.0), "{me:?}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use volley::client::{Client, ClientError, Emitter};
 
-use super::{per_second, server_figures};
+use super::{per_second, server_figures, thread_figures};
 use crate::args::Flags;
 use crate::chat_wire::Dialect;
 use crate::client_ctx::WorkerCtx;
@@ -83,7 +83,7 @@ pub async fn run(common: &Common, publishing: Publishing) -> Result<Report, Stri
         .join(NAMESPACE, &())
         .await
         .map_err(|e| format!("publisher: {e}"))?;
-    let cpu_from = run.server_sample();
+    let (cpu_from, threads_from) = (run.server_sample(), run.server_threads());
     let first_publish_us = unix_us();
     let publishing = actix_rt::spawn(publish(
         channel.emitter(),
@@ -102,7 +102,7 @@ pub async fn run(common: &Common, publishing: Publishing) -> Result<Report, Stri
             .push(format!("publisher: the server did not answer: {e}"));
     }
     let tally = run.finish(published, DRAIN + Duration::from_secs(30)).await;
-    let cpu_to = run.server_sample();
+    let (cpu_to, threads_to) = (run.server_sample(), run.server_threads());
     publisher.close().await;
 
     let mut report = run.report(common, &tally);
@@ -133,6 +133,7 @@ pub async fn run(common: &Common, publishing: Publishing) -> Result<Report, Stri
         "/s",
     );
     server_figures(&mut report, "publishing and delivery", cpu_from, cpu_to);
+    thread_figures(&mut report, threads_from, threads_to);
     if let (Some(from), Some(to)) = (cpu_from, cpu_to) {
         report.figure(
             "server_cpu_us_per_delivery",

@@ -15,6 +15,7 @@ mod reconnect;
 mod rooms;
 mod soak;
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::args::Flags;
@@ -101,6 +102,29 @@ fn server_figures(
         _ => report.notes.push(
             "server CPU and memory not measured: use --spawn, or --server-pid with --url".into(),
         ),
+    }
+}
+
+/// The server's CPU over a window by kind of thread (`server CPU on volley-io
+/// threads`, ...), from two readings of [`Run::server_threads`](crate::coordinator::Run::server_threads);
+/// kinds that took under 10 ms are left out.
+fn thread_figures(
+    report: &mut Report,
+    from: Option<BTreeMap<String, f64>>,
+    to: Option<BTreeMap<String, f64>>,
+) {
+    let (Some(from), Some(to)) = (from, to) else {
+        return;
+    };
+    for (group, cpu) in &to {
+        let used = cpu - from.get(group).copied().unwrap_or(0.0);
+        if used >= 0.01 {
+            let key = format!(
+                "server_cpu_s_{}",
+                group.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            );
+            report.figure(&key, &format!("server CPU on {group} threads"), used, "s");
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use volley::client::{ClientError, ConnectionEvent, Event};
 
-use super::{failed_attempts, server_figures};
+use super::{failed_attempts, server_figures, thread_figures};
 use crate::args::Flags;
 use crate::client_ctx::{Phase, WorkerCtx};
 use crate::control::{unix_us, Command, ScenarioPlan};
@@ -86,7 +86,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
     run.hold("streaming", Duration::from_secs_f64(warmup), &|_| false)
         .await;
 
-    let cpu_from = run.server_sample();
+    let (cpu_from, threads_from) = (run.server_sample(), run.server_threads());
     let at_unix_us = unix_us() + CUT_LEAD.as_micros() as u64;
     run.send(&Command::Cut { at_unix_us }).await;
     let sessions = run.totals().connected;
@@ -98,7 +98,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
             &|c| c.resumed + c.sessions_lost >= sessions,
         )
         .await;
-    let cpu_to = run.server_sample();
+    let (cpu_to, threads_to) = (run.server_sample(), run.server_threads());
     if !all_back {
         let back = run.totals().resumed;
         run.failures.push(format!(
@@ -151,6 +151,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
         );
     }
     server_figures(&mut report, "cut to all resumed", cpu_from, cpu_to);
+    thread_figures(&mut report, threads_from, threads_to);
     if c.sessions_lost > 0 {
         report.failures.push(format!(
             "{} session(s) could not be resumed",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use volley::client::ClientError;
 use volley::{JoinRequest, Joined};
 
-use super::{per_second, server_figures};
+use super::{per_second, server_figures, thread_figures};
 use crate::args::Flags;
 use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
@@ -140,6 +140,7 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     let asked = Instant::now();
     let metrics_from = metrics_of(&run, nodes).await;
     let (cpu_from, nodes_from) = (run.server_sample(), nodes_cpu());
+    let threads_from = run.server_threads();
     let first_answer = asked.elapsed();
     let began = Instant::now();
     run.send(&crate::control::Command::Start).await;
@@ -147,6 +148,7 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
         .await;
     let metrics = metrics_of(&run, nodes).await;
     let (cpu_to, nodes_to) = (run.server_sample(), nodes_cpu());
+    let threads_to = run.server_threads();
     let played = began.elapsed().as_secs_f64();
     let tally = run.finish(0, Duration::from_secs(60)).await;
 
@@ -272,6 +274,7 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     let cpu = match nodes {
         [] => {
             server_figures(&mut report, "playing", cpu_from, cpu_to);
+            thread_figures(&mut report, threads_from, threads_to);
             cpu_from
                 .zip(cpu_to)
                 .map(|(a, b)| b.cpu_seconds - a.cpu_seconds)

@@ -63,6 +63,10 @@ pub enum ScenarioPlan {
         room_size: usize,
         /// Inputs each player sends per second.
         input_hz: f64,
+        /// Players speak the protocol over a raw WebSocket (`--player raw`) instead
+        /// of through the Rust client.
+        #[serde(default)]
+        raw: bool,
     },
     Reconnect {
         /// Numbered messages per second each session sends, and the server sends it.

@@ -25,6 +25,7 @@ mod plot;
 mod proc;
 mod progress;
 mod proxy;
+mod rawplayer;
 mod rawws;
 mod report;
 mod sampler;
@@ -58,7 +59,8 @@ scenarios
              server's /socket.io/); deliveries/s, server CPU per delivery, latency
   rooms      --rooms (default 10) x --players (default 8), inputs at --hz (default
              30) for --duration s (default 10), rooms tick at --tick-rate (default
-             30); input->state latency, server tick lateness
+             30); input->state latency, server tick lateness; --player raw: lean
+             players on a raw WebSocket instead of the Rust client (--player client)
   reconnect  --clients sessions stream --msg-rate msgs/s each (default 5) through a
              cutting proxy; after --warmup s (default 1) all are cut at once; they
              resume with back-off from --backoff-ms (default 1000); streaming goes

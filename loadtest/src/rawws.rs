@@ -15,8 +15,8 @@ use volley::protocol::{self, Frame};
 /// WebSocket opcodes (RFC 6455 §5.2).
 pub const TEXT: u8 = 0x1;
 pub const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
 
 /// The largest server message this reader keeps; a larger one is skipped.
 const MAX_MESSAGE: u64 = 1 << 20;
@@ -97,9 +97,32 @@ pub struct RawWs {
 impl RawWs {
     /// Connects to `host` and upgrades `path` to a WebSocket.
     pub async fn connect(host: &str, path: &str) -> Result<RawWs, String> {
-        let mut stream = TcpStream::connect(host)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        RawWs::connect_from(host, path, None).await
+    }
+
+    /// [`RawWs::connect`] from source address `from` (any port).
+    pub async fn connect_from(
+        host: &str,
+        path: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<RawWs, String> {
+        let mut stream = match from {
+            None => TcpStream::connect(host).await,
+            Some(ip) => {
+                let to = tokio::net::lookup_host(host)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("connect: no address for {host}"))?;
+                let socket =
+                    tokio::net::TcpSocket::new_v4().map_err(|e| format!("connect: {e}"))?;
+                socket
+                    .bind(std::net::SocketAddr::new(ip, 0))
+                    .map_err(|e| format!("connect: bind {ip}: {e}"))?;
+                socket.connect(to).await
+            }
+        }
+        .map_err(|e| format!("connect: {e}"))?;
         let _ = stream.set_nodelay(true);
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
@@ -183,7 +206,7 @@ impl RawWs {
 
     /// The next whole message (opcode, payload), or `None` at the end of the stream
     /// (a reset counts as the end: the server is gone either way).
-    async fn next_message(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
+    pub async fn next_message(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
         loop {
             if let Some((opcode, len, header)) = parse_header(&self.buffer) {
                 let total = header as u64 + len;

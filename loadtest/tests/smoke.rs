@@ -189,28 +189,50 @@ fn fanout_reaches_socketio_receivers_every_message_once() {
     assert_eq!(report["figures"]["deliveries"], published * 50);
 }
 
+/// 10 rooms of 5 players at 20 Hz for 2 s.
+const SMALL_ROOMS: [&str; 9] = [
+    "rooms",
+    "--rooms",
+    "10",
+    "--players",
+    "5",
+    "--hz",
+    "20",
+    "--duration",
+    "2",
+];
+
 #[test]
 fn rooms_tick_and_answer_inputs() {
-    let (report, page) = run_with(
-        &[
-            "rooms",
-            "--rooms",
-            "10",
-            "--players",
-            "5",
-            "--hz",
-            "20",
-            "--duration",
-            "2",
-        ],
-        &["--spawn"],
-    );
+    let (report, page) = run_with(&SMALL_ROOMS, &["--spawn"]);
     assert!(page.contains("input_to_state: "), "{page}");
     assert!(page.contains("tick lateness p99 since the start"), "{page}");
     assert_eq!(report["figures"]["server_rooms"], 10);
     assert!(report["reliable_checked"].as_u64() > Some(0));
     assert!(report["latency_us"]["input_to_state"]["count"].as_u64() > Some(0));
     assert!(report["figures"]["tick_lateness_p99_us"].is_number());
+    // The server's own counts in the window, and its CPU by kind of thread.
+    assert!(report["figures"]["server_states_per_s"].as_f64() > Some(0.0));
+    assert!(report["figures"]["server_cpu_s_volley_io"].is_number());
+}
+
+#[test]
+fn raw_players_play_the_same_game() {
+    let args: Vec<&str> = SMALL_ROOMS
+        .iter()
+        .copied()
+        .chain(["--player", "raw"])
+        .collect();
+    let (report, _) = run_with(&args, &["--spawn"]);
+    assert_eq!(report["settings"]["player"], "raw");
+    assert_eq!(report["connected"], 50);
+    assert_eq!(report["figures"]["server_rooms"], 10);
+    // Every input numbered, checked against the server's count: none lost.
+    let inputs = &report["streams"]["inputs"];
+    assert!(inputs["sent"].as_u64() > Some(0), "{inputs}");
+    assert_eq!(inputs["sent"], inputs["received"]);
+    assert!(report["latency_us"]["input_to_state"]["count"].as_u64() > Some(0));
+    assert!(report["figures"]["server_inputs_per_s"].as_f64() > Some(0.0));
 }
 
 #[test]

@@ -70,7 +70,13 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
         ScenarioPlan::Rooms {
             room_size,
             input_hz,
+            raw: false,
         } => rooms::client(&ctx, index, room_size, input_hz).await,
+        ScenarioPlan::Rooms {
+            room_size,
+            input_hz,
+            raw: true,
+        } => rooms::raw_client(&ctx, index, room_size, input_hz).await,
         ScenarioPlan::Reconnect {
             msg_rate,
             stream_limit_s,

@@ -18,6 +18,7 @@ use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
 use crate::coordinator::{Common, Run};
 use crate::proc;
+use crate::rawplayer::{RawEvent, RawPlayer};
 use crate::report::Report;
 use crate::sampler::server_metrics;
 use crate::server::{FlushAnswer, Input, PulseState, ServerMetrics, GAME_NAMESPACE, ROOM_TYPE};
@@ -31,6 +32,9 @@ pub struct Play {
     pub hz: f64,
     pub tick_rate: u32,
     pub duration: f64,
+    /// `--player raw`: lean players on a raw WebSocket (`rawplayer.rs`), not the
+    /// Rust client.
+    pub raw: bool,
 }
 
 impl Play {
@@ -45,6 +49,11 @@ impl Play {
             hz: flags.positive("hz", 30.0)?,
             tick_rate: flags.get("tick-rate", 30)?,
             duration: flags.positive(duration, 10.0)?,
+            raw: match flags.get::<String>("player", "client".into())?.as_str() {
+                "client" => false,
+                "raw" => true,
+                other => return Err(format!("--player {other}: client or raw")),
+            },
         })
     }
 
@@ -117,11 +126,13 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
         hz,
         tick_rate,
         duration,
+        raw,
     } = play;
     let mut run = Run::start("rooms", common).await?;
     let plan = ScenarioPlan::Rooms {
         room_size: players,
         input_hz: hz,
+        raw,
     };
     run.start_workers(common, plan).await?;
     run.connect(common.connect_timeout).await;
@@ -133,23 +144,26 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
             .map(|s| s.cpu_seconds)
             .sum()
     };
-    // The server's own counts at both ends of the window, its CPU taken as each
-    // answer comes back (a saturated server takes a while to answer): what it did
-    // while its CPU was measured. A generator that falls behind reads states from
-    // before the window during it, so its own counts are no denominator then.
-    let asked = Instant::now();
-    let metrics_from = metrics_of(&run, nodes).await;
+    // The server's own counts at both ends of the window, and its CPU read around
+    // them: what it did while its CPU was measured. A generator that falls behind
+    // reads states from before the window during it, so its own counts are no
+    // denominator then. A saturated server's rooms answer the metrics over a while
+    // (each room in turn), so the window runs from before the first question to
+    // after the last answer: rates over it are never above what the server did.
+    let window = Instant::now();
     let (cpu_from, nodes_from) = (run.server_sample(), nodes_cpu());
     let threads_from = run.server_threads();
-    let first_answer = asked.elapsed();
+    let metrics_from = metrics_of(&run, nodes).await;
+    let first_answer = window.elapsed();
     let began = Instant::now();
     run.send(&crate::control::Command::Start).await;
     run.hold("playing", Duration::from_secs_f64(duration), &|_| false)
         .await;
+    let played = began.elapsed().as_secs_f64();
     let metrics = metrics_of(&run, nodes).await;
     let (cpu_to, nodes_to) = (run.server_sample(), nodes_cpu());
     let threads_to = run.server_threads();
-    let played = began.elapsed().as_secs_f64();
+    let window = window.elapsed().as_secs_f64();
     let tally = run.finish(0, Duration::from_secs(60)).await;
 
     let mut report = run.report(common, &tally);
@@ -158,6 +172,7 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     report.setting("hz", hz);
     report.setting("tick_rate", tick_rate);
     report.setting("duration_s", duration);
+    report.setting("player", if raw { "raw" } else { "client" });
     let c = &tally.counters;
     report.figure(
         "inputs_per_s",
@@ -190,17 +205,26 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
             },
         ));
     }
+    if served.is_some() && window > played + 1.0 {
+        report.notes.push(format!(
+            "the server's rooms took {:.1} s to answer their metrics at the two ends \
+             of the window: its own rates and CPU per input and state are over the \
+             {window:.1} s from the first question to the last answer, {played:.1} s \
+             of them playing",
+            window - played
+        ));
+    }
     if let Some((inputs, states)) = served {
         report.figure(
             "server_inputs_per_s",
             "inputs applied by the server per second",
-            per_second(inputs as f64, played),
+            per_second(inputs as f64, window),
             "/s",
         );
         report.figure(
             "server_states_per_s",
             "states sent by the server per second",
-            per_second(states as f64, played),
+            per_second(states as f64, window),
             "/s",
         );
     }
@@ -308,6 +332,55 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     Ok(report)
 }
 
+/// A player's numbered inputs: when the next is due, and those sent and not yet
+/// seen applied in a state (for the input → state latency).
+struct Inputs {
+    timer: tokio::time::Interval,
+    /// The number of the next input.
+    next: u64,
+    /// Inputs sent and not yet seen applied, oldest first.
+    pending: VecDeque<(u64, Instant)>,
+}
+
+impl Inputs {
+    fn new(hz: f64) -> Inputs {
+        let period = Duration::from_secs_f64(1.0 / hz);
+        // Players of a room do not all send at the same instant.
+        let first = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
+        let mut timer = tokio::time::interval_at(first, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Inputs {
+            timer,
+            next: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Waits until the next input is due.
+    async fn due(&mut self) {
+        self.timer.tick().await;
+    }
+
+    /// Input `next` went out.
+    fn sent(&mut self, ctx: &WorkerCtx) {
+        self.pending.push_back((self.next, Instant::now()));
+        self.next += 1;
+        ctx.count(|c| c.sent += 1);
+    }
+
+    /// A state came: the inputs of player `me` it shows applied are timed.
+    fn applied(&mut self, ctx: &WorkerCtx, state: &PulseState, me: u64) {
+        let Some(&(_, applied)) = state.applied.iter().find(|(p, _)| *p == me) else {
+            return;
+        };
+        while self.pending.front().is_some_and(|(n, _)| *n <= applied) {
+            if let Some((_, sent)) = self.pending.pop_front() {
+                ctx.record("input_to_state", sent.elapsed());
+            }
+        }
+    }
+}
+
 pub async fn client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
     let config = sim::config(ctx, index);
     let Some((client, mut ns)) = sim::open(ctx, index, GAME_NAMESPACE, config).await else {
@@ -333,22 +406,11 @@ pub async fn client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
         }
     }
 
-    let period = Duration::from_secs_f64(1.0 / hz);
-    // Players of a room do not all send at the same instant.
-    let first = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
-    let mut inputs = tokio::time::interval_at(first, period);
-    inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // Inputs sent and not yet seen applied, oldest first.
-    let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut seq = 0u64;
+    let mut inputs = Inputs::new(hz);
     loop {
         tokio::select! {
-            _ = inputs.tick() => match ns.emit("input", &Input { seq }) {
-                Ok(()) => {
-                    pending.push_back((seq, Instant::now()));
-                    seq += 1;
-                    ctx.count(|c| c.sent += 1);
-                }
+            _ = inputs.due() => match ns.emit("input", &Input { seq: inputs.next }) {
+                Ok(()) => inputs.sent(ctx),
                 Err(ClientError::SendBufferFull) => ctx.count(|c| c.refused += 1),
                 Err(e) => {
                     ctx.problem(format!("{}: input not sent: {e}", sim::who(ctx, index)));
@@ -364,14 +426,8 @@ pub async fn client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
                     continue;
                 }
                 ctx.delivered(crate::control::unix_us());
-                let Ok(state) = event.decode::<PulseState>() else { continue };
-                let Some(&(_, applied)) = state.applied.iter().find(|(p, _)| *p == me) else {
-                    continue;
-                };
-                while pending.front().is_some_and(|(n, _)| *n <= applied) {
-                    if let Some((_, sent)) = pending.pop_front() {
-                        ctx.record("input_to_state", sent.elapsed());
-                    }
+                if let Ok(state) = event.decode::<PulseState>() {
+                    inputs.applied(ctx, &state, me);
                 }
             }
             _ = ctx.until_finishing() => break,
@@ -379,7 +435,90 @@ pub async fn client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
     }
     // Every input before the flush has reached the server once it answers.
     if let Some(answer) = sim::ask::<_, FlushAnswer>(ctx, index, &ns, "flush", &()).await {
-        ctx.stream("inputs", seq, answer.c2s);
+        ctx.stream("inputs", inputs.next, answer.c2s);
     }
     sim::close(client).await;
+}
+
+/// A player of `--player raw`: the same game as [`client`] (the same join, inputs,
+/// states and checks), spoken over a raw WebSocket by one task.
+pub async fn raw_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
+    let who = sim::who(ctx, index);
+    let started = Instant::now();
+    let from = sim::source_address(ctx, index);
+    let mut player = match RawPlayer::open(&ctx.url, from, GAME_NAMESPACE).await {
+        Ok(player) => player,
+        Err(e) => return ctx.fail(format!("{who}: {e}")),
+    };
+    ctx.record("connect", started.elapsed());
+    let group = (ctx.plan.first_client + index) / room_size;
+    let request = JoinRequest::new(ROOM_TYPE).filter("group", group as u64);
+    let joining = Instant::now();
+    match player
+        .ask::<_, Result<Joined, String>>("join_game", &request, |_| {})
+        .await
+    {
+        Ok(Ok(_)) => {
+            ctx.record("join", joining.elapsed());
+            ctx.ready();
+        }
+        Ok(Err(reason)) => return ctx.fail(format!("{who}: join refused: {reason}")),
+        Err(e) => return ctx.fail(format!("{who}: join: {e}")),
+    }
+    let me = player.sid();
+
+    // States arrive from the moment the player sits: read them while waiting.
+    loop {
+        tokio::select! {
+            _ = ctx.until_running() => break,
+            event = player.next_event() => if let Err(e) = event {
+                return ctx.problem(format!("{who}: {e}"));
+            },
+        }
+    }
+
+    enum Step {
+        Input,
+        Event(Result<RawEvent, String>),
+        Finish,
+    }
+    let mut inputs = Inputs::new(hz);
+    loop {
+        // The branches only read; what a step writes happens after the `select!`,
+        // whose futures (a read halfway, perhaps) are gone by then.
+        let step = tokio::select! {
+            _ = inputs.due() => Step::Input,
+            event = player.next_event() => Step::Event(event),
+            _ = ctx.until_finishing() => Step::Finish,
+        };
+        match step {
+            Step::Input => {
+                if let Err(e) = player.emit("input", &Input { seq: inputs.next }).await {
+                    ctx.problem(format!("{who}: input not sent: {e}"));
+                    break;
+                }
+                inputs.sent(ctx);
+            }
+            Step::Event(Err(e)) => {
+                ctx.problem(format!("{who}: {e}"));
+                break;
+            }
+            Step::Event(Ok(event)) => {
+                if event.name != "state" {
+                    continue;
+                }
+                ctx.delivered(crate::control::unix_us());
+                if let Ok(state) = serde_json::from_slice::<PulseState>(&event.payload) {
+                    inputs.applied(ctx, &state, me);
+                }
+            }
+            Step::Finish => break,
+        }
+    }
+    // Every input before the flush has reached the server once it answers.
+    match player.ask::<_, FlushAnswer>("flush", &(), |_| {}).await {
+        Ok(answer) => ctx.stream("inputs", inputs.next, answer.c2s),
+        Err(e) => ctx.problem(format!("{who}: 'flush' not acknowledged: {e}")),
+    }
+    player.close().await;
 }

@@ -340,14 +340,15 @@ impl GameRooms {
             .send(handles)
             .await
             .unwrap_or_default();
-        let mut metrics = Vec::with_capacity(handles.len());
-        for handle in handles {
+        // Asked all at once: one after the other, each answer waited for its room's
+        // busy thread in turn (500 rooms at 60 Hz on two cores: 6 s for all).
+        let asked = handles.iter().map(|handle| handle.metrics.send(GetMetrics));
+        futures_util::future::join_all(asked)
+            .await
+            .into_iter()
             // A room disposed of meanwhile has nothing to say.
-            if let Ok(m) = handle.metrics.send(GetMetrics).await {
-                metrics.push(m);
-            }
-        }
-        metrics
+            .filter_map(Result::ok)
+            .collect()
     }
 
     /// Adds the standard game events (see [`events`]) to a namespace: `join_game`,

@@ -159,11 +159,12 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     run.send(&crate::control::Command::Start).await;
     run.hold("playing", Duration::from_secs_f64(duration), &|_| false)
         .await;
-    let played = began.elapsed().as_secs_f64();
     let metrics = metrics_of(&run, nodes).await;
     let (cpu_to, nodes_to) = (run.server_sample(), nodes_cpu());
     let threads_to = run.server_threads();
     let window = window.elapsed().as_secs_f64();
+    // The players play until told to finish, after the metrics: they count to here.
+    let played = began.elapsed().as_secs_f64();
     let tally = run.finish(0, Duration::from_secs(60)).await;
 
     let mut report = run.report(common, &tally);
@@ -207,11 +208,10 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     }
     if served.is_some() && window > played + 1.0 {
         report.notes.push(format!(
-            "the server's rooms took {:.1} s to answer their metrics at the two ends \
-             of the window: its own rates and CPU per input and state are over the \
+            "the server's rooms took {first_answer:.1?} to answer their metrics at the \
+             start: its own rates and CPU per input and state are over the \
              {window:.1} s from the first question to the last answer, {played:.1} s \
-             of them playing",
-            window - played
+             of them playing (its rates are lower bounds)"
         ));
     }
     if let Some((inputs, states)) = served {

@@ -47,8 +47,9 @@ pub struct RawEvent {
 }
 
 impl RawPlayer {
-    /// Opens a session at `url` (`ws://host:port/path`) from `from` and joins `ns`.
-    pub async fn open(url: &str, from: Option<IpAddr>, ns: &str) -> Result<RawPlayer, String> {
+    /// Opens a session at `url` (`ws://host:port/path`) from `from`: the upgrade,
+    /// `Hello`, and the server's `Open`.
+    pub async fn connect(url: &str, from: Option<IpAddr>) -> Result<RawPlayer, String> {
         let rest = url
             .strip_prefix("ws://")
             .ok_or_else(|| format!("not a ws:// URL: {url}"))?;
@@ -59,7 +60,7 @@ impl RawPlayer {
         let ws = RawWs::connect_from(host, path, from).await?;
         let mut player = RawPlayer {
             ws,
-            ns: ns.to_owned(),
+            ns: String::new(),
             processed: 0,
             acknowledged: 0,
             next_ack: 0,
@@ -72,21 +73,27 @@ impl RawPlayer {
                 max_frame_size: None,
             })
             .await?;
-        player
-            .send(&Frame::Connect {
-                ns: ns.to_owned(),
-                auth: ByteBuf::from(b"null".to_vec()),
-            })
-            .await?;
-        loop {
-            match player.next_frame().await? {
-                Frame::Open(open) => player.sid = open.sid,
-                Frame::Connected { ns: joined } if joined == ns => return Ok(player),
-                Frame::ConnectError { reason, .. } => {
-                    return Err(format!("could not join {ns}: {reason}"))
-                }
-                other => return Err(format!("unexpected '{}' while joining", other.kind())),
+        match player.next_frame().await? {
+            Frame::Open(open) => {
+                player.sid = open.sid;
+                Ok(player)
             }
+            other => Err(format!("'{}' instead of 'open'", other.kind())),
+        }
+    }
+
+    /// Joins namespace `ns`, the one every event of this player goes to.
+    pub async fn join(&mut self, ns: &str) -> Result<(), String> {
+        self.ns = ns.to_owned();
+        self.send(&Frame::Connect {
+            ns: ns.to_owned(),
+            auth: ByteBuf::from(b"null".to_vec()),
+        })
+        .await?;
+        match self.next_frame().await? {
+            Frame::Connected { ns: joined } if joined == ns => Ok(()),
+            Frame::ConnectError { reason, .. } => Err(format!("could not join {ns}: {reason}")),
+            other => Err(format!("unexpected '{}' while joining", other.kind())),
         }
     }
 

@@ -446,22 +446,23 @@ pub async fn raw_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64
     let who = sim::who(ctx, index);
     let started = Instant::now();
     let from = sim::source_address(ctx, index);
-    let mut player = match RawPlayer::open(&ctx.url, from, GAME_NAMESPACE).await {
+    let mut player = match RawPlayer::connect(&ctx.url, from).await {
         Ok(player) => player,
         Err(e) => return ctx.fail(format!("{who}: {e}")),
     };
     ctx.record("connect", started.elapsed());
+    let joining = Instant::now();
+    if let Err(e) = player.join(GAME_NAMESPACE).await {
+        return ctx.fail(format!("{who}: {e}"));
+    }
+    ctx.record("join", joining.elapsed());
     let group = (ctx.plan.first_client + index) / room_size;
     let request = JoinRequest::new(ROOM_TYPE).filter("group", group as u64);
-    let joining = Instant::now();
     match player
         .ask::<_, Result<Joined, String>>("join_game", &request, |_| {})
         .await
     {
-        Ok(Ok(_)) => {
-            ctx.record("join", joining.elapsed());
-            ctx.ready();
-        }
+        Ok(Ok(_)) => ctx.ready(),
         Ok(Err(reason)) => return ctx.fail(format!("{who}: join refused: {reason}")),
         Err(e) => return ctx.fail(format!("{who}: join: {e}")),
     }

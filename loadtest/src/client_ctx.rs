@@ -31,6 +31,9 @@ pub struct WorkerCtx {
     phase: watch::Sender<Phase>,
     /// When the proxy cut every connection (reconnect scenario).
     pub cut_at_us: Cell<Option<u64>>,
+    /// Cuts so far, for players that cut their own connection (`reconnect --player
+    /// raw`, which runs no proxy): see [`WorkerCtx::cut_players`].
+    cuts: watch::Sender<u64>,
     outcome: RefCell<Outcome>,
 }
 
@@ -41,6 +44,7 @@ impl WorkerCtx {
             url,
             phase: watch::channel(Phase::Setup).0,
             cut_at_us: Cell::new(None),
+            cuts: watch::channel(0).0,
             outcome: RefCell::default(),
         }
     }
@@ -74,6 +78,16 @@ impl WorkerCtx {
                 return 0;
             }
         }
+    }
+
+    /// Tells every player that cuts its own connection to cut it now.
+    pub fn cut_players(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Follows the cuts of [`WorkerCtx::cut_players`]: wait with `changed`.
+    pub fn cuts(&self) -> watch::Receiver<u64> {
+        self.cuts.subscribe()
     }
 
     /// Moves the run to `phase` (the coordinator's commands).

@@ -75,6 +75,10 @@ pub enum ScenarioPlan {
         stream_limit_s: f64,
         /// First reconnection delay of the clients' back-off, in ms.
         backoff_ms: u64,
+        /// Lean players on a raw WebSocket (`--player raw`) that cut their own
+        /// connections, instead of the Rust client behind a cutting proxy.
+        #[serde(default)]
+        raw: bool,
     },
     /// The soak: numbered streams both ways, chat in rooms, a game room, random cuts
     /// (see `scenarios/soak.rs`). The fuzz scenario's well-behaved clients are soak

@@ -57,7 +57,8 @@ pub fn run() -> Result<(), String> {
 
 async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(), String> {
     let cuts_per_min = match &plan.scenario {
-        ScenarioPlan::Reconnect { .. } => Some(0.0),
+        // Raw players cut their own connections: no proxy.
+        ScenarioPlan::Reconnect { raw, .. } => (!raw).then_some(0.0),
         ScenarioPlan::Soak(soak) if soak.cuts_per_min > 0.0 => Some(soak.cuts_per_min),
         _ => None,
     };
@@ -161,9 +162,10 @@ async fn follow(
                 let wait = Duration::from_micros(at_unix_us.saturating_sub(unix_us()));
                 tokio::time::sleep(wait).await;
                 ctx.cut_at_us.set(Some(unix_us()));
-                match &proxy {
-                    Some(proxy) => proxy.cut(),
-                    None => ctx.problem("cut asked for, but this worker has no proxy".into()),
+                match (&proxy, &ctx.plan.scenario) {
+                    (Some(proxy), _) => proxy.cut(),
+                    (None, ScenarioPlan::Reconnect { raw: true, .. }) => ctx.cut_players(),
+                    (None, _) => ctx.problem("cut asked for, but this worker has no proxy".into()),
                 }
             }
             Command::Finish { expected } => {

@@ -81,9 +81,26 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
             msg_rate,
             stream_limit_s,
             backoff_ms,
+            raw: false,
         } => reconnect::client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
+        ScenarioPlan::Reconnect {
+            msg_rate,
+            stream_limit_s,
+            backoff_ms,
+            raw: true,
+        } => reconnect::raw_client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
         ScenarioPlan::Soak(plan) => soak::client(&ctx, index, &plan).await,
         ScenarioPlan::Chat { dialect } => chat::client(&ctx, index, dialect).await,
+    }
+}
+
+/// `--player`: `client` (the framework's Rust client, the default) or `raw` (the
+/// load tester's lean player on a raw WebSocket, `rawplayer.rs`): `true` for raw.
+pub fn raw_player(flags: &Flags) -> Result<bool, String> {
+    match flags.get::<String>("player", "client".into())?.as_str() {
+        "client" => Ok(false),
+        "raw" => Ok(true),
+        other => Err(format!("--player {other}: client or raw")),
     }
 }
 

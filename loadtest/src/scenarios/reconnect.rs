@@ -8,16 +8,25 @@
 //! `--after` seconds past the last resumption. Measures: time from the cut until
 //! each session, and all of them, resumed; frames replayed and resent; messages
 //! lost or duplicated either way.
+//!
+//! With `--player raw` the sessions are the load tester's lean players
+//! (`rawplayer.rs`) instead of the Rust client, and there is no proxy: at the cut each
+//! player drops its own connection, as a network failure would, and resumes it
+//! after the same back-off. The server sees the same storm (19,000 connections gone
+//! at once, 19,000 `Resume`s), and the generator spends far less of the machine on
+//! its side of it.
 
 use std::time::Duration;
 
-use volley::client::{ClientError, ConnectionEvent, Event};
+use tokio::time::Instant;
+use volley::client::{Backoff, ClientError, ConnectionEvent, Event};
 
 use super::{failed_attempts, server_figures, thread_figures};
 use crate::args::Flags;
 use crate::client_ctx::{Phase, WorkerCtx};
 use crate::control::{unix_us, Command, ScenarioPlan};
 use crate::coordinator::{Common, Run};
+use crate::rawplayer::{RawEvent, RawPlayer, ResumeError};
 use crate::report::Report;
 use crate::seq::SeqCheck;
 use crate::server::{FlushAnswer, NAMESPACE};
@@ -41,6 +50,8 @@ pub struct Storm {
     pub after: f64,
     /// Seconds every session has to resume.
     pub resume_timeout: f64,
+    /// `--player raw`: lean players that cut their own connections (no proxy).
+    pub raw: bool,
 }
 
 impl Storm {
@@ -51,13 +62,18 @@ impl Storm {
             warmup: flags.positive("warmup", 1.0)?,
             after: flags.positive("after", 2.0)?,
             resume_timeout: flags.positive("resume-timeout", 60.0)?,
+            raw: super::raw_player(flags)?,
         })
     }
 }
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
-    let common = Common::from_flags_proxied(flags, 200, 500.0)?;
     let storm = Storm::from_flags(flags)?;
+    let common = if storm.raw {
+        Common::from_flags(flags, 200, 500.0)?
+    } else {
+        Common::from_flags_proxied(flags, 200, 500.0)?
+    };
     flags.finish()?;
     run(&common, storm).await
 }
@@ -71,6 +87,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
         warmup,
         after,
         resume_timeout,
+        raw,
     } = storm;
     let mut run = Run::start("reconnect", common).await?;
     let plan = ScenarioPlan::Reconnect {
@@ -79,6 +96,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
         // outlive the run by much, even if a client dies without flushing.
         stream_limit_s: warmup + resume_timeout + after + 120.0,
         backoff_ms,
+        raw,
     };
     run.start_workers(common, plan).await?;
     run.connect(common.connect_timeout).await;
@@ -114,6 +132,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
     report.setting("backoff_ms", backoff_ms);
     report.setting("warmup_s", warmup);
     report.setting("after_s", after);
+    report.setting("player", if raw { "raw" } else { "client" });
     let c = &tally.counters;
     report.figure("sessions_cut", "sessions cut", sessions as f64, "");
     report.figure("sessions_resumed", "sessions resumed", c.resumed as f64, "");
@@ -238,6 +257,208 @@ pub async fn client(
     }
     ctx.stream("s2c", answer.s2c_sent, check.counts());
     sim::close(client).await;
+}
+
+/// How long one resumption attempt of a raw player may take (connection, upgrade,
+/// `Resume` answered), as the Rust client's handshake timeout.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A session of `--player raw`: the same streams, checks and timings as [`client`],
+/// spoken over a raw WebSocket by one task, which drops its own connection at the
+/// cut and resumes after the client's back-off (first delay `backoff_ms` ± 50%,
+/// doubling after a failed attempt, at most 5 s).
+pub async fn raw_client(
+    ctx: &WorkerCtx,
+    index: usize,
+    msg_rate: f64,
+    stream_limit_s: f64,
+    backoff_ms: u64,
+) {
+    let who = sim::who(ctx, index);
+    let started = Instant::now();
+    let mut player = match RawPlayer::connect(&ctx.url, sim::source_address(ctx, index)).await {
+        Ok(player) => player.resumable(),
+        Err(e) => return ctx.fail(format!("{who}: {e}")),
+    };
+    ctx.record("connect", started.elapsed());
+    let joining = Instant::now();
+    if let Err(e) = player.join(NAMESPACE).await {
+        return ctx.fail(format!("{who}: {e}"));
+    }
+    ctx.record("join", joining.elapsed());
+    ctx.ready();
+    let mut check = SeqCheck::default();
+    let mut cuts = ctx.cuts();
+    loop {
+        tokio::select! {
+            _ = ctx.until_running() => break,
+            event = player.next_event() => match event {
+                Ok(event) => on_raw_event(ctx, &mut check, event),
+                Err(e) => return ctx.problem(format!("{who}: {e}")),
+            },
+        }
+        if let Err(e) = player.pay_owed().await {
+            return ctx.problem(format!("{who}: {e}"));
+        }
+    }
+    // The server's stream to this session, which goes on through the cut.
+    if let Err(e) = player.emit("stream", &(msg_rate, stream_limit_s)).await {
+        return ctx.problem(format!("{who}: could not start the server's stream: {e}"));
+    }
+
+    let initial = Duration::from_millis(backoff_ms);
+    let backoff = Backoff {
+        initial,
+        max: initial.max(Duration::from_secs(5)),
+        ..Backoff::default()
+    };
+    let period = Duration::from_secs_f64(1.0 / msg_rate);
+    let first = Instant::now() + period.mul_f64(rand::random::<f64>());
+    let mut ticks = tokio::time::interval_at(first, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sent = 0u64;
+    // While cut off: the attempt to make next, and when.
+    let mut away: Option<(u32, Instant)> = None;
+    let mut finish_by: Option<Instant> = None;
+    enum Step {
+        Tick,
+        Event(Result<RawEvent, String>),
+        Cut,
+        Attempt,
+        Finish,
+    }
+    loop {
+        let connected = player.is_connected();
+        if connected && finish_by.is_some() {
+            break;
+        }
+        let attempt_at = away.map_or_else(Instant::now, |(_, at)| at);
+        // The branches only read; what a step writes happens after the `select!`.
+        let step = tokio::select! {
+            _ = ticks.tick(), if finish_by.is_none() => Step::Tick,
+            event = player.next_event(), if connected => Step::Event(event),
+            _ = cuts.changed(), if connected => Step::Cut,
+            _ = tokio::time::sleep_until(attempt_at), if !connected => Step::Attempt,
+            _ = ctx.until_finishing(), if finish_by.is_none() => Step::Finish,
+        };
+        match step {
+            Step::Tick => match player.emit("c2s", &sent).await {
+                // Sent, or kept for the resume if the connection is gone.
+                Ok(()) => {
+                    sent += 1;
+                    ctx.count(|c| c.sent += 1);
+                }
+                Err(_) => ctx.count(|c| c.refused += 1),
+            },
+            Step::Event(Ok(event)) => on_raw_event(ctx, &mut check, event),
+            Step::Event(Err(e)) => {
+                player.cut();
+                if ctx.cut_at_us.get().is_none() {
+                    ctx.count(|c| c.drops += 1);
+                    ctx.problem(format!("{who}: connection dropped before the cut: {e}"));
+                }
+            }
+            Step::Cut => {
+                cuts.borrow_and_update();
+                if let Some(cut) = ctx.cut_at_us.get() {
+                    ctx.record_us("cut_noticed", unix_us().saturating_sub(cut));
+                }
+                player.cut();
+            }
+            Step::Attempt => {
+                let (attempt, _) = away.unwrap_or((1, attempt_at));
+                let attempt_from = unix_us();
+                ctx.count(|c| c.attempts += 1);
+                let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, player.resume()).await;
+                match outcome {
+                    Ok(Ok(resumed)) => {
+                        away = None;
+                        // A cut while away found nothing to cut.
+                        cuts.borrow_and_update();
+                        if let Some(cut) = ctx.cut_at_us.get() {
+                            ctx.record_us("resume", unix_us().saturating_sub(cut));
+                        }
+                        ctx.record_us("resume_attempt", unix_us().saturating_sub(attempt_from));
+                        ctx.count(|c| {
+                            c.resumed += 1;
+                            c.replayed += resumed.replay;
+                            c.resent += resumed.resent;
+                        });
+                    }
+                    Ok(Err(ResumeError::Refused(reason))) => {
+                        ctx.count(|c| c.sessions_lost += 1);
+                        return ctx.problem(format!("{who}: session lost ({reason})"));
+                    }
+                    Ok(Err(ResumeError::Failed(error))) => {
+                        ctx.attempt_failed(&error);
+                        away = Some((
+                            attempt + 1,
+                            Instant::now() + backoff.delay(attempt + 1, &mut rand::thread_rng()),
+                        ));
+                    }
+                    Err(_) => {
+                        ctx.attempt_failed("no answer to the resume within 5 s");
+                        away = Some((
+                            attempt + 1,
+                            Instant::now() + backoff.delay(attempt + 1, &mut rand::thread_rng()),
+                        ));
+                    }
+                }
+                if finish_by.is_some_and(|by| Instant::now() > by) && !player.is_connected() {
+                    ctx.problem(format!("{who}: not resumed within {DRAIN:?} of the finish"));
+                    ctx.stream("c2s", sent, Default::default());
+                    return;
+                }
+            }
+            Step::Finish => finish_by = Some(Instant::now() + DRAIN),
+        }
+        if !player.is_connected() && away.is_none() {
+            // Just cut off (by the cut, or the connection failed): the first attempt
+            // after the first delay.
+            away = Some((
+                1,
+                Instant::now() + backoff.delay(1, &mut rand::thread_rng()),
+            ));
+        }
+        if let Err(e) = player.pay_owed().await {
+            ctx.problem(format!("{who}: {e}"));
+        }
+    }
+    // Everything sent before the flush has been processed once it is answered.
+    let flushed = player
+        .ask::<_, FlushAnswer>("flush", &(), |event| on_raw_event(ctx, &mut check, event))
+        .await;
+    let answer = match flushed {
+        Ok(answer) => answer,
+        Err(e) => {
+            ctx.problem(format!("{who}: 'flush' not acknowledged: {e}"));
+            ctx.stream("c2s", sent, Default::default());
+            return;
+        }
+    };
+    ctx.stream("c2s", sent, answer.c2s);
+    let drained = Instant::now() + DRAIN;
+    while !check.has_all(answer.s2c_sent) {
+        tokio::select! {
+            event = player.next_event() => match event {
+                Ok(event) => on_raw_event(ctx, &mut check, event),
+                Err(_) => break,
+            },
+            _ = tokio::time::sleep_until(drained) => break,
+        }
+    }
+    ctx.stream("s2c", answer.s2c_sent, check.counts());
+    player.close().await;
+}
+
+/// Checks a numbered message from the server, for a raw player.
+fn on_raw_event(ctx: &WorkerCtx, check: &mut SeqCheck, event: RawEvent) {
+    if event.name == "s2c" {
+        if let Ok(n) = serde_json::from_slice::<u64>(&event.payload) {
+            check.observe(n);
+            ctx.delivered(unix_us());
+        }
+    }
 }
 
 /// Checks a numbered message from the server; `false` when the namespace closed.

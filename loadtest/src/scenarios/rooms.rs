@@ -49,11 +49,7 @@ impl Play {
             hz: flags.positive("hz", 30.0)?,
             tick_rate: flags.get("tick-rate", 30)?,
             duration: flags.positive(duration, 10.0)?,
-            raw: match flags.get::<String>("player", "client".into())?.as_str() {
-                "client" => false,
-                "raw" => true,
-                other => return Err(format!("--player {other}: client or raw")),
-            },
+            raw: super::raw_player(flags)?,
         })
     }
 

@@ -167,6 +167,11 @@ impl RawPlayer {
         let (confirmed, replay) = match answer {
             Frame::Resumed { last_seq, replay } => (last_seq, replay),
             Frame::ResumeFailed { reason } => return Err(ResumeError::Refused(reason)),
+            Frame::Close { reason } => {
+                return Err(ResumeError::Failed(format!(
+                    "closed instead of resumed: {reason}"
+                )))
+            }
             other => {
                 return Err(ResumeError::Failed(format!(
                     "'{}' instead of 'resumed'",

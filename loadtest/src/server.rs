@@ -211,7 +211,10 @@ impl Stream {
 
     /// Sends the client numbered `s2c` messages `rate` times a second, for at most
     /// `limit` seconds or until `flush`. They are sent whether or not the client is
-    /// connected: while it is not, its session keeps them for replay.
+    /// connected: while it is not, its session keeps them for replay. The first
+    /// comes at a random point of the first period, so that thousands of streams
+    /// asked for at once do not send in step (and a short cut finds some of them
+    /// sending: replayed on resume).
     fn tick(socket: &Socket, rate: f64, limit: f64) {
         match Stream::of(socket) {
             Some(mut s) if !s.ticking => s.ticking = true,
@@ -221,7 +224,8 @@ impl Stream {
         let period = Duration::from_secs_f64(1.0 / rate.clamp(0.1, 1_000.0));
         let until = Instant::now() + Duration::from_secs_f64(limit.clamp(0.0, 3_600.0));
         actix_rt::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
+            let first = tokio::time::Instant::now() + period.mul_f64(rand::random::<f64>());
+            let mut ticks = tokio::time::interval_at(first, period);
             while Instant::now() < until {
                 ticks.tick().await;
                 let n = match Stream::of(&socket) {

@@ -350,14 +350,15 @@ pub async fn raw_client(
                 }
                 Err(_) => ctx.count(|c| c.refused += 1),
             },
-            Step::Event(Ok(event)) => on_raw_event(ctx, &mut check, event),
-            Step::Event(Err(e)) => {
-                player.cut();
-                if ctx.cut_at_us.get().is_none() {
-                    ctx.count(|c| c.drops += 1);
-                    ctx.problem(format!("{who}: connection dropped before the cut: {e}"));
+            Step::Event(Ok(event)) => {
+                on_raw_event(ctx, &mut check, event);
+                // Heartbeat answers and acknowledgements go out now; a failed write
+                // is the connection gone, as a failed read.
+                if let Err(e) = player.pay_owed().await {
+                    dropped(ctx, &who, &mut player, &e);
                 }
             }
+            Step::Event(Err(e)) => dropped(ctx, &who, &mut player, &e),
             Step::Cut => {
                 cuts.borrow_and_update();
                 if let Some(cut) = ctx.cut_at_us.get() {
@@ -420,9 +421,6 @@ pub async fn raw_client(
                 Instant::now() + backoff.delay(1, &mut rand::thread_rng()),
             ));
         }
-        if let Err(e) = player.pay_owed().await {
-            ctx.problem(format!("{who}: {e}"));
-        }
     }
     // Everything sent before the flush has been processed once it is answered.
     let flushed = player
@@ -449,6 +447,16 @@ pub async fn raw_client(
     }
     ctx.stream("s2c", answer.s2c_sent, check.counts());
     player.close().await;
+}
+
+/// A raw player's connection failed (a read or a write): it is cut off and will
+/// resume. Before the cut that is a problem of the run.
+fn dropped(ctx: &WorkerCtx, who: &str, player: &mut RawPlayer, error: &str) {
+    player.cut();
+    if ctx.cut_at_us.get().is_none() {
+        ctx.count(|c| c.drops += 1);
+        ctx.problem(format!("{who}: connection dropped before the cut: {error}"));
+    }
 }
 
 /// Checks a numbered message from the server, for a raw player.

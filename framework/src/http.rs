@@ -174,11 +174,10 @@ where
     /// its game rooms run on until empty or `RedisCluster::drain_deadline`.
     pub fn run(self) -> Server {
         #[cfg(feature = "cluster")]
-        if self.shared.cluster.is_some() {
+        if let Some(node) = self.volley.cluster_weak() {
             // The signals are the drain's, which stops the server once done.
             let server = self.builder.disable_signals().run();
-            let shared = Arc::downgrade(&self.shared);
-            actix::spawn(crate::cluster::drain_on_signal(shared, server.handle()));
+            actix::spawn(crate::cluster::drain_on_signal(node, server.handle()));
             return server;
         }
         self.builder.run()

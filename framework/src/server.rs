@@ -192,7 +192,8 @@ impl VolleyBuilder {
         #[cfg(feature = "cluster")]
         let cluster = self.cluster.map(|config| {
             let limits = (self.config.max_mailbox, self.config.max_send_backlog);
-            crate::cluster::ClusterNode::start(config, limits, metrics.registry_mut())
+            let node = crate::cluster::ClusterNode::start(config, limits, metrics.registry_mut());
+            Arc::new(node)
         });
         let resumes = metrics.resume_results();
         #[allow(unused_mut)]
@@ -238,7 +239,9 @@ impl VolleyBuilder {
             connections: Default::default(),
             metrics,
             #[cfg(feature = "cluster")]
-            cluster,
+            cluster: cluster
+                .clone()
+                .map(|node| node as Arc<dyn crate::session::Nodes>),
         };
         let started: HashMap<String, NamespaceHandle> = self
             .namespaces
@@ -253,13 +256,15 @@ impl VolleyBuilder {
         let polls: Arc<polling::PollRegistry> = Arc::default();
         let socketio: Arc<socketio::Registry> = Arc::default();
         #[cfg(feature = "cluster")]
-        if let Some(cluster) = &shared.cluster {
+        if let Some(cluster) = &cluster {
             cluster.attach(&shared, poll_answer(&shared, &polls, &socketio));
         }
         Volley {
             shared,
             polls,
             socketio,
+            #[cfg(feature = "cluster")]
+            cluster,
         }
     }
 }
@@ -320,6 +325,10 @@ pub struct Volley {
     polls: Arc<polling::PollRegistry>,
     /// Open Socket.IO (Engine.IO) connections, shared likewise.
     socketio: Arc<socketio::Registry>,
+    /// This node of a cluster (`VolleyBuilder::cluster`); `shared` holds the same
+    /// node as the sessions see it (`session::Nodes`).
+    #[cfg(feature = "cluster")]
+    cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 impl Volley {
@@ -499,7 +508,14 @@ impl Volley {
     /// [`VolleyBuilder::cluster`]: its id, whether Redis is reachable, its figures.
     #[cfg(feature = "cluster")]
     pub fn cluster(&self) -> Option<&crate::cluster::ClusterNode> {
-        self.shared.cluster.as_ref()
+        self.cluster.as_deref()
+    }
+
+    /// This node of a cluster, without keeping it (or its server) alive: what the
+    /// drain on a stop signal holds (`HttpServer::run`).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn cluster_weak(&self) -> Option<std::sync::Weak<crate::cluster::ClusterNode>> {
+        self.cluster.as_ref().map(Arc::downgrade)
     }
 
     /// Ends a session with a reason the client receives; in a cluster, on whichever

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::envelope::Body;
-use super::{ClusterError, NodeId};
+use super::{ClusterError, ClusterNode, NodeId};
 use crate::game::{JoinError, JoinRequest, Joined};
 use crate::protocol::ResumeToken;
 use crate::session::{MovedWindow, SessionInfo, SessionState, Shared, TransportKind};
@@ -67,6 +67,8 @@ pub(crate) type PollAnswer = Arc<
 /// What the node answers other nodes' questions with.
 pub(crate) struct Attached {
     pub shared: Weak<Shared>,
+    /// The node itself, as its server holds it (weak: the node holds this).
+    pub node: Weak<ClusterNode>,
     pub poll: PollAnswer,
     /// The node is draining: sessions moved to it are refused.
     pub draining: Arc<AtomicBool>,

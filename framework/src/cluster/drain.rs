@@ -277,8 +277,14 @@ impl ClusterNode {
 
 /// Answers a `Pull`: moves session `id`, if it is here with `token`, to node `to`,
 /// where its client is resuming; whether it is there now.
-pub(crate) async fn pull(shared: &Shared, to: NodeId, id: SessionId, token: ResumeToken) -> bool {
-    let Some(cluster) = &shared.cluster else {
+pub(crate) async fn pull(
+    node: &Weak<ClusterNode>,
+    shared: &Shared,
+    to: NodeId,
+    id: SessionId,
+    token: ResumeToken,
+) -> bool {
+    let Some(cluster) = node.upgrade() else {
         return false;
     };
     if cluster.draining.load(Ordering::Relaxed) {
@@ -318,22 +324,6 @@ pub(crate) async fn move_in(
     answer.await.unwrap_or(false)
 }
 
-impl ClusterNode {
-    /// Whether node `node` holds session `id` with `token` (`None`: no answer).
-    pub(crate) async fn holds(
-        &self,
-        node: NodeId,
-        id: SessionId,
-        token: ResumeToken,
-    ) -> Option<bool> {
-        let request = Request::Holds { sid: id.0, token };
-        match self.ask(node, request).await {
-            Ok(Reply::Done(holds)) => Some(holds),
-            _ => None,
-        }
-    }
-}
-
 /// Answers a `MoveCancel`: whether the session that move would have brought is not
 /// here now.
 pub(crate) async fn cancel_move(shared: &Shared, cancel: CancelMove) -> bool {
@@ -344,13 +334,12 @@ pub(crate) async fn cancel_move(shared: &Shared, cancel: CancelMove) -> bool {
     }
 }
 
-/// Waits for `SIGTERM` (or Ctrl-C), drains the node of `shared` (if it still
-/// runs: only a weak reference is held, so a server dropped meanwhile stops as
-/// ever), then stops the server gracefully.
-pub(crate) async fn drain_on_signal(shared: Weak<Shared>, server: actix_web::dev::ServerHandle) {
+/// Waits for `SIGTERM` (or Ctrl-C), drains `node` (if its server still runs:
+/// only a weak reference is held, so a server dropped meanwhile stops as ever),
+/// then stops the server gracefully.
+pub(crate) async fn drain_on_signal(node: Weak<ClusterNode>, server: actix_web::dev::ServerHandle) {
     stop_signal().await;
-    let cluster = shared.upgrade().and_then(|shared| shared.cluster.clone());
-    if let Some(cluster) = cluster {
+    if let Some(cluster) = node.upgrade() {
         tracing::info!(node = %cluster.id, "cluster: stop signal; draining");
         if let Err(e) = cluster.drain().await {
             tracing::warn!(node = %cluster.id, error = %e, "cluster: drain failed; stopping anyway");

@@ -59,6 +59,7 @@ mod envelope;
 pub(crate) mod game;
 mod interest;
 mod link;
+mod nodes;
 mod ops;
 mod relay;
 mod stats;
@@ -84,8 +85,10 @@ use relay::{EdgeRelay, Relays};
 use stats::ClusterMetrics;
 pub use stats::ClusterStats;
 
+// Defined beside the sessions, which see the other nodes through `session::Nodes`.
+pub use crate::session::nodes::NodeId;
+
 use crate::protocol::ResumeToken;
-use crate::room::Gauge;
 use crate::session::{
     resume_here, ClientLimit, FromTransport, NodeNumber, Shared, Supervisor, TransportKind,
     TransportLink,
@@ -97,17 +100,6 @@ use crate::SessionId;
 const MOVE_WAIT: Duration = Duration::from_secs(5);
 /// How often a waiting resume asks again.
 const MOVE_POLL: Duration = Duration::from_millis(50);
-
-/// The identity of one running node: random at each start, so that a restarted node
-/// is a new node to the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub u64);
-
-impl std::fmt::Display for NodeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
 
 impl NodeId {
     fn from_key(key: &str) -> Option<NodeId> {
@@ -320,16 +312,6 @@ impl ClusterNode {
         }
     }
 
-    /// A session moved here took `broadcasts` from its old node's window.
-    pub(crate) fn window_merged(&self, broadcasts: u64) {
-        self.metrics.window_broadcasts.inc_by(broadcasts);
-    }
-
-    /// A session moved here never got its old node's window.
-    pub(crate) fn window_missed(&self) {
-        self.metrics.windows_missed.inc();
-    }
-
     /// This node's number in session ids, shared with its supervisor.
     pub(crate) fn node_number(&self) -> Arc<NodeNumber> {
         self.number.clone()
@@ -337,9 +319,10 @@ impl ClusterNode {
 
     /// Names the server this node answers for, once it is built, and how it answers
     /// polling requests for its connections.
-    pub(crate) fn attach(&self, shared: &Arc<Shared>, poll: PollAnswer) {
+    pub(crate) fn attach(self: &Arc<Self>, shared: &Arc<Shared>, poll: PollAnswer) {
         let attached = Attached {
             shared: Arc::downgrade(shared),
+            node: Arc::downgrade(self),
             poll,
             draining: self.draining.clone(),
         };
@@ -350,20 +333,6 @@ impl ClusterNode {
     pub(crate) fn share_rooms(&self, rooms: &crate::GameRooms) {
         if let Some(game) = self.relays.game.get() {
             game.share(rooms, self.local.get().map(|l| l.shared.clone()));
-        }
-    }
-
-    /// The link of namespace `ns` (`gauge` bounds its broadcasts waiting).
-    pub(crate) fn namespace(&self, ns: Arc<str>, gauge: Arc<Gauge>) -> NamespaceLink {
-        NamespaceLink {
-            ns,
-            node: self.id.0,
-            broadcasts: self.broadcasts.clone(),
-            names: self.names.clone(),
-            interest: self.interest.clone(),
-            outbound: self.outbound.clone(),
-            metrics: self.metrics.clone(),
-            gauge,
         }
     }
 
@@ -489,7 +458,7 @@ impl ClusterNode {
     /// node answers it. `None` when it
     /// names no other node, or that node does not answer (the client then hears of
     /// an unknown connection and resumes).
-    pub(crate) async fn poll_elsewhere(
+    async fn poll_for_another_node(
         &self,
         pid: &str,
         body: Option<bytes::Bytes>,
@@ -518,7 +487,7 @@ impl ClusterNode {
     /// why this node refused it, answered (and counted) when no node has it. While
     /// the session is moving between nodes (a drain), the question is asked again,
     /// here too, until the move lands or is undone (at most [`MOVE_WAIT`]).
-    pub(crate) async fn resume_elsewhere(
+    async fn resume_on_another_node(
         &self,
         shared: &Arc<Shared>,
         (sid, token, last_seq, limit): (SessionId, ResumeToken, u64, ClientLimit),

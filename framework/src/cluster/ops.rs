@@ -114,8 +114,9 @@ pub(crate) async fn answer(
         }
         Request::Pull { sid, token } => {
             // Boxed: a move asks nodes, and a question to this node is answered here.
-            let pull: futures_util::future::LocalBoxFuture<'_, bool> =
-                Box::pin(super::drain::pull(&shared, from, SessionId(sid), token));
+            let pull: futures_util::future::LocalBoxFuture<'_, bool> = Box::pin(
+                super::drain::pull(&attached.node, &shared, from, SessionId(sid), token),
+            );
             Reply::Done(pull.await)
         }
         Request::MoveIn { state } => {

@@ -26,6 +26,8 @@ mod joining;
 mod keepalive;
 #[cfg(feature = "cluster")]
 mod moving;
+#[cfg(feature = "cluster")]
+pub(crate) mod nodes;
 mod outbox;
 mod outlet;
 mod rate;
@@ -53,6 +55,8 @@ pub(crate) use ids::NodeNumber;
 use joined::{leave, Joined, Joins};
 #[cfg(feature = "cluster")]
 pub(crate) use moving::{Freeze, MovedOut, MovedSeat, SessionState, Thaw, Unmove};
+#[cfg(feature = "cluster")]
+pub(crate) use nodes::{NodeId, Nodes};
 pub use outbox::{Outbox, Overflow};
 use outlet::{Link, Outlet, Sink};
 pub(crate) use send_queue::queued_size;

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
 
+#[cfg(feature = "cluster")]
+use super::Nodes;
 use super::Supervisor;
 use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle};
 use crate::room::Gauge;
@@ -39,9 +41,10 @@ pub(crate) struct Shared {
     pub connections: Arc<Connections>,
     /// The server's figures, exported at `GET /metrics` when configured.
     pub metrics: crate::metrics::Metrics,
-    /// This node's cluster link (`VolleyBuilder::cluster`).
+    /// The other nodes of this node's cluster (`VolleyBuilder::cluster`), as the
+    /// sessions and transports see them: the cluster's node, behind [`Nodes`].
     #[cfg(feature = "cluster")]
-    pub cluster: Option<crate::cluster::ClusterNode>,
+    pub cluster: Option<Arc<dyn Nodes>>,
 }
 
 /// Open connections, in total and per client address.
@@ -82,9 +85,7 @@ impl Shared {
         let broadcasts = Arc::new(Gauge::new(self.config.max_mailbox));
         #[cfg(feature = "cluster")]
         let actor = match &self.cluster {
-            Some(node) => {
-                actor.with_remote(Box::new(node.namespace(name.clone(), broadcasts.clone())))
-            }
+            Some(nodes) => actor.with_remote(nodes.namespace(name.clone(), broadcasts.clone())),
             None => actor,
         };
         NamespaceHandle {

@@ -27,8 +27,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use super::Session;
-use crate::cluster::NodeId;
+use super::{NodeId, Session};
 use crate::namespace::FlushFor;
 use crate::protocol::ResumeToken;
 use crate::protocol::WireFrame;

@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 
 use super::guest::Flush;
 use super::{here, lock, GameHub, SeatNews, NEWS};
-use crate::cluster::{ClusterNode, NodeId};
+use crate::cluster::NodeId;
 use crate::game::RoomId;
 use crate::namespace::Socket;
 use crate::session::MovedSeat;
@@ -122,7 +122,7 @@ impl GameHub {
     }
 
     /// New node: the moved session's socket is here, with its seat.
-    fn seat_moved_in(self: &Arc<Self>, socket: &Socket, seat: MovedSeat) {
+    pub(crate) fn seat_moved_in(self: &Arc<Self>, socket: &Socket, seat: MovedSeat) {
         let (sid, owner, room) = (socket.id(), NodeId(seat.owner), RoomId(seat.room));
         let Some(rooms) = self.rooms() else {
             // Its room's hold runs out and frees it.
@@ -224,14 +224,5 @@ impl GameHub {
             // Not held (any more): the guest socket drops, and its seat says `Freed`.
             rooms.reseat(room, sid, Some(socket)).await;
         });
-    }
-}
-
-impl ClusterNode {
-    /// A moved session's socket arrived here with its seat (`session/moving.rs`).
-    pub(crate) fn seat_moved_in(&self, socket: &Socket, seat: MovedSeat) {
-        if let Some(hub) = self.relays.game.get() {
-            hub.seat_moved_in(socket, seat);
-        }
     }
 }

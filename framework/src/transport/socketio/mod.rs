@@ -258,7 +258,7 @@ async fn post_here(
 }
 
 /// A request for a connection that is not here: in a cluster, the node its sid
-/// names answers it (see `cluster::ClusterNode::poll_elsewhere`).
+/// names answers it (see `session::Nodes::poll_elsewhere`).
 async fn elsewhere(
     shared: &Shared,
     sid: &str,

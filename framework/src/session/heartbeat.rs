@@ -10,11 +10,16 @@
 //! The state of one connection's heartbeat is a [`Pulse`]: a few atomics shared by
 //! the session's side (which pings, on the session's thread) and the connection's
 //! reader (which takes the pong, on the connection's thread), so that an ordinary pong
-//! costs the reader two atomic operations and no message to the session.
+//! costs the reader two atomic operations and no message to the session. The
+//! session's own side, the schedule the wheel keeps in its outlet, is a
+//! [`Heartbeat`].
 
+use std::cell::{Cell, OnceCell};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::namespace::SessionLink;
 
 /// What the heartbeat should do when its slot comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +108,17 @@ impl Pulse {
     fn sent_at(&self) -> Option<Instant> {
         at(self.sent.load(Ordering::Acquire))
     }
+}
+
+/// A session's schedule, in its `Sink` (`outlet.rs`), run by its thread's wheel
+/// (`keepalive.rs`): the wheel holds the sink weakly, so a session that stops (and
+/// leaves its thread's registry) leaves the wheel at its next visit.
+#[derive(Default)]
+pub(super) struct Heartbeat {
+    /// Where the session's round-trip time is published (its sockets read it).
+    pub ids: OnceCell<Arc<SessionLink>>,
+    /// When the schedule's next ping is due.
+    pub next: Cell<Option<Instant>>,
 }
 
 /// The process's heartbeat clock starts here: pulses keep instants as nanoseconds

@@ -18,7 +18,7 @@
 //! frames of the client to report before the ping (it then writes both itself).
 //! The pong is taken by the connection's reader ([`Pulse::answer`]).
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
@@ -39,17 +39,6 @@ use crate::DisconnectReason;
 fn ping_frame() -> &'static WireFrame {
     static PING: OnceLock<WireFrame> = OnceLock::new();
     PING.get_or_init(|| WireFrame::encode(&Frame::Ping))
-}
-
-/// A session's schedule, in its [`Sink`]: the wheel holds the sink weakly, so a
-/// session that stops (and leaves its thread's registry) leaves the wheel at its
-/// next visit.
-#[derive(Default)]
-pub(super) struct Heartbeat {
-    /// Where the session's round-trip time is published (its sockets read it).
-    ids: OnceCell<Arc<SessionLink>>,
-    /// When the schedule's next ping is due.
-    next: Cell<Option<Instant>>,
 }
 
 /// What the wheel does for a session when its instant comes.

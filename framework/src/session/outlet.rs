@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::keepalive::Heartbeat;
+use super::heartbeat::Heartbeat;
 use super::send_queue::queued_size;
 use super::Shared;
 use super::{ClientLimit, Outbox, Session, ToTransport, TransportLink};

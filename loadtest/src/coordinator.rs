@@ -40,6 +40,22 @@ fn workers_for(clients: usize, per_worker: usize) -> usize {
     clients.div_ceil(per_worker).max(2).min(clients)
 }
 
+/// Clients per source address by default (`--sources`). A client that binds its
+/// source address before connecting has the kernel search that address's ports for a
+/// free one, and the search slows down as an address's ports fill: with 19,000
+/// sessions on 4 addresses, cut at once (their old ports in `TIME_WAIT`) and
+/// reconnecting, the load generator spent most of its CPU in that search
+/// (`inet_csk_get_port`, `inet_bhash2_conflict` in a profile), attempts stalled past
+/// the server's 5 s request timeout (`408`), and the storm took 14–52 s instead of
+/// under 2 s; 100 clients an address (190 addresses) took it away.
+const CLIENTS_PER_SOURCE: usize = 100;
+
+/// The default `--sources` for `clients`: one address per [`CLIENTS_PER_SOURCE`],
+/// at least 4, at most 254 (127.0.0.1 … 127.0.0.254).
+fn default_sources(clients: usize) -> usize {
+    clients.div_ceil(CLIENTS_PER_SOURCE).clamp(4, 254)
+}
+
 /// The flags every scenario takes.
 pub struct Common {
     pub clients: usize,
@@ -107,19 +123,20 @@ impl Common {
         };
         let connect_rate = flags.positive("connect-rate", connect_rate)?;
         let mut common = Common::new(clients, workers, connect_rate, target);
-        common.sources = flags.get("sources", 4)?;
+        common.sources = flags.get("sources", default_sources(clients))?;
         common.transport = transport;
         Ok(common)
     }
 
-    /// Settings for `clients` (at most one per worker) over WebSocket from 4 source
-    /// addresses, opened at `connect_rate` a second.
+    /// Settings for `clients` (at most one per worker) over WebSocket from the
+    /// default source addresses ([`default_sources`]), opened at `connect_rate` a
+    /// second.
     pub fn new(clients: usize, workers: usize, connect_rate: f64, target: Target) -> Common {
         let expected = clients as f64 / connect_rate;
         Common {
             clients,
             workers: workers.min(clients),
-            sources: 4,
+            sources: default_sources(clients),
             transport: "websocket".to_owned(),
             connect_rate,
             target,

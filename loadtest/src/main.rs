@@ -122,7 +122,8 @@ flags for every scenario
   --workers N           worker processes (default: one per 4000 clients, at least 2)
   --connect-rate R      new connections per second, all workers together
   --sources N           spread clients over source addresses 127.0.0.1..N
-                        (default 4; 0: let the system choose)
+                        (default: one per 100 clients, 4 to 254; 0: let the
+                        system choose)
   --transport T         websocket (default) or polling
   --json FILE           write every figure as JSON (top-level `lost`, `duplicated`)
   --html FILE           write the report as one self-contained HTML page: settings,

@@ -14,7 +14,7 @@ use super::messages::{GetMetrics, LeavePlayer};
 #[cfg(feature = "cluster")]
 use super::messages::{HoldPlayer, ReseatPlayer};
 use super::room::GameRoom;
-use super::seats::{Reservation, Seats};
+use super::seats::{InputGate, Reservation, Seats};
 use super::{
     Game, InputError, JoinError, JoinRequest, Joined, RoomId, RoomListing, RoomMetrics,
     RoomOptions, RoomSetup,
@@ -211,7 +211,27 @@ impl GameRooms {
         socket: &Socket,
         input: Box<serde_json::value::RawValue>,
     ) -> Result<(), InputError> {
-        self.inner.seats.input(socket.id(), input)
+        // The seat's gate as this socket last found it: no table and no lock shared
+        // by the threads on the input path. A freed or replaced seat closes its gate,
+        // and the table is asked again.
+        let gate = match socket.route::<InputGate>() {
+            Some(gate) if gate.is_open() => gate,
+            _ => {
+                let gate = self
+                    .inner
+                    .seats
+                    .gate(socket.id())
+                    .ok_or(InputError::NotSeated)?;
+                socket.set_route(gate.clone());
+                gate
+            }
+        };
+        // Bounded: the gate holds `max_inputs_per_tick` per player until a tick.
+        if gate.offer(input) {
+            Ok(())
+        } else {
+            Err(InputError::Dropped)
+        }
     }
 
     /// Frees the player's seat (`Game::leave` runs with `LeaveReason::Left`).

@@ -9,7 +9,7 @@
 //! player and remove it when they free the seat.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use actix::Recipient;
@@ -35,6 +35,10 @@ pub(crate) struct InputGate {
     dropped: AtomicU64,
     /// The admitted inputs, in arrival order, until the room takes them.
     inbox: Mutex<VecDeque<RawInput>>,
+    /// Whether the seat is still the player's: cleared when the seat is freed or
+    /// replaced, so that a socket holding the gate (see [`super::GameRooms::input_json`])
+    /// knows to look the seat up again.
+    open: AtomicBool,
 }
 
 impl InputGate {
@@ -44,7 +48,18 @@ impl InputGate {
             queued: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             inbox: Mutex::new(VecDeque::new()),
+            open: AtomicBool::new(true),
         }
+    }
+
+    /// Whether the seat is still the player's.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// The seat is freed or replaced: holders of the gate look the seat up again.
+    fn close(&self) {
+        self.open.store(false, Ordering::Release);
     }
 
     /// Queues an input for the next tick; `false` (and counted) when `cap` wait.
@@ -165,16 +180,36 @@ impl Seats {
         }
     }
 
-    /// The room has seated the player.
+    /// The room has seated the player. A seat it replaces is closed, unless it is
+    /// the same gate.
     pub fn seat(&self, id: SessionId, seat: Seat) {
-        self.write().insert(id, seat);
+        let new_gate = match &seat {
+            Seat::Seated { gate, .. } => Some(gate.clone()),
+            Seat::Joining => None,
+        };
+        if let Some(Seat::Seated { gate, .. }) = self.write().insert(id, seat) {
+            if !new_gate.is_some_and(|new| Arc::ptr_eq(&new, &gate)) {
+                gate.close();
+            }
+        }
     }
 
     /// The room has freed the player's seat.
     pub fn vacate(&self, id: SessionId, room: RoomId) {
         let mut seats = self.write();
-        if matches!(seats.get(&id), Some(Seat::Seated { room: r, .. }) if *r == room) {
-            seats.remove(&id);
+        if let Some(Seat::Seated { room: r, gate, .. }) = seats.get(&id) {
+            if *r == room {
+                gate.close();
+                seats.remove(&id);
+            }
+        }
+    }
+
+    /// The input gate of the player's seat, if seated.
+    pub fn gate(&self, id: SessionId) -> Option<Arc<InputGate>> {
+        match self.read().get(&id) {
+            Some(Seat::Seated { gate, .. }) => Some(gate.clone()),
+            _ => None,
         }
     }
 
@@ -192,6 +227,10 @@ impl Seats {
         }
     }
 
+    /// Queues an input of player `id`, looked up in the table (a node's guest
+    /// players; a local player's socket keeps its gate, see
+    /// [`super::GameRooms::input_json`]).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub fn input(&self, id: SessionId, input: RawInput) -> Result<(), InputError> {
         let seats = self.read();
         let Some(Seat::Seated { gate, .. }) = seats.get(&id) else {
@@ -217,6 +256,50 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gate_closes_when_its_seat_is_freed_or_replaced() {
+        let seats = Seats::default();
+        let id = SessionId(7);
+        let leave = leave_recipient();
+        let first = Arc::new(InputGate::new(4));
+        let seated = |room: u64, gate: &Arc<InputGate>| Seat::Seated {
+            room: RoomId(room),
+            leave: leave.clone(),
+            gate: gate.clone(),
+        };
+        seats.seat(id, seated(1, &first));
+        // Seated again with the same gate (a held seat taken back): still open.
+        seats.seat(id, seated(1, &first));
+        assert!(first.is_open());
+        let second = Arc::new(InputGate::new(4));
+        seats.seat(id, seated(2, &second));
+        assert!(!first.is_open(), "a replaced seat's gate closes");
+        assert!(Arc::ptr_eq(&seats.gate(id).expect("seated"), &second));
+        // Another room's vacate does not touch this seat.
+        seats.vacate(id, RoomId(1));
+        assert!(second.is_open());
+        seats.vacate(id, RoomId(2));
+        assert!(!second.is_open(), "a freed seat's gate closes");
+        assert!(seats.gate(id).is_none());
+    }
+
+    /// A `LeavePlayer` recipient whose actor never runs (the seat table only
+    /// stores it).
+    fn leave_recipient() -> Recipient<LeavePlayer> {
+        struct Nobody;
+        impl actix::Actor for Nobody {
+            type Context = actix::Context<Self>;
+        }
+        impl actix::Handler<LeavePlayer> for Nobody {
+            type Result = bool;
+            fn handle(&mut self, _: LeavePlayer, _: &mut Self::Context) -> bool {
+                false
+            }
+        }
+        use actix::AsyncContext;
+        actix::Context::<Nobody>::new().address().recipient()
+    }
 
     #[test]
     fn joins_under_way_are_counted_until_they_end() {

@@ -159,6 +159,11 @@ struct SocketInner {
     /// The namespace's broadcasts not yet fanned out.
     broadcasts: Arc<Gauge>,
     data: SocketData,
+    /// What a layer above keeps per socket for its own hot path (the game rooms: the
+    /// input gate of the player's seat), so that it need not look it up in a table
+    /// shared by every thread. Only this socket's session thread touches it in
+    /// practice: the lock is never contended.
+    route: std::sync::Mutex<Option<Arc<dyn Any + Send + Sync>>>,
     /// Joins not yet effective on every node of a cluster: the next ack waits for
     /// them (see `AckReply::send`). Finished ones are pruned at each join.
     #[cfg(feature = "cluster")]
@@ -178,6 +183,7 @@ impl Socket {
                 namespace: namespace.addr.clone(),
                 broadcasts: namespace.broadcasts.clone(),
                 data,
+                route: std::sync::Mutex::new(None),
                 #[cfg(feature = "cluster")]
                 joining: Default::default(),
             }),
@@ -205,6 +211,17 @@ impl Socket {
     /// The data the namespace's middleware attached, if it is a `T`.
     pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
         self.inner.data.as_ref()?.downcast_ref::<T>()
+    }
+
+    /// The route kept with [`Socket::set_route`], if it is a `T`.
+    pub(crate) fn route<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let route = self.inner.route.lock().unwrap_or_else(|e| e.into_inner());
+        route.clone()?.downcast::<T>().ok()
+    }
+
+    /// Keeps `route` with the socket (see `SocketInner::route`).
+    pub(crate) fn set_route(&self, route: Arc<dyn Any + Send + Sync>) {
+        *self.inner.route.lock().unwrap_or_else(|e| e.into_inner()) = Some(route);
     }
 
     /// The last measured round-trip time to the client (from the heartbeat), if any.

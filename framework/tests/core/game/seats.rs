@@ -1,4 +1,5 @@
-//! Seat hold: a dropped player keeps its seat until the grace window ends.
+//! Seats: a dropped player keeps its seat until the grace window ends; a player who
+//! leaves and sits again has its inputs reach the new seat.
 
 use super::*;
 
@@ -96,4 +97,59 @@ async fn a_dropped_player_keeps_its_seat_until_the_grace_window_ends() {
     assert_eq!(rooms.room_of(a_id), None);
     let m = metrics_until(&rooms, room, |m| m.players == 1).await;
     assert_eq!(m.held_seats, 0);
+}
+
+/// A socket keeps its seat's input gate (no shared table on the input path); a freed
+/// seat closes it, so inputs after leaving and sitting again reach the new seat.
+#[actix_rt::test]
+async fn inputs_reach_the_new_seat_after_leaving_and_sitting_again() {
+    let rooms = game_rooms(RoomOptions {
+        tick_rate: 50,
+        broadcast_rate: 50,
+        ..RoomOptions::default()
+    });
+    let server = game_server(&rooms, Duration::from_secs(5));
+    let (a, mut a_ns) = player(&server).await;
+    let (_b, b_ns) = player(&server).await;
+    let me = a.session_id();
+    let room = join(&a_ns, &JoinRequest::new("teams")).await.unwrap().room;
+    // B keeps the room alive while A is out of it.
+    assert_eq!(
+        join(&b_ns, &JoinRequest::new("teams")).await.unwrap().room,
+        room
+    );
+    // The count of A's inputs the room applied, once it reaches `n` (bounded: the
+    // states keep coming whether or not the input arrived).
+    async fn applied_reaches(ns: &mut NamespaceClient, me: u64, n: u64) -> u64 {
+        let wait = async {
+            loop {
+                let s: TeamState = next_state(ns).await;
+                let count = s.applied.get(&me).copied().unwrap_or(0);
+                if count >= n {
+                    return count;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("the room never applied input {n}"))
+    }
+
+    a_ns.emit(events::INPUT, &1u32).unwrap();
+    assert_eq!(applied_reaches(&mut a_ns, me, 1).await, 1);
+
+    let left: bool = a_ns.emit_with_ack(events::LEAVE, &(), WAIT).await.unwrap();
+    assert!(left);
+    assert_eq!(rooms.room_of(SessionId(me)), None);
+    // Sits again: a new seat (and gate) in the same room.
+    assert_eq!(
+        join(&a_ns, &JoinRequest::new("teams")).await.unwrap().room,
+        room
+    );
+    a_ns.emit(events::INPUT, &2u32).unwrap();
+    assert_eq!(
+        applied_reaches(&mut a_ns, me, 2).await,
+        2,
+        "the input after sitting again was applied once"
+    );
 }

@@ -90,8 +90,8 @@ pub use crate::session::nodes::NodeId;
 
 use crate::protocol::ResumeToken;
 use crate::session::{
-    resume_here, ClientLimit, FromTransport, NodeNumber, Shared, Supervisor, TransportKind,
-    TransportLink,
+    resume_here, ClientLimit, FromTransport, NodeNumber, ResumeError, Shared, Supervisor,
+    TransportKind, TransportLink,
 };
 use crate::SessionId;
 
@@ -493,12 +493,12 @@ impl ClusterNode {
         (sid, token, last_seq, limit): (SessionId, ResumeToken, u64, ClientLimit),
         mut link: TransportLink,
         mut local: String,
-    ) -> Result<actix::Recipient<FromTransport>, String> {
+    ) -> Result<actix::Recipient<FromTransport>, ResumeError> {
         if self.pulled(sid, token).await {
             // The session is here now: resume it as any local one.
             return match resume_here(shared, sid, token, last_seq, limit, link, true).await {
                 Ok(session) => Ok(session.recipient()),
-                Err((reason, _)) => Err(reason),
+                Err((reason, _)) => Err(ResumeError::Refused(reason)),
             };
         }
         let relay: u64 = rand::random();
@@ -513,11 +513,17 @@ impl ClusterNode {
             relay,
         };
         let deadline = tokio::time::Instant::now() + MOVE_WAIT;
-        let found = loop {
-            let (found, moving) = self.find_owner(&request).await;
+        let (found, silent) = loop {
+            let Owner {
+                found,
+                moving,
+                silent,
+            } = self.find_owner(&request).await;
+            // A node that did not answer may hold the session: ask again, as for a
+            // session on the move, rather than tell the client it is gone.
             let moving = moving || local == crate::session::MOVING;
-            if found.is_some() || !moving || tokio::time::Instant::now() >= deadline {
-                break found;
+            if found.is_some() || !(moving || silent) || tokio::time::Instant::now() >= deadline {
+                break (found, silent);
             }
             tokio::time::sleep(MOVE_POLL).await;
             // The move may land here, or be undone on a node that is this one.
@@ -529,7 +535,7 @@ impl ClusterNode {
                 Err((reason, Some(back))) => (link, local) = (back, reason),
                 Err((reason, None)) => {
                     self.relays.close_edge(relay);
-                    return Err(reason);
+                    return Err(ResumeError::Refused(reason));
                 }
             }
         };
@@ -547,12 +553,23 @@ impl ClusterNode {
             }
             Some((_, Some(refused))) => {
                 self.relays.close_edge(relay);
-                Err(refused)
+                Err(ResumeError::Refused(refused))
+            }
+            None if silent => {
+                self.relays.close_edge(relay);
+                shared.metrics.resumed("unavailable");
+                tracing::warn!(
+                    sid = sid.0,
+                    "cluster: a node that may hold the session did not answer; the client will try again"
+                );
+                Err(ResumeError::Unavailable(
+                    "cluster busy: a node did not answer, try again".into(),
+                ))
             }
             None => {
                 self.relays.close_edge(relay);
                 shared.metrics.resumed(Supervisor::refusal_label(&local));
-                Err(local)
+                Err(ResumeError::Refused(local))
             }
         }
     }
@@ -582,10 +599,12 @@ impl ClusterNode {
 
     /// The node that holds a resumed session (with its refusal, if it refused),
     /// and whether a node said the session is moving.
-    async fn find_owner(&self, request: &Request) -> (Option<(NodeId, Option<String>)>, bool) {
-        let (mut found, mut moving) = (None, false);
+    async fn find_owner(&self, request: &Request) -> Owner {
+        let mut owner = Owner::default();
         let Ok(nodes) = self.nodes().await else {
-            return (None, false);
+            // Redis down: no node can be asked, none can be ruled out.
+            owner.silent = true;
+            return owner;
         };
         let others = nodes.into_iter().filter(|node| *node != self.id);
         let asks = others.map(|node| {
@@ -594,15 +613,19 @@ impl ClusterNode {
         });
         for (node, reply) in futures_util::future::join_all(asks).await {
             match reply {
-                Ok(Reply::Resumed { here: true, error }) => found = Some((node, error)),
+                Ok(Reply::Resumed { here: true, error }) => owner.found = Some((node, error)),
                 Ok(Reply::Resumed {
                     here: false,
                     error: Some(_),
-                }) => moving = true,
-                _ => {}
+                }) => owner.moving = true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%node, error = %e, "cluster: no answer to a resume");
+                    owner.silent = true;
+                }
             }
         }
-        (found, moving)
+        owner
     }
 
     /// Drops the connection of session `id`, on whichever node holds it, as a
@@ -611,4 +634,15 @@ impl ClusterNode {
     pub async fn drop_connection(&self, id: SessionId) -> Result<bool, ClusterError> {
         self.ask_holder(Request::DropConnection { id: id.0 }).await
     }
+}
+
+/// What the other nodes said to a resume ([`ClusterNode::find_owner`]).
+#[derive(Default)]
+struct Owner {
+    /// The node that holds the session, and its refusal if it refused.
+    found: Option<(NodeId, Option<String>)>,
+    /// A node said the session is on the move.
+    moving: bool,
+    /// A node did not answer (or Redis could not be reached).
+    silent: bool,
 }

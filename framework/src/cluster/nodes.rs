@@ -16,7 +16,7 @@ use crate::namespace::{Remote, Socket};
 use crate::protocol::ResumeToken;
 use crate::room::Gauge;
 use crate::session::nodes::ResumeRequest;
-use crate::session::{FromTransport, MovedSeat, Nodes, Shared, TransportLink};
+use crate::session::{FromTransport, MovedSeat, Nodes, ResumeError, Shared, TransportLink};
 use crate::SessionId;
 
 impl Nodes for ClusterNode {
@@ -82,7 +82,7 @@ impl Nodes for ClusterNode {
         resume: ResumeRequest,
         link: TransportLink,
         local: String,
-    ) -> LocalBoxFuture<'a, Result<Recipient<FromTransport>, String>> {
+    ) -> LocalBoxFuture<'a, Result<Recipient<FromTransport>, ResumeError>> {
         Box::pin(self.resume_on_another_node(shared, resume, link, local))
     }
 }

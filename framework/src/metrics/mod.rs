@@ -304,7 +304,9 @@ pub(crate) struct ResumeResults(Family<One, Counter>);
 impl ResumeResults {
     /// Counts one resume: `"ok"`, or why it failed: `"unknown_session"` (never
     /// existed, expired or ended), `"bad_token"`, `"cannot_replay"` (the client's
-    /// position is outside the outbox, or a frame to replay is over its limit).
+    /// position is outside the outbox, or a frame to replay is over its limit),
+    /// `"unavailable"` (a cluster node that may hold it did not answer: the client
+    /// tries again).
     pub fn count(&self, result: &'static str) {
         self.0.get_or_create(&[("result", result)]).inc();
     }

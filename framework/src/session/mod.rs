@@ -72,7 +72,7 @@ pub(crate) use supervisor::{CancelMove, Holds, Movable, MovedHere, SetMoving, Un
 pub(crate) use supervisor::{CountSessions, KickSession, ListSessions};
 pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
-pub(crate) use transport_link::{resume_here, too_many_frames};
+pub(crate) use transport_link::{resume_here, too_many_frames, ResumeError};
 pub use transport_link::{
     Attach, FromTransport, SessionRecipient, ToSession, ToTransport, TransportId, TransportKind,
     TransportLink,

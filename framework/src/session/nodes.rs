@@ -18,7 +18,7 @@ use actix::Recipient;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
-use super::{ClientLimit, FromTransport, MovedSeat, Shared, TransportLink};
+use super::{ClientLimit, FromTransport, MovedSeat, ResumeError, Shared, TransportLink};
 use crate::namespace::{Remote, Socket};
 use crate::protocol::ResumeToken;
 use crate::room::Gauge;
@@ -78,12 +78,13 @@ pub(crate) trait Nodes: Send + Sync + 'static {
     ) -> LocalBoxFuture<'a, Option<Result<Bytes, (u16, String)>>>;
 
     /// A resume that found no session here (`local`: why this node refused it):
-    /// the session's recipient once another node holds it, or why not.
+    /// the session's recipient once another node holds it, or why not
+    /// ([`ResumeError::Unavailable`] when a node that might hold it did not answer).
     fn resume_elsewhere<'a>(
         &'a self,
         shared: &'a Arc<Shared>,
         resume: ResumeRequest,
         link: TransportLink,
         local: String,
-    ) -> LocalBoxFuture<'a, Result<Recipient<FromTransport>, String>>;
+    ) -> LocalBoxFuture<'a, Result<Recipient<FromTransport>, ResumeError>>;
 }

@@ -334,6 +334,28 @@ impl Session {
     }
 }
 
+/// Why a resume did not attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResumeError {
+    /// The session cannot be resumed (unknown, expired, wrong token, a `last_seq`
+    /// out of range): the client is told with `ResumeFailed` and starts afresh.
+    Refused(String),
+    /// Whether the session exists could not be told now (a node of the cluster did
+    /// not answer in time): the connection is closed without a word on the session,
+    /// as a network failure would close it, so that the client tries again later
+    /// instead of giving its session up. Only a cluster says this.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ResumeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResumeError::Refused(reason) | ResumeError::Unavailable(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Why a resume is refused: the session ended as it was found.
 pub(crate) const SESSION_ENDED: &str = "session ended";
 /// Why a resume is refused: the session stopped as it was found.

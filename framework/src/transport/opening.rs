@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::protocol::{self, Frame, ResumeToken};
 use crate::session::Shared;
-use crate::session::{resume_here, ClientLimit, Session, SessionRecipient, TransportLink};
+use crate::session::{
+    resume_here, ClientLimit, ResumeError, Session, SessionRecipient, TransportLink,
+};
 use crate::SessionId;
 
 /// What a connection's first frame asks for.
@@ -74,12 +76,12 @@ pub(crate) async fn resume(
     last_seq: u64,
     limit: ClientLimit,
     link: TransportLink,
-) -> Result<SessionRecipient, String> {
+) -> Result<SessionRecipient, ResumeError> {
     #[cfg(feature = "cluster")]
     if let Some(cluster) = shared.cluster.clone() {
         return match resume_here(&shared, sid, token, last_seq, limit, link, true).await {
             Ok(session) => Ok(Arc::new(session)),
-            Err((_, None)) => Err("server shutting down".to_owned()),
+            Err((_, None)) => Err(ResumeError::Refused("server shutting down".to_owned())),
             Err((reason, Some(link))) => {
                 let elsewhere = (sid, token, last_seq, limit);
                 cluster
@@ -92,5 +94,5 @@ pub(crate) async fn resume(
     resume_here(&shared, sid, token, last_seq, limit, link, false)
         .await
         .map(|session| Arc::new(session) as SessionRecipient)
-        .map_err(|(reason, _)| reason)
+        .map_err(|(reason, _)| ResumeError::Refused(reason))
 }

@@ -28,8 +28,8 @@ use crate::protocol::{self, Frame};
 use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, FromTransport, SessionRecipient, ToTransport,
-    TransportId, TransportKind, TransportLink,
+    queued_size, too_many_frames, Backlog, FromTransport, ResumeError, SessionRecipient,
+    ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::DisconnectReason;
 
@@ -548,11 +548,18 @@ impl PollTransport {
                                     act.session = Some(session);
                                     let _ = act.feed(frames, ctx);
                                 }
-                                Err(reason) => {
+                                Err(ResumeError::Refused(reason)) => {
                                     tracing::debug!(sid = sid.0, %reason, "resume failed");
                                     let failed = protocol::encode(&Frame::ResumeFailed { reason });
                                     act.queue.push_back((failed, false));
                                     act.schedule_flush(ctx);
+                                }
+                                // Not a verdict on the session: the connection ends
+                                // without a word on it, and the client tries again.
+                                Err(ResumeError::Unavailable(reason)) => {
+                                    tracing::debug!(sid = sid.0, %reason, "resume unavailable");
+                                    act.closing = true;
+                                    ctx.stop();
                                 }
                             }),
                     );

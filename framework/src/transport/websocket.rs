@@ -25,8 +25,8 @@ use crate::protocol::{self, DecodeError, Frame, WireFrame};
 use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SendQueue, SessionRecipient,
-    ToTransport, TransportId, TransportKind, TransportLink,
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, ResumeError, SendQueue,
+    SessionRecipient, ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
 
@@ -271,10 +271,15 @@ impl WsTransport {
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(session) => act.attached(session, ctx),
-                    Err(reason) => {
+                    Err(ResumeError::Refused(reason)) => {
                         tracing::debug!(sid = sid.0, %reason, "resume failed");
                         let failed = WireFrame::encode(&Frame::ResumeFailed { reason });
                         act.send(failed.message().clone());
+                    }
+                    // Not a verdict on the session: closed as a failed connection
+                    // (1013, try again later), and the client's next attempt asks again.
+                    Err(ResumeError::Unavailable(reason)) => {
+                        act.close(reason, false, ws::CloseCode::Again, ctx)
                     }
                 }),
         );

@@ -1,5 +1,5 @@
 //! Faults: Redis restarts while nodes serve their clients; a node dies; a node
-//! leaves.
+//! leaves; a node that may hold a resumed session does not answer.
 
 use std::time::Duration;
 
@@ -100,6 +100,37 @@ async fn a_dead_node_leaves_the_registry_and_the_counts_and_nothing_else_stops()
         .emit("news", &1)
         .unwrap();
     assert_eq!(next_event(&mut on_b[0].ns).await.name, "news");
+}
+
+/// A resume whose session may be on a node that does not answer in time is not
+/// refused (the client would give its session up): the connection is closed with
+/// "try again later", no `ResumeFailed`, and the client's next attempt asks again.
+#[actix_rt::test]
+async fn a_resume_a_silent_node_may_hold_is_closed_not_refused() {
+    let Some(redis) = RedisServer::start("a_silent_node") else {
+        return;
+    };
+    // A is cut from Redis but stays registered (a TTL far longer than the test):
+    // to B it is a node that does not answer.
+    let url_a = redis.add_user("node-a").await;
+    let ttl = Duration::from_secs(600);
+    let a = node_with(RedisCluster::new(&url_a).unwrap().node_ttl(ttl)).await;
+    let b = node_with(RedisCluster::new(&redis.url()).unwrap().node_ttl(ttl)).await;
+    await_nodes(&b, 2).await;
+    let (on_a, open) = RawClient::open(&a.url).await;
+    redis.cut_user("node-a").await;
+    drop(on_a);
+
+    let mut at_b = RawClient::resume(&b.url, &open, 0).await;
+    let mut frames = Vec::new();
+    while let Some(frame) = at_b.recv().await {
+        frames.push(frame);
+    }
+    assert!(frames.is_empty(), "no verdict on the session: {frames:?}");
+    assert_eq!(
+        at_b.ws_close_description().as_deref(),
+        Some("cluster busy: a node did not answer, try again")
+    );
 }
 
 #[actix_rt::test]

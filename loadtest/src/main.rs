@@ -107,7 +107,8 @@ scenarios
              one node, then on --nodes nodes (default 3) sharing a Redis it starts,
              behind a round-robin balancer; latency and CPU per delivery of both,
              Redis messages and Redis CPU per broadcast; then the reconnect storm
-             through the balancer; with --rooms N (default 0: none) also the rooms
+             through the balancer (its flags: --msg-rate, --player raw, ...);
+             with --rooms N (default 0: none) also the rooms
              scenario (--players, --hz, --tick-rate, --room-duration s, default 10)
              on one node and on the nodes, players spread over them; with
              --drain, last, the fan-out once more while the first node gets

@@ -159,9 +159,20 @@ impl RawPlayer {
                     "the server closed the connection before answering the resume".into(),
                 ));
             };
-            if opcode == BINARY {
-                break protocol::decode(&body)
-                    .map_err(|e| ResumeError::Failed(format!("bad frame: {e}")))?;
+            match opcode {
+                BINARY => {
+                    break protocol::decode(&body)
+                        .map_err(|e| ResumeError::Failed(format!("bad frame: {e}")))?
+                }
+                // Closed without a word on the session (a cluster busy, say): the
+                // WebSocket close's description says why.
+                CLOSE => {
+                    let why = String::from_utf8_lossy(body.get(2..).unwrap_or_default());
+                    return Err(ResumeError::Failed(format!(
+                        "closed before answering the resume: {why}"
+                    )));
+                }
+                _ => {}
             }
         };
         let (confirmed, replay) = match answer {

@@ -371,7 +371,7 @@ pub async fn raw_client(
                 let attempt_from = unix_us();
                 ctx.count(|c| c.attempts += 1);
                 let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, player.resume()).await;
-                match outcome {
+                let failed = match outcome {
                     Ok(Ok(resumed)) => {
                         away = None;
                         // A cut while away found nothing to cut.
@@ -385,25 +385,21 @@ pub async fn raw_client(
                             c.replayed += resumed.replay;
                             c.resent += resumed.resent;
                         });
+                        None
                     }
                     Ok(Err(ResumeError::Refused(reason))) => {
                         ctx.count(|c| c.sessions_lost += 1);
                         return ctx.problem(format!("{who}: session lost ({reason})"));
                     }
-                    Ok(Err(ResumeError::Failed(error))) => {
-                        ctx.attempt_failed(&error);
-                        away = Some((
-                            attempt + 1,
-                            Instant::now() + backoff.delay(attempt + 1, &mut rand::thread_rng()),
-                        ));
-                    }
-                    Err(_) => {
-                        ctx.attempt_failed("no answer to the resume within 5 s");
-                        away = Some((
-                            attempt + 1,
-                            Instant::now() + backoff.delay(attempt + 1, &mut rand::thread_rng()),
-                        ));
-                    }
+                    Ok(Err(ResumeError::Failed(error))) => Some(error),
+                    Err(_) => Some(format!(
+                        "no answer to the resume within {ATTEMPT_TIMEOUT:?}"
+                    )),
+                };
+                if let Some(error) = failed {
+                    ctx.attempt_failed(&error);
+                    let delay = backoff.delay(attempt + 1, &mut rand::thread_rng());
+                    away = Some((attempt + 1, Instant::now() + delay));
                 }
                 if finish_by.is_some_and(|by| Instant::now() > by) && !player.is_connected() {
                     ctx.problem(format!("{who}: not resumed within {DRAIN:?} of the finish"));

@@ -79,6 +79,10 @@ pub enum ScenarioPlan {
         /// connections, instead of the Rust client behind a cutting proxy.
         #[serde(default)]
         raw: bool,
+        /// The server drops the connections (`--cut server`): no proxy, and players
+        /// do not cut their own.
+        #[serde(default)]
+        server_cut: bool,
     },
     /// The soak: numbered streams both ways, chat in rooms, a game room, random cuts
     /// (see `scenarios/soak.rs`). The fuzz scenario's well-behaved clients are soak

@@ -66,7 +66,8 @@ scenarios
              resume with back-off from --backoff-ms (default 1000); streaming goes
              on --after s (default 2); time until all resumed, lost, duplicated;
              --player raw: lean players on a raw WebSocket that drop their own
-             connections at the cut (no proxy) and resume the same way
+             connections at the cut (no proxy) and resume the same way;
+             --cut server: the server drops every connection instead (no proxy)
   soak       --clients (default 500) stream --msg-rate msgs/s each way (1), chat in
              rooms of --chat-room-size (10) at --chat-rate (0.2), play in game rooms
              of --players (8) at --hz (2) ticking at --tick-rate (10), and are cut

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proc;
-use crate::server::{ServerMetrics, METRICS_PATH};
+use crate::server::{ServerMetrics, CUT_PATH, METRICS_PATH};
 
 /// How often the server is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -126,7 +126,7 @@ async fn sample_server(
 /// another server may not).
 pub async fn server_metrics(url: &str) -> Option<ServerMetrics> {
     let host = url.strip_prefix("ws://")?.split('/').next()?.to_owned();
-    let body = tokio::time::timeout(Duration::from_secs(10), http_get(&host, METRICS_PATH))
+    let body = tokio::time::timeout(Duration::from_secs(10), http(&host, "GET", METRICS_PATH))
         .await
         .ok()?
         .map_err(|e| tracing::warn!(error = %e, "server metrics unavailable"))
@@ -134,12 +134,27 @@ pub async fn server_metrics(url: &str) -> Option<ServerMetrics> {
     serde_json::from_str(&body).ok()
 }
 
-/// A minimal HTTP/1.1 GET (the sampler needs nothing more).
-async fn http_get(host: &str, path: &str) -> Result<String, String> {
+/// Asks `loadtest serve` at `url` (its `ws://` URL) to drop every connection, as a
+/// network failure would (`POST /loadtest/cut`); how many it dropped.
+pub async fn cut_server_connections(url: &str) -> Result<u64, String> {
+    let host = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| format!("not a ws:// URL: {url}"))?;
+    let body = http(host, "POST", CUT_PATH).await?;
+    body.trim()
+        .parse()
+        .map_err(|e| format!("the cut answered {body:?}: {e}"))
+}
+
+/// A minimal HTTP/1.1 request without a body (the sampler needs nothing more).
+async fn http(host: &str, method: &str, path: &str) -> Result<String, String> {
     let mut stream = tokio::net::TcpStream::connect(host)
         .await
         .map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .await

@@ -44,6 +44,9 @@ pub const ROOM_TYPE: &str = "pulse";
 pub const FANOUT_ROOM: &str = "fanout";
 /// Where the server's metrics are served.
 pub const METRICS_PATH: &str = "/loadtest/metrics";
+/// `POST`: drops every session's connection, as a network failure would (the
+/// `reconnect --cut server` storm); answers how many.
+pub const CUT_PATH: &str = "/loadtest/cut";
 
 /// A fan-out message: the publisher's number for it, when it was sent, and padding
 /// to the size asked for.
@@ -319,6 +322,20 @@ struct Handles {
     rooms: GameRooms,
 }
 
+/// Drops every session's connection at once (`Volley::drop_connection`, all asked
+/// together); answers how many were dropped.
+async fn cut(handles: web::Data<Handles>) -> HttpResponse {
+    let volley = &handles.volley;
+    let ids: Vec<_> = volley.sessions().await.into_iter().map(|s| s.id).collect();
+    let drops = ids.into_iter().map(|id| volley.drop_connection(id));
+    let dropped = futures_util::future::join_all(drops)
+        .await
+        .into_iter()
+        .filter(|&dropped| dropped)
+        .count();
+    HttpResponse::Ok().body(dropped.to_string())
+}
+
 async fn metrics(handles: web::Data<Handles>) -> HttpResponse {
     let sessions = handles.volley.local_session_count().await;
     let rooms = handles.rooms.all_metrics().await;
@@ -414,6 +431,7 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
             App::new()
                 .app_data(handles.clone())
                 .route(METRICS_PATH, web::get().to(metrics))
+                .route(CUT_PATH, web::post().to(cut))
         })
         // Connection storms: let the kernel queue as many as it allows.
         .backlog(4096)

@@ -57,8 +57,10 @@ pub fn run() -> Result<(), String> {
 
 async fn work(plan: Plan, commands: mpsc::UnboundedReceiver<String>) -> Result<(), String> {
     let cuts_per_min = match &plan.scenario {
-        // Raw players cut their own connections: no proxy.
-        ScenarioPlan::Reconnect { raw, .. } => (!raw).then_some(0.0),
+        // Raw players cut their own connections, or the server cuts them: no proxy.
+        ScenarioPlan::Reconnect {
+            raw, server_cut, ..
+        } => (!raw && !server_cut).then_some(0.0),
         ScenarioPlan::Soak(soak) if soak.cuts_per_min > 0.0 => Some(soak.cuts_per_min),
         _ => None,
     };
@@ -164,6 +166,13 @@ async fn follow(
                 ctx.cut_at_us.set(Some(unix_us()));
                 match (&proxy, &ctx.plan.scenario) {
                     (Some(proxy), _) => proxy.cut(),
+                    // The coordinator has the server cut them at this instant.
+                    (
+                        None,
+                        ScenarioPlan::Reconnect {
+                            server_cut: true, ..
+                        },
+                    ) => {}
                     (None, ScenarioPlan::Reconnect { raw: true, .. }) => ctx.cut_players(),
                     (None, _) => ctx.problem("cut asked for, but this worker has no proxy".into()),
                 }

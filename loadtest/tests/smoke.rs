@@ -291,6 +291,28 @@ fn raw_players_cut_themselves_resume_and_resend_exactly_once() {
 }
 
 #[test]
+fn clients_resume_after_the_server_drops_every_connection() {
+    let (report, _) = run_with(
+        &[
+            "reconnect",
+            "--clients",
+            "100",
+            "--backoff-ms",
+            "100",
+            "--after",
+            "1",
+            "--cut",
+            "server",
+        ],
+        &["--spawn"],
+    );
+    assert_eq!(report["settings"]["cut"], "server");
+    assert_eq!(report["figures"]["server_dropped"], 100);
+    assert_eq!(report["figures"]["sessions_resumed"], 100);
+    assert_eq!(report["figures"]["sessions_lost"], 0);
+}
+
+#[test]
 fn soak_pings_once_per_interval_and_loses_nothing_through_cuts() {
     // Short pings so that each session counts dozens; cuts about once per client.
     // The schedule skips a slot its thread was more than a whole interval late for, and

@@ -82,12 +82,14 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
             stream_limit_s,
             backoff_ms,
             raw: false,
+            ..
         } => reconnect::client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
         ScenarioPlan::Reconnect {
             msg_rate,
             stream_limit_s,
             backoff_ms,
             raw: true,
+            ..
         } => reconnect::raw_client(&ctx, index, msg_rate, stream_limit_s, backoff_ms).await,
         ScenarioPlan::Soak(plan) => soak::client(&ctx, index, &plan).await,
         ScenarioPlan::Chat { dialect } => chat::client(&ctx, index, dialect).await,

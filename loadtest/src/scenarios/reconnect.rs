@@ -52,6 +52,10 @@ pub struct Storm {
     pub resume_timeout: f64,
     /// `--player raw`: lean players that cut their own connections (no proxy).
     pub raw: bool,
+    /// `--cut server`: the server drops every connection (no proxy, and players do
+    /// not cut their own); `--cut client` (the default): the proxies cut them, or
+    /// raw players their own.
+    pub server_cut: bool,
 }
 
 impl Storm {
@@ -63,13 +67,18 @@ impl Storm {
             after: flags.positive("after", 2.0)?,
             resume_timeout: flags.positive("resume-timeout", 60.0)?,
             raw: super::raw_player(flags)?,
+            server_cut: match flags.get::<String>("cut", "client".into())?.as_str() {
+                "client" => false,
+                "server" => true,
+                other => return Err(format!("--cut {other}: client or server")),
+            },
         })
     }
 }
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     let storm = Storm::from_flags(flags)?;
-    let common = if storm.raw {
+    let common = if storm.raw || storm.server_cut {
         Common::from_flags(flags, 200, 500.0)?
     } else {
         Common::from_flags_proxied(flags, 200, 500.0)?
@@ -88,6 +97,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
         after,
         resume_timeout,
         raw,
+        server_cut,
     } = storm;
     let mut run = Run::start("reconnect", common).await?;
     let plan = ScenarioPlan::Reconnect {
@@ -97,6 +107,7 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
         stream_limit_s: warmup + resume_timeout + after + 120.0,
         backoff_ms,
         raw,
+        server_cut,
     };
     run.start_workers(common, plan).await?;
     run.connect(common.connect_timeout).await;
@@ -107,6 +118,15 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
     let (cpu_from, threads_from) = (run.server_sample(), run.server_threads());
     let at_unix_us = unix_us() + CUT_LEAD.as_micros() as u64;
     run.send(&Command::Cut { at_unix_us }).await;
+    let mut server_dropped = None;
+    if server_cut {
+        // At the instant the workers take as the cut.
+        tokio::time::sleep(Duration::from_micros(at_unix_us.saturating_sub(unix_us()))).await;
+        match crate::sampler::cut_server_connections(&run.url).await {
+            Ok(dropped) => server_dropped = Some(dropped),
+            Err(e) => run.failures.push(format!("the server could not cut: {e}")),
+        }
+    }
     let sessions = run.totals().connected;
     let all_back = run
         .watch(
@@ -133,6 +153,15 @@ pub async fn run(common: &Common, storm: Storm) -> Result<Report, String> {
     report.setting("warmup_s", warmup);
     report.setting("after_s", after);
     report.setting("player", if raw { "raw" } else { "client" });
+    report.setting("cut", if server_cut { "server" } else { "client" });
+    if let Some(dropped) = server_dropped {
+        report.figure(
+            "server_dropped",
+            "connections the server dropped at the cut",
+            dropped as f64,
+            "",
+        );
+    }
     let c = &tally.counters;
     report.figure("sessions_cut", "sessions cut", sessions as f64, "");
     report.figure("sessions_resumed", "sessions resumed", c.resumed as f64, "");
@@ -320,6 +349,7 @@ pub async fn raw_client(
     // While cut off: the attempt to make next, and when.
     let mut away: Option<(u32, Instant)> = None;
     let mut finish_by: Option<Instant> = None;
+    let mut noticed = false;
     enum Step {
         Tick,
         Event(Result<RawEvent, String>),
@@ -355,15 +385,13 @@ pub async fn raw_client(
                 // Heartbeat answers and acknowledgements go out now; a failed write
                 // is the connection gone, as a failed read.
                 if let Err(e) = player.pay_owed().await {
-                    dropped(ctx, &who, &mut player, &e);
+                    dropped(ctx, &who, &mut player, &e, &mut noticed);
                 }
             }
-            Step::Event(Err(e)) => dropped(ctx, &who, &mut player, &e),
+            Step::Event(Err(e)) => dropped(ctx, &who, &mut player, &e, &mut noticed),
             Step::Cut => {
                 cuts.borrow_and_update();
-                if let Some(cut) = ctx.cut_at_us.get() {
-                    ctx.record_us("cut_noticed", unix_us().saturating_sub(cut));
-                }
+                notice_cut(ctx, &mut noticed);
                 player.cut();
             }
             Step::Attempt => {
@@ -445,13 +473,23 @@ pub async fn raw_client(
     player.close().await;
 }
 
-/// A raw player's connection failed (a read or a write): it is cut off and will
-/// resume. Before the cut that is a problem of the run.
-fn dropped(ctx: &WorkerCtx, who: &str, player: &mut RawPlayer, error: &str) {
+/// A raw player's connection failed (a read or a write; with `--cut server`, the
+/// cut): it is cut off and will resume. Before the cut that is a problem of the run.
+fn dropped(ctx: &WorkerCtx, who: &str, player: &mut RawPlayer, error: &str, noticed: &mut bool) {
     player.cut();
     if ctx.cut_at_us.get().is_none() {
         ctx.count(|c| c.drops += 1);
         ctx.problem(format!("{who}: connection dropped before the cut: {error}"));
+    } else {
+        notice_cut(ctx, noticed);
+    }
+}
+
+/// Times how long after the cut this player learnt of it, once.
+fn notice_cut(ctx: &WorkerCtx, noticed: &mut bool) {
+    if let (Some(cut), false) = (ctx.cut_at_us.get(), *noticed) {
+        *noticed = true;
+        ctx.record_us("cut_noticed", unix_us().saturating_sub(cut));
     }
 }
 

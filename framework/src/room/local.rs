@@ -81,6 +81,11 @@ impl Actor for LocalDelivery {
 /// One member of a thread's group.
 pub type LocalMember = (SessionId, LocalKey);
 
+/// Members of one fan-out on one thread from which the thread copies the frame for
+/// itself ([`Deliver::own_copy`]): below it the copy costs more than the shared
+/// reference count it spares.
+const OWN_COPY_AT: usize = 16;
+
 /// One broadcast for the members of a group that run on this thread.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -99,13 +104,20 @@ impl Handler<LocalFanout> for LocalDelivery {
     type Result = ();
 
     fn handle(&mut self, msg: LocalFanout, _: &mut Context<Self>) {
+        // Many members here: the frame's bytes of this thread's own, so that their
+        // clones and drops (send queue, outbox) stay on this core's cache line.
+        let deliver = if msg.members.len() >= OWN_COPY_AT {
+            msg.deliver.own_copy()
+        } else {
+            msg.deliver
+        };
         for (id, key) in msg.members.iter() {
             if Some(*id) == msg.except {
                 continue;
             }
             // Taken out of the registry first: a sink may (un)register others.
             if let Some(sink) = SINKS.with(|s| s.borrow().get(*key).cloned()) {
-                sink.deliver(&msg.deliver);
+                sink.deliver(&deliver);
             }
         }
     }

@@ -35,6 +35,17 @@ pub struct Deliver {
     pub mark: Option<Mark>,
 }
 
+impl Deliver {
+    /// The same delivery with the frame in bytes of its own ([`WireFrame::own_copy`]).
+    pub fn own_copy(&self) -> Deliver {
+        Deliver {
+            frame: self.frame.own_copy(),
+            reliable: self.reliable,
+            mark: self.mark,
+        }
+    }
+}
+
 /// A broadcast's name in a cluster: the node that emitted it and its number there.
 /// One namespace numbers its broadcasts in the order it handles them, and every
 /// node receives one node's broadcasts in that order.

@@ -14,6 +14,7 @@ use volley::client::{Backoff, Client, ClientConfig, NamespaceClient, Transport};
 
 use crate::client_ctx::WorkerCtx;
 use crate::control::unix_us;
+use crate::rawplayer::RawPlayer;
 use crate::seq::SeqCheck;
 
 /// How long a client waits for an acknowledgement before calling it a problem.
@@ -94,6 +95,34 @@ pub async fn open(
             None
         }
     }
+}
+
+/// [`open`] for a lean player on a raw WebSocket (`--player raw`), from the client's
+/// source address, [`RawPlayer::resumable`] if asked (before its first reliable
+/// frame, the join): the same `connect` and `join` timings, the same failure count.
+pub async fn open_raw(
+    ctx: &WorkerCtx,
+    index: usize,
+    ns: &str,
+    resumable: bool,
+) -> Option<RawPlayer> {
+    let started = Instant::now();
+    let mut player = match RawPlayer::connect(&ctx.url, source_address(ctx, index)).await {
+        Ok(player) if resumable => player.resumable(),
+        Ok(player) => player,
+        Err(e) => {
+            ctx.fail(format!("{}: {e}", who(ctx, index)));
+            return None;
+        }
+    };
+    ctx.record("connect", started.elapsed());
+    let joining = Instant::now();
+    if let Err(e) = player.join(ns).await {
+        ctx.fail(format!("{}: {e}", who(ctx, index)));
+        return None;
+    }
+    ctx.record("join", joining.elapsed());
+    Some(player)
 }
 
 /// Sends `event` with an ack and waits for the answer; a missing answer is counted

@@ -304,17 +304,9 @@ pub async fn raw_client(
     backoff_ms: u64,
 ) {
     let who = sim::who(ctx, index);
-    let started = Instant::now();
-    let mut player = match RawPlayer::connect(&ctx.url, sim::source_address(ctx, index)).await {
-        Ok(player) => player.resumable(),
-        Err(e) => return ctx.fail(format!("{who}: {e}")),
+    let Some(mut player) = sim::open_raw(ctx, index, NAMESPACE, true).await else {
+        return;
     };
-    ctx.record("connect", started.elapsed());
-    let joining = Instant::now();
-    if let Err(e) = player.join(NAMESPACE).await {
-        return ctx.fail(format!("{who}: {e}"));
-    }
-    ctx.record("join", joining.elapsed());
     ctx.ready();
     let mut check = SeqCheck::default();
     let mut cuts = ctx.cuts();

@@ -18,7 +18,7 @@ use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
 use crate::coordinator::{Common, Run};
 use crate::proc;
-use crate::rawplayer::{RawEvent, RawPlayer};
+use crate::rawplayer::RawEvent;
 use crate::report::Report;
 use crate::sampler::server_metrics;
 use crate::server::{FlushAnswer, Input, PulseState, ServerMetrics, GAME_NAMESPACE, ROOM_TYPE};
@@ -440,18 +440,9 @@ pub async fn client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
 /// states and checks), spoken over a raw WebSocket by one task.
 pub async fn raw_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
     let who = sim::who(ctx, index);
-    let started = Instant::now();
-    let from = sim::source_address(ctx, index);
-    let mut player = match RawPlayer::connect(&ctx.url, from).await {
-        Ok(player) => player,
-        Err(e) => return ctx.fail(format!("{who}: {e}")),
+    let Some(mut player) = sim::open_raw(ctx, index, GAME_NAMESPACE, false).await else {
+        return;
     };
-    ctx.record("connect", started.elapsed());
-    let joining = Instant::now();
-    if let Err(e) = player.join(GAME_NAMESPACE).await {
-        return ctx.fail(format!("{who}: {e}"));
-    }
-    ctx.record("join", joining.elapsed());
     let group = (ctx.plan.first_client + index) / room_size;
     let request = JoinRequest::new(ROOM_TYPE).filter("group", group as u64);
     match player

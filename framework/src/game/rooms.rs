@@ -226,12 +226,7 @@ impl GameRooms {
                 gate
             }
         };
-        // Bounded: the gate holds `max_inputs_per_tick` per player until a tick.
-        if gate.offer(input) {
-            Ok(())
-        } else {
-            Err(InputError::Dropped)
-        }
+        gate.offer(input)
     }
 
     /// Frees the player's seat (`Game::leave` runs with `LeaveReason::Left`).

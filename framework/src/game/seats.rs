@@ -62,16 +62,17 @@ impl InputGate {
         self.open.store(false, Ordering::Release);
     }
 
-    /// Queues an input for the next tick; `false` (and counted) when `cap` wait.
-    pub fn offer(&self, input: RawInput) -> bool {
+    /// Queues an input for the next tick; [`InputError::Dropped`] (and counted)
+    /// when `cap` wait: the gate holds `max_inputs_per_tick` per player until a tick.
+    pub fn offer(&self, input: RawInput) -> Result<(), InputError> {
         if !self.admit() {
-            return false;
+            return Err(InputError::Dropped);
         }
         self.inbox
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(input);
-        true
+        Ok(())
     }
 
     /// The inputs queued since the last flush to their room's node, in arrival
@@ -232,15 +233,7 @@ impl Seats {
     /// [`super::GameRooms::input_json`]).
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub fn input(&self, id: SessionId, input: RawInput) -> Result<(), InputError> {
-        let seats = self.read();
-        let Some(Seat::Seated { gate, .. }) = seats.get(&id) else {
-            return Err(InputError::NotSeated);
-        };
-        // Bounded: the gate holds `max_inputs_per_tick` per player until a tick.
-        if !gate.offer(input) {
-            return Err(InputError::Dropped);
-        }
-        Ok(())
+        self.gate(id).ok_or(InputError::NotSeated)?.offer(input)
     }
 }
 

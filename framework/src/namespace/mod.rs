@@ -327,9 +327,28 @@ fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
     serde_json::from_slice(raw).map_err(|e| format!("payload does not match: {e}"))
 }
 
-/// A namespace as the server runs it: its declaration and its actor.
+/// A namespace as the server runs it: its declaration and its actor. One allocation
+/// shared by every session and socket in the namespace: each socket and each joined
+/// entry of a session carries a pointer, not the parts.
 #[derive(Clone)]
-pub(crate) struct NamespaceHandle {
+pub(crate) struct NamespaceHandle(Arc<NamespaceParts>);
+
+impl NamespaceHandle {
+    pub fn new(parts: NamespaceParts) -> Self {
+        NamespaceHandle(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for NamespaceHandle {
+    type Target = NamespaceParts;
+
+    fn deref(&self) -> &NamespaceParts {
+        &self.0
+    }
+}
+
+/// What a [`NamespaceHandle`] points to.
+pub(crate) struct NamespaceParts {
     pub name: Arc<str>,
     pub spec: Arc<Namespace>,
     /// Shared by every session and socket in the namespace: a clone of an actix

@@ -19,7 +19,7 @@ use super::{
     SocketData, Target,
 };
 use crate::protocol::{self, EventKind, Frame};
-use crate::room::{Deliver, Deliveries, Gauge, Mailbox};
+use crate::room::{Deliver, Deliveries, Mailbox};
 use crate::{AckError, DisconnectReason, EmitError, SessionId};
 
 /// What happened to the session behind a watched socket (see [`Socket::watch`]).
@@ -153,11 +153,9 @@ pub struct Socket {
 }
 
 struct SocketInner {
-    ns: Arc<str>,
+    /// Its name, actor and broadcasts not yet fanned out.
+    namespace: NamespaceHandle,
     link: Arc<SessionLink>,
-    namespace: Arc<Addr<NamespaceActor>>,
-    /// The namespace's broadcasts not yet fanned out.
-    broadcasts: Arc<Gauge>,
     data: SocketData,
     /// What a layer above keeps per socket for its own hot path (the game rooms: the
     /// input gate of the player's seat), so that it need not look it up in a table
@@ -178,10 +176,8 @@ impl Socket {
     ) -> Self {
         Socket {
             inner: Arc::new(SocketInner {
-                ns: namespace.name.clone(),
+                namespace: namespace.clone(),
                 link,
-                namespace: namespace.addr.clone(),
-                broadcasts: namespace.broadcasts.clone(),
                 data,
                 route: std::sync::Mutex::new(None),
                 #[cfg(feature = "cluster")]
@@ -197,11 +193,11 @@ impl Socket {
 
     /// The namespace this socket belongs to.
     pub fn namespace(&self) -> &str {
-        &self.inner.ns
+        &self.inner.namespace.name
     }
 
     pub(crate) fn ns_arc(&self) -> Arc<str> {
-        self.inner.ns.clone()
+        self.inner.namespace.name.clone()
     }
 
     pub(crate) fn mailbox(&self) -> Mailbox {
@@ -245,7 +241,7 @@ impl Socket {
         event: &str,
         payload: &T,
     ) -> Result<(), EmitError> {
-        let frame = encode_event(kind, &self.inner.ns, event, payload)?;
+        let frame = encode_event(kind, &self.inner.namespace.name, event, payload)?;
         self.check_size(frame.len())?;
         self.inner.link.deliver.post(Deliver {
             frame,
@@ -290,7 +286,7 @@ impl Socket {
             }
             Ok(json) => {
                 let frame = protocol::encode(&Frame::Event {
-                    ns: self.inner.ns.to_string(),
+                    ns: self.inner.namespace.name.to_string(),
                     name: event.to_owned(),
                     payload: ByteBuf::from(json),
                     ack: Some(id),
@@ -336,7 +332,7 @@ impl Socket {
             Some(tx)
         };
         // Not counted (see `NamespaceActor`): one per call, a map update to handle.
-        self.inner.namespace.do_send(JoinRoomMsg {
+        self.inner.namespace.addr.do_send(JoinRoomMsg {
             id: self.id(),
             room: room.into(),
             #[cfg(feature = "cluster")]
@@ -360,12 +356,12 @@ impl Socket {
     /// Where a delivery that must wait for this socket's joins goes.
     #[cfg(feature = "cluster")]
     pub(crate) fn namespace_addr(&self) -> &Addr<NamespaceActor> {
-        &self.inner.namespace
+        &self.inner.namespace.addr
     }
 
     /// Takes this socket out of `room`.
     pub fn leave(&self, room: &str) {
-        self.inner.namespace.do_send(LeaveRoomMsg {
+        self.inner.namespace.addr.do_send(LeaveRoomMsg {
             id: self.id(),
             room: room.into(),
         });
@@ -375,6 +371,7 @@ impl Socket {
     pub async fn rooms(&self) -> Vec<String> {
         self.inner
             .namespace
+            .addr
             .send(RoomsOf { id: self.id() })
             .await
             .unwrap_or_default()
@@ -388,9 +385,9 @@ impl Socket {
     /// A broadcast to the whole namespace, excluding this socket.
     pub fn broadcast(&self) -> Broadcast {
         Broadcast::new(
-            self.inner.ns.clone(),
-            Addr::clone(&self.inner.namespace),
-            self.inner.broadcasts.clone(),
+            self.inner.namespace.name.clone(),
+            Addr::clone(&self.inner.namespace.addr),
+            self.inner.namespace.broadcasts.clone(),
             Target {
                 except_ids: vec![self.id()],
                 ..Target::default()
@@ -415,7 +412,7 @@ impl Socket {
     fn watch_command(&self, recipient: Recipient<SocketEvent>, on: bool) {
         // Not counted: once per seat or watcher, not per message.
         self.inner.link.session.command(SocketCommand::Watch {
-            ns: self.inner.ns.clone(),
+            ns: self.inner.namespace.name.clone(),
             recipient,
             on,
         });
@@ -425,7 +422,7 @@ impl Socket {
     /// with a `Disconnect` frame.
     pub fn disconnect(&self, reason: &str) {
         self.inner.link.session.command(SocketCommand::Leave {
-            ns: self.inner.ns.clone(),
+            ns: self.inner.namespace.name.clone(),
             reason: reason.to_owned(),
         });
     }

@@ -32,9 +32,11 @@ impl Joined {
 
 /// The joined namespaces, by name. A session joins a handful at most
 /// (`max_namespaces_per_session`), so a list searched in order is smaller than a map
-/// and as fast.
+/// and as fast. A boxed slice, exactly as long as the list, not a `Vec`: a join or a
+/// leave builds the list again (rare), and the session's actor, allocated in 128-byte
+/// steps, carries 8 bytes less.
 #[derive(Default)]
-pub(super) struct Joins(Vec<Joined>);
+pub(super) struct Joins(Box<[Joined]>);
 
 impl Joins {
     pub fn get(&self, ns: &str) -> Option<&Joined> {
@@ -51,15 +53,18 @@ impl Joins {
 
     pub fn remove(&mut self, ns: &str) -> Option<Joined> {
         let at = self.0.iter().position(|j| &*j.namespace.name == ns)?;
-        Some(self.0.remove(at))
+        let mut list = std::mem::take(&mut self.0).into_vec();
+        let joined = list.remove(at);
+        self.0 = list.into_boxed_slice();
+        Some(joined)
     }
 
-    /// Adds a namespace the session is not in yet. Grows the list by one: most
-    /// sessions join one or two namespaces, and a first push would make room for
-    /// four (a few hundred bytes per idle connection).
+    /// Adds a namespace the session is not in yet.
     pub fn insert(&mut self, joined: Joined) {
-        self.0.reserve_exact(1);
-        self.0.push(joined);
+        let mut list = std::mem::take(&mut self.0).into_vec();
+        list.reserve_exact(1);
+        list.push(joined);
+        self.0 = list.into_boxed_slice();
     }
 
     pub fn len(&self) -> usize {
@@ -70,8 +75,9 @@ impl Joins {
         self.0.iter()
     }
 
-    pub fn drain(&mut self) -> impl Iterator<Item = Joined> + '_ {
-        self.0.drain(..)
+    /// Takes every joined namespace out, in order.
+    pub fn drain(&mut self) -> impl Iterator<Item = Joined> {
+        std::mem::take(&mut self.0).into_vec().into_iter()
     }
 }
 

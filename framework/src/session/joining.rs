@@ -79,7 +79,7 @@ impl Session {
         #[cfg_attr(not(feature = "cluster"), allow(unused_variables))] auth: Vec<u8>,
         ctx: &mut Context<Self>,
     ) {
-        if self.ended {
+        if self.ended() {
             return;
         }
         let ns = namespace.name.to_string();

@@ -218,7 +218,7 @@ fn visit_sink(sink: &Rc<Sink>, visit: Visit, now: Instant) {
         Visit::Ping => match pulse.tick(now, timeout) {
             Beat::Ping => {
                 Wheel::add(now + timeout, Rc::downgrade(sink), Visit::Deadline);
-                let unreported = out.unreported;
+                let unreported = out.unreported();
                 drop(out);
                 ping(sink, transport, unreported);
             }
@@ -274,12 +274,6 @@ pub(super) fn start(sink: &Rc<Sink>, ids: Arc<SessionLink>, interval: Duration) 
 }
 
 impl Session {
-    /// Notes whether the session has client frames to report before its next ping:
-    /// then it writes the ping itself, after the report.
-    pub(super) fn set_unreported(&self) {
-        self.out.borrow_mut().unreported = self.recv_seq != self.reported_seq;
-    }
-
     /// The heartbeat of the attached connection, if any.
     pub(super) fn pulse(&self) -> Option<Arc<Pulse>> {
         match &self.out.borrow().link {
@@ -308,7 +302,7 @@ impl Session {
     /// The client did not answer in time: drop its connection; the session detaches
     /// and may be resumed.
     fn ping_timed_out(&mut self, ctx: &mut Context<Self>) {
-        if self.ended {
+        if self.ended() {
             return;
         }
         let Some(transport) = self.transport() else {
@@ -326,7 +320,7 @@ impl Handler<PingNow> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: PingNow, ctx: &mut Context<Self>) {
-        if self.ended || !self.carried_by(msg.0) {
+        if self.ended() || !self.carried_by(msg.0) {
             return;
         }
         self.report_received(ctx);

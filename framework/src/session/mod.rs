@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -85,7 +85,7 @@ pub(crate) use window::{MergeWindow, MovedWindow, TakeWindow};
 use crate::log_gate::LogGate;
 use crate::namespace::{SessionLink, SocketCommand, SocketEvent, SocketEventKind};
 use crate::protocol::{self, Frame, Open, ResumeToken, WireFrame, PROTOCOL_VERSION};
-use crate::room::local::{self as local_delivery, LocalKey};
+use crate::room::local as local_delivery;
 use crate::room::{Deliver, Mailbox};
 use crate::{AckError, DisconnectReason, SessionId};
 
@@ -140,15 +140,6 @@ pub struct Session {
     /// The connection, the outbox and the client's limit, shared with the thread's
     /// broadcasts (see [`outlet`]).
     out: Rc<RefCell<Outlet>>,
-    /// Where the thread's broadcasts find `out`; given back when the session stops.
-    local: Option<LocalKey>,
-    /// Reliable frames processed from the client (the client's stream, implicit).
-    recv_seq: u64,
-    /// The `recv_seq` the client was last told about.
-    reported_seq: u64,
-    /// What the client may still send under `Config::rate_limit`; kept across resumes.
-    rate: rate::InboundRate,
-    ended: bool,
     /// A session moved here from another node, set up when the actor starts.
     #[cfg(feature = "cluster")]
     arriving: Option<Box<moving::Arrival>>,
@@ -176,7 +167,6 @@ impl Session {
     }
 
     fn with_outlet(shared: Arc<Shared>, out: Outlet) -> Self {
-        let rate = rate::InboundRate::new(&shared.config.rate_limit, Instant::now());
         Session {
             shared,
             ids: None,
@@ -184,14 +174,19 @@ impl Session {
             authorizing: Authorizing::default(),
             pending_acks: PendingAcks::default(),
             out: Rc::new(RefCell::new(out)),
-            local: None,
-            recv_seq: 0,
-            reported_seq: 0,
-            rate,
-            ended: false,
             #[cfg(feature = "cluster")]
             arriving: None,
         }
+    }
+
+    /// Whether the session has ended (or is frozen for a move): it takes and
+    /// delivers nothing more.
+    fn ended(&self) -> bool {
+        self.out.borrow().ended
+    }
+
+    fn set_ended(&self, ended: bool) {
+        self.out.borrow_mut().ended = ended;
     }
 
     fn id(&self) -> SessionId {
@@ -209,7 +204,7 @@ impl Session {
     /// Sends a frame to the client (see [`Outlet::deliver`]); ends the session when
     /// its outbox or its connection's backlog overflows.
     fn deliver(&mut self, frame: WireFrame, reliable: bool, ctx: &mut Context<Self>) {
-        if self.ended {
+        if self.ended() {
             return;
         }
         let delivered = self.out.borrow_mut().deliver(&frame, reliable);
@@ -233,19 +228,22 @@ impl Session {
         let bytes = WireFrame::encode(frame);
         if frame.is_reliable() {
             self.deliver(bytes, true, ctx);
-        } else if !self.ended {
+        } else if !self.ended() {
             self.write(bytes, ctx);
         }
     }
 
     /// Tells the client how far we have processed its stream.
     fn report_received(&mut self, ctx: &mut Context<Self>) {
-        if self.recv_seq != self.reported_seq {
-            self.reported_seq = self.recv_seq;
-            self.set_unreported();
-            let last_seq = self.recv_seq;
-            self.send_frame(&Frame::Received { last_seq }, ctx);
-        }
+        let last_seq = {
+            let mut out = self.out.borrow_mut();
+            if !out.unreported() {
+                return;
+            }
+            out.reported_seq = out.recv_seq;
+            out.recv_seq
+        };
+        self.send_frame(&Frame::Received { last_seq }, ctx);
     }
 
     /// The client acknowledged our stream up to `last_seq`.
@@ -269,11 +267,14 @@ impl Session {
 
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         if frame.is_reliable() {
-            self.recv_seq += 1;
-            if self.recv_seq - self.reported_seq >= RECEIVED_EVERY {
+            let due = {
+                let mut out = self.out.borrow_mut();
+                out.recv_seq += 1;
+                out.recv_seq - out.reported_seq >= RECEIVED_EVERY
+            };
+            if due {
                 self.report_received(ctx);
             }
-            self.set_unreported();
         }
         match frame {
             Frame::Pong { last_seq } => {
@@ -428,10 +429,10 @@ impl Session {
     /// Ends the session: the registry forgets it, sockets leave their namespaces
     /// (handlers see `reason`), pending acks fail, and the transport is closed.
     fn end(&mut self, reason: DisconnectReason, close_transport: bool, ctx: &mut Context<Self>) {
-        if self.ended {
+        if self.ended() {
             return;
         }
-        self.ended = true;
+        self.set_ended(true);
         tracing::debug!(sid = self.id().0, %reason, "session ended");
         // Unregistered before the disconnect hooks run, as each socket leaves its
         // namespace before its hook: whatever a hook (or whoever hears from it) asks
@@ -478,7 +479,8 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        if let Some(key) = self.local.take() {
+        let local = self.out.borrow_mut().local.take();
+        if let Some(key) = local {
             local_delivery::unregister(key);
         }
     }
@@ -556,7 +558,7 @@ impl Session {
             heartbeat: Default::default(),
         });
         let route = local_delivery::register(sink.clone());
-        self.local = Some(route.key);
+        self.out.borrow_mut().local = Some(route.key);
         let transport = match &self.out.borrow().link {
             Link::Attached(t) => Some(t.kind),
             Link::Detached { .. } => None,
@@ -614,7 +616,7 @@ impl Session {
         if !link.deliver.gauge().taken() {
             return false;
         }
-        if !self.ended {
+        if !self.ended() {
             let limit = link.deliver.gauge().limit();
             tracing::warn!(
                 sid = self.id().0,
@@ -648,7 +650,7 @@ impl Handler<SocketCommand> for Session {
                 tx,
                 timeout,
             } => {
-                if self.took_mail(ctx) || self.ended {
+                if self.took_mail(ctx) || self.ended() {
                     let _ = tx.send(Err(AckError::Disconnected));
                     return;
                 }

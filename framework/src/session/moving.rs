@@ -176,10 +176,10 @@ impl Session {
         // Not while it is still landing from another move (its window open): the
         // broadcasts held for it would be lost.
         let landing = self.out.borrow().window.is_some();
-        if self.ended || self.ids.is_none() || self.authorizing.len() > 0 || landing {
+        if self.ended() || self.ids.is_none() || self.authorizing.len() > 0 || landing {
             return None;
         }
-        self.ended = true;
+        self.set_ended(true);
         let mut out = self.out.borrow_mut();
         out.closed = true;
         // From now on its rooms' broadcasts wait for the new node (`window.rs`).
@@ -209,7 +209,7 @@ impl Session {
             id: self.id().0,
             token: ResumeToken::default(),
             opened_ms: 0,
-            recv_seq: self.recv_seq,
+            recv_seq: out.recv_seq,
             acked,
             frames,
             max_frame_size: out.limit.announced_limit(),
@@ -224,7 +224,7 @@ impl Handler<Thaw> for Session {
     type Result = ();
 
     fn handle(&mut self, _: Thaw, ctx: &mut Context<Self>) {
-        self.ended = false;
+        self.set_ended(false);
         self.out.borrow_mut().closed = false;
         // The broadcasts kept since the freeze are this node's to deliver after all.
         self.release_window(ctx);
@@ -259,7 +259,7 @@ impl Session {
     /// namespaces, the client's connection (if any) dropped as a network failure.
     pub(super) fn leave(&mut self, ctx: &mut Context<Self>) {
         let id = self.id();
-        self.ended = true;
+        self.set_ended(true);
         self.shared.supervisor.do_send(Unregister { id });
         let metrics = &self.shared.metrics;
         match self.transport() {
@@ -306,10 +306,10 @@ impl Session {
         );
         let limit = ClientLimit::announced(state.max_frame_size);
         let origin = (from, state.token);
-        let out = Outlet::moved_in(shared.clone(), limit, outbox, state.move_id, origin);
+        let mut out = Outlet::moved_in(shared.clone(), limit, outbox, state.move_id, origin);
+        out.recv_seq = state.recv_seq;
+        out.reported_seq = state.recv_seq;
         let mut session = Session::with_outlet(shared, out);
-        session.recv_seq = state.recv_seq;
-        session.reported_seq = state.recv_seq;
         session.arriving = Some(Box::new(Arrival {
             state: Some(state),
             settled: Some(settled),
@@ -335,7 +335,7 @@ impl Session {
             if res != Ok(true) {
                 tracing::warn!(sid = state.id, "moved session refused: id in use");
                 act.answer_move(false);
-                act.ended = true;
+                act.set_ended(true);
                 return ctx.stop();
             }
             act.settle(state, ctx);
@@ -433,7 +433,7 @@ impl Session {
         moved: MovedNamespace,
         ctx: &mut Context<Self>,
     ) {
-        if self.ended {
+        if self.ended() {
             return;
         }
         let data = match answer {

@@ -8,15 +8,17 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::heartbeat::Heartbeat;
+use super::rate::InboundRate;
 use super::send_queue::queued_size;
 use super::Shared;
 use super::{ClientLimit, Outbox, Session, ToTransport, TransportLink};
 use crate::protocol::WireFrame;
-use crate::room::local::LocalSink;
+use crate::room::local::{LocalKey, LocalSink};
 use crate::room::Deliver;
 use crate::{DisconnectReason, SessionId};
 
@@ -42,9 +44,19 @@ pub(super) struct Outlet {
     pub dropped_volatile: u64,
     /// The session is ending: nothing more is delivered.
     pub closed: bool,
-    /// The session has client frames to report before its next ping (see
-    /// [`super::keepalive`]).
-    pub unreported: bool,
+    /// The session has ended (or is frozen for a move): it takes and delivers
+    /// nothing more. Kept here rather than in the session's actor, whose task is
+    /// allocated in 128-byte steps (see `Session`).
+    pub ended: bool,
+    /// Reliable frames processed from the client (the client's stream, implicit).
+    pub recv_seq: u64,
+    /// The `recv_seq` the client was last told about.
+    pub reported_seq: u64,
+    /// What the client may still send under `Config::rate_limit`; kept across resumes.
+    pub rate: InboundRate,
+    /// Where the thread's broadcasts find this outlet; given back when the session
+    /// stops.
+    pub local: Option<LocalKey>,
     /// The session's address, from its start until it registers (see
     /// [`Session::open`]).
     pub address: Option<Arc<Addr<Session>>>,
@@ -92,6 +104,7 @@ impl Outlet {
 
     fn with(shared: Arc<Shared>, link: Link, limit: ClientLimit, outbox: Outbox) -> Self {
         Outlet {
+            rate: InboundRate::new(&shared.config.rate_limit, Instant::now()),
             shared,
             id: SessionId(0),
             link,
@@ -99,11 +112,20 @@ impl Outlet {
             limit,
             dropped_volatile: 0,
             closed: false,
-            unreported: false,
+            ended: false,
+            recv_seq: 0,
+            reported_seq: 0,
+            local: None,
             address: None,
             #[cfg(feature = "cluster")]
             window: None,
         }
+    }
+
+    /// Whether the session has client frames to report before its next ping (see
+    /// [`super::keepalive`]).
+    pub fn unreported(&self) -> bool {
+        self.recv_seq != self.reported_seq
     }
 
     /// The server's shared state (its configuration).

@@ -12,7 +12,7 @@ use actix::prelude::*;
 #[cfg(feature = "cluster")]
 use super::Nodes;
 use super::Supervisor;
-use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle};
+use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle, NamespaceParts};
 use crate::room::Gauge;
 use crate::Config;
 
@@ -88,12 +88,12 @@ impl Shared {
             Some(nodes) => actor.with_remote(nodes.namespace(name.clone(), broadcasts.clone())),
             None => actor,
         };
-        NamespaceHandle {
+        NamespaceHandle::new(NamespaceParts {
             name,
             spec: Arc::new(spec),
             addr: Arc::new(NamespaceActor::start_in_arbiter(&self.control, |_| actor)),
             broadcasts,
-        }
+        })
     }
 }
 

@@ -166,7 +166,7 @@ impl Handler<FromTransport> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: FromTransport, ctx: &mut Context<Self>) {
-        if self.ended {
+        if self.ended() {
             return;
         }
         let current = match &self.out.borrow().link {
@@ -188,7 +188,12 @@ impl Handler<FromTransport> for Session {
                 metrics.frames_in.inc();
                 metrics.bytes_in.inc_by(size as u64);
                 let limit = &self.shared.config.rate_limit;
-                match self.rate.admit(limit, size, Instant::now()) {
+                let admitted = self
+                    .out
+                    .borrow_mut()
+                    .rate
+                    .admit(limit, size, Instant::now());
+                match admitted {
                     Ok(()) => self.on_frame(frame, ctx),
                     Err(exceeded) => self.rate_limited(exceeded, ctx),
                 }
@@ -246,7 +251,7 @@ impl Handler<Attach> for Session {
     type Result = Result<u64, String>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
-        if self.ended {
+        if self.ended() {
             self.shared.metrics.resumed("unknown_session");
             return Err(SESSION_ENDED.to_owned());
         }
@@ -316,13 +321,16 @@ impl Session {
         // carries on unchanged (one per session, see `keepalive`).
         let replayed = replay.len() as u64;
         tracing::debug!(sid = self.id().0, replayed, "session resumed");
-        self.reported_seq = self.recv_seq;
-        self.set_unreported();
+        let last_seq = {
+            let mut out = self.out.borrow_mut();
+            out.reported_seq = out.recv_seq;
+            out.recv_seq
+        };
         // Counted before the client can hear of it.
         self.shared.metrics.resumed("ok");
         self.shared.metrics.frames_replayed.inc_by(replayed);
         let resumed = Frame::Resumed {
-            last_seq: self.recv_seq,
+            last_seq,
             replay: replayed,
         };
         self.write(WireFrame::encode(&resumed), ctx);

@@ -503,7 +503,7 @@ impl ClusterNode {
         }
         let relay: u64 = rand::random();
         self.relays
-            .open_edge(relay, link.recipient.clone(), link.backlog.clone());
+            .open_edge(relay, link.recipient.clone(), link.sending.clone());
         let request = Request::Resume {
             sid: sid.0,
             token,

@@ -79,9 +79,8 @@ pub(crate) async fn answer(
                     TransportKind::Polling
                 },
                 recipient: owner.recipient(),
-                queue: None,
+                sending: crate::session::Sending::Messages(backlog),
                 pulse: Arc::default(),
-                backlog,
                 inbound: inbound.clone(),
             };
             let limit = ClientLimit::announced(max_frame_size);

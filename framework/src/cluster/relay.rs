@@ -29,7 +29,7 @@ use super::envelope::{
 use super::NodeId;
 use crate::protocol::{self, WireFrame};
 use crate::room::Gauge;
-use crate::session::{queued_size, Backlog, FromTransport, ToTransport, TransportId};
+use crate::session::{queued_size, Backlog, FromTransport, Sending, ToTransport, TransportId};
 use crate::DisconnectReason;
 
 /// Transport ids of relays, apart from the transports' own (which count from 0).
@@ -52,7 +52,8 @@ pub(crate) struct Relays {
 
 struct Edge {
     transport: Recipient<ToTransport>,
-    backlog: Backlog,
+    /// What counts the connection's backlog.
+    sending: Sending,
 }
 
 struct Owner {
@@ -95,8 +96,8 @@ impl Relays {
     }
 
     /// Edge: the connection `transport` waits for relay `relay`'s frames.
-    pub fn open_edge(&self, relay: u64, transport: Recipient<ToTransport>, backlog: Backlog) {
-        lock(&self.edges).insert(relay, Edge { transport, backlog });
+    pub fn open_edge(&self, relay: u64, transport: Recipient<ToTransport>, sending: Sending) {
+        lock(&self.edges).insert(relay, Edge { transport, sending });
     }
 
     /// Edge: no node took relay `relay`.
@@ -194,9 +195,10 @@ impl Relays {
                     return;
                 };
                 let size = queued_size(&payload);
-                let queued = edge.backlog.fetch_add(size, Ordering::Relaxed) + size;
+                let backlog = edge.sending.backlog();
+                let queued = backlog.fetch_add(size, Ordering::Relaxed) + size;
                 if queued > self.max_backlog {
-                    edge.backlog.fetch_sub(size, Ordering::Relaxed);
+                    backlog.fetch_sub(size, Ordering::Relaxed);
                     let reason = "slow consumer: send backlog over its limit".to_owned();
                     edge.transport.do_send(ToTransport::Drop { reason });
                 } else {

@@ -15,8 +15,8 @@ use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
 
 use super::{
-    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceActor, NamespaceHandle, RoomsOf,
-    SocketData, Target,
+    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceHandle, RoomsOf, SocketData,
+    Target,
 };
 use crate::protocol::{self, EventKind, Frame};
 use crate::room::{Deliver, Deliveries, Mailbox};
@@ -355,7 +355,7 @@ impl Socket {
 
     /// Where a delivery that must wait for this socket's joins goes.
     #[cfg(feature = "cluster")]
-    pub(crate) fn namespace_addr(&self) -> &Addr<NamespaceActor> {
+    pub(crate) fn namespace_addr(&self) -> &Addr<super::NamespaceActor> {
         &self.inner.namespace.addr
     }
 

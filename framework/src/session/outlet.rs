@@ -16,7 +16,7 @@ use super::heartbeat::Heartbeat;
 use super::rate::InboundRate;
 use super::send_queue::queued_size;
 use super::Shared;
-use super::{ClientLimit, Outbox, Session, ToTransport, TransportLink};
+use super::{ClientLimit, Outbox, Sending, Session, ToTransport, TransportLink};
 use crate::protocol::WireFrame;
 use crate::room::local::{LocalKey, LocalSink};
 use crate::room::Deliver;
@@ -184,7 +184,8 @@ impl Outlet {
     fn keeps_up(&self) -> bool {
         match &self.link {
             Link::Attached(t) => {
-                t.backlog.load(Ordering::Relaxed) < self.shared.config.max_send_backlog / 2
+                t.sending.backlog().load(Ordering::Relaxed)
+                    < self.shared.config.max_send_backlog / 2
             }
             Link::Detached { .. } => false,
         }
@@ -197,13 +198,14 @@ impl Outlet {
         let Link::Attached(transport) = &self.link else {
             return Ok(());
         };
-        let size = match &transport.queue {
-            Some(_) => queued_size(frame.message()),
-            None => queued_size(&frame.payload()),
+        let size = match &transport.sending {
+            Sending::Queue(_) => queued_size(frame.message()),
+            Sending::Messages(_) => queued_size(&frame.payload()),
         };
-        let queued = transport.backlog.fetch_add(size, Ordering::Relaxed) + size;
+        let backlog = transport.sending.backlog();
+        let queued = backlog.fetch_add(size, Ordering::Relaxed) + size;
         if queued > self.shared.config.max_send_backlog {
-            transport.backlog.fetch_sub(size, Ordering::Relaxed);
+            backlog.fetch_sub(size, Ordering::Relaxed);
             tracing::warn!(
                 sid = self.id.0,
                 queued,
@@ -216,9 +218,9 @@ impl Outlet {
         self.shared.metrics.frames_out.inc();
         self.shared.metrics.bytes_out.inc_by(frame.len() as u64);
         // Bounded by the backlog just counted (bytes, not messages).
-        match &transport.queue {
-            Some(queue) => queue.push(frame.message().clone()),
-            None => transport
+        match &transport.sending {
+            Sending::Queue(queue) => queue.push(frame.message().clone()),
+            Sending::Messages(_) => transport
                 .recipient
                 .do_send(ToTransport::Frame(frame.clone())),
         }

@@ -39,7 +39,9 @@ use std::thread::ThreadId;
 use actix::ArbiterHandle;
 
 use bytes::Bytes;
+use socket2::SockRef;
 use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
 
 use super::Pulse;
 
@@ -56,7 +58,62 @@ pub(crate) fn queued_size(frame: &Bytes) -> usize {
 }
 
 /// The writing half of a connection's socket, as the writer hands it over.
-pub(crate) type SocketWrite = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) enum SocketWrite {
+    /// A plain TCP connection. The queue's own writes (a push's, the thread's flush)
+    /// are a `send` straight on its descriptor: no lock shared with the reader (as
+    /// `tokio::io::split` has), no readiness record to read first, so a delivery
+    /// touches the queue and the socket and nothing else of the connection's. What
+    /// the socket does not take goes to the writer, which waits through tokio (whose
+    /// readiness a refused `send` may have left stale: its next write finds out).
+    Tcp(OwnedWriteHalf),
+    /// Anything else (a TLS stream, a test's pipe).
+    Other(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl AsyncWrite for SocketWrite {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            SocketWrite::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+            SocketWrite::Other(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            SocketWrite::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            SocketWrite::Other(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            SocketWrite::Tcp(io) => io.is_write_vectored(),
+            SocketWrite::Other(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            SocketWrite::Tcp(io) => Pin::new(io).poll_flush(cx),
+            SocketWrite::Other(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            SocketWrite::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+            SocketWrite::Other(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
 
 /// A writer task for a queue's socket, as its transport makes one.
 pub(crate) type WriterTask = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -83,9 +140,14 @@ pub(crate) enum Batch {
 
 /// One connection's queue of outgoing messages, shared by its session (which pushes)
 /// and its transport (which drains).
+// In this order: the backlog (counted by every push and write) on the cache line of
+// the lock, not in an allocation of its own.
+#[repr(C)]
 pub struct SendQueue {
+    /// Bytes queued and not written yet ([`queued_size`] each): the session adds
+    /// before it pushes, the writers subtract.
+    backlog: AtomicUsize,
     state: Mutex<State>,
-    backlog: Backlog,
     /// The connection's heartbeat (here because the queue is what the connection and
     /// its session already share).
     pulse: Arc<Pulse>,
@@ -170,22 +232,28 @@ struct State {
     flush_due: bool,
 }
 
-impl SendQueue {
-    /// An empty queue whose drain counts messages off `backlog`.
-    pub fn new(backlog: Backlog) -> Self {
+impl Default for SendQueue {
+    fn default() -> Self {
         SendQueue {
+            backlog: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
-            backlog,
             pulse: Arc::default(),
             this: Weak::new(),
         }
     }
+}
+
+impl SendQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
 
     /// [`SendQueue::new`], shared; such a queue can start writers ([`SendQueue::park`]).
-    pub(crate) fn shared(backlog: Backlog) -> Arc<Self> {
+    pub(crate) fn shared() -> Arc<Self> {
         Arc::new_cyclic(|this| SendQueue {
             this: this.clone(),
-            ..SendQueue::new(backlog)
+            ..SendQueue::new()
         })
     }
 
@@ -235,7 +303,7 @@ impl SendQueue {
     }
 
     /// What is queued and not written yet, as the connection's writers count it.
-    pub fn backlog(&self) -> &Backlog {
+    pub fn backlog(&self) -> &AtomicUsize {
         &self.backlog
     }
 
@@ -491,6 +559,10 @@ fn write_all_now(socket: &mut SocketWrite, messages: &Messages) -> (usize, bool)
         count += 1;
         total += message.len();
     }
+    if let SocketWrite::Tcp(io) = socket {
+        let sent = SockRef::from(io.as_ref()).send_vectored(&slices[..count]);
+        return sent_now(sent, total, count == messages.len());
+    }
     let mut written = 0;
     let write = poll_fn(|cx| {
         let mut socket = Pin::new(&mut *socket);
@@ -509,6 +581,10 @@ fn write_all_now(socket: &mut SocketWrite, messages: &Messages) -> (usize, bool)
 /// that does nothing: the writer, woken for whatever is left, polls the socket with
 /// its own. Returns the bytes the socket took and whether they are flushed.
 fn write_now(socket: &mut SocketWrite, message: &[u8]) -> (usize, bool) {
+    if let SocketWrite::Tcp(io) = socket {
+        let sent = SockRef::from(io.as_ref()).send(message);
+        return sent_now(sent, message.len(), true);
+    }
     let mut written = 0;
     let write = poll_fn(|cx| {
         let mut socket = Pin::new(&mut *socket);
@@ -520,6 +596,17 @@ fn write_now(socket: &mut SocketWrite, message: &[u8]) -> (usize, bool) {
     });
     let flushed = poll_once(write);
     (written, flushed)
+}
+
+/// What a `send` straight on a TCP socket did, as [`write_now`] answers it: the bytes
+/// taken, and whether that was all `total` of them and `all` the messages (nothing to
+/// flush on TCP). Refused (it would block) or failed: nothing taken, and the writer,
+/// woken for the rest, meets the same answer through tokio.
+fn sent_now(sent: std::io::Result<usize>, total: usize, all: bool) -> (usize, bool) {
+    match sent {
+        Ok(written) => (written, all && written == total),
+        Err(_) => (0, false),
+    }
 }
 
 /// Polls a non-blocking write once, outside the thread's cooperative budget and with
@@ -534,17 +621,14 @@ fn poll_once(write: impl Future<Output = std::io::Result<bool>>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
-
     use futures_util::task::noop_waker_ref;
 
     use super::*;
 
     #[test]
     fn drains_in_order_then_ends_when_finished() {
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let queue = SendQueue::new(backlog.clone());
+        let queue = SendQueue::new();
+        let backlog = queue.backlog();
         let mut cx = Context::from_waker(noop_waker_ref());
         assert!(queue.poll_next(&mut cx).is_pending());
         for m in [&b"a"[..], b"bc"] {
@@ -571,8 +655,8 @@ mod tests {
 
     #[test]
     fn a_batch_takes_everything_queued_and_counts_off_as_written() {
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let queue = SendQueue::new(backlog.clone());
+        let queue = SendQueue::new();
+        let backlog = queue.backlog();
         let mut cx = Context::from_waker(noop_waker_ref());
         let mut batch = VecDeque::new();
         assert!(queue
@@ -605,13 +689,13 @@ mod tests {
     fn a_parked_socket_is_written_at_once_and_the_rest_waits_for_the_writer() {
         use tokio::io::AsyncReadExt;
 
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let queue = SendQueue::new(backlog.clone());
+        let queue = SendQueue::new();
+        let backlog = queue.backlog();
         // A pipe that takes 8 bytes before it would block.
         let (socket, mut peer) = tokio::io::duplex(8);
         let mut cx = Context::from_waker(noop_waker_ref());
         let (mut batch, mut writer_socket) =
-            (VecDeque::new(), Some(Box::new(socket) as SocketWrite));
+            (VecDeque::new(), Some(SocketWrite::Other(Box::new(socket))));
         assert!(queue
             .poll_batch(&mut cx, &mut batch, &mut writer_socket)
             .is_pending());
@@ -651,8 +735,8 @@ mod tests {
 
     #[test]
     fn a_gone_connection_gives_its_backlog_back() {
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let queue = SendQueue::new(backlog.clone());
+        let queue = SendQueue::new();
+        let backlog = queue.backlog();
         let m = Bytes::from("abc");
         backlog.fetch_add(queued_size(&m), Ordering::Relaxed);
         queue.push(m);

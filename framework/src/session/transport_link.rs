@@ -3,7 +3,7 @@
 //! dropped. A session is attached to at most one transport at a time; frames from a
 //! replaced transport are recognised by its [`TransportId`] and discarded.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -127,13 +127,10 @@ pub struct TransportLink {
     /// What kind of connection it is.
     pub kind: TransportKind,
     /// Where the connection's commands go (close, drop), and encoded frames too when
-    /// it has no `queue` (long polling).
+    /// it has no queue ([`Sending::Messages`]: long polling).
     pub recipient: Recipient<ToTransport>,
-    /// A WebSocket connection's queue: the session appends complete WebSocket
-    /// messages here directly, without a message to the transport per frame.
-    pub queue: Option<Arc<SendQueue>>,
-    /// Bytes queued on the connection, shared with the transport.
-    pub backlog: Backlog,
+    /// How the session's frames reach the connection, and what counts them.
+    pub sending: Sending,
     /// The connection's heartbeat, shared by the session (which pings) and the
     /// transport (which may take the pong itself: [`Pulse::answer`]).
     pub pulse: Arc<Pulse>,
@@ -141,6 +138,30 @@ pub struct TransportLink {
     /// each frame before posting it and closes the connection with
     /// `too_many_frames` at the limit; the session counts frames off.
     pub inbound: Arc<Gauge>,
+}
+
+/// How a session's frames reach its connection, and what counts the bytes queued on
+/// it (its backlog, shared with the transport).
+#[derive(Clone)]
+pub enum Sending {
+    /// A WebSocket connection's queue: the session appends complete WebSocket
+    /// messages here directly, without a message to the transport per frame. The
+    /// queue counts its own backlog, beside its lock: a delivery touches one cache
+    /// line of the connection's for both.
+    Queue(Arc<SendQueue>),
+    /// Encoded frames go to the transport's `recipient` as messages (long polling,
+    /// Socket.IO, a cluster's relay), counted in this backlog.
+    Messages(Backlog),
+}
+
+impl Sending {
+    /// Bytes queued on the connection (see [`crate::session::queued_size`]).
+    pub fn backlog(&self) -> &AtomicUsize {
+        match self {
+            Sending::Queue(queue) => queue.backlog(),
+            Sending::Messages(backlog) => backlog,
+        }
+    }
 }
 
 /// Why a transport closed a connection whose frames came faster than its session

@@ -28,7 +28,7 @@ use crate::protocol::{self, Frame};
 use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, FromTransport, ResumeError, SessionRecipient,
+    queued_size, too_many_frames, Backlog, FromTransport, ResumeError, Sending, SessionRecipient,
     ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::DisconnectReason;
@@ -412,9 +412,8 @@ impl PollTransport {
             id: self.id,
             kind: TransportKind::Polling,
             recipient: ctx.address().recipient(),
-            queue: None,
+            sending: Sending::Messages(self.backlog.clone()),
             pulse: Arc::default(),
-            backlog: self.backlog.clone(),
             inbound: self.inbound.clone(),
         }
     }

@@ -10,6 +10,7 @@
 //! transport actor reads it ([`super::ws_read`]) and a [`Writer`] task writes the
 //! connection's queue with vectored writes. Neither keeps a buffer while idle.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -19,12 +20,13 @@ use actix_http::header::{self, HeaderValue};
 use actix_http::{h1, ws, ConnectionType, Request, Response, StatusCode};
 use bytes::Bytes;
 use futures_util::SinkExt;
+use tokio::net::TcpStream;
 
 use super::admission;
 use super::socketio;
 use super::websocket;
 use super::ws_frames::Writer;
-use crate::session::{Shared, Starter};
+use crate::session::{Shared, SocketWrite, Starter};
 
 /// Takes one upgrade request off the HTTP/1 dispatcher. Never fails: whatever goes
 /// wrong is answered to the client or is a lost connection.
@@ -95,23 +97,38 @@ async fn open<T>(
     if let Some(query) = socketio {
         return socketio::websocket::start(shared, sio, query, slot, parts.io, parts.read_buf);
     }
-    let (read, write) = tokio::io::split(parts.io);
-    let (_, queue) = websocket::start(&shared, slot, read, parts.read_buf);
+    // A plain TCP connection is split into halves that share no lock, and its queue
+    // writes straight on the socket (see `SocketWrite::Tcp`); any other stream (TLS)
+    // through tokio's split.
+    let mut io = Some(parts.io);
+    let tcp = (&mut io as &mut dyn Any)
+        .downcast_mut::<Option<TcpStream>>()
+        .and_then(Option::take);
+    let (queue, write) = match (tcp, io) {
+        (Some(tcp), _) => {
+            let (read, write) = tcp.into_split();
+            let (_, queue) = websocket::start(&shared, slot, read, parts.read_buf);
+            (queue, SocketWrite::Tcp(write))
+        }
+        (None, Some(io)) => {
+            let (read, write) = tokio::io::split(io);
+            let (_, queue) = websocket::start(&shared, slot, read, parts.read_buf);
+            (queue, SocketWrite::Other(Box::new(write)))
+        }
+        (None, None) => return, // taken only as a `TcpStream`
+    };
     // The writer runs only while the connection has something to write (see
     // `SendQueue::park`); outside an arbiter (never, under actix-server) it stays.
     match actix::Arbiter::try_current() {
         Some(arbiter) => queue.park(
-            Box::new(write),
+            write,
             Starter {
                 writer: Writer::task,
                 thread: std::thread::current().id(),
                 arbiter,
             },
         ),
-        None => drop(tokio::task::spawn_local(Writer::new(
-            Box::new(write),
-            queue,
-        ))),
+        None => drop(tokio::task::spawn_local(Writer::new(write, queue))),
     }
 }
 

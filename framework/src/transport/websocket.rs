@@ -25,7 +25,7 @@ use crate::protocol::{self, DecodeError, Frame, WireFrame};
 use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, ResumeError, SendQueue,
+    queued_size, too_many_frames, ClientLimit, FromTransport, ResumeError, SendQueue, Sending,
     SessionRecipient, ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
@@ -104,13 +104,12 @@ pub(crate) struct WsTransport {
 
 impl WsTransport {
     fn new(shared: Arc<Shared>) -> Self {
-        let backlog: Backlog = Arc::new(AtomicUsize::new(0));
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
-            queue: SendQueue::shared(backlog),
+            queue: SendQueue::shared(),
             closed: false,
             handshake: SpawnHandle::default(),
         }
@@ -122,7 +121,7 @@ impl WsTransport {
         ctx.cancel_future(self.handshake);
     }
 
-    fn backlog(&self) -> &Backlog {
+    fn backlog(&self) -> &AtomicUsize {
         self.queue.backlog()
     }
 
@@ -131,9 +130,8 @@ impl WsTransport {
             id: self.id,
             kind: TransportKind::WebSocket,
             recipient: ctx.address().recipient(),
-            queue: Some(self.queue.clone()),
+            sending: Sending::Queue(self.queue.clone()),
             pulse: self.queue.pulse().clone(),
-            backlog: self.backlog().clone(),
             inbound: self.inbound.clone(),
         }
     }

@@ -316,8 +316,8 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_writer_runs_only_while_the_connection_is_behind() {
-        let backlog = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let queue = SendQueue::shared(backlog.clone());
+        let queue = SendQueue::shared();
+        let backlog = queue.backlog();
         // A pipe that takes 8 bytes before it would block.
         let (socket, mut peer) = tokio::io::duplex(8);
         let starter = Starter {
@@ -325,7 +325,7 @@ mod tests {
             thread: std::thread::current().id(),
             arbiter: actix_rt::Arbiter::current(),
         };
-        queue.park(Box::new(socket), starter);
+        queue.park(SocketWrite::Other(Box::new(socket)), starter);
         let push = |m: &'static str| {
             let m = Bytes::from(m);
             backlog.fetch_add(queued_size(&m), Ordering::Relaxed);

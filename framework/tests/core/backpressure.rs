@@ -196,6 +196,44 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout_and_may_re
     drop(peer);
 }
 
+#[actix_rt::test]
+async fn a_peer_that_pauses_reading_gets_every_frame_in_order_once_it_reads_again() {
+    let server = serve(
+        Volley::builder()
+            .heartbeat(Duration::from_secs(60), Duration::from_secs(60))
+            .max_send_backlog(64 << 20)
+            .max_outbox(1_000_000, 1 << 30)
+            .namespace("/pause", Namespace::new()),
+    );
+    // The peer blocks on its socket: off the thread that runs the server's future.
+    let url = server.url.clone();
+    let (mut peer, _) = tokio::task::spawn_blocking(move || StalledPeer::open_in(&url, "/pause"))
+        .await
+        .unwrap();
+    // 4 MiB while the peer reads nothing: its 4 KiB window fills at once, the
+    // server's socket refuses the rest, and what it refused waits in the connection's
+    // queue for its writer.
+    const BLOBS: u64 = 512;
+    let ns = server.volley.of("/pause").unwrap();
+    let blob = "x".repeat(8 * 1024);
+    for n in 0..BLOBS {
+        ns.emit("blob", &(n, &blob)).unwrap();
+    }
+    ns.stats().await;
+    // Then it reads: every blob, once, in order.
+    let read = tokio::task::spawn_blocking(move || {
+        for n in 0..BLOBS {
+            let Frame::Event { name, payload, .. } = peer.recv() else {
+                panic!("expected blob {n}");
+            };
+            assert_eq!(name, "blob");
+            let (got, text): (u64, String) = serde_json::from_slice(&payload).unwrap();
+            assert_eq!((got, text.len()), (n, 8 * 1024));
+        }
+    });
+    read.await.unwrap();
+}
+
 /// A namespace with the usual handlers plus `block`, which hands out its socket and
 /// then holds its session's thread until the test releases it: the simplest slow
 /// session.

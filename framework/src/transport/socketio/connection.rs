@@ -24,8 +24,8 @@ use crate::protocol::socketio::{Binary, EioPacket, SioPacket};
 use crate::protocol::{self, Frame};
 use crate::room::Gauge;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, SessionRecipient, Shared,
-    ToTransport, TransportId, TransportKind, TransportLink,
+    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Sending, SessionRecipient,
+    Shared, ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::transport::admission::ConnectionSlot;
 use crate::transport::opening::{resume, start_session};
@@ -102,9 +102,8 @@ impl EioConnection {
             id: self.id,
             kind,
             recipient: ctx.address().recipient(),
-            queue: None,
+            sending: Sending::Messages(self.backlog.clone()),
             pulse: Arc::default(),
-            backlog: self.backlog.clone(),
             inbound: self.inbound.clone(),
         }
     }

@@ -155,7 +155,8 @@ pub enum Sending {
 }
 
 impl Sending {
-    /// Bytes queued on the connection (see [`crate::session::queued_size`]).
+    /// Bytes queued on the connection (each message its length plus 64 bytes for
+    /// what carries it).
     pub fn backlog(&self) -> &AtomicUsize {
         match self {
             Sending::Queue(queue) => queue.backlog(),

@@ -79,8 +79,7 @@ pub(crate) async fn answer(
                     TransportKind::Polling
                 },
                 recipient: owner.recipient(),
-                sending: crate::session::Sending::Messages(backlog),
-                pulse: Arc::default(),
+                sending: crate::session::Sending::messages(backlog),
                 inbound: inbound.clone(),
             };
             let limit = ClientLimit::announced(max_frame_size);

@@ -208,7 +208,7 @@ fn visit_sink(sink: &Rc<Sink>, visit: Visit, now: Instant) {
     if out.closed {
         return;
     }
-    let pulse = &transport.pulse;
+    let pulse = transport.sending.pulse();
     if let (Some(ids), Some(rtt)) = (heartbeat.ids.get(), pulse.rtt()) {
         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
         ids.rtt_us.store(us, Ordering::Relaxed);
@@ -274,17 +274,17 @@ pub(super) fn start(sink: &Rc<Sink>, ids: Arc<SessionLink>, interval: Duration) 
 }
 
 impl Session {
-    /// The heartbeat of the attached connection, if any.
-    pub(super) fn pulse(&self) -> Option<Arc<Pulse>> {
+    /// `f` of the attached connection's heartbeat, if a connection is attached.
+    pub(super) fn with_pulse<R>(&self, f: impl FnOnce(&Pulse) -> Option<R>) -> Option<R> {
         match &self.out.borrow().link {
-            Link::Attached(t) => Some(t.pulse.clone()),
+            Link::Attached(t) => f(t.sending.pulse()),
             Link::Detached { .. } => None,
         }
     }
 
     /// A pong the connection's reader left to the session: records the round trip.
     pub(super) fn ponged(&mut self) {
-        let Some(rtt) = self.pulse().and_then(|p| p.pong(Instant::now())) else {
+        let Some(rtt) = self.with_pulse(|p| p.pong(Instant::now())) else {
             return;
         };
         self.shared.metrics.ping_rtt.observe(rtt.as_secs_f64());
@@ -332,9 +332,8 @@ impl Handler<PingTimedOut> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: PingTimedOut, ctx: &mut Context<Self>) {
-        let overdue = self
-            .pulse()
-            .and_then(|p| p.deadline(self.shared.config.ping_timeout));
+        let timeout = self.shared.config.ping_timeout;
+        let overdue = self.with_pulse(|p| p.deadline(timeout));
         if self.carried_by(msg.0) && overdue.is_some_and(|d| d <= Instant::now()) {
             self.ping_timed_out(ctx);
         }

@@ -253,7 +253,7 @@ impl Session {
             let acked = out.outbox.ack(last_seq).map_err(|_| out.outbox.sent());
             if let (Ok(()), Link::Attached(t)) = (acked, &out.link) {
                 // A pong that repeats it is the connection reader's to take.
-                t.pulse.acked(out.outbox.acked());
+                t.sending.pulse().acked(out.outbox.acked());
             }
             let (frames, bytes) = (out.outbox.len(), out.outbox.bytes());
             self.shared.metrics.outbox(frames, bytes);

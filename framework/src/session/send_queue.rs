@@ -147,10 +147,10 @@ pub struct SendQueue {
     /// Bytes queued and not written yet ([`queued_size`] each): the session adds
     /// before it pushes, the writers subtract.
     backlog: AtomicUsize,
-    state: Mutex<State>,
     /// The connection's heartbeat (here because the queue is what the connection and
-    /// its session already share).
-    pulse: Arc<Pulse>,
+    /// its session already share; the transport takes the pong).
+    pulse: Pulse,
+    state: Mutex<State>,
     /// This queue, for the writers it starts.
     this: Weak<SendQueue>,
 }
@@ -237,7 +237,7 @@ impl Default for SendQueue {
         SendQueue {
             backlog: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
-            pulse: Arc::default(),
+            pulse: Pulse::default(),
             this: Weak::new(),
         }
     }
@@ -298,7 +298,7 @@ impl SendQueue {
     }
 
     /// The connection's heartbeat.
-    pub fn pulse(&self) -> &Arc<Pulse> {
+    pub fn pulse(&self) -> &Pulse {
         &self.pulse
     }
 

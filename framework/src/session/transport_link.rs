@@ -129,11 +129,9 @@ pub struct TransportLink {
     /// Where the connection's commands go (close, drop), and encoded frames too when
     /// it has no queue ([`Sending::Messages`]: long polling).
     pub recipient: Recipient<ToTransport>,
-    /// How the session's frames reach the connection, and what counts them.
+    /// How the session's frames reach the connection, what counts them, and the
+    /// connection's heartbeat.
     pub sending: Sending,
-    /// The connection's heartbeat, shared by the session (which pings) and the
-    /// transport (which may take the pong itself: [`Pulse::answer`]).
-    pub pulse: Arc<Pulse>,
     /// Client frames handed to the session and not handled yet. The transport admits
     /// each frame before posting it and closes the connection with
     /// `too_many_frames` at the limit; the session counts frames off.
@@ -146,12 +144,19 @@ pub struct TransportLink {
 pub enum Sending {
     /// A WebSocket connection's queue: the session appends complete WebSocket
     /// messages here directly, without a message to the transport per frame. The
-    /// queue counts its own backlog, beside its lock: a delivery touches one cache
-    /// line of the connection's for both.
+    /// queue counts its own backlog and keeps the connection's heartbeat, beside its
+    /// lock: a delivery, or a ping, touches one cache line of the connection's for
+    /// all of them. The transport takes a pong itself ([`Pulse::answer`]).
     Queue(Arc<SendQueue>),
     /// Encoded frames go to the transport's `recipient` as messages (long polling,
-    /// Socket.IO, a cluster's relay), counted in this backlog.
-    Messages(Backlog),
+    /// Socket.IO, a cluster's relay), counted in `backlog`; the session takes the
+    /// pongs and keeps the heartbeat.
+    Messages {
+        /// Bytes queued on the connection, shared with the transport.
+        backlog: Backlog,
+        /// The connection's heartbeat.
+        pulse: Arc<Pulse>,
+    },
 }
 
 impl Sending {
@@ -160,7 +165,23 @@ impl Sending {
     pub fn backlog(&self) -> &AtomicUsize {
         match self {
             Sending::Queue(queue) => queue.backlog(),
-            Sending::Messages(backlog) => backlog,
+            Sending::Messages { backlog, .. } => backlog,
+        }
+    }
+
+    /// The connection's heartbeat.
+    pub fn pulse(&self) -> &Pulse {
+        match self {
+            Sending::Queue(queue) => queue.pulse(),
+            Sending::Messages { pulse, .. } => pulse,
+        }
+    }
+
+    /// Frames that go to the transport as messages, counted in `backlog`.
+    pub fn messages(backlog: Backlog) -> Self {
+        Sending::Messages {
+            backlog,
+            pulse: Arc::default(),
         }
     }
 }

@@ -412,8 +412,7 @@ impl PollTransport {
             id: self.id,
             kind: TransportKind::Polling,
             recipient: ctx.address().recipient(),
-            sending: Sending::Messages(self.backlog.clone()),
-            pulse: Arc::default(),
+            sending: Sending::messages(self.backlog.clone()),
             inbound: self.inbound.clone(),
         }
     }

@@ -131,7 +131,6 @@ impl WsTransport {
             kind: TransportKind::WebSocket,
             recipient: ctx.address().recipient(),
             sending: Sending::Queue(self.queue.clone()),
-            pulse: self.queue.pulse().clone(),
             inbound: self.inbound.clone(),
         }
     }

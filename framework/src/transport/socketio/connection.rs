@@ -102,8 +102,7 @@ impl EioConnection {
             id: self.id,
             kind,
             recipient: ctx.address().recipient(),
-            sending: Sending::Messages(self.backlog.clone()),
-            pulse: Arc::default(),
+            sending: Sending::messages(self.backlog.clone()),
             inbound: self.inbound.clone(),
         }
     }

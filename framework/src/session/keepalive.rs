@@ -224,12 +224,12 @@ fn visit_sink(sink: &Rc<Sink>, visit: Visit, now: Instant) {
             }
             // Only when `ping_timeout` is longer than `ping_interval`: the deadline
             // normally comes first.
-            Beat::TimedOut => sink.session.do_send(PingTimedOut(transport)),
+            Beat::TimedOut => sink.tell(PingTimedOut(transport)),
             Beat::Wait => {}
         },
         Visit::Deadline => match pulse.deadline(timeout) {
             Some(deadline) if deadline <= now => {
-                sink.session.do_send(PingTimedOut(transport));
+                sink.tell(PingTimedOut(transport));
             }
             // Pinged after the visit was set (the session wrote it): look again when
             // its own time is up.
@@ -243,11 +243,11 @@ fn visit_sink(sink: &Rc<Sink>, visit: Visit, now: Instant) {
 /// of what it received (`unreported`).
 fn ping(sink: &Sink, transport: TransportId, unreported: bool) {
     if unreported {
-        return sink.session.do_send(PingNow(transport));
+        return sink.tell(PingNow(transport));
     }
     let written = sink.outlet.borrow_mut().write(ping_frame());
     if let Err(reason) = written {
-        sink.session.do_send(DeliveryFailed(reason));
+        sink.tell(DeliveryFailed(reason));
     }
 }
 
@@ -276,7 +276,7 @@ pub(super) fn start(sink: &Rc<Sink>, ids: Arc<SessionLink>, interval: Duration) 
 impl Session {
     /// `f` of the attached connection's heartbeat, if a connection is attached.
     pub(super) fn with_pulse<R>(&self, f: impl FnOnce(&Pulse) -> Option<R>) -> Option<R> {
-        match &self.out.borrow().link {
+        match &self.sink.outlet.borrow().link {
             Link::Attached(t) => f(t.sending.pulse()),
             Link::Detached { .. } => None,
         }
@@ -296,7 +296,7 @@ impl Session {
 
     /// Whether `transport` still carries the session.
     fn carried_by(&self, transport: TransportId) -> bool {
-        matches!(&self.out.borrow().link, Link::Attached(t) if t.id == transport)
+        matches!(&self.sink.outlet.borrow().link, Link::Attached(t) if t.id == transport)
     }
 
     /// The client did not answer in time: drop its connection; the session detaches

@@ -38,7 +38,6 @@ mod transport_link;
 #[cfg(feature = "cluster")]
 mod window;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -138,8 +137,8 @@ pub struct Session {
     authorizing: Authorizing,
     pending_acks: PendingAcks,
     /// The connection, the outbox and the client's limit, shared with the thread's
-    /// broadcasts (see [`outlet`]).
-    out: Rc<RefCell<Outlet>>,
+    /// broadcasts and heartbeat wheel (see [`outlet`]).
+    sink: Rc<Sink>,
     /// A session moved here from another node, set up when the actor starts.
     #[cfg(feature = "cluster")]
     arriving: Option<Box<moving::Arrival>>,
@@ -154,10 +153,10 @@ impl Session {
         limit: ClientLimit,
     ) -> Arc<Addr<Session>> {
         let session = Session::new(shared, link, limit);
-        let out = session.out.clone();
+        let sink = session.sink.clone();
         // Started by the first poll of its task, which comes after this hand-over.
         let addr = Arc::new(session.start());
-        out.borrow_mut().address = Some(addr.clone());
+        let _ = sink.session.set(addr.clone());
         addr
     }
 
@@ -173,7 +172,7 @@ impl Session {
             joined: Joins::default(),
             authorizing: Authorizing::default(),
             pending_acks: PendingAcks::default(),
-            out: Rc::new(RefCell::new(out)),
+            sink: Rc::new(Sink::new(out)),
             #[cfg(feature = "cluster")]
             arriving: None,
         }
@@ -182,11 +181,11 @@ impl Session {
     /// Whether the session has ended (or is frozen for a move): it takes and
     /// delivers nothing more.
     fn ended(&self) -> bool {
-        self.out.borrow().ended
+        self.sink.outlet.borrow().ended
     }
 
     fn set_ended(&self, ended: bool) {
-        self.out.borrow_mut().ended = ended;
+        self.sink.outlet.borrow_mut().ended = ended;
     }
 
     fn id(&self) -> SessionId {
@@ -195,7 +194,7 @@ impl Session {
 
     /// The current connection's command address, if one is attached.
     fn transport(&self) -> Option<Recipient<ToTransport>> {
-        match &self.out.borrow().link {
+        match &self.sink.outlet.borrow().link {
             Link::Attached(t) => Some(t.recipient.clone()),
             Link::Detached { .. } => None,
         }
@@ -207,7 +206,7 @@ impl Session {
         if self.ended() {
             return;
         }
-        let delivered = self.out.borrow_mut().deliver(&frame, reliable);
+        let delivered = self.sink.outlet.borrow_mut().deliver(&frame, reliable);
         if let Err(reason) = delivered {
             self.end(reason, true, ctx);
         }
@@ -215,7 +214,7 @@ impl Session {
 
     /// Hands a frame to the connection, if any (see [`Outlet::write`]).
     fn write(&mut self, frame: WireFrame, ctx: &mut Context<Self>) {
-        let written = self.out.borrow_mut().write(&frame);
+        let written = self.sink.outlet.borrow_mut().write(&frame);
         if let Err(reason) = written {
             self.end(reason, true, ctx);
         }
@@ -236,7 +235,7 @@ impl Session {
     /// Tells the client how far we have processed its stream.
     fn report_received(&mut self, ctx: &mut Context<Self>) {
         let last_seq = {
-            let mut out = self.out.borrow_mut();
+            let mut out = self.sink.outlet.borrow_mut();
             if !out.unreported() {
                 return;
             }
@@ -249,7 +248,7 @@ impl Session {
     /// The client acknowledged our stream up to `last_seq`.
     fn acknowledged(&mut self, last_seq: u64, ctx: &mut Context<Self>) {
         let acked = {
-            let mut out = self.out.borrow_mut();
+            let mut out = self.sink.outlet.borrow_mut();
             let acked = out.outbox.ack(last_seq).map_err(|_| out.outbox.sent());
             if let (Ok(()), Link::Attached(t)) = (acked, &out.link) {
                 // A pong that repeats it is the connection reader's to take.
@@ -268,7 +267,7 @@ impl Session {
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         if frame.is_reliable() {
             let due = {
-                let mut out = self.out.borrow_mut();
+                let mut out = self.sink.outlet.borrow_mut();
                 out.recv_seq += 1;
                 out.recv_seq - out.reported_seq >= RECEIVED_EVERY
             };
@@ -385,7 +384,7 @@ impl Session {
             tracing::debug!(sid = act.id().0, "session expired");
             act.end(expired, false, ctx);
         });
-        self.out.borrow_mut().link = Link::Detached { expiry };
+        self.sink.outlet.borrow_mut().link = Link::Detached { expiry };
         if let Some(ids) = &self.ids {
             ids.transport
                 .store(TransportKind::code(None), Ordering::Relaxed);
@@ -455,7 +454,7 @@ impl Session {
             let _ = pending.tx.send(Err(AckError::Disconnected));
         }
         let dropped_volatile = {
-            let mut out = self.out.borrow_mut();
+            let mut out = self.sink.outlet.borrow_mut();
             out.closed = true;
             out.dropped_volatile
         };
@@ -479,7 +478,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        let local = self.out.borrow_mut().local.take();
+        let local = self.sink.outlet.borrow_mut().local.take();
         if let Some(key) = local {
             local_delivery::unregister(key);
         }
@@ -491,8 +490,8 @@ impl Actor for Session {
             return self.arrive(state, ctx);
         }
         // The registry and the session's sockets share one address, the transport's.
-        let handed = self.out.borrow_mut().address.take();
-        let addr = handed.unwrap_or_else(|| Arc::new(ctx.address()));
+        let addr = self.sink.session.get_or_init(|| Arc::new(ctx.address()));
+        let addr = addr.clone();
         let register = self
             .shared
             .supervisor
@@ -551,15 +550,12 @@ impl Session {
     /// (the registry, the thread's sink, the sockets' deliveries and commands): each
     /// copy of an actix address would allocate its own sender cells.
     fn link_up_as(&mut self, id: SessionId, addr: Arc<Addr<Session>>) {
-        self.out.borrow_mut().id = id;
-        let sink = Rc::new(Sink {
-            outlet: self.out.clone(),
-            session: addr.clone(),
-            heartbeat: Default::default(),
-        });
+        self.sink.outlet.borrow_mut().id = id;
+        let sink = self.sink.clone();
+        let _ = sink.session.set(addr.clone());
         let route = local_delivery::register(sink.clone());
-        self.out.borrow_mut().local = Some(route.key);
-        let transport = match &self.out.borrow().link {
+        self.sink.outlet.borrow_mut().local = Some(route.key);
+        let transport = match &self.sink.outlet.borrow().link {
             Link::Attached(t) => Some(t.kind),
             Link::Detached { .. } => None,
         };
@@ -570,7 +566,7 @@ impl Session {
             rtt_us: AtomicU64::new(0),
             transport: AtomicU8::new(TransportKind::code(transport)),
             next_ack: AtomicU64::new(1),
-            max_frame: AtomicUsize::new(self.out.borrow().limit.bytes()),
+            max_frame: AtomicUsize::new(self.sink.outlet.borrow().limit.bytes()),
         });
         // The registry reads the link's RTT and transport when it lists sessions.
         self.shared.supervisor.do_send(supervisor::SetLink {
@@ -590,7 +586,7 @@ impl Session {
             ns: ns.to_owned(),
             reason: Some(reason.to_owned()),
         };
-        let limit = self.out.borrow().limit;
+        let limit = self.sink.outlet.borrow().limit;
         if limit.reads_trailing_fields() && limit.admits(protocol::encode(&with_reason).len()) {
             return with_reason;
         }
@@ -654,7 +650,7 @@ impl Handler<SocketCommand> for Session {
                     let _ = tx.send(Err(AckError::Disconnected));
                     return;
                 }
-                let limit = self.out.borrow().limit;
+                let limit = self.sink.outlet.borrow().limit;
                 if !limit.admits(frame.len()) {
                     let (size, limit) = (frame.len(), limit.bytes());
                     let _ = tx.send(Err(AckError::TooLarge { size, limit }));

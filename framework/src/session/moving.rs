@@ -175,12 +175,12 @@ impl Session {
     fn freeze(&mut self, rooms: Vec<(String, Vec<String>)>) -> Option<SessionState> {
         // Not while it is still landing from another move (its window open): the
         // broadcasts held for it would be lost.
-        let landing = self.out.borrow().window.is_some();
+        let landing = self.sink.outlet.borrow().window.is_some();
         if self.ended() || self.ids.is_none() || self.authorizing.len() > 0 || landing {
             return None;
         }
         self.set_ended(true);
-        let mut out = self.out.borrow_mut();
+        let mut out = self.sink.outlet.borrow_mut();
         out.closed = true;
         // From now on its rooms' broadcasts wait for the new node (`window.rs`).
         let window = out.new_window(0);
@@ -225,7 +225,7 @@ impl Handler<Thaw> for Session {
 
     fn handle(&mut self, _: Thaw, ctx: &mut Context<Self>) {
         self.set_ended(false);
-        self.out.borrow_mut().closed = false;
+        self.sink.outlet.borrow_mut().closed = false;
         // The broadcasts kept since the freeze are this node's to deliver after all.
         self.release_window(ctx);
     }
@@ -354,7 +354,7 @@ impl Session {
             let expired = DisconnectReason::Expired(Box::new(DisconnectReason::TransportClosed));
             act.end(expired, false, ctx);
         });
-        self.out.borrow_mut().link = Link::Detached { expiry };
+        self.sink.outlet.borrow_mut().link = Link::Detached { expiry };
         self.shared.metrics.sessions_detached.inc();
         // One more than the namespaces: the loop below landing counts too, so that
         // the move is answered once, after the last namespace's joins, however many

@@ -4,8 +4,7 @@
 //! session's thread, one at a time, so it lives in an `Rc<RefCell<_>>` shared by the
 //! two, and a broadcast costs no actor message per recipient.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::cell::{OnceCell, RefCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,9 +56,6 @@ pub(super) struct Outlet {
     /// Where the thread's broadcasts find this outlet; given back when the session
     /// stops.
     pub local: Option<LocalKey>,
-    /// The session's address, from its start until it registers (see
-    /// [`Session::open`]).
-    pub address: Option<Arc<Addr<Session>>>,
     /// While the session moves between nodes: the broadcasts kept for the move
     /// (see [`super::window`]).
     #[cfg(feature = "cluster")]
@@ -116,7 +112,6 @@ impl Outlet {
             recv_seq: 0,
             reported_seq: 0,
             local: None,
-            address: None,
             #[cfg(feature = "cluster")]
             window: None,
         }
@@ -228,12 +223,36 @@ impl Outlet {
     }
 }
 
-/// The outlet as its thread's fan-outs and heartbeat wheel see it.
+/// A session's outlet as the session, its thread's fan-outs and its heartbeat wheel
+/// share it: one allocation, so that a delivery or a ping's visit finds the outlet
+/// on the line it found the sink on.
 pub(super) struct Sink {
-    pub outlet: Rc<RefCell<Outlet>>,
-    pub session: Arc<Addr<Session>>,
+    pub outlet: RefCell<Outlet>,
+    /// The session's address, from its start on (see [`Session::open`]).
+    pub session: OnceCell<Arc<Addr<Session>>>,
     /// The session's heartbeat schedule, run by the thread's wheel.
     pub heartbeat: Heartbeat,
+}
+
+impl Sink {
+    pub fn new(outlet: Outlet) -> Self {
+        Sink {
+            outlet: RefCell::new(outlet),
+            session: OnceCell::new(),
+            heartbeat: Heartbeat::default(),
+        }
+    }
+
+    /// Posts `msg` to the session (once it has started).
+    pub fn tell<M>(&self, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        Session: Handler<M>,
+    {
+        if let Some(session) = self.session.get() {
+            session.do_send(msg);
+        }
+    }
 }
 
 /// Ends a session whose delivery failed outside its actor (a broadcast).
@@ -251,7 +270,7 @@ impl LocalSink for Sink {
         let Ok(mut outlet) = self.outlet.try_borrow_mut() else {
             // The session is in the middle of its own delivery (cannot happen: both
             // run on this thread, one at a time); its mailbox keeps the order.
-            self.session.do_send(LateDelivery(deliver.clone()));
+            self.tell(LateDelivery(deliver.clone()));
             return;
         };
         outlet.shared.metrics.deliveries.inc();
@@ -263,7 +282,7 @@ impl LocalSink for Sink {
         }
         if let Err(reason) = outlet.deliver(&deliver.frame, deliver.reliable) {
             drop(outlet);
-            self.session.do_send(DeliveryFailed(reason));
+            self.tell(DeliveryFailed(reason));
         }
     }
 }
@@ -281,7 +300,7 @@ impl Handler<LateDelivery> for Session {
 
     fn handle(&mut self, msg: LateDelivery, ctx: &mut Context<Self>) {
         #[cfg(feature = "cluster")]
-        if let Some(window) = self.out.borrow_mut().window.as_mut() {
+        if let Some(window) = self.sink.outlet.borrow_mut().window.as_mut() {
             if window.take(&msg.0) {
                 return;
             }

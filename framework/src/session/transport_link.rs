@@ -212,7 +212,7 @@ impl Handler<FromTransport> for Session {
         if self.ended() {
             return;
         }
-        let current = match &self.out.borrow().link {
+        let current = match &self.sink.outlet.borrow().link {
             Link::Attached(t) => Some(t.id),
             Link::Detached { .. } => None,
         };
@@ -224,18 +224,19 @@ impl Handler<FromTransport> for Session {
                 frame,
                 size,
             } if Some(transport) == current => {
-                if let Link::Attached(t) = &self.out.borrow().link {
+                if let Link::Attached(t) = &self.sink.outlet.borrow().link {
                     t.inbound.taken();
                 }
                 let metrics = &self.shared.metrics;
                 metrics.frames_in.inc();
                 metrics.bytes_in.inc_by(size as u64);
                 let limit = &self.shared.config.rate_limit;
-                let admitted = self
-                    .out
-                    .borrow_mut()
-                    .rate
-                    .admit(limit, size, Instant::now());
+                let admitted =
+                    self.sink
+                        .outlet
+                        .borrow_mut()
+                        .rate
+                        .admit(limit, size, Instant::now());
                 match admitted {
                     Ok(()) => self.on_frame(frame, ctx),
                     Err(exceeded) => self.rate_limited(exceeded, ctx),
@@ -315,7 +316,7 @@ impl Session {
     /// reliable frames to replay on it.
     fn reattach(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Result<Vec<WireFrame>, String> {
         let replay = {
-            let mut out = self.out.borrow_mut();
+            let mut out = self.sink.outlet.borrow_mut();
             out.outbox.check_resume(msg.last_seq)?;
             if let Some(too_large) = out
                 .outbox
@@ -365,7 +366,7 @@ impl Session {
         let replayed = replay.len() as u64;
         tracing::debug!(sid = self.id().0, replayed, "session resumed");
         let last_seq = {
-            let mut out = self.out.borrow_mut();
+            let mut out = self.sink.outlet.borrow_mut();
             out.reported_seq = out.recv_seq;
             out.recv_seq
         };

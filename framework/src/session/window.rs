@@ -147,7 +147,7 @@ impl Handler<TakeWindow> for Session {
 
     fn handle(&mut self, _: TakeWindow, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.flushed().into_actor(self).map(|(), act, _| {
-            let window = act.out.borrow_mut().window.take()?;
+            let window = act.sink.outlet.borrow_mut().window.take()?;
             Some(window.moved())
         }))
     }
@@ -157,7 +157,7 @@ impl Handler<MergeWindow> for Session {
     type Result = ResponseActFuture<Self, bool>;
 
     fn handle(&mut self, msg: MergeWindow, _: &mut Context<Self>) -> Self::Result {
-        let waiting = self.out.borrow().window.as_ref().map(|w| w.move_id);
+        let waiting = self.sink.outlet.borrow().window.as_ref().map(|w| w.move_id);
         if waiting != Some(msg.move_id) {
             return Box::pin(fut::ready(false));
         }
@@ -191,7 +191,7 @@ impl Session {
     /// Delivers what the window kept here and ends it: a move that did not happen
     /// (the session thaws), or whose old node's window never came.
     pub(super) fn release_window(&mut self, ctx: &mut Context<Self>) {
-        let Some(window) = self.out.borrow_mut().window.take() else {
+        let Some(window) = self.sink.outlet.borrow_mut().window.take() else {
             return;
         };
         self.window_closed();
@@ -229,21 +229,29 @@ impl Session {
     /// this one is the client's); if not, or without an answer, the session carries
     /// on here without the window.
     pub(super) fn window_late(&mut self, ctx: &mut Context<Self>) {
-        let origin = self.out.borrow().window.as_ref().and_then(|w| w.origin);
+        let origin = self
+            .sink
+            .outlet
+            .borrow()
+            .window
+            .as_ref()
+            .and_then(|w| w.origin);
         let (Some((node, token)), Some(cluster)) = (origin, self.shared.cluster.clone()) else {
             return self.window_missed(ctx);
         };
         let id = self.id();
         let asked = async move { cluster.holds(NodeId(node), id, token).await };
         ctx.spawn(asked.into_actor(self).map(|kept, act, ctx| {
-            if kept == Some(true) && act.transport().is_none() && act.out.borrow().window.is_some()
+            if kept == Some(true)
+                && act.transport().is_none()
+                && act.sink.outlet.borrow().window.is_some()
             {
                 tracing::warn!(
                     sid = act.id().0,
                     "moved session: its old node kept it (the move's answer and cancel \
                      were lost); this copy goes"
                 );
-                act.out.borrow_mut().window = None;
+                act.sink.outlet.borrow_mut().window = None;
                 return act.leave(ctx);
             }
             act.window_missed(ctx);
@@ -253,7 +261,7 @@ impl Session {
     /// The old node's window never came (Redis cut in that moment): the session
     /// carries on with what reached this node, said in the log and the metrics.
     fn window_missed(&mut self, ctx: &mut Context<Self>) {
-        if self.out.borrow().window.is_none() {
+        if self.sink.outlet.borrow().window.is_none() {
             return;
         }
         tracing::warn!(
@@ -270,7 +278,7 @@ impl Session {
     /// Delivers the old node's window, then what this node held that the window
     /// lacks, and ends the holding.
     fn merge(&mut self, old: MovedWindow, ctx: &mut Context<Self>) {
-        let Some(held) = self.out.borrow_mut().window.take() else {
+        let Some(held) = self.sink.outlet.borrow_mut().window.take() else {
             return;
         };
         self.window_closed();

@@ -33,6 +33,7 @@ mod outlet;
 mod rate;
 mod send_queue;
 mod shared;
+mod socket_write;
 mod supervisor;
 mod transport_link;
 #[cfg(feature = "cluster")]

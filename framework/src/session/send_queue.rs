@@ -29,20 +29,19 @@
 //! connection costs no task for its writes (a task is a few hundred bytes).
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::thread::ThreadId;
 
 use actix::ArbiterHandle;
 
 use bytes::Bytes;
-use socket2::SockRef;
-use tokio::io::AsyncWrite;
-use tokio::net::tcp::OwnedWriteHalf;
 
+pub(crate) use super::socket_write::SocketWrite;
 use super::Pulse;
 
 /// Bytes handed to the transport that its peer has not taken yet. The session adds,
@@ -55,64 +54,6 @@ pub type Backlog = Arc<AtomicUsize>;
 /// frames is bounded in memory too, not only in payload bytes.
 pub(crate) fn queued_size(frame: &Bytes) -> usize {
     frame.len() + 64
-}
-
-/// The writing half of a connection's socket, as the writer hands it over.
-pub(crate) enum SocketWrite {
-    /// A plain TCP connection. The queue's own writes (a push's, the thread's flush)
-    /// are a `send` straight on its descriptor: no lock shared with the reader (as
-    /// `tokio::io::split` has), no readiness record to read first, so a delivery
-    /// touches the queue and the socket and nothing else of the connection's. What
-    /// the socket does not take goes to the writer, which waits through tokio (whose
-    /// readiness a refused `send` may have left stale: its next write finds out).
-    Tcp(OwnedWriteHalf),
-    /// Anything else (a TLS stream, a test's pipe).
-    Other(Box<dyn AsyncWrite + Send + Unpin>),
-}
-
-impl AsyncWrite for SocketWrite {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            SocketWrite::Tcp(io) => Pin::new(io).poll_write(cx, buf),
-            SocketWrite::Other(io) => Pin::new(io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            SocketWrite::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            SocketWrite::Other(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            SocketWrite::Tcp(io) => io.is_write_vectored(),
-            SocketWrite::Other(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            SocketWrite::Tcp(io) => Pin::new(io).poll_flush(cx),
-            SocketWrite::Other(io) => Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            SocketWrite::Tcp(io) => Pin::new(io).poll_shutdown(cx),
-            SocketWrite::Other(io) => Pin::new(io).poll_shutdown(cx),
-        }
-    }
 }
 
 /// A writer task for a queue's socket, as its transport makes one.
@@ -384,7 +325,7 @@ impl SendQueue {
         }
         if state.messages.is_empty() {
             if let Some(socket) = state.parked.as_mut() {
-                let (written, flushed) = write_now(socket, &message);
+                let (written, flushed) = socket.write_now(&[IoSlice::new(&message)], true);
                 if written == message.len() {
                     self.backlog
                         .fetch_sub(queued_size(&message), Ordering::Relaxed);
@@ -542,81 +483,17 @@ fn flush_later(queue: Arc<SendQueue>) {
 /// The most messages one write takes.
 const MAX_SLICES: usize = 64;
 
-/// One non-blocking write of the first messages of `messages` (a plain write for a
-/// lone one, which the kernel takes more cheaply than a one-slice `writev`) and, if
-/// the socket took them all, a flush; as [`write_now`] does. Returns the bytes taken
-/// and whether everything is written and flushed.
+/// One non-blocking write of the first messages of `messages` (up to
+/// [`MAX_SLICES`]), as [`SocketWrite::write_now`] makes it. Returns the bytes taken
+/// and whether every message is written and flushed.
 fn write_all_now(socket: &mut SocketWrite, messages: &Messages) -> (usize, bool) {
-    if let (Some(lone), true) = (&messages.first, messages.rest.is_empty()) {
-        let (written, flushed) = write_now(socket, lone);
-        return (written, flushed && written == lone.len());
-    }
-    let mut slices = [std::io::IoSlice::new(&[]); MAX_SLICES];
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
     let mut count = 0;
-    let mut total = 0;
     for (slot, message) in slices.iter_mut().zip(messages.iter()) {
-        *slot = std::io::IoSlice::new(message);
+        *slot = IoSlice::new(message);
         count += 1;
-        total += message.len();
     }
-    if let SocketWrite::Tcp(io) = socket {
-        let sent = SockRef::from(io.as_ref()).send_vectored(&slices[..count]);
-        return sent_now(sent, total, count == messages.len());
-    }
-    let mut written = 0;
-    let write = poll_fn(|cx| {
-        let mut socket = Pin::new(&mut *socket);
-        written = ready!(socket.as_mut().poll_write_vectored(cx, &slices[..count]))?;
-        if written < total || count < messages.len() {
-            return Poll::Ready(Ok(false));
-        }
-        socket.poll_flush(cx).map_ok(|()| true)
-    });
-    let flushed = poll_once(write);
-    (written, flushed)
-}
-
-/// One non-blocking write of `message` and a flush, outside the thread's cooperative
-/// budget (a fan-out writes to hundreds of connections in one pass) and with a waker
-/// that does nothing: the writer, woken for whatever is left, polls the socket with
-/// its own. Returns the bytes the socket took and whether they are flushed.
-fn write_now(socket: &mut SocketWrite, message: &[u8]) -> (usize, bool) {
-    if let SocketWrite::Tcp(io) = socket {
-        let sent = SockRef::from(io.as_ref()).send(message);
-        return sent_now(sent, message.len(), true);
-    }
-    let mut written = 0;
-    let write = poll_fn(|cx| {
-        let mut socket = Pin::new(&mut *socket);
-        written = ready!(socket.as_mut().poll_write(cx, message))?;
-        if written < message.len() {
-            return Poll::Ready(Ok(false));
-        }
-        socket.poll_flush(cx).map_ok(|()| true)
-    });
-    let flushed = poll_once(write);
-    (written, flushed)
-}
-
-/// What a `send` straight on a TCP socket did, as [`write_now`] answers it: the bytes
-/// taken, and whether that was all `total` of them and `all` the messages (nothing to
-/// flush on TCP). Refused (it would block) or failed: nothing taken, and the writer,
-/// woken for the rest, meets the same answer through tokio.
-fn sent_now(sent: std::io::Result<usize>, total: usize, all: bool) -> (usize, bool) {
-    match sent {
-        Ok(written) => (written, all && written == total),
-        Err(_) => (0, false),
-    }
-}
-
-/// Polls a non-blocking write once, outside the thread's cooperative budget and with
-/// a waker that does nothing: whether it wrote and flushed everything. Failed or
-/// pending: the writer, woken for whatever is left, polls the socket with its own
-/// waker and meets the same error.
-fn poll_once(write: impl Future<Output = std::io::Result<bool>>) -> bool {
-    let mut write = std::pin::pin!(tokio::task::unconstrained(write));
-    let mut cx = Context::from_waker(Waker::noop());
-    matches!(write.as_mut().poll(&mut cx), Poll::Ready(Ok(true)))
+    socket.write_now(&slices[..count], count == messages.len())
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! A session's delivery end: its connection (if any), its outbox of reliable frames,
-//! and the client's frame limit. The session actor owns it, and its thread's
-//! broadcasts reach it directly (see [`crate::room::local`]): both run on the
-//! session's thread, one at a time, so it lives in an `Rc<RefCell<_>>` shared by the
-//! two, and a broadcast costs no actor message per recipient.
+//! the client's frame limit and the counters of the client's stream. The session
+//! actor owns it, and its thread's broadcasts and heartbeat wheel reach it directly
+//! (see [`crate::room::local`]): all run on the session's thread, one at a time, so
+//! it lives in a `RefCell` inside the session's [`Sink`], an `Rc` the three share,
+//! and a broadcast costs no actor message per recipient.
 
 use std::cell::{OnceCell, RefCell};
 use std::sync::atomic::Ordering;

@@ -58,6 +58,11 @@ impl Gauge {
         self.overflowed.load(Ordering::Acquire)
     }
 
+    /// Whether no admitted message waits.
+    pub fn is_empty(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) == 0
+    }
+
     /// The limit.
     pub fn limit(&self) -> usize {
         self.limit

@@ -2,8 +2,19 @@
 
 use actix::prelude::*;
 
+use super::authorizing::Authorizing;
 use crate::namespace::{self, NamespaceHandle, Socket, SocketEvent, SocketEventKind};
 use crate::DisconnectReason;
+
+/// The session's namespaces: those joined and those waiting for their middleware.
+/// Kept in the session's sink (see [`super::outlet::Sink`]), not in its actor, so
+/// that its connection can hand an event to its socket where the frame is read (see
+/// [`super::inbound`]).
+#[derive(Default)]
+pub(super) struct Sockets {
+    pub joined: Joins,
+    pub authorizing: Authorizing,
+}
 
 pub(super) struct Joined {
     pub socket: Socket,

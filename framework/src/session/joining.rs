@@ -21,18 +21,21 @@ impl Session {
                 reason,
             }
         };
-        if self.joined.contains_key(ns.as_str()) {
-            let frame = refuse(format!("already connected to '{ns}'"));
-            return self.send_frame(&frame, ctx);
-        }
-        if self.authorizing.contains(&ns) {
-            let frame = refuse(format!("already connecting to '{ns}'"));
-            return self.send_frame(&frame, ctx);
-        }
-        let asked = self.joined.len() + self.authorizing.len();
-        if asked >= self.shared.config.max_namespaces_per_session {
-            let frame = refuse("too many namespaces for one session".to_owned());
-            return self.send_frame(&frame, ctx);
+        let refused = {
+            let sockets = self.sink.sockets.borrow();
+            let asked = sockets.joined.len() + sockets.authorizing.len();
+            if sockets.joined.contains_key(ns.as_str()) {
+                Some(format!("already connected to '{ns}'"))
+            } else if sockets.authorizing.contains(&ns) {
+                Some(format!("already connecting to '{ns}'"))
+            } else if asked >= self.shared.config.max_namespaces_per_session {
+                Some("too many namespaces for one session".to_owned())
+            } else {
+                None
+            }
+        };
+        if let Some(reason) = refused {
+            return self.send_frame(&refuse(reason), ctx);
         }
         let Some(namespace) = self.shared.namespace(&ns) else {
             return self.send_frame(&refuse(format!("unknown namespace '{ns}'")), ctx);
@@ -47,11 +50,17 @@ impl Session {
                 let auth = self.kept_auth(auth);
                 // Spawned, not awaited: the session goes on meanwhile.
                 let answer = ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
-                    let held = act.authorizing.remove(&ns).map(|(_, held)| held);
+                    let waited = act.sink.sockets.borrow_mut().authorizing.remove(&ns);
+                    let held = waited.map(|(_, held)| held);
                     act.answered(namespace, link, answer, auth, ctx);
                     act.handle_held(held.unwrap_or_default(), ctx);
                 }));
-                return self.authorizing.insert(waiting, answer);
+                return self
+                    .sink
+                    .sockets
+                    .borrow_mut()
+                    .authorizing
+                    .insert(waiting, answer);
             }
         };
         let auth = self.kept_auth(auth);
@@ -100,7 +109,7 @@ impl Session {
             #[cfg(feature = "cluster")]
             effective: None,
         });
-        self.joined.insert(Joined {
+        self.sink.sockets.borrow_mut().joined.insert(Joined {
             socket,
             namespace,
             watchers: Vec::new(),
@@ -110,7 +119,7 @@ impl Session {
         // Listed before the client hears of its join (the session list has it then).
         self.publish_namespaces();
         self.send_frame(&Frame::Connected { ns: ns.clone() }, ctx);
-        if let Some(joined) = self.joined.get(&ns) {
+        if let Some(joined) = self.sink.sockets.borrow().joined.get(&ns) {
             if let Some(hook) = &joined.namespace.spec.on_connect {
                 hook(&joined.socket);
             }
@@ -119,6 +128,9 @@ impl Session {
 
     pub(super) fn publish_namespaces(&self) {
         let mut namespaces: Vec<Arc<str>> = self
+            .sink
+            .sockets
+            .borrow()
             .joined
             .values()
             .map(|j| j.namespace.name.clone())

@@ -21,6 +21,7 @@ mod authorizing;
 mod client_limit;
 mod heartbeat;
 mod ids;
+mod inbound;
 mod joined;
 mod joining;
 mod keepalive;
@@ -48,11 +49,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use authorizing::{Authorizing, HeldEvent, Hold};
+use authorizing::HeldEvent;
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Pulse};
 pub(crate) use ids::NodeNumber;
-use joined::{leave, Joined, Joins};
+pub use inbound::LocalSession;
+use joined::{leave, Joined};
 #[cfg(feature = "cluster")]
 pub(crate) use moving::{Freeze, MovedOut, MovedSeat, SessionState, Thaw, Unmove};
 #[cfg(feature = "cluster")]
@@ -74,8 +76,8 @@ pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
 pub(crate) use transport_link::{resume_here, too_many_frames, ResumeError};
 pub use transport_link::{
-    Attach, FromTransport, Sending, SessionRecipient, ToSession, ToTransport, TransportId,
-    TransportKind, TransportLink,
+    Attach, FromTransport, Sending, SessionRecipient, ToTransport, TransportId, TransportKind,
+    TransportLink,
 };
 #[cfg(feature = "cluster")]
 pub(crate) use transport_link::{SESSION_ENDED, SESSION_GONE};
@@ -124,21 +126,15 @@ impl PendingAcks {
     }
 }
 
-/// Tell the client what we received at least this often (in reliable frames), so it
-/// can trim its own buffer under load.
-const RECEIVED_EVERY: u64 = 64;
-
 /// One client's session.
 pub struct Session {
     shared: Arc<Shared>,
     ids: Option<Arc<SessionLink>>,
-    /// The namespaces joined (a few at most: a list, not a map).
-    joined: Joins,
-    /// Joins waiting for an asynchronous middleware's answer.
-    authorizing: Authorizing,
     pending_acks: PendingAcks,
     /// The connection, the outbox and the client's limit, shared with the thread's
-    /// broadcasts and heartbeat wheel (see [`outlet`]).
+    /// broadcasts and heartbeat wheel (see [`outlet`]); the namespaces joined and
+    /// joining, shared with the connection that started the session (see
+    /// [`inbound`]).
     sink: Rc<Sink>,
     /// A session moved here from another node, set up when the actor starts.
     #[cfg(feature = "cluster")]
@@ -146,19 +142,19 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts a session carried by `link` on the current thread; answers its address,
-    /// the one its registry, its thread's sink and its sockets share too.
+    /// Starts a session carried by `link` on the current thread; answers it as the
+    /// connection holds it (see [`LocalSession`]).
     pub(crate) fn open(
         shared: Arc<Shared>,
         link: TransportLink,
         limit: ClientLimit,
-    ) -> Arc<Addr<Session>> {
+    ) -> LocalSession {
         let session = Session::new(shared, link, limit);
         let sink = session.sink.clone();
         // Started by the first poll of its task, which comes after this hand-over.
-        let addr = Arc::new(session.start());
-        let _ = sink.session.set(addr.clone());
-        addr
+        // The registry, the thread's sink and the sockets share this one address.
+        let _ = sink.session.set(Arc::new(session.start()));
+        LocalSession(sink)
     }
 
     pub(crate) fn new(shared: Arc<Shared>, link: TransportLink, limit: ClientLimit) -> Self {
@@ -170,8 +166,6 @@ impl Session {
         Session {
             shared,
             ids: None,
-            joined: Joins::default(),
-            authorizing: Authorizing::default(),
             pending_acks: PendingAcks::default(),
             sink: Rc::new(Sink::new(out)),
             #[cfg(feature = "cluster")]
@@ -221,74 +215,55 @@ impl Session {
         }
     }
 
-    /// Sends a frame the session itself produced: reliable ones are sequenced;
-    /// control frames (open, ping, received) are written as they are, never dropped
-    /// like volatile events.
+    /// Sends a frame the session itself produced (see [`Sink::send`]); ends the
+    /// session when its outbox or its connection's backlog overflows.
     fn send_frame(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
-        let bytes = WireFrame::encode(frame);
-        if frame.is_reliable() {
-            self.deliver(bytes, true, ctx);
-        } else if !self.ended() {
-            self.write(bytes, ctx);
+        let sent = self.sink.send(frame);
+        self.or_end(sent, ctx);
+    }
+
+    /// Ends the session when `result` says it must.
+    fn or_end(&mut self, result: Result<(), DisconnectReason>, ctx: &mut Context<Self>) {
+        if let Err(reason) = result {
+            self.end(reason, true, ctx);
         }
     }
 
     /// Tells the client how far we have processed its stream.
     fn report_received(&mut self, ctx: &mut Context<Self>) {
-        let last_seq = {
-            let mut out = self.sink.outlet.borrow_mut();
-            if !out.unreported() {
-                return;
-            }
-            out.reported_seq = out.recv_seq;
-            out.recv_seq
-        };
-        self.send_frame(&Frame::Received { last_seq }, ctx);
+        let reported = self.sink.report_received();
+        self.or_end(reported, ctx);
     }
 
-    /// The client acknowledged our stream up to `last_seq`.
-    fn acknowledged(&mut self, last_seq: u64, ctx: &mut Context<Self>) {
-        let acked = {
-            let mut out = self.sink.outlet.borrow_mut();
-            let acked = out.outbox.ack(last_seq).map_err(|_| out.outbox.sent());
-            if let (Ok(()), Link::Attached(t)) = (acked, &out.link) {
-                // A pong that repeats it is the connection reader's to take.
-                t.sending.pulse().acked(out.outbox.acked());
-            }
-            let (frames, bytes) = (out.outbox.len(), out.outbox.bytes());
-            self.shared.metrics.outbox(frames, bytes);
-            acked
-        };
-        if let Err(sent) = acked {
-            let reason = format!("acknowledged frame {last_seq} but only {sent} were sent");
-            self.end(DisconnectReason::Protocol(reason), true, ctx);
-        }
-    }
-
+    /// A frame from the client, counted in (see [`Sink::admit`]); the events and
+    /// acknowledgements its connection could not hand to the socket itself, and
+    /// everything else (see [`inbound`]).
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         if frame.is_reliable() {
-            let due = {
-                let mut out = self.sink.outlet.borrow_mut();
-                out.recv_seq += 1;
-                out.recv_seq - out.reported_seq >= RECEIVED_EVERY
-            };
-            if due {
-                self.report_received(ctx);
+            let counted = self.sink.counted();
+            if counted.is_err() {
+                return self.or_end(counted, ctx);
             }
         }
         match frame {
             Frame::Pong { last_seq } => {
                 self.ponged();
-                self.acknowledged(last_seq, ctx);
+                let acked = self.sink.acknowledged(last_seq);
+                self.or_end(acked, ctx);
             }
-            Frame::Received { last_seq } => self.acknowledged(last_seq, ctx),
+            Frame::Received { last_seq } => {
+                let acked = self.sink.acknowledged(last_seq);
+                self.or_end(acked, ctx);
+            }
             Frame::Connect { ns, auth } => self.connect(ns, &auth, ctx),
             Frame::Disconnect { ns, .. } => {
-                if let Some((answer, held)) = self.authorizing.remove(&ns) {
+                let answer = self.sink.sockets.borrow_mut().authorizing.remove(&ns);
+                if let Some((answer, held)) = answer {
                     ctx.cancel_future(answer);
                     self.handle_held(held, ctx);
                 }
-                if let Some(joined) = self.joined.remove(ns.as_str()) {
+                let joined = self.sink.sockets.borrow_mut().joined.remove(ns.as_str());
+                if let Some(joined) = joined {
                     leave(joined, &DisconnectReason::ClientLeft);
                     self.publish_namespaces();
                 }
@@ -305,17 +280,8 @@ impl Session {
                     payload,
                     ack,
                 };
-                match self.authorizing.hold(event) {
-                    Hold::Held => {}
-                    Hold::NotWaiting(event) => self.event(event, ctx),
-                    Hold::Full(HeldEvent { ns, .. }) => {
-                        let reason = format!(
-                            "namespace '{ns}' is still authorizing this client: at most {} events wait for its answer",
-                            authorizing::MAX_HELD
-                        );
-                        self.send_frame(&Frame::Error { ns, reason }, ctx);
-                    }
-                }
+                let handled = self.sink.event(event);
+                self.or_end(handled, ctx);
             }
             Frame::Ack { id, payload, .. } => match self.pending_acks.remove(&id) {
                 Some(pending) => {
@@ -336,35 +302,12 @@ impl Session {
         }
     }
 
-    fn event(&mut self, event: HeldEvent, ctx: &mut Context<Self>) {
-        let HeldEvent {
-            ns,
-            name,
-            payload,
-            ack,
-        } = event;
-        match self.joined.get(ns.as_str()) {
-            Some(joined) => {
-                if let Err(reason) = joined
-                    .namespace
-                    .dispatch(&joined.socket, &name, &payload, ack)
-                {
-                    tracing::debug!(sid = self.id().0, ns = %ns, %reason, "event refused");
-                    self.send_frame(&Frame::Error { ns, reason }, ctx);
-                }
-            }
-            None => {
-                let reason = format!("namespace '{ns}' not joined: connect to it first");
-                self.send_frame(&Frame::Error { ns, reason }, ctx);
-            }
-        }
-    }
-
     /// Handles the events held for a join that was answered (or abandoned), as if
     /// they arrived now.
     fn handle_held(&mut self, held: Vec<HeldEvent>, ctx: &mut Context<Self>) {
         for event in held {
-            self.event(event, ctx);
+            let handled = self.sink.dispatch(event);
+            self.or_end(handled, ctx);
         }
     }
 
@@ -393,7 +336,7 @@ impl Session {
     }
 
     fn notify_watchers(&self, kind: &SocketEventKind) {
-        for joined in self.joined.values() {
+        for joined in self.sink.sockets.borrow().joined.values() {
             joined.notify(kind);
         }
     }
@@ -409,7 +352,7 @@ impl Session {
             namespace: ns.clone(),
             kind,
         };
-        match self.joined.get_mut(&ns) {
+        match self.sink.sockets.borrow_mut().joined.get_mut(&ns) {
             Some(joined) => {
                 joined.watchers.retain(|w| *w != recipient);
                 if on && detached {
@@ -448,7 +391,9 @@ impl Session {
                 None => metrics.sessions_detached.dec(),
             };
         }
-        for joined in self.joined.drain() {
+        // Taken out first: the disconnect hooks run with nothing borrowed.
+        let joined: Vec<Joined> = self.sink.sockets.borrow_mut().joined.drain().collect();
+        for joined in joined {
             leave(joined, &reason);
         }
         for (_, pending) in self.pending_acks.drain() {
@@ -667,7 +612,8 @@ impl Handler<SocketCommand> for Session {
                 self.deliver(WireFrame::new(&frame), true, ctx);
             }
             SocketCommand::Leave { ns, reason } => {
-                if let Some(joined) = self.joined.remove(&ns) {
+                let joined = self.sink.sockets.borrow_mut().joined.remove(&ns);
+                if let Some(joined) = joined {
                     let frame = self.disconnect_frame(&ns, &reason);
                     self.send_frame(&frame, ctx);
                     leave(joined, &DisconnectReason::Kicked(reason));

@@ -154,6 +154,9 @@ impl Handler<Freeze> for Session {
         // The rooms first, while the session carries on: a join in between is not
         // taken along (rare: the drain asks all sessions at once).
         let asks: Vec<_> = self
+            .sink
+            .sockets
+            .borrow()
             .joined
             .values()
             .map(|j| {
@@ -176,7 +179,8 @@ impl Session {
         // Not while it is still landing from another move (its window open): the
         // broadcasts held for it would be lost.
         let landing = self.sink.outlet.borrow().window.is_some();
-        if self.ended() || self.ids.is_none() || self.authorizing.len() > 0 || landing {
+        let authorizing = self.sink.sockets.borrow().authorizing.len() > 0;
+        if self.ended() || self.ids.is_none() || authorizing || landing {
             return None;
         }
         self.set_ended(true);
@@ -188,6 +192,9 @@ impl Session {
         let (acked, frames) = out.outbox.parts();
         let frames = frames.map(|f| ByteBuf::from(f.to_vec())).collect();
         let namespaces = self
+            .sink
+            .sockets
+            .borrow()
             .joined
             .values()
             .map(|j| MovedNamespace {
@@ -274,7 +281,8 @@ impl Session {
                 metrics.sessions_detached.dec();
             }
         }
-        for joined in self.joined.drain() {
+        let joined: Vec<Joined> = self.sink.sockets.borrow_mut().joined.drain().collect();
+        for joined in joined {
             joined
                 .namespace
                 .addr
@@ -416,11 +424,16 @@ impl Session {
                 let ns = moved.ns.clone();
                 // The client's events for it wait meanwhile, as for a first join.
                 let answer = ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
-                    let held = act.authorizing.remove(&moved.ns).map(|(_, held)| held);
+                    let waited = act.sink.sockets.borrow_mut().authorizing.remove(&moved.ns);
+                    let held = waited.map(|(_, held)| held);
                     act.rejoined(namespace, link, answer, moved, ctx);
                     act.handle_held(held.unwrap_or_default(), ctx);
                 }));
-                self.authorizing.insert(ns, answer);
+                self.sink
+                    .sockets
+                    .borrow_mut()
+                    .authorizing
+                    .insert(ns, answer);
             }
         }
     }
@@ -457,7 +470,7 @@ impl Session {
         if let (Some(seat), Some(cluster)) = (moved.seat, &self.shared.cluster) {
             cluster.seat_moved_in(&socket, seat);
         }
-        self.joined.insert(Joined {
+        self.sink.sockets.borrow_mut().joined.insert(Joined {
             socket,
             namespace,
             watchers: Vec::new(),

@@ -13,7 +13,8 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::heartbeat::Heartbeat;
-use super::rate::InboundRate;
+use super::joined::Sockets;
+use super::rate::{Exceeded, InboundRate};
 use super::send_queue::queued_size;
 use super::Shared;
 use super::{ClientLimit, Outbox, Sending, Session, ToTransport, TransportLink};
@@ -129,6 +130,15 @@ impl Outlet {
         &self.shared
     }
 
+    /// Counts a client frame of `size` bytes in, under `Config::rate_limit`.
+    pub fn admit(&mut self, size: usize) -> Result<(), Exceeded> {
+        let metrics = &self.shared.metrics;
+        metrics.frames_in.inc();
+        metrics.bytes_in.inc_by(size as u64);
+        let limit = &self.shared.config.rate_limit;
+        self.rate.admit(limit, size, Instant::now())
+    }
+
     /// Sends a frame to the client: reliable frames are numbered and kept in the
     /// outbox until acknowledged (also while detached); volatile ones are written only
     /// to a connection that keeps up, and otherwise dropped. `Err` when the session
@@ -229,6 +239,9 @@ impl Outlet {
 /// on the line it found the sink on.
 pub(super) struct Sink {
     pub outlet: RefCell<Outlet>,
+    /// The namespaces joined and joining. Borrowed while a handler runs (an event's,
+    /// a hook's), changed only by the session's actor between handlers.
+    pub sockets: RefCell<Sockets>,
     /// The session's address, from its start on (see [`Session::open`]).
     pub session: OnceCell<Arc<Addr<Session>>>,
     /// The session's heartbeat schedule, run by the thread's wheel.
@@ -239,6 +252,7 @@ impl Sink {
     pub fn new(outlet: Outlet) -> Self {
         Sink {
             outlet: RefCell::new(outlet),
+            sockets: RefCell::default(),
             session: OnceCell::new(),
             heartbeat: Heartbeat::default(),
         }

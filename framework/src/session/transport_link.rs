@@ -5,15 +5,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::outlet::Link;
-use super::rate::Exceeded;
 use super::send_queue::{Backlog, SendQueue};
 use super::supervisor::ResumeSession;
-use super::{ClientLimit, Pulse, Session, Shared};
+use super::{ClientLimit, LocalSession, Pulse, Session, Shared};
 use crate::namespace::SocketEventKind;
 use crate::protocol::{Frame, ResumeToken, WireFrame};
 use crate::room::Gauge;
@@ -44,27 +42,60 @@ pub enum ToTransport {
     },
 }
 
-/// Where a transport posts what it tells its session: the session's own shared
-/// address when the transport started it (one actix address per session, however
-/// many hold it; a copy would allocate its own sender cells), or any other
-/// `Recipient` (a resumed session's, a relay to another node's).
-pub type SessionRecipient = Arc<dyn ToSession>;
+/// A transport's session: where it hands the client's frames and posts what it
+/// tells the session. Each variant is one pointer (a transport's actor is allocated
+/// in 128-byte steps).
+pub enum SessionRecipient {
+    /// The session this connection started, on this thread: the client's events
+    /// reach their handler where they are read (see [`LocalSession`]).
+    Local(LocalSession),
+    /// A session resumed here, maybe on another thread: everything goes through its
+    /// mailbox. Its one shared address (a copy would allocate its own sender cells).
+    Resumed(Arc<Addr<Session>>),
+    /// A relay to the session on another node.
+    #[cfg(feature = "cluster")]
+    Relay(Arc<Recipient<FromTransport>>),
+}
 
-/// Posts [`FromTransport`] messages, as actix's `do_send` does.
-pub trait ToSession {
+impl SessionRecipient {
     /// Posts one message; dropped if the session has stopped.
-    fn do_send(&self, msg: FromTransport);
-}
-
-impl ToSession for Addr<Session> {
-    fn do_send(&self, msg: FromTransport) {
-        Addr::do_send(self, msg);
+    pub fn do_send(&self, msg: FromTransport) {
+        match self {
+            SessionRecipient::Local(session) => session.do_send(msg),
+            SessionRecipient::Resumed(session) => session.do_send(msg),
+            #[cfg(feature = "cluster")]
+            SessionRecipient::Relay(relay) => relay.do_send(msg),
+        }
     }
-}
 
-impl ToSession for Recipient<FromTransport> {
-    fn do_send(&self, msg: FromTransport) {
-        Recipient::do_send(self, msg);
+    /// Hands the session `frame`, read from connection `transport` (`size` bytes as
+    /// received): taken at once where it can be, posted otherwise and counted in
+    /// `inbound`, the connection's gauge of frames waiting for the session. `false`
+    /// when that gauge is full: the frame is dropped and the connection must close
+    /// (see [`too_many_frames`]).
+    pub fn frame(
+        &self,
+        transport: TransportId,
+        frame: Frame,
+        size: usize,
+        inbound: &Gauge,
+    ) -> bool {
+        let frame = match self {
+            SessionRecipient::Local(session) => match session.take_now(transport, frame, size) {
+                Ok(()) => return true,
+                Err(frame) => frame,
+            },
+            _ => frame,
+        };
+        if !inbound.admit() {
+            return false;
+        }
+        self.do_send(FromTransport::Frame {
+            transport,
+            frame,
+            size,
+        });
+        true
     }
 }
 
@@ -227,19 +258,10 @@ impl Handler<FromTransport> for Session {
                 if let Link::Attached(t) = &self.sink.outlet.borrow().link {
                     t.inbound.taken();
                 }
-                let metrics = &self.shared.metrics;
-                metrics.frames_in.inc();
-                metrics.bytes_in.inc_by(size as u64);
-                let limit = &self.shared.config.rate_limit;
-                let admitted =
-                    self.sink
-                        .outlet
-                        .borrow_mut()
-                        .rate
-                        .admit(limit, size, Instant::now());
+                let admitted = self.sink.admit(size);
                 match admitted {
                     Ok(()) => self.on_frame(frame, ctx),
-                    Err(exceeded) => self.rate_limited(exceeded, ctx),
+                    Err(reason) => self.end(reason, true, ctx),
                 }
             }
             FromTransport::Closed { transport, reason } if Some(transport) == current => {
@@ -250,25 +272,6 @@ impl Handler<FromTransport> for Session {
             }
             _ => {}
         }
-    }
-}
-
-impl Session {
-    /// The client sent faster than its rate limit: tell it which limit, then end the
-    /// session. The frame that went over is not processed.
-    fn rate_limited(&mut self, exceeded: Exceeded, ctx: &mut Context<Self>) {
-        tracing::warn!(sid = self.id().0, %exceeded, "rate limited");
-        self.shared.metrics.refused("rate_limit");
-        let reason = format!("rate limited: {exceeded}");
-        // Not about one namespace: the error names none.
-        self.send_frame(
-            &Frame::Error {
-                ns: String::new(),
-                reason,
-            },
-            ctx,
-        );
-        self.end(DisconnectReason::RateLimited, true, ctx);
     }
 }
 

@@ -176,7 +176,7 @@ impl Session {
     fn flushed(&self) -> impl std::future::Future<Output = ()> + 'static {
         let (flushed, done) = Flushed::start();
         let id = self.id();
-        for joined in self.joined.values() {
+        for joined in self.sink.sockets.borrow().joined.values() {
             joined.namespace.addr.do_send(FlushFor {
                 id,
                 flushed: flushed.clone(),

@@ -63,7 +63,7 @@ pub(crate) fn start_session(
     link: TransportLink,
     limit: ClientLimit,
 ) -> SessionRecipient {
-    Session::open(shared.clone(), link, limit)
+    SessionRecipient::Local(Session::open(shared.clone(), link, limit))
 }
 
 /// Attaches `link` to an existing session after checking its token. On success the
@@ -80,19 +80,19 @@ pub(crate) async fn resume(
     #[cfg(feature = "cluster")]
     if let Some(cluster) = shared.cluster.clone() {
         return match resume_here(&shared, sid, token, last_seq, limit, link, true).await {
-            Ok(session) => Ok(Arc::new(session)),
+            Ok(session) => Ok(SessionRecipient::Resumed(Arc::new(session))),
             Err((_, None)) => Err(ResumeError::Refused("server shutting down".to_owned())),
             Err((reason, Some(link))) => {
                 let elsewhere = (sid, token, last_seq, limit);
                 cluster
                     .resume_elsewhere(&shared, elsewhere, link, reason)
                     .await
-                    .map(|relay| Arc::new(relay) as SessionRecipient)
+                    .map(|relay| SessionRecipient::Relay(Arc::new(relay)))
             }
         };
     }
     resume_here(&shared, sid, token, last_seq, limit, link, false)
         .await
-        .map(|session| Arc::new(session) as SessionRecipient)
+        .map(|session| SessionRecipient::Resumed(Arc::new(session)))
         .map_err(|(reason, _)| ResumeError::Refused(reason))
 }

@@ -509,16 +509,11 @@ impl PollTransport {
                 }
             };
             if let Some(session) = &self.session {
-                if !self.inbound.admit() {
+                if !session.frame(self.id, frame, bytes.len(), &self.inbound) {
                     let reason = too_many_frames(self.inbound.limit());
                     self.refuse(reason.clone(), ctx);
                     return Err(reason);
                 }
-                session.do_send(FromTransport::Frame {
-                    transport: self.id,
-                    frame,
-                    size: bytes.len(),
-                });
                 continue;
             }
             match opening(frame) {

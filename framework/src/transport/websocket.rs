@@ -226,14 +226,10 @@ impl WsTransport {
                     return;
                 }
             }
-            if !self.inbound.admit() {
-                return self.refuse(too_many_frames(self.inbound.limit()), ctx);
+            if !session.frame(self.id, frame, size, &self.inbound) {
+                self.refuse(too_many_frames(self.inbound.limit()), ctx);
             }
-            return session.do_send(FromTransport::Frame {
-                transport: self.id,
-                frame,
-                size,
-            });
+            return;
         }
         match opening(frame) {
             Opening::Hello(limit) => {

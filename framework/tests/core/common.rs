@@ -256,6 +256,18 @@ impl RawClient {
         self.send_bytes(protocol::encode(frame).to_vec()).await;
     }
 
+    /// Sends `frames` in one write: the server reads them together.
+    pub async fn send_together(&mut self, frames: &[Frame]) {
+        for frame in frames {
+            let bytes = protocol::encode(frame).to_vec();
+            self.framed
+                .feed(ws::Message::Binary(bytes.into()))
+                .await
+                .expect("raw send");
+        }
+        self.framed.flush().await.expect("raw send");
+    }
+
     pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
         self.framed
             .send(ws::Message::Binary(bytes.into()))

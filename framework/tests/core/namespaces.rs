@@ -311,6 +311,60 @@ async fn events_sent_before_an_async_answer_are_held_until_it() {
     }
 }
 
+/// A client's frames are taken in the order it sent them, however each reaches its
+/// socket: events for joined namespaces are handled where the connection reads them,
+/// a `Connect` or a `Disconnect` by the session's actor, and events sent right
+/// behind a join or a leave (read in the same write) still come after it.
+#[actix_rt::test]
+async fn events_right_behind_a_join_or_a_leave_are_taken_in_order() {
+    let server = server();
+    let (mut raw, _) = RawClient::open(&server.url).await;
+    let ns = || "/chat".to_owned();
+    let echo = |id: u64| Frame::Event {
+        ns: ns(),
+        name: "echo".into(),
+        payload: serde_bytes::ByteBuf::from(serde_json::to_vec(&id).unwrap()),
+        ack: Some(id),
+    };
+    const ROUNDS: u64 = 20;
+    // Each round in one write, and the rounds one after the other without waiting:
+    // some frames find the session's mailbox empty, some behind others.
+    for round in 0..ROUNDS {
+        let frames = [
+            connect_to(&ns()),
+            echo(2 * round),
+            echo(2 * round + 1),
+            Frame::Disconnect {
+                ns: ns(),
+                reason: None,
+            },
+            echo(1000 + round),
+        ];
+        raw.send_together(&frames).await;
+    }
+    // Acks go out through the socket's mailbox, so they may come after later
+    // frames; what each event met is what counts: joined (acked) or not (refused).
+    let mut acked = Vec::new();
+    let mut told = Vec::new();
+    // Each event is acked or refused, each join answered: four frames a round.
+    while acked.len() + told.len() < 4 * ROUNDS as usize {
+        match next(&mut raw).await {
+            Some(Frame::Ack { id, .. }) => acked.push(id),
+            Some(Frame::Connected { ns }) => told.push(format!("connected to {ns}")),
+            Some(Frame::Error { ns, reason }) => told.push(format!("{ns}: {reason}")),
+            Some(Frame::Received { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    acked.sort_unstable();
+    assert_eq!(acked, (0..2 * ROUNDS).collect::<Vec<_>>());
+    let rounds = [
+        "connected to /chat",
+        "/chat: namespace '/chat' not joined: connect to it first",
+    ];
+    assert_eq!(told, rounds.repeat(ROUNDS as usize));
+}
+
 over_transports!(
     async_middleware_accepts_after_an_await_while_the_session_goes_on,
     async_middleware_refuses_and_times_out,

@@ -274,14 +274,9 @@ impl EioConnection {
                 ctx,
             );
         };
-        if !self.inbound.admit() {
-            return self.refuse(too_many_frames(self.inbound.limit()), ctx);
+        if !session.frame(self.id, frame, size, &self.inbound) {
+            self.refuse(too_many_frames(self.inbound.limit()), ctx);
         }
-        session.do_send(FromTransport::Frame {
-            transport: self.id,
-            frame,
-            size,
-        });
     }
 }
 

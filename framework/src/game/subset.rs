@@ -11,19 +11,43 @@ pub fn group_by_subset<K, T>(items: impl IntoIterator<Item = (K, T)>) -> Vec<(K,
 where
     K: Hash + Eq + Clone,
 {
-    let mut index: HashMap<K, usize> = HashMap::new();
+    let items = items.into_iter();
+    // Most rooms show everyone one state: the first group is made as large as all
+    // the items can be, and later ones grow as they need.
+    let mut first = items.size_hint().1.unwrap_or(0);
     let mut groups: Vec<(K, Vec<T>)> = Vec::new();
+    // A few groups are searched in order; past `INDEX_AT`, through an index.
+    let mut index: Option<HashMap<K, usize>> = None;
     for (key, item) in items {
-        match index.get(&key) {
-            Some(&i) => groups[i].1.push(item),
+        let found = match &index {
+            Some(index) => index.get(&key).copied(),
+            None => groups.iter().position(|(k, _)| *k == key),
+        };
+        match found {
+            Some(i) => groups[i].1.push(item),
             None => {
-                index.insert(key.clone(), groups.len());
-                groups.push((key, vec![item]));
+                if let Some(index) = &mut index {
+                    index.insert(key.clone(), groups.len());
+                } else if groups.len() == INDEX_AT {
+                    let mut built: HashMap<K, usize> = groups
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (k.clone(), i))
+                        .collect();
+                    built.insert(key.clone(), groups.len());
+                    index = Some(built);
+                }
+                let mut group = Vec::with_capacity(std::mem::take(&mut first).max(1));
+                group.push(item);
+                groups.push((key, group));
             }
         }
     }
     groups
 }
+
+/// How many groups [`group_by_subset`] searches in order before it builds an index.
+const INDEX_AT: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -48,5 +72,30 @@ mod tests {
             ]
         );
         assert!(group_by_subset(Vec::<(u8, u8)>::new()).is_empty());
+    }
+
+    #[test]
+    fn many_subsets_group_the_same_past_the_index() {
+        // 20 subsets (past the 8 searched in order), interleaved.
+        let items: Vec<(u32, u32)> = (0..200).map(|i| ((i * 7) % 20, i)).collect();
+        let groups = group_by_subset(items.clone());
+        assert_eq!(groups.len(), 20);
+        let mut seen = Vec::new();
+        for (key, members) in &groups {
+            let expected: Vec<u32> = items
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, i)| *i)
+                .collect();
+            assert_eq!(members, &expected, "subset {key}");
+            seen.push(*key);
+        }
+        let mut first_seen: Vec<u32> = Vec::new();
+        for (k, _) in &items {
+            if !first_seen.contains(k) {
+                first_seen.push(*k);
+            }
+        }
+        assert_eq!(seen, first_seen);
     }
 }

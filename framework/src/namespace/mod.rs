@@ -416,7 +416,5 @@ pub(crate) fn encode_event<T: Serialize>(
     payload: &T,
 ) -> Result<WireFrame, EmitError> {
     let json = serde_json::to_vec(payload)?;
-    Ok(WireFrame::new(&protocol::encode_event(
-        kind, ns, name, &json,
-    )))
+    Ok(WireFrame::event(kind, ns, name, &json))
 }

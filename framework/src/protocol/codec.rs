@@ -59,10 +59,6 @@ pub fn encode(frame: &Frame) -> Bytes {
     Bytes::from(out)
 }
 
-fn encode_value<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(encode_vec(value))
-}
-
 fn encode_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Encoding into a Vec cannot fail: our types have no fallible Serialize impls and
     // the limit applies to decoding only.
@@ -121,13 +117,44 @@ pub enum EventKind {
 /// (and so without copying the payload first). This is the broadcast hot path: it runs
 /// once per broadcast, and the bytes are shared by every recipient.
 pub fn encode_event(kind: EventKind, ns: &str, name: &str, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(event_size_bound(ns, name, payload));
+    encode_event_into(kind, ns, name, payload, &mut out);
+    Bytes::from(out)
+}
+
+/// At least the size of the event frame [`encode_event`] makes of these parts: its
+/// bytes, plus the tag, three lengths and the ack's option (at most 29 bytes).
+pub(crate) fn event_size_bound(ns: &str, name: &str, payload: &[u8]) -> usize {
+    ns.len() + name.len() + payload.len() + 32
+}
+
+/// [`encode_event`], written to `out` (sized with [`event_size_bound`], it does not
+/// grow on the way).
+pub(crate) fn encode_event_into(
+    kind: EventKind,
+    ns: &str,
+    name: &str,
+    payload: &[u8],
+    out: &mut impl std::io::Write,
+) {
     // A tuple encodes as its fields in order, which is exactly the enum layout of
     // `Frame::Event` / `Frame::Volatile` after the variant index.
-    match kind {
-        EventKind::Reliable => {
-            encode_value(&(9u32, ns, name, ByteSlice::new(payload), None::<u64>))
-        }
-        EventKind::Volatile => encode_value(&(11u32, ns, name, ByteSlice::new(payload))),
+    let config = bincode::config::standard();
+    let written = match kind {
+        EventKind::Reliable => bincode::serde::encode_into_std_write(
+            (9u32, ns, name, ByteSlice::new(payload), None::<u64>),
+            out,
+            config,
+        ),
+        EventKind::Volatile => bincode::serde::encode_into_std_write(
+            (11u32, ns, name, ByteSlice::new(payload)),
+            out,
+            config,
+        ),
+    };
+    // Into memory: our parts have no fallible Serialize impls.
+    if let Err(e) = written {
+        unreachable!("encoding an event into memory failed: {e}");
     }
 }
 

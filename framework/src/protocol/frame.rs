@@ -18,6 +18,8 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use super::copied;
+
 /// The protocol version this crate speaks; sent in [`Frame::Hello`] and [`Open`].
 pub const PROTOCOL_VERSION: u16 = 1;
 
@@ -73,26 +75,32 @@ pub enum Frame {
     /// 5, client → server (reliable): join a namespace, with an auth payload (JSON).
     Connect {
         /// Namespace to join, for example `/chat`.
+        #[serde(deserialize_with = "copied::string")]
         ns: String,
         /// The auth payload, JSON; what the namespace's connect middleware reads.
+        #[serde(deserialize_with = "copied::bytes")]
         auth: ByteBuf,
     },
     /// 6, server → client (reliable): the namespace accepted the client.
     Connected {
         /// Namespace joined.
+        #[serde(deserialize_with = "copied::string")]
         ns: String,
     },
     /// 7, server → client (reliable): the namespace refused the client.
     ConnectError {
         /// Namespace that refused.
+        #[serde(deserialize_with = "copied::string")]
         ns: String,
         /// Why, in words (the middleware's reason or one of protocol.md section 6.3).
+        #[serde(deserialize_with = "copied::string")]
         reason: String,
     },
     /// 8, either way (reliable): leave a namespace / be removed from it. From the
     /// server, `reason` is the application's (an optional trailing field).
     Disconnect {
         /// Namespace left.
+        #[serde(deserialize_with = "copied::string")]
         ns: String,
         /// From the server, the application's reason; `None` from a client.
         #[serde(skip)]
@@ -102,10 +110,13 @@ pub enum Frame {
     /// receiver to answer with an `Ack` carrying the same id.
     Event {
         /// Namespace the event belongs to.
+        #[serde(deserialize_with = "copied::string")]
         ns: String,
         /// Event name, as given to `emit` and matched by `on`.
+        #[serde(deserialize_with = "copied::string")]
         name: String,
         /// The event's payload, JSON.
+        #[serde(deserialize_with = "copied::bytes")]
         payload: ByteBuf,
         /// Ack id the receiver answers with, if the sender asked for an answer.
         ack: Option<u64>,
@@ -113,33 +124,41 @@ pub enum Frame {
     /// 10, either way (reliable): the answer to an event that asked for one.
     Ack {
         /// Namespace of the event answered.
+        #[serde(deserialize_with = "copied::string")]
         ns: String,
         /// The `ack` id of the event answered.
         id: u64,
         /// The answer, JSON.
+        #[serde(deserialize_with = "copied::bytes")]
         payload: ByteBuf,
     },
     /// 11, server → client: an event that is latest-wins (game state): never buffered,
     /// never replayed, not sequenced.
     Volatile {
         /// Namespace the event belongs to.
+        #[serde(deserialize_with = "copied::string")]
         ns: String,
         /// Event name.
+        #[serde(deserialize_with = "copied::string")]
         name: String,
         /// The event's payload, JSON.
+        #[serde(deserialize_with = "copied::bytes")]
         payload: ByteBuf,
     },
     /// 12, server → client (reliable): a request was refused (for example an event to a
     /// namespace the client has not joined, or a payload of the wrong type).
     Error {
         /// Namespace of the refused request.
+        #[serde(deserialize_with = "copied::string")]
         ns: String,
         /// Why it was refused, in words.
+        #[serde(deserialize_with = "copied::string")]
         reason: String,
     },
     /// 13, either way: the session ends; no resume. The connection closes after it.
     Close {
         /// Why the session ends (protocol.md section 6.1).
+        #[serde(deserialize_with = "copied::string")]
         reason: String,
     },
     /// 14, client → server: first frame of a reconnection that resumes a session.
@@ -169,6 +188,7 @@ pub enum Frame {
     /// client should start a fresh session with `Hello`.
     ResumeFailed {
         /// Why (for example an unknown session or a wrong token).
+        #[serde(deserialize_with = "copied::string")]
         reason: String,
     },
 }

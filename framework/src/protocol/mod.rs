@@ -7,6 +7,7 @@
 //! same test vectors that `tests/protocol_vectors/` decodes.
 
 pub mod codec;
+mod copied;
 mod frame;
 pub mod socketio;
 mod wire;

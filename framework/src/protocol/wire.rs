@@ -9,13 +9,36 @@
 
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::codec::{self, EventKind};
 use super::socketio::SharedEvent;
 use super::{decode, encode, Frame};
 
 /// FIN set, opcode 2 (binary): one whole binary message per frame.
 const FIN_BINARY: u8 = 0x82;
+
+/// The longest WebSocket header a server writes (no mask): 2 bytes and a 64-bit length.
+const MAX_HEADER: usize = 10;
+
+/// The header of an unmasked binary message of `len` bytes, and its length.
+fn header(len: usize) -> ([u8; MAX_HEADER], usize) {
+    let mut head = [0; MAX_HEADER];
+    head[0] = FIN_BINARY;
+    if len < 126 {
+        // Fits in 7 bits: the cast cannot truncate.
+        head[1] = len as u8;
+        (head, 2)
+    } else if let Ok(short) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&short.to_be_bytes());
+        (head, 4)
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (head, 10)
+    }
+}
 
 /// One encoded frame, ready for either transport, and for either protocol: its
 /// Socket.IO form is built on first use and shared by every clone, so a broadcast is
@@ -42,23 +65,32 @@ impl Eq for WireFrame {}
 impl WireFrame {
     /// Frames an encoded payload (one copy, made once for all its recipients).
     pub fn new(payload: &[u8]) -> Self {
-        let len = payload.len();
-        let mut message = Vec::with_capacity(len + 10);
-        message.push(FIN_BINARY);
-        if len < 126 {
-            // Fits in 7 bits: the cast cannot truncate.
-            message.push(len as u8);
-        } else if let Ok(short) = u16::try_from(len) {
-            message.push(126);
-            message.extend_from_slice(&short.to_be_bytes());
-        } else {
-            message.push(127);
-            message.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        let header = message.len();
+        let (head, header) = header(payload.len());
+        let mut message = BytesMut::with_capacity(header + payload.len());
+        message.extend_from_slice(&head[..header]);
         message.extend_from_slice(payload);
+        WireFrame::framed(message, header)
+    }
+
+    /// An event frame (see [`codec::encode_event`]), encoded straight into its
+    /// WebSocket message: one buffer, sized once, no copy. The broadcast path: a
+    /// namespace's emits, a game room's states.
+    pub fn event(kind: EventKind, ns: &str, name: &str, payload: &[u8]) -> Self {
+        let bound = codec::event_size_bound(ns, name, payload);
+        let mut message = BytesMut::with_capacity(MAX_HEADER + bound);
+        // Room for the longest header, filled in once the length is known.
+        message.put_bytes(0, MAX_HEADER);
+        codec::encode_event_into(kind, ns, name, payload, &mut (&mut message).writer());
+        let (head, header) = header(message.len() - MAX_HEADER);
+        let start = MAX_HEADER - header;
+        message[start..MAX_HEADER].copy_from_slice(&head[..header]);
+        message.advance(start);
+        WireFrame::framed(message, header)
+    }
+
+    fn framed(message: BytesMut, header: usize) -> Self {
         WireFrame {
-            message: Bytes::from(message),
+            message: message.freeze(),
             header,
             socketio: Arc::default(),
         }
@@ -122,6 +154,22 @@ impl WireFrame {
 
 #[cfg(test)]
 mod tests {
+    use crate::protocol::{encode_event, EventKind};
+
+    #[test]
+    fn an_event_framed_in_place_is_the_event_framed_after() {
+        // Across the three header sizes: 7-bit, 16-bit and 64-bit lengths.
+        for size in [0, 90, 125, 126, 200, 65_535, 65_536, 70_000] {
+            let payload = vec![b'x'; size];
+            for kind in [EventKind::Reliable, EventKind::Volatile] {
+                let framed = WireFrame::event(kind, "/game", "state", &payload);
+                let after = WireFrame::new(&encode_event(kind, "/game", "state", &payload));
+                assert_eq!(framed, after, "{size} bytes, {kind:?}");
+                assert_eq!(framed.payload(), after.payload());
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -185,17 +185,30 @@ impl Handler<PassedBy> for LocalDelivery {
 #[derive(Default)]
 pub struct Scatter {
     groups: Vec<(ThreadAddr, Vec<LocalMember>)>,
+    /// How many recipients a thread's list is made for at once.
+    expected: usize,
 }
 
 impl Scatter {
+    /// A scatter for about `recipients` recipients: each thread's list is made that
+    /// large at once instead of grown one recipient at a time.
+    pub fn with_capacity(recipients: usize) -> Self {
+        Scatter {
+            groups: Vec::new(),
+            expected: recipients,
+        }
+    }
+
     /// Adds one recipient.
     pub fn add(&mut self, id: SessionId, mailbox: &Mailbox) {
         let route = mailbox.route();
         match self.groups.iter_mut().find(|(t, _)| *t == route.thread) {
             Some((_, members)) => members.push((id, route.key)),
-            None => self
-                .groups
-                .push((route.thread.clone(), vec![(id, route.key)])),
+            None => {
+                let mut members = Vec::with_capacity(self.expected.max(1));
+                members.push((id, route.key));
+                self.groups.push((route.thread.clone(), members));
+            }
         }
     }
 

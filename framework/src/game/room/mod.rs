@@ -12,6 +12,7 @@
 mod outbound;
 mod players;
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use super::subset::group_by_subset;
 use super::tick::{broadcast_due, on_process_grid, TickSchedule};
 use super::{Game, RoomContext, RoomId, RoomOptions};
 use crate::namespace::Socket;
-use crate::protocol::{self, EventKind, WireFrame};
+use crate::protocol::{EventKind, WireFrame};
 use crate::room::local::Scatter;
 use crate::room::{Deliver, Gauge, Mailbox};
 use crate::SessionId;
@@ -102,6 +103,8 @@ pub(crate) struct GameRoom<G: Game> {
     in_flight: Arc<Gauge>,
     /// The buffer swapped with each player's gate at a tick (see [`InputGate::swap`]).
     spare_inputs: VecDeque<RawInput>,
+    /// The size of the last state encoded (see `encode_state`).
+    state_size: Cell<usize>,
 }
 
 /// State broadcasts a room may have on their way to its players' threads: 2 s at 30
@@ -146,6 +149,7 @@ impl<G: Game> GameRoom<G> {
                 empty_timer: None,
                 in_flight: Arc::new(Gauge::new(MAX_STATES_IN_FLIGHT)),
                 spare_inputs: VecDeque::new(),
+                state_size: Cell::new(128),
             }
         });
         RoomHandle {
@@ -237,6 +241,7 @@ impl<G: Game> GameRoom<G> {
             let Some(json) = self.encode_state(&subset) else {
                 continue;
             };
+            let recipients = ids.len();
             self.counters.state_encodes += 1;
             // One frame per namespace the players are in (normally one), and its
             // recipients by thread.
@@ -249,7 +254,7 @@ impl<G: Game> GameRoom<G> {
                     self.counters.bytes_sent += frame.len() as u64;
                     let ns = player.socket.namespace();
                     let at = frames.iter().position(|(n, _)| &**n == ns).unwrap_or(0);
-                    scatters.resize_with(frames.len(), Scatter::default);
+                    scatters.resize_with(frames.len(), || Scatter::with_capacity(recipients));
                     scatters[at].add(id, &player.deliver);
                 }
             }
@@ -286,8 +291,14 @@ impl<G: Game> GameRoom<G> {
     }
 
     fn encode_state(&self, subset: &G::Subset) -> Option<Vec<u8>> {
-        match serde_json::to_vec(&self.game.state(subset)) {
-            Ok(json) => Some(json),
+        // As large as the last state at once: a state is about as large every tick.
+        let mut json = Vec::with_capacity(self.state_size.get());
+        match serde_json::to_writer(&mut json, &self.game.state(subset)) {
+            Ok(()) => {
+                self.state_size
+                    .set(json.len().max(self.state_size.get() / 2));
+                Some(json)
+            }
             Err(e) => {
                 tracing::warn!(room = %self.id, error = %e, "game state did not serialize");
                 None
@@ -420,7 +431,7 @@ fn event_frame(
     if let Some((_, frame)) = frames.iter().find(|(n, _)| &**n == ns) {
         return frame.clone();
     }
-    let frame = WireFrame::new(&protocol::encode_event(kind, ns, name, json));
+    let frame = WireFrame::event(kind, ns, name, json);
     frames.push((ns.into(), frame.clone()));
     frame
 }

@@ -29,6 +29,10 @@ struct Pending {
     by_thread: Vec<(Addr<LocalDelivery>, Vec<LocalFanout>)>,
     /// A flush is spawned and has not run yet.
     flushing: bool,
+    /// The most fan-outs one thread had in the last pass: each thread's list is made
+    /// that large at once (the rooms of a phase are about as many every pass), not
+    /// grown a state at a time.
+    last: usize,
 }
 
 /// Queues one state fan-out for `thread`; it is posted with the others of this pass.
@@ -37,7 +41,11 @@ pub(super) fn post(thread: &Addr<LocalDelivery>, fanout: LocalFanout) {
         let mut pending = pending.borrow_mut();
         match pending.by_thread.iter_mut().find(|(t, _)| t == thread) {
             Some((_, fanouts)) => fanouts.push(fanout),
-            None => pending.by_thread.push((thread.clone(), vec![fanout])),
+            None => {
+                let mut fanouts = Vec::with_capacity(pending.last.max(1));
+                fanouts.push(fanout);
+                pending.by_thread.push((thread.clone(), fanouts));
+            }
         }
         !std::mem::replace(&mut pending.flushing, true)
     });
@@ -48,12 +56,25 @@ pub(super) fn post(thread: &Addr<LocalDelivery>, fanout: LocalFanout) {
 
 /// Posts what the pass gathered: one message per destination thread.
 fn flush() {
-    let by_thread = PENDING.with(|pending| {
+    let mut by_thread = PENDING.with(|pending| {
         let mut pending = pending.borrow_mut();
         pending.flushing = false;
+        pending.last = pending
+            .by_thread
+            .iter()
+            .map(|(_, f)| f.len())
+            .max()
+            .unwrap_or(0);
         std::mem::take(&mut pending.by_thread)
     });
-    for (thread, fanouts) in by_thread {
+    for (thread, fanouts) in by_thread.drain(..) {
         thread.do_send(LocalFanouts(fanouts));
     }
+    // The emptied list serves the next pass.
+    PENDING.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        if pending.by_thread.is_empty() {
+            pending.by_thread = by_thread;
+        }
+    });
 }

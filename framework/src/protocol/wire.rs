@@ -75,6 +75,20 @@ impl WireFrame {
     /// An event frame (see [`codec::encode_event`]), encoded straight into its
     /// WebSocket message: one buffer, sized once, no copy. The broadcast path: a
     /// namespace's emits, a game room's states.
+    ///
+    /// ```
+    /// use volley::protocol::{decode, EventKind, Frame, WireFrame};
+    ///
+    /// let frame = WireFrame::event(EventKind::Volatile, "/game", "state", br#"{"t":1}"#);
+    /// assert_eq!(frame.message()[0], 0x82); // one whole binary WebSocket message
+    /// match decode(&frame.payload()).unwrap() {
+    ///     Frame::Volatile { ns, name, payload } => {
+    ///         assert_eq!((ns.as_str(), name.as_str()), ("/game", "state"));
+    ///         assert_eq!(payload.as_slice(), br#"{"t":1}"#);
+    ///     }
+    ///     other => panic!("not a volatile event: {other:?}"),
+    /// }
+    /// ```
     pub fn event(kind: EventKind, ns: &str, name: &str, payload: &[u8]) -> Self {
         let bound = codec::event_size_bound(ns, name, payload);
         let mut message = BytesMut::with_capacity(MAX_HEADER + bound);

@@ -32,7 +32,9 @@ use crate::DisconnectReason;
 const RECEIVED_EVERY: u64 = 64;
 
 /// The session a connection started, as that connection holds it: on the same
-/// thread, sharing the session's sink (see the [module](self)).
+/// thread, sharing the session's sink (its connection, outbox and joined
+/// namespaces), so that the client's events can be handed to their socket where the
+/// connection reads them, without a message to the session's actor.
 #[derive(Clone)]
 pub struct LocalSession(pub(super) Rc<Sink>);
 
@@ -43,8 +45,10 @@ impl LocalSession {
     }
 
     /// Takes `frame` (`size` bytes as received) from connection `transport` at once
-    /// when it can be (see the [module](self)); gives it back otherwise, for the
-    /// session's mailbox.
+    /// when it can be: an event or a `Received` frame, while the session is open,
+    /// not ending, attached to this connection, and none of the connection's earlier
+    /// frames waits in the session's mailbox. Gives it back otherwise, for the
+    /// mailbox, so that the client's frames are taken in the order it sent them.
     pub fn take_now(&self, transport: TransportId, frame: Frame, size: usize) -> Result<(), Frame> {
         self.0.take_now(transport, frame, size)
     }

@@ -72,7 +72,7 @@ impl SessionRecipient {
     /// received): taken at once where it can be, posted otherwise and counted in
     /// `inbound`, the connection's gauge of frames waiting for the session. `false`
     /// when that gauge is full: the frame is dropped and the connection must close
-    /// (see [`too_many_frames`]).
+    /// (the client sends more than the server takes).
     pub fn frame(
         &self,
         transport: TransportId,

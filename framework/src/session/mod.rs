@@ -240,9 +240,8 @@ impl Session {
     /// everything else (see [`inbound`]).
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         if frame.is_reliable() {
-            let counted = self.sink.counted();
-            if counted.is_err() {
-                return self.or_end(counted, ctx);
+            if let Err(reason) = self.sink.counted() {
+                return self.end(reason, true, ctx);
             }
         }
         match frame {

@@ -74,6 +74,7 @@ mod http;
 mod log_gate;
 mod metrics;
 pub mod namespace;
+mod node;
 pub mod protocol;
 pub mod room;
 mod server;

@@ -197,7 +197,7 @@ impl VolleyBuilder {
         });
         let resumes = metrics.resume_results();
         #[allow(unused_mut)]
-        let mut node_number = Arc::<crate::session::NodeNumber>::default();
+        let mut node_number = Arc::<crate::node::NodeNumber>::default();
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &cluster {
             node_number = cluster.node_number();

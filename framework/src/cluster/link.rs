@@ -31,7 +31,7 @@ use super::ops;
 use super::relay::Relays;
 use super::stats::{ClusterMetrics, Dropped};
 use super::{ClusterError, NodeId};
-use crate::session::NodeNumber;
+use crate::node::NodeNumber;
 
 /// Most publishes sent in one round trip.
 const BATCH: u64 = 256;

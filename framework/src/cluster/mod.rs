@@ -88,10 +88,11 @@ pub use stats::ClusterStats;
 // Defined beside the sessions, which see the other nodes through `session::Nodes`.
 pub use crate::session::nodes::NodeId;
 
+use crate::node::NodeNumber;
 use crate::protocol::ResumeToken;
 use crate::session::{
-    resume_here, ClientLimit, FromTransport, NodeNumber, ResumeError, Shared, Supervisor,
-    TransportKind, TransportLink,
+    resume_here, ClientLimit, FromTransport, ResumeError, Shared, Supervisor, TransportKind,
+    TransportLink,
 };
 use crate::SessionId;
 

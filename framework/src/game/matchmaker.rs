@@ -69,7 +69,7 @@ impl Entry {
 /// The node number whose rooms these are: unset on a single node (tag 0); in a cluster
 /// set by `GameRooms::share_in`, read at each room made (the number may come from Redis
 /// after the rooms were shared).
-pub(crate) type RoomTag = Arc<std::sync::OnceLock<Arc<crate::session::NodeNumber>>>;
+pub(crate) type RoomTag = Arc<std::sync::OnceLock<Arc<crate::node::NodeNumber>>>;
 
 /// Owns the registry of rooms.
 pub(crate) struct Matchmaker {

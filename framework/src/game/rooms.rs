@@ -264,7 +264,7 @@ impl GameRooms {
     pub(crate) fn share(
         &self,
         directory: Arc<dyn Directory>,
-        tag: Arc<crate::session::NodeNumber>,
+        tag: Arc<crate::node::NodeNumber>,
     ) -> bool {
         if self.inner.directory.set(directory).is_err() {
             return false;

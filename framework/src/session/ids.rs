@@ -11,49 +11,13 @@
 //! meanwhile; two nodes started while Redis was away could, rarely, share one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::node::NodeNumber;
 use crate::SessionId;
 
 /// Bits of the per-node counter.
 const COUNTER_BITS: u32 = 32;
-/// Node numbers Redis hands out: 1..=REDIS_NUMBERS (wrapping).
-#[cfg(feature = "cluster")]
-const REDIS_NUMBERS: u64 = 1 << 20;
-
-/// This node's number, shared between the supervisor (which makes ids) and the
-/// cluster link (which takes the number from Redis).
-#[derive(Debug, Default)]
-pub(crate) struct NodeNumber(AtomicU64);
-
-#[cfg(feature = "cluster")]
-impl NodeNumber {
-    /// A cluster node before Redis answered: a random number above Redis's range.
-    pub(crate) fn provisional() -> Arc<Self> {
-        let n = REDIS_NUMBERS + 1 + rand::random::<u64>() % (REDIS_NUMBERS - 1);
-        Arc::new(NodeNumber(AtomicU64::new(n)))
-    }
-
-    /// Whether the number came from Redis (not provisional).
-    pub(crate) fn is_assigned(&self) -> bool {
-        let n = self.0.load(Ordering::Relaxed);
-        (1..=REDIS_NUMBERS).contains(&n)
-    }
-
-    /// Takes the value of the cluster's counter (`INCR`) as this node's number.
-    pub(crate) fn assign(&self, counter: u64) {
-        let n = 1 + counter.saturating_sub(1) % REDIS_NUMBERS;
-        self.0.store(n, Ordering::Relaxed);
-    }
-}
-
-impl NodeNumber {
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// Hands out the ids of the sessions opened on this node.
 #[derive(Debug, Default)]
 pub(crate) struct SessionIds {

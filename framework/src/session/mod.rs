@@ -52,7 +52,6 @@ use tokio::sync::oneshot;
 use authorizing::HeldEvent;
 pub use client_limit::{ClientLimit, MIN_CLIENT_FRAME};
 pub use heartbeat::{Beat, Pulse};
-pub(crate) use ids::NodeNumber;
 pub use inbound::LocalSession;
 use joined::{leave, Joined};
 #[cfg(feature = "cluster")]

@@ -12,11 +12,12 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 use rand::RngCore;
 
-use super::ids::{NodeNumber, SessionIds};
+use super::ids::SessionIds;
 use super::{Session, TransportKind};
 use crate::log_gate::LogGate;
 use crate::metrics::ResumeResults;
 use crate::namespace::SessionLink;
+use crate::node::NodeNumber;
 use crate::protocol::ResumeToken;
 use crate::SessionId;
 

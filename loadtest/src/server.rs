@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::Value;
 use volley::{Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, SessionId};
 use volley::{LeaveReason, RateLimit, Socket, Volley, VolleyBuilder};
@@ -302,7 +301,7 @@ fn game_namespace(rooms: &GameRooms) -> Namespace {
     rooms
         .with_events(Namespace::new().authorize(|_| Ok(Stream::default())))
         // Replaces the standard `input` handler: check the number, then queue it.
-        .on("input", move |socket, raw: Box<RawValue>| {
+        .on_json("input", move |socket, raw| {
             // Its number only: the room parses the rest once, at its tick.
             if let Ok(Numbered { seq: Some(seq) }) = serde_json::from_str(raw.get()) {
                 if let Some(mut s) = Stream::of(socket) {

@@ -190,9 +190,11 @@ impl GameRooms {
         self.input_json(socket, raw)
     }
 
-    /// Queues an input given as JSON text, as an event handler receives it when it
-    /// asks for a [`RawValue`](serde_json::value::RawValue): checked to be JSON, kept
-    /// as text, and parsed once, at the tick, straight into the game's `Input`.
+    /// Queues an input given as JSON text, as an event handler receives it from
+    /// [`Namespace::on_json`] (or as a `Box<RawValue>` from [`Namespace::on`]):
+    /// checked to be JSON, copied as text into the seat's input buffer, and parsed
+    /// once, at the tick, straight into the game's `Input`. Nothing is allocated per
+    /// input.
     ///
     /// ```
     /// use serde_json::value::RawValue;
@@ -201,7 +203,7 @@ impl GameRooms {
     ///
     /// fn arena(rooms: &GameRooms) -> Namespace {
     ///     let inputs = rooms.clone();
-    ///     rooms.with_events(Namespace::new()).on("steer", move |socket, input: Box<RawValue>| {
+    ///     rooms.with_events(Namespace::new()).on_json("steer", move |socket, input: &RawValue| {
     ///         let _ = inputs.input_json(socket, input);
     ///     })
     /// }
@@ -209,7 +211,7 @@ impl GameRooms {
     pub fn input_json(
         &self,
         socket: &Socket,
-        input: Box<serde_json::value::RawValue>,
+        input: impl std::borrow::Borrow<serde_json::value::RawValue>,
     ) -> Result<(), InputError> {
         // The seat's gate as this socket last found it: no table and no lock shared
         // by the threads on the input path. A freed or replaced seat closes its gate,
@@ -226,7 +228,7 @@ impl GameRooms {
                 gate
             }
         };
-        gate.offer(input)
+        gate.offer(input.borrow())
     }
 
     /// Frees the player's seat (`Game::leave` runs with `LeaveReason::Left`).
@@ -387,14 +389,11 @@ impl GameRooms {
                     let _ = ack.send(&rooms.leave(&socket).await);
                 });
             })
-            .on(
-                events::INPUT,
-                move |socket, raw: Box<serde_json::value::RawValue>| {
-                    if let Err(e) = input.input_json(socket, raw) {
-                        tracing::trace!(sid = socket.id().0, reason = %e, "input not queued");
-                    }
-                },
-            )
+            .on_json(events::INPUT, move |socket, raw| {
+                if let Err(e) = input.input_json(socket, raw) {
+                    tracing::trace!(sid = socket.id().0, reason = %e, "input not queued");
+                }
+            })
             .on_ack(
                 events::LIST,
                 move |_socket, room_type: Option<String>, ack| {

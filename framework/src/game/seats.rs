@@ -8,7 +8,7 @@
 //! the room needs its inputs only when it ticks. Rooms write a seat when they seat a
 //! player and remove it when they free the seat.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,10 +19,71 @@ use super::messages::LeavePlayer;
 use super::{InputError, JoinError, RoomId};
 use crate::SessionId;
 
-/// A player's input as it arrived: its JSON text, checked to be JSON but not parsed
-/// into anything until the room's tick parses it once, straight into the game's
-/// `Input` (no `serde_json::Value` tree built and walked per input).
-pub(crate) type RawInput = Box<RawValue>;
+/// The inputs a player has waiting, as they arrived: their JSON texts (checked to be
+/// JSON, not parsed into anything until the room's tick parses each once, straight
+/// into the game's `Input`), one after another in one buffer.
+///
+/// The room and the seat pass two of these back and forth (see [`InputGate::swap`]),
+/// so an input costs a copy of its text into memory already there: no allocation per
+/// input on the player's thread, and none freed on the room's (an input allocated on
+/// one thread and freed on another takes the allocator's slow path).
+#[derive(Debug, Default)]
+pub(crate) struct Inputs {
+    text: String,
+    /// Where each input's text ends in `text`.
+    ends: Vec<usize>,
+}
+
+/// An input buffer a burst grew past this many bytes is given back when emptied.
+const KEPT_INPUT_BYTES: usize = 16 * 1024;
+
+impl Inputs {
+    pub fn push(&mut self, input: &RawValue) {
+        self.text.push_str(input.get());
+        self.ends.push(self.text.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The inputs' texts, in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let text = &self.text[start..end];
+            start = end;
+            text
+        })
+    }
+
+    /// Empties it for the next round, keeping its memory unless a burst made it big.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        if self.text.capacity() > KEPT_INPUT_BYTES {
+            self.text.shrink_to(KEPT_INPUT_BYTES);
+        }
+    }
+}
+
+/// As a JSON array of the inputs (to the node of a guest's room, feature `cluster`).
+impl serde::Serialize for Inputs {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for text in self.iter() {
+            // Each was checked to be JSON as it came in.
+            let raw: &RawValue = serde_json::from_str(text).map_err(S::Error::custom)?;
+            seq.serialize_element(raw)?;
+        }
+        seq.end()
+    }
+}
 
 /// The inputs one player has waiting for the next tick, at most `cap`. Shared by the
 /// seat table (which admits and queues inputs, on the player's session thread) and
@@ -34,7 +95,7 @@ pub(crate) struct InputGate {
     queued: AtomicUsize,
     dropped: AtomicU64,
     /// The admitted inputs, in arrival order, until the room takes them.
-    inbox: Mutex<VecDeque<RawInput>>,
+    inbox: Mutex<Inputs>,
     /// Whether the seat is still the player's: cleared when the seat is freed or
     /// replaced, so that a socket holding the gate (see [`super::GameRooms::input_json`])
     /// knows to look the seat up again.
@@ -47,7 +108,7 @@ impl InputGate {
             cap,
             queued: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
-            inbox: Mutex::new(VecDeque::new()),
+            inbox: Mutex::new(Inputs::default()),
             open: AtomicBool::new(true),
         }
     }
@@ -64,28 +125,28 @@ impl InputGate {
 
     /// Queues an input for the next tick; [`InputError::Dropped`] (and counted)
     /// when `cap` wait: the gate holds `max_inputs_per_tick` per player until a tick.
-    pub fn offer(&self, input: RawInput) -> Result<(), InputError> {
+    pub fn offer(&self, input: &RawValue) -> Result<(), InputError> {
         if !self.admit() {
             return Err(InputError::Dropped);
         }
         self.inbox
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back(input);
+            .push(input);
         Ok(())
     }
 
     /// The inputs queued since the last flush to their room's node, in arrival
     /// order; the caller releases them once sent.
     #[cfg(feature = "cluster")]
-    pub fn take(&self) -> VecDeque<RawInput> {
+    pub fn take(&self) -> Inputs {
         std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Swaps the queued inputs with `spare` (emptied by the caller), so that the
     /// room's tick and the seat's arrivals pass the same two buffers back and forth
     /// instead of allocating one per tick.
-    pub fn swap(&self, spare: &mut VecDeque<RawInput>) {
+    pub fn swap(&self, spare: &mut Inputs) {
         debug_assert!(spare.is_empty());
         std::mem::swap(
             &mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()),
@@ -232,7 +293,7 @@ impl Seats {
     /// players; a local player's socket keeps its gate, see
     /// [`super::GameRooms::input_json`]).
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    pub fn input(&self, id: SessionId, input: RawInput) -> Result<(), InputError> {
+    pub fn input(&self, id: SessionId, input: &RawValue) -> Result<(), InputError> {
         self.gate(id).ok_or(InputError::NotSeated)?.offer(input)
     }
 }
@@ -292,6 +353,39 @@ mod tests {
         }
         use actix::AsyncContext;
         actix::Context::<Nobody>::new().address().recipient()
+    }
+
+    #[test]
+    fn inputs_keep_their_texts_in_order_and_a_burst_is_given_back() {
+        fn raw(text: &str) -> &RawValue {
+            serde_json::from_str(text).unwrap()
+        }
+        let mut inputs = Inputs::default();
+        for text in [r#"{"up":true}"#, "7", r#""left""#, "null"] {
+            inputs.push(raw(text));
+        }
+        assert_eq!(inputs.len(), 4);
+        let texts: Vec<&str> = inputs.iter().collect();
+        assert_eq!(texts, [r#"{"up":true}"#, "7", r#""left""#, "null"]);
+        assert_eq!(
+            serde_json::to_string(&inputs).unwrap(),
+            r#"[{"up":true},7,"left",null]"#
+        );
+        inputs.clear();
+        assert!(inputs.is_empty() && inputs.iter().next().is_none());
+        let big = format!("\"{}\"", "x".repeat(KEPT_INPUT_BYTES));
+        inputs.push(raw(&big));
+        inputs.clear();
+        assert!(inputs.text.capacity() <= KEPT_INPUT_BYTES);
+        // The gate hands them over whole and takes the emptied buffer back.
+        let gate = InputGate::new(2);
+        gate.offer(raw("1")).unwrap();
+        gate.offer(raw("2")).unwrap();
+        assert!(matches!(gate.offer(raw("3")), Err(InputError::Dropped)));
+        gate.swap(&mut inputs);
+        assert_eq!(inputs.iter().collect::<Vec<_>>(), ["1", "2"]);
+        gate.release(inputs.len());
+        assert_eq!(gate.dropped(), 1);
     }
 
     #[test]

@@ -22,8 +22,9 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+use serde_json::value::RawValue;
 
 pub use actor::NamespaceStats;
 pub(crate) use actor::{
@@ -296,6 +297,34 @@ impl Namespace {
         self
     }
 
+    /// Handles event `name` with its payload as JSON text: checked to be JSON and
+    /// handed over as it arrived, borrowed, not decoded into anything (an event sent
+    /// without a payload gives `null`). For a handler that passes the text on (a
+    /// game's input, a relay) or decodes it later, without an allocation per event. A
+    /// payload that is not JSON is answered with an `Error` frame; the handler does
+    /// not run.
+    ///
+    /// ```
+    /// use serde_json::value::RawValue;
+    /// use volley::Namespace;
+    ///
+    /// let chat = Namespace::new().on_json("say", |socket, text: &RawValue| {
+    ///     // Relayed as it came: `emit` writes a `RawValue` as its text.
+    ///     let _ = socket.to("lobby").emit("said", &text);
+    /// });
+    /// ```
+    pub fn on_json<F>(mut self, name: &str, f: F) -> Self
+    where
+        F: Fn(&Socket, &RawValue) + Send + Sync + 'static,
+    {
+        let handler = move |socket: &Socket, payload: &[u8], _: Option<AckReply>| {
+            f(socket, decode_payload::<&RawValue>(payload)?);
+            Ok(())
+        };
+        self.handlers.insert(name.to_owned(), Arc::new(handler));
+        self
+    }
+
     /// Handles event `name` and answers it: the client asked for an acknowledgement.
     /// If the client did not ask, the handler still runs and its answer is discarded.
     pub fn on_ack<T, F>(mut self, name: &str, f: F) -> Self
@@ -322,7 +351,7 @@ fn socket_data<D: Any + Send + Sync>(data: D) -> SocketData {
     Some(Arc::new(data) as Arc<dyn Any + Send + Sync>)
 }
 
-fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> {
     let raw: &[u8] = if payload.is_empty() { b"null" } else { payload };
     serde_json::from_slice(raw).map_err(|e| format!("payload does not match: {e}"))
 }

@@ -311,6 +311,60 @@ async fn events_sent_before_an_async_answer_are_held_until_it() {
     }
 }
 
+/// `on_json` lends the payload's text as the client sent it (spacing and all), gives
+/// `null` for an event without one, and refuses what is not JSON as `on` does.
+#[actix_rt::test]
+async fn on_json_lends_the_payload_text_as_it_came() {
+    let relay = Namespace::new().on_json("relay", |socket, text| {
+        let _ = socket.emit("relayed", &text);
+    });
+    let server = serve(Volley::builder().namespace("/", relay));
+    let (mut raw, _) = RawClient::open(&server.url).await;
+    raw.send(&connect_to("/")).await;
+    assert_eq!(
+        next(&mut raw).await,
+        Some(Frame::Connected { ns: "/".into() })
+    );
+    let relay = |payload: &[u8]| Frame::Event {
+        ns: "/".into(),
+        name: "relay".into(),
+        payload: serde_bytes::ByteBuf::from(payload.to_vec()),
+        ack: None,
+    };
+    for (sent, relayed) in [
+        (
+            &br#"{ "x" : [1, 2.50],"y":"\u00e9" }"#[..],
+            &br#"{ "x" : [1, 2.50],"y":"\u00e9" }"#[..],
+        ),
+        (b"", b"null"),
+    ] {
+        raw.send(&relay(sent)).await;
+        match next(&mut raw).await {
+            Some(Frame::Event { name, payload, .. }) => {
+                assert_eq!(name, "relayed");
+                assert_eq!(&payload[..], relayed);
+            }
+            other => panic!("expected the relayed text, got {other:?}"),
+        }
+    }
+    raw.send(&relay(b"{oops")).await;
+    match next(&mut raw).await {
+        Some(Frame::Error { ns, reason }) => {
+            assert_eq!(ns, "/");
+            assert!(
+                reason.starts_with("event 'relay': payload does not match"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    // The session goes on.
+    raw.send(&relay(b"7")).await;
+    assert!(
+        matches!(next(&mut raw).await, Some(Frame::Event { payload, .. }) if &payload[..] == b"7")
+    );
+}
+
 /// A client's frames are taken in the order it sent them, however each reaches its
 /// socket: events for joined namespaces are handled where the connection reads them,
 /// a `Connect` or a `Disconnect` by the session's actor, and events sent right

@@ -6,7 +6,7 @@
 //! session and tells the room's node. The room's frames come back in batches and
 //! are framed once here for all their players.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -18,7 +18,7 @@ use super::{gather, lock, place, GameHub, NodeRooms, SeatNews, INPUTS, NEWS};
 use crate::cluster::control::{GameReply, GameRequest, Outbound, Reply, Request, REPLY_TIMEOUT};
 use crate::cluster::{ClusterError, ClusterNode, NodeId};
 use crate::game::messages::LeavePlayer;
-use crate::game::seats::{InputGate, RawInput, Seat};
+use crate::game::seats::{InputGate, Inputs, Seat};
 use crate::game::{GameRooms, JoinError, JoinRequest, Joined, RoomId};
 use crate::namespace::{Socket, SocketEvent, SocketEventKind};
 use crate::protocol::WireFrame;
@@ -43,7 +43,7 @@ pub(super) struct RemoteSeat {
 impl GameHub {
     /// One message per owner node with every input its guests from here sent.
     pub(crate) fn flush_inputs(&self) {
-        let mut by_owner: HashMap<NodeId, Vec<(u64, VecDeque<RawInput>)>> = HashMap::new();
+        let mut by_owner: HashMap<NodeId, Vec<(u64, Inputs)>> = HashMap::new();
         for (sid, seat) in lock(&self.remote).iter() {
             let inputs = seat.gate.take();
             if inputs.is_empty() {

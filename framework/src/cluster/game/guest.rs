@@ -12,10 +12,11 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix::WeakAddr;
 use bytes::{BufMut, BytesMut};
+use serde_json::value::RawValue;
 
 use super::{lock, GameHub, SeatNews, NEWS, STATES};
 use crate::cluster::NodeId;
-use crate::game::seats::{RawInput, Reservation};
+use crate::game::seats::Reservation;
 use crate::game::{GameRooms, JoinError, JoinRequest, Joined};
 use crate::namespace::{
     NamespaceHandle, SessionLink, Socket, SocketCommand, SocketEvent, SocketEventKind,
@@ -34,7 +35,7 @@ pub(super) struct Guest {
 
 impl GameHub {
     /// Owner: inputs of guests, queued as a local player's would be.
-    pub(super) fn on_inputs(&self, from: NodeId, batch: Vec<(u64, Vec<RawInput>)>) {
+    pub(super) fn on_inputs(&self, from: NodeId, batch: Vec<(u64, Vec<&RawValue>)>) {
         let Some(rooms) = self.rooms() else {
             return;
         };

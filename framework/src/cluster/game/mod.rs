@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 mod edge;
@@ -52,7 +53,6 @@ use super::envelope::{message, GAME};
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::game::directory::Directory;
 use crate::game::rooms::Inner;
-use crate::game::seats::RawInput;
 use crate::game::{GameRooms, JoinError, JoinRequest, Joined, RoomId, RoomListing};
 use crate::namespace::{Socket, SocketEventKind};
 use crate::room::Deliver;
@@ -359,7 +359,7 @@ impl GameHub {
         match sub {
             STATES => self.on_states(body),
             INPUTS => {
-                if let Ok(batch) = serde_json::from_slice::<Vec<(u64, Vec<RawInput>)>>(body) {
+                if let Ok(batch) = serde_json::from_slice::<Vec<(u64, Vec<&RawValue>)>>(body) {
                     self.on_inputs(from, batch);
                 }
             }

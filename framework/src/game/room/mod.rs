@@ -13,7 +13,7 @@ mod outbound;
 mod players;
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::clock;
 use super::messages::{Dispose, GetMetrics, RoomHandle, RoomReport, RoomStatus};
 use super::metrics::{Histogram, PlayerMetrics, RoomMetrics};
-use super::seats::{InputGate, RawInput, Seats};
+use super::seats::{InputGate, Inputs, Seats};
 use super::subset::group_by_subset;
 use super::tick::{broadcast_due, on_process_grid, TickSchedule};
 use super::{Game, RoomContext, RoomId, RoomOptions};
@@ -102,7 +102,7 @@ pub(crate) struct GameRoom<G: Game> {
     /// State broadcasts posted to the players' threads and not handled yet.
     in_flight: Arc<Gauge>,
     /// The buffer swapped with each player's gate at a tick (see [`InputGate::swap`]).
-    spare_inputs: VecDeque<RawInput>,
+    spare_inputs: Inputs,
     /// The size of the last state encoded (see `encode_state`).
     state_size: Cell<usize>,
 }
@@ -148,7 +148,7 @@ impl<G: Game> GameRoom<G> {
                 seats,
                 empty_timer: None,
                 in_flight: Arc::new(Gauge::new(MAX_STATES_IN_FLIGHT)),
-                spare_inputs: VecDeque::new(),
+                spare_inputs: Inputs::default(),
                 state_size: Cell::new(128),
             }
         });
@@ -207,9 +207,9 @@ impl<G: Game> GameRoom<G> {
             player.gate.swap(&mut inputs);
             let n = inputs.len();
             player.inputs += n as u64;
-            for raw in inputs.drain(..) {
+            for text in inputs.iter() {
                 // Parsed once, from its text, into the game's own type.
-                match serde_json::from_str::<G::Input>(raw.get()) {
+                match serde_json::from_str::<G::Input>(text) {
                     Ok(input) => {
                         self.game.input(rctx, *id, input);
                         self.counters.inputs_applied += 1;
@@ -220,6 +220,7 @@ impl<G: Game> GameRoom<G> {
                     }
                 }
             }
+            inputs.clear();
             player.gate.release(n);
         }
         self.spare_inputs = inputs;

@@ -216,19 +216,21 @@ impl GameRooms {
         // The seat's gate as this socket last found it: no table and no lock shared
         // by the threads on the input path. A freed or replaced seat closes its gate,
         // and the table is asked again.
-        let gate = match socket.route::<InputGate>() {
-            Some(gate) if gate.is_open() => gate,
-            _ => {
-                let gate = self
-                    .inner
-                    .seats
-                    .gate(socket.id())
-                    .ok_or(InputError::NotSeated)?;
-                socket.set_route(gate.clone());
-                gate
-            }
-        };
-        gate.offer(input.borrow())
+        let input = input.borrow();
+        let kept = socket.with_route(|gate: Option<&InputGate>| {
+            gate.filter(|gate| gate.is_open())
+                .map(|gate| gate.offer(input))
+        });
+        if let Some(offered) = kept {
+            return offered;
+        }
+        let gate = self
+            .inner
+            .seats
+            .gate(socket.id())
+            .ok_or(InputError::NotSeated)?;
+        socket.set_route(gate.clone());
+        gate.offer(input)
     }
 
     /// Frees the player's seat (`Game::leave` runs with `LeaveReason::Left`).

@@ -209,10 +209,11 @@ impl Socket {
         self.inner.data.as_ref()?.downcast_ref::<T>()
     }
 
-    /// The route kept with [`Socket::set_route`], if it is a `T`.
-    pub(crate) fn route<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+    /// Runs `f` with the route kept with [`Socket::set_route`], if it is a `T`
+    /// (borrowed where it is kept: no reference counted per use).
+    pub(crate) fn with_route<T: Any + Send + Sync, R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
         let route = self.inner.route.lock().unwrap_or_else(|e| e.into_inner());
-        route.clone()?.downcast::<T>().ok()
+        f(route.as_deref().and_then(|route| route.downcast_ref::<T>()))
     }
 
     /// Keeps `route` with the socket (see `SocketInner::route`).

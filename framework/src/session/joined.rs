@@ -41,21 +41,28 @@ impl Joined {
     }
 }
 
-/// The joined namespaces, by name. A session joins a handful at most
-/// (`max_namespaces_per_session`), so a list searched in order is smaller than a map
-/// and as fast. A boxed slice, exactly as long as the list, not a `Vec`: a join or a
-/// leave builds the list again (rare), and the session's actor, allocated in 128-byte
-/// steps, carries 8 bytes less.
+/// The joined namespaces, by name, in the order joined. A session joins a handful at
+/// most (`max_namespaces_per_session`), so a list searched in order is smaller than a
+/// map and as fast. Most join one: the first is kept in place (in the session's sink,
+/// on the line an event reads anyway), the others in a boxed slice exactly as long as
+/// they are (a join or a leave builds it again: rare).
 #[derive(Default)]
-pub(super) struct Joins(Box<[Joined]>);
+pub(super) struct Joins {
+    /// `None` only while none is joined.
+    first: Option<Joined>,
+    rest: Box<[Joined]>,
+}
 
 impl Joins {
     pub fn get(&self, ns: &str) -> Option<&Joined> {
-        self.0.iter().find(|j| &*j.namespace.name == ns)
+        self.values().find(|j| &*j.namespace.name == ns)
     }
 
     pub fn get_mut(&mut self, ns: &str) -> Option<&mut Joined> {
-        self.0.iter_mut().find(|j| &*j.namespace.name == ns)
+        self.first
+            .iter_mut()
+            .chain(self.rest.iter_mut())
+            .find(|j| &*j.namespace.name == ns)
     }
 
     pub fn contains_key(&self, ns: &str) -> bool {
@@ -63,32 +70,39 @@ impl Joins {
     }
 
     pub fn remove(&mut self, ns: &str) -> Option<Joined> {
-        let at = self.0.iter().position(|j| &*j.namespace.name == ns)?;
-        let mut list = std::mem::take(&mut self.0).into_vec();
+        let at = self.values().position(|j| &*j.namespace.name == ns)?;
+        let mut list: Vec<Joined> = self.drain().collect();
         let joined = list.remove(at);
-        self.0 = list.into_boxed_slice();
+        let mut others = list.into_iter();
+        self.first = others.next();
+        self.rest = others.collect();
         Some(joined)
     }
 
     /// Adds a namespace the session is not in yet.
     pub fn insert(&mut self, joined: Joined) {
-        let mut list = std::mem::take(&mut self.0).into_vec();
-        list.reserve_exact(1);
-        list.push(joined);
-        self.0 = list.into_boxed_slice();
+        if self.first.is_none() {
+            self.first = Some(joined);
+            return;
+        }
+        let mut rest = std::mem::take(&mut self.rest).into_vec();
+        rest.reserve_exact(1);
+        rest.push(joined);
+        self.rest = rest.into_boxed_slice();
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        usize::from(self.first.is_some()) + self.rest.len()
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Joined> {
-        self.0.iter()
+        self.first.iter().chain(self.rest.iter())
     }
 
     /// Takes every joined namespace out, in order.
     pub fn drain(&mut self) -> impl Iterator<Item = Joined> {
-        std::mem::take(&mut self.0).into_vec().into_iter()
+        let rest = std::mem::take(&mut self.rest).into_vec();
+        self.first.take().into_iter().chain(rest)
     }
 }
 

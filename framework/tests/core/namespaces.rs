@@ -75,6 +75,12 @@ async fn one_connection_two_namespaces_events_and_acks_both_ways(transport: Tran
         .await
         .unwrap();
     assert_eq!(still, "still here");
+    // And joining it again, the two are in: each event reaches its own.
+    let main = client.join("/", &()).await.unwrap();
+    for (ns, text) in [(&main, "main again"), (&chat, "chat still")] {
+        let echoed: String = ns.emit_with_ack("echo", &text, WAIT).await.unwrap();
+        assert_eq!(echoed, text);
+    }
 }
 
 async fn unanswered_acks_time_out_in_both_directions(transport: Transport) {

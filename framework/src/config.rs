@@ -220,6 +220,11 @@ impl RateLimit {
         bytes_per_sec: 0,
         byte_burst: 0,
     };
+
+    /// Whether it limits nothing: a rate of 0 is no limit on frames, or on bytes.
+    pub(crate) fn is_off(&self) -> bool {
+        self.frames_per_sec == 0 && self.bytes_per_sec == 0
+    }
 }
 
 impl Default for RateLimit {

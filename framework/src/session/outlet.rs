@@ -136,8 +136,8 @@ impl Outlet {
         metrics.frames_in.inc();
         metrics.bytes_in.inc_by(size as u64);
         let limit = &self.shared.config.rate_limit;
-        if limit.frames_per_sec == 0 && limit.bytes_per_sec == 0 {
-            // No limit (`RateLimit::OFF`): nothing to count, no clock to read.
+        if limit.is_off() {
+            // Nothing to count, no clock to read.
             return Ok(());
         }
         self.rate.admit(limit, size, Instant::now())

@@ -107,6 +107,21 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    #[test]
+    fn a_limit_is_off_only_when_both_rates_are_zero() {
+        assert!(RateLimit::OFF.is_off());
+        assert!(!RateLimit::default().is_off());
+        let frames_only = RateLimit {
+            frames_per_sec: 5,
+            ..RateLimit::OFF
+        };
+        let bytes_only = RateLimit {
+            bytes_per_sec: 5,
+            ..RateLimit::OFF
+        };
+        assert!(!frames_only.is_off() && !bytes_only.is_off());
+    }
+
     fn limit(
         frames_per_sec: u32,
         frame_burst: u32,

@@ -211,6 +211,15 @@ fn rooms_tick_and_answer_inputs() {
     assert!(report["reliable_checked"].as_u64() > Some(0));
     assert!(report["latency_us"]["input_to_state"]["count"].as_u64() > Some(0));
     assert!(report["figures"]["tick_lateness_p99_us"].is_number());
+    // Whether the server kept up, in tick periods, and the note that says when not.
+    let ticks = report["figures"]["input_to_state_p50_ticks"].as_f64();
+    let ticks = ticks.expect("input -> state p50 in ticks");
+    let notes = report["notes"].to_string();
+    assert_eq!(
+        ticks > 1.0,
+        notes.contains("fell behind"),
+        "{ticks} {notes}"
+    );
     // The server's own counts in the window, and its CPU by kind of thread.
     assert!(report["figures"]["server_states_per_s"].as_f64() > Some(0.0));
     assert!(report["figures"]["server_cpu_s_volley_io"].is_number());

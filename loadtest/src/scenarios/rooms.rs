@@ -6,7 +6,7 @@
 //! player's input numbers. Measures: input → state latency, the rooms' tick lateness
 //! (from the server's own metrics), server CPU.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use volley::client::ClientError;
@@ -17,6 +17,7 @@ use crate::args::Flags;
 use crate::client_ctx::WorkerCtx;
 use crate::control::ScenarioPlan;
 use crate::coordinator::{Common, Run};
+use crate::histogram::Histogram;
 use crate::proc;
 use crate::rawplayer::RawEvent;
 use crate::report::Report;
@@ -291,6 +292,9 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
             .notes
             .push("server metrics unavailable: no tick lateness".into()),
     }
+    if let Some(note) = kept_up(&mut report, &tally.histograms, tick_rate) {
+        report.notes.push(note);
+    }
     let cpu = match nodes {
         [] => {
             server_figures(&mut report, "playing", cpu_from, cpu_to);
@@ -326,6 +330,44 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     }
     run.stop().await;
     Ok(report)
+}
+
+/// Whether the server kept up with the players: a room applies an input at its next
+/// tick, so while nothing queues, half the inputs are seen applied within a tick
+/// period of being sent (half a period on average, plus the state's way back).
+/// Records the median input → state latency in tick periods and returns a note when
+/// it is over one: the server (or the generator) fell behind, and a server writing a
+/// backlog puts several states in one write, so its CPU per input and state is not
+/// comparable with a run that kept up. `tick_rate` is the scenario's (a server run
+/// apart with another `--tick-rate` has its own period).
+fn kept_up(
+    report: &mut Report,
+    histograms: &BTreeMap<String, Histogram>,
+    tick_rate: u32,
+) -> Option<String> {
+    let latency = histograms.get("input_to_state")?;
+    if tick_rate == 0 || latency.percentiles().count == 0 {
+        return None;
+    }
+    let period_us = 1e6 / f64::from(tick_rate);
+    let p50_us = latency.quantile_us(0.5) as f64;
+    let ticks = p50_us / period_us;
+    report.figure(
+        "input_to_state_p50_ticks",
+        "input → state p50, in tick periods",
+        ticks,
+        "",
+    );
+    (ticks > 1.0).then(|| {
+        format!(
+            "the server fell behind: input → state p50 is {:.1} ms, over the tick period \
+             ({:.1} ms) in which a room that keeps up applies an input; its CPU per input \
+             and state is that of a backlog (states written several at a time), not \
+             comparable with a run that kept up",
+            p50_us / 1e3,
+            period_us / 1e3,
+        )
+    })
 }
 
 /// A player's numbered inputs: when the next is due, and those sent and not yet
@@ -509,4 +551,52 @@ pub async fn raw_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64
         Err(e) => ctx.problem(format!("{who}: 'flush' not acknowledged: {e}")),
     }
     player.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latencies(ms: &[u64]) -> BTreeMap<String, Histogram> {
+        let mut h = Histogram::default();
+        for &m in ms {
+            h.record_us(m * 1000);
+        }
+        BTreeMap::from([("input_to_state".to_owned(), h)])
+    }
+
+    fn ticks(report: &Report) -> Option<f64> {
+        let figure = report.figures.iter();
+        let mut figure = figure.filter(|f| f.key == "input_to_state_p50_ticks");
+        figure.next().map(|f| f.value)
+    }
+
+    #[test]
+    fn a_median_within_a_tick_period_kept_up() {
+        let mut report = Report::default();
+        // 30 Hz: a period of 33.3 ms; inputs applied 15–25 ms after they were sent.
+        let note = kept_up(&mut report, &latencies(&[15, 18, 19, 20, 25]), 30);
+        assert_eq!(note, None);
+        let ticks = ticks(&report).expect("the figure is there");
+        assert!((0.5..0.7).contains(&ticks), "{ticks}");
+    }
+
+    #[test]
+    fn a_median_over_a_tick_period_fell_behind() {
+        let mut report = Report::default();
+        let note = kept_up(&mut report, &latencies(&[40, 50, 51, 60, 200]), 30);
+        let note = note.expect("a note");
+        assert!(note.contains("fell behind"), "{note}");
+        assert!(note.contains("over the tick period (33.3 ms)"), "{note}");
+        assert!(ticks(&report) > Some(1.0));
+    }
+
+    #[test]
+    fn no_latency_no_verdict() {
+        let mut report = Report::default();
+        assert_eq!(kept_up(&mut report, &BTreeMap::new(), 30), None);
+        assert_eq!(kept_up(&mut report, &latencies(&[]), 30), None);
+        assert_eq!(kept_up(&mut report, &latencies(&[20]), 0), None);
+        assert_eq!(ticks(&report), None);
+    }
 }

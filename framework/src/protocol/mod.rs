@@ -16,4 +16,5 @@ pub use codec::{
     decode, encode, encode_batch, encode_event, split_batch, BatchError, DecodeError, EventKind,
 };
 pub use frame::{Frame, Open, ResumeToken, PROTOCOL_VERSION};
+pub(crate) use wire::text_header;
 pub use wire::WireFrame;

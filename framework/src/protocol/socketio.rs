@@ -18,6 +18,7 @@
 //! `serde_json` (128 levels). Nothing here knows about actors or sockets.
 
 use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
 use super::Frame;
@@ -318,6 +319,19 @@ pub fn finish_event(head: &str, offset: Option<u64>) -> String {
     packet
 }
 
+/// `parts`, one after another, framed as one whole WebSocket text message (a
+/// record of the Socket.IO endpoint's WebSocket).
+pub fn text_message(parts: &[&[u8]]) -> Bytes {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let (head, header) = super::wire::text_header(len);
+    let mut message = BytesMut::with_capacity(header + len);
+    message.put_slice(&head[..header]);
+    for part in parts {
+        message.put_slice(part);
+    }
+    message.freeze()
+}
+
 /// A broadcast's event as Socket.IO packets write it, built once for all the
 /// Socket.IO recipients of the broadcast (see [`crate::protocol::WireFrame`]); each
 /// completes it with [`finish_event`] and its own offset.
@@ -331,6 +345,10 @@ pub struct SharedEvent {
     /// A reliable event (it counts in the session's sequence and gets an offset); a
     /// volatile one does not.
     pub reliable: bool,
+    /// The event without an offset (`head` and its end), framed as a whole WebSocket
+    /// text message: what every recipient that adds no offset writes as it is (a
+    /// volatile event, or any event without connection-state recovery).
+    pub plain: Bytes,
 }
 
 impl SharedEvent {
@@ -349,9 +367,11 @@ impl SharedEvent {
             _ => return None,
         };
         let payload = String::from_utf8_lossy(payload);
+        let head = format!("4{}", event_head(ns, name, &payload, None));
         Some(SharedEvent {
             ns: ns.clone(),
-            head: format!("4{}", event_head(ns, name, &payload, None)),
+            plain: text_message(&[head.as_bytes(), b"]"]),
+            head,
             reliable,
         })
     }

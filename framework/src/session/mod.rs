@@ -75,8 +75,8 @@ pub use supervisor::{SessionInfo, Supervisor};
 pub(crate) use transport_link::DropConnection;
 pub(crate) use transport_link::{resume_here, too_many_frames, ResumeError};
 pub use transport_link::{
-    Attach, FromTransport, Sending, SessionRecipient, ToTransport, TransportId, TransportKind,
-    TransportLink,
+    Attach, FromTransport, Sending, SessionRecipient, ToTransport, Translate, TransportId,
+    TransportKind, TransportLink,
 };
 #[cfg(feature = "cluster")]
 pub(crate) use transport_link::{SESSION_ENDED, SESSION_GONE};

@@ -210,7 +210,7 @@ impl Outlet {
         };
         let size = match &transport.sending {
             Sending::Queue(_) => queued_size(frame.message()),
-            Sending::Messages { .. } => queued_size(&frame.payload()),
+            Sending::Messages { .. } | Sending::Translated(_) => queued_size(&frame.payload()),
         };
         let backlog = transport.sending.backlog();
         let queued = backlog.fetch_add(size, Ordering::Relaxed) + size;
@@ -230,6 +230,7 @@ impl Outlet {
         // Bounded by the backlog just counted (bytes, not messages).
         match &transport.sending {
             Sending::Queue(queue) => queue.push(frame.message().clone()),
+            Sending::Translated(connection) => connection.write(frame, size),
             Sending::Messages { .. } => transport
                 .recipient
                 .do_send(ToTransport::Frame(frame.clone())),

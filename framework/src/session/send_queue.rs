@@ -52,7 +52,7 @@ pub type Backlog = Arc<AtomicUsize>;
 /// What a frame weighs in the backlog: its bytes plus the message that carries it
 /// (actix envelope and queue node, or a polling queue entry), so that a flood of tiny
 /// frames is bounded in memory too, not only in payload bytes.
-pub(crate) fn queued_size(frame: &Bytes) -> usize {
+pub(crate) fn queued_size(frame: &[u8]) -> usize {
     frame.len() + 64
 }
 
@@ -374,7 +374,7 @@ impl SendQueue {
         let (dropped, parked, waker) = {
             let mut state = self.state();
             state.gone = true;
-            let dropped: usize = state.messages.iter().map(queued_size).sum();
+            let dropped: usize = state.messages.iter().map(|m| queued_size(m)).sum();
             state.messages = Messages::default();
             (dropped, state.parked.take(), state.waker.take())
         };

@@ -188,6 +188,24 @@ pub enum Sending {
         /// The connection's heartbeat.
         pulse: Arc<Pulse>,
     },
+    /// A connection that writes frames in a protocol of its own (the Socket.IO
+    /// endpoint): the session hands it each frame on the session's thread, and it
+    /// writes its own form of it (a broadcast's shared, framed once) onto its queue
+    /// directly, without a message per frame. Its queue counts the backlog and keeps
+    /// the heartbeat; the session takes the pongs.
+    Translated(Arc<dyn Translate>),
+}
+
+/// A connection that writes the session's frames in a protocol of its own, onto its
+/// [`SendQueue`] ([`Sending::Translated`]).
+pub trait Translate: Send + Sync {
+    /// The connection's queue: its backlog and its heartbeat.
+    fn queue(&self) -> &SendQueue;
+
+    /// Writes `frame` to the client in the connection's protocol. The caller counted
+    /// `counted` bytes of the queue's backlog for it; the connection gives them back
+    /// and counts what it queues instead.
+    fn write(&self, frame: &WireFrame, counted: usize);
 }
 
 impl Sending {
@@ -197,6 +215,7 @@ impl Sending {
         match self {
             Sending::Queue(queue) => queue.backlog(),
             Sending::Messages { backlog, .. } => backlog,
+            Sending::Translated(connection) => connection.queue().backlog(),
         }
     }
 
@@ -205,6 +224,7 @@ impl Sending {
         match self {
             Sending::Queue(queue) => queue.pulse(),
             Sending::Messages { pulse, .. } => pulse,
+            Sending::Translated(connection) => connection.queue().pulse(),
         }
     }
 

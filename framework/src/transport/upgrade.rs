@@ -20,13 +20,15 @@ use actix_http::header::{self, HeaderValue};
 use actix_http::{h1, ws, ConnectionType, Request, Response, StatusCode};
 use bytes::Bytes;
 use futures_util::SinkExt;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use super::admission;
 use super::socketio;
 use super::websocket;
 use super::ws_frames::Writer;
-use crate::session::{Shared, SocketWrite, Starter};
+use crate::session::{Shared, SocketWrite};
 
 /// Takes one upgrade request off the HTTP/1 dispatcher. Never fails: whatever goes
 /// wrong is answered to the client or is a lost connection.
@@ -94,41 +96,67 @@ async fn open<T>(
         return;
     }
     let parts = framed.into_parts();
+    let Some(halves) = split(parts.io) else {
+        return;
+    };
     if let Some(query) = socketio {
-        return socketio::websocket::start(shared, sio, query, slot, parts.io, parts.read_buf);
+        let (read, write) = halves.boxed();
+        return socketio::websocket::start(shared, sio, query, slot, read, write, parts.read_buf);
     }
-    // A plain TCP connection is split into halves that share no lock, and its queue
-    // writes straight on the socket (see `SocketWrite::Tcp`); any other stream (TLS)
-    // through tokio's split.
-    let mut io = Some(parts.io);
-    let tcp = (&mut io as &mut dyn Any)
-        .downcast_mut::<Option<TcpStream>>()
-        .and_then(Option::take);
-    let (queue, write) = match (tcp, io) {
-        (Some(tcp), _) => {
-            let (read, write) = tcp.into_split();
+    let (queue, write) = match halves {
+        Halves::Tcp(read, write) => {
             let (_, queue) = websocket::start(&shared, slot, read, parts.read_buf);
             (queue, SocketWrite::Tcp(write))
         }
-        (None, Some(io)) => {
-            let (read, write) = tokio::io::split(io);
+        Halves::Other(read, write) => {
             let (_, queue) = websocket::start(&shared, slot, read, parts.read_buf);
             (queue, SocketWrite::Other(Box::new(write)))
         }
-        (None, None) => return, // taken only as a `TcpStream`
     };
-    // The writer runs only while the connection has something to write (see
-    // `SendQueue::park`); outside an arbiter (never, under actix-server) it stays.
-    match actix::Arbiter::try_current() {
-        Some(arbiter) => queue.park(
-            write,
-            Starter {
-                writer: Writer::task,
-                thread: std::thread::current().id(),
-                arbiter,
-            },
-        ),
-        None => drop(tokio::task::spawn_local(Writer::new(write, queue))),
+    Writer::hand_over(&queue, write);
+}
+
+/// An upgraded connection's reading and writing halves.
+pub(crate) enum Halves<T> {
+    /// A plain TCP connection, split into halves that share no lock: its queue writes
+    /// straight on the socket (see `SocketWrite::Tcp`).
+    Tcp(OwnedReadHalf, OwnedWriteHalf),
+    /// Any other stream (TLS), through tokio's split.
+    Other(ReadHalf<T>, WriteHalf<T>),
+}
+
+impl<T> Halves<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// The reading half as any reader, the writing half as a queue keeps it.
+    pub(crate) fn boxed(self) -> (Box<dyn AsyncRead + Unpin>, SocketWrite) {
+        match self {
+            Halves::Tcp(read, write) => (Box::new(read), SocketWrite::Tcp(write)),
+            Halves::Other(read, write) => (Box::new(read), SocketWrite::Other(Box::new(write))),
+        }
+    }
+}
+
+/// Splits an upgraded connection (`None`: cannot happen, the stream is taken once).
+fn split<T>(io: T) -> Option<Halves<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let mut io = Some(io);
+    let tcp = (&mut io as &mut dyn Any)
+        .downcast_mut::<Option<TcpStream>>()
+        .and_then(Option::take);
+    match (tcp, io) {
+        (Some(tcp), _) => {
+            let (read, write) = tcp.into_split();
+            Some(Halves::Tcp(read, write))
+        }
+        (None, Some(io)) => {
+            let (read, write) = tokio::io::split(io);
+            Some(Halves::Other(read, write))
+        }
+        (None, None) => None,
     }
 }
 

@@ -34,7 +34,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::session::{Batch, SendQueue, SocketWrite, WriterTask};
+use crate::session::{Batch, SendQueue, SocketWrite, Starter, WriterTask};
 
 /// The client's frames, decoded from the bytes of the request body.
 pub(crate) struct Incoming<S> {
@@ -193,6 +193,24 @@ impl Writer {
             queue,
             batch: VecDeque::new(),
             offset: 0,
+        }
+    }
+
+    /// Hands a connection's writing half to its queue: parked there, for the queue to
+    /// write on and start a writer for when one is needed (see `SendQueue::park`),
+    /// on this thread; outside an arbiter (never, under actix-server) a writer that
+    /// stays.
+    pub(crate) fn hand_over(queue: &Arc<SendQueue>, io: SocketWrite) {
+        match actix::Arbiter::try_current() {
+            Some(arbiter) => queue.park(
+                io,
+                Starter {
+                    writer: Writer::task,
+                    thread: std::thread::current().id(),
+                    arbiter,
+                },
+            ),
+            None => drop(tokio::task::spawn_local(Writer::new(io, queue.clone()))),
         }
     }
 

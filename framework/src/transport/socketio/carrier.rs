@@ -1,22 +1,30 @@
-//! What carries an Engine.IO connection to its client: long-polling (records queued
-//! for the next `GET`) or a WebSocket (records handed to its task), and the messages
-//! its carriers send the connection (what `carrying.rs` handles).
+//! What carries an Engine.IO connection to its client: long-polling (records wait in
+//! the connection's [`EioOut`](super::writing::EioOut) for the next `GET`) or a
+//! WebSocket (records go onto the connection's queue, which the socket's writer
+//! drains), and the messages its carriers send the connection (what `carrying.rs`
+//! handles).
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::protocol::socketio::EioPacket;
-use crate::session::Backlog;
+use crate::session::SendQueue;
 
-/// What the connection hands a WebSocket's writing task: a text record, counted off
-/// the backlog by `counted` bytes once written, or the end.
+/// What the connection tells a WebSocket's task. A handful per socket (a probe's
+/// answer, the hand-over, the end): the records themselves go onto the queue.
 #[derive(Debug)]
 pub(crate) enum WsOut {
-    Text(String, usize),
-    /// The socket now carries the connection: count written records off this.
-    Carrier(Backlog),
+    /// A record the socket writes itself, before it carries the connection (a
+    /// probe's `3probe`).
+    Text(String),
+    /// The socket now carries the connection: its writing half goes to this queue,
+    /// whose writer writes what the connection queues.
+    Carry(Arc<SendQueue>),
+    /// The end: a socket that carries the connection stops reading (what the
+    /// connection queued, its close included, is still written); a probe writes a
+    /// WebSocket close and ends.
     Close,
 }
 
@@ -36,11 +44,8 @@ pub(super) struct Waiting {
 
 /// What carries the connection's packets to the client now.
 pub(super) enum Carrier {
-    /// Records wait in `queue` (with their backlog bytes) for the next GET.
-    Polling {
-        queue: VecDeque<(String, usize)>,
-        waiting: Option<Waiting>,
-    },
+    /// Records wait in the connection's `EioOut` for the next GET.
+    Polling { waiting: Option<Waiting> },
     WebSocket(WsHandle),
 }
 
@@ -59,4 +64,14 @@ pub(crate) enum FromWs {
     Probe(WsHandle),
     Packet(u64, EioPacket, usize),
     Gone(u64),
+}
+
+/// What the connection's writing side tells the connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) enum Notice {
+    /// Records wait for a long poll: answer the waiting GET, if any.
+    Flush,
+    /// The session's frames ended with its close: close the connection.
+    Close,
 }

@@ -1,8 +1,8 @@
-//! How an Engine.IO connection uses its carrier: records handed to it, long-polling
-//! GETs answered, and the upgrade from polling to WebSocket (`2probe`, `3probe`, `5`).
+//! How an Engine.IO connection uses its carrier: long-polling GETs answered with the
+//! records waiting, and the upgrade from polling to WebSocket (`2probe`, `3probe`,
+//! `5`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 
@@ -11,50 +11,22 @@ use super::connection::EioConnection;
 use crate::protocol::socketio::{encode_payload, EioPacket};
 
 impl EioConnection {
-    /// Hands one record to the client's carrier; `counted` bytes of the backlog are
-    /// given back when it is written.
-    pub fn send(&mut self, record: String, counted: usize, ctx: &mut Context<Self>) {
-        match &mut self.carrier {
-            Carrier::WebSocket(ws) => {
-                if ws.tx.send(WsOut::Text(record, counted)).is_err() {
-                    self.backlog.fetch_sub(counted, Ordering::Relaxed);
-                }
-            }
-            Carrier::Polling { queue, .. } => {
-                queue.push_back((record, counted));
-                ctx.run_later(std::time::Duration::ZERO, |act, _| act.flush());
-            }
-        }
-    }
-
-    /// Answers the waiting GET with everything queued (up to the batch limits).
+    /// Answers the waiting GET with the records waiting (up to the batch limits).
     pub(super) fn flush(&mut self) {
-        let Carrier::Polling { queue, waiting } = &mut self.carrier else {
+        let Carrier::Polling { waiting } = &mut self.carrier else {
             return;
         };
-        if queue.is_empty() {
+        if waiting.is_none() {
             return;
         }
-        let Some(Waiting { reply, .. }) = waiting.take() else {
+        let config = &self.shared.config;
+        let Some(records) = self.out.take_poll(config.max_poll_body, config.max_poll_frames)
+        else {
             return;
         };
-        let limit = self.shared.config.max_poll_body;
-        let mut records = Vec::new();
-        let mut size = 0;
-        while let Some((front, _)) = queue.front() {
-            if !records.is_empty()
-                && (size + front.len() > limit
-                    || records.len() == self.shared.config.max_poll_frames)
-            {
-                break;
-            }
-            if let Some((record, counted)) = queue.pop_front() {
-                size += record.len() + 1;
-                self.backlog.fetch_sub(counted, Ordering::Relaxed);
-                records.push(record);
-            }
+        if let Some(Waiting { reply, .. }) = waiting.take() {
+            let _ = reply.send(Ok(encode_payload(&records)));
         }
-        let _ = reply.send(Ok(encode_payload(&records)));
     }
 }
 
@@ -66,15 +38,11 @@ impl Handler<Poll> for EioConnection {
         // During an upgrade the client pauses polling once its last poll returns: a
         // poll that reaches us after `3probe` (it was in flight) is answered at once,
         // as Engine.IO's server does, or the upgrade would wait for the poll's hold.
-        if self.probe.as_ref().is_some_and(|p| p.probed) {
-            if let Carrier::Polling { queue, .. } = &self.carrier {
-                if queue.is_empty() {
-                    let _ = msg.reply.send(Ok(EioPacket::Noop.encode()));
-                    return;
-                }
-            }
+        if self.probe.as_ref().is_some_and(|p| p.probed) && self.out.nothing_to_poll() {
+            let _ = msg.reply.send(Ok(EioPacket::Noop.encode()));
+            return;
         }
-        let Carrier::Polling { waiting, queue } = &mut self.carrier else {
+        let Carrier::Polling { waiting } = &mut self.carrier else {
             let _ = msg
                 .reply
                 .send(Err("the connection was upgraded to WebSocket".to_owned()));
@@ -87,7 +55,7 @@ impl Handler<Poll> for EioConnection {
                 .send(Err("another poll is already waiting".to_owned()));
             return self.close(ctx);
         }
-        if self.closing && queue.is_empty() {
+        if self.closing && self.out.nothing_to_poll() {
             let _ = msg.reply.send(Ok(EioPacket::Close.encode()));
             ctx.stop();
             return;
@@ -154,25 +122,25 @@ impl EioConnection {
         match packet {
             EioPacket::Ping(true) => {
                 probe.probed = true;
-                let _ = probe
-                    .tx
-                    .send(WsOut::Text(EioPacket::Pong(true).encode(), 0));
+                let _ = probe.tx.send(WsOut::Text(EioPacket::Pong(true).encode()));
                 self.answer_poll(EioPacket::Noop.encode());
             }
             EioPacket::Upgrade => {
                 let Some(ws) = self.probe.take() else {
                     return;
                 };
-                let _ = ws.tx.send(WsOut::Carrier(self.backlog.clone()));
+                // The records waiting for a poll go first onto the queue, then
+                // whatever the session writes from now on; the socket's writer
+                // takes the queue over.
+                self.out.to_websocket();
+                let _ = ws.tx.send(WsOut::Carry(self.out.queue().clone()));
                 let old = std::mem::replace(&mut self.carrier, Carrier::WebSocket(ws));
-                if let Carrier::Polling { queue, waiting } = old {
-                    if let Some(w) = waiting {
-                        ctx.cancel_future(w.timer);
-                        let _ = w.reply.send(Ok(EioPacket::Noop.encode()));
-                    }
-                    for (record, counted) in queue {
-                        self.send(record, counted, ctx);
-                    }
+                if let Carrier::Polling {
+                    waiting: Some(w), ..
+                } = old
+                {
+                    ctx.cancel_future(w.timer);
+                    let _ = w.reply.send(Ok(EioPacket::Noop.encode()));
                 }
             }
             _ => self.refuse("unexpected packet during the upgrade".to_owned(), ctx),

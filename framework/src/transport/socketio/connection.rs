@@ -1,8 +1,9 @@
 //! One Engine.IO connection ([`EioConnection`]): to its Volley session it is a
-//! transport like any other (it takes `ToTransport` and sends `FromTransport`), to
-//! its client it is an Engine.IO socket, carried by long-polling requests or a
-//! WebSocket (`carrier.rs`), and moved from the first to the second by the upgrade
-//! probe.
+//! transport like any other (it sends `FromTransport`, takes `ToTransport`'s closes,
+//! and its [`EioOut`] writes the session's frames, translated, straight onto its
+//! carrier), to its client it is an Engine.IO socket, carried by long-polling requests
+//! or a WebSocket (`carrier.rs`), and moved from the first to the second by the
+//! upgrade probe.
 //!
 //! The session is opened on the client's first Socket.IO `CONNECT`, not at the
 //! Engine.IO handshake: that packet says whether the client recovers an earlier
@@ -10,22 +11,23 @@
 //! the offset on, or starts a new one.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use serde_bytes::ByteBuf;
 
-use super::carrier::{Carrier, WsHandle, WsOut};
+use super::carrier::{Carrier, Notice, WsHandle, WsOut};
 use super::inbound::{inbound, Inbound, Recovery};
 use super::outbound::Outbound;
+use super::writing::EioOut;
 use super::Registry;
 use crate::protocol::socketio::{Binary, EioPacket, SioPacket};
-use crate::protocol::{self, Frame};
+use crate::protocol::Frame;
 use crate::room::Gauge;
 use crate::session::{
-    queued_size, too_many_frames, Backlog, ClientLimit, FromTransport, Sending, SessionRecipient,
-    Shared, ToTransport, TransportId, TransportKind, TransportLink,
+    queued_size, too_many_frames, ClientLimit, FromTransport, Sending, SessionRecipient, Shared,
+    ToTransport, Translate, TransportId, TransportKind, TransportLink,
 };
 use crate::transport::admission::ConnectionSlot;
 use crate::transport::opening::{resume, start_session};
@@ -40,10 +42,10 @@ pub(crate) struct EioConnection {
     pub(super) shared: Arc<Shared>,
     pub(super) registry: Arc<Registry>,
     pub(super) session: Option<SessionRecipient>,
-    pub(super) backlog: Backlog,
     /// Client frames posted to the session and not handled yet.
     pub(super) inbound: Arc<Gauge>,
-    pub(super) out: Outbound,
+    /// What the connection writes, the session's frames and its own records.
+    pub(super) out: Arc<EioOut>,
     pub(super) carrier: Carrier,
     /// A WebSocket that sent `2probe`, until its `5` makes it the carrier.
     pub(super) probe: Option<WsHandle>,
@@ -56,24 +58,25 @@ pub(crate) struct EioConnection {
 }
 
 impl EioConnection {
+    /// A new connection, carried by long polling or (`ws`) by a WebSocket from the
+    /// start, whose first record is then the handshake.
     pub fn new(
         shared: Arc<Shared>,
         registry: Arc<Registry>,
         eio_sid: Arc<str>,
         slot: ConnectionSlot,
         ws: Option<WsHandle>,
+        ctx: &mut Context<Self>,
     ) -> Self {
-        let out = Outbound::new(shared.config.socketio.as_ref().is_some_and(|s| s.recovery));
-        let backlog: Backlog = Arc::new(AtomicUsize::new(0));
+        let recovery = shared.config.socketio.as_ref().is_some_and(|s| s.recovery);
+        let out = Arc::new(EioOut::new(recovery, ws.is_some(), ctx.address().downgrade()));
         let carrier = match ws {
             Some(ws) => {
-                let _ = ws.tx.send(WsOut::Carrier(backlog.clone()));
+                out.send(&super::handshake(&shared, &eio_sid, false));
+                let _ = ws.tx.send(WsOut::Carry(out.queue().clone()));
                 Carrier::WebSocket(ws)
             }
-            None => Carrier::Polling {
-                queue: VecDeque::new(),
-                waiting: None,
-            },
+            None => Carrier::Polling { waiting: None },
         };
         EioConnection {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
@@ -82,7 +85,6 @@ impl EioConnection {
             shared,
             registry,
             session: None,
-            backlog,
             out,
             carrier,
             probe: None,
@@ -102,7 +104,7 @@ impl EioConnection {
             id: self.id,
             kind,
             recipient: ctx.address().recipient(),
-            sending: Sending::messages(self.backlog.clone()),
+            sending: Sending::Translated(self.out.clone()),
             inbound: self.inbound.clone(),
         }
     }
@@ -113,15 +115,17 @@ impl EioConnection {
             return;
         }
         self.closing = true;
+        self.out.close();
         if let Carrier::WebSocket(ws) = &self.carrier {
-            let _ = ws.tx.send(WsOut::Text(EioPacket::Close.encode(), 0));
+            self.out.send(&EioPacket::Close.encode());
+            self.out.finish_websocket();
             let _ = ws.tx.send(WsOut::Close);
             ctx.stop();
         } else {
             // The close goes alone in the poll after what is queued: the official
             // client handles a batch's close before the batch's other packets.
-            if let Carrier::Polling { queue, waiting } = &mut self.carrier {
-                if queue.is_empty() {
+            if let Carrier::Polling { waiting } = &mut self.carrier {
+                if self.out.nothing_to_poll() {
                     if let Some(w) = waiting.take() {
                         let _ = w.reply.send(Ok(EioPacket::Close.encode()));
                     }
@@ -175,7 +179,7 @@ impl EioConnection {
                     done
                 }
                 EioPacket::Pong(false) => {
-                    if let Some(frame) = self.out.pong() {
+                    if let Some(frame) = self.out.outbound(Outbound::pong) {
                         self.forward(frame, size, ctx);
                     }
                     continue;
@@ -196,17 +200,16 @@ impl EioConnection {
             match inbound {
                 Inbound::Frame(frame) => self.forward(frame, size, ctx),
                 Inbound::Connect { ns, auth, recover } => {
-                    if let Some(recovery) = recover.filter(|_| self.out.recovery) {
+                    let recovery = self.out.outbound(|out| out.recovery);
+                    if let Some(recovery) = recover.filter(|_| recovery) {
                         if self.session.is_none() {
                             return self.recover(recovery, ns, auth, packets, ctx);
                         }
-                        if let Some(answer) = self.out.recovered_with(
-                            recovery.sid,
-                            &ns,
-                            &recovery.pid,
-                            recovery.last_seq,
-                        ) {
-                            self.send(answer, 0, ctx);
+                        let answer = self.out.outbound(|out| {
+                            out.recovered_with(recovery.sid, &ns, &recovery.pid, recovery.last_seq)
+                        });
+                        if let Some(answer) = answer {
+                            self.out.send(&answer);
                             continue;
                         }
                     }
@@ -242,7 +245,8 @@ impl EioConnection {
             token,
             last_seq,
         } = recovery;
-        self.out.recovering(sid, token, last_seq, ns.clone(), pid);
+        self.out
+            .outbound(|out| out.recovering(sid, token, last_seq, ns.clone(), pid));
         let link = self.link(ctx);
         let limit = ClientLimit::announced(None);
         let attach = resume(
@@ -259,7 +263,7 @@ impl EioConnection {
                 Ok(session) => act.session = Some(session),
                 Err(reason) => {
                     tracing::debug!(sid, %reason, "Socket.IO recovery failed: new session");
-                    act.out = Outbound::new(true);
+                    act.out.outbound(|out| *out = Outbound::new(true));
                     act.connect(ns, auth, 0, ctx);
                 }
             }
@@ -297,8 +301,12 @@ impl Actor for EioConnection {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.eio_sid);
+        self.out.stopped();
         if let Carrier::WebSocket(ws) = &self.carrier {
             let _ = ws.tx.send(WsOut::Close);
+        }
+        if let Some(probe) = &self.probe {
+            let _ = probe.tx.send(WsOut::Close);
         }
         if let Some(session) = self.session.take() {
             let reason = match self.client_left {
@@ -331,48 +339,31 @@ impl Handler<ToTransport> for EioConnection {
 
     fn handle(&mut self, msg: ToTransport, ctx: &mut Context<Self>) {
         match msg {
-            ToTransport::Frame(frame) => {
-                let counted = queued_size(&frame.payload());
-                if self.closing {
-                    self.backlog.fetch_sub(counted, Ordering::Relaxed);
-                    return;
-                }
-                // A broadcast's event is written once for all its Socket.IO
-                // recipients; anything else is this session's own and read here.
-                let out = match frame.socketio() {
-                    Some(event) => self.out.shared(event),
-                    None => match protocol::decode(&frame.payload()) {
-                        Ok(frame) => self.out.frame(frame),
-                        Err(e) => {
-                            // The session encoded it: cannot happen.
-                            tracing::error!(error = %e, "a session frame did not decode");
-                            self.backlog.fetch_sub(counted, Ordering::Relaxed);
-                            return;
-                        }
-                    },
-                };
-                let mut counted = Some(counted);
-                for record in out.records {
-                    self.send(record, counted.take().unwrap_or(0), ctx);
-                }
-                if let Some(counted) = counted {
-                    self.backlog.fetch_sub(counted, Ordering::Relaxed);
-                }
-                if out.close {
-                    self.session = None;
-                    self.close(ctx);
-                }
-            }
+            // A relay's frame (a session on another node): counted in the backlog as
+            // sessions count theirs, and written the same way.
+            ToTransport::Frame(frame) => self.out.write(&frame, queued_size(&frame.payload())),
             ToTransport::Close { reason } => {
                 self.session = None;
-                let out = self.out.frame(Frame::Close { reason });
-                for record in out.records {
-                    self.send(record, 0, ctx);
-                }
+                self.out.translate(Frame::Close { reason });
                 self.close(ctx);
             }
             ToTransport::Drop { reason } => {
                 tracing::debug!(eio = %self.eio_sid, %reason, "Socket.IO connection dropped");
+                self.session = None;
+                self.close(ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Notice> for EioConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Notice, ctx: &mut Context<Self>) {
+        match msg {
+            Notice::Flush => self.flush(),
+            // The session's close is written: the connection ends after it.
+            Notice::Close => {
                 self.session = None;
                 self.close(ctx);
             }

@@ -18,6 +18,7 @@ mod connection;
 mod inbound;
 mod outbound;
 pub(crate) mod websocket;
+mod writing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,8 +138,9 @@ pub(crate) fn open(
     // In a cluster the sid starts with the node's id: a request for it that lands
     // on another node is answered by this one (as native polling pids are).
     let sid = polling_pid(shared);
-    let connection =
-        EioConnection::new(shared.clone(), registry.clone(), sid.clone(), slot, ws).start();
+    let connection = EioConnection::create(|ctx| {
+        EioConnection::new(shared.clone(), registry.clone(), sid.clone(), slot, ws, ctx)
+    });
     registry
         .write()
         .unwrap_or_else(|e| e.into_inner())

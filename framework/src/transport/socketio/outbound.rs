@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::inbound::pid;
 use crate::protocol::socketio::{
-    encode_event, finish_event, EioPacket, SharedEvent, SioKind, SioPacket,
+    encode_event, EioPacket, SharedEvent, SioKind, SioPacket,
 };
 use crate::protocol::{Frame, ResumeToken};
 
@@ -146,19 +146,18 @@ impl Outbound {
         out
     }
 
-    /// Translates a broadcast's event from its Socket.IO form, shared by all its
-    /// Socket.IO recipients: nothing is decoded or encoded here, only this client's
-    /// offset is added.
-    pub fn shared(&mut self, event: &SharedEvent) -> Out {
+    /// Takes a broadcast's event, whose Socket.IO form all its Socket.IO recipients
+    /// share: whether this client gets it (`None`: its socket processed it before a
+    /// recovery) and with which offset, and the records that follow it (a ping of
+    /// ours). Nothing is decoded or encoded here.
+    pub fn shared(&mut self, event: &SharedEvent) -> (Option<Option<u64>>, Out) {
         let mut out = Out::default();
         if event.reliable {
             self.seq += 1;
         }
-        if let Some(offset) = self.event(&event.ns, self.seq, event.reliable, false) {
-            out.records.push(finish_event(&event.head, offset));
-        }
+        let written = self.event(&event.ns, self.seq, event.reliable, false);
         self.confirm(&mut out);
-        out
+        (written, out)
     }
 
     /// Whether an event of `ns` with sequence number `seq` is written (`None`: its

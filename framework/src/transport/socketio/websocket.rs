@@ -1,35 +1,37 @@
 //! The WebSocket of an Engine.IO connection, under Volley's own server: the upgrade
 //! hook ([`crate::transport::upgrade`]) hands over `<path>?EIO=4&transport=websocket`
-//! after its checks and the `101`, and one task per WebSocket moves text records
-//! between the socket and its [`EioConnection`]: a new one (WebSocket-only clients,
+//! after its checks and the `101`, and one task per WebSocket reads the client's
+//! frames into packets for its [`EioConnection`]: a new one (WebSocket-only clients,
 //! handshake first) or, with `&sid=`, the polling connection it probes and takes over.
 //!
 //! Under Volley's own server the socket is read as the native transport reads it
-//! (`ReadChunks`, `Incoming`: no buffer kept while idle), and the task frames
-//! everything queued since its last write into one buffer for one write. Under
-//! actix-web's own server (`route`) the request body is read the same way and the
-//! batches go into the response body.
+//! (`ReadChunks`, `Incoming`: no buffer kept while idle), and once the socket carries
+//! the connection its writing half goes to the connection's queue, as a native
+//! connection's does: the session's records are written by the thread's flush or the
+//! queue's writer, never by this task. Under actix-web's own server (`route`) the
+//! request body is read the same way and the queue is drained into the response body.
 
+use std::future::poll_fn;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_codec::Encoder;
-use actix_codec::{AsyncRead, AsyncWrite};
+use actix_codec::AsyncRead;
 use actix_http::ws::{Codec, Frame, Message, ProtocolError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::carrier::{FromWs, WsHandle, WsOut};
 use super::connection::EioConnection;
-use super::{handshake, lookup, open, EioQuery, Registry};
-use crate::protocol::socketio::EioPacket;
-use crate::session::{Backlog, Shared};
+use super::{lookup, open, EioQuery, Registry};
+use crate::protocol::socketio::{text_message, EioPacket};
+use crate::session::{queued_size, SendQueue, Shared, SocketWrite};
 use crate::transport::admission::{self, ConnectionSlot};
-use crate::transport::ws_frames::{Incoming, ReadChunks};
+use crate::transport::ws_frames::{Incoming, ReadChunks, Writer};
 
 /// Whether an upgrade request is for the Socket.IO endpoint: its query, if so.
 pub(crate) fn wants(shared: &Shared, path: &str, query: &str) -> Option<EioQuery> {
@@ -44,26 +46,21 @@ pub(crate) fn wants(shared: &Shared, path: &str, query: &str) -> Option<EioQuery
     )
 }
 
-/// Runs an upgraded WebSocket (the `101` is written) as an Engine.IO transport.
-pub(crate) fn start<T>(
+/// Runs an upgraded WebSocket (the `101` is written) as an Engine.IO transport: its
+/// reading half, what was read past the upgrade request, and its writing half.
+pub(crate) fn start(
     shared: Arc<Shared>,
     registry: Arc<Registry>,
     query: EioQuery,
     slot: ConnectionSlot,
-    io: T,
+    read: Box<dyn AsyncRead + Unpin>,
+    write: SocketWrite,
     read_buf: BytesMut,
-) where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
-{
+) {
     // As the native transport: no buffer kept while the connection is idle.
-    let (read, write) = tokio::io::split(io);
     let max = shared.config.max_frame_size;
     let frames = Incoming::new(ReadChunks::new(read, read_buf.freeze()), max);
-    let writer = futures_util::sink::unfold(write, |mut write, bytes: Bytes| async move {
-        write.write_all(&bytes).await?;
-        Ok::<_, std::io::Error>(write)
-    });
-    attach(shared, registry, query, slot, frames, Box::pin(writer));
+    attach(shared, registry, query, slot, frames, WsWrite::Socket(write));
 }
 
 /// The WebSocket under actix-web's own `HttpServer` (`Volley::configure`): the same
@@ -89,17 +86,11 @@ pub(crate) fn route(
     };
     let max = shared.config.max_frame_size;
     let frames = Incoming::new(payload, max);
-    // Bounded: a batch counts as written (off the session's backlog) only once the
+    // Bounded: a message is taken off the queue (and its backlog) only once the
     // dispatcher has taken the one before it, so a slow reader's bytes wait in the
-    // session's bounded outbox and backlog, not here.
+    // connection's bounded queue, not here.
     let (body, written) = mpsc::channel::<Bytes>(1);
-    let sink = futures_util::sink::unfold(body, |body, bytes: Bytes| async move {
-        body.send(bytes)
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok::<_, std::io::Error>(body)
-    });
-    attach(shared, registry, query, slot, frames, Box::pin(sink));
+    attach(shared, registry, query, slot, frames, WsWrite::Body(body));
     let stream = futures_util::stream::unfold(written, |mut written| async move {
         let bytes = written.recv().await?;
         Some((Ok::<_, actix_web::Error>(bytes), written))
@@ -107,18 +98,69 @@ pub(crate) fn route(
     response.streaming(stream)
 }
 
-/// Ties a WebSocket's frames and sink to a new connection (no sid: WebSocket only)
-/// or to the polling connection it probes, and runs it.
-fn attach<S, K>(
+/// Where a WebSocket's bytes go: written by its task until the socket carries the
+/// connection, then through the connection's queue.
+enum WsWrite {
+    /// Volley's own server: the socket's writing half.
+    Socket(SocketWrite),
+    /// actix-web's server: the response body.
+    Body(mpsc::Sender<Bytes>),
+    /// Carrying the connection: its queue (which has the writing half).
+    Queue(Arc<SendQueue>),
+}
+
+impl WsWrite {
+    /// Writes a message of the task's own (a probe's answer, a pong, a close).
+    async fn write(&mut self, message: Bytes) -> std::io::Result<()> {
+        match self {
+            WsWrite::Socket(io) => io.write_all(&message).await,
+            WsWrite::Body(body) => body
+                .send(message)
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+            WsWrite::Queue(queue) => {
+                queue
+                    .backlog()
+                    .fetch_add(queued_size(&message), Ordering::Relaxed);
+                queue.push(message);
+                Ok(())
+            }
+        }
+    }
+
+    /// The socket carries the connection from now on: its writing half goes to the
+    /// connection's queue (under actix-web's server, a task drains the queue into
+    /// the response body).
+    fn carry(&mut self, queue: Arc<SendQueue>) {
+        match std::mem::replace(self, WsWrite::Queue(queue.clone())) {
+            WsWrite::Socket(io) => Writer::hand_over(&queue, io),
+            WsWrite::Body(body) => drop(tokio::task::spawn_local(drain(queue, body))),
+            WsWrite::Queue(_) => {}
+        }
+    }
+}
+
+/// Moves a connection's queue into the response body (actix-web's server).
+async fn drain(queue: Arc<SendQueue>, body: mpsc::Sender<Bytes>) {
+    while let Some(message) = poll_fn(|cx| queue.poll_next(cx)).await {
+        if body.send(message).await.is_err() {
+            queue.gone();
+            return;
+        }
+    }
+}
+
+/// Ties a WebSocket's frames and writer to a new connection (no sid: WebSocket
+/// only) or to the polling connection it probes, and runs it.
+fn attach<S>(
     shared: Arc<Shared>,
     registry: Arc<Registry>,
     query: EioQuery,
     slot: ConnectionSlot,
     frames: S,
-    sink: K,
+    write: WsWrite,
 ) where
     S: Stream<Item = Result<Frame, ProtocolError>> + Unpin + 'static,
-    K: Sink<Bytes, Error = std::io::Error> + Unpin + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
     static NEXT_WS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -129,12 +171,9 @@ fn attach<S, K>(
         probed: false,
     };
     let connection = match query.sid.as_deref() {
-        None => {
-            // WebSocket only: the handshake is the first record.
-            let (sid, connection) = open(&shared, &registry, slot, Some(handle));
-            let _ = tx.send(WsOut::Text(handshake(&shared, &sid, false), 0));
-            Some(connection)
-        }
+        // WebSocket only: the connection queues the handshake first, and hands
+        // this socket its queue.
+        None => Some(open(&shared, &registry, slot, Some(handle)).1),
         Some(sid) => {
             // The polling connection holds its place; this socket needs none.
             drop(slot);
@@ -149,54 +188,41 @@ fn attach<S, K>(
             connection
         }
     };
-    tokio::task::spawn_local(run(frames, sink, rx, connection, id, shared));
+    tokio::task::spawn_local(run(frames, write, rx, connection, id, shared));
 }
 
-/// Reads the client's frames into packets for the connection, and writes the
-/// connection's records, until either side ends.
-async fn run<S, K>(
+/// Reads the client's frames into packets for the connection, and takes what the
+/// connection tells the socket, until either side ends.
+async fn run<S>(
     mut frames: S,
-    mut writer: K,
+    mut writer: WsWrite,
     mut rx: mpsc::UnboundedReceiver<WsOut>,
     connection: Option<Addr<EioConnection>>,
     id: u64,
     shared: Arc<Shared>,
 ) where
     S: Stream<Item = Result<Frame, ProtocolError>> + Unpin,
-    K: Sink<Bytes, Error = std::io::Error> + Unpin,
 {
-    // The connection's send backlog, once this socket carries it.
-    let mut backlog: Option<Backlog> = None;
     let mut codec = Codec::new();
     loop {
         tokio::select! {
             out = rx.recv() => {
-                let Some(out) = out else { break };
-                // Everything queued since the last write goes in one write.
-                let mut batch = BytesMut::new();
-                let mut counted = 0;
-                let mut close = false;
-                let mut next = Some(out);
-                while let Some(out) = next.take() {
-                    match out {
-                        WsOut::Text(record, bytes) => {
-                            counted += bytes;
-                            let _ = codec.encode(Message::Text(record.into()), &mut batch);
-                        }
-                        WsOut::Carrier(carrying) => backlog = Some(carrying),
-                        WsOut::Close => {
-                            close = true;
-                            let _ = codec.encode(Message::Close(None), &mut batch);
-                            break;
-                        }
+                let message = match out {
+                    None => break,
+                    Some(WsOut::Carry(queue)) => {
+                        writer.carry(queue);
+                        continue;
                     }
-                    if batch.len() < MAX_BATCH {
-                        next = rx.try_recv().ok();
+                    Some(WsOut::Text(record)) => text_message(&[record.as_bytes()]),
+                    Some(WsOut::Close) => {
+                        // A carrier's close is queued by its connection already.
+                        if !matches!(writer, WsWrite::Queue(_)) {
+                            let _ = writer.write(Bytes::from_static(&[0x88, 0x00])).await;
+                        }
+                        break;
                     }
-                }
-                let sent = writer.send(batch.freeze()).await;
-                release(&backlog, counted);
-                if sent.is_err() || close {
+                };
+                if writer.write(message).await.is_err() {
                     break;
                 }
             },
@@ -208,9 +234,16 @@ async fn run<S, K>(
                     },
                     Some(Ok(Frame::Binary(bytes))) => Ok((EioPacket::Binary(bytes.to_vec()), bytes.len())),
                     Some(Ok(Frame::Ping(bytes))) => {
+                        // A peer that pings and does not read gets no more pongs than
+                        // the connection's backlog holds.
+                        if let WsWrite::Queue(queue) = &writer {
+                            if queue.backlog().load(Ordering::Relaxed) >= shared.config.max_send_backlog {
+                                continue;
+                            }
+                        }
                         let mut pong = BytesMut::new();
                         let _ = codec.encode(Message::Pong(bytes), &mut pong);
-                        if writer.send(pong.freeze()).await.is_err() {
+                        if writer.write(pong.freeze()).await.is_err() {
                             break;
                         }
                         continue;
@@ -234,22 +267,5 @@ async fn run<S, K>(
     }
     if let Some(connection) = connection {
         connection.do_send(FromWs::Gone(id));
-    }
-    // What the connection still queued is counted off as it is dropped.
-    rx.close();
-    while let Ok(out) = rx.try_recv() {
-        if let WsOut::Text(_, counted) = out {
-            release(&backlog, counted);
-        }
-    }
-}
-
-/// Most bytes one write takes from the queue; the rest goes in the next.
-const MAX_BATCH: usize = 64 * 1024;
-
-/// Gives back `counted` bytes of the connection's send backlog once written.
-fn release(backlog: &Option<Backlog>, counted: usize) {
-    if let Some(backlog) = backlog {
-        backlog.fetch_sub(counted, Ordering::Relaxed);
     }
 }

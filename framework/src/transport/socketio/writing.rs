@@ -1,0 +1,313 @@
+//! What an Engine.IO connection writes ([`EioOut`]): the session's frames, translated
+//! into Socket.IO records on the session's thread as it delivers them, and the
+//! connection's own records, in one order, onto its carrier.
+//!
+//! Carried by a WebSocket, each record goes onto the connection's [`SendQueue`] as a
+//! whole WebSocket text message, as the native transport's frames do: a connection
+//! that keeps up gets it in the thread's flush (one `send`, or one `writev` for all
+//! that its thread queued on it in a turn), with no message to the connection's actor
+//! and no task woken per record. A broadcast's event is framed once for all its
+//! recipients ([`SharedEvent::plain`]); a recipient that adds its own offset
+//! (connection-state recovery) gets its record written into its thread's arena, a
+//! buffer many records share: no allocation of its own. Carried by long polling,
+//! records wait here for the next `GET`, and the connection is told once when the
+//! first one comes.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use actix::WeakAddr;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::carrier::Notice;
+use super::connection::EioConnection;
+use super::outbound::{Out, Outbound};
+use crate::protocol::socketio::{finish_event, SharedEvent};
+use crate::protocol::{self, text_header, Frame, WireFrame};
+use crate::session::{queued_size, SendQueue, Translate};
+
+/// One Engine.IO connection's writing side, shared by the connection's actor and its
+/// session's link ([`crate::session::Sending::Translated`]).
+pub(crate) struct EioOut {
+    /// The WebSocket's messages, once one carries the connection; and, whatever the
+    /// carrier, the backlog of everything queued (long-polling records too) and the
+    /// heartbeat.
+    queue: Arc<SendQueue>,
+    state: Mutex<State>,
+    /// The connection, told when records wait for a long poll.
+    connection: WeakAddr<EioConnection>,
+}
+
+struct State {
+    /// The session's side of the Socket.IO protocol (offsets, pings, recovery).
+    outbound: Outbound,
+    /// Records waiting for the next long poll, with their backlog bytes; `None` once
+    /// a WebSocket carries the connection.
+    polling: Option<VecDeque<(String, usize)>>,
+    /// A [`Notice::Flush`] is posted and not handled yet.
+    flush_posted: bool,
+    /// The connection is closing: the session's frames are not written any more.
+    closed: bool,
+}
+
+impl EioOut {
+    /// The writing side of a connection carried by long polling, or by a WebSocket
+    /// from the start (`websocket`).
+    pub fn new(recovery: bool, websocket: bool, connection: WeakAddr<EioConnection>) -> Self {
+        EioOut {
+            queue: SendQueue::shared(),
+            state: Mutex::new(State {
+                outbound: Outbound::new(recovery),
+                polling: (!websocket).then(VecDeque::new),
+                flush_posted: false,
+                closed: false,
+            }),
+            connection,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change is one step: a panic while holding the lock leaves it whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection's queue (a WebSocket's writer drains it).
+    pub fn queue(&self) -> &Arc<SendQueue> {
+        &self.queue
+    }
+
+    /// Runs `f` on the connection's Socket.IO state (a pong, a recovery).
+    pub fn outbound<R>(&self, f: impl FnOnce(&mut Outbound) -> R) -> R {
+        f(&mut self.state().outbound)
+    }
+
+    /// Writes one record of the connection's own, after everything queued.
+    pub fn send(&self, record: &str) {
+        let mut state = self.state();
+        self.record(&mut state, record);
+    }
+
+    /// Translates one frame of the session and writes its records; `true` when the
+    /// connection closes after them (the session's close).
+    pub fn translate(&self, frame: Frame) -> bool {
+        let mut state = self.state();
+        let out = state.outbound.frame(frame);
+        self.records(&mut state, out)
+    }
+
+    /// The records of a long poll: as many of those waiting as `max_bytes` and
+    /// `max_records` let through (at least one), counted off the backlog; `None` when
+    /// none waits.
+    pub fn take_poll(&self, max_bytes: usize, max_records: usize) -> Option<Vec<String>> {
+        let mut state = self.state();
+        state.flush_posted = false;
+        let waiting = state.polling.as_mut().filter(|r| !r.is_empty())?;
+        let mut records = Vec::new();
+        let mut size = 0;
+        while let Some((front, _)) = waiting.front() {
+            if !records.is_empty()
+                && (size + front.len() > max_bytes || records.len() == max_records)
+            {
+                break;
+            }
+            let Some((record, counted)) = waiting.pop_front() else {
+                break;
+            };
+            size += record.len() + 1;
+            self.queue.backlog().fetch_sub(counted, Ordering::Relaxed);
+            records.push(record);
+        }
+        Some(records)
+    }
+
+    /// Whether no record waits for a long poll.
+    pub fn nothing_to_poll(&self) -> bool {
+        self.state().polling.as_ref().is_none_or(VecDeque::is_empty)
+    }
+
+    /// The upgrade: from now on records go onto the queue, those waiting for a poll
+    /// first, in order (the WebSocket's writer takes the queue over).
+    pub fn to_websocket(&self) {
+        let mut state = self.state();
+        let Some(waiting) = state.polling.take() else {
+            return;
+        };
+        for (record, counted) in waiting {
+            self.queue.backlog().fetch_sub(counted, Ordering::Relaxed);
+            self.push(arena_message(&[record.as_bytes()]));
+        }
+    }
+
+    /// The connection is closing: the session's frames are written no more.
+    pub fn close(&self) {
+        self.state().closed = true;
+    }
+
+    /// The connection's last message, a WebSocket close, after what is queued; the
+    /// queue's writer then shuts the socket down.
+    pub fn finish_websocket(&self) {
+        let _state = self.state();
+        self.push(Bytes::from_static(&[0x88, 0x00]));
+        self.queue.finish();
+    }
+
+    /// The connection is gone: what waits for a poll is dropped, and the queue ends
+    /// once written.
+    pub fn stopped(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        if let Some(waiting) = state.polling.as_mut() {
+            let dropped: usize = waiting.drain(..).map(|(_, counted)| counted).sum();
+            self.queue.backlog().fetch_sub(dropped, Ordering::Relaxed);
+        }
+        drop(state);
+        self.queue.finish();
+    }
+
+    /// Writes `out`'s records; `true` when the connection closes after them.
+    fn records(&self, state: &mut State, out: Out) -> bool {
+        for record in &out.records {
+            self.record(state, record);
+        }
+        out.close
+    }
+
+    /// Writes one record onto the carrier.
+    fn record(&self, state: &mut State, record: &str) {
+        let Some(waiting) = state.polling.as_mut() else {
+            return self.push(arena_message(&[record.as_bytes()]));
+        };
+        let counted = queued_size(record.as_bytes());
+        self.queue.backlog().fetch_add(counted, Ordering::Relaxed);
+        waiting.push_back((record.to_owned(), counted));
+        if !std::mem::replace(&mut state.flush_posted, true) {
+            if let Some(connection) = self.connection.upgrade() {
+                connection.do_send(Notice::Flush);
+            }
+        }
+    }
+
+    /// A broadcast's event, with this client's offset if it takes one.
+    fn event(&self, state: &mut State, event: &SharedEvent, offset: Option<u64>) {
+        if state.polling.is_some() {
+            return self.record(state, &finish_event(&event.head, offset));
+        }
+        let Some(offset) = offset else {
+            return self.push(event.plain.clone());
+        };
+        // `,"<offset>"]`: at most 24 bytes.
+        let mut tail = [0u8; 24];
+        let mut end = &mut tail[..];
+        let _ = write!(end, ",\"{offset}\"]");
+        let written = 24 - end.len();
+        self.push(arena_message(&[event.head.as_bytes(), &tail[..written]]));
+    }
+
+    /// Queues one WebSocket message, counted in the backlog.
+    fn push(&self, message: Bytes) {
+        self.queue
+            .backlog()
+            .fetch_add(queued_size(&message), Ordering::Relaxed);
+        self.queue.push(message);
+    }
+}
+
+impl Translate for EioOut {
+    fn queue(&self) -> &SendQueue {
+        &self.queue
+    }
+
+    fn write(&self, frame: &WireFrame, counted: usize) {
+        self.queue.backlog().fetch_sub(counted, Ordering::Relaxed);
+        let mut state = self.state();
+        if state.closed {
+            return;
+        }
+        // A broadcast's event is written once for all its Socket.IO recipients;
+        // anything else is this session's own and read here.
+        let close = match frame.socketio() {
+            Some(event) => {
+                let (offset, out) = state.outbound.shared(event);
+                if let Some(offset) = offset {
+                    self.event(&mut state, event, offset);
+                }
+                self.records(&mut state, out)
+            }
+            None => match protocol::decode(&frame.payload()) {
+                Ok(frame) => {
+                    let out = state.outbound.frame(frame);
+                    self.records(&mut state, out)
+                }
+                Err(e) => {
+                    // The session encoded it: cannot happen.
+                    tracing::error!(error = %e, "a session frame did not decode");
+                    false
+                }
+            },
+        };
+        if close {
+            state.closed = true;
+            drop(state);
+            if let Some(connection) = self.connection.upgrade() {
+                connection.do_send(Notice::Close);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The thread's arena for the records written to one client only: each takes the
+    /// next bytes of a shared buffer (a reference count, no allocation of its own),
+    /// and a new buffer is made when one is full.
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// How much a new arena buffer holds (about 60 events of ~100 bytes).
+const ARENA_CHUNK: usize = 8 * 1024;
+
+/// `parts`, one after another, as one whole WebSocket text message in the thread's
+/// arena.
+fn arena_message(parts: &[&[u8]]) -> Bytes {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let (head, header) = text_header(len);
+    ARENA.with_borrow_mut(|arena| {
+        let need = header + len;
+        if arena.capacity() < need {
+            *arena = BytesMut::with_capacity(need.max(ARENA_CHUNK));
+        }
+        arena.put_slice(&head[..header]);
+        for part in parts {
+            arena.put_slice(part);
+        }
+        arena.split().freeze()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::socketio::text_message;
+
+    #[test]
+    fn an_arena_message_is_the_message_framed_alone() {
+        for len in [0, 100, 125, 126, 5_000, 70_000] {
+            let body = vec![b'x'; len];
+            let (a, b) = body.split_at(len / 2);
+            assert_eq!(arena_message(&[a, b]), text_message(&[&body]), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn records_share_an_arena_buffer() {
+        let first = arena_message(&[b"40"]);
+        let second = arena_message(&[b"41"]);
+        assert_eq!(&first[..], &[0x81, 2, b'4', b'0']);
+        assert_eq!(&second[..], &[0x81, 2, b'4', b'1']);
+        // Next to each other in one buffer (unless the first filled the last one).
+        let after = first.as_ptr() as usize + first.len();
+        assert!(second.as_ptr() as usize == after || first.len() + second.len() > ARENA_CHUNK);
+    }
+}

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::{mpsc, oneshot};
+use futures_channel::mpsc;
+use tokio::sync::oneshot;
 
 use crate::protocol::socketio::EioPacket;
 use crate::session::SendQueue;
@@ -46,7 +47,12 @@ pub(super) struct Waiting {
 pub(super) enum Carrier {
     /// Records wait in the connection's `EioOut` for the next GET.
     Polling { waiting: Option<Waiting> },
+    /// A WebSocket read by a task of its own (one that took over a polling
+    /// connection: it may be on another thread).
     WebSocket(WsHandle),
+    /// A WebSocket this connection's actor reads itself (WebSocket only, from the
+    /// start: no task, no message per packet).
+    Own,
 }
 
 /// A long-polling GET.

@@ -2,8 +2,6 @@
 //! records waiting, and the upgrade from polling to WebSocket (`2probe`, `3probe`,
 //! `5`).
 
-use std::collections::VecDeque;
-
 use actix::prelude::*;
 
 use super::carrier::{Carrier, FromWs, Poll, Waiting, WsOut};
@@ -84,20 +82,21 @@ impl Handler<FromWs> for EioConnection {
     type Result = ();
 
     fn handle(&mut self, msg: FromWs, ctx: &mut Context<Self>) {
-        let carrier = match &self.carrier {
-            Carrier::WebSocket(ws) => Some(ws.id),
-            Carrier::Polling { .. } => None,
+        let (websocket, carrier) = match &self.carrier {
+            Carrier::WebSocket(ws) => (true, Some(ws.id)),
+            Carrier::Own => (true, None),
+            Carrier::Polling { .. } => (false, None),
         };
         match msg {
             FromWs::Probe(ws) => {
-                if carrier.is_some() || self.probe.is_some() {
-                    let _ = ws.tx.send(WsOut::Close);
+                if websocket || self.probe.is_some() {
+                    let _ = ws.tx.unbounded_send(WsOut::Close);
                 } else {
                     self.probe = Some(ws);
                 }
             }
             FromWs::Packet(id, packet, size) if Some(id) == carrier => {
-                self.feed(VecDeque::from([(packet, size)]), ctx)
+                self.feed(std::iter::once((packet, size)), ctx)
             }
             FromWs::Packet(id, packet, _) if self.probe.as_ref().is_some_and(|p| p.id == id) => {
                 self.probing(packet, ctx)
@@ -122,7 +121,7 @@ impl EioConnection {
         match packet {
             EioPacket::Ping(true) => {
                 probe.probed = true;
-                let _ = probe.tx.send(WsOut::Text(EioPacket::Pong(true).encode()));
+                let _ = probe.tx.unbounded_send(WsOut::Text(EioPacket::Pong(true).encode()));
                 self.answer_poll(EioPacket::Noop.encode());
             }
             EioPacket::Upgrade => {
@@ -133,7 +132,7 @@ impl EioConnection {
                 // whatever the session writes from now on; the socket's writer
                 // takes the queue over.
                 self.out.to_websocket();
-                let _ = ws.tx.send(WsOut::Carry(self.out.queue().clone()));
+                let _ = ws.tx.unbounded_send(WsOut::Carry(self.out.queue().clone()));
                 let old = std::mem::replace(&mut self.carrier, Carrier::WebSocket(ws));
                 if let Carrier::Polling {
                     waiting: Some(w), ..

@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_http::ws::{Frame as WsFrame, ProtocolError};
 use serde_bytes::ByteBuf;
 
 use super::carrier::{Carrier, Notice, WsHandle, WsOut};
+use super::websocket::{pong, read, Read};
 use super::inbound::{inbound, Inbound, Recovery};
 use super::outbound::Outbound;
 use super::writing::EioOut;
@@ -49,34 +51,39 @@ pub(crate) struct EioConnection {
     pub(super) carrier: Carrier,
     /// A WebSocket that sent `2probe`, until its `5` makes it the carrier.
     pub(super) probe: Option<WsHandle>,
-    /// A binary packet waiting for its attachments, and its bytes so far.
-    pub(super) binary: Option<(Binary, usize)>,
+    /// A binary packet waiting for its attachments, and its bytes so far (boxed: rare,
+    /// and the connection's actor is allocated for its whole life).
+    pub(super) binary: Option<Box<(Binary, usize)>>,
     /// The client said goodbye (Engine.IO close): the session ends, not detaches.
     pub(super) client_left: bool,
     pub(super) closing: bool,
+    /// The handshake timeout, cancelled once a session is attached (its timer would
+    /// otherwise stay allocated for the connection's whole life).
+    handshake: SpawnHandle,
     pub(super) _slot: ConnectionSlot,
 }
 
 impl EioConnection {
-    /// A new connection, carried by long polling or (`ws`) by a WebSocket from the
-    /// start, whose first record is then the handshake.
+    /// A new connection, carried by long polling or (`websocket`) by a WebSocket
+    /// from the start, which this actor reads itself and whose first record is the
+    /// handshake (the caller hands the socket's writing half to the connection's
+    /// queue).
     pub fn new(
         shared: Arc<Shared>,
         registry: Arc<Registry>,
         eio_sid: Arc<str>,
         slot: ConnectionSlot,
-        ws: Option<WsHandle>,
+        websocket: bool,
         ctx: &mut Context<Self>,
     ) -> Self {
         let recovery = shared.config.socketio.as_ref().is_some_and(|s| s.recovery);
-        let out = Arc::new(EioOut::new(recovery, ws.is_some(), ctx.address().downgrade()));
-        let carrier = match ws {
-            Some(ws) => {
+        let out = Arc::new(EioOut::new(recovery, websocket, ctx.address().downgrade()));
+        let carrier = match websocket {
+            true => {
                 out.send(&super::handshake(&shared, &eio_sid, false));
-                let _ = ws.tx.send(WsOut::Carry(out.queue().clone()));
-                Carrier::WebSocket(ws)
+                Carrier::Own
             }
-            None => Carrier::Polling { waiting: None },
+            false => Carrier::Polling { waiting: None },
         };
         EioConnection {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
@@ -91,13 +98,14 @@ impl EioConnection {
             binary: None,
             client_left: false,
             closing: false,
+            handshake: SpawnHandle::default(),
             _slot: slot,
         }
     }
 
     fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
         let kind = match self.carrier {
-            Carrier::WebSocket(_) => TransportKind::WebSocket,
+            Carrier::WebSocket(_) | Carrier::Own => TransportKind::WebSocket,
             Carrier::Polling { .. } => TransportKind::Polling,
         };
         TransportLink {
@@ -116,10 +124,10 @@ impl EioConnection {
         }
         self.closing = true;
         self.out.close();
-        if let Carrier::WebSocket(ws) = &self.carrier {
+        if let Carrier::WebSocket(_) | Carrier::Own = &self.carrier {
             self.out.send(&EioPacket::Close.encode());
             self.out.finish_websocket();
-            let _ = ws.tx.send(WsOut::Close);
+            // The socket's reading ends with the actor (a task's, when it stops).
             ctx.stop();
         } else {
             // The close goes alone in the poll after what is queued: the official
@@ -151,22 +159,25 @@ impl EioConnection {
 
     /// Handles the client's packets in order; a recovery waits for the supervisor, and
     /// what follows it continues once the session is attached.
-    pub fn feed(&mut self, mut packets: VecDeque<(EioPacket, usize)>, ctx: &mut Context<Self>) {
-        while let Some((packet, mut size)) = packets.pop_front() {
+    pub fn feed<I>(&mut self, mut packets: I, ctx: &mut Context<Self>)
+    where
+        I: Iterator<Item = (EioPacket, usize)>,
+    {
+        while let Some((packet, mut size)) = packets.next() {
             if self.closing {
                 return;
             }
             let sio = match packet {
                 EioPacket::Message(text) => match SioPacket::decode(&text) {
                     Ok(packet) if packet.attachments > 0 => {
-                        self.binary = Some((Binary::new(packet), size));
+                        self.binary = Some(Box::new((Binary::new(packet), size)));
                         continue;
                     }
                     Ok(packet) => Ok(packet),
                     Err(e) => Err(e),
                 },
                 EioPacket::Binary(bytes) => {
-                    let Some((binary, so_far)) = self.binary.as_mut() else {
+                    let Some((binary, so_far)) = self.binary.as_deref_mut() else {
                         return self.refuse("attachment without a binary packet".to_owned(), ctx);
                     };
                     // The rate limit counts the packet with all its attachments.
@@ -203,7 +214,7 @@ impl EioConnection {
                     let recovery = self.out.outbound(|out| out.recovery);
                     if let Some(recovery) = recover.filter(|_| recovery) {
                         if self.session.is_none() {
-                            return self.recover(recovery, ns, auth, packets, ctx);
+                            return self.recover(recovery, ns, auth, packets.collect(), ctx);
                         }
                         let answer = self.out.outbound(|out| {
                             out.recovered_with(recovery.sid, &ns, &recovery.pid, recovery.last_seq)
@@ -223,7 +234,8 @@ impl EioConnection {
     fn connect(&mut self, ns: String, auth: Vec<u8>, size: usize, ctx: &mut Context<Self>) {
         if self.session.is_none() {
             let limit = ClientLimit::announced(None);
-            self.session = Some(start_session(&self.shared, self.link(ctx), limit));
+            let session = start_session(&self.shared, self.link(ctx), limit);
+            self.attached(session, ctx);
         }
         let auth = ByteBuf::from(auth);
         self.forward(Frame::Connect { ns, auth }, size, ctx);
@@ -260,15 +272,21 @@ impl EioConnection {
         // `wait`: nothing else from this client is handled meanwhile.
         ctx.wait(attach.into_actor(self).map(move |result, act, ctx| {
             match result {
-                Ok(session) => act.session = Some(session),
+                Ok(session) => act.attached(session, ctx),
                 Err(reason) => {
                     tracing::debug!(sid, %reason, "Socket.IO recovery failed: new session");
                     act.out.outbound(|out| *out = Outbound::new(true));
                     act.connect(ns, auth, 0, ctx);
                 }
             }
-            act.feed(rest, ctx);
+            act.feed(rest.into_iter(), ctx);
         }));
+    }
+
+    /// The connection carries `session` from now on.
+    fn attached(&mut self, session: SessionRecipient, ctx: &mut Context<Self>) {
+        self.session = Some(session);
+        ctx.cancel_future(self.handshake);
     }
 
     fn forward(&mut self, frame: Frame, size: usize, ctx: &mut Context<Self>) {
@@ -288,7 +306,7 @@ impl Actor for EioConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
+        self.handshake = ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
             if act.session.is_none() && !act.closing {
                 tracing::debug!(eio = %act.eio_sid, "Socket.IO connection without a connect: closed");
                 act.close(ctx);
@@ -303,10 +321,10 @@ impl Actor for EioConnection {
             .remove(&self.eio_sid);
         self.out.stopped();
         if let Carrier::WebSocket(ws) = &self.carrier {
-            let _ = ws.tx.send(WsOut::Close);
+            let _ = ws.tx.unbounded_send(WsOut::Close);
         }
         if let Some(probe) = &self.probe {
-            let _ = probe.tx.send(WsOut::Close);
+            let _ = probe.tx.unbounded_send(WsOut::Close);
         }
         if let Some(session) = self.session.take() {
             let reason = match self.client_left {
@@ -330,7 +348,7 @@ impl Handler<Post> for EioConnection {
     type Result = ();
 
     fn handle(&mut self, msg: Post, ctx: &mut Context<Self>) {
-        self.feed(msg.0.into(), ctx);
+        self.feed(msg.0.into_iter(), ctx);
     }
 }
 
@@ -353,6 +371,32 @@ impl Handler<ToTransport> for EioConnection {
                 self.close(ctx);
             }
         }
+    }
+}
+
+/// The frames of the WebSocket this connection reads itself ([`Carrier::Own`]).
+impl StreamHandler<Result<WsFrame, ProtocolError>> for EioConnection {
+    fn handle(&mut self, frame: Result<WsFrame, ProtocolError>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        match read(Some(frame), &self.shared) {
+            Read::Packet(packet, size) => self.feed(std::iter::once((packet, size)), ctx),
+            Read::Ping(bytes) => {
+                // A peer that pings and does not read gets no more pongs than the
+                // backlog holds.
+                let queue = self.out.queue();
+                if queue.backlog().load(Ordering::Relaxed) < self.shared.config.max_send_backlog {
+                    self.out.push(pong(bytes));
+                }
+            }
+            Read::Nothing => {}
+            Read::End => ctx.stop(),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

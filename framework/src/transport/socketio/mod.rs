@@ -24,19 +24,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_http::ws::{Frame as WsFrame, ProtocolError};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use self::carrier::{Poll, WsHandle};
+use self::carrier::Poll;
 use self::connection::{EioConnection, Post};
 use super::admission::{self, ConnectionSlot};
 use super::polling::{cors, polling_pid};
 use crate::protocol::socketio::{decode_payload, EioPacket, EIO_VERSION};
-use crate::session::Shared;
+use crate::session::{SendQueue, Shared};
 
 /// Open Engine.IO connections by sid. Touched once per HTTP request or WebSocket,
 /// never per packet.
@@ -128,24 +129,53 @@ pub(crate) fn handshake(shared: &Shared, sid: &str, upgrades: bool) -> String {
     EioPacket::Open(open.to_string()).encode()
 }
 
-/// Starts and registers a new connection.
+/// Starts and registers a new connection carried by long polling.
 pub(crate) fn open(
     shared: &Arc<Shared>,
     registry: &Arc<Registry>,
     slot: ConnectionSlot,
-    ws: Option<WsHandle>,
 ) -> (Arc<str>, Addr<EioConnection>) {
-    // In a cluster the sid starts with the node's id: a request for it that lands
-    // on another node is answered by this one (as native polling pids are).
     let sid = polling_pid(shared);
     let connection = EioConnection::create(|ctx| {
-        EioConnection::new(shared.clone(), registry.clone(), sid.clone(), slot, ws, ctx)
+        EioConnection::new(shared.clone(), registry.clone(), sid.clone(), slot, false, ctx)
     });
+    register(registry, &sid, &connection);
+    (sid, connection)
+}
+
+/// Starts and registers a new connection carried by a WebSocket from the start,
+/// which the connection's actor reads: `frames`. Returns its queue, for the socket's
+/// writing half.
+pub(crate) fn open_websocket<S>(
+    shared: &Arc<Shared>,
+    registry: &Arc<Registry>,
+    slot: ConnectionSlot,
+    frames: S,
+) -> Arc<SendQueue>
+where
+    S: Stream<Item = Result<WsFrame, ProtocolError>> + 'static,
+{
+    let sid = polling_pid(shared);
+    let mut queue = None;
+    let connection = EioConnection::create(|ctx| {
+        ctx.add_stream(frames);
+        let connection =
+            EioConnection::new(shared.clone(), registry.clone(), sid.clone(), slot, true, ctx);
+        queue = Some(connection.out.queue().clone());
+        connection
+    });
+    register(registry, &sid, &connection);
+    queue.unwrap_or_else(SendQueue::shared)
+}
+
+/// Lists a new connection under its sid. In a cluster the sid starts with the node's
+/// id: a request for it that lands on another node is answered by this one (as
+/// native polling pids are).
+fn register(registry: &Registry, sid: &Arc<str>, connection: &Addr<EioConnection>) {
     registry
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(sid.clone(), connection.clone());
-    (sid, connection)
 }
 
 fn lookup(registry: &Registry, sid: &str) -> Option<Addr<EioConnection>> {
@@ -207,7 +237,7 @@ async fn get(
         let Some(sid) = query.sid.as_deref() else {
             let slot = admission::reserve(req.head(), &shared, "socketio_polling")
                 .map_err(|r| (r.status(), r.to_string()))?;
-            let (sid, _) = open(&shared, &registry.clone().into_inner(), slot, None);
+            let (sid, _) = open(&shared, &registry.clone().into_inner(), slot);
             return Ok(handshake(&shared, &sid, true));
         };
         match lookup(&registry, sid) {

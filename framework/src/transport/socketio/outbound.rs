@@ -4,7 +4,7 @@
 //! connection-state recovery offset is: the client hands back the last one it
 //! processed, and the session replays from its outbox what follows.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use serde_json::json;
 
@@ -35,8 +35,9 @@ pub(super) struct Outbound {
     pings: VecDeque<(u64, bool)>,
     /// `seq` at the last ping written.
     last_ping: u64,
-    /// Namespaces the client is in, for the disconnects when the session ends.
-    connected: BTreeSet<String>,
+    /// Namespaces the client is in, for the disconnects when the session ends (a
+    /// few: a list, not a tree whose first node alone is ~300 bytes per connection).
+    connected: Vec<String>,
     /// Append offsets to events and give pids (connection-state recovery).
     pub recovery: bool,
     /// Namespaces that asked to recover, answered once the session says `Resumed`.
@@ -104,7 +105,7 @@ impl Outbound {
         if current != sid || !self.recovery {
             return None;
         }
-        self.connected.insert(ns.to_owned());
+        self.connect(ns);
         let missed = self.resumed_from.is_some_and(|from| last_seq < from);
         let twice = self
             .first_written
@@ -195,7 +196,7 @@ impl Outbound {
                     return;
                 };
                 let pid = pid(sid, &token, seq);
-                self.connected.insert(ns.clone());
+                self.connect(&ns);
                 let data = match self.recovery {
                     true => connected_data(sid, &ns, Some(&pid)),
                     false => connected_data(sid, &ns, None),
@@ -213,7 +214,7 @@ impl Outbound {
                 )));
             }
             Frame::Disconnect { ns, .. } => {
-                self.connected.remove(&ns);
+                self.connected.retain(|joined| *joined != ns);
                 out.records.push(message(SioPacket::new(
                     SioKind::Disconnect,
                     &ns,
@@ -263,7 +264,7 @@ impl Outbound {
             Frame::Resumed { .. } => {
                 let sid = self.session().unwrap_or_default();
                 for (ns, pid) in std::mem::take(&mut self.recovering) {
-                    self.connected.insert(ns.clone());
+                    self.connect(&ns);
                     out.records.push(message(SioPacket::new(
                         SioKind::Connect,
                         &ns,
@@ -284,6 +285,13 @@ impl Outbound {
 }
 
 impl Outbound {
+    /// Counts namespace `ns` as connected (once).
+    fn connect(&mut self, ns: &str) {
+        if !self.connected.iter().any(|joined| joined == ns) {
+            self.connected.push(ns.to_owned());
+        }
+    }
+
     fn ping(&mut self, ours: bool, out: &mut Out) {
         if self.pings.len() == MAX_PINGS {
             // A client that answers none: forget the oldest (the heartbeat ends it).

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::carrier::{FromWs, WsHandle, WsOut};
 use super::connection::EioConnection;
-use super::{lookup, open, EioQuery, Registry};
+use super::{lookup, open_websocket, EioQuery, Registry};
 use crate::protocol::socketio::{text_message, EioPacket};
 use crate::session::{queued_size, SendQueue, Shared, SocketWrite};
 use crate::transport::admission::{self, ConnectionSlot};
@@ -151,18 +151,29 @@ async fn drain(queue: Arc<SendQueue>, body: mpsc::Sender<Bytes>) {
 }
 
 /// Ties a WebSocket's frames and writer to a new connection (no sid: WebSocket
-/// only) or to the polling connection it probes, and runs it.
+/// only), which reads the frames itself, or to the polling connection it probes,
+/// with a task that reads them.
 fn attach<S>(
     shared: Arc<Shared>,
     registry: Arc<Registry>,
     query: EioQuery,
     slot: ConnectionSlot,
     frames: S,
-    write: WsWrite,
+    mut write: WsWrite,
 ) where
     S: Stream<Item = Result<Frame, ProtocolError>> + Unpin + 'static,
 {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let Some(sid) = query.sid.as_deref() else {
+        // WebSocket only: the connection queues the handshake first.
+        let queue = open_websocket(&shared, &registry, slot, frames);
+        write.carry(queue);
+        return;
+    };
+    // The polling connection holds its place; this socket needs none.
+    drop(slot);
+    // A few messages per socket (see `WsOut`): a channel that allocates per message
+    // rather than one that holds a block of slots for the socket's whole life.
+    let (tx, rx) = futures_channel::mpsc::unbounded();
     static NEXT_WS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT_WS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let handle = WsHandle {
@@ -170,25 +181,57 @@ fn attach<S>(
         tx: tx.clone(),
         probed: false,
     };
-    let connection = match query.sid.as_deref() {
-        // WebSocket only: the connection queues the handshake first, and hands
-        // this socket its queue.
-        None => Some(open(&shared, &registry, slot, Some(handle)).1),
-        Some(sid) => {
-            // The polling connection holds its place; this socket needs none.
-            drop(slot);
-            let connection = lookup(&registry, sid);
-            match &connection {
-                Some(connection) => connection.do_send(FromWs::Probe(handle)),
-                None => {
-                    tracing::debug!("Socket.IO upgrade for an unknown sid");
-                    let _ = tx.send(WsOut::Close);
-                }
-            }
-            connection
+    let connection = lookup(&registry, sid);
+    match &connection {
+        Some(connection) => connection.do_send(FromWs::Probe(handle)),
+        None => {
+            tracing::debug!("Socket.IO upgrade for an unknown sid");
+            let _ = tx.unbounded_send(WsOut::Close);
         }
-    };
+    }
     tokio::task::spawn_local(run(frames, write, rx, connection, id, shared));
+}
+
+/// What one frame of the client's is to its connection.
+pub(super) enum Read {
+    /// An Engine.IO packet, and its size as received.
+    Packet(EioPacket, usize),
+    /// A WebSocket ping, answered with a pong of the same bytes.
+    Ping(Bytes),
+    /// Nothing to do (a pong).
+    Nothing,
+    /// The socket's end: a close, an error (too large, malformed: counted as refused),
+    /// a fragment (the clients send none), or no more frames.
+    End,
+}
+
+/// Reads one frame of the client's (`None`: the socket ended).
+pub(super) fn read(frame: Option<Result<Frame, ProtocolError>>, shared: &Shared) -> Read {
+    let decoded = match frame {
+        Some(Ok(Frame::Text(bytes))) => match std::str::from_utf8(&bytes) {
+            Ok(text) => EioPacket::decode(text).map(|p| (p, bytes.len())),
+            Err(_) => return Read::End,
+        },
+        Some(Ok(Frame::Binary(bytes))) => Ok((EioPacket::Binary(bytes.to_vec()), bytes.len())),
+        Some(Ok(Frame::Ping(bytes))) => return Read::Ping(bytes),
+        Some(Ok(Frame::Pong(_))) => return Read::Nothing,
+        _ => return Read::End,
+    };
+    match decoded {
+        Ok((packet, size)) => Read::Packet(packet, size),
+        Err(_) => {
+            shared.metrics.refused("bad_frame");
+            Read::End
+        }
+    }
+}
+
+/// The pong that answers a ping of `bytes`.
+pub(super) fn pong(bytes: Bytes) -> Bytes {
+    let mut pong = BytesMut::new();
+    // A server's control frame always encodes (small, unmasked).
+    let _ = Codec::new().encode(Message::Pong(bytes), &mut pong);
+    pong.freeze()
 }
 
 /// Reads the client's frames into packets for the connection, and takes what the
@@ -196,17 +239,16 @@ fn attach<S>(
 async fn run<S>(
     mut frames: S,
     mut writer: WsWrite,
-    mut rx: mpsc::UnboundedReceiver<WsOut>,
+    mut rx: futures_channel::mpsc::UnboundedReceiver<WsOut>,
     connection: Option<Addr<EioConnection>>,
     id: u64,
     shared: Arc<Shared>,
 ) where
     S: Stream<Item = Result<Frame, ProtocolError>> + Unpin,
 {
-    let mut codec = Codec::new();
     loop {
         tokio::select! {
-            out = rx.recv() => {
+            out = rx.next() => {
                 let message = match out {
                     None => break,
                     Some(WsOut::Carry(queue)) => {
@@ -227,13 +269,9 @@ async fn run<S>(
                 }
             },
             frame = frames.next() => {
-                let packet = match frame {
-                    Some(Ok(Frame::Text(bytes))) => match std::str::from_utf8(&bytes) {
-                        Ok(text) => EioPacket::decode(text).map(|p| (p, bytes.len())),
-                        Err(_) => break,
-                    },
-                    Some(Ok(Frame::Binary(bytes))) => Ok((EioPacket::Binary(bytes.to_vec()), bytes.len())),
-                    Some(Ok(Frame::Ping(bytes))) => {
+                let (packet, size) = match read(frame, &shared) {
+                    Read::Packet(packet, size) => (packet, size),
+                    Read::Ping(bytes) => {
                         // A peer that pings and does not read gets no more pongs than
                         // the connection's backlog holds.
                         if let WsWrite::Queue(queue) = &writer {
@@ -241,22 +279,15 @@ async fn run<S>(
                                 continue;
                             }
                         }
-                        let mut pong = BytesMut::new();
-                        let _ = codec.encode(Message::Pong(bytes), &mut pong);
-                        if writer.write(pong.freeze()).await.is_err() {
+                        if writer.write(pong(bytes)).await.is_err() {
                             break;
                         }
                         continue;
                     }
-                    Some(Ok(Frame::Pong(_))) => continue,
-                    // Close, fragments (the clients send none), errors (too large).
-                    _ => break,
+                    Read::Nothing => continue,
+                    Read::End => break,
                 };
                 let Some(connection) = &connection else { break };
-                let Ok((packet, size)) = packet else {
-                    shared.metrics.refused("bad_frame");
-                    break;
-                };
                 // Waits for the connection to take it: the client's next frame is read
                 // only then, so nothing queues up unbounded in between.
                 if connection.send(FromWs::Packet(id, packet, size)).await.is_err() {

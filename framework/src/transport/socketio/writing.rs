@@ -207,7 +207,7 @@ impl EioOut {
     }
 
     /// Queues one WebSocket message, counted in the backlog.
-    fn push(&self, message: Bytes) {
+    pub fn push(&self, message: Bytes) {
         self.queue
             .backlog()
             .fetch_add(queued_size(&message), Ordering::Relaxed);

@@ -197,7 +197,41 @@ pub enum Sending {
 }
 
 /// A connection that writes the session's frames in a protocol of its own, onto its
-/// [`SendQueue`] ([`Sending::Translated`]).
+/// [`SendQueue`] ([`Sending::Translated`]). The session calls [`Translate::write`] on
+/// its own thread for every frame, in order, after counting the frame in the
+/// queue's backlog (and ending the session as a slow consumer past
+/// `Config::max_send_backlog`).
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// use volley::protocol::{Frame, WireFrame};
+/// use volley::session::{SendQueue, Translate};
+///
+/// /// Writes each frame as Volley's own binary message, as `Sending::Queue` does.
+/// struct AsIs(SendQueue);
+///
+/// impl Translate for AsIs {
+///     fn queue(&self) -> &SendQueue {
+///         &self.0
+///     }
+///
+///     fn write(&self, frame: &WireFrame, counted: usize) {
+///         let message = frame.message().clone();
+///         let backlog = self.0.backlog();
+///         backlog.fetch_sub(counted, Ordering::Relaxed);
+///         backlog.fetch_add(message.len() + 64, Ordering::Relaxed);
+///         self.0.push(message);
+///     }
+/// }
+///
+/// let connection = AsIs(SendQueue::new());
+/// let frame = WireFrame::encode(&Frame::Ping);
+/// // What the session counts before it writes: the frame and what carries it.
+/// connection.queue().backlog().fetch_add(frame.len() + 64, Ordering::Relaxed);
+/// connection.write(&frame, frame.len() + 64);
+/// let queued = connection.queue().backlog().load(Ordering::Relaxed);
+/// assert_eq!(queued, frame.message().len() + 64);
+/// ```
 pub trait Translate: Send + Sync {
     /// The connection's queue: its backlog and its heartbeat.
     fn queue(&self) -> &SendQueue;

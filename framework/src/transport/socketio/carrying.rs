@@ -18,7 +18,9 @@ impl EioConnection {
             return;
         }
         let config = &self.shared.config;
-        let Some(records) = self.out.take_poll(config.max_poll_body, config.max_poll_frames)
+        let Some(records) = self
+            .out
+            .take_poll(config.max_poll_body, config.max_poll_frames)
         else {
             return;
         };
@@ -121,7 +123,9 @@ impl EioConnection {
         match packet {
             EioPacket::Ping(true) => {
                 probe.probed = true;
-                let _ = probe.tx.unbounded_send(WsOut::Text(EioPacket::Pong(true).encode()));
+                let _ = probe
+                    .tx
+                    .unbounded_send(WsOut::Text(EioPacket::Pong(true).encode()));
                 self.answer_poll(EioPacket::Noop.encode());
             }
             EioPacket::Upgrade => {

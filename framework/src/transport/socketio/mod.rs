@@ -137,7 +137,14 @@ pub(crate) fn open(
 ) -> (Arc<str>, Addr<EioConnection>) {
     let sid = polling_pid(shared);
     let connection = EioConnection::create(|ctx| {
-        EioConnection::new(shared.clone(), registry.clone(), sid.clone(), slot, false, ctx)
+        EioConnection::new(
+            shared.clone(),
+            registry.clone(),
+            sid.clone(),
+            slot,
+            false,
+            ctx,
+        )
     });
     register(registry, &sid, &connection);
     (sid, connection)
@@ -159,8 +166,14 @@ where
     let mut queue = None;
     let connection = EioConnection::create(|ctx| {
         ctx.add_stream(frames);
-        let connection =
-            EioConnection::new(shared.clone(), registry.clone(), sid.clone(), slot, true, ctx);
+        let connection = EioConnection::new(
+            shared.clone(),
+            registry.clone(),
+            sid.clone(),
+            slot,
+            true,
+            ctx,
+        );
         queue = Some(connection.out.queue().clone());
         connection
     });

@@ -9,9 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::json;
 
 use super::inbound::pid;
-use crate::protocol::socketio::{
-    encode_event, EioPacket, SharedEvent, SioKind, SioPacket,
-};
+use crate::protocol::socketio::{encode_event, EioPacket, SharedEvent, SioKind, SioPacket};
 use crate::protocol::{Frame, ResumeToken};
 
 /// Reliable frames between two pings: a ping of ours follows when the heartbeat's

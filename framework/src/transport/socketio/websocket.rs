@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use actix_codec::Encoder;
 use actix_codec::AsyncRead;
+use actix_codec::Encoder;
 use actix_http::ws::{Codec, Frame, Message, ProtocolError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
@@ -60,7 +60,14 @@ pub(crate) fn start(
     // As the native transport: no buffer kept while the connection is idle.
     let max = shared.config.max_frame_size;
     let frames = Incoming::new(ReadChunks::new(read, read_buf.freeze()), max);
-    attach(shared, registry, query, slot, frames, WsWrite::Socket(write));
+    attach(
+        shared,
+        registry,
+        query,
+        slot,
+        frames,
+        WsWrite::Socket(write),
+    );
 }
 
 /// The WebSocket under actix-web's own `HttpServer` (`Volley::configure`): the same

@@ -47,7 +47,8 @@ struct State {
     /// Records waiting for the next long poll, with their backlog bytes; `None` once
     /// a WebSocket carries the connection.
     polling: Option<VecDeque<(String, usize)>>,
-    /// A [`Notice::Flush`] is posted and not handled yet.
+    /// A [`Notice::Flush`] was posted and no poll has taken the records since: the
+    /// next records need not post another (the next `GET` takes them all).
     flush_posted: bool,
     /// The connection is closing: the session's frames are not written any more.
     closed: bool,
@@ -296,7 +297,11 @@ mod tests {
         for len in [0, 100, 125, 126, 5_000, 70_000] {
             let body = vec![b'x'; len];
             let (a, b) = body.split_at(len / 2);
-            assert_eq!(arena_message(&[a, b]), text_message(&[&body]), "{len} bytes");
+            assert_eq!(
+                arena_message(&[a, b]),
+                text_message(&[&body]),
+                "{len} bytes"
+            );
         }
     }
 

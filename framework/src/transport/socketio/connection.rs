@@ -77,7 +77,8 @@ impl EioConnection {
         ctx: &mut Context<Self>,
     ) -> Self {
         let recovery = shared.config.socketio.as_ref().is_some_and(|s| s.recovery);
-        let out = Arc::new(EioOut::new(recovery, websocket, ctx.address().downgrade()));
+        let told = ctx.address().recipient().downgrade();
+        let out = Arc::new(EioOut::new(recovery, websocket, told));
         let carrier = match websocket {
             true => {
                 out.send(&super::handshake(&shared, &eio_sid, false));

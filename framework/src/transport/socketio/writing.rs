@@ -19,11 +19,10 @@ use std::io::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use actix::WeakAddr;
+use actix::WeakRecipient;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::carrier::Notice;
-use super::connection::EioConnection;
 use super::outbound::{Out, Outbound};
 use crate::protocol::socketio::{finish_event, SharedEvent};
 use crate::protocol::{self, text_header, Frame, WireFrame};
@@ -37,8 +36,9 @@ pub(crate) struct EioOut {
     /// heartbeat.
     queue: Arc<SendQueue>,
     state: Mutex<State>,
-    /// The connection, told when records wait for a long poll.
-    connection: WeakAddr<EioConnection>,
+    /// The connection, told when records wait for a long poll or the session's
+    /// frames ended with its close.
+    connection: WeakRecipient<Notice>,
 }
 
 struct State {
@@ -57,7 +57,7 @@ struct State {
 impl EioOut {
     /// The writing side of a connection carried by long polling, or by a WebSocket
     /// from the start (`websocket`).
-    pub fn new(recovery: bool, websocket: bool, connection: WeakAddr<EioConnection>) -> Self {
+    pub fn new(recovery: bool, websocket: bool, connection: WeakRecipient<Notice>) -> Self {
         EioOut {
             queue: SendQueue::shared(),
             state: Mutex::new(State {
@@ -289,8 +289,15 @@ fn arena_message(parts: &[&[u8]]) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::task::Poll;
+
+    use actix::prelude::*;
+    use futures_util::task::noop_waker_ref;
+
     use super::*;
     use crate::protocol::socketio::text_message;
+    use crate::protocol::EventKind;
 
     #[test]
     fn an_arena_message_is_the_message_framed_alone() {
@@ -314,5 +321,165 @@ mod tests {
         // Next to each other in one buffer (unless the first filled the last one).
         let after = first.as_ptr() as usize + first.len();
         assert!(second.as_ptr() as usize == after || first.len() + second.len() > ARENA_CHUNK);
+    }
+
+    /// Stands in for the connection: keeps the notices it is told.
+    #[derive(Default)]
+    struct Told(Vec<&'static str>);
+
+    impl Actor for Told {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Notice> for Told {
+        type Result = ();
+
+        fn handle(&mut self, notice: Notice, _: &mut Self::Context) {
+            self.0.push(match notice {
+                Notice::Flush => "flush",
+                Notice::Close => "close",
+            });
+        }
+    }
+
+    /// The notices so far (every one posted before this is handled first).
+    #[derive(Message)]
+    #[rtype(result = "Vec<&'static str>")]
+    struct Notices;
+
+    impl Handler<Notices> for Told {
+        type Result = MessageResult<Notices>;
+
+        fn handle(&mut self, _: Notices, _: &mut Self::Context) -> Self::Result {
+            MessageResult(self.0.clone())
+        }
+    }
+
+    /// Runs `test` with an `EioOut` (recovery on or off, carried by a WebSocket or
+    /// by long polling) and the address that stands in for its connection.
+    fn with_out<F>(recovery: bool, websocket: bool, test: impl FnOnce(EioOut, Addr<Told>) -> F)
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        actix::System::new().block_on(async move {
+            let told = Told::default().start();
+            let out = EioOut::new(recovery, websocket, told.clone().recipient().downgrade());
+            test(out, told).await;
+        });
+    }
+
+    fn backlog(out: &EioOut) -> usize {
+        out.queue().backlog().load(Ordering::Relaxed)
+    }
+
+    /// Everything on the queue, taken off (and off the backlog) as a writer would.
+    fn drain(out: &EioOut) -> Vec<Bytes> {
+        let mut cx = std::task::Context::from_waker(noop_waker_ref());
+        let mut taken = Vec::new();
+        while let Poll::Ready(Some(message)) = out.queue().poll_next(&mut cx) {
+            taken.push(message);
+        }
+        taken
+    }
+
+    /// Hands `frame` to the connection as the session's outlet does.
+    fn deliver(out: &EioOut, frame: &WireFrame) {
+        let counted = queued_size(&frame.payload());
+        out.queue().backlog().fetch_add(counted, Ordering::Relaxed);
+        out.write(frame, counted);
+    }
+
+    #[test]
+    fn long_polling_records_wait_for_a_poll_and_the_connection_is_told_once() {
+        with_out(true, false, |out, told| async move {
+            out.send("40");
+            out.send("2");
+            out.send("3");
+            assert_eq!(backlog(&out), (2 + 64) + (1 + 64) + (1 + 64));
+            assert_eq!(told.send(Notices).await.unwrap(), ["flush"]);
+            // Within the poll's limits, at least one record.
+            assert_eq!(out.take_poll(1_000, 2), Some(vec!["40".into(), "2".into()]));
+            assert_eq!(out.take_poll(0, 10), Some(vec!["3".into()]));
+            assert_eq!(backlog(&out), 0);
+            assert_eq!(out.take_poll(1_000, 10), None);
+            assert!(out.nothing_to_poll());
+            // A poll took the records: the next one is told again.
+            out.send("41");
+            assert_eq!(told.send(Notices).await.unwrap(), ["flush", "flush"]);
+            assert!(drain(&out).is_empty(), "nothing on the queue while polling");
+        });
+    }
+
+    #[test]
+    fn the_upgrade_moves_waiting_records_onto_the_queue_first() {
+        with_out(true, false, |out, _| async move {
+            out.send("40");
+            out.send("2");
+            out.to_websocket();
+            out.send("41");
+            assert!(out.nothing_to_poll());
+            let sent = drain(&out);
+            let expected: Vec<Bytes> = ["40", "2", "41"]
+                .iter()
+                .map(|r| text_message(&[r.as_bytes()]))
+                .collect();
+            assert_eq!(sent, expected);
+            assert_eq!(backlog(&out), 0);
+        });
+    }
+
+    #[test]
+    fn a_broadcast_is_shared_without_an_offset_and_written_once_with_one() {
+        let frame = WireFrame::event(EventKind::Reliable, "/chat", "said", br#"{"a":1}"#);
+        let volatile = WireFrame::event(EventKind::Volatile, "/chat", "said", br#"{"a":1}"#);
+        with_out(true, true, |out, _| async move {
+            deliver(&out, &frame);
+            deliver(&out, &frame);
+            deliver(&out, &volatile);
+            let sent = drain(&out);
+            let text = |m: &Bytes| String::from_utf8(m[2..].to_vec()).unwrap();
+            // Each client's own offset: the session's sequence number.
+            assert_eq!(text(&sent[0]), r#"42/chat,["said",{"a":1},"1"]"#);
+            assert_eq!(text(&sent[1]), r#"42/chat,["said",{"a":1},"2"]"#);
+            // A volatile event takes no offset: the broadcast's own bytes.
+            let plain = &volatile.socketio().unwrap().plain;
+            assert_eq!(sent[2].as_ptr(), plain.as_ptr());
+            assert_eq!(text(&sent[2]), r#"42/chat,["said",{"a":1}]"#);
+            assert_eq!(backlog(&out), 0);
+        });
+        let frame = WireFrame::event(EventKind::Reliable, "/chat", "said", br#"{"a":1}"#);
+        with_out(false, true, |out, _| async move {
+            // Without recovery every recipient writes the same bytes.
+            deliver(&out, &frame);
+            let sent = drain(&out);
+            assert_eq!(sent[0].as_ptr(), frame.socketio().unwrap().plain.as_ptr());
+        });
+    }
+
+    #[test]
+    fn a_closed_connection_writes_nothing_and_keeps_no_backlog() {
+        let frame = WireFrame::event(EventKind::Reliable, "/chat", "said", b"1");
+        with_out(true, true, |out, _| async move {
+            out.close();
+            deliver(&out, &frame);
+            assert!(drain(&out).is_empty());
+            assert_eq!(backlog(&out), 0);
+        });
+    }
+
+    #[test]
+    fn the_sessions_close_tells_the_connection_to_close() {
+        let close = WireFrame::encode(&Frame::Close {
+            reason: "kicked".into(),
+        });
+        let after = WireFrame::event(EventKind::Reliable, "/chat", "said", b"1");
+        with_out(true, true, |out, told| async move {
+            deliver(&out, &close);
+            assert_eq!(told.send(Notices).await.unwrap(), ["close"]);
+            // Nothing the session writes after its close goes out.
+            deliver(&out, &after);
+            assert!(drain(&out).is_empty());
+            assert_eq!(backlog(&out), 0);
+        });
     }
 }

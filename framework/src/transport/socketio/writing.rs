@@ -24,7 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::carrier::Notice;
 use super::outbound::{Out, Outbound};
-use crate::protocol::socketio::{finish_event, SharedEvent};
+use crate::protocol::socketio::{finish_event, text_message, SharedEvent};
 use crate::protocol::{self, text_header, Frame, WireFrame};
 use crate::session::{queued_size, SendQueue, Translate};
 
@@ -138,7 +138,7 @@ impl EioOut {
         };
         for (record, counted) in waiting {
             self.queue.backlog().fetch_sub(counted, Ordering::Relaxed);
-            self.push(arena_message(&[record.as_bytes()]));
+            self.push(self.message(&[record.as_bytes()]));
         }
     }
 
@@ -179,7 +179,7 @@ impl EioOut {
     /// Writes one record onto the carrier.
     fn record(&self, state: &mut State, record: &str) {
         let Some(waiting) = state.polling.as_mut() else {
-            return self.push(arena_message(&[record.as_bytes()]));
+            return self.push(self.message(&[record.as_bytes()]));
         };
         let counted = queued_size(record.as_bytes());
         self.queue.backlog().fetch_add(counted, Ordering::Relaxed);
@@ -204,7 +204,18 @@ impl EioOut {
         let mut end = &mut tail[..];
         let _ = write!(end, ",\"{offset}\"]");
         let written = 24 - end.len();
-        self.push(arena_message(&[event.head.as_bytes(), &tail[..written]]));
+        self.push(self.message(&[event.head.as_bytes(), &tail[..written]]));
+    }
+
+    /// `parts` as one WebSocket text message of this client's: in the thread's arena
+    /// while the connection keeps up, in bytes of its own once it is behind, so
+    /// that a client that stops reading holds on to a few arena buffers at most,
+    /// not one for each message it has not read.
+    fn message(&self, parts: &[&[u8]]) -> Bytes {
+        match keeps_up(self.queue.backlog().load(Ordering::Relaxed)) {
+            true => arena_message(parts),
+            false => text_message(parts),
+        }
     }
 
     /// Queues one WebSocket message, counted in the backlog.
@@ -266,8 +277,22 @@ thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-/// How much a new arena buffer holds (about 60 events of ~100 bytes).
-const ARENA_CHUNK: usize = 8 * 1024;
+/// How much a new arena buffer holds (about 15 events of ~100 bytes: one
+/// allocation for as many records).
+const ARENA_CHUNK: usize = 2 * 1024;
+
+/// A connection with less than this queued keeps up (what one turn of its thread
+/// queues on it under load); past it, its records get bytes of their own. A message
+/// in the arena keeps its whole buffer alive until written, so a client that stops
+/// reading holds at most the few arena buffers of its first unread messages (~12
+/// KiB), then bytes in proportion to its backlog, which `max_send_backlog` bounds.
+const ARENA_BACKLOG: usize = 1024;
+
+/// Whether a connection with `backlog` bytes queued takes its records from the
+/// arena.
+fn keeps_up(backlog: usize) -> bool {
+    backlog < ARENA_BACKLOG
+}
 
 /// `parts`, one after another, as one whole WebSocket text message in the thread's
 /// arena.
@@ -296,7 +321,6 @@ mod tests {
     use futures_util::task::noop_waker_ref;
 
     use super::*;
-    use crate::protocol::socketio::text_message;
     use crate::protocol::EventKind;
 
     #[test]
@@ -321,6 +345,29 @@ mod tests {
         // Next to each other in one buffer (unless the first filled the last one).
         let after = first.as_ptr() as usize + first.len();
         assert!(second.as_ptr() as usize == after || first.len() + second.len() > ARENA_CHUNK);
+    }
+
+    #[test]
+    fn a_connection_behind_gets_records_of_their_own() {
+        assert!(keeps_up(0));
+        assert!(keeps_up(ARENA_BACKLOG - 1));
+        assert!(!keeps_up(ARENA_BACKLOG));
+        with_out(true, true, |out, _| async move {
+            // Queued and not written (no socket): the connection falls behind.
+            let mut sent = 0;
+            while backlog(&out) < ARENA_BACKLOG {
+                out.send("2");
+                sent += 1;
+            }
+            out.send("3");
+            let queued = drain(&out);
+            assert_eq!(queued.len(), sent + 1);
+            // The first shares the thread's arena buffer; the last has its own.
+            assert!(!queued[0].is_unique());
+            assert!(queued[sent].is_unique());
+            assert_eq!(queued[sent], text_message(&[b"3"]));
+            assert_eq!(backlog(&out), 0);
+        });
     }
 
     /// Stands in for the connection: keeps the notices it is told.

@@ -16,7 +16,23 @@ pub const CHAT_ROOM: &str = "lobby";
 pub enum Dialect {
     #[default]
     Volley,
+    /// Socket.IO over a WebSocket from the start (`transports: ["websocket"]`).
     SocketIo,
+    /// Socket.IO opened with long polling and upgraded to a WebSocket, as
+    /// socket.io-client does by default.
+    SocketIoUpgrade,
+}
+
+impl Dialect {
+    /// For a Socket.IO dialect, whether its clients open with long polling and
+    /// upgrade; `None` for Volley's protocol.
+    pub fn socketio(self) -> Option<bool> {
+        match self {
+            Dialect::Volley => None,
+            Dialect::SocketIo => Some(false),
+            Dialect::SocketIoUpgrade => Some(true),
+        }
+    }
 }
 
 /// What the server sends for each `say`.

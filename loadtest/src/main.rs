@@ -55,8 +55,9 @@ scenarios
              pings every --ping-ms (default 2000); server RSS per connection
   fanout     --clients in one room, a publisher at --rate msgs/s (default 20) for
              --duration s (default 10), --size bytes of padding (default 100),
-             receivers speaking --protocol volley (default) or socketio (the same
-             server's /socket.io/); deliveries/s, server CPU per delivery, latency
+             receivers speaking --protocol volley (default), socketio (the same
+             server's /socket.io/) or socketio-upgrade (the same, opened with long
+             polling and upgraded); deliveries/s, server CPU per delivery, latency
   rooms      --rooms (default 10) x --players (default 8), inputs at --hz (default
              30) for --duration s (default 10), rooms tick at --tick-rate (default
              30); input->state latency, server tick lateness; --player raw: lean
@@ -99,7 +100,8 @@ scenarios
              publisher at --rate msgs/s, default 20, for --duration s, default 20,
              texts of --size bytes, default 80) on Volley, on Volley's Socket.IO
              endpoint, on Socket.IO 4.8 on Node and socketioxide 0.18.9 (--peers
-             volley,volley-socketio,socketio,socketioxide; built from
+             volley,volley-socketio,socketio,socketioxide, or
+             volley-socketio-upgrade: clients upgraded from polling; built from
              loadtest/peers, a peer without node/npm/cargo is skipped), and the floor
              for Volley's frame size, one write() and --batch (10) per write(); one
              table: server CPU per delivery and x floor, deliveries/s, latency,

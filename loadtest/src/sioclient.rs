@@ -1,7 +1,9 @@
 //! A small Socket.IO v5 client over Engine.IO v4 WebSocket, for `loadtest compare`:
 //! the same simulated clients drive Volley and its Socket.IO peers, so the load
-//! tester speaks their protocol too. Text framing only (no binary attachments, no
-//! polling): `0{...}` opens, `40/ns,{auth}` connects a namespace, `42/ns,[event,
+//! tester speaks their protocol too. Text framing only (no binary attachments, and
+//! long polling only for the handshake of a client that upgrades, as
+//! socket.io-client does by default: `GET` the handshake, then a WebSocket with its
+//! `sid` that sends `2probe`, reads `3probe` and sends `5`): `0{...}` opens, `40/ns,{auth}` connects a namespace, `42/ns,[event,
 //! ...args]` is an event (`42/ns,7[...]` asks for ack 7), `43/ns,7[...]` answers it,
 //! and the server's `2` (ping) is answered with `3` (pong).
 
@@ -121,23 +123,30 @@ pub struct SioClient {
 
 impl SioClient {
     /// Opens `<base>/socket.io/?EIO=4&transport=websocket` from `local` (if given)
-    /// and joins namespace `ns` with `auth`.
+    /// and joins namespace `ns` with `auth`; with `upgrade`, opens with a long-polling
+    /// handshake first and upgrades to the WebSocket.
     pub async fn connect(
         base: &str,
         ns: &str,
         auth: &Value,
         local: Option<IpAddr>,
+        upgrade: bool,
     ) -> Result<SioClient, String> {
-        let url = format!(
-            "{}/socket.io/?EIO=4&transport=websocket",
-            base.trim_end_matches('/')
-        );
+        let endpoint = format!("{}/socket.io/?EIO=4", base.trim_end_matches('/'));
         let mut http = awc::Client::builder();
         if let Some(ip) = local {
             http = http.local_address(ip);
         }
+        let http = http.finish();
+        let sid = match upgrade {
+            true => Some(polling_handshake(&http, &endpoint).await?),
+            false => None,
+        };
+        let url = match &sid {
+            Some(sid) => format!("{endpoint}&transport=websocket&sid={sid}"),
+            None => format!("{endpoint}&transport=websocket"),
+        };
         let (_, conn) = http
-            .finish()
             .ws(url.as_str())
             .connect()
             .await
@@ -147,9 +156,20 @@ impl SioClient {
             ns: ns.to_owned(),
             next_ack: 0,
         };
-        match client.next_packet().await? {
-            Packet::Open(_) => {}
-            other => return Err(format!("expected the Engine.IO open, got {other:?}")),
+        match sid {
+            // The probe, then the upgrade: the WebSocket carries the connection.
+            Some(_) => {
+                client.send("2probe".to_owned()).await?;
+                match client.conn.next().await {
+                    Some(Ok(ws::Frame::Text(text))) if &text[..] == b"3probe" => {}
+                    other => return Err(format!("expected 3probe, got {other:?}")),
+                }
+                client.send("5".to_owned()).await?;
+            }
+            None => match client.next_packet().await? {
+                Packet::Open(_) => {}
+                other => return Err(format!("expected the Engine.IO open, got {other:?}")),
+            },
         }
         client
             .send(message('0', ns, None, &auth.to_string()))
@@ -258,6 +278,28 @@ impl SioClient {
             Some(Ok(ws::Frame::Close(reason))) => Err(format!("closed by the server: {reason:?}")),
             Some(Ok(_)) => Ok(None),
         }
+    }
+}
+
+/// The long-polling handshake (`GET <endpoint>&transport=polling`): the sid.
+async fn polling_handshake(http: &awc::Client, endpoint: &str) -> Result<String, String> {
+    let url = format!("{endpoint}&transport=polling");
+    let mut response = http
+        .get(url.as_str())
+        .send()
+        .await
+        .map_err(|e| format!("handshake {url}: {e}"))?;
+    let body = response
+        .body()
+        .await
+        .map_err(|e| format!("handshake {url}: {e}"))?;
+    let text = std::str::from_utf8(&body).map_err(|e| format!("handshake: {e}"))?;
+    match parse(text)? {
+        Packet::Open(open) => open["sid"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("handshake without a sid: {text}")),
+        other => Err(format!("expected the Engine.IO open, got {other:?}")),
     }
 }
 

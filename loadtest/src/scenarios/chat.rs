@@ -54,9 +54,12 @@ impl ChatConn {
                     .map_err(|e| e.to_string())?;
                 Ok(ChatConn::Volley { client, ns })
             }
-            Dialect::SocketIo => SioClient::connect(url, CHAT_NAMESPACE, &auth, local)
-                .await
-                .map(ChatConn::SocketIo),
+            Dialect::SocketIo | Dialect::SocketIoUpgrade => {
+                let upgrade = dialect == Dialect::SocketIoUpgrade;
+                SioClient::connect(url, CHAT_NAMESPACE, &auth, local, upgrade)
+                    .await
+                    .map(ChatConn::SocketIo)
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! `compare`: Volley next to the servers people would pick instead, in one run and
 //! one table. The same chat (`scenarios/chat.rs`) runs on a minimal Volley server
 //! (`loadtest serve`'s `/chat`), on the same server's Socket.IO endpoint (its clients
-//! speaking Socket.IO v5, `volley-socketio`), on Socket.IO 4.8 on Node (`loadtest/peers/socketio`)
+//! speaking Socket.IO v5, `volley-socketio`; or opening with long polling and
+//! upgrading, `volley-socketio-upgrade`), on Socket.IO 4.8 on Node (`loadtest/peers/socketio`)
 //! and on socketioxide 0.18.9 (`loadtest/peers/socketioxide`, its own Cargo project
 //! outside the workspace), each driven by the same simulated clients: `--clients`
 //! members of one room and a publisher at `--rate` for `--duration` seconds. The
@@ -30,9 +31,10 @@ use crate::report::{Report, Series};
 use crate::timeline;
 
 /// The servers compared, by their `--peers` names.
-const PEERS: [Peer; 4] = [
+const PEERS: [Peer; 5] = [
     Peer::Volley,
     Peer::VolleySocketIo,
+    Peer::VolleySocketIoUpgrade,
     Peer::SocketIo,
     Peer::Socketioxide,
 ];
@@ -45,6 +47,8 @@ enum Peer {
     Volley,
     /// The same Volley server, its clients speaking Socket.IO to `/socket.io/`.
     VolleySocketIo,
+    /// The same, its clients opening with long polling and upgrading to WebSocket.
+    VolleySocketIoUpgrade,
     SocketIo,
     Socketioxide,
 }
@@ -54,6 +58,7 @@ impl Peer {
         match self {
             Peer::Volley => "volley",
             Peer::VolleySocketIo => "volley-socketio",
+            Peer::VolleySocketIoUpgrade => "volley-socketio-upgrade",
             Peer::SocketIo => "socketio",
             Peer::Socketioxide => "socketioxide",
         }
@@ -63,6 +68,9 @@ impl Peer {
         match self {
             Peer::Volley => "Volley (loadtest serve, /chat)",
             Peer::VolleySocketIo => "Volley's Socket.IO endpoint (same server, /socket.io/)",
+            Peer::VolleySocketIoUpgrade => {
+                "Volley's Socket.IO endpoint, clients upgraded from long polling"
+            }
             Peer::SocketIo => "Socket.IO 4.8 on Node",
             Peer::Socketioxide => "socketioxide 0.18.9 (axum)",
         }
@@ -71,6 +79,7 @@ impl Peer {
     fn dialect(self) -> Dialect {
         match self {
             Peer::Volley => Dialect::Volley,
+            Peer::VolleySocketIoUpgrade => Dialect::SocketIoUpgrade,
             _ => Dialect::SocketIo,
         }
     }
@@ -85,7 +94,7 @@ fn parse_peers(list: &str) -> Result<Vec<Peer>, String> {
                 .find(|p| p.name() == name.trim())
                 .ok_or_else(|| {
                     format!(
-                        "--peers: unknown peer '{name}' (volley, volley-socketio, socketio, socketioxide)"
+                        "--peers: unknown peer '{name}' (volley, volley-socketio, volley-socketio-upgrade, socketio, socketioxide)"
                     )
                 })
         })
@@ -414,7 +423,7 @@ async fn start(peer: Peer, dir: &Path) -> Result<PeerServer, String> {
             let (child, url) = coordinator::spawn_server(&[], None).await?;
             Ok(PeerServer { child, url })
         }
-        Peer::VolleySocketIo => {
+        Peer::VolleySocketIo | Peer::VolleySocketIoUpgrade => {
             let (child, url) = coordinator::spawn_server(&[], None).await?;
             // The Socket.IO client adds `/socket.io/` to the server's address.
             let url = url.trim_end_matches("/volley").to_owned();

@@ -44,7 +44,12 @@ impl Publishing {
         let dialect = match protocol.as_str() {
             "volley" => Dialect::Volley,
             "socketio" => Dialect::SocketIo,
-            other => return Err(format!("--protocol: '{other}' is not volley or socketio")),
+            "socketio-upgrade" => Dialect::SocketIoUpgrade,
+            other => {
+                return Err(format!(
+                    "--protocol: '{other}' is not volley, socketio or socketio-upgrade"
+                ))
+            }
         };
         Ok(Publishing {
             rate: flags.positive("rate", 20.0)?,
@@ -114,6 +119,7 @@ pub async fn run(common: &Common, publishing: Publishing) -> Result<Report, Stri
         match dialect {
             Dialect::Volley => "volley",
             Dialect::SocketIo => "socketio",
+            Dialect::SocketIoUpgrade => "socketio-upgrade",
         },
     );
     report.figure("published", "messages published", published as f64, "");
@@ -180,8 +186,8 @@ async fn publish(emitter: Emitter, rate: f64, duration: Duration, pad: String) -
 }
 
 pub async fn client(ctx: &WorkerCtx, index: usize, dialect: Dialect) {
-    if dialect == Dialect::SocketIo {
-        return socketio_client(ctx, index).await;
+    if let Some(upgrade) = dialect.socketio() {
+        return socketio_client(ctx, index, upgrade).await;
     }
     let config = sim::config(ctx, index);
     let Some((client, mut ns)) = sim::open(ctx, index, NAMESPACE, config).await else {
@@ -214,11 +220,11 @@ pub async fn client(ctx: &WorkerCtx, index: usize, dialect: Dialect) {
 
 /// A receiver speaking Socket.IO to the server's `/socket.io/` endpoint: the same
 /// room, the same numbered messages, as Socket.IO events (`pub`, then the offset).
-async fn socketio_client(ctx: &WorkerCtx, index: usize) {
+async fn socketio_client(ctx: &WorkerCtx, index: usize, upgrade: bool) {
     let base = ctx.url.trim_end_matches("/volley");
     let local = sim::source_address(ctx, index);
     let started = std::time::Instant::now();
-    let mut sio = match SioClient::connect(base, NAMESPACE, &json!({}), local).await {
+    let mut sio = match SioClient::connect(base, NAMESPACE, &json!({}), local, upgrade).await {
         Ok(sio) => sio,
         Err(e) => return ctx.fail(format!("{}: {e}", sim::who(ctx, index))),
     };

@@ -169,24 +169,33 @@ fn fanout_delivers_every_message_once() {
 
 #[test]
 fn fanout_reaches_socketio_receivers_every_message_once() {
-    let (report, _) = run_with(
-        &[
-            "fanout",
-            "--clients",
-            "50",
-            "--rate",
-            "20",
-            "--duration",
-            "2",
-            "--protocol",
-            "socketio",
-        ],
-        &["--spawn"],
-    );
-    let published = report["figures"]["published"].as_u64().unwrap();
-    assert_eq!(published, 40);
-    assert_eq!(report["reliable_checked"], published * 50);
-    assert_eq!(report["figures"]["deliveries"], published * 50);
+    // WebSocket-only receivers, and receivers that open with long polling and
+    // upgrade (socket.io-client's default).
+    for protocol in ["socketio", "socketio-upgrade"] {
+        let (report, _) = run_with(
+            &[
+                "fanout",
+                "--clients",
+                "50",
+                "--rate",
+                "20",
+                "--duration",
+                "2",
+                "--protocol",
+                protocol,
+            ],
+            &["--spawn"],
+        );
+        assert_eq!(report["settings"]["protocol"], protocol);
+        let published = report["figures"]["published"].as_u64().unwrap();
+        assert_eq!(published, 40, "{protocol}");
+        assert_eq!(report["reliable_checked"], published * 50, "{protocol}");
+        assert_eq!(
+            report["figures"]["deliveries"],
+            published * 50,
+            "{protocol}"
+        );
+    }
 }
 
 /// 10 rooms of 5 players at 20 Hz for 2 s.

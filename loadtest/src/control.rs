@@ -47,6 +47,30 @@ pub struct Plan {
     pub scenario: ScenarioPlan,
 }
 
+/// Who plays a game room (`rooms --player`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Player {
+    /// The framework's Rust client.
+    #[default]
+    Client,
+    /// The load tester's lean player on a raw WebSocket (`rawplayer.rs`).
+    Raw,
+    /// A Socket.IO client (`sioclient.rs`) on the server's `/socket.io/`.
+    SocketIo,
+}
+
+impl Player {
+    /// Its `--player` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Player::Client => "client",
+            Player::Raw => "raw",
+            Player::SocketIo => "socketio",
+        }
+    }
+}
+
 /// The scenario-specific part of a [`Plan`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "scenario", rename_all = "snake_case")]
@@ -63,10 +87,9 @@ pub enum ScenarioPlan {
         room_size: usize,
         /// Inputs each player sends per second.
         input_hz: f64,
-        /// Players speak the protocol over a raw WebSocket (`--player raw`) instead
-        /// of through the Rust client.
+        /// Who the players are (`--player`).
         #[serde(default)]
-        raw: bool,
+        player: Player,
     },
     Reconnect {
         /// Numbered messages per second each session sends, and the server sends it.

@@ -61,7 +61,8 @@ scenarios
   rooms      --rooms (default 10) x --players (default 8), inputs at --hz (default
              30) for --duration s (default 10), rooms tick at --tick-rate (default
              30); input->state latency, server tick lateness; --player raw: lean
-             players on a raw WebSocket instead of the Rust client (--player client)
+             players on a raw WebSocket instead of the Rust client (--player client);
+             --player socketio: Socket.IO clients on the server's /socket.io/
   reconnect  --clients sessions stream --msg-rate msgs/s each (default 5) through a
              cutting proxy; after --warmup s (default 1) all are cut at once; they
              resume with back-off from --backoff-ms (default 1000); streaming goes

@@ -20,8 +20,8 @@ pub enum Packet {
     Open(Value),
     /// Engine.IO `2`: answer with a pong.
     Ping,
-    /// Socket.IO `0`: the namespace accepted us.
-    Connected { ns: String },
+    /// Socket.IO `0`: the namespace accepted us (`data`: the socket's `sid`, ...).
+    Connected { ns: String, data: Value },
     /// Socket.IO `4`: the namespace refused us.
     ConnectError { ns: String, data: Value },
     /// Socket.IO `2`: an event with its arguments.
@@ -81,7 +81,7 @@ pub fn parse(text: &str) -> Result<Packet, String> {
         }
     };
     Ok(match kind {
-        "0" => Packet::Connected { ns },
+        "0" => Packet::Connected { ns, data: value()? },
         "4" => Packet::ConnectError { ns, data: value()? },
         "2" => {
             let mut args = array()?;
@@ -118,6 +118,8 @@ pub fn message(kind: char, ns: &str, ack: Option<u64>, json: &str) -> String {
 pub struct SioClient {
     conn: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
     ns: String,
+    /// The socket's id, from the namespace's connect answer.
+    id: String,
     next_ack: u64,
 }
 
@@ -154,6 +156,7 @@ impl SioClient {
         let mut client = SioClient {
             conn,
             ns: ns.to_owned(),
+            id: String::new(),
             next_ack: 0,
         };
         match sid {
@@ -176,13 +179,21 @@ impl SioClient {
             .await?;
         loop {
             match client.next_packet().await? {
-                Packet::Connected { ns: n } if n == client.ns => return Ok(client),
+                Packet::Connected { ns: n, data } if n == client.ns => {
+                    client.id = data["sid"].as_str().unwrap_or_default().to_owned();
+                    return Ok(client);
+                }
                 Packet::ConnectError { data, .. } => {
                     return Err(format!("namespace {ns} refused: {data}"))
                 }
                 _ => {}
             }
         }
+    }
+
+    /// The socket's id, as the server named it in its connect answer.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Emits `event` with `args` (each one argument).
@@ -325,9 +336,18 @@ mod tests {
         assert_eq!(parse("2"), Ok(Packet::Ping));
         assert_eq!(
             parse(r#"40/chat,{"sid":"x"}"#),
-            Ok(Packet::Connected { ns: "/chat".into() })
+            Ok(Packet::Connected {
+                ns: "/chat".into(),
+                data: json!({"sid": "x"})
+            })
         );
-        assert_eq!(parse("40"), Ok(Packet::Connected { ns: "/".into() }));
+        assert_eq!(
+            parse("40"),
+            Ok(Packet::Connected {
+                ns: "/".into(),
+                data: Value::Null
+            })
+        );
         assert_eq!(
             parse(r#"42/chat,["message",{"from":"a","text":"hi"}]"#),
             Ok(Packet::Event {

@@ -235,14 +235,20 @@ fn rooms_tick_and_answer_inputs() {
 }
 
 #[test]
-fn raw_players_play_the_same_game() {
+fn raw_and_socketio_players_play_the_same_game() {
+    for player in ["raw", "socketio"] {
+        raw_or_socketio_players(player);
+    }
+}
+
+fn raw_or_socketio_players(player: &str) {
     let args: Vec<&str> = SMALL_ROOMS
         .iter()
         .copied()
-        .chain(["--player", "raw"])
+        .chain(["--player", player])
         .collect();
     let (report, _) = run_with(&args, &["--spawn"]);
-    assert_eq!(report["settings"]["player"], "raw");
+    assert_eq!(report["settings"]["player"], player);
     assert_eq!(report["connected"], 50);
     assert_eq!(report["figures"]["server_rooms"], 10);
     // Every input numbered, checked against the server's count: none lost.

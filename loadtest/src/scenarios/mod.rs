@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use crate::args::Flags;
 use crate::client_ctx::WorkerCtx;
-use crate::control::{Outcome, ScenarioPlan};
+use crate::control::{Outcome, Player, ScenarioPlan};
 use crate::proc::ProcSample;
 use crate::report::Report;
 
@@ -70,13 +70,12 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
         ScenarioPlan::Rooms {
             room_size,
             input_hz,
-            raw: false,
-        } => rooms::client(&ctx, index, room_size, input_hz).await,
-        ScenarioPlan::Rooms {
-            room_size,
-            input_hz,
-            raw: true,
-        } => rooms::raw_client(&ctx, index, room_size, input_hz).await,
+            player,
+        } => match player {
+            Player::Client => rooms::client(&ctx, index, room_size, input_hz).await,
+            Player::Raw => rooms::raw_client(&ctx, index, room_size, input_hz).await,
+            Player::SocketIo => rooms::sio_client(&ctx, index, room_size, input_hz).await,
+        },
         ScenarioPlan::Reconnect {
             msg_rate,
             stream_limit_s,
@@ -103,6 +102,17 @@ pub fn raw_player(flags: &Flags) -> Result<bool, String> {
         "client" => Ok(false),
         "raw" => Ok(true),
         other => Err(format!("--player {other}: client or raw")),
+    }
+}
+
+/// `--player` of the game rooms: `client` (the default), `raw`, or `socketio` (a
+/// Socket.IO client on the server's `/socket.io/`).
+pub fn room_player(flags: &Flags) -> Result<Player, String> {
+    match flags.get::<String>("player", "client".into())?.as_str() {
+        "client" => Ok(Player::Client),
+        "raw" => Ok(Player::Raw),
+        "socketio" => Ok(Player::SocketIo),
+        other => Err(format!("--player {other}: client, raw or socketio")),
     }
 }
 

@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use volley::client::ClientError;
 use volley::{JoinRequest, Joined};
 
 use super::{per_second, server_figures, thread_figures};
 use crate::args::Flags;
 use crate::client_ctx::WorkerCtx;
-use crate::control::ScenarioPlan;
+use crate::control::{Player, ScenarioPlan};
 use crate::coordinator::{Common, Run};
 use crate::histogram::Histogram;
 use crate::proc;
@@ -24,6 +25,7 @@ use crate::report::Report;
 use crate::sampler::server_metrics;
 use crate::server::{FlushAnswer, Input, PulseState, ServerMetrics, GAME_NAMESPACE, ROOM_TYPE};
 use crate::sim;
+use crate::sioclient::SioClient;
 
 /// What `rooms` plays: how many rooms of how many players, at what rates, how long.
 #[derive(Debug, Clone, Copy)]
@@ -33,9 +35,9 @@ pub struct Play {
     pub hz: f64,
     pub tick_rate: u32,
     pub duration: f64,
-    /// `--player raw`: lean players on a raw WebSocket (`rawplayer.rs`), not the
-    /// Rust client.
-    pub raw: bool,
+    /// `--player`: the Rust client, lean players on a raw WebSocket
+    /// (`rawplayer.rs`), or Socket.IO clients.
+    pub player: Player,
 }
 
 impl Play {
@@ -50,7 +52,7 @@ impl Play {
             hz: flags.positive("hz", 30.0)?,
             tick_rate: flags.get("tick-rate", 30)?,
             duration: flags.positive(duration, 10.0)?,
-            raw: super::raw_player(flags)?,
+            player: super::room_player(flags)?,
         })
     }
 
@@ -123,13 +125,13 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
         hz,
         tick_rate,
         duration,
-        raw,
+        player,
     } = play;
     let mut run = Run::start("rooms", common).await?;
     let plan = ScenarioPlan::Rooms {
         room_size: players,
         input_hz: hz,
-        raw,
+        player,
     };
     run.start_workers(common, plan).await?;
     run.connect(common.connect_timeout).await;
@@ -170,7 +172,7 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     report.setting("hz", hz);
     report.setting("tick_rate", tick_rate);
     report.setting("duration_s", duration);
-    report.setting("player", if raw { "raw" } else { "client" });
+    report.setting("player", player.name());
     let c = &tally.counters;
     report.figure(
         "inputs_per_s",
@@ -551,6 +553,101 @@ pub async fn raw_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64
         Err(e) => ctx.problem(format!("{who}: 'flush' not acknowledged: {e}")),
     }
     player.close().await;
+}
+
+/// A player of `--player socketio`: the same game as [`client`] (the same join,
+/// inputs, states and checks), as a Socket.IO client of the server's `/socket.io/`
+/// (WebSocket only): each input an event, each state an event.
+pub async fn sio_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
+    let who = sim::who(ctx, index);
+    let base = ctx.url.trim_end_matches("/volley");
+    let local = sim::source_address(ctx, index);
+    let started = Instant::now();
+    let connected = SioClient::connect(base, GAME_NAMESPACE, &json!({}), local, false).await;
+    let mut sio = match connected {
+        Ok(sio) => sio,
+        Err(e) => return ctx.fail(format!("{who}: {e}")),
+    };
+    ctx.record("connect", started.elapsed());
+    // Volley names a socket by its session's id in hex, then the namespace.
+    let id = sio.id().trim_end_matches(GAME_NAMESPACE);
+    let Ok(me) = u64::from_str_radix(id, 16) else {
+        return ctx.fail(format!("{who}: a socket id that is not Volley's: {id}"));
+    };
+    let group = (ctx.plan.first_client + index) / room_size;
+    let request = JoinRequest::new(ROOM_TYPE).filter("group", group as u64);
+    let joined = tokio::time::timeout(
+        sim::ACK_WAIT,
+        sio.emit_with_ack("join_game", &[json!(request)]),
+    )
+    .await;
+    match joined {
+        // `Result<Joined, String>` as JSON: `{"Ok": …}` or `{"Err": …}`.
+        Ok(Ok(answer)) if answer.first().is_some_and(|a| a.get("Ok").is_some()) => ctx.ready(),
+        Ok(Ok(answer)) => return ctx.fail(format!("{who}: join refused: {answer:?}")),
+        Ok(Err(e)) => return ctx.fail(format!("{who}: join: {e}")),
+        Err(_) => return ctx.fail(format!("{who}: join unanswered")),
+    }
+
+    // States arrive from the moment the player sits: read them while waiting.
+    loop {
+        tokio::select! {
+            _ = ctx.until_running() => break,
+            event = sio.next_event() => if let Err(e) = event {
+                return ctx.problem(format!("{who}: {e}"));
+            },
+        }
+    }
+
+    enum Step {
+        Input,
+        Event(Result<(String, Vec<serde_json::Value>), String>),
+        Finish,
+    }
+    let mut inputs = Inputs::new(hz);
+    loop {
+        let step = tokio::select! {
+            _ = inputs.due() => Step::Input,
+            event = sio.next_event() => Step::Event(event),
+            _ = ctx.until_finishing() => Step::Finish,
+        };
+        match step {
+            Step::Input => {
+                let input = json!(Input { seq: inputs.next });
+                if let Err(e) = sio.emit("input", &[input]).await {
+                    ctx.problem(format!("{who}: input not sent: {e}"));
+                    break;
+                }
+                inputs.sent(ctx);
+            }
+            Step::Event(Err(e)) => {
+                ctx.problem(format!("{who}: {e}"));
+                break;
+            }
+            Step::Event(Ok((name, args))) => {
+                if name != "state" {
+                    continue;
+                }
+                ctx.delivered(crate::control::unix_us());
+                let state = args.into_iter().next().map(serde_json::from_value);
+                if let Some(Ok(state)) = state {
+                    inputs.applied(ctx, &state, me);
+                }
+            }
+            Step::Finish => break,
+        }
+    }
+    // Every input before the flush has reached the server once it answers.
+    let flushed = tokio::time::timeout(sim::ACK_WAIT, sio.emit_with_ack("flush", &[])).await;
+    let answer = match flushed {
+        Ok(Ok(args)) => args.into_iter().next().map(serde_json::from_value),
+        _ => None,
+    };
+    match answer {
+        Some(Ok::<FlushAnswer, _>(answer)) => ctx.stream("inputs", inputs.next, answer.c2s),
+        _ => ctx.problem(format!("{who}: 'flush' not acknowledged")),
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sio.close()).await;
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub enum Player {
     Raw,
     /// A Socket.IO client (`sioclient.rs`) on the server's `/socket.io/`.
     SocketIo,
+    /// The same, opening with long polling and upgrading to WebSocket.
+    SocketIoUpgrade,
 }
 
 impl Player {
@@ -67,6 +69,7 @@ impl Player {
             Player::Client => "client",
             Player::Raw => "raw",
             Player::SocketIo => "socketio",
+            Player::SocketIoUpgrade => "socketio-upgrade",
         }
     }
 }

@@ -63,6 +63,7 @@ scenarios
              30); input->state latency, server tick lateness; --player raw: lean
              players on a raw WebSocket instead of the Rust client (--player client);
              --player socketio: Socket.IO clients on the server's /socket.io/
+             (socketio-upgrade: opened with long polling and upgraded)
   reconnect  --clients sessions stream --msg-rate msgs/s each (default 5) through a
              cutting proxy; after --warmup s (default 1) all are cut at once; they
              resume with back-off from --backoff-ms (default 1000); streaming goes

@@ -74,7 +74,10 @@ pub async fn client(ctx: Rc<WorkerCtx>, index: usize) {
         } => match player {
             Player::Client => rooms::client(&ctx, index, room_size, input_hz).await,
             Player::Raw => rooms::raw_client(&ctx, index, room_size, input_hz).await,
-            Player::SocketIo => rooms::sio_client(&ctx, index, room_size, input_hz).await,
+            Player::SocketIo => rooms::sio_client(&ctx, index, room_size, input_hz, false).await,
+            Player::SocketIoUpgrade => {
+                rooms::sio_client(&ctx, index, room_size, input_hz, true).await
+            }
         },
         ScenarioPlan::Reconnect {
             msg_rate,
@@ -105,14 +108,18 @@ pub fn raw_player(flags: &Flags) -> Result<bool, String> {
     }
 }
 
-/// `--player` of the game rooms: `client` (the default), `raw`, or `socketio` (a
-/// Socket.IO client on the server's `/socket.io/`).
+/// `--player` of the game rooms: `client` (the default), `raw`, `socketio` (a
+/// Socket.IO client on the server's `/socket.io/`) or `socketio-upgrade` (the same,
+/// opening with long polling and upgrading).
 pub fn room_player(flags: &Flags) -> Result<Player, String> {
     match flags.get::<String>("player", "client".into())?.as_str() {
         "client" => Ok(Player::Client),
         "raw" => Ok(Player::Raw),
         "socketio" => Ok(Player::SocketIo),
-        other => Err(format!("--player {other}: client, raw or socketio")),
+        "socketio-upgrade" => Ok(Player::SocketIoUpgrade),
+        other => Err(format!(
+            "--player {other}: client, raw, socketio or socketio-upgrade"
+        )),
     }
 }
 

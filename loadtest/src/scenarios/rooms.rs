@@ -557,13 +557,14 @@ pub async fn raw_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64
 
 /// A player of `--player socketio`: the same game as [`client`] (the same join,
 /// inputs, states and checks), as a Socket.IO client of the server's `/socket.io/`
-/// (WebSocket only): each input an event, each state an event.
-pub async fn sio_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64) {
+/// (WebSocket only, or with `upgrade` opened with long polling and upgraded): each
+/// input an event, each state an event.
+pub async fn sio_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64, upgrade: bool) {
     let who = sim::who(ctx, index);
     let base = ctx.url.trim_end_matches("/volley");
     let local = sim::source_address(ctx, index);
     let started = Instant::now();
-    let connected = SioClient::connect(base, GAME_NAMESPACE, &json!({}), local, false).await;
+    let connected = SioClient::connect(base, GAME_NAMESPACE, &json!({}), local, upgrade).await;
     let mut sio = match connected {
         Ok(sio) => sio,
         Err(e) => return ctx.fail(format!("{who}: {e}")),

@@ -236,7 +236,7 @@ fn rooms_tick_and_answer_inputs() {
 
 #[test]
 fn raw_and_socketio_players_play_the_same_game() {
-    for player in ["raw", "socketio"] {
+    for player in ["raw", "socketio", "socketio-upgrade"] {
         raw_or_socketio_players(player);
     }
 }

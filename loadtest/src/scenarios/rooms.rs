@@ -20,7 +20,7 @@ use crate::control::{Player, ScenarioPlan};
 use crate::coordinator::{Common, Run};
 use crate::histogram::Histogram;
 use crate::proc;
-use crate::rawplayer::RawEvent;
+use crate::rawplayer::RawPlayer;
 use crate::report::Report;
 use crate::sampler::server_metrics;
 use crate::server::{FlushAnswer, Input, PulseState, ServerMetrics, GAME_NAMESPACE, ROOM_TYPE};
@@ -498,55 +498,9 @@ pub async fn raw_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64
         Err(e) => return ctx.fail(format!("{who}: join: {e}")),
     }
     let me = player.sid();
-
-    // States arrive from the moment the player sits: read them while waiting.
-    loop {
-        tokio::select! {
-            _ = ctx.until_running() => break,
-            event = player.next_event() => if let Err(e) = event {
-                return ctx.problem(format!("{who}: {e}"));
-            },
-        }
-    }
-
-    enum Step {
-        Input,
-        Event(Result<RawEvent, String>),
-        Finish,
-    }
-    let mut inputs = Inputs::new(hz);
-    loop {
-        // The branches only read; what a step writes happens after the `select!`,
-        // whose futures (a read halfway, perhaps) are gone by then.
-        let step = tokio::select! {
-            _ = inputs.due() => Step::Input,
-            event = player.next_event() => Step::Event(event),
-            _ = ctx.until_finishing() => Step::Finish,
-        };
-        match step {
-            Step::Input => {
-                if let Err(e) = player.emit("input", &Input { seq: inputs.next }).await {
-                    ctx.problem(format!("{who}: input not sent: {e}"));
-                    break;
-                }
-                inputs.sent(ctx);
-            }
-            Step::Event(Err(e)) => {
-                ctx.problem(format!("{who}: {e}"));
-                break;
-            }
-            Step::Event(Ok(event)) => {
-                if event.name != "state" {
-                    continue;
-                }
-                ctx.delivered(crate::control::unix_us());
-                if let Ok(state) = serde_json::from_slice::<PulseState>(&event.payload) {
-                    inputs.applied(ctx, &state, me);
-                }
-            }
-            Step::Finish => break,
-        }
-    }
+    let Some(inputs) = play(ctx, &who, &mut player, me, hz).await else {
+        return;
+    };
     // Every input before the flush has reached the server once it answers.
     match player.ask::<_, FlushAnswer>("flush", &(), |_| {}).await {
         Ok(answer) => ctx.stream("inputs", inputs.next, answer.c2s),
@@ -590,54 +544,9 @@ pub async fn sio_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64
         Err(_) => return ctx.fail(format!("{who}: join unanswered")),
     }
 
-    // States arrive from the moment the player sits: read them while waiting.
-    loop {
-        tokio::select! {
-            _ = ctx.until_running() => break,
-            event = sio.next_event() => if let Err(e) = event {
-                return ctx.problem(format!("{who}: {e}"));
-            },
-        }
-    }
-
-    enum Step {
-        Input,
-        Event(Result<(String, Vec<serde_json::Value>), String>),
-        Finish,
-    }
-    let mut inputs = Inputs::new(hz);
-    loop {
-        let step = tokio::select! {
-            _ = inputs.due() => Step::Input,
-            event = sio.next_event() => Step::Event(event),
-            _ = ctx.until_finishing() => Step::Finish,
-        };
-        match step {
-            Step::Input => {
-                let input = json!(Input { seq: inputs.next });
-                if let Err(e) = sio.emit("input", &[input]).await {
-                    ctx.problem(format!("{who}: input not sent: {e}"));
-                    break;
-                }
-                inputs.sent(ctx);
-            }
-            Step::Event(Err(e)) => {
-                ctx.problem(format!("{who}: {e}"));
-                break;
-            }
-            Step::Event(Ok((name, args))) => {
-                if name != "state" {
-                    continue;
-                }
-                ctx.delivered(crate::control::unix_us());
-                let state = args.into_iter().next().map(serde_json::from_value);
-                if let Some(Ok(state)) = state {
-                    inputs.applied(ctx, &state, me);
-                }
-            }
-            Step::Finish => break,
-        }
-    }
+    let Some(inputs) = play(ctx, &who, &mut sio, me, hz).await else {
+        return;
+    };
     // Every input before the flush has reached the server once it answers.
     let flushed = tokio::time::timeout(sim::ACK_WAIT, sio.emit_with_ack("flush", &[])).await;
     let answer = match flushed {
@@ -649,6 +558,114 @@ pub async fn sio_client(ctx: &WorkerCtx, index: usize, room_size: usize, hz: f64
         _ => ctx.problem(format!("{who}: 'flush' not acknowledged")),
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), sio.close()).await;
+}
+
+/// What a seated player read: a state (`None` inside if it did not decode), or
+/// another event.
+enum Seen {
+    State(Option<PulseState>),
+    Other,
+}
+
+/// A seated player's connection, as [`play`] drives it: the raw player's and the
+/// Socket.IO client's.
+trait Seat {
+    /// The next event from the game's namespace.
+    async fn next(&mut self) -> Result<Seen, String>;
+    /// Sends input `seq`.
+    async fn input(&mut self, seq: u64) -> Result<(), String>;
+}
+
+impl Seat for RawPlayer {
+    async fn next(&mut self) -> Result<Seen, String> {
+        let event = self.next_event().await?;
+        Ok(match event.name == "state" {
+            true => Seen::State(serde_json::from_slice(&event.payload).ok()),
+            false => Seen::Other,
+        })
+    }
+
+    async fn input(&mut self, seq: u64) -> Result<(), String> {
+        self.emit("input", &Input { seq }).await
+    }
+}
+
+impl Seat for SioClient {
+    async fn next(&mut self) -> Result<Seen, String> {
+        let (name, args) = self.next_event().await?;
+        Ok(match name == "state" {
+            true => Seen::State(
+                args.into_iter()
+                    .next()
+                    .and_then(|state| serde_json::from_value(state).ok()),
+            ),
+            false => Seen::Other,
+        })
+    }
+
+    async fn input(&mut self, seq: u64) -> Result<(), String> {
+        self.emit("input", &[json!(Input { seq })]).await
+    }
+}
+
+/// Plays a seated player `me` until the run finishes: states read while waiting for
+/// the start, then inputs at `hz` and every state timed. Its inputs, or `None` when
+/// the connection failed (told as a problem).
+async fn play(
+    ctx: &WorkerCtx,
+    who: &str,
+    seat: &mut impl Seat,
+    me: u64,
+    hz: f64,
+) -> Option<Inputs> {
+    // States arrive from the moment the player sits: read them while waiting.
+    loop {
+        tokio::select! {
+            _ = ctx.until_running() => break,
+            seen = seat.next() => if let Err(e) = seen {
+                ctx.problem(format!("{who}: {e}"));
+                return None;
+            },
+        }
+    }
+
+    enum Step {
+        Input,
+        Seen(Result<Seen, String>),
+        Finish,
+    }
+    let mut inputs = Inputs::new(hz);
+    loop {
+        // The branches only read; what a step writes happens after the `select!`,
+        // whose futures (a read halfway, perhaps) are gone by then.
+        let step = tokio::select! {
+            _ = inputs.due() => Step::Input,
+            seen = seat.next() => Step::Seen(seen),
+            _ = ctx.until_finishing() => Step::Finish,
+        };
+        match step {
+            Step::Input => {
+                if let Err(e) = seat.input(inputs.next).await {
+                    ctx.problem(format!("{who}: input not sent: {e}"));
+                    break;
+                }
+                inputs.sent(ctx);
+            }
+            Step::Seen(Err(e)) => {
+                ctx.problem(format!("{who}: {e}"));
+                break;
+            }
+            Step::Seen(Ok(Seen::State(state))) => {
+                ctx.delivered(crate::control::unix_us());
+                if let Some(state) = state {
+                    inputs.applied(ctx, &state, me);
+                }
+            }
+            Step::Seen(Ok(Seen::Other)) => {}
+            Step::Finish => break,
+        }
+    }
+    Some(inputs)
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ impl EioConnection {
         let out = Arc::new(EioOut::new(recovery, websocket, told));
         let carrier = match websocket {
             true => {
-                out.send(&super::handshake(&shared, &eio_sid, false));
+                out.send(super::handshake(&shared, &eio_sid, false));
                 Carrier::Own
             }
             false => Carrier::Polling { waiting: None },
@@ -126,7 +126,7 @@ impl EioConnection {
         self.closing = true;
         self.out.close();
         if let Carrier::WebSocket(_) | Carrier::Own = &self.carrier {
-            self.out.send(&EioPacket::Close.encode());
+            self.out.send(EioPacket::Close.encode());
             self.out.finish_websocket();
             // The socket's reading ends with the actor (a task's, when it stops).
             ctx.stop();
@@ -221,7 +221,7 @@ impl EioConnection {
                             out.recovered_with(recovery.sid, &ns, &recovery.pid, recovery.last_seq)
                         });
                         if let Some(answer) = answer {
-                            self.out.send(&answer);
+                            self.out.send(answer);
                             continue;
                         }
                     }

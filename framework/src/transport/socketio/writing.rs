@@ -86,7 +86,7 @@ impl EioOut {
     }
 
     /// Writes one record of the connection's own, after everything queued.
-    pub fn send(&self, record: &str) {
+    pub fn send(&self, record: String) {
         let mut state = self.state();
         self.record(&mut state, record);
     }
@@ -170,20 +170,20 @@ impl EioOut {
 
     /// Writes `out`'s records; `true` when the connection closes after them.
     fn records(&self, state: &mut State, out: Out) -> bool {
-        for record in &out.records {
+        for record in out.records {
             self.record(state, record);
         }
         out.close
     }
 
     /// Writes one record onto the carrier.
-    fn record(&self, state: &mut State, record: &str) {
+    fn record(&self, state: &mut State, record: String) {
         let Some(waiting) = state.polling.as_mut() else {
             return self.push(self.message(&[record.as_bytes()]));
         };
         let counted = queued_size(record.as_bytes());
         self.queue.backlog().fetch_add(counted, Ordering::Relaxed);
-        waiting.push_back((record.to_owned(), counted));
+        waiting.push_back((record, counted));
         if !std::mem::replace(&mut state.flush_posted, true) {
             if let Some(connection) = self.connection.upgrade() {
                 connection.do_send(Notice::Flush);
@@ -194,7 +194,7 @@ impl EioOut {
     /// A broadcast's event, with this client's offset if it takes one.
     fn event(&self, state: &mut State, event: &SharedEvent, offset: Option<u64>) {
         if state.polling.is_some() {
-            return self.record(state, &finish_event(&event.head, offset));
+            return self.record(state, finish_event(&event.head, offset));
         }
         let Some(offset) = offset else {
             return self.push(event.plain.clone());
@@ -356,10 +356,10 @@ mod tests {
             // Queued and not written (no socket): the connection falls behind.
             let mut sent = 0;
             while backlog(&out) < ARENA_BACKLOG {
-                out.send("2");
+                out.send("2".into());
                 sent += 1;
             }
-            out.send("3");
+            out.send("3".into());
             let queued = drain(&out);
             assert_eq!(queued.len(), sent + 1);
             // The first shares the thread's arena buffer; the last has its own.
@@ -439,9 +439,9 @@ mod tests {
     #[test]
     fn long_polling_records_wait_for_a_poll_and_the_connection_is_told_once() {
         with_out(true, false, |out, told| async move {
-            out.send("40");
-            out.send("2");
-            out.send("3");
+            out.send("40".into());
+            out.send("2".into());
+            out.send("3".into());
             assert_eq!(backlog(&out), (2 + 64) + (1 + 64) + (1 + 64));
             assert_eq!(told.send(Notices).await.unwrap(), ["flush"]);
             // Within the poll's limits, at least one record.
@@ -451,7 +451,7 @@ mod tests {
             assert_eq!(out.take_poll(1_000, 10), None);
             assert!(out.nothing_to_poll());
             // A poll took the records: the next one is told again.
-            out.send("41");
+            out.send("41".into());
             assert_eq!(told.send(Notices).await.unwrap(), ["flush", "flush"]);
             assert!(drain(&out).is_empty(), "nothing on the queue while polling");
         });
@@ -460,10 +460,10 @@ mod tests {
     #[test]
     fn the_upgrade_moves_waiting_records_onto_the_queue_first() {
         with_out(true, false, |out, _| async move {
-            out.send("40");
-            out.send("2");
+            out.send("40".into());
+            out.send("2".into());
             out.to_websocket();
-            out.send("41");
+            out.send("41".into());
             assert!(out.nothing_to_poll());
             let sent = drain(&out);
             let expected: Vec<Bytes> = ["40", "2", "41"]

@@ -233,6 +233,9 @@ pub(super) fn read(frame: Option<Result<Frame, ProtocolError>>, shared: &Shared)
     }
 }
 
+/// A WebSocket close without a code: a server's last message on the socket.
+pub(super) const CLOSE: &[u8] = &[0x88, 0x00];
+
 /// The pong that answers a ping of `bytes`.
 pub(super) fn pong(bytes: Bytes) -> Bytes {
     let mut pong = BytesMut::new();
@@ -266,7 +269,7 @@ async fn run<S>(
                     Some(WsOut::Close) => {
                         // A carrier's close is queued by its connection already.
                         if !matches!(writer, WsWrite::Queue(_)) {
-                            let _ = writer.write(Bytes::from_static(&[0x88, 0x00])).await;
+                            let _ = writer.write(Bytes::from_static(CLOSE)).await;
                         }
                         break;
                     }

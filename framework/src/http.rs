@@ -107,6 +107,7 @@ where
             let write_timeout = shared.config.write_timeout;
             self.builder = self.builder.listen("volley", listener, move || {
                 crate::threads::name_io_thread();
+                crate::pacing::start(shared.config.io_window);
                 let shared = shared.clone();
                 let sio = volley.socketio();
                 HttpService::build()
@@ -142,6 +143,7 @@ where
             let tls = tls.clone();
             self.builder = self.builder.listen("volley-tls", listener, move || {
                 crate::threads::name_io_thread();
+                crate::pacing::start(shared.config.io_window);
                 let shared = shared.clone();
                 let sio = volley.socketio();
                 HttpService::build()

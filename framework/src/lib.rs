@@ -75,6 +75,7 @@ mod log_gate;
 mod metrics;
 pub mod namespace;
 mod node;
+mod pacing;
 pub mod protocol;
 pub mod room;
 mod server;

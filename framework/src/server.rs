@@ -86,6 +86,21 @@ impl VolleyBuilder {
         self
     }
 
+    /// How long a busy io thread gathers traffic before taking it (default zero:
+    /// at once). See [`Config::io_window`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use volley::Volley;
+    ///
+    /// // A game at 30 Hz: its io threads wake once per 4 ms under load.
+    /// let builder = Volley::builder().io_window(Duration::from_millis(4));
+    /// ```
+    pub fn io_window(mut self, window: Duration) -> Self {
+        self.config.io_window = window;
+        self
+    }
+
     /// Most messages waiting in a session's or a namespace's mailbox (default 4096).
     /// See [`Config::max_mailbox`].
     pub fn max_mailbox(mut self, messages: usize) -> Self {

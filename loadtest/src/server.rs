@@ -117,6 +117,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     pub tick_rate: u32,
     pub room_size: usize,
+    /// `Config::io_window` (`--io-window-us`, default 0: off).
+    pub io_window: Duration,
     /// Stop when stdin closes (set when the load tester spawned us).
     pub stop_on_eof: bool,
     /// Join the cluster on this Redis (`--redis URL`, feature `cluster`).
@@ -133,6 +135,7 @@ impl ServeOptions {
             grace: Duration::from_secs(flags.get("grace-s", 120)?),
             tick_rate: flags.get("tick-rate", 30)?,
             room_size: flags.count("room-size", 8)?,
+            io_window: Duration::from_micros(flags.get("io-window-us", 0)?),
             stop_on_eof: flags.switch("stop-on-eof"),
             redis: flags.opt("redis")?,
         })
@@ -409,6 +412,7 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
     let builder = Volley::builder()
         .heartbeat(opts.ping, opts.ping_timeout)
         .resume_grace(opts.grace)
+        .io_window(opts.io_window)
         // Every simulated client comes from this machine's address, and a scenario
         // may push one client past a player's rate: measure the server, not its limits.
         .max_connections(usize::MAX, usize::MAX)

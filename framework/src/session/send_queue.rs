@@ -466,6 +466,7 @@ fn flush_later(queue: Arc<SendQueue>) {
                 *scheduled = false;
                 std::mem::take(due)
             });
+            crate::pacing::busy();
             for queue in due.drain(..) {
                 queue.flush();
             }

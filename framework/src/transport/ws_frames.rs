@@ -155,7 +155,10 @@ impl<R: AsyncRead + Unpin> Stream for ReadChunks<R> {
         let mut buf = ReadBuf::uninit(&mut space);
         match ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
             Ok(()) if buf.filled().is_empty() => Poll::Ready(None),
-            Ok(()) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
+            Ok(()) => {
+                crate::pacing::busy();
+                Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled()))))
+            }
             Err(e) => Poll::Ready(Some(Err(PayloadError::Io(e)))),
         }
     }

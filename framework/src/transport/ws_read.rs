@@ -157,6 +157,7 @@ impl<R: AsyncRead + Unpin> Stream for ClientFrames<R> {
                 this.eof = true;
                 continue;
             }
+            crate::pacing::busy();
             if !this.pending.is_empty() {
                 // The rest of a frame begun earlier (its header already checked).
                 this.pending.extend_from_slice(read);

@@ -108,3 +108,42 @@ async fn volleys_server_serves_the_apps_routes_and_answers_stray_upgrades() {
     let ws = connect(&server, Transport::WebSocket).await;
     ws.join("/", &()).await.unwrap();
 }
+
+/// With an io window ([`volley::Config::io_window`]) the io threads take their
+/// sockets' traffic once per window while it flows: everything still arrives, once
+/// and in order, on both transports, and a dropped connection still resumes.
+#[actix_rt::test]
+async fn with_an_io_window_every_message_arrives_once_and_in_order() {
+    let (disconnects, _) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .io_window(std::time::Duration::from_millis(10))
+            .namespace("/", test_namespace(disconnects)),
+    );
+    for transport in [Transport::WebSocket, Transport::Polling] {
+        let client = connect(&server, transport).await;
+        let mut ns = client.join("/", &()).await.unwrap();
+        let echoed: String = ns.emit_with_ack("echo", &"hi", WAIT).await.unwrap();
+        assert_eq!(echoed, "hi");
+        for i in 0..200 {
+            ns.emit("shout", &i.to_string()).unwrap();
+        }
+        for i in 0..200 {
+            let text = next_event(&mut ns).await.decode::<String>().unwrap();
+            assert_eq!(text, i.to_string());
+        }
+        let sid = SessionId(client.session_id());
+        assert!(server.volley.drop_connection(sid).await);
+        ns.emit("shout", &"after").unwrap();
+        resumed(&client).await;
+        assert_eq!(
+            next_event(&mut ns).await.decode::<String>().unwrap(),
+            "after"
+        );
+        assert_eq!(
+            client.session_id(),
+            sid.0,
+            "{transport:?}: the same session"
+        );
+    }
+}

@@ -64,6 +64,8 @@ pub struct Common {
     pub transport: String,
     pub connect_rate: f64,
     pub target: Target,
+    /// `--io-window-us`: the spawned server's `Config::io_window` (0: off).
+    pub io_window_us: u64,
     /// Limit for the connecting phase.
     pub connect_timeout: Duration,
     /// Server settings the scenario wanted but could not apply (`--url`).
@@ -125,6 +127,11 @@ impl Common {
         let mut common = Common::new(clients, workers, connect_rate, target);
         common.sources = flags.get("sources", default_sources(clients))?;
         common.transport = transport;
+        let io_window_us = flags.get("io-window-us", 0)?;
+        if io_window_us > 0 {
+            common.serve_flag("io-window-us", io_window_us);
+            common.io_window_us = io_window_us;
+        }
         Ok(common)
     }
 
@@ -140,6 +147,7 @@ impl Common {
             transport: "websocket".to_owned(),
             connect_rate,
             target,
+            io_window_us: 0,
             connect_timeout: Duration::from_secs_f64(expected * 2.0 + 30.0),
             unapplied: Vec::new(),
             server_log: None,
@@ -170,6 +178,9 @@ impl Common {
         report.setting("sources", self.sources);
         report.setting("transport", self.transport.clone());
         report.setting("connect_rate", self.connect_rate);
+        if self.io_window_us > 0 {
+            report.setting("io_window_us", self.io_window_us);
+        }
         let server = match &self.target {
             Target::Spawn { .. } => "spawned".to_owned(),
             Target::Url { url, .. } => url.clone(),

@@ -63,8 +63,7 @@ scenarios
              30); input->state latency, server tick lateness; --player raw: lean
              players on a raw WebSocket instead of the Rust client (--player client);
              --player socketio: Socket.IO clients on the server's /socket.io/
-             (socketio-upgrade: opened with long polling and upgraded);
-             --io-window-us N: the spawned server's io window (default 0: off)
+             (socketio-upgrade: opened with long polling and upgraded)
   reconnect  --clients sessions stream --msg-rate msgs/s each (default 5) through a
              cutting proxy; after --warmup s (default 1) all are cut at once; they
              resume with back-off from --backoff-ms (default 1000); streaming goes
@@ -132,13 +131,15 @@ flags for every scenario
                         (default: one per 100 clients, 4 to 254; 0: let the
                         system choose)
   --transport T         websocket (default) or polling
+  --io-window-us N      with --spawn: the server's io window (Config::io_window),
+                        default 0: off
   --json FILE           write every figure as JSON (top-level `lost`, `duplicated`)
   --html FILE           write the report as one self-contained HTML page: settings,
                         checks, figures, latency histograms, plots over time
 
 server flags (loadtest serve; with --spawn the scenario sets them)
   --ping-ms, --ping-timeout-ms, --grace-s, --tick-rate, --room-size,
-  --io-window-us (Config::io_window; rooms passes its own to a spawned server)
+  --io-window-us (Config::io_window, default 0: off)
 
 exit status: 0 passed; 1 lost or duplicated messages, clients that could not
 connect, or other failures (listed in the report); 2 bad usage or setup error";

@@ -33,8 +33,6 @@ pub struct Play {
     /// `--player`: the Rust client, lean players on a raw WebSocket
     /// (`rawplayer.rs`), or Socket.IO clients.
     pub player: Player,
-    /// `--io-window-us`: the spawned server's `Config::io_window` (0: off).
-    pub io_window_us: u64,
 }
 
 impl Play {
@@ -50,16 +48,14 @@ impl Play {
             tick_rate: flags.get("tick-rate", 30)?,
             duration: flags.positive(duration, 10.0)?,
             player: super::room_player(flags)?,
-            io_window_us: flags.get("io-window-us", 0)?,
         })
     }
 
     /// The server settings the rooms need (`loadtest serve` flags).
-    pub fn serve_flags(&self) -> [(&'static str, String); 3] {
+    pub fn serve_flags(&self) -> [(&'static str, String); 2] {
         [
             ("tick-rate", self.tick_rate.to_string()),
             ("room-size", self.players.to_string()),
-            ("io-window-us", self.io_window_us.to_string()),
         ]
     }
 }
@@ -125,7 +121,6 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
         tick_rate,
         duration,
         player,
-        io_window_us,
     } = play;
     let mut run = Run::start("rooms", common).await?;
     let plan = ScenarioPlan::Rooms {
@@ -173,9 +168,6 @@ pub async fn run(common: &Common, play: Play, nodes: &[(String, u32)]) -> Result
     report.setting("tick_rate", tick_rate);
     report.setting("duration_s", duration);
     report.setting("player", player.name());
-    if io_window_us > 0 {
-        report.setting("io_window_us", io_window_us);
-    }
     let c = &tally.counters;
     report.figure(
         "inputs_per_s",

@@ -259,6 +259,24 @@ fn raw_or_socketio_players(player: &str) {
     assert!(report["figures"]["server_inputs_per_s"].as_f64() > Some(0.0));
 }
 
+/// The spawned server with an io window (`Config::io_window`): the same game, every
+/// input once.
+#[test]
+fn rooms_with_an_io_window_lose_nothing() {
+    let args: Vec<&str> = SMALL_ROOMS
+        .iter()
+        .copied()
+        .chain(["--player", "raw", "--io-window-us", "2000"])
+        .collect();
+    let (report, _) = run_with(&args, &["--spawn"]);
+    assert_eq!(report["settings"]["io_window_us"], 2000);
+    assert_eq!(report["connected"], 50);
+    let inputs = &report["streams"]["inputs"];
+    assert!(inputs["sent"].as_u64() > Some(0), "{inputs}");
+    assert_eq!(inputs["sent"], inputs["received"]);
+    assert!(report["latency_us"]["input_to_state"]["count"].as_u64() > Some(0));
+}
+
 #[test]
 fn reconnect_storm_resumes_every_session_exactly_once() {
     let (report, page) = run_with(

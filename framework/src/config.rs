@@ -57,7 +57,8 @@ pub struct Config {
     /// part of the server's CPU, at the cost of up to one window of latency each way.
     /// Keep it well under a game's tick period (a window of 4 ms at 30 Hz: 8–14% less
     /// server CPU for 100–200 rooms of 8 players in docs/benchmarks.md). An idle
-    /// thread still sleeps until a socket has something. Applies to Volley's own
+    /// thread still sleeps until a socket has something. At most 50 ms: `build()`
+    /// lowers a longer window to that, with a warning. Applies to Volley's own
     /// server ([`crate::Volley::http_server`], [`crate::Volley::serve`]).
     pub io_window: Duration,
     /// Most messages waiting in one actor's mailbox on the per-message path: in a

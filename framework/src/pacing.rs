@@ -41,6 +41,23 @@ pub(crate) fn busy() {
     }
 }
 
+/// The longest window: a frame may wait this long, and the worker's other duties
+/// (accepting connections, timers, shutting down) too.
+pub(crate) const MAX_WINDOW: Duration = Duration::from_millis(50);
+
+/// `window`, lowered to [`MAX_WINDOW`] with a warning if it is longer.
+pub(crate) fn fit(window: Duration) -> Duration {
+    if window > MAX_WINDOW {
+        tracing::warn!(
+            asked = ?window,
+            used = ?MAX_WINDOW,
+            "io_window lowered to its maximum"
+        );
+        return MAX_WINDOW;
+    }
+    window
+}
+
 fn activity() -> u64 {
     ACTIVITY.with(Cell::get)
 }
@@ -106,6 +123,13 @@ mod tests {
             .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_window_longer_than_the_maximum_is_lowered_to_it() {
+        assert_eq!(fit(Duration::ZERO), Duration::ZERO);
+        assert_eq!(fit(Duration::from_millis(4)), Duration::from_millis(4));
+        assert_eq!(fit(Duration::from_secs(10)), MAX_WINDOW);
     }
 
     #[test]

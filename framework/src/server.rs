@@ -242,6 +242,7 @@ impl VolleyBuilder {
         };
         let mut config = self.config;
         config.max_connections = crate::fd_limit::fit(config.max_connections);
+        config.io_window = crate::pacing::fit(config.io_window);
         let shared = Shared {
             config,
             supervisor,

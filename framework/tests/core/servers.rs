@@ -23,26 +23,7 @@ async fn mounted_into_actix_webs_own_server_the_protocol_is_the_same() {
             .namespace("/", test_namespace(disconnects)),
     );
     for transport in [Transport::WebSocket, Transport::Polling] {
-        let client = connect(&server, transport).await;
-        let mut ns = client.join("/", &()).await.unwrap();
-        let echoed: String = ns.emit_with_ack("echo", &"hi", WAIT).await.unwrap();
-        assert_eq!(echoed, "hi");
-        ns.emit("shout", &"hey").unwrap();
-        assert_eq!(next_event(&mut ns).await.decode::<String>().unwrap(), "hey");
-        // A dropped connection resumes, and what was sent meanwhile arrives once.
-        let sid = SessionId(client.session_id());
-        assert!(server.volley.drop_connection(sid).await);
-        ns.emit("shout", &"after").unwrap();
-        resumed(&client).await;
-        assert_eq!(
-            next_event(&mut ns).await.decode::<String>().unwrap(),
-            "after"
-        );
-        assert_eq!(
-            client.session_id(),
-            sid.0,
-            "{transport:?}: the same session"
-        );
+        echo_shout_and_resume(&server, transport, 1).await;
     }
     // The edge guard stands in front of actix-http's decoder here too.
     let mut ws = websocket(&server).await;
@@ -121,29 +102,36 @@ async fn with_an_io_window_every_message_arrives_once_and_in_order() {
             .namespace("/", test_namespace(disconnects)),
     );
     for transport in [Transport::WebSocket, Transport::Polling] {
-        let client = connect(&server, transport).await;
-        let mut ns = client.join("/", &()).await.unwrap();
-        let echoed: String = ns.emit_with_ack("echo", &"hi", WAIT).await.unwrap();
-        assert_eq!(echoed, "hi");
-        for i in 0..200 {
-            ns.emit("shout", &i.to_string()).unwrap();
-        }
-        for i in 0..200 {
-            let text = next_event(&mut ns).await.decode::<String>().unwrap();
-            assert_eq!(text, i.to_string());
-        }
-        let sid = SessionId(client.session_id());
-        assert!(server.volley.drop_connection(sid).await);
-        ns.emit("shout", &"after").unwrap();
-        resumed(&client).await;
-        assert_eq!(
-            next_event(&mut ns).await.decode::<String>().unwrap(),
-            "after"
-        );
-        assert_eq!(
-            client.session_id(),
-            sid.0,
-            "{transport:?}: the same session"
-        );
+        echo_shout_and_resume(&server, transport, 200).await;
     }
+}
+
+/// A client on `transport`: an echo with an ack, `shouts` events back in order,
+/// and, after its connection is dropped, the same session resumed with what was sent
+/// meanwhile arriving once.
+async fn echo_shout_and_resume(server: &TestServer, transport: Transport, shouts: usize) {
+    let client = connect(server, transport).await;
+    let mut ns = client.join("/", &()).await.unwrap();
+    let echoed: String = ns.emit_with_ack("echo", &"hi", WAIT).await.unwrap();
+    assert_eq!(echoed, "hi");
+    for i in 0..shouts {
+        ns.emit("shout", &i.to_string()).unwrap();
+    }
+    for i in 0..shouts {
+        let text = next_event(&mut ns).await.decode::<String>().unwrap();
+        assert_eq!(text, i.to_string());
+    }
+    let sid = SessionId(client.session_id());
+    assert!(server.volley.drop_connection(sid).await);
+    ns.emit("shout", &"after").unwrap();
+    resumed(&client).await;
+    assert_eq!(
+        next_event(&mut ns).await.decode::<String>().unwrap(),
+        "after"
+    );
+    assert_eq!(
+        client.session_id(),
+        sid.0,
+        "{transport:?}: the same session"
+    );
 }

@@ -47,19 +47,21 @@ pub struct Config {
     /// wait for a peer that vanished. Elsewhere the heartbeat is what drops a silent
     /// peer, after `ping_interval + ping_timeout`.
     pub write_timeout: Duration,
-    /// How long an io thread gathers traffic before it takes it, while its sockets
-    /// are busy. Zero (the default) takes every frame as soon as it arrives: the
-    /// thread sleeps when it has nothing to do and wakes for each socket that becomes
-    /// readable. A window of a few milliseconds makes a busy io thread wake once per
-    /// window and take everything that arrived meanwhile (frames from clients,
-    /// deliveries from rooms and namespaces) together: fewer sleeps and wake-ups,
-    /// which with many clients each sending a little (a game's inputs) is a large
-    /// part of the server's CPU, at the cost of up to one window of latency each way.
-    /// Keep it well under a game's tick period (a window of 4 ms at 30 Hz: 8–14% less
-    /// server CPU for 100–200 rooms of 8 players in docs/benchmarks.md). An idle
-    /// thread still sleeps until a socket has something. At most 50 ms: `build()`
-    /// lowers a longer window to that, with a warning. Applies to Volley's own
-    /// server ([`crate::Volley::http_server`], [`crate::Volley::serve`]).
+    /// How long an io thread gathers its clients' frames before it takes them, while
+    /// its sockets are busy. Zero (the default) takes every frame as soon as it
+    /// arrives: the thread sleeps when it has nothing to do and wakes for each socket
+    /// that becomes readable. A window of a few milliseconds makes a busy io thread
+    /// wake at most once per window for its clients and take every frame that
+    /// arrived meanwhile together: fewer sleeps and wake-ups, which with many clients
+    /// each sending a little (a game's inputs) is a large part of the server's CPU,
+    /// at the cost of up to one window of latency for a client's frame. What the
+    /// server sends does not wait: a delivery posted to the thread (a game's states,
+    /// a broadcast) wakes it at once. Keep it well under a game's tick period (a
+    /// window of 4 ms at 30 Hz: 7–14% less server CPU for 100–200 rooms of 8 players
+    /// in docs/benchmarks.md). An idle thread still sleeps until a socket has
+    /// something. At most 50 ms: `build()` lowers a longer window to that, with a
+    /// warning. Applies to Volley's own server ([`crate::Volley::http_server`],
+    /// [`crate::Volley::serve`]).
     pub io_window: Duration,
     /// Most messages waiting in one actor's mailbox on the per-message path: in a
     /// session, deliveries from rooms, namespaces and handlers, and frames from its

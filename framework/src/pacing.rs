@@ -7,21 +7,28 @@
 //!
 //! With a window set, each io thread runs a pacer task. While the thread's sockets
 //! carry traffic, the pacer lets the thread finish what it has, take what the
-//! sockets have without sleeping, and then sleep until the window is over; whatever
-//! arrived meanwhile (frames, deliveries posted by other threads) is taken together
-//! when it wakes. One wake-up per window instead of one per few frames; each frame
-//! waits at most one window longer. As soon as a window passes with nothing read or
+//! sockets have without sleeping, and then sleep until the window is over; the
+//! clients' frames that arrived meanwhile are taken together when it wakes. One
+//! wake-up per window instead of one per few frames; each frame waits at most one
+//! window longer. As soon as a window passes with nothing read or
 //! written, the pacer steps aside and the thread sleeps as usual until a socket has
 //! something: an idle server does not wake for the pacer.
+//!
+//! A delivery posted to the thread by another one (a game thread's states, a
+//! namespace's broadcast: [`crate::room::local::DeliveryThread::post`]) wakes it at
+//! once: the window holds back the clients' frames, not what the server sends them.
 //!
 //! The pacer's sleep blocks the thread on purpose: it runs only when the thread has
 //! nothing ready (it is resumed after the thread's other tasks and a poll of the
 //! sockets that does not block).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 thread_local! {
@@ -29,6 +36,44 @@ thread_local! {
     static ACTIVITY: Cell<u64> = const { Cell::new(0) };
     /// The pacer, while it waits for traffic.
     static DORMANT: Cell<Option<Waker>> = const { Cell::new(None) };
+    /// How other threads wake this one from its window's sleep, if it is paced.
+    static WAKING: RefCell<Option<Arc<Waking>>> = const { RefCell::new(None) };
+}
+
+/// A paced io thread, as the threads that post deliveries to it hold it: a delivery
+/// (a game's states, a broadcast) wakes the thread from its window's sleep instead of
+/// waiting for the window to end. The window gathers the clients' frames, not what
+/// the server sends them.
+pub(crate) struct Waking {
+    thread: Thread,
+    asleep: AtomicBool,
+}
+
+impl Waking {
+    /// Wakes the thread if it sleeps out a window (a system call then, a shared flag
+    /// otherwise).
+    pub(crate) fn wake(&self) {
+        if self.asleep.swap(false, Ordering::AcqRel) {
+            self.thread.unpark();
+        }
+    }
+
+    /// Sleeps until `due` or until [`Waking::wake`].
+    fn sleep_until(&self, due: Instant) {
+        self.asleep.store(true, Ordering::Release);
+        while let Some(rest) = due.checked_duration_since(Instant::now()) {
+            std::thread::park_timeout(rest);
+            if !self.asleep.load(Ordering::Acquire) {
+                return;
+            }
+        }
+        self.asleep.store(false, Ordering::Release);
+    }
+}
+
+/// The calling thread's [`Waking`], if it is a paced io thread.
+pub(crate) fn waking() -> Option<Arc<Waking>> {
+    WAKING.with(|w| w.borrow().clone())
 }
 
 /// Counts traffic on this thread's sockets (a read, a flush); wakes the thread's
@@ -71,19 +116,22 @@ pub(crate) fn start(window: Duration) {
     if window.is_zero() || STARTED.with(|s| s.replace(true)) {
         return;
     }
-    drop(tokio::task::spawn_local(pace(window)));
+    let waking = Arc::new(Waking {
+        thread: std::thread::current(),
+        asleep: AtomicBool::new(false),
+    });
+    WAKING.with(|w| *w.borrow_mut() = Some(waking.clone()));
+    drop(tokio::task::spawn_local(pace(window, waking)));
 }
 
-async fn pace(window: Duration) {
+async fn pace(window: Duration, waking: Arc<Waking>) {
     loop {
         Traffic { seen: activity() }.await;
         loop {
             let start = Instant::now();
             // Run what is ready, and what a poll of the sockets finds, first.
             tokio::task::yield_now().await;
-            if let Some(rest) = (start + window).checked_duration_since(Instant::now()) {
-                std::thread::sleep(rest);
-            }
+            waking.sleep_until(start + window);
             let before = activity();
             // What gathered during the sleep.
             tokio::task::yield_now().await;
@@ -130,6 +178,37 @@ mod tests {
         assert_eq!(fit(Duration::ZERO), Duration::ZERO);
         assert_eq!(fit(Duration::from_millis(4)), Duration::from_millis(4));
         assert_eq!(fit(Duration::from_secs(10)), MAX_WINDOW);
+    }
+
+    #[test]
+    fn a_delivery_wakes_a_thread_from_its_window() {
+        let waking = Arc::new(Waking {
+            thread: std::thread::current(),
+            asleep: AtomicBool::new(false),
+        });
+        // Not asleep: nothing to wake.
+        waking.wake();
+        let poster = {
+            let waking = waking.clone();
+            std::thread::spawn(move || {
+                while !waking.asleep.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                waking.wake();
+            })
+        };
+        let window = Duration::from_secs(20);
+        let before = Instant::now();
+        waking.sleep_until(before + window);
+        assert!(
+            before.elapsed() < window / 2,
+            "woken before the window ended"
+        );
+        poster.join().unwrap();
+        // Without a post the window is slept out.
+        let before = Instant::now();
+        waking.sleep_until(before + Duration::from_millis(30));
+        assert!(before.elapsed() >= Duration::from_millis(30));
     }
 
     #[test]

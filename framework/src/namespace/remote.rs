@@ -49,7 +49,7 @@ impl Handler<FlushFor> for NamespaceActor {
     fn handle(&mut self, msg: FlushFor, _: &mut Context<Self>) {
         // Every broadcast of this namespace reaches the session's thread from here.
         if let Some(thread) = self.socket_thread(msg.id) {
-            thread.do_send(PassedBy(msg.flushed));
+            thread.post(PassedBy(msg.flushed));
         }
     }
 }

@@ -40,9 +40,38 @@ thread_local! {
 }
 
 /// A thread's delivery actor, as its sessions' routes and the rooms' groups hold it:
-/// one address per thread, shared, where a copy of an actix address per session would
+/// one per thread, shared, where a copy of an actix address per session would
 /// allocate its sender cells (~100 bytes) for every idle connection.
-pub type ThreadAddr = Arc<Addr<LocalDelivery>>;
+pub type ThreadAddr = Arc<DeliveryThread>;
+
+/// A thread's delivery actor, and the way to wake the thread from an io window's
+/// sleep (`Config::io_window`) when it has one.
+pub struct DeliveryThread {
+    addr: Addr<LocalDelivery>,
+    waking: Option<Arc<crate::pacing::Waking>>,
+}
+
+impl DeliveryThread {
+    /// Posts `msg` to the thread's delivery actor, and wakes the thread if it sleeps
+    /// out an io window: deliveries do not wait for the window.
+    pub fn post<M>(&self, msg: M)
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        LocalDelivery: Handler<M>,
+    {
+        self.addr.do_send(msg);
+        if let Some(waking) = &self.waking {
+            waking.wake();
+        }
+    }
+}
+
+impl PartialEq for DeliveryThread {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr
+    }
+}
 
 /// Where a session's deliveries go by thread: the thread's actor and the session's key.
 #[derive(Clone)]
@@ -58,7 +87,12 @@ pub struct LocalRoute {
 pub fn register(sink: Rc<dyn LocalSink>) -> LocalRoute {
     let thread = DELIVERY.with(|d| {
         d.borrow_mut()
-            .get_or_insert_with(|| Arc::new(LocalDelivery.start()))
+            .get_or_insert_with(|| {
+                Arc::new(DeliveryThread {
+                    addr: LocalDelivery.start(),
+                    waking: crate::pacing::waking(),
+                })
+            })
             .clone()
     });
     let key = SINKS.with(|s| s.borrow_mut().insert(sink));
@@ -214,7 +248,7 @@ impl Scatter {
 
     /// Posts one fan-out per thread, each holding `ticket` until it is handled.
     pub fn send(self, deliver: &Deliver, ticket: &Arc<Ticket>) {
-        self.send_via(deliver, ticket, |thread, fanout| thread.do_send(fanout));
+        self.send_via(deliver, ticket, |thread, fanout| thread.post(fanout));
     }
 
     /// Hands one fan-out per thread to `post` (which may gather them before posting).
@@ -222,7 +256,7 @@ impl Scatter {
         self,
         deliver: &Deliver,
         ticket: &Arc<Ticket>,
-        mut post: impl FnMut(&Addr<LocalDelivery>, LocalFanout),
+        mut post: impl FnMut(&ThreadAddr, LocalFanout),
     ) {
         for (thread, members) in self.groups {
             let fanout = LocalFanout {
@@ -277,13 +311,13 @@ impl Groups {
 }
 
 fn post(
-    thread: &Addr<LocalDelivery>,
+    thread: &DeliveryThread,
     deliver: &Deliver,
     members: Arc<Vec<LocalMember>>,
     except: Option<SessionId>,
     ticket: &Arc<Ticket>,
 ) {
-    thread.do_send(LocalFanout {
+    thread.post(LocalFanout {
         deliver: deliver.clone(),
         members,
         except,

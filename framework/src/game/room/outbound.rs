@@ -15,9 +15,7 @@
 
 use std::cell::RefCell;
 
-use actix::prelude::*;
-
-use crate::room::local::{LocalDelivery, LocalFanout, LocalFanouts};
+use crate::room::local::{LocalFanout, LocalFanouts, ThreadAddr};
 
 thread_local! {
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
@@ -26,7 +24,7 @@ thread_local! {
 #[derive(Default)]
 struct Pending {
     /// Fan-outs by destination thread, in the order the rooms sent them.
-    by_thread: Vec<(Addr<LocalDelivery>, Vec<LocalFanout>)>,
+    by_thread: Vec<(ThreadAddr, Vec<LocalFanout>)>,
     /// A flush is spawned and has not run yet.
     flushing: bool,
     /// The most fan-outs one thread had in the last pass: each thread's list is made
@@ -36,7 +34,7 @@ struct Pending {
 }
 
 /// Queues one state fan-out for `thread`; it is posted with the others of this pass.
-pub(super) fn post(thread: &Addr<LocalDelivery>, fanout: LocalFanout) {
+pub(super) fn post(thread: &ThreadAddr, fanout: LocalFanout) {
     let first = PENDING.with(|pending| {
         let mut pending = pending.borrow_mut();
         match pending.by_thread.iter_mut().find(|(t, _)| t == thread) {
@@ -68,7 +66,7 @@ fn flush() {
         std::mem::take(&mut pending.by_thread)
     });
     for (thread, fanouts) in by_thread.drain(..) {
-        thread.do_send(LocalFanouts(fanouts));
+        thread.post(LocalFanouts(fanouts));
     }
     // The emptied list serves the next pass.
     PENDING.with(|pending| {

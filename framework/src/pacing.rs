@@ -14,6 +14,13 @@
 //! written, the pacer steps aside and the thread sleeps as usual until a socket has
 //! something: an idle server does not wake for the pacer.
 //!
+//! With game rooms in the process, the pacer also wakes [`LEAD`] before each instant
+//! the rooms tick on (the process's grid, `game::tick::on_process_grid`: 8 instants
+//! a tick period), so that the inputs gathered in the window reach their rooms
+//! before they tick: the window then costs the inputs no latency, where reading at
+//! instants of its own would make an input that arrived just before its room's tick
+//! wait for the next one.
+//!
 //! A delivery posted to the thread by another one (a game thread's states, a
 //! namespace's broadcast: [`crate::room::local::DeliveryThread::post`]) wakes it at
 //! once: the window holds back the clients' frames, not what the server sends them.
@@ -26,7 +33,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -69,6 +76,28 @@ impl Waking {
         }
         self.asleep.store(false, Ordering::Release);
     }
+}
+
+/// The instants the game rooms tick on (the process's grid, `game::tick`): its
+/// start and how many instants a second, set by the first room of the process.
+static GRID: OnceLock<(Instant, u32)> = OnceLock::new();
+
+/// How long before a tick instant a paced io thread reads its clients' frames, so
+/// that the inputs that arrived in its window reach their rooms before they tick.
+const LEAD: Duration = Duration::from_micros(500);
+
+/// Aligns the paced io threads' reads on the game rooms' tick instants: `rate` a
+/// second from `epoch`. The first grid set stays (rooms of another rate still find
+/// their inputs read at least once a window).
+pub(crate) fn align(epoch: Instant, rate: u32) {
+    let _ = GRID.get_or_init(|| (epoch, rate));
+}
+
+/// When to read next for the tick instants: [`LEAD`] before the first instant at
+/// least that far from `now`; `None` without game rooms.
+fn next_read(now: Instant) -> Option<Instant> {
+    let &(epoch, rate) = GRID.get()?;
+    Some(crate::game::tick::on_grid(epoch, now + LEAD, rate) - LEAD)
 }
 
 /// The calling thread's [`Waking`], if it is a paced io thread.
@@ -131,7 +160,11 @@ async fn pace(window: Duration, waking: Arc<Waking>) {
             let start = Instant::now();
             // Run what is ready, and what a poll of the sockets finds, first.
             tokio::task::yield_now().await;
-            waking.sleep_until(start + window);
+            let mut due = start + window;
+            if let Some(read) = next_read(Instant::now()) {
+                due = due.min(read);
+            }
+            waking.sleep_until(due);
             let before = activity();
             // What gathered during the sleep.
             tokio::task::yield_now().await;
@@ -181,6 +214,26 @@ mod tests {
     }
 
     #[test]
+    fn reads_fall_just_before_the_rooms_tick_instants() {
+        let now = Instant::now();
+        align(now, 240);
+        // The first grid set stays (the process's rooms may have set it already).
+        let &(epoch, rate) = GRID.get().expect("a grid");
+        align(now + Duration::from_millis(3), 30);
+        assert_eq!(GRID.get(), Some(&(epoch, rate)));
+        for offset_us in [0, 100, 499, 500, 501, 2_000, 4_166, 10_000] {
+            let at = now + Duration::from_micros(offset_us);
+            let read = next_read(at).expect("aligned");
+            let instant = read + LEAD;
+            // On the grid, at least LEAD ahead, and the first such instant.
+            assert_eq!(crate::game::tick::on_grid(epoch, instant, rate), instant);
+            assert!(read >= at, "{offset_us} µs: read in the past");
+            let step = Duration::from_secs(1) / rate;
+            assert!(read < at + step, "{offset_us} µs: a whole step away");
+        }
+    }
+
+    #[test]
     fn a_delivery_wakes_a_thread_from_its_window() {
         let waking = Arc::new(Waking {
             thread: std::thread::current(),
@@ -222,15 +275,18 @@ mod tests {
             let window = Duration::from_millis(20);
             start(window);
             start(window); // once per thread
-            tokio::task::yield_now().await; // the pacer waits for traffic
-                                            // Traffic: the pacer sleeps out its window once it has run.
+                           // The pacer waits for traffic.
+            tokio::task::yield_now().await;
+            // Traffic: the pacer sleeps out its window once it has run, or until the
+            // next read before a tick instant if another test started game rooms.
             busy();
             let before = Instant::now();
+            let until_read = next_read(before).map_or(window, |r| r - before);
             tokio::task::yield_now().await;
             tokio::task::yield_now().await;
             tokio::task::yield_now().await;
             assert!(
-                before.elapsed() >= window / 2,
+                before.elapsed() >= window.min(until_read),
                 "the thread slept for the window"
             );
             // No more traffic: after one more window the pacer waits for traffic,

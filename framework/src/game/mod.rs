@@ -29,7 +29,7 @@ mod room;
 pub(crate) mod rooms;
 pub(crate) mod seats;
 mod subset;
-mod tick;
+pub(crate) mod tick;
 
 use std::hash::Hash;
 use std::time::Duration;

@@ -165,7 +165,10 @@ pub fn on_process_grid(now: Instant, rate: u32) -> Instant {
         next.set((phase + 1) % PHASES);
         phase
     });
-    let fine = TickSchedule::new(epoch, rate.max(1).saturating_mul(PHASES), 0);
+    let fine_rate = rate.max(1).saturating_mul(PHASES);
+    // The paced io threads read their clients' inputs just before these instants.
+    crate::pacing::align(epoch, fine_rate);
+    let fine = TickSchedule::new(epoch, fine_rate, 0);
     on_grid(epoch + fine.offset(u64::from(phase)), now, rate)
 }
 

@@ -58,9 +58,8 @@ pub struct Config {
     /// server sends does not wait: a delivery posted to the thread (a game's states,
     /// a broadcast) wakes it at once; and with game rooms the thread reads just
     /// before each instant they tick on, so their inputs lose no time. Keep it well
-    /// under a game's tick period (a
-    /// window of 4 ms at 30 Hz: 7–14% less server CPU for 100–200 rooms of 8 players
-    /// in docs/benchmarks.md). An idle thread still sleeps until a socket has
+    /// under a game's tick period (a window of 4 ms at 30 Hz: 5–16% less server CPU
+    /// for 100 rooms of 8 players in docs/benchmarks.md). An idle thread still sleeps until a socket has
     /// something. At most 50 ms: `build()` lowers a longer window to that, with a
     /// warning. Applies to Volley's own server ([`crate::Volley::http_server`],
     /// [`crate::Volley::serve`]).

@@ -10,9 +10,9 @@
 //! sockets have without sleeping, and then sleep until the window is over; the
 //! clients' frames that arrived meanwhile are taken together when it wakes. One
 //! wake-up per window instead of one per few frames; each frame waits at most one
-//! window longer. As soon as a window passes with nothing read or
-//! written, the pacer steps aside and the thread sleeps as usual until a socket has
-//! something: an idle server does not wake for the pacer.
+//! window longer. As soon as a window passes with nothing read or written, the
+//! pacer steps aside and the thread sleeps as usual until a socket has something:
+//! an idle server does not wake for the pacer.
 //!
 //! With game rooms in the process, the pacer also wakes [`LEAD`] before each instant
 //! the rooms tick on (the process's grid, `game::tick::on_process_grid`: 8 instants

@@ -59,9 +59,9 @@ pub struct Config {
     /// a broadcast) wakes it at once; and with game rooms the thread reads just
     /// before each instant they tick on, so their inputs lose no time. Keep it well
     /// under a game's tick period (a window of 4 ms at 30 Hz: 5–16% less server CPU
-    /// for 100 rooms of 8 players in docs/benchmarks.md). An idle thread still sleeps until a socket has
-    /// something. At most 50 ms: `build()` lowers a longer window to that, with a
-    /// warning. Applies to Volley's own server ([`crate::Volley::http_server`],
+    /// for 100 rooms of 8 players in docs/benchmarks.md). An idle thread still
+    /// sleeps until a socket has something. At most 50 ms: `build()` lowers a longer
+    /// window to that, with a warning. Applies to Volley's own server ([`crate::Volley::http_server`],
     /// [`crate::Volley::serve`]).
     pub io_window: Duration,
     /// Most messages waiting in one actor's mailbox on the per-message path: in a

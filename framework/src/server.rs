@@ -86,8 +86,8 @@ impl VolleyBuilder {
         self
     }
 
-    /// How long a busy io thread gathers traffic before taking it (default zero:
-    /// at once). See [`Config::io_window`].
+    /// How long a busy io thread gathers its clients' frames before taking them
+    /// (default zero: at once). See [`Config::io_window`].
     ///
     /// ```
     /// use std::time::Duration;

@@ -130,7 +130,10 @@ impl Common {
         let io_window_us = flags.get("io-window-us", 0)?;
         if io_window_us > 0 {
             common.serve_flag("io-window-us", io_window_us);
-            common.io_window_us = io_window_us;
+            // With --url the server keeps its own (the report says it was not applied).
+            if matches!(common.target, Target::Spawn { .. }) {
+                common.io_window_us = io_window_us;
+            }
         }
         Ok(common)
     }

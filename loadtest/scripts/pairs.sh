@@ -76,7 +76,7 @@ run() {
   $command --addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     if ! kill -0 "$server" 2>/dev/null; then
       echo "the server exited: $(tail -n 3 "$work/server.log")" >&2
       return 1

@@ -277,6 +277,67 @@ fn rooms_with_an_io_window_lose_nothing() {
     assert!(report["latency_us"]["input_to_state"]["count"].as_u64() > Some(0));
 }
 
+/// `scripts/pairs.sh`: two servers on one scenario in pairs, a figure per run and the
+/// median of the ratios.
+#[test]
+fn the_pairs_script_compares_two_servers_run_by_run() {
+    use std::os::unix::process::CommandExt;
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = env!("CARGO_BIN_EXE_loadtest");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pairs.sh");
+    let mut child = Command::new("bash")
+        .arg(script)
+        .args(["-n", "2", "-g", bin])
+        .args(["-a", &format!("{bin} serve --tick-rate 30 --room-size 4")])
+        .args([
+            "-b",
+            &format!("{bin} serve --tick-rate 30 --room-size 4 --io-window-us 2000"),
+        ])
+        .arg("--")
+        .args(["rooms", "--rooms", "2", "--players", "4", "--hz", "20"])
+        .args(["--tick-rate", "30", "--duration", "1", "--player", "raw"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: on the deadline the script and its servers go.
+        .process_group(0)
+        .spawn()
+        .expect("run bash");
+    let started = Instant::now();
+    while child.try_wait().expect("wait for bash").is_none() {
+        if started.elapsed() > DEADLINE {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            panic!("the pairs script ran past {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("its output");
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{out}\n{err}");
+    // Two pairs of two runs, each with its figure, latencies and result, then the
+    // median of the two ratios.
+    let runs: Vec<&str> = out.lines().filter(|l| l.contains("passed")).collect();
+    assert_eq!(runs.len(), 2, "{out}");
+    for run in &runs {
+        let words: Vec<&str> = run.split_whitespace().collect();
+        // pair, A's figure p50 p99 result, B's figure p50 p99 result, B/A
+        assert_eq!(words.len(), 10, "{run}");
+        let (a, b, ratio): (f64, f64, f64) = (
+            words[1].parse().expect("A's figure"),
+            words[5].parse().expect("B's figure"),
+            words[9].parse().expect("the ratio"),
+        );
+        assert!(a > 0.0 && b > 0.0, "{run}");
+        assert!((ratio - b / a).abs() < 0.01, "{run}");
+        assert!(words[2].parse::<u64>().is_ok(), "input → state p50: {run}");
+    }
+    assert!(out.contains("B/A median"), "{out}");
+    assert!(out.contains("2 pairs"), "{out}");
+}
+
 #[test]
 fn reconnect_storm_resumes_every_session_exactly_once() {
     let (report, page) = run_with(

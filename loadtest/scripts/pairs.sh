@@ -5,7 +5,7 @@
 # within minutes; a pair's two runs share those minutes, and the median of many
 # pairs is what a change can be judged on (docs/benchmarks.md, wave 18).
 #
-# usage: loadtest/scripts/pairs.sh [-n PAIRS] [-f FIGURE] [-g GENERATOR] \
+# usage: loadtest/scripts/pairs.sh [-n PAIRS] [-f FIGURE] [-l LATENCY] [-g GENERATOR] \
 #            -a 'SERVER A COMMAND' -b 'SERVER B COMMAND' -- SCENARIO ARGS...
 #
 #   SERVER X COMMAND  a server that takes `--addr HOST:PORT` (appended), such as
@@ -15,6 +15,8 @@
 #                     --tick-rate 30 --duration 6 --player raw
 #   FIGURE            the report's figure to compare (default
 #                     server_cpu_us_per_input_and_state)
+#   LATENCY           the report's latency whose p50 and p99 each run shows
+#                     (default input_to_state; `delivery` for fanout)
 #   GENERATOR         the load generator (default target/release/loadtest)
 #
 # Example, two builds of the server with an io window of 4 ms each:
@@ -26,23 +28,25 @@ set -euo pipefail
 
 pairs=8
 figure=server_cpu_us_per_input_and_state
+latency=input_to_state
 generator=target/release/loadtest
 a=
 b=
-while getopts "n:f:g:a:b:" opt; do
+while getopts "n:f:l:g:a:b:" opt; do
   case $opt in
     n) pairs=$OPTARG ;;
     f) figure=$OPTARG ;;
+    l) latency=$OPTARG ;;
     g) generator=$OPTARG ;;
     a) a=$OPTARG ;;
     b) b=$OPTARG ;;
-    *) sed -n '8,20p' "$0"; exit 2 ;;
+    *) sed -n '8,22p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
 [ "${1:-}" = "--" ] && shift
 if [ -z "$a" ] || [ -z "$b" ] || [ $# -eq 0 ]; then
-  sed -n '8,20p' "$0"
+  sed -n '8,22p' "$0"
   exit 2
 fi
 
@@ -55,11 +59,11 @@ figure_of() {
   { grep -o "\"$1\": *[0-9.]*" "$2" || true; } | head -n 1 | sed 's/.*: *//'
 }
 
-# The input → state latency percentile `$1` (p50_us, p99_us), or `-` where the
-# scenario has none.
+# Percentile `$1` (p50_us, p99_us) of the report's latency `$latency`, or `-` where
+# the scenario has none.
 latency_of() {
   local value
-  value=$(tr -d '\n ' <"$2" | grep -o '"input_to_state":{[^}]*}' |
+  value=$(tr -d '\n ' <"$2" | grep -o "\"$latency\":{[^}]*}" |
     grep -o "\"$1\":[0-9]*" | head -n 1 | sed 's/.*://') || true
   echo "${value:--}"
 }
@@ -97,7 +101,7 @@ run() {
   echo "$value $(latency_of p50_us "$work/report.json") $(latency_of p99_us "$work/report.json") $passed"
 }
 
-echo "each run: $figure, input → state p50 and p99 (µs, - if none), the scenario's result"
+echo "each run: $figure, $latency p50 and p99 (µs, - if none), the scenario's result"
 printf '%-5s %-36s %-36s %s\n' pair A B B/A
 ratios=()
 for p in $(seq "$pairs"); do

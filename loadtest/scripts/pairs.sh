@@ -68,14 +68,13 @@ latency_of() {
   echo "${value:--}"
 }
 
-# Runs the server command `$1` on a free port and the scenario (the other arguments)
+# Runs the server command `$2` on port `$1` and the scenario (the other arguments)
 # against it; prints the figure, the latency p50 and p99 (or -), and whether the
-# scenario passed.
-port=$((20000 + RANDOM % 20000))
+# scenario passed (a failed one is shown as FAILED, its figure still compared).
 run() {
-  local command=$1
-  shift
-  port=$((port + 1))
+  local port=$1 command=$2
+  shift 2
+  rm -f "$work/report.json"
   # shellcheck disable=SC2086 # the server command is words on purpose
   $command --addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
   local server=$!
@@ -93,7 +92,7 @@ run() {
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
   local value
-  value=$(figure_of "$figure" "$work/report.json")
+  value=$(figure_of "$figure" "$work/report.json" 2>/dev/null)
   if [ -z "$value" ]; then
     echo "no figure $figure in the report: $(tail -n 3 "$work/scenario.log")" >&2
     return 1
@@ -104,13 +103,15 @@ run() {
 echo "each run: $figure, $latency p50 and p99 (µs, - if none), the scenario's result"
 printf '%-5s %-36s %-36s %s\n' pair A B B/A
 ratios=()
+port=$((20000 + RANDOM % 20000))
 for p in $(seq "$pairs"); do
+  port=$((port + 2))
   if [ $((p % 2)) -eq 1 ]; then
-    ra=$(run "$a" "$@") || exit 1
-    rb=$(run "$b" "$@") || exit 1
+    ra=$(run "$port" "$a" "$@") || exit 1
+    rb=$(run $((port + 1)) "$b" "$@") || exit 1
   else
-    rb=$(run "$b" "$@") || exit 1
-    ra=$(run "$a" "$@") || exit 1
+    rb=$(run "$port" "$b" "$@") || exit 1
+    ra=$(run $((port + 1)) "$a" "$@") || exit 1
   fi
   ratio=$(awk -v x="${ra%% *}" -v y="${rb%% *}" 'BEGIN { printf "%.3f", y / x }')
   ratios+=("$ratio")

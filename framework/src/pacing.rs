@@ -15,11 +15,11 @@
 //! an idle server does not wake for the pacer.
 //!
 //! With game rooms in the process, the pacer also wakes [`LEAD`] before each instant
-//! the rooms tick on (the process's grid, `game::tick::on_process_grid`: 8 instants
-//! a tick period), so that the inputs gathered in the window reach their rooms
-//! before they tick: the window then costs the inputs no latency, where reading at
-//! instants of its own would make an input that arrived just before its room's tick
-//! wait for the next one.
+//! the rooms tick on (the process's grid of each tick rate,
+//! `game::tick::on_process_grid`: 8 instants a tick period), so that the inputs
+//! gathered in the window reach their rooms before they tick: the window then costs
+//! the inputs no latency, where reading at instants of its own would make an input
+//! that arrived just before its room's tick wait for the next one.
 //!
 //! A delivery posted to the thread by another one (a game thread's states, a
 //! namespace's broadcast: [`crate::room::local::DeliveryThread::post`]) wakes it at
@@ -32,7 +32,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
@@ -78,26 +78,60 @@ impl Waking {
     }
 }
 
-/// The instants the game rooms tick on (the process's grid, `game::tick`): its
-/// start and how many instants a second, set by the first room of the process.
-static GRID: OnceLock<(Instant, u32)> = OnceLock::new();
+/// The process's epoch, from which every tick grid counts (`game::tick`).
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// How many instants a second each grid the game rooms tick on has (a room type's
+/// tick rate times the phases), one slot each, zero while free: a few distinct
+/// rates in a process, each kept once.
+static RATES: [AtomicU32; MAX_GRIDS] = [const { AtomicU32::new(0) }; MAX_GRIDS];
+
+/// The most distinct grids the pacer reads before; the rooms of a rate beyond them
+/// still find their inputs read at least once a window.
+const MAX_GRIDS: usize = 8;
 
 /// How long before a tick instant a paced io thread reads its clients' frames, so
 /// that the inputs that arrived in its window reach their rooms before they tick.
 const LEAD: Duration = Duration::from_micros(500);
 
 /// Aligns the paced io threads' reads on the game rooms' tick instants: `rate` a
-/// second from `epoch`. The first grid set stays (rooms of another rate still find
-/// their inputs read at least once a window).
+/// second from `epoch` (the process's; the first one given stays). Each distinct
+/// rate is kept: rooms of 30 Hz and of 20 Hz in one process both find their
+/// inputs read just before they tick.
 pub(crate) fn align(epoch: Instant, rate: u32) {
-    let _ = GRID.get_or_init(|| (epoch, rate));
+    let _ = EPOCH.get_or_init(|| epoch);
+    if rate == 0 {
+        return;
+    }
+    for slot in &RATES {
+        match slot.compare_exchange(0, rate, Ordering::AcqRel, Ordering::Acquire) {
+            // Taken now, or by the same rate before.
+            Ok(_) => return,
+            Err(kept) if kept == rate => return,
+            Err(_) => {}
+        }
+    }
+    tracing::debug!(
+        rate,
+        "more tick rates than the pacer aligns on: read once a window"
+    );
 }
 
-/// When to read next for the tick instants: [`LEAD`] before the first instant at
-/// least that far from `now`; `None` without game rooms.
+/// The grids' rates, as [`align`] kept them.
+fn rates() -> impl Iterator<Item = u32> {
+    RATES
+        .iter()
+        .map(|slot| slot.load(Ordering::Acquire))
+        .take_while(|&rate| rate != 0)
+}
+
+/// When to read next for the tick instants: [`LEAD`] before the first instant, on
+/// any of the grids, at least that far from `now`; `None` without game rooms.
 fn next_read(now: Instant) -> Option<Instant> {
-    let &(epoch, rate) = GRID.get()?;
-    Some(crate::game::tick::on_grid(epoch, now + LEAD, rate) - LEAD)
+    let &epoch = EPOCH.get()?;
+    rates()
+        .map(|rate| crate::game::tick::on_grid(epoch, now + LEAD, rate) - LEAD)
+        .min()
 }
 
 /// The calling thread's [`Waking`], if it is a paced io thread.
@@ -214,22 +248,37 @@ mod tests {
     }
 
     #[test]
-    fn reads_fall_just_before_the_rooms_tick_instants() {
+    fn reads_fall_just_before_the_rooms_tick_instants_of_every_rate() {
         let now = Instant::now();
+        // 30 Hz and 20 Hz rooms, 8 phases each: neither grid is on the other.
         align(now, 240);
-        // The first grid set stays (the process's rooms may have set it already).
-        let &(epoch, rate) = GRID.get().expect("a grid");
-        align(now + Duration::from_millis(3), 30);
-        assert_eq!(GRID.get(), Some(&(epoch, rate)));
-        for offset_us in [0, 100, 499, 500, 501, 2_000, 4_166, 10_000] {
+        align(now + Duration::from_millis(3), 160);
+        align(now, 240); // kept once
+                         // The first epoch stays (the process's rooms may have set it already), and
+                         // so may other rates be kept.
+        let &epoch = EPOCH.get().expect("an epoch");
+        let kept: Vec<u32> = rates().collect();
+        assert_eq!(kept.iter().filter(|&&r| r == 240).count(), 1);
+        assert_eq!(kept.iter().filter(|&&r| r == 160).count(), 1);
+        for offset_us in [0, 100, 499, 500, 501, 2_000, 4_166, 6_250, 10_000] {
             let at = now + Duration::from_micros(offset_us);
             let read = next_read(at).expect("aligned");
             let instant = read + LEAD;
-            // On the grid, at least LEAD ahead, and the first such instant.
-            assert_eq!(crate::game::tick::on_grid(epoch, instant, rate), instant);
             assert!(read >= at, "{offset_us} µs: read in the past");
-            let step = Duration::from_secs(1) / rate;
-            assert!(read < at + step, "{offset_us} µs: a whole step away");
+            // The first instant at least LEAD ahead on one of the kept grids...
+            assert!(
+                kept.iter()
+                    .any(|&rate| crate::game::tick::on_grid(epoch, instant, rate) == instant),
+                "{offset_us} µs: read before no grid's instant"
+            );
+            // ... and no later than the next one of either rate aligned here.
+            for rate in [240, 160] {
+                let next = crate::game::tick::on_grid(epoch, at + LEAD, rate);
+                assert!(
+                    instant <= next,
+                    "{offset_us} µs: read after a {rate}/s instant"
+                );
+            }
         }
     }
 

@@ -353,6 +353,12 @@ impl Volley {
         VolleyBuilder::default()
     }
 
+    /// The state the server's sessions share, for the crate's own tests.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.shared.config

@@ -110,15 +110,24 @@ impl Pulse {
     }
 }
 
+slotmap::new_key_type! {
+    /// A session's place among its thread's heartbeat schedules (`keepalive.rs`).
+    pub(super) struct BeatKey;
+}
+
 /// A session's schedule, in its `Sink` (`outlet.rs`), run by its thread's wheel
-/// (`keepalive.rs`): the wheel holds the sink weakly, so a session that stops (and
-/// leaves its thread's registry) leaves the wheel at its next visit.
+/// (`keepalive.rs`). The wheel lists sessions by [`BeatKey`], and only its table of
+/// schedules holds the sink, weakly: a sink that goes takes its entry with it (see
+/// `keepalive.rs`, `impl Drop for Heartbeat`), so an ended session's memory is
+/// freed at once, not at the visit the wheel still has listed for it.
 #[derive(Default)]
 pub(super) struct Heartbeat {
     /// Where the session's round-trip time is published (its sockets read it).
     pub ids: OnceCell<Arc<SessionLink>>,
     /// When the schedule's next ping is due.
     pub next: Cell<Option<Instant>>,
+    /// The schedule's entry in its thread's wheel, once started.
+    pub key: Cell<Option<BeatKey>>,
 }
 
 /// The process's heartbeat clock starts here: pulses keep instants as nanoseconds

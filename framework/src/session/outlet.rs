@@ -93,6 +93,17 @@ impl Outlet {
         out
     }
 
+    /// An outlet with no connection, for the session machinery's own tests.
+    #[cfg(test)]
+    pub fn detached(shared: Arc<Shared>) -> Self {
+        let config = &shared.config;
+        let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
+        let link = Link::Detached {
+            expiry: SpawnHandle::default(),
+        };
+        Outlet::with(shared, link, ClientLimit::announced(None), outbox)
+    }
+
     /// A window for a move, bounded as the outbox is.
     #[cfg(feature = "cluster")]
     pub fn new_window(&self, move_id: u64) -> Box<super::window::Window> {

@@ -76,6 +76,15 @@ pub struct Config {
     /// socket data and undelivered reliable frames kept). Default 2 min. Zero turns
     /// resumption off: a dropped connection ends the session at once.
     pub resume_grace: Duration,
+    /// Most sessions kept resumable without a connection at once. A session whose
+    /// connection drops past it makes the one detached longest end at once
+    /// (`DisconnectReason::Evicted`; its client's resume then starts a fresh
+    /// session), so that clients which connect and vanish, by accident or on
+    /// purpose, cannot hold the server's memory for `resume_grace` without bound
+    /// (each detached session keeps its namespaces, rooms and outbox: a few KiB).
+    /// Default `None`: as many as `max_connections` (after `build()` fits it to the
+    /// open-file limit), so that every connection cut at once can still resume.
+    pub max_detached_sessions: Option<usize>,
     /// Most unacknowledged reliable frames kept per session for replay. Past it the
     /// session ends with `outbox overflow`. Default 4096.
     pub max_outbox_frames: usize,
@@ -176,6 +185,7 @@ impl Default for Config {
             io_window: Duration::ZERO,
             max_mailbox: 4096,
             resume_grace: Duration::from_secs(120),
+            max_detached_sessions: None,
             max_outbox_frames: 4096,
             max_outbox_bytes: 2 * 1024 * 1024,
             poll_hold: Duration::from_secs(20),

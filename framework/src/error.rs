@@ -25,6 +25,10 @@ pub enum DisconnectReason {
     /// The connection dropped (for the reason inside) and the client did not resume
     /// within the grace window.
     Expired(Box<DisconnectReason>),
+    /// The connection dropped (for the reason inside) and the session waited to
+    /// resume, but more sessions waited than [`crate::Config::max_detached_sessions`]
+    /// allows and it had waited longest: it ended before its grace window did.
+    Evicted(Box<DisconnectReason>),
 }
 
 impl fmt::Display for DisconnectReason {
@@ -39,6 +43,10 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::OutboxOverflow => f.write_str("outbox overflow"),
             DisconnectReason::RateLimited => f.write_str("rate limited"),
             DisconnectReason::Expired(cause) => write!(f, "session expired ({cause})"),
+            DisconnectReason::Evicted(cause) => write!(
+                f,
+                "session evicted ({cause}): too many sessions waiting to resume"
+            ),
         }
     }
 }

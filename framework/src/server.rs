@@ -114,6 +114,22 @@ impl VolleyBuilder {
         self
     }
 
+    /// Most sessions kept resumable without a connection at once (default: as many
+    /// as `max_connections`); past it the one detached longest ends. See
+    /// [`Config::max_detached_sessions`].
+    ///
+    /// ```
+    /// use volley::Volley;
+    ///
+    /// // A game whose players rarely drop: a few hundred may wait to resume.
+    /// let builder = Volley::builder().max_detached_sessions(500);
+    /// # drop(builder);
+    /// ```
+    pub fn max_detached_sessions(mut self, sessions: usize) -> Self {
+        self.config.max_detached_sessions = Some(sessions);
+        self
+    }
+
     /// Outbox limits per session: unacknowledged reliable frames and their bytes
     /// (defaults 4096 frames, 2 MiB).
     pub fn max_outbox(mut self, frames: usize, bytes: usize) -> Self {
@@ -217,15 +233,23 @@ impl VolleyBuilder {
         if let Some(cluster) = &cluster {
             node_number = cluster.node_number();
         }
-        let supervisor =
-            Supervisor::start_in_arbiter(&control, |_| Supervisor::new(resumes, node_number));
+        let mut config = self.config;
+        config.max_connections = crate::fd_limit::fit(config.max_connections);
+        config.io_window = crate::pacing::fit(config.io_window);
+        // Every connection cut at once may resume, unless told otherwise.
+        let max_detached = config
+            .max_detached_sessions
+            .unwrap_or(config.max_connections);
+        let supervisor = Supervisor::start_in_arbiter(&control, move |_| {
+            Supervisor::new(resumes, node_number, max_detached)
+        });
         // Sessions moved here from other nodes (no connection of their own yet) go
         // round-robin over the room threads, one per core by default; started only
         // on a node of a cluster.
         #[cfg(feature = "cluster")]
         let place_room: crate::session::RoomPlacer = {
             let threads = if cluster.is_some() {
-                self.config.room_threads.max(1)
+                config.room_threads.max(1)
             } else {
                 0
             };
@@ -240,9 +264,6 @@ impl VolleyBuilder {
                 arbiters[next.fetch_add(1, Ordering::Relaxed) % arbiters.len()].clone()
             })
         };
-        let mut config = self.config;
-        config.max_connections = crate::fd_limit::fit(config.max_connections);
-        config.io_window = crate::pacing::fit(config.io_window);
         let shared = Shared {
             config,
             supervisor,

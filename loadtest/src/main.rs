@@ -138,7 +138,7 @@ flags for every scenario
                         checks, figures, latency histograms, plots over time
 
 server flags (loadtest serve; with --spawn the scenario sets them)
-  --ping-ms, --ping-timeout-ms, --grace-s, --tick-rate, --room-size,
+  --ping-ms, --ping-timeout-ms, --grace-s, --max-detached, --tick-rate, --room-size,
   --io-window-us (Config::io_window, default 0: off)
 
 exit status: 0 passed; 1 lost or duplicated messages, clients that could not

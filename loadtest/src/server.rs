@@ -115,6 +115,9 @@ pub struct ServeOptions {
     pub ping: Duration,
     pub ping_timeout: Duration,
     pub grace: Duration,
+    /// `Config::max_detached_sessions` (`--max-detached N`; default: the
+    /// framework's, as many as `max_connections`).
+    pub max_detached: Option<usize>,
     pub tick_rate: u32,
     pub room_size: usize,
     /// `Config::io_window` (`--io-window-us`, default 0: off).
@@ -133,6 +136,7 @@ impl ServeOptions {
             ping: ms("ping-ms", 25_000)?,
             ping_timeout: ms("ping-timeout-ms", 20_000)?,
             grace: Duration::from_secs(flags.get("grace-s", 120)?),
+            max_detached: flags.opt("max-detached")?,
             tick_rate: flags.get("tick-rate", 30)?,
             room_size: flags.count("room-size", 8)?,
             io_window: Duration::from_micros(flags.get("io-window-us", 0)?),
@@ -420,6 +424,10 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
         .namespace(NAMESPACE, lt_namespace())
         .namespace(GAME_NAMESPACE, game_namespace(&rooms))
         .namespace(CHAT_NAMESPACE, chat_namespace());
+    let builder = match opts.max_detached {
+        Some(sessions) => builder.max_detached_sessions(sessions),
+        None => builder,
+    };
     let volley = in_cluster(builder, opts.redis.as_deref())?.build();
     // On a cluster the game rooms are the cluster's: a player of any node joins the
     // fullest matching room of any node, new rooms go to the least loaded node.

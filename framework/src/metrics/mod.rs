@@ -333,6 +333,7 @@ fn reason_label(reason: &DisconnectReason) -> &'static str {
         DisconnectReason::OutboxOverflow => "outbox_overflow",
         DisconnectReason::RateLimited => "rate_limited",
         DisconnectReason::Expired(_) => "expired",
+        DisconnectReason::Evicted(_) => "evicted",
     }
 }
 

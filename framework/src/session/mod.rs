@@ -321,12 +321,23 @@ impl Session {
         metrics.sessions_attached.dec();
         metrics.sessions_detached.inc();
         self.notify_watchers(&SocketEventKind::Detached);
-        let expired = DisconnectReason::Expired(Box::new(cause));
+        let expired = DisconnectReason::Expired(Box::new(cause.clone()));
         let expiry = ctx.run_later(grace, move |act, ctx| {
             tracing::debug!(sid = act.id().0, "session expired");
             act.end(expired, false, ctx);
         });
-        self.sink.outlet.borrow_mut().link = Link::Detached { expiry };
+        // Counted against `max_detached_sessions`: the supervisor evicts the session
+        // detached longest once too many wait.
+        let since = supervisor::next_detach();
+        self.sink.outlet.borrow_mut().link = Link::Detached {
+            expiry,
+            since,
+            cause,
+        };
+        self.shared.supervisor.do_send(supervisor::Detached {
+            id: self.id(),
+            since,
+        });
         if let Some(ids) = &self.ids {
             ids.transport
                 .store(TransportKind::code(None), Ordering::Relaxed);
@@ -415,6 +426,21 @@ impl Session {
             );
         }
         ctx.stop();
+    }
+}
+
+/// Too many sessions wait to resume and this one waited longest (see
+/// [`supervisor::Detached`]): it ends now, unless it resumed or detached again since.
+impl Handler<supervisor::Evict> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: supervisor::Evict, ctx: &mut Context<Self>) {
+        let cause = match &self.sink.outlet.borrow().link {
+            Link::Detached { since, cause, .. } if *since == msg.since => cause.clone(),
+            _ => return,
+        };
+        tracing::debug!(sid = self.id().0, "session evicted");
+        self.end(DisconnectReason::Evicted(Box::new(cause)), false, ctx);
     }
 }
 

@@ -362,7 +362,11 @@ impl Session {
             let expired = DisconnectReason::Expired(Box::new(DisconnectReason::TransportClosed));
             act.end(expired, false, ctx);
         });
-        self.sink.outlet.borrow_mut().link = Link::Detached { expiry };
+        self.sink.outlet.borrow_mut().link = Link::Detached {
+            expiry,
+            since: 0,
+            cause: DisconnectReason::TransportClosed,
+        };
         self.shared.metrics.sessions_detached.inc();
         // One more than the namespaces: the loop below landing counts too, so that
         // the move is answered once, after the last namespace's joins, however many

@@ -29,6 +29,12 @@ pub(super) enum Link {
     /// Dropped; the session ends when `expiry` fires unless resumed.
     Detached {
         expiry: SpawnHandle,
+        /// This detach among the process's (see `supervisor::Detached`); 0 when
+        /// not counted against `max_detached_sessions` (a session moved here that
+        /// waits for its client).
+        since: u64,
+        /// Why the connection dropped.
+        cause: DisconnectReason,
     },
 }
 
@@ -85,6 +91,8 @@ impl Outlet {
     ) -> Self {
         let link = Link::Detached {
             expiry: SpawnHandle::default(),
+            since: 0,
+            cause: DisconnectReason::TransportClosed,
         };
         let mut out = Outlet::with(shared, link, limit, outbox);
         let mut window = out.new_window(move_id);
@@ -100,6 +108,8 @@ impl Outlet {
         let outbox = Outbox::new(config.max_outbox_frames, config.max_outbox_bytes);
         let link = Link::Detached {
             expiry: SpawnHandle::default(),
+            since: 0,
+            cause: DisconnectReason::TransportClosed,
         };
         Outlet::with(shared, link, ClientLimit::announced(None), outbox)
     }

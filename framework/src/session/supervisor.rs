@@ -4,8 +4,8 @@
 //! not on the per-message path: sessions talk to namespaces and rooms directly and
 //! only register, unregister and resume through here.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -66,6 +66,11 @@ pub struct Supervisor {
     ids: SessionIds,
     /// Counts the resumes refused here (unknown session, wrong token).
     resumes: ResumeResults,
+    /// The detaches of sessions, oldest first, at most `max_detached` (see
+    /// [`Detached`]): every session waiting to resume has its latest one here.
+    detached: VecDeque<(SessionId, u64)>,
+    /// `Config::max_detached_sessions`, resolved.
+    max_detached: usize,
     /// Moves (session, move number) cancelled before they arrived (see
     /// [`CancelMove`]): their `Adopt` is refused. Bounded: entries older than
     /// [`CANCELLED_FOR`] go.
@@ -81,13 +86,16 @@ const CANCELLED_FOR: Duration = Duration::from_secs(60);
 const CANCELLED_MAX: usize = 4096;
 
 impl Supervisor {
-    /// An empty registry that counts refused resumes into `resumes` and numbers
-    /// sessions after node number `node`.
-    pub(crate) fn new(resumes: ResumeResults, node: Arc<NodeNumber>) -> Self {
+    /// An empty registry that counts refused resumes into `resumes`, numbers
+    /// sessions after node number `node` and keeps at most `max_detached` sessions
+    /// waiting to resume.
+    pub(crate) fn new(resumes: ResumeResults, node: Arc<NodeNumber>, max_detached: usize) -> Self {
         Supervisor {
             sessions: HashMap::new(),
             ids: SessionIds::new(node),
             resumes,
+            detached: VecDeque::new(),
+            max_detached,
             #[cfg(feature = "cluster")]
             cancelled: HashMap::new(),
         }
@@ -307,6 +315,60 @@ impl Handler<Unregister> for Supervisor {
     fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) {
         self.sessions.remove(&msg.id);
     }
+}
+
+/// A number for a session's detach, unique in the process (0 is never one).
+pub(crate) fn next_detach() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Session `id` lost its connection (its detach number `since`) and waits to
+/// resume. Past `max_detached` such detaches the oldest is taken off the list and
+/// its session told to [`Evict`] itself, if it still waits since then: at most
+/// `max_detached` sessions wait at once, and the list holds no more than that.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detached {
+    pub id: SessionId,
+    pub since: u64,
+}
+
+impl Handler<Detached> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detached, _: &mut Context<Self>) {
+        if !self.sessions.contains_key(&msg.id) {
+            return;
+        }
+        self.detached.push_back((msg.id, msg.since));
+        while self.detached.len() > self.max_detached {
+            let Some((id, since)) = self.detached.pop_front() else {
+                break;
+            };
+            // A session that resumed or ended since gets an `Evict` it ignores.
+            if let Some(entry) = self.sessions.get(&id) {
+                static WARNED: LogGate = LogGate::new();
+                if let Some(suppressed) = WARNED.admit() {
+                    tracing::warn!(
+                        sid = id.0,
+                        max = self.max_detached,
+                        suppressed,
+                        "too many sessions waiting to resume: the one detached longest ends"
+                    );
+                }
+                entry.addr.do_send(Evict { since });
+            }
+        }
+    }
+}
+
+/// Ends the session if it still waits to resume since its detach `since` (see
+/// [`Detached`]), with [`crate::DisconnectReason::Evicted`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict {
+    pub since: u64,
 }
 
 /// Keeps the registry's view of a session's namespaces current.

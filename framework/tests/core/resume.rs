@@ -33,6 +33,17 @@ pub(crate) fn counting_config(transport: Transport) -> ClientConfig {
     }
 }
 
+/// The next session end the test namespace's disconnect hook saw: its namespace
+/// and reason.
+async fn ended(
+    seen: &mut mpsc::UnboundedReceiver<(String, DisconnectReason)>,
+) -> (String, DisconnectReason) {
+    tokio::time::timeout(WAIT, seen.recv())
+        .await
+        .expect("no session ended in time")
+        .expect("the hook's channel closed")
+}
+
 pub(crate) fn server_addr(server: &TestServer) -> std::net::SocketAddr {
     server
         .url
@@ -274,10 +285,7 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
     assert_eq!(root.stats().await.rooms, 1);
 
     drop(raw); // the connection goes away without a goodbye
-    let (ns, why) = tokio::time::timeout(WAIT, seen.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (ns, why) = ended(&mut seen).await;
     assert_eq!(ns, "/");
     assert_eq!(
         why,
@@ -288,6 +296,73 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
     assert_eq!((stats.sockets, stats.rooms), (0, 0));
     assert!(server.volley.sessions().await.is_empty());
     assert_eq!(server.volley.local_session_count().await, 0);
+}
+
+#[actix_rt::test]
+async fn past_the_limit_of_waiting_sessions_the_one_detached_longest_is_evicted() {
+    let (disconnects, mut seen) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .resume_grace(Duration::from_secs(60))
+            .max_detached_sessions(2)
+            .namespace("/", test_namespace(disconnects)),
+    );
+    let waiting = |sid: u64| {
+        let volley = server.volley.clone();
+        async move {
+            let sessions = volley.sessions().await;
+            sessions
+                .iter()
+                .any(|s| s.id.0 == sid && s.transport.is_none())
+        }
+    };
+    // Two clients vanish, one after the other: both wait to resume.
+    let mut gone = Vec::new();
+    for _ in 0..2 {
+        let (raw, open) = RawClient::open_in(&server.url, "/").await;
+        drop(raw); // no goodbye
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !waiting(open.sid).await {
+            assert!(tokio::time::Instant::now() < deadline, "never detached");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gone.push(open);
+    }
+    assert!(seen.try_recv().is_err(), "nobody ends while two wait");
+
+    // A third: the first to go ends now, 60 s before its grace window would.
+    let (raw, third) = RawClient::open_in(&server.url, "/").await;
+    drop(raw);
+    let (ns, why) = ended(&mut seen).await;
+    assert_eq!(ns, "/");
+    assert_eq!(
+        why,
+        DisconnectReason::Evicted(Box::new(DisconnectReason::TransportClosed))
+    );
+    assert_eq!(
+        why.to_string(),
+        "session evicted (transport closed): too many sessions waiting to resume"
+    );
+    let mut late = RawClient::resume(&server.url, &gone[0], 0).await;
+    assert_eq!(
+        late.recv().await,
+        Some(Frame::ResumeFailed {
+            reason: "unknown or expired session".into()
+        })
+    );
+    // The two that went later resume.
+    for open in [&gone[1], &third] {
+        let mut again = RawClient::resume(&server.url, open, 0).await;
+        assert!(matches!(again.recv().await, Some(Frame::Resumed { .. })));
+    }
+    let ids: Vec<u64> = server
+        .volley
+        .sessions()
+        .await
+        .iter()
+        .map(|s| s.id.0)
+        .collect();
+    assert!(!ids.contains(&gone[0].sid), "{ids:?}");
 }
 
 /// The disconnect hook holds the session's thread until the test has looked, so the
@@ -363,10 +438,7 @@ async fn resume_with_a_bad_token_or_after_expiry_says_why_and_allows_a_fresh_ses
     assert!(matches!(again.recv().await, Some(Frame::Open(o)) if o.sid != open.sid));
 
     // After expiry, even the right token is refused.
-    let (_, why) = tokio::time::timeout(WAIT, seen.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, why) = ended(&mut seen).await;
     assert!(matches!(why, DisconnectReason::Expired(_)));
     let mut late = RawClient::resume(&server.url, &open, 0).await;
     assert_eq!(
@@ -400,10 +472,7 @@ async fn the_client_reports_a_lost_session_and_carries_on_in_a_fresh_one(transpo
     // Keep the client away until its session has expired on the server.
     proxy.refuse(true);
     proxy.cut_all();
-    let (_, why) = tokio::time::timeout(WAIT, seen.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, why) = ended(&mut seen).await;
     assert!(matches!(why, DisconnectReason::Expired(_)));
     proxy.refuse(false);
 
@@ -502,10 +571,7 @@ async fn a_detached_session_whose_outbox_overflows_is_expired_with_outbox_overfl
     for n in 0..1_000 {
         root.emit("news", &n).unwrap();
     }
-    let (_, why) = tokio::time::timeout(WAIT, seen.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, why) = ended(&mut seen).await;
     assert_eq!(why, DisconnectReason::OutboxOverflow);
     let mut late = RawClient::resume(&server.url, &open, 1).await;
     assert_eq!(

@@ -292,7 +292,11 @@ impl Handler<SocketEvent> for EdgeSeat {
             SocketEventKind::Detached => SeatNews::Detached(sid),
             SocketEventKind::Resumed => SeatNews::Resumed(sid),
             SocketEventKind::Left(reason) => {
-                SeatNews::Left(sid, matches!(reason, DisconnectReason::Expired(_)))
+                let expired = matches!(
+                    reason,
+                    DisconnectReason::Expired(_) | DisconnectReason::Evicted(_)
+                );
+                SeatNews::Left(sid, expired)
             }
         };
         let gone = matches!(news, SeatNews::Left(..));

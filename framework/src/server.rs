@@ -194,7 +194,9 @@ impl VolleyBuilder {
     }
 
     /// Creates namespaces on demand: when a client asks for a namespace that was not
-    /// declared, `factory` is called with its name; `None` refuses it.
+    /// declared, `factory` is called with its name; `None` refuses it. A namespace
+    /// it made is dropped once nothing uses it (no socket in it, no [`NamespaceRef`]
+    /// held; outside a cluster) and made again by the next client asking for it.
     pub fn dynamic_namespaces(
         mut self,
         factory: impl Fn(&str) -> Option<Namespace> + Send + Sync + 'static,
@@ -267,7 +269,7 @@ impl VolleyBuilder {
         let shared = Shared {
             config,
             supervisor,
-            namespaces: RwLock::new(HashMap::new()),
+            namespaces: Arc::new(RwLock::new(HashMap::new())),
             dynamic: self.dynamic,
             #[cfg(feature = "cluster")]
             place_room,
@@ -284,7 +286,7 @@ impl VolleyBuilder {
             .namespaces
             .into_iter()
             .map(|(name, spec)| {
-                let handle = shared.start_namespace(&name, spec);
+                let handle = shared.start_namespace(&name, spec, None);
                 (name, handle)
             })
             .collect();
@@ -460,9 +462,11 @@ impl Volley {
     /// A handle on namespace `name` for broadcasting from anywhere (a game loop, an
     /// HTTP handler). A name that is not running yet goes to the
     /// [`VolleyBuilder::dynamic_namespaces`] factory, as a client's connect would:
-    /// the namespace it makes is started and kept, so a table's handle exists before
-    /// its first player. `None` if the name is neither declared nor made by the
-    /// factory.
+    /// the namespace it makes is started and kept while the returned handle (or a
+    /// clone, or a socket in it) lives, so a table's handle exists before its first
+    /// player; dropped once nothing uses it (see
+    /// [`VolleyBuilder::dynamic_namespaces`]). `None` if the name is neither declared
+    /// nor made by the factory.
     pub fn of(&self, name: &str) -> Option<NamespaceRef> {
         let handle = self.shared.namespace(name)?;
         Some(NamespaceRef { handle })

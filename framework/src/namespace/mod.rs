@@ -368,6 +368,38 @@ impl NamespaceHandle {
     }
 }
 
+/// A namespace the dynamic factory made is dropped once nothing uses it: no socket
+/// in it (a client's, or one the application keeps), no join on its way and no
+/// [`NamespaceRef`](crate::NamespaceRef) held. So the handle that lets go last, the
+/// registry's own aside, takes it out of the registry, and its actor stops with its
+/// last address; the next client asking for the name gets a new one from the
+/// factory. Without that, every name a client asked for stayed for the server's
+/// life: a factory that accepts `/table-<anything>` let one client make namespaces
+/// without end by joining and leaving.
+impl Drop for NamespaceHandle {
+    fn drop(&mut self) {
+        // This handle and the registry's: nothing else holds the namespace.
+        if Arc::strong_count(&self.0) != 2 {
+            return;
+        }
+        let Some(registry) = self.0.registry.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let unused = {
+            let mut map = registry.write().unwrap_or_else(|e| e.into_inner());
+            match map.get(&*self.0.name) {
+                // Checked again under the lock: a join may have taken a handle since.
+                Some(kept) if Arc::ptr_eq(&kept.0, &self.0) && Arc::strong_count(&self.0) == 2 => {
+                    map.remove(&*self.0.name)
+                }
+                _ => None,
+            }
+        };
+        // Dropped with the lock released (its own drop finds it gone).
+        drop(unused);
+    }
+}
+
 impl std::ops::Deref for NamespaceHandle {
     type Target = NamespaceParts;
 
@@ -385,6 +417,9 @@ pub(crate) struct NamespaceParts {
     pub addr: Arc<actix::Addr<NamespaceActor>>,
     /// Broadcasts posted to `addr` and not yet fanned out.
     pub broadcasts: Arc<Gauge>,
+    /// The registry of a namespace the dynamic factory made, which it leaves once
+    /// nothing uses it; `None` for a declared one (kept while the server runs).
+    pub registry: Option<std::sync::Weak<crate::session::Registry>>,
 }
 
 impl NamespaceHandle {

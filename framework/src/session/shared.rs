@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use actix::prelude::*;
 
@@ -24,11 +24,15 @@ pub(crate) type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sy
 #[cfg(feature = "cluster")]
 pub(crate) type RoomPlacer = std::sync::Arc<dyn Fn() -> actix::ArbiterHandle + Send + Sync>;
 
+/// The running namespaces by name. A namespace the dynamic factory made holds it
+/// weakly, to leave it once nothing uses it (see `impl Drop for NamespaceHandle`).
+pub(crate) type Registry = RwLock<HashMap<String, NamespaceHandle>>;
+
 /// State shared by every session, transport and handle of one server.
 pub(crate) struct Shared {
     pub config: Config,
     pub supervisor: Addr<Supervisor>,
-    pub namespaces: RwLock<HashMap<String, NamespaceHandle>>,
+    pub namespaces: Arc<Registry>,
     pub dynamic: Option<Arc<NamespaceFactory>>,
     /// Where a session moved here from another node starts (feature `cluster`).
     #[cfg(feature = "cluster")]
@@ -69,16 +73,31 @@ impl Shared {
             return Some(found.clone());
         }
         let spec = (self.dynamic.as_ref()?)(name)?;
+        // Made on demand, it is dropped once unused; on a node of a cluster it is
+        // kept (its channel's subscription follows its sockets, and a namespace made
+        // again while the old one unsubscribes could lose it).
+        #[allow(unused_mut)]
+        let mut registry = Some(Arc::downgrade(&self.namespaces));
+        #[cfg(feature = "cluster")]
+        if self.cluster.is_some() {
+            registry = None;
+        }
         let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
         // Another session may have created it meanwhile.
         let handle = map
             .entry(name.to_owned())
-            .or_insert_with(|| self.start_namespace(name, spec));
+            .or_insert_with(|| self.start_namespace(name, spec, registry));
         Some(handle.clone())
     }
 
-    /// Starts the actor of namespace `name` on the control thread.
-    pub fn start_namespace(&self, name: &str, spec: Namespace) -> NamespaceHandle {
+    /// Starts the actor of namespace `name` on the control thread; `registry`: the
+    /// registry it leaves once unused (made by the dynamic factory), or none (kept).
+    pub fn start_namespace(
+        &self,
+        name: &str,
+        spec: Namespace,
+        registry: Option<Weak<Registry>>,
+    ) -> NamespaceHandle {
         let name: Arc<str> = name.into();
         let emitted = self.metrics.broadcasts.clone();
         let actor = NamespaceActor::new(name.clone(), emitted);
@@ -93,6 +112,7 @@ impl Shared {
             spec: Arc::new(spec),
             addr: Arc::new(NamespaceActor::start_in_arbiter(&self.control, |_| actor)),
             broadcasts,
+            registry,
         })
     }
 }

@@ -425,6 +425,58 @@ async fn events_right_behind_a_join_or_a_leave_are_taken_in_order() {
     assert_eq!(told, rounds.repeat(ROUNDS as usize));
 }
 
+/// A namespace the factory made goes once nothing uses it, and the next join asks
+/// the factory again; one the application holds (`of`) stays.
+#[actix_rt::test]
+async fn a_dynamic_namespace_nothing_uses_is_dropped_and_made_again_on_demand() {
+    let made = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (disconnects, _) = Disconnects::new();
+    let factory_made = made.clone();
+    let server = serve(Volley::builder().dynamic_namespaces(move |name| {
+        let table = name.starts_with("/table-");
+        if table {
+            factory_made.lock().unwrap().push(name.to_owned());
+        }
+        table.then(|| test_namespace(disconnects.clone()))
+    }));
+    let made = move || made.lock().unwrap().clone();
+    let (mut raw, _) = RawClient::open(&server.url).await;
+    let leave = |ns: &str| Frame::Disconnect {
+        ns: ns.to_owned(),
+        reason: None,
+    };
+
+    // Joined, left, joined again: made twice, the first one gone with its socket.
+    // (One session takes its frames in order: the leave is done before the join.)
+    raw.join("/table-1").await;
+    raw.send(&leave("/table-1")).await;
+    raw.join("/table-1").await;
+    assert_eq!(made(), ["/table-1", "/table-1"]);
+
+    // Many names, one after the other: each made, none kept. (Fewer than 64
+    // frames in all: the session's `Received` report would come between answers.)
+    for n in 0..20 {
+        let ns = format!("/table-x{n}");
+        raw.join(&ns).await;
+        raw.send(&leave(&ns)).await;
+    }
+    raw.join("/table-x0").await;
+    assert_eq!(made().iter().filter(|n| *n == "/table-x0").count(), 2);
+
+    // Held by the application: it stays through a join and a leave.
+    let held = server.volley.of("/table-2").expect("made by the factory");
+    raw.join("/table-2").await;
+    raw.send(&leave("/table-2")).await;
+    raw.join("/table-2").await;
+    assert_eq!(made().iter().filter(|n| *n == "/table-2").count(), 1);
+    assert_eq!(held.stats().await.sockets, 1);
+    // And let go of: the client leaves, nothing holds it, the next join makes it.
+    drop(held);
+    raw.send(&leave("/table-2")).await;
+    raw.join("/table-2").await;
+    assert_eq!(made().iter().filter(|n| *n == "/table-2").count(), 2);
+}
+
 over_transports!(
     async_middleware_accepts_after_an_await_while_the_session_goes_on,
     async_middleware_refuses_and_times_out,

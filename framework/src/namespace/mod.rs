@@ -408,6 +408,11 @@ impl std::ops::Deref for NamespaceHandle {
     }
 }
 
+/// The running namespaces by name (the server's, in `Shared`). A namespace the
+/// dynamic factory made holds it weakly, to leave it once nothing uses it (see
+/// `impl Drop for NamespaceHandle`).
+pub(crate) type Registry = std::sync::RwLock<std::collections::HashMap<String, NamespaceHandle>>;
+
 /// What a [`NamespaceHandle`] points to.
 pub(crate) struct NamespaceParts {
     pub name: Arc<str>,
@@ -419,7 +424,7 @@ pub(crate) struct NamespaceParts {
     pub broadcasts: Arc<Gauge>,
     /// The registry of a namespace the dynamic factory made, which it leaves once
     /// nothing uses it; `None` for a declared one (kept while the server runs).
-    pub registry: Option<std::sync::Weak<crate::session::Registry>>,
+    pub registry: Option<std::sync::Weak<Registry>>,
 }
 
 impl NamespaceHandle {

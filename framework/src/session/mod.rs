@@ -66,7 +66,7 @@ pub use send_queue::SendQueue;
 pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
 #[cfg(feature = "cluster")]
 pub(crate) use shared::RoomPlacer;
-pub(crate) use shared::{Connections, NamespaceFactory, Registry, Shared};
+pub(crate) use shared::{Connections, NamespaceFactory, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 #[cfg(feature = "cluster")]
 pub(crate) use supervisor::{CancelMove, Holds, Movable, MovedHere, SetMoving, Unregister, MOVING};

@@ -12,7 +12,7 @@ use actix::prelude::*;
 #[cfg(feature = "cluster")]
 use super::Nodes;
 use super::Supervisor;
-use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle, NamespaceParts};
+use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle, NamespaceParts, Registry};
 use crate::room::Gauge;
 use crate::Config;
 
@@ -23,10 +23,6 @@ pub(crate) type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sy
 /// moved here from another node).
 #[cfg(feature = "cluster")]
 pub(crate) type RoomPlacer = std::sync::Arc<dyn Fn() -> actix::ArbiterHandle + Send + Sync>;
-
-/// The running namespaces by name. A namespace the dynamic factory made holds it
-/// weakly, to leave it once nothing uses it (see `impl Drop for NamespaceHandle`).
-pub(crate) type Registry = RwLock<HashMap<String, NamespaceHandle>>;
 
 /// State shared by every session, transport and handle of one server.
 pub(crate) struct Shared {

@@ -70,6 +70,7 @@ mod config;
 mod error;
 mod fd_limit;
 pub mod game;
+mod grid;
 mod http;
 mod log_gate;
 mod metrics;

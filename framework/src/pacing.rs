@@ -130,7 +130,7 @@ fn rates() -> impl Iterator<Item = u32> {
 fn next_read(now: Instant) -> Option<Instant> {
     let &epoch = EPOCH.get()?;
     rates()
-        .map(|rate| crate::game::tick::on_grid(epoch, now + LEAD, rate) - LEAD)
+        .map(|rate| crate::grid::on_grid(epoch, now + LEAD, rate) - LEAD)
         .min()
 }
 
@@ -268,12 +268,12 @@ mod tests {
             // The first instant at least LEAD ahead on one of the kept grids...
             assert!(
                 kept.iter()
-                    .any(|&rate| crate::game::tick::on_grid(epoch, instant, rate) == instant),
+                    .any(|&rate| crate::grid::on_grid(epoch, instant, rate) == instant),
                 "{offset_us} µs: read before no grid's instant"
             );
             // ... and no later than the next one of either rate aligned here.
             for rate in [240, 160] {
-                let next = crate::game::tick::on_grid(epoch, at + LEAD, rate);
+                let next = crate::grid::on_grid(epoch, at + LEAD, rate);
                 assert!(
                     instant <= next,
                     "{offset_us} µs: read after a {rate}/s instant"

@@ -19,13 +19,12 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const NANOS_PER_SEC: u128 = 1_000_000_000;
+use crate::grid::Grid;
 
 /// The absolute schedule of one room's ticks.
 #[derive(Debug, Clone)]
 pub struct TickSchedule {
-    start: Instant,
-    rate: u32,
+    grid: Grid,
     /// The number of the next tick to run (the first is 1).
     next: u64,
     max_catch_up: u64,
@@ -48,8 +47,7 @@ impl TickSchedule {
     /// it). A rate of 0 is taken as 1.
     pub fn new(start: Instant, rate: u32, max_catch_up: u32) -> Self {
         TickSchedule {
-            start,
-            rate: rate.max(1),
+            grid: Grid::new(start, rate),
             next: 1,
             max_catch_up: u64::from(max_catch_up),
             skipped: 0,
@@ -59,13 +57,12 @@ impl TickSchedule {
     /// The time of tick `n` since the start: `n * 1 s / rate`, rounded down to the
     /// nanosecond, without accumulating the rounding.
     pub fn offset(&self, n: u64) -> Duration {
-        let nanos = u128::from(n) * NANOS_PER_SEC / u128::from(self.rate);
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        self.grid.offset(n)
     }
 
     /// When tick `n` is due.
     pub fn deadline(&self, n: u64) -> Instant {
-        self.start + self.offset(n)
+        self.grid.at(n)
     }
 
     /// When the next tick to run is due.
@@ -95,16 +92,7 @@ impl TickSchedule {
 
     /// The number of the last tick due at `now` (0 before the first).
     fn last_due(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.start).as_nanos();
-        let n = elapsed * u128::from(self.rate) / NANOS_PER_SEC;
-        // Rounding down in `offset` can put a deadline a nanosecond before the exact
-        // multiple: count the tick whose computed deadline has passed.
-        let n = u64::try_from(n).unwrap_or(u64::MAX);
-        if self.deadline(n.saturating_add(1)) <= now {
-            n + 1
-        } else {
-            n
-        }
+        self.grid.last_due(now)
     }
 
     /// The tick to run at `now`, if one is due, applying the catch-up limit.
@@ -134,13 +122,7 @@ impl TickSchedule {
 /// thread wakes once per tick for all of them, and their states leave it together
 /// (`room/outbound.rs`), instead of a wake-up and a message per room.
 pub fn on_grid(epoch: Instant, now: Instant, rate: u32) -> Instant {
-    let grid = TickSchedule::new(epoch, rate, 0);
-    let n = grid.last_due(now);
-    if grid.deadline(n) >= now {
-        grid.deadline(n)
-    } else {
-        grid.deadline(n + 1)
-    }
+    crate::grid::on_grid(epoch, now, rate)
 }
 
 /// The instants per period on which a thread's rooms of one rate tick: a thread

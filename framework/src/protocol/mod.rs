@@ -11,10 +11,11 @@ mod copied;
 mod frame;
 pub mod socketio;
 mod wire;
+mod ws_header;
 
 pub use codec::{
     decode, encode, encode_batch, encode_event, split_batch, BatchError, DecodeError, EventKind,
 };
 pub use frame::{Frame, Open, ResumeToken, PROTOCOL_VERSION};
-pub(crate) use wire::text_header;
 pub use wire::WireFrame;
+pub(crate) use ws_header::text_header;

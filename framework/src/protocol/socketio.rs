@@ -323,7 +323,7 @@ pub fn finish_event(head: &str, offset: Option<u64>) -> String {
 /// record of the Socket.IO endpoint's WebSocket).
 pub fn text_message(parts: &[&[u8]]) -> Bytes {
     let len = parts.iter().map(|p| p.len()).sum();
-    let (head, header) = super::wire::text_header(len);
+    let (head, header) = super::ws_header::text_header(len);
     let mut message = BytesMut::with_capacity(header + len);
     message.put_slice(&head[..header]);
     for part in parts {

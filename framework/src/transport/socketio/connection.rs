@@ -19,9 +19,9 @@ use actix_http::ws::{Frame as WsFrame, ProtocolError};
 use serde_bytes::ByteBuf;
 
 use super::carrier::{Carrier, Notice, WsHandle, WsOut};
+use super::frames::{pong, read, Read};
 use super::inbound::{inbound, Inbound, Recovery};
 use super::outbound::Outbound;
-use super::websocket::{pong, read, Read};
 use super::writing::EioOut;
 use super::Registry;
 use crate::protocol::socketio::{Binary, EioPacket, SioPacket};

@@ -15,6 +15,7 @@
 mod carrier;
 mod carrying;
 mod connection;
+mod frames;
 mod inbound;
 mod outbound;
 pub(crate) mod websocket;

@@ -17,8 +17,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_codec::AsyncRead;
-use actix_codec::Encoder;
-use actix_http::ws::{Codec, Frame, Message, ProtocolError};
+use actix_http::ws::{Frame, ProtocolError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -27,8 +26,9 @@ use tokio::sync::mpsc;
 
 use super::carrier::{FromWs, WsHandle, WsOut};
 use super::connection::EioConnection;
+use super::frames::{pong, read, Read, CLOSE};
 use super::{lookup, open_websocket, EioQuery, Registry};
-use crate::protocol::socketio::{text_message, EioPacket};
+use crate::protocol::socketio::text_message;
 use crate::session::{queued_size, SendQueue, Shared, SocketWrite};
 use crate::transport::admission::{self, ConnectionSlot};
 use crate::transport::ws_frames::{Incoming, ReadChunks, Writer};
@@ -197,51 +197,6 @@ fn attach<S>(
         }
     }
     tokio::task::spawn_local(run(frames, write, rx, connection, id, shared));
-}
-
-/// What one frame of the client's is to its connection.
-pub(super) enum Read {
-    /// An Engine.IO packet, and its size as received.
-    Packet(EioPacket, usize),
-    /// A WebSocket ping, answered with a pong of the same bytes.
-    Ping(Bytes),
-    /// Nothing to do (a pong).
-    Nothing,
-    /// The socket's end: a close, an error (too large, malformed: counted as refused),
-    /// a fragment (the clients send none), or no more frames.
-    End,
-}
-
-/// Reads one frame of the client's (`None`: the socket ended).
-pub(super) fn read(frame: Option<Result<Frame, ProtocolError>>, shared: &Shared) -> Read {
-    let decoded = match frame {
-        Some(Ok(Frame::Text(bytes))) => match std::str::from_utf8(&bytes) {
-            Ok(text) => EioPacket::decode(text).map(|p| (p, bytes.len())),
-            Err(_) => return Read::End,
-        },
-        Some(Ok(Frame::Binary(bytes))) => Ok((EioPacket::Binary(bytes.to_vec()), bytes.len())),
-        Some(Ok(Frame::Ping(bytes))) => return Read::Ping(bytes),
-        Some(Ok(Frame::Pong(_))) => return Read::Nothing,
-        _ => return Read::End,
-    };
-    match decoded {
-        Ok((packet, size)) => Read::Packet(packet, size),
-        Err(_) => {
-            shared.metrics.refused("bad_frame");
-            Read::End
-        }
-    }
-}
-
-/// A WebSocket close without a code: a server's last message on the socket.
-pub(super) const CLOSE: &[u8] = &[0x88, 0x00];
-
-/// The pong that answers a ping of `bytes`.
-pub(super) fn pong(bytes: Bytes) -> Bytes {
-    let mut pong = BytesMut::new();
-    // A server's control frame always encodes (small, unmasked).
-    let _ = Codec::new().encode(Message::Pong(bytes), &mut pong);
-    pong.freeze()
 }
 
 /// Reads the client's frames into packets for the connection, and takes what the

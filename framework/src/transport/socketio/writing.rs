@@ -151,7 +151,7 @@ impl EioOut {
     /// queue's writer then shuts the socket down.
     pub fn finish_websocket(&self) {
         let _state = self.state();
-        self.push(Bytes::from_static(super::websocket::CLOSE));
+        self.push(Bytes::from_static(super::frames::CLOSE));
         self.queue.finish();
     }
 

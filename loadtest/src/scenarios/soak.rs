@@ -219,8 +219,18 @@ impl Series {
         let total = |f: fn(&Counters) -> u64| -> Points {
             counters.iter().map(|(t, c)| (*t, f(c) as f64)).collect()
         };
-        let window_pings = trend::rates(&total(|c| c.window_pings));
-        let window_s = trend::rates(&total(|c| c.window_us));
+        // Pings over whole intervals at least: with pings every 25 s, the sessions'
+        // pings come on a few slots of each interval, and rates over single seconds
+        // swing between none and many (their trend was noise, and failed the run).
+        let per_interval = trend::thin(&counters, interval_s.max(SAMPLE_EVERY.as_secs_f64()));
+        let over_intervals = |f: fn(&Counters) -> u64| -> Points {
+            per_interval
+                .iter()
+                .map(|(t, c)| (*t, f(c) as f64))
+                .collect()
+        };
+        let window_pings = trend::rates(&over_intervals(|c| c.window_pings));
+        let window_s = trend::rates(&over_intervals(|c| c.window_us));
         let pings = window_pings
             .iter()
             .zip(&window_s)

@@ -439,7 +439,15 @@ impl Handler<supervisor::Evict> for Session {
             Link::Detached { since, cause, .. } if *since == msg.since => cause.clone(),
             _ => return,
         };
-        tracing::debug!(sid = self.id().0, "session evicted");
+        static WARNED: LogGate = LogGate::new();
+        if let Some(suppressed) = WARNED.admit() {
+            tracing::warn!(
+                sid = self.id().0,
+                max = msg.max,
+                suppressed,
+                "too many sessions waiting to resume: the one detached longest ends"
+            );
+        }
         self.end(DisconnectReason::Evicted(Box::new(cause)), false, ctx);
     }
 }

@@ -346,18 +346,13 @@ impl Handler<Detached> for Supervisor {
             let Some((id, since)) = self.detached.pop_front() else {
                 break;
             };
-            // A session that resumed or ended since gets an `Evict` it ignores.
+            // A session that resumed or detached again since gets an `Evict` it
+            // ignores (the list keeps no more than it must, not only live waits).
             if let Some(entry) = self.sessions.get(&id) {
-                static WARNED: LogGate = LogGate::new();
-                if let Some(suppressed) = WARNED.admit() {
-                    tracing::warn!(
-                        sid = id.0,
-                        max = self.max_detached,
-                        suppressed,
-                        "too many sessions waiting to resume: the one detached longest ends"
-                    );
-                }
-                entry.addr.do_send(Evict { since });
+                entry.addr.do_send(Evict {
+                    since,
+                    max: self.max_detached,
+                });
             }
         }
     }
@@ -369,6 +364,8 @@ impl Handler<Detached> for Supervisor {
 #[rtype(result = "()")]
 pub struct Evict {
     pub since: u64,
+    /// The limit, for the log.
+    pub max: usize,
 }
 
 /// Keeps the registry's view of a session's namespaces current.

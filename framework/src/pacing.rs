@@ -253,9 +253,10 @@ mod tests {
         // 30 Hz and 20 Hz rooms, 8 phases each: neither grid is on the other.
         align(now, 240);
         align(now + Duration::from_millis(3), 160);
-        align(now, 240); // kept once
-                         // The first epoch stays (the process's rooms may have set it already), and
-                         // so may other rates be kept.
+        // Kept once, however often aligned.
+        align(now, 240);
+        // The first epoch stays (the process's rooms may have set it already), and
+        // other rates may be kept too.
         let &epoch = EPOCH.get().expect("an epoch");
         let kept: Vec<u32> = rates().collect();
         assert_eq!(kept.iter().filter(|&&r| r == 240).count(), 1);

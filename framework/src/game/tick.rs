@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::grid::Grid;
+use crate::grid::{on_grid, Grid};
 
 /// The absolute schedule of one room's ticks.
 #[derive(Debug, Clone)]
@@ -116,15 +116,6 @@ impl TickSchedule {
     }
 }
 
-/// The first instant at or after `now` on the grid of `rate`-per-second instants that
-/// starts at `epoch`. Rooms that start their schedule on one grid (the process's, see
-/// [`on_process_grid`]) and tick at the same rate fall due at the same instants: their
-/// thread wakes once per tick for all of them, and their states leave it together
-/// (`room/outbound.rs`), instead of a wake-up and a message per room.
-pub fn on_grid(epoch: Instant, now: Instant, rate: u32) -> Instant {
-    crate::grid::on_grid(epoch, now, rate)
-}
-
 /// The instants per period on which a thread's rooms of one rate tick: a thread
 /// wakes at most `PHASES` times a period whatever its number of rooms, and each
 /// wake-up runs an eighth of them, so the last room of a wake-up is not late by
@@ -134,8 +125,12 @@ pub fn on_grid(epoch: Instant, now: Instant, rate: u32) -> Instant {
 /// players' threads, and lowered the lateness little more than 8).
 pub const PHASES: u32 = 8;
 
-/// [`on_grid`] from the process's epoch (the first call), on one of the [`PHASES`]
-/// instants of each period, taken in turn by the rooms of the calling thread.
+/// The first instant at or after `now` on the grid of `rate` a second from the
+/// process's epoch (the first call), on one of the [`PHASES`] instants of each
+/// period, taken in turn by the rooms of the calling thread. Rooms that start their
+/// schedule on one grid and tick at the same rate fall due at the same instants:
+/// their thread wakes once per instant for all of them, and their states leave it
+/// together (`room/outbound.rs`), instead of a wake-up and a message per room.
 pub fn on_process_grid(now: Instant, rate: u32) -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     thread_local! {

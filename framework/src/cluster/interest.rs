@@ -7,6 +7,12 @@
 //! Redis subscriptions match, now or after a reconnection. Nothing is lost when the
 //! link is slow or Redis is away, and nothing grows past the number of local rooms.
 //!
+//! A channel is wanted by count, not as a set: a namespace the dynamic factory made
+//! is dropped once unused and made again on demand, and the old actor's "no longer"
+//! may come after the new one's "wanted" (two actors, two mailboxes). Counted, the
+//! channel stays wanted until both have let go; each actor lets go of what it still
+//! holds as it stops, and takes its inbox with it.
+//!
 //! A join waits on interest too: the link tells [`Interest`] which channels its
 //! connection is subscribed to, and a join whose room channel is not among them yet
 //! is effective once it is (see [`Interest::when_subscribed`]). While Redis is away
@@ -28,12 +34,15 @@ use crate::protocol::WireFrame;
 use crate::room::{Deliver, Gauge, Mark, Ticket};
 use crate::SessionId;
 
-/// Where a namespace takes broadcasts from other nodes. Weak: the namespace lives as
-/// long as its server, and the link ends when every namespace has (see `Link::run`).
+/// Where a namespace takes broadcasts from other nodes. Weak: the registry holds the
+/// namespace, not its inbox; the actor takes the inbox out as it stops.
 #[derive(Clone)]
 pub(crate) struct Inbox {
     addr: WeakAddr<NamespaceActor>,
     gauge: Arc<Gauge>,
+    /// Which actor of the name (see [`NamespaceLink::actor`]): one stopping leaves its
+    /// successor's inbox in place.
+    actor: u64,
 }
 
 /// The channels this node wants, and the namespaces that take what arrives.
@@ -46,7 +55,8 @@ pub(crate) struct Interest {
 
 #[derive(Default)]
 struct InterestState {
-    wanted: HashSet<String>,
+    /// The channels wanted, each with how many holders want it (at least one).
+    wanted: HashMap<String, usize>,
     /// What the link's connection is subscribed to (confirmed by Redis); empty while
     /// the link is down.
     subscribed: HashSet<String>,
@@ -63,17 +73,31 @@ impl Interest {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// One holder wants `channel` (`on`) or no longer does: the channel is wanted
+    /// while any holder wants it. A holder says each only once in turn.
     pub fn want(&self, channel: String, on: bool) {
         let changed = {
             let mut state = self.lock();
             if on {
-                state.wanted.insert(channel)
+                let holders = state.wanted.entry(channel).or_insert(0);
+                *holders += 1;
+                *holders == 1
             } else {
-                // Being unsubscribed from now: a join coming back waits for the next
-                // subscription.
-                state.subscribed.remove(&channel);
-                state.waiting.remove(&channel);
-                state.wanted.remove(&channel)
+                match state.wanted.get_mut(&channel) {
+                    Some(holders) if *holders > 1 => {
+                        *holders -= 1;
+                        false
+                    }
+                    Some(_) => {
+                        // Being unsubscribed from now: a join coming back waits for
+                        // the next subscription.
+                        state.subscribed.remove(&channel);
+                        state.waiting.remove(&channel);
+                        state.wanted.remove(&channel);
+                        true
+                    }
+                    None => false,
+                }
             }
         };
         if changed {
@@ -83,7 +107,7 @@ impl Interest {
 
     /// The channels wanted right now.
     pub fn wanted(&self) -> HashSet<String> {
-        self.lock().wanted.clone()
+        self.lock().wanted.keys().cloned().collect()
     }
 
     /// Tells `done` once `channel` is subscribed on Redis, so that a broadcast any
@@ -96,7 +120,7 @@ impl Interest {
         let mut state = self.lock();
         if !state.linked || state.subscribed.contains(&channel) {
             let _ = done.send(());
-        } else if state.wanted.contains(&channel) {
+        } else if state.wanted.contains_key(&channel) {
             state.waiting.entry(channel).or_default().push(done);
         }
         // Not wanted (the room emptied meanwhile): dropping `done` releases the join.
@@ -110,7 +134,11 @@ impl Interest {
         state.linked = true;
         // Only what is still wanted: a channel given up meanwhile is being
         // unsubscribed by the next reconciliation.
-        let still_wanted = subscribed.intersection(&state.wanted).cloned().collect();
+        let still_wanted = subscribed
+            .iter()
+            .filter(|channel| state.wanted.contains_key(*channel))
+            .cloned()
+            .collect();
         state.subscribed = still_wanted;
         let done: Vec<String> = state
             .waiting
@@ -186,6 +214,17 @@ pub(crate) struct NamespaceLink {
     pub(super) metrics: ClusterMetrics,
     /// Bounds the namespace's broadcasts waiting, from here and from other nodes.
     pub(super) gauge: Arc<Gauge>,
+    /// This namespace actor among those of its name this node has had (a namespace
+    /// the dynamic factory made is made again after it was dropped).
+    pub(super) actor: u64,
+}
+
+impl NamespaceLink {
+    /// A number for a namespace actor, unique in the process.
+    pub(super) fn next_actor() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 impl Remote for NamespaceLink {
@@ -194,8 +233,22 @@ impl Remote for NamespaceLink {
         let inbox = Inbox {
             addr: addr.downgrade(),
             gauge: self.gauge.clone(),
+            actor: self.actor,
         };
         self.interest.lock().inboxes.insert(self.ns.clone(), inbox);
+    }
+
+    /// The namespace actor stopped: its inbox goes, unless a newer actor of the same
+    /// name has put its own in place.
+    fn stopped(&self) {
+        let mut state = self.interest.lock();
+        if state
+            .inboxes
+            .get(&self.ns)
+            .is_some_and(|inbox| inbox.actor == self.actor)
+        {
+            state.inboxes.remove(&self.ns);
+        }
     }
 
     /// A room got its first local member (`true`) or lost its last (`false`).
@@ -327,6 +380,32 @@ mod tests {
             rx.try_recv().is_err(),
             "the unsubscription may be on its way"
         );
+    }
+
+    /// Two actors of one namespace name (the old one stopping, the new one made
+    /// for the next client): the old one's "no longer" after the new one's
+    /// "wanted" leaves the channel wanted and subscribed, with its joins waiting.
+    #[test]
+    fn a_channel_is_wanted_while_any_holder_wants_it() {
+        let interest = Interest::default();
+        interest.want("ns".into(), true);
+        interest.subscribed(&subscribed(&["ns"]));
+        interest.want("ns".into(), true);
+        interest.want("ns".into(), false);
+        assert_eq!(interest.wanted(), subscribed(&["ns"]));
+        let (tx, mut rx) = oneshot::channel();
+        interest.when_subscribed("ns".into(), tx);
+        assert_eq!(rx.try_recv(), Ok(()), "still subscribed");
+        // The last holder lets go: unsubscribed from now, and a stray "no longer"
+        // does not count below nothing.
+        interest.want("ns".into(), false);
+        interest.want("ns".into(), false);
+        assert!(interest.wanted().is_empty());
+        interest.want("ns".into(), true);
+        assert_eq!(interest.wanted(), subscribed(&["ns"]));
+        let (tx, mut rx) = oneshot::channel();
+        interest.when_subscribed("ns".into(), tx);
+        assert!(rx.try_recv().is_err(), "waits for the next subscription");
     }
 
     #[test]

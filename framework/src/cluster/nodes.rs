@@ -34,6 +34,7 @@ impl Nodes for ClusterNode {
             outbound: self.outbound.clone(),
             metrics: self.metrics.clone(),
             gauge,
+            actor: NamespaceLink::next_actor(),
         })
     }
 

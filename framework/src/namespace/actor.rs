@@ -109,6 +109,23 @@ impl Actor for NamespaceActor {
             remote.started(ctx.address());
         }
     }
+
+    /// A namespace the dynamic factory made stops once unused, and a new actor of
+    /// the name may already run: what this one still wants of the cluster is given
+    /// back (nothing, normally: its last socket left first), and its inbox goes.
+    #[cfg(feature = "cluster")]
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        for room in self.rooms.keys() {
+            remote.room(room, false);
+        }
+        if !self.sockets.is_empty() {
+            remote.namespace(false);
+        }
+        remote.stopped();
+    }
 }
 
 /// A socket joined the namespace.
@@ -157,11 +174,13 @@ impl Handler<RemoveSocket> for NamespaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveSocket, _: &mut Context<Self>) {
-        if let Some(entry) = self.sockets.remove(&msg.id) {
-            for room in entry.rooms {
-                self.leave(msg.id, &room, &entry.recipient);
-            }
+        let Some(entry) = self.sockets.remove(&msg.id) else {
+            return;
+        };
+        for room in entry.rooms {
+            self.leave(msg.id, &room, &entry.recipient);
         }
+        // Said once per "wanted" (the interest is counted across actors).
         #[cfg(feature = "cluster")]
         if let (Some(remote), true) = (&self.remote, self.sockets.is_empty()) {
             remote.namespace(false);
@@ -189,22 +208,21 @@ impl Handler<JoinRoom> for NamespaceActor {
             return; // the socket left before its join arrived
         };
         #[cfg(feature = "cluster")]
-        if let (Some(remote), Some(effective)) = (&self.remote, msg.effective) {
-            // Wanted below if the room is new here: the subscription is then ahead.
-            remote.room(&msg.room, true);
-            remote.when_subscribed(&msg.room, effective);
+        if let Some(remote) = &self.remote {
+            // Wanted once, by the room's first member here (the interest is counted),
+            // and before the wait: the subscription is then ahead.
+            if !self.rooms.contains_key(&msg.room) {
+                remote.room(&msg.room, true);
+            }
+            if let Some(effective) = msg.effective {
+                remote.when_subscribed(&msg.room, effective);
+            }
         }
         if socket.rooms.contains(&msg.room) {
             return;
         }
         socket.rooms.push(msg.room.clone());
-        let room = self.rooms.entry(msg.room.clone()).or_insert_with(|| {
-            #[cfg(feature = "cluster")]
-            if let Some(remote) = &self.remote {
-                remote.room(&msg.room, true);
-            }
-            Room::default()
-        });
+        let room = self.rooms.entry(msg.room.clone()).or_default();
         room.add(msg.id, socket.recipient.route());
         tracing::trace!(ns = %self.name, room = %msg.room, sid = msg.id.0, "joined room");
     }

@@ -18,6 +18,8 @@ use crate::SessionId;
 pub(crate) trait Remote: Send + Unpin + 'static {
     /// The actor started: broadcasts from other nodes go to `addr`.
     fn started(&self, addr: Addr<NamespaceActor>);
+    /// The actor stopped (it has let go of its rooms and sockets' interest first).
+    fn stopped(&self);
     /// A room got its first local member (`true`) or lost its last (`false`).
     fn room(&self, room: &str, has_members: bool);
     /// Tells `done` once the other nodes send this node `room`'s broadcasts.

@@ -69,15 +69,10 @@ impl Shared {
             return Some(found.clone());
         }
         let spec = (self.dynamic.as_ref()?)(name)?;
-        // Made on demand, it is dropped once unused; on a node of a cluster it is
-        // kept (its channel's subscription follows its sockets, and a namespace made
-        // again while the old one unsubscribes could lose it).
-        #[allow(unused_mut)]
-        let mut registry = Some(Arc::downgrade(&self.namespaces));
-        #[cfg(feature = "cluster")]
-        if self.cluster.is_some() {
-            registry = None;
-        }
+        // Made on demand, it is dropped once unused (on a node of a cluster too: its
+        // channels are wanted by count, so an old actor letting go after a new one
+        // of the name took them leaves them subscribed).
+        let registry = Some(Arc::downgrade(&self.namespaces));
         let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
         // Another session may have created it meanwhile.
         let handle = map

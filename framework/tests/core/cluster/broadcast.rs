@@ -8,6 +8,8 @@
 //! until the fence and counts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::*;
 
@@ -259,4 +261,59 @@ async fn a_broadcast_sent_after_a_join_is_acked_reaches_the_member_exactly_once(
     root.emit("fence", &()).unwrap();
     assert!(until_fence(bob).await.is_empty());
     assert_eq!(b.volley.cluster().unwrap().stats().joins_unconfirmed, 0);
+}
+
+/// Rounds of a client joining a namespace the dynamic factory makes, on B, and
+/// leaving it again.
+const TABLE_ROUNDS: usize = 12;
+
+/// On a node of a cluster too, a namespace the dynamic factory made goes once
+/// nothing uses it, and its channels with it; made again for the next client, it
+/// takes the other nodes' broadcasts exactly once, also when the client is back
+/// before the old namespace has let go of the room's channel.
+#[actix_rt::test]
+async fn a_dynamic_namespace_goes_when_unused_and_made_again_hears_the_other_nodes() {
+    let Some(redis) = RedisServer::start("a_dynamic_namespace_on_a_cluster") else {
+        return;
+    };
+    let made = Arc::new(AtomicUsize::new(0));
+    let tables = |made: Arc<AtomicUsize>| {
+        Volley::builder()
+            .namespace("/", namespace())
+            .cluster(RedisCluster::new(&redis.url()).unwrap())
+            .dynamic_namespaces(move |name| {
+                made.fetch_add(1, Ordering::Relaxed);
+                name.starts_with("/table-").then(namespace)
+            })
+    };
+    let a = node_of(tables(Arc::new(AtomicUsize::new(0)))).await;
+    let b = node_of(tables(made.clone())).await;
+    // Held on A, which has no member: A publishes, only B subscribes.
+    let table = a.volley.of("/table-1").unwrap();
+    let channel = "volley:room:8:/table-1red";
+    let client = connect(&b, WS).await;
+    for round in 0..TABLE_ROUNDS {
+        let mut ns = client.join("/table-1", &()).await.unwrap();
+        // The ack waits until B is subscribed to the room's channel.
+        let _: String = ns.emit_with_ack("join", &"red", WAIT).await.unwrap();
+        table.to("red").emit("hit", &round).unwrap();
+        // Published after the hit on the same channel: it arrives after it.
+        table.to("red").emit("fence", &()).unwrap();
+        let hits: Vec<usize> = until_fence(&mut ns)
+            .await
+            .iter()
+            .map(|e| e.decode::<usize>().unwrap())
+            .collect();
+        assert_eq!(hits, [round], "round {round}");
+        ns.leave().unwrap();
+        // Every other round the client comes back at once, while the old namespace
+        // may still be letting go of the channel; otherwise once it has.
+        if round % 2 == 0 {
+            redis.await_subscribers(channel, 0).await;
+        }
+    }
+    // Made anew for every join: none was kept while unused.
+    assert_eq!(made.load(Ordering::Relaxed), TABLE_ROUNDS);
+    redis.await_subscribers(channel, 0).await;
+    redis.await_subscribers("volley:ns:/table-1", 0).await;
 }

@@ -84,6 +84,11 @@ pub struct Config {
     /// (each detached session keeps its namespaces, rooms and outbox: a few KiB).
     /// Default `None`: as many as `max_connections` (after `build()` fits it to the
     /// open-file limit), so that every connection cut at once can still resume.
+    ///
+    /// One client address (as `max_connections_per_ip` counts it) has a share of
+    /// them: as many as it may hold connections. Past it, the session of that address
+    /// detached longest ends instead, so that one address connecting and vanishing
+    /// in a loop evicts its own sessions, not other clients'.
     pub max_detached_sessions: Option<usize>,
     /// Most unacknowledged reliable frames kept per session for replay. Past it the
     /// session ends with `outbox overflow`. Default 4096.

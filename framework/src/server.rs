@@ -242,8 +242,10 @@ impl VolleyBuilder {
         let max_detached = config
             .max_detached_sessions
             .unwrap_or(config.max_connections);
+        // And one client address as many as it may hold connected.
+        let per_address = config.max_connections_per_ip;
         let supervisor = Supervisor::start_in_arbiter(&control, move |_| {
-            Supervisor::new(resumes, node_number, max_detached)
+            Supervisor::new(resumes, node_number, max_detached, per_address)
         });
         // Sessions moved here from other nodes (no connection of their own yet) go
         // round-robin over the room threads, one per core by default; started only

@@ -81,6 +81,8 @@ pub(crate) async fn answer(
                 recipient: owner.recipient(),
                 sending: crate::session::Sending::messages(backlog),
                 inbound: inbound.clone(),
+                // The client's address is the other node's to count.
+                address: None,
             };
             let limit = ClientLimit::announced(max_frame_size);
             let sid = SessionId(sid);

@@ -326,17 +326,26 @@ impl Session {
             tracing::debug!(sid = act.id().0, "session expired");
             act.end(expired, false, ctx);
         });
-        // Counted against `max_detached_sessions`: the supervisor evicts the session
-        // detached longest once too many wait.
+        // Counted against `max_detached_sessions`, and against its share for the
+        // address of the connection lost: the supervisor evicts the session detached
+        // longest (of that address) once too many wait.
         let since = supervisor::next_detach();
-        self.sink.outlet.borrow_mut().link = Link::Detached {
-            expiry,
-            since,
-            cause,
+        let lost = std::mem::replace(
+            &mut self.sink.outlet.borrow_mut().link,
+            Link::Detached {
+                expiry,
+                since,
+                cause,
+            },
+        );
+        let address = match lost {
+            Link::Attached(link) => link.address,
+            Link::Detached { .. } => None,
         };
         self.shared.supervisor.do_send(supervisor::Detached {
             id: self.id(),
             since,
+            address,
         });
         if let Some(ids) = &self.ids {
             ids.transport
@@ -441,12 +450,21 @@ impl Handler<supervisor::Evict> for Session {
         };
         static WARNED: LogGate = LogGate::new();
         if let Some(suppressed) = WARNED.admit() {
-            tracing::warn!(
-                sid = self.id().0,
-                max = msg.max,
-                suppressed,
-                "too many sessions waiting to resume: the one detached longest ends"
-            );
+            match msg.address {
+                Some(address) => tracing::warn!(
+                    sid = self.id().0,
+                    max = msg.max,
+                    %address,
+                    suppressed,
+                    "too many sessions of one client address waiting to resume: its one detached longest ends"
+                ),
+                None => tracing::warn!(
+                    sid = self.id().0,
+                    max = msg.max,
+                    suppressed,
+                    "too many sessions waiting to resume: the one detached longest ends"
+                ),
+            }
         }
         self.end(DisconnectReason::Evicted(Box::new(cause)), false, ctx);
     }

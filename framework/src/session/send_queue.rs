@@ -31,6 +31,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -94,6 +95,10 @@ pub struct SendQueue {
     state: Mutex<State>,
     /// This queue, for the writers it starts.
     this: Weak<SendQueue>,
+    /// The client's address as the per-address limits count it, if known: here, as
+    /// the pulse, because the queue is what the connection and its session already
+    /// share (a field of the connection's actor would cost each connection more).
+    client: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for SendQueue {
@@ -180,6 +185,7 @@ impl Default for SendQueue {
             state: Mutex::new(State::default()),
             pulse: Pulse::default(),
             this: Weak::new(),
+            client: None,
         }
     }
 }
@@ -192,10 +198,22 @@ impl SendQueue {
 
     /// [`SendQueue::new`], shared; such a queue can start writers ([`SendQueue::park`]).
     pub(crate) fn shared() -> Arc<Self> {
+        SendQueue::for_client(None)
+    }
+
+    /// [`SendQueue::shared`], for a connection from `client` (see
+    /// [`SendQueue::client`]).
+    pub(crate) fn for_client(client: Option<IpAddr>) -> Arc<Self> {
         Arc::new_cyclic(|this| SendQueue {
             this: this.clone(),
+            client,
             ..SendQueue::new()
         })
+    }
+
+    /// The address of the connection's client, as the per-address limits count it.
+    pub fn client(&self) -> Option<IpAddr> {
+        self.client
     }
 
     /// Parks the socket of a connection that has nothing to write yet; `starter`

@@ -4,7 +4,9 @@
 //! not on the per-message path: sessions talk to namespaces and rooms directly and
 //! only register, unregister and resume through here.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -68,9 +70,16 @@ pub struct Supervisor {
     resumes: ResumeResults,
     /// The detaches of sessions, oldest first, at most `max_detached` (see
     /// [`Detached`]): every session waiting to resume has its latest one here.
-    detached: VecDeque<(SessionId, u64)>,
+    detached: VecDeque<Detached>,
     /// `Config::max_detached_sessions`, resolved.
     max_detached: usize,
+    /// The same detaches by client address, each address's oldest first, at most
+    /// `per_address` each: a subsequence of `detached` (an entry leaves here when it
+    /// leaves there, or before when its address is over its share).
+    by_address: HashMap<IpAddr, VecDeque<(SessionId, u64)>>,
+    /// How many of the sessions waiting to resume one client address may have
+    /// (`Config::max_connections_per_ip`: as many as it may hold connected).
+    per_address: usize,
     /// Moves (session, move number) cancelled before they arrived (see
     /// [`CancelMove`]): their `Adopt` is refused. Bounded: entries older than
     /// [`CANCELLED_FOR`] go.
@@ -88,14 +97,21 @@ const CANCELLED_MAX: usize = 4096;
 impl Supervisor {
     /// An empty registry that counts refused resumes into `resumes`, numbers
     /// sessions after node number `node` and keeps at most `max_detached` sessions
-    /// waiting to resume.
-    pub(crate) fn new(resumes: ResumeResults, node: Arc<NodeNumber>, max_detached: usize) -> Self {
+    /// waiting to resume, at most `per_address` of them from one client address.
+    pub(crate) fn new(
+        resumes: ResumeResults,
+        node: Arc<NodeNumber>,
+        max_detached: usize,
+        per_address: usize,
+    ) -> Self {
         Supervisor {
             sessions: HashMap::new(),
             ids: SessionIds::new(node),
             resumes,
             detached: VecDeque::new(),
             max_detached,
+            by_address: HashMap::new(),
+            per_address,
             #[cfg(feature = "cluster")]
             cancelled: HashMap::new(),
         }
@@ -323,15 +339,19 @@ pub(crate) fn next_detach() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Session `id` lost its connection (its detach number `since`) and waits to
-/// resume. Past `max_detached` such detaches the oldest is taken off the list and
-/// its session told to [`Evict`] itself, if it still waits since then: at most
-/// `max_detached` sessions wait at once, and the list holds no more than that.
-#[derive(Message)]
+/// Session `id` lost its connection (its detach number `since`), from client
+/// `address` if known, and waits to resume. Past `max_detached` such detaches the
+/// oldest is taken off the list and its session told to [`Evict`] itself, if it
+/// still waits since then: at most `max_detached` sessions wait at once, and the
+/// list holds no more than that. Past its address's share (`per_address`) the
+/// oldest of that address goes the same way, so that one client address
+/// reconnecting without end makes its own sessions give way, not everyone's.
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Detached {
     pub id: SessionId,
     pub since: u64,
+    pub address: Option<IpAddr>,
 }
 
 impl Handler<Detached> for Supervisor {
@@ -341,19 +361,49 @@ impl Handler<Detached> for Supervisor {
         if !self.sessions.contains_key(&msg.id) {
             return;
         }
-        self.detached.push_back((msg.id, msg.since));
+        self.detached.push_back(msg);
+        if let Some(address) = msg.address {
+            let mine = self.by_address.entry(address).or_default();
+            mine.push_back((msg.id, msg.since));
+            let over = match mine.len() > self.per_address {
+                true => mine.pop_front(),
+                false => None,
+            };
+            if let Some((id, since)) = over {
+                self.evict(id, since, self.per_address, Some(address));
+            }
+        }
         while self.detached.len() > self.max_detached {
-            let Some((id, since)) = self.detached.pop_front() else {
+            let Some(oldest) = self.detached.pop_front() else {
                 break;
             };
-            // A session that resumed or detached again since gets an `Evict` it
-            // ignores (the list keeps no more than it must, not only live waits).
-            if let Some(entry) = self.sessions.get(&id) {
-                entry.addr.do_send(Evict {
-                    since,
-                    max: self.max_detached,
-                });
+            // Its address's list has it first, unless it went for its share before.
+            if let Some(address) = oldest.address {
+                if let MapEntry::Occupied(mut mine) = self.by_address.entry(address) {
+                    if mine.get().front() == Some(&(oldest.id, oldest.since)) {
+                        mine.get_mut().pop_front();
+                    }
+                    if mine.get().is_empty() {
+                        mine.remove();
+                    }
+                }
             }
+            self.evict(oldest.id, oldest.since, self.max_detached, None);
+        }
+    }
+}
+
+impl Supervisor {
+    /// Tells session `id` to end if it still waits since its detach `since`. A
+    /// session that resumed or detached again since gets an `Evict` it ignores (the
+    /// lists keep no more than they must, not only live waits).
+    fn evict(&self, id: SessionId, since: u64, max: usize, address: Option<IpAddr>) {
+        if let Some(entry) = self.sessions.get(&id) {
+            entry.addr.do_send(Evict {
+                since,
+                max,
+                address,
+            });
         }
     }
 }
@@ -366,6 +416,8 @@ pub struct Evict {
     pub since: u64,
     /// The limit, for the log.
     pub max: usize,
+    /// The client address over its share, or `None`: over the limit of all.
+    pub address: Option<IpAddr>,
 }
 
 /// Keeps the registry's view of a session's namespaces current.

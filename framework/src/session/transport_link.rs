@@ -3,6 +3,7 @@
 //! dropped. A session is attached to at most one transport at a time; frames from a
 //! replaced transport are recognised by its [`TransportId`] and discarded.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -167,6 +168,10 @@ pub struct TransportLink {
     /// each frame before posting it and closes the connection with
     /// `too_many_frames` at the limit; the session counts frames off.
     pub inbound: Arc<Gauge>,
+    /// The client's address as the per-address limits count it, if known (not for a
+    /// connection relayed from another node): a session that loses this connection
+    /// waits to resume under the address's share of `max_detached_sessions`.
+    pub address: Option<IpAddr>,
 }
 
 /// How a session's frames reach its connection, and what counts the bytes queued on

@@ -112,6 +112,14 @@ pub(crate) struct ConnectionSlot {
     _open: Option<OpenConnection>,
 }
 
+impl ConnectionSlot {
+    /// The client's address as the per-address limit counts it (see
+    /// `client_address`), if known.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.address
+    }
+}
+
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.connections.total.fetch_sub(1, Ordering::Relaxed);

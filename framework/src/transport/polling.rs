@@ -414,6 +414,7 @@ impl PollTransport {
             recipient: ctx.address().recipient(),
             sending: Sending::messages(self.backlog.clone()),
             inbound: self.inbound.clone(),
+            address: self._slot.address(),
         }
     }
 

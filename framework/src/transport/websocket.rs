@@ -5,6 +5,7 @@
 //! decoded without an allocation per frame), and the session writes framed messages
 //! straight onto the connection's [`SendQueue`] ([`super::ws_frames`]).
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,7 +66,7 @@ where
     R: AsyncRead + Unpin + 'static,
 {
     let max = shared.config.max_frame_size;
-    let transport = WsTransport::new(shared.clone());
+    let transport = WsTransport::new(shared.clone(), slot.address());
     let queue = transport.queue.clone();
     let incoming = ClientFrames::new(io, first, max).holding(slot);
     let addr = WsTransport::create(|ctx| {
@@ -103,13 +104,14 @@ pub(crate) struct WsTransport {
 }
 
 impl WsTransport {
-    fn new(shared: Arc<Shared>) -> Self {
+    /// A connection of the client at `address` (kept in its queue).
+    fn new(shared: Arc<Shared>, address: Option<IpAddr>) -> Self {
         WsTransport {
             id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
             inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
             shared,
             session: None,
-            queue: SendQueue::shared(),
+            queue: SendQueue::for_client(address),
             closed: false,
             handshake: SpawnHandle::default(),
         }
@@ -132,6 +134,7 @@ impl WsTransport {
             recipient: ctx.address().recipient(),
             sending: Sending::Queue(self.queue.clone()),
             inbound: self.inbound.clone(),
+            address: self.queue.client(),
         }
     }
 

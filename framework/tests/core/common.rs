@@ -199,12 +199,17 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(url: &str) -> RawClient {
-        let (_, framed) = awc::Client::new()
-            .ws(url)
-            .max_frame_size(64 * 1024 * 1024)
-            .connect()
-            .await
-            .expect("raw websocket connects");
+        RawClient::connect_for(url, None).await
+    }
+
+    /// Connects as a trusted proxy would for client `forwarded` (its
+    /// `X-Forwarded-For`), if given.
+    pub async fn connect_for(url: &str, forwarded: Option<&str>) -> RawClient {
+        let mut request = awc::Client::new().ws(url).max_frame_size(64 * 1024 * 1024);
+        if let Some(client) = forwarded {
+            request = request.header("X-Forwarded-For", client);
+        }
+        let (_, framed) = request.connect().await.expect("raw websocket connects");
         RawClient {
             framed,
             ws_close: None,
@@ -213,7 +218,13 @@ impl RawClient {
 
     /// Connects and opens a session.
     pub async fn open(url: &str) -> (RawClient, Open) {
-        let mut raw = RawClient::connect(url).await;
+        RawClient::open_for(url, None).await
+    }
+
+    /// Connects for client `forwarded` (see [`RawClient::connect_for`]) and opens a
+    /// session.
+    pub async fn open_for(url: &str, forwarded: Option<&str>) -> (RawClient, Open) {
+        let mut raw = RawClient::connect_for(url, forwarded).await;
         raw.send(&Frame::Hello {
             version: PROTOCOL_VERSION,
             max_frame_size: None,

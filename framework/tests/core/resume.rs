@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use volley::client::{Backoff, Client, ClientConfig, ConnectionEvent, NamespaceClient, Transport};
-use volley::protocol::Frame;
+use volley::protocol::{Frame, Open};
 use volley::{DisconnectReason, Namespace, SessionId, Socket, TransportKind, Volley};
 
 use crate::common::*;
@@ -298,42 +298,35 @@ async fn a_client_that_never_comes_back_expires_and_leaves_its_rooms() {
     assert_eq!(server.volley.local_session_count().await, 0);
 }
 
-#[actix_rt::test]
-async fn past_the_limit_of_waiting_sessions_the_one_detached_longest_is_evicted() {
-    let (disconnects, mut seen) = Disconnects::new();
-    let server = serve(
-        Volley::builder()
-            .resume_grace(Duration::from_secs(60))
-            .max_detached_sessions(2)
-            .namespace("/", test_namespace(disconnects)),
-    );
-    let waiting = |sid: u64| {
-        let volley = server.volley.clone();
-        async move {
-            let sessions = volley.sessions().await;
-            sessions
-                .iter()
-                .any(|s| s.id.0 == sid && s.transport.is_none())
+/// A client of `server` (for `forwarded`, if given: see
+/// [`RawClient::connect_for`]) opens a session, joins `/` and goes without a
+/// goodbye; returns once its session waits to resume.
+async fn vanish(server: &TestServer, forwarded: Option<&str>) -> Open {
+    let (mut raw, open) = RawClient::open_for(&server.url, forwarded).await;
+    raw.join("/").await;
+    drop(raw); // no goodbye
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let sessions = server.volley.sessions().await;
+        if sessions
+            .iter()
+            .any(|s| s.id.0 == open.sid && s.transport.is_none())
+        {
+            return open;
         }
-    };
-    // Two clients vanish, one after the other: both wait to resume.
-    let mut gone = Vec::new();
-    for _ in 0..2 {
-        let (raw, open) = RawClient::open_in(&server.url, "/").await;
-        drop(raw); // no goodbye
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !waiting(open.sid).await {
-            assert!(tokio::time::Instant::now() < deadline, "never detached");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        gone.push(open);
+        assert!(tokio::time::Instant::now() < deadline, "never detached");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(seen.try_recv().is_err(), "nobody ends while two wait");
+}
 
-    // A third: the first to go ends now, 60 s before its grace window would.
-    let (raw, third) = RawClient::open_in(&server.url, "/").await;
-    drop(raw);
-    let (ns, why) = ended(&mut seen).await;
+/// `gone` is evicted: its disconnect says why, its resume is refused and the
+/// registry has forgotten it.
+async fn assert_evicted(
+    server: &TestServer,
+    seen: &mut mpsc::UnboundedReceiver<(String, DisconnectReason)>,
+    gone: &Open,
+) {
+    let (ns, why) = ended(seen).await;
     assert_eq!(ns, "/");
     assert_eq!(
         why,
@@ -343,26 +336,69 @@ async fn past_the_limit_of_waiting_sessions_the_one_detached_longest_is_evicted(
         why.to_string(),
         "session evicted (transport closed): too many sessions waiting to resume"
     );
-    let mut late = RawClient::resume(&server.url, &gone[0], 0).await;
+    let mut late = RawClient::resume(&server.url, gone, 0).await;
     assert_eq!(
         late.recv().await,
         Some(Frame::ResumeFailed {
             reason: "unknown or expired session".into()
         })
     );
-    // The two that went later resume.
-    for open in [&gone[1], &third] {
+    let sessions = server.volley.sessions().await;
+    assert!(sessions.iter().all(|s| s.id.0 != gone.sid), "{sessions:?}");
+}
+
+/// Each of `opens` resumes.
+async fn assert_resume(server: &TestServer, opens: &[&Open]) {
+    for open in opens {
         let mut again = RawClient::resume(&server.url, open, 0).await;
         assert!(matches!(again.recv().await, Some(Frame::Resumed { .. })));
     }
-    let ids: Vec<u64> = server
-        .volley
-        .sessions()
-        .await
-        .iter()
-        .map(|s| s.id.0)
-        .collect();
-    assert!(!ids.contains(&gone[0].sid), "{ids:?}");
+}
+
+#[actix_rt::test]
+async fn past_the_limit_of_waiting_sessions_the_one_detached_longest_is_evicted() {
+    let (disconnects, mut seen) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .resume_grace(Duration::from_secs(60))
+            .max_detached_sessions(2)
+            .namespace("/", test_namespace(disconnects)),
+    );
+    // Two clients vanish, one after the other: both wait to resume.
+    let first = vanish(&server, None).await;
+    let second = vanish(&server, None).await;
+    assert!(seen.try_recv().is_err(), "nobody ends while two wait");
+
+    // A third: the first to go ends now, 60 s before its grace window would.
+    let third = vanish(&server, None).await;
+    assert_evicted(&server, &mut seen, &first).await;
+    // The two that went later resume.
+    assert_resume(&server, &[&second, &third]).await;
+}
+
+/// One client address gets as many of the waiting sessions as it may hold
+/// connections (`max_connections_per_ip`): past that its own session detached
+/// longest goes, not another address's, however far under the server's limit.
+#[actix_rt::test]
+async fn a_client_address_past_its_share_of_waiting_sessions_evicts_its_own() {
+    let (disconnects, mut seen) = Disconnects::new();
+    let server = serve(
+        Volley::builder()
+            .resume_grace(Duration::from_secs(60))
+            .max_detached_sessions(10)
+            .max_connections(100, 2)
+            .trusted_proxies(&["127.0.0.1".parse().unwrap()])
+            .namespace("/", test_namespace(disconnects)),
+    );
+    let (one, other) = (Some("198.51.100.1"), Some("198.51.100.2"));
+    let others = vanish(&server, other).await;
+    let first = vanish(&server, one).await;
+    let second = vanish(&server, one).await;
+    assert!(seen.try_recv().is_err(), "an address's share is two");
+
+    let third = vanish(&server, one).await;
+    assert_evicted(&server, &mut seen, &first).await;
+    assert_resume(&server, &[&others, &second, &third]).await;
 }
 
 /// The disconnect hook holds the session's thread until the test has looked, so the

@@ -115,6 +115,7 @@ impl EioConnection {
             recipient: ctx.address().recipient(),
             sending: Sending::Translated(self.out.clone()),
             inbound: self.inbound.clone(),
+            address: self._slot.address(),
         }
     }
 

@@ -5,7 +5,7 @@
 //! only register, unregister and resume through here.
 
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,15 +68,15 @@ pub struct Supervisor {
     ids: SessionIds,
     /// Counts the resumes refused here (unknown session, wrong token).
     resumes: ResumeResults,
-    /// The detaches of sessions, oldest first, at most `max_detached` (see
-    /// [`Detached`]): every session waiting to resume has its latest one here.
-    detached: VecDeque<Detached>,
+    /// The detaches of sessions by detach number (oldest first), each with its
+    /// session and client address, at most `max_detached` (see [`Detached`]): every
+    /// session waiting to resume has its latest one here.
+    detached: BTreeMap<u64, (SessionId, Option<IpAddr>)>,
     /// `Config::max_detached_sessions`, resolved.
     max_detached: usize,
-    /// The same detaches by client address, each address's oldest first, at most
-    /// `per_address` each: a subsequence of `detached` (an entry leaves here when it
-    /// leaves there, or before when its address is over its share).
-    by_address: HashMap<IpAddr, VecDeque<(SessionId, u64)>>,
+    /// The same detaches by client address, at most `per_address` each: exactly the
+    /// entries of `detached` with that address (one leaving either leaves both).
+    by_address: HashMap<IpAddr, BTreeSet<u64>>,
     /// How many of the sessions waiting to resume one client address may have
     /// (`Config::max_connections_per_ip`: as many as it may hold connected).
     per_address: usize,
@@ -108,7 +108,7 @@ impl Supervisor {
             sessions: HashMap::new(),
             ids: SessionIds::new(node),
             resumes,
-            detached: VecDeque::new(),
+            detached: BTreeMap::new(),
             max_detached,
             by_address: HashMap::new(),
             per_address,
@@ -346,7 +346,7 @@ pub(crate) fn next_detach() -> u64 {
 /// list holds no more than that. Past its address's share (`per_address`) the
 /// oldest of that address goes the same way, so that one client address
 /// reconnecting without end makes its own sessions give way, not everyone's.
-#[derive(Message, Clone, Copy)]
+#[derive(Message)]
 #[rtype(result = "()")]
 pub struct Detached {
     pub id: SessionId,
@@ -361,34 +361,36 @@ impl Handler<Detached> for Supervisor {
         if !self.sessions.contains_key(&msg.id) {
             return;
         }
-        self.detached.push_back(msg);
+        self.detached.insert(msg.since, (msg.id, msg.address));
         if let Some(address) = msg.address {
             let mine = self.by_address.entry(address).or_default();
-            mine.push_back((msg.id, msg.since));
+            mine.insert(msg.since);
             let over = match mine.len() > self.per_address {
-                true => mine.pop_front(),
+                true => mine.pop_first(),
                 false => None,
             };
-            if let Some((id, since)) = over {
+            if mine.is_empty() {
+                self.by_address.remove(&address);
+            }
+            // Out of both lists: what an address sheds no longer counts against the
+            // server's limit (or an address shedding its own would push out others).
+            if let Some((since, (id, _))) = over.and_then(|s| self.detached.remove_entry(&s)) {
                 self.evict(id, since, self.per_address, Some(address));
             }
         }
         while self.detached.len() > self.max_detached {
-            let Some(oldest) = self.detached.pop_front() else {
+            let Some((since, (id, address))) = self.detached.pop_first() else {
                 break;
             };
-            // Its address's list has it first, unless it went for its share before.
-            if let Some(address) = oldest.address {
+            if let Some(address) = address {
                 if let MapEntry::Occupied(mut mine) = self.by_address.entry(address) {
-                    if mine.get().front() == Some(&(oldest.id, oldest.since)) {
-                        mine.get_mut().pop_front();
-                    }
+                    mine.get_mut().remove(&since);
                     if mine.get().is_empty() {
                         mine.remove();
                     }
                 }
             }
-            self.evict(oldest.id, oldest.since, self.max_detached, None);
+            self.evict(id, since, self.max_detached, None);
         }
     }
 }

@@ -45,6 +45,10 @@ pub struct NamespaceActor {
     /// Publishes to and subscribes for the other nodes of a cluster.
     #[cfg(feature = "cluster")]
     remote: Option<Box<dyn Remote>>,
+    /// Connects waiting for the namespace's channel before their socket is added
+    /// (see [`Subscribe`]): the channel is wanted while there are sockets or these.
+    #[cfg(feature = "cluster")]
+    subscribing: usize,
 }
 
 impl NamespaceActor {
@@ -56,6 +60,8 @@ impl NamespaceActor {
             emitted,
             #[cfg(feature = "cluster")]
             remote: None,
+            #[cfg(feature = "cluster")]
+            subscribing: 0,
         }
     }
 
@@ -76,6 +82,13 @@ impl NamespaceActor {
     #[cfg(feature = "cluster")]
     pub(crate) fn room_members(&self, room: &str) -> usize {
         self.rooms.get(room).map_or(0, |r| r.members().len())
+    }
+
+    /// Whether this actor wants the namespace's channel: while it has sockets, or
+    /// connects wait for the channel (said to the interest once per change).
+    #[cfg(feature = "cluster")]
+    fn wants_namespace(&self) -> bool {
+        !self.sockets.is_empty() || self.subscribing > 0
     }
 
     /// The thread a local socket's broadcasts reach it on.
@@ -121,7 +134,7 @@ impl Actor for NamespaceActor {
         for room in self.rooms.keys() {
             remote.room(room, false);
         }
-        if !self.sockets.is_empty() {
+        if self.wants_namespace() {
             remote.namespace(false);
         }
         remote.stopped();
@@ -146,7 +159,7 @@ impl Handler<AddSocket> for NamespaceActor {
     fn handle(&mut self, msg: AddSocket, _: &mut Context<Self>) {
         #[cfg(feature = "cluster")]
         if let Some(remote) = &self.remote {
-            if self.sockets.is_empty() {
+            if !self.wants_namespace() {
                 remote.namespace(true);
             }
             if let Some(effective) = msg.effective {
@@ -182,7 +195,79 @@ impl Handler<RemoveSocket> for NamespaceActor {
         }
         // Said once per "wanted" (the interest is counted across actors).
         #[cfg(feature = "cluster")]
-        if let (Some(remote), true) = (&self.remote, self.sockets.is_empty()) {
+        if let (Some(remote), false) = (&self.remote, self.wants_namespace()) {
+            remote.namespace(false);
+        }
+    }
+}
+
+/// A client's connect waits here, on a node of a cluster, for the namespace's
+/// channel to be subscribed on Redis before its socket is added and the client
+/// hears `Connected`: a namespace-wide broadcast any node sends after that reaches
+/// it. The channel is wanted from now until the [`Subscribing`] the session holds
+/// meanwhile is dropped (after its `AddSocket`, or when the connect is abandoned).
+/// `ready` is told once subscribed, at once if it already is or Redis is away, and
+/// after [`JOIN_WAIT`](super::remote::JOIN_WAIT) at most (counted and logged as an
+/// unconfirmed join): a slow Redis never stalls a connect.
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Subscribe {
+    pub ready: tokio::sync::oneshot::Sender<()>,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<Subscribe> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) {
+        let Some(remote) = &self.remote else {
+            let _ = msg.ready.send(());
+            return;
+        };
+        if !self.wants_namespace() {
+            remote.namespace(true);
+        }
+        self.subscribing += 1;
+        let (done, subscribed) = tokio::sync::oneshot::channel();
+        remote.when_namespace_subscribed(done);
+        let wait = tokio::time::timeout(super::remote::JOIN_WAIT, subscribed).into_actor(self);
+        ctx.spawn(wait.map(move |waited, act, _| {
+            if waited.is_err() {
+                if let Some(remote) = act.remote() {
+                    remote.join_unconfirmed();
+                }
+            }
+            let _ = msg.ready.send(());
+        }));
+    }
+}
+
+/// What a connect waiting in [`Subscribe`] holds: dropped, it gives its interest
+/// in the namespace's channel back (its socket, added before, holds it from then).
+#[cfg(feature = "cluster")]
+pub(crate) struct Subscribing(pub Arc<Addr<NamespaceActor>>);
+
+#[cfg(feature = "cluster")]
+impl Drop for Subscribing {
+    fn drop(&mut self) {
+        self.0.do_send(Subscribed);
+    }
+}
+
+/// A connect's wait in [`Subscribe`] is over (see [`Subscribing`]).
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Subscribed;
+
+#[cfg(feature = "cluster")]
+impl Handler<Subscribed> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Subscribed, _: &mut Context<Self>) {
+        self.subscribing = self.subscribing.saturating_sub(1);
+        if let (Some(remote), false) = (&self.remote, self.wants_namespace()) {
             remote.namespace(false);
         }
     }

@@ -31,6 +31,8 @@ pub(crate) use actor::{
     AddSocket, Emit, JoinRoom as JoinRoomMsg, LeaveRoom as LeaveRoomMsg, NamespaceActor,
     RemoveSocket, RoomsOf, Stats, Target,
 };
+#[cfg(feature = "cluster")]
+pub(crate) use actor::{Subscribe, Subscribing};
 pub use broadcast::Broadcast;
 #[cfg(feature = "cluster")]
 pub(crate) use remote::{FlushFor, Remote, JOIN_WAIT};

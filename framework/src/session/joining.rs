@@ -6,9 +6,18 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use futures_util::future::{FutureExt, LocalBoxFuture};
+
 use super::{supervisor, Joined, Session};
 use crate::namespace::{self, Authorization, NamespaceHandle, SessionLink, Socket};
 use crate::protocol::Frame;
+
+/// What a join waiting for the cluster holds until its socket is added.
+#[cfg(feature = "cluster")]
+type SubscribeWait = namespace::Subscribing;
+/// Nothing: a single node's joins do not wait.
+#[cfg(not(feature = "cluster"))]
+enum SubscribeWait {}
 
 impl Session {
     /// The client asks to join namespace `ns` with its auth payload (JSON).
@@ -44,27 +53,73 @@ impl Session {
             return;
         };
         let answer = match namespace.authorize(link.id, auth) {
-            Authorization::Now(answer) => answer,
-            Authorization::Later(answer) => {
-                let waiting = ns.clone();
+            Authorization::Now(answer) if !self.joins_wait_for_cluster() => {
                 let auth = self.kept_auth(auth);
-                // Spawned, not awaited: the session goes on meanwhile.
-                let answer = ctx.spawn(answer.into_actor(self).map(move |answer, act, ctx| {
+                return self.answered(namespace, link, answer, auth, ctx);
+            }
+            Authorization::Now(answer) => Box::pin(futures_util::future::ready(answer)),
+            Authorization::Later(answer) => answer,
+        };
+        let auth = self.kept_auth(auth);
+        let waiting = ns.clone();
+        let answer = self.then_subscribed(&namespace, answer);
+        // Spawned, not awaited: the session goes on meanwhile.
+        let answer = ctx.spawn(
+            answer
+                .into_actor(self)
+                .map(move |(answer, _wait), act, ctx| {
                     let waited = act.sink.sockets.borrow_mut().authorizing.remove(&ns);
                     let held = waited.map(|(_, held)| held);
                     act.answered(namespace, link, answer, auth, ctx);
                     act.handle_held(held.unwrap_or_default(), ctx);
-                }));
-                return self
-                    .sink
-                    .sockets
-                    .borrow_mut()
-                    .authorizing
-                    .insert(waiting, answer);
-            }
-        };
-        let auth = self.kept_auth(auth);
-        self.answered(namespace, link, answer, auth, ctx);
+                    // `_wait` goes here, after the socket's `AddSocket`: the socket
+                    // holds the namespace's channel from then.
+                }),
+        );
+        self.sink
+            .sockets
+            .borrow_mut()
+            .authorizing
+            .insert(waiting, answer);
+    }
+
+    /// Whether a join waits for the cluster before the client hears `Connected` (a
+    /// node of a cluster: see `namespace::Subscribe`).
+    fn joins_wait_for_cluster(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if self.shared.cluster.is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// The middleware's `answer`, then, on a node of a cluster and if it lets the
+    /// client in, the wait for the namespace's channel (what the wait holds comes
+    /// with the answer, to be dropped once the socket is added). Events the client
+    /// sends to the namespace meanwhile are held as for an asynchronous middleware.
+    fn then_subscribed(
+        &self,
+        #[cfg_attr(not(feature = "cluster"), allow(unused_variables))] namespace: &NamespaceHandle,
+        answer: LocalBoxFuture<'static, Result<namespace::SocketData, String>>,
+    ) -> LocalBoxFuture<'static, (Result<namespace::SocketData, String>, Option<SubscribeWait>)>
+    {
+        #[cfg(feature = "cluster")]
+        if self.joins_wait_for_cluster() {
+            let addr = namespace.addr.clone();
+            return Box::pin(async move {
+                let answer = answer.await;
+                if answer.is_err() {
+                    return (answer, None);
+                }
+                let (ready, subscribed) = tokio::sync::oneshot::channel();
+                addr.do_send(namespace::Subscribe { ready });
+                let wait = namespace::Subscribing(addr);
+                // Dropped unanswered only if the actor stopped: nothing to wait for.
+                let _ = subscribed.await;
+                (answer, Some(wait))
+            });
+        }
+        Box::pin(FutureExt::map(answer, |answer| (answer, None)))
     }
 
     /// The auth payload to keep with a joined namespace: a session of a node in a

@@ -267,6 +267,15 @@ async fn a_broadcast_sent_after_a_join_is_acked_reaches_the_member_exactly_once(
 /// leaving it again.
 const TABLE_ROUNDS: usize = 12;
 
+/// The rounds' `hit`s a client got before the `fence`.
+async fn hits_until_fence(ns: &mut NamespaceClient) -> Vec<usize> {
+    until_fence(ns)
+        .await
+        .iter()
+        .map(|e| e.decode::<usize>().unwrap())
+        .collect()
+}
+
 /// On a node of a cluster too, a namespace the dynamic factory made goes once
 /// nothing uses it, and its channels with it; made again for the next client, it
 /// takes the other nodes' broadcasts exactly once, also when the client is back
@@ -299,11 +308,7 @@ async fn a_dynamic_namespace_goes_when_unused_and_made_again_hears_the_other_nod
         table.to("red").emit("hit", &round).unwrap();
         // Published after the hit on the same channel: it arrives after it.
         table.to("red").emit("fence", &()).unwrap();
-        let hits: Vec<usize> = until_fence(&mut ns)
-            .await
-            .iter()
-            .map(|e| e.decode::<usize>().unwrap())
-            .collect();
+        let hits = hits_until_fence(&mut ns).await;
         assert_eq!(hits, [round], "round {round}");
         ns.leave().unwrap();
         // Every other round the client comes back at once, while the old namespace
@@ -317,3 +322,38 @@ async fn a_dynamic_namespace_goes_when_unused_and_made_again_hears_the_other_nod
     redis.await_subscribers(channel, 0).await;
     redis.await_subscribers("volley:ns:/table-1", 0).await;
 }
+
+/// A client that has `Connected` gets every namespace-wide broadcast any node sends
+/// after that, also as the namespace's first socket on its node: the connect waits
+/// for the node's subscription to the namespace's channel. Each round starts with
+/// the channel unsubscribed, and the other node broadcasts the moment the join
+/// returns (without the wait, most rounds lost their `hit`).
+#[actix_rt::test]
+async fn a_namespace_connect_hears_the_other_nodes_from_connected_on() {
+    let Some(redis) = RedisServer::start("a_namespace_connect_hears") else {
+        return;
+    };
+    let tables = || {
+        Volley::builder()
+            .namespace("/", namespace())
+            .cluster(RedisCluster::new(&redis.url()).unwrap())
+            .dynamic_namespaces(|name| name.starts_with("/table-").then(namespace))
+    };
+    let a = node_of(tables()).await;
+    let b = node_of(tables()).await;
+    // Held on A, which has no socket there: A publishes, only B subscribes.
+    let table = a.volley.of("/table-1").unwrap();
+    let channel = "volley:ns:/table-1";
+    let client = connect(&b, WS).await;
+    for round in 0..CONNECT_ROUNDS {
+        let mut ns = client.join("/table-1", &()).await.unwrap();
+        table.emit("hit", &round).unwrap();
+        table.emit("fence", &()).unwrap();
+        let hits = hits_until_fence(&mut ns).await;
+        assert_eq!(hits, [round], "round {round}");
+        ns.leave().unwrap();
+        redis.await_subscribers(channel, 0).await;
+    }
+}
+
+const CONNECT_ROUNDS: usize = 8;

@@ -128,6 +128,12 @@ pub struct Config {
     /// carrier-grade NAT behind one address, and still a twentieth of
     /// `max_connections`, so one host cannot take the server. `usize::MAX`: no limit.
     pub max_connections_per_ip: usize,
+    /// How fast one client address (as `max_connections_per_ip` counts it) may open
+    /// new connections, resumes and long-polling sessions included. Past it a new
+    /// connection from that address is refused with 429 until its bucket refills.
+    /// Default 100 a second, burst 1,000 (every connection `max_connections_per_ip`
+    /// allows, opened at once after a restart). See [`ConnectRate`].
+    pub connect_rate_per_ip: ConnectRate,
     /// Reverse proxies whose `X-Forwarded-For` header is believed. When a connection
     /// comes from one of these addresses, the client address counted by
     /// `max_connections_per_ip` is the last one in `X-Forwarded-For` that is not
@@ -199,6 +205,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             max_connections: 20_000,
             max_connections_per_ip: 1_000,
+            connect_rate_per_ip: ConnectRate::default(),
             trusted_proxies: Vec::new(),
             rate_limit: RateLimit::default(),
             max_namespaces_per_session: 32,
@@ -267,6 +274,59 @@ impl Default for RateLimit {
             frame_burst: 2_000,
             bytes_per_sec: 1024 * 1024,
             byte_burst: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// How fast one client address may open connections: a token bucket per address
+/// that holds up to `burst` connects and refills at `per_sec`; each new connection
+/// (a WebSocket upgrade, a long-polling session's first request, Socket.IO's too)
+/// takes one. A connect that finds the bucket empty is refused with `429 Too Many
+/// Requests` and counted as `connection_rate` in `volley_refused_total`; Volley's
+/// clients take a 429 as "come back later" and retry with their back-off.
+///
+/// Handshakes cost the server far more than frames: a client that connects and
+/// drops in a loop, within `max_connections_per_ip`, is held to `per_sec` of them.
+/// [`ConnectRate::OFF`] turns it off (a load test that opens thousands of
+/// connections from one machine's address).
+///
+/// ```
+/// use volley::{ConnectRate, Volley};
+///
+/// // Players behind one address rarely open more than a few connections a second.
+/// let builder = Volley::builder().connect_rate_per_ip(ConnectRate {
+///     per_sec: 10,
+///     burst: 100,
+/// });
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectRate {
+    /// New connections per second, sustained. Default 100.
+    pub per_sec: u32,
+    /// New connections at once after a quiet spell. Default 1,000.
+    pub burst: u32,
+}
+
+impl ConnectRate {
+    /// No limit on how fast an address connects (only on how many connections it
+    /// holds, `max_connections_per_ip`).
+    pub const OFF: ConnectRate = ConnectRate {
+        per_sec: 0,
+        burst: 0,
+    };
+
+    /// Whether it limits nothing (a rate of 0).
+    pub(crate) fn is_off(&self) -> bool {
+        self.per_sec == 0
+    }
+}
+
+impl Default for ConnectRate {
+    fn default() -> Self {
+        ConnectRate {
+            per_sec: 100,
+            burst: 1_000,
         }
     }
 }

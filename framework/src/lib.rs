@@ -91,7 +91,7 @@ pub mod cluster;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use config::{Config, RateLimit, SocketIo};
+pub use config::{Config, ConnectRate, RateLimit, SocketIo};
 pub use error::{AckError, DisconnectReason, EmitError};
 pub use game::{
     Game, GameRooms, GameRoomsBuilder, InputError, JoinError, JoinRequest, Joined, LeaveReason,

@@ -153,6 +153,14 @@ impl VolleyBuilder {
         self
     }
 
+    /// How fast one client address may open new connections (default 100 a second,
+    /// burst 1,000); past it, new connections from that address get 429.
+    /// [`ConnectRate::OFF`](crate::ConnectRate::OFF) turns it off.
+    pub fn connect_rate_per_ip(mut self, rate: crate::ConnectRate) -> Self {
+        self.config.connect_rate_per_ip = rate;
+        self
+    }
+
     /// Reverse proxies whose `X-Forwarded-For` header names the client for the
     /// per-address connection limit (default: none).
     pub fn trusted_proxies(mut self, proxies: &[std::net::IpAddr]) -> Self {
@@ -268,6 +276,7 @@ impl VolleyBuilder {
                 arbiters[next.fetch_add(1, Ordering::Relaxed) % arbiters.len()].clone()
             })
         };
+        let connections = Arc::new(crate::session::Connections::new(&config));
         let shared = Shared {
             config,
             supervisor,
@@ -277,7 +286,7 @@ impl VolleyBuilder {
             place_room,
             control,
             over_client_limit: AtomicU64::new(0),
-            connections: Default::default(),
+            connections,
             metrics,
             #[cfg(feature = "cluster")]
             cluster: cluster

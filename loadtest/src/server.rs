@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use actix_web::{web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use volley::{ConnectRate, LeaveReason, RateLimit, Socket, Volley, VolleyBuilder};
 use volley::{Game, GameRooms, Namespace, RoomContext, RoomOptions, RoomSetup, SessionId};
-use volley::{LeaveReason, RateLimit, Socket, Volley, VolleyBuilder};
 
 use crate::args::Flags;
 use crate::chat_wire::{ChatMessage, CHAT_NAMESPACE};
@@ -420,6 +420,7 @@ pub async fn serve(opts: ServeOptions) -> std::io::Result<()> {
         // Every simulated client comes from this machine's address, and a scenario
         // may push one client past a player's rate: measure the server, not its limits.
         .max_connections(usize::MAX, usize::MAX)
+        .connect_rate_per_ip(ConnectRate::OFF)
         .rate_limit(RateLimit::OFF)
         .namespace(NAMESPACE, lt_namespace())
         .namespace(GAME_NAMESPACE, game_namespace(&rooms))

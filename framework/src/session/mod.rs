@@ -17,6 +17,7 @@
 //! watches it ([`Socket::watch`](crate::Socket::watch)): the session tells each watcher when it detaches,
 //! resumes, and when the socket is gone.
 
+mod addresses;
 mod authorizing;
 mod client_limit;
 mod heartbeat;
@@ -66,7 +67,7 @@ pub use send_queue::SendQueue;
 pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
 #[cfg(feature = "cluster")]
 pub(crate) use shared::RoomPlacer;
-pub(crate) use shared::{Connections, NamespaceFactory, Shared};
+pub(crate) use shared::{Connections, NamespaceFactory, Over, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 #[cfg(feature = "cluster")]
 pub(crate) use supervisor::{CancelMove, Holds, Movable, MovedHere, SetMoving, Unregister, MOVING};

@@ -12,7 +12,7 @@ use crate::RateLimit;
 
 /// Refills a bucket of up to `burst` tokens at `rate` tokens per second for
 /// `elapsed` seconds, then takes `n` tokens if it holds them.
-fn take(tokens: &mut f64, rate: f64, burst: u64, elapsed: f64, n: f64) -> bool {
+pub(super) fn take(tokens: &mut f64, rate: f64, burst: u64, elapsed: f64, n: f64) -> bool {
     *tokens = (*tokens + elapsed * rate).min(burst.max(1) as f64);
     if *tokens >= n {
         *tokens -= n;

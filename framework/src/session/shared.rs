@@ -2,19 +2,21 @@
 //! reaches: the configuration, the supervisor, the running namespaces, the open
 //! connections. `server.rs` builds it; sessions and (above them) transports read it.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Instant;
 
 use actix::prelude::*;
 
+use super::addresses::Addresses;
+pub(crate) use super::addresses::Over;
 #[cfg(feature = "cluster")]
 use super::Nodes;
 use super::Supervisor;
 use crate::namespace::{Namespace, NamespaceActor, NamespaceHandle, NamespaceParts, Registry};
 use crate::room::Gauge;
-use crate::Config;
+use crate::{Config, ConnectRate};
 
 /// Makes a namespace on demand from its name (`VolleyBuilder::dynamic_namespaces`).
 pub(crate) type NamespaceFactory = dyn Fn(&str) -> Option<Namespace> + Send + Sync;
@@ -47,14 +49,43 @@ pub(crate) struct Shared {
     pub cluster: Option<Arc<dyn Nodes>>,
 }
 
-/// Open connections, in total and per client address.
-#[derive(Default)]
+/// Open connections, in total and per client address (with how fast each address
+/// connected lately).
 pub(crate) struct Connections {
     pub(crate) total: AtomicUsize,
-    pub(crate) per_address: Mutex<HashMap<IpAddr, usize>>,
+    per_address: Mutex<Addresses>,
+    /// `Config::max_connections_per_ip`.
+    max_per_address: usize,
+    /// `Config::connect_rate_per_ip`.
+    rate: ConnectRate,
 }
 
 impl Connections {
+    pub fn new(config: &Config) -> Self {
+        Connections {
+            total: AtomicUsize::new(0),
+            per_address: Mutex::default(),
+            max_per_address: config.max_connections_per_ip,
+            rate: config.connect_rate_per_ip,
+        }
+    }
+
+    /// Counts a new connection from `address`, unless that address is over a limit.
+    pub fn admit_from(&self, address: IpAddr) -> Result<(), Over> {
+        let now = Instant::now();
+        self.addresses()
+            .admit(address, self.max_per_address, self.rate, now)
+    }
+
+    /// A connection from `address` closed.
+    pub fn release_from(&self, address: IpAddr) {
+        self.addresses().release(address, self.rate, Instant::now());
+    }
+
+    fn addresses(&self) -> std::sync::MutexGuard<'_, Addresses> {
+        self.per_address.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Open connections right now.
     pub fn open(&self) -> usize {
         self.total.load(Ordering::Relaxed)

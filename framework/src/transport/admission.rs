@@ -9,14 +9,14 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use actix_web::dev::RequestHead;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
 use crate::metrics::OpenConnection;
-use crate::session::{Connections, Shared};
+use crate::session::{Connections, Over, Shared};
 
 /// Why a request was not let in. The text is the response body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +27,8 @@ pub(crate) enum Refusal {
     ServerFull(usize),
     #[error("too many connections from your address (limit {0})")]
     AddressFull(usize),
+    #[error("too many new connections from your address (limit {0}/s, burst {1})")]
+    AddressRate(u32, u32),
 }
 
 impl Refusal {
@@ -34,6 +36,7 @@ impl Refusal {
         match self {
             Refusal::ForeignOrigin(_) => StatusCode::FORBIDDEN,
             Refusal::ServerFull(_) | Refusal::AddressFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::AddressRate(..) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -124,13 +127,7 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.connections.total.fetch_sub(1, Ordering::Relaxed);
         if let Some(address) = self.address {
-            let mut map = lock(&self.connections.per_address);
-            if let Some(count) = map.get_mut(&address) {
-                *count -= 1;
-                if *count == 0 {
-                    map.remove(&address);
-                }
-            }
+            self.connections.release_from(address);
         }
     }
 }
@@ -156,14 +153,17 @@ pub(crate) fn reserve(
         return Err(Refusal::ServerFull(config.max_connections));
     }
     if let Some(address) = client_address(req, &config.trusted_proxies) {
-        let mut map = lock(&connections.per_address);
-        let count = map.entry(address).or_insert(0);
-        if *count >= config.max_connections_per_ip {
-            shared.metrics.refused("connection_limit");
-            return Err(Refusal::AddressFull(config.max_connections_per_ip));
+        match connections.admit_from(address) {
+            Ok(()) => slot.address = Some(address),
+            Err(Over::Open(limit)) => {
+                shared.metrics.refused("connection_limit");
+                return Err(Refusal::AddressFull(limit));
+            }
+            Err(Over::Rate(rate)) => {
+                shared.metrics.refused("connection_rate");
+                return Err(Refusal::AddressRate(rate.per_sec, rate.burst));
+            }
         }
-        *count += 1;
-        slot.address = Some(address);
     }
     slot._open = Some(shared.metrics.connection_opened(transport));
     Ok(slot)
@@ -212,10 +212,6 @@ fn per_network(address: IpAddr) -> IpAddr {
             IpAddr::V6(Ipv6Addr::from(bits))
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The reason a refused WebSocket handshake is counted under in

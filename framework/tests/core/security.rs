@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use volley::client::Transport;
 use volley::protocol::Frame;
-use volley::{DisconnectReason, RateLimit, Volley, VolleyBuilder};
+use volley::{ConnectRate, DisconnectReason, RateLimit, Volley, VolleyBuilder};
 
 use crate::common::*;
 
@@ -340,6 +340,90 @@ async fn the_per_address_limit_counts_the_forwarded_client_only_behind_a_trusted
     assert_eq!(c.status, 503);
 }
 
+/// Sends `open` until the server answers 429 (a refill between two tries can let
+/// one more in: a few tries at most); the 429's body.
+async fn until_rate_limited<F, Fut>(what: &str, open: F) -> String
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    for _ in 0..5 {
+        let answer = open().await;
+        if answer.status == 429 {
+            return answer.body;
+        }
+        assert!(
+            matches!(answer.status, 101 | 200),
+            "{what}: {}",
+            answer.status
+        );
+    }
+    panic!("{what}: never refused by the connect rate");
+}
+
+/// One address opens connections at `connect_rate_per_ip` at most: past its burst a
+/// new connection of any transport (WebSocket, long-polling, Socket.IO) gets 429,
+/// another address still gets in, the refusals are counted, and once the bucket
+/// refills the address connects again.
+#[actix_rt::test]
+async fn connects_past_the_per_address_rate_get_429_until_it_refills() {
+    let server = serve(
+        builder()
+            .metrics(volley::MetricsRoute::token(crate::metrics::TOKEN))
+            .trusted_proxies(&["127.0.0.1".parse().unwrap()])
+            .connect_rate_per_ip(ConnectRate {
+                per_sec: 1,
+                burst: 3,
+            }),
+    );
+    let addr = addr(&server);
+    let first = ["X-Forwarded-For: 198.51.100.1"];
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let answer = upgrade(addr, &first).await;
+        assert_eq!(answer.status, 101);
+        open.push(answer.stream);
+    }
+    let body = until_rate_limited("websocket", || upgrade(addr, &first)).await;
+    assert_eq!(
+        body,
+        "too many new connections from your address (limit 1/s, burst 3)"
+    );
+    // Closing a connection gives no connect back: the rate counts opening.
+    drop(open.pop());
+    until_rate_limited("polling", || open_poll(addr, &first)).await;
+    let socketio = || {
+        request(
+            addr,
+            "GET",
+            "/socket.io/?EIO=4&transport=polling",
+            &first,
+            b"",
+        )
+    };
+    until_rate_limited("socket.io", socketio).await;
+    // Another client behind the proxy has its own bucket.
+    let other = upgrade(addr, &["X-Forwarded-For: 198.51.100.2"]).await;
+    assert_eq!(other.status, 101);
+    let (_, figures) = crate::metrics::scrape(&server, Some(crate::metrics::TOKEN)).await;
+    let refused = figures.get("volley_refused_total{reason=\"connection_rate\"}");
+    assert!(refused.is_some_and(|n| *n >= 3.0), "counted: {refused:?}");
+    // A connect a second: the address is let in again within two.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2) + WAIT;
+    loop {
+        let answer = upgrade(addr, &first).await;
+        if answer.status == 101 {
+            break;
+        }
+        assert_eq!(answer.status, 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bucket never refilled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Reads frames until the server closes; returns the `Error` and `Close` frames.
 async fn errors_and_close(raw: &mut Raw) -> Vec<Frame> {
     let mut seen = Vec::new();
@@ -442,6 +526,14 @@ fn the_defaults_are_on() {
     let config = volley::Config::default();
     assert_eq!(config.max_connections, 20_000);
     assert_eq!(config.max_connections_per_ip, 1_000);
+    assert_eq!(config.connect_rate_per_ip, ConnectRate::default());
+    assert_eq!(
+        (
+            config.connect_rate_per_ip.per_sec,
+            config.connect_rate_per_ip.burst
+        ),
+        (100, 1_000)
+    );
     assert!(config.trusted_proxies.is_empty());
     assert_eq!(config.rate_limit, RateLimit::default());
     assert_eq!(config.rate_limit.frames_per_sec, 200);

@@ -15,6 +15,7 @@ mod socket;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +77,11 @@ pub struct Handshake<'a> {
     pub sid: SessionId,
     /// The namespace asked for.
     pub namespace: &'a str,
+    /// The client's address: its connection's peer, or behind `trusted_proxies` the
+    /// one `X-Forwarded-For` names (the address the connection limits count). `None`
+    /// when unknown: a session that moved from another node of a cluster runs the
+    /// middleware again on its new node before its client's connection arrives.
+    pub address: Option<IpAddr>,
     auth: &'a [u8],
 }
 
@@ -95,6 +101,8 @@ pub struct ConnectRequest {
     pub sid: SessionId,
     /// The namespace asked for.
     pub namespace: String,
+    /// The client's address, as [`Handshake::address`].
+    pub address: Option<IpAddr>,
     auth: Vec<u8>,
 }
 
@@ -430,19 +438,21 @@ pub(crate) struct NamespaceParts {
 }
 
 impl NamespaceHandle {
-    /// Runs the middleware for a client.
-    pub fn authorize(&self, sid: SessionId, auth: &[u8]) -> Authorization {
+    /// Runs the middleware for a client (at `address`, if known).
+    pub fn authorize(&self, sid: SessionId, address: Option<IpAddr>, auth: &[u8]) -> Authorization {
         match &self.spec.authorize {
             None => Authorization::Now(Ok(None)),
             Some(Authorizer::Now(f)) => Authorization::Now(f(&Handshake {
                 sid,
                 namespace: &self.name,
+                address,
                 auth,
             })),
             Some(Authorizer::Later(f)) => {
                 let answer = f(ConnectRequest {
                     sid,
                     namespace: self.name.to_string(),
+                    address,
                     auth: auth.to_vec(),
                 });
                 let limit = self.spec.authorize_timeout;

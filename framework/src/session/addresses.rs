@@ -1,4 +1,5 @@
-//! What the per-address connection limits count of each client address: the
+//! What the per-address connection limits count of each client address (an IPv6
+//! client by its /64 network, see [`network_of`]): the
 //! connections it holds open (`max_connections_per_ip`) and how fast it opened them
 //! lately (`connect_rate_per_ip`, a token bucket). Pure bookkeeping over the times
 //! it is given, so that tests can drive it without a clock.
@@ -15,6 +16,18 @@ use std::time::Instant;
 
 use super::rate::take;
 use crate::ConnectRate;
+
+/// What the per-address limits count a client address as: itself for IPv4, its /64
+/// network for IPv6 (the block one subscriber usually gets).
+pub(crate) fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
+}
 
 /// No sweep below this many entries.
 const SWEEP_FROM: usize = 1024;
@@ -63,11 +76,14 @@ impl Addresses {
         now: Instant,
     ) -> Result<(), Over> {
         self.sweep(rate, now);
-        let entry = self.entries.entry(address).or_insert_with(|| AddressUse {
-            open: 0,
-            tokens: f64::from(rate.burst.max(1)),
-            last: now,
-        });
+        let entry = self
+            .entries
+            .entry(network_of(address))
+            .or_insert_with(|| AddressUse {
+                open: 0,
+                tokens: f64::from(rate.burst.max(1)),
+                last: now,
+            });
         if entry.open >= max_open {
             return Err(Over::Open(max_open));
         }
@@ -85,12 +101,13 @@ impl Addresses {
 
     /// A connection from `address` closed at `now`.
     pub fn release(&mut self, address: IpAddr, rate: ConnectRate, now: Instant) {
-        let Some(entry) = self.entries.get_mut(&address) else {
+        let network = network_of(address);
+        let Some(entry) = self.entries.get_mut(&network) else {
             return;
         };
         entry.open = entry.open.saturating_sub(1);
         if entry.idle(rate, now) {
-            self.entries.remove(&address);
+            self.entries.remove(&network);
         }
     }
 

@@ -8,6 +8,7 @@ use actix::prelude::*;
 
 use futures_util::future::{FutureExt, LocalBoxFuture};
 
+use super::outlet::Link;
 use super::{supervisor, Joined, Session};
 use crate::namespace::{self, Authorization, NamespaceHandle, SessionLink, Socket};
 use crate::protocol::Frame;
@@ -52,7 +53,7 @@ impl Session {
         let Some(link) = self.ids.clone() else {
             return;
         };
-        let answer = match namespace.authorize(link.id, auth) {
+        let answer = match namespace.authorize(link.id, self.client_address(), auth) {
             Authorization::Now(answer) if !self.joins_wait_for_cluster() => {
                 let auth = self.kept_auth(auth);
                 return self.answered(namespace, link, answer, auth, ctx);
@@ -120,6 +121,15 @@ impl Session {
             });
         }
         Box::pin(FutureExt::map(answer, |answer| (answer, None)))
+    }
+
+    /// The address of the client's connection, if one is attached and its address is
+    /// known.
+    fn client_address(&self) -> Option<std::net::IpAddr> {
+        match &self.sink.outlet.borrow().link {
+            Link::Attached(link) => link.address,
+            Link::Detached { .. } => None,
+        }
     }
 
     /// The auth payload to keep with a joined namespace: a session of a node in a

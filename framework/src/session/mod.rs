@@ -67,7 +67,7 @@ pub use send_queue::SendQueue;
 pub(crate) use send_queue::{Batch, SocketWrite, Starter, WriterTask};
 #[cfg(feature = "cluster")]
 pub(crate) use shared::RoomPlacer;
-pub(crate) use shared::{Connections, NamespaceFactory, Over, Shared};
+pub(crate) use shared::{network_of, Connections, NamespaceFactory, Over, Shared};
 pub(crate) use supervisor::DropConnection as DropSessionConnection;
 #[cfg(feature = "cluster")]
 pub(crate) use supervisor::{CancelMove, Holds, Movable, MovedHere, SetMoving, Unregister, MOVING};
@@ -339,8 +339,9 @@ impl Session {
                 cause,
             },
         );
+        // Counted by its network, as the connection limits count it.
         let address = match lost {
-            Link::Attached(link) => link.address,
+            Link::Attached(link) => link.address.map(network_of),
             Link::Detached { .. } => None,
         };
         self.shared.supervisor.do_send(supervisor::Detached {

@@ -422,7 +422,8 @@ impl Session {
             let reason = format!("namespace '{}' is not on this node", moved.ns);
             return self.refused(moved.ns, reason, ctx);
         };
-        match namespace.authorize(link.id, &moved.auth) {
+        // No connection yet: the client's address is not known here.
+        match namespace.authorize(link.id, None, &moved.auth) {
             Authorization::Now(answer) => self.rejoined(namespace, link, answer, moved, ctx),
             Authorization::Later(answer) => {
                 let ns = moved.ns.clone();

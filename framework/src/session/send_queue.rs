@@ -95,7 +95,7 @@ pub struct SendQueue {
     state: Mutex<State>,
     /// This queue, for the writers it starts.
     this: Weak<SendQueue>,
-    /// The client's address as the per-address limits count it, if known: here, as
+    /// The client's address as it is (the limits count it by network), if known: here, as
     /// the pulse, because the queue is what the connection and its session already
     /// share (a field of the connection's actor would cost each connection more).
     client: Option<IpAddr>,
@@ -211,7 +211,7 @@ impl SendQueue {
         })
     }
 
-    /// The address of the connection's client, as the per-address limits count it.
+    /// The address of the connection's client (see `TransportLink::address`).
     pub fn client(&self) -> Option<IpAddr> {
         self.client
     }

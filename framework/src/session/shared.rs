@@ -10,7 +10,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::addresses::Addresses;
-pub(crate) use super::addresses::Over;
+pub(crate) use super::addresses::{network_of, Over};
 #[cfg(feature = "cluster")]
 use super::Nodes;
 use super::Supervisor;

@@ -168,9 +168,12 @@ pub struct TransportLink {
     /// each frame before posting it and closes the connection with
     /// `too_many_frames` at the limit; the session counts frames off.
     pub inbound: Arc<Gauge>,
-    /// The client's address as the per-address limits count it, if known (not for a
-    /// connection relayed from another node): a session that loses this connection
-    /// waits to resume under the address's share of `max_detached_sessions`.
+    /// The client's address, if known (not for a connection relayed from another
+    /// node): behind `trusted_proxies`, the one `X-Forwarded-For` names. A session
+    /// that loses this connection waits to resume under the share of
+    /// `max_detached_sessions` of the address's network (an IPv6 client's /64, as
+    /// the connection limits count it); connect middleware sees it
+    /// ([`crate::Handshake::address`]).
     pub address: Option<IpAddr>,
 }
 

@@ -7,7 +7,7 @@
 //! A connection that is let in holds a [`ConnectionSlot`] for its whole life; dropping
 //! the slot (the transport actor going away) gives the place back.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -16,6 +16,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
 
 use crate::metrics::OpenConnection;
+#[cfg(test)]
+use crate::session::network_of;
 use crate::session::{Connections, Over, Shared};
 
 /// Why a request was not let in. The text is the response body.
@@ -116,8 +118,7 @@ pub(crate) struct ConnectionSlot {
 }
 
 impl ConnectionSlot {
-    /// The client's address as the per-address limit counts it (see
-    /// `client_address`), if known.
+    /// The client's address (see `client_address`), if known.
     pub fn address(&self) -> Option<IpAddr> {
         self.address
     }
@@ -169,12 +170,12 @@ pub(crate) fn reserve(
     Ok(slot)
 }
 
-/// The client's address as counted by the per-address limit: the TCP peer, or behind
-/// trusted proxies the last `X-Forwarded-For` hop that is not one of them. IPv6
-/// addresses are cut to their /64, the network one subscriber usually gets.
+/// The client's address: the TCP peer, or behind trusted proxies the last
+/// `X-Forwarded-For` hop that is not one of them. (The per-address limits count it
+/// by its network, see `session::network_of`.)
 fn client_address(req: &RequestHead, trusted: &[IpAddr]) -> Option<IpAddr> {
     let peer = req.peer_addr?.ip().to_canonical();
-    Some(per_network(forwarded_client(req, peer, trusted)))
+    Some(forwarded_client(req, peer, trusted))
 }
 
 fn forwarded_client(req: &RequestHead, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
@@ -202,16 +203,6 @@ fn forwarded_client(req: &RequestHead, peer: IpAddr, trusted: &[IpAddr]) -> IpAd
         }
     }
     client
-}
-
-fn per_network(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(bits))
-        }
-    }
 }
 
 /// The reason a refused WebSocket handshake is counted under in
@@ -289,7 +280,9 @@ mod tests {
     fn ipv6_clients_count_per_64() {
         let a = request("[2001:db8:1:2:aaaa::1]:5000", &[]);
         let b = request("[2001:db8:1:2:bbbb::2]:5000", &[]);
-        assert_eq!(client_address(a.head(), &[]), client_address(b.head(), &[]));
+        let (a, b) = (client_address(a.head(), &[]), client_address(b.head(), &[]));
+        assert_ne!(a, b, "each keeps its own address");
+        assert_eq!(a.map(network_of), b.map(network_of));
         let mapped = request("[::ffff:192.0.2.7]:5000", &[]);
         assert_eq!(
             client_address(mapped.head(), &[]),

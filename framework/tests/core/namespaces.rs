@@ -486,3 +486,45 @@ over_transports!(
     unknown_namespace_is_refused_and_dynamic_ones_are_created,
     sessions_are_listed_and_can_be_kicked,
 );
+
+/// Which address a middleware let in, or why not.
+fn only_from(allowed: std::net::IpAddr, address: Option<std::net::IpAddr>) -> Result<(), String> {
+    match address {
+        Some(address) if address == allowed => Ok(()),
+        other => Err(format!("not from {other:?}")),
+    }
+}
+
+/// Connect middleware, synchronous or not, sees the client's address (behind a
+/// trusted proxy, the one `X-Forwarded-For` names): a ban list, or an admin
+/// namespace open to one network only.
+#[actix_rt::test]
+async fn connect_middleware_sees_the_client_address() {
+    let allowed: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+    let server = serve(
+        Volley::builder()
+            .trusted_proxies(&["127.0.0.1".parse().unwrap()])
+            .namespace(
+                "/now",
+                Namespace::new().authorize(move |hs| only_from(allowed, hs.address)),
+            )
+            .namespace(
+                "/later",
+                Namespace::new()
+                    .authorize_async(move |req| async move { only_from(allowed, req.address) }),
+            ),
+    );
+    for ns in ["/now", "/later"] {
+        let (mut ok, _) = RawClient::open_for(&server.url, Some("198.51.100.1")).await;
+        ok.join(ns).await;
+        let (mut other, _) = RawClient::open_for(&server.url, Some("203.0.113.7")).await;
+        other.send(&connect_to(ns)).await;
+        assert_eq!(
+            other.recv().await,
+            Some(Frame::ConnectError {
+                ns: ns.into(),
+                reason: "not from Some(203.0.113.7)".into()
+            })
+        );
+    }
+}

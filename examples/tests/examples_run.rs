@@ -120,6 +120,12 @@ fn chat_rooms_deliver_to_their_members() {
             "bob left lobby; bob is in []",
             "ann received notice: bob left lobby",
             "room list: games (1), lobby (1)",
+            "ann joined games; ann is in [\"games\", \"lobby\"]",
+            "cat received notice: ann joined games",
+            "cat closed games: 1 other member(s) left it",
+            "ann received notice: cat closed games",
+            "ann is in [\"lobby\"]",
+            "room list: lobby (1)",
         ],
     );
 }

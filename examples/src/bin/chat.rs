@@ -1,4 +1,5 @@
-//! Chat with rooms: join and leave rooms, talk to one room, list the rooms.
+//! Chat with rooms: join and leave rooms, talk to one room, list the rooms, close a
+//! room (everyone in it leaves, with one operation on the room's sockets).
 //!
 //! A room is a named group of sockets inside a namespace. `socket.join(room)` puts a
 //! socket in it (the room exists while it has members); `socket.to(room).emit(..)`
@@ -111,8 +112,14 @@ fn answer_with_rooms(socket: &Socket, ack: AckReply) {
 
 fn chat_namespace() -> Namespace {
     let dir = Arc::new(Directory::default());
-    let (on_join, on_leave, on_say, on_list, on_gone) =
-        (dir.clone(), dir.clone(), dir.clone(), dir.clone(), dir);
+    let (on_join, on_leave, on_say, on_list, on_close, on_gone) = (
+        dir.clone(),
+        dir.clone(),
+        dir.clone(),
+        dir.clone(),
+        dir.clone(),
+        dir,
+    );
     Namespace::new()
         // Refuse clients without a name; the client's `join` fails with this reason.
         .authorize(|hs| {
@@ -151,6 +158,25 @@ fn chat_namespace() -> Namespace {
         })
         .on_ack("rooms", move |_socket, (): (), ack| {
             let _ = ack.send(&on_list.list());
+        })
+        // Everyone leaves the room: the other members with one operation on the
+        // room's sockets (on every node of a cluster), the closer as for `leave`.
+        // The ack answers how many others were in it.
+        .on_ack("close", move |socket, room: String, ack| {
+            if !on_close.is_member(&room, socket.id()) {
+                let _ = ack.send(&0);
+                return;
+            }
+            notice(socket, &room, format!("{} closed {room}", name(socket)));
+            let (socket, dir) = (socket.clone(), on_close.clone());
+            actix_rt::spawn(async move {
+                let others = socket.to(&room).sockets_leave(&room).await;
+                socket.leave(&room);
+                for id in others.iter().copied().chain([socket.id()]) {
+                    dir.leave(&room, id);
+                }
+                let _ = ack.send(&others.len());
+            });
         })
         // A client that goes away leaves its rooms; tell who stays.
         .on_disconnect(move |socket, reason| {
@@ -248,6 +274,16 @@ async fn demo(url: &str) -> Result<(), Box<dyn Error>> {
     show_next(&mut ann_chat, "ann").await?; // bob left lobby
     print_rooms(&cat_chat).await?;
 
+    // cat closes games: ann, who joined it, is taken out with cat.
+    join(&ann_chat, "ann", "games").await?;
+    show_next(&mut cat_chat, "cat").await?; // ann joined games
+    let closed: usize = cat_chat.emit_with_ack("close", &"games", WAIT).await?;
+    println!("cat closed games: {closed} other member(s) left it");
+    show_next(&mut ann_chat, "ann").await?; // cat closed games
+    let mine: Vec<String> = ann_chat.emit_with_ack("leave", &"nowhere", WAIT).await?;
+    println!("ann is in {mine:?}");
+    print_rooms(&cat_chat).await?;
+
     for client in [ann, bob, cat] {
         client.close().await;
     }
@@ -271,7 +307,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let how_to_connect = format!(
         "  let client = volley::client::Client::connect(\"{}\").await?;\n  \
          let chat = client.join(\"/chat\", &json!({{\"name\": \"zoe\"}})).await?;\n  \
-         events: join, leave (a room; ack: your rooms), say {{room, text}}, rooms (ack)",
+         events: join, leave (a room; ack: your rooms), say {{room, text}}, rooms (ack), \
+         close (a room you are in; ack: how many others left it)",
         server.url
     );
     server.stop_or_serve(args.once, &how_to_connect).await?;

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::envelope::Body;
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::game::{JoinError, JoinRequest, Joined};
+use crate::namespace::SocketsOp;
 use crate::protocol::ResumeToken;
 use crate::session::{MovedWindow, SessionInfo, SessionState, Shared, TransportKind};
 use crate::SessionId;
@@ -89,6 +90,16 @@ pub(crate) enum Request {
         ns: String,
         room: String,
     },
+    /// Do `op` to this node's sockets of namespace `ns` that a broadcast to `rooms`
+    /// (all of the namespace if empty) but `except_rooms` and `except_ids` reaches:
+    /// `Ids` of them (see `namespace::Sockets`).
+    Sockets {
+        ns: String,
+        rooms: Vec<String>,
+        except_rooms: Vec<String>,
+        except_ids: Vec<u64>,
+        op: SocketsOp,
+    },
     /// A polling request for connection `pid` of the asked node (`body` none: a
     /// long-poll).
     Poll {
@@ -155,6 +166,8 @@ pub(crate) enum Reply {
     Sessions(Vec<SessionRow>),
     Done(bool),
     Size(usize),
+    /// To `Sockets`: the session ids.
+    Ids(Vec<u64>),
     /// To `Poll`: the body of the answer, or its status and text.
     Polled(Result<Vec<u8>, (u16, String)>),
     /// To `Resume`: not here (`here` false), resumed (`error` none), or here but
@@ -241,6 +254,14 @@ pub struct ClusterSession {
 }
 
 impl Reply {
+    /// The session ids of an `Ids` answer (none of another).
+    pub fn ids(self) -> Vec<SessionId> {
+        match self {
+            Reply::Ids(ids) => ids.into_iter().map(SessionId).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn sessions(self, node: NodeId) -> Vec<ClusterSession> {
         match self {
             Reply::Sessions(rows) => rows

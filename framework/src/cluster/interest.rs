@@ -26,10 +26,13 @@ use actix::prelude::*;
 use actix::WeakAddr;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::control::Outbound;
+use futures_util::future::LocalBoxFuture;
+
+use super::control::{Outbound, Reply, Request};
 use super::envelope::{Body, Envelope, Names};
 use super::stats::{ClusterMetrics, Dropped};
-use crate::namespace::{NamespaceActor, Remote, Target, JOIN_WAIT};
+use super::NodeId;
+use crate::namespace::{NamespaceActor, Remote, SocketsOp, Target, JOIN_WAIT};
 use crate::protocol::WireFrame;
 use crate::room::{Deliver, Gauge, Mark, Ticket};
 use crate::SessionId;
@@ -228,6 +231,24 @@ impl NamespaceLink {
 }
 
 impl Remote for NamespaceLink {
+    /// Asks every other node to do `op` to its sockets of `target`.
+    fn sockets(&self, target: &Target, op: &SocketsOp) -> LocalBoxFuture<'static, Vec<SessionId>> {
+        let names = |rooms: &[Arc<str>]| rooms.iter().map(|r| r.to_string()).collect();
+        let request = Request::Sockets {
+            ns: self.ns.to_string(),
+            rooms: names(&target.rooms),
+            except_rooms: names(&target.except_rooms),
+            except_ids: target.except_ids.iter().map(|id| id.0).collect(),
+            op: op.clone(),
+        };
+        let outbound = self.outbound.clone();
+        let me = NodeId(self.node);
+        Box::pin(async move {
+            let replies = super::ask_others(&outbound, me, request).await;
+            replies.into_iter().flat_map(Reply::ids).collect()
+        })
+    }
+
     /// The namespace actor started: broadcasts from other nodes go to `addr`.
     fn started(&self, addr: Addr<NamespaceActor>) {
         let inbox = Inbox {

@@ -250,6 +250,69 @@ pub struct ClusterNode {
     broadcasts: Arc<AtomicU64>,
 }
 
+/// The live nodes of the cluster, from the registry, asked through the link's
+/// queue `outbound`.
+async fn nodes_via(outbound: &mpsc::Sender<Outbound>) -> Result<Vec<NodeId>, ClusterError> {
+    let (tx, rx) = oneshot::channel();
+    outbound
+        .send(Outbound::Nodes(tx))
+        .await
+        .map_err(|_| ClusterError::Stopped)?;
+    rx.await.map_err(|_| ClusterError::Stopped)?
+}
+
+/// Asks node `to` (another one) through the link's queue `outbound`: its answer, or
+/// `None` if none came within `patience`.
+async fn ask_via(
+    outbound: &mpsc::Sender<Outbound>,
+    to: NodeId,
+    request: Request,
+    patience: Duration,
+) -> Result<Option<Reply>, ClusterError> {
+    let (answer, rx) = oneshot::channel();
+    let ask = Outbound::Ask {
+        to,
+        request,
+        answer,
+    };
+    outbound
+        .send(ask)
+        .await
+        .map_err(|_| ClusterError::Stopped)?;
+    Ok(tokio::time::timeout(patience, rx)
+        .await
+        .ok()
+        .and_then(Result::ok))
+}
+
+/// Asks every live node but `me` at once, through the link's queue `outbound`: the
+/// answers of those that gave one in time (the others are left out).
+pub(crate) async fn ask_others(
+    outbound: &mpsc::Sender<Outbound>,
+    me: NodeId,
+    request: Request,
+) -> Vec<Reply> {
+    let nodes = match nodes_via(outbound).await {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            tracing::debug!(error = %e, "cluster: no node list, other nodes left out");
+            return Vec::new();
+        }
+    };
+    let asks = nodes.into_iter().filter(|node| *node != me).map(|node| {
+        let request = request.clone();
+        async move { (node, ask_via(outbound, node, request, REPLY_TIMEOUT).await) }
+    });
+    let mut replies = Vec::new();
+    for (node, reply) in futures_util::future::join_all(asks).await {
+        match reply {
+            Ok(Some(reply)) => replies.push(reply),
+            _ => tracing::debug!(%node, "cluster: node left out (no answer)"),
+        }
+    }
+    replies
+}
+
 impl ClusterNode {
     /// Starts the link to Redis on a thread of its own; it connects in the
     /// background and keeps reconnecting.
@@ -360,12 +423,7 @@ impl ClusterNode {
 
     /// The live nodes of the cluster (this one included), from the registry.
     pub async fn nodes(&self) -> Result<Vec<NodeId>, ClusterError> {
-        let (tx, rx) = oneshot::channel();
-        self.outbound
-            .send(Outbound::Nodes(tx))
-            .await
-            .map_err(|_| ClusterError::Stopped)?;
-        rx.await.map_err(|_| ClusterError::Stopped)?
+        nodes_via(&self.outbound).await
     }
 
     /// Asks node `to` (this one without Redis).
@@ -383,20 +441,10 @@ impl ClusterNode {
         if to == self.id {
             return Ok(ops::answer(&self.local, &self.relays, self.id, request).await);
         }
-        let (answer, rx) = oneshot::channel();
-        let ask = Outbound::Ask {
-            to,
-            request,
-            answer,
-        };
-        self.outbound
-            .send(ask)
-            .await
-            .map_err(|_| ClusterError::Stopped)?;
-        match tokio::time::timeout(patience, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) if !self.is_connected() => Err(ClusterError::RedisDown),
-            _ => Err(ClusterError::NoAnswer(to)),
+        match ask_via(&self.outbound, to, request, patience).await? {
+            Some(reply) => Ok(reply),
+            None if !self.is_connected() => Err(ClusterError::RedisDown),
+            None => Err(ClusterError::NoAnswer(to)),
         }
     }
 

@@ -18,11 +18,11 @@ use bytes::Bytes;
 use super::control::{GameReply, Local, Reply, Request, SessionRow};
 use super::relay::{OwnerRelay, Relays};
 use super::NodeId;
-use crate::namespace::NamespaceActor;
+use crate::namespace::{NamespaceActor, Sockets, Target};
 use crate::room::Gauge;
 use crate::session::{
-    resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, TransportKind,
-    TransportLink,
+    resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, Shared,
+    TransportKind, TransportLink,
 };
 use crate::SessionId;
 
@@ -183,16 +183,46 @@ pub(crate) async fn answer(
             Reply::Done(shared.supervisor.send(cut).await.unwrap_or(false))
         }
         Request::RoomSize { ns, room } => {
-            let addr = (shared.namespaces.read())
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&ns)
-                .map(|handle| handle.addr.clone());
-            let Some(addr) = addr else {
+            let Some(addr) = running(&shared, &ns) else {
                 return Reply::Size(0);
             };
             Reply::Size(addr.send(RoomSize { room }).await.unwrap_or(0))
         }
+        Request::Sockets {
+            ns,
+            rooms,
+            except_rooms,
+            except_ids,
+            op,
+        } => {
+            // Never made here for the question: a namespace this node does not run
+            // has no sockets here.
+            let Some(addr) = running(&shared, &ns) else {
+                return Reply::Ids(Vec::new());
+            };
+            let names = |rooms: Vec<String>| rooms.into_iter().map(Arc::from).collect();
+            let target = Target {
+                rooms: names(rooms),
+                except_rooms: names(except_rooms),
+                except_ids: except_ids.into_iter().map(SessionId).collect(),
+            };
+            let ask = Sockets {
+                target,
+                op,
+                here_only: true,
+            };
+            let ids = addr.send(ask).await.unwrap_or_default();
+            Reply::Ids(ids.into_iter().map(|id| id.0).collect())
+        }
     }
+}
+
+/// The actor of namespace `ns` if it runs on this node (never made on demand).
+fn running(shared: &Shared, ns: &str) -> Option<Arc<Addr<NamespaceActor>>> {
+    (shared.namespaces.read())
+        .unwrap_or_else(|e| e.into_inner())
+        .get(ns)
+        .map(|handle| handle.addr.clone())
 }
 
 /// Whether a refused resume met a session moving (or just moved) off this node.
@@ -213,6 +243,7 @@ fn empty(request: &Request) -> Reply {
         // No server here, so no session either.
         Request::MoveCancel { .. } => Reply::Done(true),
         Request::RoomSize { .. } => Reply::Size(0),
+        Request::Sockets { .. } => Reply::Ids(Vec::new()),
         Request::Poll { .. } => Reply::Polled(Err((400, "unknown or expired polling id".into()))),
         Request::Resume { .. } => Reply::Resumed {
             here: false,

@@ -42,6 +42,8 @@ pub struct NamespaceActor {
     rooms: HashMap<Arc<str>, Room>,
     /// Broadcasts handled, for the server's metrics.
     emitted: EventCounter,
+    /// Where [`Sockets`] sends the sessions it disconnects (the server's registry).
+    leaver: Option<Recipient<LeaveSockets>>,
     /// Publishes to and subscribes for the other nodes of a cluster.
     #[cfg(feature = "cluster")]
     remote: Option<Box<dyn Remote>>,
@@ -58,11 +60,18 @@ impl NamespaceActor {
             sockets: HashMap::new(),
             rooms: HashMap::new(),
             emitted,
+            leaver: None,
             #[cfg(feature = "cluster")]
             remote: None,
             #[cfg(feature = "cluster")]
             subscribing: 0,
         }
+    }
+
+    /// Sends the sessions a [`Sockets`] disconnects to `leaver` (the registry).
+    pub(crate) fn with_leaver(mut self, leaver: Recipient<LeaveSockets>) -> Self {
+        self.leaver = Some(leaver);
+        self
     }
 
     /// Shares this namespace's broadcasts with the other nodes of a cluster.
@@ -289,27 +298,52 @@ impl Handler<JoinRoom> for NamespaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: JoinRoom, _: &mut Context<Self>) {
-        let Some(socket) = self.sockets.get_mut(&msg.id) else {
-            return; // the socket left before its join arrived
+        // A socket that left before its join arrived drops `effective`: the ack
+        // waiting on it goes.
+        #[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
+        let joined = self.join_room(msg.id, &msg.room);
+        #[cfg(feature = "cluster")]
+        if let (true, Some(remote), Some(effective)) = (joined, &self.remote, msg.effective) {
+            remote.when_subscribed(&msg.room, effective);
+        }
+    }
+}
+
+impl NamespaceActor {
+    /// Puts socket `id` in `room`; whether the socket is here (it may have left
+    /// before its join arrived). On a node of a cluster the room's channel is
+    /// wanted by its first member here.
+    fn join_room(&mut self, id: SessionId, room: &Arc<str>) -> bool {
+        let Some(socket) = self.sockets.get_mut(&id) else {
+            return false;
         };
         #[cfg(feature = "cluster")]
         if let Some(remote) = &self.remote {
             // Wanted once, by the room's first member here (the interest is counted),
-            // and before the wait: the subscription is then ahead.
-            if !self.rooms.contains_key(&msg.room) {
-                remote.room(&msg.room, true);
-            }
-            if let Some(effective) = msg.effective {
-                remote.when_subscribed(&msg.room, effective);
+            // and before any wait: the subscription is then ahead.
+            if !self.rooms.contains_key(room) {
+                remote.room(room, true);
             }
         }
-        if socket.rooms.contains(&msg.room) {
-            return;
+        if socket.rooms.contains(room) {
+            return true;
         }
-        socket.rooms.push(msg.room.clone());
-        let room = self.rooms.entry(msg.room.clone()).or_default();
-        room.add(msg.id, socket.recipient.route());
-        tracing::trace!(ns = %self.name, room = %msg.room, sid = msg.id.0, "joined room");
+        socket.rooms.push(room.clone());
+        let members = self.rooms.entry(room.clone()).or_default();
+        members.add(id, socket.recipient.route());
+        tracing::trace!(ns = %self.name, %room, sid = id.0, "joined room");
+        true
+    }
+
+    /// Takes socket `id` out of `room`, if it is in it.
+    fn leave_room(&mut self, id: SessionId, room: &Arc<str>) {
+        if let Some(socket) = self.sockets.get_mut(&id) {
+            if let Some(at) = socket.rooms.iter().position(|r| r == room) {
+                socket.rooms.swap_remove(at);
+                let recipient = socket.recipient.clone();
+                self.leave(id, room, &recipient);
+            }
+        }
     }
 }
 
@@ -325,13 +359,7 @@ impl Handler<LeaveRoom> for NamespaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: LeaveRoom, _: &mut Context<Self>) {
-        if let Some(socket) = self.sockets.get_mut(&msg.id) {
-            if let Some(at) = socket.rooms.iter().position(|r| *r == msg.room) {
-                socket.rooms.swap_remove(at);
-                let recipient = socket.recipient.clone();
-                self.leave(msg.id, &msg.room, &recipient);
-            }
-        }
+        self.leave_room(msg.id, &msg.room);
     }
 }
 
@@ -341,6 +369,13 @@ pub struct Target {
     pub rooms: Vec<Arc<str>>,
     pub except_rooms: Vec<Arc<str>>,
     pub except_ids: Vec<SessionId>,
+}
+
+impl Target {
+    /// Whether socket `id`, in `rooms`, is left out by the exclusions.
+    fn leaves_out(&self, id: &SessionId, rooms: &[Arc<str>]) -> bool {
+        self.except_ids.contains(id) || self.except_rooms.iter().any(|r| rooms.contains(r))
+    }
 }
 
 /// Sends an encoded frame to a target; every recipient gets it once.
@@ -387,9 +422,7 @@ impl NamespaceActor {
             }
             return;
         }
-        let excluded = |id: &SessionId, rooms: &[Arc<str>]| {
-            target.except_ids.contains(id) || target.except_rooms.iter().any(|r| rooms.contains(r))
-        };
+        let excluded = |id: &SessionId, rooms: &[Arc<str>]| target.leaves_out(id, rooms);
         let mut scatter = Scatter::default();
         if target.rooms.is_empty() {
             for (id, socket) in &self.sockets {
@@ -461,4 +494,126 @@ impl Handler<Stats> for NamespaceActor {
             rooms: self.rooms.len(),
         })
     }
+}
+
+/// What [`Sockets`] does with the sockets of its target (the Socket.IO server's
+/// `fetchSockets`, `socketsJoin`, `socketsLeave`, `disconnectSockets`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum SocketsOp {
+    /// Nothing: only who they are.
+    Fetch,
+    /// Each joins this room.
+    Join(String),
+    /// Each leaves this room.
+    Leave(String),
+    /// Each is disconnected from the namespace with this reason.
+    Disconnect(String),
+}
+
+/// Does `op` to the sockets of `target` and answers their ids (sorted): this
+/// node's, and on a node of a cluster, unless `here_only`, every other node's too.
+/// A join answers once it is effective on every node (as an ack after
+/// `Socket::join` is), 2 s at most.
+#[derive(Message)]
+#[rtype(result = "Vec<SessionId>")]
+pub(crate) struct Sockets {
+    pub target: Target,
+    pub op: SocketsOp,
+    /// Asked by another node of the cluster: this node's sockets only.
+    pub here_only: bool,
+}
+
+impl Handler<Sockets> for NamespaceActor {
+    type Result = ResponseFuture<Vec<SessionId>>;
+
+    fn handle(&mut self, msg: Sockets, _: &mut Context<Self>) -> Self::Result {
+        let ids = self.targeted(&msg.target);
+        #[cfg(feature = "cluster")]
+        let mut waits: Vec<tokio::sync::oneshot::Receiver<()>> = Vec::new();
+        match &msg.op {
+            SocketsOp::Fetch => {}
+            SocketsOp::Join(room) => {
+                let room: Arc<str> = room.as_str().into();
+                for id in &ids {
+                    self.join_room(*id, &room);
+                }
+                #[cfg(feature = "cluster")]
+                if let (Some(remote), false) = (&self.remote, ids.is_empty()) {
+                    let (effective, wait) = tokio::sync::oneshot::channel();
+                    remote.when_subscribed(&room, effective);
+                    waits.push(wait);
+                }
+            }
+            SocketsOp::Leave(room) => {
+                let room: Arc<str> = room.as_str().into();
+                for id in &ids {
+                    self.leave_room(*id, &room);
+                }
+            }
+            SocketsOp::Disconnect(reason) => {
+                if let (Some(leaver), false) = (&self.leaver, ids.is_empty()) {
+                    leaver.do_send(LeaveSockets {
+                        ids: ids.clone(),
+                        ns: self.name.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = &self.remote {
+            let others = (!msg.here_only).then(|| remote.sockets(&msg.target, &msg.op));
+            return Box::pin(async move {
+                let mut ids = ids;
+                if !waits.is_empty() {
+                    let all = futures_util::future::join_all(waits);
+                    let _ = tokio::time::timeout(super::remote::JOIN_WAIT, all).await;
+                }
+                if let Some(others) = others {
+                    ids.extend(others.await);
+                    ids.sort_unstable();
+                }
+                ids
+            });
+        }
+        // A single node: nothing else to ask (nor to wait for).
+        let _ = msg.here_only;
+        Box::pin(std::future::ready(ids))
+    }
+}
+
+impl NamespaceActor {
+    /// The local sockets a target reaches, each once, sorted.
+    fn targeted(&self, target: &Target) -> Vec<SessionId> {
+        let mut ids: Vec<SessionId> = if target.rooms.is_empty() {
+            (self.sockets.iter())
+                .filter(|(id, socket)| !target.leaves_out(id, &socket.rooms))
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            let members = target.rooms.iter().filter_map(|room| self.rooms.get(room));
+            let mut seen: HashSet<SessionId> = HashSet::new();
+            for id in members.flat_map(|room| room.members().iter()) {
+                let Some(socket) = self.sockets.get(id) else {
+                    continue;
+                };
+                if !target.leaves_out(id, &socket.rooms) {
+                    seen.insert(*id);
+                }
+            }
+            seen.into_iter().collect()
+        };
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// Sessions to disconnect from namespace `ns` with `reason` (the server's registry
+/// tells each, as `Socket::disconnect` would).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LeaveSockets {
+    pub ids: Vec<SessionId>,
+    pub ns: Arc<str>,
+    pub reason: String,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix::Addr;
 use serde::Serialize;
 
-use super::{encode_event, Emit, NamespaceActor, Target};
+use super::{encode_event, Emit, NamespaceActor, Sockets, SocketsOp, Target};
 use crate::protocol::EventKind;
 use crate::room::{Deliver, Gauge};
 use crate::{EmitError, SessionId};
@@ -34,7 +34,7 @@ use crate::{EmitError, SessionId};
 /// });
 /// ```
 #[derive(Debug, Clone)]
-#[must_use = "a broadcast does nothing until `emit` is called"]
+#[must_use = "a broadcast does nothing until `emit` (or a socket operation) is called"]
 pub struct Broadcast {
     ns: Arc<str>,
     addr: Addr<NamespaceActor>,
@@ -109,5 +109,55 @@ impl Broadcast {
             ticket,
         });
         Ok(())
+    }
+
+    /// The sockets the broadcast would reach, as their session ids (sorted): on every
+    /// node of a cluster (a node that does not answer within 2 s is left out).
+    /// Socket.IO's `fetchSockets`.
+    pub async fn fetch_sockets(self) -> Vec<SessionId> {
+        self.sockets(SocketsOp::Fetch).await
+    }
+
+    /// Puts every socket the broadcast would reach in `room` (Socket.IO's
+    /// `socketsJoin`) and answers their ids. On a cluster, every node's sockets, and
+    /// the join is effective everywhere when this returns, as after an acknowledged
+    /// `Socket::join`: a broadcast to `room` from any node after it reaches them.
+    ///
+    /// ```
+    /// use volley::NamespaceRef;
+    ///
+    /// /// Everyone at the table goes to the match's room, on every node.
+    /// async fn start_match(lobby: &NamespaceRef, table: &str, game: &str) {
+    ///     let players = lobby.to(table).sockets_join(game).await;
+    ///     lobby.to(table).sockets_leave(table).await;
+    ///     let _ = lobby.to(game).emit("start", &players.len());
+    /// }
+    /// ```
+    pub async fn sockets_join(self, room: &str) -> Vec<SessionId> {
+        self.sockets(SocketsOp::Join(room.to_owned())).await
+    }
+
+    /// Takes every socket the broadcast would reach out of `room` (Socket.IO's
+    /// `socketsLeave`) and answers their ids; on every node of a cluster.
+    pub async fn sockets_leave(self, room: &str) -> Vec<SessionId> {
+        self.sockets(SocketsOp::Leave(room.to_owned())).await
+    }
+
+    /// Disconnects every socket the broadcast would reach from the namespace, as
+    /// [`Socket::disconnect`](crate::Socket::disconnect) does (Socket.IO's
+    /// `disconnectSockets`), and answers their ids; on every node of a cluster. Each
+    /// client gets a `Disconnect` with `reason`; its session and other namespaces
+    /// stay.
+    pub async fn disconnect_sockets(self, reason: &str) -> Vec<SessionId> {
+        self.sockets(SocketsOp::Disconnect(reason.to_owned())).await
+    }
+
+    async fn sockets(self, op: SocketsOp) -> Vec<SessionId> {
+        let ask = Sockets {
+            target: self.target,
+            op,
+            here_only: false,
+        };
+        self.addr.send(ask).await.unwrap_or_default()
     }
 }

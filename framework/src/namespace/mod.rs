@@ -29,8 +29,8 @@ use serde_json::value::RawValue;
 
 pub use actor::NamespaceStats;
 pub(crate) use actor::{
-    AddSocket, Emit, JoinRoom as JoinRoomMsg, LeaveRoom as LeaveRoomMsg, NamespaceActor,
-    RemoveSocket, RoomsOf, Stats, Target,
+    AddSocket, Emit, JoinRoom as JoinRoomMsg, LeaveRoom as LeaveRoomMsg, LeaveSockets,
+    NamespaceActor, RemoveSocket, RoomsOf, Sockets, SocketsOp, Stats, Target,
 };
 #[cfg(feature = "cluster")]
 pub(crate) use actor::{Subscribe, Subscribing};

@@ -9,7 +9,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::{NamespaceActor, Socket, Target};
+use futures_util::future::LocalBoxFuture;
+
+use super::{NamespaceActor, Socket, SocketsOp, Target};
 use crate::room::local::{Flushed, PassedBy};
 use crate::room::{Deliver, Mailbox, Mark};
 use crate::SessionId;
@@ -33,6 +35,9 @@ pub(crate) trait Remote: Send + Unpin + 'static {
     fn publish(&self, target: &Target, deliver: &Deliver) -> Mark;
     /// An ack went after [`JOIN_WAIT`] without its joins confirmed (counted, logged).
     fn join_unconfirmed(&self);
+    /// Does `op` to the other nodes' sockets of `target` in this namespace and
+    /// answers their ids (a node that does not answer in time is left out).
+    fn sockets(&self, target: &Target, op: &SocketsOp) -> LocalBoxFuture<'static, Vec<SessionId>>;
 }
 
 /// Sends a flush down the path this namespace's broadcasts take to session `id`

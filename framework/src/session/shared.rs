@@ -122,7 +122,8 @@ impl Shared {
     ) -> NamespaceHandle {
         let name: Arc<str> = name.into();
         let emitted = self.metrics.broadcasts.clone();
-        let actor = NamespaceActor::new(name.clone(), emitted);
+        let actor = NamespaceActor::new(name.clone(), emitted)
+            .with_leaver(self.supervisor.clone().recipient());
         let broadcasts = Arc::new(Gauge::new(self.config.max_mailbox));
         #[cfg(feature = "cluster")]
         let actor = match &self.cluster {

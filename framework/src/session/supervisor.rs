@@ -519,6 +519,21 @@ impl Handler<KickSession> for Supervisor {
     }
 }
 
+impl Handler<crate::namespace::LeaveSockets> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::namespace::LeaveSockets, _: &mut Context<Self>) {
+        for id in msg.ids {
+            if let Some(entry) = self.sessions.get(&id) {
+                entry.addr.do_send(crate::namespace::SocketCommand::Leave {
+                    ns: msg.ns.clone(),
+                    reason: msg.reason.clone(),
+                });
+            }
+        }
+    }
+}
+
 /// Drops a session's connection without ending the session (it may resume).
 #[derive(Message)]
 #[rtype(result = "bool")]

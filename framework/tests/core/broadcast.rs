@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use volley::client::NamespaceClient;
-use volley::Volley;
+use volley::{SessionId, Volley};
 
 use volley::client::Transport;
 
@@ -19,6 +19,39 @@ pub struct Player {
     pub name: &'static str,
     pub ns: NamespaceClient,
     _client: volley::client::Client,
+}
+
+impl Player {
+    /// Its session's id.
+    pub fn id(&self) -> SessionId {
+        SessionId(self._client.session_id())
+    }
+
+    /// Reads its events until the server disconnects it from the namespace; the
+    /// reason the server gave.
+    pub async fn disconnected(&mut self) -> Option<String> {
+        while tokio::time::timeout(WAIT, self.ns.next_event())
+            .await
+            .expect("disconnected in time")
+            .is_some()
+        {}
+        self.ns.disconnect_reason()
+    }
+}
+
+/// Each player's name and session id.
+pub fn id_table(players: &[Player]) -> Vec<(&'static str, SessionId)> {
+    players.iter().map(|p| (p.name, p.id())).collect()
+}
+
+/// The sorted session ids of the players named, from an [`id_table`].
+pub fn ids_of(table: &[(&str, SessionId)], names: &[&str]) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = (table.iter())
+        .filter(|(name, _)| names.contains(name))
+        .map(|(_, id)| *id)
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 pub async fn players(
@@ -274,4 +307,67 @@ async fn one_senders_broadcasts_arrive_in_order_across_paths() {
             last = Some(n);
         }
     }
+}
+
+/// Server-side operations on the sockets a broadcast reaches (Socket.IO's
+/// `fetchSockets`, `socketsJoin`, `socketsLeave`, `disconnectSockets`): the target
+/// an emit would reach, each socket once, exclusions included.
+#[actix_rt::test]
+async fn operations_on_a_broadcast_target_reach_its_sockets_once() {
+    let server = server();
+    let mut ps = players(
+        &server,
+        Transport::WebSocket,
+        "/",
+        &[
+            ("ann", &["red", "blue"]),
+            ("bob", &["red"]),
+            ("cat", &["blue"]),
+            ("dan", &[]),
+        ],
+    )
+    .await;
+    let table = id_table(&ps);
+    let ids = |names: &[&str]| ids_of(&table, names);
+    let root = server.volley.of("/").unwrap();
+    let everyone = ids(&["ann", "bob", "cat", "dan"]);
+    assert_eq!(root.broadcast().fetch_sockets().await, everyone);
+    assert_eq!(
+        root.to("red").to("blue").fetch_sockets().await,
+        ids(&["ann", "bob", "cat"]),
+        "a socket in both rooms once"
+    );
+    assert_eq!(
+        root.to("red").except("blue").fetch_sockets().await,
+        ids(&["bob"])
+    );
+    assert_eq!(root.to("nowhere").fetch_sockets().await, []);
+
+    // Red joins green: an emit to green reaches exactly them, once.
+    assert_eq!(
+        root.to("red").sockets_join("green").await,
+        ids(&["ann", "bob"])
+    );
+    root.to("green").emit("hit", &()).unwrap();
+    let got = deliveries(&server, "/", &mut ps, "hit").await;
+    expect(&got, &[("ann", 1), ("bob", 1), ("cat", 0), ("dan", 0)]);
+    // Green but ann leaves green.
+    let ann = ids(&["ann"])[0];
+    let left = root
+        .to("green")
+        .except_socket(ann)
+        .sockets_leave("green")
+        .await;
+    assert_eq!(left, ids(&["bob"]));
+    assert_eq!(root.to("green").fetch_sockets().await, ids(&["ann"]));
+
+    // Blue is disconnected from the namespace: each of its clients hears why, and
+    // keeps its session.
+    let gone = root.to("blue").disconnect_sockets("table closed").await;
+    assert_eq!(gone, ids(&["ann", "cat"]));
+    for p in ps.iter_mut().filter(|p| p.name == "ann" || p.name == "cat") {
+        assert_eq!(p.disconnected().await.as_deref(), Some("table closed"));
+    }
+    assert_eq!(root.broadcast().fetch_sockets().await, ids(&["bob", "dan"]));
+    assert_eq!(root.stats().await.sockets, 2);
 }

@@ -357,3 +357,53 @@ async fn a_namespace_connect_hears_the_other_nodes_from_connected_on() {
 }
 
 const CONNECT_ROUNDS: usize = 8;
+
+/// The operations on a broadcast's sockets reach every node's: asked on A, B's
+/// sockets are listed, joined (effective on B when the join returns: A's emit right
+/// after it reaches them once), taken out of a room and disconnected.
+#[actix_rt::test]
+async fn operations_on_a_broadcast_target_reach_every_node() {
+    let Some(redis) = RedisServer::start("operations_on_a_broadcast_target") else {
+        return;
+    };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut on_a = players(&a, WS, "/", &[("ann", &["red"]), ("bob", &["blue"])]).await;
+    let mut on_b = players(&b, WS, "/", &[("cat", &["red", "blue"]), ("dan", &[])]).await;
+    let table: Vec<_> = id_table(&on_a).into_iter().chain(id_table(&on_b)).collect();
+    let ids = |names: &[&str]| ids_of(&table, names);
+    let root = a.volley.of("/").unwrap();
+    assert_eq!(
+        root.broadcast().fetch_sockets().await,
+        ids(&["ann", "bob", "cat", "dan"])
+    );
+    assert_eq!(root.to("red").fetch_sockets().await, ids(&["ann", "cat"]));
+    assert_eq!(
+        root.to("blue").except("red").fetch_sockets().await,
+        ids(&["bob"])
+    );
+
+    // B has no member of green yet: the join returns once B is subscribed.
+    assert_eq!(
+        root.to("red").sockets_join("green").await,
+        ids(&["ann", "cat"])
+    );
+    root.to("green").emit("hit", &()).unwrap();
+    root.emit("fence", &()).unwrap();
+    let got = until_fences(&mut [&mut on_a, &mut on_b], &[]).await;
+    for (who, hits) in [("ann", 1), ("bob", 0), ("cat", 1), ("dan", 0)] {
+        let n = got.get(&(who, "hit".to_owned())).map_or(0, Vec::len);
+        assert_eq!(n, hits, "{who}: {got:?}");
+    }
+    assert_eq!(
+        root.to("green").sockets_leave("green").await,
+        ids(&["ann", "cat"])
+    );
+    assert_eq!(root.to("green").fetch_sockets().await, []);
+    redis.await_subscribers(&room_channel("green"), 0).await;
+
+    let gone = root.to("blue").disconnect_sockets("table closed").await;
+    assert_eq!(gone, ids(&["bob", "cat"]));
+    let cat = on_b.iter_mut().find(|p| p.name == "cat").unwrap();
+    assert_eq!(cat.disconnected().await.as_deref(), Some("table closed"));
+    assert_eq!(root.broadcast().fetch_sockets().await, ids(&["ann", "dan"]));
+}

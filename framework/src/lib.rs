@@ -100,10 +100,10 @@ pub use game::{
 pub use http::HttpServer;
 pub use metrics::MetricsRoute;
 pub use namespace::{
-    AckReply, Broadcast, ConnectRequest, Handshake, Namespace, NamespaceStats, Socket, SocketEvent,
-    SocketEventKind,
+    AckReply, Broadcast, ConnectRequest, Handshake, Namespace, NamespaceRef, NamespaceStats,
+    Socket, SocketEvent, SocketEventKind,
 };
-pub use server::{NamespaceRef, Volley, VolleyBuilder};
+pub use server::{Volley, VolleyBuilder};
 pub use session::{SessionInfo, TransportKind};
 
 /// A session's id: the same in every namespace the client joins, and stable across

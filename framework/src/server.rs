@@ -11,16 +11,15 @@ use std::any::Any;
 use actix::prelude::*;
 use actix_web::dev::Extensions;
 use actix_web::web;
-use serde::Serialize;
 
 use crate::metrics::Metrics;
-use crate::namespace::{Broadcast, Namespace, NamespaceHandle, NamespaceStats, Stats, Target};
+use crate::namespace::{Namespace, NamespaceHandle, NamespaceRef};
 use crate::session::{
     CountSessions, DropSessionConnection, KickSession, ListSessions, SessionInfo, Supervisor,
 };
 use crate::session::{NamespaceFactory, Shared};
 use crate::transport::{connection, polling, socketio, websocket};
-use crate::{Config, EmitError, GameRooms, HttpServer, MetricsRoute, RateLimit, SessionId};
+use crate::{Config, GameRooms, HttpServer, MetricsRoute, RateLimit, SessionId};
 
 /// Builds a [`Volley`] server. Every setting has a default (see [`Config`]).
 ///
@@ -480,7 +479,7 @@ impl Volley {
     /// nor made by the factory.
     pub fn of(&self, name: &str) -> Option<NamespaceRef> {
         let handle = self.shared.namespace(name)?;
-        Some(NamespaceRef { handle })
+        Some(NamespaceRef::new(handle))
     }
 
     /// The live sessions: in a cluster (feature `cluster`) every node's, as
@@ -594,59 +593,6 @@ impl Volley {
             return cluster.kick(id, reason).await.unwrap_or(false);
         }
         here
-    }
-}
-
-/// A namespace seen from outside its handlers: a timer, an HTTP route or another
-/// namespace emits through it.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use volley::{Namespace, Volley};
-///
-/// #[actix_web::main]
-/// async fn main() -> std::io::Result<()> {
-///     let volley = Volley::builder().namespace("/news", Namespace::new()).build();
-///     let news = volley.of("/news").expect("declared above");
-///     actix_web::rt::spawn(async move {
-///         let mut every = actix_web::rt::time::interval(Duration::from_secs(60));
-///         loop {
-///             every.tick().await;
-///             let _ = news.to("subscribers").emit("tick", &"a minute passed");
-///         }
-///     });
-///     volley.serve(("127.0.0.1", 8080)).await
-/// }
-/// ```
-#[derive(Clone)]
-pub struct NamespaceRef {
-    handle: NamespaceHandle,
-}
-
-impl NamespaceRef {
-    /// A broadcast to the whole namespace; narrow it with `to`/`except`.
-    pub fn broadcast(&self) -> Broadcast {
-        Broadcast::new(
-            self.handle.name.clone(),
-            actix::Addr::clone(&self.handle.addr),
-            self.handle.broadcasts.clone(),
-            Target::default(),
-        )
-    }
-
-    /// A broadcast to the members of `room`.
-    pub fn to(&self, room: &str) -> Broadcast {
-        self.broadcast().to(room)
-    }
-
-    /// Sends an event to every socket of the namespace.
-    pub fn emit<T: Serialize>(&self, event: &str, payload: &T) -> Result<(), EmitError> {
-        self.broadcast().emit(event, payload)
-    }
-
-    /// Sockets and rooms in the namespace right now.
-    pub async fn stats(&self) -> NamespaceStats {
-        self.handle.addr.send(Stats).await.unwrap_or_default()
     }
 }
 

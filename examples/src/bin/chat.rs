@@ -37,9 +37,11 @@ struct Message {
     text: String,
 }
 
-/// The room list: room name → members. Volley counts a namespace's rooms
-/// (`NamespaceRef::stats`) but does not list them by name, so the chat keeps this
-/// directory beside the rooms themselves, updated by the same handlers.
+/// Who is in which room, as the chat's handlers see it: `say` checks membership
+/// without waiting (`socket.rooms()` is async), and a client that goes away is
+/// announced in the rooms it was in. Updated by the same handlers as the rooms
+/// themselves. (The room list the clients ask for comes from Volley itself:
+/// `NamespaceRef::rooms`, on every node of a cluster.)
 #[derive(Default)]
 struct Directory(Mutex<BTreeMap<String, BTreeSet<SessionId>>>);
 
@@ -52,14 +54,6 @@ impl Directory {
 
     fn is_member(&self, room: &str, id: SessionId) -> bool {
         self.rooms().get(room).is_some_and(|m| m.contains(&id))
-    }
-
-    /// Room names with their member counts.
-    fn list(&self) -> BTreeMap<String, usize> {
-        self.rooms()
-            .iter()
-            .map(|(r, m)| (r.clone(), m.len()))
-            .collect()
     }
 
     fn join(&self, room: &str, id: SessionId) {
@@ -112,14 +106,8 @@ fn answer_with_rooms(socket: &Socket, ack: AckReply) {
 
 fn chat_namespace() -> Namespace {
     let dir = Arc::new(Directory::default());
-    let (on_join, on_leave, on_say, on_list, on_close, on_gone) = (
-        dir.clone(),
-        dir.clone(),
-        dir.clone(),
-        dir.clone(),
-        dir.clone(),
-        dir,
-    );
+    let (on_join, on_leave, on_say, on_close, on_gone) =
+        (dir.clone(), dir.clone(), dir.clone(), dir.clone(), dir);
     Namespace::new()
         // Refuse clients without a name; the client's `join` fails with this reason.
         .authorize(|hs| {
@@ -156,8 +144,12 @@ fn chat_namespace() -> Namespace {
             };
             let _ = socket.to(&message.room).emit("message", &message);
         })
-        .on_ack("rooms", move |_socket, (): (), ack| {
-            let _ = ack.send(&on_list.list());
+        // The room list, from the namespace itself (async: spawned).
+        .on_ack("rooms", |socket, (): (), ack| {
+            let chat = socket.namespace_ref();
+            actix_rt::spawn(async move {
+                let _ = ack.send(&chat.rooms().await);
+            });
         })
         // Everyone leaves the room: the other members with one operation on the
         // room's sockets (on every node of a cluster), the closer as for `leave`.

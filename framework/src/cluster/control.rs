@@ -100,6 +100,10 @@ pub(crate) enum Request {
         except_ids: Vec<u64>,
         op: SocketsOp,
     },
+    /// This node's rooms of namespace `ns` with their members: `Rooms`.
+    Rooms {
+        ns: String,
+    },
     /// A polling request for connection `pid` of the asked node (`body` none: a
     /// long-poll).
     Poll {
@@ -168,6 +172,8 @@ pub(crate) enum Reply {
     Size(usize),
     /// To `Sockets`: the session ids.
     Ids(Vec<u64>),
+    /// To `Rooms`: room names with their members.
+    Rooms(Vec<(String, usize)>),
     /// To `Poll`: the body of the answer, or its status and text.
     Polled(Result<Vec<u8>, (u16, String)>),
     /// To `Resume`: not here (`here` false), resumed (`error` none), or here but
@@ -254,6 +260,14 @@ pub struct ClusterSession {
 }
 
 impl Reply {
+    /// The rooms of a `Rooms` answer (none of another).
+    pub fn rooms(self) -> Vec<(String, usize)> {
+        match self {
+            Reply::Rooms(rooms) => rooms,
+            _ => Vec::new(),
+        }
+    }
+
     /// The session ids of an `Ids` answer (none of another).
     pub fn ids(self) -> Vec<SessionId> {
         match self {

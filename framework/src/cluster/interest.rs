@@ -231,6 +231,19 @@ impl NamespaceLink {
 }
 
 impl Remote for NamespaceLink {
+    /// Asks every other node for its rooms of this namespace.
+    fn rooms(&self) -> LocalBoxFuture<'static, Vec<(String, usize)>> {
+        let request = Request::Rooms {
+            ns: self.ns.to_string(),
+        };
+        let outbound = self.outbound.clone();
+        let me = NodeId(self.node);
+        Box::pin(async move {
+            let replies = super::ask_others(&outbound, me, request).await;
+            replies.into_iter().flat_map(Reply::rooms).collect()
+        })
+    }
+
     /// Asks every other node to do `op` to its sockets of `target`.
     fn sockets(&self, target: &Target, op: &SocketsOp) -> LocalBoxFuture<'static, Vec<SessionId>> {
         let names = |rooms: &[Arc<str>]| rooms.iter().map(|r| r.to_string()).collect();

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::control::{GameReply, Local, Reply, Request, SessionRow};
 use super::relay::{OwnerRelay, Relays};
 use super::NodeId;
-use crate::namespace::{NamespaceActor, Sockets, Target};
+use crate::namespace::{ListRooms, NamespaceActor, Sockets, Target};
 use crate::room::Gauge;
 use crate::session::{
     resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, Shared,
@@ -188,6 +188,13 @@ pub(crate) async fn answer(
             };
             Reply::Size(addr.send(RoomSize { room }).await.unwrap_or(0))
         }
+        Request::Rooms { ns } => {
+            let Some(addr) = running(&shared, &ns) else {
+                return Reply::Rooms(Vec::new());
+            };
+            let rooms = addr.send(ListRooms { here_only: true }).await;
+            Reply::Rooms(rooms.unwrap_or_default().into_iter().collect())
+        }
         Request::Sockets {
             ns,
             rooms,
@@ -244,6 +251,7 @@ fn empty(request: &Request) -> Reply {
         Request::MoveCancel { .. } => Reply::Done(true),
         Request::RoomSize { .. } => Reply::Size(0),
         Request::Sockets { .. } => Reply::Ids(Vec::new()),
+        Request::Rooms { .. } => Reply::Rooms(Vec::new()),
         Request::Poll { .. } => Reply::Polled(Err((400, "unknown or expired polling id".into()))),
         Request::Resume { .. } => Reply::Resumed {
             here: false,

@@ -617,3 +617,35 @@ pub(crate) struct LeaveSockets {
     pub ns: Arc<str>,
     pub reason: String,
 }
+
+/// The namespace's rooms with their member counts, by name: this node's, and on a
+/// node of a cluster, unless `here_only`, every other node's added in.
+#[derive(Message)]
+#[rtype(result = "std::collections::BTreeMap<String, usize>")]
+pub(crate) struct ListRooms {
+    /// Asked by another node of the cluster: this node's rooms only.
+    pub here_only: bool,
+}
+
+impl Handler<ListRooms> for NamespaceActor {
+    type Result = ResponseFuture<std::collections::BTreeMap<String, usize>>;
+
+    fn handle(&mut self, msg: ListRooms, _: &mut Context<Self>) -> Self::Result {
+        let rooms: std::collections::BTreeMap<String, usize> = (self.rooms.iter())
+            .map(|(name, room)| (name.to_string(), room.members().len()))
+            .collect();
+        #[cfg(feature = "cluster")]
+        if let (Some(remote), false) = (&self.remote, msg.here_only) {
+            let others = remote.rooms();
+            return Box::pin(async move {
+                let mut rooms = rooms;
+                for (name, members) in others.await {
+                    *rooms.entry(name).or_default() += members;
+                }
+                rooms
+            });
+        }
+        let _ = msg.here_only;
+        Box::pin(std::future::ready(rooms))
+    }
+}

@@ -8,6 +8,7 @@
 
 mod actor;
 mod broadcast;
+mod reference;
 #[cfg(feature = "cluster")]
 mod remote;
 mod socket;
@@ -29,12 +30,13 @@ use serde_json::value::RawValue;
 
 pub use actor::NamespaceStats;
 pub(crate) use actor::{
-    AddSocket, Emit, JoinRoom as JoinRoomMsg, LeaveRoom as LeaveRoomMsg, LeaveSockets,
+    AddSocket, Emit, JoinRoom as JoinRoomMsg, LeaveRoom as LeaveRoomMsg, LeaveSockets, ListRooms,
     NamespaceActor, RemoveSocket, RoomsOf, Sockets, SocketsOp, Stats, Target,
 };
 #[cfg(feature = "cluster")]
 pub(crate) use actor::{Subscribe, Subscribing};
 pub use broadcast::Broadcast;
+pub use reference::NamespaceRef;
 #[cfg(feature = "cluster")]
 pub(crate) use remote::{FlushFor, Remote, JOIN_WAIT};
 pub(crate) use socket::{SessionLink, SocketCommand};

@@ -38,6 +38,9 @@ pub(crate) trait Remote: Send + Unpin + 'static {
     /// Does `op` to the other nodes' sockets of `target` in this namespace and
     /// answers their ids (a node that does not answer in time is left out).
     fn sockets(&self, target: &Target, op: &SocketsOp) -> LocalBoxFuture<'static, Vec<SessionId>>;
+    /// The other nodes' rooms of this namespace with their local member counts (a
+    /// node that does not answer in time is left out).
+    fn rooms(&self) -> LocalBoxFuture<'static, Vec<(String, usize)>>;
 }
 
 /// Sends a flush down the path this namespace's broadcasts take to session `id`

@@ -196,6 +196,21 @@ impl Socket {
         &self.inner.namespace.name
     }
 
+    /// Its namespace as code outside the handlers reaches it (Socket.IO's
+    /// `socket.nsp`): a broadcast that includes the sender, the room list.
+    ///
+    /// ```
+    /// use volley::Namespace;
+    ///
+    /// let table = Namespace::new().on("deal", |socket, (): ()| {
+    ///     // `socket.to` leaves the dealer out; the namespace's own `to` does not.
+    ///     let _ = socket.namespace_ref().to("table").emit("dealt", &socket.id().0);
+    /// });
+    /// ```
+    pub fn namespace_ref(&self) -> super::NamespaceRef {
+        super::NamespaceRef::new(self.inner.namespace.clone())
+    }
+
     pub(crate) fn ns_arc(&self) -> Arc<str> {
         self.inner.namespace.name.clone()
     }

@@ -330,6 +330,8 @@ async fn operations_on_a_broadcast_target_reach_its_sockets_once() {
     let table = id_table(&ps);
     let ids = |names: &[&str]| ids_of(&table, names);
     let root = server.volley.of("/").unwrap();
+    let rooms = root.rooms().await;
+    assert_eq!(rooms, [("blue".into(), 2), ("red".into(), 2)].into());
     let everyone = ids(&["ann", "bob", "cat", "dan"]);
     assert_eq!(root.broadcast().fetch_sockets().await, everyone);
     assert_eq!(

@@ -372,6 +372,9 @@ async fn operations_on_a_broadcast_target_reach_every_node() {
     let table: Vec<_> = id_table(&on_a).into_iter().chain(id_table(&on_b)).collect();
     let ids = |names: &[&str]| ids_of(&table, names);
     let root = a.volley.of("/").unwrap();
+    // Each node's members added up.
+    let rooms = root.rooms().await;
+    assert_eq!(rooms, [("blue".into(), 2), ("red".into(), 2)].into());
     assert_eq!(
         root.broadcast().fetch_sockets().await,
         ids(&["ann", "bob", "cat", "dan"])

@@ -542,7 +542,7 @@ impl Volley {
     /// How many deliveries were skipped because the frame was larger than its
     /// recipient accepts (the `max_frame_size` a client announces when it connects):
     /// a broadcast leaves such a client out, counts it here and logs a warning. An
-    /// emit to one socket fails at the sender instead ([`EmitError::TooLarge`]).
+    /// emit to one socket fails at the sender instead ([`EmitError::TooLarge`](crate::EmitError::TooLarge)).
     pub fn frames_over_client_limit(&self) -> u64 {
         self.shared.over_client_limit.load(Ordering::Relaxed)
     }

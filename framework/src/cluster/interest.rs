@@ -223,6 +223,20 @@ pub(crate) struct NamespaceLink {
 }
 
 impl NamespaceLink {
+    /// Asks every other node `request` and gathers what `part` takes of each answer.
+    fn ask_others<T: 'static>(
+        &self,
+        request: Request,
+        part: fn(Reply) -> Vec<T>,
+    ) -> LocalBoxFuture<'static, Vec<T>> {
+        let outbound = self.outbound.clone();
+        let me = NodeId(self.node);
+        Box::pin(async move {
+            let replies = super::ask_others(&outbound, me, request).await;
+            replies.into_iter().flat_map(part).collect()
+        })
+    }
+
     /// A number for a namespace actor, unique in the process.
     pub(super) fn next_actor() -> u64 {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -236,12 +250,7 @@ impl Remote for NamespaceLink {
         let request = Request::Rooms {
             ns: self.ns.to_string(),
         };
-        let outbound = self.outbound.clone();
-        let me = NodeId(self.node);
-        Box::pin(async move {
-            let replies = super::ask_others(&outbound, me, request).await;
-            replies.into_iter().flat_map(Reply::rooms).collect()
-        })
+        self.ask_others(request, Reply::rooms)
     }
 
     /// Asks every other node to do `op` to its sockets of `target`.
@@ -254,12 +263,7 @@ impl Remote for NamespaceLink {
             except_ids: target.except_ids.iter().map(|id| id.0).collect(),
             op: op.clone(),
         };
-        let outbound = self.outbound.clone();
-        let me = NodeId(self.node);
-        Box::pin(async move {
-            let replies = super::ask_others(&outbound, me, request).await;
-            replies.into_iter().flat_map(Reply::ids).collect()
-        })
+        self.ask_others(request, Reply::ids)
     }
 
     /// The namespace actor started: broadcasts from other nodes go to `addr`.

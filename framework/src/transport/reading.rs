@@ -27,6 +27,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use actix::prelude::*;
+use actix::WeakAddr;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncRead;
 
@@ -149,9 +150,14 @@ impl ReadSide {
 
 /// Reads a connection's frames on the thread's loop, for as long as its actor lives
 /// and the client's stream does.
-pub(crate) fn read<R>(frames: ClientFrames<R>, side: Rc<ReadSide>, actor: Recipient<Read>)
+///
+/// The reading holds the actor's address weakly (a strong one is a sender of its own,
+/// ~100 bytes for every idle connection): the actor lives while its handshake runs
+/// or its session holds it, and its end ends the reading.
+pub(crate) fn read<R, A>(frames: ClientFrames<R>, side: Rc<ReadSide>, actor: WeakAddr<A>)
 where
     R: AsyncRead + Unpin + 'static,
+    A: Actor<Context = actix::Context<A>> + Handler<Read>,
 {
     let reading = Reading {
         frames,
@@ -162,13 +168,28 @@ where
 }
 
 /// One connection's reading.
-struct Reading<R> {
+struct Reading<R, A: Actor> {
     frames: ClientFrames<R>,
     side: Rc<ReadSide>,
-    actor: Recipient<Read>,
+    actor: WeakAddr<A>,
 }
 
-impl<R: AsyncRead + Unpin> Future for Reading<R> {
+impl<R, A> Reading<R, A>
+where
+    A: Actor<Context = actix::Context<A>> + Handler<Read>,
+{
+    fn hand(&self, read: Read) {
+        if let Some(actor) = self.actor.upgrade() {
+            actor.do_send(read);
+        }
+    }
+}
+
+impl<R, A> Future for Reading<R, A>
+where
+    R: AsyncRead + Unpin,
+    A: Actor<Context = actix::Context<A>> + Handler<Read>,
+{
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -186,12 +207,12 @@ impl<R: AsyncRead + Unpin> Future for Reading<R> {
                 return Poll::Pending;
             };
             let Some(message) = message else {
-                this.actor.do_send(Read::Finished);
+                this.hand(Read::Finished);
                 return Poll::Ready(());
             };
             if let Some(read) = side.take(message) {
                 side.handed.set(true);
-                this.actor.do_send(read);
+                this.hand(read);
             }
         }
         // A client that keeps the socket full: the others get their turn first.

@@ -242,6 +242,32 @@ async fn connections_past_the_total_limit_get_503_until_one_closes() {
     assert_eq!(upgrade(addr, &[]).await.status, 503);
 }
 
+/// A connection the server ends (here: no `Hello` within the handshake timeout)
+/// gives its place back at once, though its client keeps the socket open and says
+/// nothing more: the server stops reading it as its transport actor stops.
+#[actix_rt::test]
+async fn a_connection_the_server_ends_gives_its_place_back_while_its_client_stays() {
+    let config = volley::Config {
+        handshake_timeout: Duration::from_millis(200),
+        ..volley::Config::default()
+    };
+    let server = serve(builder().config(config).max_connections(1, usize::MAX));
+    let addr = addr(&server);
+    let mut silent = upgrade(addr, &[]).await;
+    assert_eq!(silent.status, 101);
+    assert_eq!(upgrade(addr, &[]).await.status, 503);
+    let close = crate::wire::read_close(&mut silent.stream).await;
+    assert_eq!(close, Some((1008, "handshake timeout".to_owned())));
+    eventually("the ended connection is released", || {
+        server.volley.open_connections() == 0
+    })
+    .await;
+    let answer = upgrade(addr, &[]).await;
+    assert_eq!(answer.status, 101);
+    // The silent client's socket is still open on its side.
+    drop(silent);
+}
+
 /// Each connection is a file: a server asked for more connections than the process
 /// may open files is built with the limit the files allow (the soft limit raised to
 /// the hard one, 256 kept for the rest), so it answers `503` past it instead of

@@ -27,7 +27,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use actix::prelude::*;
-use actix::WeakAddr;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncRead;
 
@@ -150,14 +149,9 @@ impl ReadSide {
 
 /// Reads a connection's frames on the thread's loop, for as long as its actor lives
 /// and the client's stream does.
-///
-/// The reading holds the actor's address weakly (a strong one is a sender of its own,
-/// ~100 bytes for every idle connection): the actor lives while its handshake runs
-/// or its session holds it, and its end ends the reading.
-pub(crate) fn read<R, A>(frames: ClientFrames<R>, side: Rc<ReadSide>, actor: WeakAddr<A>)
+pub(crate) fn read<R>(frames: ClientFrames<R>, side: Rc<ReadSide>, actor: Recipient<Read>)
 where
     R: AsyncRead + Unpin + 'static,
-    A: Actor<Context = actix::Context<A>> + Handler<Read>,
 {
     let reading = Reading {
         frames,
@@ -168,28 +162,13 @@ where
 }
 
 /// One connection's reading.
-struct Reading<R, A: Actor> {
+struct Reading<R> {
     frames: ClientFrames<R>,
     side: Rc<ReadSide>,
-    actor: WeakAddr<A>,
+    actor: Recipient<Read>,
 }
 
-impl<R, A> Reading<R, A>
-where
-    A: Actor<Context = actix::Context<A>> + Handler<Read>,
-{
-    fn hand(&self, read: Read) {
-        if let Some(actor) = self.actor.upgrade() {
-            actor.do_send(read);
-        }
-    }
-}
-
-impl<R, A> Future for Reading<R, A>
-where
-    R: AsyncRead + Unpin,
-    A: Actor<Context = actix::Context<A>> + Handler<Read>,
-{
+impl<R: AsyncRead + Unpin> Future for Reading<R> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -207,12 +186,12 @@ where
                 return Poll::Pending;
             };
             let Some(message) = message else {
-                this.hand(Read::Finished);
+                this.actor.do_send(Read::Finished);
                 return Poll::Ready(());
             };
             if let Some(read) = side.take(message) {
                 side.handed.set(true);
-                this.hand(read);
+                this.actor.do_send(read);
             }
         }
         // A client that keeps the socket full: the others get their turn first.

@@ -74,7 +74,7 @@ where
     let queue = side.queue.clone();
     let incoming = ClientFrames::new(io, first, max).holding(slot);
     let addr = transport.start();
-    reading::read(incoming, side, addr.downgrade());
+    reading::read(incoming, side, addr.clone().recipient());
     (addr, queue)
 }
 
@@ -327,7 +327,9 @@ impl Handler<Read> for WsTransport {
             match read {
                 None => {}
                 Some(Read::Message(message)) => self.on_message(message, ctx),
-                Some(Read::TooMany) => self.refuse(too_many_frames(self.side.inbound.limit()), ctx),
+                Some(Read::TooMany) => {
+                    self.refuse(too_many_frames(self.side.inbound.limit()), ctx)
+                }
                 Some(Read::Finished) => ctx.stop(),
             }
         }
@@ -342,7 +344,8 @@ impl WsTransport {
             // A peer that pings and does not read gets no more pongs than the backlog
             // holds.
             Ok(ClientMessage::Ping(bytes)) => {
-                if self.backlog().load(Ordering::Relaxed) < self.shared().config.max_send_backlog {
+                if self.backlog().load(Ordering::Relaxed) < self.shared().config.max_send_backlog
+                {
                     self.send_control(WsMessage::Pong(bytes));
                 }
             }

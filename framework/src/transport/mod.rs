@@ -8,7 +8,6 @@ pub(crate) mod admission;
 pub(crate) mod connection;
 mod opening;
 pub(crate) mod polling;
-mod reading;
 pub(crate) mod socketio;
 pub(crate) mod upgrade;
 pub(crate) mod websocket;

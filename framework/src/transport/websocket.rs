@@ -1,16 +1,14 @@
 //! The WebSocket transport: one actor per connection, one frame per binary message.
 //!
 //! actix-web does the handshake; the upgraded connection's two byte streams are then
-//! ours: the thread's reading loop reads the client's frames ([`super::ws_read`]:
-//! checked, unmasked and decoded without an allocation per frame) and hands the
-//! session its events ([`super::reading`]), the actor what else the client says, and
-//! the session writes framed messages straight onto the connection's [`SendQueue`]
-//! ([`super::ws_frames`]).
+//! ours: the actor reads the client's frames ([`super::ws_read`]: checked, unmasked and
+//! decoded without an allocation per frame), and the session writes framed messages
+//! straight onto the connection's [`SendQueue`] ([`super::ws_frames`]).
 
 use std::net::IpAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_codec::Encoder;
@@ -21,7 +19,6 @@ use tokio::io::AsyncRead;
 
 use super::admission::{self, ConnectionSlot};
 use super::opening::{opening, resume, start_session, Opening};
-use super::reading::{self, Read, ReadSide};
 use super::ws_frames::{ConnectionGone, Outgoing};
 use super::ws_read::{BodyBytes, ClientFrames, ClientMessage, ReadError};
 use crate::log_gate::LogGate;
@@ -30,7 +27,7 @@ use crate::room::Gauge;
 use crate::session::Shared;
 use crate::session::{
     queued_size, too_many_frames, ClientLimit, FromTransport, ResumeError, SendQueue, Sending,
-    SessionRecipient, ToTransport, TransportKind, TransportLink,
+    SessionRecipient, ToTransport, TransportId, TransportKind, TransportLink,
 };
 use crate::{DisconnectReason, SessionId};
 
@@ -70,11 +67,12 @@ where
 {
     let max = shared.config.max_frame_size;
     let transport = WsTransport::new(shared.clone(), slot.address());
-    let side = transport.side.clone();
-    let queue = side.queue.clone();
+    let queue = transport.queue.clone();
     let incoming = ClientFrames::new(io, first, max).holding(slot);
-    let addr = transport.start();
-    reading::read(incoming, side, addr.clone().recipient());
+    let addr = WsTransport::create(|ctx| {
+        ctx.add_stream(incoming);
+        transport
+    });
     (addr, queue)
 }
 
@@ -88,14 +86,17 @@ static NEXT_TRANSPORT: AtomicU64 = AtomicU64::new(1);
 /// reading makes the backlog grow until the session ends it as a slow consumer. What
 /// this actor writes itself (pongs, closes) is counted too.
 ///
-/// Its client's frames are read on the thread's loop ([`super::reading`]), which
-/// hands this actor what is not an event for the session; their place under the
-/// connection limits is held there, and the backlog is reached through the queue.
+/// Kept small: with its actix context it is one task per connection, allocated in
+/// 128-byte blocks (its place under the connection limits is held by the stream it
+/// reads, and the backlog is reached through the queue).
 pub(crate) struct WsTransport {
-    /// What the actor shares with the connection's reading: the connection's id, its
-    /// queue (what it has to write, drained by the HTTP layer), its gauge of frames
-    /// posted to the session, and the session.
-    side: Rc<ReadSide>,
+    id: TransportId,
+    shared: Arc<Shared>,
+    session: Option<SessionRecipient>,
+    /// What the connection has to write, drained by the HTTP layer.
+    queue: Arc<SendQueue>,
+    /// Frames posted to the session and not handled yet.
+    inbound: Arc<Gauge>,
     closed: bool,
     /// The handshake timeout, cancelled once a session is attached (its timer would
     /// otherwise stay allocated for the connection's whole life).
@@ -105,11 +106,12 @@ pub(crate) struct WsTransport {
 impl WsTransport {
     /// A connection of the client at `address` (kept in its queue).
     fn new(shared: Arc<Shared>, address: Option<IpAddr>) -> Self {
-        let id = NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed);
-        let inbound = Arc::new(Gauge::new(shared.config.max_mailbox));
-        let queue = SendQueue::for_client(address);
         WsTransport {
-            side: ReadSide::new(id, shared, queue, inbound),
+            id: NEXT_TRANSPORT.fetch_add(1, Ordering::Relaxed),
+            inbound: Arc::new(Gauge::new(shared.config.max_mailbox)),
+            shared,
+            session: None,
+            queue: SendQueue::for_client(address),
             closed: false,
             handshake: SpawnHandle::default(),
         }
@@ -117,36 +119,23 @@ impl WsTransport {
 
     /// The connection carries `session` from now on.
     fn attached(&mut self, session: SessionRecipient, ctx: &mut Context<Self>) {
-        *self.side.session.borrow_mut() = Some(session);
+        self.session = Some(session);
         ctx.cancel_future(self.handshake);
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        &self.side.shared
-    }
-
-    fn queue(&self) -> &SendQueue {
-        &self.side.queue
-    }
-
     fn backlog(&self) -> &AtomicUsize {
-        self.queue().backlog()
+        self.queue.backlog()
     }
 
     fn link(&self, ctx: &mut Context<Self>) -> TransportLink {
         TransportLink {
-            id: self.side.id,
+            id: self.id,
             kind: TransportKind::WebSocket,
             recipient: ctx.address().recipient(),
-            sending: Sending::Queue(self.side.queue.clone()),
-            inbound: self.side.inbound.clone(),
-            address: self.queue().client(),
+            sending: Sending::Queue(self.queue.clone()),
+            inbound: self.inbound.clone(),
+            address: self.queue.client(),
         }
-    }
-
-    /// The session the connection carried, let go.
-    fn take_session(&self) -> Option<SessionRecipient> {
-        self.side.session.borrow_mut().take()
     }
 
     /// Closes the connection because of something the client did; says why first.
@@ -161,12 +150,12 @@ impl WsTransport {
         } else {
             "bad_frame"
         };
-        self.shared().metrics.refused(label);
+        self.shared.metrics.refused(label);
         let session_reason = DisconnectReason::Protocol(reason.clone());
         self.close(reason, true, ws::CloseCode::Policy, ctx);
-        if let Some(session) = self.take_session() {
+        if let Some(session) = self.session.take() {
             session.do_send(FromTransport::Closed {
-                transport: self.side.id,
+                transport: self.id,
                 reason: session_reason,
             });
         }
@@ -198,7 +187,7 @@ impl WsTransport {
             code,
             description: Some(description),
         })));
-        self.queue().finish();
+        self.queue.finish();
         ctx.stop();
     }
 
@@ -206,7 +195,7 @@ impl WsTransport {
     fn send(&self, message: bytes::Bytes) {
         self.backlog()
             .fetch_add(queued_size(&message), Ordering::Relaxed);
-        self.queue().push(message);
+        self.queue.push(message);
     }
 
     /// Queues a WebSocket control frame (pong, close).
@@ -218,16 +207,36 @@ impl WsTransport {
         }
     }
 
-    /// A binary message the reading handed over: the client's opening frame, or any
-    /// frame that came while no session was attached.
-    fn on_binary(&mut self, frame: Result<Frame, DecodeError>, ctx: &mut Context<Self>) {
+    fn on_binary(
+        &mut self,
+        frame: Result<Frame, DecodeError>,
+        size: usize,
+        ctx: &mut Context<Self>,
+    ) {
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => return self.refuse(e.to_string(), ctx),
         };
+        if let Some(session) = &self.session {
+            if let Frame::Pong { last_seq } = frame {
+                // The answer to the session's ping, acknowledging nothing new: the
+                // heartbeat is all it changes, and the pulse holds that.
+                if let Some(rtt) = self.queue.pulse().answer(last_seq, Instant::now()) {
+                    let metrics = &self.shared.metrics;
+                    metrics.frames_in.inc();
+                    metrics.bytes_in.inc_by(size as u64);
+                    metrics.ping_rtt.observe(rtt.as_secs_f64());
+                    return;
+                }
+            }
+            if !session.frame(self.id, frame, size, &self.inbound) {
+                self.refuse(too_many_frames(self.inbound.limit()), ctx);
+            }
+            return;
+        }
         match opening(frame) {
             Opening::Hello(limit) => {
-                let session = start_session(self.shared(), self.link(ctx), limit);
+                let session = start_session(&self.shared, self.link(ctx), limit);
                 self.attached(session, ctx);
             }
             Opening::Resume {
@@ -251,7 +260,7 @@ impl WsTransport {
         ctx: &mut Context<Self>,
     ) {
         let link = self.link(ctx);
-        let attach = resume(self.shared().clone(), sid, token, last_seq, limit, link);
+        let attach = resume(self.shared.clone(), sid, token, last_seq, limit, link);
         // `wait` holds the client's next frames until the session is attached.
         ctx.wait(
             attach
@@ -287,8 +296,8 @@ impl Actor for WsTransport {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.handshake = ctx.run_later(self.shared().config.handshake_timeout, |act, ctx| {
-            if act.side.session.borrow().is_none() && !act.closed {
+        self.handshake = ctx.run_later(self.shared.config.handshake_timeout, |act, ctx| {
+            if act.session.is_none() && !act.closed {
                 act.close(
                     "handshake timeout".to_owned(),
                     true,
@@ -300,52 +309,27 @@ impl Actor for WsTransport {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.queue().finish();
-        self.side.close();
-        if let Some(session) = self.take_session() {
+        self.queue.finish();
+        if let Some(session) = self.session.take() {
             session.do_send(FromTransport::Closed {
-                transport: self.side.id,
+                transport: self.id,
                 reason: DisconnectReason::TransportClosed,
             });
         }
     }
 }
 
-/// What the connection's reading hands over: all the client says but the events
-/// and acknowledgements for an attached session, which the reading takes itself.
-impl Handler<Read> for WsTransport {
-    type Result = ();
-
-    fn handle(&mut self, read: Read, ctx: &mut Self::Context) {
-        if !self.closed {
-            // A frame handed over before the session was attached (while it resumed,
-            // say) is the session's now.
-            let read = match read {
-                Read::Message(message) => self.side.take(message),
-                other => Some(other),
-            };
-            match read {
-                None => {}
-                Some(Read::Message(message)) => self.on_message(message, ctx),
-                Some(Read::TooMany) => {
-                    self.refuse(too_many_frames(self.side.inbound.limit()), ctx)
-                }
-                Some(Read::Finished) => ctx.stop(),
-            }
+impl StreamHandler<Result<ClientMessage, ReadError>> for WsTransport {
+    fn handle(&mut self, msg: Result<ClientMessage, ReadError>, ctx: &mut Self::Context) {
+        if self.closed {
+            return;
         }
-        self.side.handled();
-    }
-}
-
-impl WsTransport {
-    fn on_message(&mut self, msg: Result<ClientMessage, ReadError>, ctx: &mut Context<Self>) {
         match msg {
-            Ok(ClientMessage::Binary(frame, _)) => self.on_binary(frame, ctx),
+            Ok(ClientMessage::Binary(frame, size)) => self.on_binary(frame, size, ctx),
             // A peer that pings and does not read gets no more pongs than the backlog
             // holds.
             Ok(ClientMessage::Ping(bytes)) => {
-                if self.backlog().load(Ordering::Relaxed) < self.shared().config.max_send_backlog
-                {
+                if self.backlog().load(Ordering::Relaxed) < self.shared.config.max_send_backlog {
                     self.send_control(WsMessage::Pong(bytes));
                 }
             }
@@ -353,7 +337,7 @@ impl WsTransport {
             Ok(ClientMessage::Close) => {
                 self.closed = true;
                 self.send_control(WsMessage::Close(None));
-                self.queue().finish();
+                self.queue.finish();
                 ctx.stop();
             }
             Err(ReadError::Refused(reason)) => self.refuse(reason, ctx),
@@ -362,10 +346,14 @@ impl WsTransport {
             Err(ReadError::Lost(e)) => {
                 tracing::debug!(error = %e, "connection lost");
                 self.closed = true;
-                self.queue().gone();
+                self.queue.gone();
                 ctx.stop();
             }
         }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -394,11 +382,11 @@ impl Handler<ToTransport> for WsTransport {
             }
             ToTransport::Close { reason } => {
                 // The session is ending by itself: do not report back to it.
-                self.take_session();
+                self.session = None;
                 self.close(reason, true, ws::CloseCode::Normal, ctx);
             }
             ToTransport::Drop { reason } => {
-                self.take_session();
+                self.session = None;
                 self.close(reason, false, ws::CloseCode::Away, ctx);
             }
         }

@@ -100,8 +100,8 @@ pub use game::{
 pub use http::HttpServer;
 pub use metrics::MetricsRoute;
 pub use namespace::{
-    AckReply, Broadcast, ConnectRequest, Handshake, Namespace, NamespaceRef, NamespaceStats,
-    Socket, SocketEvent, SocketEventKind,
+    AckReply, Broadcast, ConnectRequest, FoundSocket, Handshake, Namespace, NamespaceRef,
+    NamespaceStats, Socket, SocketEvent, SocketEventKind,
 };
 pub use server::{Volley, VolleyBuilder};
 pub use session::{SessionInfo, TransportKind};

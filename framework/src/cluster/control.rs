@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::envelope::Body;
 use super::{ClusterError, ClusterNode, NodeId};
 use crate::game::{JoinError, JoinRequest, Joined};
-use crate::namespace::SocketsOp;
+use crate::namespace::{FoundSocket, SocketsOp};
 use crate::protocol::ResumeToken;
 use crate::session::{MovedWindow, SessionInfo, SessionState, Shared, TransportKind};
 use crate::SessionId;
@@ -170,7 +170,8 @@ pub(crate) enum Reply {
     Sessions(Vec<SessionRow>),
     Done(bool),
     Size(usize),
-    /// To `Sockets`: the session ids.
+    /// To `Sockets` other than a fetch: the session ids (a node of an earlier
+    /// version answers a fetch so too).
     Ids(Vec<u64>),
     /// To `Rooms`: room names with their members.
     Rooms(Vec<(String, usize)>),
@@ -185,6 +186,9 @@ pub(crate) enum Reply {
     },
     /// To `Game`.
     Game(GameReply),
+    /// To a `Sockets` fetch: each socket's session id and rooms (last, so that the
+    /// variants before it keep their numbers on the wire).
+    Found(Vec<(u64, Vec<String>)>),
 }
 
 /// What crosses the control channels.
@@ -268,10 +272,22 @@ impl Reply {
         }
     }
 
-    /// The session ids of an `Ids` answer (none of another).
-    pub fn ids(self) -> Vec<SessionId> {
+    /// The sockets of a `Found` answer, or of an `Ids` one without their rooms
+    /// (none of another).
+    pub fn found(self) -> Vec<FoundSocket> {
         match self {
-            Reply::Ids(ids) => ids.into_iter().map(SessionId).collect(),
+            Reply::Found(found) => (found.into_iter())
+                .map(|(id, rooms)| FoundSocket {
+                    id: SessionId(id),
+                    rooms,
+                })
+                .collect(),
+            Reply::Ids(ids) => (ids.into_iter())
+                .map(|id| FoundSocket {
+                    id: SessionId(id),
+                    rooms: Vec::new(),
+                })
+                .collect(),
             _ => Vec::new(),
         }
     }

@@ -32,7 +32,7 @@ use super::control::{Outbound, Reply, Request};
 use super::envelope::{Body, Envelope, Names};
 use super::stats::{ClusterMetrics, Dropped};
 use super::NodeId;
-use crate::namespace::{NamespaceActor, Remote, SocketsOp, Target, JOIN_WAIT};
+use crate::namespace::{FoundSocket, NamespaceActor, Remote, SocketsOp, Target, JOIN_WAIT};
 use crate::protocol::WireFrame;
 use crate::room::{Deliver, Gauge, Mark, Ticket};
 use crate::SessionId;
@@ -254,7 +254,11 @@ impl Remote for NamespaceLink {
     }
 
     /// Asks every other node to do `op` to its sockets of `target`.
-    fn sockets(&self, target: &Target, op: &SocketsOp) -> LocalBoxFuture<'static, Vec<SessionId>> {
+    fn sockets(
+        &self,
+        target: &Target,
+        op: &SocketsOp,
+    ) -> LocalBoxFuture<'static, Vec<FoundSocket>> {
         let names = |rooms: &[Arc<str>]| rooms.iter().map(|r| r.to_string()).collect();
         let request = Request::Sockets {
             ns: self.ns.to_string(),
@@ -263,7 +267,7 @@ impl Remote for NamespaceLink {
             except_ids: target.except_ids.iter().map(|id| id.0).collect(),
             op: op.clone(),
         };
-        self.ask_others(request, Reply::ids)
+        self.ask_others(request, Reply::found)
     }
 
     /// The namespace actor started: broadcasts from other nodes go to `addr`.

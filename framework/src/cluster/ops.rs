@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::control::{GameReply, Local, Reply, Request, SessionRow};
 use super::relay::{OwnerRelay, Relays};
 use super::NodeId;
-use crate::namespace::{ListRooms, NamespaceActor, Sockets, Target};
+use crate::namespace::{ListRooms, NamespaceActor, Sockets, SocketsOp, Target};
 use crate::room::Gauge;
 use crate::session::{
     resume_here, ClientLimit, DropSessionConnection, KickSession, ListSessions, Shared,
@@ -213,13 +213,18 @@ pub(crate) async fn answer(
                 except_rooms: names(except_rooms),
                 except_ids: except_ids.into_iter().map(SessionId).collect(),
             };
+            let fetch = op == SocketsOp::Fetch;
             let ask = Sockets {
                 target,
                 op,
                 here_only: true,
             };
-            let ids = addr.send(ask).await.unwrap_or_default();
-            Reply::Ids(ids.into_iter().map(|id| id.0).collect())
+            let found = addr.send(ask).await.unwrap_or_default();
+            if fetch {
+                Reply::Found(found.into_iter().map(|s| (s.id.0, s.rooms)).collect())
+            } else {
+                Reply::Ids(found.into_iter().map(|s| s.id.0).collect())
+            }
         }
     }
 }

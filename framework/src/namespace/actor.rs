@@ -23,6 +23,7 @@ use actix::prelude::*;
 
 #[cfg(feature = "cluster")]
 use super::remote::Remote;
+use super::FoundSocket;
 use crate::metrics::EventCounter;
 use crate::room::local::Scatter;
 use crate::room::{Deliver, Mailbox, Room, Ticket};
@@ -461,13 +462,20 @@ impl Handler<RoomsOf> for NamespaceActor {
     type Result = MessageResult<RoomsOf>;
 
     fn handle(&mut self, msg: RoomsOf, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.rooms_of(msg.id))
+    }
+}
+
+impl NamespaceActor {
+    /// The rooms local socket `id` is in, sorted (none if it is not here).
+    fn rooms_of(&self, id: SessionId) -> Vec<String> {
         let mut rooms: Vec<String> = self
             .sockets
-            .get(&msg.id)
+            .get(&id)
             .map(|s| s.rooms.iter().map(|r| r.to_string()).collect())
             .unwrap_or_default();
         rooms.sort();
-        MessageResult(rooms)
+        rooms
     }
 }
 
@@ -510,12 +518,12 @@ pub(crate) enum SocketsOp {
     Disconnect(String),
 }
 
-/// Does `op` to the sockets of `target` and answers their ids (sorted): this
-/// node's, and on a node of a cluster, unless `here_only`, every other node's too.
-/// A join answers once it is effective on every node (as an ack after
-/// `Socket::join` is), 2 s at most.
+/// Does `op` to the sockets of `target` and answers them with their rooms after it
+/// (sorted by id): this node's, and on a node of a cluster, unless `here_only`,
+/// every other node's too. A join answers once it is effective on every node (as an
+/// ack after `Socket::join` is), 2 s at most.
 #[derive(Message)]
-#[rtype(result = "Vec<SessionId>")]
+#[rtype(result = "Vec<FoundSocket>")]
 pub(crate) struct Sockets {
     pub target: Target,
     pub op: SocketsOp,
@@ -524,7 +532,7 @@ pub(crate) struct Sockets {
 }
 
 impl Handler<Sockets> for NamespaceActor {
-    type Result = ResponseFuture<Vec<SessionId>>;
+    type Result = ResponseFuture<Vec<FoundSocket>>;
 
     fn handle(&mut self, msg: Sockets, _: &mut Context<Self>) -> Self::Result {
         let ids = self.targeted(&msg.target);
@@ -560,6 +568,15 @@ impl Handler<Sockets> for NamespaceActor {
                 }
             }
         }
+        // A disconnected socket leaves its rooms once the supervisor has it leave:
+        // found with them.
+        let ids: Vec<FoundSocket> = ids
+            .into_iter()
+            .map(|id| FoundSocket {
+                id,
+                rooms: self.rooms_of(id),
+            })
+            .collect();
         #[cfg(feature = "cluster")]
         if let Some(remote) = &self.remote {
             let others = (!msg.here_only).then(|| remote.sockets(&msg.target, &msg.op));
@@ -571,7 +588,7 @@ impl Handler<Sockets> for NamespaceActor {
                 }
                 if let Some(others) = others {
                     ids.extend(others.await);
-                    ids.sort_unstable();
+                    ids.sort_unstable_by_key(|s| s.id);
                 }
                 ids
             });

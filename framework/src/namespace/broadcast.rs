@@ -111,10 +111,20 @@ impl Broadcast {
         Ok(())
     }
 
-    /// The sockets the broadcast would reach, as their session ids (sorted): on every
-    /// node of a cluster (a node that does not answer within 2 s is left out).
+    /// The sockets the broadcast would reach, each with its rooms, sorted by id: on
+    /// every node of a cluster (a node that does not answer within 2 s is left out).
     /// Socket.IO's `fetchSockets`.
-    pub async fn fetch_sockets(self) -> Vec<SessionId> {
+    ///
+    /// ```
+    /// use volley::NamespaceRef;
+    ///
+    /// /// Who sits at `table`, and which other rooms (teams, spectators) each is in.
+    /// async fn seating(lobby: &NamespaceRef, table: &str) -> Vec<(u64, Vec<String>)> {
+    ///     let found = lobby.to(table).fetch_sockets().await;
+    ///     found.into_iter().map(|s| (s.id.0, s.rooms)).collect()
+    /// }
+    /// ```
+    pub async fn fetch_sockets(self) -> Vec<FoundSocket> {
         self.sockets(SocketsOp::Fetch).await
     }
 
@@ -134,13 +144,13 @@ impl Broadcast {
     /// }
     /// ```
     pub async fn sockets_join(self, room: &str) -> Vec<SessionId> {
-        self.sockets(SocketsOp::Join(room.to_owned())).await
+        ids(self.sockets(SocketsOp::Join(room.to_owned())).await)
     }
 
     /// Takes every socket the broadcast would reach out of `room` (Socket.IO's
     /// `socketsLeave`) and answers their ids; on every node of a cluster.
     pub async fn sockets_leave(self, room: &str) -> Vec<SessionId> {
-        self.sockets(SocketsOp::Leave(room.to_owned())).await
+        ids(self.sockets(SocketsOp::Leave(room.to_owned())).await)
     }
 
     /// Disconnects every socket the broadcast would reach from the namespace, as
@@ -149,10 +159,10 @@ impl Broadcast {
     /// client gets a `Disconnect` with `reason`; its session and other namespaces
     /// stay.
     pub async fn disconnect_sockets(self, reason: &str) -> Vec<SessionId> {
-        self.sockets(SocketsOp::Disconnect(reason.to_owned())).await
+        ids(self.sockets(SocketsOp::Disconnect(reason.to_owned())).await)
     }
 
-    async fn sockets(self, op: SocketsOp) -> Vec<SessionId> {
+    async fn sockets(self, op: SocketsOp) -> Vec<FoundSocket> {
         let ask = Sockets {
             target: self.target,
             op,
@@ -160,4 +170,20 @@ impl Broadcast {
         };
         self.addr.send(ask).await.unwrap_or_default()
     }
+}
+
+/// A socket as [`Broadcast::fetch_sockets`] found it, on this node or another of the
+/// cluster: Socket.IO's `RemoteSocket` without its methods (act on the sockets of a
+/// target with [`Broadcast::sockets_join`] and the other operations) and without its
+/// `data` (a socket's [`crate::Socket::data`] is a Rust value of the node it is on).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FoundSocket {
+    /// Its session's id.
+    pub id: SessionId,
+    /// The rooms of the namespace it is in, sorted.
+    pub rooms: Vec<String>,
+}
+
+fn ids(found: Vec<FoundSocket>) -> Vec<SessionId> {
+    found.into_iter().map(|s| s.id).collect()
 }

@@ -35,7 +35,7 @@ pub(crate) use actor::{
 };
 #[cfg(feature = "cluster")]
 pub(crate) use actor::{Subscribe, Subscribing};
-pub use broadcast::Broadcast;
+pub use broadcast::{Broadcast, FoundSocket};
 pub use reference::NamespaceRef;
 #[cfg(feature = "cluster")]
 pub(crate) use remote::{FlushFor, Remote, JOIN_WAIT};

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use futures_util::future::LocalBoxFuture;
 
-use super::{NamespaceActor, Socket, SocketsOp, Target};
+use super::{FoundSocket, NamespaceActor, Socket, SocketsOp, Target};
 use crate::room::local::{Flushed, PassedBy};
 use crate::room::{Deliver, Mailbox, Mark};
 use crate::SessionId;
@@ -36,8 +36,10 @@ pub(crate) trait Remote: Send + Unpin + 'static {
     /// An ack went after [`JOIN_WAIT`] without its joins confirmed (counted, logged).
     fn join_unconfirmed(&self);
     /// Does `op` to the other nodes' sockets of `target` in this namespace and
-    /// answers their ids (a node that does not answer in time is left out).
-    fn sockets(&self, target: &Target, op: &SocketsOp) -> LocalBoxFuture<'static, Vec<SessionId>>;
+    /// answers them with their rooms (a node that does not answer in time is left
+    /// out).
+    fn sockets(&self, target: &Target, op: &SocketsOp)
+        -> LocalBoxFuture<'static, Vec<FoundSocket>>;
     /// The other nodes' rooms of this namespace with their local member counts (a
     /// node that does not answer in time is left out).
     fn rooms(&self) -> LocalBoxFuture<'static, Vec<(String, usize)>>;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use volley::client::NamespaceClient;
-use volley::{SessionId, Volley};
+use volley::{FoundSocket, SessionId, Volley};
 
 use volley::client::Transport;
 
@@ -42,6 +42,21 @@ impl Player {
 /// Each player's name and session id.
 pub fn id_table(players: &[Player]) -> Vec<(&'static str, SessionId)> {
     players.iter().map(|p| (p.name, p.id())).collect()
+}
+
+/// What `fetch_sockets` finds of the players named, each with the rooms given,
+/// from an [`id_table`]: sorted by id, their rooms sorted.
+pub fn found_of(table: &[(&str, SessionId)], found: &[(&str, &[&str])]) -> Vec<FoundSocket> {
+    let mut all: Vec<FoundSocket> = (found.iter())
+        .map(|(name, rooms)| {
+            let (_, id) = table.iter().find(|(n, _)| n == name).expect("a player");
+            let mut rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+            rooms.sort();
+            FoundSocket { id: *id, rooms }
+        })
+        .collect();
+    all.sort_unstable_by_key(|s| s.id);
+    all
 }
 
 /// The sorted session ids of the players named, from an [`id_table`].
@@ -329,19 +344,29 @@ async fn operations_on_a_broadcast_target_reach_its_sockets_once() {
     .await;
     let table = id_table(&ps);
     let ids = |names: &[&str]| ids_of(&table, names);
+    let found = |found: &[(&str, &[&str])]| found_of(&table, found);
     let root = server.volley.of("/").unwrap();
     let rooms = root.rooms().await;
     assert_eq!(rooms, [("blue".into(), 2), ("red".into(), 2)].into());
-    let everyone = ids(&["ann", "bob", "cat", "dan"]);
+    let everyone = found(&[
+        ("ann", &["blue", "red"]),
+        ("bob", &["red"]),
+        ("cat", &["blue"]),
+        ("dan", &[]),
+    ]);
     assert_eq!(root.broadcast().fetch_sockets().await, everyone);
     assert_eq!(
         root.to("red").to("blue").fetch_sockets().await,
-        ids(&["ann", "bob", "cat"]),
+        found(&[
+            ("ann", &["blue", "red"]),
+            ("bob", &["red"]),
+            ("cat", &["blue"])
+        ]),
         "a socket in both rooms once"
     );
     assert_eq!(
         root.to("red").except("blue").fetch_sockets().await,
-        ids(&["bob"])
+        found(&[("bob", &["red"])])
     );
     assert_eq!(root.to("nowhere").fetch_sockets().await, []);
 
@@ -361,7 +386,10 @@ async fn operations_on_a_broadcast_target_reach_its_sockets_once() {
         .sockets_leave("green")
         .await;
     assert_eq!(left, ids(&["bob"]));
-    assert_eq!(root.to("green").fetch_sockets().await, ids(&["ann"]));
+    assert_eq!(
+        root.to("green").fetch_sockets().await,
+        found(&[("ann", &["blue", "green", "red"])])
+    );
 
     // Blue is disconnected from the namespace: each of its clients hears why, and
     // keeps its session.
@@ -370,6 +398,9 @@ async fn operations_on_a_broadcast_target_reach_its_sockets_once() {
     for p in ps.iter_mut().filter(|p| p.name == "ann" || p.name == "cat") {
         assert_eq!(p.disconnected().await.as_deref(), Some("table closed"));
     }
-    assert_eq!(root.broadcast().fetch_sockets().await, ids(&["bob", "dan"]));
+    assert_eq!(
+        root.broadcast().fetch_sockets().await,
+        found(&[("bob", &["red"]), ("dan", &[])])
+    );
     assert_eq!(root.stats().await.sockets, 2);
 }

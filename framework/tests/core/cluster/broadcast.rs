@@ -371,18 +371,28 @@ async fn operations_on_a_broadcast_target_reach_every_node() {
     let mut on_b = players(&b, WS, "/", &[("cat", &["red", "blue"]), ("dan", &[])]).await;
     let table: Vec<_> = id_table(&on_a).into_iter().chain(id_table(&on_b)).collect();
     let ids = |names: &[&str]| ids_of(&table, names);
+    let found = |found: &[(&str, &[&str])]| found_of(&table, found);
     let root = a.volley.of("/").unwrap();
     // Each node's members added up.
     let rooms = root.rooms().await;
     assert_eq!(rooms, [("blue".into(), 2), ("red".into(), 2)].into());
+    // Each node's sockets with their rooms.
     assert_eq!(
         root.broadcast().fetch_sockets().await,
-        ids(&["ann", "bob", "cat", "dan"])
+        found(&[
+            ("ann", &["red"]),
+            ("bob", &["blue"]),
+            ("cat", &["blue", "red"]),
+            ("dan", &[]),
+        ])
     );
-    assert_eq!(root.to("red").fetch_sockets().await, ids(&["ann", "cat"]));
+    assert_eq!(
+        root.to("red").fetch_sockets().await,
+        found(&[("ann", &["red"]), ("cat", &["blue", "red"])])
+    );
     assert_eq!(
         root.to("blue").except("red").fetch_sockets().await,
-        ids(&["bob"])
+        found(&[("bob", &["blue"])])
     );
 
     // B has no member of green yet: the join returns once B is subscribed.
@@ -408,5 +418,8 @@ async fn operations_on_a_broadcast_target_reach_every_node() {
     assert_eq!(gone, ids(&["bob", "cat"]));
     let cat = on_b.iter_mut().find(|p| p.name == "cat").unwrap();
     assert_eq!(cat.disconnected().await.as_deref(), Some("table closed"));
-    assert_eq!(root.broadcast().fetch_sockets().await, ids(&["ann", "dan"]));
+    assert_eq!(
+        root.broadcast().fetch_sockets().await,
+        found(&[("ann", &["red"]), ("dan", &[])])
+    );
 }

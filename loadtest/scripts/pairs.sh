@@ -68,23 +68,46 @@ latency_of() {
   echo "${value:--}"
 }
 
-# Runs the server command `$2` on port `$1` and the scenario (the other arguments)
-# against it; prints the figure, the latency p50 and p99 (or -), and whether the
-# scenario passed (a failed one is shown as FAILED, its figure still compared).
+# Whether something accepts connections on loopback port `$1`.
+taken() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Runs the server command `$2` on a free port from `$1` on and the scenario (the
+# other arguments) against it; prints the figure, the latency p50 and p99 (or -),
+# and whether the scenario passed (a failed one is shown as FAILED, its figure
+# still compared). A port something else holds (a listener, or a connection's end
+# that keeps the server from binding it) is skipped for the next.
 run() {
   local port=$1 command=$2
   shift 2
-  rm -f "$work/report.json"
-  # shellcheck disable=SC2086 # the server command is words on purpose
-  $command --addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
-  local server=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    if ! kill -0 "$server" 2>/dev/null; then
-      echo "the server exited: $(tail -n 3 "$work/server.log")" >&2
-      return 1
+  local server attempt up
+  for attempt in 1 2 3 4 5 6 7 8; do
+    while taken "$port"; do port=$((port + 1)); done
+    rm -f "$work/report.json"
+    # shellcheck disable=SC2086 # the server command is words on purpose
+    $command --addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+    server=$!
+    up=
+    for _ in $(seq 100); do
+      if taken "$port"; then
+        up=1
+        break
+      fi
+      kill -0 "$server" 2>/dev/null || break
+      sleep 0.1
+    done
+    if [ -n "$up" ] && kill -0 "$server" 2>/dev/null; then
+      break
     fi
-    sleep 0.1
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    if grep -q "Address already in use" "$work/server.log" && [ "$attempt" -lt 8 ]; then
+      port=$((port + 1))
+      continue
+    fi
+    echo "the server exited: $(tail -n 3 "$work/server.log")" >&2
+    return 1
   done
   local passed=passed
   "$generator" "$@" --url "ws://127.0.0.1:$port/volley" --server-pid "$server" \
@@ -103,15 +126,17 @@ run() {
 echo "each run: $figure, $latency p50 and p99 (µs, - if none), the scenario's result"
 printf '%-5s %-36s %-36s %s\n' pair A B B/A
 ratios=()
-port=$((20000 + RANDOM % 20000))
+# Below the ephemeral range (32768 and up by default), where the clients' own ends
+# of their connections are.
+port=$((10000 + RANDOM % 20000))
 for p in $(seq "$pairs"); do
-  port=$((port + 2))
+  port=$((port + 10))
   if [ $((p % 2)) -eq 1 ]; then
     ra=$(run "$port" "$a" "$@") || exit 1
-    rb=$(run $((port + 1)) "$b" "$@") || exit 1
+    rb=$(run $((port + 5)) "$b" "$@") || exit 1
   else
     rb=$(run "$port" "$b" "$@") || exit 1
-    ra=$(run $((port + 1)) "$a" "$@") || exit 1
+    ra=$(run $((port + 5)) "$a" "$@") || exit 1
   fi
   ratio=$(awk -v x="${ra%% *}" -v y="${rb%% *}" 'BEGIN { printf "%.3f", y / x }')
   ratios+=("$ratio")

@@ -570,7 +570,7 @@ impl Handler<Sockets> for NamespaceActor {
         }
         // A disconnected socket leaves its rooms once the supervisor has it leave:
         // found with them.
-        let ids: Vec<FoundSocket> = ids
+        let found: Vec<FoundSocket> = ids
             .into_iter()
             .map(|id| FoundSocket {
                 id,
@@ -581,21 +581,21 @@ impl Handler<Sockets> for NamespaceActor {
         if let Some(remote) = &self.remote {
             let others = (!msg.here_only).then(|| remote.sockets(&msg.target, &msg.op));
             return Box::pin(async move {
-                let mut ids = ids;
+                let mut found = found;
                 if !waits.is_empty() {
                     let all = futures_util::future::join_all(waits);
                     let _ = tokio::time::timeout(super::remote::JOIN_WAIT, all).await;
                 }
                 if let Some(others) = others {
-                    ids.extend(others.await);
-                    ids.sort_unstable_by_key(|s| s.id);
+                    found.extend(others.await);
+                    found.sort_unstable_by_key(|s| s.id);
                 }
-                ids
+                found
             });
         }
         // A single node: nothing else to ask (nor to wait for).
         let _ = msg.here_only;
-        Box::pin(std::future::ready(ids))
+        Box::pin(std::future::ready(found))
     }
 }
 

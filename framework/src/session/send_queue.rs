@@ -506,6 +506,10 @@ const MAX_SLICES: usize = 64;
 /// [`MAX_SLICES`]), as [`SocketWrite::write_now`] makes it. Returns the bytes taken
 /// and whether every message is written and flushed.
 fn write_all_now(socket: &mut SocketWrite, messages: &Messages) -> (usize, bool) {
+    if let (Some(first), true) = (&messages.first, messages.rest.is_empty()) {
+        // The common case: one message, without the array of slices to clear.
+        return socket.write_now(&[IoSlice::new(first)], true);
+    }
     let mut slices = [IoSlice::new(&[]); MAX_SLICES];
     let mut count = 0;
     for (slot, message) in slices.iter_mut().zip(messages.iter()) {

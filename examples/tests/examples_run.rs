@@ -115,6 +115,7 @@ fn chat_rooms_deliver_to_their_members() {
             "ann joined lobby; ann is in [\"lobby\"]",
             "ann received notice: bob joined lobby",
             "room list: games (1), lobby (2)",
+            "in lobby: ann, bob",
             "bob received in lobby: ann: hi all",
             "cat received notice: join lobby before talking there",
             "bob left lobby; bob is in []",

@@ -1,5 +1,6 @@
-//! Chat with rooms: join and leave rooms, talk to one room, list the rooms, close a
-//! room (everyone in it leaves, with one operation on the room's sockets).
+//! Chat with rooms: join and leave rooms, talk to one room, list the rooms, list who
+//! is in a room (the names the sockets shared, `share_data` and `fetch_sockets`),
+//! close a room (everyone in it leaves, with one operation on the room's sockets).
 //!
 //! A room is a named group of sockets inside a namespace. `socket.join(room)` puts a
 //! socket in it (the room exists while it has members); `socket.to(room).emit(..)`
@@ -120,6 +121,10 @@ fn chat_namespace() -> Namespace {
                 _ => Err("pick a name: join /chat with {\"name\": \"...\"}".to_owned()),
             }
         })
+        // What `fetch_sockets` shows of this socket, on every node: its name.
+        .on_connect(|socket| {
+            let _ = socket.share_data(&name(socket));
+        })
         .on_ack("join", move |socket, room: String, ack| {
             socket.join(&room);
             on_join.join(&room, socket.id());
@@ -143,6 +148,19 @@ fn chat_namespace() -> Namespace {
                 text: say.text,
             };
             let _ = socket.to(&message.room).emit("message", &message);
+        })
+        // Who is in a room: the names its sockets shared (on every node of a
+        // cluster), sorted.
+        .on_ack("who", |socket, room: String, ack| {
+            let room = socket.namespace_ref().to(&room);
+            actix_rt::spawn(async move {
+                let found = room.fetch_sockets().await;
+                let mut names: Vec<String> = (found.iter())
+                    .filter_map(|s| s.data_as::<String>()?.ok())
+                    .collect();
+                names.sort();
+                let _ = ack.send(&names);
+            });
         })
         // The room list, from the namespace itself (async: spawned).
         .on_ack("rooms", |socket, (): (), ack| {
@@ -240,6 +258,8 @@ async fn demo(url: &str) -> Result<(), Box<dyn Error>> {
     show_next(&mut ann_chat, "ann").await?; // bob joined lobby
     join(&cat_chat, "cat", "games").await?;
     print_rooms(&cat_chat).await?;
+    let who: Vec<String> = cat_chat.emit_with_ack("who", &"lobby", WAIT).await?;
+    println!("in lobby: {}", who.join(", "));
 
     // Only the other members of the room get it: bob, not ann (the sender) nor cat.
     ann_chat.emit(

@@ -186,9 +186,30 @@ pub(crate) enum Reply {
     },
     /// To `Game`.
     Game(GameReply),
-    /// To a `Sockets` fetch: each socket's session id and rooms (last, so that the
-    /// variants before it keep their numbers on the wire).
+    /// To a `Sockets` fetch, from a node of an earlier version: each socket's
+    /// session id and rooms.
     Found(Vec<(u64, Vec<String>)>),
+    /// To a `Sockets` fetch: each socket's session id, rooms and shared data (last,
+    /// so that the variants before it keep their numbers on the wire).
+    FoundShared(Vec<FoundRow>),
+}
+
+/// A [`FoundSocket`] on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct FoundRow {
+    id: u64,
+    rooms: Vec<String>,
+    data: Option<String>,
+}
+
+impl From<FoundSocket> for FoundRow {
+    fn from(found: FoundSocket) -> Self {
+        FoundRow {
+            id: found.id.0,
+            rooms: found.rooms,
+            data: found.data,
+        }
+    }
 }
 
 /// What crosses the control channels.
@@ -272,21 +293,23 @@ impl Reply {
         }
     }
 
-    /// The sockets of a `Found` answer, or of an `Ids` one without their rooms
-    /// (none of another).
+    /// The sockets of a `FoundShared` answer; of a `Found` one without their data,
+    /// of an `Ids` one without their rooms either (none of another).
     pub fn found(self) -> Vec<FoundSocket> {
+        let found = |id, rooms, data| FoundSocket {
+            id: SessionId(id),
+            rooms,
+            data,
+        };
         match self {
-            Reply::Found(found) => (found.into_iter())
-                .map(|(id, rooms)| FoundSocket {
-                    id: SessionId(id),
-                    rooms,
-                })
+            Reply::FoundShared(rows) => (rows.into_iter())
+                .map(|row| found(row.id, row.rooms, row.data))
+                .collect(),
+            Reply::Found(rows) => (rows.into_iter())
+                .map(|(id, rooms)| found(id, rooms, None))
                 .collect(),
             Reply::Ids(ids) => (ids.into_iter())
-                .map(|id| FoundSocket {
-                    id: SessionId(id),
-                    rooms: Vec::new(),
-                })
+                .map(|id| found(id, Vec::new(), None))
                 .collect(),
             _ => Vec::new(),
         }

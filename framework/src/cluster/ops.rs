@@ -15,7 +15,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::Bytes;
 
-use super::control::{GameReply, Local, Reply, Request, SessionRow};
+use super::control::{FoundRow, GameReply, Local, Reply, Request, SessionRow};
 use super::relay::{OwnerRelay, Relays};
 use super::NodeId;
 use crate::namespace::{ListRooms, NamespaceActor, Sockets, SocketsOp, Target};
@@ -221,7 +221,7 @@ pub(crate) async fn answer(
             };
             let found = addr.send(ask).await.unwrap_or_default();
             if fetch {
-                Reply::Found(found.into_iter().map(|s| (s.id.0, s.rooms)).collect())
+                Reply::FoundShared(found.into_iter().map(FoundRow::from).collect())
             } else {
                 Reply::Ids(found.into_iter().map(|s| s.id.0).collect())
             }

@@ -41,6 +41,10 @@ pub struct NamespaceActor {
     name: Arc<str>,
     sockets: HashMap<SessionId, SocketEntry>,
     rooms: HashMap<Arc<str>, Room>,
+    /// What sockets shared of themselves (`Socket::share_data`, JSON), for
+    /// `fetch_sockets`: a map of its own, so that a namespace whose sockets share
+    /// nothing keeps nothing per socket for it.
+    shared: HashMap<SessionId, Arc<str>>,
     /// Broadcasts handled, for the server's metrics.
     emitted: EventCounter,
     /// Where [`Sockets`] sends the sessions it disconnects (the server's registry).
@@ -60,6 +64,7 @@ impl NamespaceActor {
             name,
             sockets: HashMap::new(),
             rooms: HashMap::new(),
+            shared: HashMap::new(),
             emitted,
             leaver: None,
             #[cfg(feature = "cluster")]
@@ -200,6 +205,7 @@ impl Handler<RemoveSocket> for NamespaceActor {
         let Some(entry) = self.sockets.remove(&msg.id) else {
             return;
         };
+        self.shared.remove(&msg.id);
         for room in entry.rooms {
             self.leave(msg.id, &room, &entry.recipient);
         }
@@ -451,6 +457,49 @@ impl NamespaceActor {
     }
 }
 
+/// What a socket shares of itself ([`crate::Socket::share_data`]): JSON, shown by
+/// `fetch_sockets` on every node; `None` takes it back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShareData {
+    pub id: SessionId,
+    pub data: Option<Arc<str>>,
+}
+
+impl Handler<ShareData> for NamespaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShareData, _: &mut Context<Self>) {
+        match msg.data {
+            // Only a socket of the namespace: one that left keeps nothing here.
+            Some(data) if self.sockets.contains_key(&msg.id) => {
+                self.shared.insert(msg.id, data);
+            }
+            _ => {
+                self.shared.remove(&msg.id);
+            }
+        }
+    }
+}
+
+/// What a socket shared of itself, as [`ShareData`] left it (a session that moves
+/// to another node takes it along).
+#[cfg(feature = "cluster")]
+#[derive(Message)]
+#[rtype(result = "Option<Arc<str>>")]
+pub struct SharedOf {
+    pub id: SessionId,
+}
+
+#[cfg(feature = "cluster")]
+impl Handler<SharedOf> for NamespaceActor {
+    type Result = MessageResult<SharedOf>;
+
+    fn handle(&mut self, msg: SharedOf, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.shared.get(&msg.id).cloned())
+    }
+}
+
 /// The rooms a socket is in.
 #[derive(Message)]
 #[rtype(result = "Vec<String>")]
@@ -575,6 +624,7 @@ impl Handler<Sockets> for NamespaceActor {
             .map(|id| FoundSocket {
                 id,
                 rooms: self.rooms_of(id),
+                data: self.shared.get(&id).map(|data| data.to_string()),
             })
             .collect();
         #[cfg(feature = "cluster")]

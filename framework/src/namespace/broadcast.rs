@@ -111,9 +111,10 @@ impl Broadcast {
         Ok(())
     }
 
-    /// The sockets the broadcast would reach, each with its rooms, sorted by id: on
-    /// every node of a cluster (a node that does not answer within 2 s is left out).
-    /// Socket.IO's `fetchSockets`.
+    /// The sockets the broadcast would reach, each with its rooms and what it shared
+    /// of itself ([`crate::Socket::share_data`]), sorted by id: on every node of a
+    /// cluster (a node that does not answer within 2 s is left out). Socket.IO's
+    /// `fetchSockets`.
     ///
     /// ```
     /// use volley::NamespaceRef;
@@ -122,6 +123,20 @@ impl Broadcast {
     /// async fn seating(lobby: &NamespaceRef, table: &str) -> Vec<(u64, Vec<String>)> {
     ///     let found = lobby.to(table).fetch_sockets().await;
     ///     found.into_iter().map(|s| (s.id.0, s.rooms)).collect()
+    /// }
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Player {
+    ///     name: String,
+    /// }
+    ///
+    /// /// The names the players at `table` gave themselves (see `Socket::share_data`).
+    /// async fn names(lobby: &NamespaceRef, table: &str) -> Vec<String> {
+    ///     let found = lobby.to(table).fetch_sockets().await;
+    ///     (found.iter())
+    ///         .filter_map(|s| s.data_as::<Player>()?.ok())
+    ///         .map(|p| p.name)
+    ///         .collect()
     /// }
     /// ```
     pub async fn fetch_sockets(self) -> Vec<FoundSocket> {
@@ -174,14 +189,44 @@ impl Broadcast {
 
 /// A socket as [`Broadcast::fetch_sockets`] found it, on this node or another of the
 /// cluster: Socket.IO's `RemoteSocket` without its methods (act on the sockets of a
-/// target with [`Broadcast::sockets_join`] and the other operations) and without its
-/// `data` (a socket's [`crate::Socket::data`] is a Rust value of the node it is on).
+/// target with [`Broadcast::sockets_join`] and the other operations). Its `data` is
+/// what the socket shared of itself with [`crate::Socket::share_data`] (Socket.IO's
+/// `socket.data`), as JSON; the typed [`crate::Socket::data`] its middleware
+/// attached is a Rust value of the node it is on, and stays there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FoundSocket {
     /// Its session's id.
     pub id: SessionId,
     /// The rooms of the namespace it is in, sorted.
     pub rooms: Vec<String>,
+    /// What it shared with [`crate::Socket::share_data`], as JSON text; `None` if
+    /// nothing.
+    pub data: Option<String>,
+}
+
+impl FoundSocket {
+    /// Its shared [`data`](FoundSocket::data) as a `T`: `None` if it shared nothing,
+    /// an error if what it shared is not a `T`.
+    ///
+    /// ```
+    /// use volley::{FoundSocket, SessionId};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Player {
+    ///     name: String,
+    /// }
+    ///
+    /// let found = FoundSocket {
+    ///     id: SessionId(7),
+    ///     rooms: vec!["lobby".into()],
+    ///     data: Some(r#"{"name":"ann"}"#.into()),
+    /// };
+    /// let player: Player = found.data_as().unwrap().unwrap();
+    /// assert_eq!(player.name, "ann");
+    /// ```
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Option<serde_json::Result<T>> {
+        self.data.as_deref().map(serde_json::from_str)
+    }
 }
 
 fn ids(found: Vec<FoundSocket>) -> Vec<SessionId> {

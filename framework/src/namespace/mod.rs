@@ -31,10 +31,10 @@ use serde_json::value::RawValue;
 pub use actor::NamespaceStats;
 pub(crate) use actor::{
     AddSocket, Emit, JoinRoom as JoinRoomMsg, LeaveRoom as LeaveRoomMsg, LeaveSockets, ListRooms,
-    NamespaceActor, RemoveSocket, RoomsOf, Sockets, SocketsOp, Stats, Target,
+    NamespaceActor, RemoveSocket, RoomsOf, ShareData, Sockets, SocketsOp, Stats, Target,
 };
 #[cfg(feature = "cluster")]
-pub(crate) use actor::{Subscribe, Subscribing};
+pub(crate) use actor::{SharedOf, Subscribe, Subscribing};
 pub use broadcast::{Broadcast, FoundSocket};
 pub use reference::NamespaceRef;
 #[cfg(feature = "cluster")]

@@ -15,8 +15,8 @@ use serde_bytes::ByteBuf;
 use tokio::sync::oneshot;
 
 use super::{
-    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceHandle, RoomsOf, SocketData,
-    Target,
+    encode_event, Broadcast, JoinRoomMsg, LeaveRoomMsg, NamespaceHandle, RoomsOf, ShareData,
+    SocketData, Target,
 };
 use crate::protocol::{self, EventKind, Frame};
 use crate::room::{Deliver, Deliveries, Mailbox};
@@ -391,6 +391,45 @@ impl Socket {
             .send(RoomsOf { id: self.id() })
             .await
             .unwrap_or_default()
+    }
+
+    /// Shares `data` of this socket with whoever asks for it with
+    /// [`Broadcast::fetch_sockets`], on every node of a cluster (Socket.IO's
+    /// `socket.data`, as `fetchSockets` shows it): a player's name, a team, a
+    /// status. Kept as JSON by the namespace until this socket leaves it or shares
+    /// something else; a session drained to another node takes it along. A fetch
+    /// after this call sees it (both go to the namespace, in order).
+    ///
+    /// ```
+    /// use volley::Namespace;
+    ///
+    /// #[derive(serde::Deserialize, serde::Serialize)]
+    /// struct Player {
+    ///     name: String,
+    /// }
+    ///
+    /// let lobby = Namespace::new().on("name", |socket, name: String| {
+    ///     let _ = socket.share_data(&Player { name });
+    /// });
+    /// ```
+    pub fn share_data<T: Serialize>(&self, data: &T) -> Result<(), serde_json::Error> {
+        let data = serde_json::to_string(data)?;
+        self.share_json(Some(data.into()));
+        Ok(())
+    }
+
+    /// Takes back what [`Socket::share_data`] shared: `fetch_sockets` shows nothing.
+    pub fn unshare_data(&self) {
+        self.share_json(None);
+    }
+
+    /// Shares `data`, JSON text, as [`Socket::share_data`] does (a session moved
+    /// here brings it as text).
+    pub(crate) fn share_json(&self, data: Option<Arc<str>>) {
+        self.inner.namespace.addr.do_send(ShareData {
+            id: self.id(),
+            data,
+        });
     }
 
     /// A broadcast to `room`, excluding this socket (the sender).

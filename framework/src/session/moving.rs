@@ -37,7 +37,7 @@ use super::outlet::{Link, Outlet};
 use super::supervisor::{Adopt, Unregister};
 use super::window::WINDOW_WAIT;
 use super::{ClientLimit, Outbox, Session, Shared, ToTransport};
-use crate::namespace::{self, Authorization, NamespaceHandle, RoomsOf, Socket};
+use crate::namespace::{self, Authorization, NamespaceHandle, RoomsOf, SharedOf, Socket};
 use crate::protocol::ResumeToken;
 use crate::{AckError, DisconnectReason, SessionId};
 
@@ -103,6 +103,9 @@ impl Arrival {
 /// the move is answered: below the moving node's wait for the answer (2 s).
 const SUBSCRIBE_WAIT: Duration = Duration::from_millis(1500);
 
+/// What a namespace holds of a socket that moves: its rooms and its shared data.
+type Held = (Vec<String>, Option<String>);
+
 /// A namespace the session had joined.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct MovedNamespace {
@@ -112,6 +115,9 @@ pub(crate) struct MovedNamespace {
     /// The game seat of the socket, held by its room while the session moves.
     #[serde(default)]
     pub seat: Option<MovedSeat>,
+    /// What the socket shared of itself (`Socket::share_data`), JSON.
+    #[serde(default)]
+    pub data: Option<String>,
 }
 
 /// A game seat that moves with its session (`cluster/game/moving.rs`): the room,
@@ -162,7 +168,12 @@ impl Handler<Freeze> for Session {
             .map(|j| {
                 let ns = j.namespace.name.to_string();
                 let rooms = j.namespace.addr.send(RoomsOf { id });
-                async move { (ns, rooms.await.unwrap_or_default()) }
+                let data = j.namespace.addr.send(SharedOf { id });
+                async move {
+                    let rooms = rooms.await.unwrap_or_default();
+                    let data = data.await.ok().flatten().map(|d| d.to_string());
+                    (ns, (rooms, data))
+                }
             })
             .collect();
         Box::pin(
@@ -175,7 +186,7 @@ impl Handler<Freeze> for Session {
 
 impl Session {
     /// Stops taking and delivering frames, and answers the state.
-    fn freeze(&mut self, rooms: Vec<(String, Vec<String>)>) -> Option<SessionState> {
+    fn freeze(&mut self, held: Vec<(String, Held)>) -> Option<SessionState> {
         // Not while it is still landing from another move (its window open): the
         // broadcasts held for it would be lost.
         let landing = self.sink.outlet.borrow().window.is_some();
@@ -197,15 +208,18 @@ impl Session {
             .borrow()
             .joined
             .values()
-            .map(|j| MovedNamespace {
-                ns: j.namespace.name.to_string(),
-                auth: ByteBuf::from(j.auth.clone()),
-                rooms: rooms
-                    .iter()
+            .map(|j| {
+                let (rooms, data) = (held.iter())
                     .find(|(ns, _)| *ns == *j.namespace.name)
-                    .map(|(_, rooms)| rooms.clone())
-                    .unwrap_or_default(),
-                seat: None,
+                    .map(|(_, held)| held.clone())
+                    .unwrap_or_default();
+                MovedNamespace {
+                    ns: j.namespace.name.to_string(),
+                    auth: ByteBuf::from(j.auth.clone()),
+                    rooms,
+                    seat: None,
+                    data,
+                }
             })
             .collect();
         let next_ack = self
@@ -469,6 +483,9 @@ impl Session {
         for room in &moved.rooms {
             socket.join(room);
         }
+        if let Some(data) = moved.data {
+            socket.share_json(Some(data.into()));
+        }
         let mut subscribing = socket.take_joining();
         subscribing.push(namespace_subscribed);
         // Before any client frame reaches the socket: its inputs find the seat.
@@ -539,6 +556,7 @@ mod tests {
                 auth: ByteBuf::from(b"{\"name\":\"ann\"}".to_vec()),
                 rooms: vec!["red".into()],
                 seat: Some(MovedSeat { room: 5, owner: 6 }),
+                data: Some(r#"{"team":"red"}"#.into()),
             }],
             move_id: 11,
         };
@@ -550,5 +568,13 @@ mod tests {
             back.namespaces[0].seat,
             Some(MovedSeat { room: 5, owner: 6 })
         );
+        assert_eq!(
+            back.namespaces[0].data.as_deref(),
+            Some(r#"{"team":"red"}"#)
+        );
+        // From a node of an earlier version: no shared data.
+        let older: MovedNamespace =
+            serde_json::from_str(r#"{"ns":"/chat","auth":[],"rooms":[],"seat":null}"#).unwrap();
+        assert_eq!(older.data, None);
     }
 }

@@ -52,11 +52,36 @@ pub fn found_of(table: &[(&str, SessionId)], found: &[(&str, &[&str])]) -> Vec<F
             let (_, id) = table.iter().find(|(n, _)| n == name).expect("a player");
             let mut rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
             rooms.sort();
-            FoundSocket { id: *id, rooms }
+            FoundSocket {
+                id: *id,
+                rooms,
+                data: None,
+            }
         })
         .collect();
     all.sort_unstable_by_key(|s| s.id);
     all
+}
+
+/// `found` with what the players named shared of themselves (JSON text).
+pub fn sharing(
+    table: &[(&str, SessionId)],
+    mut found: Vec<FoundSocket>,
+    shared: &[(&str, &str)],
+) -> Vec<FoundSocket> {
+    for (name, data) in shared {
+        let (_, id) = table.iter().find(|(n, _)| n == name).expect("a player");
+        let socket = found.iter_mut().find(|s| s.id == *id).expect("found");
+        socket.data = Some(data.to_string());
+    }
+    found
+}
+
+impl Player {
+    /// Shares `data` of its socket (the test namespace's `share`), acknowledged.
+    pub async fn share(&self, data: serde_json::Value) {
+        let () = self.ns.emit_with_ack("share", &data, WAIT).await.unwrap();
+    }
 }
 
 /// The sorted session ids of the players named, from an [`id_table`].
@@ -369,6 +394,35 @@ async fn operations_on_a_broadcast_target_reach_its_sockets_once() {
         found(&[("bob", &["red"])])
     );
     assert_eq!(root.to("nowhere").fetch_sockets().await, []);
+
+    // What a socket shares of itself comes with it (Socket.IO's `socket.data`).
+    for p in [&ps[0], &ps[2]] {
+        p.share(serde_json::json!({ "name": p.name })).await;
+    }
+    let red = root.to("red").fetch_sockets().await;
+    assert_eq!(
+        red,
+        sharing(
+            &table,
+            found(&[("ann", &["blue", "red"]), ("bob", &["red"])]),
+            &[("ann", r#"{"name":"ann"}"#)]
+        )
+    );
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let names: Vec<String> = (red.iter())
+        .filter_map(|s| s.data_as::<Named>()?.ok())
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["ann"]);
+    ps[0].share(serde_json::Value::Null).await;
+    assert_eq!(
+        root.to("red").fetch_sockets().await,
+        found(&[("ann", &["blue", "red"]), ("bob", &["red"])]),
+        "taken back"
+    );
 
     // Red joins green: an emit to green reaches exactly them, once.
     assert_eq!(

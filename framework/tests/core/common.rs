@@ -115,6 +115,14 @@ pub fn test_namespace(disconnects: Disconnects) -> Namespace {
             socket.join(&room);
             let _ = ack.send(&room);
         })
+        // Shares the payload of this socket for `fetch_sockets`; `null` takes it back.
+        .on_ack("share", |socket, data: serde_json::Value, ack| {
+            match data {
+                serde_json::Value::Null => socket.unshare_data(),
+                data => socket.share_data(&data).expect("JSON"),
+            }
+            let _ = ack.send(&());
+        })
         .on_ack("leave", |socket, room: String, ack| {
             socket.leave(&room);
             let _ = ack.send(&room);

@@ -376,16 +376,22 @@ async fn operations_on_a_broadcast_target_reach_every_node() {
     // Each node's members added up.
     let rooms = root.rooms().await;
     assert_eq!(rooms, [("blue".into(), 2), ("red".into(), 2)].into());
-    // Each node's sockets with their rooms.
+    // Each node's sockets with their rooms, and what they shared of themselves.
+    on_b[0].share(serde_json::json!({ "name": "cat" })).await;
     assert_eq!(
         root.broadcast().fetch_sockets().await,
-        found(&[
-            ("ann", &["red"]),
-            ("bob", &["blue"]),
-            ("cat", &["blue", "red"]),
-            ("dan", &[]),
-        ])
+        sharing(
+            &table,
+            found(&[
+                ("ann", &["red"]),
+                ("bob", &["blue"]),
+                ("cat", &["blue", "red"]),
+                ("dan", &[]),
+            ]),
+            &[("cat", r#"{"name":"cat"}"#)]
+        )
     );
+    on_b[0].share(serde_json::Value::Null).await;
     assert_eq!(
         root.to("red").fetch_sockets().await,
         found(&[("ann", &["red"]), ("cat", &["blue", "red"])])

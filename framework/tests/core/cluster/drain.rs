@@ -32,6 +32,9 @@ fn numbered(received: mpsc::UnboundedSender<(u64, u64)>) -> Namespace {
         })
         .on_ack("join", |socket, room: String, ack| {
             socket.join(&room);
+            // Shared once, here: a moved session brings it along.
+            let name = socket.data::<String>().cloned().unwrap_or_default();
+            socket.share_data(&name).unwrap();
             let _ = ack.send(&room);
         })
         .on_ack("whoami", |socket, _: (), ack| {
@@ -180,6 +183,14 @@ async fn rolling_restart(transport: Transport) {
         .await
         .unwrap();
     assert_eq!(in_room, CLIENTS as usize);
+    // What each socket shared on its first node came along every move.
+    let found = c.volley.of("/").unwrap().to("all").fetch_sockets().await;
+    let mut names: Vec<String> = (found.iter())
+        .map(|s| s.data_as::<String>().expect("shared").unwrap())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (0..CLIENTS).map(|i| format!("client-{i}")).collect();
+    assert_eq!(names, expected);
 }
 
 #[actix_rt::test]

@@ -16,7 +16,7 @@ use volley::client::{ConnectionEvent, NamespaceClient, Transport};
 use volley::cluster::RedisCluster;
 use volley::{Namespace, Volley, VolleyBuilder};
 
-pub use crate::broadcast::{found_of, id_table, ids_of, players, Player};
+pub use crate::broadcast::{found_of, id_table, ids_of, players, sharing, Player};
 use crate::common::*;
 pub use redis::RedisServer;
 

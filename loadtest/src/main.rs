@@ -107,7 +107,9 @@ scenarios
              loadtest/peers, a peer without node/npm/cargo is skipped), and the floor
              for Volley's frame size, one write() and --batch (10) per write(); one
              table: server CPU per delivery and x floor, deliveries/s, latency,
-             server RSS per idle connection
+             server RSS per idle connection; --rounds N (1): the floor and every
+             server N times in turn, each read against its round's floor, the
+             median round shown with the rounds' range
   cluster    (feature `cluster`, on by default; needs redis-server) the fanout above on
              one node, then on --nodes nodes (default 3) sharing a Redis it starts,
              behind a round-robin balancer; latency and CPU per delivery of both,

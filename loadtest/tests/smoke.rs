@@ -481,14 +481,28 @@ fn floor_writes_and_drains_every_byte_one_by_one_and_batched() {
 fn compare_runs_the_volley_chat_next_to_the_floor() {
     // The Volley path only: CI has neither the Node peer nor the time to build
     // socketioxide.
+    // Two rounds in turn: the floor and the server each time, the median shown.
     let (report, page) = run_with(
-        &[&["compare", "--peers", "volley"], SMALL_ROOM].concat(),
+        &[
+            &["compare", "--peers", "volley", "--rounds", "2"],
+            SMALL_ROOM,
+        ]
+        .concat(),
         &[],
     );
     assert!(page.contains("volley_delivery: 1000 samples"), "{page}");
     assert!(plots(&page) >= 1, "{page}");
     let figures = &report["figures"];
-    assert_eq!(report["streams"]["volley"]["sent"], 20 * 50, "{report}");
+    assert_eq!(report["streams"]["volley"]["sent"], 2 * 20 * 50, "{report}");
+    let (low, high) = (
+        figures["volley_cpu_per_delivery_x_floor_min"].as_f64(),
+        figures["volley_cpu_per_delivery_x_floor_max"].as_f64(),
+    );
+    assert!(low.is_some() && low <= high, "{figures}");
+    assert!(
+        figures["floor_writer_cpu_us_per_message_max"].is_number(),
+        "{figures}"
+    );
     assert!(
         figures["floor_writer_cpu_us_per_message"].is_number(),
         "{figures}"

@@ -138,7 +138,43 @@ struct Settings {
     duration: Duration,
     size: usize,
     batch: usize,
+    /// Rounds of the floor and every peer, in turn (`--rounds`).
+    rounds: usize,
     peers_dir: PathBuf,
+}
+
+/// One peer's rounds: its figures and the floor measured just before, per round.
+struct PeerRounds {
+    peer: Peer,
+    rounds: Vec<(PeerFigures, f64)>,
+}
+
+impl PeerRounds {
+    /// Each round's CPU per delivery as a multiple of its own round's floor.
+    fn ratios(&self) -> Vec<f64> {
+        (self.rounds.iter())
+            .map(|(f, floor)| per_second(f.cpu_us_per_delivery(), *floor))
+            .collect()
+    }
+
+    /// The round whose multiple of the floor is the median (the lower middle one
+    /// of an even count): the row the table shows.
+    fn median(&self) -> &(PeerFigures, f64) {
+        let ratios = self.ratios();
+        let mut order: Vec<usize> = (0..ratios.len()).collect();
+        order.sort_by(|a, b| ratios[*a].total_cmp(&ratios[*b]));
+        &self.rounds[order[(order.len() - 1) / 2]]
+    }
+}
+
+/// The smallest and largest of `values` (0, 0 for none).
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values
+        .fold(None, |r: Option<(f64, f64)>, v| match r {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+        })
+        .unwrap_or_default()
 }
 
 pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
@@ -151,6 +187,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         duration: Duration::from_secs_f64(flags.positive("duration", 20.0)?),
         size: flags.count("size", 80)?,
         batch: flags.count("batch", 10)?,
+        rounds: flags.count("rounds", 1)?.max(1),
         peers_dir: flags.get(
             "peers-dir",
             PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers")),
@@ -173,6 +210,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
     report.setting("rate", settings.rate);
     report.setting("duration_s", settings.duration.as_secs_f64());
     report.setting("text_size", settings.size);
+    report.setting("rounds", settings.rounds);
     let frame = volley_frame_size(settings.size);
     report.setting("floor_size", frame);
 
@@ -183,8 +221,6 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         duration: settings.duration,
         batch: 1,
     };
-    eprintln!("compare: the floor, one write() per message of {frame} bytes");
-    let single = floor::measure(plan).await?;
     eprintln!(
         "compare: the floor, {} messages per write()",
         settings.batch
@@ -194,12 +230,57 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         ..plan
     })
     .await?;
+    // Round by round: the floor, then every peer, so that each peer's figure is
+    // read against the floor of its own minutes (the machine's speed moves).
+    let mut floors = Vec::new();
+    let mut measured: Vec<PeerRounds> = (peers.iter())
+        .map(|peer| PeerRounds {
+            peer: *peer,
+            rounds: Vec::new(),
+        })
+        .collect();
+    for round in 1..=settings.rounds {
+        let of = format!("round {round} of {}: ", settings.rounds);
+        eprintln!("compare: {of}the floor, one write() per message of {frame} bytes");
+        let single = floor::measure(plan).await?;
+        let floor_us = single.writer_us_per_message();
+        for peer in measured.iter_mut() {
+            eprintln!("compare: {of}{}", peer.peer.label());
+            match measure_peer(peer.peer, &settings).await {
+                Ok(figures) => peer.rounds.push((figures, floor_us)),
+                Err(e) => {
+                    eprintln!("compare: {} skipped: {e}", peer.peer.label());
+                    (report.notes).push(format!("{} skipped ({of}): {e}", peer.peer.label()));
+                }
+            }
+        }
+        floors.push(single);
+    }
+    // The floor the report shows: the median round's.
+    let mut order: Vec<&FloorFigures> = floors.iter().collect();
+    order.sort_by(|a, b| (a.writer_us_per_message()).total_cmp(&b.writer_us_per_message()));
+    let single = order[(order.len() - 1) / 2];
     floor::add_figures(
         &mut report,
         "floor_",
         "floor, one write per message",
-        &single,
+        single,
     );
+    if settings.rounds > 1 {
+        let (lo, hi) = range(floors.iter().map(FloorFigures::writer_us_per_message));
+        report.figure(
+            "floor_writer_cpu_us_per_message_min",
+            "floor, one write per message: the cheapest round",
+            lo,
+            "µs",
+        );
+        report.figure(
+            "floor_writer_cpu_us_per_message_max",
+            "floor, one write per message: the dearest round",
+            hi,
+            "µs",
+        );
+    }
     floor::add_figures(
         &mut report,
         "floor_batched_",
@@ -207,29 +288,13 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         &batched,
     );
 
-    let mut rows = Vec::new();
-    for peer in peers {
-        eprintln!("compare: {}", peer.label());
-        match measure_peer(peer, &settings).await {
-            Ok(figures) => {
-                add_peer(
-                    &mut report,
-                    peer,
-                    settings.clients as u64,
-                    &figures,
-                    &single,
-                );
-                rows.push((peer, figures));
-            }
-            Err(e) => {
-                eprintln!("compare: {} skipped: {e}", peer.label());
-                report.notes.push(format!("{} skipped: {e}", peer.label()));
-            }
-        }
+    measured.retain(|p| !p.rounds.is_empty());
+    for peer in &measured {
+        add_peer(&mut report, peer, settings.clients as u64);
     }
     report
         .tables
-        .push(table(&settings, &single, &batched, &rows));
+        .push(table(&settings, &floors, &batched, &measured));
     report.duration = started.elapsed();
     Ok(report)
 }
@@ -252,14 +317,22 @@ fn volley_frame_size(size: usize) -> usize {
     frame.len() + if frame.len() < 126 { 2 } else { 4 }
 }
 
-/// Adds a peer's figures to the report (keys prefixed with its name).
-fn add_peer(report: &mut Report, peer: Peer, clients: u64, f: &PeerFigures, floor: &FloorFigures) {
+/// Adds a peer's figures to the report (keys prefixed with its name): those of its
+/// median round, with the range over the rounds when there are several; what was
+/// lost or duplicated, and every failure, of all rounds.
+fn add_peer(report: &mut Report, measured: &PeerRounds, clients: u64) {
+    let peer = measured.peer;
     let name = peer.name();
     let label = peer.label();
+    let (f, floor) = measured.median();
     report.clients += clients;
     report.connected += f.connected;
     report.failed += clients.saturating_sub(f.connected);
-    report.streams.insert(name.to_owned(), f.chat);
+    let mut chat = StreamTotals::default();
+    for (round, _) in &measured.rounds {
+        chat.add(&round.chat);
+    }
+    report.streams.insert(name.to_owned(), chat);
     report.histogram(&format!("{name}_delivery"), &f.delivery);
     report.series.extend(f.series.iter().map(|s| Series {
         label: format!("{label}: {}", s.label),
@@ -274,9 +347,24 @@ fn add_peer(report: &mut Report, peer: Peer, clients: u64, f: &PeerFigures, floo
     report.figure(
         &format!("{name}_cpu_per_delivery_x_floor"),
         &format!("{label}: server CPU per delivery / floor"),
-        per_second(f.cpu_us_per_delivery(), floor.writer_us_per_message()),
+        per_second(f.cpu_us_per_delivery(), *floor),
         "×",
     );
+    if measured.rounds.len() > 1 {
+        let (lo, hi) = range(measured.ratios().into_iter());
+        report.figure(
+            &format!("{name}_cpu_per_delivery_x_floor_min"),
+            &format!("{label}: server CPU per delivery / floor, the lowest round"),
+            lo,
+            "×",
+        );
+        report.figure(
+            &format!("{name}_cpu_per_delivery_x_floor_max"),
+            &format!("{label}: server CPU per delivery / floor, the highest round"),
+            hi,
+            "×",
+        );
+    }
     report.figure(
         &format!("{name}_deliveries_per_s"),
         &format!("{label}: deliveries per second"),
@@ -295,12 +383,16 @@ fn add_peer(report: &mut Report, peer: Peer, clients: u64, f: &PeerFigures, floo
         f.workers_cpu_s,
         "s",
     );
-    report.notes.push(format!(
-        "{label}: load average {:.1} before, {:.1} after",
-        f.load_before, f.load_after
-    ));
-    for failure in &f.failures {
-        report.failures.push(format!("{label}: {failure}"));
+    for (i, (round, _)) in measured.rounds.iter().enumerate() {
+        report.notes.push(format!(
+            "{label}, round {}: load average {:.1} before, {:.1} after",
+            i + 1,
+            round.load_before,
+            round.load_after
+        ));
+        for failure in &round.failures {
+            report.failures.push(format!("{label}: {failure}"));
+        }
     }
 }
 
@@ -485,25 +577,34 @@ async fn tool(program: &str, args: &[&str], dir: &Path) -> Result<(), String> {
     }
 }
 
-/// The one table of the run: each server's figures, next to the floor's.
+/// The one table of the run: each server's figures, next to the floor's. With
+/// several rounds, a server's row is its median round (by its multiple of that
+/// round's floor), with the range of the rounds in brackets.
 fn table(
     s: &Settings,
-    single: &FloorFigures,
+    floors: &[FloorFigures],
     batched: &FloorFigures,
-    rows: &[(Peer, PeerFigures)],
+    rows: &[PeerRounds],
 ) -> String {
-    let floor = single.writer_us_per_message();
-    let times = |us: f64| {
-        if floor > 0.0 {
-            format!("{:.1}×", us / floor)
+    let spread = |(lo, hi): (f64, f64), unit: &str, digits: usize| {
+        if s.rounds > 1 {
+            format!(" ({lo:.digits$}–{hi:.digits$}{unit})")
         } else {
-            "-".to_owned()
+            String::new()
         }
     };
+    let mut floor_order: Vec<&FloorFigures> = floors.iter().collect();
+    floor_order.sort_by(|a, b| (a.writer_us_per_message()).total_cmp(&b.writer_us_per_message()));
+    let single = floor_order[(floor_order.len() - 1) / 2];
+    let floor = single.writer_us_per_message();
     let mut t = String::new();
+    let rounds = match s.rounds {
+        1 => String::new(),
+        n => format!(", {n} rounds in turn (medians, the rounds' range in brackets)"),
+    };
     let _ = writeln!(
         t,
-        "{} clients in one room, {} msg/s for {} s; server CPU per delivery next to the floor",
+        "{} clients in one room, {} msg/s for {} s{rounds}; server CPU per delivery next to the floor",
         s.clients,
         s.rate,
         s.duration.as_secs_f64()
@@ -513,34 +614,41 @@ fn table(
         "| server | CPU per delivery | × floor | deliveries/s | latency p50 | latency p99 | RSS per idle connection | lost / duplicated |"
     );
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|");
-    for (peer, f) in rows {
+    for row in rows {
+        let (f, round_floor) = row.median();
         let us = f.cpu_us_per_delivery();
+        let cpu = range(row.rounds.iter().map(|(f, _)| f.cpu_us_per_delivery()));
+        let (lost, duplicated) = (row.rounds.iter()).fold((0, 0), |(l, d), (f, _)| {
+            (l + f.chat.lost, d + f.chat.duplicated)
+        });
         let _ = writeln!(
             t,
-            "| {} | {us:.2} µs | {} | {:.0} | {:.2} ms | {:.2} ms | {:.1} KiB | {} / {} |",
-            peer.label(),
-            times(us),
+            "| {} | {us:.2} µs{} | {:.2}×{} | {:.0} | {:.2} ms | {:.2} ms | {:.1} KiB | {lost} / {duplicated} |",
+            row.peer.label(),
+            spread(cpu, " µs", 2),
+            per_second(us, *round_floor),
+            spread(range(row.ratios().into_iter()), "×", 2),
             f.deliveries_per_s,
             f.delivery.quantile_us(0.5) as f64 / 1000.0,
             f.delivery.quantile_us(0.99) as f64 / 1000.0,
             f.rss_per_idle_connection_kib,
-            f.chat.lost,
-            f.chat.duplicated
         );
     }
+    let floor_range = range(floors.iter().map(FloorFigures::writer_us_per_message));
     let _ = writeln!(
         t,
-        "| floor: one write() per message (writer; drainer {:.2} µs) | {floor:.2} µs | 1.0× | {:.0} | — | — | — | — |",
+        "| floor: one write() per message (writer; drainer {:.2} µs) | {floor:.2} µs{} | 1.0× | {:.0} | — | — | — | — |",
         single.drainer_us_per_message(),
+        spread(floor_range, " µs", 2),
         single.rate_reached
     );
     let _ = writeln!(
         t,
-        "| floor: {} messages per write() (writer; drainer {:.2} µs) | {:.2} µs | {} | {:.0} | — | — | — | — |",
+        "| floor: {} messages per write() (writer; drainer {:.2} µs) | {:.2} µs | {:.2}× | {:.0} | — | — | — | — |",
         s.batch,
         batched.drainer_us_per_message(),
         batched.writer_us_per_message(),
-        times(batched.writer_us_per_message()),
+        per_second(batched.writer_us_per_message(), floor),
         batched.rate_reached
     );
     t
@@ -557,6 +665,30 @@ mod tests {
             Ok(vec![Peer::Volley, Peer::Socketioxide])
         );
         assert!(parse_peers("volley,nodejs").is_err_and(|e| e.contains("'nodejs'")));
+    }
+
+    #[test]
+    fn a_peer_shows_its_median_round_against_that_round_s_floor() {
+        // CPU per delivery 8, 6 and 9 µs over floors of 4, 5 and 4.5 µs: multiples
+        // 2.0, 1.2 and 2.0; the median round is a 2.0 (the lower middle of the sorted
+        // three: 1.2, 2.0, 2.0), the range 1.2–2.0.
+        let round = |cpu_us: f64, floor: f64| {
+            let figures = PeerFigures {
+                deliveries: 1_000_000,
+                server_cpu_s: cpu_us,
+                ..PeerFigures::default()
+            };
+            (figures, floor)
+        };
+        let peer = PeerRounds {
+            peer: Peer::Volley,
+            rounds: vec![round(8.0, 4.0), round(6.0, 5.0), round(9.0, 4.5)],
+        };
+        assert_eq!(peer.ratios(), [2.0, 1.2, 2.0]);
+        let (median, floor) = peer.median();
+        assert_eq!(per_second(median.cpu_us_per_delivery(), *floor), 2.0);
+        assert_eq!(range(peer.ratios().into_iter()), (1.2, 2.0));
+        assert_eq!(range(std::iter::empty()), (0.0, 0.0));
     }
 
     #[test]

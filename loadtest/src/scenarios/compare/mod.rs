@@ -31,7 +31,7 @@ use crate::timeline;
 
 mod rounds;
 
-use rounds::{range, table, PeerRounds};
+use rounds::{median_floor, range, table, PeerRounds};
 
 /// The servers compared, by their `--peers` names.
 const PEERS: [Peer; 5] = [
@@ -226,9 +226,7 @@ pub async fn coordinate(flags: &Flags) -> Result<Report, String> {
         floors.push(single);
     }
     // The floor the report shows: the median round's.
-    let mut order: Vec<&FloorFigures> = floors.iter().collect();
-    order.sort_by(|a, b| (a.writer_us_per_message()).total_cmp(&b.writer_us_per_message()));
-    let single = order[(order.len() - 1) / 2];
+    let single = median_floor(&floors);
     floor::add_figures(
         &mut report,
         "floor_",

@@ -26,10 +26,25 @@ impl PeerRounds {
     /// of an even count): the row the table shows.
     pub fn median(&self) -> &(PeerFigures, f64) {
         let ratios = self.ratios();
-        let mut order: Vec<usize> = (0..ratios.len()).collect();
-        order.sort_by(|a, b| ratios[*a].total_cmp(&ratios[*b]));
-        &self.rounds[order[(order.len() - 1) / 2]]
+        &self.rounds[median_of(&ratios)]
     }
+}
+
+/// The round of the floor whose cost per message is the median: the floor the
+/// report shows.
+pub(super) fn median_floor(floors: &[FloorFigures]) -> &FloorFigures {
+    let costs: Vec<f64> = floors
+        .iter()
+        .map(FloorFigures::writer_us_per_message)
+        .collect();
+    &floors[median_of(&costs)]
+}
+
+/// Where the median of `values` is (the lower middle one of an even count).
+fn median_of(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
+    order[(order.len() - 1) / 2]
 }
 
 /// The smallest and largest of `values` (0, 0 for none).
@@ -58,9 +73,7 @@ pub(super) fn table(
             String::new()
         }
     };
-    let mut floor_order: Vec<&FloorFigures> = floors.iter().collect();
-    floor_order.sort_by(|a, b| (a.writer_us_per_message()).total_cmp(&b.writer_us_per_message()));
-    let single = floor_order[(floor_order.len() - 1) / 2];
+    let single = median_floor(floors);
     let floor = single.writer_us_per_message();
     let mut t = String::new();
     let rounds = match s.rounds {

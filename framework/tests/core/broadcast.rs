@@ -22,6 +22,11 @@ pub struct Player {
 }
 
 impl Player {
+    /// Shares `data` of its socket (the test namespace's `share`), acknowledged.
+    pub async fn share(&self, data: serde_json::Value) {
+        let () = self.ns.emit_with_ack("share", &data, WAIT).await.unwrap();
+    }
+
     /// Its session's id.
     pub fn id(&self) -> SessionId {
         SessionId(self._client.session_id())
@@ -44,16 +49,21 @@ pub fn id_table(players: &[Player]) -> Vec<(&'static str, SessionId)> {
     players.iter().map(|p| (p.name, p.id())).collect()
 }
 
+/// The session id of the player `name` in an [`id_table`].
+fn id_in(table: &[(&str, SessionId)], name: &str) -> SessionId {
+    let (_, id) = table.iter().find(|(n, _)| *n == name).expect("a player");
+    *id
+}
+
 /// What `fetch_sockets` finds of the players named, each with the rooms given,
 /// from an [`id_table`]: sorted by id, their rooms sorted.
 pub fn found_of(table: &[(&str, SessionId)], found: &[(&str, &[&str])]) -> Vec<FoundSocket> {
     let mut all: Vec<FoundSocket> = (found.iter())
         .map(|(name, rooms)| {
-            let (_, id) = table.iter().find(|(n, _)| n == name).expect("a player");
             let mut rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
             rooms.sort();
             FoundSocket {
-                id: *id,
+                id: id_in(table, name),
                 rooms,
                 data: None,
             }
@@ -70,18 +80,11 @@ pub fn sharing(
     shared: &[(&str, &str)],
 ) -> Vec<FoundSocket> {
     for (name, data) in shared {
-        let (_, id) = table.iter().find(|(n, _)| n == name).expect("a player");
-        let socket = found.iter_mut().find(|s| s.id == *id).expect("found");
+        let id = id_in(table, name);
+        let socket = found.iter_mut().find(|s| s.id == id).expect("found");
         socket.data = Some(data.to_string());
     }
     found
-}
-
-impl Player {
-    /// Shares `data` of its socket (the test namespace's `share`), acknowledged.
-    pub async fn share(&self, data: serde_json::Value) {
-        let () = self.ns.emit_with_ack("share", &data, WAIT).await.unwrap();
-    }
 }
 
 /// The sorted session ids of the players named, from an [`id_table`].
@@ -457,4 +460,13 @@ async fn operations_on_a_broadcast_target_reach_its_sockets_once() {
         found(&[("bob", &["red"]), ("dan", &[])])
     );
     assert_eq!(root.stats().await.sockets, 2);
+
+    // Cat had shared its name: leaving the namespace took it away, so the same
+    // session joining again shows nothing.
+    let cat = ps.iter_mut().find(|p| p.name == "cat").unwrap();
+    cat.ns = cat._client.join("/", &()).await.unwrap();
+    assert_eq!(
+        root.broadcast().fetch_sockets().await,
+        found(&[("bob", &["red"]), ("cat", &[]), ("dan", &[])])
+    );
 }
